@@ -1,0 +1,576 @@
+//! The call state machine: every decision of one call, from clock and outcome
+//! events.
+//!
+//! The machine owns no clock, no timer, no task and no allocator. A driver
+//! feeds it [`Event`]s and drains [`Action`]s:
+//!
+//! 1. [`Event::Start`] when the call starts;
+//! 2. [`CallMachine::poll`] until it returns [`Action::Wait`],
+//!    [`Action::AwaitAttempts`] or [`Action::Finish`], carrying out
+//!    [`Action::Launch`] (start the operation), [`Action::Cancel`] (drop an
+//!    attempt) and [`Action::Record`] (tell the observers) on the way;
+//! 3. when an attempt completes, [`Event::AttemptFinished`]; when a wait ends,
+//!    [`Event::Tick`]; when the caller gives up, [`Event::Cancel`]; then back
+//!    to 2.
+//!
+//! Anything already due is acted on before a `Wait` is returned, and every
+//! `Wait` is for an instant after the last one seen, so a driver cannot
+//! busy-loop. The same events, policy and seed give the same actions.
+//!
+//! The attempt loop, per retry group: the overall deadline → the gate (budget;
+//! the breaker sees the initial kind) → launch with the per-attempt deadline
+//! clipped to the overall one → outcome: success finishes; non-retryable and
+//! abort finish at once; retryable backs off (or waits the server's
+//! retry-after hint) unless that was the last attempt or the wait would end at
+//! or past the overall deadline.
+
+use core::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::gate::Gate;
+use crate::outcome::{reason, Outcome, OutcomeKind};
+use crate::policy::Policy;
+use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
+use crate::time::Instant;
+
+/// Call-wide settings that are the executor's, not the policy's.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Upper bound of a server's retry-after hint. A longer hint is cut to
+    /// this; a hint that would end at or past the overall deadline stops the
+    /// call. Default 60 s.
+    pub max_retry_after: Duration,
+}
+
+impl Options {
+    /// The defaults.
+    pub const DEFAULT: Self = Self {
+        max_retry_after: Duration::from_secs(60),
+    };
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Something that happened, with the time it happened.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The call starts.
+    Start {
+        /// When.
+        now: Instant,
+    },
+    /// A launched attempt completed and was classified.
+    AttemptFinished {
+        /// Which attempt.
+        id: AttemptId,
+        /// Its classified result.
+        outcome: Outcome,
+        /// When.
+        now: Instant,
+    },
+    /// Time has passed (a wait ended).
+    Tick {
+        /// The current time.
+        now: Instant,
+    },
+    /// The caller gave up on the call.
+    Cancel {
+        /// When.
+        now: Instant,
+    },
+}
+
+/// Why the machine waits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum WaitReason {
+    /// Backoff (or a retry-after hint) before the next retry group.
+    Backoff,
+    /// The per-attempt deadline of an attempt in flight.
+    AttemptDeadline,
+    /// The call's overall deadline.
+    CallDeadline,
+}
+
+/// What the driver must do next.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start the operation for this attempt.
+    Launch(AttemptInfo),
+    /// Drop this attempt's future; its record says why.
+    Cancel(AttemptRecord),
+    /// An attempt ended (or was refused); report the record.
+    Record(AttemptRecord),
+    /// Nothing to do until `until` (or until an attempt completes).
+    Wait {
+        /// The instant to send [`Event::Tick`] at.
+        until: Instant,
+        /// What the instant is.
+        reason: WaitReason,
+    },
+    /// Attempts are in flight and no timer is pending: wait for one to
+    /// complete.
+    AwaitAttempts,
+    /// The call is over.
+    Finish(Verdict),
+}
+
+/// How a call ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// This attempt's result is the call's.
+    Success(AttemptId),
+    /// The call failed.
+    Failure {
+        /// Why.
+        cause: Cause,
+        /// The last attempt that reported a failure, if any; its result is
+        /// the call's last error.
+        last: Option<AttemptId>,
+    },
+}
+
+/// Why a call failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// An attempt's outcome was non-retryable.
+    NonRetryable,
+    /// An attempt's outcome was abort.
+    Abort,
+    /// Every allowed attempt failed retryably.
+    Exhausted,
+    /// The overall deadline passed.
+    DeadlineExceeded,
+    /// The next backoff would end at or past the overall deadline, so the
+    /// call stopped early rather than sleep into it.
+    BackoffBeyondDeadline,
+    /// The server's retry-after hint would end at or past the overall
+    /// deadline.
+    RetryAfterBeyondDeadline,
+    /// The caller cancelled.
+    Cancelled,
+    /// The gate refused an attempt.
+    BudgetDenied,
+    /// Not produced by the machine: a classifier judged an `Err` a success,
+    /// so the call stopped with that error without retrying.
+    Accepted,
+}
+
+impl Cause {
+    /// A low-cardinality reason code.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NonRetryable => "non_retryable",
+            Self::Abort => "abort",
+            Self::Exhausted => "retries_exhausted",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::BackoffBeyondDeadline => "backoff_beyond_deadline",
+            Self::RetryAfterBeyondDeadline => "retry_after_beyond_deadline",
+            Self::Cancelled => "cancelled",
+            Self::BudgetDenied => "budget_denied",
+            Self::Accepted => "accepted_error",
+        }
+    }
+}
+
+/// An attempt in flight.
+#[derive(Copy, Clone, Debug)]
+struct Slot {
+    info: AttemptInfo,
+    start: Instant,
+    backoff: Duration,
+    budget_reason: &'static str,
+}
+
+#[derive(Copy, Clone, Debug)]
+enum Phase {
+    /// Not started.
+    Idle,
+    /// The next retry group's primary is due.
+    Ready,
+    /// Attempts are in flight.
+    Running,
+    /// Sleeping until the next retry group.
+    Backoff(Instant),
+    /// Cancelling whatever is in flight (records carry `reason`), then
+    /// finishing with the verdict.
+    Ending(Verdict, &'static str),
+    /// Finished.
+    Done(Verdict),
+}
+
+/// The state machine of one call.
+///
+/// `N` is the number of attempts that can be in flight at once (the primary
+/// plus hedges); the default 4 fits the default hedge ceiling of 3.
+#[derive(Clone, Debug)]
+pub struct CallMachine<const N: usize = 4> {
+    max_attempts: u32,
+    per_attempt: Option<Duration>,
+    overall: Option<Duration>,
+    options: Options,
+    backoff: Backoff,
+    rng: fastrand::Rng,
+    phase: Phase,
+    now: Instant,
+    start: Instant,
+    deadline: Option<Instant>,
+    /// Retry groups launched.
+    groups: u32,
+    /// Attempts launched (ids are handed out in this order).
+    launched: u16,
+    /// The sleep before the next primary.
+    next_backoff: Duration,
+    /// The last attempt that failed.
+    last_failure: Option<AttemptId>,
+    slots: [Option<Slot>; N],
+    /// A record produced by an event, emitted by the next `poll`, and
+    /// whether its attempt was admitted (and so must be released).
+    pending: Option<(AttemptRecord, bool)>,
+}
+
+impl<const N: usize> CallMachine<N> {
+    /// A machine for one call under `policy` (normalize it first; the
+    /// machine only guards against values that would break its own
+    /// invariants).
+    pub fn new(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self {
+        let r = &policy.retry;
+        let overall = r.overall_timeout.filter(|d| !d.is_zero());
+        Self {
+            max_attempts: r.max_attempts.max(1),
+            per_attempt: r.timeout_per_attempt.filter(|d| !d.is_zero()),
+            overall,
+            options,
+            backoff: Backoff::new(r),
+            rng,
+            phase: Phase::Idle,
+            now: Instant::ZERO,
+            start: Instant::ZERO,
+            deadline: None,
+            groups: 0,
+            launched: 0,
+            next_backoff: Duration::ZERO,
+            last_failure: None,
+            slots: [None; N],
+            pending: None,
+        }
+    }
+
+    /// When the call started.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// The latest time the machine has seen.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The overall deadline, once started.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Attempts launched so far (refused attempts not counted).
+    pub fn attempts(&self) -> u32 {
+        u32::from(self.launched) - self.refused()
+    }
+
+    fn refused(&self) -> u32 {
+        // Only the last id can have been refused (a refusal ends the call).
+        match self.phase {
+            Phase::Ending(Verdict::Failure { cause: Cause::BudgetDenied, .. }, _)
+            | Phase::Done(Verdict::Failure { cause: Cause::BudgetDenied, .. }) => 1,
+            _ => 0,
+        }
+    }
+
+    /// Replaces the random source (jitter draws come from it).
+    pub fn set_rng(&mut self, rng: fastrand::Rng) {
+        self.rng = rng;
+    }
+
+    /// Replaces the executor-wide options.
+    pub fn set_options(&mut self, options: Options) {
+        self.options = options;
+    }
+
+    /// Whether the machine has returned [`Action::Finish`].
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done(_))
+    }
+
+    /// Feeds one event. Times earlier than the latest one seen are taken as
+    /// the latest one (the machine's clock never goes back).
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::Start { now } => {
+                if !matches!(self.phase, Phase::Idle) {
+                    return;
+                }
+                self.now = now;
+                self.start = now;
+                self.deadline = self.overall.map(|d| now + d);
+                self.phase = Phase::Ready;
+            }
+            Event::Tick { now } => self.advance(now),
+            Event::Cancel { now } => {
+                self.advance(now);
+                if !matches!(self.phase, Phase::Done(_)) {
+                    let v = Verdict::Failure {
+                        cause: Cause::Cancelled,
+                        last: self.last_failure,
+                    };
+                    self.phase = Phase::Ending(v, reason::CANCELLED);
+                }
+            }
+            Event::AttemptFinished { id, outcome, now } => {
+                self.advance(now);
+                self.finished(id, outcome);
+            }
+        }
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn finished(&mut self, id: AttemptId, outcome: Outcome) {
+        if !matches!(self.phase, Phase::Running) {
+            // The attempt was already cut or cancelled; its result is stale.
+            return;
+        }
+        let Some(slot) = self.take_slot(id) else {
+            return;
+        };
+        debug_assert!(self.pending.is_none(), "poll after every event");
+        self.pending = Some((self.record(&slot, outcome, false), true));
+        match outcome.kind {
+            OutcomeKind::Success => self.end(Verdict::Success(id), reason::HEDGE_LOSER),
+            OutcomeKind::NonRetryable | OutcomeKind::Abort => {
+                self.last_failure = Some(id);
+                let cause = if outcome.kind == OutcomeKind::Abort {
+                    Cause::Abort
+                } else {
+                    Cause::NonRetryable
+                };
+                self.fail(cause);
+            }
+            OutcomeKind::Retryable => {
+                self.last_failure = Some(id);
+                if self.in_flight() == 0 {
+                    self.group_failed(outcome.retry_after);
+                }
+            }
+        }
+    }
+
+    /// The current retry group failed retryably: back off, or stop.
+    fn group_failed(&mut self, hint: Option<Duration>) {
+        if self.groups >= self.max_attempts {
+            return self.fail(Cause::Exhausted);
+        }
+        let drawn = self.backoff.next_delay(&mut self.rng);
+        let (delay, beyond) = match hint {
+            Some(h) => (h.min(self.options.max_retry_after), Cause::RetryAfterBeyondDeadline),
+            None => (drawn, Cause::BackoffBeyondDeadline),
+        };
+        let wake = self.now + delay;
+        if self.deadline.is_some_and(|d| wake >= d) {
+            return self.fail(beyond);
+        }
+        self.next_backoff = delay;
+        self.phase = if delay.is_zero() {
+            Phase::Ready
+        } else {
+            Phase::Backoff(wake)
+        };
+    }
+
+    fn fail(&mut self, cause: Cause) {
+        let reason = match cause {
+            Cause::DeadlineExceeded => reason::OVERALL_TIMEOUT,
+            Cause::Cancelled => reason::CANCELLED,
+            _ => reason::HEDGE_LOSER,
+        };
+        self.end(
+            Verdict::Failure {
+                cause,
+                last: self.last_failure,
+            },
+            reason,
+        );
+    }
+
+    fn end(&mut self, verdict: Verdict, cancel_reason: &'static str) {
+        self.phase = Phase::Ending(verdict, cancel_reason);
+    }
+
+    /// The next action. `gate` is consulted before every launch and told
+    /// when each admitted attempt ends.
+    ///
+    /// What changes the answer: events fed since the last call; nothing else.
+    pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
+        if let Some((record, admitted)) = self.pending.take() {
+            if admitted {
+                gate.attempt_ended(&record.info, Some(record.outcome.kind), self.now);
+            }
+            return Action::Record(record);
+        }
+        loop {
+            match self.phase {
+                Phase::Idle => return Action::AwaitAttempts,
+                Phase::Done(v) => return Action::Finish(v),
+                Phase::Ending(v, why) => {
+                    if let Some(slot) = self.take_any_slot() {
+                        let record = self.record(&slot, Outcome::abort(why), true);
+                        gate.attempt_ended(&record.info, None, self.now);
+                        return Action::Cancel(record);
+                    }
+                    self.phase = Phase::Done(v);
+                    return Action::Finish(v);
+                }
+                Phase::Backoff(until) => {
+                    if self.now < until {
+                        return Action::Wait {
+                            until,
+                            reason: WaitReason::Backoff,
+                        };
+                    }
+                    self.phase = Phase::Ready;
+                }
+                Phase::Ready => {
+                    if self.deadline_passed() {
+                        self.fail(Cause::DeadlineExceeded);
+                        continue;
+                    }
+                    return self.launch_primary(gate);
+                }
+                Phase::Running => {
+                    if self.deadline_passed() {
+                        self.fail(Cause::DeadlineExceeded);
+                        continue;
+                    }
+                    if let Some(slot) = self.take_expired_slot() {
+                        let outcome = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
+                        let record = self.record(&slot, outcome, true);
+                        gate.attempt_ended(&record.info, None, self.now);
+                        self.last_failure = Some(slot.info.id);
+                        if self.in_flight() == 0 {
+                            self.group_failed(None);
+                        }
+                        return Action::Cancel(record);
+                    }
+                    return self.wait_running();
+                }
+            }
+        }
+    }
+
+    fn launch_primary<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
+        let info = AttemptInfo {
+            id: AttemptId(self.launched),
+            retry_index: self.groups,
+            hedge_index: 0,
+            is_hedge: false,
+            deadline: self.attempt_deadline(),
+        };
+        let admission = gate.admit(&info, self.now);
+        self.launched += 1;
+        let slot = Slot {
+            info,
+            start: self.now,
+            backoff: core::mem::take(&mut self.next_backoff),
+            budget_reason: admission.reason,
+        };
+        if !admission.allowed {
+            let mut record = self.record(&slot, Outcome::abort(admission.reason), false);
+            record.budget_allowed = false;
+            self.fail(Cause::BudgetDenied);
+            return Action::Record(record);
+        }
+        self.groups += 1;
+        match self.slots.iter_mut().find(|s| s.is_none()) {
+            Some(free) => *free = Some(slot),
+            None => unreachable!("a primary launches only with no attempt in flight"),
+        }
+        self.phase = Phase::Running;
+        Action::Launch(info)
+    }
+
+    fn wait_running(&self) -> Action {
+        let attempt = self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|s| s.info.deadline)
+            .min();
+        match (attempt, self.deadline) {
+            (Some(a), Some(d)) if a < d => Action::Wait {
+                until: a,
+                reason: WaitReason::AttemptDeadline,
+            },
+            (_, Some(d)) => Action::Wait {
+                until: d,
+                reason: WaitReason::CallDeadline,
+            },
+            (Some(a), None) => Action::Wait {
+                until: a,
+                reason: WaitReason::AttemptDeadline,
+            },
+            (None, None) => Action::AwaitAttempts,
+        }
+    }
+
+    fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| self.now >= d)
+    }
+
+    fn attempt_deadline(&self) -> Option<Instant> {
+        let own = self.per_attempt.map(|d| self.now + d);
+        match (own, self.deadline) {
+            (Some(a), Some(d)) => Some(a.min(d)),
+            (a, d) => a.or(d),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    fn take_slot(&mut self, id: AttemptId) -> Option<Slot> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.is_some_and(|s| s.info.id == id))?
+            .take()
+    }
+
+    fn take_any_slot(&mut self) -> Option<Slot> {
+        self.slots.iter_mut().find_map(Option::take)
+    }
+
+    fn take_expired_slot(&mut self) -> Option<Slot> {
+        let now = self.now;
+        self.slots
+            .iter_mut()
+            .find(|s| s.is_some_and(|s| s.info.deadline.is_some_and(|d| now >= d)))?
+            .take()
+    }
+
+    fn record(&self, slot: &Slot, outcome: Outcome, cancelled: bool) -> AttemptRecord {
+        AttemptRecord {
+            info: slot.info,
+            start: slot.start,
+            end: self.now,
+            outcome,
+            cancelled,
+            backoff: slot.backoff,
+            budget_allowed: true,
+            budget_reason: slot.budget_reason,
+        }
+    }
+}

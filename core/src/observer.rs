@@ -1,0 +1,71 @@
+//! Observers: callbacks for logs, metrics and traces.
+//!
+//! Order, per call, always: [`Observer::on_start`] once and first, then one
+//! [`Observer::on_attempt`] per attempt in the order attempts ended (refused
+//! and cancelled attempts included), then exactly one of
+//! [`Observer::on_success`] / [`Observer::on_failure`], last — also when the
+//! call future is dropped midway (then the failure's cause is
+//! [`Cause::Cancelled`](crate::Cause::Cancelled)).
+//!
+//! `()` is the no-op observer; every method has an empty default body, so it
+//! costs nothing once inlined.
+
+use crate::key::PolicyKey;
+use crate::machine::Verdict;
+use crate::record::AttemptRecord;
+use crate::time::Instant;
+
+/// How a call ended, for [`Observer::on_success`] and
+/// [`Observer::on_failure`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CallEnd {
+    /// When the call started.
+    pub start: Instant,
+    /// When it ended.
+    pub end: Instant,
+    /// Attempts launched.
+    pub attempts: u32,
+    /// The machine's verdict.
+    pub verdict: Verdict,
+}
+
+/// Receives the events of calls. Methods default to doing nothing.
+pub trait Observer {
+    /// The call started.
+    fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
+        let _ = (key, start);
+    }
+
+    /// An attempt ended (or was refused by the gate).
+    fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        let _ = (key, record);
+    }
+
+    /// The call succeeded.
+    fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        let _ = (key, end);
+    }
+
+    /// The call failed.
+    fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        let _ = (key, end);
+    }
+}
+
+/// The no-op observer.
+impl Observer for () {}
+
+impl<O: Observer + ?Sized> Observer for &mut O {
+    fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
+        (**self).on_start(key, start)
+    }
+    fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        (**self).on_attempt(key, record)
+    }
+    fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        (**self).on_success(key, end)
+    }
+    fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        (**self).on_failure(key, end)
+    }
+}

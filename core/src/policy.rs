@@ -1,0 +1,709 @@
+//! The policy envelope: retry, hedge and circuit sections, and their
+//! normalization.
+//!
+//! Why normalize instead of reject: policies come from files and control
+//! planes written by people, and a retry loop must never run with 0 attempts,
+//! a 0 ms backoff or a 40-minute sleep because a field was left out or
+//! mistyped. [`Policy::normalize`] applies the reference defaults and clamps
+//! and reports every field it changed by its dotted path, so the change is
+//! visible (in the timeline attribute `policy_clamped_fields`) rather than
+//! silent. Only values that have no sensible reading — a NaN multiplier, an
+//! unknown jitter kind, a name too long to store — are errors, and the error
+//! names the field.
+
+use core::fmt;
+use core::str::FromStr;
+use core::time::Duration;
+
+/// Most bytes a classifier, budget or trigger name may have (names are stored
+/// inline, without an allocator).
+pub const NAME_CAPACITY: usize = 32;
+
+/// A classifier, budget or trigger name, stored inline.
+pub type Name = heapless::String<NAME_CAPACITY>;
+
+/// Makes a [`Name`], or an error naming `field` when `s` is longer than
+/// [`NAME_CAPACITY`] bytes.
+pub fn name(field: &'static str, s: &str) -> Result<Name, PolicyError> {
+    Name::try_from(s).map_err(|_| PolicyError::new(field, Problem::NameTooLong))
+}
+
+/// How a backoff delay is randomized.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Jitter {
+    /// The delay is the exponential backoff itself.
+    #[default]
+    None,
+    /// `U[0, b)`: uniformly anywhere below the backoff `b`.
+    Full,
+    /// `b/2 + U[0, b/2)`: at least half the backoff.
+    Equal,
+    /// `min(max_backoff, U[initial, prev × 3))`, AWS's decorrelated jitter.
+    Decorrelated,
+}
+
+impl Jitter {
+    /// The lowercase name used in configuration files.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Full => "full",
+            Self::Equal => "equal",
+            Self::Decorrelated => "decorrelated",
+        }
+    }
+}
+
+impl FromStr for Jitter {
+    type Err = PolicyError;
+    /// Parses `none`, `full`, `equal` or `decorrelated` (ASCII case
+    /// insensitive; empty means `none`); anything else is an error naming
+    /// `retry.jitter`.
+    fn from_str(s: &str) -> Result<Self, PolicyError> {
+        let s = s.trim();
+        for j in [Self::None, Self::Full, Self::Equal, Self::Decorrelated] {
+            if s.eq_ignore_ascii_case(j.as_str()) {
+                return Ok(j);
+            }
+        }
+        if s.is_empty() {
+            return Ok(Self::None);
+        }
+        Err(PolicyError::new("retry.jitter", Problem::UnknownJitter))
+    }
+}
+
+impl fmt::Display for Jitter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which budget gates an attempt, and what an attempt costs there.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct BudgetRef {
+    /// The budget's name; empty means no budget (every attempt allowed,
+    /// reason `no_budget`).
+    pub name: Name,
+    /// Units one attempt costs; 0 is normalized to 1.
+    pub cost: u32,
+}
+
+/// Retries: how many attempts, how far apart, and how long each may take.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included. Default 3; 0 → 3; clamped to
+    /// 1..=10.
+    pub max_attempts: u32,
+    /// Backoff before the first retry. Default 10 ms; 0 → 10 ms; at least
+    /// 1 ms, at most 30 s.
+    pub initial_backoff: Duration,
+    /// Ceiling of any backoff. Default 250 ms; 0 → 250 ms; at most 30 s,
+    /// never below `initial_backoff`.
+    pub max_backoff: Duration,
+    /// Growth of the backoff per retry. Default 2; 0 → 2; clamped to
+    /// 1..=10; NaN and infinity are errors.
+    pub backoff_multiplier: f64,
+    /// How each backoff is randomized.
+    pub jitter: Jitter,
+    /// Deadline of one attempt; `None` (or zero) disables it. At least 1 ms,
+    /// never beyond `overall_timeout`.
+    pub timeout_per_attempt: Option<Duration>,
+    /// Deadline of the whole call, backoff included; `None` (or zero)
+    /// disables it. At least 1 ms.
+    pub overall_timeout: Option<Duration>,
+    /// The classifier to use, by name; empty means the default classifier.
+    pub classifier: Name,
+    /// The budget that gates attempts of this call.
+    pub budget: BudgetRef,
+}
+
+impl RetryPolicy {
+    /// The reference defaults: 3 attempts, 10 ms doubling to at most 250 ms,
+    /// no jitter, no timeouts, default classifier, no budget.
+    pub const DEFAULT: Self = Self {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(250),
+        backoff_multiplier: 2.0,
+        jitter: Jitter::None,
+        timeout_per_attempt: None,
+        overall_timeout: None,
+        classifier: Name::new(),
+        budget: BudgetRef { name: Name::new(), cost: 1 },
+    };
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Hedged requests (used by the hedging release; defined and normalized now).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HedgePolicy {
+    /// Whether hedges are launched at all.
+    pub enabled: bool,
+    /// Hedges per retry group. Default 2; 0 → 2; clamped to 1..=3 (an
+    /// executor may lift the ceiling to 10).
+    pub max_hedges: u32,
+    /// Delay before each hedge. Default 200 ms; 0 → 200 ms; at least 10 ms.
+    pub hedge_delay: Duration,
+    /// The trigger to use, by name; empty means the fixed-delay trigger.
+    pub trigger: Name,
+    /// Whether a non-retryable or abort outcome of one attempt ends the call.
+    pub cancel_on_first_terminal: bool,
+    /// The budget that gates hedges.
+    pub budget: BudgetRef,
+}
+
+impl HedgePolicy {
+    /// Hedging off, with the reference values ready for when it is enabled.
+    pub const DEFAULT: Self = Self {
+        enabled: false,
+        max_hedges: 2,
+        hedge_delay: Duration::from_millis(200),
+        trigger: Name::new(),
+        cancel_on_first_terminal: false,
+        budget: BudgetRef { name: Name::new(), cost: 1 },
+    };
+}
+
+impl Default for HedgePolicy {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The circuit breaker (used by the budgets release; defined and normalized
+/// now).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CircuitPolicy {
+    /// Whether the breaker is consulted.
+    pub enabled: bool,
+    /// Consecutive failed calls that open the circuit. Default 5; 0 → 5.
+    pub threshold: u32,
+    /// Time open before a probe is let through. Default 10 s; 0 → 10 s; at
+    /// least 100 ms.
+    pub cooldown: Duration,
+}
+
+impl CircuitPolicy {
+    /// Breaker off, with the reference values ready for when it is enabled.
+    pub const DEFAULT: Self = Self {
+        enabled: false,
+        threshold: 5,
+        cooldown: Duration::from_secs(10),
+    };
+}
+
+impl Default for CircuitPolicy {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// A whole policy envelope.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Policy {
+    /// Retries and timeouts.
+    pub retry: RetryPolicy,
+    /// Hedged requests.
+    pub hedge: HedgePolicy,
+    /// The circuit breaker.
+    pub circuit: CircuitPolicy,
+}
+
+/// Bounds that are the executor's to set, not the policy's.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Ceiling of `hedge.max_hedges`: 3 by default, at most 10.
+    pub max_hedges_ceiling: u32,
+}
+
+impl Limits {
+    /// The reference bounds.
+    pub const DEFAULT: Self = Self { max_hedges_ceiling: 3 };
+    /// The highest `max_hedges_ceiling` an executor may set.
+    pub const MAX_HEDGES_CEILING: u32 = 10;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+const BACKOFF_CEILING: Duration = Duration::from_secs(30);
+
+impl Policy {
+    /// The reference defaults (see [`RetryPolicy::DEFAULT`]).
+    pub const DEFAULT: Self = Self {
+        retry: RetryPolicy::DEFAULT,
+        hedge: HedgePolicy::DEFAULT,
+        circuit: CircuitPolicy::DEFAULT,
+    };
+
+    /// Applies the reference defaults and clamps with [`Limits::DEFAULT`].
+    pub fn normalize(self) -> Result<Normalized, PolicyError> {
+        self.normalize_with(Limits::DEFAULT)
+    }
+
+    /// Applies the reference defaults and clamps, reporting each changed
+    /// field; fails only on a value with no sensible reading.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use recourse_core::policy::Policy;
+    /// let mut p = Policy::DEFAULT;
+    /// p.retry.max_attempts = 50;
+    /// p.retry.max_backoff = Duration::from_secs(600);
+    /// let n = p.normalize().unwrap();
+    /// assert_eq!(n.policy.retry.max_attempts, 10);
+    /// assert_eq!(n.policy.retry.max_backoff, Duration::from_secs(30));
+    /// assert_eq!(format!("{}", n.changed), "retry.max_attempts,retry.max_backoff");
+    /// ```
+    pub fn normalize_with(mut self, limits: Limits) -> Result<Normalized, PolicyError> {
+        let mut changed = ChangedFields::EMPTY;
+        let mut set = |field: Field, changed_now: bool| {
+            if changed_now {
+                changed.insert(field);
+            }
+        };
+
+        let r = &mut self.retry;
+        if !r.backoff_multiplier.is_finite() {
+            return Err(PolicyError::new(
+                Field::BackoffMultiplier.path(),
+                Problem::NotFinite,
+            ));
+        }
+        set(
+            Field::MaxAttempts,
+            fix(&mut r.max_attempts, |v| if v == 0 { 3 } else { v.clamp(1, 10) }),
+        );
+        set(
+            Field::InitialBackoff,
+            fix(&mut r.initial_backoff, |v| {
+                if v.is_zero() {
+                    Duration::from_millis(10)
+                } else {
+                    v.clamp(MS, BACKOFF_CEILING)
+                }
+            }),
+        );
+        let initial = r.initial_backoff;
+        set(
+            Field::MaxBackoff,
+            fix(&mut r.max_backoff, |v| {
+                let v = if v.is_zero() {
+                    Duration::from_millis(250)
+                } else {
+                    v.min(BACKOFF_CEILING)
+                };
+                v.max(initial)
+            }),
+        );
+        set(
+            Field::BackoffMultiplier,
+            fix_f64(&mut r.backoff_multiplier, |v| {
+                if v == 0.0 {
+                    2.0
+                } else {
+                    v.clamp(1.0, 10.0)
+                }
+            }),
+        );
+        set(Field::OverallTimeout, fix_timeout(&mut r.overall_timeout, None));
+        let overall = r.overall_timeout;
+        set(
+            Field::TimeoutPerAttempt,
+            fix_timeout(&mut r.timeout_per_attempt, overall),
+        );
+        set(
+            Field::RetryBudgetCost,
+            fix(&mut r.budget.cost, |c| c.max(1)),
+        );
+
+        let h = &mut self.hedge;
+        if h.enabled {
+            let ceiling = limits
+                .max_hedges_ceiling
+                .clamp(1, Limits::MAX_HEDGES_CEILING);
+            set(
+                Field::MaxHedges,
+                fix(&mut h.max_hedges, |v| {
+                    if v == 0 {
+                        2.min(ceiling)
+                    } else {
+                        v.clamp(1, ceiling)
+                    }
+                }),
+            );
+            set(
+                Field::HedgeDelay,
+                fix(&mut h.hedge_delay, |v| {
+                    if v.is_zero() {
+                        Duration::from_millis(200)
+                    } else {
+                        v.max(Duration::from_millis(10))
+                    }
+                }),
+            );
+            set(
+                Field::HedgeBudgetCost,
+                fix(&mut h.budget.cost, |c| c.max(1)),
+            );
+        }
+
+        let c = &mut self.circuit;
+        set(
+            Field::CircuitThreshold,
+            fix(&mut c.threshold, |v| if v == 0 { 5 } else { v }),
+        );
+        set(
+            Field::CircuitCooldown,
+            fix(&mut c.cooldown, |v| {
+                if v.is_zero() {
+                    Duration::from_secs(10)
+                } else {
+                    v.max(Duration::from_millis(100))
+                }
+            }),
+        );
+
+        Ok(Normalized { policy: self, changed })
+    }
+}
+
+fn fix<T: Copy + PartialEq>(v: &mut T, f: impl FnOnce(T) -> T) -> bool {
+    let new = f(*v);
+    let changed = new != *v;
+    *v = new;
+    changed
+}
+
+fn fix_f64(v: &mut f64, f: impl FnOnce(f64) -> f64) -> bool {
+    let new = f(*v);
+    // Compare bit patterns so that -0.0 → 2.0 and the like count as changes.
+    let changed = new.to_bits() != v.to_bits();
+    *v = new;
+    changed
+}
+
+/// Zero disables; a set value is at least 1 ms and at most `ceiling`.
+fn fix_timeout(v: &mut Option<Duration>, ceiling: Option<Duration>) -> bool {
+    fix(v, |t| {
+        let t = t.filter(|t| !t.is_zero())?.max(MS);
+        Some(match ceiling {
+            Some(c) => t.min(c),
+            None => t,
+        })
+    })
+}
+
+/// A policy after [`Policy::normalize`], with the fields that changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalized {
+    /// The normalized policy.
+    pub policy: Policy,
+    /// The fields normalization changed.
+    pub changed: ChangedFields,
+}
+
+/// A policy field, by its dotted path.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// `retry.max_attempts`
+    MaxAttempts,
+    /// `retry.initial_backoff`
+    InitialBackoff,
+    /// `retry.max_backoff`
+    MaxBackoff,
+    /// `retry.backoff_multiplier`
+    BackoffMultiplier,
+    /// `retry.timeout_per_attempt`
+    TimeoutPerAttempt,
+    /// `retry.overall_timeout`
+    OverallTimeout,
+    /// `retry.budget.cost`
+    RetryBudgetCost,
+    /// `hedge.max_hedges`
+    MaxHedges,
+    /// `hedge.hedge_delay`
+    HedgeDelay,
+    /// `hedge.budget.cost`
+    HedgeBudgetCost,
+    /// `circuit.threshold`
+    CircuitThreshold,
+    /// `circuit.cooldown`
+    CircuitCooldown,
+}
+
+impl Field {
+    const ALL: [Self; 12] = [
+        Self::MaxAttempts,
+        Self::InitialBackoff,
+        Self::MaxBackoff,
+        Self::BackoffMultiplier,
+        Self::TimeoutPerAttempt,
+        Self::OverallTimeout,
+        Self::RetryBudgetCost,
+        Self::MaxHedges,
+        Self::HedgeDelay,
+        Self::HedgeBudgetCost,
+        Self::CircuitThreshold,
+        Self::CircuitCooldown,
+    ];
+
+    /// The dotted path, as in configuration files and timelines.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Self::MaxAttempts => "retry.max_attempts",
+            Self::InitialBackoff => "retry.initial_backoff",
+            Self::MaxBackoff => "retry.max_backoff",
+            Self::BackoffMultiplier => "retry.backoff_multiplier",
+            Self::TimeoutPerAttempt => "retry.timeout_per_attempt",
+            Self::OverallTimeout => "retry.overall_timeout",
+            Self::RetryBudgetCost => "retry.budget.cost",
+            Self::MaxHedges => "hedge.max_hedges",
+            Self::HedgeDelay => "hedge.hedge_delay",
+            Self::HedgeBudgetCost => "hedge.budget.cost",
+            Self::CircuitThreshold => "circuit.threshold",
+            Self::CircuitCooldown => "circuit.cooldown",
+        }
+    }
+}
+
+/// The set of fields normalization changed; displays as comma-separated
+/// dotted paths in a fixed order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ChangedFields(u32);
+
+impl ChangedFields {
+    /// No field changed.
+    pub const EMPTY: Self = Self(0);
+
+    fn insert(&mut self, f: Field) {
+        self.0 |= 1 << f as u32;
+    }
+
+    /// Whether `f` changed.
+    pub const fn contains(self, f: Field) -> bool {
+        self.0 & (1 << f as u32) != 0
+    }
+
+    /// Whether nothing changed.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The changed fields, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = Field> {
+        Field::ALL.into_iter().filter(move |f| self.contains(*f))
+    }
+}
+
+impl fmt::Display for ChangedFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, field) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(field.path())?;
+        }
+        Ok(())
+    }
+}
+
+/// A policy value with no sensible reading.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The dotted path of the field, e.g. `retry.jitter`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+impl PolicyError {
+    /// An error about `field`.
+    pub const fn new(field: &'static str, problem: Problem) -> Self {
+        Self { field, problem }
+    }
+}
+
+/// What is wrong with a policy field.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// A number that is NaN or infinite.
+    NotFinite,
+    /// A jitter kind other than `none`, `full`, `equal`, `decorrelated`.
+    UnknownJitter,
+    /// A name longer than [`NAME_CAPACITY`] bytes.
+    NameTooLong,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid policy field `{}`: ", self.field)?;
+        match self.problem {
+            Problem::NotFinite => f.write_str("must be a finite number (allowed range 1 to 10)"),
+            Problem::UnknownJitter => {
+                f.write_str("unknown jitter kind; expected one of none, full, equal, decorrelated")
+            }
+            Problem::NameTooLong => write!(f, "longer than {NAME_CAPACITY} bytes"),
+        }
+    }
+}
+
+impl core::error::Error for PolicyError {}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn defaults_are_already_normal() {
+        let n = Policy::DEFAULT.normalize().unwrap();
+        assert!(n.changed.is_empty(), "{}", n.changed);
+        assert_eq!(n.policy, Policy::DEFAULT);
+        assert_eq!(Policy::default(), Policy::DEFAULT);
+    }
+
+    #[test]
+    fn zeros_take_defaults_and_are_reported() {
+        let mut p = Policy::DEFAULT;
+        p.retry.max_attempts = 0;
+        p.retry.initial_backoff = Duration::ZERO;
+        p.retry.max_backoff = Duration::ZERO;
+        p.retry.backoff_multiplier = 0.0;
+        p.retry.budget.cost = 0;
+        p.circuit.threshold = 0;
+        p.circuit.cooldown = Duration::ZERO;
+        let n = p.normalize().unwrap();
+        assert_eq!(n.policy, Policy::DEFAULT);
+        assert_eq!(
+            n.changed.to_string(),
+            "retry.max_attempts,retry.initial_backoff,retry.max_backoff,\
+             retry.backoff_multiplier,retry.budget.cost,circuit.threshold,circuit.cooldown"
+        );
+    }
+
+    #[test]
+    fn clamps_each_field_and_reports_it() {
+        let mut p = Policy::DEFAULT;
+        p.retry.max_attempts = 11;
+        p.retry.initial_backoff = Duration::from_micros(10);
+        p.retry.max_backoff = Duration::from_secs(31);
+        p.retry.backoff_multiplier = 0.5;
+        p.retry.timeout_per_attempt = Some(Duration::from_secs(5));
+        p.retry.overall_timeout = Some(Duration::from_micros(1));
+        let n = p.normalize().unwrap();
+        let r = &n.policy.retry;
+        assert_eq!(r.max_attempts, 10);
+        assert_eq!(r.initial_backoff, MS);
+        assert_eq!(r.max_backoff, BACKOFF_CEILING);
+        assert_eq!(r.backoff_multiplier, 1.0);
+        assert_eq!(r.overall_timeout, Some(MS));
+        assert_eq!(r.timeout_per_attempt, Some(MS), "per-attempt never beyond overall");
+        for f in [
+            Field::MaxAttempts,
+            Field::InitialBackoff,
+            Field::MaxBackoff,
+            Field::BackoffMultiplier,
+            Field::TimeoutPerAttempt,
+            Field::OverallTimeout,
+        ] {
+            assert!(n.changed.contains(f), "{} not reported", f.path());
+        }
+        assert!(!n.changed.contains(Field::MaxHedges));
+    }
+
+    #[test]
+    fn max_backoff_never_below_initial() {
+        let mut p = Policy::DEFAULT;
+        p.retry.initial_backoff = Duration::from_secs(2);
+        p.retry.max_backoff = Duration::from_secs(1);
+        let n = p.clone().normalize().unwrap();
+        assert_eq!(n.policy.retry.max_backoff, Duration::from_secs(2));
+        assert_eq!(n.changed.to_string(), "retry.max_backoff");
+        // and the initial backoff's own ceiling is 30 s.
+        p.retry.initial_backoff = Duration::from_secs(60);
+        let n = p.normalize().unwrap();
+        assert_eq!(n.policy.retry.initial_backoff, BACKOFF_CEILING);
+        assert_eq!(n.policy.retry.max_backoff, BACKOFF_CEILING);
+    }
+
+    #[test]
+    fn zero_timeouts_disable() {
+        let mut p = Policy::DEFAULT;
+        p.retry.timeout_per_attempt = Some(Duration::ZERO);
+        let n = p.normalize().unwrap();
+        assert_eq!(n.policy.retry.timeout_per_attempt, None);
+        assert_eq!(n.changed.to_string(), "retry.timeout_per_attempt");
+    }
+
+    #[test]
+    fn hedge_section_only_when_enabled_and_ceiling_is_an_executor_limit() {
+        let mut p = Policy::DEFAULT;
+        p.hedge.max_hedges = 9;
+        p.hedge.hedge_delay = Duration::from_millis(1);
+        assert!(p.clone().normalize().unwrap().changed.is_empty());
+        p.hedge.enabled = true;
+        let n = p.clone().normalize().unwrap();
+        assert_eq!(n.policy.hedge.max_hedges, 3);
+        assert_eq!(n.policy.hedge.hedge_delay, Duration::from_millis(10));
+        assert_eq!(n.changed.to_string(), "hedge.max_hedges,hedge.hedge_delay");
+        let n = p.normalize_with(Limits { max_hedges_ceiling: 10 }).unwrap();
+        assert_eq!(n.policy.hedge.max_hedges, 9);
+    }
+
+    #[test]
+    fn circuit_floor() {
+        let mut p = Policy::DEFAULT;
+        p.circuit.cooldown = Duration::from_millis(5);
+        let n = p.normalize().unwrap();
+        assert_eq!(n.policy.circuit.cooldown, Duration::from_millis(100));
+        assert_eq!(n.changed.to_string(), "circuit.cooldown");
+    }
+
+    #[test]
+    fn non_finite_multiplier_is_an_error_naming_the_field() {
+        for m in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut p = Policy::DEFAULT;
+            p.retry.backoff_multiplier = m;
+            let e = p.normalize().unwrap_err();
+            assert_eq!(e.field, "retry.backoff_multiplier");
+            assert_eq!(e.problem, Problem::NotFinite);
+            assert!(e.to_string().contains("retry.backoff_multiplier"));
+        }
+    }
+
+    #[test]
+    fn jitter_parse() {
+        assert_eq!("full".parse::<Jitter>(), Ok(Jitter::Full));
+        assert_eq!(" Decorrelated ".parse::<Jitter>(), Ok(Jitter::Decorrelated));
+        assert_eq!("".parse::<Jitter>(), Ok(Jitter::None));
+        let e = "gaussian".parse::<Jitter>().unwrap_err();
+        assert_eq!(e.field, "retry.jitter");
+        assert_eq!(
+            e.to_string(),
+            "invalid policy field `retry.jitter`: unknown jitter kind; \
+             expected one of none, full, equal, decorrelated"
+        );
+    }
+
+    #[test]
+    fn long_names_are_errors() {
+        assert!(name("retry.budget.name", "ratio").is_ok());
+        let e = name("retry.budget.name", &"x".repeat(33)).unwrap_err();
+        assert_eq!(e.field, "retry.budget.name");
+        assert_eq!(e.problem, Problem::NameTooLong);
+    }
+}

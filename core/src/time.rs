@@ -1,0 +1,154 @@
+//! Time as the machine sees it: a monotonic [`Instant`] and the [`Timer`]
+//! trait that runtime adapters implement.
+//!
+//! Why its own `Instant`: the machine never reads a clock. Every event carries
+//! the time it happened, so the same machine runs on tokio's paused clock, on a
+//! microcontroller's tick counter and in the simulator's virtual time. An
+//! [`Instant`] is a plain count of nanoseconds from an epoch the timer chooses
+//! (the start of the call, boot, the start of a simulation); only differences
+//! between instants of one timer mean anything.
+
+use core::fmt;
+use core::future::Future;
+use core::ops::{Add, Sub};
+use core::time::Duration;
+
+/// A point on a timer's monotonic clock, in nanoseconds from the timer's epoch.
+///
+/// All arithmetic saturates: an instant never wraps around, and the distance
+/// from a later instant to an earlier one is zero, never negative.
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The epoch itself.
+    pub const ZERO: Self = Self(0);
+    /// The latest representable instant (about 584 years after the epoch).
+    pub const MAX: Self = Self(u64::MAX);
+
+    /// An instant `nanos` nanoseconds after the epoch.
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Self(nanos)
+    }
+
+    /// An instant `micros` microseconds after the epoch (saturating).
+    pub const fn from_micros(micros: u64) -> Self {
+        Self(micros.saturating_mul(1_000))
+    }
+
+    /// An instant `millis` milliseconds after the epoch (saturating).
+    pub const fn from_millis(millis: u64) -> Self {
+        Self(millis.saturating_mul(1_000_000))
+    }
+
+    /// An instant `secs` seconds after the epoch (saturating).
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(secs.saturating_mul(1_000_000_000))
+    }
+
+    /// Nanoseconds since the epoch.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// The time elapsed since the epoch.
+    pub const fn since_epoch(self) -> Duration {
+        Duration::from_nanos(self.0)
+    }
+
+    /// `self + d`, saturating at [`Instant::MAX`].
+    pub const fn saturating_add(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(nanos(d)))
+    }
+
+    /// `self - d`, saturating at the epoch.
+    pub const fn saturating_sub(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(nanos(d)))
+    }
+
+    /// The time from `earlier` to `self`; zero when `earlier` is later.
+    pub const fn saturating_duration_since(self, earlier: Self) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Self;
+    fn add(self, d: Duration) -> Self {
+        self.saturating_add(d)
+    }
+}
+
+impl Sub<Duration> for Instant {
+    type Output = Self;
+    fn sub(self, d: Duration) -> Self {
+        self.saturating_sub(d)
+    }
+}
+
+impl Sub for Instant {
+    type Output = Duration;
+    /// Saturating: an earlier minus a later instant is zero.
+    fn sub(self, earlier: Self) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
+
+impl fmt::Debug for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Instant({:?})", self.since_epoch())
+    }
+}
+
+/// A [`Duration`] as whole nanoseconds, saturating at `u64::MAX` (584 years).
+pub const fn nanos(d: Duration) -> u64 {
+    let n = d.as_nanos();
+    if n > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        n as u64
+    }
+}
+
+/// A clock and a way to sleep until an instant on it: all a runtime adapter
+/// provides.
+///
+/// `now` must be monotonic. The sleep future must complete once the clock has
+/// reached `deadline` (later is fine, earlier is not), and dropping it must
+/// cancel the sleep.
+pub trait Timer {
+    /// The future returned by [`Timer::sleep_until`].
+    type Sleep: Future<Output = ()>;
+
+    /// The current instant on this timer's clock.
+    fn now(&self) -> Instant;
+
+    /// A future that completes at or after `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+}
+
+impl<T: Timer + ?Sized> Timer for &T {
+    type Sleep = T::Sleep;
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
+        (**self).sleep_until(deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_saturates() {
+        let t = Instant::from_millis(5);
+        assert_eq!(t + Duration::from_millis(3), Instant::from_millis(8));
+        assert_eq!(t - Duration::from_secs(1), Instant::ZERO);
+        assert_eq!(Instant::ZERO - t, Duration::ZERO);
+        assert_eq!(t - Instant::from_millis(2), Duration::from_millis(3));
+        assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
+    }
+}

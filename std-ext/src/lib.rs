@@ -1,0 +1,2 @@
+//! recourse (work in progress).
+pub use recourse_core as core;
