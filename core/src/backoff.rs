@@ -134,7 +134,12 @@ mod tests {
     /// step of the sequence (the base at that step is known).
     #[test]
     fn jitter_ranges_over_10k_draws() {
-        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
             let p = policy(jitter);
             let max = nanos(p.max_backoff);
             let initial = nanos(p.initial_backoff);
@@ -161,7 +166,10 @@ mod tests {
             }
             // The draws cover their range rather than sitting on one value.
             if jitter != Jitter::None {
-                assert!(hi_seen > 2 * lo_seen.max(1), "{jitter:?}: {lo_seen}..{hi_seen}");
+                assert!(
+                    hi_seen > 2 * lo_seen.max(1),
+                    "{jitter:?}: {lo_seen}..{hi_seen}"
+                );
             }
         }
     }

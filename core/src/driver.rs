@@ -170,20 +170,68 @@ impl<'k, Tm, Op, C, O, G> CallBuilder<'k, Tm, Op, C, O, G> {
 
     /// Classifies results with `classifier`.
     pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, Tm, Op, C2, O, G> {
-        let Self { key, machine, timer, op, observer, gate, .. } = self;
-        CallBuilder { key, machine, timer, op, classifier, observer, gate }
+        let Self {
+            key,
+            machine,
+            timer,
+            op,
+            observer,
+            gate,
+            ..
+        } = self;
+        CallBuilder {
+            key,
+            machine,
+            timer,
+            op,
+            classifier,
+            observer,
+            gate,
+        }
     }
 
     /// Reports to `observer` (pass `&mut o` to read it after the call).
     pub fn observer<O2: Observer>(self, observer: O2) -> CallBuilder<'k, Tm, Op, C, O2, G> {
-        let Self { key, machine, timer, op, classifier, gate, .. } = self;
-        CallBuilder { key, machine, timer, op, classifier, observer, gate }
+        let Self {
+            key,
+            machine,
+            timer,
+            op,
+            classifier,
+            gate,
+            ..
+        } = self;
+        CallBuilder {
+            key,
+            machine,
+            timer,
+            op,
+            classifier,
+            observer,
+            gate,
+        }
     }
 
     /// Consults `gate` before every attempt (pass `&mut g` to share one).
     pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, Tm, Op, C, O, G2> {
-        let Self { key, machine, timer, op, classifier, observer, .. } = self;
-        CallBuilder { key, machine, timer, op, classifier, observer, gate }
+        let Self {
+            key,
+            machine,
+            timer,
+            op,
+            classifier,
+            observer,
+            ..
+        } = self;
+        CallBuilder {
+            key,
+            machine,
+            timer,
+            op,
+            classifier,
+            observer,
+            gate,
+        }
     }
 }
 
@@ -249,7 +297,8 @@ where
                     let outcome = this.classifier.classify(&result);
                     let id = *this.attempt_id;
                     let now = this.timer.now();
-                    this.machine.handle(Event::AttemptFinished { id, outcome, now });
+                    this.machine
+                        .handle(Event::AttemptFinished { id, outcome, now });
                     if outcome.is_success() {
                         *this.winner = Some(result);
                     } else {
@@ -353,7 +402,10 @@ fn conclude<T, E>(
                 last: Some(error),
                 attempts,
             }),
-            None => Err(Error::RetriesExhausted { last: None, attempts }),
+            None => Err(Error::RetriesExhausted {
+                last: None,
+                attempts,
+            }),
         },
         Cause::DeadlineExceeded | Cause::BackoffBeyondDeadline => Err(Error::DeadlineExceeded {
             last: last_err(last),

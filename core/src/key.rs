@@ -77,7 +77,6 @@ impl<'a> From<&'a str> for PolicyKey<'a> {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
     use super::*;
     use std::string::ToString;
 

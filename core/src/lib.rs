@@ -38,17 +38,17 @@
 //!
 //! ## Modules
 //!
-//! - [`time`]: [`Instant`], [`Timer`].
-//! - [`key`]: [`PolicyKey`].
-//! - [`policy`]: [`Policy`] and its normalization.
-//! - [`backoff`]: exponential backoff and jitter.
-//! - [`outcome`]: [`Outcome`], [`Classifier`], reason codes.
-//! - [`record`]: attempt handles and [`AttemptRecord`].
-//! - [`gate`]: the budget/breaker hook, [`Gate`].
-//! - [`machine`]: [`CallMachine`].
-//! - [`observer`]: [`Observer`].
-//! - [`driver`]: [`call`], the async driver.
-//! - [`error`]: [`Error`].
+//! - [`time`] — [`Instant`], [`Timer`].
+//! - [`key`] — [`PolicyKey`].
+//! - [`policy`] — [`Policy`] and its normalization.
+//! - [`backoff`] — exponential backoff and jitter.
+//! - [`outcome`] — [`Outcome`], [`Classifier`], reason codes.
+//! - [`record`] — attempt handles and [`AttemptRecord`].
+//! - [`gate`] — the budget/breaker hook, [`Gate`].
+//! - [`machine`] — [`CallMachine`].
+//! - [`observer`] — [`Observer`].
+//! - [`driver`] — [`call`], the async driver.
+//! - [`error`] — [`Error`].
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -74,6 +74,9 @@ pub use outcome::{reason, Classifier, DefaultClassifier, Outcome, OutcomeKind};
 pub use policy::{Jitter, Policy, PolicyError};
 pub use record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 pub use time::{Instant, Timer};
+
+#[cfg(test)]
+extern crate std;
 
 #[cfg(test)]
 mod tests;

@@ -283,8 +283,17 @@ impl<const N: usize> CallMachine<N> {
     fn refused(&self) -> u32 {
         // Only the last id can have been refused (a refusal ends the call).
         match self.phase {
-            Phase::Ending(Verdict::Failure { cause: Cause::BudgetDenied, .. }, _)
-            | Phase::Done(Verdict::Failure { cause: Cause::BudgetDenied, .. }) => 1,
+            Phase::Ending(
+                Verdict::Failure {
+                    cause: Cause::BudgetDenied,
+                    ..
+                },
+                _,
+            )
+            | Phase::Done(Verdict::Failure {
+                cause: Cause::BudgetDenied,
+                ..
+            }) => 1,
             _ => 0,
         }
     }
@@ -376,7 +385,10 @@ impl<const N: usize> CallMachine<N> {
         }
         let drawn = self.backoff.next_delay(&mut self.rng);
         let (delay, beyond) = match hint {
-            Some(h) => (h.min(self.options.max_retry_after), Cause::RetryAfterBeyondDeadline),
+            Some(h) => (
+                h.min(self.options.max_retry_after),
+                Cause::RetryAfterBeyondDeadline,
+            ),
             None => (drawn, Cause::BackoffBeyondDeadline),
         };
         let wake = self.now + delay;

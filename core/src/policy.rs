@@ -130,7 +130,10 @@ impl RetryPolicy {
         timeout_per_attempt: None,
         overall_timeout: None,
         classifier: Name::new(),
-        budget: BudgetRef { name: Name::new(), cost: 1 },
+        budget: BudgetRef {
+            name: Name::new(),
+            cost: 1,
+        },
     };
 }
 
@@ -166,7 +169,10 @@ impl HedgePolicy {
         hedge_delay: Duration::from_millis(200),
         trigger: Name::new(),
         cancel_on_first_terminal: false,
-        budget: BudgetRef { name: Name::new(), cost: 1 },
+        budget: BudgetRef {
+            name: Name::new(),
+            cost: 1,
+        },
     };
 }
 
@@ -224,7 +230,9 @@ pub struct Limits {
 
 impl Limits {
     /// The reference bounds.
-    pub const DEFAULT: Self = Self { max_hedges_ceiling: 3 };
+    pub const DEFAULT: Self = Self {
+        max_hedges_ceiling: 3,
+    };
     /// The highest `max_hedges_ceiling` an executor may set.
     pub const MAX_HEDGES_CEILING: u32 = 10;
 }
@@ -282,7 +290,10 @@ impl Policy {
         }
         set(
             Field::MaxAttempts,
-            fix(&mut r.max_attempts, |v| if v == 0 { 3 } else { v.clamp(1, 10) }),
+            fix(
+                &mut r.max_attempts,
+                |v| if v == 0 { 3 } else { v.clamp(1, 10) },
+            ),
         );
         set(
             Field::InitialBackoff,
@@ -316,7 +327,10 @@ impl Policy {
                 }
             }),
         );
-        set(Field::OverallTimeout, fix_timeout(&mut r.overall_timeout, None));
+        set(
+            Field::OverallTimeout,
+            fix_timeout(&mut r.overall_timeout, None),
+        );
         let overall = r.overall_timeout;
         set(
             Field::TimeoutPerAttempt,
@@ -374,7 +388,10 @@ impl Policy {
             }),
         );
 
-        Ok(Normalized { policy: self, changed })
+        Ok(Normalized {
+            policy: self,
+            changed,
+        })
     }
 }
 
@@ -564,7 +581,6 @@ impl core::error::Error for PolicyError {}
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
     use super::*;
     use std::string::ToString;
 
@@ -611,7 +627,11 @@ mod tests {
         assert_eq!(r.max_backoff, BACKOFF_CEILING);
         assert_eq!(r.backoff_multiplier, 1.0);
         assert_eq!(r.overall_timeout, Some(MS));
-        assert_eq!(r.timeout_per_attempt, Some(MS), "per-attempt never beyond overall");
+        assert_eq!(
+            r.timeout_per_attempt,
+            Some(MS),
+            "per-attempt never beyond overall"
+        );
         for f in [
             Field::MaxAttempts,
             Field::InitialBackoff,
@@ -660,7 +680,11 @@ mod tests {
         assert_eq!(n.policy.hedge.max_hedges, 3);
         assert_eq!(n.policy.hedge.hedge_delay, Duration::from_millis(10));
         assert_eq!(n.changed.to_string(), "hedge.max_hedges,hedge.hedge_delay");
-        let n = p.normalize_with(Limits { max_hedges_ceiling: 10 }).unwrap();
+        let n = p
+            .normalize_with(Limits {
+                max_hedges_ceiling: 10,
+            })
+            .unwrap();
         assert_eq!(n.policy.hedge.max_hedges, 9);
     }
 

@@ -1,0 +1,398 @@
+//! The driver on a virtual clock: a tiny single-threaded executor that jumps
+//! time to the earliest pending sleep whenever the call is pending.
+
+use core::cell::{Cell, RefCell};
+use core::future::{Future, IntoFuture};
+use core::pin::{pin, Pin};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+use std::rc::Rc;
+use std::string::{String, ToString};
+use std::vec::Vec;
+use std::{format, vec};
+
+use super::{dur, ms};
+use crate::error::Error;
+use crate::key::PolicyKey;
+use crate::machine::{Cause, Verdict};
+use crate::observer::{CallEnd, Observer};
+use crate::outcome::{reason, Outcome};
+use crate::policy::Policy;
+use crate::record::{AttemptInfo, AttemptRecord};
+use crate::time::{Instant, Timer};
+use crate::{call, AttemptId};
+
+#[derive(Default)]
+struct Clock {
+    now: Cell<Instant>,
+    pending: RefCell<Vec<Instant>>,
+}
+
+#[derive(Clone, Default)]
+struct VTimer(Rc<Clock>);
+
+struct VSleep {
+    clock: Rc<Clock>,
+    until: Instant,
+}
+
+impl Future for VSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.clock.now.get() >= self.until {
+            Poll::Ready(())
+        } else {
+            self.clock.pending.borrow_mut().push(self.until);
+            Poll::Pending
+        }
+    }
+}
+
+impl Timer for VTimer {
+    type Sleep = VSleep;
+    fn now(&self) -> Instant {
+        self.0.now.get()
+    }
+    fn sleep_until(&self, until: Instant) -> VSleep {
+        VSleep {
+            clock: self.0.clone(),
+            until,
+        }
+    }
+}
+
+impl VTimer {
+    /// A future that yields `value` after `d` of virtual time.
+    fn after<T>(&self, d: Duration, value: T) -> impl Future<Output = T> {
+        let sleep = self.sleep_until(self.now() + d);
+        async move {
+            sleep.await;
+            value
+        }
+    }
+
+    /// Polls `fut` to completion, jumping time to the earliest pending
+    /// sleep whenever it is pending.
+    fn run<F: Future>(&self, fut: F) -> F::Output {
+        let mut fut = pin!(fut);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..10_000 {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+            let next = self.0.pending.borrow_mut().drain(..).min();
+            let next = next.expect("pending with no timer: the call would hang");
+            self.0.now.set(self.0.now.get().max(next));
+        }
+        panic!("livelock");
+    }
+
+    /// Polls `fut` until virtual time reaches `until`, then drops it.
+    fn run_until<F: Future>(&self, fut: F, until: Instant) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return Some(v);
+            }
+            let next = self.0.pending.borrow_mut().drain(..).min();
+            match next {
+                Some(n) if n < until => self.0.now.set(n),
+                _ => {
+                    self.0.now.set(until);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Records observer events as strings.
+#[derive(Default)]
+struct Log(Vec<String>);
+
+impl Observer for Log {
+    fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
+        self.0
+            .push(format!("start {key} @{}", start.as_nanos() / 1_000_000));
+    }
+    fn on_attempt(&mut self, _: PolicyKey<'_>, r: &AttemptRecord) {
+        self.0.push(format!(
+            "attempt {} {} @{}..{} backoff {}{}",
+            r.info.id.0,
+            r.outcome.reason,
+            r.start.as_nanos() / 1_000_000,
+            r.end.as_nanos() / 1_000_000,
+            r.backoff.as_millis(),
+            if r.cancelled { " cancelled" } else { "" }
+        ));
+    }
+    fn on_success(&mut self, _: PolicyKey<'_>, end: &CallEnd) {
+        self.0.push(format!("success after {}", end.attempts));
+    }
+    fn on_failure(&mut self, _: PolicyKey<'_>, end: &CallEnd) {
+        let Verdict::Failure { cause, .. } = end.verdict else {
+            panic!("failure with a success verdict")
+        };
+        self.0.push(format!("failure {}", cause.as_str()));
+    }
+}
+
+const KEY: PolicyKey<'static> = PolicyKey::new("svc", "Get");
+
+#[test]
+fn flaky_twice_then_success_with_observer_order() {
+    let t = VTimer::default();
+    let calls = Cell::new(0);
+    let mut log = Log::default();
+    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_: AttemptInfo| {
+        calls.set(calls.get() + 1);
+        let r = if calls.get() < 3 { Err("flaky") } else { Ok(7) };
+        t.after(dur(5), r)
+    })
+    .observer(&mut log);
+    assert_eq!(t.run(fut.into_future()), Ok(7));
+    assert_eq!(
+        log.0,
+        [
+            "start svc.Get @0",
+            "attempt 0 retryable_error @0..5 backoff 0",
+            "attempt 1 retryable_error @15..20 backoff 10",
+            "attempt 2 success @40..45 backoff 20",
+            "success after 3",
+        ]
+    );
+}
+
+#[test]
+fn exhaustion_returns_the_last_error() {
+    let t = VTimer::default();
+    let n = Cell::new(0u32);
+    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+        n.set(n.get() + 1);
+        t.after(dur(1), Err::<(), _>(n.get()))
+    });
+    assert_eq!(
+        t.run(fut.into_future()),
+        Err(Error::RetriesExhausted {
+            last: Some(3),
+            attempts: 3
+        })
+    );
+}
+
+#[test]
+fn non_retryable_stops_after_one_attempt() {
+    let t = VTimer::default();
+    let n = Cell::new(0u32);
+    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+        n.set(n.get() + 1);
+        t.after(dur(1), Err::<(), _>("invalid"))
+    })
+    .classifier(|r: &Result<(), &str>| match r {
+        Ok(_) => Outcome::SUCCESS,
+        Err(_) => Outcome::non_retryable("invalid_argument"),
+    });
+    let err = t.run(fut.into_future()).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Operation {
+            error: "invalid",
+            cause: Cause::NonRetryable
+        }
+    );
+    assert_eq!(n.get(), 1);
+    assert_eq!(err.to_string(), "invalid (non_retryable)");
+}
+
+#[test]
+fn a_rejected_ok_value_is_returned_when_retries_run_out() {
+    // An HTTP-like status: 503 is retryable, and after the last attempt the
+    // caller gets the response itself.
+    let t = VTimer::default();
+    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+        t.after(dur(1), Ok::<u16, ()>(503))
+    })
+    .classifier(|r: &Result<u16, ()>| match r {
+        Ok(200) => Outcome::SUCCESS,
+        _ => Outcome::retryable("http_5xx"),
+    });
+    assert_eq!(t.run(fut.into_future()), Ok(503));
+}
+
+#[test]
+fn hung_attempts_cut_by_their_timeout_exhaust_without_an_error_value() {
+    let t = VTimer::default();
+    let mut p = Policy::DEFAULT;
+    p.retry.timeout_per_attempt = Some(dur(30));
+    let mut log = Log::default();
+    let fut = call(KEY, &p, t.clone(), |_| {
+        core::future::pending::<Result<(), ()>>()
+    })
+    .observer(&mut log);
+    assert_eq!(
+        t.run(fut.into_future()),
+        Err(Error::RetriesExhausted {
+            last: None,
+            attempts: 3
+        })
+    );
+    assert_eq!(
+        log.0[1..],
+        [
+            "attempt 0 attempt_timeout @0..30 backoff 0 cancelled",
+            "attempt 1 attempt_timeout @40..70 backoff 10 cancelled",
+            "attempt 2 attempt_timeout @90..120 backoff 20 cancelled",
+            "failure retries_exhausted",
+        ]
+    );
+}
+
+#[test]
+fn overall_timeout_ends_the_call_with_the_last_error() {
+    let t = VTimer::default();
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = 10;
+    p.retry.initial_backoff = dur(40);
+    p.retry.overall_timeout = Some(dur(100));
+    let n = Cell::new(0u32);
+    let fut = call(KEY, &p, t.clone(), |_| {
+        n.set(n.get() + 1);
+        t.after(dur(10), Err::<(), _>(n.get()))
+    });
+    let r = t.run(fut.into_future());
+    // 0..10 fail, 50..60 fail, and 60 + 80 is past 100: stop at 60.
+    assert_eq!(r, Err(Error::DeadlineExceeded { last: Some(2) }));
+    assert_eq!(t.now(), ms(60));
+}
+
+#[test]
+fn dropping_mid_attempt_cancels_it_and_tells_the_observer() {
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    let mut log = Log::default();
+    {
+        let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+            let guard = Guard::new(&live);
+            async move {
+                let _g = guard;
+                core::future::pending::<Result<(), ()>>().await
+            }
+        })
+        .observer(&mut log);
+        // Time never advances (no timer pending): poll once, then drop.
+        let mut fut = core::pin::pin!(fut.into_future());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(live.get(), 1);
+    }
+    assert_eq!(live.get(), 0, "the attempt future was dropped");
+    assert_eq!(
+        log.0,
+        [
+            "start svc.Get @0",
+            "attempt 0 cancelled @0..0 backoff 0 cancelled",
+            "failure cancelled",
+        ]
+    );
+}
+
+#[test]
+fn dropping_mid_backoff_returns_at_once() {
+    let t = VTimer::default();
+    let mut p = Policy::DEFAULT;
+    p.retry.initial_backoff = Duration::from_secs(10);
+    p.retry.max_backoff = Duration::from_secs(10);
+    let n = Cell::new(0);
+    let mut log = Log::default();
+    let fut = call(KEY, &p, t.clone(), |_| {
+        n.set(n.get() + 1);
+        t.after(dur(1), Err::<(), ()>(()))
+    })
+    .observer(&mut log);
+    assert_eq!(t.run_until(fut.into_future(), ms(500)), None);
+    assert_eq!(n.get(), 1);
+    assert_eq!(
+        log.0,
+        [
+            "start svc.Get @0",
+            "attempt 0 retryable_error @0..1 backoff 0",
+            "failure cancelled",
+        ]
+    );
+}
+
+#[test]
+fn a_call_never_polled_never_calls_the_operation() {
+    let t = VTimer::default();
+    let n = Cell::new(0);
+    let mut log = Log::default();
+    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+        n.set(n.get() + 1);
+        async { Ok::<(), ()>(()) }
+    })
+    .observer(&mut log)
+    .into_future();
+    drop(fut);
+    assert_eq!(n.get(), 0);
+    assert!(
+        log.0.is_empty(),
+        "a call that never started reports nothing"
+    );
+}
+
+#[test]
+fn attempt_info_reaches_the_operation() {
+    let t = VTimer::default();
+    let mut p = Policy::DEFAULT;
+    p.retry.timeout_per_attempt = Some(dur(50));
+    let seen = RefCell::new(vec![]);
+    let fut = call(KEY, &p, t.clone(), |info: AttemptInfo| {
+        seen.borrow_mut().push(info);
+        t.after(
+            dur(1),
+            if info.retry_index < 1 {
+                Err(())
+            } else {
+                Ok(())
+            },
+        )
+    });
+    assert_eq!(t.run(fut.into_future()), Ok(()));
+    let seen = seen.into_inner();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        (seen[1].id, seen[1].retry_index, seen[1].is_hedge),
+        (AttemptId(1), 1, false)
+    );
+    assert_eq!(seen[1].deadline, Some(ms(11 + 50)));
+}
+
+#[test]
+fn call_future_size() {
+    // Reported in the closing note; bounded so a regression is noticed.
+    let t = VTimer::default();
+    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| async {
+        Ok::<u32, ()>(1)
+    })
+    .into_future();
+    let size = core::mem::size_of_val(&fut);
+    std::println!("call future for a trivial operation on a 16-byte sleep: {size} bytes");
+    assert!(size <= 512, "call future grew to {size} bytes");
+    assert_eq!(reason::SUCCESS, "success");
+}
+
+struct Guard(Rc<Cell<i32>>);
+
+impl Guard {
+    fn new(c: &Rc<Cell<i32>>) -> Self {
+        c.set(c.get() + 1);
+        Self(c.clone())
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
