@@ -121,15 +121,18 @@ pin_project! {
 /// with the default classifier, no observer and the open gate: configure it
 /// with the builder methods, then await it.
 ///
-/// Jitter draws come from an RNG seeded with the timer's current time; use
-/// [`CallBuilder::rng`] for a seeded, reproducible one.
+/// Jitter draws come from an RNG whose seed mixes a process-wide call counter
+/// with the timer's current time, so concurrent calls draw independent
+/// jitter even when each has a fresh timer whose clock reads about zero. Use
+/// [`CallBuilder::rng`] for a seeded, reproducible one (std users get that
+/// from the `recourse` executor).
 pub fn call<'k, Tm: Timer, Op>(
     key: PolicyKey<'k>,
     policy: &Policy,
     timer: Tm,
     op: Op,
 ) -> CallBuilder<'k, Tm, Op> {
-    let rng = fastrand::Rng::with_seed(timer.now().as_nanos());
+    let rng = fastrand::Rng::with_seed(call_seed(timer.now()));
     CallBuilder {
         key,
         machine: CallMachine::new(policy, Options::DEFAULT, rng),
@@ -348,6 +351,24 @@ where
             }
         }
     }
+}
+
+/// A distinct seed per call: a counter (where the target has 32-bit atomics)
+/// and the clock, through SplitMix64's finalizer so that neighbouring inputs
+/// give unrelated seeds.
+fn call_seed(now: Instant) -> u64 {
+    #[cfg(target_has_atomic = "32")]
+    let n = {
+        use core::sync::atomic::{AtomicU32, Ordering};
+        static CALLS: AtomicU32 = AtomicU32::new(0);
+        u64::from(CALLS.fetch_add(1, Ordering::Relaxed))
+    };
+    #[cfg(not(target_has_atomic = "32"))]
+    let n = 0;
+    let mut z = now.as_nanos() ^ (n << 32) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn call_end(machine: &DriverMachine, verdict: Verdict) -> CallEnd {
