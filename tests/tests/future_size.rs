@@ -1,0 +1,23 @@
+//! The size of a call future for a trivial operation, per timer: printed
+//! (run with `--nocapture`) and bounded, so that growth is noticed.
+
+use core::future::IntoFuture;
+use core::mem::size_of_val;
+
+use recourse_core::{call, AttemptInfo, Policy};
+use recourse_runtimes::{AsyncIoTimer, TokioTimer};
+use recourse_tests::KEY;
+
+fn trivial(_: AttemptInfo) -> core::future::Ready<Result<u32, ()>> {
+    core::future::ready(Ok(1))
+}
+
+#[test]
+fn call_future_sizes() {
+    let tokio = call(KEY, &Policy::DEFAULT, TokioTimer::new(), trivial).into_future();
+    let async_io = call(KEY, &Policy::DEFAULT, AsyncIoTimer::new(), trivial).into_future();
+    let (t, a) = (size_of_val(&tokio), size_of_val(&async_io));
+    println!("call future, trivial operation: tokio timer {t} bytes, async-io timer {a} bytes");
+    assert!(t <= 640, "tokio call future grew to {t} bytes");
+    assert!(a <= 640, "async-io call future grew to {a} bytes");
+}
