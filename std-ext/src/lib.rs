@@ -1,2 +1,117 @@
-//! recourse (work in progress).
-pub use recourse_core as core;
+//! # recourse
+//!
+//! Policy-driven resilience for Rust: retries with exponential backoff and
+//! jitter, per-attempt and overall timeouts, cancellation by dropping the
+//! future, and a [`Timeline`] of every attempt — chosen per call site by a
+//! low-cardinality key such as `"user-service.GetUser"`.
+//!
+//! Every decision is made by one `#![no_std]`, sans-IO state machine
+//! ([`recourse_core`], re-exported as [`core_machine`]); this crate is what
+//! std programs import around it: policy providers, the executor, observers,
+//! timelines and a one-line facade.
+//!
+//! ## What a call does
+//!
+//! 1. The [`Executor`] takes a fresh timer from its [`TimerSource`] (tokio's
+//!    inside a tokio runtime with the `tokio` feature, async-io's
+//!    otherwise) and a fresh, optionally seeded, RNG.
+//! 2. It asks its [`PolicyProvider`] for the key's normalized [`Policy`],
+//!    exactly once; without one, the [`MissingPolicyMode`] decides (deny,
+//!    allow a single attempt, or fall back to [`Policy::DEFAULT`]).
+//! 3. It runs the core driver ([`recourse_core::call`]): the machine says
+//!    when to launch an attempt, how long to back off, when to cut an attempt
+//!    or the whole call; the [`Classifier`] says what each result means.
+//! 4. Events go to the [`Observer`] (start, one per attempt, exactly one
+//!    end) and, when asked for, into a [`Timeline`].
+//!
+//! ## Example
+//!
+//! ```
+//! use recourse::AttemptInfo;
+//!
+//! # async_io::block_on(async {
+//! let mut failures = 2;
+//! // The default policy: 3 attempts, 10 ms backoff doubling to 250 ms.
+//! let (result, timeline) = recourse::do_value_with_timeline(
+//!     "user-service.GetUser",
+//!     |attempt: AttemptInfo| {
+//!         let fail = failures > 0;
+//!         failures -= 1;
+//!         async move {
+//!             if fail { Err("connection reset") } else { Ok(format!("user 42, attempt {}", attempt.retry_index)) }
+//!         }
+//!     },
+//! )
+//! .await;
+//! assert_eq!(result.as_deref(), Ok("user 42, attempt 2"));
+//! assert_eq!(timeline.attempts.len(), 3);
+//! println!("{timeline}");
+//! # });
+//! ```
+//!
+//! Per-key policies, observers and the missing-policy mode go on an
+//! executor: see [`Executor`] and [`StaticProvider`].
+//!
+//! ## Modules
+//!
+//! - [`executor`] — [`Executor`], the call methods.
+//! - [`builder`] — [`ExecutorBuilder`].
+//! - [`facade`] — [`do_value`] and friends on a global default executor.
+//! - [`provider`] — [`PolicyProvider`], [`PolicyLookup`], [`PolicySource`],
+//!   [`ProviderError`].
+//! - [`static_provider`] — [`StaticProvider`].
+//! - [`missing_policy`] — [`MissingPolicyMode`].
+//! - [`observer`] — [`Observer`], [`NoopObserver`], [`MultiObserver`].
+//! - [`timeline`] — [`Timeline`].
+//! - [`timer`] — [`TimerSource`], [`DefaultTimer`].
+//!
+//! ## Features
+//!
+//! - `tokio`: calls inside a tokio runtime use tokio's timer (so
+//!   `tokio::time::pause` works); without it, or outside a runtime, calls
+//!   use async-io's timer, which works under any executor.
+//! - `smol`, `async-std`: async-io's timer, which is already the default;
+//!   async-std is discontinued upstream.
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+pub mod builder;
+pub mod executor;
+pub mod facade;
+pub mod missing_policy;
+pub mod observer;
+pub mod provider;
+mod report;
+pub mod static_provider;
+pub mod timeline;
+pub mod timer;
+
+pub use recourse_core as core_machine;
+pub use recourse_runtimes as runtimes;
+
+pub use recourse_core::machine::{Cause, Options, Verdict};
+pub use recourse_core::outcome::reason;
+pub use recourse_core::policy::{
+    ChangedFields, CircuitPolicy, Field, HedgePolicy, Normalized, PolicyError, RetryPolicy,
+};
+pub use recourse_core::{
+    AttemptId, AttemptInfo, AttemptKind, AttemptRecord, Classifier, DefaultClassifier, Error,
+    Instant, Jitter, Outcome, OutcomeKind, Policy, PolicyKey, Timer,
+};
+
+pub use builder::ExecutorBuilder;
+pub use executor::Executor;
+pub use facade::{
+    default_executor, do_value, do_value_with, do_value_with_timeline, do_value_with_timeline_with,
+    set_default_executor,
+};
+pub use missing_policy::MissingPolicyMode;
+pub use observer::{CallStart, CallSummary, MultiObserver, NoopObserver, Observer};
+pub use provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
+pub use static_provider::{StaticProvider, StaticProviderBuilder};
+pub use timeline::Timeline;
+pub use timer::{DefaultCallTimer, DefaultSleep, DefaultTimer, TimerSource};

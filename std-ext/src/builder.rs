@@ -1,0 +1,146 @@
+//! Configuring an [`Executor`]: provider, observers, timer, missing-policy
+//! mode, seed and limits.
+
+use core::fmt;
+use core::sync::atomic::AtomicU64;
+use core::time::Duration;
+
+use recourse_core::machine::Options;
+
+use crate::executor::Executor;
+use crate::missing_policy::{Fallbacks, MissingPolicyMode};
+use crate::observer::{MultiObserver, Observer};
+use crate::provider::PolicyProvider;
+use crate::static_provider::StaticProvider;
+use crate::timer::{DefaultTimer, TimerSource};
+
+/// Builds an [`Executor`]; start with [`Executor::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use recourse::{Executor, MissingPolicyMode, NoopObserver, StaticProvider};
+///
+/// let exec = Executor::builder()
+///     .provider(StaticProvider::empty())
+///     .observer(NoopObserver)
+///     .missing_policy_mode(MissingPolicyMode::Deny)
+///     .seed(42)
+///     .max_retry_after(Duration::from_secs(5))
+///     .build();
+/// assert_eq!(exec.missing_policy_mode(), MissingPolicyMode::Deny);
+/// ```
+#[must_use = "call .build() to get the executor"]
+pub struct ExecutorBuilder<S = DefaultTimer> {
+    provider: Option<Box<dyn PolicyProvider>>,
+    observers: Vec<Box<dyn Observer>>,
+    timer: S,
+    mode: MissingPolicyMode,
+    seed: Option<u64>,
+    options: Options,
+}
+
+impl ExecutorBuilder {
+    /// The defaults (see [`Executor::builder`]).
+    pub fn new() -> Self {
+        Self {
+            provider: None,
+            observers: Vec::new(),
+            timer: DefaultTimer,
+            mode: MissingPolicyMode::default(),
+            seed: None,
+            options: Options::DEFAULT,
+        }
+    }
+}
+
+impl Default for ExecutorBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> fmt::Debug for ExecutorBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutorBuilder")
+            .field("has_provider", &self.provider.is_some())
+            .field("observers", &self.observers.len())
+            .field("missing_policy_mode", &self.mode)
+            .field("seed", &self.seed)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> ExecutorBuilder<S> {
+    /// Where policies come from. Default: an empty [`StaticProvider`], so
+    /// every call is decided by the missing-policy mode.
+    pub fn provider(mut self, provider: impl PolicyProvider + 'static) -> Self {
+        self.provider = Some(Box::new(provider));
+        self
+    }
+
+    /// Adds an observer. Called more than once, every observer hears every
+    /// event, in the order they were added.
+    pub fn observer(mut self, observer: impl Observer + 'static) -> Self {
+        self.observers.push(Box::new(observer));
+        self
+    }
+
+    /// Where each call gets its timer: [`DefaultTimer`] (the default), or any
+    /// `Clone` [`Timer`](recourse_core::Timer) such as a virtual clock.
+    pub fn timer<S2: TimerSource>(self, timer: S2) -> ExecutorBuilder<S2> {
+        ExecutorBuilder {
+            provider: self.provider,
+            observers: self.observers,
+            timer,
+            mode: self.mode,
+            seed: self.seed,
+            options: self.options,
+        }
+    }
+
+    /// What a call does when the provider has no policy for its key.
+    /// Default [`MissingPolicyMode::Fallback`].
+    pub fn missing_policy_mode(mut self, mode: MissingPolicyMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Makes jitter reproducible: call `n` of this executor (counted from 0
+    /// in the order calls start) draws from an RNG seeded with a mix of
+    /// `seed` and `n`. Two executors with the same seed and the same
+    /// sequence of calls back off identically. Without a seed each call's
+    /// RNG is seeded from entropy.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The longest delay a server's retry-after hint may impose; a longer
+    /// hint is cut to this. Default 60 s.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.options.max_retry_after = max;
+        self
+    }
+
+    /// The executor.
+    pub fn build(mut self) -> Executor<S> {
+        let observer: Option<Box<dyn Observer>> = match self.observers.len() {
+            0 => None,
+            1 => self.observers.pop(),
+            _ => Some(Box::new(MultiObserver::from(self.observers))),
+        };
+        Executor {
+            provider: self
+                .provider
+                .unwrap_or_else(|| Box::new(StaticProvider::empty())),
+            observer,
+            timer: self.timer,
+            mode: self.mode,
+            seed: self.seed,
+            options: self.options,
+            fallbacks: Fallbacks::new(),
+            calls: AtomicU64::new(0),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The one-line facade: calls on a process-wide default executor, and the
+//! same calls on an executor you pass.
+//!
+//! The default executor is created on first use with [`Executor::new`]: no
+//! policies, so every call runs under the fallback policy
+//! ([`Policy::DEFAULT`](recourse_core::Policy::DEFAULT): 3 attempts, 10 ms
+//! backoff doubling to 250 ms), and its timelines say
+//! `missing_policy_mode=fallback`. To configure it, build an executor and
+//! install it with [`set_default_executor`] before the first call.
+//!
+//! | function | executor | returns |
+//! |---|---|---|
+//! | [`do_value`] | the default | `Result<T, Error<E>>` |
+//! | [`do_value_with_timeline`] | the default | `(Result<T, Error<E>>, Timeline)` |
+//! | [`do_value_with`] | the one passed | `Result<T, Error<E>>` |
+//! | [`do_value_with_timeline_with`] | the one passed | `(Result<T, Error<E>>, Timeline)` |
+//!
+//! For a custom classifier, call
+//! [`Executor::call_classified`] on [`default_executor()`] or your own.
+
+use core::future::Future;
+use std::sync::OnceLock;
+
+use recourse_core::{AttemptInfo, Error};
+
+use crate::executor::Executor;
+use crate::timeline::Timeline;
+use crate::timer::TimerSource;
+
+static DEFAULT: OnceLock<Executor> = OnceLock::new();
+
+/// The process-wide default executor, created on first use unless
+/// [`set_default_executor`] installed one.
+pub fn default_executor() -> &'static Executor {
+    DEFAULT.get_or_init(Executor::new)
+}
+
+/// Installs `exec` as the default executor.
+///
+/// # Errors
+///
+/// Gives `exec` back when a default executor already exists (installed
+/// earlier, or created by a call that ran first).
+pub fn set_default_executor(exec: Executor) -> Result<(), Executor> {
+    DEFAULT.set(exec)
+}
+
+/// Calls `op` under the policy for `key` on the default executor, with the
+/// default classifier (`Ok` succeeds, every `Err` is retryable).
+///
+/// ```
+/// # async_io::block_on(async {
+/// let mut failures = 1;
+/// let value = recourse::do_value("inventory.Reserve", |_attempt| {
+///     let fail = failures > 0;
+///     failures -= 1;
+///     async move { if fail { Err("busy") } else { Ok("reserved") } }
+/// })
+/// .await;
+/// assert_eq!(value, Ok("reserved"));
+/// # });
+/// ```
+///
+/// # Errors
+///
+/// As for [`Executor::call`].
+pub async fn do_value<T, E, Op, Fut>(key: &str, op: Op) -> Result<T, Error<E>>
+where
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    default_executor().call(key, op).await
+}
+
+/// Like [`do_value`], and also returns the call's [`Timeline`].
+pub async fn do_value_with_timeline<T, E, Op, Fut>(
+    key: &str,
+    op: Op,
+) -> (Result<T, Error<E>>, Timeline)
+where
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    default_executor().call_with_timeline(key, op).await
+}
+
+/// Like [`do_value`], on `exec` instead of the default executor (the same
+/// as [`Executor::call`]).
+///
+/// # Errors
+///
+/// As for [`Executor::call`].
+pub async fn do_value_with<S, T, E, Op, Fut>(
+    exec: &Executor<S>,
+    key: &str,
+    op: Op,
+) -> Result<T, Error<E>>
+where
+    S: TimerSource,
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    exec.call(key, op).await
+}
+
+/// Like [`do_value_with_timeline`], on `exec` instead of the default
+/// executor (the same as [`Executor::call_with_timeline`]).
+pub async fn do_value_with_timeline_with<S, T, E, Op, Fut>(
+    exec: &Executor<S>,
+    key: &str,
+    op: Op,
+) -> (Result<T, Error<E>>, Timeline)
+where
+    S: TimerSource,
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    exec.call_with_timeline(key, op).await
+}

@@ -1,0 +1,231 @@
+//! Observers: hooks for logs, metrics and traces, shared by every call of an
+//! executor.
+//!
+//! Order, per call, always: [`Observer::on_start`] once and first (also for
+//! a call denied before any attempt), then one [`Observer::on_attempt`] per
+//! attempt in the order attempts ended, then exactly one of
+//! [`Observer::on_success`] / [`Observer::on_failure`], last — also when the
+//! call future is dropped midway (then the failure's reason is `cancelled`).
+//!
+//! Why `&self` and `Send + Sync`: one observer serves every call of an
+//! executor, on whatever threads the calls run. It is told about events as
+//! they happen, on the call's task, so it must be quick; anything slow
+//! (exporting spans, writing logs) belongs on a queue. A call whose executor
+//! has no observer pays nothing for this.
+
+use core::panic::AssertUnwindSafe;
+
+use recourse_core::machine::Verdict;
+use recourse_core::{AttemptRecord, Instant, PolicyKey};
+
+use crate::missing_policy::MissingPolicyMode;
+use crate::provider::PolicySource;
+
+/// What an observer learns when a call starts.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallStart {
+    /// When the call started, on the call's timer.
+    pub start: Instant,
+    /// Where the call's policy came from; `None` when the call is denied for
+    /// want of one.
+    pub policy_source: Option<PolicySource>,
+    /// The missing-policy mode, when the provider gave no policy and the mode
+    /// decided the call.
+    pub missing_policy_mode: Option<MissingPolicyMode>,
+}
+
+/// What an observer learns when a call ends.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallSummary {
+    /// When the call started, on the call's timer.
+    pub start: Instant,
+    /// When it ended.
+    pub end: Instant,
+    /// Attempts launched.
+    pub attempts: u32,
+    /// The machine's verdict; `None` when the call was denied before the
+    /// machine ran.
+    pub verdict: Option<Verdict>,
+    /// Where the call's policy came from, as in [`CallStart`].
+    pub policy_source: Option<PolicySource>,
+    /// The missing-policy mode, as in [`CallStart`].
+    pub missing_policy_mode: Option<MissingPolicyMode>,
+}
+
+impl CallSummary {
+    /// Why the call failed, as a low-cardinality code (`retries_exhausted`,
+    /// `deadline_exceeded`, `cancelled`, `no_policy` ...); `None` on success.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self.verdict {
+            Some(Verdict::Success(_)) => None,
+            Some(Verdict::Failure { cause, .. }) => Some(cause.as_str()),
+            None => Some("no_policy"),
+        }
+    }
+
+    /// `end - start`.
+    pub fn duration(&self) -> core::time::Duration {
+        self.end - self.start
+    }
+}
+
+/// Hears the events of every call of an executor. Every method defaults to
+/// doing nothing.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use recourse::{AttemptRecord, Executor, Observer, PolicyKey};
+///
+/// #[derive(Default)]
+/// struct CountRetries(AtomicU32);
+///
+/// impl Observer for CountRetries {
+///     fn on_attempt(&self, _key: PolicyKey<'_>, record: &AttemptRecord) {
+///         if record.info.retry_index > 0 {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+///
+/// let exec = Executor::builder().observer(CountRetries::default()).build();
+/// # drop(exec);
+/// ```
+pub trait Observer: Send + Sync {
+    /// The call started.
+    fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
+        let _ = (key, start);
+    }
+
+    /// An attempt ended, was cut, or was refused.
+    fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        let _ = (key, record);
+    }
+
+    /// The call succeeded.
+    fn on_success(&self, key: PolicyKey<'_>, summary: &CallSummary) {
+        let _ = (key, summary);
+    }
+
+    /// The call failed, was denied, or was dropped.
+    fn on_failure(&self, key: PolicyKey<'_>, summary: &CallSummary) {
+        let _ = (key, summary);
+    }
+}
+
+/// The observer that does nothing.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NoopObserver;
+
+impl Observer for NoopObserver {}
+
+impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
+    fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
+        (**self).on_start(key, start)
+    }
+    fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        (**self).on_attempt(key, record)
+    }
+    fn on_success(&self, key: PolicyKey<'_>, summary: &CallSummary) {
+        (**self).on_success(key, summary)
+    }
+    fn on_failure(&self, key: PolicyKey<'_>, summary: &CallSummary) {
+        (**self).on_failure(key, summary)
+    }
+}
+
+impl<O: Observer + ?Sized> Observer for Box<O> {
+    fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
+        (**self).on_start(key, start)
+    }
+    fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        (**self).on_attempt(key, record)
+    }
+    fn on_success(&self, key: PolicyKey<'_>, summary: &CallSummary) {
+        (**self).on_success(key, summary)
+    }
+    fn on_failure(&self, key: PolicyKey<'_>, summary: &CallSummary) {
+        (**self).on_failure(key, summary)
+    }
+}
+
+/// Tells several observers every event, in the order they were added. A
+/// panic in one observer is contained and does not keep the others from
+/// hearing the event.
+///
+/// [`ExecutorBuilder::observer`](crate::ExecutorBuilder::observer) builds one
+/// when it is called more than once.
+#[derive(Default)]
+pub struct MultiObserver {
+    observers: Vec<Box<dyn Observer>>,
+}
+
+impl MultiObserver {
+    /// No observers yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `observer` after the ones already there.
+    #[must_use]
+    pub fn with(mut self, observer: impl Observer + 'static) -> Self {
+        self.push(observer);
+        self
+    }
+
+    /// Adds `observer` after the ones already there.
+    pub fn push(&mut self, observer: impl Observer + 'static) {
+        self.observers.push(Box::new(observer));
+    }
+
+    /// How many observers there are.
+    pub fn len(&self) -> usize {
+        self.observers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.observers.is_empty()
+    }
+}
+
+impl From<Vec<Box<dyn Observer>>> for MultiObserver {
+    /// The observers, in the order given.
+    fn from(observers: Vec<Box<dyn Observer>>) -> Self {
+        Self { observers }
+    }
+}
+
+impl core::fmt::Debug for MultiObserver {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MultiObserver")
+            .field("observers", &self.observers.len())
+            .finish()
+    }
+}
+
+impl MultiObserver {
+    /// Tells every observer, containing each one's panic so that the others
+    /// still hear the event (the panic hook has reported it).
+    fn each(&self, f: impl Fn(&dyn Observer)) {
+        for o in &self.observers {
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(&**o)));
+        }
+    }
+}
+
+impl Observer for MultiObserver {
+    fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
+        self.each(|o| o.on_start(key, start));
+    }
+    fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        self.each(|o| o.on_attempt(key, record));
+    }
+    fn on_success(&self, key: PolicyKey<'_>, summary: &CallSummary) {
+        self.each(|o| o.on_success(key, summary));
+    }
+    fn on_failure(&self, key: PolicyKey<'_>, summary: &CallSummary) {
+        self.each(|o| o.on_failure(key, summary));
+    }
+}

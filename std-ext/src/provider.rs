@@ -1,0 +1,134 @@
+//! Policy providers: where a call's policy comes from.
+//!
+//! Why a synchronous trait: the provider is consulted exactly once per call,
+//! before the first attempt, on the caller's task. A provider that fetches
+//! policies from far away (a file, a control plane) refreshes them in the
+//! background and answers from memory, so the lookup never waits on I/O and
+//! the call's latency never includes it.
+//!
+//! Policies are normalized once, when the provider stores them, and handed
+//! out as an `Arc<Normalized>`: a lookup clones an `Arc`, never a policy, and
+//! never normalizes.
+
+use core::fmt;
+use std::sync::Arc;
+
+use recourse_core::policy::{Normalized, PolicyError};
+use recourse_core::PolicyKey;
+
+/// Gives the normalized policy for a key.
+///
+/// The executor calls [`PolicyProvider::policy`] exactly once per call.
+/// When it returns an error, the executor's
+/// [`MissingPolicyMode`](crate::MissingPolicyMode) decides what happens; the
+/// error is recorded in the timeline attribute `policy_error`.
+pub trait PolicyProvider: Send + Sync {
+    /// The policy for `key`. Must not block on I/O; should not allocate.
+    fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError>;
+}
+
+impl<P: PolicyProvider + ?Sized> PolicyProvider for Arc<P> {
+    fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
+        (**self).policy(key)
+    }
+}
+
+impl<P: PolicyProvider + ?Sized> PolicyProvider for Box<P> {
+    fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
+        (**self).policy(key)
+    }
+}
+
+/// A found policy and where it came from.
+#[derive(Clone, Debug)]
+pub struct PolicyLookup {
+    /// The policy, normalized when the provider stored it, with the fields
+    /// normalization changed.
+    pub policy: Arc<Normalized>,
+    /// Where it came from.
+    pub source: PolicySource,
+}
+
+/// Where a call's policy came from; recorded in the timeline attribute
+/// `policy_source`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PolicySource {
+    /// Configured for this key in code ([`StaticProvider`](crate::StaticProvider)).
+    Static,
+    /// A default: the provider's policy for keys without their own, or the
+    /// executor's fallback when the provider had none (then the timeline also
+    /// says `missing_policy_mode`).
+    Default,
+    /// Fetched from a remote control plane.
+    Remote,
+    /// The last-known-good policy, served because fetching failed.
+    Lkg,
+}
+
+impl PolicySource {
+    /// The lowercase name used in timelines: `static`, `default`, `remote`,
+    /// `lkg`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Static => "static",
+            Self::Default => "default",
+            Self::Remote => "remote",
+            Self::Lkg => "lkg",
+        }
+    }
+}
+
+impl fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a provider gave no policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// No policy for the key and no default.
+    NotFound,
+    /// The policy for the key is invalid; the error names the field.
+    Invalid(PolicyError),
+    /// The provider could not answer (a remote source without a cached or
+    /// last-known-good policy, say); the text says why.
+    Unavailable(String),
+    /// The provider panicked; the executor contained the panic.
+    Panicked,
+}
+
+impl ProviderError {
+    /// A low-cardinality code: `not_found`, `invalid_policy`,
+    /// `provider_unavailable`, `panic_in_provider`.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::Invalid(_) => "invalid_policy",
+            Self::Unavailable(_) => "provider_unavailable",
+            Self::Panicked => "panic_in_provider",
+        }
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("not_found: no policy for the key and no default"),
+            Self::Invalid(e) => write!(f, "invalid_policy: {e}"),
+            Self::Unavailable(why) => write!(f, "provider_unavailable: {why}"),
+            Self::Panicked => f.write_str("panic_in_provider: the policy provider panicked"),
+        }
+    }
+}
+
+impl core::error::Error for ProviderError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}

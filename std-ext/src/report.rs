@@ -1,0 +1,109 @@
+//! The per-call bridge from the core driver's observer events to the
+//! executor's [`Observer`] and the call's [`Timeline`].
+//!
+//! Why a bridge: the core observer is `&mut self` and owned by one call; the
+//! executor's observer is shared (`&self`) and speaks in std terms
+//! ([`CallStart`], [`CallSummary`]). The bridge holds only borrows and
+//! `Copy` facts, so a call with no observer and no timeline allocates
+//! nothing here. Panics in the user's observer are contained: the panic hook
+//! reports them, the call goes on.
+
+use core::panic::AssertUnwindSafe;
+
+use recourse_core::{AttemptRecord, CallEnd, Instant, PolicyKey};
+
+use crate::missing_policy::MissingPolicyMode;
+use crate::observer::{CallStart, CallSummary, Observer};
+use crate::provider::PolicySource;
+use crate::timeline::Timeline;
+
+/// Forwards one call's events.
+pub(crate) struct Report<'a> {
+    pub(crate) observer: Option<&'a dyn Observer>,
+    pub(crate) timeline: Option<&'a mut Timeline>,
+    pub(crate) policy_source: Option<PolicySource>,
+    pub(crate) missing_policy_mode: Option<MissingPolicyMode>,
+}
+
+impl Report<'_> {
+    fn notify(&self, f: impl FnOnce(&dyn Observer)) {
+        if let Some(o) = self.observer {
+            // A panicking observer must not end the call; the panic hook has
+            // already reported it.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(o)));
+        }
+    }
+
+    fn summary(&self, end: &CallEnd) -> CallSummary {
+        CallSummary {
+            start: end.start,
+            end: end.end,
+            attempts: end.attempts,
+            verdict: Some(end.verdict),
+            policy_source: self.policy_source,
+            missing_policy_mode: self.missing_policy_mode,
+        }
+    }
+
+    /// A call denied before the machine ran: start, then failure, at `now`.
+    pub(crate) fn denied(&mut self, key: PolicyKey<'_>, now: Instant) {
+        self.start(key, now);
+        let summary = CallSummary {
+            start: now,
+            end: now,
+            attempts: 0,
+            verdict: None,
+            policy_source: self.policy_source,
+            missing_policy_mode: self.missing_policy_mode,
+        };
+        self.notify(|o| o.on_failure(key, &summary));
+    }
+
+    fn start(&mut self, key: PolicyKey<'_>, start: Instant) {
+        if let Some(t) = self.timeline.as_deref_mut() {
+            t.start = start;
+            t.end = start;
+        }
+        let start = CallStart {
+            start,
+            policy_source: self.policy_source,
+            missing_policy_mode: self.missing_policy_mode,
+        };
+        self.notify(|o| o.on_start(key, &start));
+    }
+
+    fn end(&mut self, end: &CallEnd) {
+        if let Some(t) = self.timeline.as_deref_mut() {
+            t.end = end.end;
+            t.verdict = Some(end.verdict);
+            if let recourse_core::Verdict::Success(id) = end.verdict {
+                t.winner = Some(id);
+            }
+        }
+    }
+}
+
+impl recourse_core::Observer for Report<'_> {
+    fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
+        self.start(key, start);
+    }
+
+    fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        if let Some(t) = self.timeline.as_deref_mut() {
+            t.attempts.push(*record);
+        }
+        self.notify(|o| o.on_attempt(key, record));
+    }
+
+    fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        self.end(end);
+        let summary = self.summary(end);
+        self.notify(|o| o.on_success(key, &summary));
+    }
+
+    fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        self.end(end);
+        let summary = self.summary(end);
+        self.notify(|o| o.on_failure(key, &summary));
+    }
+}

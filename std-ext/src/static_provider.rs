@@ -1,0 +1,155 @@
+//! The static provider: policies configured in code, per key, plus an
+//! optional default.
+//!
+//! Keys are low-cardinality (a few dozen call sites), so the policies live in
+//! a `Vec` sorted by `(namespace, name)` and a lookup is a binary search on
+//! the borrowed key: no hashing, no allocation. Every policy is normalized
+//! when it is added; a value with no sensible reading (a NaN multiplier) is
+//! rejected there, with an error naming the field, instead of surfacing in
+//! some later call.
+
+use std::sync::Arc;
+
+use recourse_core::policy::{Normalized, Policy, PolicyError};
+use recourse_core::PolicyKey;
+
+use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
+
+/// Policies per key plus an optional default, fixed at build time.
+///
+/// ```
+/// use recourse::{Policy, PolicyKey, PolicyProvider, PolicySource, StaticProvider};
+///
+/// let mut get_user = Policy::DEFAULT;
+/// get_user.retry.max_attempts = 5;
+/// let provider = StaticProvider::builder()
+///     .policy("user-service.GetUser", get_user)?
+///     .default_policy(Policy::DEFAULT)?
+///     .build();
+///
+/// let found = provider.policy(PolicyKey::parse("user-service.GetUser")).unwrap();
+/// assert_eq!(found.source, PolicySource::Static);
+/// assert_eq!(found.policy.policy.retry.max_attempts, 5);
+/// let other = provider.policy(PolicyKey::parse("billing.Charge")).unwrap();
+/// assert_eq!(other.source, PolicySource::Default);
+/// # Ok::<(), recourse::PolicyError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct StaticProvider {
+    /// Sorted by `(namespace, name)`, keys unique.
+    entries: Vec<Entry>,
+    default: Option<Arc<Normalized>>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    namespace: String,
+    name: String,
+    policy: Arc<Normalized>,
+}
+
+impl Entry {
+    fn key(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+}
+
+impl StaticProvider {
+    /// A provider with no policies and no default: every lookup is
+    /// [`ProviderError::NotFound`], so the executor's missing-policy mode
+    /// decides every call.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A builder.
+    pub fn builder() -> StaticProviderBuilder {
+        StaticProviderBuilder::default()
+    }
+
+    /// How many keys have their own policy.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key has its own policy (there may still be a default).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn find(&self, key: PolicyKey<'_>) -> Option<&Arc<Normalized>> {
+        self.entries
+            .binary_search_by(|e| e.key().cmp(&(key.namespace, key.name)))
+            .ok()
+            .map(|i| &self.entries[i].policy)
+    }
+}
+
+impl PolicyProvider for StaticProvider {
+    /// The key's own policy (source `static`), else the default (source
+    /// `default`), else [`ProviderError::NotFound`].
+    fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
+        if let Some(policy) = self.find(key) {
+            return Ok(PolicyLookup {
+                policy: Arc::clone(policy),
+                source: PolicySource::Static,
+            });
+        }
+        match &self.default {
+            Some(policy) => Ok(PolicyLookup {
+                policy: Arc::clone(policy),
+                source: PolicySource::Default,
+            }),
+            None => Err(ProviderError::NotFound),
+        }
+    }
+}
+
+/// Builds a [`StaticProvider`]; every policy is normalized as it is added.
+#[derive(Clone, Debug, Default)]
+#[must_use = "call .build() to get the provider"]
+pub struct StaticProviderBuilder {
+    provider: StaticProvider,
+}
+
+impl StaticProviderBuilder {
+    /// Sets the policy for `key` (parsed like [`PolicyKey::parse`], e.g.
+    /// `"user-service.GetUser"`), replacing an earlier one for the same key.
+    ///
+    /// # Errors
+    ///
+    /// A value normalization cannot read (a NaN or infinite
+    /// `retry.backoff_multiplier`); the error names the field.
+    pub fn policy(mut self, key: &str, policy: Policy) -> Result<Self, PolicyError> {
+        let policy = Arc::new(policy.normalize()?);
+        let key = PolicyKey::parse(key);
+        let entries = &mut self.provider.entries;
+        match entries.binary_search_by(|e| e.key().cmp(&(key.namespace, key.name))) {
+            Ok(i) => entries[i].policy = policy,
+            Err(i) => entries.insert(
+                i,
+                Entry {
+                    namespace: key.namespace.to_owned(),
+                    name: key.name.to_owned(),
+                    policy,
+                },
+            ),
+        }
+        Ok(self)
+    }
+
+    /// Sets the policy for keys without their own (source `default`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`StaticProviderBuilder::policy`].
+    pub fn default_policy(mut self, policy: Policy) -> Result<Self, PolicyError> {
+        self.provider.default = Some(Arc::new(policy.normalize()?));
+        Ok(self)
+    }
+
+    /// The provider.
+    pub fn build(self) -> StaticProvider {
+        self.provider
+    }
+}

@@ -1,0 +1,158 @@
+//! Timer sources: where each call gets its [`Timer`] from.
+//!
+//! Why a *source* and not a timer: a timer's [`Instant`]s count from the
+//! moment the timer was made, and the right timer depends on where the call
+//! runs (tokio's, so that its paused test clock works, or async-io's, which
+//! works under any executor). So the executor holds a [`TimerSource`] and asks
+//! it for a fresh timer at the start of every call, in the task that polls
+//! the call.
+//!
+//! - [`DefaultTimer`] picks per call: with the `tokio` feature and inside a
+//!   tokio runtime, tokio's timer (`recourse_runtimes::TokioTimer`); otherwise
+//!   [`AsyncIoTimer`].
+//! - Any `Clone` [`Timer`] (a virtual clock in a test, an embedded tick
+//!   counter, a specific runtime's timer) is its own source: each call gets a
+//!   clone.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use recourse_core::{Instant, Timer};
+use recourse_runtimes::{AsyncIoSleep, AsyncIoTimer};
+
+/// Gives each call its timer.
+///
+/// Implemented by [`DefaultTimer`] and by every `Clone` [`Timer`] that is
+/// `Send + Sync + 'static` (each call gets a clone).
+pub trait TimerSource: Send + Sync + 'static {
+    /// The timer of one call.
+    type Timer: Timer;
+
+    /// A timer for a call that starts now. Called once per call, from the
+    /// task that polls the call.
+    fn timer(&self) -> Self::Timer;
+}
+
+impl<T> TimerSource for T
+where
+    T: Timer + Clone + Send + Sync + 'static,
+{
+    type Timer = T;
+
+    fn timer(&self) -> T {
+        self.clone()
+    }
+}
+
+/// The executor's default timer source: tokio's timer inside a tokio runtime
+/// (with the `tokio` feature), async-io's timer everywhere else.
+///
+/// The choice is made when a call is first polled, so a call awaited inside
+/// `#[tokio::test(start_paused = true)]` runs on the paused clock and the same
+/// call under `smol::block_on` runs on async-io. A tokio runtime must have its
+/// time driver enabled (`#[tokio::main]` and `#[tokio::test]` do); for one
+/// without it, give the executor an
+/// [`AsyncIoTimer`] as its timer.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DefaultTimer;
+
+impl TimerSource for DefaultTimer {
+    type Timer = DefaultCallTimer;
+
+    fn timer(&self) -> DefaultCallTimer {
+        #[cfg(feature = "tokio")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return DefaultCallTimer(Inner::Tokio(recourse_runtimes::TokioTimer::new()));
+        }
+        DefaultCallTimer(Inner::AsyncIo(AsyncIoTimer::new()))
+    }
+}
+
+/// The timer [`DefaultTimer`] gives a call: tokio's or async-io's, whose
+/// epoch is the call's start.
+#[derive(Copy, Clone, Debug)]
+pub struct DefaultCallTimer(Inner);
+
+#[derive(Copy, Clone, Debug)]
+enum Inner {
+    AsyncIo(AsyncIoTimer),
+    #[cfg(feature = "tokio")]
+    Tokio(recourse_runtimes::TokioTimer),
+}
+
+impl DefaultCallTimer {
+    /// Whether this is tokio's timer.
+    pub fn is_tokio(&self) -> bool {
+        match self.0 {
+            Inner::AsyncIo(_) => false,
+            #[cfg(feature = "tokio")]
+            Inner::Tokio(_) => true,
+        }
+    }
+}
+
+impl Timer for DefaultCallTimer {
+    type Sleep = DefaultSleep;
+
+    fn now(&self) -> Instant {
+        match &self.0 {
+            Inner::AsyncIo(t) => t.now(),
+            #[cfg(feature = "tokio")]
+            Inner::Tokio(t) => t.now(),
+        }
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> DefaultSleep {
+        let inner = match &self.0 {
+            Inner::AsyncIo(t) => SleepInner::AsyncIo {
+                sleep: t.sleep_until(deadline),
+            },
+            #[cfg(feature = "tokio")]
+            Inner::Tokio(t) => SleepInner::Tokio {
+                sleep: t.sleep_until(deadline),
+            },
+        };
+        DefaultSleep { inner }
+    }
+}
+
+/// Without the `tokio` feature the tokio variant is never made; this keeps
+/// one enum definition for both builds.
+#[cfg(feature = "tokio")]
+type TokioSleep = tokio::time::Sleep;
+#[cfg(not(feature = "tokio"))]
+type TokioSleep = core::future::Pending<()>;
+
+pin_project! {
+    /// The sleep future of [`DefaultCallTimer`]; no allocation, dropping it
+    /// cancels the sleep.
+    #[derive(Debug)]
+    #[must_use = "a sleep does nothing unless polled"]
+    pub struct DefaultSleep {
+        #[pin]
+        inner: SleepInner,
+    }
+}
+
+pin_project! {
+    #[project = SleepProj]
+    #[derive(Debug)]
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    enum SleepInner {
+        AsyncIo { #[pin] sleep: AsyncIoSleep },
+        Tokio { #[pin] sleep: TokioSleep },
+    }
+}
+
+impl Future for DefaultSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project().inner.project() {
+            SleepProj::AsyncIo { sleep } => sleep.poll(cx),
+            SleepProj::Tokio { sleep } => sleep.poll(cx),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::time::Duration;
+use std::sync::{Mutex, PoisonError};
+
+use recourse::{
+    AttemptRecord, CallStart, CallSummary, Observer, Policy, PolicyKey, PolicyLookup,
+    PolicyProvider, ProviderError, StaticProvider,
+};
+
+/// Records every observer event as a line.
+#[derive(Default)]
+pub struct Recorder(Mutex<Vec<String>>);
+
+impl Recorder {
+    pub fn events(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn push(&self, event: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event);
+    }
+}
+
+impl Observer for Recorder {
+    fn on_start(&self, key: PolicyKey<'_>, _: &CallStart) {
+        self.push(format!("start {key}"));
+    }
+    fn on_attempt(&self, _: PolicyKey<'_>, record: &AttemptRecord) {
+        self.push(format!(
+            "attempt {} {}",
+            record.info.id.0, record.outcome.reason
+        ));
+    }
+    fn on_success(&self, key: PolicyKey<'_>, _: &CallSummary) {
+        self.push(format!("success {key}"));
+    }
+    fn on_failure(&self, key: PolicyKey<'_>, summary: &CallSummary) {
+        self.push(format!("failure {key} {}", summary.reason().unwrap_or("-")));
+    }
+}
+
+/// A provider that counts its lookups.
+pub struct Counting<P> {
+    pub inner: P,
+    pub lookups: AtomicUsize,
+}
+
+impl<P> Counting<P> {
+    pub fn new(inner: P) -> Self {
+        Self {
+            inner,
+            lookups: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+impl<P: PolicyProvider> PolicyProvider for Counting<P> {
+    fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.policy(key)
+    }
+}
+
+/// A policy with `attempts` attempts and the default backoff (10 ms, ×2).
+pub fn attempts(attempts: u32) -> Policy {
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = attempts;
+    p
+}
+
+/// A provider with one policy.
+pub fn one(key: &str, policy: Policy) -> StaticProvider {
+    StaticProvider::builder()
+        .policy(key, policy)
+        .map(|b| b.build())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}

@@ -1,0 +1,21 @@
+//! The size of a facade call future for a trivial operation: printed (run
+//! with `--nocapture`) and bounded, so that growth is noticed.
+
+use core::mem::size_of_val;
+
+use recourse::{AttemptInfo, Executor};
+
+fn trivial(_: AttemptInfo) -> core::future::Ready<Result<u32, ()>> {
+    core::future::ready(Ok(1))
+}
+
+#[test]
+fn facade_call_future_size() {
+    let exec = Executor::new();
+    let call = exec.call("svc.Get", trivial);
+    let facade = recourse::do_value("svc.Get", trivial);
+    let (c, f) = (size_of_val(&call), size_of_val(&facade));
+    println!("executor call future {c} bytes, facade do_value future {f} bytes");
+    assert!(c <= 1024, "executor call future grew to {c} bytes");
+    assert!(f <= 1024, "facade call future grew to {f} bytes");
+}

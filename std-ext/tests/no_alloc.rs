@@ -1,0 +1,84 @@
+//! A call without a timeline, on an executor without an observer, does not
+//! touch the heap.
+//!
+//! The timer here is a virtual clock whose sleeps complete at once (jumping
+//! the clock to their deadline), so a whole call with retries completes in
+//! one poll on this thread, where allocations are counted.
+
+use core::future::Future;
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+use std::sync::Arc;
+
+use recourse::{Error, Executor, Instant, Policy, StaticProvider, Timer};
+
+#[derive(Clone, Default)]
+struct JumpClock(Arc<AtomicU64>);
+
+impl Timer for JumpClock {
+    type Sleep = core::future::Ready<()>;
+    fn now(&self) -> Instant {
+        Instant::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
+        self.0.fetch_max(deadline.as_nanos(), Ordering::SeqCst);
+        core::future::ready(())
+    }
+}
+
+fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = core::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+fn flaky_call(exec: &Executor<JumpClock>) -> Option<Result<u32, Error<&'static str>>> {
+    let mut n = 0;
+    poll_once(exec.call("svc.Flaky", |_| {
+        n += 1;
+        core::future::ready(if n < 3 { Err("reset") } else { Ok(n) })
+    }))
+}
+
+#[test]
+fn a_plain_call_does_not_allocate() {
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = 5;
+    p.retry.timeout_per_attempt = Some(Duration::from_millis(50));
+    // The counter counts: a timeline is allocated.
+    let exec = Executor::builder().timer(JumpClock::default()).build();
+    let info = allocation_counter::measure(|| {
+        let _ =
+            poll_once(exec.call_with_timeline("svc.A", |_| core::future::ready(Ok::<_, ()>(()))));
+    });
+    assert!(info.count_total > 0);
+
+    for seed in [None, Some(7)] {
+        let builder = Executor::builder()
+            .provider(
+                StaticProvider::builder()
+                    .policy("svc.Flaky", p.clone())
+                    .unwrap()
+                    .build(),
+            )
+            .timer(JumpClock::default());
+        let exec = match seed {
+            Some(s) => builder.seed(s).build(),
+            None => builder.build(),
+        };
+        // Warm up thread-locals (the entropy RNG) outside the count.
+        assert_eq!(flaky_call(&exec), Some(Ok(3)));
+        let mut result = None;
+        let info = allocation_counter::measure(|| result = flaky_call(&exec));
+        assert_eq!(result, Some(Ok(3)));
+        assert_eq!(info.count_total, 0, "seed {seed:?}: {info:?}");
+        // Missing policy (fallback) does not allocate either.
+        let info = allocation_counter::measure(|| {
+            let _ = poll_once(exec.call("svc.Other", |_| core::future::ready(Err::<(), _>(()))));
+        });
+        assert_eq!(info.count_total, 0, "fallback, seed {seed:?}: {info:?}");
+    }
+}
