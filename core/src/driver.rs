@@ -346,7 +346,14 @@ where
                         Verdict::Success(_) => this.observer.on_success(*this.key, &end),
                         Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),
                     }
-                    return Poll::Ready(conclude(verdict, end.attempts, this.winner, this.last));
+                    let refusal = this.machine.refusal();
+                    return Poll::Ready(conclude(
+                        verdict,
+                        end.attempts,
+                        refusal,
+                        this.winner,
+                        this.last,
+                    ));
                 }
             }
         }
@@ -384,6 +391,7 @@ fn call_end(machine: &DriverMachine, verdict: Verdict) -> CallEnd {
 fn conclude<T, E>(
     verdict: Verdict,
     attempts: u32,
+    refusal: Option<&'static str>,
     winner: &mut Option<Result<T, E>>,
     last: &mut Option<(AttemptId, Result<T, E>)>,
 ) -> Result<T, Error<E>> {
@@ -435,8 +443,11 @@ fn conclude<T, E>(
             last: last_err(last),
         }),
         Cause::BudgetDenied => Err(Error::BudgetDenied {
-            reason: crate::outcome::reason::BUDGET_DENIED,
+            reason: refusal.unwrap_or(crate::outcome::reason::BUDGET_DENIED),
             last: last_err(last),
+        }),
+        Cause::CircuitOpen => Err(Error::CircuitOpen {
+            reason: refusal.unwrap_or("circuit_open"),
         }),
     }
 }

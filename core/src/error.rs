@@ -51,6 +51,11 @@ pub enum Error<E> {
         /// The last attempt's error, if an attempt had failed.
         last: Option<E>,
     },
+    /// The circuit breaker refused the call; the operation was not called.
+    CircuitOpen {
+        /// `circuit_open` or `circuit_half_open_probe_limit`.
+        reason: &'static str,
+    },
     /// No policy was found for the key and the executor's missing-policy mode
     /// is `deny`.
     NoPolicy,
@@ -65,7 +70,7 @@ impl<E> Error<E> {
             | Self::DeadlineExceeded { last }
             | Self::Cancelled { last }
             | Self::BudgetDenied { last, .. } => last.as_ref(),
-            Self::NoPolicy => None,
+            Self::NoPolicy | Self::CircuitOpen { .. } => None,
         }
     }
 
@@ -77,7 +82,7 @@ impl<E> Error<E> {
             | Self::DeadlineExceeded { last }
             | Self::Cancelled { last }
             | Self::BudgetDenied { last, .. } => last,
-            Self::NoPolicy => None,
+            Self::NoPolicy | Self::CircuitOpen { .. } => None,
         }
     }
 
@@ -88,7 +93,7 @@ impl<E> Error<E> {
             Self::RetriesExhausted { .. } => Cause::Exhausted.as_str(),
             Self::DeadlineExceeded { .. } => Cause::DeadlineExceeded.as_str(),
             Self::Cancelled { .. } => Cause::Cancelled.as_str(),
-            Self::BudgetDenied { reason, .. } => reason,
+            Self::BudgetDenied { reason, .. } | Self::CircuitOpen { reason } => reason,
             Self::NoPolicy => "no_policy",
         }
     }
@@ -120,6 +125,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Self::BudgetDenied { reason, last: l } => {
                 write!(f, "attempt refused by budget ({reason})")?;
                 last(f, l)
+            }
+            Self::CircuitOpen { reason } => {
+                write!(f, "call refused by the circuit breaker ({reason})")
             }
             Self::NoPolicy => f.write_str("no policy for this key and missing-policy mode is deny"),
         }

@@ -1,14 +1,27 @@
 //! The gate: the synchronous collaborator the machine consults before each
-//! attempt (budgets) and before the first (the circuit breaker).
+//! attempt (budgets; the circuit breaker before the first) and tells when
+//! each admitted attempt and the call end.
 //!
 //! Why a per-call argument and not a field: budgets and breakers are shared
 //! between calls and threads, while a machine belongs to one call. Passing the
 //! gate to [`CallMachine::poll`](crate::CallMachine::poll) keeps the machine
 //! free of `Arc`s and lets a `static` budget serve a no_std program.
 
-use crate::outcome::{reason, OutcomeKind};
-use crate::record::AttemptInfo;
+use crate::machine::Verdict;
+use crate::outcome::{reason, Outcome};
+use crate::record::{AttemptInfo, AttemptRecord};
 use crate::time::Instant;
+
+/// Who refused (or allowed) an attempt.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Gatekeeper {
+    /// A budget: a refusal ends the call with
+    /// [`Cause::BudgetDenied`](crate::Cause::BudgetDenied).
+    Budget,
+    /// The circuit breaker: a refusal ends the call with
+    /// [`Cause::CircuitOpen`](crate::Cause::CircuitOpen).
+    Circuit,
+}
 
 /// The gate's answer for one attempt.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -16,58 +29,100 @@ pub struct Admission {
     /// Whether the attempt may run.
     pub allowed: bool,
     /// Why, as a low-cardinality reason code (`allowed`, `no_budget`,
-    /// `budget_denied` ...).
+    /// `budget_denied`, `circuit_open` ...).
     pub reason: &'static str,
+    /// Who decided.
+    pub by: Gatekeeper,
 }
 
 impl Admission {
     /// Allowed because there is nothing to consult.
-    pub const NO_BUDGET: Self = Self {
-        allowed: true,
-        reason: reason::NO_BUDGET,
-    };
+    pub const NO_BUDGET: Self = Self::allowed(reason::NO_BUDGET);
     /// Allowed by the budget.
-    pub const ALLOWED: Self = Self {
-        allowed: true,
-        reason: reason::ALLOWED,
-    };
+    pub const ALLOWED: Self = Self::allowed(reason::ALLOWED);
     /// Refused by the budget.
-    pub const DENIED: Self = Self {
-        allowed: false,
-        reason: reason::BUDGET_DENIED,
-    };
+    pub const DENIED: Self = Self::denied(reason::BUDGET_DENIED);
+
+    /// Allowed, with `reason`.
+    pub const fn allowed(reason: &'static str) -> Self {
+        Self {
+            allowed: true,
+            reason,
+            by: Gatekeeper::Budget,
+        }
+    }
+
+    /// Refused by a budget, with `reason`.
+    pub const fn denied(reason: &'static str) -> Self {
+        Self {
+            allowed: false,
+            reason,
+            by: Gatekeeper::Budget,
+        }
+    }
+
+    /// Refused by the circuit breaker, with `reason` (`circuit_open`,
+    /// `circuit_half_open_probe_limit`).
+    pub const fn circuit_open(reason: &'static str) -> Self {
+        Self {
+            allowed: false,
+            reason,
+            by: Gatekeeper::Circuit,
+        }
+    }
+}
+
+/// What the gate is asked about one attempt.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct AdmitRequest {
+    /// The attempt (its kind is `attempt.kind()`).
+    pub attempt: AttemptInfo,
+    /// For a retry, the outcome of the failure that led to it (a budget may
+    /// charge a timeout retry more).
+    pub previous: Option<Outcome>,
+    /// When.
+    pub now: Instant,
 }
 
 /// Consulted by the machine before every attempt, told when each admitted
-/// attempt ends.
+/// attempt ends and when the call ends.
 ///
 /// The machine calls [`Gate::attempt_ended`] exactly once for every attempt
 /// [`Gate::admit`] allowed — whether it finished, was cut at a deadline, lost
 /// a hedge race or was dropped with the call — which is what makes
-/// release-exactly-once reservations possible.
+/// release-exactly-once reservations possible; and [`Gate::call_ended`]
+/// exactly once per started call, after every `attempt_ended`.
 pub trait Gate {
-    /// Whether `attempt` (its kind is `attempt.kind()`) may run now.
-    fn admit(&mut self, attempt: &AttemptInfo, now: Instant) -> Admission;
+    /// Whether the attempt may run now.
+    fn admit(&mut self, request: &AdmitRequest) -> Admission;
 
-    /// An admitted attempt ended; `kind` is `None` when it was dropped
-    /// without an outcome of its own (cancelled or cut).
-    fn attempt_ended(&mut self, attempt: &AttemptInfo, kind: Option<OutcomeKind>, now: Instant) {
-        let _ = (attempt, kind, now);
+    /// An admitted attempt ended; `record.cancelled` says whether recourse
+    /// dropped it rather than seeing it complete.
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        let _ = record;
+    }
+
+    /// The call ended with `verdict` (also when it was dropped).
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        let _ = (verdict, now);
     }
 }
 
 /// The open gate: every attempt allowed with `no_budget`.
 impl Gate for () {
-    fn admit(&mut self, _: &AttemptInfo, _: Instant) -> Admission {
+    fn admit(&mut self, _: &AdmitRequest) -> Admission {
         Admission::NO_BUDGET
     }
 }
 
 impl<G: Gate + ?Sized> Gate for &mut G {
-    fn admit(&mut self, attempt: &AttemptInfo, now: Instant) -> Admission {
-        (**self).admit(attempt, now)
+    fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        (**self).admit(request)
     }
-    fn attempt_ended(&mut self, attempt: &AttemptInfo, kind: Option<OutcomeKind>, now: Instant) {
-        (**self).attempt_ended(attempt, kind, now)
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        (**self).attempt_ended(record)
+    }
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        (**self).call_ended(verdict, now)
     }
 }

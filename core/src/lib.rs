@@ -66,7 +66,7 @@ pub mod time;
 
 pub use driver::{call, Call, CallBuilder};
 pub use error::Error;
-pub use gate::{Admission, Gate};
+pub use gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 pub use key::PolicyKey;
 pub use machine::{Action, CallMachine, Cause, Event, Options, Verdict, WaitReason};
 pub use observer::{CallEnd, Observer};

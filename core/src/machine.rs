@@ -27,7 +27,7 @@
 use core::time::Duration;
 
 use crate::backoff::Backoff;
-use crate::gate::Gate;
+use crate::gate::{AdmitRequest, Gate, Gatekeeper};
 use crate::outcome::{reason, Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
@@ -153,8 +153,10 @@ pub enum Cause {
     RetryAfterBeyondDeadline,
     /// The caller cancelled.
     Cancelled,
-    /// The gate refused an attempt.
+    /// A budget refused an attempt.
     BudgetDenied,
+    /// The circuit breaker refused the call.
+    CircuitOpen,
     /// Not produced by the machine: a classifier judged an `Err` a success,
     /// so the call stopped with that error without retrying.
     Accepted,
@@ -172,6 +174,7 @@ impl Cause {
             Self::RetryAfterBeyondDeadline => "retry_after_beyond_deadline",
             Self::Cancelled => "cancelled",
             Self::BudgetDenied => "budget_denied",
+            Self::CircuitOpen => "circuit_open",
             Self::Accepted => "accepted_error",
         }
     }
@@ -225,8 +228,11 @@ pub struct CallMachine<const N: usize = 4> {
     launched: u16,
     /// The sleep before the next primary.
     next_backoff: Duration,
-    /// The last attempt that failed.
+    /// The last attempt that failed, and how.
     last_failure: Option<AttemptId>,
+    last_outcome: Option<Outcome>,
+    /// The reason the gate gave for refusing an attempt.
+    refusal: Option<&'static str>,
     slots: [Option<Slot>; N],
     /// A record produced by an event, emitted by the next `poll`, and
     /// whether its attempt was admitted (and so must be released).
@@ -255,6 +261,8 @@ impl<const N: usize> CallMachine<N> {
             launched: 0,
             next_backoff: Duration::ZERO,
             last_failure: None,
+            last_outcome: None,
+            refusal: None,
             slots: [None; N],
             pending: None,
         }
@@ -282,20 +290,13 @@ impl<const N: usize> CallMachine<N> {
 
     fn refused(&self) -> u32 {
         // Only the last id can have been refused (a refusal ends the call).
-        match self.phase {
-            Phase::Ending(
-                Verdict::Failure {
-                    cause: Cause::BudgetDenied,
-                    ..
-                },
-                _,
-            )
-            | Phase::Done(Verdict::Failure {
-                cause: Cause::BudgetDenied,
-                ..
-            }) => 1,
-            _ => 0,
-        }
+        u32::from(self.refusal.is_some())
+    }
+
+    /// The reason the gate gave when it refused an attempt (which ended the
+    /// call), if it did.
+    pub fn refusal(&self) -> Option<&'static str> {
+        self.refusal
     }
 
     /// Replaces the random source (jitter draws come from it).
@@ -362,6 +363,7 @@ impl<const N: usize> CallMachine<N> {
             OutcomeKind::Success => self.end(Verdict::Success(id), reason::HEDGE_LOSER),
             OutcomeKind::NonRetryable | OutcomeKind::Abort => {
                 self.last_failure = Some(id);
+                self.last_outcome = Some(outcome);
                 let cause = if outcome.kind == OutcomeKind::Abort {
                     Cause::Abort
                 } else {
@@ -371,6 +373,7 @@ impl<const N: usize> CallMachine<N> {
             }
             OutcomeKind::Retryable => {
                 self.last_failure = Some(id);
+                self.last_outcome = Some(outcome);
                 if self.in_flight() == 0 {
                     self.group_failed(outcome.retry_after);
                 }
@@ -429,7 +432,7 @@ impl<const N: usize> CallMachine<N> {
     pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
         if let Some((record, admitted)) = self.pending.take() {
             if admitted {
-                gate.attempt_ended(&record.info, Some(record.outcome.kind), self.now);
+                gate.attempt_ended(&record);
             }
             return Action::Record(record);
         }
@@ -440,10 +443,11 @@ impl<const N: usize> CallMachine<N> {
                 Phase::Ending(v, why) => {
                     if let Some(slot) = self.take_any_slot() {
                         let record = self.record(&slot, Outcome::abort(why), true);
-                        gate.attempt_ended(&record.info, None, self.now);
+                        gate.attempt_ended(&record);
                         return Action::Cancel(record);
                     }
                     self.phase = Phase::Done(v);
+                    gate.call_ended(&v, self.now);
                     return Action::Finish(v);
                 }
                 Phase::Backoff(until) => {
@@ -470,8 +474,9 @@ impl<const N: usize> CallMachine<N> {
                     if let Some(slot) = self.take_expired_slot() {
                         let outcome = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
                         let record = self.record(&slot, outcome, true);
-                        gate.attempt_ended(&record.info, None, self.now);
+                        gate.attempt_ended(&record);
                         self.last_failure = Some(slot.info.id);
+                        self.last_outcome = Some(outcome);
                         if self.in_flight() == 0 {
                             self.group_failed(None);
                         }
@@ -491,7 +496,16 @@ impl<const N: usize> CallMachine<N> {
             is_hedge: false,
             deadline: self.attempt_deadline(),
         };
-        let admission = gate.admit(&info, self.now);
+        let previous = if info.retry_index == 0 {
+            None
+        } else {
+            self.last_outcome
+        };
+        let admission = gate.admit(&AdmitRequest {
+            attempt: info,
+            previous,
+            now: self.now,
+        });
         self.launched += 1;
         let slot = Slot {
             info,
@@ -502,7 +516,11 @@ impl<const N: usize> CallMachine<N> {
         if !admission.allowed {
             let mut record = self.record(&slot, Outcome::abort(admission.reason), false);
             record.budget_allowed = false;
-            self.fail(Cause::BudgetDenied);
+            self.fail(match admission.by {
+                Gatekeeper::Budget => Cause::BudgetDenied,
+                Gatekeeper::Circuit => Cause::CircuitOpen,
+            });
+            self.refusal = Some(admission.reason);
             return Action::Record(record);
         }
         self.groups += 1;

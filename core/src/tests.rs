@@ -5,7 +5,7 @@
 use core::time::Duration;
 use std::vec::Vec;
 
-use crate::gate::{Admission, Gate};
+use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::machine::{Action, CallMachine, Cause, Event, Options, Verdict, WaitReason};
 use crate::outcome::{reason, Outcome, OutcomeKind};
 use crate::policy::{Jitter, Policy};
@@ -28,26 +28,37 @@ fn dur(n: u64) -> Duration {
 struct CountingGate {
     admitted: Vec<AttemptInfo>,
     ended: Vec<(AttemptId, Option<OutcomeKind>)>,
+    calls_ended: Vec<Verdict>,
+    previous: Vec<Option<Outcome>>,
     kinds: Vec<AttemptKind>,
     deny_from: Option<u32>,
 }
 
 impl Gate for CountingGate {
-    fn admit(&mut self, attempt: &AttemptInfo, _now: Instant) -> Admission {
+    fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        let attempt = &request.attempt;
         self.kinds.push(attempt.kind());
+        self.previous.push(request.previous);
         if self.deny_from.is_some_and(|n| attempt.retry_index >= n) {
             return Admission::DENIED;
         }
         self.admitted.push(*attempt);
         Admission::ALLOWED
     }
-    fn attempt_ended(&mut self, attempt: &AttemptInfo, kind: Option<OutcomeKind>, _now: Instant) {
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        assert!(self.calls_ended.is_empty(), "attempt ended after the call");
+        let attempt = &record.info;
+        let kind = (!record.cancelled).then_some(record.outcome.kind);
         assert!(
             !self.ended.iter().any(|(id, _)| *id == attempt.id),
             "attempt {:?} ended twice",
             attempt.id
         );
         self.ended.push((attempt.id, kind));
+    }
+    fn call_ended(&mut self, verdict: &Verdict, _now: Instant) {
+        assert!(self.calls_ended.is_empty(), "call ended twice");
+        self.calls_ended.push(*verdict);
     }
 }
 
@@ -480,4 +491,46 @@ fn same_seed_and_events_give_the_same_actions() {
     };
     assert_eq!(run(42), run(42));
     assert_ne!(run(42), run(43), "jitter depends on the seed");
+}
+
+#[test]
+fn the_gate_hears_the_previous_failure_and_the_call_end_once() {
+    let mut p = Policy::DEFAULT;
+    p.retry.timeout_per_attempt = Some(dur(30));
+    let mut h = Harness::new(&p);
+    h.drain();
+    h.tick(ms(30)); // attempt 0 cut at its deadline
+    h.tick(ms(40));
+    h.finish(1, RETRY, ms(45));
+    h.tick(ms(65));
+    h.finish(2, Outcome::SUCCESS, ms(66));
+    let timeout = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
+    assert_eq!(h.gate.previous, [None, Some(timeout), Some(RETRY)]);
+    assert_eq!(h.gate.calls_ended, [Verdict::Success(AttemptId(2))]);
+    // Polling a finished machine does not end the call again.
+    h.drain();
+    assert_eq!(h.gate.calls_ended.len(), 1);
+}
+
+/// Refuses the initial attempt as a circuit breaker would.
+struct OpenCircuit;
+
+impl Gate for OpenCircuit {
+    fn admit(&mut self, _: &AdmitRequest) -> Admission {
+        Admission::circuit_open("circuit_open")
+    }
+}
+
+#[test]
+fn a_circuit_refusal_ends_the_call_before_any_attempt() {
+    let mut m: CallMachine = CallMachine::new(
+        &Policy::DEFAULT,
+        Options::DEFAULT,
+        fastrand::Rng::with_seed(1),
+    );
+    m.handle(Event::Start { now: ms(0) });
+    let r = record_of(&m.poll(&mut OpenCircuit));
+    assert_eq!((r.budget_allowed, r.budget_reason), (false, "circuit_open"));
+    assert_eq!(m.poll(&mut OpenCircuit), failure(Cause::CircuitOpen, None));
+    assert_eq!((m.attempts(), m.refusal()), (0, Some("circuit_open")));
 }
