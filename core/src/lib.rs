@@ -42,6 +42,7 @@
 //! - [`key`] — [`PolicyKey`].
 //! - [`policy`] — [`Policy`] and its normalization.
 //! - [`backoff`] — exponential backoff and jitter.
+//! - [`budget`] — [`Budget`], [`BudgetGate`] and the built-in budgets.
 //! - [`outcome`] — [`Outcome`], [`Classifier`], reason codes.
 //! - [`record`] — attempt handles and [`AttemptRecord`].
 //! - [`gate`] — the budget/breaker hook, [`Gate`].
@@ -53,6 +54,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod backoff;
+pub mod budget;
 pub mod driver;
 pub mod error;
 pub mod gate;
@@ -64,6 +66,7 @@ pub mod policy;
 pub mod record;
 pub mod time;
 
+pub use budget::{Budget, BudgetGate, BudgetRequest, Decision, Reservation};
 pub use driver::{call, Call, CallBuilder};
 pub use error::Error;
 pub use gate::{Admission, AdmitRequest, Gate, Gatekeeper};

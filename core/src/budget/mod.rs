@@ -1,0 +1,180 @@
+//! Budgets: what keeps retries and hedges from turning a brownout into an
+//! outage.
+//!
+//! Why budgets and not just `max_attempts`: three attempts per call triples
+//! the load on a dependency exactly when it is least able to take it. A
+//! budget bounds the *extra* load across all calls — retries at most 20 % of
+//! recent requests, say — so a failing dependency sees at most a little more
+//! traffic than it would without retries.
+//!
+//! A [`Budget`] is consulted before every attempt with its kind (initial,
+//! retry or hedge) and the policy's cost; it answers with a [`Decision`],
+//! optionally holding a [`Reservation`]. Whatever ends the attempt — success,
+//! failure, a deadline, losing a hedge race, the call being dropped —
+//! [`Budget::settle`] is called exactly once for every allowed attempt, with
+//! its record and its reservation. Budgets are shared (`&self`) between calls
+//! and threads, so the built-ins keep their state in atomics and can live in
+//! a `static`.
+
+use crate::gate::{Admission, AdmitRequest, Gate};
+use crate::key::PolicyKey;
+use crate::outcome::{reason, Outcome};
+use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
+use crate::time::Instant;
+
+/// What a budget is asked about one attempt.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BudgetRequest<'a> {
+    /// The call's policy key.
+    pub key: PolicyKey<'a>,
+    /// The attempt.
+    pub attempt: AttemptInfo,
+    /// Its kind (`attempt.kind()`).
+    pub kind: AttemptKind,
+    /// The budget's name, as the policy referenced it.
+    pub budget: &'a str,
+    /// Units this attempt costs (the policy's `budget.cost`, at least 1).
+    pub cost: u32,
+    /// For a retry, the outcome of the failure that led to it.
+    pub previous: Option<Outcome>,
+    /// When.
+    pub now: Instant,
+}
+
+/// Something a budget took for an attempt and gets back in
+/// [`Budget::settle`]; its meaning is the budget's (a cost, a slot).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Reservation(pub u64);
+
+/// A budget's answer.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Decision {
+    /// Whether the attempt may run.
+    pub allowed: bool,
+    /// Why: `allowed`, `budget_denied`, or a budget's own code.
+    pub reason: &'static str,
+    /// What was taken, to be given back in [`Budget::settle`].
+    pub reservation: Option<Reservation>,
+}
+
+impl Decision {
+    /// Allowed, nothing reserved.
+    pub const ALLOW: Self = Self {
+        allowed: true,
+        reason: reason::ALLOWED,
+        reservation: None,
+    };
+    /// Denied.
+    pub const DENY: Self = Self {
+        allowed: false,
+        reason: reason::BUDGET_DENIED,
+        reservation: None,
+    };
+
+    /// Allowed, holding `reservation` until the attempt ends.
+    pub const fn reserve(reservation: Reservation) -> Self {
+        Self {
+            allowed: true,
+            reason: reason::ALLOWED,
+            reservation: Some(reservation),
+        }
+    }
+}
+
+/// Bounds the attempts calls may make.
+pub trait Budget {
+    /// Whether this attempt may run; a denied attempt never calls the
+    /// operation and ends the call.
+    fn decide(&self, request: &BudgetRequest<'_>) -> Decision;
+
+    /// An attempt this budget allowed has ended, however it ended; called
+    /// exactly once per allowed attempt, with the decision's reservation.
+    fn settle(&self, record: &AttemptRecord, reservation: Option<Reservation>, now: Instant) {
+        let _ = (record, reservation, now);
+    }
+}
+
+impl<B: Budget + ?Sized> Budget for &B {
+    fn decide(&self, request: &BudgetRequest<'_>) -> Decision {
+        (**self).decide(request)
+    }
+    fn settle(&self, record: &AttemptRecord, reservation: Option<Reservation>, now: Instant) {
+        (**self).settle(record, reservation, now)
+    }
+}
+
+/// Attempts held per call by [`BudgetGate`] (the primary and up to the
+/// highest hedge ceiling).
+pub const MAX_HELD: usize = 11;
+
+/// A [`Gate`] that consults one budget for every attempt of a call and
+/// settles each allowed attempt exactly once — the no_std way to put a
+/// (`static`) budget in front of [`call`](crate::call).
+#[derive(Debug)]
+pub struct BudgetGate<'a, B: ?Sized> {
+    budget: &'a B,
+    key: PolicyKey<'a>,
+    name: &'a str,
+    cost: u32,
+    held: heapless::Vec<(AttemptId, Option<Reservation>), MAX_HELD>,
+}
+
+impl<'a, B: Budget + ?Sized> BudgetGate<'a, B> {
+    /// A gate for one call with `key`, charging `cost` per attempt to
+    /// `budget` (named `name` in records and requests).
+    pub fn new(budget: &'a B, key: PolicyKey<'a>, name: &'a str, cost: u32) -> Self {
+        Self {
+            budget,
+            key,
+            name,
+            cost: cost.max(1),
+            held: heapless::Vec::new(),
+        }
+    }
+}
+
+impl<B: Budget + ?Sized> Gate for BudgetGate<'_, B> {
+    fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        let decision = self.budget.decide(&BudgetRequest {
+            key: self.key,
+            attempt: request.attempt,
+            kind: request.attempt.kind(),
+            budget: self.name,
+            cost: self.cost,
+            previous: request.previous,
+            now: request.now,
+        });
+        if !decision.allowed {
+            return Admission::denied(decision.reason);
+        }
+        if self
+            .held
+            .push((request.attempt.id, decision.reservation))
+            .is_err()
+        {
+            // More attempts in flight than any policy allows: give the
+            // reservation back at once rather than lose it.
+            let record = AttemptRecord {
+                info: request.attempt,
+                start: request.now,
+                end: request.now,
+                outcome: Outcome::abort(reason::BUDGET_DENIED),
+                cancelled: true,
+                backoff: core::time::Duration::ZERO,
+                budget_allowed: false,
+                budget_reason: reason::BUDGET_DENIED,
+            };
+            self.budget
+                .settle(&record, decision.reservation, request.now);
+            return Admission::DENIED;
+        }
+        Admission::allowed(decision.reason)
+    }
+
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        if let Some(i) = self.held.iter().position(|(id, _)| *id == record.info.id) {
+            let (_, reservation) = self.held.swap_remove(i);
+            self.budget.settle(record, reservation, record.end);
+        }
+    }
+}
