@@ -42,6 +42,7 @@
 //! - [`key`] — [`PolicyKey`].
 //! - [`policy`] — [`Policy`] and its normalization.
 //! - [`backoff`] — exponential backoff and jitter.
+//! - [`breaker`] — [`CircuitBreaker`], one circuit breaker.
 //! - [`budget`] — [`Budget`], [`BudgetGate`] and the built-in budgets.
 //! - [`outcome`] — [`Outcome`], [`Classifier`], reason codes.
 //! - [`record`] — attempt handles and [`AttemptRecord`].
@@ -54,6 +55,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod backoff;
+pub mod breaker;
 pub mod budget;
 pub mod driver;
 pub mod error;
@@ -66,6 +68,7 @@ pub mod policy;
 pub mod record;
 pub mod time;
 
+pub use breaker::{CallResult, CircuitBreaker, CircuitState, Permit, Refusal};
 pub use budget::{Budget, BudgetGate, BudgetRequest, Decision, Reservation};
 pub use driver::{call, Call, CallBuilder};
 pub use error::Error;

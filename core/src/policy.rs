@@ -182,8 +182,12 @@ impl Default for HedgePolicy {
     }
 }
 
-/// The circuit breaker (used by the budgets release; defined and normalized
-/// now).
+/// The circuit breaker (see [`crate::breaker`]): when to stop calling a
+/// failing dependency, and how to find out that it has recovered.
+///
+/// The circuit opens on whichever rule trips first: `threshold` consecutive
+/// failed calls, or (when `failure_ratio_permille` is set) a failure ratio
+/// over the last `window` once at least `min_calls` calls ended there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CircuitPolicy {
     /// Whether the breaker is consulted.
@@ -193,6 +197,22 @@ pub struct CircuitPolicy {
     /// Time open before a probe is let through. Default 10 s; 0 → 10 s; at
     /// least 100 ms.
     pub cooldown: Duration,
+    /// Failed calls per 1000 calls in `window` that open the circuit (500 =
+    /// half of them failed). Default 0: the ratio rule is off; above 1000 →
+    /// 1000 (every call failed).
+    pub failure_ratio_permille: u32,
+    /// The sliding window of the ratio rule; it slides in steps of a tenth
+    /// of its length. Default 10 s; 0 → 10 s; at least 100 ms.
+    pub window: Duration,
+    /// Calls that must have ended in `window` before the ratio rule may open
+    /// the circuit. Default 20; 0 → 20.
+    pub min_calls: u32,
+    /// Probe calls a half-open circuit lets run at once. Default 1; 0 → 1;
+    /// at most 100.
+    pub half_open_max_probes: u32,
+    /// Successful probes that close a half-open circuit. Default 1; 0 → 1;
+    /// at most 100.
+    pub half_open_successes: u32,
 }
 
 impl CircuitPolicy {
@@ -201,6 +221,11 @@ impl CircuitPolicy {
         enabled: false,
         threshold: 5,
         cooldown: Duration::from_secs(10),
+        failure_ratio_permille: 0,
+        window: Duration::from_secs(10),
+        min_calls: 20,
+        half_open_max_probes: 1,
+        half_open_successes: 1,
     };
 }
 
@@ -387,6 +412,32 @@ impl Policy {
                 }
             }),
         );
+        set(
+            Field::CircuitFailureRatio,
+            fix(&mut c.failure_ratio_permille, |v| v.min(1000)),
+        );
+        set(
+            Field::CircuitWindow,
+            fix(&mut c.window, |v| {
+                if v.is_zero() {
+                    Duration::from_secs(10)
+                } else {
+                    v.max(Duration::from_millis(100))
+                }
+            }),
+        );
+        set(
+            Field::CircuitMinCalls,
+            fix(&mut c.min_calls, |v| if v == 0 { 20 } else { v }),
+        );
+        set(
+            Field::CircuitHalfOpenMaxProbes,
+            fix(&mut c.half_open_max_probes, |v| v.clamp(1, 100)),
+        );
+        set(
+            Field::CircuitHalfOpenSuccesses,
+            fix(&mut c.half_open_successes, |v| v.clamp(1, 100)),
+        );
 
         Ok(Normalized {
             policy: self,
@@ -458,10 +509,20 @@ pub enum Field {
     CircuitThreshold,
     /// `circuit.cooldown`
     CircuitCooldown,
+    /// `circuit.failure_ratio_permille`
+    CircuitFailureRatio,
+    /// `circuit.window`
+    CircuitWindow,
+    /// `circuit.min_calls`
+    CircuitMinCalls,
+    /// `circuit.half_open_max_probes`
+    CircuitHalfOpenMaxProbes,
+    /// `circuit.half_open_successes`
+    CircuitHalfOpenSuccesses,
 }
 
 impl Field {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 17] = [
         Self::MaxAttempts,
         Self::InitialBackoff,
         Self::MaxBackoff,
@@ -474,6 +535,11 @@ impl Field {
         Self::HedgeBudgetCost,
         Self::CircuitThreshold,
         Self::CircuitCooldown,
+        Self::CircuitFailureRatio,
+        Self::CircuitWindow,
+        Self::CircuitMinCalls,
+        Self::CircuitHalfOpenMaxProbes,
+        Self::CircuitHalfOpenSuccesses,
     ];
 
     /// The dotted path, as in configuration files and timelines.
@@ -491,6 +557,11 @@ impl Field {
             Self::HedgeBudgetCost => "hedge.budget.cost",
             Self::CircuitThreshold => "circuit.threshold",
             Self::CircuitCooldown => "circuit.cooldown",
+            Self::CircuitFailureRatio => "circuit.failure_ratio_permille",
+            Self::CircuitWindow => "circuit.window",
+            Self::CircuitMinCalls => "circuit.min_calls",
+            Self::CircuitHalfOpenMaxProbes => "circuit.half_open_max_probes",
+            Self::CircuitHalfOpenSuccesses => "circuit.half_open_successes",
         }
     }
 }
@@ -602,12 +673,18 @@ mod tests {
         p.retry.budget.cost = 0;
         p.circuit.threshold = 0;
         p.circuit.cooldown = Duration::ZERO;
+        p.circuit.window = Duration::ZERO;
+        p.circuit.min_calls = 0;
+        p.circuit.half_open_max_probes = 0;
+        p.circuit.half_open_successes = 0;
         let n = p.normalize().unwrap();
         assert_eq!(n.policy, Policy::DEFAULT);
         assert_eq!(
             n.changed.to_string(),
             "retry.max_attempts,retry.initial_backoff,retry.max_backoff,\
-             retry.backoff_multiplier,retry.budget.cost,circuit.threshold,circuit.cooldown"
+             retry.backoff_multiplier,retry.budget.cost,circuit.threshold,circuit.cooldown,\
+             circuit.window,circuit.min_calls,circuit.half_open_max_probes,\
+             circuit.half_open_successes"
         );
     }
 
@@ -695,6 +772,48 @@ mod tests {
         let n = p.normalize().unwrap();
         assert_eq!(n.policy.circuit.cooldown, Duration::from_millis(100));
         assert_eq!(n.changed.to_string(), "circuit.cooldown");
+    }
+
+    #[test]
+    fn circuit_ratio_window_and_probes_are_clamped_and_reported() {
+        let mut p = Policy::DEFAULT;
+        // Normalized whether or not the breaker is enabled.
+        p.circuit.failure_ratio_permille = 1500;
+        p.circuit.window = Duration::from_millis(20);
+        p.circuit.half_open_max_probes = 500;
+        p.circuit.half_open_successes = 101;
+        let n = p.normalize().unwrap();
+        let c = &n.policy.circuit;
+        assert_eq!(c.failure_ratio_permille, 1000);
+        assert_eq!(c.window, Duration::from_millis(100));
+        assert_eq!(c.half_open_max_probes, 100);
+        assert_eq!(c.half_open_successes, 100);
+        assert_eq!(
+            n.changed.to_string(),
+            "circuit.failure_ratio_permille,circuit.window,\
+             circuit.half_open_max_probes,circuit.half_open_successes"
+        );
+        for f in [
+            Field::CircuitFailureRatio,
+            Field::CircuitWindow,
+            Field::CircuitHalfOpenMaxProbes,
+            Field::CircuitHalfOpenSuccesses,
+        ] {
+            assert!(n.changed.contains(f), "{} not reported", f.path());
+        }
+
+        // In range: untouched; a zero ratio stays off.
+        let mut p = Policy::DEFAULT;
+        p.circuit.enabled = true;
+        p.circuit.failure_ratio_permille = 500;
+        p.circuit.window = Duration::from_secs(60);
+        p.circuit.min_calls = 3;
+        p.circuit.half_open_max_probes = 4;
+        p.circuit.half_open_successes = 2;
+        let n = p.clone().normalize().unwrap();
+        assert!(n.changed.is_empty(), "{}", n.changed);
+        assert_eq!(n.policy, p);
+        assert_eq!(Policy::DEFAULT.circuit.failure_ratio_permille, 0);
     }
 
     #[test]

@@ -15,12 +15,66 @@
 //! its record and its reservation. Budgets are shared (`&self`) between calls
 //! and threads, so the built-ins keep their state in atomics and can live in
 //! a `static`.
+//!
+//! ## Built-in budgets
+//!
+//! Each reproduces a published design; pick the one whose question matches
+//! yours.
+//!
+//! | budget | question it answers | reference | targets |
+//! | --- | --- | --- | --- |
+//! | [`Unlimited`] | none: allow everything, but record decisions | Finagle `RetryBudget.Infinite` | all |
+//! | [`TokenBucket`] | at most this many attempts per second, with bursts | recourse (Go) `TokenBucketBudget` | 64-bit atomics |
+//! | [`RetryRatio`] | retries at most a share of recent requests, plus a floor | Finagle `RetryBudget` | 64-bit atomics |
+//! | [`GrpcThrottle`] | stop retrying while the failure ratio is high | gRPC retry throttling (gRFC A6) | 32-bit atomics |
+//! | [`AwsRetryQuota`] | a retry quota drained by failures, refilled by successes | AWS SDKs, standard retry mode | 32-bit atomics |
+//! | [`Concurrency`] | extra attempts in flight at most a share of active ones | Envoy retry budget | pointer-sized atomics |
+//!
+//! "64-bit atomics" means `cfg(target_has_atomic = "64")`: every 64-bit
+//! target and most 32-bit application processors, but not Cortex-M
+//! (`thumbv7em-none-eabihf` has 32-bit atomics only); those two budgets keep
+//! a time in their state, which does not fit 32 bits without wrapping. The
+//! others keep counters only and work on a microcontroller too.
+//!
+//! Common rules: every budget answers with reason `allowed` or
+//! `budget_denied`; a denial never takes anything; the decision and the
+//! state change are one atomic step (a compare-and-swap loop, no lock), so
+//! two threads can never both spend the last token; time is only ever the
+//! `now` passed in. An attempt that was allowed but never ran (settled with
+//! `budget_allowed == false`, as [`BudgetGate`] does when it cannot hold a
+//! reservation) gets back what it took.
 
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::key::PolicyKey;
 use crate::outcome::{reason, Outcome};
 use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 use crate::time::Instant;
+
+#[cfg(target_has_atomic = "32")]
+mod aws_retry_quota;
+#[cfg(target_has_atomic = "ptr")]
+mod concurrency;
+#[cfg(target_has_atomic = "32")]
+mod grpc_throttle;
+#[cfg(target_has_atomic = "64")]
+mod retry_ratio;
+#[cfg(test)]
+mod testing;
+#[cfg(target_has_atomic = "64")]
+mod token_bucket;
+mod unlimited;
+
+#[cfg(target_has_atomic = "32")]
+pub use aws_retry_quota::{AwsRetryQuota, DEFAULT_TIMEOUT_REASONS};
+#[cfg(target_has_atomic = "ptr")]
+pub use concurrency::Concurrency;
+#[cfg(target_has_atomic = "32")]
+pub use grpc_throttle::{GrpcThrottle, PUSHBACK_STOP};
+#[cfg(target_has_atomic = "64")]
+pub use retry_ratio::RetryRatio;
+#[cfg(target_has_atomic = "64")]
+pub use token_bucket::{TokenBucket, MAX_REFILL_PER_SECOND};
+pub use unlimited::Unlimited;
 
 /// What a budget is asked about one attempt.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

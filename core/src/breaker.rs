@@ -1,0 +1,1035 @@
+//! The circuit breaker: stop calling a dependency that keeps failing, and let
+//! a few probe calls find out when it has recovered.
+//!
+//! Why a breaker when there are already budgets: a budget bounds the *extra*
+//! load retries and hedges add, but every call still makes its first attempt.
+//! When a dependency is down, those first attempts are wasted work on both
+//! sides and each one makes its caller wait for a failure. A breaker stops
+//! calling for a while (`cooldown`), then lets a bounded number of probes
+//! through to see whether the dependency is back.
+//!
+//! ```text
+//!            threshold consecutive failures,         cooldown over
+//!            or failure ratio ≥ limit in window      (next admit)
+//!   Closed ─────────────────────────────────▶ Open ───────────────▶ HalfOpen
+//!     ▲                                        ▲                     │  │
+//!     │             a probe fails (cooldown restarts)                │  │
+//!     │                                        └─────────────────────┘  │
+//!     └──────────── half_open_successes probes succeed ─────────────────┘
+//! ```
+//!
+//! A half-open circuit lets at most `half_open_max_probes` probe calls run at
+//! once; more are refused with [`HALF_OPEN_PROBE_LIMIT`]. A probe that ends
+//! neither in success nor in failure — aborted, cancelled, dropped, cut by
+//! the caller's deadline: a [`CallResult::Neutral`] — frees its slot and
+//! changes nothing else, so the next call becomes the probe. (The Go original
+//! kept the slot of an aborted probe forever, wedging the circuit half-open.)
+//!
+//! The breaker is consulted once per call: [`CircuitBreaker::admit`] before
+//! the first attempt, [`CircuitBreaker::record`] exactly once with the
+//! call's [`CallResult`] (see [`CallResult::from_verdict`] for how a call's
+//! [`Verdict`] maps to one). A probe runs without hedges
+//! ([`Permit::is_probe`]).
+//!
+//! It is a plain value: `&mut self`, no atomics, no heap, and time is always
+//! an argument. A no_std program shares one behind its own mutex (a
+//! critical section); std programs use `recourse::breakers::Breakers`, one
+//! breaker per policy key with a bound on the number of keys.
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::gate::Admission;
+use crate::machine::{Cause, Verdict};
+use crate::policy::CircuitPolicy;
+use crate::time::{nanos, Instant};
+
+/// Reason code of a refusal by an open circuit.
+pub const CIRCUIT_OPEN: &str = "circuit_open";
+/// Reason code of a refusal by a half-open circuit whose probe slots are all
+/// taken.
+pub const HALF_OPEN_PROBE_LIMIT: &str = "circuit_half_open_probe_limit";
+
+/// Buckets of the failure-ratio window: the window slides in steps of a
+/// tenth of its length.
+const BUCKETS: usize = 10;
+
+/// Where a breaker is, as callers see it.
+///
+/// `T` is the instant type: the breaker's own [`Instant`]; a std store
+/// reports `std::time::Instant`s (see [`CircuitState::map_instant`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CircuitState<T = Instant> {
+    /// Calls run; results are counted.
+    Closed,
+    /// Calls are refused until `until`.
+    Open {
+        /// When the cooldown ends and the next call becomes a probe.
+        until: T,
+    },
+    /// Probe calls run, up to the policy's `half_open_max_probes` at once.
+    HalfOpen,
+}
+
+impl<T> CircuitState<T> {
+    /// The same state with its instant converted by `f`.
+    pub fn map_instant<U>(self, f: impl FnOnce(T) -> U) -> CircuitState<U> {
+        match self {
+            Self::Closed => CircuitState::Closed,
+            Self::Open { until } => CircuitState::Open { until: f(until) },
+            Self::HalfOpen => CircuitState::HalfOpen,
+        }
+    }
+
+    /// A low-cardinality name: `closed`, `open` or `half_open`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open { .. } => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// The breaker refused a call; the operation must not be called.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Refusal<T = Instant> {
+    /// [`CIRCUIT_OPEN`] or [`HALF_OPEN_PROBE_LIMIT`].
+    pub reason: &'static str,
+    /// The state that refused: `Open { until }` or `HalfOpen`.
+    pub state: CircuitState<T>,
+}
+
+impl<T> Refusal<T> {
+    /// The same refusal with its instant converted by `f`.
+    pub fn map_instant<U>(self, f: impl FnOnce(T) -> U) -> Refusal<U> {
+        Refusal {
+            reason: self.reason,
+            state: self.state.map_instant(f),
+        }
+    }
+
+    /// The gate's answer for this refusal: the call ends with
+    /// [`Cause::CircuitOpen`] and this reason.
+    pub const fn admission(&self) -> Admission {
+        Admission::circuit_open(self.reason)
+    }
+}
+
+impl<T> fmt::Display for Refusal<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "circuit breaker refused the call: {} (state {})",
+            self.reason,
+            self.state.as_str()
+        )
+    }
+}
+
+impl<T: fmt::Debug> core::error::Error for Refusal<T> {}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+enum PermitKind {
+    /// The breaker was disabled: nothing to record.
+    Bypass,
+    /// An ordinary call of a closed circuit.
+    Closed,
+    /// A probe of a half-open circuit.
+    Probe,
+}
+
+/// Leave to run one call, to be handed back to
+/// [`CircuitBreaker::record`] with the call's result, exactly once.
+///
+/// A permit remembers the breaker episode that issued it: the result of a
+/// call admitted before the circuit last changed state is ignored (it says
+/// nothing about the dependency *now*, and a probe slot it held was already
+/// given back when the state changed).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[must_use = "hand the permit back to `record` when the call ends, or a probe slot stays taken"]
+pub struct Permit {
+    kind: PermitKind,
+    generation: u32,
+}
+
+impl Permit {
+    /// The permit of a breaker that is not consulted (its policy is
+    /// disabled); recording it does nothing.
+    pub const BYPASS: Self = Self {
+        kind: PermitKind::Bypass,
+        generation: 0,
+    };
+
+    /// Whether this call is a half-open probe; a probe runs without hedges.
+    pub const fn is_probe(&self) -> bool {
+        matches!(self.kind, PermitKind::Probe)
+    }
+
+    /// Whether the breaker was disabled and did not count this call.
+    pub const fn is_bypass(&self) -> bool {
+        matches!(self.kind, PermitKind::Bypass)
+    }
+}
+
+/// What a call's end says about the dependency.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CallResult {
+    /// The dependency answered as it should: resets the consecutive-failure
+    /// count; a probe's success counts towards closing.
+    Success,
+    /// The dependency failed: counts towards opening; a probe's failure
+    /// reopens.
+    Failure,
+    /// The call ended without a verdict on the dependency (aborted,
+    /// cancelled, dropped, refused): counts for nothing, and a probe's slot
+    /// is freed.
+    Neutral,
+}
+
+impl CallResult {
+    /// What a call's verdict says about the dependency.
+    ///
+    /// | verdict | result | why |
+    /// |---|---|---|
+    /// | `Success` | Success | |
+    /// | `Accepted` | Success | a classifier judged the error a success (a 404 from a healthy server) |
+    /// | `NonRetryable` | Failure | the dependency answered with a failure |
+    /// | `Exhausted` | Failure | every attempt failed |
+    /// | `BackoffBeyondDeadline` | Failure | attempts failed; the call stopped before sleeping past its deadline |
+    /// | `RetryAfterBeyondDeadline` | Failure | the dependency failed and asked to be left alone |
+    /// | `DeadlineExceeded`, an attempt had failed (`last` is `Some`) | Failure | the deadline came after failed attempts |
+    /// | `DeadlineExceeded`, no attempt had failed | Neutral | the caller's own deadline cut an attempt that had not failed |
+    /// | `BudgetDenied`, an attempt had failed | Failure | a retry budget refused the retry of a failed attempt; counting it neutral would keep the circuit closed in exactly the outage that drains budgets |
+    /// | `BudgetDenied`, no attempt had failed | Neutral | the operation never ran |
+    /// | `Abort` | Neutral | the attempt was aborted (gRPC `CANCELLED`, a panicking classifier): not the dependency's verdict |
+    /// | `Cancelled` (also a dropped call) | Neutral | the caller walked away |
+    /// | `CircuitOpen` | Neutral | the operation never ran |
+    ///
+    /// A dependency that hangs trips the breaker through per-attempt
+    /// timeouts: an attempt cut at `retry.timeout_per_attempt` is a failed
+    /// attempt, one cut at the overall deadline is not. Set a per-attempt
+    /// timeout shorter than the overall one where hangs must open the
+    /// circuit.
+    pub const fn from_verdict(verdict: &Verdict) -> Self {
+        match *verdict {
+            Verdict::Success(_) => Self::Success,
+            Verdict::Failure { cause, last } => match cause {
+                Cause::Accepted => Self::Success,
+                Cause::NonRetryable
+                | Cause::Exhausted
+                | Cause::BackoffBeyondDeadline
+                | Cause::RetryAfterBeyondDeadline => Self::Failure,
+                Cause::DeadlineExceeded | Cause::BudgetDenied => {
+                    if last.is_some() {
+                        Self::Failure
+                    } else {
+                        Self::Neutral
+                    }
+                }
+                Cause::Abort | Cause::Cancelled | Cause::CircuitOpen => Self::Neutral,
+            },
+        }
+    }
+}
+
+impl From<&Verdict> for CallResult {
+    fn from(verdict: &Verdict) -> Self {
+        Self::from_verdict(verdict)
+    }
+}
+
+/// Calls and failures the ratio rule sees in the window.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct WindowCounts {
+    /// Calls that ended with a success or a failure.
+    pub calls: u32,
+    /// Of those, failures.
+    pub failures: u32,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Bucket {
+    /// `now / width` of the calls counted here.
+    index: u64,
+    counts: WindowCounts,
+}
+
+const EMPTY_BUCKET: Bucket = Bucket {
+    index: 0,
+    counts: WindowCounts {
+        calls: 0,
+        failures: 0,
+    },
+};
+
+/// A fixed ring of time buckets: call `t` lands in bucket `t / width`; the
+/// window is the last [`BUCKETS`] bucket indices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Window {
+    /// Nanoseconds per bucket, at least 1.
+    width: u64,
+    buckets: [Bucket; BUCKETS],
+}
+
+impl Window {
+    const fn new(window: Duration) -> Self {
+        let width = nanos(window) / BUCKETS as u64;
+        Self {
+            width: if width == 0 { 1 } else { width },
+            buckets: [EMPTY_BUCKET; BUCKETS],
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buckets = [EMPTY_BUCKET; BUCKETS];
+    }
+
+    fn add(&mut self, now: Instant, failed: bool) {
+        let index = now.as_nanos() / self.width;
+        let bucket = &mut self.buckets[(index % BUCKETS as u64) as usize];
+        if bucket.index != index {
+            *bucket = Bucket {
+                index,
+                ..EMPTY_BUCKET
+            };
+        }
+        bucket.counts.calls = bucket.counts.calls.saturating_add(1);
+        if failed {
+            bucket.counts.failures = bucket.counts.failures.saturating_add(1);
+        }
+    }
+
+    fn counts(&self, now: Instant) -> WindowCounts {
+        let current = now.as_nanos() / self.width;
+        self.buckets
+            .iter()
+            .filter(|b| b.index <= current && current - b.index < BUCKETS as u64)
+            .fold(WindowCounts::default(), |sum, b| WindowCounts {
+                calls: sum.calls.saturating_add(b.counts.calls),
+                failures: sum.failures.saturating_add(b.counts.failures),
+            })
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { in_flight: u32, successes: u32 },
+}
+
+/// One circuit breaker (see the [module docs](self)).
+///
+/// ```
+/// use core::time::Duration;
+/// use recourse_core::breaker::{CallResult, CircuitBreaker, CircuitState};
+/// use recourse_core::policy::CircuitPolicy;
+/// use recourse_core::Instant;
+///
+/// let mut b = CircuitBreaker::new(CircuitPolicy {
+///     enabled: true,
+///     threshold: 2,
+///     cooldown: Duration::from_secs(1),
+///     ..CircuitPolicy::DEFAULT
+/// });
+/// let t = Instant::from_secs(100);
+/// for _ in 0..2 {
+///     let permit = b.admit(t).unwrap();
+///     b.record(permit, CallResult::Failure, t);
+/// }
+/// let refusal = b.admit(t).unwrap_err();
+/// assert_eq!(refusal.reason, "circuit_open");
+/// assert_eq!(refusal.state, CircuitState::Open { until: Instant::from_secs(101) });
+///
+/// // After the cooldown one probe runs, without hedges; its success closes.
+/// let probe = b.admit(Instant::from_secs(101)).unwrap();
+/// assert!(probe.is_probe());
+/// b.record(probe, CallResult::Success, Instant::from_secs(102));
+/// assert_eq!(b.state(Instant::from_secs(102)), CircuitState::Closed);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    policy: CircuitPolicy,
+    state: State,
+    /// Bumped on every state change; permits of older episodes are stale.
+    generation: u32,
+    /// Failed calls since the last success (closed state).
+    consecutive: u32,
+    window: Window,
+    /// The latest time seen.
+    now: Instant,
+}
+
+/// Guards the breaker's own invariants (normalize policies first; this only
+/// keeps a zero from wedging or tripping the breaker).
+const fn sanitize(mut p: CircuitPolicy) -> CircuitPolicy {
+    if p.threshold == 0 {
+        p.threshold = 1;
+    }
+    if p.failure_ratio_permille > 1000 {
+        p.failure_ratio_permille = 1000;
+    }
+    if p.min_calls == 0 {
+        p.min_calls = 1;
+    }
+    if p.half_open_max_probes == 0 {
+        p.half_open_max_probes = 1;
+    }
+    if p.half_open_successes == 0 {
+        p.half_open_successes = 1;
+    }
+    p
+}
+
+impl CircuitBreaker {
+    /// A closed breaker under `policy` (normalize it first).
+    ///
+    /// A breaker whose policy is disabled admits every call with
+    /// [`Permit::BYPASS`] and counts nothing: enable the policy
+    /// (`enabled: true`) to break.
+    pub const fn new(policy: CircuitPolicy) -> Self {
+        let policy = sanitize(policy);
+        let window = Window::new(policy.window);
+        Self {
+            policy,
+            state: State::Closed,
+            generation: 0,
+            consecutive: 0,
+            window,
+            now: Instant::ZERO,
+        }
+    }
+
+    /// The policy in force.
+    pub const fn policy(&self) -> &CircuitPolicy {
+        &self.policy
+    }
+
+    /// Replaces the policy (a control plane changed it) without losing the
+    /// state: a changed window clears the ratio counts; a disabled policy
+    /// resets the breaker to closed.
+    pub fn set_policy(&mut self, policy: &CircuitPolicy) {
+        if sanitize(policy.clone()) == self.policy {
+            return;
+        }
+        let policy = sanitize(policy.clone());
+        if policy.window != self.policy.window {
+            self.window = Window::new(policy.window);
+        }
+        let enabled = policy.enabled;
+        self.policy = policy;
+        if !enabled {
+            self.reset();
+        }
+    }
+
+    /// Back to closed with no failures counted; outstanding permits become
+    /// stale.
+    pub fn reset(&mut self) {
+        self.enter(State::Closed);
+    }
+
+    /// Asks to run one call at `now`.
+    ///
+    /// Closed: allowed. Open: refused with [`CIRCUIT_OPEN`] until the
+    /// cooldown is over; the first call after it turns the circuit half-open.
+    /// Half-open: allowed as a probe while fewer than `half_open_max_probes`
+    /// probes run, refused with [`HALF_OPEN_PROBE_LIMIT`] otherwise.
+    ///
+    /// What changes the answer: the results recorded and the time.
+    pub fn admit(&mut self, now: Instant) -> Result<Permit, Refusal> {
+        let now = self.advance(now);
+        if !self.policy.enabled {
+            return Ok(Permit::BYPASS);
+        }
+        if let State::Open { until } = self.state {
+            if now < until {
+                return Err(Refusal {
+                    reason: CIRCUIT_OPEN,
+                    state: CircuitState::Open { until },
+                });
+            }
+            self.enter(State::HalfOpen {
+                in_flight: 0,
+                successes: 0,
+            });
+        }
+        let kind = match &mut self.state {
+            State::HalfOpen { in_flight, .. } => {
+                if *in_flight >= self.policy.half_open_max_probes {
+                    return Err(Refusal {
+                        reason: HALF_OPEN_PROBE_LIMIT,
+                        state: CircuitState::HalfOpen,
+                    });
+                }
+                *in_flight += 1;
+                PermitKind::Probe
+            }
+            State::Closed | State::Open { .. } => PermitKind::Closed,
+        };
+        Ok(Permit {
+            kind,
+            generation: self.generation,
+        })
+    }
+
+    /// The call admitted with `permit` ended with `result` at `now`; returns
+    /// the new state when this result changed it.
+    ///
+    /// Call it exactly once per permit, whatever ended the call: a probe
+    /// permit that is never recorded keeps its slot. Results of permits
+    /// issued before the last state change are ignored.
+    pub fn record(
+        &mut self,
+        permit: Permit,
+        result: CallResult,
+        now: Instant,
+    ) -> Option<CircuitState> {
+        let now = self.advance(now);
+        if permit.is_bypass() || permit.generation != self.generation {
+            return None;
+        }
+        match (self.state, permit.kind) {
+            (State::Closed, PermitKind::Closed) => {
+                match result {
+                    CallResult::Success => {
+                        self.consecutive = 0;
+                        self.window.add(now, false);
+                    }
+                    CallResult::Failure => {
+                        self.consecutive = self.consecutive.saturating_add(1);
+                        self.window.add(now, true);
+                        if self.trips(now) {
+                            return Some(self.open(now));
+                        }
+                    }
+                    CallResult::Neutral => {}
+                }
+                None
+            }
+            (
+                State::HalfOpen {
+                    in_flight,
+                    successes,
+                },
+                PermitKind::Probe,
+            ) => {
+                let in_flight = in_flight.saturating_sub(1);
+                match result {
+                    CallResult::Success => {
+                        let successes = successes.saturating_add(1);
+                        if successes >= self.policy.half_open_successes {
+                            self.enter(State::Closed);
+                            return Some(CircuitState::Closed);
+                        }
+                        self.state = State::HalfOpen {
+                            in_flight,
+                            successes,
+                        };
+                        None
+                    }
+                    CallResult::Failure => Some(self.open(now)),
+                    CallResult::Neutral => {
+                        self.state = State::HalfOpen {
+                            in_flight,
+                            successes,
+                        };
+                        None
+                    }
+                }
+            }
+            // Same generation means the state has not changed since the
+            // permit was issued, so the kinds always match; be lenient.
+            _ => None,
+        }
+    }
+
+    /// The state at `now` (an open circuit whose cooldown is over reports
+    /// half-open; the next [`admit`](Self::admit) makes it so). A disabled
+    /// breaker is always closed.
+    pub fn state(&self, now: Instant) -> CircuitState {
+        let now = self.now.max(now);
+        if !self.policy.enabled {
+            return CircuitState::Closed;
+        }
+        match self.state {
+            State::Closed => CircuitState::Closed,
+            State::Open { until } if now < until => CircuitState::Open { until },
+            State::Open { .. } | State::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+
+    /// Failed calls since the last success (while closed).
+    pub const fn consecutive_failures(&self) -> u32 {
+        self.consecutive
+    }
+
+    /// What the failure-ratio rule sees at `now` (while closed).
+    pub fn window_counts(&self, now: Instant) -> WindowCounts {
+        self.window.counts(self.now.max(now))
+    }
+
+    /// Probes running now (while half-open).
+    pub const fn probes_in_flight(&self) -> u32 {
+        match self.state {
+            State::HalfOpen { in_flight, .. } => in_flight,
+            State::Closed | State::Open { .. } => 0,
+        }
+    }
+
+    /// Whether a closed circuit should open after a failure at `now`.
+    fn trips(&self, now: Instant) -> bool {
+        if self.consecutive >= self.policy.threshold {
+            return true;
+        }
+        let ratio = u64::from(self.policy.failure_ratio_permille);
+        if ratio == 0 {
+            return false;
+        }
+        let c = self.window.counts(now);
+        c.calls >= self.policy.min_calls
+            && u64::from(c.failures) * 1000 >= ratio * u64::from(c.calls)
+    }
+
+    fn open(&mut self, now: Instant) -> CircuitState {
+        let until = now + self.policy.cooldown;
+        self.enter(State::Open { until });
+        CircuitState::Open { until }
+    }
+
+    /// Moves to `state`: a new episode, with fresh counts.
+    fn enter(&mut self, state: State) {
+        self.state = state;
+        self.generation = self.generation.wrapping_add(1);
+        self.consecutive = 0;
+        self.window.clear();
+    }
+
+    /// The clock never goes back: concurrent callers of a shared breaker
+    /// read the time before taking its lock, so a slightly older `now` is
+    /// expected and taken as the latest one seen.
+    fn advance(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::AttemptId;
+
+    const fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    fn policy() -> CircuitPolicy {
+        CircuitPolicy {
+            enabled: true,
+            threshold: 3,
+            cooldown: Duration::from_secs(1),
+            ..CircuitPolicy::DEFAULT
+        }
+    }
+
+    fn call(b: &mut CircuitBreaker, result: CallResult, now: Instant) -> Option<CircuitState> {
+        let permit = b.admit(now).expect("admitted");
+        b.record(permit, result, now)
+    }
+
+    /// A breaker opened at `t` (cooldown 1 s).
+    fn opened(p: CircuitPolicy, t: Instant) -> CircuitBreaker {
+        let mut b = CircuitBreaker::new(p);
+        while b.state(t) == CircuitState::Closed {
+            call(&mut b, CallResult::Failure, t);
+        }
+        assert_eq!(
+            b.state(t),
+            CircuitState::Open {
+                until: t + b.policy().cooldown
+            }
+        );
+        b
+    }
+
+    #[test]
+    fn disabled_breaker_admits_everything_and_counts_nothing() {
+        let mut b = CircuitBreaker::new(CircuitPolicy::DEFAULT);
+        for i in 0..100 {
+            let p = b.admit(ms(i)).unwrap();
+            assert!(p.is_bypass() && !p.is_probe());
+            assert_eq!(b.record(p, CallResult::Failure, ms(i)), None);
+        }
+        assert_eq!(b.state(ms(100)), CircuitState::Closed);
+        assert_eq!(b.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn consecutive_failures_open_at_the_threshold() {
+        let mut b = CircuitBreaker::new(policy());
+        assert_eq!(call(&mut b, CallResult::Failure, ms(0)), None);
+        assert_eq!(call(&mut b, CallResult::Failure, ms(1)), None);
+        // A success resets the streak.
+        assert_eq!(call(&mut b, CallResult::Success, ms(2)), None);
+        assert_eq!(b.consecutive_failures(), 0);
+        assert_eq!(call(&mut b, CallResult::Failure, ms(3)), None);
+        assert_eq!(call(&mut b, CallResult::Failure, ms(4)), None);
+        assert_eq!(b.consecutive_failures(), 2);
+        let until = ms(1005);
+        assert_eq!(
+            call(&mut b, CallResult::Failure, ms(5)),
+            Some(CircuitState::Open { until })
+        );
+        assert_eq!(b.state(ms(5)), CircuitState::Open { until });
+        let r = b.admit(ms(6)).unwrap_err();
+        assert_eq!(r.reason, CIRCUIT_OPEN);
+        assert_eq!(r.state, CircuitState::Open { until });
+        assert_eq!(r.admission(), Admission::circuit_open("circuit_open"));
+        assert_eq!(
+            std::format!("{r}"),
+            "circuit breaker refused the call: circuit_open (state open)"
+        );
+    }
+
+    #[test]
+    fn neutral_results_neither_count_nor_reset() {
+        let mut b = CircuitBreaker::new(policy());
+        call(&mut b, CallResult::Failure, ms(0));
+        call(&mut b, CallResult::Failure, ms(1));
+        call(&mut b, CallResult::Neutral, ms(2));
+        assert_eq!(b.consecutive_failures(), 2);
+        assert_eq!(b.window_counts(ms(2)).calls, 2);
+        assert!(call(&mut b, CallResult::Failure, ms(3)).is_some());
+    }
+
+    #[test]
+    fn cooldown_then_half_open() {
+        let mut b = opened(policy(), ms(0));
+        assert_eq!(b.state(ms(999)), CircuitState::Open { until: ms(1000) });
+        assert!(b.admit(ms(999)).is_err());
+        // Reported half-open as soon as the cooldown is over ...
+        assert_eq!(b.state(ms(1000)), CircuitState::HalfOpen);
+        // ... and the next call is a probe.
+        let probe = b.admit(ms(1000)).unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(b.probes_in_flight(), 1);
+        assert_eq!(b.state(ms(1000)), CircuitState::HalfOpen);
+    }
+
+    #[test]
+    fn half_open_refuses_beyond_the_probe_limit() {
+        let mut b = opened(
+            CircuitPolicy {
+                half_open_max_probes: 2,
+                ..policy()
+            },
+            ms(0),
+        );
+        let p1 = b.admit(ms(1000)).unwrap();
+        let p2 = b.admit(ms(1001)).unwrap();
+        assert!(p1.is_probe() && p2.is_probe());
+        let r = b.admit(ms(1002)).unwrap_err();
+        assert_eq!(r.reason, HALF_OPEN_PROBE_LIMIT);
+        assert_eq!(r.reason, "circuit_half_open_probe_limit");
+        assert_eq!(r.state, CircuitState::HalfOpen);
+        assert_eq!(
+            r.admission(),
+            Admission::circuit_open("circuit_half_open_probe_limit")
+        );
+        // A slot freed by a result is taken by the next call.
+        assert_eq!(b.record(p1, CallResult::Neutral, ms(1003)), None);
+        assert!(b.admit(ms(1004)).unwrap().is_probe());
+        assert!(b.admit(ms(1005)).is_err());
+    }
+
+    #[test]
+    fn a_probe_success_closes() {
+        let mut b = opened(policy(), ms(0));
+        let probe = b.admit(ms(1500)).unwrap();
+        assert_eq!(
+            b.record(probe, CallResult::Success, ms(1600)),
+            Some(CircuitState::Closed)
+        );
+        assert_eq!(b.state(ms(1600)), CircuitState::Closed);
+        let p = b.admit(ms(1601)).unwrap();
+        assert!(!p.is_probe() && !p.is_bypass());
+        // Counting starts afresh.
+        assert_eq!(b.consecutive_failures(), 0);
+        assert_eq!(b.window_counts(ms(1601)), WindowCounts::default());
+    }
+
+    #[test]
+    fn closing_can_take_several_probe_successes() {
+        let mut b = opened(
+            CircuitPolicy {
+                half_open_successes: 2,
+                ..policy()
+            },
+            ms(0),
+        );
+        let p = b.admit(ms(1000)).unwrap();
+        assert_eq!(b.record(p, CallResult::Success, ms(1001)), None);
+        assert_eq!(b.state(ms(1001)), CircuitState::HalfOpen);
+        let p = b.admit(ms(1002)).unwrap();
+        assert!(p.is_probe());
+        assert_eq!(
+            b.record(p, CallResult::Success, ms(1003)),
+            Some(CircuitState::Closed)
+        );
+    }
+
+    #[test]
+    fn a_probe_failure_reopens_with_a_fresh_cooldown() {
+        let mut b = opened(policy(), ms(0));
+        let probe = b.admit(ms(1500)).unwrap();
+        assert_eq!(
+            b.record(probe, CallResult::Failure, ms(2000)),
+            Some(CircuitState::Open { until: ms(3000) })
+        );
+        let r = b.admit(ms(2999)).unwrap_err();
+        assert_eq!(r.reason, CIRCUIT_OPEN);
+        assert_eq!(r.state, CircuitState::Open { until: ms(3000) });
+        assert!(b.admit(ms(3000)).unwrap().is_probe());
+    }
+
+    /// The Go original's defect: an aborted probe kept its slot and the
+    /// circuit stayed half-open forever.
+    #[test]
+    fn a_neutral_probe_frees_its_slot() {
+        let mut b = opened(policy(), ms(0));
+        for i in 0..5 {
+            let t = ms(1000 + i * 10);
+            let probe = b.admit(t).unwrap();
+            assert!(probe.is_probe());
+            assert!(b.admit(t).is_err(), "one probe at a time");
+            assert_eq!(
+                b.record(probe, CallResult::Neutral, t + Duration::from_millis(5)),
+                None
+            );
+            assert_eq!(b.state(t), CircuitState::HalfOpen);
+            assert_eq!(b.probes_in_flight(), 0);
+        }
+        // The next call is admitted as a probe, and can close the circuit.
+        let probe = b.admit(ms(2000)).unwrap();
+        assert!(probe.is_probe());
+        b.record(probe, CallResult::Success, ms(2001));
+        assert_eq!(b.state(ms(2001)), CircuitState::Closed);
+    }
+
+    #[test]
+    fn ratio_opens_only_with_the_minimum_of_calls() {
+        let p = CircuitPolicy {
+            threshold: 100,
+            failure_ratio_permille: 500,
+            min_calls: 4,
+            window: Duration::from_secs(10),
+            ..policy()
+        };
+        let mut b = CircuitBreaker::new(p.clone());
+        // Three failures: 100 %, but below the minimum of calls.
+        for i in 0..3 {
+            assert_eq!(call(&mut b, CallResult::Failure, ms(i)), None);
+        }
+        assert_eq!(
+            b.window_counts(ms(3)),
+            WindowCounts {
+                calls: 3,
+                failures: 3
+            }
+        );
+        // The fourth call reaches the minimum at 75 %.
+        assert!(call(&mut b, CallResult::Failure, ms(3)).is_some());
+
+        // Below the ratio: stays closed; at the ratio: opens.
+        let mut b = CircuitBreaker::new(p);
+        call(&mut b, CallResult::Success, ms(0));
+        call(&mut b, CallResult::Success, ms(1));
+        call(&mut b, CallResult::Failure, ms(2));
+        call(&mut b, CallResult::Success, ms(3));
+        assert_eq!(b.state(ms(3)), CircuitState::Closed, "1 of 4");
+        assert_eq!(call(&mut b, CallResult::Failure, ms(4)), None, "2 of 5");
+        assert_eq!(
+            call(&mut b, CallResult::Failure, ms(5)),
+            Some(CircuitState::Open { until: ms(1005) }),
+            "3 of 6 = 500 per mille"
+        );
+    }
+
+    #[test]
+    fn ratio_counts_expire_with_the_window() {
+        let mut b = CircuitBreaker::new(CircuitPolicy {
+            threshold: 100,
+            failure_ratio_permille: 500,
+            min_calls: 4,
+            window: Duration::from_secs(10),
+            ..policy()
+        });
+        // 1 s buckets. Three failures at 0.5 s.
+        for _ in 0..3 {
+            call(&mut b, CallResult::Failure, ms(500));
+        }
+        assert_eq!(b.window_counts(ms(9_999)).calls, 3);
+        // Bucket 0 has slid out of the window by t = 10 s.
+        assert_eq!(b.window_counts(ms(10_000)), WindowCounts::default());
+        // A fourth failure now sees 1 call, not 4.
+        assert_eq!(call(&mut b, CallResult::Failure, ms(10_000)), None);
+        assert_eq!(b.state(ms(10_000)), CircuitState::Closed);
+        // Three more within the window open it.
+        call(&mut b, CallResult::Failure, ms(12_000));
+        call(&mut b, CallResult::Failure, ms(15_000));
+        assert!(call(&mut b, CallResult::Failure, ms(19_999)).is_some());
+    }
+
+    #[test]
+    fn ratio_buckets_are_reused_around_the_ring() {
+        let mut b = CircuitBreaker::new(CircuitPolicy {
+            threshold: 1000,
+            failure_ratio_permille: 1000,
+            min_calls: 1000,
+            window: Duration::from_secs(1),
+            ..policy()
+        });
+        // 100 ms buckets; one call every 50 ms for 10 s.
+        for i in 0..200 {
+            call(&mut b, CallResult::Success, ms(i * 50));
+        }
+        // Ten buckets of two calls each.
+        assert_eq!(b.window_counts(ms(9_999)).calls, 20);
+    }
+
+    #[test]
+    fn stale_permits_are_ignored() {
+        let mut b = CircuitBreaker::new(policy());
+        // Admitted while closed, ends after the circuit opened.
+        let slow = b.admit(ms(0)).unwrap();
+        for i in 0..3 {
+            call(&mut b, CallResult::Failure, ms(i));
+        }
+        assert_eq!(b.record(slow, CallResult::Success, ms(10)), None);
+        assert_eq!(b.state(ms(10)), CircuitState::Open { until: ms(1002) });
+
+        // A probe of an earlier half-open episode neither closes the circuit
+        // nor frees a slot of this one.
+        let old = b.admit(ms(1002)).unwrap();
+        let newer = b.admit(ms(1002));
+        assert!(newer.is_err());
+        b.record(old, CallResult::Failure, ms(1100));
+        let current = b.admit(ms(2100)).unwrap();
+        assert!(current.is_probe());
+        assert_eq!(b.record(old, CallResult::Success, ms(2101)), None);
+        assert_eq!(b.state(ms(2101)), CircuitState::HalfOpen);
+        assert_eq!(b.probes_in_flight(), 1);
+        assert_eq!(
+            b.record(current, CallResult::Success, ms(2102)),
+            Some(CircuitState::Closed)
+        );
+    }
+
+    #[test]
+    fn time_going_back_is_clamped() {
+        let mut b = opened(policy(), ms(5000));
+        // An earlier `now` from a racing caller does not reopen the past.
+        assert_eq!(b.state(ms(0)), CircuitState::Open { until: ms(6000) });
+        assert!(b.admit(ms(0)).is_err());
+        let probe = b.admit(ms(6000)).unwrap();
+        // A probe failure reported with an old time still cools down from
+        // the latest time seen.
+        assert_eq!(
+            b.record(probe, CallResult::Failure, ms(10)),
+            Some(CircuitState::Open { until: ms(7000) })
+        );
+    }
+
+    #[test]
+    fn policy_updates_keep_state_and_disabling_resets() {
+        let mut b = opened(policy(), ms(0));
+        let mut p = policy();
+        p.cooldown = Duration::from_secs(5);
+        b.set_policy(&p);
+        assert_eq!(b.policy().cooldown, Duration::from_secs(5));
+        assert_eq!(b.state(ms(10)), CircuitState::Open { until: ms(1000) });
+        p.enabled = false;
+        b.set_policy(&p);
+        assert_eq!(b.state(ms(10)), CircuitState::Closed);
+        assert!(b.admit(ms(10)).unwrap().is_bypass());
+        p.enabled = true;
+        b.set_policy(&p);
+        assert_eq!(b.state(ms(10)), CircuitState::Closed);
+        assert!(!b.admit(ms(10)).unwrap().is_bypass());
+    }
+
+    #[test]
+    fn zeros_do_not_wedge_or_trip() {
+        let mut b = CircuitBreaker::new(CircuitPolicy {
+            enabled: true,
+            threshold: 0,
+            cooldown: Duration::ZERO,
+            failure_ratio_permille: 500,
+            window: Duration::ZERO,
+            min_calls: 0,
+            half_open_max_probes: 0,
+            half_open_successes: 0,
+        });
+        assert_eq!(b.state(ms(0)), CircuitState::Closed);
+        assert!(call(&mut b, CallResult::Failure, ms(0)).is_some());
+        let probe = b.admit(ms(0)).unwrap();
+        assert!(probe.is_probe());
+        b.record(probe, CallResult::Success, ms(0));
+        assert_eq!(b.state(ms(0)), CircuitState::Closed);
+    }
+
+    #[test]
+    fn state_maps_to_other_instants() {
+        let s = CircuitState::Open { until: ms(7) };
+        assert_eq!(
+            s.map_instant(|t| t.as_nanos()),
+            CircuitState::Open { until: 7_000_000 }
+        );
+        assert_eq!(s.as_str(), "open");
+        assert_eq!(CircuitState::<Instant>::HalfOpen.as_str(), "half_open");
+        let r = Refusal {
+            reason: CIRCUIT_OPEN,
+            state: s,
+        };
+        assert_eq!(
+            r.map_instant(|_| ()).state,
+            CircuitState::Open { until: () }
+        );
+    }
+
+    #[test]
+    fn verdict_to_call_result_table() {
+        use CallResult::{Failure, Neutral, Success};
+        let failed = Some(AttemptId(0));
+        let v = |cause, last| Verdict::Failure { cause, last };
+        let table = [
+            (Verdict::Success(AttemptId(2)), Success),
+            (v(Cause::Accepted, failed), Success),
+            (v(Cause::NonRetryable, failed), Failure),
+            (v(Cause::Exhausted, failed), Failure),
+            (v(Cause::Exhausted, None), Failure),
+            (v(Cause::BackoffBeyondDeadline, failed), Failure),
+            (v(Cause::RetryAfterBeyondDeadline, failed), Failure),
+            (v(Cause::DeadlineExceeded, failed), Failure),
+            (v(Cause::DeadlineExceeded, None), Neutral),
+            (v(Cause::BudgetDenied, failed), Failure),
+            (v(Cause::BudgetDenied, None), Neutral),
+            (v(Cause::Abort, failed), Neutral),
+            (v(Cause::Cancelled, failed), Neutral),
+            (v(Cause::Cancelled, None), Neutral),
+            (v(Cause::CircuitOpen, None), Neutral),
+        ];
+        for (verdict, expected) in table {
+            assert_eq!(CallResult::from_verdict(&verdict), expected, "{verdict:?}");
+            assert_eq!(CallResult::from(&verdict), expected);
+        }
+    }
+
+    #[test]
+    fn a_breaker_is_small_and_const() {
+        const B: CircuitBreaker = CircuitBreaker::new(CircuitPolicy::DEFAULT);
+        assert_eq!(B.state(Instant::ZERO), CircuitState::Closed);
+        assert!(core::mem::size_of::<CircuitBreaker>() <= 256);
+    }
+}
