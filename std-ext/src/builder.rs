@@ -7,6 +7,9 @@ use core::time::Duration;
 
 use recourse_core::machine::Options;
 
+use crate::breakers::Breakers;
+use crate::budgets::{BudgetRegistry, MissingBudgetMode};
+use crate::classify::ClassifierRegistry;
 use crate::executor::Executor;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode};
 use crate::observer::{MultiObserver, Observer};
@@ -37,6 +40,11 @@ pub struct ExecutorBuilder<S = DefaultTimer> {
     mode: MissingPolicyMode,
     seed: Option<u64>,
     options: Options,
+    budgets: BudgetRegistry,
+    missing_budget: MissingBudgetMode,
+    contain_panics: bool,
+    breakers: Breakers,
+    classifiers: ClassifierRegistry,
 }
 
 impl ExecutorBuilder {
@@ -49,6 +57,11 @@ impl ExecutorBuilder {
             mode: MissingPolicyMode::default(),
             seed: None,
             options: Options::DEFAULT,
+            budgets: BudgetRegistry::new(),
+            missing_budget: MissingBudgetMode::default(),
+            contain_panics: true,
+            breakers: Breakers::default(),
+            classifiers: ClassifierRegistry::new(),
         }
     }
 }
@@ -96,7 +109,51 @@ impl<S> ExecutorBuilder<S> {
             mode: self.mode,
             seed: self.seed,
             options: self.options,
+            budgets: self.budgets,
+            missing_budget: self.missing_budget,
+            contain_panics: self.contain_panics,
+            breakers: self.breakers,
+            classifiers: self.classifiers,
         }
+    }
+
+    /// The classifiers policies choose by name (`retry.classifier`).
+    pub fn classifiers(mut self, classifiers: ClassifierRegistry) -> Self {
+        self.classifiers = classifiers;
+        self
+    }
+
+    /// The per-key circuit breakers (by default a store bounded at
+    /// [`DEFAULT_MAX_KEYS`](crate::breakers::DEFAULT_MAX_KEYS) keys);
+    /// policies with `circuit.enabled` consult them before a call's first
+    /// attempt.
+    pub fn breakers(mut self, breakers: Breakers) -> Self {
+        self.breakers = breakers;
+        self
+    }
+
+    /// The budgets policies refer to by name (`retry.budget.name`,
+    /// `hedge.budget.name`).
+    pub fn budgets(mut self, budgets: BudgetRegistry) -> Self {
+        self.budgets = budgets;
+        self
+    }
+
+    /// What an attempt does when its policy names a budget the registry
+    /// does not have: [`MissingBudgetMode::Deny`] (the default) or
+    /// [`MissingBudgetMode::AllowUnsafe`].
+    pub fn missing_budget_mode(mut self, mode: MissingBudgetMode) -> Self {
+        self.missing_budget = mode;
+        self
+    }
+
+    /// Whether a panic in a classifier or a budget is contained (the default:
+    /// it becomes the outcome `panic_in_classifier`, or the refusal
+    /// `panic_in_budget`, and the call goes on) or unwinds through the call.
+    /// Observer panics are always contained.
+    pub fn contain_panics(mut self, contain: bool) -> Self {
+        self.contain_panics = contain;
+        self
     }
 
     /// What a call does when the provider has no policy for its key.
@@ -140,7 +197,13 @@ impl<S> ExecutorBuilder<S> {
             seed: self.seed,
             options: self.options,
             fallbacks: Fallbacks::new(),
+            budgets: self.budgets,
+            missing_budget: self.missing_budget,
+            contain_panics: self.contain_panics,
+            breakers: self.breakers,
             calls: AtomicU64::new(0),
+            observer_panics: AtomicU64::new(0),
+            classifiers: self.classifiers,
         }
     }
 }

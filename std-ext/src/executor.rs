@@ -21,9 +21,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use recourse_core::machine::Options;
-use recourse_core::{AttemptInfo, Classifier, DefaultClassifier, Error, PolicyKey, Timer};
+use recourse_core::policy::Policy;
+use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
 
+use std::sync::Mutex;
+
+use crate::breakers::Breakers;
+use crate::budgets::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
+use crate::classify::{ClassifierRegistry, Contained, PANIC_IN_CLASSIFIER};
+use crate::gate::{CallGate, Held};
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::observer::Observer;
 use crate::provider::PolicyProvider;
@@ -76,6 +83,12 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) fallbacks: Fallbacks,
     /// Calls started; with a seed, call `n`'s RNG is derived from it.
     pub(crate) calls: AtomicU64,
+    pub(crate) budgets: BudgetRegistry,
+    pub(crate) missing_budget: MissingBudgetMode,
+    pub(crate) contain_panics: bool,
+    pub(crate) breakers: Breakers,
+    pub(crate) observer_panics: AtomicU64,
+    pub(crate) classifiers: ClassifierRegistry,
 }
 
 impl Executor {
@@ -117,6 +130,13 @@ impl<S: TimerSource> Executor<S> {
         self.mode
     }
 
+    /// Observer panics contained so far (a panicking observer never takes a
+    /// call down; each contained panic is counted here — with several
+    /// observers, see also [`MultiObserver::panics`](crate::MultiObserver::panics)).
+    pub fn observer_panics(&self) -> u64 {
+        self.observer_panics.load(Ordering::Relaxed)
+    }
+
     /// The executor's policy provider.
     pub fn provider(&self) -> &dyn PolicyProvider {
         &*self.provider
@@ -132,10 +152,13 @@ impl<S: TimerSource> Executor<S> {
     /// or [`Error::NoPolicy`] in [`MissingPolicyMode::Deny`].
     pub async fn call<T, E, Op, Fut>(&self, key: &str, op: Op) -> Result<T, Error<E>>
     where
+        T: 'static,
+        E: 'static,
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.run(key, DefaultClassifier, op, None).await
+        self.run(key, |p, t| self.classifiers.for_policy(p, t), op, None)
+            .await
     }
 
     /// Like [`Executor::call`], and also returns the call's [`Timeline`].
@@ -145,10 +168,12 @@ impl<S: TimerSource> Executor<S> {
         op: Op,
     ) -> (Result<T, Error<E>>, Timeline)
     where
+        T: 'static,
+        E: 'static,
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.call_classified_with_timeline(key, DefaultClassifier, op)
+        self.with_timeline(key, |p, t| self.classifiers.for_policy(p, t), op)
             .await
     }
 
@@ -170,7 +195,7 @@ impl<S: TimerSource> Executor<S> {
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.run(key, classifier, op, None).await
+        self.run(key, |_, _| classifier, op, None).await
     }
 
     /// Like [`Executor::call_classified`], and also returns the call's
@@ -179,6 +204,20 @@ impl<S: TimerSource> Executor<S> {
         &self,
         key: &str,
         classifier: C,
+        op: Op,
+    ) -> (Result<T, Error<E>>, Timeline)
+    where
+        C: Classifier<T, E>,
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.with_timeline(key, |_, _| classifier, op).await
+    }
+
+    async fn with_timeline<T, E, C, Op, Fut>(
+        &self,
+        key: &str,
+        classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         op: Op,
     ) -> (Result<T, Error<E>>, Timeline)
     where
@@ -197,7 +236,7 @@ impl<S: TimerSource> Executor<S> {
     async fn run<T, E, C, Op, Fut>(
         &self,
         key: &str,
-        classifier: C,
+        classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         op: Op,
         mut timeline: Option<&mut Timeline>,
     ) -> Result<T, Error<E>>
@@ -213,22 +252,52 @@ impl<S: TimerSource> Executor<S> {
         if let Some(t) = timeline.as_deref_mut() {
             resolution.write_attributes(&mut t.attributes);
         }
+        let classifier = resolution
+            .policy
+            .as_ref()
+            .map(|p| classifier(&p.policy, timeline.as_deref_mut()));
         let mut report = Report {
             observer: self.observer.as_deref(),
-            timeline,
+            timeline: timeline.as_deref_mut(),
             policy_source: resolution.source,
             missing_policy_mode: resolution.mode,
+            panics: &self.observer_panics,
         };
-        let Some(policy) = resolution.policy else {
+        let (Some(policy), Some(classifier)) = (resolution.policy, classifier) else {
             report.denied(key, timer.now());
             return Err(Error::NoPolicy);
         };
-        recourse_core::call(key, &policy.policy, timer, op)
+        let gate = CallGate {
+            clock: &self.timer,
+            key,
+            policy: &policy.policy,
+            budgets: &self.budgets,
+            missing_budget: self.missing_budget,
+            contain_panics: self.contain_panics,
+            observer: self.observer.as_deref(),
+            held: Held::default(),
+            breakers: &self.breakers,
+            circuit: None,
+        };
+        let panicked = Mutex::new(None);
+        let classifier = Contained {
+            inner: classifier,
+            contain: self.contain_panics,
+            panicked: &panicked,
+        };
+        let result = recourse_core::call(key, &policy.policy, timer, op)
             .classifier(classifier)
             .observer(report)
+            .gate(gate)
             .rng(rng)
             .options(self.options)
-            .await
+            .await;
+        if let Some(message) = panicked.into_inner().ok().flatten() {
+            if let Some(t) = timeline {
+                t.attributes.insert(PANIC_IN_CLASSIFIER, message);
+            }
+        }
+        result
     }
 
     /// The RNG of the next call: derived from the seed and the call's number

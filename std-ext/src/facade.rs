@@ -41,6 +41,9 @@ pub fn default_executor() -> &'static Executor {
 ///
 /// Gives `exec` back when a default executor already exists (installed
 /// earlier, or created by a call that ran first).
+// Like `OnceLock::set`, the rejected executor is handed back by value; it is
+// called once at start-up, so its size costs nothing.
+#[allow(clippy::result_large_err)]
 pub fn set_default_executor(exec: Executor) -> Result<(), Executor> {
     DEFAULT.set(exec)
 }
@@ -66,6 +69,8 @@ pub fn set_default_executor(exec: Executor) -> Result<(), Executor> {
 /// As for [`Executor::call`].
 pub async fn do_value<T, E, Op, Fut>(key: &str, op: Op) -> Result<T, Error<E>>
 where
+    T: 'static,
+    E: 'static,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -78,6 +83,8 @@ pub async fn do_value_with_timeline<T, E, Op, Fut>(
     op: Op,
 ) -> (Result<T, Error<E>>, Timeline)
 where
+    T: 'static,
+    E: 'static,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -97,6 +104,8 @@ pub async fn do_value_with<S, T, E, Op, Fut>(
 ) -> Result<T, Error<E>>
 where
     S: TimerSource,
+    T: 'static,
+    E: 'static,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -112,6 +121,8 @@ pub async fn do_value_with_timeline_with<S, T, E, Op, Fut>(
 ) -> (Result<T, Error<E>>, Timeline)
 where
     S: TimerSource,
+    T: 'static,
+    E: 'static,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {

@@ -55,6 +55,7 @@
 //! ## Modules
 //!
 //! - [`executor`] — [`Executor`], the call methods.
+//! - [`breakers`] — [`Breakers`], circuit breakers per policy key.
 //! - [`builder`] — [`ExecutorBuilder`].
 //! - [`facade`] — [`do_value`] and friends on a global default executor.
 //! - [`provider`] — [`PolicyProvider`], [`PolicyLookup`], [`PolicySource`],
@@ -64,6 +65,8 @@
 //! - [`observer`] — [`Observer`], [`NoopObserver`], [`MultiObserver`].
 //! - [`timeline`] — [`Timeline`].
 //! - [`timer`] — [`TimerSource`], [`DefaultTimer`].
+//! - `http` (feature `http`) — `HttpClassifier`: status, method, `Retry-After`.
+//! - `grpc` (feature `grpc`) — `GrpcClassifier`: status codes, pushback.
 //!
 //! ## Features
 //!
@@ -72,6 +75,12 @@
 //!   use async-io's timer, which works under any executor.
 //! - `smol`, `async-std`: async-io's timer, which is already the default;
 //!   async-std is discontinued upstream.
+//! - `http`: `http::HttpClassifier`, which retries idempotent requests on
+//!   transport errors, 5xx, 408 and 429 and honours `Retry-After` (adds the
+//!   `http` and `httpdate` crates).
+//! - `grpc`: `grpc::GrpcClassifier`, which retries a configurable set of
+//!   `tonic::Status` codes and honours `grpc-retry-pushback-ms` (adds
+//!   `tonic` without its transport).
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 /// The README's examples, compiled and run as doctests.
@@ -79,9 +88,17 @@
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod breakers;
+pub mod budgets;
 pub mod builder;
+pub mod classify;
 pub mod executor;
 pub mod facade;
+pub mod gate;
+#[cfg(feature = "grpc")]
+pub mod grpc;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod missing_policy;
 pub mod observer;
 pub mod provider;
@@ -103,14 +120,21 @@ pub use recourse_core::{
     Instant, Jitter, Outcome, OutcomeKind, Policy, PolicyKey, Timer,
 };
 
+#[cfg(feature = "grpc")]
+pub use self::grpc::GrpcClassifier;
+#[cfg(feature = "http")]
+pub use self::http::HttpClassifier;
+pub use breakers::Breakers;
+pub use budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
 pub use builder::ExecutorBuilder;
+pub use classify::ClassifierRegistry;
 pub use executor::Executor;
 pub use facade::{
     default_executor, do_value, do_value_with, do_value_with_timeline, do_value_with_timeline_with,
     set_default_executor,
 };
 pub use missing_policy::MissingPolicyMode;
-pub use observer::{CallStart, CallSummary, MultiObserver, NoopObserver, Observer};
+pub use observer::{BudgetDecision, CallStart, CallSummary, MultiObserver, NoopObserver, Observer};
 pub use provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
 pub use static_provider::{StaticProvider, StaticProviderBuilder};
 pub use timeline::Timeline;

@@ -112,6 +112,35 @@ pub trait Observer: Send + Sync {
     fn on_failure(&self, key: PolicyKey<'_>, summary: &CallSummary) {
         let _ = (key, summary);
     }
+
+    /// A budget decided whether an attempt may run (one event per attempt
+    /// whose policy names a budget), before the attempt launched.
+    fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {
+        let _ = (key, decision);
+    }
+}
+
+/// One budget decision, for [`Observer::on_budget_decision`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BudgetDecision<'a> {
+    /// The attempt.
+    pub attempt: recourse_core::AttemptInfo,
+    /// Its kind: initial, retry or hedge.
+    pub kind: recourse_core::AttemptKind,
+    /// The budget's name, as the policy referenced it.
+    pub budget: &'a str,
+    /// What the attempt costs there.
+    pub cost: u32,
+    /// How the decision was made: `standard` (the budget decided), `deny` or
+    /// `allow_unsafe` (the budget is missing and the executor's mode
+    /// decided).
+    pub mode: &'static str,
+    /// Whether the attempt may run.
+    pub allowed: bool,
+    /// Why: `allowed`, `budget_denied`, `budget_not_found`,
+    /// `panic_in_budget`, or the budget's own code.
+    pub reason: &'static str,
 }
 
 /// The observer that does nothing.
@@ -121,6 +150,9 @@ pub struct NoopObserver;
 impl Observer for NoopObserver {}
 
 impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
+    fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {
+        (**self).on_budget_decision(key, decision)
+    }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         (**self).on_start(key, start)
     }
@@ -136,6 +168,9 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
 }
 
 impl<O: Observer + ?Sized> Observer for Box<O> {
+    fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {
+        (**self).on_budget_decision(key, decision)
+    }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         (**self).on_start(key, start)
     }
@@ -159,6 +194,7 @@ impl<O: Observer + ?Sized> Observer for Box<O> {
 #[derive(Default)]
 pub struct MultiObserver {
     observers: Vec<Box<dyn Observer>>,
+    panics: core::sync::atomic::AtomicU64,
 }
 
 impl MultiObserver {
@@ -193,7 +229,10 @@ impl MultiObserver {
 impl From<Vec<Box<dyn Observer>>> for MultiObserver {
     /// The observers, in the order given.
     fn from(observers: Vec<Box<dyn Observer>>) -> Self {
-        Self { observers }
+        Self {
+            observers,
+            panics: core::sync::atomic::AtomicU64::new(0),
+        }
     }
 }
 
@@ -210,12 +249,23 @@ impl MultiObserver {
     /// still hear the event (the panic hook has reported it).
     fn each(&self, f: impl Fn(&dyn Observer)) {
         for o in &self.observers {
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(&**o)));
+            if std::panic::catch_unwind(AssertUnwindSafe(|| f(&**o))).is_err() {
+                self.panics
+                    .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Panics of its observers contained so far.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(core::sync::atomic::Ordering::Relaxed)
     }
 }
 
 impl Observer for MultiObserver {
+    fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {
+        self.each(|o| o.on_budget_decision(key, decision));
+    }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         self.each(|o| o.on_start(key, start));
     }

@@ -9,6 +9,7 @@
 //! reports them, the call goes on.
 
 use core::panic::AssertUnwindSafe;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use recourse_core::{AttemptRecord, CallEnd, Instant, PolicyKey};
 
@@ -23,6 +24,8 @@ pub(crate) struct Report<'a> {
     pub(crate) timeline: Option<&'a mut Timeline>,
     pub(crate) policy_source: Option<PolicySource>,
     pub(crate) missing_policy_mode: Option<MissingPolicyMode>,
+    /// The executor's count of contained observer panics.
+    pub(crate) panics: &'a AtomicU64,
 }
 
 impl Report<'_> {
@@ -30,7 +33,9 @@ impl Report<'_> {
         if let Some(o) = self.observer {
             // A panicking observer must not end the call; the panic hook has
             // already reported it.
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(o)));
+            if std::panic::catch_unwind(AssertUnwindSafe(|| f(o))).is_err() {
+                self.panics.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

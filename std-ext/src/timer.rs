@@ -33,6 +33,11 @@ pub trait TimerSource: Send + Sync + 'static {
     /// A timer for a call that starts now. Called once per call, from the
     /// task that polls the call.
     fn timer(&self) -> Self::Timer;
+
+    /// The time on a clock shared by every call of the executor, for what
+    /// outlives one call (budgets, breakers): a call's own timer counts from
+    /// the call's start, so its instants cannot be compared across calls.
+    fn shared_now(&self) -> Instant;
 }
 
 impl<T> TimerSource for T
@@ -43,6 +48,11 @@ where
 
     fn timer(&self) -> T {
         self.clone()
+    }
+
+    /// Every call gets a clone of the same timer, so its clock is shared.
+    fn shared_now(&self) -> Instant {
+        self.now()
     }
 }
 
@@ -68,6 +78,32 @@ impl TimerSource for DefaultTimer {
         }
         DefaultCallTimer(Inner::AsyncIo(AsyncIoTimer::new()))
     }
+
+    /// Nanoseconds from a process-wide anchor, on tokio's clock inside a
+    /// tokio runtime (so budgets refill on a paused test clock too), on the
+    /// system's monotonic clock elsewhere.
+    fn shared_now(&self) -> Instant {
+        #[cfg(feature = "tokio")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return since_anchor(tokio::time::Instant::now().into_std());
+        }
+        since_anchor(std::time::Instant::now())
+    }
+}
+
+/// `at` as nanoseconds from an anchor a century before the first use, so
+/// that any instant seen later — tokio's paused clock included, whose base is
+/// the runtime's start — comes after it.
+fn since_anchor(at: std::time::Instant) -> Instant {
+    static ANCHOR: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let anchor = *ANCHOR.get_or_init(|| {
+        let now = std::time::Instant::now();
+        now.checked_sub(core::time::Duration::from_secs(100 * 365 * 86_400))
+            .unwrap_or(now)
+    });
+    Instant::from_nanos(recourse_core::time::nanos(
+        at.saturating_duration_since(anchor),
+    ))
 }
 
 /// The timer [`DefaultTimer`] gives a call: tokio's or async-io's, whose

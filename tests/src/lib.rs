@@ -21,6 +21,7 @@ use recourse_core::policy::RetryPolicy;
 use recourse_core::{AttemptRecord, CallEnd, Cause, Instant, Observer, Policy, PolicyKey, Verdict};
 
 pub mod conformance;
+pub mod load;
 
 /// The key every test call uses.
 pub const KEY: PolicyKey<'static> = PolicyKey::new("svc", "Get");

@@ -1,0 +1,637 @@
+//! Circuit breakers per policy key, shared between threads, with a bound on
+//! the number of keys.
+//!
+//! Why a bound: a breaker is kept per key, and keys are meant to name
+//! operations (`payments.Charge`), never requests. A key built from a user
+//! id or a URL path would otherwise grow this store by one breaker per
+//! request, forever. [`Breakers`] keeps at most `max_keys` breakers; a new
+//! key beyond that evicts the least recently used breaker that is closed
+//! (its state is the least worth keeping), or, when every breaker is open or
+//! half-open, the least recently used one anyway. Evictions are counted
+//! ([`Breakers::evictions`]), and the first one is reported once through an
+//! optional hook ([`Breakers::on_bound`]) and a flag
+//! ([`Breakers::bound_reached`]).
+//!
+//! Each breaker is a [`CircuitBreaker`] (see [`recourse_core::breaker`] for
+//! the states and rules); the store holds them in one `Mutex`ed map whose
+//! lookup of an existing key does not allocate.
+//!
+//! ## Time
+//!
+//! Calls carry timers with different epochs (each call's timer may start at
+//! zero), so the store does not take core [`Instant`]s: the caller passes a
+//! `std::time::Instant`, which the store converts to nanoseconds since its
+//! own creation. Under tokio's paused clock pass
+//! `tokio::time::Instant::now().into_std()`. Instants before the store was
+//! created count as its creation.
+
+use core::borrow::Borrow;
+use core::fmt;
+use core::hash::{Hash, Hasher};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant as StdInstant;
+
+use recourse_core::breaker::{self, CircuitBreaker};
+use recourse_core::policy::CircuitPolicy;
+use recourse_core::time::nanos;
+use recourse_core::{Instant, PolicyKey};
+
+pub use recourse_core::breaker::{CallResult, CIRCUIT_OPEN, HALF_OPEN_PROBE_LIMIT};
+
+/// A breaker's state, with `std::time::Instant`s.
+pub type CircuitState = breaker::CircuitState<StdInstant>;
+
+/// A refusal, with `std::time::Instant`s: the operation must not be called.
+pub type Refusal = breaker::Refusal<StdInstant>;
+
+/// The bound on keys of [`Breakers::default`].
+pub const DEFAULT_MAX_KEYS: usize = 1024;
+
+/// Leave to run one call, from [`Breakers::admit`]; hand it back to
+/// [`Breakers::record`] exactly once when the call ends.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[must_use = "hand the permit back to `record` when the call ends, or a probe slot stays taken"]
+pub struct Permit {
+    permit: breaker::Permit,
+    /// The store entry that issued it (0: none); a permit of an evicted
+    /// breaker is not recorded on its successor.
+    entry: u64,
+}
+
+impl Permit {
+    /// Whether this call is a half-open probe; a probe runs without hedges.
+    pub const fn is_probe(&self) -> bool {
+        self.permit.is_probe()
+    }
+
+    /// Whether the key's policy had the breaker disabled (nothing counted).
+    pub const fn is_bypass(&self) -> bool {
+        self.permit.is_bypass()
+    }
+}
+
+type Hook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Circuit breakers by policy key (see the [module docs](self)).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use recourse::breakers::{Breakers, CallResult, CircuitState};
+/// use recourse::{CircuitPolicy, PolicyKey};
+///
+/// let breakers = Breakers::new(1024);
+/// let policy = CircuitPolicy { enabled: true, threshold: 2, ..CircuitPolicy::DEFAULT };
+/// let key = PolicyKey::parse("payments.Charge");
+/// let t = Instant::now();
+/// for _ in 0..2 {
+///     let permit = breakers.admit(key, &policy, t).unwrap();
+///     breakers.record(key, permit, CallResult::Failure, t);
+/// }
+/// let refusal = breakers.admit(key, &policy, t).unwrap_err();
+/// assert_eq!(refusal.reason, "circuit_open");
+/// assert_eq!(refusal.state, CircuitState::Open { until: t + policy.cooldown });
+/// ```
+pub struct Breakers {
+    epoch: StdInstant,
+    max_keys: usize,
+    inner: Mutex<Inner>,
+    evictions: AtomicU64,
+    bound_reached: AtomicBool,
+    hook: Option<Hook>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<OwnedKey, Entry>,
+    /// Ticks on every use; an entry's `last_used` is the tick of its last
+    /// use.
+    clock: u64,
+    /// The id of the last entry created.
+    last_id: u64,
+}
+
+struct Entry {
+    breaker: CircuitBreaker,
+    last_used: u64,
+    id: u64,
+}
+
+impl Breakers {
+    /// A store of at most `max_keys` breakers (at least 1).
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            epoch: StdInstant::now(),
+            max_keys: max_keys.max(1),
+            inner: Mutex::default(),
+            evictions: AtomicU64::new(0),
+            bound_reached: AtomicBool::new(false),
+            hook: None,
+        }
+    }
+
+    /// Calls `hook` once, with a warning naming the bound and the first
+    /// evicted key, the first time a new key evicts another (outside the
+    /// store's lock).
+    pub fn on_bound(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// The bound on keys.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// Keys with a breaker now.
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    /// Whether no key has a breaker.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Breakers evicted to keep the bound.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Whether the bound has ever forced an eviction (a sign that keys are
+    /// not low-cardinality, or that the bound is too small).
+    pub fn bound_reached(&self) -> bool {
+        self.bound_reached.load(Ordering::Relaxed)
+    }
+
+    /// Asks to run one call for `key` at `now`, under `policy` (normalized;
+    /// a changed policy replaces the breaker's without losing its state).
+    ///
+    /// A disabled policy admits with a bypass permit and touches nothing.
+    /// Otherwise the key's breaker is found (or created, which may evict
+    /// another key's) and asked: see [`CircuitBreaker::admit`].
+    pub fn admit(
+        &self,
+        key: PolicyKey<'_>,
+        policy: &CircuitPolicy,
+        now: StdInstant,
+    ) -> Result<Permit, Refusal> {
+        self.admit_at(key, policy, self.to_core(now))
+            .map_err(|r| r.map_instant(|t| self.to_std(t)))
+    }
+
+    /// [`Breakers::admit`] with `now` given on a clock of the caller's
+    /// choosing (as nanoseconds since its epoch), such as an executor's
+    /// shared clock; every call on one store must use the same clock.
+    pub fn admit_at(
+        &self,
+        key: PolicyKey<'_>,
+        policy: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Permit, breaker::Refusal> {
+        if !policy.enabled {
+            return Ok(Permit {
+                permit: breaker::Permit::BYPASS,
+                entry: 0,
+            });
+        }
+        let mut warning = None;
+        let answer = {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            inner.clock += 1;
+            let tick = inner.clock;
+            if !inner.map.contains_key(&key as &dyn KeyParts) {
+                if inner.map.len() >= self.max_keys {
+                    warning = self.evict(inner, now);
+                }
+                inner.last_id += 1;
+                let entry = Entry {
+                    breaker: CircuitBreaker::new(policy.clone()),
+                    last_used: tick,
+                    id: inner.last_id,
+                };
+                inner.map.insert(OwnedKey::from(key), entry);
+            }
+            match inner.map.get_mut(&key as &dyn KeyParts) {
+                Some(entry) => {
+                    entry.last_used = tick;
+                    entry.breaker.set_policy(policy);
+                    let id = entry.id;
+                    entry
+                        .breaker
+                        .admit(now)
+                        .map(|permit| Permit { permit, entry: id })
+                }
+                // Inserted above.
+                None => Ok(Permit {
+                    permit: breaker::Permit::BYPASS,
+                    entry: 0,
+                }),
+            }
+        };
+        if let (Some(message), Some(hook)) = (warning, &self.hook) {
+            hook(&message);
+        }
+        answer
+    }
+
+    /// The call for `key` admitted with `permit` ended with `result` at
+    /// `now`; returns the breaker's new state when the result changed it.
+    ///
+    /// Call it exactly once per permit. A bypass permit, or one whose
+    /// breaker was evicted meanwhile, records nothing.
+    pub fn record(
+        &self,
+        key: PolicyKey<'_>,
+        permit: Permit,
+        result: CallResult,
+        now: StdInstant,
+    ) -> Option<CircuitState> {
+        self.record_at(key, permit, result, self.to_core(now))
+            .map(|s| s.map_instant(|t| self.to_std(t)))
+    }
+
+    /// [`Breakers::record`] on the clock of [`Breakers::admit_at`].
+    pub fn record_at(
+        &self,
+        key: PolicyKey<'_>,
+        permit: Permit,
+        result: CallResult,
+        now: Instant,
+    ) -> Option<breaker::CircuitState> {
+        if permit.is_bypass() {
+            return None;
+        }
+        let changed = {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            inner.clock += 1;
+            let tick = inner.clock;
+            let entry = inner.map.get_mut(&key as &dyn KeyParts)?;
+            if entry.id != permit.entry {
+                return None;
+            }
+            entry.last_used = tick;
+            entry.breaker.record(permit.permit, result, now)?
+        };
+        Some(changed)
+    }
+
+    /// `key`'s state at `now` (closed when it has no breaker); does not
+    /// count as a use.
+    pub fn state(&self, key: PolicyKey<'_>, now: StdInstant) -> CircuitState {
+        let now = self.to_core(now);
+        let state = match self.lock().map.get(&key as &dyn KeyParts) {
+            Some(entry) => entry.breaker.state(now),
+            None => breaker::CircuitState::Closed,
+        };
+        state.map_instant(|t| self.to_std(t))
+    }
+
+    /// Removes the least recently used closed breaker, or the least recently
+    /// used one when none is closed; returns the one-time warning.
+    fn evict(&self, inner: &mut Inner, now: Instant) -> Option<String> {
+        let lru = |closed: bool| {
+            inner
+                .map
+                .iter()
+                .filter(|(_, e)| !closed || e.breaker.state(now) == breaker::CircuitState::Closed)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, e)| (e.id, k))
+        };
+        let (victim, key) = lru(true).or_else(|| lru(false))?;
+        let warning = (!self.bound_reached.swap(true, Ordering::Relaxed)).then(|| {
+            format!(
+                "recourse: the circuit breaker store reached its bound of {} keys and \
+                 evicted `{}`; policy keys must name operations, not requests",
+                self.max_keys,
+                PolicyKey::new(&key.namespace, &key.name)
+            )
+        });
+        inner.map.retain(|_, e| e.id != victim);
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+        warning
+    }
+
+    /// The state is consistent after every method (nothing in them panics
+    /// half-way), so a poisoned lock is still good.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn to_core(&self, t: StdInstant) -> Instant {
+        Instant::from_nanos(nanos(t.saturating_duration_since(self.epoch)))
+    }
+
+    fn to_std(&self, t: Instant) -> StdInstant {
+        // At most a century ahead, which every platform's Instant holds.
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let d = t.since_epoch().min(CENTURY);
+        self.epoch.checked_add(d).unwrap_or(self.epoch)
+    }
+}
+
+impl Default for Breakers {
+    /// A store of at most [`DEFAULT_MAX_KEYS`] breakers.
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_KEYS)
+    }
+}
+
+impl fmt::Debug for Breakers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breakers")
+            .field("max_keys", &self.max_keys)
+            .field("len", &self.len())
+            .field("evictions", &self.evictions())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A policy key the store owns.
+#[derive(Debug, PartialEq, Eq)]
+struct OwnedKey {
+    namespace: Box<str>,
+    name: Box<str>,
+}
+
+impl From<PolicyKey<'_>> for OwnedKey {
+    fn from(key: PolicyKey<'_>) -> Self {
+        Self {
+            namespace: key.namespace.into(),
+            name: key.name.into(),
+        }
+    }
+}
+
+/// The two parts of a key, owned or borrowed: lets the map be searched with
+/// a borrowed [`PolicyKey`], without building an [`OwnedKey`].
+trait KeyParts {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl KeyParts for OwnedKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+}
+
+impl KeyParts for PolicyKey<'_> {
+    fn parts(&self) -> (&str, &str) {
+        (self.namespace, self.name)
+    }
+}
+
+impl<'a> Borrow<dyn KeyParts + 'a> for OwnedKey {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
+}
+
+// `OwnedKey` and `dyn KeyParts` must hash and compare alike.
+impl Hash for OwnedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl Hash for dyn KeyParts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    fn policy() -> CircuitPolicy {
+        CircuitPolicy {
+            enabled: true,
+            threshold: 3,
+            cooldown: Duration::from_secs(1),
+            ..CircuitPolicy::DEFAULT
+        }
+    }
+
+    fn call(b: &Breakers, key: &str, result: CallResult, now: StdInstant) -> Option<CircuitState> {
+        let key = PolicyKey::parse(key);
+        let permit = b.admit(key, &policy(), now).expect("admitted");
+        b.record(key, permit, result, now)
+    }
+
+    fn open(b: &Breakers, key: &str, now: StdInstant) {
+        for _ in 0..3 {
+            call(b, key, CallResult::Failure, now);
+        }
+        assert!(matches!(
+            b.state(PolicyKey::parse(key), now),
+            CircuitState::Open { .. }
+        ));
+    }
+
+    #[test]
+    fn the_bound_holds_under_ten_thousand_distinct_keys() {
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let seen = warnings.clone();
+        let b = Breakers::new(1024).on_bound(move |message| {
+            assert!(message.contains("1024 keys"), "{message}");
+            seen.fetch_add(1, Ordering::Relaxed);
+        });
+        let t = StdInstant::now();
+        for i in 0..10_000 {
+            let key = format!("svc.user-{i}");
+            call(&b, &key, CallResult::Failure, t);
+            assert!(b.len() <= 1024);
+        }
+        assert_eq!(b.len(), 1024);
+        assert_eq!(b.evictions(), 10_000 - 1024);
+        assert!(b.bound_reached());
+        assert_eq!(warnings.load(Ordering::Relaxed), 1, "warned once");
+        // The most recent keys are the ones kept.
+        assert!(b
+            .lock()
+            .map
+            .contains_key(&PolicyKey::parse("svc.user-9999") as &dyn KeyParts));
+        assert!(!b
+            .lock()
+            .map
+            .contains_key(&PolicyKey::parse("svc.user-0") as &dyn KeyParts));
+    }
+
+    #[test]
+    fn eviction_prefers_closed_breakers() {
+        let b = Breakers::new(3);
+        let t = StdInstant::now();
+        open(&b, "a", t); // least recently used, but open
+        call(&b, "b", CallResult::Success, t);
+        call(&b, "c", CallResult::Success, t);
+        call(&b, "d", CallResult::Success, t); // evicts b
+        let has = |k: &str| {
+            b.lock()
+                .map
+                .contains_key(&PolicyKey::parse(k) as &dyn KeyParts)
+        };
+        assert!(has("a") && !has("b") && has("c") && has("d"));
+        assert_eq!(b.evictions(), 1);
+
+        // With every breaker open, the least recently used goes anyway.
+        open(&b, "c", t);
+        open(&b, "d", t);
+        call(&b, "e", CallResult::Success, t);
+        assert!(!has("a") && has("c") && has("d") && has("e"));
+        assert_eq!(b.evictions(), 2);
+    }
+
+    #[test]
+    fn a_hot_key_keeps_its_state() {
+        let b = Breakers::new(16);
+        let t = StdInstant::now();
+        let hot = PolicyKey::parse("payments.Charge");
+        // Two failures of three: closed, with a count worth keeping.
+        call(&b, "payments.Charge", CallResult::Failure, t);
+        call(&b, "payments.Charge", CallResult::Failure, t);
+        for i in 0..10_000 {
+            call(&b, &format!("cold.k{i}"), CallResult::Success, t);
+            if i % 8 == 0 {
+                // A neutral call: a use that changes nothing.
+                call(&b, "payments.Charge", CallResult::Neutral, t);
+            }
+        }
+        assert_eq!(b.state(hot, t), CircuitState::Closed);
+        // The third failure opens it: the first two were not forgotten.
+        assert_eq!(
+            call(&b, "payments.Charge", CallResult::Failure, t),
+            Some(CircuitState::Open {
+                until: t + Duration::from_secs(1)
+            })
+        );
+        // And an open key survives a stream of new ones.
+        for i in 0..1_000 {
+            call(&b, &format!("colder.k{i}"), CallResult::Success, t);
+        }
+        assert!(matches!(b.state(hot, t), CircuitState::Open { .. }));
+        let refusal = b.admit(hot, &policy(), t).unwrap_err();
+        assert_eq!(refusal.reason, CIRCUIT_OPEN);
+    }
+
+    #[test]
+    fn a_permit_of_an_evicted_breaker_is_not_recorded_on_its_successor() {
+        let b = Breakers::new(1);
+        let t = StdInstant::now();
+        let a = PolicyKey::parse("a");
+        let stale = b.admit(a, &policy(), t).unwrap();
+        call(&b, "b", CallResult::Success, t); // evicts a
+        call(&b, "a", CallResult::Failure, t); // evicts b, a is new
+        assert_eq!(b.record(a, stale, CallResult::Failure, t), None);
+        assert_eq!(b.evictions(), 2);
+        // Only one failure counted: two more to open.
+        assert_eq!(call(&b, "a", CallResult::Failure, t), None);
+        assert!(call(&b, "a", CallResult::Failure, t).is_some());
+    }
+
+    #[test]
+    fn a_disabled_policy_bypasses_the_store() {
+        let b = Breakers::default();
+        assert_eq!(b.max_keys(), DEFAULT_MAX_KEYS);
+        let key = PolicyKey::parse("svc.op");
+        let t = StdInstant::now();
+        for _ in 0..10 {
+            let p = b.admit(key, &CircuitPolicy::DEFAULT, t).unwrap();
+            assert!(p.is_bypass());
+            assert_eq!(b.record(key, p, CallResult::Failure, t), None);
+        }
+        assert!(b.is_empty());
+        assert_eq!(b.state(key, t), CircuitState::Closed);
+    }
+
+    #[test]
+    fn probes_and_cooldown_in_std_time() {
+        let b = Breakers::new(8);
+        let t = StdInstant::now();
+        let key = PolicyKey::parse("svc.op");
+        open(&b, "svc.op", t);
+        let r = b
+            .admit(key, &policy(), t + Duration::from_millis(999))
+            .unwrap_err();
+        assert_eq!(
+            r.state,
+            CircuitState::Open {
+                until: t + Duration::from_secs(1)
+            }
+        );
+        let probe = b.admit(key, &policy(), t + Duration::from_secs(1)).unwrap();
+        assert!(probe.is_probe());
+        let r = b
+            .admit(key, &policy(), t + Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(r.reason, HALF_OPEN_PROBE_LIMIT);
+        assert_eq!(r.state, CircuitState::HalfOpen);
+        // A neutral probe frees its slot.
+        b.record(key, probe, CallResult::Neutral, t + Duration::from_secs(2));
+        let probe = b.admit(key, &policy(), t + Duration::from_secs(2)).unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(
+            b.record(key, probe, CallResult::Success, t + Duration::from_secs(2)),
+            Some(CircuitState::Closed)
+        );
+    }
+
+    #[test]
+    fn concurrent_use_from_two_threads() {
+        let b = Breakers::new(64);
+        let t = StdInstant::now();
+        std::thread::scope(|s| {
+            for thread in 0..2 {
+                let b = &b;
+                s.spawn(move || {
+                    for i in 0..5_000u64 {
+                        let now = t + Duration::from_micros(i);
+                        // A shared key that always fails, and a churn of
+                        // private keys.
+                        let shared = PolicyKey::parse("shared.op");
+                        if let Ok(p) = b.admit(shared, &policy(), now) {
+                            b.record(shared, p, CallResult::Failure, now);
+                        }
+                        let own = format!("t{thread}.k{}", i % 100);
+                        let own = PolicyKey::parse(&own);
+                        if let Ok(p) = b.admit(own, &policy(), now) {
+                            b.record(own, p, CallResult::Success, now);
+                        }
+                        assert!(b.len() <= 64);
+                    }
+                });
+            }
+        });
+        assert!(b.len() <= 64);
+        assert!(b.evictions() > 0);
+        assert!(matches!(
+            b.state(PolicyKey::parse("shared.op"), t),
+            CircuitState::Open { .. }
+        ));
+    }
+
+    #[test]
+    fn lookup_does_not_confuse_keys_that_display_alike() {
+        let b = Breakers::new(8);
+        let t = StdInstant::now();
+        open(&b, "x", t);
+        // {"", "x"} is open; {"x", ""} is another key.
+        let other = PolicyKey::new("x", "");
+        assert_eq!(b.state(other, t), CircuitState::Closed);
+        assert!(b.admit(other, &policy(), t).is_ok());
+    }
+}

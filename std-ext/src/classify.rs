@@ -1,0 +1,190 @@
+//! Classifiers in the executor: chosen by policy through a registry, and
+//! panic containment.
+//!
+//! Why contain: a classifier is user code run on every attempt; a bug in it
+//! (an index out of range on an odd response) must not take the caller's
+//! task down. With containment on (the executor's default), a panicking
+//! classifier makes the attempt's outcome abort `panic_in_classifier`, the
+//! call stops there, and the panic message is kept in the timeline attribute
+//! `panic_in_classifier`.
+
+use core::any::Any;
+use core::fmt;
+use core::marker::PhantomData;
+use core::panic::AssertUnwindSafe;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use recourse_core::policy::Policy;
+use recourse_core::{Classifier, DefaultClassifier, Outcome};
+
+use crate::timeline::Timeline;
+
+/// Reason (and timeline attribute): the classifier panicked.
+pub const PANIC_IN_CLASSIFIER: &str = "panic_in_classifier";
+
+/// A classifier whose panics become an abort outcome.
+pub(crate) struct Contained<'a, C> {
+    pub(crate) inner: C,
+    pub(crate) contain: bool,
+    /// The first panic's message.
+    pub(crate) panicked: &'a Mutex<Option<String>>,
+}
+
+impl<T, E, C: Classifier<T, E>> Classifier<T, E> for Contained<'_, C> {
+    fn classify(&self, result: &Result<T, E>) -> Outcome {
+        if !self.contain {
+            return self.inner.classify(result);
+        }
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.classify(result))) {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                if let Ok(mut slot) = self.panicked.lock() {
+                    slot.get_or_insert(message);
+                }
+                Outcome::abort(PANIC_IN_CLASSIFIER)
+            }
+        }
+    }
+}
+
+/// Reason (and `classifier_error` attribute): the classifier the policy names
+/// was registered for other result types than the call's.
+pub const CLASSIFIER_TYPE_MISMATCH: &str = "classifier_type_mismatch";
+/// `classifier_error` attribute: the policy names a classifier the registry
+/// does not have; the call used the default classifier.
+pub const CLASSIFIER_NOT_FOUND: &str = "classifier_not_found";
+
+/// A classifier for results of one type, behind a type-erased interface.
+trait AnyClassifier: Send + Sync {
+    /// The outcome, or `None` when `result` is not of the registered type.
+    fn classify_any(&self, result: &dyn Any) -> Option<Outcome>;
+}
+
+struct Typed<C, T, E>(C, PhantomData<fn(&Result<T, E>)>);
+
+impl<C, T, E> AnyClassifier for Typed<C, T, E>
+where
+    C: Classifier<T, E> + Send + Sync,
+    T: 'static,
+    E: 'static,
+{
+    fn classify_any(&self, result: &dyn Any) -> Option<Outcome> {
+        result
+            .downcast_ref::<Result<T, E>>()
+            .map(|r| self.0.classify(r))
+    }
+}
+
+/// Classifiers by name, for policies that choose one (`retry.classifier`).
+///
+/// A classifier is registered for one result type `Result<T, E>`. A call
+/// whose policy names it and whose operation returns that type uses it; one
+/// that returns another type gets the non-retryable outcome
+/// `classifier_type_mismatch` (a configuration error, never a panic); a name
+/// the registry does not have falls back to the default classifier, with
+/// the timeline attributes `classifier_name` and
+/// `classifier_error=classifier_not_found`. A classifier passed to
+/// [`Executor::call_classified`](crate::Executor::call_classified) wins over
+/// the policy's.
+///
+/// ```
+/// use recourse::{ClassifierRegistry, Outcome};
+///
+/// let classifiers = ClassifierRegistry::new().with("status", |r: &Result<u16, String>| match r {
+///     Ok(200) => Outcome::SUCCESS,
+///     Ok(503) | Err(_) => Outcome::retryable("unavailable"),
+///     Ok(_) => Outcome::non_retryable("bad_status"),
+/// });
+/// assert!(classifiers.contains("status"));
+/// ```
+#[derive(Clone, Default)]
+pub struct ClassifierRegistry {
+    classifiers: BTreeMap<String, Arc<dyn AnyClassifier>>,
+}
+
+impl fmt::Debug for ClassifierRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassifierRegistry")
+            .field("names", &self.classifiers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ClassifierRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This registry with `classifier` under `name`, for results of type
+    /// `Result<T, E>`.
+    pub fn with<T, E, C>(mut self, name: impl Into<String>, classifier: C) -> Self
+    where
+        T: 'static,
+        E: 'static,
+        C: Classifier<T, E> + Send + Sync + 'static,
+    {
+        self.register(name, classifier);
+        self
+    }
+
+    /// Adds `classifier` under `name` (replacing one of that name).
+    pub fn register<T, E, C>(&mut self, name: impl Into<String>, classifier: C)
+    where
+        T: 'static,
+        E: 'static,
+        C: Classifier<T, E> + Send + Sync + 'static,
+    {
+        let typed: Typed<C, T, E> = Typed(classifier, PhantomData);
+        self.classifiers.insert(name.into(), Arc::new(typed));
+    }
+
+    /// Whether a classifier is registered under `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.classifiers.contains_key(name)
+    }
+
+    /// The classifier for a call under `policy`, noting a fallback in the
+    /// timeline.
+    pub(crate) fn for_policy(
+        &self,
+        policy: &Policy,
+        timeline: Option<&mut Timeline>,
+    ) -> ByPolicy<'_> {
+        let name = policy.retry.classifier.as_str();
+        if name.is_empty() {
+            return ByPolicy { named: None };
+        }
+        let named = self.classifiers.get(name).map(|c| &**c);
+        if let Some(t) = timeline {
+            t.attributes.insert("classifier_name", name.to_owned());
+            if named.is_none() {
+                t.attributes
+                    .insert("classifier_error", CLASSIFIER_NOT_FOUND.to_owned());
+            }
+        }
+        ByPolicy { named }
+    }
+}
+
+/// The policy's classifier, or the default one.
+pub(crate) struct ByPolicy<'a> {
+    named: Option<&'a dyn AnyClassifier>,
+}
+
+impl<T: 'static, E: 'static> Classifier<T, E> for ByPolicy<'_> {
+    fn classify(&self, result: &Result<T, E>) -> Outcome {
+        match self.named {
+            None => DefaultClassifier.classify(result),
+            Some(c) => c
+                .classify_any(result)
+                .unwrap_or(Outcome::non_retryable(CLASSIFIER_TYPE_MISMATCH)),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! `HttpClassifier` against a real HTTP/1.1 server on 127.0.0.1.
+//!
+//! The server and client are raw tokio sockets (one request per connection,
+//! `Connection: close`), so the test needs no HTTP stack beyond the `http`
+//! types. It runs on the real clock: the server's `Retry-After: 1` is a real
+//! second, and the test checks that recourse waited it, from both the
+//! timeline and the server's own clock.
+
+use core::net::SocketAddr;
+use core::time::Duration;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant as StdInstant;
+
+use http::{Method, Response, StatusCode};
+use recourse::{AttemptInfo, Executor, HttpClassifier, Policy, StaticProvider};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const UNAVAILABLE: &str =
+    "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy";
+const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+
+/// What the server saw of one request.
+#[derive(Clone, Debug)]
+struct Seen {
+    request_line: String,
+    arrived: StdInstant,
+    /// Just before the response was written.
+    answered: StdInstant,
+}
+
+/// Serves `script[i]` to the `i`-th connection (the last entry from then
+/// on) and records every request. Stops when the test's runtime ends.
+async fn serve(script: &'static [&'static str]) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        // Bounded: every test makes at most a handful of requests.
+        for n in 0..16 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(head) = read_head(&mut socket).await else {
+                continue;
+            };
+            let arrived = StdInstant::now();
+            // Logged before the answer is written, so that the log is
+            // complete by the time the client has its response.
+            lock(&log).push(Seen {
+                request_line: head.lines().next().unwrap_or_default().to_owned(),
+                arrived,
+                answered: StdInstant::now(),
+            });
+            let response = script[n.min(script.len() - 1)];
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    (addr, seen)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads up to the blank line that ends a request's head (at most 8 KiB).
+async fn read_head(socket: &mut TcpStream) -> io::Result<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 || buf.len() > 8192 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// One HTTP/1.1 request on a fresh connection; the response is read to EOF
+/// and parsed into an `http::Response`. Any I/O or parse failure is an
+/// `Err`, a transport error to the classifier.
+async fn request(addr: SocketAddr, method: &Method) -> io::Result<Response<Vec<u8>>> {
+    let mut socket = TcpStream::connect(addr).await?;
+    let head = format!(
+        "{method} / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await?;
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).await?;
+    parse_response(&raw).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad response"))
+}
+
+fn parse_response(raw: &[u8]) -> Option<Response<Vec<u8>>> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = core::str::from_utf8(&raw[..split]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.strip_prefix("HTTP/1.1 ")?.get(..3)?;
+    let mut builder = Response::builder().status(StatusCode::from_bytes(status.as_bytes()).ok()?);
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        builder = builder.header(name.trim(), value.trim());
+    }
+    builder.body(raw[split + 4..].to_vec()).ok()
+}
+
+/// Up to 4 attempts, with timeouts so that a broken test fails instead of
+/// hanging.
+fn executor() -> Executor {
+    let mut policy = Policy::DEFAULT;
+    policy.retry.max_attempts = 4;
+    policy.retry.timeout_per_attempt = Some(Duration::from_secs(5));
+    policy.retry.overall_timeout = Some(Duration::from_secs(20));
+    let provider = StaticProvider::builder()
+        .policy("svc.Http", policy)
+        .map(|b| b.build())
+        .unwrap_or_else(|e| panic!("{e}"));
+    Executor::builder().provider(provider).build()
+}
+
+#[tokio::test]
+async fn get_waits_retry_after_then_succeeds() {
+    let (addr, seen) = serve(&[UNAVAILABLE, UNAVAILABLE, OK]).await;
+    let exec = executor();
+    let method = Method::GET;
+    let (result, timeline) = exec
+        .call_classified_with_timeline(
+            "svc.Http",
+            HttpClassifier::new(&method),
+            |_: AttemptInfo| request(addr, &method),
+        )
+        .await;
+
+    let response = result.expect("the third attempt succeeds");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.body().as_slice(), b"hello");
+
+    let reasons: Vec<_> = timeline.attempts.iter().map(|a| a.outcome.reason).collect();
+    assert_eq!(reasons, ["http_5xx", "http_5xx", "success"], "{timeline}");
+    let a = &timeline.attempts;
+    for i in 1..3 {
+        // The hint replaced the 10 ms backoff...
+        assert_eq!(a[i].backoff, Duration::from_secs(1), "{timeline}");
+        assert_eq!(a[i - 1].outcome.retry_after, Some(Duration::from_secs(1)));
+        // ...and the next attempt really started a second after.
+        assert!(
+            a[i].start - a[i - 1].end >= Duration::from_secs(1),
+            "{timeline}"
+        );
+    }
+
+    // The server's view: three GETs, each retry a second after the answer.
+    let seen = lock(&seen).clone();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|s| s.request_line == "GET / HTTP/1.1"));
+    for w in seen.windows(2) {
+        assert!(
+            w[1].arrived - w[0].answered >= Duration::from_secs(1),
+            "{seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn post_is_not_retried() {
+    let (addr, seen) = serve(&[UNAVAILABLE]).await;
+    let exec = executor();
+    let method = Method::POST;
+    let (result, timeline) = exec
+        .call_classified_with_timeline(
+            "svc.Http",
+            HttpClassifier::new(&method),
+            |_: AttemptInfo| request(addr, &method),
+        )
+        .await;
+
+    // A non-retryable value is the call's result: the 503 itself.
+    let response = result.expect("the 503 response is returned");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(timeline.attempts.len(), 1, "{timeline}");
+    assert_eq!(timeline.attempts[0].outcome.reason, "http_non_idempotent");
+    assert_eq!(timeline.attempts[0].outcome.retry_after, None);
+    assert!(matches!(
+        timeline.verdict,
+        Some(recourse::Verdict::Failure {
+            cause: recourse::Cause::NonRetryable,
+            ..
+        })
+    ));
+    assert_eq!(lock(&seen).len(), 1);
+}
+
+#[tokio::test]
+async fn transport_errors_are_retried_for_get() {
+    // A port with nothing listening: bind, note the port, close.
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("local addr")
+    };
+    let exec = executor();
+    let method = Method::GET;
+    let (result, timeline) = exec
+        .call_classified_with_timeline(
+            "svc.Http",
+            HttpClassifier::new(&method),
+            |_: AttemptInfo| request(addr, &method),
+        )
+        .await;
+    assert!(result.is_err());
+    let reasons: Vec<_> = timeline.attempts.iter().map(|a| a.outcome.reason).collect();
+    assert_eq!(reasons, ["http_transport_error"; 4], "{timeline}");
+}
