@@ -116,6 +116,10 @@ pub struct RetryPolicy {
     pub classifier: Name,
     /// The budget that gates attempts of this call.
     pub budget: BudgetRef,
+    /// Whether protocol classifiers may retry non-idempotent requests (an
+    /// HTTP POST or PATCH): off by default, because a retried POST may
+    /// charge a card twice.
+    pub retry_non_idempotent: bool,
 }
 
 impl RetryPolicy {
@@ -134,6 +138,7 @@ impl RetryPolicy {
             name: Name::new(),
             cost: 1,
         },
+        retry_non_idempotent: false,
     };
 }
 

@@ -214,6 +214,29 @@ impl<S: TimerSource> Executor<S> {
         self.with_timeline(key, |_, _| classifier, op).await
     }
 
+    /// Calls `op` (an HTTP request) under the policy for `key`, classified
+    /// by an [`HttpClassifier`](crate::http::HttpClassifier) for `method`:
+    /// idempotent methods retry transport errors, 5xx, 408 and 429 (honouring
+    /// `Retry-After`); non-idempotent ones do so only when the policy sets
+    /// `retry.retry_non_idempotent`. Also returns the call's [`Timeline`].
+    #[cfg(feature = "http")]
+    pub async fn call_http_with_timeline<B, E, Op, Fut>(
+        &self,
+        key: &str,
+        method: &http::Method,
+        op: Op,
+    ) -> (Result<http::Response<B>, Error<E>>, Timeline)
+    where
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<http::Response<B>, E>>,
+    {
+        let classifier = |p: &Policy, _: Option<&mut Timeline>| {
+            crate::http::HttpClassifier::new(method)
+                .retry_non_idempotent(p.retry.retry_non_idempotent)
+        };
+        self.with_timeline(key, classifier, op).await
+    }
+
     async fn with_timeline<T, E, C, Op, Fut>(
         &self,
         key: &str,

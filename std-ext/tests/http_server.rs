@@ -213,3 +213,42 @@ async fn transport_errors_are_retried_for_get() {
     let reasons: Vec<_> = timeline.attempts.iter().map(|a| a.outcome.reason).collect();
     assert_eq!(reasons, ["http_transport_error"; 4], "{timeline}");
 }
+
+/// A 503 without `Retry-After`, so that the retry follows the policy's
+/// 10 ms backoff.
+const BUSY: &str =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn post_is_retried_when_the_policy_opts_in() {
+    let (addr, seen) = serve(&[BUSY, OK]).await;
+    let mut policy = Policy::DEFAULT;
+    policy.retry.retry_non_idempotent = true;
+    let provider = StaticProvider::builder()
+        .policy("svc.Idempotent", policy)
+        .map(|b| b.build())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let exec = Executor::builder().provider(provider).build();
+    let method = Method::POST;
+    let (result, timeline) = exec
+        .call_http_with_timeline("svc.Idempotent", &method, |_: AttemptInfo| {
+            request(addr, &method)
+        })
+        .await;
+    assert_eq!(result.expect("200").status(), StatusCode::OK);
+    let reasons: Vec<_> = timeline.attempts.iter().map(|a| a.outcome.reason).collect();
+    assert_eq!(reasons, ["http_5xx", "success"], "{timeline}");
+    assert_eq!(lock(&seen).len(), 2);
+
+    // The same call under a policy that does not opt in stops at the 503.
+    let (addr, seen) = serve(&[BUSY, OK]).await;
+    let (result, timeline) = executor()
+        .call_http_with_timeline("svc.Http", &method, |_: AttemptInfo| request(addr, &method))
+        .await;
+    assert_eq!(
+        result.expect("503").status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(timeline.attempts[0].outcome.reason, "http_non_idempotent");
+    assert_eq!(lock(&seen).len(), 1);
+}
