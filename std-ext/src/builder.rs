@@ -9,7 +9,7 @@ use recourse_core::machine::Options;
 
 use crate::breakers::Breakers;
 use crate::budgets::{BudgetRegistry, MissingBudgetMode};
-use crate::classify::ClassifierRegistry;
+use crate::classify::{ClassifierRegistry, MissingClassifierMode};
 use crate::executor::Executor;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode};
 use crate::observer::{MultiObserver, Observer};
@@ -45,6 +45,7 @@ pub struct ExecutorBuilder<S = DefaultTimer> {
     contain_panics: bool,
     breakers: Breakers,
     classifiers: ClassifierRegistry,
+    missing_classifier: MissingClassifierMode,
 }
 
 impl ExecutorBuilder {
@@ -62,6 +63,7 @@ impl ExecutorBuilder {
             contain_panics: true,
             breakers: Breakers::default(),
             classifiers: ClassifierRegistry::new(),
+            missing_classifier: MissingClassifierMode::default(),
         }
     }
 }
@@ -114,7 +116,16 @@ impl<S> ExecutorBuilder<S> {
             contain_panics: self.contain_panics,
             breakers: self.breakers,
             classifiers: self.classifiers,
+            missing_classifier: self.missing_classifier,
         }
+    }
+
+    /// What a call does when its policy names a classifier the registry
+    /// does not have: [`MissingClassifierMode::Fallback`] (the default) or
+    /// [`MissingClassifierMode::Deny`].
+    pub fn missing_classifier_mode(mut self, mode: MissingClassifierMode) -> Self {
+        self.missing_classifier = mode;
+        self
     }
 
     /// The classifiers policies choose by name (`retry.classifier`).
@@ -204,6 +215,7 @@ impl<S> ExecutorBuilder<S> {
             calls: AtomicU64::new(0),
             observer_panics: AtomicU64::new(0),
             classifiers: self.classifiers,
+            missing_classifier: self.missing_classifier,
         }
     }
 }

@@ -61,7 +61,7 @@ pub const CLASSIFIER_TYPE_MISMATCH: &str = "classifier_type_mismatch";
 pub const CLASSIFIER_NOT_FOUND: &str = "classifier_not_found";
 
 /// A classifier for results of one type, behind a type-erased interface.
-trait AnyClassifier: Send + Sync {
+pub(crate) trait AnyClassifier: Send + Sync {
     /// The outcome, or `None` when `result` is not of the registered type.
     fn classify_any(&self, result: &dyn Any) -> Option<Outcome>;
 }
@@ -155,11 +155,12 @@ impl ClassifierRegistry {
     pub(crate) fn for_policy(
         &self,
         policy: &Policy,
+        mode: MissingClassifierMode,
         timeline: Option<&mut Timeline>,
     ) -> ByPolicy<'_> {
         let name = policy.retry.classifier.as_str();
         if name.is_empty() {
-            return ByPolicy { named: None };
+            return ByPolicy::Default;
         }
         let named = self.classifiers.get(name).map(|c| &**c);
         if let Some(t) = timeline {
@@ -167,24 +168,59 @@ impl ClassifierRegistry {
             if named.is_none() {
                 t.attributes
                     .insert("classifier_error", CLASSIFIER_NOT_FOUND.to_owned());
+                t.attributes
+                    .insert("missing_classifier_mode", mode.as_str().to_owned());
             }
         }
-        ByPolicy { named }
+        match (named, mode) {
+            (Some(c), _) => ByPolicy::Named(c),
+            (None, MissingClassifierMode::Fallback) => ByPolicy::Default,
+            (None, MissingClassifierMode::Deny) => ByPolicy::NotFound,
+        }
     }
 }
 
-/// The policy's classifier, or the default one.
-pub(crate) struct ByPolicy<'a> {
-    named: Option<&'a dyn AnyClassifier>,
+/// What a call does when its policy names a classifier the registry does
+/// not have.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum MissingClassifierMode {
+    /// Use the default classifier (`Err` retryable). The default.
+    #[default]
+    Fallback,
+    /// Fail closed: every failed attempt's outcome is non-retryable
+    /// `classifier_not_found`, so the operation runs once and is not retried
+    /// on a guess.
+    Deny,
+}
+
+impl MissingClassifierMode {
+    /// `fallback` or `deny`, as in the timeline attribute
+    /// `missing_classifier_mode`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fallback => "fallback",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// The policy's classifier, the default one, or none to be had.
+pub(crate) enum ByPolicy<'a> {
+    Default,
+    Named(&'a dyn AnyClassifier),
+    NotFound,
 }
 
 impl<T: 'static, E: 'static> Classifier<T, E> for ByPolicy<'_> {
     fn classify(&self, result: &Result<T, E>) -> Outcome {
-        match self.named {
-            None => DefaultClassifier.classify(result),
-            Some(c) => c
+        match self {
+            Self::Default => DefaultClassifier.classify(result),
+            Self::Named(c) => c
                 .classify_any(result)
                 .unwrap_or(Outcome::non_retryable(CLASSIFIER_TYPE_MISMATCH)),
+            Self::NotFound if result.is_ok() => Outcome::SUCCESS,
+            Self::NotFound => Outcome::non_retryable(CLASSIFIER_NOT_FOUND),
         }
     }
 }

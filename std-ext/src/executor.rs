@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use crate::breakers::Breakers;
 use crate::budgets::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
-use crate::classify::{ClassifierRegistry, Contained, PANIC_IN_CLASSIFIER};
+use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode, PANIC_IN_CLASSIFIER};
 use crate::gate::{CallGate, Held};
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::observer::Observer;
@@ -89,6 +89,7 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) breakers: Breakers,
     pub(crate) observer_panics: AtomicU64,
     pub(crate) classifiers: ClassifierRegistry,
+    pub(crate) missing_classifier: MissingClassifierMode,
 }
 
 impl Executor {
@@ -157,8 +158,13 @@ impl<S: TimerSource> Executor<S> {
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.run(key, |p, t| self.classifiers.for_policy(p, t), op, None)
-            .await
+        self.run(
+            key,
+            |p, t| self.classifiers.for_policy(p, self.missing_classifier, t),
+            op,
+            None,
+        )
+        .await
     }
 
     /// Like [`Executor::call`], and also returns the call's [`Timeline`].
@@ -173,8 +179,12 @@ impl<S: TimerSource> Executor<S> {
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.with_timeline(key, |p, t| self.classifiers.for_policy(p, t), op)
-            .await
+        self.with_timeline(
+            key,
+            |p, t| self.classifiers.for_policy(p, self.missing_classifier, t),
+            op,
+        )
+        .await
     }
 
     /// Like [`Executor::call`], with `classifier` deciding what each

@@ -127,7 +127,7 @@ pub use self::http::HttpClassifier;
 pub use breakers::Breakers;
 pub use budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
 pub use builder::ExecutorBuilder;
-pub use classify::ClassifierRegistry;
+pub use classify::{ClassifierRegistry, MissingClassifierMode};
 pub use executor::Executor;
 pub use facade::{
     default_executor, do_value, do_value_with, do_value_with_timeline, do_value_with_timeline_with,

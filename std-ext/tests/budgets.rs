@@ -443,3 +443,27 @@ async fn the_policy_chooses_the_classifier_by_name() {
         Some("classifier_not_found")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_classifier_can_fail_closed() {
+    let provider = recourse::StaticProvider::builder()
+        .policy("svc.Missing", with_classifier(attempts(3), "nope"))
+        .expect("test")
+        .build();
+    let exec = Executor::builder()
+        .provider(provider)
+        .missing_classifier_mode(recourse::MissingClassifierMode::Deny)
+        .build();
+    let (r, t) = exec
+        .call_with_timeline("svc.Missing", |_| async { Err::<u32, &str>("x") })
+        .await;
+    assert!(matches!(r, Err(Error::Operation { error: "x", .. })));
+    assert_eq!(t.attempts.len(), 1, "not retried on a guess");
+    assert_eq!(t.attempts[0].outcome.reason, "classifier_not_found");
+    assert_eq!(t.attribute("missing_classifier_mode"), Some("deny"));
+    // Successes still succeed.
+    let r = exec
+        .call("svc.Missing", |_| async { Ok::<u32, &str>(1) })
+        .await;
+    assert_eq!(r, Ok(1));
+}
