@@ -232,3 +232,42 @@ impl<B: Budget + ?Sized> Gate for BudgetGate<'_, B> {
         }
     }
 }
+
+#[cfg(test)]
+mod far_clock_tests {
+    //! A shared clock may count from an epoch long ago (std-ext's counts
+    //! from a century before first use): every built-in must work there
+    //! exactly as near its epoch.
+
+    use core::time::Duration;
+
+    use super::testing::{record, request, FAILED, INITIAL, RETRY};
+    use super::*;
+
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+    fn fresh_budget_allows_a_first_attempt_and_a_retry(b: &dyn Budget) {
+        for epoch in [Instant::ZERO, Instant::ZERO + CENTURY] {
+            let now = epoch + Duration::from_millis(1);
+            let first = b.decide(&request(INITIAL, 1, None, now));
+            assert!(first.allowed, "first attempt at {now:?}");
+            b.settle(&record(INITIAL, FAILED, now), first.reservation, now);
+            let retry = b.decide(&request(RETRY, 1, Some(FAILED), now));
+            assert!(retry.allowed, "retry at {now:?}");
+            b.settle(&record(RETRY, FAILED, now), retry.reservation, now);
+        }
+    }
+
+    #[test]
+    fn every_built_in_works_far_from_its_epoch() {
+        fresh_budget_allows_a_first_attempt_and_a_retry(&Unlimited);
+        fresh_budget_allows_a_first_attempt_and_a_retry(&GrpcThrottle::new(100, 100));
+        fresh_budget_allows_a_first_attempt_and_a_retry(&AwsRetryQuota::standard());
+        fresh_budget_allows_a_first_attempt_and_a_retry(&Concurrency::envoy());
+        #[cfg(target_has_atomic = "64")]
+        {
+            fresh_budget_allows_a_first_attempt_and_a_retry(&RetryRatio::finagle());
+            fresh_budget_allows_a_first_attempt_and_a_retry(&TokenBucket::new(10, 1));
+        }
+    }
+}

@@ -190,7 +190,10 @@ impl RetryRatio {
     const fn read(word: u64, slice: u64) -> Slot {
         match age(word, slice) {
             0 => Slot::Current(sum_of(word)),
-            a if a > u32::MAX / 2 => Slot::Later,
+            // Only a slot a racing thread wrote for a slightly later `now`
+            // is ahead; anything else is old, including a never-written
+            // word (slice 0) seen from a clock far from its epoch.
+            a if a > u32::MAX - 2 * SLICES as u32 => Slot::Later,
             _ => Slot::Expired,
         }
     }
