@@ -8,20 +8,10 @@
 use core::time::Duration;
 
 use recourse_core::budget::{AwsRetryQuota, Budget, GrpcThrottle, RetryRatio, TokenBucket};
-use recourse_core::Policy;
 use recourse_tests::load::{run_load, Load};
 
 fn main() {
-    let mut policy = Policy::DEFAULT;
-    policy.retry.max_attempts = 3;
-    let load = Load {
-        calls: 10_000,
-        rate_per_sec: 1_000,
-        latency: Duration::from_millis(5),
-        failure_rate: 1.0,
-        policy,
-        seed: 7,
-    };
+    let load = Load::outage();
     let finagle = RetryRatio::finagle();
     let ratio_5 = RetryRatio::new(Duration::from_secs(10), 10, 50);
     let grpc = GrpcThrottle::new(100, 100);

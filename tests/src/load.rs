@@ -33,6 +33,24 @@ pub struct Load {
     pub seed: u64,
 }
 
+impl Load {
+    /// The outage of the budgets example: 10,000 calls at 1,000 calls/s,
+    /// every attempt failing after 5 ms, 3 attempts per call (10 ms backoff,
+    /// doubling).
+    pub fn outage() -> Self {
+        let mut policy = Policy::DEFAULT;
+        policy.retry.max_attempts = 3;
+        Self {
+            calls: 10_000,
+            rate_per_sec: 1_000,
+            latency: Duration::from_millis(5),
+            failure_rate: 1.0,
+            policy,
+            seed: 7,
+        }
+    }
+}
+
 /// What a load run did.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadReport {

@@ -5,20 +5,10 @@
 use core::time::Duration;
 
 use recourse_core::budget::{GrpcThrottle, RetryRatio};
-use recourse_core::Policy;
 use recourse_tests::load::{run_load, Load, LoadReport};
 
 fn outage() -> Load {
-    let mut policy = Policy::DEFAULT;
-    policy.retry.max_attempts = 3;
-    Load {
-        calls: 10_000,
-        rate_per_sec: 1_000,
-        latency: Duration::from_millis(5),
-        failure_rate: 1.0,
-        policy,
-        seed: 7,
-    }
+    Load::outage()
 }
 
 #[test]
