@@ -30,7 +30,7 @@ use crate::breakers::Breakers;
 use crate::budgets::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
 use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode, PANIC_IN_CLASSIFIER};
-use crate::gate::{CallGate, Held};
+use crate::gate::{CallGate, Held, BUDGET_NOT_FOUND};
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::observer::Observer;
 use crate::provider::PolicyProvider;
@@ -325,9 +325,22 @@ impl<S: TimerSource> Executor<S> {
             .rng(rng)
             .options(self.options)
             .await;
-        if let Some(message) = panicked.into_inner().ok().flatten() {
-            if let Some(t) = timeline {
+        if let Some(t) = timeline {
+            if let Some(message) = panicked.into_inner().ok().flatten() {
                 t.attributes.insert(PANIC_IN_CLASSIFIER, message);
+            }
+            // A budget the policy names but the registry lacks: say which
+            // mode decided, beside the attempts' `budget_not_found`.
+            if t.attempts
+                .iter()
+                .any(|a| a.budget_reason == BUDGET_NOT_FOUND)
+            {
+                t.attributes
+                    .insert("budget_error", BUDGET_NOT_FOUND.to_owned());
+                t.attributes.insert(
+                    "missing_budget_mode",
+                    self.missing_budget.as_str().to_owned(),
+                );
             }
         }
         result

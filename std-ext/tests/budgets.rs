@@ -239,12 +239,17 @@ async fn missing_budgets_deny_by_default_and_allow_unsafe_opts_out() {
             .observer(decisions.clone())
             .build();
         let calls = AtomicUsize::new(0);
-        let r = exec
-            .call("svc.Get", |_| {
+        let (r, timeline) = exec
+            .call_with_timeline("svc.Get", |_| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async { Ok::<_, ()>(()) }
             })
             .await;
+        assert_eq!(timeline.attribute("budget_error"), Some("budget_not_found"));
+        assert_eq!(
+            timeline.attribute("missing_budget_mode"),
+            Some(mode.as_str())
+        );
         assert_eq!(calls.load(Ordering::SeqCst), expected_calls);
         assert_eq!(r.is_ok(), expected_calls == 1);
         assert_eq!(*decisions.0.lock().expect("test"), [expected_event]);
