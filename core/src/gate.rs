@@ -7,6 +7,7 @@
 //! gate to [`CallMachine::poll`](crate::CallMachine::poll) keeps the machine
 //! free of `Arc`s and lets a `static` budget serve a no_std program.
 
+use crate::hedge::{HedgeDecision, HedgeState};
 use crate::machine::Verdict;
 use crate::outcome::{reason, Outcome};
 use crate::record::{AttemptInfo, AttemptRecord};
@@ -106,6 +107,13 @@ pub trait Gate {
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
         let _ = (verdict, now);
     }
+
+    /// Whether to launch a hedge now, and when to ask again; consulted only
+    /// when the policy enables hedging and the group may launch another.
+    /// The default is the [fixed-delay trigger](crate::hedge::fixed_delay).
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        crate::hedge::fixed_delay(state)
+    }
 }
 
 /// The open gate: every attempt allowed with `no_budget`.
@@ -124,5 +132,8 @@ impl<G: Gate + ?Sized> Gate for &mut G {
     }
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
         (**self).call_ended(verdict, now)
+    }
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        (**self).hedge(state)
     }
 }

@@ -47,6 +47,7 @@
 //! - [`outcome`] — [`Outcome`], [`Classifier`], reason codes.
 //! - [`record`] — attempt handles and [`AttemptRecord`].
 //! - [`gate`] — the budget/breaker hook, [`Gate`].
+//! - [`hedge`] — hedge triggers, [`HedgeState`].
 //! - [`machine`] — [`CallMachine`].
 //! - [`observer`] — [`Observer`].
 //! - [`driver`] — [`call`], the async driver.
@@ -60,6 +61,7 @@ pub mod budget;
 pub mod driver;
 pub mod error;
 pub mod gate;
+pub mod hedge;
 pub mod key;
 pub mod machine;
 pub mod observer;
@@ -73,6 +75,7 @@ pub use budget::{Budget, BudgetGate, BudgetRequest, Decision, Reservation};
 pub use driver::{call, Call, CallBuilder};
 pub use error::Error;
 pub use gate::{Admission, AdmitRequest, Gate, Gatekeeper};
+pub use hedge::{HedgeDecision, HedgeState};
 pub use key::PolicyKey;
 pub use machine::{Action, CallMachine, Cause, Event, Options, Verdict, WaitReason};
 pub use observer::{CallEnd, Observer};

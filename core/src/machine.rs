@@ -28,6 +28,7 @@ use core::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::gate::{AdmitRequest, Gate, Gatekeeper};
+use crate::hedge::HedgeState;
 use crate::outcome::{reason, Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
@@ -93,6 +94,8 @@ pub enum WaitReason {
     AttemptDeadline,
     /// The call's overall deadline.
     CallDeadline,
+    /// The hedge trigger's next check.
+    HedgeDelay,
 }
 
 /// What the driver must do next.
@@ -234,6 +237,23 @@ pub struct CallMachine<const N: usize = 4> {
     /// The reason the gate gave for refusing an attempt.
     refusal: Option<&'static str>,
     slots: [Option<Slot>; N],
+    /// Hedging: 0 hedges per group when off (or when `N` has no room).
+    max_hedges: u32,
+    hedge_delay: Duration,
+    cancel_on_first_terminal: bool,
+    /// The running group: when its primary launched, hedges launched, and
+    /// whether it may launch more (a refused hedge stops hedging for it).
+    group_start: Instant,
+    group_hedges: u32,
+    hedging_stopped: bool,
+    /// When the trigger asked to be consulted again.
+    next_hedge_check: Option<Instant>,
+    /// A non-retryable or abort outcome held while other attempts of the
+    /// group still run (without cancel-on-first-terminal): it is the group's
+    /// result unless one of them succeeds.
+    terminal: Option<(AttemptId, Cause, Outcome)>,
+    /// Attempts that ran (launched), hedges included.
+    ran: u32,
     /// A record produced by an event, emitted by the next `poll`, and
     /// whether its attempt was admitted (and so must be released).
     pending: Option<(AttemptRecord, bool)>,
@@ -264,6 +284,20 @@ impl<const N: usize> CallMachine<N> {
             last_outcome: None,
             refusal: None,
             slots: [None; N],
+            max_hedges: if policy.hedge.enabled {
+                let room = u32::try_from(N.saturating_sub(1)).unwrap_or(u32::MAX);
+                policy.hedge.max_hedges.min(room)
+            } else {
+                0
+            },
+            hedge_delay: policy.hedge.hedge_delay,
+            cancel_on_first_terminal: policy.hedge.cancel_on_first_terminal,
+            group_start: Instant::ZERO,
+            group_hedges: 0,
+            hedging_stopped: false,
+            next_hedge_check: None,
+            terminal: None,
+            ran: 0,
             pending: None,
         }
     }
@@ -285,12 +319,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// Attempts launched so far (refused attempts not counted).
     pub fn attempts(&self) -> u32 {
-        u32::from(self.launched) - self.refused()
-    }
-
-    fn refused(&self) -> u32 {
-        // Only the last id can have been refused (a refusal ends the call).
-        u32::from(self.refusal.is_some())
+        self.ran
     }
 
     /// The reason the gate gave when it refused an attempt (which ended the
@@ -361,23 +390,42 @@ impl<const N: usize> CallMachine<N> {
         self.pending = Some((self.record(&slot, outcome, false), true));
         match outcome.kind {
             OutcomeKind::Success => self.end(Verdict::Success(id), reason::HEDGE_LOSER),
-            OutcomeKind::NonRetryable | OutcomeKind::Abort => {
+            _ => self.attempt_failed(id, outcome),
+        }
+    }
+
+    /// An attempt of the running group failed (or was cut).
+    fn attempt_failed(&mut self, id: AttemptId, outcome: Outcome) {
+        self.last_failure = Some(id);
+        self.last_outcome = Some(outcome);
+        let cause = match outcome.kind {
+            OutcomeKind::Abort => Cause::Abort,
+            OutcomeKind::NonRetryable => Cause::NonRetryable,
+            OutcomeKind::Success | OutcomeKind::Retryable => {
+                if self.in_flight() == 0 {
+                    self.group_done(outcome.retry_after);
+                }
+                return;
+            }
+        };
+        if self.cancel_on_first_terminal || self.in_flight() == 0 {
+            return self.fail(cause);
+        }
+        // Other attempts may still succeed; a later retryable failure must
+        // not mask this one.
+        self.terminal.get_or_insert((id, cause, outcome));
+    }
+
+    /// Every attempt of the group has reported: its held terminal outcome
+    /// ends the call, otherwise back off (or stop).
+    fn group_done(&mut self, hint: Option<Duration>) {
+        match self.terminal.take() {
+            Some((id, cause, outcome)) => {
                 self.last_failure = Some(id);
                 self.last_outcome = Some(outcome);
-                let cause = if outcome.kind == OutcomeKind::Abort {
-                    Cause::Abort
-                } else {
-                    Cause::NonRetryable
-                };
                 self.fail(cause);
             }
-            OutcomeKind::Retryable => {
-                self.last_failure = Some(id);
-                self.last_outcome = Some(outcome);
-                if self.in_flight() == 0 {
-                    self.group_failed(outcome.retry_after);
-                }
-            }
+            None => self.group_failed(hint),
         }
     }
 
@@ -475,12 +523,11 @@ impl<const N: usize> CallMachine<N> {
                         let outcome = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
                         let record = self.record(&slot, outcome, true);
                         gate.attempt_ended(&record);
-                        self.last_failure = Some(slot.info.id);
-                        self.last_outcome = Some(outcome);
-                        if self.in_flight() == 0 {
-                            self.group_failed(None);
-                        }
+                        self.attempt_failed(slot.info.id, outcome);
                         return Action::Cancel(record);
+                    }
+                    if let Some(action) = self.maybe_hedge(gate) {
+                        return action;
                     }
                     return self.wait_running();
                 }
@@ -524,12 +571,74 @@ impl<const N: usize> CallMachine<N> {
             return Action::Record(record);
         }
         self.groups += 1;
+        self.ran += 1;
+        self.group_start = self.now;
+        self.group_hedges = 0;
+        self.hedging_stopped = false;
+        self.next_hedge_check = None;
+        self.terminal = None;
         match self.slots.iter_mut().find(|s| s.is_none()) {
             Some(free) => *free = Some(slot),
             None => unreachable!("a primary launches only with no attempt in flight"),
         }
         self.phase = Phase::Running;
         Action::Launch(info)
+    }
+
+    /// Consults the trigger while the group may hedge; launches (or records
+    /// the refusal of) a hedge when it says so.
+    fn maybe_hedge<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Option<Action> {
+        self.next_hedge_check = None;
+        if self.hedging_stopped || self.group_hedges >= self.max_hedges || self.terminal.is_some() {
+            return None;
+        }
+        let free = self.slots.iter().position(Option::is_none)?;
+        let decision = gate.hedge(&HedgeState {
+            retry_index: self.groups - 1,
+            group_start: self.group_start,
+            now: self.now,
+            hedges: self.group_hedges,
+            max_hedges: self.max_hedges,
+            hedge_delay: self.hedge_delay,
+        });
+        if !decision.spawn {
+            // Never sooner than 1 ms from now: a trigger cannot make the
+            // machine spin.
+            self.next_hedge_check = decision
+                .next_check
+                .map(|t| t.max(self.now + Duration::from_millis(1)));
+            return None;
+        }
+        let info = AttemptInfo {
+            id: AttemptId(self.launched),
+            retry_index: self.groups - 1,
+            hedge_index: self.group_hedges + 1,
+            is_hedge: true,
+            deadline: self.attempt_deadline(),
+        };
+        let admission = gate.admit(&AdmitRequest {
+            attempt: info,
+            previous: None,
+            now: self.now,
+        });
+        self.launched += 1;
+        self.group_hedges += 1;
+        let slot = Slot {
+            info,
+            start: self.now,
+            backoff: Duration::ZERO,
+            budget_reason: admission.reason,
+        };
+        if !admission.allowed {
+            // The primary keeps running; this group hedges no more.
+            self.hedging_stopped = true;
+            let mut record = self.record(&slot, Outcome::abort(admission.reason), false);
+            record.budget_allowed = false;
+            return Some(Action::Record(record));
+        }
+        self.slots[free] = Some(slot);
+        self.ran += 1;
+        Some(Action::Launch(info))
     }
 
     fn wait_running(&self) -> Action {
@@ -539,6 +648,14 @@ impl<const N: usize> CallMachine<N> {
             .flatten()
             .filter_map(|s| s.info.deadline)
             .min();
+        if let Some(h) = self.next_hedge_check {
+            if attempt.is_none_or(|a| h < a) && self.deadline.is_none_or(|d| h < d) {
+                return Action::Wait {
+                    until: h,
+                    reason: WaitReason::HedgeDelay,
+                };
+            }
+        }
         match (attempt, self.deadline) {
             (Some(a), Some(d)) if a < d => Action::Wait {
                 until: a,

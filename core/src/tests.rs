@@ -13,6 +13,7 @@ use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 use crate::time::Instant;
 
 mod driver;
+mod hedging;
 mod random;
 
 fn ms(n: u64) -> Instant {

@@ -18,7 +18,7 @@ use recourse_core::policy::{BudgetRef, Policy};
 use recourse_core::{AttemptId, AttemptKind, AttemptRecord, PolicyKey};
 
 use recourse_core::breaker::CallResult;
-use recourse_core::Verdict;
+use recourse_core::{HedgeDecision, HedgeState, Verdict};
 
 use crate::breakers::{Breakers, Permit};
 use crate::budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
@@ -175,6 +175,18 @@ impl<S: TimerSource> Gate for CallGate<'_, S> {
         } else {
             settle();
         }
+    }
+
+    /// A half-open breaker's probe runs without hedges; otherwise the
+    /// fixed-delay trigger.
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        if self.circuit.is_some_and(|p| p.is_probe()) {
+            return HedgeDecision {
+                spawn: false,
+                next_check: None,
+            };
+        }
+        recourse_core::hedge::fixed_delay(state)
     }
 
     fn call_ended(&mut self, verdict: &Verdict, _: recourse_core::Instant) {

@@ -30,12 +30,17 @@ fn random_policy(rng: &mut fastrand::Rng) -> Policy {
     r.overall_timeout = rng
         .bool()
         .then(|| Duration::from_micros(rng.u64(0..300_000)));
+    p.hedge.enabled = rng.bool();
+    p.hedge.max_hedges = rng.u32(0..5);
+    p.hedge.hedge_delay = Duration::from_micros(rng.u64(0..30_000));
+    p.hedge.cancel_on_first_terminal = rng.bool();
     p.normalize().map(|n| n.policy).unwrap_or_default()
 }
 
 #[test]
 fn invariants_hold_over_random_runs() {
     let mut rng = fastrand::Rng::with_seed(0xdec1de);
+    let mut total_hedges = 0u32;
     for run in 0..5_000 {
         let policy = random_policy(&mut rng);
         let mut gate = CountingGate {
@@ -49,6 +54,8 @@ fn invariants_hold_over_random_runs() {
         let deadline = policy.retry.overall_timeout.map(|d| now + d);
         let mut in_flight: Vec<AttemptId> = Vec::new();
         let mut launched = 0u32;
+        let mut hedges_in_group = [0u32; 16];
+        let mut terminal_seen = false;
         let mut finished = None;
         let mut last_failed = None;
         for _step in 0..200 {
@@ -59,7 +66,19 @@ fn invariants_hold_over_random_runs() {
             }
             match action {
                 Action::Launch(info) => {
-                    launched += 1;
+                    if info.is_hedge {
+                        let g = &mut hedges_in_group[info.retry_index as usize];
+                        *g += 1;
+                        total_hedges += 1;
+                        assert!(*g <= policy.hedge.max_hedges, "run {run}: too many hedges");
+                        assert!(policy.hedge.enabled, "run {run}: hedge with hedging off");
+                        assert_eq!(info.hedge_index, *g);
+                        assert!(!in_flight.is_empty(), "run {run}: a hedge with no primary");
+                    } else {
+                        assert!(in_flight.is_empty(), "run {run}: a primary beside others");
+                        launched += 1;
+                    }
+                    assert!(in_flight.len() < 4, "run {run}: more attempts than slots");
                     assert!(
                         launched <= policy.retry.max_attempts,
                         "run {run}: too many attempts"
@@ -90,7 +109,11 @@ fn invariants_hold_over_random_runs() {
                         "run {run}: finished with attempts in flight"
                     );
                     if let Verdict::Failure { last, cause } = v {
-                        assert_eq!(last, last_failed, "run {run}: {cause:?}");
+                        // With hedges, a held non-retryable outcome is the
+                        // group's result even if another failed later.
+                        if !(terminal_seen && matches!(cause, Cause::NonRetryable | Cause::Abort)) {
+                            assert_eq!(last, last_failed, "run {run}: {cause:?}");
+                        }
                         if cause == Cause::Exhausted {
                             assert_eq!(launched, policy.retry.max_attempts);
                         }
@@ -117,6 +140,10 @@ fn invariants_hold_over_random_runs() {
                     if !outcome.is_success() {
                         last_failed = Some(id);
                     }
+                    terminal_seen |= matches!(
+                        outcome.kind,
+                        crate::OutcomeKind::NonRetryable | crate::OutcomeKind::Abort
+                    );
                     m.handle(Event::AttemptFinished { id, outcome, now });
                 }
                 _ => m.handle(Event::Tick { now }),
@@ -133,4 +160,6 @@ fn invariants_hold_over_random_runs() {
             );
         }
     }
+    // The runs do exercise hedging, not just retries.
+    assert!(total_hedges > 500, "only {total_hedges} hedges in all runs");
 }
