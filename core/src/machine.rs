@@ -251,7 +251,7 @@ pub struct CallMachine<const N: usize = 4> {
     /// A non-retryable or abort outcome held while other attempts of the
     /// group still run (without cancel-on-first-terminal): it is the group's
     /// result unless one of them succeeds.
-    terminal: Option<(AttemptId, Cause, Outcome)>,
+    terminal: Option<(AttemptId, Cause)>,
     /// Attempts that ran (launched), hedges included.
     ran: u32,
     /// A record produced by an event, emitted by the next `poll`, and
@@ -413,16 +413,17 @@ impl<const N: usize> CallMachine<N> {
         }
         // Other attempts may still succeed; a later retryable failure must
         // not mask this one.
-        self.terminal.get_or_insert((id, cause, outcome));
+        self.terminal.get_or_insert((id, cause));
     }
 
     /// Every attempt of the group has reported: its held terminal outcome
     /// ends the call, otherwise back off (or stop).
     fn group_done(&mut self, hint: Option<Duration>) {
         match self.terminal.take() {
-            Some((id, cause, outcome)) => {
+            // A terminal outcome ends the call, so the retry-only
+            // `last_outcome` need not be restored.
+            Some((id, cause)) => {
                 self.last_failure = Some(id);
-                self.last_outcome = Some(outcome);
                 self.fail(cause);
             }
             None => self.group_failed(hint),
