@@ -47,6 +47,7 @@
 //! - [`outcome`] — [`Outcome`], [`Classifier`], reason codes.
 //! - [`record`] — attempt handles and [`AttemptRecord`].
 //! - [`gate`] — the budget/breaker hook, [`Gate`].
+//! - [`latency`] — [`LatencySketch`], recent latencies in fixed memory.
 //! - [`hedge`] — hedge triggers, [`HedgeState`].
 //! - [`machine`] — [`CallMachine`].
 //! - [`observer`] — [`Observer`].
@@ -63,6 +64,7 @@ pub mod error;
 pub mod gate;
 pub mod hedge;
 pub mod key;
+pub mod latency;
 pub mod machine;
 pub mod observer;
 pub mod outcome;
@@ -77,6 +79,7 @@ pub use error::Error;
 pub use gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 pub use hedge::{HedgeDecision, HedgeState};
 pub use key::PolicyKey;
+pub use latency::LatencySketch;
 pub use machine::{Action, CallMachine, Cause, Event, Options, Verdict, WaitReason};
 pub use observer::{CallEnd, Observer};
 pub use outcome::{reason, Classifier, DefaultClassifier, Outcome, OutcomeKind};

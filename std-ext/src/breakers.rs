@@ -25,12 +25,8 @@
 //! `tokio::time::Instant::now().into_std()`. Instants before the store was
 //! created count as its creation.
 
-use core::borrow::Borrow;
 use core::fmt;
-use core::hash::{Hash, Hasher};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant as StdInstant;
 
@@ -38,6 +34,8 @@ use recourse_core::breaker::{self, CircuitBreaker};
 use recourse_core::policy::CircuitPolicy;
 use recourse_core::time::nanos;
 use recourse_core::{Instant, PolicyKey};
+
+use crate::keyed::{Bound, Keyed};
 
 pub use recourse_core::breaker::{CallResult, CIRCUIT_OPEN, HALF_OPEN_PROBE_LIMIT};
 
@@ -73,8 +71,6 @@ impl Permit {
     }
 }
 
-type Hook = Box<dyn Fn(&str) + Send + Sync>;
-
 /// Circuit breakers by policy key (see the [module docs](self)).
 ///
 /// ```
@@ -96,27 +92,8 @@ type Hook = Box<dyn Fn(&str) + Send + Sync>;
 /// ```
 pub struct Breakers {
     epoch: StdInstant,
-    max_keys: usize,
-    inner: Mutex<Inner>,
-    evictions: AtomicU64,
-    bound_reached: AtomicBool,
-    hook: Option<Hook>,
-}
-
-#[derive(Default)]
-struct Inner {
-    map: HashMap<OwnedKey, Entry>,
-    /// Ticks on every use; an entry's `last_used` is the tick of its last
-    /// use.
-    clock: u64,
-    /// The id of the last entry created.
-    last_id: u64,
-}
-
-struct Entry {
-    breaker: CircuitBreaker,
-    last_used: u64,
-    id: u64,
+    inner: Mutex<Keyed<CircuitBreaker>>,
+    bound: Bound,
 }
 
 impl Breakers {
@@ -124,11 +101,8 @@ impl Breakers {
     pub fn new(max_keys: usize) -> Self {
         Self {
             epoch: StdInstant::now(),
-            max_keys: max_keys.max(1),
             inner: Mutex::default(),
-            evictions: AtomicU64::new(0),
-            bound_reached: AtomicBool::new(false),
-            hook: None,
+            bound: Bound::new(max_keys, "circuit breaker store"),
         }
     }
 
@@ -136,18 +110,18 @@ impl Breakers {
     /// evicted key, the first time a new key evicts another (outside the
     /// store's lock).
     pub fn on_bound(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
-        self.hook = Some(Box::new(hook));
+        self.bound.set_hook(hook);
         self
     }
 
     /// The bound on keys.
     pub fn max_keys(&self) -> usize {
-        self.max_keys
+        self.bound.max_keys()
     }
 
     /// Keys with a breaker now.
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.lock().len()
     }
 
     /// Whether no key has a breaker.
@@ -157,13 +131,13 @@ impl Breakers {
 
     /// Breakers evicted to keep the bound.
     pub fn evictions(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
+        self.bound.evictions()
     }
 
     /// Whether the bound has ever forced an eviction (a sign that keys are
     /// not low-cardinality, or that the bound is too small).
     pub fn bound_reached(&self) -> bool {
-        self.bound_reached.load(Ordering::Relaxed)
+        self.bound.reached()
     }
 
     /// Asks to run one call for `key` at `now`, under `policy` (normalized;
@@ -197,44 +171,30 @@ impl Breakers {
                 entry: 0,
             });
         }
-        let mut warning = None;
-        let answer = {
+        let (answer, warning) = {
             let mut inner = self.lock();
-            let inner = &mut *inner;
-            inner.clock += 1;
-            let tick = inner.clock;
-            if !inner.map.contains_key(&key as &dyn KeyParts) {
-                if inner.map.len() >= self.max_keys {
-                    warning = self.evict(inner, now);
-                }
-                inner.last_id += 1;
-                let entry = Entry {
-                    breaker: CircuitBreaker::new(policy.clone()),
-                    last_used: tick,
-                    id: inner.last_id,
-                };
-                inner.map.insert(OwnedKey::from(key), entry);
-            }
-            match inner.map.get_mut(&key as &dyn KeyParts) {
-                Some(entry) => {
-                    entry.last_used = tick;
-                    entry.breaker.set_policy(policy);
-                    let id = entry.id;
-                    entry
-                        .breaker
-                        .admit(now)
-                        .map(|permit| Permit { permit, entry: id })
+            // The least worth keeping: a closed breaker.
+            let warning = inner.insert_if_missing(
+                key,
+                &self.bound,
+                || CircuitBreaker::new(policy.clone()),
+                |b| b.state(now) == breaker::CircuitState::Closed,
+            );
+            let answer = match inner.get_mut(key) {
+                Some(slot) => {
+                    slot.value.set_policy(policy);
+                    let entry = slot.id;
+                    slot.value.admit(now).map(|permit| Permit { permit, entry })
                 }
                 // Inserted above.
                 None => Ok(Permit {
                     permit: breaker::Permit::BYPASS,
                     entry: 0,
                 }),
-            }
+            };
+            (answer, warning)
         };
-        if let (Some(message), Some(hook)) = (warning, &self.hook) {
-            hook(&message);
-        }
+        self.bound.warn(warning);
         answer
     }
 
@@ -265,60 +225,28 @@ impl Breakers {
         if permit.is_bypass() {
             return None;
         }
-        let changed = {
-            let mut inner = self.lock();
-            let inner = &mut *inner;
-            inner.clock += 1;
-            let tick = inner.clock;
-            let entry = inner.map.get_mut(&key as &dyn KeyParts)?;
-            if entry.id != permit.entry {
-                return None;
-            }
-            entry.last_used = tick;
-            entry.breaker.record(permit.permit, result, now)?
-        };
-        Some(changed)
+        let mut inner = self.lock();
+        let slot = inner.get_mut(key)?;
+        if slot.id != permit.entry {
+            return None;
+        }
+        slot.value.record(permit.permit, result, now)
     }
 
     /// `key`'s state at `now` (closed when it has no breaker); does not
     /// count as a use.
     pub fn state(&self, key: PolicyKey<'_>, now: StdInstant) -> CircuitState {
         let now = self.to_core(now);
-        let state = match self.lock().map.get(&key as &dyn KeyParts) {
-            Some(entry) => entry.breaker.state(now),
+        let state = match self.lock().get(key) {
+            Some(slot) => slot.value.state(now),
             None => breaker::CircuitState::Closed,
         };
         state.map_instant(|t| self.to_std(t))
     }
 
-    /// Removes the least recently used closed breaker, or the least recently
-    /// used one when none is closed; returns the one-time warning.
-    fn evict(&self, inner: &mut Inner, now: Instant) -> Option<String> {
-        let lru = |closed: bool| {
-            inner
-                .map
-                .iter()
-                .filter(|(_, e)| !closed || e.breaker.state(now) == breaker::CircuitState::Closed)
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, e)| (e.id, k))
-        };
-        let (victim, key) = lru(true).or_else(|| lru(false))?;
-        let warning = (!self.bound_reached.swap(true, Ordering::Relaxed)).then(|| {
-            format!(
-                "recourse: the circuit breaker store reached its bound of {} keys and \
-                 evicted `{}`; policy keys must name operations, not requests",
-                self.max_keys,
-                PolicyKey::new(&key.namespace, &key.name)
-            )
-        });
-        inner.map.retain(|_, e| e.id != victim);
-        self.evictions.fetch_add(1, Ordering::Relaxed);
-        warning
-    }
-
     /// The state is consistent after every method (nothing in them panics
     /// half-way), so a poisoned lock is still good.
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Keyed<CircuitBreaker>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -344,78 +272,17 @@ impl Default for Breakers {
 impl fmt::Debug for Breakers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Breakers")
-            .field("max_keys", &self.max_keys)
+            .field("max_keys", &self.max_keys())
             .field("len", &self.len())
             .field("evictions", &self.evictions())
             .finish_non_exhaustive()
     }
 }
 
-/// A policy key the store owns.
-#[derive(Debug, PartialEq, Eq)]
-struct OwnedKey {
-    namespace: Box<str>,
-    name: Box<str>,
-}
-
-impl From<PolicyKey<'_>> for OwnedKey {
-    fn from(key: PolicyKey<'_>) -> Self {
-        Self {
-            namespace: key.namespace.into(),
-            name: key.name.into(),
-        }
-    }
-}
-
-/// The two parts of a key, owned or borrowed: lets the map be searched with
-/// a borrowed [`PolicyKey`], without building an [`OwnedKey`].
-trait KeyParts {
-    fn parts(&self) -> (&str, &str);
-}
-
-impl KeyParts for OwnedKey {
-    fn parts(&self) -> (&str, &str) {
-        (&self.namespace, &self.name)
-    }
-}
-
-impl KeyParts for PolicyKey<'_> {
-    fn parts(&self) -> (&str, &str) {
-        (self.namespace, self.name)
-    }
-}
-
-impl<'a> Borrow<dyn KeyParts + 'a> for OwnedKey {
-    fn borrow(&self) -> &(dyn KeyParts + 'a) {
-        self
-    }
-}
-
-// `OwnedKey` and `dyn KeyParts` must hash and compare alike.
-impl Hash for OwnedKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
-}
-
-impl Hash for dyn KeyParts + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
-}
-
-impl PartialEq for dyn KeyParts + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn KeyParts + '_ {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::sync::atomic::AtomicUsize;
+    use core::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     fn policy() -> CircuitPolicy {
@@ -462,14 +329,8 @@ mod tests {
         assert!(b.bound_reached());
         assert_eq!(warnings.load(Ordering::Relaxed), 1, "warned once");
         // The most recent keys are the ones kept.
-        assert!(b
-            .lock()
-            .map
-            .contains_key(&PolicyKey::parse("svc.user-9999") as &dyn KeyParts));
-        assert!(!b
-            .lock()
-            .map
-            .contains_key(&PolicyKey::parse("svc.user-0") as &dyn KeyParts));
+        assert!(b.lock().contains(PolicyKey::parse("svc.user-9999")));
+        assert!(!b.lock().contains(PolicyKey::parse("svc.user-0")));
     }
 
     #[test]
@@ -480,11 +341,7 @@ mod tests {
         call(&b, "b", CallResult::Success, t);
         call(&b, "c", CallResult::Success, t);
         call(&b, "d", CallResult::Success, t); // evicts b
-        let has = |k: &str| {
-            b.lock()
-                .map
-                .contains_key(&PolicyKey::parse(k) as &dyn KeyParts)
-        };
+        let has = |k: &str| b.lock().contains(PolicyKey::parse(k));
         assert!(has("a") && !has("b") && has("c") && has("d"));
         assert_eq!(b.evictions(), 1);
 

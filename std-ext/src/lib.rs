@@ -58,6 +58,7 @@
 //! - [`breakers`] — [`Breakers`], circuit breakers per policy key.
 //! - [`builder`] — [`ExecutorBuilder`].
 //! - [`facade`] — [`do_value`] and friends on a global default executor.
+//! - [`latency`] — [`LatencyTrackers`], recent latencies per policy key.
 //! - [`provider`] — [`PolicyProvider`], [`PolicyLookup`], [`PolicySource`],
 //!   [`ProviderError`].
 //! - [`static_provider`] — [`StaticProvider`].
@@ -99,6 +100,8 @@ pub mod gate;
 pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
+mod keyed;
+pub mod latency;
 pub mod missing_policy;
 pub mod observer;
 pub mod provider;
@@ -133,6 +136,7 @@ pub use facade::{
     default_executor, do_value, do_value_with, do_value_with_timeline, do_value_with_timeline_with,
     set_default_executor,
 };
+pub use latency::LatencyTrackers;
 pub use missing_policy::MissingPolicyMode;
 pub use observer::{BudgetDecision, CallStart, CallSummary, MultiObserver, NoopObserver, Observer};
 pub use provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};

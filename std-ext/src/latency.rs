@@ -1,0 +1,311 @@
+//! Recent latencies per policy key, shared between threads, with a bound on
+//! the number of keys: what a quantile hedge trigger reads.
+//!
+//! Each key gets a [`LatencySketch`] (see [`recourse_core::latency`] for the
+//! buckets, the 1/16 error bound and the two-window decay), 1824 bytes on
+//! the heap, created by the key's first sample. Why a bound: keys are meant
+//! to name operations (`payments.Charge`), never requests; a key built from
+//! a user id or a URL path would otherwise grow this store by one sketch per
+//! request, forever. [`LatencyTrackers`] keeps at most `max_keys` sketches
+//! (about 1.9 MB at the default 1024); a new key beyond that evicts the
+//! least recently recorded one. Evictions are counted
+//! ([`LatencyTrackers::evictions`]), and the first one is reported once
+//! through an optional hook ([`LatencyTrackers::on_bound`]) and a flag
+//! ([`LatencyTrackers::bound_reached`]).
+//!
+//! The sketches live in one `Mutex`ed map whose lookup of an existing key
+//! does not allocate; a record holds the lock for a hash, a compare and two
+//! additions, a quantile for a scan of at most 448 counts.
+//!
+//! ## Time
+//!
+//! Every instant passed to one store must come from one clock, such as an
+//! executor's shared clock ([`TimerSource`](crate::TimerSource)); a call's
+//! own timer, which may start at zero, will not do. Windows are aligned to
+//! multiples of the window length on that clock.
+
+use core::fmt;
+use core::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use recourse_core::{Instant, LatencySketch, PolicyKey};
+
+use crate::keyed::{Bound, Keyed};
+
+/// The bound on keys of [`LatencyTrackers::default`].
+pub const DEFAULT_MAX_KEYS: usize = 1024;
+
+/// The window of [`LatencyTrackers::default`]: samples count for 10 to 20
+/// seconds.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+
+/// Latency sketches by policy key (see the [module docs](self)).
+///
+/// ```
+/// use core::time::Duration;
+/// use recourse::latency::LatencyTrackers;
+/// use recourse::{Instant, PolicyKey};
+///
+/// let trackers = LatencyTrackers::new(1024, Duration::from_secs(10));
+/// let key = PolicyKey::parse("user-service.GetUser");
+/// let now = Instant::from_secs(60);
+/// assert_eq!(trackers.quantile(key, 950, now), None, "no samples yet");
+/// for ms in 1..=100 {
+///     trackers.record(key, Duration::from_millis(ms), now);
+/// }
+/// let p95 = trackers.quantile(key, 950, now).unwrap();
+/// assert!(p95.abs_diff(Duration::from_millis(95)) <= Duration::from_millis(95) / 16);
+/// ```
+pub struct LatencyTrackers {
+    /// A fresh sketch, copied for each new key.
+    template: LatencySketch,
+    inner: Mutex<Keyed<Box<LatencySketch>>>,
+    bound: Bound,
+}
+
+impl LatencyTrackers {
+    /// A store of at most `max_keys` sketches (at least 1) whose samples
+    /// count for one to two `window`s.
+    pub fn new(max_keys: usize, window: Duration) -> Self {
+        Self {
+            template: LatencySketch::new(window),
+            inner: Mutex::default(),
+            bound: Bound::new(max_keys, "latency tracker store"),
+        }
+    }
+
+    /// Quantiles need at least `min_samples` samples of a key (default
+    /// [`LatencySketch::DEFAULT_MIN_SAMPLES`]); applies to keys created
+    /// from now on.
+    pub fn with_min_samples(mut self, min_samples: u32) -> Self {
+        self.template = self.template.with_min_samples(min_samples);
+        self
+    }
+
+    /// Calls `hook` once, with a warning naming the bound and the first
+    /// evicted key, the first time a new key evicts another (outside the
+    /// store's lock).
+    pub fn on_bound(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.bound.set_hook(hook);
+        self
+    }
+
+    /// The bound on keys.
+    pub fn max_keys(&self) -> usize {
+        self.bound.max_keys()
+    }
+
+    /// The window length: a sample counts for one to two of them.
+    pub fn window(&self) -> Duration {
+        self.template.window()
+    }
+
+    /// Keys with a sketch now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no key has a sketch.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sketches evicted to keep the bound.
+    pub fn evictions(&self) -> u64 {
+        self.bound.evictions()
+    }
+
+    /// Whether the bound has ever forced an eviction (a sign that keys are
+    /// not low-cardinality, or that the bound is too small).
+    pub fn bound_reached(&self) -> bool {
+        self.bound.reached()
+    }
+
+    /// Counts one attempt of `key` that took `latency`, finished at `now`.
+    ///
+    /// Only attempts that ran belong here (not budget denials or breaker
+    /// refusals). A key without a sketch gets one, which may evict the
+    /// least recently recorded key's.
+    pub fn record(&self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
+        let warning = {
+            let mut inner = self.lock();
+            let warning = inner.insert_if_missing(
+                key,
+                &self.bound,
+                || Box::new(self.template.clone()),
+                |_| true,
+            );
+            if let Some(slot) = inner.get_mut(key) {
+                slot.value.record(latency, now);
+            }
+            warning
+        };
+        self.bound.warn(warning);
+    }
+
+    /// The `q_permille`‰ quantile (950: p95) of `key`'s recent latencies at
+    /// `now`, within 1/16 of the exact value; `None` when the key has fewer
+    /// than `min_samples` samples in its last one to two windows (or none
+    /// at all). Does not count as a use of the key.
+    ///
+    /// The answer changes with every [`LatencyTrackers::record`] for `key`,
+    /// when `now` crosses a window boundary, and when the key is evicted.
+    pub fn quantile(&self, key: PolicyKey<'_>, q_permille: u32, now: Instant) -> Option<Duration> {
+        self.lock().get(key)?.value.quantile(q_permille, now)
+    }
+
+    /// `key`'s samples counted at `now` (0 without a sketch).
+    pub fn count(&self, key: PolicyKey<'_>, now: Instant) -> u64 {
+        self.lock().get(key).map_or(0, |slot| slot.value.count(now))
+    }
+
+    /// Every method leaves the map consistent (nothing in them panics
+    /// half-way), so a poisoned lock is still good.
+    fn lock(&self) -> MutexGuard<'_, Keyed<Box<LatencySketch>>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for LatencyTrackers {
+    /// At most [`DEFAULT_MAX_KEYS`] keys, windows of [`DEFAULT_WINDOW`].
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_KEYS, DEFAULT_WINDOW)
+    }
+}
+
+impl fmt::Debug for LatencyTrackers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatencyTrackers")
+            .field("max_keys", &self.max_keys())
+            .field("window", &self.window())
+            .field("len", &self.len())
+            .field("evictions", &self.evictions())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const T: Instant = Instant::from_secs(100);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn within(got: Option<Duration>, want: Duration) -> bool {
+        got.is_some_and(|d| d.abs_diff(want) <= want / 16)
+    }
+
+    #[test]
+    fn the_bound_holds_under_ten_thousand_distinct_keys() {
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let seen = warnings.clone();
+        let l = LatencyTrackers::new(1024, Duration::from_secs(10)).on_bound(move |message| {
+            assert!(message.contains("latency tracker store"), "{message}");
+            assert!(message.contains("1024 keys"), "{message}");
+            seen.fetch_add(1, Ordering::Relaxed);
+        });
+        for i in 0..10_000 {
+            let key = format!("svc.user-{i}");
+            l.record(PolicyKey::parse(&key), ms(5), T);
+            assert!(l.len() <= 1024);
+        }
+        assert_eq!(l.len(), 1024);
+        assert_eq!(l.evictions(), 10_000 - 1024);
+        assert!(l.bound_reached());
+        assert_eq!(warnings.load(Ordering::Relaxed), 1, "warned once");
+        // The most recent keys are the ones kept.
+        assert_eq!(l.count(PolicyKey::parse("svc.user-9999"), T), 1);
+        assert_eq!(l.count(PolicyKey::parse("svc.user-0"), T), 0);
+    }
+
+    #[test]
+    fn a_hot_key_keeps_its_samples() {
+        let l = LatencyTrackers::new(16, Duration::from_secs(10));
+        let hot = PolicyKey::parse("payments.Charge");
+        let mut recorded = 0;
+        for i in 0..10_000 {
+            l.record(PolicyKey::parse(&format!("cold.k{i}")), ms(1), T);
+            if i % 8 == 0 {
+                // 99 % at 10 ms, 1 % at a second.
+                let latency = if recorded % 100 == 99 {
+                    ms(1_000)
+                } else {
+                    ms(10)
+                };
+                l.record(hot, latency, T);
+                recorded += 1;
+            }
+        }
+        assert_eq!(l.count(hot, T), recorded);
+        assert!(within(l.quantile(hot, 500, T), ms(10)));
+        assert!(within(l.quantile(hot, 1000, T), ms(1_000)));
+        assert_eq!(l.len(), 16);
+    }
+
+    #[test]
+    fn quantiles_need_min_samples_and_decay() {
+        let l = LatencyTrackers::new(8, Duration::from_secs(1)).with_min_samples(3);
+        let key = PolicyKey::parse("svc.op");
+        assert_eq!(l.quantile(key, 500, T), None);
+        l.record(key, ms(20), T);
+        l.record(key, ms(20), T);
+        assert_eq!(l.quantile(key, 500, T), None);
+        l.record(key, ms(20), T);
+        assert!(within(l.quantile(key, 500, T), ms(20)));
+        // Two windows later the samples no longer count; the key stays.
+        assert_eq!(l.quantile(key, 500, T + Duration::from_secs(2)), None);
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn lookup_does_not_confuse_keys_that_display_alike() {
+        let l = LatencyTrackers::new(8, Duration::from_secs(1)).with_min_samples(1);
+        l.record(PolicyKey::parse("x"), ms(5), T);
+        // {"", "x"} has a sample; {"x", ""} is another key.
+        assert_eq!(l.quantile(PolicyKey::new("x", ""), 500, T), None);
+        assert!(l.quantile(PolicyKey::new("", "x"), 500, T).is_some());
+        assert!(!l.is_empty());
+    }
+
+    #[test]
+    fn concurrent_use_from_two_threads() {
+        let l = LatencyTrackers::new(64, Duration::from_secs(10));
+        let shared = PolicyKey::parse("shared.op");
+        std::thread::scope(|s| {
+            for thread in 0..2u64 {
+                let l = &l;
+                s.spawn(move || {
+                    for i in 0..5_000u64 {
+                        let now = T + Duration::from_micros(i);
+                        l.record(shared, ms(10 + thread), now);
+                        let own = format!("t{thread}.k{}", i % 100);
+                        l.record(PolicyKey::parse(&own), ms(1), now);
+                        let _ = l.quantile(shared, 990, now);
+                        assert!(l.len() <= 64);
+                    }
+                });
+            }
+        });
+        assert!(l.len() <= 64);
+        assert!(l.evictions() > 0);
+        // Recorded every other operation, the shared key was never the
+        // least recently used: all 10,000 samples are there.
+        assert_eq!(l.count(shared, T), 10_000);
+        assert!(within(l.quantile(shared, 500, T), ms(10)));
+    }
+
+    #[test]
+    fn defaults() {
+        let l = LatencyTrackers::default();
+        assert_eq!(
+            (l.max_keys(), l.window()),
+            (DEFAULT_MAX_KEYS, DEFAULT_WINDOW)
+        );
+        assert!(format!("{l:?}").starts_with("LatencyTrackers { max_keys: 1024"));
+    }
+}
