@@ -537,17 +537,52 @@ impl<const N: usize> CallMachine<N> {
     }
 
     fn launch_primary<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        let info = AttemptInfo {
-            id: AttemptId(self.launched),
-            retry_index: self.groups,
-            hedge_index: 0,
-            is_hedge: false,
-            deadline: self.attempt_deadline(),
-        };
-        let previous = if info.retry_index == 0 {
+        let previous = if self.groups == 0 {
             None
         } else {
             self.last_outcome
+        };
+        let backoff = core::mem::take(&mut self.next_backoff);
+        let slot = match self.admit(gate, self.groups, 0, previous, backoff) {
+            Ok(slot) => slot,
+            Err((slot, by)) => {
+                self.fail(match by {
+                    Gatekeeper::Budget => Cause::BudgetDenied,
+                    Gatekeeper::Circuit => Cause::CircuitOpen,
+                });
+                self.refusal = Some(slot.budget_reason);
+                return Action::Record(self.refused(&slot));
+            }
+        };
+        self.groups += 1;
+        self.group_start = self.now;
+        self.group_hedges = 0;
+        self.hedging_stopped = false;
+        self.next_hedge_check = None;
+        self.terminal = None;
+        self.phase = Phase::Running;
+        match self.slots.iter().position(Option::is_none) {
+            Some(free) => self.run(free, slot),
+            None => unreachable!("a primary launches only with no attempt in flight"),
+        }
+    }
+
+    /// Asks the gate about the next attempt: its slot when admitted, else
+    /// the refused attempt's slot and who refused.
+    fn admit<G: Gate + ?Sized>(
+        &mut self,
+        gate: &mut G,
+        retry_index: u32,
+        hedge_index: u32,
+        previous: Option<Outcome>,
+        backoff: Duration,
+    ) -> Result<Slot, (Slot, Gatekeeper)> {
+        let info = AttemptInfo {
+            id: AttemptId(self.launched),
+            retry_index,
+            hedge_index,
+            is_hedge: hedge_index > 0,
+            deadline: self.attempt_deadline(),
         };
         let admission = gate.admit(&AdmitRequest {
             attempt: info,
@@ -558,31 +593,28 @@ impl<const N: usize> CallMachine<N> {
         let slot = Slot {
             info,
             start: self.now,
-            backoff: core::mem::take(&mut self.next_backoff),
+            backoff,
             budget_reason: admission.reason,
         };
-        if !admission.allowed {
-            let mut record = self.record(&slot, Outcome::abort(admission.reason), false);
-            record.budget_allowed = false;
-            self.fail(match admission.by {
-                Gatekeeper::Budget => Cause::BudgetDenied,
-                Gatekeeper::Circuit => Cause::CircuitOpen,
-            });
-            self.refusal = Some(admission.reason);
-            return Action::Record(record);
+        if admission.allowed {
+            Ok(slot)
+        } else {
+            Err((slot, admission.by))
         }
-        self.groups += 1;
+    }
+
+    /// The record of an attempt the gate refused: it never ran.
+    fn refused(&self, slot: &Slot) -> AttemptRecord {
+        let mut record = self.record(slot, Outcome::abort(slot.budget_reason), false);
+        record.budget_allowed = false;
+        record
+    }
+
+    /// Puts an admitted attempt in slot `free` and launches it.
+    fn run(&mut self, free: usize, slot: Slot) -> Action {
+        let info = slot.info;
+        self.slots[free] = Some(slot);
         self.ran += 1;
-        self.group_start = self.now;
-        self.group_hedges = 0;
-        self.hedging_stopped = false;
-        self.next_hedge_check = None;
-        self.terminal = None;
-        match self.slots.iter_mut().find(|s| s.is_none()) {
-            Some(free) => *free = Some(slot),
-            None => unreachable!("a primary launches only with no attempt in flight"),
-        }
-        self.phase = Phase::Running;
         Action::Launch(info)
     }
 
@@ -610,36 +642,16 @@ impl<const N: usize> CallMachine<N> {
                 .map(|t| t.max(self.now + Duration::from_millis(1)));
             return None;
         }
-        let info = AttemptInfo {
-            id: AttemptId(self.launched),
-            retry_index: self.groups - 1,
-            hedge_index: self.group_hedges + 1,
-            is_hedge: true,
-            deadline: self.attempt_deadline(),
-        };
-        let admission = gate.admit(&AdmitRequest {
-            attempt: info,
-            previous: None,
-            now: self.now,
-        });
-        self.launched += 1;
         self.group_hedges += 1;
-        let slot = Slot {
-            info,
-            start: self.now,
-            backoff: Duration::ZERO,
-            budget_reason: admission.reason,
-        };
-        if !admission.allowed {
-            // The primary keeps running; this group hedges no more.
-            self.hedging_stopped = true;
-            let mut record = self.record(&slot, Outcome::abort(admission.reason), false);
-            record.budget_allowed = false;
-            return Some(Action::Record(record));
+        let retry_index = self.groups - 1;
+        match self.admit(gate, retry_index, self.group_hedges, None, Duration::ZERO) {
+            Ok(slot) => Some(self.run(free, slot)),
+            Err((slot, _)) => {
+                // The primary keeps running; this group hedges no more.
+                self.hedging_stopped = true;
+                Some(Action::Record(self.refused(&slot)))
+            }
         }
-        self.slots[free] = Some(slot);
-        self.ran += 1;
-        Some(Action::Launch(info))
     }
 
     fn wait_running(&self) -> Action {

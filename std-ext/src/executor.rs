@@ -20,6 +20,7 @@ use core::future::Future;
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use recourse_core::driver::derive_seed;
 use recourse_core::machine::Options;
 use recourse_core::policy::Policy;
 use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
@@ -349,37 +350,10 @@ impl<S: TimerSource> Executor<S> {
     /// The RNG of the next call: derived from the seed and the call's number
     /// when the executor has a seed, from entropy otherwise.
     fn next_rng(&self) -> fastrand::Rng {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
         match self.seed {
-            Some(seed) => {
-                let n = self.calls.fetch_add(1, Ordering::Relaxed);
-                fastrand::Rng::with_seed(call_seed(seed, n))
-            }
-            None => {
-                self.calls.fetch_add(1, Ordering::Relaxed);
-                fastrand::Rng::new()
-            }
+            Some(seed) => fastrand::Rng::with_seed(derive_seed(seed, n)),
+            None => fastrand::Rng::new(),
         }
-    }
-}
-
-/// Call `n`'s seed: `seed` and `n` mixed with SplitMix64's finalizer, so
-/// neighbouring calls (and neighbouring seeds) get unrelated streams.
-fn call_seed(seed: u64, n: u64) -> u64 {
-    let mut z = seed.wrapping_add(n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::call_seed;
-
-    #[test]
-    fn call_seeds_are_deterministic_and_distinct() {
-        assert_eq!(call_seed(7, 0), call_seed(7, 0));
-        assert_ne!(call_seed(7, 0), call_seed(7, 1));
-        assert_ne!(call_seed(7, 0), call_seed(8, 0));
-        assert_ne!(call_seed(0, 0), 0);
     }
 }
