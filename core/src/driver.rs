@@ -23,13 +23,11 @@ use crate::gate::Gate;
 use crate::key::PolicyKey;
 use crate::machine::{Action, CallMachine, Cause, Event, Options, Verdict};
 use crate::observer::{CallEnd, Observer};
-use crate::outcome::{Classifier, DefaultClassifier};
+use crate::outcome::{Classifier, DefaultClassifier, OutcomeKind};
+use crate::pinned::PinnedSlots;
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo};
 use crate::time::{Instant, Timer};
-
-/// The machine the driver runs: one attempt in flight at a time.
-type DriverMachine = CallMachine<1>;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum State {
@@ -41,6 +39,11 @@ enum State {
 pin_project! {
     /// The future of one call: resolves to the operation's value or an
     /// [`Error`]. Made by [`call`] and its [`CallBuilder`].
+    ///
+    /// `N` is the number of attempts it can run at once: 1 (the default)
+    /// runs no hedges and keeps the future small; [`CallBuilder::slots`]
+    /// makes room for the primary and up to `N - 1` hedges, each attempt's
+    /// future stored inside this one.
     ///
     /// ```
     /// # use core::time::Duration;
@@ -61,43 +64,54 @@ pin_project! {
     /// assert_eq!(futures_util::FutureExt::now_or_never(fut), Some(Ok(42)));
     /// ```
     #[must_use = "a call does nothing unless polled"]
-    pub struct Call<'k, Tm, Op, Fut, T, E, C = DefaultClassifier, O = (), G = ()>
+    #[project = CallProj]
+    pub struct Call<'k, Tm, Op, Fut, T, E, C = DefaultClassifier, O = (), G = (), W = InFlight<1>>
     where
         Tm: Timer,
         O: Observer,
         G: Gate,
+        W: Width,
     {
         key: PolicyKey<'k>,
-        machine: DriverMachine,
+        machine: W::Machine,
         timer: Tm,
         op: Op,
         classifier: C,
         observer: O,
         gate: G,
         state: State,
-        attempt_id: AttemptId,
+        // The attempt in each slot of `attempts`.
+        ids: W::Ids,
         sleep_at: Instant,
+        // The latest failed attempt's result, kept for the error; a
+        // non-retryable or abort result is never replaced (the machine
+        // names it as the call's last failure even when a later attempt of
+        // its group fails retryably).
         last: Option<(AttemptId, Result<T, E>)>,
+        last_terminal: bool,
         winner: Option<Result<T, E>>,
         #[pin]
-        attempt: Option<Fut>,
+        attempts: W::Attempts<Fut>,
         #[pin]
         sleep: Option<Tm::Sleep>,
     }
 
-    impl<'k, Tm, Op, Fut, T, E, C, O, G> PinnedDrop for Call<'k, Tm, Op, Fut, T, E, C, O, G>
+    impl<'k, Tm, Op, Fut, T, E, C, O, G, W> PinnedDrop for Call<'k, Tm, Op, Fut, T, E, C, O, G, W>
     where
         Tm: Timer,
         O: Observer,
         G: Gate,
+        W: Width,
     {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
             if *this.state != State::Running {
                 return;
             }
-            // Stop the attempt before anyone hears about it.
-            this.attempt.set(None);
+            // Stop the attempts before anyone hears about them.
+            for i in 0..this.ids.as_ref().len() {
+                this.attempts.as_mut().slot(i).set(None);
+            }
             this.sleep.set(None);
             this.machine.handle(Event::Cancel { now: this.timer.now() });
             loop {
@@ -135,7 +149,7 @@ pub fn call<'k, Tm: Timer, Op>(
     let rng = fastrand::Rng::with_seed(call_seed(timer.now()));
     CallBuilder {
         key,
-        machine: CallMachine::new(policy, Options::DEFAULT, rng),
+        machine: CallMachine::<1>::new(policy, Options::DEFAULT, rng),
         timer,
         op,
         classifier: DefaultClassifier,
@@ -148,9 +162,9 @@ pub fn call<'k, Tm: Timer, Op>(
 /// into a [`Call`] with [`IntoFuture::into_future`].
 #[derive(Debug)]
 #[must_use = "a call does nothing unless awaited"]
-pub struct CallBuilder<'k, Tm, Op, C = DefaultClassifier, O = (), G = ()> {
+pub struct CallBuilder<'k, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Width = InFlight<1>> {
     key: PolicyKey<'k>,
-    machine: DriverMachine,
+    machine: W::Machine,
     timer: Tm,
     op: Op,
     classifier: C,
@@ -158,7 +172,61 @@ pub struct CallBuilder<'k, Tm, Op, C = DefaultClassifier, O = (), G = ()> {
     gate: G,
 }
 
-impl<'k, Tm, Op, C, O, G> CallBuilder<'k, Tm, Op, C, O, G> {
+impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
+    /// Makes room for `M` attempts at once: the primary and up to `M - 1`
+    /// hedges of the same retry group (when the policy enables hedging). The
+    /// call future then holds `M` attempt futures; the default, 1, hedges
+    /// never. `M = 1 + policy.hedge.max_hedges` runs every hedge the policy
+    /// asks for.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// use recourse_core::{call, AttemptInfo, Policy, PolicyKey};
+    /// # use recourse_core::{Instant, Timer};
+    /// # struct NoSleep;
+    /// # impl Timer for NoSleep {
+    /// #     type Sleep = core::future::Ready<()>;
+    /// #     fn now(&self) -> Instant { Instant::ZERO }
+    /// #     fn sleep_until(&self, _: Instant) -> Self::Sleep { core::future::ready(()) }
+    /// # }
+    /// let mut policy = Policy::DEFAULT;
+    /// policy.hedge.enabled = true;
+    /// // The primary hangs; the hedge, launched after `hedge_delay`, answers.
+    /// let call = call(PolicyKey::parse("svc.Get"), &policy, NoSleep, |attempt: AttemptInfo| async move {
+    ///     if attempt.is_hedge {
+    ///         Ok::<_, ()>("from the hedge")
+    ///     } else {
+    ///         core::future::pending::<Result<&str, ()>>().await
+    ///     }
+    /// })
+    /// .slots::<3>();
+    /// let fut = core::future::IntoFuture::into_future(call);
+    /// assert_eq!(futures_util::FutureExt::now_or_never(fut), Some(Ok("from the hedge")));
+    /// ```
+    pub fn slots<const M: usize>(self) -> CallBuilder<'k, Tm, Op, C, O, G, InFlight<M>>
+    where
+        InFlight<M>: Width<Machine = CallMachine<M>>,
+    {
+        let Self {
+            key,
+            machine,
+            timer,
+            op,
+            classifier,
+            observer,
+            gate,
+        } = self;
+        CallBuilder {
+            key,
+            machine: machine.resize::<M>(),
+            timer,
+            op,
+            classifier,
+            observer,
+            gate,
+        }
+    }
+
     /// Uses `rng` for jitter draws.
     pub fn rng(mut self, rng: fastrand::Rng) -> Self {
         self.machine.set_rng(rng);
@@ -172,7 +240,7 @@ impl<'k, Tm, Op, C, O, G> CallBuilder<'k, Tm, Op, C, O, G> {
     }
 
     /// Classifies results with `classifier`.
-    pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, Tm, Op, C2, O, G> {
+    pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, Tm, Op, C2, O, G, W> {
         let Self {
             key,
             machine,
@@ -194,7 +262,7 @@ impl<'k, Tm, Op, C, O, G> CallBuilder<'k, Tm, Op, C, O, G> {
     }
 
     /// Reports to `observer` (pass `&mut o` to read it after the call).
-    pub fn observer<O2: Observer>(self, observer: O2) -> CallBuilder<'k, Tm, Op, C, O2, G> {
+    pub fn observer<O2: Observer>(self, observer: O2) -> CallBuilder<'k, Tm, Op, C, O2, G, W> {
         let Self {
             key,
             machine,
@@ -216,7 +284,7 @@ impl<'k, Tm, Op, C, O, G> CallBuilder<'k, Tm, Op, C, O, G> {
     }
 
     /// Consults `gate` before every attempt (pass `&mut g` to share one).
-    pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, Tm, Op, C, O, G2> {
+    pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, Tm, Op, C, O, G2, W> {
         let Self {
             key,
             machine,
@@ -238,8 +306,9 @@ impl<'k, Tm, Op, C, O, G> CallBuilder<'k, Tm, Op, C, O, G> {
     }
 }
 
-impl<'k, Tm, Op, Fut, T, E, C, O, G> IntoFuture for CallBuilder<'k, Tm, Op, C, O, G>
+impl<'k, Tm, Op, Fut, T, E, C, O, G, W> IntoFuture for CallBuilder<'k, Tm, Op, C, O, G, W>
 where
+    W: Width,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -248,7 +317,7 @@ where
     G: Gate,
 {
     type Output = Result<T, Error<E>>;
-    type IntoFuture = Call<'k, Tm, Op, Fut, T, E, C, O, G>;
+    type IntoFuture = Call<'k, Tm, Op, Fut, T, E, C, O, G, W>;
 
     fn into_future(self) -> Self::IntoFuture {
         Call {
@@ -260,18 +329,20 @@ where
             observer: self.observer,
             gate: self.gate,
             state: State::Idle,
-            attempt_id: AttemptId(0),
+            ids: W::Ids::default(),
             sleep_at: Instant::ZERO,
             last: None,
+            last_terminal: false,
             winner: None,
-            attempt: None,
+            attempts: W::Attempts::default(),
             sleep: None,
         }
     }
 }
 
-impl<Tm, Op, Fut, T, E, C, O, G> Future for Call<'_, Tm, Op, Fut, T, E, C, O, G>
+impl<Tm, Op, Fut, T, E, C, O, G, W> Future for Call<'_, Tm, Op, Fut, T, E, C, O, G, W>
 where
+    W: Width,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -281,6 +352,10 @@ where
 {
     type Output = Result<T, Error<E>>;
 
+    /// Drains the machine until it must wait, then polls every attempt in
+    /// flight; the first to complete is fed to the machine and the loop
+    /// starts over (so attempts launched on the way are polled before this
+    /// returns `Pending`, and each event is drained before the next).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         match *this.state {
@@ -294,69 +369,207 @@ where
             State::Done => panic!("`Call` polled after completion"),
         }
         loop {
-            if let Some(attempt) = this.attempt.as_mut().as_pin_mut() {
-                if let Poll::Ready(result) = attempt.poll(cx) {
-                    this.attempt.set(None);
-                    let outcome = this.classifier.classify(&result);
-                    let id = *this.attempt_id;
-                    let now = this.timer.now();
-                    this.machine
-                        .handle(Event::AttemptFinished { id, outcome, now });
-                    if outcome.is_success() {
-                        *this.winner = Some(result);
-                    } else {
-                        *this.last = Some((id, result));
+            // 1. Carry out the machine's actions until it waits.
+            let wait = loop {
+                match this.machine.poll(this.gate) {
+                    Action::Record(record) => this.observer.on_attempt(*this.key, &record),
+                    Action::Launch(info) => {
+                        let ids = this.ids.as_mut();
+                        let Some(free) = ids.iter().position(Option::is_none) else {
+                            unreachable!("the machine launches only into a free slot");
+                        };
+                        ids[free] = Some(info.id);
+                        this.attempts.as_mut().slot(free).set(Some((this.op)(info)));
                     }
+                    Action::Cancel(record) => {
+                        let id = Some(record.info.id);
+                        let ids = this.ids.as_mut();
+                        if let Some(i) = ids.iter().position(|s| *s == id) {
+                            ids[i] = None;
+                            this.attempts.as_mut().slot(i).set(None);
+                        }
+                        this.observer.on_attempt(*this.key, &record);
+                    }
+                    Action::Wait { until, .. } => break Some(until),
+                    Action::AwaitAttempts => break None,
+                    Action::Finish(verdict) => {
+                        *this.state = State::Done;
+                        this.sleep.set(None);
+                        let end = call_end(this.machine, verdict);
+                        match verdict {
+                            Verdict::Success(_) => this.observer.on_success(*this.key, &end),
+                            Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),
+                        }
+                        let refusal = this.machine.refusal();
+                        return Poll::Ready(conclude(
+                            verdict,
+                            end.attempts,
+                            refusal,
+                            this.winner,
+                            this.last,
+                        ));
+                    }
+                }
+            };
+            // 2. Poll the attempts; feed the first that completes. An attempt
+            //    that is ready wins over a deadline that is also due.
+            if poll_attempts(&mut this, cx) {
+                continue;
+            }
+            // 3. Nothing completed: sleep until the machine's instant.
+            let Some(until) = wait else {
+                return Poll::Pending;
+            };
+            if this.sleep.is_none() || *this.sleep_at != until {
+                this.sleep.set(Some(this.timer.sleep_until(until)));
+                *this.sleep_at = until;
+            }
+            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                if sleep.poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
             }
-            match this.machine.poll(this.gate) {
-                Action::Record(record) => this.observer.on_attempt(*this.key, &record),
-                Action::Launch(info) => {
-                    *this.attempt_id = info.id;
-                    this.attempt.set(Some((this.op)(info)));
-                }
-                Action::Cancel(record) => {
-                    debug_assert_eq!(record.info.id, *this.attempt_id);
-                    this.attempt.set(None);
-                    this.observer.on_attempt(*this.key, &record);
-                }
-                Action::Wait { until, .. } => {
-                    if this.sleep.is_none() || *this.sleep_at != until {
-                        this.sleep.set(Some(this.timer.sleep_until(until)));
-                        *this.sleep_at = until;
-                    }
-                    if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                        if sleep.poll(cx).is_pending() {
-                            return Poll::Pending;
-                        }
-                    }
-                    this.sleep.set(None);
-                    // The timer says `until` has passed; trust it over a
-                    // clock read that rounds a hair earlier, or the machine
-                    // would ask for the same wait again.
-                    let now = this.timer.now().max(until);
-                    this.machine.handle(Event::Tick { now });
-                }
-                Action::AwaitAttempts => return Poll::Pending,
-                Action::Finish(verdict) => {
-                    *this.state = State::Done;
-                    this.sleep.set(None);
-                    let end = call_end(this.machine, verdict);
-                    match verdict {
-                        Verdict::Success(_) => this.observer.on_success(*this.key, &end),
-                        Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),
-                    }
-                    let refusal = this.machine.refusal();
-                    return Poll::Ready(conclude(
-                        verdict,
-                        end.attempts,
-                        refusal,
-                        this.winner,
-                        this.last,
-                    ));
+            this.sleep.set(None);
+            // The timer says `until` has passed; trust it over a clock read
+            // that rounds a hair earlier, or the machine would ask for the
+            // same wait again.
+            let now = this.timer.now().max(until);
+            this.machine.handle(Event::Tick { now });
+        }
+    }
+}
+
+/// Polls every attempt in flight; feeds the first that completes to the
+/// machine and says whether one did.
+fn poll_attempts<Tm, Op, Fut, T, E, C, O, G, W>(
+    this: &mut CallProj<'_, '_, Tm, Op, Fut, T, E, C, O, G, W>,
+    cx: &mut Context<'_>,
+) -> bool
+where
+    Tm: Timer,
+    Fut: Future<Output = Result<T, E>>,
+    C: Classifier<T, E>,
+    O: Observer,
+    G: Gate,
+    W: Width,
+{
+    for i in 0..this.ids.as_ref().len() {
+        let Some(id) = this.ids.as_ref()[i] else {
+            continue;
+        };
+        let Some(attempt) = this.attempts.as_mut().slot(i).as_pin_mut() else {
+            continue;
+        };
+        let Poll::Ready(result) = attempt.poll(cx) else {
+            continue;
+        };
+        this.ids.as_mut()[i] = None;
+        this.attempts.as_mut().slot(i).set(None);
+        let outcome = this.classifier.classify(&result);
+        let now = this.timer.now();
+        this.machine
+            .handle(Event::AttemptFinished { id, outcome, now });
+        match outcome.kind {
+            OutcomeKind::Success => *this.winner = Some(result),
+            kind => {
+                if !*this.last_terminal {
+                    *this.last_terminal = kind != OutcomeKind::Retryable;
+                    *this.last = Some((id, result));
                 }
             }
         }
+        return true;
+    }
+    false
+}
+
+/// How many attempts a [`Call`] runs at once: [`InFlight<N>`], chosen with
+/// [`CallBuilder::slots`].
+///
+/// A type rather than a `const` parameter because the future's pin
+/// projection is generated by `pin-project-lite`, which takes types only.
+/// Sealed: its items are the driver's plumbing.
+pub trait Width: sealed::Sealed {
+    #[doc(hidden)]
+    type Machine: MachineOps;
+    #[doc(hidden)]
+    type Attempts<F>: AttemptSlots<F>;
+    #[doc(hidden)]
+    type Ids: Default + AsRef<[Option<AttemptId>]> + AsMut<[Option<AttemptId>]>;
+}
+
+/// Room for `N` attempts at once: the primary and up to `N - 1` hedges.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InFlight<const N: usize>;
+
+impl<const N: usize> sealed::Sealed for InFlight<N> {}
+
+impl<const N: usize> Width for InFlight<N>
+where
+    [Option<AttemptId>; N]: Default,
+{
+    type Machine = CallMachine<N>;
+    type Attempts<F> = PinnedSlots<F, N>;
+    type Ids = [Option<AttemptId>; N];
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The machine operations the driver uses, for every width.
+#[doc(hidden)]
+pub trait MachineOps {
+    fn handle(&mut self, event: Event);
+    fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action;
+    fn start(&self) -> Instant;
+    fn now(&self) -> Instant;
+    fn attempts(&self) -> u32;
+    fn refusal(&self) -> Option<&'static str>;
+    fn set_rng(&mut self, rng: fastrand::Rng);
+    fn set_options(&mut self, options: Options);
+    fn resize<const M: usize>(self) -> CallMachine<M>;
+}
+
+impl<const N: usize> MachineOps for CallMachine<N> {
+    fn handle(&mut self, event: Event) {
+        CallMachine::handle(self, event);
+    }
+    fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
+        CallMachine::poll(self, gate)
+    }
+    fn start(&self) -> Instant {
+        CallMachine::start(self)
+    }
+    fn now(&self) -> Instant {
+        CallMachine::now(self)
+    }
+    fn attempts(&self) -> u32 {
+        CallMachine::attempts(self)
+    }
+    fn refusal(&self) -> Option<&'static str> {
+        CallMachine::refusal(self)
+    }
+    fn set_rng(&mut self, rng: fastrand::Rng) {
+        CallMachine::set_rng(self, rng);
+    }
+    fn set_options(&mut self, options: Options) {
+        CallMachine::set_options(self, options);
+    }
+    fn resize<const M: usize>(self) -> CallMachine<M> {
+        self.with_slots::<M>()
+    }
+}
+
+/// Pinned attempt futures by slot, for every width.
+#[doc(hidden)]
+pub trait AttemptSlots<F>: Default {
+    fn slot(self: Pin<&mut Self>, i: usize) -> Pin<&mut Option<F>>;
+}
+
+impl<F, const N: usize> AttemptSlots<F> for PinnedSlots<F, N> {
+    fn slot(self: Pin<&mut Self>, i: usize) -> Pin<&mut Option<F>> {
+        self.get(i)
     }
 }
 
@@ -384,7 +597,7 @@ pub const fn derive_seed(seed: u64, n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn call_end(machine: &DriverMachine, verdict: Verdict) -> CallEnd {
+fn call_end<M: MachineOps>(machine: &M, verdict: Verdict) -> CallEnd {
     CallEnd {
         start: machine.start(),
         end: machine.now(),

@@ -68,6 +68,7 @@ pub mod latency;
 pub mod machine;
 pub mod observer;
 pub mod outcome;
+mod pinned;
 pub mod policy;
 pub mod record;
 pub mod time;

@@ -239,6 +239,9 @@ pub struct CallMachine<const N: usize = 4> {
     slots: [Option<Slot>; N],
     /// Hedging: 0 hedges per group when off (or when `N` has no room).
     max_hedges: u32,
+    /// The hedges per group the policy asks for (0 when hedging is off),
+    /// before `N` limits them.
+    policy_hedges: u32,
     hedge_delay: Duration,
     cancel_on_first_terminal: bool,
     /// The running group: when its primary launched, hedges launched, and
@@ -284,9 +287,9 @@ impl<const N: usize> CallMachine<N> {
             last_outcome: None,
             refusal: None,
             slots: [None; N],
-            max_hedges: if policy.hedge.enabled {
-                let room = u32::try_from(N.saturating_sub(1)).unwrap_or(u32::MAX);
-                policy.hedge.max_hedges.min(room)
+            max_hedges: 0,
+            policy_hedges: if policy.hedge.enabled {
+                policy.hedge.max_hedges
             } else {
                 0
             },
@@ -300,6 +303,65 @@ impl<const N: usize> CallMachine<N> {
             ran: 0,
             pending: None,
         }
+        .room_for_hedges()
+    }
+
+    /// Hedges per group: what the policy asks for, as far as `N` has room.
+    fn room_for_hedges(mut self) -> Self {
+        let room = u32::try_from(N.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.max_hedges = self.policy_hedges.min(room);
+        self
+    }
+
+    /// The same machine, not yet started, with room for `M` attempts in
+    /// flight (the primary and up to `M - 1` hedges).
+    ///
+    /// # Panics
+    ///
+    /// When the machine has started (before [`Event::Start`] no attempt
+    /// can be in a slot, so none is lost).
+    pub fn with_slots<const M: usize>(self) -> CallMachine<M> {
+        assert!(
+            matches!(self.phase, Phase::Idle),
+            "`with_slots` on a started machine"
+        );
+        CallMachine {
+            max_attempts: self.max_attempts,
+            per_attempt: self.per_attempt,
+            overall: self.overall,
+            options: self.options,
+            backoff: self.backoff,
+            rng: self.rng,
+            phase: self.phase,
+            now: self.now,
+            start: self.start,
+            deadline: self.deadline,
+            groups: self.groups,
+            launched: self.launched,
+            next_backoff: self.next_backoff,
+            last_failure: self.last_failure,
+            last_outcome: self.last_outcome,
+            refusal: self.refusal,
+            slots: [None; M],
+            max_hedges: 0,
+            policy_hedges: self.policy_hedges,
+            hedge_delay: self.hedge_delay,
+            cancel_on_first_terminal: self.cancel_on_first_terminal,
+            group_start: self.group_start,
+            group_hedges: self.group_hedges,
+            hedging_stopped: self.hedging_stopped,
+            next_hedge_check: self.next_hedge_check,
+            terminal: self.terminal,
+            ran: self.ran,
+            pending: self.pending,
+        }
+        .room_for_hedges()
+    }
+
+    /// Hedges each retry group may launch: the policy's, as far as `N` has
+    /// room (0 when hedging is off).
+    pub fn max_hedges(&self) -> u32 {
+        self.max_hedges
     }
 
     /// When the call started.

@@ -431,3 +431,226 @@ fn a_refused_call_never_runs_the_operation_and_says_who_refused() {
         assert_eq!(n.get(), 0);
     }
 }
+
+/// A hedging policy: 200 ms delay, `hedges` hedges per group.
+fn hedged(hedges: u32) -> Policy {
+    let mut p = Policy::DEFAULT;
+    p.hedge.enabled = true;
+    p.hedge.max_hedges = hedges;
+    p.hedge.hedge_delay = dur(200);
+    p
+}
+
+/// Each attempt's (delay, result) by attempt id; every attempt future holds
+/// a guard counted in `live`.
+fn scripted<'a>(
+    t: &'a VTimer,
+    live: &'a Rc<Cell<i32>>,
+    script: &'a [(u64, Result<u32, &'static str>)],
+) -> impl FnMut(
+    AttemptInfo,
+)
+    -> core::pin::Pin<std::boxed::Box<dyn Future<Output = Result<u32, &'static str>> + 'a>>
+       + 'a {
+    move |info: AttemptInfo| {
+        let (d, r) = script[usize::from(info.id.0)];
+        let guard = Guard::new(live);
+        let done = t.after(dur(d), r);
+        std::boxed::Box::pin(async move {
+            let _g = guard;
+            done.await
+        })
+    }
+}
+
+/// Non-retryable for `Err("bad")`, retryable for other errors.
+fn bad_is_final(r: &Result<u32, &'static str>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::SUCCESS,
+        Err("bad") => Outcome::non_retryable("bad_request"),
+        Err(_) => Outcome::retryable("unavailable"),
+    }
+}
+
+#[test]
+fn the_hedge_wins_and_the_primary_is_dropped() {
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    let script = [(500, Ok(1)), (50, Ok(2))];
+    let mut log = Log::default();
+    let fut = call(KEY, &hedged(2), t.clone(), scripted(&t, &live, &script))
+        .observer(&mut log)
+        .slots::<3>();
+    assert_eq!(t.run(fut.into_future()), Ok(2));
+    assert_eq!(
+        t.now(),
+        ms(250),
+        "the hedge answered 50 ms after its launch at 200"
+    );
+    assert_eq!(live.get(), 0, "the losing primary was dropped");
+    assert_eq!(
+        log.0,
+        [
+            "start svc.Get @0",
+            "attempt 1 success @200..250 backoff 0",
+            "attempt 0 hedge_loser @0..250 backoff 0 cancelled",
+            "success after 2",
+        ]
+    );
+}
+
+#[test]
+fn without_slots_a_hedging_policy_runs_one_attempt_at_a_time() {
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    let script = [(500, Ok(1))];
+    let fut = call(KEY, &hedged(2), t.clone(), scripted(&t, &live, &script));
+    assert_eq!(t.run(fut.into_future()), Ok(1));
+    assert_eq!(t.now(), ms(500));
+}
+
+#[test]
+fn a_fast_retryable_failure_waits_for_the_hedge() {
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    // The primary fails at 250, after the hedge launched at 200; the hedge
+    // succeeds at 300.
+    let script = [(250, Err("unavailable")), (100, Ok(2))];
+    let fut = call(KEY, &hedged(1), t.clone(), scripted(&t, &live, &script))
+        .classifier(bad_is_final)
+        .slots::<2>();
+    assert_eq!(t.run(fut.into_future()), Ok(2));
+    assert_eq!(t.now(), ms(300));
+}
+
+#[test]
+fn a_non_retryable_result_is_not_masked_by_a_later_retryable_one() {
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    let script = [(250, Err("bad")), (100, Err("unavailable"))];
+    let fut = call(KEY, &hedged(1), t.clone(), scripted(&t, &live, &script))
+        .classifier(bad_is_final)
+        .slots::<2>();
+    assert_eq!(
+        t.run(fut.into_future()),
+        Err(Error::Operation {
+            error: "bad",
+            cause: Cause::NonRetryable
+        })
+    );
+    assert_eq!(t.now(), ms(300), "the group waited for the hedge");
+}
+
+#[test]
+fn cancel_on_first_terminal_ends_the_call_and_drops_the_hedge() {
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    let script = [(250, Err("bad")), (1_000, Ok(2))];
+    let mut p = hedged(1);
+    p.hedge.cancel_on_first_terminal = true;
+    let fut = call(KEY, &p, t.clone(), scripted(&t, &live, &script))
+        .classifier(bad_is_final)
+        .slots::<2>();
+    assert_eq!(
+        t.run(fut.into_future()),
+        Err(Error::Operation {
+            error: "bad",
+            cause: Cause::NonRetryable
+        })
+    );
+    assert_eq!(t.now(), ms(250));
+    assert_eq!(live.get(), 0);
+}
+
+#[test]
+fn a_group_whose_attempts_all_fail_backs_off_then_hedges_again() {
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    // Group 0: primary 0..300 fails, hedge 200..350 fails; backoff 10 ms;
+    // group 1 at 360: primary hangs, its hedge at 560 succeeds at 570.
+    let script = [
+        (300, Err("unavailable")),
+        (150, Err("unavailable")),
+        (10_000, Ok(1)),
+        (10, Ok(4)),
+    ];
+    let seen = RefCell::new(vec![]);
+    let mut op = scripted(&t, &live, &script);
+    let fut = call(KEY, &hedged(1), t.clone(), |info: AttemptInfo| {
+        seen.borrow_mut().push((info.retry_index, info.hedge_index));
+        op(info)
+    })
+    .slots::<2>();
+    assert_eq!(t.run(fut.into_future()), Ok(4));
+    assert_eq!(t.now(), ms(570));
+    assert_eq!(seen.into_inner(), [(0, 0), (0, 1), (1, 0), (1, 1)]);
+    assert_eq!(live.get(), 0);
+}
+
+#[test]
+fn hedges_stop_at_max_hedges_and_the_last_failure_ends_the_call_at_once() {
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    let mut p = hedged(2);
+    p.retry.max_attempts = 1;
+    // Three attempts (primary at 0, hedges at 200 and 400) all fail; the
+    // call ends with the last failure at 700 — not at any deadline.
+    let script = [
+        (600, Err("unavailable")),
+        (450, Err("unavailable")),
+        (300, Err("unavailable")),
+    ];
+    let fut = call(KEY, &p, t.clone(), scripted(&t, &live, &script)).slots::<4>();
+    assert_eq!(
+        t.run(fut.into_future()),
+        Err(Error::RetriesExhausted {
+            last: Some("unavailable"),
+            attempts: 3
+        })
+    );
+    assert_eq!(t.now(), ms(700));
+}
+
+#[test]
+fn dropping_a_hedged_call_drops_every_attempt() {
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    let script = [(10_000, Ok(1)), (10_000, Ok(2)), (10_000, Ok(3))];
+    let mut log = Log::default();
+    {
+        let fut = call(KEY, &hedged(2), t.clone(), scripted(&t, &live, &script))
+            .observer(&mut log)
+            .slots::<3>();
+        let mut fut = pin!(fut.into_future());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        for at in [200, 400] {
+            t.0.pending.borrow_mut().clear();
+            t.0.now.set(ms(at));
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(live.get(), 3, "primary and two hedges in flight");
+    }
+    assert_eq!(live.get(), 0);
+    assert_eq!(
+        log.0,
+        [
+            "start svc.Get @0",
+            "attempt 0 cancelled @0..400 backoff 0 cancelled",
+            "attempt 1 cancelled @200..400 backoff 0 cancelled",
+            "attempt 2 cancelled @400..400 backoff 0 cancelled",
+            "failure cancelled",
+        ]
+    );
+}
+
+#[test]
+fn hedged_call_future_size() {
+    let t = VTimer::default();
+    let fut = call(KEY, &hedged(3), t.clone(), |_| async { Ok::<u32, ()>(1) })
+        .slots::<4>()
+        .into_future();
+    let size = core::mem::size_of_val(&fut);
+    std::println!("hedged call future (4 slots) for a trivial operation: {size} bytes");
+    assert!(size <= 1024, "hedged call future grew to {size} bytes");
+}
