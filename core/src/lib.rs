@@ -78,7 +78,7 @@ pub use budget::{Budget, BudgetGate, BudgetRequest, Decision, Reservation};
 pub use driver::{call, Call, CallBuilder};
 pub use error::Error;
 pub use gate::{Admission, AdmitRequest, Gate, Gatekeeper};
-pub use hedge::{HedgeDecision, HedgeState};
+pub use hedge::{HedgeDecision, HedgeState, Trigger};
 pub use key::PolicyKey;
 pub use latency::LatencySketch;
 pub use machine::{Action, CallMachine, Cause, Event, Options, Verdict, WaitReason};

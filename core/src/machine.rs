@@ -30,7 +30,7 @@ use crate::backoff::Backoff;
 use crate::gate::{AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::{reason, Outcome, OutcomeKind};
-use crate::policy::Policy;
+use crate::policy::{Limits, Policy};
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::Instant;
 
@@ -41,12 +41,17 @@ pub struct Options {
     /// this; a hint that would end at or past the overall deadline stops the
     /// call. Default 60 s.
     pub max_retry_after: Duration,
+    /// The most hedges a retry group may launch, whatever the policy asks:
+    /// default 3 ([`Limits::DEFAULT`]); an executor may lift it to
+    /// [`Limits::MAX_HEDGES_CEILING`] (10).
+    pub max_hedges_ceiling: u32,
 }
 
 impl Options {
     /// The defaults.
     pub const DEFAULT: Self = Self {
         max_retry_after: Duration::from_secs(60),
+        max_hedges_ceiling: Limits::DEFAULT.max_hedges_ceiling,
     };
 }
 
@@ -306,11 +311,19 @@ impl<const N: usize> CallMachine<N> {
         .room_for_hedges()
     }
 
-    /// Hedges per group: what the policy asks for, as far as `N` has room.
+    /// Hedges per group: what the policy asks for, as far as the ceiling
+    /// and `N` allow.
     fn room_for_hedges(mut self) -> Self {
-        let room = u32::try_from(N.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.max_hedges = self.policy_hedges.min(room);
+        self.limit_hedges();
         self
+    }
+
+    fn limit_hedges(&mut self) {
+        let room = u32::try_from(N.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.max_hedges = self
+            .policy_hedges
+            .min(self.options.max_hedges_ceiling)
+            .min(room);
     }
 
     /// The same machine, not yet started, with room for `M` attempts in
@@ -358,8 +371,8 @@ impl<const N: usize> CallMachine<N> {
         .room_for_hedges()
     }
 
-    /// Hedges each retry group may launch: the policy's, as far as `N` has
-    /// room (0 when hedging is off).
+    /// Hedges each retry group may launch: the policy's, as far as the
+    /// ceiling in [`Options`] and `N` allow (0 when hedging is off).
     pub fn max_hedges(&self) -> u32 {
         self.max_hedges
     }
@@ -398,6 +411,7 @@ impl<const N: usize> CallMachine<N> {
     /// Replaces the executor-wide options.
     pub fn set_options(&mut self, options: Options) {
         self.options = options;
+        self.limit_hedges();
     }
 
     /// Whether the machine has returned [`Action::Finish`].

@@ -344,6 +344,7 @@ fn retry_after_hint_replaces_the_backoff() {
 fn retry_after_hint_is_bounded_by_the_executor_maximum() {
     let options = Options {
         max_retry_after: Duration::from_secs(1),
+        ..Options::DEFAULT
     };
     let mut h = Harness::with(&Policy::DEFAULT, options, 7);
     h.drain();

@@ -6,11 +6,14 @@ use core::sync::atomic::AtomicU64;
 use core::time::Duration;
 
 use recourse_core::machine::Options;
+use recourse_core::policy::Limits;
 
 use crate::breakers::Breakers;
 use crate::budgets::{BudgetRegistry, MissingBudgetMode};
 use crate::classify::{ClassifierRegistry, MissingClassifierMode};
 use crate::executor::Executor;
+use crate::hedging::MissingTriggerMode;
+use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode};
 use crate::observer::{MultiObserver, Observer};
 use crate::provider::PolicyProvider;
@@ -46,6 +49,8 @@ pub struct ExecutorBuilder<S = DefaultTimer> {
     breakers: Breakers,
     classifiers: ClassifierRegistry,
     missing_classifier: MissingClassifierMode,
+    latency: LatencyTrackers,
+    missing_trigger: MissingTriggerMode,
 }
 
 impl ExecutorBuilder {
@@ -64,6 +69,8 @@ impl ExecutorBuilder {
             breakers: Breakers::default(),
             classifiers: ClassifierRegistry::new(),
             missing_classifier: MissingClassifierMode::default(),
+            latency: LatencyTrackers::default(),
+            missing_trigger: MissingTriggerMode::default(),
         }
     }
 }
@@ -117,6 +124,8 @@ impl<S> ExecutorBuilder<S> {
             breakers: self.breakers,
             classifiers: self.classifiers,
             missing_classifier: self.missing_classifier,
+            latency: self.latency,
+            missing_trigger: self.missing_trigger,
         }
     }
 
@@ -184,6 +193,31 @@ impl<S> ExecutorBuilder<S> {
         self
     }
 
+    /// The most hedges a retry group may launch, whatever a policy asks:
+    /// default 3, lifted as far as 10 ([`Limits::MAX_HEDGES_CEILING`]);
+    /// values outside 1..=10 are clamped into it. A policy asking for more
+    /// runs with the ceiling, and its timeline lists `hedge.max_hedges` in
+    /// `policy_clamped_fields`.
+    pub fn max_hedges_ceiling(mut self, ceiling: u32) -> Self {
+        self.options.max_hedges_ceiling = ceiling.clamp(1, Limits::MAX_HEDGES_CEILING);
+        self
+    }
+
+    /// Where quantile hedge triggers keep each key's recent latencies
+    /// (default: [`LatencyTrackers::default`], at most 1024 keys, 10 s
+    /// windows).
+    pub fn latency_trackers(mut self, trackers: LatencyTrackers) -> Self {
+        self.latency = trackers;
+        self
+    }
+
+    /// What a call does when its policy's `hedge.trigger` names no trigger
+    /// (default [`MissingTriggerMode::Fallback`]: the fixed delay).
+    pub fn missing_trigger_mode(mut self, mode: MissingTriggerMode) -> Self {
+        self.missing_trigger = mode;
+        self
+    }
+
     /// The longest delay a server's retry-after hint may impose; a longer
     /// hint is cut to this. Default 60 s.
     pub fn max_retry_after(mut self, max: Duration) -> Self {
@@ -216,6 +250,8 @@ impl<S> ExecutorBuilder<S> {
             observer_panics: AtomicU64::new(0),
             classifiers: self.classifiers,
             missing_classifier: self.missing_classifier,
+            latency: self.latency,
+            missing_trigger: self.missing_trigger,
         }
     }
 }

@@ -16,13 +16,13 @@
 //! (it clones the policy's `Arc`).
 
 use core::fmt;
-use core::future::Future;
+use core::future::{Future, IntoFuture};
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use recourse_core::driver::derive_seed;
 use recourse_core::machine::Options;
-use recourse_core::policy::Policy;
+use recourse_core::policy::{Limits, Policy};
 use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
 
 use std::sync::Mutex;
@@ -32,6 +32,8 @@ use crate::budgets::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
 use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode, PANIC_IN_CLASSIFIER};
 use crate::gate::{CallGate, Held, BUDGET_NOT_FOUND};
+use crate::hedging::{HedgePlan, MissingTriggerMode};
+use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::observer::Observer;
 use crate::provider::PolicyProvider;
@@ -91,6 +93,8 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) observer_panics: AtomicU64,
     pub(crate) classifiers: ClassifierRegistry,
     pub(crate) missing_classifier: MissingClassifierMode,
+    pub(crate) latency: LatencyTrackers,
+    pub(crate) missing_trigger: MissingTriggerMode,
 }
 
 impl Executor {
@@ -301,6 +305,14 @@ impl<S: TimerSource> Executor<S> {
             report.denied(key, timer.now());
             return Err(Error::NoPolicy);
         };
+        let plan = HedgePlan::resolve(
+            &policy.policy,
+            self.options.max_hedges_ceiling,
+            self.missing_trigger,
+        );
+        if let Some(t) = report.timeline.as_deref_mut() {
+            plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
+        }
         let gate = CallGate {
             clock: &self.timer,
             key,
@@ -312,6 +324,8 @@ impl<S: TimerSource> Executor<S> {
             held: Held::default(),
             breakers: &self.breakers,
             circuit: None,
+            trigger: plan.trigger,
+            latency: &self.latency,
         };
         let panicked = Mutex::new(None);
         let classifier = Contained {
@@ -319,13 +333,27 @@ impl<S: TimerSource> Executor<S> {
             contain: self.contain_panics,
             panicked: &panicked,
         };
-        let result = recourse_core::call(key, &policy.policy, timer, op)
+        let builder = recourse_core::call(key, &policy.policy, timer, op)
             .classifier(classifier)
             .observer(report)
             .gate(gate)
             .rng(rng)
-            .options(self.options)
-            .await;
+            .options(self.options);
+        // A call that hedges holds its attempts' futures in one heap block
+        // (sized for the default ceiling, or for the lifted one), so a call
+        // that does not hedge stays small and allocation-free.
+        let result = match plan.hedges {
+            0 => builder.await,
+            1..=3 => Box::pin(builder.slots::<4>().into_future()).await,
+            _ => {
+                Box::pin(
+                    builder
+                        .slots::<{ 1 + Limits::MAX_HEDGES_CEILING as usize }>()
+                        .into_future(),
+                )
+                .await
+            }
+        };
         if let Some(t) = timeline {
             if let Some(message) = panicked.into_inner().ok().flatten() {
                 t.attributes.insert(PANIC_IN_CLASSIFIER, message);

@@ -18,10 +18,11 @@ use recourse_core::policy::{BudgetRef, Policy};
 use recourse_core::{AttemptId, AttemptKind, AttemptRecord, PolicyKey};
 
 use recourse_core::breaker::CallResult;
-use recourse_core::{HedgeDecision, HedgeState, Verdict};
+use recourse_core::{HedgeDecision, HedgeState, Trigger, Verdict};
 
 use crate::breakers::{Breakers, Permit};
 use crate::budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
+use crate::latency::LatencyTrackers;
 use crate::observer::{BudgetDecision, Observer};
 use crate::timer::TimerSource;
 
@@ -45,6 +46,11 @@ pub(crate) struct CallGate<'a, S> {
     /// The breaker's permit for this call, once the first attempt was
     /// admitted; recorded when the call ends.
     pub(crate) circuit: Option<Permit>,
+    /// The call's hedge trigger; `None`: no hedges.
+    pub(crate) trigger: Option<Trigger>,
+    /// Where a quantile trigger reads (and completed attempts write) the
+    /// key's recent latencies.
+    pub(crate) latency: &'a LatencyTrackers,
 }
 
 /// The budgets holding reservations for attempts in flight: inline for the
@@ -165,6 +171,13 @@ impl<S: TimerSource> Gate for CallGate<'_, S> {
     }
 
     fn attempt_ended(&mut self, record: &AttemptRecord) {
+        // Samples come from attempts that ran to completion: a budget
+        // denial never gets here, and an attempt recourse cut or dropped
+        // says only that it was slower than its cut.
+        if !record.cancelled && self.trigger.is_some_and(|t| t.quantile().is_some()) {
+            self.latency
+                .record(self.key, record.duration(), self.clock.shared_now());
+        }
         let Some((_, budget, reservation)) = self.held.take(record.info.id) else {
             return;
         };
@@ -177,16 +190,23 @@ impl<S: TimerSource> Gate for CallGate<'_, S> {
         }
     }
 
-    /// A half-open breaker's probe runs without hedges; otherwise the
-    /// fixed-delay trigger.
+    /// The policy's trigger, reading the key's recent latencies for a
+    /// quantile; a half-open breaker's probe runs without hedges.
     fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
-        if self.circuit.is_some_and(|p| p.is_probe()) {
-            return HedgeDecision {
-                spawn: false,
-                next_check: None,
-            };
-        }
-        recourse_core::hedge::fixed_delay(state)
+        let trigger = match self.trigger {
+            Some(t) if !self.circuit.is_some_and(|p| p.is_probe()) => t,
+            _ => {
+                return HedgeDecision {
+                    spawn: false,
+                    next_check: None,
+                }
+            }
+        };
+        let quantile = trigger.quantile().and_then(|q| {
+            self.latency
+                .quantile(self.key, u32::from(q), self.clock.shared_now())
+        });
+        trigger.decide(state, quantile)
     }
 
     fn call_ended(&mut self, verdict: &Verdict, _: recourse_core::Instant) {

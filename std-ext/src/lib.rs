@@ -58,6 +58,7 @@
 //! - [`breakers`] — [`Breakers`], circuit breakers per policy key.
 //! - [`builder`] — [`ExecutorBuilder`].
 //! - [`facade`] — [`do_value`] and friends on a global default executor.
+//! - [`hedging`] — hedge triggers by name, [`MissingTriggerMode`].
 //! - [`latency`] — [`LatencyTrackers`], recent latencies per policy key.
 //! - [`provider`] — [`PolicyProvider`], [`PolicyLookup`], [`PolicySource`],
 //!   [`ProviderError`].
@@ -98,6 +99,7 @@ pub mod facade;
 pub mod gate;
 #[cfg(feature = "grpc")]
 pub mod grpc;
+pub mod hedging;
 #[cfg(feature = "http")]
 pub mod http;
 mod keyed;
@@ -113,6 +115,7 @@ pub mod timer;
 pub use recourse_core as core_machine;
 pub use recourse_runtimes as runtimes;
 
+pub use recourse_core::hedge::Trigger;
 pub use recourse_core::machine::{Cause, Options, Verdict};
 pub use recourse_core::outcome::reason;
 pub use recourse_core::policy::{
@@ -136,6 +139,7 @@ pub use facade::{
     default_executor, do_value, do_value_with, do_value_with_timeline, do_value_with_timeline_with,
     set_default_executor,
 };
+pub use hedging::MissingTriggerMode;
 pub use latency::LatencyTrackers;
 pub use missing_policy::MissingPolicyMode;
 pub use observer::{BudgetDecision, CallStart, CallSummary, MultiObserver, NoopObserver, Observer};

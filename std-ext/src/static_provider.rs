@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use recourse_core::policy::{Normalized, Policy, PolicyError};
+use recourse_core::policy::{Limits, Normalized, Policy, PolicyError};
 use recourse_core::PolicyKey;
 
 use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
@@ -121,7 +121,7 @@ impl StaticProviderBuilder {
     /// A value normalization cannot read (a NaN or infinite
     /// `retry.backoff_multiplier`); the error names the field.
     pub fn policy(mut self, key: &str, policy: Policy) -> Result<Self, PolicyError> {
-        let policy = Arc::new(policy.normalize()?);
+        let policy = Arc::new(normalize(policy)?);
         let key = PolicyKey::parse(key);
         let entries = &mut self.provider.entries;
         match entries.binary_search_by(|e| e.key().cmp(&(key.namespace, key.name))) {
@@ -144,7 +144,7 @@ impl StaticProviderBuilder {
     ///
     /// As for [`StaticProviderBuilder::policy`].
     pub fn default_policy(mut self, policy: Policy) -> Result<Self, PolicyError> {
-        self.provider.default = Some(Arc::new(policy.normalize()?));
+        self.provider.default = Some(Arc::new(normalize(policy)?));
         Ok(self)
     }
 
@@ -152,4 +152,15 @@ impl StaticProviderBuilder {
     pub fn build(self) -> StaticProvider {
         self.provider
     }
+}
+
+/// Normalizes with the highest hedge ceiling: how many hedges run is the
+/// executor's limit ([`ExecutorBuilder::max_hedges_ceiling`]), applied (and
+/// reported) per call.
+///
+/// [`ExecutorBuilder::max_hedges_ceiling`]: crate::ExecutorBuilder::max_hedges_ceiling
+pub(crate) fn normalize(policy: Policy) -> Result<Normalized, PolicyError> {
+    policy.normalize_with(Limits {
+        max_hedges_ceiling: Limits::MAX_HEDGES_CEILING,
+    })
 }

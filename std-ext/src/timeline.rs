@@ -102,12 +102,14 @@ impl fmt::Display for Timeline {
     /// ```text
     /// svc.Flaky: ok, attempt 3 won after 3 attempts in 30.4 ms
     ///   policy_source=static
-    ///   attempt  start ms  duration ms  outcome        reason              backoff ms
-    ///         1       0.0          0.1  retryable      retryable_error            0.0
+    ///   attempt  retry  hedge  start ms  duration ms  outcome        reason              backoff ms
+    ///         1      0      -       0.0          0.1  retryable      retryable_error            0.0
     /// ```
     ///
-    /// Attempts are numbered from 1; start is the offset from the call's
-    /// start; backoff is the sleep before the attempt.
+    /// Attempts are numbered from 1; retry is the retry group (from 0),
+    /// hedge the hedge index within it (`-` for the group's primary); start
+    /// is the offset from the call's start; backoff is the sleep before the
+    /// attempt. The header names the attempt that won.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.attempts.len();
         let plural = if n == 1 { "" } else { "s" };
@@ -136,14 +138,28 @@ impl fmt::Display for Timeline {
         }
         writeln!(
             f,
-            "  {:>7}  {:>8}  {:>11}  {:<14} {:<19} {:>10}",
-            "attempt", "start ms", "duration ms", "outcome", "reason", "backoff ms"
+            "  {:>7}  {:>5}  {:>5}  {:>8}  {:>11}  {:<14} {:<19} {:>10}",
+            "attempt",
+            "retry",
+            "hedge",
+            "start ms",
+            "duration ms",
+            "outcome",
+            "reason",
+            "backoff ms"
         )?;
         for r in &self.attempts {
+            let hedge = if r.info.is_hedge {
+                r.info.hedge_index.to_string()
+            } else {
+                "-".to_owned()
+            };
             writeln!(
                 f,
-                "  {:>7}  {:>8}  {:>11}  {:<14} {:<19} {:>10}",
+                "  {:>7}  {:>5}  {:>5}  {:>8}  {:>11}  {:<14} {:<19} {:>10}",
                 u32::from(r.info.id.0) + 1,
+                r.info.retry_index,
+                hedge,
                 Ms(r.start - self.start),
                 Ms(r.duration()),
                 r.outcome.kind.as_str(),

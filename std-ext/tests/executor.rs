@@ -339,10 +339,10 @@ async fn the_timeline_table_has_one_row_per_attempt() {
         [
             "svc.Flaky: ok, attempt 3 won after 3 attempts in 36.0 ms",
             "  policy_source=static",
-            "  attempt  start ms  duration ms  outcome        reason              backoff ms",
-            "        1       0.0          2.0  retryable      retryable_error            0.0",
-            "        2      12.0          2.0  retryable      retryable_error           10.0",
-            "        3      34.0          2.0  success        success                   20.0",
+            "  attempt  retry  hedge  start ms  duration ms  outcome        reason              backoff ms",
+            "        1      0      -       0.0          2.0  retryable      retryable_error            0.0",
+            "        2      1      -      12.0          2.0  retryable      retryable_error           10.0",
+            "        3      2      -      34.0          2.0  success        success                   20.0",
         ],
         "\n{table}"
     );
