@@ -69,6 +69,8 @@
 //! - [`timer`] — [`TimerSource`], [`DefaultTimer`].
 //! - `http` (feature `http`) — `HttpClassifier`: status, method, `Retry-After`.
 //! - `grpc` (feature `grpc`) — `GrpcClassifier`: status codes, pushback.
+//! - `sim` (feature `sim`) — the deterministic simulator: a policy against
+//!   a modelled backend in virtual time.
 //!
 //! ## Features
 //!
@@ -83,6 +85,8 @@
 //! - `grpc`: `grpc::GrpcClassifier`, which retries a configurable set of
 //!   `tonic::Status` codes and honours `grpc-retry-pushback-ms` (adds
 //!   `tonic` without its transport).
+//! - `sim`: `sim::Scenario`, the discrete-event simulator (no extra
+//!   dependencies).
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 /// The README's examples, compiled and run as doctests.
@@ -108,6 +112,8 @@ pub mod missing_policy;
 pub mod observer;
 pub mod provider;
 mod report;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod static_provider;
 pub mod timeline;
 pub mod timer;

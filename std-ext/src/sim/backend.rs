@@ -1,0 +1,497 @@
+//! The simulated dependency: how long an attempt takes and whether it
+//! fails, and how calls arrive.
+
+use core::time::Duration;
+
+use recourse_core::Instant;
+
+/// The longest latency a distribution yields; longer draws are cut here so
+/// that a heavy tail cannot overflow the clock.
+pub const MAX_LATENCY: Duration = Duration::from_secs(3600);
+
+/// A latency distribution.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Latency {
+    /// Always this long.
+    Constant(Duration),
+    /// Log-normal: `median × e^(sigma × Z)`, `Z` standard normal. The usual
+    /// shape of service latency; `sigma` 0.25 is a tight service, 1 a wild
+    /// one.
+    LogNormal {
+        /// The median.
+        median: Duration,
+        /// The standard deviation of the logarithm.
+        sigma: f64,
+    },
+    /// Pareto (type I): `scale × U^(-1/shape)`, at least `scale`. Heavy
+    /// tailed: `shape` 1.5 has a finite mean and an infinite variance.
+    Pareto {
+        /// The minimum.
+        scale: Duration,
+        /// The tail index (> 0; smaller is heavier).
+        shape: f64,
+    },
+    /// `slow` with probability `slow_fraction`, `fast` otherwise: the
+    /// stragglers of "The Tail at Scale" (a GC pause, a cold cache).
+    Bimodal {
+        /// The usual latency.
+        fast: Box<Latency>,
+        /// The stragglers' latency.
+        slow: Box<Latency>,
+        /// The share of stragglers, 0..=1.
+        slow_fraction: f64,
+    },
+    /// Uniform between the two bounds.
+    Uniform {
+        /// The lower bound.
+        low: Duration,
+        /// The upper bound.
+        high: Duration,
+    },
+}
+
+impl Latency {
+    /// `fast` with `slow` stragglers at `slow_fraction`.
+    pub fn bimodal(fast: Latency, slow: Latency, slow_fraction: f64) -> Self {
+        Self::Bimodal {
+            fast: Box::new(fast),
+            slow: Box::new(slow),
+            slow_fraction,
+        }
+    }
+
+    /// "The Tail at Scale" backend: log-normal around 10 ms (sigma 0.25),
+    /// with 1 % stragglers uniform in 0.8..1.2 s.
+    pub fn tail_at_scale() -> Self {
+        Self::bimodal(
+            Self::LogNormal {
+                median: Duration::from_millis(10),
+                sigma: 0.25,
+            },
+            Self::Uniform {
+                low: Duration::from_millis(800),
+                high: Duration::from_millis(1_200),
+            },
+            0.01,
+        )
+    }
+
+    /// One draw, at most [`MAX_LATENCY`].
+    pub fn sample(&self, rng: &mut fastrand::Rng) -> Duration {
+        let secs = match self {
+            Self::Constant(d) => d.as_secs_f64(),
+            Self::LogNormal { median, sigma } => {
+                median.as_secs_f64() * (sigma * standard_normal(rng)).exp()
+            }
+            Self::Pareto { scale, shape } => {
+                // 1 - U is in (0, 1]: never a division by zero.
+                scale.as_secs_f64() * (1.0 - rng.f64()).powf(-1.0 / shape)
+            }
+            Self::Bimodal {
+                fast,
+                slow,
+                slow_fraction,
+            } => {
+                return if rng.f64() < *slow_fraction {
+                    slow.sample(rng)
+                } else {
+                    fast.sample(rng)
+                }
+            }
+            Self::Uniform { low, high } => {
+                let (low, high) = (low.as_secs_f64(), high.as_secs_f64());
+                low + (high - low).max(0.0) * rng.f64()
+            }
+        };
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(MAX_LATENCY)
+            .min(MAX_LATENCY)
+    }
+
+    /// Checks the parameters, naming the bad one.
+    pub(crate) fn check(&self) -> Result<(), SimError> {
+        match self {
+            Self::Constant(_) | Self::Uniform { .. } => Ok(()),
+            Self::LogNormal { sigma, .. } => {
+                finite_at_least("latency.sigma", *sigma, 0.0, "a finite number >= 0")
+            }
+            Self::Pareto { shape, .. } => {
+                if shape.is_finite() && *shape > 0.0 {
+                    Ok(())
+                } else {
+                    Err(SimError::new("latency.shape", "a finite number > 0"))
+                }
+            }
+            Self::Bimodal {
+                fast,
+                slow,
+                slow_fraction,
+            } => {
+                probability("latency.slow_fraction", *slow_fraction)?;
+                fast.check()?;
+                slow.check()
+            }
+        }
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+fn standard_normal(rng: &mut fastrand::Rng) -> f64 {
+    let u1 = 1.0 - rng.f64(); // (0, 1]
+    let u2 = rng.f64();
+    (-2.0 * u1.ln()).sqrt() * (core::f64::consts::TAU * u2).cos()
+}
+
+/// A span of simulated time, `start..end`, counted from the simulation's
+/// start.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// When it begins.
+    pub start: Duration,
+    /// When it ends (exclusive).
+    pub end: Duration,
+}
+
+impl Window {
+    /// `start..end`.
+    pub const fn new(start: Duration, end: Duration) -> Self {
+        Self { start, end }
+    }
+
+    fn contains(&self, t: Duration) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// Recurring error bursts: for `length` out of every `every`, attempts fail
+/// with probability `error_rate` instead of the base rate.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Bursts {
+    /// The period.
+    pub every: Duration,
+    /// How long each burst lasts, from the start of its period.
+    pub length: Duration,
+    /// The error rate during a burst, 0..=1.
+    pub error_rate: f64,
+}
+
+/// Where latency grows with load: while more than `capacity` attempts are
+/// at the backend, each new one takes its drawn latency times
+/// `in_flight / capacity` (a queue forming in front of `capacity` workers).
+/// Cancelled attempts keep loading the backend until they would have ended,
+/// as a server that does not notice the client left.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Brownout {
+    /// When the backend is load-sensitive; `None`: always.
+    pub window: Option<Window>,
+    /// Attempts it serves at full speed.
+    pub capacity: u32,
+}
+
+/// The simulated dependency.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    pub(crate) latency: Latency,
+    pub(crate) error_rate: f64,
+    pub(crate) bursts: Option<Bursts>,
+    pub(crate) outages: Vec<Window>,
+    pub(crate) brownout: Option<Brownout>,
+}
+
+impl Backend {
+    /// A backend with `latency` that never fails.
+    pub fn new(latency: Latency) -> Self {
+        Self {
+            latency,
+            error_rate: 0.0,
+            bursts: None,
+            outages: Vec::new(),
+            brownout: None,
+        }
+    }
+
+    /// Each attempt fails (retryably) with probability `rate`, after its
+    /// drawn latency.
+    pub fn error_rate(mut self, rate: f64) -> Self {
+        self.error_rate = rate;
+        self
+    }
+
+    /// Recurring error bursts.
+    pub fn bursts(mut self, bursts: Bursts) -> Self {
+        self.bursts = Some(bursts);
+        self
+    }
+
+    /// Every attempt launched in `window` fails.
+    pub fn outage(mut self, window: Window) -> Self {
+        self.outages.push(window);
+        self
+    }
+
+    /// Latency grows with load (see [`Brownout`]).
+    pub fn brownout(mut self, brownout: Brownout) -> Self {
+        self.brownout = Some(brownout);
+        self
+    }
+
+    pub(crate) fn check(&self) -> Result<(), SimError> {
+        self.latency.check()?;
+        probability("backend.error_rate", self.error_rate)?;
+        if let Some(b) = &self.bursts {
+            probability("backend.bursts.error_rate", b.error_rate)?;
+            if b.every.is_zero() {
+                return Err(SimError::new("backend.bursts.every", "more than zero"));
+            }
+        }
+        if self.brownout.is_some_and(|b| b.capacity == 0) {
+            return Err(SimError::new("backend.brownout.capacity", "at least 1"));
+        }
+        Ok(())
+    }
+
+    /// One attempt launched at `at` (time since the start) with
+    /// `in_flight` attempts already at the backend: its latency and
+    /// whether it fails.
+    pub(crate) fn attempt(
+        &self,
+        at: Duration,
+        in_flight: u32,
+        rng: &mut fastrand::Rng,
+    ) -> (Duration, bool) {
+        let mut latency = self.latency.sample(rng);
+        if let Some(b) = self.brownout {
+            let load = in_flight + 1;
+            if b.window.is_none_or(|w| w.contains(at)) && load > b.capacity {
+                latency = latency
+                    .mul_f64(f64::from(load) / f64::from(b.capacity))
+                    .min(MAX_LATENCY);
+            }
+        }
+        let rate = match self.bursts {
+            _ if self.outages.iter().any(|w| w.contains(at)) => 1.0,
+            Some(b) if duration_rem(at, b.every) < b.length => b.error_rate,
+            _ => self.error_rate,
+        };
+        // Draw even at rate 0 or 1, so the latency stream does not depend
+        // on the error settings.
+        let failed = rng.f64() < rate;
+        (latency, failed)
+    }
+}
+
+fn duration_rem(t: Duration, period: Duration) -> Duration {
+    let n = t.as_nanos() % period.as_nanos().max(1);
+    Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+/// How calls arrive: open loop, whatever the backend does.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Arrivals {
+    /// A Poisson process: exponential gaps averaging `1 / per_second`.
+    Poisson {
+        /// Calls per second.
+        per_second: f64,
+    },
+    /// Evenly spaced.
+    Uniform {
+        /// Calls per second.
+        per_second: f64,
+    },
+}
+
+impl Arrivals {
+    /// The gap to the next arrival.
+    pub(crate) fn gap(&self, rng: &mut fastrand::Rng) -> Duration {
+        let secs = match *self {
+            Self::Poisson { per_second } => -(1.0 - rng.f64()).ln() / per_second,
+            Self::Uniform { per_second } => 1.0 / per_second,
+        };
+        Duration::from_secs_f64(secs)
+    }
+
+    pub(crate) fn check(&self) -> Result<(), SimError> {
+        let (Self::Poisson { per_second } | Self::Uniform { per_second }) = *self;
+        if per_second.is_finite() && per_second > 0.0 {
+            Ok(())
+        } else {
+            Err(SimError::new("arrivals.per_second", "a finite number > 0"))
+        }
+    }
+}
+
+/// A scenario parameter out of its range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimError {
+    /// The parameter, as a dotted path.
+    pub field: &'static str,
+    /// What it must be.
+    pub expected: &'static str,
+}
+
+impl SimError {
+    pub(crate) const fn new(field: &'static str, expected: &'static str) -> Self {
+        Self { field, expected }
+    }
+}
+
+impl core::fmt::Display for SimError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} must be {}", self.field, self.expected)
+    }
+}
+
+impl core::error::Error for SimError {}
+
+fn probability(field: &'static str, p: f64) -> Result<(), SimError> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(SimError::new(field, "a probability in 0..=1"))
+    }
+}
+
+fn finite_at_least(
+    field: &'static str,
+    v: f64,
+    min: f64,
+    expected: &'static str,
+) -> Result<(), SimError> {
+    if v.is_finite() && v >= min {
+        Ok(())
+    } else {
+        Err(SimError::new(field, expected))
+    }
+}
+
+/// The simulation's clock starts here (an arbitrary, fixed instant).
+pub(crate) const EPOCH: Instant = Instant::from_secs(1_000);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn quantile(mut v: Vec<Duration>, q: f64) -> Duration {
+        v.sort();
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+    }
+
+    #[test]
+    fn distributions_have_their_shape() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let draws = |l: &Latency, rng: &mut fastrand::Rng| {
+            (0..20_000).map(|_| l.sample(rng)).collect::<Vec<_>>()
+        };
+        let ln = Latency::LogNormal {
+            median: ms(10),
+            sigma: 0.5,
+        };
+        let med = quantile(draws(&ln, &mut rng), 0.5);
+        assert!(med.abs_diff(ms(10)) < ms(1), "{med:?}");
+        // e^(0.5 × 2.326) ≈ 3.2: p99 about 32 ms.
+        let p99 = quantile(draws(&ln, &mut rng), 0.99);
+        assert!(p99 > ms(28) && p99 < ms(36), "{p99:?}");
+
+        let pareto = Latency::Pareto {
+            scale: ms(5),
+            shape: 2.0,
+        };
+        let d = draws(&pareto, &mut rng);
+        assert!(d.iter().all(|x| *x >= ms(5)));
+        // P(X > 5 × 10) = 10^-2.
+        let over = d.iter().filter(|x| **x > ms(50)).count();
+        assert!((120..=280).contains(&over), "{over}");
+
+        let tail = Latency::tail_at_scale();
+        let d = draws(&tail, &mut rng);
+        let slow = d.iter().filter(|x| **x >= ms(800)).count();
+        assert!((140..=260).contains(&slow), "{slow} stragglers of 20000");
+        assert!(quantile(d, 0.5).abs_diff(ms(10)) < ms(1));
+
+        assert_eq!(Latency::Constant(ms(3)).sample(&mut rng), ms(3));
+        let huge = Latency::Pareto {
+            scale: Duration::from_secs(100),
+            shape: 0.01,
+        };
+        assert!(draws(&huge, &mut rng).iter().all(|x| *x <= MAX_LATENCY));
+    }
+
+    #[test]
+    fn errors_outages_bursts_and_brownouts() {
+        let mut rng = fastrand::Rng::with_seed(2);
+        let b = Backend::new(Latency::Constant(ms(10)))
+            .error_rate(0.1)
+            .outage(Window::new(ms(1_000), ms(2_000)))
+            .bursts(Bursts {
+                every: ms(10_000),
+                length: ms(100),
+                error_rate: 1.0,
+            })
+            .brownout(Brownout {
+                window: None,
+                capacity: 4,
+            });
+        assert!(b.attempt(ms(1_500), 0, &mut rng).1, "outage");
+        assert!(b.attempt(ms(20_050), 0, &mut rng).1, "burst");
+        let fails = (0..10_000)
+            .filter(|_| b.attempt(ms(5_000), 0, &mut rng).1)
+            .count();
+        assert!((850..=1_150).contains(&fails), "{fails}");
+        assert_eq!(b.attempt(ms(5_000), 3, &mut rng).0, ms(10), "at capacity");
+        assert_eq!(
+            b.attempt(ms(5_000), 7, &mut rng).0,
+            ms(20),
+            "twice the load"
+        );
+    }
+
+    #[test]
+    fn bad_parameters_name_the_field() {
+        let bad = Backend::new(Latency::bimodal(
+            Latency::Constant(ms(1)),
+            Latency::Constant(ms(2)),
+            1.5,
+        ));
+        assert_eq!(
+            bad.check().unwrap_err().to_string(),
+            "latency.slow_fraction must be a probability in 0..=1"
+        );
+        let bad = Backend::new(Latency::LogNormal {
+            median: ms(1),
+            sigma: f64::NAN,
+        });
+        assert_eq!(bad.check().unwrap_err().field, "latency.sigma");
+        assert_eq!(
+            Backend::new(Latency::Constant(ms(1)))
+                .error_rate(-0.1)
+                .check()
+                .unwrap_err()
+                .field,
+            "backend.error_rate"
+        );
+        assert_eq!(
+            Arrivals::Poisson { per_second: 0.0 }
+                .check()
+                .unwrap_err()
+                .field,
+            "arrivals.per_second"
+        );
+    }
+
+    #[test]
+    fn poisson_gaps_average_the_rate() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let a = Arrivals::Poisson {
+            per_second: 1_000.0,
+        };
+        let total: Duration = (0..100_000).map(|_| a.gap(&mut rng)).sum();
+        assert!(total.abs_diff(Duration::from_secs(100)) < Duration::from_secs(2));
+        let u = Arrivals::Uniform { per_second: 500.0 };
+        assert_eq!(u.gap(&mut rng), ms(2));
+    }
+}

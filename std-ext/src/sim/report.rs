@@ -1,0 +1,270 @@
+//! What a simulation run measured.
+
+use core::fmt;
+use core::time::Duration;
+use std::collections::BTreeMap;
+
+use recourse_core::{AttemptInfo, AttemptKind, Verdict};
+
+/// Counts kept while the simulation runs.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    pub(crate) generations: u32,
+    warmup: u64,
+    latencies: Vec<u64>,
+    outcomes: BTreeMap<&'static str, u64>,
+    attempts: u64,
+    hedges: u64,
+    retries: u64,
+    retry_denials: u64,
+    hedge_denials: u64,
+}
+
+impl Tally {
+    pub(crate) fn new(warmup: u64, calls: u64) -> Self {
+        Self {
+            generations: 0,
+            warmup,
+            latencies: Vec::with_capacity(usize::try_from(calls).unwrap_or(0).min(1 << 24)),
+            outcomes: BTreeMap::new(),
+            attempts: 0,
+            hedges: 0,
+            retries: 0,
+            retry_denials: 0,
+            hedge_denials: 0,
+        }
+    }
+
+    pub(crate) fn launched(&mut self, info: &AttemptInfo) {
+        self.attempts += 1;
+        match info.kind() {
+            AttemptKind::Hedge => self.hedges += 1,
+            AttemptKind::Retry => self.retries += 1,
+            AttemptKind::Initial => {}
+        }
+    }
+
+    pub(crate) fn denied(&mut self, kind: AttemptKind) {
+        match kind {
+            AttemptKind::Hedge => self.hedge_denials += 1,
+            AttemptKind::Initial | AttemptKind::Retry => self.retry_denials += 1,
+        }
+    }
+
+    pub(crate) fn finished(&mut self, latency: Duration, verdict: &Verdict) {
+        self.latencies
+            .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        *self
+            .outcomes
+            .entry(super::outcome_name(verdict))
+            .or_default() += 1;
+    }
+
+    pub(crate) fn into_report(mut self) -> Report {
+        self.latencies.sort_unstable();
+        Report {
+            calls: self.latencies.len() as u64,
+            warmup: self.warmup,
+            attempts: self.attempts,
+            hedges: self.hedges,
+            retries: self.retries,
+            retry_denials: self.retry_denials,
+            hedge_denials: self.hedge_denials,
+            outcomes: self.outcomes,
+            latencies: self.latencies,
+        }
+    }
+}
+
+/// The measurements of one run, over the calls after the warm-up. Its
+/// `Display` is the full text report; the same scenario and seed print the
+/// same bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Calls measured.
+    pub calls: u64,
+    /// Calls run before them and left out.
+    pub warmup: u64,
+    /// Attempts the measured calls sent to the backend.
+    pub attempts: u64,
+    /// Of those, hedges.
+    pub hedges: u64,
+    /// Of those, retries (primaries of a later retry group).
+    pub retries: u64,
+    /// First attempts and retries a budget refused.
+    pub retry_denials: u64,
+    /// Hedges a budget refused.
+    pub hedge_denials: u64,
+    /// Calls by how they ended: `success`, or the failure's cause
+    /// (`retries_exhausted`, `deadline_exceeded`, `budget_denied` ...).
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Call latencies, sorted, in nanoseconds.
+    latencies: Vec<u64>,
+}
+
+impl Report {
+    /// The `q_permille`-th quantile of call latency (999 = p99.9; 1000 =
+    /// the maximum), by the nearest-rank method; zero with no calls.
+    pub fn quantile(&self, q_permille: u32) -> Duration {
+        let n = self.latencies.len();
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        let q = u64::from(q_permille.min(1000));
+        // Nearest rank: ceil(q × n / 1000), at least 1.
+        let rank = (q * n as u64).div_ceil(1000).max(1);
+        let i = usize::try_from(rank - 1).unwrap_or(n - 1).min(n - 1);
+        Duration::from_nanos(self.latencies[i])
+    }
+
+    /// Mean call latency.
+    pub fn mean(&self) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let sum: u128 = self.latencies.iter().map(|&l| u128::from(l)).sum();
+        let mean = sum / self.latencies.len() as u128;
+        Duration::from_nanos(u64::try_from(mean).unwrap_or(u64::MAX))
+    }
+
+    /// Attempts sent per call: 1.0 is no extra load.
+    pub fn load_amplification(&self) -> f64 {
+        ratio(self.attempts, self.calls)
+    }
+
+    /// Extra load: attempts beyond one per call, per call (0.05 = 5 %).
+    pub fn extra_load(&self) -> f64 {
+        self.load_amplification() - 1.0
+    }
+
+    /// Hedges launched per call.
+    pub fn hedges_per_call(&self) -> f64 {
+        ratio(self.hedges, self.calls)
+    }
+
+    /// Calls that succeeded.
+    pub fn successes(&self) -> u64 {
+        self.outcomes.get("success").copied().unwrap_or(0)
+    }
+
+    /// Calls per latency bucket, for the histogram: `(upper bound, count)`,
+    /// bounds 1-2-5 from 1 ms to 10 s, then everything longer.
+    pub fn histogram(&self) -> Vec<(Option<Duration>, u64)> {
+        let mut bounds: Vec<Option<Duration>> = HISTOGRAM_BOUNDS_MS
+            .iter()
+            .map(|&ms| Some(Duration::from_millis(ms)))
+            .collect();
+        bounds.push(None);
+        let mut counts = vec![0u64; bounds.len()];
+        let mut bucket = 0;
+        for &l in &self.latencies {
+            while let Some(Some(b)) = bounds.get(bucket) {
+                if u128::from(l) <= b.as_nanos() {
+                    break;
+                }
+                bucket += 1;
+            }
+            counts[bucket] += 1;
+        }
+        bounds.into_iter().zip(counts).collect()
+    }
+}
+
+const HISTOGRAM_BOUNDS_MS: [u64; 13] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000,
+];
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Milliseconds with one decimal.
+struct Ms(Duration);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_secs_f64() * 1000.0;
+        match f.width() {
+            Some(w) => write!(f, "{ms:>w$.1}"),
+            None => write!(f, "{ms:.1}"),
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    /// ```text
+    /// calls 20000 (after 1000 warm-up)
+    /// latency ms     mean      p50      p90      p99    p99.9      max
+    ///                10.3     10.0     13.8     18.9     27.2    104.6
+    /// attempts/call 1.032  hedges/call 0.032  retries/call 0.000  extra load 3.2 %
+    /// budget denials: retries 0, hedges 0
+    /// outcomes: success 20000
+    /// histogram (calls per latency bucket, bar length on a log scale):
+    ///     ≤ 10 ms  10412 ########################################
+    /// ...
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "calls {} (after {} warm-up)", self.calls, self.warmup)?;
+        writeln!(
+            f,
+            "latency ms {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "mean", "p50", "p90", "p99", "p99.9", "max"
+        )?;
+        writeln!(
+            f,
+            "           {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            Ms(self.mean()),
+            Ms(self.quantile(500)),
+            Ms(self.quantile(900)),
+            Ms(self.quantile(990)),
+            Ms(self.quantile(999)),
+            Ms(self.quantile(1000)),
+        )?;
+        writeln!(
+            f,
+            "attempts/call {:.3}  hedges/call {:.3}  retries/call {:.3}  extra load {:.1} %",
+            self.load_amplification(),
+            self.hedges_per_call(),
+            ratio(self.retries, self.calls),
+            self.extra_load() * 100.0,
+        )?;
+        writeln!(
+            f,
+            "budget denials: retries {}, hedges {}",
+            self.retry_denials, self.hedge_denials
+        )?;
+        f.write_str("outcomes:")?;
+        for (i, (name, n)) in self.outcomes.iter().enumerate() {
+            write!(f, "{} {name} {n}", if i == 0 { "" } else { "," })?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "histogram (calls per latency bucket, bar length on a log scale):"
+        )?;
+        let hist = self.histogram();
+        let first = hist.iter().position(|(_, n)| *n > 0).unwrap_or(0);
+        let last = hist.iter().rposition(|(_, n)| *n > 0).unwrap_or(0);
+        let max = hist.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        for (bound, n) in &hist[first..=last] {
+            let label = match bound {
+                Some(b) if b.as_millis() >= 1_000 => format!("<= {} s", b.as_secs()),
+                Some(b) => format!("<= {} ms", b.as_millis()),
+                None => "> 10 s".to_owned(),
+            };
+            let bar = if *n == 0 {
+                0
+            } else {
+                // At least one mark for any non-empty bucket.
+                let scale = (1.0 + *n as f64).ln() / (1.0 + max as f64).ln();
+                ((scale * 40.0).ceil() as usize).max(1)
+            };
+            writeln!(f, "  {label:>10} {n:>8} {}", "#".repeat(bar))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+use core::time::Duration;
+
+use recourse_core::budget::RetryRatio;
+use recourse_core::policy::{name, Policy};
+
+use super::{Arrivals, Backend, Brownout, Latency, Scenario, Window};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn hedging(trigger: &str, delay: Duration) -> Policy {
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = 1;
+    p.hedge.enabled = true;
+    p.hedge.max_hedges = 1;
+    p.hedge.hedge_delay = delay;
+    p.hedge.trigger = name("hedge.trigger", trigger).unwrap();
+    p
+}
+
+fn tail(policy: Policy) -> Scenario {
+    Scenario::new(policy, Backend::new(Latency::tail_at_scale()))
+        .arrivals(Arrivals::Poisson {
+            per_second: 1_000.0,
+        })
+        .calls(50_000)
+        .warmup(2_000)
+        .seed(11)
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report_byte_for_byte() {
+    let run = |seed| {
+        tail(hedging("p95", ms(50)))
+            .calls(5_000)
+            .seed(seed)
+            .run()
+            .unwrap()
+            .to_string()
+    };
+    let a = run(3);
+    assert_eq!(a, run(3));
+    assert_ne!(a, run(4));
+    assert!(a.starts_with("calls 5000 (after 2000 warm-up)\n"), "{a}");
+    assert!(a.contains("histogram"), "{a}");
+}
+
+#[test]
+fn p95_hedging_cuts_the_tail_at_scale_for_a_few_percent_more_load() {
+    let plain = tail(Policy::DEFAULT).run().unwrap();
+    let p95 = tail(hedging("p95", ms(50))).run().unwrap();
+    assert_eq!(plain.attempts, plain.calls, "no retries, no hedges");
+    assert!(plain.quantile(999) >= ms(800), "{plain}");
+    let cut = plain.quantile(999).as_secs_f64() / p95.quantile(999).as_secs_f64();
+    assert!(cut >= 10.0, "p99.9 cut only {cut:.1}x\n{plain}\n{p95}");
+    assert!(p95.extra_load() <= 0.06, "{p95}");
+    assert!(p95.hedges > 0 && p95.successes() == p95.calls);
+}
+
+#[test]
+fn a_hedge_budget_bounds_extra_load_in_a_brownout() {
+    // Every request is slower than the hedge delay: unbudgeted hedging
+    // doubles the load; a 5 % ratio budget keeps it near 5 %.
+    let slow = || {
+        let mut p = hedging("", ms(50));
+        p.hedge.budget.name = name("hedge.budget.name", "ratio").unwrap();
+        p.retry.budget.name = name("retry.budget.name", "ratio").unwrap();
+        Scenario::new(p, Backend::new(Latency::Constant(ms(300))))
+            .arrivals(Arrivals::Uniform { per_second: 500.0 })
+            .calls(60_000)
+            .seed(5)
+    };
+    let unbounded = slow().run().unwrap();
+    assert!(unbounded.extra_load() > 0.99, "{unbounded}");
+    let bounded = slow()
+        .budget(|| RetryRatio::new(Duration::from_secs(10), 1, 50))
+        .run()
+        .unwrap();
+    // 5 % of requests, plus the floor of 1/s × 10 s over a 120 s run.
+    assert!(bounded.extra_load() <= 0.05 + 0.002, "{bounded}");
+    assert!(bounded.extra_load() >= 0.045, "{bounded}");
+    assert!(bounded.hedge_denials > 50_000, "{bounded}");
+}
+
+#[test]
+fn a_load_sensitive_brownout_with_unbudgeted_hedges_feeds_itself() {
+    // The backend serves 40 attempts at full speed; 500 calls/s × 60 ms
+    // is 30 in flight. Hedging at 50 ms pushes it past capacity, which
+    // makes more calls slow, which sends more hedges.
+    let scenario = |p: Policy| {
+        Scenario::new(
+            p,
+            Backend::new(Latency::Constant(ms(60))).brownout(Brownout {
+                window: None,
+                capacity: 40,
+            }),
+        )
+        .arrivals(Arrivals::Uniform { per_second: 500.0 })
+        .calls(20_000)
+        .seed(9)
+    };
+    let plain = scenario(Policy::DEFAULT).run().unwrap();
+    assert_eq!(plain.quantile(1000), ms(60), "under capacity: no queueing");
+    let hedged = scenario(hedging("", ms(50))).run().unwrap();
+    assert!(hedged.extra_load() > 0.9, "{hedged}");
+    assert!(hedged.quantile(500) > ms(60), "{hedged}");
+}
+
+#[test]
+fn retries_ride_out_errors_and_an_outage_is_counted() {
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = 3;
+    let report = Scenario::new(
+        p,
+        Backend::new(Latency::Constant(ms(5)))
+            .error_rate(0.1)
+            .outage(Window::new(ms(10_000), ms(12_000))),
+    )
+    .arrivals(Arrivals::Uniform { per_second: 100.0 })
+    .calls(3_000)
+    .run()
+    .unwrap();
+    // Outside the outage 0.1³ of calls fail; the 200 calls in it all do.
+    let failed = report
+        .outcomes
+        .get("retries_exhausted")
+        .copied()
+        .unwrap_or(0);
+    assert!((200..=215).contains(&failed), "{report}");
+    assert!(report.retries > 600, "{report}");
+    assert_eq!(report.successes() + failed, report.calls);
+}
+
+#[test]
+fn bad_parameters_are_errors_that_name_them() {
+    let err = |s: Scenario| s.run().unwrap_err().to_string();
+    let base = || Scenario::new(Policy::DEFAULT, Backend::new(Latency::Constant(ms(1))));
+    assert_eq!(err(base().calls(0)), "calls must be at least 1");
+    assert_eq!(
+        err(base().max_hedges_ceiling(11)),
+        "max_hedges_ceiling must be in 1..=10"
+    );
+    assert_eq!(
+        err(base().arrivals(Arrivals::Poisson {
+            per_second: f64::NAN
+        })),
+        "arrivals.per_second must be a finite number > 0"
+    );
+    let mut p = Policy::DEFAULT;
+    p.retry.backoff_multiplier = f64::INFINITY;
+    assert_eq!(
+        err(Scenario::new(p, Backend::new(Latency::Constant(ms(1))))),
+        "retry.backoff_multiplier must be a finite number"
+    );
+}
