@@ -379,6 +379,7 @@ where
                             unreachable!("the machine launches only into a free slot");
                         };
                         ids[free] = Some(info.id);
+                        this.observer.on_launch(*this.key, &info);
                         this.attempts.as_mut().slot(free).set(Some((this.op)(info)));
                     }
                     Action::Cancel(record) => {

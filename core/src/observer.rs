@@ -1,8 +1,9 @@
 //! Observers: callbacks for logs, metrics and traces.
 //!
-//! Order, per call, always: [`Observer::on_start`] once and first, then one
-//! [`Observer::on_attempt`] per attempt in the order attempts ended (refused
-//! and cancelled attempts included), then exactly one of
+//! Order, per call, always: [`Observer::on_start`] once and first, then
+//! [`Observer::on_launch`] as each attempt (primary, retry or hedge) starts
+//! and one [`Observer::on_attempt`] per attempt in the order attempts ended
+//! (refused and cancelled attempts included), then exactly one of
 //! [`Observer::on_success`] / [`Observer::on_failure`], last — also when the
 //! call future is dropped midway (then the failure's cause is
 //! [`Cause::Cancelled`](crate::Cause::Cancelled)).
@@ -12,7 +13,7 @@
 
 use crate::key::PolicyKey;
 use crate::machine::Verdict;
-use crate::record::AttemptRecord;
+use crate::record::{AttemptInfo, AttemptRecord};
 use crate::time::Instant;
 
 /// How a call ended, for [`Observer::on_success`] and
@@ -34,6 +35,12 @@ pub trait Observer {
     /// The call started.
     fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
         let _ = (key, start);
+    }
+
+    /// An attempt is launching (`info.is_hedge` for a hedge spawn): the
+    /// gate admitted it and the operation is about to be called.
+    fn on_launch(&mut self, key: PolicyKey<'_>, info: &AttemptInfo) {
+        let _ = (key, info);
     }
 
     /// An attempt ended (or was refused by the gate).
@@ -58,6 +65,9 @@ impl Observer for () {}
 impl<O: Observer + ?Sized> Observer for &mut O {
     fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
         (**self).on_start(key, start)
+    }
+    fn on_launch(&mut self, key: PolicyKey<'_>, info: &AttemptInfo) {
+        (**self).on_launch(key, info)
     }
     fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
         (**self).on_attempt(key, record)

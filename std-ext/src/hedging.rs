@@ -10,7 +10,15 @@
 //! a key has enough samples, the fixed delay applies.
 //!
 //! Every hedge passes the policy's `hedge.budget`; a refused hedge is
-//! recorded and the primary keeps running. The attempts of a hedged call
+//! recorded and the primary keeps running. Which budget bounds hedges:
+//! a token bucket named only by `hedge.budget` caps hedges per second; to
+//! cap them at a share of requests, name the *same* ratio budget
+//! ([`RetryRatio`](recourse_core::budget::RetryRatio),
+//! [`Concurrency`](recourse_core::budget::Concurrency)) in `retry.budget`
+//! and `hedge.budget` — a ratio budget learns the request rate from first
+//! attempts, which only `retry.budget` sees. In a brownout where every call
+//! outlives the hedge delay, a 5 % ratio budget keeps hedging's extra load
+//! at 5 % where unbudgeted hedging doubles it (`examples/hedging.rs`). The attempts of a hedged call
 //! run inside the caller's task; their futures live in one heap block per
 //! hedged call (a call that does not hedge allocates nothing).
 //!

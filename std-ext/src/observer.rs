@@ -2,8 +2,10 @@
 //! executor.
 //!
 //! Order, per call, always: [`Observer::on_start`] once and first (also for
-//! a call denied before any attempt), then one [`Observer::on_attempt`] per
-//! attempt in the order attempts ended, then exactly one of
+//! a call denied before any attempt), then [`Observer::on_budget_decision`]
+//! and [`Observer::on_launch`] as attempts are admitted and launched (hedge
+//! spawns included) and one [`Observer::on_attempt`] per attempt in the
+//! order attempts ended (hedge losers as cancelled), then exactly one of
 //! [`Observer::on_success`] / [`Observer::on_failure`], last — also when the
 //! call future is dropped midway (then the failure's reason is `cancelled`).
 //!
@@ -16,7 +18,7 @@
 use core::panic::AssertUnwindSafe;
 
 use recourse_core::machine::Verdict;
-use recourse_core::{AttemptRecord, Instant, PolicyKey};
+use recourse_core::{AttemptInfo, AttemptRecord, Instant, PolicyKey};
 
 use crate::missing_policy::MissingPolicyMode;
 use crate::provider::PolicySource;
@@ -98,6 +100,12 @@ pub trait Observer: Send + Sync {
         let _ = (key, start);
     }
 
+    /// An attempt is launching: a primary, a retry, or (`info.is_hedge`) a
+    /// hedge spawn.
+    fn on_launch(&self, key: PolicyKey<'_>, info: &AttemptInfo) {
+        let _ = (key, info);
+    }
+
     /// An attempt ended, was cut, or was refused.
     fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
         let _ = (key, record);
@@ -156,6 +164,9 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         (**self).on_start(key, start)
     }
+    fn on_launch(&self, key: PolicyKey<'_>, info: &AttemptInfo) {
+        (**self).on_launch(key, info)
+    }
     fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
         (**self).on_attempt(key, record)
     }
@@ -173,6 +184,9 @@ impl<O: Observer + ?Sized> Observer for Box<O> {
     }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         (**self).on_start(key, start)
+    }
+    fn on_launch(&self, key: PolicyKey<'_>, info: &AttemptInfo) {
+        (**self).on_launch(key, info)
     }
     fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
         (**self).on_attempt(key, record)
@@ -268,6 +282,9 @@ impl Observer for MultiObserver {
     }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         self.each(|o| o.on_start(key, start));
+    }
+    fn on_launch(&self, key: PolicyKey<'_>, info: &AttemptInfo) {
+        self.each(|o| o.on_launch(key, info));
     }
     fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
         self.each(|o| o.on_attempt(key, record));

@@ -11,7 +11,7 @@
 use core::panic::AssertUnwindSafe;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use recourse_core::{AttemptRecord, CallEnd, Instant, PolicyKey};
+use recourse_core::{AttemptInfo, AttemptRecord, CallEnd, Instant, PolicyKey};
 
 use crate::missing_policy::MissingPolicyMode;
 use crate::observer::{CallStart, CallSummary, Observer};
@@ -91,6 +91,10 @@ impl Report<'_> {
 impl recourse_core::Observer for Report<'_> {
     fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
         self.start(key, start);
+    }
+
+    fn on_launch(&mut self, key: PolicyKey<'_>, info: &AttemptInfo) {
+        self.notify(|o| o.on_launch(key, info));
     }
 
     fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {

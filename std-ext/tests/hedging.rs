@@ -183,3 +183,56 @@ async fn an_unknown_trigger_falls_back_or_turns_hedging_off() {
     assert_eq!(t.attempts.len(), 1);
     assert_eq!(t.attribute("missing_trigger_mode"), Some("no_hedges"));
 }
+
+/// Logs observer events as lines.
+#[derive(Default)]
+struct Log(std::sync::Mutex<Vec<String>>);
+
+impl Log {
+    fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl recourse::Observer for Log {
+    fn on_start(&self, _: recourse::PolicyKey<'_>, _: &recourse::CallStart) {
+        self.push("start".into());
+    }
+    fn on_launch(&self, _: recourse::PolicyKey<'_>, info: &AttemptInfo) {
+        self.push(format!("launch {} hedge {}", info.id.0, info.is_hedge));
+    }
+    fn on_budget_decision(&self, _: recourse::PolicyKey<'_>, d: &recourse::BudgetDecision<'_>) {
+        self.push(format!("budget {} {}", d.attempt.id.0, d.reason));
+    }
+    fn on_attempt(&self, _: recourse::PolicyKey<'_>, r: &recourse::AttemptRecord) {
+        self.push(format!("attempt {} {}", r.info.id.0, r.outcome.reason));
+    }
+    fn on_success(&self, _: recourse::PolicyKey<'_>, _: &recourse::CallSummary) {
+        self.push("success".into());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn observers_hear_the_hedge_spawn_and_the_losers_cancellation_in_order() {
+    let mut p = hedging("", 1);
+    p.hedge.budget.name = name("hedge.budget.name", "hedges").unwrap();
+    let log = Arc::new(Log::default());
+    let exec = executor(p)
+        .budgets(BudgetRegistry::new().with("hedges", TokenBucket::new(10, 0)))
+        .observer(Arc::clone(&log))
+        .build();
+    let result = exec.call("svc.Get", |a| op(a, ms(500), ms(20))).await;
+    assert_eq!(result, Ok(1));
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        [
+            "start",
+            "launch 0 hedge false",
+            "budget 1 allowed",
+            "launch 1 hedge true",
+            "attempt 1 success",
+            "attempt 0 hedge_loser",
+            "success",
+        ]
+    );
+}
