@@ -84,7 +84,7 @@ impl Timeline {
 }
 
 /// Milliseconds with one decimal, honouring the formatter's width.
-struct Ms(Duration);
+pub(crate) struct Ms(pub(crate) Duration);
 
 impl fmt::Display for Ms {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use recourse_core::{AttemptInfo, AttemptKind, Verdict};
 
+use crate::timeline::Ms;
+
 /// Counts kept while the simulation runs.
 #[derive(Debug)]
 pub(crate) struct Tally {
@@ -179,19 +181,6 @@ fn ratio(a: u64, b: u64) -> f64 {
         0.0
     } else {
         a as f64 / b as f64
-    }
-}
-
-/// Milliseconds with one decimal.
-struct Ms(Duration);
-
-impl fmt::Display for Ms {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_secs_f64() * 1000.0;
-        match f.width() {
-            Some(w) => write!(f, "{ms:>w$.1}"),
-            None => write!(f, "{ms:.1}"),
-        }
     }
 }
 
