@@ -104,6 +104,12 @@ impl Latency {
                 low + (high - low).max(0.0) * rng.f64()
             }
         };
+        // 0 × ∞ (a zero scale with a huge factor) is NaN: read it as the
+        // zero the scale says; a negative draw cannot happen but is zero
+        // too, and anything too large for a Duration is the cap.
+        if secs.is_nan() || secs <= 0.0 {
+            return Duration::ZERO;
+        }
         Duration::try_from_secs_f64(secs)
             .unwrap_or(MAX_LATENCY)
             .min(MAX_LATENCY)
@@ -308,7 +314,9 @@ impl Arrivals {
             Self::Poisson { per_second } => -(1.0 - rng.f64()).ln() / per_second,
             Self::Uniform { per_second } => 1.0 / per_second,
         };
-        Duration::from_secs_f64(secs)
+        // A rate so low that the gap outgrows a Duration waits forever (the
+        // clock saturates, so the run still ends).
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 
     pub(crate) fn check(&self) -> Result<(), SimError> {

@@ -211,6 +211,9 @@ impl Scenario {
         if self.calls == 0 {
             return Err(SimError::new("calls", "at least 1"));
         }
+        if self.warmup.checked_add(self.calls).is_none() {
+            return Err(SimError::new("warmup", "at most u64::MAX - calls"));
+        }
         let limits = Limits {
             max_hedges_ceiling: self.max_hedges_ceiling,
         };
@@ -220,7 +223,7 @@ impl Scenario {
                 match e.problem {
                     Problem::UnknownJitter => "one of none, full, equal, decorrelated",
                     Problem::NameTooLong => "a shorter name",
-                    _ => "a finite number",
+                    _ => "a finite number (allowed range 1 to 10)",
                 },
             )
         })?;
@@ -253,7 +256,9 @@ impl Scenario {
             tally: Tally::new(self.warmup, self.calls),
         };
         sim.run();
-        Ok(sim.tally.into_report())
+        let mut report = sim.tally.into_report();
+        report.clamped = normalized.changed.to_string();
+        Ok(report)
     }
 }
 

@@ -74,6 +74,7 @@ impl Tally {
             hedge_denials: self.hedge_denials,
             outcomes: self.outcomes,
             latencies: self.latencies,
+            clamped: String::new(),
         }
     }
 }
@@ -102,6 +103,9 @@ pub struct Report {
     pub outcomes: BTreeMap<&'static str, u64>,
     /// Call latencies, sorted, in nanoseconds.
     latencies: Vec<u64>,
+    /// The policy fields normalization changed, comma-separated dotted
+    /// paths (`retry.max_attempts`); empty when none.
+    pub clamped: String,
 }
 
 impl Report {
@@ -198,6 +202,9 @@ impl fmt::Display for Report {
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "calls {} (after {} warm-up)", self.calls, self.warmup)?;
+        if !self.clamped.is_empty() {
+            writeln!(f, "policy clamped: {}", self.clamped)?;
+        }
         writeln!(
             f,
             "latency ms {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",

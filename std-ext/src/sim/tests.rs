@@ -151,6 +151,6 @@ fn bad_parameters_are_errors_that_name_them() {
     p.retry.backoff_multiplier = f64::INFINITY;
     assert_eq!(
         err(Scenario::new(p, Backend::new(Latency::Constant(ms(1))))),
-        "retry.backoff_multiplier must be a finite number"
+        "retry.backoff_multiplier must be a finite number (allowed range 1 to 10)"
     );
 }
