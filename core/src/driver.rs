@@ -80,6 +80,7 @@ pin_project! {
         observer: O,
         gate: G,
         state: State,
+        seeded: bool,
         // The attempt in each slot of `attempts`.
         ids: W::Ids,
         sleep_at: Instant,
@@ -146,12 +147,17 @@ pub fn call<'k, Tm: Timer, Op>(
     timer: Tm,
     op: Op,
 ) -> CallBuilder<'k, Tm, Op> {
-    let rng = fastrand::Rng::with_seed(call_seed(timer.now()));
+    // Seeded when the call starts, unless `.rng()` gives one first: no
+    // clock read or counter bump for a seed that would be replaced.
+    let rng = fastrand::Rng::with_seed(0);
     CallBuilder {
-        key,
+        common: Common {
+            key,
+            timer,
+            op,
+            seeded: false,
+        },
         machine: CallMachine::<1>::new(policy, Options::DEFAULT, rng),
-        timer,
-        op,
         classifier: DefaultClassifier,
         observer: (),
         gate: (),
@@ -163,13 +169,22 @@ pub fn call<'k, Tm: Timer, Op>(
 #[derive(Debug)]
 #[must_use = "a call does nothing unless awaited"]
 pub struct CallBuilder<'k, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Width = InFlight<1>> {
-    key: PolicyKey<'k>,
+    common: Common<'k, Tm, Op>,
     machine: W::Machine,
-    timer: Tm,
-    op: Op,
     classifier: C,
     observer: O,
     gate: G,
+}
+
+/// What every builder step carries over unchanged.
+#[derive(Debug)]
+struct Common<'k, Tm, Op> {
+    key: PolicyKey<'k>,
+    timer: Tm,
+    op: Op,
+    /// Whether [`CallBuilder::rng`] gave the RNG; if not, the call seeds
+    /// one from the clock when it starts.
+    seeded: bool,
 }
 
 impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
@@ -207,29 +222,19 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     where
         InFlight<M>: Width<Machine = CallMachine<M>>,
     {
-        let Self {
-            key,
-            machine,
-            timer,
-            op,
-            classifier,
-            observer,
-            gate,
-        } = self;
         CallBuilder {
-            key,
-            machine: machine.resize::<M>(),
-            timer,
-            op,
-            classifier,
-            observer,
-            gate,
+            common: self.common,
+            machine: self.machine.resize::<M>(),
+            classifier: self.classifier,
+            observer: self.observer,
+            gate: self.gate,
         }
     }
 
     /// Uses `rng` for jitter draws.
     pub fn rng(mut self, rng: fastrand::Rng) -> Self {
         self.machine.set_rng(rng);
+        self.common.seeded = true;
         self
     }
 
@@ -241,66 +246,33 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
 
     /// Classifies results with `classifier`.
     pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, Tm, Op, C2, O, G, W> {
-        let Self {
-            key,
-            machine,
-            timer,
-            op,
-            observer,
-            gate,
-            ..
-        } = self;
         CallBuilder {
-            key,
-            machine,
-            timer,
-            op,
+            common: self.common,
+            machine: self.machine,
             classifier,
-            observer,
-            gate,
+            observer: self.observer,
+            gate: self.gate,
         }
     }
 
     /// Reports to `observer` (pass `&mut o` to read it after the call).
     pub fn observer<O2: Observer>(self, observer: O2) -> CallBuilder<'k, Tm, Op, C, O2, G, W> {
-        let Self {
-            key,
-            machine,
-            timer,
-            op,
-            classifier,
-            gate,
-            ..
-        } = self;
         CallBuilder {
-            key,
-            machine,
-            timer,
-            op,
-            classifier,
+            common: self.common,
+            machine: self.machine,
+            classifier: self.classifier,
             observer,
-            gate,
+            gate: self.gate,
         }
     }
 
     /// Consults `gate` before every attempt (pass `&mut g` to share one).
     pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, Tm, Op, C, O, G2, W> {
-        let Self {
-            key,
-            machine,
-            timer,
-            op,
-            classifier,
-            observer,
-            ..
-        } = self;
         CallBuilder {
-            key,
-            machine,
-            timer,
-            op,
-            classifier,
-            observer,
+            common: self.common,
+            machine: self.machine,
+            classifier: self.classifier,
+            observer: self.observer,
             gate,
         }
     }
@@ -321,10 +293,11 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Call {
-            key: self.key,
+            key: self.common.key,
             machine: self.machine,
-            timer: self.timer,
-            op: self.op,
+            timer: self.common.timer,
+            op: self.common.op,
+            seeded: self.common.seeded,
             classifier: self.classifier,
             observer: self.observer,
             gate: self.gate,
@@ -361,6 +334,10 @@ where
         match *this.state {
             State::Idle => {
                 let now = this.timer.now();
+                if !*this.seeded {
+                    this.machine
+                        .set_rng(fastrand::Rng::with_seed(call_seed(now)));
+                }
                 this.machine.handle(Event::Start { now });
                 this.observer.on_start(*this.key, now);
                 *this.state = State::Running;

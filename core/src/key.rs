@@ -38,15 +38,15 @@ impl<'a> PolicyKey<'a> {
     /// assert_eq!(PolicyKey::parse("svc."), PolicyKey::new("", "svc."));
     /// ```
     pub fn parse(s: &'a str) -> Self {
-        let s = s.trim();
+        let s = trim(s);
         match s.split_once('.') {
             None => Self::new("", s),
             Some((ns, name)) => {
-                let name = name.trim();
+                let name = trim(name);
                 if name.is_empty() {
                     Self::new("", s)
                 } else {
-                    Self::new(ns.trim(), name)
+                    Self::new(trim(ns), name)
                 }
             }
         }
@@ -55,6 +55,18 @@ impl<'a> PolicyKey<'a> {
     /// Whether both parts are empty.
     pub const fn is_empty(&self) -> bool {
         self.namespace.is_empty() && self.name.is_empty()
+    }
+}
+
+/// `s.trim()`, without decoding characters when `s` starts and ends with
+/// printable ASCII (every well-formed key does): parsing runs on every call.
+fn trim(s: &str) -> &str {
+    let printable = |b: Option<&u8>| b.is_some_and(|b| (0x21..0x7f).contains(b));
+    let bytes = s.as_bytes();
+    if printable(bytes.first()) && printable(bytes.last()) {
+        s
+    } else {
+        s.trim()
     }
 }
 
@@ -87,6 +99,12 @@ mod tests {
         assert_eq!(PolicyKey::parse("a . b "), PolicyKey::new("a", "b"));
         assert_eq!(PolicyKey::parse(".b"), PolicyKey::new("", "b"));
         assert_eq!(PolicyKey::parse("name"), PolicyKey::new("", "name"));
+        // Unicode whitespace is trimmed too (the slow path).
+        assert_eq!(
+            PolicyKey::parse("\u{a0}svc\u{2003}.\tGet\u{3000}"),
+            PolicyKey::new("svc", "Get")
+        );
+        assert_eq!(PolicyKey::parse("é.Ü"), PolicyKey::new("é", "Ü"));
     }
 
     #[test]
