@@ -328,13 +328,14 @@ mod tests {
     fn two_threads_never_exceed_the_limit_and_release_everything() {
         // 0 %, minimum 1: one extra attempt in flight at a time, across
         // both threads; `holders` checks it from outside.
+        const ROUNDS: u32 = if cfg!(miri) { 100 } else { 20_000 };
         let c = Concurrency::new(0, 1);
         let holders = AtomicU32::new(0);
         let admitted = AtomicU32::new(0);
         std::thread::scope(|s| {
             for _ in 0..2 {
                 s.spawn(|| {
-                    for _ in 0..20_000 {
+                    for _ in 0..ROUNDS {
                         let first = decide(&c, INITIAL, ms(0));
                         let d = decide(&c, HEDGE, ms(0));
                         if d.allowed {

@@ -37,11 +37,14 @@ fn random_policy(rng: &mut fastrand::Rng) -> Policy {
     p.normalize().map(|n| n.policy).unwrap_or_default()
 }
 
+/// Seeded runs; fewer under Miri, which interprets every step.
+const RUNS: u64 = if cfg!(miri) { 100 } else { 5_000 };
+
 #[test]
 fn invariants_hold_over_random_runs() {
     let mut rng = fastrand::Rng::with_seed(0xdec1de);
     let mut total_hedges = 0u32;
-    for run in 0..5_000 {
+    for run in 0..RUNS {
         let policy = random_policy(&mut rng);
         let mut gate = CountingGate {
             deny_from: (rng.u8(0..8) == 0).then(|| rng.u32(0..4)),
@@ -161,5 +164,8 @@ fn invariants_hold_over_random_runs() {
         }
     }
     // The runs do exercise hedging, not just retries.
-    assert!(total_hedges > 500, "only {total_hedges} hedges in all runs");
+    assert!(
+        u64::from(total_hedges) > RUNS / 10,
+        "only {total_hedges} hedges in all runs"
+    );
 }
