@@ -21,7 +21,7 @@ use pin_project_lite::pin_project;
 use crate::error::Error;
 use crate::gate::Gate;
 use crate::key::PolicyKey;
-use crate::machine::{Action, CallMachine, Cause, Event, Options, Verdict};
+use crate::machine::{Action, CallMachine, CallPlan, Cause, Event, Options, Verdict};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::{Classifier, DefaultClassifier, OutcomeKind};
 use crate::pinned::PinnedSlots;
@@ -147,17 +147,16 @@ pub fn call<'k, Tm: Timer, Op>(
     timer: Tm,
     op: Op,
 ) -> CallBuilder<'k, Tm, Op> {
-    // Seeded when the call starts, unless `.rng()` gives one first: no
-    // clock read or counter bump for a seed that would be replaced.
-    let rng = fastrand::Rng::with_seed(0);
     CallBuilder {
         common: Common {
             key,
+            plan: CallPlan::new(policy),
+            options: Options::DEFAULT,
+            rng: None,
             timer,
             op,
-            seeded: false,
         },
-        machine: CallMachine::<1>::new(policy, Options::DEFAULT, rng),
+        width: core::marker::PhantomData,
         classifier: DefaultClassifier,
         observer: (),
         gate: (),
@@ -170,7 +169,7 @@ pub fn call<'k, Tm: Timer, Op>(
 #[must_use = "a call does nothing unless awaited"]
 pub struct CallBuilder<'k, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Width = InFlight<1>> {
     common: Common<'k, Tm, Op>,
-    machine: W::Machine,
+    width: core::marker::PhantomData<W>,
     classifier: C,
     observer: O,
     gate: G,
@@ -180,11 +179,13 @@ pub struct CallBuilder<'k, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Wid
 #[derive(Debug)]
 struct Common<'k, Tm, Op> {
     key: PolicyKey<'k>,
+    /// The machine is made from these when the call future is: a builder
+    /// step moves a few words, not a machine.
+    plan: CallPlan,
+    options: Options,
+    rng: Option<fastrand::Rng>,
     timer: Tm,
     op: Op,
-    /// Whether [`CallBuilder::rng`] gave the RNG; if not, the call seeds
-    /// one from the clock when it starts.
-    seeded: bool,
 }
 
 impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
@@ -220,11 +221,11 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     /// ```
     pub fn slots<const M: usize>(self) -> CallBuilder<'k, Tm, Op, C, O, G, InFlight<M>>
     where
-        InFlight<M>: Width<Machine = CallMachine<M>>,
+        InFlight<M>: Width,
     {
         CallBuilder {
             common: self.common,
-            machine: self.machine.resize::<M>(),
+            width: core::marker::PhantomData,
             classifier: self.classifier,
             observer: self.observer,
             gate: self.gate,
@@ -233,14 +234,13 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
 
     /// Uses `rng` for jitter draws.
     pub fn rng(mut self, rng: fastrand::Rng) -> Self {
-        self.machine.set_rng(rng);
-        self.common.seeded = true;
+        self.common.rng = Some(rng);
         self
     }
 
     /// Uses executor-wide `options` (such as the retry-after ceiling).
     pub fn options(mut self, options: Options) -> Self {
-        self.machine.set_options(options);
+        self.common.options = options;
         self
     }
 
@@ -248,7 +248,7 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, Tm, Op, C2, O, G, W> {
         CallBuilder {
             common: self.common,
-            machine: self.machine,
+            width: core::marker::PhantomData,
             classifier,
             observer: self.observer,
             gate: self.gate,
@@ -259,7 +259,7 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     pub fn observer<O2: Observer>(self, observer: O2) -> CallBuilder<'k, Tm, Op, C, O2, G, W> {
         CallBuilder {
             common: self.common,
-            machine: self.machine,
+            width: core::marker::PhantomData,
             classifier: self.classifier,
             observer,
             gate: self.gate,
@@ -270,7 +270,7 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, Tm, Op, C, O, G2, W> {
         CallBuilder {
             common: self.common,
-            machine: self.machine,
+            width: core::marker::PhantomData,
             classifier: self.classifier,
             observer: self.observer,
             gate,
@@ -292,12 +292,24 @@ where
     type IntoFuture = Call<'k, Tm, Op, Fut, T, E, C, O, G, W>;
 
     fn into_future(self) -> Self::IntoFuture {
+        let Common {
+            key,
+            plan,
+            options,
+            rng,
+            timer,
+            op,
+        } = self.common;
+        // Without an RNG from the caller, the call seeds one from the clock
+        // when it starts: no clock read for a seed that would be replaced.
+        let seeded = rng.is_some();
+        let rng = rng.unwrap_or_else(|| fastrand::Rng::with_seed(0));
         Call {
-            key: self.common.key,
-            machine: self.machine,
-            timer: self.common.timer,
-            op: self.common.op,
-            seeded: self.common.seeded,
+            key,
+            machine: W::Machine::make(&plan, options, rng),
+            timer,
+            op,
+            seeded,
             classifier: self.classifier,
             observer: self.observer,
             gate: self.gate,
@@ -505,8 +517,7 @@ pub trait MachineOps {
     fn attempts(&self) -> u32;
     fn refusal(&self) -> Option<&'static str>;
     fn set_rng(&mut self, rng: fastrand::Rng);
-    fn set_options(&mut self, options: Options);
-    fn resize<const M: usize>(self) -> CallMachine<M>;
+    fn make(plan: &CallPlan, options: Options, rng: fastrand::Rng) -> Self;
 }
 
 impl<const N: usize> MachineOps for CallMachine<N> {
@@ -531,11 +542,8 @@ impl<const N: usize> MachineOps for CallMachine<N> {
     fn set_rng(&mut self, rng: fastrand::Rng) {
         CallMachine::set_rng(self, rng);
     }
-    fn set_options(&mut self, options: Options) {
-        CallMachine::set_options(self, options);
-    }
-    fn resize<const M: usize>(self) -> CallMachine<M> {
-        self.with_slots::<M>()
+    fn make(plan: &CallPlan, options: Options, rng: fastrand::Rng) -> Self {
+        CallMachine::with_plan(plan, options, rng)
     }
 }
 

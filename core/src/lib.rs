@@ -81,7 +81,7 @@ pub use gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 pub use hedge::{HedgeDecision, HedgeState, Trigger};
 pub use key::PolicyKey;
 pub use latency::LatencySketch;
-pub use machine::{Action, CallMachine, Cause, Event, Options, Verdict, WaitReason};
+pub use machine::{Action, CallMachine, CallPlan, Cause, Event, Options, Verdict, WaitReason};
 pub use observer::{CallEnd, Observer};
 pub use outcome::{reason, Classifier, DefaultClassifier, Outcome, OutcomeKind};
 pub use policy::{Jitter, Policy, PolicyError};

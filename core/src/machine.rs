@@ -188,6 +188,38 @@ impl Cause {
     }
 }
 
+/// What a machine takes from its policy: the numbers, not the names. Small
+/// and `Clone`, so a call builder can carry it instead of a machine.
+#[derive(Clone, Debug)]
+pub struct CallPlan {
+    max_attempts: u32,
+    per_attempt: Option<Duration>,
+    overall: Option<Duration>,
+    backoff: Backoff,
+    /// Hedges per group the policy asks for; 0 when hedging is off.
+    hedges: u32,
+    hedge_delay: Duration,
+    cancel_on_first_terminal: bool,
+}
+
+impl CallPlan {
+    /// The plan of `policy` (normalize it first; the machine only guards
+    /// against values that would break its own invariants).
+    pub fn new(policy: &Policy) -> Self {
+        let r = &policy.retry;
+        let h = &policy.hedge;
+        Self {
+            max_attempts: r.max_attempts.max(1),
+            per_attempt: r.timeout_per_attempt.filter(|d| !d.is_zero()),
+            overall: r.overall_timeout.filter(|d| !d.is_zero()),
+            backoff: Backoff::new(r),
+            hedges: if h.enabled { h.max_hedges } else { 0 },
+            hedge_delay: h.hedge_delay,
+            cancel_on_first_terminal: h.cancel_on_first_terminal,
+        }
+    }
+}
+
 /// An attempt in flight.
 #[derive(Copy, Clone, Debug)]
 struct Slot {
@@ -272,14 +304,18 @@ impl<const N: usize> CallMachine<N> {
     /// machine only guards against values that would break its own
     /// invariants).
     pub fn new(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self {
-        let r = &policy.retry;
-        let overall = r.overall_timeout.filter(|d| !d.is_zero());
+        Self::with_plan(&CallPlan::new(policy), options, rng)
+    }
+
+    /// A machine for one call under `plan` (what [`CallMachine::new`]
+    /// reads from a policy, read once).
+    pub fn with_plan(plan: &CallPlan, options: Options, rng: fastrand::Rng) -> Self {
         Self {
-            max_attempts: r.max_attempts.max(1),
-            per_attempt: r.timeout_per_attempt.filter(|d| !d.is_zero()),
-            overall,
+            max_attempts: plan.max_attempts,
+            per_attempt: plan.per_attempt,
+            overall: plan.overall,
             options,
-            backoff: Backoff::new(r),
+            backoff: plan.backoff.clone(),
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
@@ -293,13 +329,9 @@ impl<const N: usize> CallMachine<N> {
             refusal: None,
             slots: [None; N],
             max_hedges: 0,
-            policy_hedges: if policy.hedge.enabled {
-                policy.hedge.max_hedges
-            } else {
-                0
-            },
-            hedge_delay: policy.hedge.hedge_delay,
-            cancel_on_first_terminal: policy.hedge.cancel_on_first_terminal,
+            policy_hedges: plan.hedges,
+            hedge_delay: plan.hedge_delay,
+            cancel_on_first_terminal: plan.cancel_on_first_terminal,
             group_start: Instant::ZERO,
             group_hedges: 0,
             hedging_stopped: false,
