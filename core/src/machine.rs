@@ -459,6 +459,9 @@ impl<const N: usize> CallMachine<N> {
                 if !matches!(self.phase, Phase::Idle) {
                     return;
                 }
+                // An event fed before the start may have moved the clock;
+                // it never goes back.
+                let now = self.now.max(now);
                 self.now = now;
                 self.start = now;
                 self.deadline = self.overall.map(|d| now + d);
@@ -621,6 +624,12 @@ impl<const N: usize> CallMachine<N> {
                         self.fail(Cause::DeadlineExceeded);
                         continue;
                     }
+                    if self.launched == u16::MAX {
+                        // Attempt ids ran out (only an unnormalized policy
+                        // allows this many): ids must stay unique.
+                        self.fail(Cause::Exhausted);
+                        continue;
+                    }
                     return self.launch_primary(gate);
                 }
                 Phase::Running => {
@@ -730,7 +739,11 @@ impl<const N: usize> CallMachine<N> {
     /// the refusal of) a hedge when it says so.
     fn maybe_hedge<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Option<Action> {
         self.next_hedge_check = None;
-        if self.hedging_stopped || self.group_hedges >= self.max_hedges || self.terminal.is_some() {
+        if self.hedging_stopped
+            || self.group_hedges >= self.max_hedges
+            || self.terminal.is_some()
+            || self.launched == u16::MAX
+        {
             return None;
         }
         let free = self.slots.iter().position(Option::is_none)?;

@@ -536,3 +536,55 @@ fn a_circuit_refusal_ends_the_call_before_any_attempt() {
     assert_eq!(m.poll(&mut OpenCircuit), failure(Cause::CircuitOpen, None));
     assert_eq!((m.attempts(), m.refusal()), (0, Some("circuit_open")));
 }
+
+#[test]
+fn a_start_after_a_later_event_never_sets_the_clock_back() {
+    let mut m: CallMachine = CallMachine::new(
+        &Policy::DEFAULT,
+        Options::DEFAULT,
+        fastrand::Rng::with_seed(1),
+    );
+    m.handle(Event::Tick { now: ms(5) });
+    m.handle(Event::Start { now: ms(0) });
+    assert_eq!((m.now(), m.start()), (ms(5), ms(5)));
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "65,535 attempts is minutes under Miri; no unsafe code on this path"
+)]
+fn a_call_whose_attempt_ids_run_out_ends_exhausted() {
+    // Only an unnormalized policy allows this many attempts; ids are u16
+    // and must stay unique (found by the fuzzer: it used to overflow).
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = 70_000;
+    p.retry.initial_backoff = Duration::ZERO;
+    p.retry.max_backoff = Duration::ZERO;
+    let mut m: CallMachine = CallMachine::new(&p, Options::DEFAULT, fastrand::Rng::with_seed(1));
+    m.handle(Event::Start { now: ms(0) });
+    let mut launched = 0u32;
+    let verdict = loop {
+        match m.poll(&mut ()) {
+            Action::Launch(info) => {
+                launched += 1;
+                m.handle(Event::AttemptFinished {
+                    id: info.id,
+                    outcome: RETRY,
+                    now: ms(0),
+                });
+            }
+            Action::Record(_) => {}
+            Action::Finish(v) => break v,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(launched, u32::from(u16::MAX));
+    assert!(matches!(
+        verdict,
+        Verdict::Failure {
+            cause: Cause::Exhausted,
+            ..
+        }
+    ));
+}

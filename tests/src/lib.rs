@@ -8,6 +8,11 @@
 //! - [`hang`] is an attempt that never completes.
 //! - [`conformance`] is the one suite every runtime adapter must pass; each
 //!   runtime's test file runs it with its own [`Timer`](recourse_core::Timer).
+//! - [`invariants`] drives the call machine through arbitrary scenarios and
+//!   checks its invariants after every step; `tests/machine_invariants.rs`
+//!   runs it as a property test and `fuzz/` under libFuzzer.
+//! - [`hedged`] counts the attempt futures, observer events and budget
+//!   states of many hedged calls through the executor on a real runtime.
 
 use core::fmt::Write as _;
 use core::future::Future;
@@ -21,6 +26,8 @@ use recourse_core::policy::RetryPolicy;
 use recourse_core::{AttemptRecord, CallEnd, Cause, Instant, Observer, Policy, PolicyKey, Verdict};
 
 pub mod conformance;
+pub mod hedged;
+pub mod invariants;
 pub mod load;
 
 /// The key every test call uses.

@@ -1,0 +1,176 @@
+//! Rules for waiting: every wait is after now, never past a pending deadline
+//! or the trigger's next check, and has the reason it says; a backoff is
+//! the hinted one or within the policy's maximum.
+
+use core::time::Duration;
+
+use recourse_core::{Instant, WaitReason};
+
+use super::Checker;
+use crate::invariants::coverage::Feature;
+use crate::invariants::gate::GateCall;
+
+impl Checker<'_> {
+    pub(super) fn on_wait(&mut self, until: Instant, reason: WaitReason, calls: &[GateCall]) {
+        ensure!(
+            self,
+            until > self.now,
+            "Wait until {until:?} ({reason:?}) is not after now {:?}: a driver would busy-loop",
+            self.now
+        );
+        ensure!(
+            self,
+            self.expected.is_none(),
+            "the machine waits although the call must end with {:?}",
+            self.expected
+        );
+        let hedge = self.hedge_check(calls);
+        let feature = match reason {
+            WaitReason::Backoff => Feature::WaitedBackoff,
+            WaitReason::HedgeDelay => Feature::WaitedHedgeDelay,
+            WaitReason::AttemptDeadline => Feature::WaitedAttemptDeadline,
+            WaitReason::CallDeadline => Feature::WaitedCallDeadline,
+        };
+        self.seen.mark(feature);
+        if self.in_flight.is_empty() {
+            ensure!(
+                self,
+                reason == WaitReason::Backoff && calls.is_empty(),
+                "with nothing in flight the only wait is a backoff, got {reason:?} (gate calls \
+                 {calls:?})"
+            );
+            let Some(end) = self.group_end else {
+                self.fail(format_args!(
+                    "backoff wait, but no retry group failed retryably"
+                ));
+            };
+            ensure!(
+                self,
+                self.deadline.is_none_or(|d| until < d),
+                "backoff until {until:?} reaches the overall deadline {:?}: the call should \
+                 have stopped",
+                self.deadline
+            );
+            match self.backoff_until {
+                Some(prev) => ensure!(
+                    self,
+                    prev == until,
+                    "the backoff moved from {prev:?} to {until:?}"
+                ),
+                None => {
+                    let delay = until - end.at;
+                    match end.hinted {
+                        Some(h) => {
+                            // (Compared as instants: `at + h` may saturate.)
+                            ensure!(
+                                self,
+                                until == end.at + h,
+                                "backoff of {delay:?}, but the retry-after hint fixes it at {h:?}"
+                            );
+                            self.seen.mark(Feature::RetryAfterHint);
+                        }
+                        None => ensure!(
+                            self,
+                            delay <= self.backoff_cap,
+                            "backoff of {delay:?}, above the policy's maximum {:?}",
+                            self.backoff_cap
+                        ),
+                    }
+                    self.backoff_until = Some(until);
+                }
+            }
+            return;
+        }
+        let attempt = self.next_attempt_deadline();
+        ensure!(
+            self,
+            attempt.is_none_or(|a| until <= a) && self.deadline.is_none_or(|d| until <= d),
+            "Wait until {until:?} sleeps past a deadline (attempt {attempt:?}, call {:?})",
+            self.deadline
+        );
+        match reason {
+            WaitReason::AttemptDeadline => ensure!(
+                self,
+                attempt == Some(until),
+                "AttemptDeadline wait until {until:?}, the next attempt deadline is {attempt:?}"
+            ),
+            WaitReason::CallDeadline => ensure!(
+                self,
+                self.deadline == Some(until),
+                "CallDeadline wait until {until:?}, the deadline is {:?}",
+                self.deadline
+            ),
+            WaitReason::HedgeDelay => ensure!(
+                self,
+                hedge.is_some_and(|h| h == until),
+                "HedgeDelay wait until {until:?}, the trigger asked for {hedge:?} (never sooner \
+                 than 1 ms from now)"
+            ),
+            WaitReason::Backoff => self.fail(format_args!("backoff wait with attempts in flight")),
+        }
+        if let Some(h) = hedge {
+            ensure!(
+                self,
+                until <= h,
+                "Wait until {until:?} sleeps past the trigger's next check {h:?}"
+            );
+        }
+    }
+
+    pub(super) fn next_attempt_deadline(&self) -> Option<Instant> {
+        self.in_flight
+            .iter()
+            .filter_map(|id| self.attempts[usize::from(*id)].info.deadline)
+            .min()
+    }
+
+    /// Checks a trigger consultation that did not spawn; the instant it
+    /// asked to be woken at, no sooner than 1 ms from now.
+    pub(super) fn hedge_check(&mut self, calls: &[GateCall]) -> Option<Instant> {
+        match calls {
+            [] => None,
+            [GateCall::Hedge(state, decision)] => {
+                self.check_hedge_consultation(state);
+                ensure!(
+                    self,
+                    !decision.spawn,
+                    "the trigger said spawn, but no hedge was launched or refused"
+                );
+                decision
+                    .next_check
+                    .map(|t| t.max(self.now + Duration::from_millis(1)))
+            }
+            _ => self.fail(format_args!(
+                "a wait must come with at most one trigger consultation, got gate calls {calls:?}"
+            )),
+        }
+    }
+
+    pub(super) fn on_await(&mut self, calls: &[GateCall]) {
+        ensure!(
+            self,
+            self.expected.is_none(),
+            "AwaitAttempts although the call must end with {:?}",
+            self.expected
+        );
+        ensure!(
+            self,
+            !self.in_flight.is_empty(),
+            "AwaitAttempts with nothing in flight: the call would hang forever"
+        );
+        ensure!(
+            self,
+            self.deadline.is_none() && self.next_attempt_deadline().is_none(),
+            "AwaitAttempts although a deadline is pending (call {:?}, attempt {:?})",
+            self.deadline,
+            self.next_attempt_deadline()
+        );
+        let hedge = self.hedge_check(calls);
+        ensure!(
+            self,
+            hedge.is_none(),
+            "AwaitAttempts although the trigger asked to be consulted at {hedge:?}"
+        );
+        self.seen.mark(Feature::AwaitedAttempts);
+    }
+}

@@ -1,0 +1,303 @@
+//! The world's gate: a script of refusals in front of a real, checked
+//! budget, and a hedge trigger; every call the machine makes is logged for
+//! the checker.
+//!
+//! Why log instead of assert here: whether a gate call is right depends on
+//! what the machine did in the same `poll` (a `Launch` must follow an
+//! allowed `admit` of that very attempt), which only the checker sees. The
+//! budget keeps its own ledger, because reservations are a budget's
+//! business: [`BudgetGate`] holds them, and only the budget can tell whether
+//! each came back exactly once.
+
+use core::cell::RefCell;
+use core::time::Duration;
+
+use recourse_core::budget::{
+    AwsRetryQuota, Concurrency, GrpcThrottle, RetryRatio, TokenBucket, Unlimited,
+};
+use recourse_core::hedge::{fixed_delay, HedgeDecision, HedgeState, Trigger};
+use recourse_core::{
+    Admission, AdmitRequest, AttemptRecord, Budget, BudgetGate, BudgetRequest, Decision, Gate,
+    Instant, PolicyKey, Reservation, Verdict,
+};
+
+use super::input::{Answer, BudgetInput, ChaosAnswer, GateInput, TriggerInput};
+
+/// One call the machine made on the gate, with the gate's answer.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum GateCall {
+    Admit(AdmitRequest, Admission),
+    AttemptEnded(AttemptRecord),
+    CallEnded(Verdict, Instant),
+    Hedge(HedgeState, HedgeDecision),
+}
+
+/// A built-in budget.
+#[derive(Debug)]
+enum Inner {
+    Unlimited(Unlimited),
+    TokenBucket(TokenBucket),
+    Concurrency(Concurrency),
+    RetryRatio(RetryRatio),
+    GrpcThrottle(GrpcThrottle),
+    AwsRetryQuota(AwsRetryQuota),
+}
+
+impl Inner {
+    fn budget(&self) -> &dyn Budget {
+        match self {
+            Self::Unlimited(b) => b,
+            Self::TokenBucket(b) => b,
+            Self::Concurrency(b) => b,
+            Self::RetryRatio(b) => b,
+            Self::GrpcThrottle(b) => b,
+            Self::AwsRetryQuota(b) => b,
+        }
+    }
+}
+
+/// One reservation a budget handed out: what it holds, and how often it
+/// was settled.
+#[derive(Copy, Clone, Debug)]
+struct Held {
+    reservation: Option<Reservation>,
+    settled: u32,
+}
+
+/// A built-in budget that keeps a ledger of its decisions and settlements.
+#[derive(Debug)]
+pub(super) struct CheckedBudget {
+    inner: Inner,
+    /// Indexed by attempt id.
+    ledger: RefCell<Vec<Option<Held>>>,
+    /// Denials.
+    denied: RefCell<u32>,
+    /// Settlements that match no open reservation.
+    strays: RefCell<Vec<String>>,
+}
+
+impl CheckedBudget {
+    /// The budget `input` names, if any.
+    pub(super) fn new(input: BudgetInput) -> Option<Self> {
+        let inner = match input {
+            BudgetInput::None => return None,
+            BudgetInput::Unlimited => Inner::Unlimited(Unlimited),
+            BudgetInput::TokenBucket {
+                capacity,
+                refill_per_second,
+            } => Inner::TokenBucket(TokenBucket::new(capacity.into(), refill_per_second.into())),
+            BudgetInput::Concurrency { permille, min } => {
+                Inner::Concurrency(Concurrency::new(permille.into(), min.into()))
+            }
+            BudgetInput::RetryRatio {
+                ttl_secs,
+                min_per_sec,
+                permille,
+            } => Inner::RetryRatio(RetryRatio::new(
+                Duration::from_secs(ttl_secs.into()),
+                min_per_sec.into(),
+                permille.into(),
+            )),
+            BudgetInput::GrpcThrottle {
+                max_tokens,
+                ratio_milli,
+            } => Inner::GrpcThrottle(GrpcThrottle::new(max_tokens.into(), ratio_milli.into())),
+            BudgetInput::AwsRetryQuota {
+                capacity,
+                retry_cost,
+                timeout_cost,
+                increment,
+            } => Inner::AwsRetryQuota(AwsRetryQuota::new(
+                capacity.into(),
+                retry_cost.into(),
+                timeout_cost.into(),
+                increment.into(),
+            )),
+        };
+        Some(Self {
+            inner,
+            ledger: RefCell::new(Vec::new()),
+            denied: RefCell::new(0),
+            strays: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// What is wrong with the ledger once every attempt has ended: a
+    /// reservation not settled exactly once, a settlement of an attempt the
+    /// budget never allowed, or a built-in's own counters not back where
+    /// they started.
+    pub(super) fn audit(&self) -> Result<(), String> {
+        if let Some(stray) = self.strays.borrow().first() {
+            return Err(format!("budget ledger: {stray}"));
+        }
+        for (id, held) in self.ledger.borrow().iter().enumerate() {
+            if let Some(held) = held.filter(|h| h.settled != 1) {
+                return Err(format!(
+                    "budget reservation {:?} of attempt {id} settled {} times, not once",
+                    held.reservation, held.settled
+                ));
+            }
+        }
+        match &self.inner {
+            Inner::Concurrency(c) if (c.active(), c.extra_in_flight()) != (0, 0) => Err(format!(
+                "Concurrency budget still counts {} active and {} extra attempts after the call",
+                c.active(),
+                c.extra_in_flight()
+            )),
+            Inner::AwsRetryQuota(q) if q.available() > q.capacity() => Err(format!(
+                "AwsRetryQuota holds {} tokens, above its capacity {}",
+                q.available(),
+                q.capacity()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reservations handed out and denials, for coverage.
+    pub(super) fn counts(&self) -> (usize, u32) {
+        let reserved = self.ledger.borrow().iter().flatten().count();
+        (reserved, *self.denied.borrow())
+    }
+}
+
+impl Budget for CheckedBudget {
+    fn decide(&self, request: &BudgetRequest<'_>) -> Decision {
+        let decision = self.inner.budget().decide(request);
+        if decision.allowed {
+            let id = usize::from(request.attempt.id.0);
+            let mut ledger = self.ledger.borrow_mut();
+            if ledger.len() <= id {
+                ledger.resize(id + 1, None);
+            }
+            if ledger[id].is_some() {
+                self.strays
+                    .borrow_mut()
+                    .push(format!("attempt {id} was allowed twice"));
+            }
+            ledger[id] = Some(Held {
+                reservation: decision.reservation,
+                settled: 0,
+            });
+        } else {
+            *self.denied.borrow_mut() += 1;
+        }
+        decision
+    }
+
+    fn settle(&self, record: &AttemptRecord, reservation: Option<Reservation>, now: Instant) {
+        let id = record.info.id;
+        let mut ledger = self.ledger.borrow_mut();
+        match ledger.get_mut(usize::from(id.0)).and_then(Option::as_mut) {
+            Some(held) if held.settled > 0 => held.settled += 1,
+            Some(held) if held.reservation == reservation => held.settled = 1,
+            Some(held) => self.strays.borrow_mut().push(format!(
+                "attempt {id:?} settled with reservation {reservation:?}, but holds {:?}",
+                held.reservation
+            )),
+            None => self.strays.borrow_mut().push(format!(
+                "attempt {id:?} settled, but the budget never allowed it"
+            )),
+        }
+        drop(ledger);
+        self.inner.budget().settle(record, reservation, now);
+    }
+}
+
+/// The world's gate.
+#[derive(Debug)]
+pub(super) struct WorldGate<'b> {
+    script: Vec<Answer>,
+    next_answer: usize,
+    budget: Option<BudgetGate<'b, CheckedBudget>>,
+    trigger: TriggerInput,
+    chaos_turn: usize,
+    /// Every call since the checker last took the log.
+    pub(super) log: Vec<GateCall>,
+}
+
+impl<'b> WorldGate<'b> {
+    pub(super) fn new(input: &GateInput, budget: Option<&'b CheckedBudget>) -> Self {
+        Self {
+            script: input.script.clone(),
+            next_answer: 0,
+            budget: budget.map(|b| {
+                BudgetGate::new(
+                    b,
+                    PolicyKey::new("fuzz", "call"),
+                    "world",
+                    input.cost.into(),
+                )
+            }),
+            trigger: input.trigger.clone(),
+            chaos_turn: 0,
+            log: Vec::new(),
+        }
+    }
+}
+
+impl Gate for WorldGate<'_> {
+    fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        let answer = self
+            .script
+            .get(self.next_answer)
+            .copied()
+            .unwrap_or(Answer::Pass);
+        self.next_answer += 1;
+        let admission = match (answer, &mut self.budget) {
+            (Answer::DenyBudget, _) => Admission::DENIED,
+            (Answer::DenyCircuit, _) => Admission::circuit_open("circuit_open"),
+            (Answer::Pass, Some(gate)) => gate.admit(request),
+            (Answer::Pass, None) => Admission::NO_BUDGET,
+        };
+        self.log.push(GateCall::Admit(*request, admission));
+        admission
+    }
+
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        self.log.push(GateCall::AttemptEnded(*record));
+        if let Some(gate) = &mut self.budget {
+            gate.attempt_ended(record);
+        }
+    }
+
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        self.log.push(GateCall::CallEnded(*verdict, now));
+        if let Some(gate) = &mut self.budget {
+            gate.call_ended(verdict, now);
+        }
+    }
+
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        let decision = match &self.trigger {
+            TriggerInput::Fixed => fixed_delay(state),
+            TriggerInput::Quantile { permille, latency } => Trigger::Quantile {
+                permille: *permille,
+            }
+            .decide(state, latency.map(|d| d.0)),
+            TriggerInput::Chaos(answers) => {
+                let ChaosAnswer {
+                    spawn,
+                    next_check_ms,
+                } = answers
+                    .get(self.chaos_turn % answers.len().max(1))
+                    .copied()
+                    .unwrap_or(ChaosAnswer {
+                        spawn: true,
+                        next_check_ms: None,
+                    });
+                self.chaos_turn += 1;
+                let next_check = next_check_ms.map(|ms| {
+                    let d = Duration::from_millis(u64::from(ms.unsigned_abs()));
+                    if ms < 0 {
+                        state.now - d
+                    } else {
+                        state.now + d
+                    }
+                });
+                HedgeDecision { spawn, next_check }
+            }
+        };
+        self.log.push(GateCall::Hedge(*state, decision));
+        decision
+    }
+}
