@@ -358,51 +358,6 @@ impl<const N: usize> CallMachine<N> {
             .min(room);
     }
 
-    /// The same machine, not yet started, with room for `M` attempts in
-    /// flight (the primary and up to `M - 1` hedges).
-    ///
-    /// # Panics
-    ///
-    /// When the machine has started (before [`Event::Start`] no attempt
-    /// can be in a slot, so none is lost).
-    pub fn with_slots<const M: usize>(self) -> CallMachine<M> {
-        assert!(
-            matches!(self.phase, Phase::Idle),
-            "`with_slots` on a started machine"
-        );
-        CallMachine {
-            max_attempts: self.max_attempts,
-            per_attempt: self.per_attempt,
-            overall: self.overall,
-            options: self.options,
-            backoff: self.backoff,
-            rng: self.rng,
-            phase: self.phase,
-            now: self.now,
-            start: self.start,
-            deadline: self.deadline,
-            groups: self.groups,
-            launched: self.launched,
-            next_backoff: self.next_backoff,
-            last_failure: self.last_failure,
-            last_outcome: self.last_outcome,
-            refusal: self.refusal,
-            slots: [None; M],
-            max_hedges: 0,
-            policy_hedges: self.policy_hedges,
-            hedge_delay: self.hedge_delay,
-            cancel_on_first_terminal: self.cancel_on_first_terminal,
-            group_start: self.group_start,
-            group_hedges: self.group_hedges,
-            hedging_stopped: self.hedging_stopped,
-            next_hedge_check: self.next_hedge_check,
-            terminal: self.terminal,
-            ran: self.ran,
-            pending: self.pending,
-        }
-        .room_for_hedges()
-    }
-
     /// Hedges each retry group may launch: the policy's, as far as the
     /// ceiling in [`Options`] and `N` allow (0 when hedging is off).
     pub fn max_hedges(&self) -> u32 {

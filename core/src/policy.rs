@@ -527,7 +527,8 @@ pub enum Field {
 }
 
 impl Field {
-    const ALL: [Self; 17] = [
+    /// Every field, in the order [`ChangedFields`] lists them.
+    pub const ALL: [Self; 17] = [
         Self::MaxAttempts,
         Self::InitialBackoff,
         Self::MaxBackoff,
