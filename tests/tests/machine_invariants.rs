@@ -180,3 +180,12 @@ fn parsers_follow_their_rules() {
         panic!("{e}");
     }
 }
+
+/// Inputs the fuzzer once crashed on, replayed through the checker.
+#[test]
+fn fuzz_regressions_stay_fixed() {
+    // A raw policy whose call hands out every u16 attempt id: the machine
+    // ends it exhausted rather than overflow or reuse an id.
+    let bytes = include_bytes!("regressions/machine-ids-run-out.bin");
+    let _coverage = check_machine(&scenario_from_bytes(bytes), RunLimits::FUZZ);
+}

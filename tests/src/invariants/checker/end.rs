@@ -157,13 +157,21 @@ impl Checker<'_> {
         match self.expected {
             Some(e) => ensure!(self, v == e, "the call must end with {e:?}, got {v:?}"),
             None => {
-                let want = Verdict::Failure {
+                let last = self.last_failed.map(AttemptId);
+                let stopped_early = Verdict::Failure {
                     cause: Cause::BackoffBeyondDeadline,
-                    last: self.last_failed.map(AttemptId),
+                    last,
+                };
+                // Attempt ids are u16: a call that has handed out every id
+                // ends exhausted rather than reuse one.
+                let out_of_ids = Verdict::Failure {
+                    cause: Cause::Exhausted,
+                    last,
                 };
                 ensure!(
                     self,
-                    v == want && self.group_end.is_some_and(|e| e.may_stop),
+                    (v == stopped_early && self.group_end.is_some_and(|e| e.may_stop))
+                        || (v == out_of_ids && self.attempts.len() >= usize::from(u16::MAX)),
                     "the call ended with {v:?}, which nothing fed explains"
                 );
             }
@@ -220,7 +228,8 @@ impl Checker<'_> {
             ),
             Cause::Abort => (kind == Some(OutcomeKind::Abort), Feature::Abort),
             Cause::Exhausted => (
-                self.groups == self.max_attempts && kind == Some(OutcomeKind::Retryable),
+                (self.groups == self.max_attempts || self.attempts.len() >= usize::from(u16::MAX))
+                    && kind == Some(OutcomeKind::Retryable),
                 Feature::Exhausted,
             ),
             Cause::DeadlineExceeded => (
