@@ -58,6 +58,13 @@ const KEY_GET: &str = "svc.Get";
 const KEY_FLAKY: &str = "svc.Flaky";
 /// The policy key of the hedge path: 1 attempt, 1 hedge after 10 ms.
 const KEY_HEDGE: &str = "svc.Hedge";
+/// The same keys for the core driver, which takes a [`PolicyKey`]: named
+/// once, as constants, the way a no_std program names its call sites. The
+/// facade and the executor take `&str` keys and parse them on every call
+/// (their numbers include that).
+const CORE_GET: PolicyKey<'static> = PolicyKey::new("svc", "Get");
+const CORE_FLAKY: PolicyKey<'static> = PolicyKey::new("svc", "Flaky");
+const CORE_HEDGE: PolicyKey<'static> = PolicyKey::new("svc", "Hedge");
 /// recourse's hedge delay (the smallest a normalized policy allows).
 const HEDGE_DELAY: Duration = Duration::from_millis(10);
 
@@ -528,12 +535,11 @@ impl Env {
 pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H) {
     let h = harness;
     let e = env;
-    let key = PolicyKey::parse;
     match (variant.path, variant.lib) {
         // success
         (Path::Success, Lib::Direct) => h.run(e, variant, || ready(Ok::<u32, Fail>(VALUE))),
         (Path::Success, Lib::Core) => h.run(e, variant, || {
-            recourse_core::call(key(KEY_GET), &e.core_success, NoSleep, ok).into_future()
+            recourse_core::call(CORE_GET, &e.core_success, NoSleep, ok).into_future()
         }),
         (Path::Success, Lib::Facade) => h.run(e, variant, || recourse::do_value(KEY_GET, ok)),
         (Path::Success, Lib::ExecVirtual) => {
@@ -565,7 +571,7 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
         }),
         (Path::Retry, Lib::Core) => h.run(e, variant, || {
             let mut op = flaky();
-            recourse_core::call(key(KEY_FLAKY), &e.core_retry, NoSleep, move |_| op()).into_future()
+            recourse_core::call(CORE_FLAKY, &e.core_retry, NoSleep, move |_| op()).into_future()
         }),
         (Path::Retry, Lib::ExecVirtual) => h.run(e, variant, || {
             let mut op = flaky();
@@ -592,7 +598,7 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
             })
         }),
         (Path::Hedge, Lib::Core) => h.run(e, variant, || {
-            recourse_core::call(key(KEY_HEDGE), &e.core_hedge, &e.jump, hedge_op)
+            recourse_core::call(CORE_HEDGE, &e.core_hedge, &e.jump, hedge_op)
                 .slots::<2>()
                 .into_future()
         }),

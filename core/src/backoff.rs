@@ -37,23 +37,7 @@ pub struct Backoff {
 impl Backoff {
     /// The backoff of a (normalized) retry policy.
     pub fn new(policy: &RetryPolicy) -> Self {
-        let initial = nanos(policy.initial_backoff);
-        let max = nanos(policy.max_backoff).max(initial);
-        // Normalized multipliers are in 1..=10; anything else is clamped here
-        // too so that an unnormalized policy still gives bounded delays.
-        let m = if policy.backoff_multiplier.is_finite() {
-            policy.backoff_multiplier.clamp(1.0, 10.0)
-        } else {
-            2.0
-        };
-        Self {
-            initial,
-            max,
-            multiplier_milli: (m * MILLI as f64) as u64,
-            jitter: policy.jitter,
-            base: initial,
-            prev: initial,
-        }
+        BackoffSpec::new(policy).backoff()
     }
 
     /// The next delay; advances the sequence.
@@ -86,6 +70,51 @@ impl Backoff {
     /// The un-jittered backoff the next delay is drawn from.
     pub fn base(&self) -> Duration {
         Duration::from_nanos(self.base)
+    }
+}
+
+/// What a [`Backoff`] is made from: the retry policy's four backoff fields,
+/// copied as they are. Cheap to take on every call; the conversion to
+/// integer nanoseconds and a fixed-point multiplier waits for
+/// [`BackoffSpec::backoff`], which only a call that retries needs.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct BackoffSpec {
+    initial: Duration,
+    max: Duration,
+    multiplier: f64,
+    jitter: Jitter,
+}
+
+impl BackoffSpec {
+    /// The backoff fields of `policy`.
+    pub const fn new(policy: &RetryPolicy) -> Self {
+        Self {
+            initial: policy.initial_backoff,
+            max: policy.max_backoff,
+            multiplier: policy.backoff_multiplier,
+            jitter: policy.jitter,
+        }
+    }
+
+    /// The sequence of delays.
+    pub fn backoff(&self) -> Backoff {
+        let initial = nanos(self.initial);
+        let max = nanos(self.max).max(initial);
+        // Normalized multipliers are in 1..=10; anything else is clamped here
+        // too so that an unnormalized policy still gives bounded delays.
+        let m = if self.multiplier.is_finite() {
+            self.multiplier.clamp(1.0, 10.0)
+        } else {
+            2.0
+        };
+        Backoff {
+            initial,
+            max,
+            multiplier_milli: (m * MILLI as f64) as u64,
+            jitter: self.jitter,
+            base: initial,
+            prev: initial,
+        }
     }
 }
 

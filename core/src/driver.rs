@@ -11,6 +11,22 @@
 //! tells the observer (a cancelled record for the attempt, then
 //! `on_failure`) and the gate (the attempt ended) before it returns. A call
 //! dropped before its first poll never calls the operation.
+//!
+//! # The express lane
+//!
+//! Most calls succeed at their first attempt. When a call cannot hedge
+//! ([`CallPlan::hedges_within`] is 0), nothing can happen while its first
+//! attempt runs but that attempt completing (a deadline only matters once
+//! the attempt is pending), so the first poll launches that attempt itself
+//! — the gate's admission, [`CallPlan::first_attempt`]'s info, the same
+//! observer calls in the same order — and polls it without making a
+//! machine. When it succeeds there, the call ends without one. Otherwise
+//! (the gate refused, the attempt is pending or failed) the driver makes
+//! the machine, starts it at the same instant and hands it the gate's
+//! answer again, so the machine launches the very attempt already running,
+//! and from there on the machine decides everything. A call gives the same
+//! records, gate calls, verdict and result either way; the driver's tests
+//! run seeded scenarios both ways and compare them.
 
 use core::future::{Future, IntoFuture};
 use core::pin::Pin;
@@ -19,21 +35,54 @@ use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::error::Error;
-use crate::gate::Gate;
+use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::key::PolicyKey;
-use crate::machine::{Action, CallMachine, CallPlan, Cause, Event, Options, Verdict};
+use crate::machine::{
+    first_attempt_record, Action, CallMachine, CallPlan, Cause, Event, Options, Verdict,
+};
 use crate::observer::{CallEnd, Observer};
-use crate::outcome::{Classifier, DefaultClassifier, OutcomeKind};
+use crate::outcome::{Classifier, DefaultClassifier, Outcome, OutcomeKind};
 use crate::pinned::PinnedSlots;
 use crate::policy::Policy;
-use crate::record::{AttemptId, AttemptInfo};
+use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::{Instant, Timer};
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum State {
-    Idle,
-    Running,
+/// Where a call is.
+///
+/// The machine is stored inline, never boxed (the core has no allocator):
+/// its variant is the big one, and the call future is as large with or
+/// without the express lane.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum State<M> {
+    /// Not polled yet, or its first attempt runs in the express lane.
+    Idle(Planned),
+    /// The machine decides.
+    Running(M),
+    /// Finished.
     Done,
+}
+
+/// What a call makes its machine from, kept until it needs one.
+#[derive(Debug)]
+struct Planned {
+    plan: CallPlan,
+    options: Options,
+    /// The caller's RNG; without one, the machine seeds its own from the
+    /// clock when it is made.
+    rng: Option<fastrand::Rng>,
+    /// The express lane's first attempt, once the gate was asked about it.
+    opened: Option<Opened>,
+}
+
+/// The first attempt, launched by the express lane.
+#[derive(Copy, Clone, Debug)]
+struct Opened {
+    info: AttemptInfo,
+    start: Instant,
+    admission: Admission,
+    /// The gate was told that it ended.
+    released: bool,
 }
 
 pin_project! {
@@ -73,14 +122,12 @@ pin_project! {
         W: Width,
     {
         key: PolicyKey<'k>,
-        machine: W::Machine,
+        state: State<W::Machine>,
         timer: Tm,
         op: Op,
         classifier: C,
         observer: O,
         gate: G,
-        state: State,
-        seeded: bool,
         // The attempt in each slot of `attempts`.
         ids: W::Ids,
         sleep_at: Instant,
@@ -106,20 +153,46 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            if *this.state != State::Running {
-                return;
-            }
+            let express = match this.state {
+                State::Running(_) => None,
+                State::Idle(Planned { opened: Some(opened), .. }) => Some(*opened),
+                // Never polled, or over.
+                State::Idle(_) | State::Done => return,
+            };
             // Stop the attempts before anyone hears about them.
             for i in 0..this.ids.as_ref().len() {
                 this.attempts.as_mut().slot(i).set(None);
             }
             this.sleep.set(None);
-            this.machine.handle(Event::Cancel { now: this.timer.now() });
+            let now = this.timer.now();
+            if let Some(opened) = express {
+                // Dropped inside the express lane: something it called
+                // panicked and unwinds through the call.
+                if opened.released {
+                    // After the gate heard that the attempt ended: only
+                    // the call's end is left to tell.
+                    *this.state = State::Done;
+                    let start = opened.start;
+                    let verdict = Verdict::Failure { cause: Cause::Cancelled, last: None };
+                    this.gate.call_ended(&verdict, now);
+                    let end = CallEnd { start, end: now.max(start), attempts: 1, verdict };
+                    this.observer.on_failure(*this.key, &end);
+                    return;
+                }
+                // The attempt ran: let the machine take it over and cancel it.
+                if let Some(Action::Record(r)) = take_over(this.state, this.gate, now) {
+                    this.observer.on_attempt(*this.key, &r);
+                }
+            }
+            let State::Running(machine) = this.state else {
+                unreachable!("a running call, or one the machine took over");
+            };
+            machine.handle(Event::Cancel { now });
             loop {
-                match this.machine.poll(this.gate) {
+                match machine.poll(this.gate) {
                     Action::Record(r) | Action::Cancel(r) => this.observer.on_attempt(*this.key, &r),
                     Action::Finish(verdict) => {
-                        let end = call_end(this.machine, verdict);
+                        let end = call_end(machine, verdict);
                         this.observer.on_failure(*this.key, &end);
                         break;
                     }
@@ -179,8 +252,8 @@ pub struct CallBuilder<'k, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Wid
 #[derive(Debug)]
 struct Common<'k, Tm, Op> {
     key: PolicyKey<'k>,
-    /// The machine is made from these when the call future is: a builder
-    /// step moves a few words, not a machine.
+    /// The machine is made from these when the call needs one (see the
+    /// express lane): a builder step moves a few words, not a machine.
     plan: CallPlan,
     options: Options,
     rng: Option<fastrand::Rng>,
@@ -300,20 +373,19 @@ where
             timer,
             op,
         } = self.common;
-        // Without an RNG from the caller, the call seeds one from the clock
-        // when it starts: no clock read for a seed that would be replaced.
-        let seeded = rng.is_some();
-        let rng = rng.unwrap_or_else(|| fastrand::Rng::with_seed(0));
         Call {
             key,
-            machine: W::Machine::make(&plan, options, rng),
+            state: State::Idle(Planned {
+                plan,
+                options,
+                rng,
+                opened: None,
+            }),
             timer,
             op,
-            seeded,
             classifier: self.classifier,
             observer: self.observer,
             gate: self.gate,
-            state: State::Idle,
             ids: W::Ids::default(),
             sleep_at: Instant::ZERO,
             last: None,
@@ -343,24 +415,33 @@ where
     /// returns `Pending`, and each event is drained before the next).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        match *this.state {
-            State::Idle => {
+        // Whether the attempts were polled since the last event: a first
+        // attempt pending in the express lane is not polled twice in a row.
+        let mut polled = false;
+        match this.state {
+            State::Running(_) => {}
+            State::Idle(planned) => {
                 let now = this.timer.now();
-                if !*this.seeded {
-                    this.machine
-                        .set_rng(fastrand::Rng::with_seed(call_seed(now)));
-                }
-                this.machine.handle(Event::Start { now });
                 this.observer.on_start(*this.key, now);
-                *this.state = State::Running;
+                let express = planned.plan.hedges_within(planned.options, W::SLOTS) == 0
+                    && express_lane_enabled();
+                if !express {
+                    if let Some(action) = take_over(this.state, this.gate, now) {
+                        unreachable!("a machine just started acts only when polled: {action:?}");
+                    }
+                } else if let Some(out) = express_lane(&mut this, cx, now, &mut polled) {
+                    return Poll::Ready(out);
+                }
             }
-            State::Running => {}
             State::Done => panic!("`Call` polled after completion"),
         }
+        let State::Running(machine) = this.state else {
+            unreachable!("the call runs its machine once the express lane is left");
+        };
         loop {
             // 1. Carry out the machine's actions until it waits.
             let wait = loop {
-                match this.machine.poll(this.gate) {
+                match machine.poll(this.gate) {
                     Action::Record(record) => this.observer.on_attempt(*this.key, &record),
                     Action::Launch(info) => {
                         let ids = this.ids.as_mut();
@@ -370,6 +451,7 @@ where
                         ids[free] = Some(info.id);
                         this.observer.on_launch(*this.key, &info);
                         this.attempts.as_mut().slot(free).set(Some((this.op)(info)));
+                        polled = false;
                     }
                     Action::Cancel(record) => {
                         let id = Some(record.info.id);
@@ -383,14 +465,14 @@ where
                     Action::Wait { until, .. } => break Some(until),
                     Action::AwaitAttempts => break None,
                     Action::Finish(verdict) => {
-                        *this.state = State::Done;
                         this.sleep.set(None);
-                        let end = call_end(this.machine, verdict);
+                        let end = call_end(machine, verdict);
+                        let refusal = machine.refusal();
+                        *this.state = State::Done;
                         match verdict {
                             Verdict::Success(_) => this.observer.on_success(*this.key, &end),
                             Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),
                         }
-                        let refusal = this.machine.refusal();
                         return Poll::Ready(conclude(
                             verdict,
                             end.attempts,
@@ -403,9 +485,26 @@ where
             };
             // 2. Poll the attempts; feed the first that completes. An attempt
             //    that is ready wins over a deadline that is also due.
-            if poll_attempts(&mut this, cx) {
-                continue;
+            if !polled {
+                if let Some((id, result)) =
+                    poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx)
+                {
+                    let now = this.timer.now();
+                    let outcome = this.classifier.classify(&result);
+                    settle(
+                        machine,
+                        id,
+                        outcome,
+                        now,
+                        result,
+                        this.winner,
+                        this.last,
+                        this.last_terminal,
+                    );
+                    continue;
+                }
             }
+            polled = false;
             // 3. Nothing completed: sleep until the machine's instant.
             let Some(until) = wait else {
                 return Poll::Pending;
@@ -424,53 +523,241 @@ where
             // that rounds a hair earlier, or the machine would ask for the
             // same wait again.
             let now = this.timer.now().max(until);
-            this.machine.handle(Event::Tick { now });
+            machine.handle(Event::Tick { now });
         }
     }
 }
 
-/// Polls every attempt in flight; feeds the first that completes to the
-/// machine and says whether one did.
-fn poll_attempts<Tm, Op, Fut, T, E, C, O, G, W>(
+/// The express lane (see the [module docs](self)): launches the first
+/// attempt without a machine and polls it once. Returns the call's result
+/// when that attempt succeeded; otherwise the machine has taken over (the
+/// call is [`State::Running`]), and `polled` says whether the attempt in
+/// flight was just polled.
+fn express_lane<Tm, Op, Fut, T, E, C, O, G, W>(
     this: &mut CallProj<'_, '_, Tm, Op, Fut, T, E, C, O, G, W>,
     cx: &mut Context<'_>,
-) -> bool
+    now: Instant,
+    polled: &mut bool,
+) -> Option<Result<T, Error<E>>>
 where
     Tm: Timer,
+    Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
     C: Classifier<T, E>,
     O: Observer,
     G: Gate,
     W: Width,
 {
-    for i in 0..this.ids.as_ref().len() {
-        let Some(id) = this.ids.as_ref()[i] else {
+    let State::Idle(planned) = &mut *this.state else {
+        unreachable!("the express lane runs on the first poll");
+    };
+    let Some(info) = planned.plan.first_attempt(now) else {
+        // A deadline is due already: the machine knows what that means.
+        take_over(this.state, this.gate, now);
+        return None;
+    };
+    let admission = this.gate.admit(&AdmitRequest {
+        attempt: info,
+        previous: None,
+        now,
+    });
+    let opened = planned.opened.insert(Opened {
+        info,
+        start: now,
+        admission,
+        released: false,
+    });
+    if !admission.allowed {
+        // The machine records the refusal and ends the call.
+        if let Some(Action::Record(r)) = take_over(this.state, this.gate, now) {
+            this.observer.on_attempt(*this.key, &r);
+        }
+        return None;
+    }
+    this.ids.as_mut()[0] = Some(info.id);
+    this.observer.on_launch(*this.key, &info);
+    this.attempts.as_mut().slot(0).set(Some((this.op)(info)));
+    let Some((id, result)) = poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx) else {
+        take_over(this.state, this.gate, now);
+        *polled = true;
+        return None;
+    };
+    let end = this.timer.now().max(now);
+    let outcome = this.classifier.classify(&result);
+    if outcome.kind != OutcomeKind::Success {
+        take_over(this.state, this.gate, now);
+        let State::Running(machine) = this.state else {
+            unreachable!("the machine took over");
+        };
+        settle(
+            machine,
+            id,
+            outcome,
+            end,
+            result,
+            this.winner,
+            this.last,
+            this.last_terminal,
+        );
+        return None;
+    }
+    let record = first_attempt_record(info, now, end, outcome, admission.reason);
+    opened.released = true;
+    this.gate.attempt_ended(&record);
+    this.observer.on_attempt(*this.key, &record);
+    let verdict = Verdict::Success(id);
+    *this.state = State::Done;
+    this.gate.call_ended(&verdict, end);
+    let call = CallEnd {
+        start: now,
+        end,
+        attempts: 1,
+        verdict,
+    };
+    this.observer.on_success(*this.key, &call);
+    Some(result.map_err(|error| Error::Operation {
+        error,
+        cause: Cause::Accepted,
+    }))
+}
+
+/// Makes the call's machine and starts it at `now`: the call is
+/// [`State::Running`] after this. When the express lane asked the gate
+/// about the first attempt, the machine is handed that answer: it launches
+/// the attempt already running (nothing to do), or returns the record of
+/// its refusal, which this returns.
+fn take_over<M: MachineOps, G: Gate>(
+    state: &mut State<M>,
+    gate: &mut G,
+    now: Instant,
+) -> Option<Action> {
+    let State::Idle(planned) = core::mem::replace(state, State::Done) else {
+        unreachable!("a machine is made once, for an idle call");
+    };
+    let Planned {
+        plan,
+        options,
+        rng,
+        opened,
+    } = planned;
+    // Without an RNG from the caller, the machine seeds one from the clock
+    // now: no clock read for a seed that would be replaced.
+    let rng = rng.unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(now)));
+    *state = State::Running(M::make(&plan, options, rng));
+    #[cfg(test)]
+    crate::tests::MACHINES_MADE.with(|n| n.set(n.get() + 1));
+    let State::Running(machine) = state else {
+        unreachable!("just made");
+    };
+    machine.handle(Event::Start { now });
+    let opened = opened?;
+    let first = machine.poll(&mut Replay {
+        gate,
+        admission: Some(opened.admission),
+    });
+    match first {
+        Action::Launch(info) => {
+            debug_assert_eq!(
+                info, opened.info,
+                "the machine launches the express lane's attempt"
+            );
+            None
+        }
+        refused => {
+            debug_assert!(matches!(refused, Action::Record(r) if !r.budget_allowed));
+            Some(refused)
+        }
+    }
+}
+
+/// A gate that answers its first admission with the answer the express
+/// lane already had, and passes everything else to the call's gate.
+struct Replay<'g, G> {
+    gate: &'g mut G,
+    admission: Option<Admission>,
+}
+
+impl<G: Gate> Gate for Replay<'_, G> {
+    fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        match self.admission.take() {
+            Some(admission) => admission,
+            None => self.gate.admit(request),
+        }
+    }
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        self.gate.attempt_ended(record);
+    }
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        self.gate.call_ended(verdict, now);
+    }
+    fn hedge(&mut self, state: &crate::hedge::HedgeState) -> crate::hedge::HedgeDecision {
+        self.gate.hedge(state)
+    }
+}
+
+/// Whether the express lane may run: always, except in this crate's tests
+/// that compare a call with and without it.
+#[cfg(not(test))]
+const fn express_lane_enabled() -> bool {
+    true
+}
+
+#[cfg(test)]
+fn express_lane_enabled() -> bool {
+    !crate::tests::EXPRESS_OFF.with(core::cell::Cell::get)
+}
+
+/// Polls every attempt in flight; takes the first that completes out of its
+/// slot and returns it.
+fn poll_attempts<F, T, E, A>(
+    ids: &mut [Option<AttemptId>],
+    mut attempts: Pin<&mut A>,
+    cx: &mut Context<'_>,
+) -> Option<(AttemptId, Result<T, E>)>
+where
+    F: Future<Output = Result<T, E>>,
+    A: AttemptSlots<F>,
+{
+    for (i, slot) in ids.iter_mut().enumerate() {
+        let Some(id) = *slot else {
             continue;
         };
-        let Some(attempt) = this.attempts.as_mut().slot(i).as_pin_mut() else {
+        let Some(attempt) = attempts.as_mut().slot(i).as_pin_mut() else {
             continue;
         };
         let Poll::Ready(result) = attempt.poll(cx) else {
             continue;
         };
-        this.ids.as_mut()[i] = None;
-        this.attempts.as_mut().slot(i).set(None);
-        let outcome = this.classifier.classify(&result);
-        let now = this.timer.now();
-        this.machine
-            .handle(Event::AttemptFinished { id, outcome, now });
-        match outcome.kind {
-            OutcomeKind::Success => *this.winner = Some(result),
-            kind => {
-                if !*this.last_terminal {
-                    *this.last_terminal = kind != OutcomeKind::Retryable;
-                    *this.last = Some((id, result));
-                }
+        *slot = None;
+        attempts.as_mut().slot(i).set(None);
+        return Some((id, result));
+    }
+    None
+}
+
+/// Feeds a completed attempt to the machine and keeps its result: the
+/// winner's, or the one the call's error will carry.
+#[allow(clippy::too_many_arguments)]
+fn settle<M: MachineOps, T, E>(
+    machine: &mut M,
+    id: AttemptId,
+    outcome: Outcome,
+    now: Instant,
+    result: Result<T, E>,
+    winner: &mut Option<Result<T, E>>,
+    last: &mut Option<(AttemptId, Result<T, E>)>,
+    last_terminal: &mut bool,
+) {
+    machine.handle(Event::AttemptFinished { id, outcome, now });
+    match outcome.kind {
+        OutcomeKind::Success => *winner = Some(result),
+        kind => {
+            if !*last_terminal {
+                *last_terminal = kind != OutcomeKind::Retryable;
+                *last = Some((id, result));
             }
         }
-        return true;
     }
-    false
 }
 
 /// How many attempts a [`Call`] runs at once: [`InFlight<N>`], chosen with
@@ -480,6 +767,8 @@ where
 /// projection is generated by `pin-project-lite`, which takes types only.
 /// Sealed: its items are the driver's plumbing.
 pub trait Width: sealed::Sealed {
+    /// Attempts at once.
+    const SLOTS: usize;
     #[doc(hidden)]
     type Machine: MachineOps;
     #[doc(hidden)]
@@ -498,6 +787,7 @@ impl<const N: usize> Width for InFlight<N>
 where
     [Option<AttemptId>; N]: Default,
 {
+    const SLOTS: usize = N;
     type Machine = CallMachine<N>;
     type Attempts<F> = PinnedSlots<F, N>;
     type Ids = [Option<AttemptId>; N];

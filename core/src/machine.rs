@@ -26,7 +26,7 @@
 
 use core::time::Duration;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, BackoffSpec};
 use crate::gate::{AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::{reason, Outcome, OutcomeKind};
@@ -195,7 +195,7 @@ pub struct CallPlan {
     max_attempts: u32,
     per_attempt: Option<Duration>,
     overall: Option<Duration>,
-    backoff: Backoff,
+    backoff: BackoffSpec,
     /// Hedges per group the policy asks for; 0 when hedging is off.
     hedges: u32,
     hedge_delay: Duration,
@@ -205,19 +205,117 @@ pub struct CallPlan {
 impl CallPlan {
     /// The plan of `policy` (normalize it first; the machine only guards
     /// against values that would break its own invariants).
+    #[inline]
     pub fn new(policy: &Policy) -> Self {
         let r = &policy.retry;
         let h = &policy.hedge;
         Self {
             max_attempts: r.max_attempts.max(1),
-            per_attempt: r.timeout_per_attempt.filter(|d| !d.is_zero()),
-            overall: r.overall_timeout.filter(|d| !d.is_zero()),
-            backoff: Backoff::new(r),
-            hedges: if h.enabled { h.max_hedges } else { 0 },
+            per_attempt: per_attempt_timeout(policy),
+            overall: overall_timeout(policy),
+            backoff: BackoffSpec::new(r),
+            hedges: policy_hedges(policy),
             hedge_delay: h.hedge_delay,
             cancel_on_first_terminal: h.cancel_on_first_terminal,
         }
     }
+
+    /// Hedges per retry group a machine with `slots` attempt slots runs:
+    /// what the policy asks for, as far as the ceiling in `options` and the
+    /// slots allow (0 when hedging is off).
+    #[inline]
+    pub fn hedges_within(&self, options: Options, slots: usize) -> u32 {
+        hedges_within(self.hedges, options, slots)
+    }
+
+    /// The attempt a machine started at `now` launches first (when its gate
+    /// admits it), which runs until it completes: what [`Action::Launch`]
+    /// carries after [`Event::Start`]. `None` when a deadline is already
+    /// due at `now` (the clock is so near its end that adding a timeout
+    /// saturates): the machine then ends the call or cuts the attempt
+    /// before it runs.
+    ///
+    /// A driver may launch it itself, before it makes a machine, when the
+    /// call cannot hedge ([`CallPlan::hedges_within`] is 0): nothing else
+    /// can happen before that attempt completes, and a call whose first
+    /// attempt succeeds then never needs a machine. See [`crate::driver`]
+    /// for how the machine takes over when it does.
+    #[inline]
+    pub fn first_attempt(&self, now: Instant) -> Option<AttemptInfo> {
+        let deadline = self.overall.map(|d| now + d);
+        let info = AttemptInfo {
+            id: AttemptId(0),
+            retry_index: 0,
+            hedge_index: 0,
+            is_hedge: false,
+            deadline: attempt_deadline(self.per_attempt, deadline, now),
+        };
+        info.deadline.is_none_or(|d| d > now).then_some(info)
+    }
+}
+
+/// The per-attempt timeout, if any (zero means none).
+#[inline]
+fn per_attempt_timeout(policy: &Policy) -> Option<Duration> {
+    policy.retry.timeout_per_attempt.filter(|d| !d.is_zero())
+}
+
+/// The overall timeout, if any (zero means none).
+#[inline]
+fn overall_timeout(policy: &Policy) -> Option<Duration> {
+    policy.retry.overall_timeout.filter(|d| !d.is_zero())
+}
+
+/// Hedges per group the policy asks for: 0 when hedging is off.
+#[inline]
+fn policy_hedges(policy: &Policy) -> u32 {
+    if policy.hedge.enabled {
+        policy.hedge.max_hedges
+    } else {
+        0
+    }
+}
+
+/// Hedges per group: `asked`, as far as the ceiling in `options` and the
+/// `slots` (primary included) allow.
+#[inline]
+fn hedges_within(asked: u32, options: Options, slots: usize) -> u32 {
+    let room = u32::try_from(slots.saturating_sub(1)).unwrap_or(u32::MAX);
+    asked.min(options.max_hedges_ceiling).min(room)
+}
+
+/// The deadline of an attempt launched at `now`: its own, clipped to the
+/// call's.
+#[inline]
+fn attempt_deadline(
+    per_attempt: Option<Duration>,
+    call: Option<Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    let own = per_attempt.map(|d| now + d);
+    match (own, call) {
+        (Some(a), Some(d)) => Some(a.min(d)),
+        (a, d) => a.or(d),
+    }
+}
+
+/// The record of a first attempt that a driver launched itself (see
+/// [`CallPlan::first_attempt`]) and that completed at `end` with `outcome`:
+/// the record the machine would have made.
+pub(crate) fn first_attempt_record(
+    info: AttemptInfo,
+    start: Instant,
+    end: Instant,
+    outcome: Outcome,
+    budget_reason: &'static str,
+) -> AttemptRecord {
+    let slot = Slot {
+        info,
+        start,
+        backoff: Duration::ZERO,
+        budget_reason,
+    };
+    slot.record(end, outcome, false)
 }
 
 /// An attempt in flight.
@@ -227,6 +325,22 @@ struct Slot {
     start: Instant,
     backoff: Duration,
     budget_reason: &'static str,
+}
+
+impl Slot {
+    /// The attempt's record, ended at `end`.
+    fn record(&self, end: Instant, outcome: Outcome, cancelled: bool) -> AttemptRecord {
+        AttemptRecord {
+            info: self.info,
+            start: self.start,
+            end,
+            outcome,
+            cancelled,
+            backoff: self.backoff,
+            budget_allowed: true,
+            budget_reason: self.budget_reason,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -315,7 +429,7 @@ impl<const N: usize> CallMachine<N> {
             per_attempt: plan.per_attempt,
             overall: plan.overall,
             options,
-            backoff: plan.backoff.clone(),
+            backoff: plan.backoff.backoff(),
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
@@ -351,11 +465,7 @@ impl<const N: usize> CallMachine<N> {
     }
 
     fn limit_hedges(&mut self) {
-        let room = u32::try_from(N.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.max_hedges = self
-            .policy_hedges
-            .min(self.options.max_hedges_ceiling)
-            .min(room);
+        self.max_hedges = hedges_within(self.policy_hedges, self.options, N);
     }
 
     /// Hedges each retry group may launch: the policy's, as far as the
@@ -767,11 +877,7 @@ impl<const N: usize> CallMachine<N> {
     }
 
     fn attempt_deadline(&self) -> Option<Instant> {
-        let own = self.per_attempt.map(|d| self.now + d);
-        match (own, self.deadline) {
-            (Some(a), Some(d)) => Some(a.min(d)),
-            (a, d) => a.or(d),
-        }
+        attempt_deadline(self.per_attempt, self.deadline, self.now)
     }
 
     fn in_flight(&self) -> usize {
@@ -798,15 +904,6 @@ impl<const N: usize> CallMachine<N> {
     }
 
     fn record(&self, slot: &Slot, outcome: Outcome, cancelled: bool) -> AttemptRecord {
-        AttemptRecord {
-            info: slot.info,
-            start: slot.start,
-            end: self.now,
-            outcome,
-            cancelled,
-            backoff: slot.backoff,
-            budget_allowed: true,
-            budget_reason: slot.budget_reason,
-        }
+        slot.record(self.now, outcome, cancelled)
     }
 }

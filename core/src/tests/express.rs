@@ -1,0 +1,431 @@
+//! The driver's express lane against the machine: the same calls, run with
+//! the lane and without it (`EXPRESS_OFF`), must give the same result, the
+//! same observer events and the same gate calls, in the same order — for
+//! seeded random policies, attempt scripts, gate answers and drop points,
+//! and when the operation, the classifier or an observer panics.
+
+use core::cell::{Cell, RefCell};
+use core::future::{Future, IntoFuture};
+use core::panic::AssertUnwindSafe;
+use core::pin::{pin, Pin};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+use std::boxed::Box;
+use std::format;
+use std::panic::catch_unwind;
+use std::rc::Rc;
+use std::string::String;
+use std::vec::Vec;
+
+use super::EXPRESS_OFF;
+use crate::gate::{Admission, AdmitRequest, Gate};
+use crate::hedge::{HedgeDecision, HedgeState};
+use crate::key::PolicyKey;
+use crate::machine::Verdict;
+use crate::observer::{CallEnd, Observer};
+use crate::outcome::Outcome;
+use crate::policy::Policy;
+use crate::record::{AttemptInfo, AttemptRecord};
+use crate::time::{Instant, Timer};
+use crate::{call, Error};
+
+const KEY: PolicyKey<'static> = PolicyKey::new("svc", "Get");
+
+/// Everything a call tells the world, in order.
+type Events = Rc<RefCell<Vec<String>>>;
+
+/// A virtual clock: `run` jumps it to the earliest pending sleep whenever
+/// the call is pending.
+#[derive(Clone, Default)]
+struct Clock {
+    now: Rc<Cell<Instant>>,
+    pending: Rc<RefCell<Vec<Instant>>>,
+}
+
+struct Sleep {
+    clock: Clock,
+    until: Instant,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.clock.now.get() >= self.until {
+            Poll::Ready(())
+        } else {
+            self.clock.pending.borrow_mut().push(self.until);
+            Poll::Pending
+        }
+    }
+}
+
+impl Timer for Clock {
+    type Sleep = Sleep;
+    fn now(&self) -> Instant {
+        self.now.get()
+    }
+    fn sleep_until(&self, until: Instant) -> Sleep {
+        Sleep {
+            clock: self.clone(),
+            until,
+        }
+    }
+}
+
+impl Clock {
+    /// Polls `fut` until it completes or virtual time reaches `stop`, then
+    /// drops it.
+    fn run<F: Future>(&self, fut: F, stop: Instant) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..10_000 {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return Some(v);
+            }
+            let next = self.pending.borrow_mut().drain(..).min();
+            match next {
+                Some(n) if n < stop => self.now.set(self.now.get().max(n)),
+                _ => return None,
+            }
+        }
+        panic!("livelock");
+    }
+}
+
+/// Logs every observer event, whole.
+struct Log(Events);
+
+impl Observer for Log {
+    fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
+        self.0.borrow_mut().push(format!("start {key} {start:?}"));
+    }
+    fn on_launch(&mut self, _: PolicyKey<'_>, info: &AttemptInfo) {
+        self.0.borrow_mut().push(format!("launch {info:?}"));
+    }
+    fn on_attempt(&mut self, _: PolicyKey<'_>, record: &AttemptRecord) {
+        self.0.borrow_mut().push(format!("attempt {record:?}"));
+    }
+    fn on_success(&mut self, _: PolicyKey<'_>, end: &CallEnd) {
+        self.0.borrow_mut().push(format!("success {end:?}"));
+    }
+    fn on_failure(&mut self, _: PolicyKey<'_>, end: &CallEnd) {
+        self.0.borrow_mut().push(format!("failure {end:?}"));
+    }
+}
+
+/// Answers admissions from a script (allowed, denied by a budget, or by
+/// the circuit) and logs every gate call in the same event list.
+struct ScriptedGate {
+    events: Events,
+    answers: Vec<Admission>,
+    asked: usize,
+}
+
+impl Gate for ScriptedGate {
+    fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        let answer = self.answers[self.asked % self.answers.len()];
+        self.asked += 1;
+        self.events
+            .borrow_mut()
+            .push(format!("admit {request:?} -> {answer:?}"));
+        answer
+    }
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        self.events.borrow_mut().push(format!("ended {record:?}"));
+    }
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        self.events
+            .borrow_mut()
+            .push(format!("call ended {verdict:?} {now:?}"));
+    }
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        let decision = crate::hedge::fixed_delay(state);
+        self.events
+            .borrow_mut()
+            .push(format!("hedge {state:?} -> {decision:?}"));
+        decision
+    }
+}
+
+/// One attempt's script: after `delay_ms` (0: ready at its first poll),
+/// `result`.
+#[derive(Copy, Clone, Debug)]
+struct Step {
+    delay_ms: u64,
+    result: Result<u32, &'static str>,
+}
+
+/// A random scenario: policy, attempt scripts, gate answers, and when the
+/// caller gives up.
+#[derive(Clone, Debug)]
+struct Scenario {
+    policy: Policy,
+    steps: Vec<Step>,
+    answers: Vec<Admission>,
+    stop_ms: u64,
+    /// When the call starts: sometimes so near the clock's end that every
+    /// deadline saturates to it.
+    epoch: Instant,
+}
+
+fn scenario(rng: &mut fastrand::Rng) -> Scenario {
+    let mut policy = Policy::DEFAULT;
+    let r = &mut policy.retry;
+    r.max_attempts = rng.u32(1..5);
+    r.initial_backoff = Duration::from_millis(rng.u64(0..20));
+    r.max_backoff = Duration::from_millis(rng.u64(0..60));
+    r.jitter = [
+        crate::Jitter::None,
+        crate::Jitter::Full,
+        crate::Jitter::Decorrelated,
+    ][rng.usize(0..3)];
+    r.timeout_per_attempt = rng.bool().then(|| Duration::from_millis(rng.u64(0..40)));
+    r.overall_timeout = rng.bool().then(|| Duration::from_millis(rng.u64(0..120)));
+    policy.hedge.enabled = rng.u8(0..4) == 0;
+    policy.hedge.max_hedges = rng.u32(1..3);
+    policy.hedge.hedge_delay = Duration::from_millis(rng.u64(0..30));
+    let steps = (0..12)
+        .map(|_| Step {
+            delay_ms: if rng.bool() { 0 } else { rng.u64(0..50) },
+            result: match rng.u8(0..6) {
+                0..=2 => Ok(rng.u32(..)),
+                3 | 4 => Err("flaky"),
+                _ => Err("bad"),
+            },
+        })
+        .collect();
+    let answers = (0..rng.usize(1..4))
+        .map(|_| match rng.u8(0..10) {
+            0 => Admission::denied("budget_denied"),
+            1 => Admission::circuit_open("circuit_open"),
+            2 => Admission::ALLOWED,
+            _ => Admission::NO_BUDGET,
+        })
+        .collect();
+    Scenario {
+        policy,
+        steps,
+        answers,
+        stop_ms: if rng.u8(0..3) == 0 {
+            u64::MAX
+        } else {
+            rng.u64(0..100)
+        },
+        epoch: match rng.u8(0..8) {
+            0 => Instant::MAX,
+            1 => Instant::from_nanos(u64::MAX - rng.u64(0..50_000_000)),
+            _ => Instant::from_nanos(rng.u64(0..1 << 50)),
+        },
+    }
+}
+
+/// Non-retryable for `Err("bad")`, retryable for other errors.
+fn classify(r: &Result<u32, &'static str>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::SUCCESS,
+        Err("bad") => Outcome::non_retryable("bad_request"),
+        Err(_) => Outcome::retryable("unavailable"),
+    }
+}
+
+type Outcome2 = Option<Result<u32, Error<&'static str>>>;
+
+/// Runs `scenario` with `slots` attempt slots, with the express lane on or
+/// off: the result (`None` when dropped at the stop time) and every event.
+fn run(scenario: &Scenario, slots: usize, express: bool, seed: u64) -> (Outcome2, Vec<String>) {
+    EXPRESS_OFF.with(|off| off.set(!express));
+    let clock = Clock::default();
+    clock.now.set(scenario.epoch);
+    let events = Events::default();
+    let gate = ScriptedGate {
+        events: events.clone(),
+        answers: scenario.answers.clone(),
+        asked: 0,
+    };
+    let op = |info: AttemptInfo| {
+        let step = scenario.steps[usize::from(info.id.0) % scenario.steps.len()];
+        let sleep = clock.sleep_until(clock.now() + Duration::from_millis(step.delay_ms));
+        async move {
+            sleep.await;
+            step.result
+        }
+    };
+    let stop = scenario.epoch + Duration::from_millis(scenario.stop_ms.min(1 << 40));
+    let builder = call(KEY, &scenario.policy, clock.clone(), op)
+        .classifier(classify)
+        .observer(Log(events.clone()))
+        .gate(gate)
+        .rng(fastrand::Rng::with_seed(seed));
+    let result = match slots {
+        1 => clock.run(builder.into_future(), stop),
+        _ => clock.run(builder.slots::<3>().into_future(), stop),
+    };
+    EXPRESS_OFF.with(|off| off.set(false));
+    let events = events.borrow().clone();
+    (result, events)
+}
+
+#[test]
+fn the_express_lane_changes_nothing_a_caller_or_gate_can_see() {
+    let runs = if cfg!(miri) { 60 } else { 4_000 };
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let (mut first_poll_wins, mut later, mut refused, mut dropped) = (0, 0, 0, 0);
+    for seed in 0..runs {
+        let s = scenario(&mut rng);
+        let slots = if rng.bool() { 1 } else { 3 };
+        let with = run(&s, slots, true, seed);
+        let without = run(&s, slots, false, seed);
+        assert_eq!(with, without, "seed {seed}, {slots} slots: {s:#?}");
+        // What the runs covered (so that the test cannot pass vacuously).
+        let events = &with.1;
+        match &with.0 {
+            None => dropped += 1,
+            Some(Ok(_)) if events.iter().filter(|e| e.starts_with("launch")).count() == 1 => {
+                first_poll_wins += usize::from(s.steps[0].delay_ms == 0);
+            }
+            Some(Err(Error::BudgetDenied { .. } | Error::CircuitOpen { .. })) => refused += 1,
+            Some(_) => later += 1,
+        }
+    }
+    let min = runs as usize / 20;
+    assert!(
+        first_poll_wins > min && later > min && refused > min && dropped > min,
+        "coverage: {first_poll_wins} won at once, {later} other results, {refused} refused, \
+         {dropped} dropped"
+    );
+}
+
+/// A gate that counts what it is told.
+#[derive(Default)]
+struct Counting {
+    admitted: Cell<u32>,
+    ended: Cell<u32>,
+    calls_ended: Cell<u32>,
+}
+
+impl Gate for &Counting {
+    fn admit(&mut self, _: &AdmitRequest) -> Admission {
+        self.admitted.set(self.admitted.get() + 1);
+        Admission::ALLOWED
+    }
+    fn attempt_ended(&mut self, _: &AttemptRecord) {
+        self.ended.set(self.ended.get() + 1);
+    }
+    fn call_ended(&mut self, _: &Verdict, _: Instant) {
+        self.calls_ended.set(self.calls_ended.get() + 1);
+    }
+}
+
+/// Where a test makes the call panic.
+#[derive(Copy, Clone, Debug)]
+enum PanicIn {
+    Operation,
+    Classifier,
+    OnAttempt,
+    OnSuccess,
+}
+
+/// An observer that panics in `on_attempt` or `on_success` when asked to,
+/// and logs.
+struct Panicky(Events, Option<PanicIn>);
+
+impl Observer for Panicky {
+    fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        Log(self.0.clone()).on_attempt(key, record);
+        if matches!(self.1, Some(PanicIn::OnAttempt)) {
+            panic!("observer");
+        }
+    }
+    fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        Log(self.0.clone()).on_success(key, end);
+        if matches!(self.1, Some(PanicIn::OnSuccess)) {
+            panic!("observer");
+        }
+    }
+    fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        Log(self.0.clone()).on_failure(key, end);
+    }
+}
+
+/// A call whose first attempt is ready at once, panicking in `at`: what
+/// the gate heard (admitted, attempts ended, calls ended) and the events.
+fn panicking(at: PanicIn, express: bool) -> ((u32, u32, u32), Vec<String>) {
+    EXPRESS_OFF.with(|off| off.set(!express));
+    let clock = Clock::default();
+    let events = Events::default();
+    let gate = Counting::default();
+    let fut = call(KEY, &Policy::DEFAULT, clock.clone(), |_| async move {
+        if matches!(at, PanicIn::Operation) {
+            panic!("operation");
+        }
+        Ok::<u32, &str>(7)
+    })
+    .classifier(move |r: &Result<u32, &str>| {
+        if matches!(at, PanicIn::Classifier) {
+            panic!("classifier");
+        }
+        crate::Classifier::classify(&crate::DefaultClassifier, r)
+    })
+    .observer(Panicky(events.clone(), Some(at)))
+    .gate(&gate)
+    .into_future();
+    let unwound = catch_unwind(AssertUnwindSafe(|| clock.run(fut, Instant::MAX)));
+    EXPRESS_OFF.with(|off| off.set(false));
+    assert!(unwound.is_err(), "{at:?}: the panic reaches the caller");
+    let told = (
+        gate.admitted.get(),
+        gate.ended.get(),
+        gate.calls_ended.get(),
+    );
+    let events = events.borrow().clone();
+    (told, events)
+}
+
+#[test]
+fn a_panic_inside_the_express_lane_still_settles_the_gate_exactly_once() {
+    for at in [
+        PanicIn::Operation,
+        PanicIn::Classifier,
+        PanicIn::OnAttempt,
+        PanicIn::OnSuccess,
+    ] {
+        let with = panicking(at, true);
+        let without = panicking(at, false);
+        assert_eq!(with, without, "{at:?}");
+        assert_eq!(with.0, (1, 1, 1), "{at:?}: admitted, ended, call ended");
+    }
+}
+
+#[test]
+fn a_first_attempt_that_succeeds_at_once_makes_no_machine() {
+    let made = |delay_ms: u64, result: Result<u32, &'static str>| {
+        let clock = Clock::default();
+        let before = super::MACHINES_MADE.with(Cell::get);
+        let out = clock.run(
+            call(KEY, &Policy::DEFAULT, clock.clone(), |_| {
+                let sleep = clock.sleep_until(clock.now() + Duration::from_millis(delay_ms));
+                Box::pin(async move {
+                    sleep.await;
+                    result
+                })
+            })
+            .into_future(),
+            Instant::MAX,
+        );
+        (out, super::MACHINES_MADE.with(Cell::get) - before)
+    };
+    assert_eq!(made(0, Ok(1)), (Some(Ok(1)), 0));
+    // Pending first: the machine takes over to wait for it.
+    assert_eq!(made(5, Ok(1)), (Some(Ok(1)), 1));
+    // A failure needs the machine to retry.
+    assert_eq!(
+        made(0, Err("x")),
+        (
+            Some(Err(Error::RetriesExhausted {
+                last: Some("x"),
+                attempts: 3
+            })),
+            1
+        )
+    );
+}
