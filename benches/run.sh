@@ -143,6 +143,17 @@ the nanoseconds move with it, the instruction counts do not.
 {instr_row("success/recourse-core")}
 {instr_row("success/recourse-facade")}
 
+Where the success path stands: a first attempt that cannot hedge runs in
+the driver's **express lane** (`recourse_core::driver`, module docs) —
+the gate's admission, the observer's calls and the classification, with
+no call machine made — and a call whose first attempt succeeds at its
+first poll ends there. What still separates the core from backon is
+mostly the move of the call future (the `memcpy` row below): the future
+has room for the machine that a failure needs (see the future bytes
+column), where backon's holds a backoff iterator. The facade adds the key
+parse, the policy lookup, the executor's gate and observer plumbing, and
+three reads of tokio's clock (the timer's epoch, the start and the end).
+
 A hedged call on the executor allocates one block per call (hedge table
 below): its attempts' futures, boxed so that calls that do not hedge stay
 small (`std-ext/src/executor.rs`, as documented in `recourse::hedging`).
@@ -174,8 +185,11 @@ never completes and a hedge that answers at once (hedge).
 
 - **direct**: the operation itself (success), a hand-written loop (retry),
   a hand-written select of primary then hedge (hedge): the harness's floor.
-- **recourse-core**: `recourse_core::call(key, &policy, timer, op)`, default
-  classifier, no observer, open gate; the timer `NoSleep` (clock at zero,
+- **recourse-core**: `recourse_core::call(KEY, &policy, timer, op)`, default
+  classifier, no observer, open gate; `KEY` a constant
+  `PolicyKey::new("svc", "Get")`, the way a no_std program names its call
+  sites (the facade and the executor take `&str` keys and parse them on
+  every call, which their rows include); the timer `NoSleep` (clock at zero,
   every sleep ready) on the success and retry paths, where the policy has
   zero backoff (not normalized); on the hedge path a virtual clock whose
   sleeps jump to their deadline, `.slots::<2>()`, one hedge after 10 ms.
