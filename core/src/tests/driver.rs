@@ -22,16 +22,18 @@ use crate::record::{AttemptInfo, AttemptRecord};
 use crate::time::{Instant, Timer};
 use crate::{call, AttemptId};
 
+/// A virtual clock's time and the sleeps waiting on it.
 #[derive(Default)]
-struct Clock {
+pub(super) struct Clock {
     now: Cell<Instant>,
     pending: RefCell<Vec<Instant>>,
 }
 
+/// A virtual clock (also used by `express.rs`).
 #[derive(Clone, Default)]
-struct VTimer(Rc<Clock>);
+pub(super) struct VTimer(Rc<Clock>);
 
-struct VSleep {
+pub(super) struct VSleep {
     clock: Rc<Clock>,
     until: Instant,
 }
@@ -62,6 +64,13 @@ impl Timer for VTimer {
 }
 
 impl VTimer {
+    /// A clock that reads `epoch`.
+    pub(super) fn starting_at(epoch: Instant) -> Self {
+        let t = Self::default();
+        t.0.now.set(epoch);
+        t
+    }
+
     /// A future that yields `value` after `d` of virtual time.
     fn after<T>(&self, d: Duration, value: T) -> impl Future<Output = T> {
         let sleep = self.sleep_until(self.now() + d);
@@ -88,7 +97,7 @@ impl VTimer {
     }
 
     /// Polls `fut` until virtual time reaches `until`, then drops it.
-    fn run_until<F: Future>(&self, fut: F, until: Instant) -> Option<F::Output> {
+    pub(super) fn run_until<F: Future>(&self, fut: F, until: Instant) -> Option<F::Output> {
         let mut fut = pin!(fut);
         let mut cx = Context::from_waker(Waker::noop());
         loop {

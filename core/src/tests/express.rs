@@ -5,10 +5,8 @@
 //! and when the operation, the classifier or an observer panics.
 
 use core::cell::{Cell, RefCell};
-use core::future::{Future, IntoFuture};
+use core::future::IntoFuture;
 use core::panic::AssertUnwindSafe;
-use core::pin::{pin, Pin};
-use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 use std::boxed::Box;
 use std::format;
@@ -17,6 +15,7 @@ use std::rc::Rc;
 use std::string::String;
 use std::vec::Vec;
 
+use super::driver::VTimer as Clock;
 use super::EXPRESS_OFF;
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
@@ -33,64 +32,6 @@ const KEY: PolicyKey<'static> = PolicyKey::new("svc", "Get");
 
 /// Everything a call tells the world, in order.
 type Events = Rc<RefCell<Vec<String>>>;
-
-/// A virtual clock: `run` jumps it to the earliest pending sleep whenever
-/// the call is pending.
-#[derive(Clone, Default)]
-struct Clock {
-    now: Rc<Cell<Instant>>,
-    pending: Rc<RefCell<Vec<Instant>>>,
-}
-
-struct Sleep {
-    clock: Clock,
-    until: Instant,
-}
-
-impl Future for Sleep {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if self.clock.now.get() >= self.until {
-            Poll::Ready(())
-        } else {
-            self.clock.pending.borrow_mut().push(self.until);
-            Poll::Pending
-        }
-    }
-}
-
-impl Timer for Clock {
-    type Sleep = Sleep;
-    fn now(&self) -> Instant {
-        self.now.get()
-    }
-    fn sleep_until(&self, until: Instant) -> Sleep {
-        Sleep {
-            clock: self.clone(),
-            until,
-        }
-    }
-}
-
-impl Clock {
-    /// Polls `fut` until it completes or virtual time reaches `stop`, then
-    /// drops it.
-    fn run<F: Future>(&self, fut: F, stop: Instant) -> Option<F::Output> {
-        let mut fut = pin!(fut);
-        let mut cx = Context::from_waker(Waker::noop());
-        for _ in 0..10_000 {
-            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-                return Some(v);
-            }
-            let next = self.pending.borrow_mut().drain(..).min();
-            match next {
-                Some(n) if n < stop => self.now.set(self.now.get().max(n)),
-                _ => return None,
-            }
-        }
-        panic!("livelock");
-    }
-}
 
 /// Logs every observer event, whole.
 struct Log(Events);
@@ -234,8 +175,7 @@ type Outcome2 = Option<Result<u32, Error<&'static str>>>;
 /// off: the result (`None` when dropped at the stop time) and every event.
 fn run(scenario: &Scenario, slots: usize, express: bool, seed: u64) -> (Outcome2, Vec<String>) {
     EXPRESS_OFF.with(|off| off.set(!express));
-    let clock = Clock::default();
-    clock.now.set(scenario.epoch);
+    let clock = Clock::starting_at(scenario.epoch);
     let events = Events::default();
     let gate = ScriptedGate {
         events: events.clone(),
@@ -257,8 +197,8 @@ fn run(scenario: &Scenario, slots: usize, express: bool, seed: u64) -> (Outcome2
         .gate(gate)
         .rng(fastrand::Rng::with_seed(seed));
     let result = match slots {
-        1 => clock.run(builder.into_future(), stop),
-        _ => clock.run(builder.slots::<3>().into_future(), stop),
+        1 => clock.run_until(builder.into_future(), stop),
+        _ => clock.run_until(builder.slots::<3>().into_future(), stop),
     };
     EXPRESS_OFF.with(|off| off.set(false));
     let events = events.borrow().clone();
@@ -371,7 +311,7 @@ fn panicking(at: PanicIn, express: bool) -> ((u32, u32, u32), Vec<String>) {
     .observer(Panicky(events.clone(), Some(at)))
     .gate(&gate)
     .into_future();
-    let unwound = catch_unwind(AssertUnwindSafe(|| clock.run(fut, Instant::MAX)));
+    let unwound = catch_unwind(AssertUnwindSafe(|| clock.run_until(fut, Instant::MAX)));
     EXPRESS_OFF.with(|off| off.set(false));
     assert!(unwound.is_err(), "{at:?}: the panic reaches the caller");
     let told = (
@@ -403,7 +343,7 @@ fn a_first_attempt_that_succeeds_at_once_makes_no_machine() {
     let made = |delay_ms: u64, result: Result<u32, &'static str>| {
         let clock = Clock::default();
         let before = super::MACHINES_MADE.with(Cell::get);
-        let out = clock.run(
+        let out = clock.run_until(
             call(KEY, &Policy::DEFAULT, clock.clone(), |_| {
                 let sleep = clock.sleep_until(clock.now() + Duration::from_millis(delay_ms));
                 Box::pin(async move {
