@@ -806,7 +806,6 @@ pub trait MachineOps {
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
     fn refusal(&self) -> Option<&'static str>;
-    fn set_rng(&mut self, rng: fastrand::Rng);
     fn make(plan: &CallPlan, options: Options, rng: fastrand::Rng) -> Self;
 }
 
@@ -828,9 +827,6 @@ impl<const N: usize> MachineOps for CallMachine<N> {
     }
     fn refusal(&self) -> Option<&'static str> {
         CallMachine::refusal(self)
-    }
-    fn set_rng(&mut self, rng: fastrand::Rng) {
-        CallMachine::set_rng(self, rng);
     }
     fn make(plan: &CallPlan, options: Options, rng: fastrand::Rng) -> Self {
         CallMachine::with_plan(plan, options, rng)
