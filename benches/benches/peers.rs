@@ -16,7 +16,7 @@
 //! allocations and `examples/instr.rs` their instructions. BENCHMARKS.md has
 //! the results; `bash benches/run.sh` regenerates them.
 
-use core::future::Future;
+use core::future::IntoFuture;
 use core::time::Duration;
 
 use criterion::measurement::WallTime;
@@ -35,12 +35,12 @@ struct Group<'a, 'c> {
 impl Harness for Group<'_, '_> {
     fn run<F, E>(&mut self, env: &Env, variant: Variant, mut make: impl FnMut() -> F)
     where
-        F: Future<Output = Result<u32, E>>,
+        F: IntoFuture<Output = Result<u32, E>>,
     {
         env.check(variant, &mut make);
         env.session(variant.path, || {
             self.group.bench_function(variant.lib.id(), |b| {
-                b.iter(|| env.call(variant.path, make()))
+                b.iter(|| env.call(variant.path, &mut make))
             });
         });
     }

@@ -20,7 +20,7 @@
 //! `Executor::call` without a timeline on the success and retry paths —
 //! allocated nothing.
 
-use core::future::Future;
+use core::future::IntoFuture;
 use core::hint::black_box;
 use core::mem::size_of_val;
 
@@ -50,18 +50,18 @@ fn must_not_allocate(variant: Variant) -> bool {
 impl Harness for Allocs {
     fn run<F, E>(&mut self, env: &Env, variant: Variant, mut make: impl FnMut() -> F)
     where
-        F: Future<Output = Result<u32, E>>,
+        F: IntoFuture<Output = Result<u32, E>>,
     {
         env.check(variant, &mut make);
         let path = variant.path;
         let (size, info) = env.session(path, || {
-            let size = size_of_val(&make());
+            let size = size_of_val(&make().into_future());
             for _ in 0..CALLS {
-                black_box(env.call(path, make()));
+                black_box(env.call(path, &mut make));
             }
             let info = allocation_counter::measure(|| {
                 for _ in 0..CALLS {
-                    black_box(env.call(path, make()));
+                    black_box(env.call(path, &mut make));
                 }
             });
             (size, info)

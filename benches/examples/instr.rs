@@ -9,7 +9,7 @@
 //! (`--toggle-collect`); everything else — start-up, runtimes, the warm-up —
 //! is left out. Without an argument it lists the variants.
 
-use core::future::Future;
+use core::future::IntoFuture;
 use core::hint::black_box;
 
 #[path = "../shared/peers.rs"]
@@ -25,7 +25,7 @@ struct Instr {
 impl Harness for Instr {
     fn run<F, E>(&mut self, env: &Env, variant: Variant, mut make: impl FnMut() -> F)
     where
-        F: Future<Output = Result<u32, E>>,
+        F: IntoFuture<Output = Result<u32, E>>,
     {
         env.check(variant, &mut make);
         env.session(variant.path, || {
@@ -42,10 +42,10 @@ impl Harness for Instr {
 #[inline(never)]
 fn warm_up<F, E>(env: &Env, path: Path, calls: u64, make: &mut impl FnMut() -> F)
 where
-    F: Future<Output = Result<u32, E>>,
+    F: IntoFuture<Output = Result<u32, E>>,
 {
     for _ in 0..calls {
-        black_box(env.call(path, make()));
+        black_box(env.call(path, make));
     }
 }
 
@@ -55,11 +55,11 @@ where
 #[inline(never)]
 fn instr_measured<F, E>(env: &Env, path: Path, calls: u64, make: &mut impl FnMut() -> F) -> u64
 where
-    F: Future<Output = Result<u32, E>>,
+    F: IntoFuture<Output = Result<u32, E>>,
 {
     let mut ok = 0;
     for _ in 0..calls {
-        ok += u64::from(black_box(env.call(path, make())));
+        ok += u64::from(black_box(env.call(path, make)));
     }
     ok
 }

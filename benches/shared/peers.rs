@@ -24,7 +24,12 @@
 //! completes only after the runtime's time driver has turned, even for a
 //! zero delay; with the clock paused the runtime jumps to the deadline
 //! instead of sleeping. Every variant of a path goes through the same
-//! harness ([`Env::call`]: make the future, drive it, check the result).
+//! harness ([`Env::call`]: make the call inside an async block that awaits
+//! it, pin the block where it stands, drive it, check the result). Making
+//! the call where it is awaited is what `call(...).await` in an async fn
+//! does: the future is built in the awaiting future's state and never
+//! moved, where making it first and then pinning it would copy all of it
+//! once (a 168-byte copy for backon, 656 for the core driver).
 //! The paused runtime is made on the first hedge call, after the other
 //! paths: see [`Env`].
 
@@ -189,7 +194,7 @@ pub(crate) fn find(id: &str) -> Option<Variant> {
 pub(crate) trait Harness {
     fn run<F, E>(&mut self, env: &Env, variant: Variant, make: impl FnMut() -> F)
     where
-        F: Future<Output = Result<u32, E>>;
+        F: IntoFuture<Output = Result<u32, E>>;
 }
 
 // ---------------------------------------------------------------------------
@@ -496,10 +501,9 @@ impl Env {
     /// Drives one call of `path` to completion: one poll with a no-op waker
     /// (success, retry), `block_on` of the paused runtime (hedge).
     #[inline]
-    pub(crate) fn drive<F: Future>(&self, path: Path, fut: F) -> F::Output {
+    pub(crate) fn drive<F: Future>(&self, path: Path, mut fut: Pin<&mut F>) -> F::Output {
         match path {
             Path::Success | Path::Retry => {
-                let mut fut = pin!(fut);
                 match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                     Poll::Ready(out) => out,
                     Poll::Pending => panic!("a {} call did not complete in one poll", path.id()),
@@ -513,20 +517,25 @@ impl Env {
     /// harness does with each call (the caller looks at the result; handing
     /// the whole `Result` to `black_box` instead costs some variants a
     /// store-forwarding stall in copying it).
+    ///
+    /// The call is made inside the async block that awaits it, as
+    /// `call(...).await` in the caller's async fn: `make()`'s value goes
+    /// through [`IntoFuture`] straight into the block's state, rather than
+    /// being made first and moved in (a move copies the whole future).
     #[inline]
-    pub(crate) fn call<F, E>(&self, path: Path, fut: F) -> bool
+    pub(crate) fn call<F, E>(&self, path: Path, make: &mut impl FnMut() -> F) -> bool
     where
-        F: Future<Output = Result<u32, E>>,
+        F: IntoFuture<Output = Result<u32, E>>,
     {
-        matches!(self.drive(path, fut), Ok(VALUE))
+        matches!(self.drive(path, pin!(async { make().await })), Ok(VALUE))
     }
 
     /// Makes and drives one call; panics unless it returned [`VALUE`].
     pub(crate) fn check<F, E>(&self, variant: Variant, make: &mut impl FnMut() -> F)
     where
-        F: Future<Output = Result<u32, E>>,
+        F: IntoFuture<Output = Result<u32, E>>,
     {
-        let ok = self.session(variant.path, || self.call(variant.path, make()));
+        let ok = self.session(variant.path, || self.call(variant.path, make));
         assert!(ok, "{}: the call did not return Ok({VALUE})", variant.id());
     }
 }
@@ -539,7 +548,7 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
         // success
         (Path::Success, Lib::Direct) => h.run(e, variant, || ready(Ok::<u32, Fail>(VALUE))),
         (Path::Success, Lib::Core) => h.run(e, variant, || {
-            recourse_core::call(CORE_GET, &e.core_success, NoSleep, ok).into_future()
+            recourse_core::call(CORE_GET, &e.core_success, NoSleep, ok)
         }),
         (Path::Success, Lib::Facade) => h.run(e, variant, || recourse::do_value(KEY_GET, ok)),
         (Path::Success, Lib::ExecVirtual) => {
@@ -571,7 +580,7 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
         }),
         (Path::Retry, Lib::Core) => h.run(e, variant, || {
             let mut op = flaky();
-            recourse_core::call(CORE_FLAKY, &e.core_retry, NoSleep, move |_| op()).into_future()
+            recourse_core::call(CORE_FLAKY, &e.core_retry, NoSleep, move |_| op())
         }),
         (Path::Retry, Lib::ExecVirtual) => h.run(e, variant, || {
             let mut op = flaky();
@@ -598,9 +607,7 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
             })
         }),
         (Path::Hedge, Lib::Core) => h.run(e, variant, || {
-            recourse_core::call(CORE_HEDGE, &e.core_hedge, &e.jump, hedge_op)
-                .slots::<2>()
-                .into_future()
+            recourse_core::call(CORE_HEDGE, &e.core_hedge, &e.jump, hedge_op).slots::<2>()
         }),
         (Path::Hedge, Lib::ExecVirtual) => {
             h.run(e, variant, || e.exec_virtual.call(KEY_HEDGE, hedge_op));
