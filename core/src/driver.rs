@@ -15,11 +15,12 @@
 //! # The express lane
 //!
 //! Most calls succeed at their first attempt. When a call cannot hedge
-//! ([`CallPlan::hedges_within`] is 0), nothing can happen while its first
-//! attempt runs but that attempt completing (a deadline only matters once
-//! the attempt is pending), so the first poll launches that attempt itself
-//! — the gate's admission, [`CallPlan::first_attempt`]'s info, the same
-//! observer calls in the same order — and polls it without making a
+//! ([`CallPlan::hedges_within`](crate::CallPlan::hedges_within) is 0),
+//! nothing can happen while its first attempt runs but that attempt
+//! completing (a deadline only matters once the attempt is pending), so
+//! the first poll launches that attempt itself — the gate's admission,
+//! [`CallPlan::first_attempt`](crate::CallPlan::first_attempt)'s info, the
+//! same observer calls in the same order — and polls it without making a
 //! machine. When it succeeds there, the call ends without one. Otherwise
 //! (the gate refused, the attempt is pending or failed) the driver makes
 //! the machine, starts it at the same instant and hands it the gate's
@@ -28,6 +29,7 @@
 //! records, gate calls, verdict and result either way; the driver's tests
 //! run seeded scenarios both ways and compare them.
 
+use core::borrow::Borrow;
 use core::future::{Future, IntoFuture};
 use core::pin::Pin;
 use core::task::{Context, Poll};
@@ -38,7 +40,8 @@ use crate::error::Error;
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::key::PolicyKey;
 use crate::machine::{
-    first_attempt_record, Action, CallMachine, CallPlan, Cause, Event, Options, Verdict,
+    first_attempt, first_attempt_record, hedges_within, Action, CallMachine, Cause, Event, Options,
+    Verdict,
 };
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::{Classifier, DefaultClassifier, Outcome, OutcomeKind};
@@ -58,9 +61,9 @@ use crate::time::{Instant, Timer};
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
 #[repr(u8)]
-enum State<M> {
+enum State<P, M> {
     /// Not polled yet, or its first attempt runs in the express lane.
-    Idle(Planned),
+    Idle(Planned<P>),
     /// The machine decides.
     Running(M),
     /// Finished.
@@ -69,8 +72,11 @@ enum State<M> {
 
 /// What a call makes its machine from, kept until it needs one.
 #[derive(Debug)]
-struct Planned {
-    plan: CallPlan,
+struct Planned<P> {
+    /// The caller's policy (borrowed, shared or owned), read when the call
+    /// starts and when it makes its machine: making a call copies none of
+    /// a borrowed one.
+    policy: P,
     options: Options,
     /// The caller's RNG; without one, the machine seeds its own from the
     /// clock when it is made.
@@ -107,8 +113,9 @@ pin_project! {
     /// #     fn now(&self) -> Instant { Instant::ZERO }
     /// #     fn sleep_until(&self, _: Instant) -> Self::Sleep { core::future::ready(()) }
     /// # }
+    /// let policy = Policy::DEFAULT;
     /// let mut failures = 2;
-    /// let call = call(PolicyKey::parse("svc.Get"), &Policy::DEFAULT, NoSleep, |_attempt| {
+    /// let call = call(PolicyKey::parse("svc.Get"), &policy, NoSleep, |_attempt| {
     ///     let fail = failures > 0;
     ///     failures -= 1;
     ///     async move { if fail { Err("flaky") } else { Ok(42) } }
@@ -124,8 +131,9 @@ pin_project! {
     // none of that room (with the default layout, LLVM copied 328 bytes of
     // it into every new call future beside the key).
     #[repr(C)]
-    pub struct Call<'k, Tm, Op, Fut, T, E, C = DefaultClassifier, O = (), G = (), W = InFlight<1>>
+    pub struct Call<'k, P, Tm, Op, Fut, T, E, C = DefaultClassifier, O = (), G = (), W = InFlight<1>>
     where
+        P: Borrow<Policy>,
         Tm: Timer,
         O: Observer,
         G: Gate,
@@ -151,11 +159,12 @@ pin_project! {
         // The attempt in each slot of `attempts`.
         ids: W::Ids,
         last_terminal: bool,
-        state: State<W::Machine>,
+        state: State<P, W::Machine>,
     }
 
-    impl<'k, Tm, Op, Fut, T, E, C, O, G, W> PinnedDrop for Call<'k, Tm, Op, Fut, T, E, C, O, G, W>
+    impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W> PinnedDrop for Call<'k, P, Tm, Op, Fut, T, E, C, O, G, W>
     where
+        P: Borrow<Policy>,
         Tm: Timer,
         O: Observer,
         G: Gate,
@@ -219,21 +228,29 @@ pin_project! {
 /// with the default classifier, no observer and the open gate: configure it
 /// with the builder methods, then await it.
 ///
+/// `policy` is anything that [`Borrow`]s a [`Policy`]: usually a
+/// reference, which the call holds until it ends (a `static` policy, or
+/// one that outlives the await); an owned `Policy` or an `Arc<Policy>` for
+/// a call that must be `'static`, such as one handed to a spawned task.
+/// The call reads the policy when it starts and, when its first attempt
+/// does not succeed at once, copies what it needs into its machine; making
+/// a call copies nothing from a borrowed policy.
+///
 /// Jitter draws come from an RNG whose seed mixes a process-wide call counter
 /// with the timer's current time, so concurrent calls draw independent
 /// jitter even when each has a fresh timer whose clock reads about zero. Use
 /// [`CallBuilder::rng`] for a seeded, reproducible one (std users get that
 /// from the `recourse` executor).
-pub fn call<'k, Tm: Timer, Op>(
+pub fn call<'k, P: Borrow<Policy>, Tm: Timer, Op>(
     key: PolicyKey<'k>,
-    policy: &Policy,
+    policy: P,
     timer: Tm,
     op: Op,
-) -> CallBuilder<'k, Tm, Op> {
+) -> CallBuilder<'k, P, Tm, Op> {
     CallBuilder {
         common: Common {
             key,
-            plan: CallPlan::new(policy),
+            policy,
             options: Options::DEFAULT,
             rng: None,
             timer,
@@ -250,8 +267,9 @@ pub fn call<'k, Tm: Timer, Op>(
 /// into a [`Call`] with [`IntoFuture::into_future`].
 #[derive(Debug)]
 #[must_use = "a call does nothing unless awaited"]
-pub struct CallBuilder<'k, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Width = InFlight<1>> {
-    common: Common<'k, Tm, Op>,
+pub struct CallBuilder<'k, P, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Width = InFlight<1>>
+{
+    common: Common<'k, P, Tm, Op>,
     width: core::marker::PhantomData<W>,
     classifier: C,
     observer: O,
@@ -260,18 +278,18 @@ pub struct CallBuilder<'k, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Wid
 
 /// What every builder step carries over unchanged.
 #[derive(Debug)]
-struct Common<'k, Tm, Op> {
+struct Common<'k, P, Tm, Op> {
     key: PolicyKey<'k>,
     /// The machine is made from these when the call needs one (see the
     /// express lane): a builder step moves a few words, not a machine.
-    plan: CallPlan,
+    policy: P,
     options: Options,
     rng: Option<fastrand::Rng>,
     timer: Tm,
     op: Op,
 }
 
-impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
+impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
     /// Makes room for `M` attempts at once: the primary and up to `M - 1`
     /// hedges of the same retry group (when the policy enables hedging). The
     /// call future then holds `M` attempt futures; the default, 1, hedges
@@ -302,7 +320,7 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     /// let fut = core::future::IntoFuture::into_future(call);
     /// assert_eq!(futures_util::FutureExt::now_or_never(fut), Some(Ok("from the hedge")));
     /// ```
-    pub fn slots<const M: usize>(self) -> CallBuilder<'k, Tm, Op, C, O, G, InFlight<M>>
+    pub fn slots<const M: usize>(self) -> CallBuilder<'k, P, Tm, Op, C, O, G, InFlight<M>>
     where
         InFlight<M>: Width,
     {
@@ -328,7 +346,7 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     }
 
     /// Classifies results with `classifier`.
-    pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, Tm, Op, C2, O, G, W> {
+    pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, P, Tm, Op, C2, O, G, W> {
         CallBuilder {
             common: self.common,
             width: core::marker::PhantomData,
@@ -339,7 +357,7 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     }
 
     /// Reports to `observer` (pass `&mut o` to read it after the call).
-    pub fn observer<O2: Observer>(self, observer: O2) -> CallBuilder<'k, Tm, Op, C, O2, G, W> {
+    pub fn observer<O2: Observer>(self, observer: O2) -> CallBuilder<'k, P, Tm, Op, C, O2, G, W> {
         CallBuilder {
             common: self.common,
             width: core::marker::PhantomData,
@@ -350,7 +368,7 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     }
 
     /// Consults `gate` before every attempt (pass `&mut g` to share one).
-    pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, Tm, Op, C, O, G2, W> {
+    pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, P, Tm, Op, C, O, G2, W> {
         CallBuilder {
             common: self.common,
             width: core::marker::PhantomData,
@@ -361,8 +379,9 @@ impl<'k, Tm, Op, C, O, G, W: Width> CallBuilder<'k, Tm, Op, C, O, G, W> {
     }
 }
 
-impl<'k, Tm, Op, Fut, T, E, C, O, G, W> IntoFuture for CallBuilder<'k, Tm, Op, C, O, G, W>
+impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W> IntoFuture for CallBuilder<'k, P, Tm, Op, C, O, G, W>
 where
+    P: Borrow<Policy>,
     W: Width,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
@@ -372,12 +391,12 @@ where
     G: Gate,
 {
     type Output = Result<T, Error<E>>;
-    type IntoFuture = Call<'k, Tm, Op, Fut, T, E, C, O, G, W>;
+    type IntoFuture = Call<'k, P, Tm, Op, Fut, T, E, C, O, G, W>;
 
     fn into_future(self) -> Self::IntoFuture {
         let Common {
             key,
-            plan,
+            policy,
             options,
             rng,
             timer,
@@ -386,7 +405,7 @@ where
         Call {
             key,
             state: State::Idle(Planned {
-                plan,
+                policy,
                 options,
                 rng,
                 opened: None,
@@ -407,8 +426,9 @@ where
     }
 }
 
-impl<Tm, Op, Fut, T, E, C, O, G, W> Future for Call<'_, Tm, Op, Fut, T, E, C, O, G, W>
+impl<P, Tm, Op, Fut, T, E, C, O, G, W> Future for Call<'_, P, Tm, Op, Fut, T, E, C, O, G, W>
 where
+    P: Borrow<Policy>,
     W: Width,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
@@ -433,7 +453,8 @@ where
             State::Idle(planned) => {
                 let now = this.timer.now();
                 this.observer.on_start(*this.key, now);
-                let express = planned.plan.hedges_within(planned.options, W::SLOTS) == 0
+                let express = hedges_within(planned.policy.borrow(), planned.options, W::SLOTS)
+                    == 0
                     && express_lane_enabled();
                 if !express {
                     if let Some(action) = take_over(this.state, this.gate, now) {
@@ -543,13 +564,14 @@ where
 /// when that attempt succeeded; otherwise the machine has taken over (the
 /// call is [`State::Running`]), and `polled` says whether the attempt in
 /// flight was just polled.
-fn express_lane<Tm, Op, Fut, T, E, C, O, G, W>(
-    this: &mut CallProj<'_, '_, Tm, Op, Fut, T, E, C, O, G, W>,
+fn express_lane<P, Tm, Op, Fut, T, E, C, O, G, W>(
+    this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
     cx: &mut Context<'_>,
     now: Instant,
     polled: &mut bool,
 ) -> Option<Result<T, Error<E>>>
 where
+    P: Borrow<Policy>,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -561,7 +583,7 @@ where
     let State::Idle(planned) = &mut *this.state else {
         unreachable!("the express lane runs on the first poll");
     };
-    let Some(info) = planned.plan.first_attempt(now) else {
+    let Some(info) = first_attempt(planned.policy.borrow(), now) else {
         // A deadline is due already: the machine knows what that means.
         take_over(this.state, this.gate, now);
         return None;
@@ -636,8 +658,8 @@ where
 /// about the first attempt, the machine is handed that answer: it launches
 /// the attempt already running (nothing to do), or returns the record of
 /// its refusal, which this returns.
-fn take_over<M: MachineOps, G: Gate>(
-    state: &mut State<M>,
+fn take_over<P: Borrow<Policy>, M: MachineOps, G: Gate>(
+    state: &mut State<P, M>,
     gate: &mut G,
     now: Instant,
 ) -> Option<Action> {
@@ -645,7 +667,7 @@ fn take_over<M: MachineOps, G: Gate>(
         unreachable!("a machine is made once, for an idle call");
     };
     let Planned {
-        plan,
+        policy,
         options,
         rng,
         opened,
@@ -653,7 +675,7 @@ fn take_over<M: MachineOps, G: Gate>(
     // Without an RNG from the caller, the machine seeds one from the clock
     // now: no clock read for a seed that would be replaced.
     let rng = rng.unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(now)));
-    *state = State::Running(M::make(&plan, options, rng));
+    *state = State::Running(M::make(policy.borrow(), options, rng));
     #[cfg(test)]
     crate::tests::MACHINES_MADE.with(|n| n.set(n.get() + 1));
     let State::Running(machine) = state else {
@@ -816,7 +838,7 @@ pub trait MachineOps {
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
     fn refusal(&self) -> Option<&'static str>;
-    fn make(plan: &CallPlan, options: Options, rng: fastrand::Rng) -> Self;
+    fn make(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self;
 }
 
 impl<const N: usize> MachineOps for CallMachine<N> {
@@ -838,8 +860,9 @@ impl<const N: usize> MachineOps for CallMachine<N> {
     fn refusal(&self) -> Option<&'static str> {
         CallMachine::refusal(self)
     }
-    fn make(plan: &CallPlan, options: Options, rng: fastrand::Rng) -> Self {
-        CallMachine::with_plan(plan, options, rng)
+    #[inline]
+    fn make(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self {
+        CallMachine::new(policy, options, rng)
     }
 }
 

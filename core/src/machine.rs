@@ -189,7 +189,9 @@ impl Cause {
 }
 
 /// What a machine takes from its policy: the numbers, not the names. Small
-/// and `Clone`, so a call builder can carry it instead of a machine.
+/// and `Clone`: read a policy once, then make many machines from it
+/// ([`CallMachine::with_plan`]), or hold it instead of a machine until a
+/// call needs one.
 #[derive(Clone, Debug)]
 pub struct CallPlan {
     max_attempts: u32,
@@ -225,7 +227,7 @@ impl CallPlan {
     /// slots allow (0 when hedging is off).
     #[inline]
     pub fn hedges_within(&self, options: Options, slots: usize) -> u32 {
-        hedges_within(self.hedges, options, slots)
+        hedges_in(self.hedges, options, slots)
     }
 
     /// The attempt a machine started at `now` launches first (when its gate
@@ -242,16 +244,39 @@ impl CallPlan {
     /// for how the machine takes over when it does.
     #[inline]
     pub fn first_attempt(&self, now: Instant) -> Option<AttemptInfo> {
-        let deadline = self.overall.map(|d| now + d);
-        let info = AttemptInfo {
-            id: AttemptId(0),
-            retry_index: 0,
-            hedge_index: 0,
-            is_hedge: false,
-            deadline: attempt_deadline(self.per_attempt, deadline, now),
-        };
-        info.deadline.is_none_or(|d| d > now).then_some(info)
+        first_launch(self.per_attempt, self.overall, now)
     }
+}
+
+/// [`CallPlan::first_attempt`] of `policy`'s plan, read from the policy.
+#[inline]
+pub(crate) fn first_attempt(policy: &Policy, now: Instant) -> Option<AttemptInfo> {
+    first_launch(per_attempt_timeout(policy), overall_timeout(policy), now)
+}
+
+/// [`CallPlan::hedges_within`] of `policy`'s plan, read from the policy.
+#[inline]
+pub(crate) fn hedges_within(policy: &Policy, options: Options, slots: usize) -> u32 {
+    hedges_in(policy_hedges(policy), options, slots)
+}
+
+/// The first attempt of a call started at `now` with these timeouts: see
+/// [`CallPlan::first_attempt`].
+#[inline]
+fn first_launch(
+    per_attempt: Option<Duration>,
+    overall: Option<Duration>,
+    now: Instant,
+) -> Option<AttemptInfo> {
+    let deadline = overall.map(|d| now + d);
+    let info = AttemptInfo {
+        id: AttemptId(0),
+        retry_index: 0,
+        hedge_index: 0,
+        is_hedge: false,
+        deadline: attempt_deadline(per_attempt, deadline, now),
+    };
+    info.deadline.is_none_or(|d| d > now).then_some(info)
 }
 
 /// The per-attempt timeout, if any (zero means none).
@@ -279,7 +304,7 @@ fn policy_hedges(policy: &Policy) -> u32 {
 /// Hedges per group: `asked`, as far as the ceiling in `options` and the
 /// `slots` (primary included) allow.
 #[inline]
-fn hedges_within(asked: u32, options: Options, slots: usize) -> u32 {
+fn hedges_in(asked: u32, options: Options, slots: usize) -> u32 {
     let room = u32::try_from(slots.saturating_sub(1)).unwrap_or(u32::MAX);
     asked.min(options.max_hedges_ceiling).min(room)
 }
@@ -417,6 +442,7 @@ impl<const N: usize> CallMachine<N> {
     /// A machine for one call under `policy` (normalize it first; the
     /// machine only guards against values that would break its own
     /// invariants).
+    #[inline]
     pub fn new(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self {
         Self::with_plan(&CallPlan::new(policy), options, rng)
     }
@@ -465,7 +491,7 @@ impl<const N: usize> CallMachine<N> {
     }
 
     fn limit_hedges(&mut self) {
-        self.max_hedges = hedges_within(self.policy_hedges, self.options, N);
+        self.max_hedges = hedges_in(self.policy_hedges, self.options, N);
     }
 
     /// Hedges each retry group may launch: the policy's, as far as the

@@ -179,7 +179,8 @@ pub async fn dropping_the_call_cancels_the_attempt<Tm: Timer>(new_timer: impl Fn
     let attempts = DropCounter::new();
     let rec = Recorder::new();
     let start = timer.now();
-    let fut = call(KEY, &Policy::DEFAULT, &timer, |_: AttemptInfo| {
+    let policy = Policy::DEFAULT;
+    let fut = call(KEY, &policy, &timer, |_: AttemptInfo| {
         attempts.wrap(hang::<Result<(), ()>>())
     })
     .observer(rec.clone())

@@ -14,8 +14,9 @@ fn trivial(_: AttemptInfo) -> core::future::Ready<Result<u32, ()>> {
 
 #[test]
 fn call_future_sizes() {
-    let tokio = call(KEY, &Policy::DEFAULT, TokioTimer::new(), trivial).into_future();
-    let async_io = call(KEY, &Policy::DEFAULT, AsyncIoTimer::new(), trivial).into_future();
+    let policy = Policy::DEFAULT;
+    let tokio = call(KEY, &policy, TokioTimer::new(), trivial).into_future();
+    let async_io = call(KEY, &policy, AsyncIoTimer::new(), trivial).into_future();
     let (t, a) = (size_of_val(&tokio), size_of_val(&async_io));
     println!("call future, trivial operation: tokio timer {t} bytes, async-io timer {a} bytes");
     assert!(t <= 768, "tokio call future grew to {t} bytes");

@@ -31,12 +31,9 @@ const fn secs(n: u64) -> Duration {
 async fn dropping_the_builder_never_calls_the_operation() {
     let attempts = DropCounter::new();
     let rec = Recorder::new();
-    let builder = call(
-        KEY,
-        &Policy::DEFAULT,
-        TokioTimer::new(),
-        |_: AttemptInfo| attempts.wrap(async { Ok::<(), ()>(()) }),
-    )
+    let builder = call(KEY, Policy::DEFAULT, TokioTimer::new(), |_: AttemptInfo| {
+        attempts.wrap(async { Ok::<(), ()>(()) })
+    })
     .observer(rec.clone());
     drop(builder);
     assert_eq!(attempts.created(), 0, "the operation was called");
@@ -47,12 +44,9 @@ async fn dropping_the_builder_never_calls_the_operation() {
 async fn dropping_an_unpolled_call_future_never_calls_the_operation() {
     let attempts = DropCounter::new();
     let rec = Recorder::new();
-    let fut = call(
-        KEY,
-        &Policy::DEFAULT,
-        TokioTimer::new(),
-        |_: AttemptInfo| attempts.wrap(async { Ok::<(), ()>(()) }),
-    )
+    let fut = call(KEY, Policy::DEFAULT, TokioTimer::new(), |_: AttemptInfo| {
+        attempts.wrap(async { Ok::<(), ()>(()) })
+    })
     .observer(rec.clone())
     .into_future();
     drop(fut);
@@ -71,7 +65,7 @@ async fn aborting_a_spawned_call_before_it_runs_never_calls_the_operation() {
     let op_attempts = attempts.clone();
     let fut = call(
         KEY,
-        &Policy::DEFAULT,
+        Policy::DEFAULT,
         TokioTimer::new(),
         move |_: AttemptInfo| op_attempts.wrap(async { Ok::<(), ()>(()) }),
     )
@@ -272,18 +266,13 @@ async fn non_retryable_stops_after_one_attempt() {
     let attempts = DropCounter::new();
     let rec = Recorder::new();
     let t0 = TokioInstant::now();
-    let result = call(
-        KEY,
-        &Policy::DEFAULT,
-        TokioTimer::new(),
-        |_: AttemptInfo| {
-            let work = sleep(ms(5));
-            attempts.wrap(async move {
-                work.await;
-                Err::<(), _>("invalid")
-            })
-        },
-    )
+    let result = call(KEY, Policy::DEFAULT, TokioTimer::new(), |_: AttemptInfo| {
+        let work = sleep(ms(5));
+        attempts.wrap(async move {
+            work.await;
+            Err::<(), _>("invalid")
+        })
+    })
     .classifier(|r: &Result<(), &str>| match r {
         Ok(()) => Outcome::SUCCESS,
         Err(_) => Outcome::non_retryable("invalid_argument"),
@@ -317,7 +306,7 @@ async fn exhaustion_returns_the_last_attempts_error() {
     let t0 = TokioInstant::now();
     let result = call(
         KEY,
-        &Policy::DEFAULT,
+        Policy::DEFAULT,
         TokioTimer::new(),
         |info: AttemptInfo| {
             let work = sleep(ms(1));
@@ -359,7 +348,7 @@ async fn a_retry_after_hint_lengthens_the_next_delay() {
     let t0 = TokioInstant::now();
     let result = call(
         KEY,
-        &Policy::DEFAULT,
+        Policy::DEFAULT,
         TokioTimer::new(),
         |info: AttemptInfo| {
             launched.borrow_mut().push(TokioInstant::now());
@@ -430,7 +419,7 @@ async fn observer_sees_start_one_record_per_attempt_and_one_end_in_order() {
     let rec = Recorder::new();
     let result = call(
         KEY,
-        &Policy::DEFAULT,
+        Policy::DEFAULT,
         TokioTimer::new(),
         |info: AttemptInfo| {
             let work = sleep(ms(5));
@@ -469,18 +458,13 @@ async fn observer_sees_start_one_record_per_attempt_and_one_end_in_order() {
 #[tokio::test(start_paused = true)]
 async fn observer_order_holds_when_the_call_fails() {
     let rec = Recorder::new();
-    let result = call(
-        KEY,
-        &Policy::DEFAULT,
-        TokioTimer::new(),
-        |_: AttemptInfo| {
-            let work = sleep(ms(5));
-            async move {
-                work.await;
-                Err::<(), _>("down")
-            }
-        },
-    )
+    let result = call(KEY, Policy::DEFAULT, TokioTimer::new(), |_: AttemptInfo| {
+        let work = sleep(ms(5));
+        async move {
+            work.await;
+            Err::<(), _>("down")
+        }
+    })
     .observer(rec.clone())
     .await;
 
@@ -577,7 +561,7 @@ async fn a_thousand_concurrent_calls_leave_no_attempt_alive() {
                 }))
             }
         };
-        let fut = call(KEY, &policy, TokioTimer::new(), op)
+        let fut = call(KEY, policy.clone(), TokioTimer::new(), op)
             .observer(rec.clone())
             .into_future();
         let limit = match kind {

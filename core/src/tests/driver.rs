@@ -154,7 +154,7 @@ fn flaky_twice_then_success_with_observer_order() {
     let t = VTimer::default();
     let calls = Cell::new(0);
     let mut log = Log::default();
-    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_: AttemptInfo| {
+    let fut = call(KEY, Policy::DEFAULT, t.clone(), |_: AttemptInfo| {
         calls.set(calls.get() + 1);
         let r = if calls.get() < 3 { Err("flaky") } else { Ok(7) };
         t.after(dur(5), r)
@@ -177,7 +177,7 @@ fn flaky_twice_then_success_with_observer_order() {
 fn exhaustion_returns_the_last_error() {
     let t = VTimer::default();
     let n = Cell::new(0u32);
-    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+    let fut = call(KEY, Policy::DEFAULT, t.clone(), |_| {
         n.set(n.get() + 1);
         t.after(dur(1), Err::<(), _>(n.get()))
     });
@@ -194,7 +194,7 @@ fn exhaustion_returns_the_last_error() {
 fn non_retryable_stops_after_one_attempt() {
     let t = VTimer::default();
     let n = Cell::new(0u32);
-    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+    let fut = call(KEY, Policy::DEFAULT, t.clone(), |_| {
         n.set(n.get() + 1);
         t.after(dur(1), Err::<(), _>("invalid"))
     })
@@ -219,7 +219,7 @@ fn a_rejected_ok_value_is_returned_when_retries_run_out() {
     // An HTTP-like status: 503 is retryable, and after the last attempt the
     // caller gets the response itself.
     let t = VTimer::default();
-    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+    let fut = call(KEY, Policy::DEFAULT, t.clone(), |_| {
         t.after(dur(1), Ok::<u16, ()>(503))
     })
     .classifier(|r: &Result<u16, ()>| match r {
@@ -281,7 +281,7 @@ fn dropping_mid_attempt_cancels_it_and_tells_the_observer() {
     let live = Rc::new(Cell::new(0));
     let mut log = Log::default();
     {
-        let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+        let fut = call(KEY, Policy::DEFAULT, t.clone(), |_| {
             let guard = Guard::new(&live);
             async move {
                 let _g = guard;
@@ -336,7 +336,7 @@ fn a_call_never_polled_never_calls_the_operation() {
     let t = VTimer::default();
     let n = Cell::new(0);
     let mut log = Log::default();
-    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+    let fut = call(KEY, Policy::DEFAULT, t.clone(), |_| {
         n.set(n.get() + 1);
         async { Ok::<(), ()>(()) }
     })
@@ -381,7 +381,7 @@ fn attempt_info_reaches_the_operation() {
 fn call_future_size() {
     // Reported in the closing note; bounded so a regression is noticed.
     let t = VTimer::default();
-    let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| async {
+    let fut = call(KEY, Policy::DEFAULT, t.clone(), |_| async {
         Ok::<u32, ()>(1)
     })
     .into_future();
@@ -431,7 +431,7 @@ fn a_refused_call_never_runs_the_operation_and_says_who_refused() {
     ] {
         let t = VTimer::default();
         let n = Cell::new(0);
-        let fut = call(KEY, &Policy::DEFAULT, t.clone(), |_| {
+        let fut = call(KEY, Policy::DEFAULT, t.clone(), |_| {
             n.set(n.get() + 1);
             async { Ok::<(), ()>(()) }
         })
@@ -487,7 +487,7 @@ fn the_hedge_wins_and_the_primary_is_dropped() {
     let live = Rc::new(Cell::new(0));
     let script = [(500, Ok(1)), (50, Ok(2))];
     let mut log = Log::default();
-    let fut = call(KEY, &hedged(2), t.clone(), scripted(&t, &live, &script))
+    let fut = call(KEY, hedged(2), t.clone(), scripted(&t, &live, &script))
         .observer(&mut log)
         .slots::<3>();
     assert_eq!(t.run(fut.into_future()), Ok(2));
@@ -513,7 +513,7 @@ fn without_slots_a_hedging_policy_runs_one_attempt_at_a_time() {
     let t = VTimer::default();
     let live = Rc::new(Cell::new(0));
     let script = [(500, Ok(1))];
-    let fut = call(KEY, &hedged(2), t.clone(), scripted(&t, &live, &script));
+    let fut = call(KEY, hedged(2), t.clone(), scripted(&t, &live, &script));
     assert_eq!(t.run(fut.into_future()), Ok(1));
     assert_eq!(t.now(), ms(500));
 }
@@ -525,7 +525,7 @@ fn a_fast_retryable_failure_waits_for_the_hedge() {
     // The primary fails at 250, after the hedge launched at 200; the hedge
     // succeeds at 300.
     let script = [(250, Err("unavailable")), (100, Ok(2))];
-    let fut = call(KEY, &hedged(1), t.clone(), scripted(&t, &live, &script))
+    let fut = call(KEY, hedged(1), t.clone(), scripted(&t, &live, &script))
         .classifier(bad_is_final)
         .slots::<2>();
     assert_eq!(t.run(fut.into_future()), Ok(2));
@@ -537,7 +537,7 @@ fn a_non_retryable_result_is_not_masked_by_a_later_retryable_one() {
     let t = VTimer::default();
     let live = Rc::new(Cell::new(0));
     let script = [(250, Err("bad")), (100, Err("unavailable"))];
-    let fut = call(KEY, &hedged(1), t.clone(), scripted(&t, &live, &script))
+    let fut = call(KEY, hedged(1), t.clone(), scripted(&t, &live, &script))
         .classifier(bad_is_final)
         .slots::<2>();
     assert_eq!(
@@ -585,7 +585,7 @@ fn a_group_whose_attempts_all_fail_backs_off_then_hedges_again() {
     ];
     let seen = RefCell::new(vec![]);
     let mut op = scripted(&t, &live, &script);
-    let fut = call(KEY, &hedged(1), t.clone(), |info: AttemptInfo| {
+    let fut = call(KEY, hedged(1), t.clone(), |info: AttemptInfo| {
         seen.borrow_mut().push((info.retry_index, info.hedge_index));
         op(info)
     })
@@ -627,7 +627,7 @@ fn dropping_a_hedged_call_drops_every_attempt() {
     let script = [(10_000, Ok(1)), (10_000, Ok(2)), (10_000, Ok(3))];
     let mut log = Log::default();
     {
-        let fut = call(KEY, &hedged(2), t.clone(), scripted(&t, &live, &script))
+        let fut = call(KEY, hedged(2), t.clone(), scripted(&t, &live, &script))
             .observer(&mut log)
             .slots::<3>();
         let mut fut = pin!(fut.into_future());
@@ -656,7 +656,7 @@ fn dropping_a_hedged_call_drops_every_attempt() {
 #[test]
 fn hedged_call_future_size() {
     let t = VTimer::default();
-    let fut = call(KEY, &hedged(3), t.clone(), |_| async { Ok::<u32, ()>(1) })
+    let fut = call(KEY, hedged(3), t.clone(), |_| async { Ok::<u32, ()>(1) })
         .slots::<4>()
         .into_future();
     let size = core::mem::size_of_val(&fut);

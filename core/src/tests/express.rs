@@ -296,7 +296,7 @@ fn panicking(at: PanicIn, express: bool) -> ((u32, u32, u32), Vec<String>) {
     let clock = Clock::default();
     let events = Events::default();
     let gate = Counting::default();
-    let fut = call(KEY, &Policy::DEFAULT, clock.clone(), |_| async move {
+    let fut = call(KEY, Policy::DEFAULT, clock.clone(), |_| async move {
         if matches!(at, PanicIn::Operation) {
             panic!("operation");
         }
@@ -344,7 +344,7 @@ fn a_first_attempt_that_succeeds_at_once_makes_no_machine() {
         let clock = Clock::default();
         let before = super::MACHINES_MADE.with(Cell::get);
         let out = clock.run_until(
-            call(KEY, &Policy::DEFAULT, clock.clone(), |_| {
+            call(KEY, Policy::DEFAULT, clock.clone(), |_| {
                 let sleep = clock.sleep_until(clock.now() + Duration::from_millis(delay_ms));
                 Box::pin(async move {
                     sleep.await;
