@@ -24,6 +24,13 @@ impl AsyncIoTimer {
         }
     }
 
+    /// A timer whose instants count from `epoch` (which must not be later
+    /// than any time it reads): timers that share an epoch share a clock,
+    /// and making one reads no clock.
+    pub fn with_epoch(epoch: std::time::Instant) -> Self {
+        Self { epoch }
+    }
+
     /// The `std` instant of `at`.
     pub fn to_std(&self, at: Instant) -> std::time::Instant {
         self.epoch + Duration::from_nanos(at.as_nanos())

@@ -24,6 +24,13 @@ impl TokioTimer {
         }
     }
 
+    /// A timer whose instants count from `epoch` (which must not be later
+    /// than any time it reads): timers that share an epoch share a clock,
+    /// and making one reads no clock.
+    pub fn with_epoch(epoch: tokio::time::Instant) -> Self {
+        Self { epoch }
+    }
+
     /// The tokio instant of `at`.
     pub fn to_tokio(&self, at: Instant) -> tokio::time::Instant {
         self.epoch + Duration::from_nanos(at.as_nanos())

@@ -1,11 +1,12 @@
 //! Timer sources: where each call gets its [`Timer`] from.
 //!
-//! Why a *source* and not a timer: a timer's [`Instant`]s count from the
-//! moment the timer was made, and the right timer depends on where the call
-//! runs (tokio's, so that its paused test clock works, or async-io's, which
-//! works under any executor). So the executor holds a [`TimerSource`] and asks
-//! it for a fresh timer at the start of every call, in the task that polls
-//! the call.
+//! Why a *source* and not a timer: the right timer depends on where the
+//! call runs (tokio's, so that its paused test clock works, or async-io's,
+//! which works under any executor). So the executor holds a [`TimerSource`]
+//! and asks it for a timer at the start of every call, in the task that
+//! polls the call. [`DefaultTimer`]'s timers all count from one
+//! process-wide anchor, so making one reads no clock and their instants
+//! compare across calls.
 //!
 //! - [`DefaultTimer`] picks per call: with the `tokio` feature and inside a
 //!   tokio runtime, tokio's timer (`recourse_runtimes::TokioTimer`); otherwise
@@ -35,8 +36,9 @@ pub trait TimerSource: Send + Sync + 'static {
     fn timer(&self) -> Self::Timer;
 
     /// The time on a clock shared by every call of the executor, for what
-    /// outlives one call (budgets, breakers): a call's own timer counts from
-    /// the call's start, so its instants cannot be compared across calls.
+    /// outlives one call (budgets, breakers): a call's own timer may count
+    /// from the call's start, and then its instants cannot be compared
+    /// across calls.
     fn shared_now(&self) -> Instant;
 }
 
@@ -71,43 +73,43 @@ pub struct DefaultTimer;
 impl TimerSource for DefaultTimer {
     type Timer = DefaultCallTimer;
 
+    /// Reads no clock: every call's timer counts from the same anchor.
     fn timer(&self) -> DefaultCallTimer {
+        let anchor = anchor();
         #[cfg(feature = "tokio")]
         if tokio::runtime::Handle::try_current().is_ok() {
-            return DefaultCallTimer(Inner::Tokio(recourse_runtimes::TokioTimer::new()));
+            let epoch = tokio::time::Instant::from_std(anchor);
+            return DefaultCallTimer(Inner::Tokio(recourse_runtimes::TokioTimer::with_epoch(
+                epoch,
+            )));
         }
-        DefaultCallTimer(Inner::AsyncIo(AsyncIoTimer::new()))
+        DefaultCallTimer(Inner::AsyncIo(AsyncIoTimer::with_epoch(anchor)))
     }
 
-    /// Nanoseconds from a process-wide anchor, on tokio's clock inside a
+    /// Nanoseconds from the process-wide anchor, on tokio's clock inside a
     /// tokio runtime (so budgets refill on a paused test clock too), on the
-    /// system's monotonic clock elsewhere.
+    /// system's monotonic clock elsewhere: the clock of the calls' own
+    /// timers.
     fn shared_now(&self) -> Instant {
-        #[cfg(feature = "tokio")]
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return since_anchor(tokio::time::Instant::now().into_std());
-        }
-        since_anchor(std::time::Instant::now())
+        self.timer().now()
     }
 }
 
-/// `at` as nanoseconds from an anchor a century before the first use, so
-/// that any instant seen later — tokio's paused clock included, whose base is
-/// the runtime's start — comes after it.
-fn since_anchor(at: std::time::Instant) -> Instant {
+/// The epoch of every [`DefaultCallTimer`]: a century before the first use,
+/// so that any instant read later — tokio's paused clock included, whose
+/// base is the runtime's start — comes after it.
+fn anchor() -> std::time::Instant {
     static ANCHOR: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let anchor = *ANCHOR.get_or_init(|| {
+    *ANCHOR.get_or_init(|| {
         let now = std::time::Instant::now();
         now.checked_sub(core::time::Duration::from_secs(100 * 365 * 86_400))
             .unwrap_or(now)
-    });
-    Instant::from_nanos(recourse_core::time::nanos(
-        at.saturating_duration_since(anchor),
-    ))
+    })
 }
 
-/// The timer [`DefaultTimer`] gives a call: tokio's or async-io's, whose
-/// epoch is the call's start.
+/// The timer [`DefaultTimer`] gives a call: tokio's or async-io's, counting
+/// from the process-wide anchor (the same clock as
+/// [`DefaultTimer::shared_now`]).
 #[derive(Copy, Clone, Debug)]
 pub struct DefaultCallTimer(Inner);
 
