@@ -194,3 +194,45 @@ impl Future for DefaultSleep {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use core::time::Duration;
+
+    use super::{DefaultTimer, TimerSource};
+    use recourse_core::Timer;
+
+    /// Outside a runtime: async-io's timers, on the same clock as
+    /// `shared_now`, read in order.
+    #[test]
+    fn call_timers_outside_tokio_share_the_executor_clock() {
+        let a = DefaultTimer.timer();
+        assert!(!a.is_tokio());
+        let first = a.now();
+        let b = DefaultTimer.timer();
+        let shared = DefaultTimer.shared_now();
+        let second = b.now();
+        assert!(
+            first <= shared && shared <= second,
+            "{first:?} {shared:?} {second:?}"
+        );
+        // A century from the anchor: nothing saturates at zero.
+        assert!(first.as_nanos() > 99 * 365 * 86_400 * 1_000_000_000);
+    }
+
+    /// Inside tokio, on the paused clock: every call's timer and
+    /// `shared_now` read the same instant, and time moves by exactly what
+    /// the clock advanced.
+    #[cfg(feature = "tokio")]
+    #[tokio::test(start_paused = true)]
+    async fn call_timers_on_tokio_share_the_executor_clock() {
+        let a = DefaultTimer.timer();
+        assert!(a.is_tokio());
+        let start = a.now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let b = DefaultTimer.timer();
+        assert_eq!(a.now(), b.now());
+        assert_eq!(b.now(), DefaultTimer.shared_now());
+        assert_eq!(b.now() - start, Duration::from_millis(5));
+    }
+}

@@ -82,6 +82,43 @@ async fn aborting_a_spawned_call_before_it_runs_never_calls_the_operation() {
 }
 
 // ---------------------------------------------------------------------------
+// The policy a call holds
+// ---------------------------------------------------------------------------
+
+/// A call that owns its policy through an `Arc` is `'static`: it runs in a
+/// spawned task after the caller's handle to the policy is gone, with that
+/// policy's retries (three attempts, 10 ms of backoff each).
+#[tokio::test(start_paused = true)]
+async fn a_spawned_call_holds_an_arc_of_its_policy() {
+    let policy = std::sync::Arc::new(policy(|r| {
+        r.initial_backoff = ms(10);
+        r.max_backoff = ms(10);
+    }));
+    let weak = std::sync::Arc::downgrade(&policy);
+    let rec = Recorder::new();
+    let mut failures = 2;
+    let fut = call(KEY, policy, TokioTimer::new(), move |_: AttemptInfo| {
+        let fail = failures > 0;
+        failures -= 1;
+        async move {
+            if fail {
+                Err("flaky")
+            } else {
+                Ok(7)
+            }
+        }
+    })
+    .observer(rec.clone())
+    .into_future();
+    assert!(weak.upgrade().is_some(), "the call holds the policy");
+    let t0 = TokioInstant::now();
+    assert_eq!(tokio::spawn(fut).await.expect("the task ran"), Ok(7));
+    assert_eq!(t0.elapsed(), ms(20), "two backoffs of the policy's 10 ms");
+    assert!(weak.upgrade().is_none(), "the finished call dropped it");
+    assert_eq!(rec.attempts().len(), 3);
+}
+
+// ---------------------------------------------------------------------------
 // Cancellation during a backoff sleep
 // ---------------------------------------------------------------------------
 
