@@ -197,8 +197,6 @@ impl Future for DefaultSleep {
 
 #[cfg(test)]
 mod tests {
-    use core::time::Duration;
-
     use super::{DefaultTimer, TimerSource};
     use recourse_core::Timer;
 
@@ -229,10 +227,10 @@ mod tests {
         let a = DefaultTimer.timer();
         assert!(a.is_tokio());
         let start = a.now();
-        tokio::time::advance(Duration::from_millis(5)).await;
+        tokio::time::advance(core::time::Duration::from_millis(5)).await;
         let b = DefaultTimer.timer();
         assert_eq!(a.now(), b.now());
         assert_eq!(b.now(), DefaultTimer.shared_now());
-        assert_eq!(b.now() - start, Duration::from_millis(5));
+        assert_eq!(b.now() - start, core::time::Duration::from_millis(5));
     }
 }
