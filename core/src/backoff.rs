@@ -62,8 +62,7 @@ impl Backoff {
             }
         }
         .min(self.max);
-        self.base = (b as u128 * self.multiplier_milli as u128 / MILLI as u128)
-            .min(self.max as u128) as u64;
+        self.base = grow(b, self.multiplier_milli).min(self.max);
         Duration::from_nanos(d)
     }
 
@@ -115,6 +114,18 @@ impl BackoffSpec {
             base: initial,
             prev: initial,
         }
+    }
+}
+
+/// `b` times the fixed-point multiplier `m / 1000`, in `u64`: exact while
+/// `b * m` fits (a base up to about 21 days at the largest multiplier, far
+/// beyond a normalized policy's 30 s), within `m` nanoseconds above that,
+/// saturating at `u64::MAX`. No 128-bit division, which is a library call
+/// on 32- and 64-bit targets alike.
+fn grow(b: u64, m: u64) -> u64 {
+    match b.checked_mul(m) {
+        Some(x) => x / MILLI,
+        None => (b / MILLI).saturating_mul(m),
     }
 }
 
@@ -214,6 +225,34 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
+    }
+
+    /// The `u64` growth agrees with exact 128-bit arithmetic wherever the
+    /// product fits, and stays within `m` nanoseconds of it beyond.
+    #[test]
+    fn growth_matches_exact_arithmetic() {
+        let exact = |b: u64, m: u64| {
+            u64::try_from(u128::from(b) * u128::from(m) / u128::from(MILLI)).unwrap_or(u64::MAX)
+        };
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..10_000 {
+            let m = rng.u64(MILLI..=10 * MILLI);
+            let b = match rng.u8(0..3) {
+                0 => rng.u64(0..1 << 40),
+                1 => rng.u64(u64::MAX / m - 1000..=u64::MAX / m + 1000),
+                _ => rng.u64(..),
+            };
+            let (got, want) = (grow(b, m), exact(b, m));
+            if b.checked_mul(m).is_some() {
+                assert_eq!(got, want, "b={b} m={m}");
+            } else {
+                assert!(
+                    got <= want && want - got <= m,
+                    "b={b} m={m}: {got} vs {want}"
+                );
+            }
+        }
+        assert_eq!(grow(u64::MAX, 10 * MILLI), u64::MAX);
     }
 
     #[test]

@@ -99,6 +99,9 @@ pin_project! {
     /// The future of one call: resolves to the operation's value or an
     /// [`Error`]. Made by [`call`] and its [`CallBuilder`].
     ///
+    /// `P` is how it holds its policy ([`call`] says which to pick): a
+    /// `&Policy`, a `Policy` or an `Arc<Policy>`.
+    ///
     /// `N` is the number of attempts it can run at once: 1 (the default)
     /// runs no hedges and keeps the future small; [`CallBuilder::slots`]
     /// makes room for the primary and up to `N - 1` hedges, each attempt's
