@@ -284,7 +284,8 @@ pub struct CallBuilder<'k, P, Tm, Op, C = DefaultClassifier, O = (), G = (), W: 
 struct Common<'k, P, Tm, Op> {
     key: PolicyKey<'k>,
     /// The machine is made from these when the call needs one (see the
-    /// express lane): a builder step moves a few words, not a machine.
+    /// express lane): a builder step moves the policy as the caller gave
+    /// it (a reference is one word) and a few more words, not a machine.
     policy: P,
     options: Options,
     rng: Option<fastrand::Rng>,
