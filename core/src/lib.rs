@@ -54,7 +54,7 @@
 //! - [`driver`] — [`call`], the async driver.
 //! - [`error`] — [`Error`].
 #![no_std]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
 pub mod breaker;

@@ -13,7 +13,7 @@
 //!
 //! Each timer's [`Instant`](recourse_core::Instant)s count from the moment the
 //! timer was created, so make one per call (they are cheap: one clock read).
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(any(feature = "smol", feature = "async-std"))]
 mod async_io_timer;

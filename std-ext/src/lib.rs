@@ -87,7 +87,7 @@
 //!   `tonic` without its transport).
 //! - `sim`: `sim::Scenario`, the discrete-event simulator (no extra
 //!   dependencies).
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
