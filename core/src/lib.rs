@@ -1,6 +1,6 @@
 //! # recourse-core
 //!
-//! The `#![no_std]`, sans-IO heart of [recourse](https://docs.rs/recourse):
+//! The `#![no_std]`, sans-IO heart of [recourse](https://docs.rs/recourse-rs):
 //! one state machine makes every decision of a resilient call — how many
 //! attempts, how long to back off, when an attempt or the whole call has run
 //! out of time — from clock and outcome events. It owns no clock, no timer,

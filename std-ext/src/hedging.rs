@@ -18,7 +18,7 @@
 //! and `hedge.budget` — a ratio budget learns the request rate from first
 //! attempts, which only `retry.budget` sees. In a brownout where every call
 //! outlives the hedge delay, a 5 % ratio budget keeps hedging's extra load
-//! at 5 % where unbudgeted hedging doubles it (`examples/hedging.rs`). The attempts of a hedged call
+//! at 5 % where unbudgeted hedging doubles it (`std-ext/examples/hedging.rs`). The attempts of a hedged call
 //! run inside the caller's task; their futures live in one heap block per
 //! hedged call (a call that does not hedge allocates nothing).
 //!

@@ -1,6 +1,6 @@
 //! 10,000 calls against a dependency that fails every attempt: the extra
 //! load budgets allow, in a deterministic virtual-time run of the real call
-//! machine (`examples/budgets.rs` prints the same table).
+//! machine (`tests/examples/budgets.rs` prints the same table).
 
 use core::time::Duration;
 
