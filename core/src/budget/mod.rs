@@ -35,9 +35,11 @@
 //! atomics are [`portable_atomic`]'s, native where the target has them. A
 //! 32-bit target without 64-bit atomics (Cortex-M3/M4/M7:
 //! `thumbv7m-none-eabi`, `thumbv7em-none-eabihf`) gets them from
-//! portable-atomic's fallback (a seqlock; a single-core program that
-//! shares a budget with an interrupt handler enables portable-atomic's
-//! `unsafe-assume-single-core` feature so it disables interrupts instead).
+//! portable-atomic's fallback: by default a seqlock over a global lock
+//! table (about 2 KiB of RAM on Cortex-M3); a single-core program enables
+//! portable-atomic's `unsafe-assume-single-core` feature to mask interrupts
+//! instead, which costs no RAM and is what a budget shared with an interrupt
+//! handler needs (`examples/embedded` does that).
 //! A target with no compare-and-swap at all (Cortex-M0/M0+:
 //! `thumbv6m-none-eabi`) gets the budgets with this crate's
 //! `critical-section` feature; the program then links one

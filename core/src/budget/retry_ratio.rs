@@ -79,12 +79,13 @@ const NANOS_PER_MS: u64 = 1_000_000;
 /// Cortex-M0 (`thumbv6m-none-eabi`), with the `critical-section` feature.
 ///
 /// Its state holds a time, in 64-bit atomics: native where the target has
-/// them, [`portable_atomic`]'s fallback elsewhere (a seqlock on 32-bit targets
-/// with compare-and-swap, such as Cortex-M3/M4/M7). A single-core
-/// microcontroller that shares it with an interrupt handler should have the
-/// fallback disable interrupts instead of spinning (portable-atomic's
-/// `unsafe-assume-single-core` feature, enabled by the program), so the
-/// handler can never spin on a lock the code it interrupted holds.
+/// them, [`portable_atomic`]'s fallback elsewhere (a seqlock over a global
+/// lock table on 32-bit targets with compare-and-swap, such as
+/// Cortex-M3/M4/M7). A single-core microcontroller should have the fallback
+/// mask interrupts instead (portable-atomic's `unsafe-assume-single-core`
+/// feature, enabled by the program): no lock table in RAM, and an interrupt
+/// handler that shares the budget can never spin on a lock the code it
+/// interrupted holds.
 ///
 /// ```
 /// use recourse_core::budget::RetryRatio;

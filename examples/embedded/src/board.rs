@@ -95,6 +95,20 @@ fn SysTick() {
     });
 }
 
+/// Core clock cycles since boot, from the extended tick count and
+/// SysTick's current value (for measuring; exact to one SysTick cycle).
+pub fn cycles() -> u64 {
+    let per_tick = u64::from(CPU_HZ / TICK_HZ);
+    loop {
+        let before = SysTickTimer.now_ticks();
+        // SysTick counts down from reload to 0.
+        let into = per_tick - 1 - u64::from(SYST::get_current());
+        if SysTickTimer.now_ticks() == before {
+            return before * per_tick + into;
+        }
+    }
+}
+
 /// The SysTick clock: a zero-sized handle to the statics above.
 #[derive(Copy, Clone, Debug, Default)]
 pub struct SysTickTimer;

@@ -13,60 +13,13 @@ use core::time::Duration;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
-use recourse_core::budget::TokenBucket;
 use recourse_core::{
-    call, Admission, AdmitRequest, AttemptKind, AttemptRecord, BudgetGate, CallResult,
-    CircuitBreaker, CircuitState, Error, Gate, Instant, Observer, Permit, Policy, PolicyKey, Timer,
-    Verdict,
+    call, AttemptRecord, CircuitBreaker, CircuitState, Error, Instant, Observer, Policy, PolicyKey,
+    Timer,
 };
 use recourse_embedded_example::board::{self, SysTickTimer};
+use recourse_embedded_example::guard::{Guard, BUDGET};
 use recourse_embedded_example::peripheral::{Mode, Nak, Peripheral};
-
-/// Bursts of 10 attempts to the peripheral, 1 more per second: shared by
-/// every call, in a `static` (it is `Sync`: its state is atomics).
-static BUDGET: TokenBucket = TokenBucket::new(10, 1);
-
-/// The gate of one call: the breaker before its first attempt, the budget
-/// before every attempt; the breaker hears the call's verdict.
-struct Guard<'a> {
-    budget: BudgetGate<'a, TokenBucket>,
-    breaker: &'a mut CircuitBreaker,
-    permit: Option<Permit>,
-}
-
-impl<'a> Guard<'a> {
-    fn new(key: PolicyKey<'a>, breaker: &'a mut CircuitBreaker) -> Self {
-        Self {
-            budget: BudgetGate::new(&BUDGET, key, "peripheral", 1),
-            breaker,
-            permit: None,
-        }
-    }
-}
-
-impl Gate for Guard<'_> {
-    fn admit(&mut self, request: &AdmitRequest) -> Admission {
-        if request.attempt.kind() == AttemptKind::Initial && self.permit.is_none() {
-            match self.breaker.admit(request.now) {
-                Ok(permit) => self.permit = Some(permit),
-                Err(refusal) => return Admission::circuit_open(refusal.reason),
-            }
-        }
-        self.budget.admit(request)
-    }
-
-    fn attempt_ended(&mut self, record: &AttemptRecord) {
-        self.budget.attempt_ended(record);
-    }
-
-    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
-        self.budget.call_ended(verdict, now);
-        if let Some(permit) = self.permit.take() {
-            self.breaker
-                .record(permit, CallResult::from_verdict(verdict), now);
-        }
-    }
-}
 
 /// Keeps one call's attempt records (no heap: up to 8).
 #[derive(Default)]
@@ -87,8 +40,9 @@ impl Observer for Log {
     }
 }
 
-fn ms(d: Duration) -> u128 {
-    d.as_millis()
+fn ms(d: Duration) -> u64 {
+    // u64, not u128: no 128-bit formatting in flash.
+    d.as_millis() as u64
 }
 
 fn report(name: &str, log: &Log, result: &Result<u16, Error<Nak>>) {
