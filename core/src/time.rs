@@ -142,8 +142,8 @@ pub const fn nanos(d: Duration) -> u64 {
 /// What the machine does when a timer breaks the contract: an instant
 /// earlier than one it has seen is taken as the latest one — its clock
 /// never goes back, so records never end before they start and no backoff
-/// is cut short by a clock step back; a `sleep_until` for an instant
-/// already past is still called and must complete at once. A sleep that
+/// is cut short by a clock step back; the driver may call `sleep_until`
+/// with an instant already past, and that sleep must complete at once. A sleep that
 /// completes early is trusted — the driver takes its deadline as reached —
 /// which is why a sleep must never complete early.
 ///
