@@ -39,7 +39,10 @@ use critical_section::Mutex;
 use recourse_core::counter::TickCounter;
 use recourse_core::{Instant, Timer};
 
-/// The core clock at reset (lm3s6965's 12 MHz oscillator, no PLL).
+/// The core clock SysTick counts, as assumed for [`TICK_HZ`] (a 12 MHz
+/// crystal without the PLL). qemu's LM3S6965 clocks SysTick differently
+/// (`probe` measures it against the instruction count), which only scales
+/// the virtual length of a tick: the program counts ticks.
 pub const CPU_HZ: u32 = 12_000_000;
 /// SysTick interrupts per second.
 pub const TICK_HZ: u32 = 1_000;
