@@ -39,6 +39,8 @@
 //! ## Modules
 //!
 //! - [`time`] — [`Instant`], [`Timer`].
+//! - [`counter`] — [`TickCounter`](counter::TickCounter), a wrapping hardware
+//!   counter extended to an [`Instant`].
 //! - [`key`] — [`PolicyKey`].
 //! - [`policy`] — [`Policy`] and its normalization.
 //! - [`backoff`] — exponential backoff and jitter.
@@ -59,6 +61,8 @@
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+// embedded (issue 18): extending a wrapping hardware counter.
+pub mod counter;
 pub mod driver;
 pub mod error;
 pub mod gate;

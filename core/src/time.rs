@@ -113,9 +113,43 @@ pub const fn nanos(d: Duration) -> u64 {
 /// A clock and a way to sleep until an instant on it: all a runtime adapter
 /// provides.
 ///
-/// `now` must be monotonic. The sleep future must complete once the clock has
-/// reached `deadline` (later is fine, earlier is not), and dropping it must
-/// cancel the sleep.
+/// # The contract of a timer
+///
+/// Written once here for every adapter, including one a microcontroller
+/// program writes for its own hardware counter:
+///
+/// - **`now` is monotonic**: never earlier than an earlier `now` of the same
+///   timer. The epoch is the timer's choice (boot, the start of a
+///   simulation); only differences matter.
+/// - **`sleep_until(deadline)` completes at or after `deadline`**, never
+///   before: once `now() >= deadline` holds, or later. A `deadline` that is
+///   already past completes at its first poll. Until then it returns
+///   `Pending` and arranges to wake its task (its waker, or an interrupt
+///   that ends the executor's `wfi`) when the deadline comes.
+/// - **Dropping the sleep cancels it**; nothing fires afterwards.
+/// - **Tick rate**: the clock may advance in ticks coarser than a
+///   nanosecond (1 ms for a 1 kHz tick interrupt). Deadlines round *up* to
+///   the next tick, so a sleep is never short; an attempt timeout is then
+///   late by at most one tick, and times in records are whole ticks.
+/// - **Wrap-around**: [`Instant`] is 64 bits of nanoseconds (584 years) and
+///   never wraps. A hardware counter that does (24-bit SysTick, a 32-bit
+///   tick count) is extended to 64 bits before it becomes an [`Instant`]:
+///   [`TickCounter`](crate::counter::TickCounter) does that, provided it is
+///   read at least twice per wrap period (a periodic interrupt is the usual
+///   way), and converts deadlines back to ticks
+///   ([`ticks_at`](crate::counter::TickCounter::ticks_at)) for the compare.
+///
+/// What the machine does when a timer breaks the contract: an instant
+/// earlier than one it has seen is taken as the latest one — its clock
+/// never goes back, so records never end before they start and no backoff
+/// is cut short by a clock step back; the driver may call `sleep_until`
+/// with an instant already past, and that sleep must complete at once. A sleep that
+/// completes early is trusted — the driver takes its deadline as reached —
+/// which is why a sleep must never complete early.
+///
+/// On a microcontroller the timer is usually a zero-sized handle to a
+/// `static` counter; see `examples/embedded` for a SysTick timer and the
+/// `embassy` feature of `recourse-runtimes` for embassy-time's clock.
 pub trait Timer {
     /// The future returned by [`Timer::sleep_until`].
     type Sleep: Future<Output = ()>;

@@ -1,6 +1,6 @@
 //! [`AwsRetryQuota`]: the AWS SDKs' retry quota (standard retry mode).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use portable_atomic::{AtomicU32, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::outcome::reason;
@@ -47,8 +47,9 @@ pub const DEFAULT_TIMEOUT_REASONS: &[&str] =
 ///
 /// Units: every number is in tokens.
 ///
-/// Available where `cfg(target_has_atomic = "32")`, microcontrollers
-/// included.
+/// Available on every target with compare-and-swap (`cfg(target_has_atomic
+/// = "32")`: microcontrollers included), and on those without it, such as
+/// Cortex-M0 (`thumbv6m-none-eabi`), with the `critical-section` feature.
 ///
 /// ```
 /// use recourse_core::budget::AwsRetryQuota;

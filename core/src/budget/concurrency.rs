@@ -1,7 +1,7 @@
 //! [`Concurrency`]: Envoy's retry budget — extra attempts in flight at most
 //! a share of the attempts in flight.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use portable_atomic::{AtomicUsize, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::record::{AttemptKind, AttemptRecord};
@@ -61,8 +61,9 @@ const PERMILLE: u64 = 1_000;
 /// Units: `budget_permille` in ‰ of active attempts (200 = 20 %),
 /// `min_retry_concurrency` in attempts.
 ///
-/// Available where `cfg(target_has_atomic = "ptr")`, microcontrollers
-/// included.
+/// Available on every target with compare-and-swap (`cfg(target_has_atomic
+/// = "32")`: microcontrollers included), and on those without it, such as
+/// Cortex-M0 (`thumbv6m-none-eabi`), with the `critical-section` feature.
 ///
 /// ```
 /// use recourse_core::budget::Concurrency;

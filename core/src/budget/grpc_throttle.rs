@@ -1,6 +1,6 @@
 //! [`GrpcThrottle`]: gRPC's retry throttling (gRFC A6).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use portable_atomic::{AtomicU32, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::outcome::{Outcome, OutcomeKind};
@@ -53,8 +53,9 @@ pub const PUSHBACK_STOP: &str = "grpc_pushback_stop";
 /// Units: `max_tokens` in tokens (A6: 0 < max ≤ 1000), `token_ratio` in
 /// milli-tokens (0.1 token = 100; A6: > 0), both clamped to those ranges.
 ///
-/// Available where `cfg(target_has_atomic = "32")`, microcontrollers
-/// included.
+/// Available on every target with compare-and-swap (`cfg(target_has_atomic
+/// = "32")`: microcontrollers included), and on those without it, such as
+/// Cortex-M0 (`thumbv6m-none-eabi`), with the `critical-section` feature.
 ///
 /// ```
 /// use recourse_core::budget::GrpcThrottle;

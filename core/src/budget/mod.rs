@@ -21,24 +21,36 @@
 //! Each reproduces a published design; pick the one whose question matches
 //! yours.
 //!
-//! | budget | question it answers | reference | targets |
+//! | budget | question it answers | reference | state |
 //! | --- | --- | --- | --- |
-//! | [`Unlimited`] | none: allow everything, but record decisions | Finagle `RetryBudget.Infinite` | all |
+//! | [`Unlimited`] | none: allow everything, but record decisions | Finagle `RetryBudget.Infinite` | none |
 //! | [`TokenBucket`] | at most this many attempts per second, with bursts | recourse (Go) `TokenBucketBudget` | 64-bit atomics |
 //! | [`RetryRatio`] | retries at most a share of recent requests, plus a floor | Finagle `RetryBudget` | 64-bit atomics |
 //! | [`GrpcThrottle`] | stop retrying while the failure ratio is high | gRPC retry throttling (gRFC A6) | 32-bit atomics |
 //! | [`AwsRetryQuota`] | a retry quota drained by failures, refilled by successes | AWS SDKs, standard retry mode | 32-bit atomics |
 //! | [`Concurrency`] | extra attempts in flight at most a share of active ones | Envoy retry budget | pointer-sized atomics |
 //!
-//! "64-bit atomics" means `cfg(target_has_atomic = "64")`: every 64-bit
-//! target and most 32-bit application processors, but not Cortex-M
-//! (`thumbv7em-none-eabihf` has 32-bit atomics only); those two budgets keep
-//! a time in their state, which does not fit 32 bits without wrapping. The
-//! others keep counters only and work on a microcontroller too.
+//! Every budget is available on every target with compare-and-swap
+//! (`cfg(target_has_atomic = "32")`), microcontrollers included: the
+//! atomics are [`portable_atomic`]'s, native where the target has them. A
+//! 32-bit target without 64-bit atomics (Cortex-M3/M4/M7:
+//! `thumbv7m-none-eabi`, `thumbv7em-none-eabihf`) gets them from
+//! portable-atomic's fallback: by default a seqlock over a global lock
+//! table (about 2 KiB of RAM on Cortex-M3); a single-core program enables
+//! portable-atomic's `unsafe-assume-single-core` feature to mask interrupts
+//! instead, which costs no RAM and is what a budget shared with an interrupt
+//! handler needs (`examples/embedded` does that).
+//! A target with no compare-and-swap at all (Cortex-M0/M0+:
+//! `thumbv6m-none-eabi`) gets the budgets with this crate's
+//! `critical-section` feature; the program then links one
+//! [critical-section](https://docs.rs/critical-section) implementation,
+//! usually its HAL's or `cortex-m`'s `critical-section-single-core`.
+//! Without either, the call machine, the breaker and [`Unlimited`] still
+//! work there.
 //!
 //! Common rules: every budget answers with reason `allowed` or
 //! `budget_denied`; a denial never takes anything; the decision and the
-//! state change are one atomic step (a compare-and-swap loop, no lock), so
+//! state change are one atomic step (a compare-and-swap loop), so
 //! two threads can never both spend the last token; time is only ever the
 //! `now` passed in. An attempt that was allowed but never ran (settled with
 //! `budget_allowed == false`, as [`BudgetGate`] does when it cannot hold a
@@ -50,29 +62,29 @@ use crate::outcome::{reason, Outcome};
 use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 use crate::time::Instant;
 
-#[cfg(target_has_atomic = "32")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 mod aws_retry_quota;
-#[cfg(target_has_atomic = "ptr")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 mod concurrency;
-#[cfg(target_has_atomic = "32")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 mod grpc_throttle;
-#[cfg(target_has_atomic = "64")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 mod retry_ratio;
 #[cfg(test)]
 mod testing;
-#[cfg(target_has_atomic = "64")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 mod token_bucket;
 mod unlimited;
 
-#[cfg(target_has_atomic = "32")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 pub use aws_retry_quota::{AwsRetryQuota, DEFAULT_TIMEOUT_REASONS};
-#[cfg(target_has_atomic = "ptr")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 pub use concurrency::Concurrency;
-#[cfg(target_has_atomic = "32")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 pub use grpc_throttle::{GrpcThrottle, PUSHBACK_STOP};
-#[cfg(target_has_atomic = "64")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 pub use retry_ratio::RetryRatio;
-#[cfg(target_has_atomic = "64")]
+#[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
 pub use token_bucket::{TokenBucket, MAX_REFILL_PER_SECOND};
 pub use unlimited::Unlimited;
 
@@ -264,7 +276,7 @@ mod far_clock_tests {
         fresh_budget_allows_a_first_attempt_and_a_retry(&GrpcThrottle::new(100, 100));
         fresh_budget_allows_a_first_attempt_and_a_retry(&AwsRetryQuota::standard());
         fresh_budget_allows_a_first_attempt_and_a_retry(&Concurrency::envoy());
-        #[cfg(target_has_atomic = "64")]
+        #[cfg(any(target_has_atomic = "32", feature = "critical-section"))]
         {
             fresh_budget_allows_a_first_attempt_and_a_retry(&RetryRatio::finagle());
             fresh_budget_allows_a_first_attempt_and_a_retry(&TokenBucket::new(10, 1));

@@ -1,8 +1,8 @@
 //! [`RetryRatio`]: Finagle's retry budget — retries at most a share of
 //! recent requests, plus a small reserve.
 
-use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
+use portable_atomic::{AtomicU64, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::record::{AttemptKind, AttemptRecord};
@@ -74,7 +74,18 @@ const NANOS_PER_MS: u64 = 1_000_000;
 /// limit). A retry's `cost` (the policy's `budget.cost`) multiplies its
 /// withdrawal; deposits are one per first attempt.
 ///
-/// Available where `cfg(target_has_atomic = "64")`.
+/// Available on every target with compare-and-swap (`cfg(target_has_atomic
+/// = "32")`: microcontrollers included), and on those without it, such as
+/// Cortex-M0 (`thumbv6m-none-eabi`), with the `critical-section` feature.
+///
+/// Its state holds a time, in 64-bit atomics: native where the target has
+/// them, [`portable_atomic`]'s fallback elsewhere (a seqlock over a global
+/// lock table on 32-bit targets with compare-and-swap, such as
+/// Cortex-M3/M4/M7). A single-core microcontroller should have the fallback
+/// mask interrupts instead (portable-atomic's `unsafe-assume-single-core`
+/// feature, enabled by the program): no lock table in RAM, and an interrupt
+/// handler that shares the budget can never spin on a lock the code it
+/// interrupted holds.
 ///
 /// ```
 /// use recourse_core::budget::RetryRatio;

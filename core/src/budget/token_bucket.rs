@@ -1,6 +1,6 @@
 //! [`TokenBucket`]: a rate limit on attempts, with bursts.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use portable_atomic::{AtomicU64, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::record::AttemptRecord;
@@ -49,7 +49,18 @@ pub const MAX_REFILL_PER_SECOND: u32 = 1_000_000;
 /// `cost` in tokens; [`available_milli`](Self::available_milli) in
 /// milli-tokens.
 ///
-/// Available where `cfg(target_has_atomic = "64")`: the state holds a time.
+/// Available on every target with compare-and-swap (`cfg(target_has_atomic
+/// = "32")`: microcontrollers included), and on those without it, such as
+/// Cortex-M0 (`thumbv6m-none-eabi`), with the `critical-section` feature.
+///
+/// Its state holds a time, in 64-bit atomics: native where the target has
+/// them, [`portable_atomic`]'s fallback elsewhere (a seqlock over a global
+/// lock table on 32-bit targets with compare-and-swap, such as
+/// Cortex-M3/M4/M7). A single-core microcontroller should have the fallback
+/// mask interrupts instead (portable-atomic's `unsafe-assume-single-core`
+/// feature, enabled by the program): no lock table in RAM, and an interrupt
+/// handler that shares the budget can never spin on a lock the code it
+/// interrupted holds.
 ///
 /// ```
 /// use recourse_core::budget::TokenBucket;
