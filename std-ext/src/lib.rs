@@ -106,10 +106,14 @@ pub mod grpc;
 pub mod hedging;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(any(feature = "tower", feature = "reqwest"))]
+pub mod integrations;
 mod keyed;
 pub mod latency;
 pub mod missing_policy;
 pub mod observer;
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+pub mod observers;
 pub mod provider;
 mod report;
 #[cfg(feature = "sim")]

@@ -1,0 +1,10 @@
+//! Client integrations: recourse where a service's requests already go.
+//!
+//! - `tower` (feature `tower`) — [`RecourseLayer`](tower::RecourseLayer), a
+//!   tower layer for any `Service`.
+//! - `reqwest` (feature `reqwest`) — a `reqwest-middleware` middleware.
+
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
+#[cfg(feature = "tower")]
+pub mod tower;
