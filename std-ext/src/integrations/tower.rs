@@ -13,6 +13,7 @@
 //! use recourse::integrations::tower::RecourseLayer;
 //! use recourse::Executor;
 //! use tower_layer::Layer;
+//! use tower_service::Service;
 //!
 //! # #[derive(Clone)] struct Client;
 //! # impl tower_service::Service<String> for Client {
@@ -22,8 +23,13 @@
 //! #     fn call(&mut self, r: String) -> Self::Future { std::future::ready(Ok(r)) }
 //! # }
 //! let exec = Arc::new(Executor::new());
-//! let service = RecourseLayer::new(exec, "user-service.GetUser").layer(Client);
-//! # drop(service);
+//! let mut service = RecourseLayer::<String>::new(exec, "user-service.GetUser").layer(Client);
+//!
+//! # async_io::block_on(async {
+//! std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+//! assert_eq!(service.call("GetUser 42".into()).await?, "GetUser 42");
+//! # Ok::<(), recourse::Error<std::io::Error>>(())
+//! # }).unwrap();
 //! ```
 //!
 //! ## Tower's contracts, and how the layer keeps them
