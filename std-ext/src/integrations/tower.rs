@@ -55,6 +55,10 @@
 //!   [`Error::Operation`] and the `last` fields. When the classifier rejects
 //!   an `Ok` response (a 503 read as retryable) and recourse stops, the
 //!   caller gets that response as `Ok`, as with [`Executor::call`].
+//! - **Tracing.** With the `tracing` feature, each call runs in the span
+//!   `recourse.call` (see `observers::tracing::call_span`), so a
+//!   `TracingObserver`'s attempt spans and the inner service's own spans
+//!   nest under it.
 //!
 //! ## Keys and classifiers
 //!
@@ -353,7 +357,9 @@ where
         let classifier = self.layer.classify.make_classifier(&req);
         let exec = self.layer.exec.clone();
         let clone_request = self.layer.clone_request.clone();
-        Box::pin(async move {
+        #[cfg(feature = "tracing")]
+        let span = crate::observers::tracing::call_span(&key);
+        let call = async move {
             let consumed = AtomicBool::new(false);
             let mut original = Some(req);
             let mut ready = Some(ready);
@@ -394,6 +400,9 @@ where
                 }
             })
             .await
-        })
+        };
+        #[cfg(feature = "tracing")]
+        let call = tracing::Instrument::instrument(call, span);
+        Box::pin(call)
     }
 }
