@@ -71,6 +71,10 @@
 //! - `grpc` (feature `grpc`) — `GrpcClassifier`: status codes, pushback.
 //! - `sim` (feature `sim`) — the deterministic simulator: a policy against
 //!   a modelled backend in virtual time.
+//! - `integrations` (features `tower`, `reqwest`) — a tower layer and a
+//!   `reqwest-middleware` middleware.
+//! - `observers` (features `tracing`, `metrics`) — observers writing
+//!   `tracing` spans and `metrics` counters and histograms.
 //!
 //! ## Features
 //!
@@ -87,6 +91,13 @@
 //!   `tonic` without its transport).
 //! - `sim`: `sim::Scenario`, the discrete-event simulator (no extra
 //!   dependencies).
+//! - `tower`: `integrations::tower::RecourseLayer` (adds `tower-service`
+//!   and `tower-layer`).
+//! - `reqwest`: `integrations::reqwest::RecourseMiddleware` (adds
+//!   `reqwest`, `reqwest-middleware`, `anyhow`, `async-trait`; implies
+//!   `http`).
+//! - `tracing`: `observers::tracing::TracingObserver` (adds `tracing`).
+//! - `metrics`: `observers::metrics::MetricsObserver` (adds `metrics`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The README's examples, compiled and run as doctests.
