@@ -117,7 +117,7 @@ pub mod grpc;
 pub mod hedging;
 #[cfg(feature = "http")]
 pub mod http;
-#[cfg(any(feature = "tower", feature = "reqwest"))]
+#[cfg(any(feature = "tower", feature = "reqwest", feature = "tonic"))]
 pub mod integrations;
 mod keyed;
 pub mod latency;
