@@ -71,8 +71,8 @@
 //! - `grpc` (feature `grpc`) — `GrpcClassifier`: status codes, pushback.
 //! - `sim` (feature `sim`) — the deterministic simulator: a policy against
 //!   a modelled backend in virtual time.
-//! - `integrations` (features `tower`, `reqwest`) — a tower layer and a
-//!   `reqwest-middleware` middleware.
+//! - `integrations` (features `tower`, `reqwest`, `tonic`) — a tower
+//!   layer, a `reqwest-middleware` middleware, a tonic `Channel` layer.
 //! - `observers` (features `tracing`, `metrics`) — observers writing
 //!   `tracing` spans and `metrics` counters and histograms.
 //!
@@ -96,6 +96,8 @@
 //! - `reqwest`: `integrations::reqwest::RecourseMiddleware` (adds
 //!   `reqwest`, `reqwest-middleware`, `anyhow`, `async-trait`; implies
 //!   `http`).
+//! - `tonic`: `integrations::tonic::GrpcLayer` (adds `http-body`,
+//!   `http-body-util`, `bytes`; implies `grpc` and `http`).
 //! - `tracing`: `observers::tracing::TracingObserver` (adds `tracing`).
 //! - `metrics`: `observers::metrics::MetricsObserver` (adds `metrics`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
