@@ -73,8 +73,9 @@
 //!   a modelled backend in virtual time.
 //! - `integrations` (features `tower`, `reqwest`, `tonic`) — a tower
 //!   layer, a `reqwest-middleware` middleware, a tonic `Channel` layer.
-//! - `observers` (features `tracing`, `metrics`) — observers writing
-//!   `tracing` spans and `metrics` counters and histograms.
+//! - `observers` (features `tracing`, `metrics`, `opentelemetry`) —
+//!   observers writing `tracing` spans, `metrics` counters and histograms,
+//!   OpenTelemetry instruments.
 //!
 //! ## Features
 //!
@@ -100,6 +101,8 @@
 //!   `http-body-util`, `bytes`; implies `grpc` and `http`).
 //! - `tracing`: `observers::tracing::TracingObserver` (adds `tracing`).
 //! - `metrics`: `observers::metrics::MetricsObserver` (adds `metrics`).
+//! - `opentelemetry`: `observers::opentelemetry::OtelMetricsObserver`
+//!   (adds `opentelemetry` with only its metrics API).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The README's examples, compiled and run as doctests.
@@ -125,7 +128,7 @@ mod keyed;
 pub mod latency;
 pub mod missing_policy;
 pub mod observer;
-#[cfg(any(feature = "tracing", feature = "metrics"))]
+#[cfg(any(feature = "tracing", feature = "metrics", feature = "opentelemetry"))]
 pub mod observers;
 pub mod provider;
 mod report;
