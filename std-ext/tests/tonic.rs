@@ -286,3 +286,19 @@ async fn a_dead_server_is_retried_as_unavailable_then_fails() {
         ["grpc_Unavailable"; 4]
     );
 }
+
+#[tokio::test]
+async fn a_panicking_key_fn_sends_nothing() {
+    let server = Flaky::default();
+    let url = start(server.clone()).await;
+    let exec = Executor::builder().build();
+    let channel = Channel::from_shared(url).unwrap().connect_lazy();
+    let channel = GrpcLayer::new(Arc::new(exec))
+        .key_fn(|_| panic!("no key"))
+        .layer(channel);
+    let mut client = tonic::client::Grpc::new(channel);
+    let status = rpc(&mut client, "flaky:0").await.unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+    assert!(status.message().contains("no policy"), "{status:?}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+}

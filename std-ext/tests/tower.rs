@@ -475,3 +475,27 @@ async fn side_by_side_with_tower_retry_and_timeout() {
         (3, 2)
     );
 }
+
+#[tokio::test]
+async fn a_panicking_clone_hook_sends_the_original_once() {
+    let server = Server::start().await;
+    let seen = Arc::new(Attempts::default());
+    let exec = executor(&[("api.flaky", policy(4))], seen.clone());
+    let mut svc = RecourseLayer::with_request_clone(
+        exec,
+        "api.flaky",
+        |_: &http::Request<Body>| -> Option<http::Request<Body>> { panic!("clone failed") },
+    )
+    .classifier(HttpByMethod::default())
+    .layer(client());
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&server.url("/flaky/1")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(server.hits("flaky"), 1);
+    assert_eq!(seen.0.lock().unwrap()[0].3, REQUEST_NOT_CLONEABLE);
+}

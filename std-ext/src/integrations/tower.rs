@@ -48,8 +48,8 @@
 //!   from then on the call makes no new attempt: a failure that would have
 //!   been retried ends the call with the reason
 //!   [`REQUEST_NOT_CLONEABLE`] (non-retryable), a hedge spawned after that
-//!   waits and is cancelled when the call ends. A request is never sent
-//!   twice.
+//!   waits and is cancelled when the call ends. A hook that panics counts
+//!   as `None` (the panic is contained). A request is never sent twice.
 //! - **Errors.** The service's error is [`recourse::Error`](crate::Error)
 //!   of the inner service's error: the inner error is kept, typed, in
 //!   [`Error::Operation`] and the `last` fields. When the classifier rejects
