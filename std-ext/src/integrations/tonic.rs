@@ -37,7 +37,10 @@
 //! - **`grpc-timeout`**: each attempt's header carries what is left of the
 //!   policy's deadlines when it is sent — the per-attempt timeout, or what
 //!   remains of the overall one, whichever is shorter — and never more than
-//!   a `grpc-timeout` the caller set.
+//!   a `grpc-timeout` the caller set. The layer reads the timeouts from the
+//!   executor's provider (one more lookup per RPC than the call's own);
+//!   for a key the provider has no policy for, only the caller's
+//!   `grpc-timeout` is sent.
 //! - **`grpc-previous-rpc-attempts`**: on every attempt after the first,
 //!   the number of attempts sent before it (A6's header, hedges included).
 //! - **Errors**: `recourse::Error` of the transport's error; tonic turns it
