@@ -268,3 +268,29 @@ fn budget_denials_and_hedges() {
     );
     assert_eq!(call, [0.11]);
 }
+
+#[test]
+fn handles_are_reused_and_a_long_key_is_counted_too() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let long = format!("svc.{}", "x".repeat(200));
+    let exec = Executor::builder().observer(MetricsObserver::new()).build();
+    run(&recorder, async {
+        for key in ["svc.Get", "svc.Get", &long, &long, &long] {
+            assert_eq!(exec.call(key, |_| async { Ok::<_, ()>(1) }).await, Ok(1));
+        }
+    });
+    let snap = snapshot(&snapshotter);
+    let calls = |key: &str| {
+        snap.iter()
+            .filter(|(_, n, l, _)| {
+                n == "recourse_calls_total" && l.iter().any(|(k, v)| k == "key" && v == key)
+            })
+            .map(|(_, _, _, v)| match v {
+                DebugValue::Counter(c) => *c,
+                other => panic!("{other:?}"),
+            })
+            .sum::<u64>()
+    };
+    assert_eq!((calls("svc.Get"), calls(&long)), (2, 3));
+}

@@ -17,6 +17,12 @@
 //! | `recourse_attempt_duration_seconds` | histogram | `key`, `outcome` | attempt latency |
 //! | `recourse_attempts_per_call` | histogram | `key` | attempts launched per call |
 //!
+//! Handles are cached: the first event of each metric and label set
+//! registers it with the recorder installed at the time, later ones reuse
+//! the handle (a lookup by key, no allocation). So install the recorder
+//! before the first call; the cache grows with keys × reason codes, which
+//! are both low-cardinality.
+//!
 //! The breaker's state transitions themselves (closed → open → half-open)
 //! are not observer events; its refusals are, and are counted above.
 //!
@@ -27,6 +33,11 @@
 //! # drop(exec);
 //! ```
 
+use core::fmt::Write as _;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use metrics::{Counter, Histogram};
 use recourse_core::{AttemptInfo, AttemptKind, AttemptRecord, OutcomeKind, PolicyKey};
 
 use crate::observer::{BudgetDecision, CallSummary, Observer};
@@ -52,9 +63,16 @@ pub const ATTEMPTS_PER_CALL: &str = "recourse_attempts_per_call";
 
 /// The observer that records calls through the `metrics` facade; see the
 /// [module docs](self) for the metrics.
-#[derive(Copy, Clone, Debug, Default)]
+#[derive(Default)]
 pub struct MetricsObserver {
-    _private: (),
+    counters: Cache<Counter>,
+    histograms: Cache<Histogram>,
+}
+
+impl core::fmt::Debug for MetricsObserver {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MetricsObserver").finish_non_exhaustive()
+    }
 }
 
 impl MetricsObserver {
@@ -62,7 +80,156 @@ impl MetricsObserver {
     /// the recorder installed at the time.
     pub fn new() -> Self {
         describe();
-        Self { _private: () }
+        Self::default()
+    }
+}
+
+/// A `'static` label value or metric name, compared and hashed by address:
+/// they are constants, so this is exact for the same constant and at worst
+/// caches one handle twice for two equal ones.
+#[derive(Copy, Clone, Debug)]
+struct ById(&'static str);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        core::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for ById {}
+
+impl core::hash::Hash for ById {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        (self.0.as_ptr() as usize).hash(state);
+    }
+}
+
+/// FNV-1a: keys and addresses are short and not attacker-chosen (keys come
+/// from the service's own configuration), so no SipHash.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl core::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, core::hash::BuildHasherDefault<Fnv>>;
+
+/// A metric's static part: its name and the values of its labels other
+/// than `key`, in the order [`labels`] names them.
+type Static = (ById, [ById; 3]);
+
+/// Registered handles, by static part, then by key.
+struct Cache<H>(RwLock<FnvMap<Static, FnvMap<Box<str>, H>>>);
+
+impl<H> Default for Cache<H> {
+    fn default() -> Self {
+        Self(RwLock::new(FnvMap::default()))
+    }
+}
+
+/// The label names of a metric besides `key`.
+fn labels(metric: &'static str) -> &'static [&'static str] {
+    match metric {
+        CALLS => &["outcome", "reason"],
+        ATTEMPTS => &["kind", "outcome", "reason"],
+        BUDGET_DENIALS => &["reason"],
+        CIRCUIT_REJECTIONS => &["reason"],
+        CALL_DURATION | ATTEMPT_DURATION => &["outcome"],
+        _ => &[],
+    }
+}
+
+/// The key as `namespace.name`, on the stack when it fits (`None` when it
+/// does not: then handles are registered per event, uncached).
+struct KeyStr<'a> {
+    key: PolicyKey<'a>,
+    buf: heapless::String<128>,
+    fits: bool,
+}
+
+impl<'a> KeyStr<'a> {
+    fn new(key: PolicyKey<'a>) -> Self {
+        let mut buf = heapless::String::new();
+        let fits = write!(buf, "{key}").is_ok();
+        Self { key, buf, fits }
+    }
+
+    fn joined(&self) -> Option<&str> {
+        self.fits.then_some(self.buf.as_str())
+    }
+}
+
+impl<H: Clone> Cache<H> {
+    /// The handle for `metric` with these labels, registered by `register`
+    /// on first use.
+    fn get(
+        &self,
+        metric: &'static str,
+        key: &KeyStr<'_>,
+        values: [&'static str; 3],
+        register: impl FnOnce(metrics::Key) -> H,
+    ) -> H {
+        let id = (ById(metric), values.map(ById));
+        if let Some(k) = key.joined() {
+            let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = map.get(&id).and_then(|m| m.get(k)) {
+                return h.clone();
+            }
+        }
+        let owned = key.key.to_string();
+        let mut all = vec![metrics::Label::new("key", owned.clone())];
+        for (name, value) in labels(metric).iter().zip(values) {
+            all.push(metrics::Label::from_static_parts(name, value));
+        }
+        let handle = register(metrics::Key::from_parts(metric, all));
+        if key.joined().is_some() {
+            let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+            map.entry(id)
+                .or_default()
+                .insert(owned.into_boxed_str(), handle.clone());
+        }
+        handle
+    }
+}
+
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+impl MetricsObserver {
+    fn counter(
+        &self,
+        metric: &'static str,
+        key: &KeyStr<'_>,
+        values: [&'static str; 3],
+    ) -> Counter {
+        self.counters.get(metric, key, values, |k| {
+            metrics::with_recorder(|r| r.register_counter(&k, &METADATA))
+        })
+    }
+
+    fn histogram(
+        &self,
+        metric: &'static str,
+        key: &KeyStr<'_>,
+        values: [&'static str; 3],
+    ) -> Histogram {
+        self.histograms.get(metric, key, values, |k| {
+            metrics::with_recorder(|r| r.register_histogram(&k, &METADATA))
+        })
     }
 }
 
@@ -115,56 +282,54 @@ fn outcome_str(kind: OutcomeKind) -> &'static str {
 }
 
 impl MetricsObserver {
-    fn end(key: PolicyKey<'_>, summary: &CallSummary, outcome: &'static str) {
-        let key = key.to_string();
+    fn end(&self, key: PolicyKey<'_>, summary: &CallSummary, outcome: &'static str) {
+        let key = &KeyStr::new(key);
         let reason = summary.reason().unwrap_or("success");
-        metrics::counter!(CALLS, "key" => key.clone(), "outcome" => outcome, "reason" => reason)
-            .increment(1);
+        self.counter(CALLS, key, [outcome, reason, ""]).increment(1);
         if reason.starts_with("circuit_") {
-            metrics::counter!(CIRCUIT_REJECTIONS, "key" => key.clone(), "reason" => reason)
+            self.counter(CIRCUIT_REJECTIONS, key, [reason, "", ""])
                 .increment(1);
         }
-        metrics::histogram!(CALL_DURATION, "key" => key.clone(), "outcome" => outcome)
+        self.histogram(CALL_DURATION, key, [outcome, "", ""])
             .record(summary.duration().as_secs_f64());
-        metrics::histogram!(ATTEMPTS_PER_CALL, "key" => key).record(f64::from(summary.attempts));
+        self.histogram(ATTEMPTS_PER_CALL, key, ["", "", ""])
+            .record(f64::from(summary.attempts));
     }
 }
 
 impl Observer for MetricsObserver {
     fn on_launch(&self, key: PolicyKey<'_>, info: &AttemptInfo) {
         if info.is_hedge {
-            metrics::counter!(HEDGES_SPAWNED, "key" => key.to_string()).increment(1);
+            self.counter(HEDGES_SPAWNED, &KeyStr::new(key), ["", "", ""])
+                .increment(1);
         }
     }
 
     fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
-        let key = key.to_string();
+        let key = &KeyStr::new(key);
         let outcome = outcome_str(record.outcome.kind);
-        metrics::counter!(
-            ATTEMPTS,
-            "key" => key.clone(),
-            "kind" => kind_str(record.info.kind()),
-            "outcome" => outcome,
-            "reason" => record.outcome.reason,
-        )
-        .increment(1);
+        let kind = kind_str(record.info.kind());
+        self.counter(ATTEMPTS, key, [kind, outcome, record.outcome.reason])
+            .increment(1);
         if record.info.is_hedge && record.outcome.kind == OutcomeKind::Success {
-            metrics::counter!(HEDGES_WON, "key" => key.clone()).increment(1);
+            self.counter(HEDGES_WON, key, ["", "", ""]).increment(1);
         }
-        metrics::histogram!(ATTEMPT_DURATION, "key" => key, "outcome" => outcome)
+        self.histogram(ATTEMPT_DURATION, key, [outcome, "", ""])
             .record(record.duration().as_secs_f64());
     }
 
     fn on_success(&self, key: PolicyKey<'_>, summary: &CallSummary) {
-        Self::end(key, summary, "success");
+        self.end(key, summary, "success");
     }
 
     fn on_failure(&self, key: PolicyKey<'_>, summary: &CallSummary) {
-        Self::end(key, summary, "failure");
+        self.end(key, summary, "failure");
     }
 
     fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {
         if !decision.allowed {
+            // The budget's name is the policy's, so not `'static`: this
+            // rare event registers its counter each time.
             metrics::counter!(
                 BUDGET_DENIALS,
                 "key" => key.to_string(),
