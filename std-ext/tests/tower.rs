@@ -1,7 +1,7 @@
 //! The tower layer against a real axum server on 127.0.0.1: retries,
 //! hedges, per-attempt readiness, request cloning (and its absence), keys
 //! from requests, typed errors; and `tower::retry` + `tower::timeout` on the
-//! same server beside it.
+//! same server beside it, and `tower::hedge` beside the layer's hedging.
 
 #![allow(clippy::unwrap_used)]
 
@@ -498,4 +498,68 @@ async fn a_panicking_clone_hook_sends_the_original_once() {
     assert_eq!(response.status(), 503);
     assert_eq!(server.hits("flaky"), 1);
     assert_eq!(seen.0.lock().unwrap()[0].3, REQUEST_NOT_CLONEABLE);
+}
+
+/// A stalled request through `tower::hedge` and through the layer's
+/// hedging on the same kind of server: both send one hedge after 50 ms and
+/// answer with it.
+#[tokio::test]
+async fn side_by_side_with_tower_hedge() {
+    #[derive(Clone)]
+    struct CloneHttp;
+    impl tower::hedge::Policy<http::Request<Body>> for CloneHttp {
+        fn clone_request(&self, req: &http::Request<Body>) -> Option<http::Request<Body>> {
+            clone_http_request(req)
+        }
+        fn can_retry(&self, _: &http::Request<Body>) -> bool {
+            true
+        }
+    }
+
+    let tower_server = Server::start().await;
+    let recourse_server = Server::start().await;
+    // tower::hedge hedges at the p90 of recent latencies: 50 ms here.
+    let mut tower_stack = tower::hedge::Hedge::new_with_mock_latencies(
+        client(),
+        CloneHttp,
+        10,
+        0.9,
+        Duration::from_secs(60),
+        &[50; 20],
+    );
+    let mut p = policy(1);
+    p.hedge.enabled = true;
+    p.hedge.max_hedges = 1;
+    p.hedge.hedge_delay = Duration::from_millis(50);
+    let exec = executor(&[("api", p)], Arc::default());
+    let mut recourse_stack = layer(exec, "api").layer(client());
+
+    let started = std::time::Instant::now();
+    let t = tower_stack
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&tower_server.url("/slow/3000")))
+        .await
+        .unwrap();
+    let r = recourse_stack
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&recourse_server.url("/slow/3000")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (t.status(), r.status()),
+        (http::StatusCode::OK, http::StatusCode::OK)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (tower_server.hits("slow"), recourse_server.hits("slow")),
+        (2, 2)
+    );
 }
