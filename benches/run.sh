@@ -284,4 +284,22 @@ source file, and recourse's functions by inclusive cost. Full reports:
 {top("success/recourse-facade")}
 """)
 PY
+# --- issue 15: what each observer adds per call ---
+echo "==> observers: benches/observer_cost.sh" >&2
+{
+    echo
+    echo "## What each observer adds per call"
+    echo
+    echo "Instructions per successful single-attempt call through an executor on"
+    echo "the default timer, by observer, from \`bash benches/observer_cost.sh\`"
+    echo "(callgrind, ${CALLS:-10000} calls after as many of warm-up;"
+    echo "\`benches/examples/observer_cost.rs\` says what each variant installs)."
+    echo "\`tracing-off\` is the tracing observer with no subscriber; \`tracing\`"
+    echo "has \`tracing_subscriber::registry()\` and the call span; \`metrics\`"
+    echo "records into metrics-exporter-prometheus's recorder; \`opentelemetry\`"
+    echo "into the OTel SDK's meter provider."
+    echo
+    CALLS="${CALLS:-10000}" bash benches/observer_cost.sh
+} >>"$out"
+# --- end of issue 15 ---
 echo "==> wrote $out" >&2

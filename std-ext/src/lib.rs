@@ -71,6 +71,11 @@
 //! - `grpc` (feature `grpc`) — `GrpcClassifier`: status codes, pushback.
 //! - `sim` (feature `sim`) — the deterministic simulator: a policy against
 //!   a modelled backend in virtual time.
+//! - `integrations` (features `tower`, `reqwest`, `tonic`) — a tower
+//!   layer, a `reqwest-middleware` middleware, a tonic `Channel` layer.
+//! - `observers` (features `tracing`, `metrics`, `opentelemetry`) —
+//!   observers writing `tracing` spans, `metrics` counters and histograms,
+//!   OpenTelemetry instruments.
 //!
 //! ## Features
 //!
@@ -87,6 +92,17 @@
 //!   `tonic` without its transport).
 //! - `sim`: `sim::Scenario`, the discrete-event simulator (no extra
 //!   dependencies).
+//! - `tower`: `integrations::tower::RecourseLayer` (adds `tower-service`
+//!   and `tower-layer`).
+//! - `reqwest`: `integrations::reqwest::RecourseMiddleware` (adds
+//!   `reqwest`, `reqwest-middleware`, `anyhow`, `async-trait`; implies
+//!   `http`).
+//! - `tonic`: `integrations::tonic::GrpcLayer` (adds `http-body`,
+//!   `http-body-util`, `bytes`; implies `grpc` and `http`).
+//! - `tracing`: `observers::tracing::TracingObserver` (adds `tracing`).
+//! - `metrics`: `observers::metrics::MetricsObserver` (adds `metrics`).
+//! - `opentelemetry`: `observers::opentelemetry::OtelMetricsObserver`
+//!   (adds `opentelemetry` with only its metrics API).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The README's examples, compiled and run as doctests.
@@ -106,10 +122,14 @@ pub mod grpc;
 pub mod hedging;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(any(feature = "tower", feature = "reqwest", feature = "tonic"))]
+pub mod integrations;
 mod keyed;
 pub mod latency;
 pub mod missing_policy;
 pub mod observer;
+#[cfg(any(feature = "tracing", feature = "metrics", feature = "opentelemetry"))]
+pub mod observers;
 pub mod provider;
 mod report;
 #[cfg(feature = "sim")]

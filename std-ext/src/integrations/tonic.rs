@@ -1,0 +1,403 @@
+//! [`GrpcLayer`]: recourse on a tonic client `Channel` (or any gRPC
+//! transport service), as gRPC's own retry ([gRFC A6]) would do it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn core::error::Error>> {
+//! use std::sync::Arc;
+//! use recourse::integrations::tonic::GrpcLayer;
+//! use tower_layer::Layer;
+//!
+//! let exec = Arc::new(recourse::Executor::new());
+//! let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect().await?;
+//! let channel = GrpcLayer::new(exec).layer(channel);
+//! // Generated clients take it like a channel: `GreeterClient::new(channel)`.
+//! # drop(channel); Ok(()) }
+//! ```
+//!
+//! What it does with each RPC:
+//!
+//! - **Key**: the method's path without its leading slash, with `/` as `.`
+//!   (`/helloworld.Greeter/SayHello` → `helloworld.Greeter.SayHello`), or
+//!   [`GrpcLayer::key_fn`]'s.
+//! - **Request**: the request body is read into memory once (a unary or
+//!   server-streaming request is one message) and every attempt sends a
+//!   copy with the same headers. A body that fails to read is answered with
+//!   a trailers-only `INTERNAL` status, unsent. Client-streaming and
+//!   bidirectional calls are not for this layer: it would buffer the whole
+//!   stream before sending.
+//! - **Classifier**: the [`GrpcClassifier`] on the status the server sent
+//!   in a trailers-only response (every status a tonic server returns from
+//!   a handler before a message): `UNAVAILABLE` and `RESOURCE_EXHAUSTED`
+//!   are retried, `grpc-retry-pushback-ms` replaces the backoff, a
+//!   negative or malformed pushback stops the retries (`grpc_pushback_stop`).
+//!   A transport error (no response) counts as `UNAVAILABLE`. A status
+//!   that comes after a message, in the trailers, is not seen: the
+//!   response is a success for recourse, as the message was delivered.
+//!   A malformed `grpc-status-details-bin` is ignored, never a panic.
+//! - **`grpc-timeout`**: each attempt's header carries what is left of the
+//!   policy's deadlines when it is sent — the per-attempt timeout, or what
+//!   remains of the overall one, whichever is shorter — and never more than
+//!   a `grpc-timeout` the caller set. The layer reads the timeouts from the
+//!   executor's provider (one more lookup per RPC than the call's own);
+//!   for a key the provider has no policy for, only the caller's
+//!   `grpc-timeout` is sent.
+//! - **`grpc-previous-rpc-attempts`**: on every attempt after the first,
+//!   the number of attempts sent before it (A6's header, hedges included).
+//! - **Errors**: `recourse::Error` of the transport's error; tonic turns it
+//!   into a `Status` for the caller, with the inner error as its source.
+//!
+//! [gRFC A6]: https://github.com/grpc/proposal/blob/master/A6-client-retries.md
+
+use core::fmt;
+use core::future::{poll_fn, Future};
+use core::pin::Pin;
+use core::sync::atomic::{AtomicU32, Ordering};
+use core::task::{Context, Poll};
+use core::time::Duration;
+use std::panic::catch_unwind;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use bytes::Bytes;
+use core::panic::AssertUnwindSafe;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full};
+use recourse_core::machine::Cause;
+use recourse_core::{AttemptInfo, Error, Outcome, PolicyKey, Timer};
+use tonic::body::Body;
+use tonic::{Code, Status};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::executor::Executor;
+use crate::grpc::GrpcClassifier;
+use crate::timer::{DefaultTimer, TimerSource};
+
+/// `grpc-timeout`.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// `grpc-previous-rpc-attempts`.
+pub const GRPC_PREVIOUS_RPC_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
+
+type KeyFn = dyn Fn(&Request<Body>) -> String + Send + Sync;
+
+/// Wraps a gRPC transport service in [`GrpcService`]; see the
+/// [module docs](self).
+pub struct GrpcLayer<T = DefaultTimer> {
+    exec: Arc<Executor<T>>,
+    key: Option<Arc<KeyFn>>,
+    classifier: GrpcClassifier,
+}
+
+impl<T> Clone for GrpcLayer<T> {
+    fn clone(&self) -> Self {
+        Self {
+            exec: self.exec.clone(),
+            key: self.key.clone(),
+            classifier: self.classifier,
+        }
+    }
+}
+
+impl<T> fmt::Debug for GrpcLayer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcLayer")
+            .field("custom_key", &self.key.is_some())
+            .field("classifier", &self.classifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> GrpcLayer<T> {
+    /// The layer on `exec`, keyed by method, with the default
+    /// [`GrpcClassifier`].
+    pub fn new(exec: Arc<Executor<T>>) -> Self {
+        Self {
+            exec,
+            key: None,
+            classifier: GrpcClassifier::new(),
+        }
+    }
+
+    /// Keys computed by `key` from each request (a panic in it is
+    /// contained: the RPC fails with [`Error::NoPolicy`], unsent).
+    #[must_use]
+    pub fn key_fn(
+        mut self,
+        key: impl Fn(&Request<Body>) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.key = Some(Arc::new(key));
+        self
+    }
+
+    /// The classifier (for another retryable set).
+    #[must_use]
+    pub fn classifier(mut self, classifier: GrpcClassifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+}
+
+impl<S, T> Layer<S> for GrpcLayer<T> {
+    type Service = GrpcService<S, T>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// A gRPC transport service whose every RPC is one recourse call; made by
+/// [`GrpcLayer`].
+pub struct GrpcService<S, T = DefaultTimer> {
+    inner: S,
+    layer: GrpcLayer<T>,
+}
+
+impl<S: Clone, T> Clone for GrpcService<S, T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, T> fmt::Debug for GrpcService<S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcService")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+/// The default key: `/pkg.Service/Method` → `pkg.Service.Method`.
+pub fn default_key(req: &Request<Body>) -> String {
+    req.uri().path().trim_start_matches('/').replace('/', ".")
+}
+
+/// The status of a trailers-only response, if the headers carry one.
+/// `grpc-status-details-bin` is dropped first: tonic panics on a value that
+/// is not base64.
+fn header_status(headers: &HeaderMap) -> Option<Status> {
+    headers.get(Status::GRPC_STATUS)?;
+    let mut headers = headers.clone();
+    headers.remove("grpc-status-details-bin");
+    Status::from_header_map(&headers)
+}
+
+/// `d` as a `grpc-timeout` value: at most 8 digits, rounded up, in the
+/// finest unit that fits.
+fn format_timeout(d: Duration) -> HeaderValue {
+    let micros = d.as_micros().max(1);
+    let units: [(u128, char); 4] = [(1, 'u'), (1_000, 'm'), (1_000_000, 'S'), (60_000_000, 'M')];
+    for (per, unit) in units {
+        let n = micros.div_ceil(per);
+        if n <= 99_999_999 {
+            return HeaderValue::from_str(&format!("{n}{unit}"))
+                .unwrap_or(HeaderValue::from_static("99999999H"));
+        }
+    }
+    HeaderValue::from_static("99999999H")
+}
+
+/// A `grpc-timeout` header's duration, if well-formed.
+fn parse_timeout(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?;
+    let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A trailers-only response with `status`.
+fn status_response(status: &Status) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    // `add_header` only fails on a message that cannot be a header value;
+    // then the code alone goes out.
+    if status.add_header(response.headers_mut()).is_err() {
+        let code = HeaderValue::from(status.code() as i32);
+        response.headers_mut().insert(Status::GRPC_STATUS, code);
+    }
+    response
+}
+
+impl<S, ResBody, T> Service<Request<Body>> for GrpcService<S, T>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn core::error::Error + Send + Sync>>,
+    T: TimerSource,
+    T::Timer: Send,
+    <T::Timer as Timer>::Sleep: Send,
+{
+    type Response = Response<Body>;
+    type Error = Error<S::Error>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Error<S::Error>>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(|error| Error::Operation {
+            error,
+            cause: Cause::NonRetryable,
+        })
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let spare = self.inner.clone();
+        let ready = core::mem::replace(&mut self.inner, spare.clone());
+        let key = match &self.layer.key {
+            Some(f) => match catch_unwind(AssertUnwindSafe(|| f(&req))) {
+                Ok(k) => k,
+                Err(_) => return Box::pin(core::future::ready(Err(Error::NoPolicy))),
+            },
+            None => default_key(&req),
+        };
+        let exec = self.layer.exec.clone();
+        let grpc = self.layer.classifier;
+        #[cfg(feature = "tracing")]
+        let span = crate::observers::tracing::call_span(&key);
+        let call = async move {
+            let started = StdInstant::now();
+            let (parts, body) = req.into_parts();
+            let bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    let status = Status::internal(format!(
+                        "recourse: the request body could not be read: {e}"
+                    ));
+                    return Ok(status_response(&status));
+                }
+            };
+            let timeouts = exec
+                .provider()
+                .policy(PolicyKey::parse(&key))
+                .ok()
+                .map(|l| {
+                    (
+                        l.policy.policy.retry.timeout_per_attempt,
+                        l.policy.policy.retry.overall_timeout,
+                    )
+                });
+            let caller_timeout = parts.headers.get(GRPC_TIMEOUT).and_then(parse_timeout);
+            let sent = AtomicU32::new(0);
+            let sent = &sent;
+            let mut ready = Some(ready);
+            let classifier = |r: &Result<Response<Body>, S::Error>| -> Outcome {
+                match r {
+                    Ok(response) => match header_status(response.headers()) {
+                        Some(status) if status.code() != Code::Ok => grpc.classify_status(&status),
+                        _ if response.status() != http::StatusCode::OK => grpc.classify_status(
+                            &Status::unavailable(format!("HTTP {}", response.status())),
+                        ),
+                        _ => Outcome::SUCCESS,
+                    },
+                    Err(_) => grpc.classify_status(&Status::unavailable("transport error")),
+                }
+            };
+            let op = move |_: AttemptInfo| {
+                let mut request =
+                    Request::from_parts(parts.clone(), Body::new(Full::new(bytes.clone())));
+                let previous = sent.fetch_add(1, Ordering::Relaxed);
+                if previous > 0 {
+                    request
+                        .headers_mut()
+                        .insert(GRPC_PREVIOUS_RPC_ATTEMPTS, HeaderValue::from(previous));
+                }
+                let left = timeouts.and_then(|(per_attempt, overall)| {
+                    let overall = overall.map(|o| o.saturating_sub(started.elapsed()));
+                    [per_attempt, overall, caller_timeout]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                });
+                if let Some(left) = left.or(caller_timeout) {
+                    request
+                        .headers_mut()
+                        .insert(GRPC_TIMEOUT, format_timeout(left));
+                }
+                let service = ready.take();
+                let spare = spare.clone();
+                async move {
+                    let mut service = match service {
+                        Some(s) => s,
+                        None => {
+                            let mut s = spare;
+                            poll_fn(|cx| s.poll_ready(cx)).await?;
+                            s
+                        }
+                    };
+                    let response = service.call(request).await?;
+                    Ok(response.map(Body::new))
+                }
+            };
+            exec.call_classified(&key, classifier, op).await
+        };
+        #[cfg(feature = "tracing")]
+        let call = tracing::Instrument::instrument(call, span);
+        Box::pin(call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_round_trips_in_the_finest_unit_that_fits() {
+        let cases = [
+            (Duration::from_millis(250), "250000u"),
+            (Duration::from_secs(150), "150000m"),
+            (Duration::from_secs(200_000), "200000S"),
+            (Duration::from_secs(200_000_000), "3333334M"),
+            (Duration::ZERO, "1u"),
+        ];
+        for (d, s) in cases {
+            assert_eq!(format_timeout(d), s, "{d:?}");
+        }
+        assert_eq!(
+            parse_timeout(&HeaderValue::from_static("250m")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_timeout(&HeaderValue::from_static("2S")),
+            Some(Duration::from_secs(2))
+        );
+        for bad in ["", "m", "12", "123456789m", "-5m", "5x", "5 m"] {
+            assert_eq!(
+                parse_timeout(&HeaderValue::from_static(bad)),
+                None,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_status_details_header_is_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-status", HeaderValue::from_static("14"));
+        h.insert(
+            "grpc-status-details-bin",
+            HeaderValue::from_static("%%%not base64"),
+        );
+        let status = header_status(&h);
+        assert_eq!(status.map(|s| s.code()), Some(Code::Unavailable));
+        assert!(header_status(&HeaderMap::new()).is_none());
+    }
+}
