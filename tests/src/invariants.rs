@@ -45,7 +45,11 @@
 //!   a refusal); a held non-retryable result is never masked by a later
 //!   retryable one; where the verdict is forced the model predicts it;
 //! - **backoff**: a retry-after hint fixes the sleep (capped by the
-//!   executor); a drawn one stays within `max_backoff`; the record reports it;
+//!   executor); otherwise the sleep is exactly the next delay of a reference
+//!   schedule rebuilt from the docs (base × multiplier, capped; each jitter
+//!   kind drawn from the same seeded RNG stream, and within its documented
+//!   range); a delay reaching the deadline ends the call
+//!   `backoff_beyond_deadline`; the record reports the sleep;
 //! - **liveness**: a driver that completes its attempts sees the call end
 //!   within the attempt bound; a cancel ends it at once;
 //! - **determinism**: the same scenario gives the same actions.

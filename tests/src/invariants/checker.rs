@@ -29,6 +29,7 @@ macro_rules! ensure {
     };
 }
 
+mod backoff;
 mod end;
 mod launch;
 mod wait;
@@ -66,10 +67,11 @@ struct Attempt {
 #[derive(Copy, Clone, Debug)]
 struct GroupEnd {
     at: Instant,
-    /// The sleep when a retry-after hint fixes it.
-    hinted: Option<Duration>,
-    /// Whether a drawn backoff could reach the overall deadline.
-    may_stop: bool,
+    /// The sleep: the retry-after hint (capped by the executor), else the
+    /// delay the reference schedule drew.
+    delay: Duration,
+    /// Whether a retry-after hint fixed it.
+    hinted: bool,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -96,8 +98,8 @@ pub(super) struct Checker<'s> {
     max_hedges_ever: u32,
     per_attempt: Option<Duration>,
     overall: Option<Duration>,
-    /// The longest backoff the policy can draw.
-    backoff_cap: Duration,
+    /// The backoff delays the machine must draw.
+    schedule: backoff::Schedule,
 
     // The clock and the call.
     /// The latest time fed (the machine's clock must say the same).
@@ -141,13 +143,15 @@ pub(super) struct Checker<'s> {
 }
 
 impl<'s> Checker<'s> {
-    /// A model of a machine built with `policy` and `options` and `n` slots;
-    /// `context` (the scenario) is printed with any violation.
+    /// A model of a machine built with `policy`, `options`, `n` slots and
+    /// an RNG seeded with `seed`; `context` (the scenario) is printed with
+    /// any violation.
     pub(super) fn new(
         context: &'s dyn fmt::Debug,
         policy: &Policy,
         options: Options,
         n: usize,
+        seed: u64,
     ) -> Self {
         let r = &policy.retry;
         let policy_hedges = if policy.hedge.enabled {
@@ -166,7 +170,7 @@ impl<'s> Checker<'s> {
             max_hedges_ever: 0,
             per_attempt: r.timeout_per_attempt.filter(|d| !d.is_zero()),
             overall: r.overall_timeout.filter(|d| !d.is_zero()),
-            backoff_cap: r.max_backoff.max(r.initial_backoff),
+            schedule: backoff::Schedule::new(r, seed),
             now: Instant::ZERO,
             started: false,
             start: Instant::ZERO,
@@ -383,36 +387,29 @@ impl<'s> Checker<'s> {
             return;
         }
         let now = self.now;
-        match hint {
-            Some(h) => {
-                let delay = h.min(self.options.max_retry_after);
-                if self.deadline.is_some_and(|d| now + delay >= d) {
-                    self.expected = Some(Verdict::Failure {
-                        cause: Cause::RetryAfterBeyondDeadline,
-                        last,
-                    });
-                } else {
-                    self.group_end = Some(GroupEnd {
-                        at: now,
-                        hinted: Some(delay),
-                        may_stop: false,
-                    });
-                }
-            }
-            None => {
-                if self.deadline.is_some_and(|d| now >= d) {
-                    self.expected = Some(Verdict::Failure {
-                        cause: Cause::BackoffBeyondDeadline,
-                        last,
-                    });
-                } else {
-                    self.group_end = Some(GroupEnd {
-                        at: now,
-                        hinted: None,
-                        may_stop: self.deadline.is_some_and(|d| now + self.backoff_cap >= d),
-                    });
-                }
-            }
+        // Drawn even when a hint replaces it: the RNG stream moves on.
+        let drawn = match self.schedule.next() {
+            Ok(d) => d,
+            Err(e) => self.fail(format_args!("{e}")),
+        };
+        let (delay, beyond) = match hint {
+            Some(h) => (
+                h.min(self.options.max_retry_after),
+                Cause::RetryAfterBeyondDeadline,
+            ),
+            None => (drawn, Cause::BackoffBeyondDeadline),
+        };
+        if self.deadline.is_some_and(|d| now + delay >= d) {
+            self.expected = Some(Verdict::Failure {
+                cause: beyond,
+                last,
+            });
+        } else {
+            self.group_end = Some(GroupEnd {
+                at: now,
+                delay,
+                hinted: hint.is_some(),
+            });
         }
     }
 

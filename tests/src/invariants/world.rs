@@ -121,7 +121,7 @@ fn run_n<const N: usize>(s: &Scenario, limits: RunLimits) -> (Coverage, u64) {
     let mut w = World {
         m: CallMachine::<N>::new(&policy, options, fastrand::Rng::with_seed(s.seed)),
         gate: WorldGate::new(&s.gate, budget.as_ref()),
-        checker: Checker::new(s, &policy, options, N),
+        checker: Checker::new(s, &policy, options, N, s.seed),
         budget: budget.as_ref(),
         rest: Action::AwaitAttempts,
         digest: DefaultHasher::new(),

@@ -124,27 +124,27 @@ impl Checker<'_> {
                 self.groups
             ));
         };
-        let backoff = match self.backoff_until.take() {
-            Some(until) => {
-                ensure!(
-                    self,
-                    self.now >= until,
-                    "retry started at {:?}, before its backoff ended at {until:?}",
-                    self.now
-                );
-                until - end.at
-            }
-            None => Duration::ZERO,
+        let what = if end.hinted {
+            "the server's retry-after hint (capped by the executor)"
+        } else {
+            "the backoff schedule (multiplier, cap and jitter drawn from the seeded RNG)"
         };
-        if let Some(hinted) = end.hinted {
-            ensure!(
+        match self.backoff_until.take() {
+            // The wait itself was checked against `end.at + end.delay`.
+            Some(until) => ensure!(
                 self,
-                backoff == hinted,
-                "the server asked for a {hinted:?} wait (retry-after, capped by the executor), \
-                 the machine slept {backoff:?}"
-            );
+                self.now >= until,
+                "retry started at {:?}, before its backoff ended at {until:?}",
+                self.now
+            ),
+            None => ensure!(
+                self,
+                end.delay.is_zero(),
+                "{what} fixes the sleep at {:?}, the machine launched the retry without one",
+                end.delay
+            ),
         }
-        backoff
+        end.delay
     }
 
     /// Rules for a hedge about to be launched or refused.
