@@ -34,6 +34,12 @@
 //!   once per admitted attempt and `call_ended` exactly once, last; every
 //!   budget reservation is settled exactly once, and a `Concurrency` budget
 //!   is back to zero;
+//! - **budget conservation**: around every `decide` and `settle`, each
+//!   built-in budget's tokens or balance change exactly as its docs say
+//!   (never above capacity, an allowed attempt spends exactly its cost, a
+//!   denial spends nothing and only when too little is left, refunds and
+//!   success credits as documented); parameters and costs range over all
+//!   of `u32` now and then;
 //! - **after the end**: `Finish` again and again, and nothing else — no
 //!   launch, no gate call; nothing starts after a cancellation;
 //! - **time**: the machine's clock is the latest time fed (never back);
@@ -55,6 +61,7 @@
 //! - **determinism**: the same scenario gives the same actions.
 
 mod checker;
+mod conservation;
 mod coverage;
 mod gate;
 mod input;

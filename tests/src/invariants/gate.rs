@@ -21,6 +21,7 @@ use recourse_core::{
     Instant, PolicyKey, Reservation, Verdict,
 };
 
+use super::conservation::Laws;
 use super::input::{Answer, BudgetInput, ChaosAnswer, GateInput, TriggerInput};
 
 /// One call the machine made on the gate, with the gate's answer.
@@ -34,7 +35,7 @@ pub(super) enum GateCall {
 
 /// A built-in budget.
 #[derive(Debug)]
-enum Inner {
+pub(super) enum Inner {
     Unlimited(Unlimited),
     TokenBucket(TokenBucket),
     Concurrency(Concurrency),
@@ -44,7 +45,7 @@ enum Inner {
 }
 
 impl Inner {
-    fn budget(&self) -> &dyn Budget {
+    pub(super) fn budget(&self) -> &dyn Budget {
         match self {
             Self::Unlimited(b) => b,
             Self::TokenBucket(b) => b,
@@ -68,6 +69,8 @@ struct Held {
 #[derive(Debug)]
 pub(super) struct CheckedBudget {
     inner: Inner,
+    /// Its conservation law, checked around every decision and settlement.
+    laws: Laws,
     /// Indexed by attempt id.
     ledger: RefCell<Vec<Option<Held>>>,
     /// Denials.
@@ -85,9 +88,9 @@ impl CheckedBudget {
             BudgetInput::TokenBucket {
                 capacity,
                 refill_per_second,
-            } => Inner::TokenBucket(TokenBucket::new(capacity.into(), refill_per_second.into())),
+            } => Inner::TokenBucket(TokenBucket::new(capacity, refill_per_second)),
             BudgetInput::Concurrency { permille, min } => {
-                Inner::Concurrency(Concurrency::new(permille.into(), min.into()))
+                Inner::Concurrency(Concurrency::new(permille, min))
             }
             BudgetInput::RetryRatio {
                 ttl_secs,
@@ -95,27 +98,28 @@ impl CheckedBudget {
                 permille,
             } => Inner::RetryRatio(RetryRatio::new(
                 Duration::from_secs(ttl_secs.into()),
-                min_per_sec.into(),
-                permille.into(),
+                min_per_sec,
+                permille,
             )),
             BudgetInput::GrpcThrottle {
                 max_tokens,
                 ratio_milli,
-            } => Inner::GrpcThrottle(GrpcThrottle::new(max_tokens.into(), ratio_milli.into())),
+            } => Inner::GrpcThrottle(GrpcThrottle::new(max_tokens, ratio_milli)),
             BudgetInput::AwsRetryQuota {
                 capacity,
                 retry_cost,
                 timeout_cost,
                 increment,
             } => Inner::AwsRetryQuota(AwsRetryQuota::new(
-                capacity.into(),
-                retry_cost.into(),
-                timeout_cost.into(),
-                increment.into(),
+                capacity,
+                retry_cost,
+                timeout_cost,
+                increment,
             )),
         };
         Some(Self {
             inner,
+            laws: Laws::new(input),
             ledger: RefCell::new(Vec::new()),
             denied: RefCell::new(0),
             strays: RefCell::new(Vec::new()),
@@ -162,7 +166,10 @@ impl CheckedBudget {
 
 impl Budget for CheckedBudget {
     fn decide(&self, request: &BudgetRequest<'_>) -> Decision {
-        let decision = self.inner.budget().decide(request);
+        let (decision, law) = self.laws.decide(&self.inner, request);
+        if let Err(e) = law {
+            self.strays.borrow_mut().push(e);
+        }
         if decision.allowed {
             let id = usize::from(request.attempt.id.0);
             let mut ledger = self.ledger.borrow_mut();
@@ -199,7 +206,9 @@ impl Budget for CheckedBudget {
             )),
         }
         drop(ledger);
-        self.inner.budget().settle(record, reservation, now);
+        if let Err(e) = self.laws.settle(&self.inner, record, reservation, now) {
+            self.strays.borrow_mut().push(e);
+        }
     }
 }
 
@@ -220,14 +229,8 @@ impl<'b> WorldGate<'b> {
         Self {
             script: input.script.clone(),
             next_answer: 0,
-            budget: budget.map(|b| {
-                BudgetGate::new(
-                    b,
-                    PolicyKey::new("fuzz", "call"),
-                    "world",
-                    input.cost.into(),
-                )
-            }),
+            budget: budget
+                .map(|b| BudgetGate::new(b, PolicyKey::new("fuzz", "call"), "world", input.cost)),
             trigger: input.trigger.clone(),
             chaos_turn: 0,
             log: Vec::new(),
