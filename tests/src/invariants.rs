@@ -56,6 +56,11 @@
 //!   kind drawn from the same seeded RNG stream, and within its documented
 //!   range); a delay reaching the deadline ends the call
 //!   `backoff_beyond_deadline`; the record reports the sleep;
+//! - **hedge timing**: the trigger is told the policy's `hedge_delay`; the
+//!   fixed-delay and quantile triggers answer as documented (hedge `k` at
+//!   `k ×` the delay, or the quantile but at least 1 ms, after the group's
+//!   primary; until then "ask again at that instant"), and the machine
+//!   hedges and waits by those answers;
 //! - **liveness**: a driver that completes its attempts sees the call end
 //!   within the attempt bound; a cancel ends it at once;
 //! - **determinism**: the same scenario gives the same actions.

@@ -20,6 +20,7 @@ use recourse_core::{
 
 use super::coverage::{Feature, Seen};
 use super::gate::GateCall;
+use super::input::TriggerInput;
 
 macro_rules! ensure {
     ($self:ident, $cond:expr, $($arg:tt)+) => {
@@ -100,6 +101,9 @@ pub(super) struct Checker<'s> {
     overall: Option<Duration>,
     /// The backoff delays the machine must draw.
     schedule: backoff::Schedule,
+    /// The gap between hedges the gate's trigger documents (`None`: a
+    /// scripted trigger that answers anything).
+    hedge_gap: Option<Duration>,
 
     // The clock and the call.
     /// The latest time fed (the machine's clock must say the same).
@@ -171,6 +175,7 @@ impl<'s> Checker<'s> {
             per_attempt: r.timeout_per_attempt.filter(|d| !d.is_zero()),
             overall: r.overall_timeout.filter(|d| !d.is_zero()),
             schedule: backoff::Schedule::new(r, seed),
+            hedge_gap: None,
             now: Instant::ZERO,
             started: false,
             start: Instant::ZERO,
@@ -206,6 +211,20 @@ impl<'s> Checker<'s> {
         let room = u32::try_from(self.n.saturating_sub(1)).unwrap_or(u32::MAX);
         self.max_hedges = self.policy_hedges.min(options.max_hedges_ceiling).min(room);
         self.max_hedges_ever = self.max_hedges_ever.max(self.max_hedges);
+    }
+
+    /// The gate answers with `trigger`: each answer must be the documented
+    /// one (hedge `k` at `k × gap` after the group's start).
+    pub(super) fn set_trigger(&mut self, trigger: &TriggerInput) {
+        let delay = self.policy.hedge.hedge_delay;
+        self.hedge_gap = match trigger {
+            TriggerInput::Fixed | TriggerInput::Quantile { latency: None, .. } => Some(delay),
+            // A quantile trigger never spaces hedges closer than 1 ms.
+            TriggerInput::Quantile {
+                latency: Some(q), ..
+            } => Some(q.0.max(Duration::from_millis(1))),
+            TriggerInput::Chaos(_) => None,
+        };
     }
 
     /// Attempts launched so far.

@@ -127,6 +127,7 @@ fn run_n<const N: usize>(s: &Scenario, limits: RunLimits) -> (Coverage, u64) {
         digest: DefaultHasher::new(),
         audited: false,
     };
+    w.checker.set_trigger(&s.gate.trigger);
     if s.normalize.is_none() {
         w.checker.seen.mark(Feature::RawPolicy);
     }

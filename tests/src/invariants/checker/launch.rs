@@ -4,7 +4,7 @@
 
 use core::time::Duration;
 
-use recourse_core::hedge::HedgeState;
+use recourse_core::hedge::{HedgeDecision, HedgeState};
 use recourse_core::{
     Admission, AdmitRequest, AttemptId, AttemptInfo, AttemptRecord, Cause, Gatekeeper, Outcome,
     Verdict,
@@ -25,7 +25,7 @@ impl Checker<'_> {
         let (req, adm) = match (hedge, calls) {
             (false, [GateCall::Admit(req, adm)]) => (*req, *adm),
             (true, [GateCall::Hedge(state, decision), GateCall::Admit(req, adm)]) => {
-                self.check_hedge_consultation(state);
+                self.check_hedge_consultation(state, decision);
                 ensure!(
                     self,
                     decision.spawn,
@@ -181,7 +181,11 @@ impl Checker<'_> {
         self.group_hedges += 1;
     }
 
-    pub(super) fn check_hedge_consultation(&mut self, state: &HedgeState) {
+    pub(super) fn check_hedge_consultation(
+        &mut self,
+        state: &HedgeState,
+        decision: &HedgeDecision,
+    ) {
         ensure!(
             self,
             self.max_hedges > 0,
@@ -221,6 +225,31 @@ impl Checker<'_> {
             *state == want,
             "the hedge trigger was told {state:?}, expected {want:?}"
         );
+        if let Some(gap) = self.hedge_gap {
+            // Hedge `k` at `k × gap` after the group's primary; until then
+            // the trigger asks to be consulted at that instant.
+            let k = self.group_hedges.saturating_add(1);
+            let due = self.group_start + gap.saturating_mul(k);
+            let documented = if self.now >= due {
+                HedgeDecision {
+                    spawn: true,
+                    next_check: None,
+                }
+            } else {
+                HedgeDecision {
+                    spawn: false,
+                    next_check: Some(due),
+                }
+            };
+            ensure!(
+                self,
+                *decision == documented,
+                "the trigger answered {decision:?} for hedge {k} at {:?}, its docs say \
+                 {documented:?} (hedge k at k × {gap:?} after the group's start {:?})",
+                self.now,
+                self.group_start
+            );
+        }
     }
 
     pub(super) fn on_launch(&mut self, info: AttemptInfo, calls: &[GateCall]) {

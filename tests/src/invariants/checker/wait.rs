@@ -128,7 +128,7 @@ impl Checker<'_> {
         match calls {
             [] => None,
             [GateCall::Hedge(state, decision)] => {
-                self.check_hedge_consultation(state);
+                self.check_hedge_consultation(state, decision);
                 ensure!(
                     self,
                     !decision.spawn,
