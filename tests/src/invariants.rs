@@ -42,8 +42,11 @@
 //!   of `u32` now and then;
 //! - **after the end**: `Finish` again and again, and nothing else — no
 //!   launch, no gate call; nothing starts after a cancellation;
-//! - **time**: the machine's clock is the latest time fed (never back);
-//!   records start at their launch and end at the clock;
+//! - **time**: the machine's clock is the latest time fed (never back),
+//!   up to [`Instant::MAX`](recourse_core::Instant::MAX), where timeouts
+//!   and backoffs saturate to now (an attempt is launched and cut at once,
+//!   an overall timeout ends the call at its start); records start at their
+//!   launch and end at the clock;
 //! - **verdicts**: `Success(id)` only for an attempt fed a success;
 //!   `last` names an attempt that failed; each cause is explained by what was
 //!   fed (non-retryable by a non-retryable result, `deadline_exceeded` by the

@@ -124,6 +124,7 @@ fn machine_invariants_hold_after_every_step() {
         &[
             Feature::BackoffBeyondDeadline,
             Feature::RetryAfterBeyondDeadline,
+            Feature::ClockSaturated,
         ],
     );
 }

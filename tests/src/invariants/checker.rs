@@ -309,6 +309,16 @@ impl<'s> Checker<'s> {
                     self.start = now;
                     self.deadline = self.overall.map(|d| now + d);
                     self.now = now;
+                    // At the clock's end the overall timeout saturates to
+                    // now: the call ends `deadline_exceeded` before it
+                    // launches anything.
+                    if self.deadline == Some(now) {
+                        self.seen.mark(Feature::ClockSaturated);
+                        self.expected = Some(Verdict::Failure {
+                            cause: Cause::DeadlineExceeded,
+                            last: None,
+                        });
+                    }
                 }
                 return;
             }

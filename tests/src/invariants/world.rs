@@ -14,18 +14,17 @@ use recourse_core::{
 use super::checker::Checker;
 use super::coverage::{Coverage, Feature};
 use super::gate::{CheckedBudget, WorldGate};
-use super::input::{FinaleMode, Scenario, Step, When, Width};
+use super::input::{FinaleMode, Scenario, Step, TriggerInput, When, Width};
 
-/// The latest instant the world's clock reaches, about 292 years after the
-/// epoch (events later than this are fed at it).
+/// The latest instant the world's clock reaches: the end of the clock,
+/// [`Instant::MAX`], about 584 years after the epoch.
 ///
-/// Why a horizon: at [`Instant::MAX`] saturating arithmetic makes
-/// `now + d == now`, so "every wait is after now" cannot hold there, and a
-/// record's backoff is a sleep that never happened. Real clocks are far from
-/// it (std-ext's epoch is a century back); policy durations still saturate
-/// freely (an overall timeout of `Duration::MAX` is a deadline at
-/// `Instant::MAX`).
-pub const HORIZON: Instant = Instant::from_nanos(u64::MAX / 2);
+/// At the end of the clock saturating arithmetic makes `now + d == now`:
+/// timeouts and backoffs saturate to now, so an attempt is launched and cut
+/// at once, a backoff is a sleep that never happened (its record still
+/// reports it), and an overall timeout ends the call at its start. The
+/// checker allows exactly these; everything else holds there as anywhere.
+pub const HORIZON: Instant = Instant::MAX;
 
 /// How much work one run may do, and which known machine defects the world
 /// steers around.
@@ -68,19 +67,29 @@ pub struct Avoid {
     /// overflow checks, reused ids without). Avoided by giving the machine
     /// at most 65,535 / 11 retry groups.
     pub more_attempts_than_ids: bool,
+    /// At [`Instant::MAX`], a trigger that asks to be consulted later gets
+    /// a `Wait` until now (`next_check.max(now + 1 ms)` saturates to now):
+    /// a driver would busy-loop. Avoided by keeping the clock 1 ms short of
+    /// its end when the scenario's trigger is a scripted one.
+    pub hedge_check_at_clock_end: bool,
 }
 
 impl Avoid {
-    /// Every defect known today: none. Both flags name defects the
-    /// fuzzer found and the machine has since fixed (a start before
-    /// earlier events now starts at the latest time seen; a call whose
-    /// attempt ids run out ends `retries_exhausted`); they stay so that a
-    /// defect found next can be steered around the same way.
-    pub const KNOWN: Self = Self::NOTHING;
+    /// Every defect known today: a hedge check at the clock's end. The
+    /// other flags name defects the fuzzer found and the machine has since
+    /// fixed (a start before earlier events now starts at the latest time
+    /// seen; a call whose attempt ids run out ends `retries_exhausted`);
+    /// they stay so that a defect found next can be steered around the same
+    /// way.
+    pub const KNOWN: Self = Self {
+        hedge_check_at_clock_end: true,
+        ..Self::NOTHING
+    };
     /// None: the world feeds whatever the scenario says.
     pub const NOTHING: Self = Self {
         start_before_events_seen: false,
         more_attempts_than_ids: false,
+        hedge_check_at_clock_end: false,
     };
 }
 
@@ -126,6 +135,13 @@ fn run_n<const N: usize>(s: &Scenario, limits: RunLimits) -> (Coverage, u64) {
         rest: Action::AwaitAttempts,
         digest: DefaultHasher::new(),
         audited: false,
+        horizon: if limits.avoid.hedge_check_at_clock_end
+            && matches!(s.gate.trigger, TriggerInput::Chaos(_))
+        {
+            HORIZON - Duration::from_millis(1)
+        } else {
+            HORIZON
+        },
     };
     w.checker.set_trigger(&s.gate.trigger);
     if s.normalize.is_none() {
@@ -183,26 +199,28 @@ struct World<'s, 'b, const N: usize> {
     rest: Action,
     digest: DefaultHasher,
     audited: bool,
+    /// The latest instant fed: [`HORIZON`], or 1 ms short of it.
+    horizon: Instant,
 }
 
 impl<const N: usize> World<'_, '_, N> {
-    /// Feeds `event` (at the [`HORIZON`] at the latest) and drains the
+    /// Feeds `event` (at the horizon at the latest) and drains the
     /// machine.
     fn feed(&mut self, event: Event) {
         let event = match event {
             Event::Start { now } => Event::Start {
-                now: now.min(HORIZON),
+                now: now.min(self.horizon),
             },
             Event::Tick { now } => Event::Tick {
-                now: now.min(HORIZON),
+                now: now.min(self.horizon),
             },
             Event::Cancel { now } => Event::Cancel {
-                now: now.min(HORIZON),
+                now: now.min(self.horizon),
             },
             Event::AttemptFinished { id, outcome, now } => Event::AttemptFinished {
                 id,
                 outcome,
-                now: now.min(HORIZON),
+                now: now.min(self.horizon),
             },
         };
         self.checker.on_event(&event);
@@ -215,7 +233,16 @@ impl<const N: usize> World<'_, '_, N> {
     fn drain(&mut self) {
         // A launch and a cancel per slot, a record per slot, a refusal and
         // the finish: anything longer is the machine spinning.
-        let limit = 4 * N + 16;
+        // At the clock's end a timeout saturates to now: every attempt is
+        // launched and cut at once, so the call runs through all of them
+        // (ids run out at 65,536) in one drain.
+        let limit = 4 * N
+            + 16
+            + if self.checker.now == Instant::MAX {
+                4 * usize::try_from(self.checker.attempt_bound().min(1 << 17)).unwrap_or(0)
+            } else {
+                0
+            };
         for _ in 0..limit {
             let action = self.m.poll(&mut self.gate);
             let calls = core::mem::take(&mut self.gate.log);
@@ -351,7 +378,7 @@ impl<const N: usize> World<'_, '_, N> {
             && (eager || until.is_none() || rng.bool());
         if !complete {
             match until {
-                Some(until) if until <= HORIZON => {
+                Some(until) if until <= self.horizon => {
                     self.feed(Event::Tick { now: until });
                     return true;
                 }

@@ -6,8 +6,8 @@ use core::time::Duration;
 
 use recourse_core::hedge::{HedgeDecision, HedgeState};
 use recourse_core::{
-    Admission, AdmitRequest, AttemptId, AttemptInfo, AttemptRecord, Cause, Gatekeeper, Outcome,
-    Verdict,
+    Admission, AdmitRequest, AttemptId, AttemptInfo, AttemptRecord, Cause, Gatekeeper, Instant,
+    Outcome, Verdict,
 };
 
 use super::{Attempt, Checker, Life};
@@ -137,9 +137,11 @@ impl Checker<'_> {
                 "retry started at {:?}, before its backoff ended at {until:?}",
                 self.now
             ),
+            // At the clock's end `at + delay` saturates to `at`: nothing to
+            // wait for, the record still reports the sleep drawn.
             None => ensure!(
                 self,
-                end.delay.is_zero(),
+                end.delay.is_zero() || end.at + end.delay == end.at,
                 "{what} fixes the sleep at {:?}, the machine launched the retry without one",
                 end.delay
             ),
@@ -278,9 +280,15 @@ impl Checker<'_> {
              overall deadline)",
             info.deadline
         );
+        // At the clock's end a timeout saturates to now: the machine then
+        // launches the attempt and cuts it at once (`CallPlan::first_attempt`).
+        let saturated = self.now == Instant::MAX;
+        if saturated && info.deadline == Some(self.now) {
+            self.seen.mark(Feature::ClockSaturated);
+        }
         ensure!(
             self,
-            info.deadline.is_none_or(|d| d > self.now),
+            info.deadline.is_none_or(|d| d > self.now) || saturated,
             "attempt launched at {:?} with its deadline {:?} already due",
             self.now,
             info.deadline
