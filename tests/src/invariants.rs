@@ -17,7 +17,9 @@
 //!    [`scenario_from_bytes`];
 //! 2. [`check_machine`] runs it twice (the runs must agree action for action)
 //!    and returns what it covered, for suites that must not pass vacuously;
-//! 3. [`check_normalize`] and [`check_parse`] do the same for policy
+//! 3. [`check_shared`] runs two to four such calls sharing their budgets,
+//!    steps interleaved ([`SharedScenario`]);
+//! 4. [`check_normalize`] and [`check_parse`] do the same for policy
 //!    normalization and the name parsers.
 //!
 //! What is checked, after every step:
@@ -39,7 +41,9 @@
 //!   (never above capacity, an allowed attempt spends exactly its cost, a
 //!   denial spends nothing and only when too little is left, refunds and
 //!   success credits as documented); parameters and costs range over all
-//!   of `u32` now and then;
+//!   of `u32` now and then; hedges are charged to a budget of their own
+//!   a third of the time; several calls share budgets
+//!   ([`check_shared`]);
 //! - **after the end**: `Finish` again and again, and nothing else — no
 //!   launch, no gate call; nothing starts after a cancellation;
 //! - **time**: the machine's clock is the latest time fed (never back),
@@ -75,6 +79,7 @@ mod gate;
 mod input;
 mod normalize;
 mod parse;
+mod shared;
 mod world;
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -87,6 +92,7 @@ pub use input::{
 };
 pub use normalize::check_normalize;
 pub use parse::check_parse;
+pub use shared::{check_shared, SharedScenario};
 pub use world::{Avoid, RunLimits, HORIZON};
 
 /// Runs `scenario` through the checker twice; panics at the first broken

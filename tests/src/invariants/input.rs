@@ -492,6 +492,9 @@ pub struct GateInput {
     pub script: Vec<Answer>,
     /// The budget.
     pub budget: BudgetInput,
+    /// `Some`: hedges are charged to this budget instead (a policy's
+    /// separate `hedge.budget`); `None`: to the same one.
+    pub hedge_budget: Option<BudgetInput>,
     /// The cost passed to the budget per attempt.
     pub cost: u32,
     /// The hedge trigger.
@@ -507,6 +510,11 @@ impl<'a> Arbitrary<'a> for GateInput {
                 small_vec(u, 1, 10)?
             },
             budget: u.arbitrary()?,
+            hedge_budget: if u.ratio(1u8, 3)? {
+                Some(u.arbitrary()?)
+            } else {
+                None
+            },
             cost: if u.ratio(1u8, 16)? {
                 u.arbitrary()?
             } else {

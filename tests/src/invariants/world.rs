@@ -14,7 +14,7 @@ use recourse_core::{
 use super::checker::Checker;
 use super::coverage::{Coverage, Feature};
 use super::gate::{CheckedBudget, WorldGate};
-use super::input::{FinaleMode, Scenario, Step, TriggerInput, When, Width};
+use super::input::{FinaleMode, GateInput, Scenario, Step, TriggerInput, When, Width};
 
 /// The latest instant the world's clock reaches: the end of the clock,
 /// [`Instant::MAX`], about 584 years after the epoch.
@@ -124,77 +124,136 @@ pub(super) fn run(s: &Scenario, limits: RunLimits) -> (Coverage, u64) {
 }
 
 fn run_n<const N: usize>(s: &Scenario, limits: RunLimits) -> (Coverage, u64) {
-    let policy = machine_policy(s, limits.avoid);
-    let budget = CheckedBudget::new(s.gate.budget);
-    let options: Options = s.options.0;
-    let mut w = World {
-        m: CallMachine::<N>::new(&policy, options, fastrand::Rng::with_seed(s.seed)),
-        gate: WorldGate::new(&s.gate, budget.as_ref()),
-        checker: Checker::new(s, &policy, options, N, s.seed),
-        budget: budget.as_ref(),
-        rest: Action::AwaitAttempts,
-        digest: DefaultHasher::new(),
-        audited: false,
-        horizon: if limits.avoid.hedge_check_at_clock_end
-            && matches!(s.gate.trigger, TriggerInput::Chaos(_))
-        {
-            HORIZON - Duration::from_millis(1)
-        } else {
-            HORIZON
-        },
-    };
-    w.checker.set_trigger(&s.gate.trigger);
-    if s.normalize.is_none() {
-        w.checker.seen.mark(Feature::RawPolicy);
-    }
-    // Before Start: idle, whatever a careless driver feeds.
-    w.drain();
-    for step in &s.before_start {
-        w.step(step);
-    }
-    let mut start = Instant::ZERO + s.start.0;
-    if limits.avoid.start_before_events_seen {
-        start = start.max(w.checker.now);
-    }
-    w.feed(Event::Start { now: start });
+    let budgets = Budgets::new(&s.gate);
+    let mut w = World::<N>::new(s, limits, &budgets);
+    w.begin(s, limits);
     for step in &s.steps {
         w.step(step);
     }
-    if w.checker.finished.is_some() {
-        w.checker.seen.mark(Feature::EndedInSteps);
-    }
-    w.close(s, limits);
-    // Once finished, the machine answers the same whatever comes.
-    let now = w.checker.now;
-    w.feed(Event::Tick {
-        now: now + Duration::from_millis(1),
-    });
-    w.feed(Event::AttemptFinished {
-        id: AttemptId(0),
-        outcome: Outcome::SUCCESS,
-        now,
-    });
-    w.feed(Event::Cancel { now });
-    w.feed(Event::Start { now });
-    w.checker.check_end();
-    if let Some(b) = w.budget {
-        let (reserved, denied) = b.counts();
-        if reserved > 0 {
-            w.checker.seen.mark(Feature::BudgetReserved);
-        }
-        if denied > 0 {
-            w.checker.seen.mark(Feature::BudgetDenied);
-        }
-    }
-    let coverage = Coverage::one_run(&w.checker.seen.0, w.checker.launched());
-    (coverage, w.digest.finish())
+    w.end(s, limits)
 }
 
-struct World<'s, 'b, const N: usize> {
+/// The budgets of one call: one for every attempt, or hedges apart.
+pub(super) struct Budgets {
+    retry: Option<CheckedBudget>,
+    hedge: Option<CheckedBudget>,
+    hedges_apart: bool,
+}
+
+impl Budgets {
+    pub(super) fn new(g: &GateInput) -> Self {
+        Self {
+            retry: CheckedBudget::new(g.budget),
+            hedge: g.hedge_budget.and_then(CheckedBudget::new),
+            hedges_apart: g.hedge_budget.is_some(),
+        }
+    }
+
+    /// The same budgets for another call (each with a ledger of its own).
+    pub(super) fn share(&self) -> Self {
+        Self {
+            retry: self.retry.as_ref().map(CheckedBudget::share),
+            hedge: self.hedge.as_ref().map(CheckedBudget::share),
+            hedges_apart: self.hedges_apart,
+        }
+    }
+
+    fn each(&self) -> impl Iterator<Item = &CheckedBudget> {
+        self.retry.iter().chain(self.hedge.iter())
+    }
+
+    /// Once every call sharing them ended: what is wrong with them.
+    pub(super) fn audit_idle(&self) -> Result<(), String> {
+        self.each().try_for_each(CheckedBudget::audit_idle)
+    }
+}
+
+impl<'s, 'b, const N: usize> World<'s, 'b, N> {
+    /// A world for `s`, its gate charging `budgets`.
+    pub(super) fn new(s: &'s Scenario, limits: RunLimits, budgets: &'b Budgets) -> Self {
+        let policy = machine_policy(s, limits.avoid);
+        let options: Options = s.options.0;
+        let mut w = World {
+            m: CallMachine::<N>::new(&policy, options, fastrand::Rng::with_seed(s.seed)),
+            gate: WorldGate::new(
+                &s.gate,
+                budgets.retry.as_ref(),
+                budgets.hedge.as_ref(),
+                budgets.hedges_apart,
+            ),
+            checker: Checker::new(s, &policy, options, N, s.seed),
+            budgets,
+            rest: Action::AwaitAttempts,
+            digest: DefaultHasher::new(),
+            audited: false,
+            horizon: if limits.avoid.hedge_check_at_clock_end
+                && matches!(s.gate.trigger, TriggerInput::Chaos(_))
+            {
+                HORIZON - Duration::from_millis(1)
+            } else {
+                HORIZON
+            },
+        };
+        w.checker.set_trigger(&s.gate.trigger);
+        if s.normalize.is_none() {
+            w.checker.seen.mark(Feature::RawPolicy);
+        }
+        w
+    }
+
+    /// Whatever a careless driver feeds before `Start`, then `Start`.
+    pub(super) fn begin(&mut self, s: &Scenario, limits: RunLimits) {
+        // Before Start: idle, whatever a careless driver feeds.
+        self.drain();
+        for step in &s.before_start {
+            self.step(step);
+        }
+        let mut start = Instant::ZERO + s.start.0;
+        if limits.avoid.start_before_events_seen {
+            start = start.max(self.checker.now);
+        }
+        self.feed(Event::Start { now: start });
+    }
+
+    /// Brings the call to its end and checks what is left; what it covered
+    /// and a digest of every action.
+    pub(super) fn end(mut self, s: &Scenario, limits: RunLimits) -> (Coverage, u64) {
+        if self.checker.finished.is_some() {
+            self.checker.seen.mark(Feature::EndedInSteps);
+        }
+        self.close(s, limits);
+        // Once finished, the machine answers the same whatever comes.
+        let now = self.checker.now;
+        self.feed(Event::Tick {
+            now: now + Duration::from_millis(1),
+        });
+        self.feed(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::SUCCESS,
+            now,
+        });
+        self.feed(Event::Cancel { now });
+        self.feed(Event::Start { now });
+        self.checker.check_end();
+        for b in self.budgets.each() {
+            let (reserved, denied) = b.counts();
+            if reserved > 0 {
+                self.checker.seen.mark(Feature::BudgetReserved);
+            }
+            if denied > 0 {
+                self.checker.seen.mark(Feature::BudgetDenied);
+            }
+        }
+        let coverage = Coverage::one_run(&self.checker.seen.0, self.checker.launched());
+        (coverage, self.digest.finish())
+    }
+}
+
+pub(super) struct World<'s, 'b, const N: usize> {
     m: CallMachine<N>,
     gate: WorldGate<'b>,
     checker: Checker<'s>,
-    budget: Option<&'b CheckedBudget>,
+    budgets: &'b Budgets,
     /// The last action that asked the driver to wait (or finished).
     rest: Action,
     digest: DefaultHasher,
@@ -271,10 +330,8 @@ impl<const N: usize> World<'_, '_, N> {
             return;
         }
         self.audited = true;
-        if let Some(b) = self.budget {
-            if let Err(e) = b.audit() {
-                self.checker.fail(format_args!("{e}"));
-            }
+        if let Err(e) = self.budgets.each().try_for_each(CheckedBudget::audit) {
+            self.checker.fail(format_args!("{e}"));
         }
     }
 
@@ -299,7 +356,7 @@ impl<const N: usize> World<'_, '_, N> {
         }
     }
 
-    fn step(&mut self, step: &Step) {
+    pub(super) fn step(&mut self, step: &Step) {
         match *step {
             Step::Finish {
                 pick,
