@@ -24,12 +24,18 @@
 //!   reserves what it took; a denial takes nothing; a success gives back
 //!   what the retry took (a first attempt: the increment), capped; a failure
 //!   gives nothing back; an attempt that never ran gets its tokens back;
+//! - [`Concurrency`]: a first attempt is always allowed and counts as
+//!   active; a retry or hedge is allowed exactly while the extra attempts
+//!   in flight are below `max(min, ⌊active × permille / 1000⌋)`, and counts
+//!   as active and extra; a denial counts nothing; settling takes back
+//!   exactly what the attempt added;
 //! - [`Unlimited`]: allows everything.
 //!
 //! [`TokenBucket`]: recourse_core::budget::TokenBucket
 //! [`GrpcThrottle`]: recourse_core::budget::GrpcThrottle
 //! [`RetryRatio`]: recourse_core::budget::RetryRatio
 //! [`AwsRetryQuota`]: recourse_core::budget::AwsRetryQuota
+//! [`Concurrency`]: recourse_core::budget::Concurrency
 //! [`Unlimited`]: recourse_core::budget::Unlimited
 
 use core::cell::Cell;
@@ -49,6 +55,8 @@ enum Seen {
     Milli(u64),
     Tokens(u32),
     Balance(i64),
+    /// Active and extra attempts.
+    InFlight(usize, usize),
 }
 
 fn look(inner: &Inner, now: Instant) -> Seen {
@@ -57,7 +65,8 @@ fn look(inner: &Inner, now: Instant) -> Seen {
         Inner::GrpcThrottle(t) => Seen::Tokens(t.tokens_milli()),
         Inner::RetryRatio(r) => Seen::Balance(r.balance(now)),
         Inner::AwsRetryQuota(q) => Seen::Tokens(q.available()),
-        Inner::Unlimited(_) | Inner::Concurrency(_) => Seen::Nothing,
+        Inner::Concurrency(c) => Seen::InFlight(c.active(), c.extra_in_flight()),
+        Inner::Unlimited(_) => Seen::Nothing,
     }
 }
 
@@ -177,6 +186,27 @@ impl Laws {
                     Ok(())
                 }
             }
+            (Inner::Concurrency(_), Seen::InFlight(a, e), Seen::InFlight(a2, e2)) => {
+                let BudgetInput::Concurrency { permille, min } = self.input else {
+                    return (d, Ok(()));
+                };
+                let limit = usize::try_from((a as u64).saturating_mul(u64::from(permille)) / MILLI)
+                    .unwrap_or(usize::MAX)
+                    .max(min as usize);
+                let allowed = initial || e < limit;
+                let want = match (d.allowed, initial) {
+                    (false, _) => (a, e),
+                    (true, true) => (a + 1, e),
+                    (true, false) => (a + 1, e + 1),
+                };
+                if d.allowed != allowed {
+                    fail(format!("allowed must be {allowed} (limit {limit})"))
+                } else if (a2, e2) != want {
+                    fail(format!("expected (active, extra) {want:?}"))
+                } else {
+                    Ok(())
+                }
+            }
             _ => Ok(()),
         };
         (d, verdict)
@@ -264,6 +294,20 @@ impl Laws {
                     Ok(())
                 } else {
                     fail(format!("expected {want} tokens"))
+                }
+            }
+            (Inner::Concurrency(_), Seen::InFlight(a, e), Seen::InFlight(a2, e2)) => {
+                let want = match (reservation, record.info.kind()) {
+                    (None, _) => (a, e),
+                    (Some(_), AttemptKind::Initial) => (a.wrapping_sub(1), e),
+                    (Some(_), AttemptKind::Retry | AttemptKind::Hedge) => {
+                        (a.wrapping_sub(1), e.wrapping_sub(1))
+                    }
+                };
+                if (a2, e2) == want {
+                    Ok(())
+                } else {
+                    fail(format!("expected (active, extra) {want:?}"))
                 }
             }
             _ => Ok(()),
