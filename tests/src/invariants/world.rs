@@ -39,14 +39,14 @@ pub struct RunLimits {
 }
 
 impl RunLimits {
-    /// For `cargo test`: a few thousand rounds; nothing avoided.
+    /// For `cargo test`: a few thousand rounds; the known defects avoided.
     pub const TEST: Self = Self {
         max_closing_rounds: 4_000,
         avoid: Avoid::KNOWN,
     };
     /// For the fuzzer: ten thousand rounds (each is a few microseconds;
     /// more would let the rare raw policies with thousands of attempts
-    /// dominate the run time); nothing avoided.
+    /// dominate the run time); the known defects avoided.
     pub const FUZZ: Self = Self {
         max_closing_rounds: 10_000,
         avoid: Avoid::KNOWN,
