@@ -16,6 +16,13 @@
 //! - **containment**: a panicking observer or budget never changes what
 //!   the call returns (a budget's `decide` panic is a refusal,
 //!   `panic_in_budget`);
+//! - **missing pieces**: a budget the registry lacks refuses every first
+//!   attempt and retry under `MissingBudgetMode::Deny` and lets them run
+//!   under `AllowUnsafe`, each record saying `budget_not_found` and the
+//!   timeline naming it; a key the provider lacks is refused (`no_policy`,
+//!   nothing runs) under `MissingPolicyMode::Deny`, runs once under
+//!   `Allow`, and under `Policy::DEFAULT` (at most 3 attempts, no hedge)
+//!   under `Fallback`;
 //! - **budgets back where they started**: every reservation of the ledger
 //!   budget settled exactly once, and the concurrency budget counts no
 //!   attempt, once every call has ended.
@@ -36,8 +43,8 @@ use recourse::core_machine::budget::{BudgetRequest, Concurrency, Decision, Reser
 use recourse::core_machine::policy::name;
 use recourse::core_machine::Budget;
 use recourse::{
-    AttemptInfo, AttemptRecord, BudgetRegistry, CallStart, CallSummary, Executor, Observer, Policy,
-    PolicyKey, StaticProvider,
+    AttemptInfo, AttemptRecord, BudgetRegistry, CallStart, CallSummary, Executor,
+    MissingBudgetMode, MissingPolicyMode, Observer, Policy, PolicyKey, StaticProvider,
 };
 
 const CASES: u32 = 2_000;
@@ -77,6 +84,12 @@ struct Input {
     decide_panics_every: Option<u64>,
     settle_panics_every: Option<u64>,
     observer_panics: bool,
+    /// `Some`: the ledger budget the policy names is not registered, and
+    /// this mode decides.
+    missing_budget: Option<MissingBudgetMode>,
+    /// Every call whose index is a multiple of this asks for a key the
+    /// provider lacks, under this mode.
+    unknown_key: Option<(usize, MissingPolicyMode)>,
     calls: Vec<CallInput>,
 }
 
@@ -95,10 +108,40 @@ fn input() -> impl Strategy<Value = Input> {
         prop::option::weighted(0.15, 1u64..6),
         prop::option::weighted(0.15, 1u64..6),
         prop::bool::weighted(0.3),
+        prop::option::weighted(
+            0.15,
+            prop_oneof![
+                Just(MissingBudgetMode::Deny),
+                Just(MissingBudgetMode::AllowUnsafe)
+            ],
+        ),
+        prop::option::weighted(
+            0.2,
+            (
+                1usize..4,
+                prop_oneof![
+                    Just(MissingPolicyMode::Deny),
+                    Just(MissingPolicyMode::Allow),
+                    Just(MissingPolicyMode::Fallback)
+                ],
+            ),
+        ),
         prop::collection::vec(call, 1..8),
     )
         .prop_map(
-            |(max_attempts, per_attempt, overall, hedges, limit, dp, sp, op, calls)| Input {
+            |(
+                max_attempts,
+                per_attempt,
+                overall,
+                hedges,
+                limit,
+                dp,
+                sp,
+                op,
+                missing_budget,
+                unknown_key,
+                calls,
+            )| Input {
                 max_attempts,
                 per_attempt,
                 overall,
@@ -107,6 +150,8 @@ fn input() -> impl Strategy<Value = Input> {
                 decide_panics_every: dp,
                 settle_panics_every: sp,
                 observer_panics: op,
+                missing_budget,
+                unknown_key,
                 calls,
             },
         )
@@ -330,6 +375,78 @@ struct Stats {
     hedges: u64,
     refused: u64,
     panic_in_budget: u64,
+    missing_budget: u64,
+    missing_policy: u64,
+}
+
+/// What the missing-piece modes promise, for a call that returned.
+fn check_modes(
+    i: &Input,
+    unknown: bool,
+    heard: &[Heard],
+    timeline: &recourse::Timeline,
+) -> Result<(), String> {
+    let launches: Vec<&AttemptInfo> = heard
+        .iter()
+        .filter_map(|h| match h {
+            Heard::Launch(info) => Some(info),
+            _ => None,
+        })
+        .collect();
+    let records = || {
+        heard.iter().filter_map(|h| match h {
+            Heard::Attempt(r) => Some(r),
+            _ => None,
+        })
+    };
+    let end = match heard.last() {
+        Some(Heard::Success(s) | Heard::Failure(s)) => *s,
+        _ => return Err("no end event".into()),
+    };
+    if unknown {
+        let mode = i.unknown_key.map(|(_, m)| m).unwrap_or_default();
+        return match mode {
+            MissingPolicyMode::Deny
+                if !launches.is_empty() || end.reason() != Some("no_policy") =>
+            {
+                Err(format!("a missing policy with mode deny ran: {heard:?}"))
+            }
+            MissingPolicyMode::Allow if launches.len() > 1 => Err(format!(
+                "a missing policy with mode allow runs the operation once: {heard:?}"
+            )),
+            MissingPolicyMode::Fallback
+                if launches.len() > 3 || launches.iter().any(|l| l.is_hedge) =>
+            {
+                Err(format!(
+                    "a missing policy with mode fallback runs Policy::DEFAULT: {heard:?}"
+                ))
+            }
+            _ => Ok(()),
+        };
+    }
+    match i.missing_budget {
+        // Fail closed: no first attempt or retry runs.
+        Some(MissingBudgetMode::Deny) if launches.iter().any(|l| !l.is_hedge) => Err(format!(
+            "a missing budget with mode deny let an attempt run: {heard:?}"
+        )),
+        Some(mode) => {
+            // Every first attempt and retry says the budget was missing,
+            // and the timeline names the mode.
+            let wrong =
+                records().find(|r| !r.info.is_hedge && r.budget_reason != "budget_not_found");
+            if let Some(r) = wrong {
+                return Err(format!("{mode:?}: an attempt's budget reason is {r:?}"));
+            }
+            if timeline.attribute("budget_error") != Some("budget_not_found") {
+                return Err(format!(
+                    "{mode:?}: the timeline's attributes {:?} do not name the missing budget",
+                    timeline.attributes
+                ));
+            }
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 fn run(i: &Input, stats: &mut Stats) -> Result<(), String> {
@@ -355,11 +472,16 @@ fn run(i: &Input, stats: &mut Stats) -> Result<(), String> {
                     .map_err(|e| e.to_string())?
                     .build(),
             )
-            .budgets(
-                BudgetRegistry::new()
-                    .with("ledger", ShareLedger(ledger.clone()))
-                    .with("hedges", ShareConcurrency(hedges.clone())),
-            )
+            .budgets({
+                let r = BudgetRegistry::new().with("hedges", ShareConcurrency(hedges.clone()));
+                if i.missing_budget.is_some() {
+                    r
+                } else {
+                    r.with("ledger", ShareLedger(ledger.clone()))
+                }
+            })
+            .missing_budget_mode(i.missing_budget.unwrap_or_default())
+            .missing_policy_mode(i.unknown_key.map_or_else(Default::default, |(_, m)| m))
             .observer(recorder.clone());
         if i.observer_panics {
             builder = builder.observer(Panicky(panicky.clone()));
@@ -384,7 +506,9 @@ fn run(i: &Input, stats: &mut Stats) -> Result<(), String> {
                     }
                 }
             };
-            let call = exec.call_with_timeline("svc.Get", op);
+            let unknown = i.unknown_key.is_some_and(|(every, _)| n % every == 0);
+            let key = if unknown { "svc.Unknown" } else { "svc.Get" };
+            let call = exec.call_with_timeline(key, op);
             // A call whose attempts hang with no timeout is dropped after a
             // virtual minute.
             let drop_after = c.drop_after.unwrap_or(60_000);
@@ -412,6 +536,12 @@ fn run(i: &Input, stats: &mut Stats) -> Result<(), String> {
                 continue;
             };
             check_events(&heard, Some(result.is_ok())).map_err(ctx)?;
+            check_modes(i, unknown, &heard, &timeline).map_err(ctx)?;
+            if unknown {
+                stats.missing_policy += 1;
+            } else if i.missing_budget.is_some() {
+                stats.missing_budget += 1;
+            }
             if result.is_ok() {
                 stats.ok += 1;
             } else {
@@ -488,7 +618,10 @@ fn the_executor_keeps_its_contracts_on_a_virtual_clock() {
             && s.dropped > 50
             && s.hedges > 100
             && s.refused > 50
-            && s.panic_in_budget > 10,
-        "the runs must succeed, fail, drop, hedge, refuse and contain panics: {s:?}"
+            && s.panic_in_budget > 10
+            && s.missing_budget > 100
+            && s.missing_policy > 100,
+        "the runs must succeed, fail, drop, hedge, refuse, contain panics and meet missing \
+         budgets and policies: {s:?}"
     );
 }
