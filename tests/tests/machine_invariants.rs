@@ -18,18 +18,25 @@ use std::panic;
 use std::sync::Once;
 
 use arbitrary::{Arbitrary, Unstructured};
+use core::time::Duration;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+use recourse_core::policy::{BudgetRef, HedgePolicy, Jitter, Limits, Name, Policy, RetryPolicy};
+use recourse_core::{reason, Options, Outcome};
 use recourse_tests::invariants::{
-    check_machine, check_normalize, check_parse, scenario_from_bytes, ArbitraryLimits,
-    ArbitraryPolicy, Coverage, Feature, RunLimits,
+    check_machine, check_normalize, check_parse, check_shared, scenario_from_bytes,
+    ArbitraryLimits, ArbitraryOptions, ArbitraryOutcome, ArbitraryPolicy, BudgetInput, Coverage,
+    Dur, Feature, Finale, FinaleMode, GateInput, RunLimits, Scenario, SharedScenario, Step,
+    TriggerInput, When, Width,
 };
 
 /// Cases per suite unless `PROPTEST_CASES` says otherwise.
 const MACHINE_CASES: u32 = 10_000;
 const NORMALIZE_CASES: u32 = 20_000;
 const PARSE_CASES: u32 = 20_000;
+const SHARED_CASES: u32 = 2_000;
 /// The seed unless `PROPTEST_RNG_SEED` says otherwise.
 const SEED: u64 = 0x5eed_ca11;
 
@@ -124,6 +131,40 @@ fn machine_invariants_hold_after_every_step() {
         &[
             Feature::BackoffBeyondDeadline,
             Feature::RetryAfterBeyondDeadline,
+            Feature::ClockSaturated,
+        ],
+    );
+}
+
+/// Two to four calls share their budgets (hedges charged apart a third of
+/// the time), their steps interleaved: every budget's conservation law and
+/// every call's invariants hold, and the budgets end idle.
+#[test]
+fn shared_budgets_keep_their_laws_across_calls() {
+    let coverage = RefCell::new(Coverage::default());
+    let mut runner = TestRunner::new(config(SHARED_CASES));
+    let result = quietly(|| {
+        runner.run(&vec(any::<u8>(), 256..3_200), |bytes| {
+            let mut u = Unstructured::new(&bytes);
+            let s = SharedScenario::arbitrary(&mut u).unwrap();
+            let c = check_shared(&s, RunLimits::TEST);
+            coverage.borrow_mut().add(&c);
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let c = coverage.into_inner();
+    c.assert_each_at_least(
+        0.02,
+        &[
+            Feature::Hedged,
+            Feature::Retried,
+            Feature::HedgeRefused,
+            Feature::BudgetReserved,
+            Feature::BudgetDenied,
+            Feature::VerdictBudgetDenied,
         ],
     );
 }
@@ -181,11 +222,85 @@ fn parsers_follow_their_rules() {
     }
 }
 
-/// Inputs the fuzzer once crashed on, replayed through the checker.
+/// Inputs the fuzzer once crashed on, replayed through the checker. Each is
+/// written out as a scenario (the fuzzer's bytes decode differently once
+/// the inputs' decoding changes) and must still reach what it once did.
 #[test]
 fn fuzz_regressions_stay_fixed() {
     // A raw policy whose call hands out every u16 attempt id: the machine
     // ends it exhausted rather than overflow or reuse an id.
-    let bytes = include_bytes!("regressions/machine-ids-run-out.bin");
-    let _coverage = check_machine(&scenario_from_bytes(bytes), RunLimits::FUZZ);
+    let coverage = check_machine(&ids_run_out(), RunLimits::FUZZ);
+    assert!(
+        coverage.attempts >= u64::from(u16::MAX),
+        "the regression must hand out every attempt id, it launched {}",
+        coverage.attempts
+    );
+}
+
+/// The fuzzer's `machine-ids-run-out` input (found with the decoding of
+/// commit c2d673f).
+fn ids_run_out() -> Scenario {
+    let policy = Policy {
+        retry: RetryPolicy {
+            max_attempts: 52_661,
+            initial_backoff: Duration::ZERO,
+            max_backoff: Duration::from_millis(1),
+            backoff_multiplier: f64::INFINITY,
+            jitter: Jitter::Full,
+            timeout_per_attempt: Some(Duration::from_millis(40)),
+            overall_timeout: None,
+            budget: BudgetRef {
+                name: Name::new(),
+                cost: 8,
+            },
+            retry_non_idempotent: true,
+            ..RetryPolicy::DEFAULT
+        },
+        hedge: HedgePolicy {
+            enabled: true,
+            max_hedges: u32::MAX,
+            hedge_delay: Duration::ZERO,
+            cancel_on_first_terminal: true,
+            ..HedgePolicy::DEFAULT
+        },
+        ..Policy::DEFAULT
+    };
+    let retryable = Outcome::retryable(reason::RETRYABLE_ERROR)
+        .with_retry_after(Duration::from_secs(96_758_377_893_310));
+    Scenario {
+        policy: ArbitraryPolicy(policy),
+        normalize: Some(ArbitraryLimits(Limits {
+            max_hedges_ceiling: 3,
+        })),
+        options: ArbitraryOptions(Options {
+            max_retry_after: Duration::MAX,
+            max_hedges_ceiling: 49,
+        }),
+        width: Width::Eleven,
+        seed: 77_709_170_341_600_525,
+        gate: GateInput {
+            script: Vec::new(),
+            budget: BudgetInput::None,
+            hedge_budget: None,
+            cost: 0,
+            trigger: TriggerInput::Fixed,
+        },
+        start: Dur(Duration::ZERO),
+        before_start: Vec::new(),
+        finale: Finale {
+            mode: FinaleMode::Hang,
+            seed: 178,
+        },
+        steps: vec![
+            Step::Tick(When::After(Dur(Duration::from_millis(79)))),
+            Step::Tick(When::After(Dur(Duration::from_millis(71)))),
+            Step::Tick(When::Now),
+            Step::Tick(When::Late(Dur(Duration::from_millis(21)))),
+            Step::Finish {
+                pick: 255,
+                outcome: ArbitraryOutcome(retryable),
+                when: When::Now,
+            },
+        ],
+    }
 }

@@ -20,6 +20,7 @@ use recourse_core::{
 
 use super::coverage::{Feature, Seen};
 use super::gate::GateCall;
+use super::input::TriggerInput;
 
 macro_rules! ensure {
     ($self:ident, $cond:expr, $($arg:tt)+) => {
@@ -29,6 +30,7 @@ macro_rules! ensure {
     };
 }
 
+mod backoff;
 mod end;
 mod launch;
 mod wait;
@@ -66,10 +68,11 @@ struct Attempt {
 #[derive(Copy, Clone, Debug)]
 struct GroupEnd {
     at: Instant,
-    /// The sleep when a retry-after hint fixes it.
-    hinted: Option<Duration>,
-    /// Whether a drawn backoff could reach the overall deadline.
-    may_stop: bool,
+    /// The sleep: the retry-after hint (capped by the executor), else the
+    /// delay the reference schedule drew.
+    delay: Duration,
+    /// Whether a retry-after hint fixed it.
+    hinted: bool,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -96,8 +99,11 @@ pub(super) struct Checker<'s> {
     max_hedges_ever: u32,
     per_attempt: Option<Duration>,
     overall: Option<Duration>,
-    /// The longest backoff the policy can draw.
-    backoff_cap: Duration,
+    /// The backoff delays the machine must draw.
+    schedule: backoff::Schedule,
+    /// The gap between hedges the gate's trigger documents (`None`: a
+    /// scripted trigger that answers anything).
+    hedge_gap: Option<Duration>,
 
     // The clock and the call.
     /// The latest time fed (the machine's clock must say the same).
@@ -141,13 +147,15 @@ pub(super) struct Checker<'s> {
 }
 
 impl<'s> Checker<'s> {
-    /// A model of a machine built with `policy` and `options` and `n` slots;
-    /// `context` (the scenario) is printed with any violation.
+    /// A model of a machine built with `policy`, `options`, `n` slots and
+    /// an RNG seeded with `seed`; `context` (the scenario) is printed with
+    /// any violation.
     pub(super) fn new(
         context: &'s dyn fmt::Debug,
         policy: &Policy,
         options: Options,
         n: usize,
+        seed: u64,
     ) -> Self {
         let r = &policy.retry;
         let policy_hedges = if policy.hedge.enabled {
@@ -166,7 +174,8 @@ impl<'s> Checker<'s> {
             max_hedges_ever: 0,
             per_attempt: r.timeout_per_attempt.filter(|d| !d.is_zero()),
             overall: r.overall_timeout.filter(|d| !d.is_zero()),
-            backoff_cap: r.max_backoff.max(r.initial_backoff),
+            schedule: backoff::Schedule::new(r, seed),
+            hedge_gap: None,
             now: Instant::ZERO,
             started: false,
             start: Instant::ZERO,
@@ -202,6 +211,20 @@ impl<'s> Checker<'s> {
         let room = u32::try_from(self.n.saturating_sub(1)).unwrap_or(u32::MAX);
         self.max_hedges = self.policy_hedges.min(options.max_hedges_ceiling).min(room);
         self.max_hedges_ever = self.max_hedges_ever.max(self.max_hedges);
+    }
+
+    /// The gate answers with `trigger`: each answer must be the documented
+    /// one (hedge `k` at `k × gap` after the group's start).
+    pub(super) fn set_trigger(&mut self, trigger: &TriggerInput) {
+        let delay = self.policy.hedge.hedge_delay;
+        self.hedge_gap = match trigger {
+            TriggerInput::Fixed | TriggerInput::Quantile { latency: None, .. } => Some(delay),
+            // A quantile trigger never spaces hedges closer than 1 ms.
+            TriggerInput::Quantile {
+                latency: Some(q), ..
+            } => Some(q.0.max(Duration::from_millis(1))),
+            TriggerInput::Chaos(_) => None,
+        };
     }
 
     /// Attempts launched so far.
@@ -286,6 +309,16 @@ impl<'s> Checker<'s> {
                     self.start = now;
                     self.deadline = self.overall.map(|d| now + d);
                     self.now = now;
+                    // At the clock's end the overall timeout saturates to
+                    // now: the call ends `deadline_exceeded` before it
+                    // launches anything.
+                    if self.deadline == Some(now) {
+                        self.seen.mark(Feature::ClockSaturated);
+                        self.expected = Some(Verdict::Failure {
+                            cause: Cause::DeadlineExceeded,
+                            last: None,
+                        });
+                    }
                 }
                 return;
             }
@@ -383,36 +416,29 @@ impl<'s> Checker<'s> {
             return;
         }
         let now = self.now;
-        match hint {
-            Some(h) => {
-                let delay = h.min(self.options.max_retry_after);
-                if self.deadline.is_some_and(|d| now + delay >= d) {
-                    self.expected = Some(Verdict::Failure {
-                        cause: Cause::RetryAfterBeyondDeadline,
-                        last,
-                    });
-                } else {
-                    self.group_end = Some(GroupEnd {
-                        at: now,
-                        hinted: Some(delay),
-                        may_stop: false,
-                    });
-                }
-            }
-            None => {
-                if self.deadline.is_some_and(|d| now >= d) {
-                    self.expected = Some(Verdict::Failure {
-                        cause: Cause::BackoffBeyondDeadline,
-                        last,
-                    });
-                } else {
-                    self.group_end = Some(GroupEnd {
-                        at: now,
-                        hinted: None,
-                        may_stop: self.deadline.is_some_and(|d| now + self.backoff_cap >= d),
-                    });
-                }
-            }
+        // Drawn even when a hint replaces it: the RNG stream moves on.
+        let drawn = match self.schedule.next() {
+            Ok(d) => d,
+            Err(e) => self.fail(format_args!("{e}")),
+        };
+        let (delay, beyond) = match hint {
+            Some(h) => (
+                h.min(self.options.max_retry_after),
+                Cause::RetryAfterBeyondDeadline,
+            ),
+            None => (drawn, Cause::BackoffBeyondDeadline),
+        };
+        if self.deadline.is_some_and(|d| now + delay >= d) {
+            self.expected = Some(Verdict::Failure {
+                cause: beyond,
+                last,
+            });
+        } else {
+            self.group_end = Some(GroupEnd {
+                at: now,
+                delay,
+                hinted: hint.is_some(),
+            });
         }
     }
 

@@ -33,11 +33,12 @@ pub enum Feature {
     Cancelled,
     VerdictBudgetDenied,
     CircuitOpen,
+    ClockSaturated,
 }
 
 impl Feature {
     /// Every feature, in table order.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 28] = [
         Self::RawPolicy,
         Self::Hedged,
         Self::Retried,
@@ -65,6 +66,7 @@ impl Feature {
         Self::Cancelled,
         Self::VerdictBudgetDenied,
         Self::CircuitOpen,
+        Self::ClockSaturated,
     ];
 
     /// What it means, for the table.
@@ -97,6 +99,7 @@ impl Feature {
             Self::Cancelled => "verdict: cancelled",
             Self::VerdictBudgetDenied => "verdict: budget_denied",
             Self::CircuitOpen => "verdict: circuit_open",
+            Self::ClockSaturated => "clock at Instant::MAX: a timeout saturated",
         }
     }
 

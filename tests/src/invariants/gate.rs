@@ -11,6 +11,7 @@
 
 use core::cell::RefCell;
 use core::time::Duration;
+use std::rc::Rc;
 
 use recourse_core::budget::{
     AwsRetryQuota, Concurrency, GrpcThrottle, RetryRatio, TokenBucket, Unlimited,
@@ -21,6 +22,7 @@ use recourse_core::{
     Instant, PolicyKey, Reservation, Verdict,
 };
 
+use super::conservation::Laws;
 use super::input::{Answer, BudgetInput, ChaosAnswer, GateInput, TriggerInput};
 
 /// One call the machine made on the gate, with the gate's answer.
@@ -34,7 +36,7 @@ pub(super) enum GateCall {
 
 /// A built-in budget.
 #[derive(Debug)]
-enum Inner {
+pub(super) enum Inner {
     Unlimited(Unlimited),
     TokenBucket(TokenBucket),
     Concurrency(Concurrency),
@@ -44,7 +46,7 @@ enum Inner {
 }
 
 impl Inner {
-    fn budget(&self) -> &dyn Budget {
+    pub(super) fn budget(&self) -> &dyn Budget {
         match self {
             Self::Unlimited(b) => b,
             Self::TokenBucket(b) => b,
@@ -67,7 +69,10 @@ struct Held {
 /// A built-in budget that keeps a ledger of its decisions and settlements.
 #[derive(Debug)]
 pub(super) struct CheckedBudget {
-    inner: Inner,
+    /// Shared by the calls of a shared run ([`CheckedBudget::share`]).
+    inner: Rc<Inner>,
+    /// Its conservation law, checked around every decision and settlement.
+    laws: Rc<Laws>,
     /// Indexed by attempt id.
     ledger: RefCell<Vec<Option<Held>>>,
     /// Denials.
@@ -85,9 +90,9 @@ impl CheckedBudget {
             BudgetInput::TokenBucket {
                 capacity,
                 refill_per_second,
-            } => Inner::TokenBucket(TokenBucket::new(capacity.into(), refill_per_second.into())),
+            } => Inner::TokenBucket(TokenBucket::new(capacity, refill_per_second)),
             BudgetInput::Concurrency { permille, min } => {
-                Inner::Concurrency(Concurrency::new(permille.into(), min.into()))
+                Inner::Concurrency(Concurrency::new(permille, min))
             }
             BudgetInput::RetryRatio {
                 ttl_secs,
@@ -95,31 +100,57 @@ impl CheckedBudget {
                 permille,
             } => Inner::RetryRatio(RetryRatio::new(
                 Duration::from_secs(ttl_secs.into()),
-                min_per_sec.into(),
-                permille.into(),
+                min_per_sec,
+                permille,
             )),
             BudgetInput::GrpcThrottle {
                 max_tokens,
                 ratio_milli,
-            } => Inner::GrpcThrottle(GrpcThrottle::new(max_tokens.into(), ratio_milli.into())),
+            } => Inner::GrpcThrottle(GrpcThrottle::new(max_tokens, ratio_milli)),
             BudgetInput::AwsRetryQuota {
                 capacity,
                 retry_cost,
                 timeout_cost,
                 increment,
             } => Inner::AwsRetryQuota(AwsRetryQuota::new(
-                capacity.into(),
-                retry_cost.into(),
-                timeout_cost.into(),
-                increment.into(),
+                capacity,
+                retry_cost,
+                timeout_cost,
+                increment,
             )),
         };
         Some(Self {
-            inner,
+            inner: Rc::new(inner),
+            laws: Rc::new(Laws::new(input)),
             ledger: RefCell::new(Vec::new()),
             denied: RefCell::new(0),
             strays: RefCell::new(Vec::new()),
         })
+    }
+
+    /// The same budget for another call, with a ledger of its own.
+    pub(super) fn share(&self) -> Self {
+        Self {
+            inner: Rc::clone(&self.inner),
+            laws: Rc::clone(&self.laws),
+            ledger: RefCell::new(Vec::new()),
+            denied: RefCell::new(0),
+            strays: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// What is wrong with the budget itself once every call sharing it has
+    /// ended: a `Concurrency` budget still counting attempts.
+    pub(super) fn audit_idle(&self) -> Result<(), String> {
+        match &*self.inner {
+            Inner::Concurrency(c) if (c.active(), c.extra_in_flight()) != (0, 0) => Err(format!(
+                "Concurrency budget still counts {} active and {} extra attempts after every \
+                 call ended",
+                c.active(),
+                c.extra_in_flight()
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// What is wrong with the ledger once every attempt has ended: a
@@ -138,12 +169,10 @@ impl CheckedBudget {
                 ));
             }
         }
-        match &self.inner {
-            Inner::Concurrency(c) if (c.active(), c.extra_in_flight()) != (0, 0) => Err(format!(
-                "Concurrency budget still counts {} active and {} extra attempts after the call",
-                c.active(),
-                c.extra_in_flight()
-            )),
+        if Rc::strong_count(&self.inner) == 1 {
+            self.audit_idle()?;
+        }
+        match &*self.inner {
             Inner::AwsRetryQuota(q) if q.available() > q.capacity() => Err(format!(
                 "AwsRetryQuota holds {} tokens, above its capacity {}",
                 q.available(),
@@ -162,7 +191,10 @@ impl CheckedBudget {
 
 impl Budget for CheckedBudget {
     fn decide(&self, request: &BudgetRequest<'_>) -> Decision {
-        let decision = self.inner.budget().decide(request);
+        let (decision, law) = self.laws.decide(&self.inner, request);
+        if let Err(e) = law {
+            self.strays.borrow_mut().push(e);
+        }
         if decision.allowed {
             let id = usize::from(request.attempt.id.0);
             let mut ledger = self.ledger.borrow_mut();
@@ -199,7 +231,9 @@ impl Budget for CheckedBudget {
             )),
         }
         drop(ledger);
-        self.inner.budget().settle(record, reservation, now);
+        if let Err(e) = self.laws.settle(&self.inner, record, reservation, now) {
+            self.strays.borrow_mut().push(e);
+        }
     }
 }
 
@@ -209,6 +243,9 @@ pub(super) struct WorldGate<'b> {
     script: Vec<Answer>,
     next_answer: usize,
     budget: Option<BudgetGate<'b, CheckedBudget>>,
+    /// Hedges ask this one instead, when `hedges_apart`.
+    hedge_budget: Option<BudgetGate<'b, CheckedBudget>>,
+    hedges_apart: bool,
     trigger: TriggerInput,
     chaos_turn: usize,
     /// Every call since the checker last took the log.
@@ -216,18 +253,21 @@ pub(super) struct WorldGate<'b> {
 }
 
 impl<'b> WorldGate<'b> {
-    pub(super) fn new(input: &GateInput, budget: Option<&'b CheckedBudget>) -> Self {
+    /// A gate charging `budget` for every attempt, or hedges to
+    /// `hedge_budget` when `hedges_apart`.
+    pub(super) fn new(
+        input: &GateInput,
+        budget: Option<&'b CheckedBudget>,
+        hedge_budget: Option<&'b CheckedBudget>,
+        hedges_apart: bool,
+    ) -> Self {
+        let key = PolicyKey::new("fuzz", "call");
         Self {
             script: input.script.clone(),
             next_answer: 0,
-            budget: budget.map(|b| {
-                BudgetGate::new(
-                    b,
-                    PolicyKey::new("fuzz", "call"),
-                    "world",
-                    input.cost.into(),
-                )
-            }),
+            budget: budget.map(|b| BudgetGate::new(b, key, "world", input.cost)),
+            hedge_budget: hedge_budget.map(|b| BudgetGate::new(b, key, "hedges", input.cost)),
+            hedges_apart,
             trigger: input.trigger.clone(),
             chaos_turn: 0,
             log: Vec::new(),
@@ -243,7 +283,12 @@ impl Gate for WorldGate<'_> {
             .copied()
             .unwrap_or(Answer::Pass);
         self.next_answer += 1;
-        let admission = match (answer, &mut self.budget) {
+        let budget = if self.hedges_apart && request.attempt.is_hedge {
+            &mut self.hedge_budget
+        } else {
+            &mut self.budget
+        };
+        let admission = match (answer, budget) {
             (Answer::DenyBudget, _) => Admission::DENIED,
             (Answer::DenyCircuit, _) => Admission::circuit_open("circuit_open"),
             (Answer::Pass, Some(gate)) => gate.admit(request),
@@ -255,14 +300,21 @@ impl Gate for WorldGate<'_> {
 
     fn attempt_ended(&mut self, record: &AttemptRecord) {
         self.log.push(GateCall::AttemptEnded(*record));
-        if let Some(gate) = &mut self.budget {
+        // Each gate settles only the attempts it admitted.
+        for gate in [&mut self.budget, &mut self.hedge_budget]
+            .into_iter()
+            .flatten()
+        {
             gate.attempt_ended(record);
         }
     }
 
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
         self.log.push(GateCall::CallEnded(*verdict, now));
-        if let Some(gate) = &mut self.budget {
+        for gate in [&mut self.budget, &mut self.hedge_budget]
+            .into_iter()
+            .flatten()
+        {
             gate.call_ended(verdict, now);
         }
     }

@@ -353,8 +353,8 @@ impl<'a> Arbitrary<'a> for Answer {
     }
 }
 
-/// A built-in budget, with small parameters so that it runs dry within a
-/// call.
+/// A built-in budget: with small parameters most of the time, so that it
+/// runs dry within a call, and now and then any value of each parameter.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BudgetInput {
     /// No budget: every attempt allowed with `no_budget`.
@@ -364,44 +364,53 @@ pub enum BudgetInput {
     /// [`TokenBucket::new`](recourse_core::budget::TokenBucket::new).
     TokenBucket {
         /// Tokens.
-        capacity: u8,
+        capacity: u32,
         /// Tokens per second.
-        refill_per_second: u16,
+        refill_per_second: u32,
     },
     /// [`Concurrency::new`](recourse_core::budget::Concurrency::new).
     Concurrency {
         /// ‰ of active attempts.
-        permille: u16,
+        permille: u32,
         /// The floor.
-        min: u8,
+        min: u32,
     },
     /// [`RetryRatio::new`](recourse_core::budget::RetryRatio::new).
     RetryRatio {
         /// Seconds.
-        ttl_secs: u8,
+        ttl_secs: u32,
         /// Retries per second always allowed.
-        min_per_sec: u8,
+        min_per_sec: u32,
         /// ‰ of requests that may be retries.
-        permille: u16,
+        permille: u32,
     },
     /// [`GrpcThrottle::new`](recourse_core::budget::GrpcThrottle::new).
     GrpcThrottle {
         /// `maxTokens`.
-        max_tokens: u8,
+        max_tokens: u32,
         /// `tokenRatio` × 1000.
-        ratio_milli: u16,
+        ratio_milli: u32,
     },
     /// [`AwsRetryQuota::new`](recourse_core::budget::AwsRetryQuota::new).
     AwsRetryQuota {
         /// Tokens.
-        capacity: u8,
+        capacity: u32,
         /// Per retry.
-        retry_cost: u8,
+        retry_cost: u32,
         /// Per retry after a timeout.
-        timeout_cost: u8,
+        timeout_cost: u32,
         /// Per success without retry.
-        increment: u8,
+        increment: u32,
     },
+}
+
+/// A budget parameter: in `small` seven times in eight, else any `u32`.
+fn param(u: &mut Unstructured<'_>, small: core::ops::RangeInclusive<u32>) -> Result<u32> {
+    if u.ratio(1u8, 8)? {
+        u.arbitrary()
+    } else {
+        u.int_in_range(small)
+    }
 }
 
 impl<'a> Arbitrary<'a> for BudgetInput {
@@ -410,27 +419,27 @@ impl<'a> Arbitrary<'a> for BudgetInput {
             0..=1 => Self::None,
             2 => Self::Unlimited,
             3 => Self::TokenBucket {
-                capacity: u.int_in_range(0..=12)?,
-                refill_per_second: u.int_in_range(0..=40)?,
+                capacity: param(u, 0..=12)?,
+                refill_per_second: param(u, 0..=40)?,
             },
             4 => Self::Concurrency {
-                permille: u.int_in_range(0..=1_000)?,
-                min: u.int_in_range(0..=3)?,
+                permille: param(u, 0..=1_000)?,
+                min: param(u, 0..=3)?,
             },
             5 => Self::RetryRatio {
-                ttl_secs: u.arbitrary()?,
-                min_per_sec: u.int_in_range(0..=3)?,
-                permille: u.int_in_range(0..=500)?,
+                ttl_secs: param(u, 0..=255)?,
+                min_per_sec: param(u, 0..=3)?,
+                permille: param(u, 0..=500)?,
             },
             6 => Self::GrpcThrottle {
-                max_tokens: u.arbitrary()?,
-                ratio_milli: u.int_in_range(0..=2_000)?,
+                max_tokens: param(u, 0..=255)?,
+                ratio_milli: param(u, 0..=2_000)?,
             },
             _ => Self::AwsRetryQuota {
-                capacity: u.int_in_range(0..=30)?,
-                retry_cost: u.int_in_range(0..=10)?,
-                timeout_cost: u.int_in_range(0..=15)?,
-                increment: u.int_in_range(0..=3)?,
+                capacity: param(u, 0..=30)?,
+                retry_cost: param(u, 0..=10)?,
+                timeout_cost: param(u, 0..=15)?,
+                increment: param(u, 0..=3)?,
             },
         })
     }
@@ -483,8 +492,11 @@ pub struct GateInput {
     pub script: Vec<Answer>,
     /// The budget.
     pub budget: BudgetInput,
+    /// `Some`: hedges are charged to this budget instead (a policy's
+    /// separate `hedge.budget`); `None`: to the same one.
+    pub hedge_budget: Option<BudgetInput>,
     /// The cost passed to the budget per attempt.
-    pub cost: u8,
+    pub cost: u32,
     /// The hedge trigger.
     pub trigger: TriggerInput,
 }
@@ -498,7 +510,16 @@ impl<'a> Arbitrary<'a> for GateInput {
                 small_vec(u, 1, 10)?
             },
             budget: u.arbitrary()?,
-            cost: u.int_in_range(0..=3)?,
+            hedge_budget: if u.ratio(1u8, 3)? {
+                Some(u.arbitrary()?)
+            } else {
+                None
+            },
+            cost: if u.ratio(1u8, 16)? {
+                u.arbitrary()?
+            } else {
+                u.int_in_range(0..=3)?
+            },
             trigger: u.arbitrary()?,
         })
     }

@@ -14,18 +14,17 @@ use recourse_core::{
 use super::checker::Checker;
 use super::coverage::{Coverage, Feature};
 use super::gate::{CheckedBudget, WorldGate};
-use super::input::{FinaleMode, Scenario, Step, When, Width};
+use super::input::{FinaleMode, GateInput, Scenario, Step, TriggerInput, When, Width};
 
-/// The latest instant the world's clock reaches, about 292 years after the
-/// epoch (events later than this are fed at it).
+/// The latest instant the world's clock reaches: the end of the clock,
+/// [`Instant::MAX`], about 584 years after the epoch.
 ///
-/// Why a horizon: at [`Instant::MAX`] saturating arithmetic makes
-/// `now + d == now`, so "every wait is after now" cannot hold there, and a
-/// record's backoff is a sleep that never happened. Real clocks are far from
-/// it (std-ext's epoch is a century back); policy durations still saturate
-/// freely (an overall timeout of `Duration::MAX` is a deadline at
-/// `Instant::MAX`).
-pub const HORIZON: Instant = Instant::from_nanos(u64::MAX / 2);
+/// At the end of the clock saturating arithmetic makes `now + d == now`:
+/// timeouts and backoffs saturate to now, so an attempt is launched and cut
+/// at once, a backoff is a sleep that never happened (its record still
+/// reports it), and an overall timeout ends the call at its start. The
+/// checker allows exactly these; everything else holds there as anywhere.
+pub const HORIZON: Instant = Instant::MAX;
 
 /// How much work one run may do, and which known machine defects the world
 /// steers around.
@@ -40,14 +39,14 @@ pub struct RunLimits {
 }
 
 impl RunLimits {
-    /// For `cargo test`: a few thousand rounds; nothing avoided.
+    /// For `cargo test`: a few thousand rounds; the known defects avoided.
     pub const TEST: Self = Self {
         max_closing_rounds: 4_000,
         avoid: Avoid::KNOWN,
     };
     /// For the fuzzer: ten thousand rounds (each is a few microseconds;
     /// more would let the rare raw policies with thousands of attempts
-    /// dominate the run time); nothing avoided.
+    /// dominate the run time); the known defects avoided.
     pub const FUZZ: Self = Self {
         max_closing_rounds: 10_000,
         avoid: Avoid::KNOWN,
@@ -68,19 +67,29 @@ pub struct Avoid {
     /// overflow checks, reused ids without). Avoided by giving the machine
     /// at most 65,535 / 11 retry groups.
     pub more_attempts_than_ids: bool,
+    /// At [`Instant::MAX`], a trigger that asks to be consulted later gets
+    /// a `Wait` until now (`next_check.max(now + 1 ms)` saturates to now):
+    /// a driver would busy-loop. Avoided by keeping the clock 1 ms short of
+    /// its end when the scenario's trigger is a scripted one.
+    pub hedge_check_at_clock_end: bool,
 }
 
 impl Avoid {
-    /// Every defect known today: none. Both flags name defects the
-    /// fuzzer found and the machine has since fixed (a start before
-    /// earlier events now starts at the latest time seen; a call whose
-    /// attempt ids run out ends `retries_exhausted`); they stay so that a
-    /// defect found next can be steered around the same way.
-    pub const KNOWN: Self = Self::NOTHING;
+    /// Every defect known today: a hedge check at the clock's end. The
+    /// other flags name defects the fuzzer found and the machine has since
+    /// fixed (a start before earlier events now starts at the latest time
+    /// seen; a call whose attempt ids run out ends `retries_exhausted`);
+    /// they stay so that a defect found next can be steered around the same
+    /// way.
+    pub const KNOWN: Self = Self {
+        hedge_check_at_clock_end: true,
+        ..Self::NOTHING
+    };
     /// None: the world feeds whatever the scenario says.
     pub const NOTHING: Self = Self {
         start_before_events_seen: false,
         more_attempts_than_ids: false,
+        hedge_check_at_clock_end: false,
     };
 }
 
@@ -115,93 +124,162 @@ pub(super) fn run(s: &Scenario, limits: RunLimits) -> (Coverage, u64) {
 }
 
 fn run_n<const N: usize>(s: &Scenario, limits: RunLimits) -> (Coverage, u64) {
-    let policy = machine_policy(s, limits.avoid);
-    let budget = CheckedBudget::new(s.gate.budget);
-    let options: Options = s.options.0;
-    let mut w = World {
-        m: CallMachine::<N>::new(&policy, options, fastrand::Rng::with_seed(s.seed)),
-        gate: WorldGate::new(&s.gate, budget.as_ref()),
-        checker: Checker::new(s, &policy, options, N),
-        budget: budget.as_ref(),
-        rest: Action::AwaitAttempts,
-        digest: DefaultHasher::new(),
-        audited: false,
-    };
-    if s.normalize.is_none() {
-        w.checker.seen.mark(Feature::RawPolicy);
-    }
-    // Before Start: idle, whatever a careless driver feeds.
-    w.drain();
-    for step in &s.before_start {
-        w.step(step);
-    }
-    let mut start = Instant::ZERO + s.start.0;
-    if limits.avoid.start_before_events_seen {
-        start = start.max(w.checker.now);
-    }
-    w.feed(Event::Start { now: start });
+    let budgets = Budgets::new(&s.gate);
+    let mut w = World::<N>::new(s, limits, &budgets);
+    w.begin(s, limits);
     for step in &s.steps {
         w.step(step);
     }
-    if w.checker.finished.is_some() {
-        w.checker.seen.mark(Feature::EndedInSteps);
-    }
-    w.close(s, limits);
-    // Once finished, the machine answers the same whatever comes.
-    let now = w.checker.now;
-    w.feed(Event::Tick {
-        now: now + Duration::from_millis(1),
-    });
-    w.feed(Event::AttemptFinished {
-        id: AttemptId(0),
-        outcome: Outcome::SUCCESS,
-        now,
-    });
-    w.feed(Event::Cancel { now });
-    w.feed(Event::Start { now });
-    w.checker.check_end();
-    if let Some(b) = w.budget {
-        let (reserved, denied) = b.counts();
-        if reserved > 0 {
-            w.checker.seen.mark(Feature::BudgetReserved);
-        }
-        if denied > 0 {
-            w.checker.seen.mark(Feature::BudgetDenied);
-        }
-    }
-    let coverage = Coverage::one_run(&w.checker.seen.0, w.checker.launched());
-    (coverage, w.digest.finish())
+    w.end(s, limits)
 }
 
-struct World<'s, 'b, const N: usize> {
+/// The budgets of one call: one for every attempt, or hedges apart.
+pub(super) struct Budgets {
+    retry: Option<CheckedBudget>,
+    hedge: Option<CheckedBudget>,
+    hedges_apart: bool,
+}
+
+impl Budgets {
+    pub(super) fn new(g: &GateInput) -> Self {
+        Self {
+            retry: CheckedBudget::new(g.budget),
+            hedge: g.hedge_budget.and_then(CheckedBudget::new),
+            hedges_apart: g.hedge_budget.is_some(),
+        }
+    }
+
+    /// The same budgets for another call (each with a ledger of its own).
+    pub(super) fn share(&self) -> Self {
+        Self {
+            retry: self.retry.as_ref().map(CheckedBudget::share),
+            hedge: self.hedge.as_ref().map(CheckedBudget::share),
+            hedges_apart: self.hedges_apart,
+        }
+    }
+
+    fn each(&self) -> impl Iterator<Item = &CheckedBudget> {
+        self.retry.iter().chain(self.hedge.iter())
+    }
+
+    /// Once every call sharing them ended: what is wrong with them.
+    pub(super) fn audit_idle(&self) -> Result<(), String> {
+        self.each().try_for_each(CheckedBudget::audit_idle)
+    }
+}
+
+impl<'s, 'b, const N: usize> World<'s, 'b, N> {
+    /// A world for `s`, its gate charging `budgets`.
+    pub(super) fn new(s: &'s Scenario, limits: RunLimits, budgets: &'b Budgets) -> Self {
+        let policy = machine_policy(s, limits.avoid);
+        let options: Options = s.options.0;
+        let mut w = World {
+            m: CallMachine::<N>::new(&policy, options, fastrand::Rng::with_seed(s.seed)),
+            gate: WorldGate::new(
+                &s.gate,
+                budgets.retry.as_ref(),
+                budgets.hedge.as_ref(),
+                budgets.hedges_apart,
+            ),
+            checker: Checker::new(s, &policy, options, N, s.seed),
+            budgets,
+            rest: Action::AwaitAttempts,
+            digest: DefaultHasher::new(),
+            audited: false,
+            horizon: if limits.avoid.hedge_check_at_clock_end
+                && matches!(s.gate.trigger, TriggerInput::Chaos(_))
+            {
+                HORIZON - Duration::from_millis(1)
+            } else {
+                HORIZON
+            },
+        };
+        w.checker.set_trigger(&s.gate.trigger);
+        if s.normalize.is_none() {
+            w.checker.seen.mark(Feature::RawPolicy);
+        }
+        w
+    }
+
+    /// Whatever a careless driver feeds before `Start`, then `Start`.
+    pub(super) fn begin(&mut self, s: &Scenario, limits: RunLimits) {
+        // Before Start: idle, whatever a careless driver feeds.
+        self.drain();
+        for step in &s.before_start {
+            self.step(step);
+        }
+        let mut start = Instant::ZERO + s.start.0;
+        if limits.avoid.start_before_events_seen {
+            start = start.max(self.checker.now);
+        }
+        self.feed(Event::Start { now: start });
+    }
+
+    /// Brings the call to its end and checks what is left; what it covered
+    /// and a digest of every action.
+    pub(super) fn end(mut self, s: &Scenario, limits: RunLimits) -> (Coverage, u64) {
+        if self.checker.finished.is_some() {
+            self.checker.seen.mark(Feature::EndedInSteps);
+        }
+        self.close(s, limits);
+        // Once finished, the machine answers the same whatever comes.
+        let now = self.checker.now;
+        self.feed(Event::Tick {
+            now: now + Duration::from_millis(1),
+        });
+        self.feed(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::SUCCESS,
+            now,
+        });
+        self.feed(Event::Cancel { now });
+        self.feed(Event::Start { now });
+        self.checker.check_end();
+        for b in self.budgets.each() {
+            let (reserved, denied) = b.counts();
+            if reserved > 0 {
+                self.checker.seen.mark(Feature::BudgetReserved);
+            }
+            if denied > 0 {
+                self.checker.seen.mark(Feature::BudgetDenied);
+            }
+        }
+        let coverage = Coverage::one_run(&self.checker.seen.0, self.checker.launched());
+        (coverage, self.digest.finish())
+    }
+}
+
+pub(super) struct World<'s, 'b, const N: usize> {
     m: CallMachine<N>,
     gate: WorldGate<'b>,
     checker: Checker<'s>,
-    budget: Option<&'b CheckedBudget>,
+    budgets: &'b Budgets,
     /// The last action that asked the driver to wait (or finished).
     rest: Action,
     digest: DefaultHasher,
     audited: bool,
+    /// The latest instant fed: [`HORIZON`], or 1 ms short of it.
+    horizon: Instant,
 }
 
 impl<const N: usize> World<'_, '_, N> {
-    /// Feeds `event` (at the [`HORIZON`] at the latest) and drains the
+    /// Feeds `event` (at the horizon at the latest) and drains the
     /// machine.
     fn feed(&mut self, event: Event) {
         let event = match event {
             Event::Start { now } => Event::Start {
-                now: now.min(HORIZON),
+                now: now.min(self.horizon),
             },
             Event::Tick { now } => Event::Tick {
-                now: now.min(HORIZON),
+                now: now.min(self.horizon),
             },
             Event::Cancel { now } => Event::Cancel {
-                now: now.min(HORIZON),
+                now: now.min(self.horizon),
             },
             Event::AttemptFinished { id, outcome, now } => Event::AttemptFinished {
                 id,
                 outcome,
-                now: now.min(HORIZON),
+                now: now.min(self.horizon),
             },
         };
         self.checker.on_event(&event);
@@ -214,7 +292,16 @@ impl<const N: usize> World<'_, '_, N> {
     fn drain(&mut self) {
         // A launch and a cancel per slot, a record per slot, a refusal and
         // the finish: anything longer is the machine spinning.
-        let limit = 4 * N + 16;
+        // At the clock's end a timeout saturates to now: every attempt is
+        // launched and cut at once, so the call runs through all of them
+        // (ids run out at 65,536) in one drain.
+        let limit = 4 * N
+            + 16
+            + if self.checker.now == Instant::MAX {
+                4 * usize::try_from(self.checker.attempt_bound().min(1 << 17)).unwrap_or(0)
+            } else {
+                0
+            };
         for _ in 0..limit {
             let action = self.m.poll(&mut self.gate);
             let calls = core::mem::take(&mut self.gate.log);
@@ -243,10 +330,8 @@ impl<const N: usize> World<'_, '_, N> {
             return;
         }
         self.audited = true;
-        if let Some(b) = self.budget {
-            if let Err(e) = b.audit() {
-                self.checker.fail(format_args!("{e}"));
-            }
+        if let Err(e) = self.budgets.each().try_for_each(CheckedBudget::audit) {
+            self.checker.fail(format_args!("{e}"));
         }
     }
 
@@ -271,7 +356,7 @@ impl<const N: usize> World<'_, '_, N> {
         }
     }
 
-    fn step(&mut self, step: &Step) {
+    pub(super) fn step(&mut self, step: &Step) {
         match *step {
             Step::Finish {
                 pick,
@@ -350,7 +435,7 @@ impl<const N: usize> World<'_, '_, N> {
             && (eager || until.is_none() || rng.bool());
         if !complete {
             match until {
-                Some(until) if until <= HORIZON => {
+                Some(until) if until <= self.horizon => {
                     self.feed(Event::Tick { now: until });
                     return true;
                 }

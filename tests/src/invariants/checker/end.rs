@@ -158,10 +158,6 @@ impl Checker<'_> {
             Some(e) => ensure!(self, v == e, "the call must end with {e:?}, got {v:?}"),
             None => {
                 let last = self.last_failed.map(AttemptId);
-                let stopped_early = Verdict::Failure {
-                    cause: Cause::BackoffBeyondDeadline,
-                    last,
-                };
                 // Attempt ids are u16: a call that has handed out every id
                 // ends exhausted rather than reuse one.
                 let out_of_ids = Verdict::Failure {
@@ -170,8 +166,7 @@ impl Checker<'_> {
                 };
                 ensure!(
                     self,
-                    (v == stopped_early && self.group_end.is_some_and(|e| e.may_stop))
-                        || (v == out_of_ids && self.attempts.len() >= usize::from(u16::MAX)),
+                    v == out_of_ids && self.attempts.len() >= usize::from(u16::MAX),
                     "the call ended with {v:?}, which nothing fed explains"
                 );
             }

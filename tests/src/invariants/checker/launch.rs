@@ -4,10 +4,10 @@
 
 use core::time::Duration;
 
-use recourse_core::hedge::HedgeState;
+use recourse_core::hedge::{HedgeDecision, HedgeState};
 use recourse_core::{
-    Admission, AdmitRequest, AttemptId, AttemptInfo, AttemptRecord, Cause, Gatekeeper, Outcome,
-    Verdict,
+    Admission, AdmitRequest, AttemptId, AttemptInfo, AttemptRecord, Cause, Gatekeeper, Instant,
+    Outcome, Verdict,
 };
 
 use super::{Attempt, Checker, Life};
@@ -25,7 +25,7 @@ impl Checker<'_> {
         let (req, adm) = match (hedge, calls) {
             (false, [GateCall::Admit(req, adm)]) => (*req, *adm),
             (true, [GateCall::Hedge(state, decision), GateCall::Admit(req, adm)]) => {
-                self.check_hedge_consultation(state);
+                self.check_hedge_consultation(state, decision);
                 ensure!(
                     self,
                     decision.spawn,
@@ -124,27 +124,29 @@ impl Checker<'_> {
                 self.groups
             ));
         };
-        let backoff = match self.backoff_until.take() {
-            Some(until) => {
-                ensure!(
-                    self,
-                    self.now >= until,
-                    "retry started at {:?}, before its backoff ended at {until:?}",
-                    self.now
-                );
-                until - end.at
-            }
-            None => Duration::ZERO,
+        let what = if end.hinted {
+            "the server's retry-after hint (capped by the executor)"
+        } else {
+            "the backoff schedule (multiplier, cap and jitter drawn from the seeded RNG)"
         };
-        if let Some(hinted) = end.hinted {
-            ensure!(
+        match self.backoff_until.take() {
+            // The wait itself was checked against `end.at + end.delay`.
+            Some(until) => ensure!(
                 self,
-                backoff == hinted,
-                "the server asked for a {hinted:?} wait (retry-after, capped by the executor), \
-                 the machine slept {backoff:?}"
-            );
+                self.now >= until,
+                "retry started at {:?}, before its backoff ended at {until:?}",
+                self.now
+            ),
+            // At the clock's end `at + delay` saturates to `at`: nothing to
+            // wait for, the record still reports the sleep drawn.
+            None => ensure!(
+                self,
+                end.delay.is_zero() || end.at + end.delay == end.at,
+                "{what} fixes the sleep at {:?}, the machine launched the retry without one",
+                end.delay
+            ),
         }
-        backoff
+        end.delay
     }
 
     /// Rules for a hedge about to be launched or refused.
@@ -181,7 +183,11 @@ impl Checker<'_> {
         self.group_hedges += 1;
     }
 
-    pub(super) fn check_hedge_consultation(&mut self, state: &HedgeState) {
+    pub(super) fn check_hedge_consultation(
+        &mut self,
+        state: &HedgeState,
+        decision: &HedgeDecision,
+    ) {
         ensure!(
             self,
             self.max_hedges > 0,
@@ -221,6 +227,31 @@ impl Checker<'_> {
             *state == want,
             "the hedge trigger was told {state:?}, expected {want:?}"
         );
+        if let Some(gap) = self.hedge_gap {
+            // Hedge `k` at `k × gap` after the group's primary; until then
+            // the trigger asks to be consulted at that instant.
+            let k = self.group_hedges.saturating_add(1);
+            let due = self.group_start + gap.saturating_mul(k);
+            let documented = if self.now >= due {
+                HedgeDecision {
+                    spawn: true,
+                    next_check: None,
+                }
+            } else {
+                HedgeDecision {
+                    spawn: false,
+                    next_check: Some(due),
+                }
+            };
+            ensure!(
+                self,
+                *decision == documented,
+                "the trigger answered {decision:?} for hedge {k} at {:?}, its docs say \
+                 {documented:?} (hedge k at k × {gap:?} after the group's start {:?})",
+                self.now,
+                self.group_start
+            );
+        }
     }
 
     pub(super) fn on_launch(&mut self, info: AttemptInfo, calls: &[GateCall]) {
@@ -249,9 +280,15 @@ impl Checker<'_> {
              overall deadline)",
             info.deadline
         );
+        // At the clock's end a timeout saturates to now: the machine then
+        // launches the attempt and cuts it at once (`CallPlan::first_attempt`).
+        let saturated = self.now == Instant::MAX;
+        if saturated && info.deadline == Some(self.now) {
+            self.seen.mark(Feature::ClockSaturated);
+        }
         ensure!(
             self,
-            info.deadline.is_none_or(|d| d > self.now),
+            info.deadline.is_none_or(|d| d > self.now) || saturated,
             "attempt launched at {:?} with its deadline {:?} already due",
             self.now,
             info.deadline

@@ -1,6 +1,6 @@
 //! Rules for waiting: every wait is after now, never past a pending deadline
 //! or the trigger's next check, and has the reason it says; a backoff is
-//! the hinted one or within the policy's maximum.
+//! exactly the hinted one or the one the reference schedule drew.
 
 use core::time::Duration;
 
@@ -59,22 +59,20 @@ impl Checker<'_> {
                 ),
                 None => {
                     let delay = until - end.at;
-                    match end.hinted {
-                        Some(h) => {
-                            // (Compared as instants: `at + h` may saturate.)
-                            ensure!(
-                                self,
-                                until == end.at + h,
-                                "backoff of {delay:?}, but the retry-after hint fixes it at {h:?}"
-                            );
-                            self.seen.mark(Feature::RetryAfterHint);
-                        }
-                        None => ensure!(
-                            self,
-                            delay <= self.backoff_cap,
-                            "backoff of {delay:?}, above the policy's maximum {:?}",
-                            self.backoff_cap
-                        ),
+                    // (Compared as instants: `at + delay` may saturate.)
+                    ensure!(
+                        self,
+                        until == end.at + end.delay,
+                        "backoff of {delay:?}, but {} fixes it at {:?}",
+                        if end.hinted {
+                            "the retry-after hint"
+                        } else {
+                            "the backoff schedule"
+                        },
+                        end.delay
+                    );
+                    if end.hinted {
+                        self.seen.mark(Feature::RetryAfterHint);
                     }
                     self.backoff_until = Some(until);
                 }
@@ -130,7 +128,7 @@ impl Checker<'_> {
         match calls {
             [] => None,
             [GateCall::Hedge(state, decision)] => {
-                self.check_hedge_consultation(state);
+                self.check_hedge_consultation(state, decision);
                 ensure!(
                     self,
                     !decision.spawn,
