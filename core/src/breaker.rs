@@ -40,15 +40,11 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::gate::Admission;
-use crate::machine::{Cause, Verdict};
 use crate::policy::CircuitPolicy;
 use crate::time::{nanos, Instant};
+use crate::verdict::{Cause, Verdict};
 
-/// Reason code of a refusal by an open circuit.
-pub const CIRCUIT_OPEN: &str = "circuit_open";
-/// Reason code of a refusal by a half-open circuit whose probe slots are all
-/// taken.
-pub const HALF_OPEN_PROBE_LIMIT: &str = "circuit_half_open_probe_limit";
+pub use crate::verdict::reason::{CIRCUIT_OPEN, HALF_OPEN_PROBE_LIMIT};
 
 /// Buckets of the failure-ratio window: the window slides in steps of a
 /// tenth of its length.

@@ -49,6 +49,7 @@ use crate::pinned::PinnedSlots;
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::{Instant, Timer};
+use crate::verdict::reason;
 
 /// Where a call is.
 ///
@@ -186,6 +187,8 @@ pin_project! {
                 this.attempts.as_mut().slot(i).set(None);
             }
             this.sleep.set(None);
+            // Not checked: a drop may run while a panic unwinds, and a
+            // second panic would abort.
             let now = this.timer.now();
             if let Some(opened) = express {
                 // Dropped inside the express lane: something it called
@@ -524,7 +527,7 @@ where
                 if let Some((id, result)) =
                     poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx)
                 {
-                    let now = this.timer.now();
+                    let now = read_clock(this.timer, machine.now());
                     let outcome = this.classifier.classify(&result);
                     settle(
                         machine,
@@ -557,7 +560,7 @@ where
             // The timer says `until` has passed; trust it over a clock read
             // that rounds a hair earlier, or the machine would ask for the
             // same wait again.
-            let now = this.timer.now().max(until);
+            let now = read_clock(this.timer, machine.now()).max(until);
             machine.handle(Event::Tick { now });
         }
     }
@@ -618,7 +621,7 @@ where
         *polled = true;
         return None;
     };
-    let end = this.timer.now().max(now);
+    let end = read_clock(this.timer, now).max(now);
     let outcome = this.classifier.classify(&result);
     if outcome.kind != OutcomeKind::Success {
         take_over(this.state, this.gate, now);
@@ -971,14 +974,34 @@ fn conclude<T, E>(
             last: last_err(last),
         }),
         Cause::BudgetDenied => Err(Error::BudgetDenied {
-            reason: refusal.unwrap_or(crate::outcome::reason::BUDGET_DENIED),
+            reason: refusal.unwrap_or(reason::BUDGET_DENIED),
             last: last_err(last),
         }),
         Cause::CircuitOpen => Err(Error::CircuitOpen {
-            reason: refusal.unwrap_or("circuit_open"),
+            reason: refusal.unwrap_or(reason::CIRCUIT_OPEN),
         }),
     }
 }
+
+/// Reads `timer`'s clock and, in debug builds, asserts that it has not
+/// gone back past `latest`, the latest instant the call has seen from it.
+///
+/// The machine clamps a `now` earlier than one it has seen (its contract,
+/// which the invariant suites exercise); a driver whose own clock goes back
+/// has a broken timer. `latest` may be a wait's end the timer's sleep said
+/// had passed while its clock read a hair earlier, hence the tolerance.
+#[inline(always)]
+fn read_clock<Tm: Timer>(timer: &Tm, latest: Instant) -> Instant {
+    let now = timer.now();
+    debug_assert!(
+        now + CLOCK_TOLERANCE >= latest,
+        "the timer's clock went backwards: {now:?} after {latest:?}"
+    );
+    now
+}
+
+/// How far a clock read may trail a wait's end its sleep said had passed.
+const CLOCK_TOLERANCE: core::time::Duration = core::time::Duration::from_millis(1);
 
 #[cfg(test)]
 mod tests {

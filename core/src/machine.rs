@@ -29,10 +29,12 @@ use core::time::Duration;
 use crate::backoff::{Backoff, BackoffSpec};
 use crate::gate::{AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
-use crate::outcome::{reason, Outcome, OutcomeKind};
+use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::{Limits, Policy};
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::Instant;
+use crate::verdict::reason;
+pub use crate::verdict::{Cause, Verdict};
 
 /// Call-wide settings that are the executor's, not the policy's.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -105,6 +107,7 @@ pub enum WaitReason {
 
 /// What the driver must do next.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[must_use = "an action is the machine's decision: carry it out"]
 pub enum Action {
     /// Start the operation for this attempt.
     Launch(AttemptInfo),
@@ -124,68 +127,6 @@ pub enum Action {
     AwaitAttempts,
     /// The call is over.
     Finish(Verdict),
-}
-
-/// How a call ended.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Verdict {
-    /// This attempt's result is the call's.
-    Success(AttemptId),
-    /// The call failed.
-    Failure {
-        /// Why.
-        cause: Cause,
-        /// The last attempt that reported a failure, if any; its result is
-        /// the call's last error.
-        last: Option<AttemptId>,
-    },
-}
-
-/// Why a call failed.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Cause {
-    /// An attempt's outcome was non-retryable.
-    NonRetryable,
-    /// An attempt's outcome was abort.
-    Abort,
-    /// Every allowed attempt failed retryably.
-    Exhausted,
-    /// The overall deadline passed.
-    DeadlineExceeded,
-    /// The next backoff would end at or past the overall deadline, so the
-    /// call stopped early rather than sleep into it.
-    BackoffBeyondDeadline,
-    /// The server's retry-after hint would end at or past the overall
-    /// deadline.
-    RetryAfterBeyondDeadline,
-    /// The caller cancelled.
-    Cancelled,
-    /// A budget refused an attempt.
-    BudgetDenied,
-    /// The circuit breaker refused the call.
-    CircuitOpen,
-    /// Not produced by the machine: a classifier judged an `Err` a success,
-    /// so the call stopped with that error without retrying.
-    Accepted,
-}
-
-impl Cause {
-    /// A low-cardinality reason code.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::NonRetryable => "non_retryable",
-            Self::Abort => "abort",
-            Self::Exhausted => "retries_exhausted",
-            Self::DeadlineExceeded => "deadline_exceeded",
-            Self::BackoffBeyondDeadline => "backoff_beyond_deadline",
-            Self::RetryAfterBeyondDeadline => "retry_after_beyond_deadline",
-            Self::Cancelled => "cancelled",
-            Self::BudgetDenied => "budget_denied",
-            Self::CircuitOpen => "circuit_open",
-            Self::Accepted => "accepted_error",
-        }
-    }
 }
 
 /// What a machine takes from its policy: the numbers, not the names. Small
@@ -680,6 +621,7 @@ impl<const N: usize> CallMachine<N> {
     /// when each admitted attempt ends.
     ///
     /// What changes the answer: events fed since the last call; nothing else.
+    #[must_use = "drain poll until Wait, AwaitAttempts or Finish and carry out each action"]
     pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
         if let Some((record, admitted)) = self.pending.take() {
             if admitted {

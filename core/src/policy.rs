@@ -304,151 +304,172 @@ impl Policy {
     /// assert_eq!(format!("{}", n.changed), "retry.max_attempts,retry.max_backoff");
     /// ```
     pub fn normalize_with(mut self, limits: Limits) -> Result<Normalized, PolicyError> {
-        let mut changed = ChangedFields::EMPTY;
-        let mut set = |field: Field, changed_now: bool| {
-            if changed_now {
-                changed.insert(field);
-            }
-        };
-
-        let r = &mut self.retry;
-        if !r.backoff_multiplier.is_finite() {
+        if !self.retry.backoff_multiplier.is_finite() {
             return Err(PolicyError::new(
                 Field::BackoffMultiplier.path(),
                 Problem::NotFinite,
             ));
         }
-        set(
-            Field::MaxAttempts,
-            fix(
-                &mut r.max_attempts,
-                |v| if v == 0 { 3 } else { v.clamp(1, 10) },
-            ),
-        );
-        set(
-            Field::InitialBackoff,
-            fix(&mut r.initial_backoff, |v| {
-                if v.is_zero() {
-                    Duration::from_millis(10)
-                } else {
-                    v.clamp(MS, BACKOFF_CEILING)
-                }
-            }),
-        );
-        let initial = r.initial_backoff;
-        set(
-            Field::MaxBackoff,
-            fix(&mut r.max_backoff, |v| {
-                let v = if v.is_zero() {
-                    Duration::from_millis(250)
-                } else {
-                    v.min(BACKOFF_CEILING)
-                };
-                v.max(initial)
-            }),
-        );
-        set(
-            Field::BackoffMultiplier,
-            fix_f64(&mut r.backoff_multiplier, |v| {
-                if v == 0.0 {
-                    2.0
-                } else {
-                    v.clamp(1.0, 10.0)
-                }
-            }),
-        );
-        set(
-            Field::OverallTimeout,
-            fix_timeout(&mut r.overall_timeout, None),
-        );
-        let overall = r.overall_timeout;
-        set(
-            Field::TimeoutPerAttempt,
-            fix_timeout(&mut r.timeout_per_attempt, overall),
-        );
-        set(
-            Field::RetryBudgetCost,
-            fix(&mut r.budget.cost, |c| c.max(1)),
-        );
-
-        let h = &mut self.hedge;
-        if h.enabled {
-            let ceiling = limits
-                .max_hedges_ceiling
-                .clamp(1, Limits::MAX_HEDGES_CEILING);
-            set(
-                Field::MaxHedges,
-                fix(&mut h.max_hedges, |v| {
-                    if v == 0 {
-                        2.min(ceiling)
-                    } else {
-                        v.clamp(1, ceiling)
-                    }
-                }),
-            );
-            set(
-                Field::HedgeDelay,
-                fix(&mut h.hedge_delay, |v| {
-                    if v.is_zero() {
-                        Duration::from_millis(200)
-                    } else {
-                        v.max(Duration::from_millis(10))
-                    }
-                }),
-            );
-            set(
-                Field::HedgeBudgetCost,
-                fix(&mut h.budget.cost, |c| c.max(1)),
-            );
-        }
-
-        let c = &mut self.circuit;
-        set(
-            Field::CircuitThreshold,
-            fix(&mut c.threshold, |v| if v == 0 { 5 } else { v }),
-        );
-        set(
-            Field::CircuitCooldown,
-            fix(&mut c.cooldown, |v| {
-                if v.is_zero() {
-                    Duration::from_secs(10)
-                } else {
-                    v.max(Duration::from_millis(100))
-                }
-            }),
-        );
-        set(
-            Field::CircuitFailureRatio,
-            fix(&mut c.failure_ratio_permille, |v| v.min(1000)),
-        );
-        set(
-            Field::CircuitWindow,
-            fix(&mut c.window, |v| {
-                if v.is_zero() {
-                    Duration::from_secs(10)
-                } else {
-                    v.max(Duration::from_millis(100))
-                }
-            }),
-        );
-        set(
-            Field::CircuitMinCalls,
-            fix(&mut c.min_calls, |v| if v == 0 { 20 } else { v }),
-        );
-        set(
-            Field::CircuitHalfOpenMaxProbes,
-            fix(&mut c.half_open_max_probes, |v| v.clamp(1, 100)),
-        );
-        set(
-            Field::CircuitHalfOpenSuccesses,
-            fix(&mut c.half_open_successes, |v| v.clamp(1, 100)),
-        );
-
+        let mut changed = ChangedFields::EMPTY;
+        normalize_retry(&mut self.retry, &mut changed);
+        normalize_hedge(&mut self.hedge, limits, &mut changed);
+        normalize_circuit(&mut self.circuit, &mut changed);
         Ok(Normalized {
             policy: self,
             changed,
         })
     }
+}
+
+/// Records `field` in `changed` when `changed_now`.
+fn reporter(changed: &mut ChangedFields) -> impl FnMut(Field, bool) + '_ {
+    move |field, changed_now| {
+        if changed_now {
+            changed.insert(field);
+        }
+    }
+}
+
+/// `retry.*`: attempts, backoff, timeouts and the retry budget's cost; the
+/// multiplier is known to be finite.
+fn normalize_retry(r: &mut RetryPolicy, changed: &mut ChangedFields) {
+    let mut set = reporter(changed);
+    set(
+        Field::MaxAttempts,
+        fix(
+            &mut r.max_attempts,
+            |v| if v == 0 { 3 } else { v.clamp(1, 10) },
+        ),
+    );
+    set(
+        Field::InitialBackoff,
+        fix(&mut r.initial_backoff, |v| {
+            if v.is_zero() {
+                Duration::from_millis(10)
+            } else {
+                v.clamp(MS, BACKOFF_CEILING)
+            }
+        }),
+    );
+    let initial = r.initial_backoff;
+    set(
+        Field::MaxBackoff,
+        fix(&mut r.max_backoff, |v| {
+            let v = if v.is_zero() {
+                Duration::from_millis(250)
+            } else {
+                v.min(BACKOFF_CEILING)
+            };
+            v.max(initial)
+        }),
+    );
+    set(
+        Field::BackoffMultiplier,
+        fix_f64(&mut r.backoff_multiplier, |v| {
+            if v == 0.0 {
+                2.0
+            } else {
+                v.clamp(1.0, 10.0)
+            }
+        }),
+    );
+    set(
+        Field::OverallTimeout,
+        fix_timeout(&mut r.overall_timeout, None),
+    );
+    let overall = r.overall_timeout;
+    set(
+        Field::TimeoutPerAttempt,
+        fix_timeout(&mut r.timeout_per_attempt, overall),
+    );
+    set(
+        Field::RetryBudgetCost,
+        fix(&mut r.budget.cost, |c| c.max(1)),
+    );
+}
+
+/// `hedge.*`: the budget cost always; count and delay only when hedging is
+/// enabled, with the executor's ceiling.
+fn normalize_hedge(h: &mut HedgePolicy, limits: Limits, changed: &mut ChangedFields) {
+    let mut set = reporter(changed);
+    // The cost is normalized whether or not hedging is on, so that a
+    // document round-trips to the same policy when hedging is switched
+    // on later (SPEC: budget cost ≤ 0 → 1).
+    set(
+        Field::HedgeBudgetCost,
+        fix(&mut h.budget.cost, |c| c.max(1)),
+    );
+    if !h.enabled {
+        return;
+    }
+    let ceiling = limits
+        .max_hedges_ceiling
+        .clamp(1, Limits::MAX_HEDGES_CEILING);
+    set(
+        Field::MaxHedges,
+        fix(&mut h.max_hedges, |v| {
+            if v == 0 {
+                2.min(ceiling)
+            } else {
+                v.clamp(1, ceiling)
+            }
+        }),
+    );
+    set(
+        Field::HedgeDelay,
+        fix(&mut h.hedge_delay, |v| {
+            if v.is_zero() {
+                Duration::from_millis(200)
+            } else {
+                v.max(Duration::from_millis(10))
+            }
+        }),
+    );
+}
+
+/// `circuit.*`: normalized whether or not the breaker is enabled.
+fn normalize_circuit(c: &mut CircuitPolicy, changed: &mut ChangedFields) {
+    let mut set = reporter(changed);
+    set(
+        Field::CircuitThreshold,
+        fix(&mut c.threshold, |v| if v == 0 { 5 } else { v }),
+    );
+    set(
+        Field::CircuitCooldown,
+        fix(&mut c.cooldown, |v| {
+            if v.is_zero() {
+                Duration::from_secs(10)
+            } else {
+                v.max(Duration::from_millis(100))
+            }
+        }),
+    );
+    set(
+        Field::CircuitFailureRatio,
+        fix(&mut c.failure_ratio_permille, |v| v.min(1000)),
+    );
+    set(
+        Field::CircuitWindow,
+        fix(&mut c.window, |v| {
+            if v.is_zero() {
+                Duration::from_secs(10)
+            } else {
+                v.max(Duration::from_millis(100))
+            }
+        }),
+    );
+    set(
+        Field::CircuitMinCalls,
+        fix(&mut c.min_calls, |v| if v == 0 { 20 } else { v }),
+    );
+    set(
+        Field::CircuitHalfOpenMaxProbes,
+        fix(&mut c.half_open_max_probes, |v| v.clamp(1, 100)),
+    );
+    set(
+        Field::CircuitHalfOpenSuccesses,
+        fix(&mut c.half_open_successes, |v| v.clamp(1, 100)),
+    );
 }
 
 fn fix<T: Copy + PartialEq>(v: &mut T, f: impl FnOnce(T) -> T) -> bool {
@@ -769,6 +790,27 @@ mod tests {
             })
             .unwrap();
         assert_eq!(n.policy.hedge.max_hedges, 9);
+    }
+
+    #[test]
+    fn hedge_budget_cost_is_normalized_whether_or_not_hedging_is_on() {
+        let mut p = Policy::DEFAULT;
+        p.hedge.budget.cost = 0;
+        p.hedge.max_hedges = 9;
+        let off = p.clone().normalize().unwrap();
+        assert_eq!(off.policy.hedge.budget.cost, 1);
+        assert_eq!(off.policy.hedge.max_hedges, 9, "count untouched while off");
+        assert_eq!(off.changed.to_string(), "hedge.budget.cost");
+        // Switching hedging on later gives the same cost as normalizing
+        // with hedging on from the start.
+        let mut later = off.policy.clone();
+        later.hedge.enabled = true;
+        p.hedge.enabled = true;
+        let (later, at_once) = (later.normalize().unwrap(), p.normalize().unwrap());
+        assert_eq!(later.policy, at_once.policy);
+        assert_eq!(later.policy.hedge.budget.cost, 1);
+        assert!(at_once.changed.contains(Field::HedgeBudgetCost));
+        assert!(!later.changed.contains(Field::HedgeBudgetCost));
     }
 
     #[test]
