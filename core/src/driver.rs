@@ -163,6 +163,8 @@ pin_project! {
         // The attempt in each slot of `attempts`.
         ids: W::Ids,
         last_terminal: bool,
+        // Debug builds: the latest clock read (zero-sized in release).
+        clock: ClockCheck,
         state: State<P, W::Machine>,
     }
 
@@ -426,6 +428,7 @@ where
             sleep_at: Instant::ZERO,
             last: None,
             last_terminal: false,
+            clock: ClockCheck::NEW,
             winner: None,
             attempts: W::Attempts::default(),
             sleep: None,
@@ -527,7 +530,7 @@ where
                 if let Some((id, result)) =
                     poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx)
                 {
-                    let now = read_clock(this.timer, machine.now());
+                    let now = this.clock.read(this.timer, machine.start());
                     let outcome = this.classifier.classify(&result);
                     settle(
                         machine,
@@ -560,7 +563,7 @@ where
             // The timer says `until` has passed; trust it over a clock read
             // that rounds a hair earlier, or the machine would ask for the
             // same wait again.
-            let now = read_clock(this.timer, machine.now()).max(until);
+            let now = this.clock.read(this.timer, machine.start()).max(until);
             machine.handle(Event::Tick { now });
         }
     }
@@ -621,7 +624,7 @@ where
         *polled = true;
         return None;
     };
-    let end = read_clock(this.timer, now).max(now);
+    let end = this.clock.read(this.timer, now).max(now);
     let outcome = this.classifier.classify(&result);
     if outcome.kind != OutcomeKind::Success {
         take_over(this.state, this.gate, now);
@@ -983,25 +986,51 @@ fn conclude<T, E>(
     }
 }
 
-/// Reads `timer`'s clock and, in debug builds, asserts that it has not
-/// gone back past `latest`, the latest instant the call has seen from it.
+/// Reads a [`Timer`]'s clock and, in debug builds, asserts that it never
+/// goes back (the driver contract, crate docs step 4).
 ///
 /// The machine clamps a `now` earlier than one it has seen (its contract,
-/// which the invariant suites exercise); a driver whose own clock goes back
-/// has a broken timer. `latest` may be a wait's end the timer's sleep said
-/// had passed while its clock read a hair earlier, hence the tolerance.
-#[inline(always)]
-fn read_clock<Tm: Timer>(timer: &Tm, latest: Instant) -> Instant {
-    let now = timer.now();
-    debug_assert!(
-        now + CLOCK_TOLERANCE >= latest,
-        "the timer's clock went backwards: {now:?} after {latest:?}"
-    );
-    now
+/// which the invariant suites exercise), and a timer's sleep may end while
+/// its clock reads a hair before the sleep's instant (the driver then feeds
+/// the instant), so the check compares the clock with its own earlier
+/// reads: in milliseconds since the call started, in a `u16` that fits in
+/// the call future's padding (saturating, so past 65 s only a clock going
+/// back before the call's start is caught). Zero-sized in release builds.
+#[derive(Copy, Clone, Debug)]
+struct ClockCheck {
+    #[cfg(debug_assertions)]
+    last_ms: u16,
 }
 
-/// How far a clock read may trail a wait's end its sleep said had passed.
-const CLOCK_TOLERANCE: core::time::Duration = core::time::Duration::from_millis(1);
+impl ClockCheck {
+    const NEW: Self = Self {
+        #[cfg(debug_assertions)]
+        last_ms: 0,
+    };
+
+    /// Reads `timer`'s clock; `start` is when the call started.
+    #[inline(always)]
+    fn read<Tm: Timer>(&mut self, timer: &Tm, start: Instant) -> Instant {
+        let now = timer.now();
+        #[cfg(debug_assertions)]
+        {
+            debug_assert!(
+                now >= start,
+                "the timer's clock went backwards: {now:?} before the call's start {start:?}"
+            );
+            let ms = u16::try_from((now - start).as_millis()).unwrap_or(u16::MAX);
+            debug_assert!(
+                ms >= self.last_ms,
+                "the timer's clock went backwards: {ms} ms after the start, having read {} ms",
+                self.last_ms
+            );
+            self.last_ms = ms;
+        }
+        #[cfg(not(debug_assertions))]
+        let _ = start;
+        now
+    }
+}
 
 #[cfg(test)]
 mod tests {

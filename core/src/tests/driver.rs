@@ -686,3 +686,27 @@ fn a_clock_that_goes_backwards_is_a_debug_assertion() {
     .into_future();
     let _ = timer.run(fut);
 }
+
+/// As above, after the start: the retry's attempt completes at an instant
+/// before the backoff's end the clock already read.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "having read 10 ms")]
+fn a_clock_that_goes_backwards_mid_call_is_a_debug_assertion() {
+    let timer = VTimer::starting_at(Instant::ZERO);
+    let clock = timer.clone();
+    let policy = Policy::DEFAULT;
+    let fut = call(
+        PolicyKey::parse("svc.Back"),
+        &policy,
+        timer.clone(),
+        move |a: AttemptInfo| {
+            if a.retry_index == 1 {
+                clock.0.now.set(Instant::from_millis(5));
+            }
+            async { Err::<(), _>("boom") }
+        },
+    )
+    .into_future();
+    let _ = timer.run(fut);
+}
