@@ -12,7 +12,7 @@ use crate::time::Instant;
 
 /// What a machine takes from its policy: the numbers, not the names. Small
 /// and `Clone`: read a policy once, then make many machines from it
-/// ([`CallMachine::with_plan`]), or hold it instead of a machine until a
+/// ([`CallMachine::with_plan`](super::CallMachine::with_plan)), or hold it instead of a machine until a
 /// call needs one.
 #[derive(Clone, Debug)]
 pub struct CallPlan {
@@ -53,8 +53,8 @@ impl CallPlan {
     }
 
     /// The attempt a machine started at `now` launches first (when its gate
-    /// admits it), which runs until it completes: what [`Action::Launch`]
-    /// carries after [`Event::Start`]. `None` when a deadline is already
+    /// admits it), which runs until it completes: what [`Action::Launch`](super::Action::Launch)
+    /// carries after [`Event::Start`](super::Event::Start). `None` when a deadline is already
     /// due at `now` (the clock is so near its end that adding a timeout
     /// saturates): the machine then ends the call or cuts the attempt
     /// before it runs.
