@@ -75,6 +75,8 @@
 //! - [`outcome`] — [`Outcome`], [`Classifier`].
 //! - [`record`] — attempt handles and [`AttemptRecord`].
 //! - [`gate`] — the budget/breaker hook, [`Gate`].
+//! - [`policy_gate`] — [`PolicyGate`], the gate the executor and the
+//!   simulator share.
 //! - [`latency`] — [`LatencySketch`], recent latencies in fixed memory.
 //! - [`hedge`] — hedge triggers, [`HedgeState`].
 //! - [`machine`] — [`CallMachine`].
@@ -98,6 +100,7 @@ pub mod observer;
 pub mod outcome;
 mod pinned;
 pub mod policy;
+pub mod policy_gate;
 pub mod record;
 pub mod time;
 pub mod verdict;
@@ -114,6 +117,7 @@ pub use machine::{Action, CallMachine, CallPlan, Event, Options, WaitReason};
 pub use observer::{CallEnd, Observer};
 pub use outcome::{Classifier, DefaultClassifier, Outcome, OutcomeKind};
 pub use policy::{Jitter, Policy, PolicyError};
+pub use policy_gate::{GateParts, PolicyGate};
 pub use record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 pub use time::{Instant, Timer};
 pub use verdict::{reason, Cause, Verdict};
