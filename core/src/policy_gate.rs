@@ -36,9 +36,9 @@ pub trait GateParts {
     /// A circuit breaker's leave for one call, handed back when it ends.
     type Permit: Copy;
 
-    /// The budget the policy names `name` (never empty), or `None` when
-    /// there is none by that name.
-    fn budget(&mut self, name: &str) -> Option<Self::Budget>;
+    /// The budget the policy names `name` (never empty) for an attempt of
+    /// `kind`, or `None` when there is none by that name.
+    fn budget(&mut self, name: &str, kind: AttemptKind) -> Option<Self::Budget>;
 
     /// Whether an attempt whose budget is not found runs anyway
     /// (`budget_not_found` either way). Default: it does not.
@@ -218,7 +218,7 @@ impl<Pa: GateParts, const H: usize> Gate for PolicyGate<'_, Pa, H> {
             reason: BUDGET_NOT_FOUND,
             now,
         };
-        let Some(budget) = self.parts.budget(&bref.name) else {
+        let Some(budget) = self.parts.budget(&bref.name, kind) else {
             self.parts.budget_decided(&event);
             return if event.allowed {
                 Admission::allowed(BUDGET_NOT_FOUND)
@@ -341,7 +341,7 @@ mod tests {
         type Budget = &'a dyn Budget;
         type Permit = Permit;
 
-        fn budget(&mut self, name: &str) -> Option<&'a dyn Budget> {
+        fn budget(&mut self, name: &str, _: AttemptKind) -> Option<&'a dyn Budget> {
             self.budgets
                 .iter()
                 .find(|(n, _)| *n == name)
