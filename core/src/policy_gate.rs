@@ -113,8 +113,7 @@ pub struct BudgetEvent<'a> {
     pub now: Instant,
 }
 
-/// Reason code: the policy names a budget that is not there.
-pub const BUDGET_NOT_FOUND: &str = "budget_not_found";
+pub use crate::verdict::reason::BUDGET_NOT_FOUND;
 
 /// The gate of one call under one policy (see the [module docs](self)):
 /// `retry.budget` for first attempts and retries, `hedge.budget` for

@@ -13,8 +13,8 @@ use common::{attempts, ms, one};
 use recourse::core_machine::budget::{BudgetRequest, Decision, Reservation};
 use recourse::core_machine::Budget;
 use recourse::{
-    AttemptRecord, BudgetDecision, BudgetRegistry, Error, Executor, MissingBudgetMode, Observer,
-    Outcome, Policy, PolicyKey,
+    AttemptInfo, AttemptRecord, BudgetDecision, BudgetRegistry, Error, Executor, MissingBudgetMode,
+    Observer, Outcome, Policy, PolicyKey,
 };
 
 /// Allows `limit` attempts in all; reserves one unit per attempt and counts
@@ -328,6 +328,49 @@ async fn a_panicking_classifier_aborts_the_call_and_keeps_the_message() {
     assert_eq!(
         timeline.attribute("panic_in_classifier"),
         Some("classifier bug on Err(\"boom\")")
+    );
+}
+
+/// The classifier's panic reaches the executor's observer as it happens,
+/// before the attempt's record, once per call.
+#[tokio::test(start_paused = true)]
+async fn a_classifier_panic_is_told_to_the_observer_before_the_attempt() {
+    #[derive(Default)]
+    struct Events(Mutex<Vec<String>>);
+    impl Observer for Events {
+        fn on_classifier_panic(&self, key: PolicyKey<'_>, a: &AttemptInfo, message: &str) {
+            let line = format!("{key} #{} panic {message}", a.id.0);
+            self.0.lock().expect("test").push(line);
+        }
+        fn on_attempt(&self, key: PolicyKey<'_>, r: &AttemptRecord) {
+            let line = format!("{key} #{} {}", r.info.id.0, r.outcome.reason);
+            self.0.lock().expect("test").push(line);
+        }
+    }
+    let events = Arc::new(Events::default());
+    let exec = Executor::builder()
+        .provider(one("svc.Get", attempts(3)))
+        .observer(events.clone())
+        .build();
+    let r = exec
+        .call_classified(
+            "svc.Get",
+            |r: &Result<u32, &str>| -> Outcome {
+                if r.is_err() {
+                    panic!("classifier bug");
+                }
+                Outcome::SUCCESS
+            },
+            |_| async { Err::<u32, _>("boom") },
+        )
+        .await;
+    assert!(matches!(r, Err(Error::Operation { error: "boom", .. })));
+    assert_eq!(
+        *events.0.lock().expect("test"),
+        [
+            "svc.Get #0 panic classifier bug",
+            "svc.Get #0 panic_in_classifier"
+        ]
     );
 }
 

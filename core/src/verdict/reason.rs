@@ -35,6 +35,9 @@ pub const BUDGET_DENIED: &str = "budget_denied";
 pub const ALLOWED: &str = "allowed";
 /// No budget is configured for the attempt.
 pub const NO_BUDGET: &str = "no_budget";
+/// The policy names a budget that is not there (the missing-budget mode
+/// decides whether the attempt runs).
+pub const BUDGET_NOT_FOUND: &str = "budget_not_found";
 /// A refusal by an open circuit.
 pub const CIRCUIT_OPEN: &str = "circuit_open";
 /// A refusal by a half-open circuit whose probe slots are all taken.
