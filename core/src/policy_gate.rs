@@ -21,7 +21,7 @@ use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState, Trigger};
 use crate::key::PolicyKey;
 use crate::outcome::Outcome;
-use crate::policy::{BudgetRef, Policy};
+use crate::policy::{BudgetRef, CircuitPolicy, Policy};
 use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 use crate::time::Instant;
 use crate::verdict::{reason, Verdict};
@@ -58,35 +58,57 @@ pub trait GateParts {
         now: Instant,
     );
 
-    /// Asks the circuit breaker for leave to run the call (its policy is
-    /// enabled): the permit to hand back and whether the call is a
-    /// half-open probe, or the refusal. Default: no breaker, every call
-    /// runs and nothing is recorded.
-    fn admit_call(&mut self, now: Instant) -> Result<Option<(Self::Permit, bool)>, Refusal> {
-        let _ = now;
+    /// Asks the circuit breaker for leave to run the call under `policy`
+    /// (enabled): the permit to hand back, or the refusal. Default: no
+    /// breaker, every call runs and nothing is recorded.
+    fn admit_call(
+        &mut self,
+        key: PolicyKey<'_>,
+        policy: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Option<Self::Permit>, Refusal> {
+        let _ = (key, policy, now);
         Ok(None)
     }
 
+    /// Whether `permit` admitted a half-open probe (which runs without
+    /// hedges). Default: never.
+    fn is_probe(permit: &Self::Permit) -> bool {
+        let _ = permit;
+        false
+    }
+
     /// Hands the breaker's permit back with the call's result.
-    fn record_call(&mut self, permit: Self::Permit, result: CallResult, now: Instant) {
-        let _ = (permit, result, now);
+    fn record_call(
+        &mut self,
+        key: PolicyKey<'_>,
+        permit: Self::Permit,
+        result: CallResult,
+        now: Instant,
+    ) {
+        let _ = (key, permit, result, now);
     }
 
     /// The latency source's `q_permille` quantile, for a quantile trigger.
     /// Default: no samples.
-    fn latency_quantile(&mut self, q_permille: u32, now: Instant) -> Option<Duration> {
-        let _ = (q_permille, now);
+    fn latency_quantile(
+        &mut self,
+        key: PolicyKey<'_>,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        let _ = (key, q_permille, now);
         None
     }
 
     /// An attempt that ran to completion took `latency`.
-    fn record_latency(&mut self, latency: Duration, now: Instant) {
-        let _ = (latency, now);
+    fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
+        let _ = (key, latency, now);
     }
 
     /// What the gate decided about a budget, as it happens.
-    fn budget_decided(&mut self, event: &BudgetEvent<'_>) {
-        let _ = event;
+    fn budget_decided(&mut self, key: PolicyKey<'_>, event: &BudgetEvent<'_>) {
+        let _ = (key, event);
     }
 }
 
@@ -115,6 +137,51 @@ pub struct BudgetEvent<'a> {
 
 pub use crate::verdict::reason::BUDGET_NOT_FOUND;
 
+/// One attempt's reservation, held until the attempt ends.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Held<B> {
+    /// The attempt.
+    pub id: AttemptId,
+    /// The budget that reserved.
+    pub budget: B,
+    /// What it reserved.
+    pub reservation: Option<Reservation>,
+}
+
+/// Where a [`PolicyGate`] holds the reservations of attempts in flight
+/// (at most one per attempt; the gate releases each exactly once).
+pub trait Holder<B>: Default {
+    /// Holds `held`, or gives it back when there is no room.
+    fn hold(&mut self, held: Held<B>) -> Result<(), Held<B>>;
+    /// Takes the reservation of attempt `id` out, if held.
+    fn release(&mut self, id: AttemptId) -> Option<Held<B>>;
+    /// Reservations held.
+    fn len(&self) -> usize;
+    /// Whether none is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Up to `N` reservations inline, no allocator.
+pub type Inline<B, const N: usize> = heapless::Vec<Held<B>, N>;
+
+impl<B, const N: usize> Holder<B> for heapless::Vec<Held<B>, N> {
+    #[inline]
+    fn hold(&mut self, held: Held<B>) -> Result<(), Held<B>> {
+        self.push(held)
+    }
+    #[inline]
+    fn release(&mut self, id: AttemptId) -> Option<Held<B>> {
+        let i = self.iter().position(|h| h.id == id)?;
+        Some(self.swap_remove(i))
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
 /// The gate of one call under one policy (see the [module docs](self)):
 /// `retry.budget` for first attempts and retries, `hedge.budget` for
 /// hedges, each reservation settled exactly once; the circuit breaker
@@ -122,23 +189,23 @@ pub use crate::verdict::reason::BUDGET_NOT_FOUND;
 /// ended; the policy's hedge trigger, reading
 /// [`GateParts::latency_quantile`] (a half-open probe runs without hedges).
 ///
-/// `H` attempts' reservations are held at once (the primary and up to the
-/// highest hedge ceiling by default); an attempt past that is refused with
-/// its reservation given back at once.
+/// `R` holds the reservations of the attempts in flight: by default up to
+/// [`MAX_HELD`] inline (the primary and the highest hedge ceiling's
+/// hedges); an attempt past what it holds is refused with its reservation
+/// given back at once. A std user may hold a few inline and spill the rest
+/// to the heap.
 #[derive(Debug)]
-pub struct PolicyGate<'p, Pa: GateParts, const H: usize = MAX_HELD> {
+pub struct PolicyGate<'p, Pa: GateParts, R = Inline<<Pa as GateParts>::Budget, MAX_HELD>> {
     parts: Pa,
     key: PolicyKey<'p>,
-    retry: &'p BudgetRef,
-    hedge: &'p BudgetRef,
-    circuit: bool,
+    policy: &'p Policy,
     trigger: Option<Trigger>,
-    held: heapless::Vec<(AttemptId, Pa::Budget, Option<Reservation>), H>,
-    /// The breaker's permit for this call, and whether it is a probe.
-    permit: Option<(Pa::Permit, bool)>,
+    held: R,
+    /// The breaker's permit for this call.
+    permit: Option<Pa::Permit>,
 }
 
-impl<'p, Pa: GateParts, const H: usize> PolicyGate<'p, Pa, H> {
+impl<'p, Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'p, Pa, R> {
     /// The gate of one call with `key` under `policy` (normalized), with
     /// `trigger` deciding hedges (`None`: no hedges).
     pub fn new(
@@ -150,11 +217,9 @@ impl<'p, Pa: GateParts, const H: usize> PolicyGate<'p, Pa, H> {
         Self {
             parts,
             key,
-            retry: &policy.retry.budget,
-            hedge: &policy.hedge.budget,
-            circuit: policy.circuit.enabled,
+            policy,
             trigger,
-            held: heapless::Vec::new(),
+            held: R::default(),
             permit: None,
         }
     }
@@ -176,7 +241,7 @@ impl<'p, Pa: GateParts, const H: usize> PolicyGate<'p, Pa, H> {
 
     /// Whether the breaker admitted this call as a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.permit.is_some_and(|(_, probe)| probe)
+        self.permit.as_ref().is_some_and(Pa::is_probe)
     }
 
     /// Reservations held for attempts in flight.
@@ -186,18 +251,19 @@ impl<'p, Pa: GateParts, const H: usize> PolicyGate<'p, Pa, H> {
 
     fn budget_ref(&self, kind: AttemptKind) -> &'p BudgetRef {
         match kind {
-            AttemptKind::Hedge => self.hedge,
-            AttemptKind::Initial | AttemptKind::Retry => self.retry,
+            AttemptKind::Hedge => &self.policy.hedge.budget,
+            AttemptKind::Initial | AttemptKind::Retry => &self.policy.retry.budget,
         }
     }
 }
 
-impl<Pa: GateParts, const H: usize> Gate for PolicyGate<'_, Pa, H> {
+impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
     fn admit(&mut self, request: &AdmitRequest) -> Admission {
         let kind = request.attempt.kind();
         let now = request.now;
-        if kind == AttemptKind::Initial && self.circuit && self.permit.is_none() {
-            match self.parts.admit_call(now) {
+        let circuit = &self.policy.circuit;
+        if kind == AttemptKind::Initial && circuit.enabled && self.permit.is_none() {
+            match self.parts.admit_call(self.key, circuit, now) {
                 Ok(permit) => self.permit = permit,
                 Err(refusal) => return refusal.admission(),
             }
@@ -218,7 +284,7 @@ impl<Pa: GateParts, const H: usize> Gate for PolicyGate<'_, Pa, H> {
             now,
         };
         let Some(budget) = self.parts.budget(&bref.name, kind) else {
-            self.parts.budget_decided(&event);
+            self.parts.budget_decided(self.key, &event);
             return if event.allowed {
                 Admission::allowed(BUDGET_NOT_FOUND)
             } else {
@@ -240,14 +306,19 @@ impl<Pa: GateParts, const H: usize> Gate for PolicyGate<'_, Pa, H> {
         event.found = true;
         event.allowed = decision.allowed;
         event.reason = decision.reason;
-        self.parts.budget_decided(&event);
+        self.parts.budget_decided(self.key, &event);
         if !decision.allowed {
             return Admission::denied(decision.reason);
         }
-        if let Err((_, budget, reservation)) =
-            self.held
-                .push((request.attempt.id, budget, decision.reservation))
-        {
+        if let Err(Held {
+            budget,
+            reservation,
+            ..
+        }) = self.held.hold(Held {
+            id: request.attempt.id,
+            budget,
+            reservation: decision.reservation,
+        }) {
             // More attempts in flight than the gate holds: give the
             // reservation back at once rather than lose it.
             let record = AttemptRecord {
@@ -271,18 +342,23 @@ impl<Pa: GateParts, const H: usize> Gate for PolicyGate<'_, Pa, H> {
         // denial never gets here, and an attempt recourse cut or dropped
         // says only that it was slower than its cut.
         if !record.cancelled && self.trigger.is_some_and(|t| t.quantile().is_some()) {
-            self.parts.record_latency(record.duration(), record.end);
+            self.parts
+                .record_latency(self.key, record.duration(), record.end);
         }
-        if let Some(i) = self.held.iter().position(|(id, ..)| *id == record.info.id) {
-            let (_, budget, reservation) = self.held.swap_remove(i);
+        if let Some(Held {
+            budget,
+            reservation,
+            ..
+        }) = self.held.release(record.info.id)
+        {
             self.parts.settle(budget, record, reservation, record.end);
         }
     }
 
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
-        if let Some((permit, _)) = self.permit.take() {
-            self.parts
-                .record_call(permit, CallResult::from_verdict(verdict), now);
+        if let Some(permit) = self.permit.take() {
+            let result = CallResult::from_verdict(verdict);
+            self.parts.record_call(self.key, permit, result, now);
         }
     }
 
@@ -298,9 +374,10 @@ impl<Pa: GateParts, const H: usize> Gate for PolicyGate<'_, Pa, H> {
                 }
             }
         };
-        let quantile = trigger
-            .quantile()
-            .and_then(|q| self.parts.latency_quantile(u32::from(q), state.now));
+        let quantile = trigger.quantile().and_then(|q| {
+            self.parts
+                .latency_quantile(self.key, u32::from(q), state.now)
+        });
         trigger.decide(state, quantile)
     }
 }
@@ -362,25 +439,39 @@ mod tests {
             self.settled.push((record.info.id, now));
             budget.settle(record, reservation, now);
         }
-        fn admit_call(&mut self, now: Instant) -> Result<Option<(Permit, bool)>, Refusal> {
+        fn admit_call(
+            &mut self,
+            _: PolicyKey<'_>,
+            _: &CircuitPolicy,
+            now: Instant,
+        ) -> Result<Option<Permit>, Refusal> {
             let Some(b) = self.breaker.as_mut() else {
                 return Ok(None);
             };
-            b.admit(now).map(|p| Some((p, p.is_probe())))
+            b.admit(now).map(Some)
         }
-        fn record_call(&mut self, permit: Permit, result: CallResult, now: Instant) {
+        fn is_probe(permit: &Permit) -> bool {
+            permit.is_probe()
+        }
+        fn record_call(
+            &mut self,
+            _: PolicyKey<'_>,
+            permit: Permit,
+            result: CallResult,
+            now: Instant,
+        ) {
             self.recorded.push((result, now));
             if let Some(b) = self.breaker.as_mut() {
                 b.record(permit, result, now);
             }
         }
-        fn latency_quantile(&mut self, _: u32, _: Instant) -> Option<Duration> {
+        fn latency_quantile(&mut self, _: PolicyKey<'_>, _: u32, _: Instant) -> Option<Duration> {
             self.quantile
         }
-        fn record_latency(&mut self, latency: Duration, _: Instant) {
+        fn record_latency(&mut self, _: PolicyKey<'_>, latency: Duration, _: Instant) {
             self.latencies.push(latency);
         }
-        fn budget_decided(&mut self, e: &BudgetEvent<'_>) {
+        fn budget_decided(&mut self, _: PolicyKey<'_>, e: &BudgetEvent<'_>) {
             let budget = if e.budget == "r" { "r" } else { "other" };
             self.events.push((budget, e.found, e.allowed, e.reason));
         }

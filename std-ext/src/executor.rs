@@ -319,15 +319,13 @@ impl<S: TimerSource> Executor<S> {
         }
         let parts = ExecParts {
             clock: &self.timer,
-            key,
             budgets: &self.budgets,
             missing_budget: self.missing_budget,
             contain_panics: self.contain_panics,
             observer: self.observer.as_deref(),
             breakers: &self.breakers,
-            circuit: &policy.policy.circuit,
             latency: &self.latency,
-            base: None,
+            offset: None,
         };
         let panicked = OnceLock::new();
         report.classifier_panic = Some(&panicked);
@@ -336,29 +334,26 @@ impl<S: TimerSource> Executor<S> {
             contain: self.contain_panics,
             panicked: &panicked,
         };
+        let gate: CallGate<'_, S> = PolicyGate::new(key, &policy.policy, plan.trigger, parts);
         let builder = recourse_core::call(key, &policy.policy, timer, op)
             .classifier(classifier)
             .observer(report)
+            .gate(gate)
             .rng(rng)
             .options(self.options);
-        let (p, trigger) = (&policy.policy, plan.trigger);
         // A call that hedges holds its attempts' futures in one heap block
         // (sized for the default ceiling, or for the lifted one), so a call
-        // that does not hedge stays small and allocation-free; its gate
-        // holds as many reservations as it can have attempts in flight.
-        const MOST: usize = 1 + Limits::MAX_HEDGES_CEILING as usize;
+        // that does not hedge stays small and allocation-free.
         match plan.hedges {
-            0 => {
-                let gate: CallGate<'_, S, 1> = PolicyGate::new(key, p, trigger, parts);
-                builder.gate(gate).await
-            }
-            1..=3 => {
-                let gate: CallGate<'_, S, 4> = PolicyGate::new(key, p, trigger, parts);
-                Box::pin(builder.gate(gate).slots::<4>().into_future()).await
-            }
+            0 => builder.await,
+            1..=3 => Box::pin(builder.slots::<4>().into_future()).await,
             _ => {
-                let gate: CallGate<'_, S, MOST> = PolicyGate::new(key, p, trigger, parts);
-                Box::pin(builder.gate(gate).slots::<MOST>().into_future()).await
+                Box::pin(
+                    builder
+                        .slots::<{ 1 + Limits::MAX_HEDGES_CEILING as usize }>()
+                        .into_future(),
+                )
+                .await
             }
         }
     }

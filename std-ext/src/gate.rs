@@ -7,7 +7,7 @@
 //! ended, the key's circuit breaker before the first attempt and told how
 //! the call ended, the hedge trigger reading the key's recent latencies —
 //! is [`PolicyGate`]'s, the same gate the simulator runs. What is left here
-//! is where the executor keeps things ([`ExecParts`]): budgets looked up in
+//! is where the executor keeps things (`ExecParts`): budgets looked up in
 //! its [`BudgetRegistry`], breakers in its [`Breakers`], latencies in its
 //! [`LatencyTrackers`]; panic containment (a panicking budget is a refusal,
 //! `panic_in_budget`); and each budget decision told to the observer as it
@@ -24,8 +24,8 @@ use core::time::Duration;
 use recourse_core::breaker::{CallResult, Refusal};
 use recourse_core::budget::{BudgetRequest, Decision, Reservation};
 use recourse_core::policy::CircuitPolicy;
-use recourse_core::policy_gate::{BudgetEvent, GateParts, PolicyGate};
-use recourse_core::{AttemptRecord, Instant, PolicyKey};
+use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
+use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
 use crate::breakers::{Breakers, Permit};
 use crate::budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
@@ -38,34 +38,67 @@ pub const BUDGET_NOT_FOUND: &str = recourse_core::reason::BUDGET_NOT_FOUND;
 /// Reason: the budget panicked (panic containment on).
 pub const PANIC_IN_BUDGET: &str = "panic_in_budget";
 
-/// One call's gate, holding the reservations of up to `H` attempts in
-/// flight.
-pub(crate) type CallGate<'a, S, const H: usize> = PolicyGate<'a, ExecParts<'a, S>, H>;
+/// One call's gate.
+pub(crate) type CallGate<'a, S> = PolicyGate<'a, ExecParts<'a, S>, Spill<'a>>;
+
+/// The reservations of the attempts in flight: inline for the usual few,
+/// on the heap only past [`INLINE_HELD`] concurrent attempts (hedging with a
+/// lifted ceiling).
+#[derive(Default)]
+pub(crate) struct Spill<'a> {
+    inline: Inline<&'a SharedBudget, INLINE_HELD>,
+    spill: Vec<Held<&'a SharedBudget>>,
+}
+
+/// Attempts in flight whose reservations are held without allocating: the
+/// primary and the default ceiling of 3 hedges.
+const INLINE_HELD: usize = 4;
+
+impl<'a> Holder<&'a SharedBudget> for Spill<'a> {
+    fn hold(&mut self, held: Held<&'a SharedBudget>) -> Result<(), Held<&'a SharedBudget>> {
+        if let Err(held) = self.inline.hold(held) {
+            self.spill.push(held);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, id: AttemptId) -> Option<Held<&'a SharedBudget>> {
+        self.inline.release(id).or_else(|| {
+            let i = self.spill.iter().position(|h| h.id == id)?;
+            Some(self.spill.swap_remove(i))
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.inline.len() + self.spill.len()
+    }
+}
 
 /// Where one call's [`PolicyGate`] finds the executor's collaborators.
 pub(crate) struct ExecParts<'a, S> {
     /// The executor's shared clock, read once per call.
     pub(crate) clock: &'a S,
-    pub(crate) key: PolicyKey<'a>,
     pub(crate) budgets: &'a BudgetRegistry,
     pub(crate) missing_budget: MissingBudgetMode,
     pub(crate) contain_panics: bool,
     pub(crate) observer: Option<&'a dyn Observer>,
     pub(crate) breakers: &'a Breakers,
-    pub(crate) circuit: &'a CircuitPolicy,
     /// Where a quantile trigger reads (and completed attempts write) the
     /// key's recent latencies.
     pub(crate) latency: &'a LatencyTrackers,
-    /// The first machine instant the parts saw, and the shared clock then.
-    pub(crate) base: Option<(Instant, Instant)>,
+    /// The shared clock minus the machine's, in nanoseconds (wrapping),
+    /// from the first instant the parts saw.
+    pub(crate) offset: Option<u64>,
 }
 
 impl<S: TimerSource> ExecParts<'_, S> {
     /// The shared clock's time at the machine's `now`.
     fn shared(&mut self, now: Instant) -> Instant {
         let clock = self.clock;
-        let (machine, shared) = *self.base.get_or_insert_with(|| (now, clock.shared_now()));
-        shared + now.saturating_duration_since(machine)
+        let offset = *self
+            .offset
+            .get_or_insert_with(|| clock.shared_now().as_nanos().wrapping_sub(now.as_nanos()));
+        Instant::from_nanos(now.as_nanos().wrapping_add(offset))
     }
 
     fn contained<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
@@ -113,31 +146,49 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         let _ = self.contained(|| budget.settle(record, reservation, now));
     }
 
-    fn admit_call(&mut self, now: Instant) -> Result<Option<(Permit, bool)>, Refusal> {
+    fn admit_call(
+        &mut self,
+        key: PolicyKey<'_>,
+        policy: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Option<Permit>, Refusal> {
         let now = self.shared(now);
-        self.breakers
-            .admit_at(self.key, self.circuit, now)
-            .map(|p| Some((p, p.is_probe())))
+        self.breakers.admit_at(key, policy, now).map(Some)
     }
 
-    fn record_call(&mut self, permit: Permit, result: CallResult, now: Instant) {
-        let now = self.shared(now);
-        self.breakers.record_at(self.key, permit, result, now);
+    fn is_probe(permit: &Permit) -> bool {
+        permit.is_probe()
     }
 
-    fn latency_quantile(&mut self, q_permille: u32, now: Instant) -> Option<Duration> {
+    fn record_call(
+        &mut self,
+        key: PolicyKey<'_>,
+        permit: Permit,
+        result: CallResult,
+        now: Instant,
+    ) {
         let now = self.shared(now);
-        self.latency.quantile(self.key, q_permille, now)
+        self.breakers.record_at(key, permit, result, now);
     }
 
-    fn record_latency(&mut self, latency: Duration, now: Instant) {
+    fn latency_quantile(
+        &mut self,
+        key: PolicyKey<'_>,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<Duration> {
         let now = self.shared(now);
-        self.latency.record(self.key, latency, now);
+        self.latency.quantile(key, q_permille, now)
+    }
+
+    fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
+        let now = self.shared(now);
+        self.latency.record(key, latency, now);
     }
 
     /// Tells the observer, as it happens (a panicking observer is
     /// contained).
-    fn budget_decided(&mut self, e: &BudgetEvent<'_>) {
+    fn budget_decided(&mut self, key: PolicyKey<'_>, e: &BudgetEvent<'_>) {
         let Some(o) = self.observer else {
             return;
         };
@@ -154,7 +205,6 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
             allowed: e.allowed,
             reason: e.reason,
         };
-        let key = self.key;
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| o.on_budget_decision(key, &decision)));
     }
 }

@@ -5,6 +5,7 @@ use super::*;
 
 /// A distinct seed per call: a process-wide call counter (where the target
 /// has 32-bit atomics) mixed with the clock.
+#[inline]
 pub(super) fn call_seed(now: Instant) -> u64 {
     #[cfg(target_has_atomic = "32")]
     let n = {
@@ -20,6 +21,7 @@ pub(super) fn call_seed(now: Instant) -> u64 {
 /// The `n`-th seed derived from `seed`: SplitMix64's `n`-th output, so that
 /// neighbouring `n` (and neighbouring seeds) give unrelated streams. Use it
 /// to give each call of a seeded program its own reproducible RNG.
+#[inline]
 pub const fn derive_seed(seed: u64, n: u64) -> u64 {
     let mut z = seed.wrapping_add(n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -27,6 +29,7 @@ pub const fn derive_seed(seed: u64, n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+#[inline]
 pub(super) fn call_end<M: MachineOps>(machine: &M, verdict: Verdict) -> CallEnd {
     CallEnd {
         start: machine.start(),
@@ -37,6 +40,7 @@ pub(super) fn call_end<M: MachineOps>(machine: &M, verdict: Verdict) -> CallEnd 
 }
 
 /// The call's result from the verdict and the results the driver kept.
+#[inline]
 pub(super) fn conclude<T, E>(
     verdict: Verdict,
     attempts: u32,

@@ -8,6 +8,7 @@ use super::*;
 /// when that attempt succeeded; otherwise the machine has taken over (the
 /// call is [`State::Running`]), and `polled` says whether the attempt in
 /// flight was just polled.
+#[inline]
 pub(super) fn express_lane<P, Tm, Op, Fut, T, E, C, O, G, W>(
     this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
     cx: &mut Context<'_>,
@@ -102,6 +103,7 @@ where
 /// about the first attempt, the machine is handed that answer: it launches
 /// the attempt already running (nothing to do), or returns the record of
 /// its refusal, which this returns.
+#[inline]
 pub(super) fn take_over<P: Borrow<Policy>, M: MachineOps, G: Gate>(
     state: &mut State<P, M>,
     gate: &mut G,
@@ -154,18 +156,22 @@ pub(super) struct Replay<'g, G> {
 }
 
 impl<G: Gate> Gate for Replay<'_, G> {
+    #[inline]
     fn admit(&mut self, request: &AdmitRequest) -> Admission {
         match self.admission.take() {
             Some(admission) => admission,
             None => self.gate.admit(request),
         }
     }
+    #[inline]
     fn attempt_ended(&mut self, record: &AttemptRecord) {
         self.gate.attempt_ended(record);
     }
+    #[inline]
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
         self.gate.call_ended(verdict, now);
     }
+    #[inline]
     fn hedge(&mut self, state: &crate::hedge::HedgeState) -> crate::hedge::HedgeDecision {
         self.gate.hedge(state)
     }
@@ -174,11 +180,13 @@ impl<G: Gate> Gate for Replay<'_, G> {
 /// Whether the express lane may run: always, except in this crate's tests
 /// that compare a call with and without it.
 #[cfg(not(test))]
+#[inline]
 pub(super) const fn express_lane_enabled() -> bool {
     true
 }
 
 #[cfg(test)]
+#[inline]
 pub(super) fn express_lane_enabled() -> bool {
     !crate::tests::EXPRESS_OFF.with(core::cell::Cell::get)
 }

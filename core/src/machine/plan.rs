@@ -149,6 +149,7 @@ pub(super) fn attempt_deadline(
 /// The record of a first attempt that a driver launched itself (see
 /// [`CallPlan::first_attempt`]) and that completed at `end` with `outcome`:
 /// the record the machine would have made.
+#[inline]
 pub(crate) fn first_attempt_record(
     info: AttemptInfo,
     start: Instant,

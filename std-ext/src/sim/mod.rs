@@ -51,7 +51,7 @@
 //! - Budgets see the virtual clock. Warm-up calls run (and teach the
 //!   latency sketch) but are left out of the report.
 //! - Every call goes through the executor's gate,
-//!   [`PolicyGate`](recourse_core::policy_gate::PolicyGate): the budgets the
+//!   [`PolicyGate`]: the budgets the
 //!   scenario gives (the policy's names for them are the simulated
 //!   policy's), the circuit breaker when the policy enables one (one
 //!   breaker: every simulated call has the same key), and the hedge
@@ -71,7 +71,7 @@ use recourse_core::budget::{Budget, BudgetRequest, Decision, Reservation};
 use recourse_core::driver::derive_seed;
 use recourse_core::hedge::Trigger;
 use recourse_core::machine::{Action, CallMachine, Event, Options};
-use recourse_core::policy::{name, Limits, Policy, Problem};
+use recourse_core::policy::{name, CircuitPolicy, Limits, Policy, Problem};
 use recourse_core::policy_gate::{BudgetEvent, GateParts, PolicyGate};
 use recourse_core::{
     AttemptKind, AttemptRecord, Instant, LatencySketch, Outcome, PolicyKey, Verdict,
@@ -380,7 +380,12 @@ impl<'a> GateParts for SimParts<'a> {
         budget.settle(record, reservation, now);
     }
 
-    fn admit_call(&mut self, now: Instant) -> Result<Option<(Permit, bool)>, Refusal> {
+    fn admit_call(
+        &mut self,
+        _: PolicyKey<'_>,
+        _: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Option<Permit>, Refusal> {
         let mut shared = self.shared.borrow_mut();
         let shared = &mut *shared;
         let Some(breaker) = shared.breaker.as_mut() else {
@@ -393,10 +398,14 @@ impl<'a> GateParts for SimParts<'a> {
                 .tally
                 .circuit(before, breaker.state(now), answer.is_err());
         }
-        answer.map(|p| Some((p, p.is_probe())))
+        answer.map(Some)
     }
 
-    fn record_call(&mut self, permit: Permit, result: CallResult, now: Instant) {
+    fn is_probe(permit: &Permit) -> bool {
+        permit.is_probe()
+    }
+
+    fn record_call(&mut self, _: PolicyKey<'_>, permit: Permit, result: CallResult, now: Instant) {
         let mut shared = self.shared.borrow_mut();
         let shared = &mut *shared;
         if let Some(breaker) = shared.breaker.as_mut() {
@@ -408,15 +417,20 @@ impl<'a> GateParts for SimParts<'a> {
         }
     }
 
-    fn latency_quantile(&mut self, q_permille: u32, now: Instant) -> Option<Duration> {
+    fn latency_quantile(
+        &mut self,
+        _: PolicyKey<'_>,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<Duration> {
         self.shared.borrow().sketch.quantile(q_permille, now)
     }
 
-    fn record_latency(&mut self, latency: Duration, now: Instant) {
+    fn record_latency(&mut self, _: PolicyKey<'_>, latency: Duration, now: Instant) {
         self.shared.borrow_mut().sketch.record(latency, now);
     }
 
-    fn budget_decided(&mut self, event: &BudgetEvent<'_>) {
+    fn budget_decided(&mut self, _: PolicyKey<'_>, event: &BudgetEvent<'_>) {
         if !event.allowed && self.measured {
             self.shared.borrow_mut().tally.denied(event.kind);
         }
