@@ -6,7 +6,6 @@ use core::time::Duration;
 use super::*;
 
 impl<const N: usize> CallMachine<N> {
-    #[inline]
     pub(super) fn launch_primary<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
         let previous = if self.groups == 0 {
             None
@@ -40,7 +39,6 @@ impl<const N: usize> CallMachine<N> {
 
     /// Asks the gate about the next attempt: its slot when admitted, else
     /// the refused attempt's slot and who refused.
-    #[inline]
     pub(super) fn admit<G: Gate + ?Sized>(
         &mut self,
         gate: &mut G,
@@ -76,7 +74,6 @@ impl<const N: usize> CallMachine<N> {
     }
 
     /// The record of an attempt the gate refused: it never ran.
-    #[inline]
     pub(super) fn refused(&self, slot: &Slot) -> AttemptRecord {
         let mut record = self.record(slot, Outcome::abort(slot.budget_reason), false);
         record.budget_allowed = false;
@@ -84,7 +81,6 @@ impl<const N: usize> CallMachine<N> {
     }
 
     /// Puts an admitted attempt in slot `free` and launches it.
-    #[inline]
     pub(super) fn run(&mut self, free: usize, slot: Slot) -> Action {
         let info = slot.info;
         self.slots[free] = Some(slot);
@@ -94,7 +90,6 @@ impl<const N: usize> CallMachine<N> {
 
     /// Consults the trigger while the group may hedge; launches (or records
     /// the refusal of) a hedge when it says so.
-    #[inline]
     pub(super) fn maybe_hedge<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Option<Action> {
         self.next_hedge_check = None;
         if self.hedging_stopped
@@ -133,7 +128,6 @@ impl<const N: usize> CallMachine<N> {
         }
     }
 
-    #[inline]
     pub(super) fn wait_running(&self) -> Action {
         let attempt = self
             .slots
@@ -166,22 +160,18 @@ impl<const N: usize> CallMachine<N> {
         }
     }
 
-    #[inline]
     pub(super) fn deadline_passed(&self) -> bool {
         self.deadline.is_some_and(|d| self.now >= d)
     }
 
-    #[inline]
     pub(super) fn attempt_deadline(&self) -> Option<Instant> {
         attempt_deadline(self.per_attempt, self.deadline, self.now)
     }
 
-    #[inline]
     pub(super) fn in_flight(&self) -> usize {
         self.slots.iter().flatten().count()
     }
 
-    #[inline]
     pub(super) fn take_slot(&mut self, id: AttemptId) -> Option<Slot> {
         self.slots
             .iter_mut()
@@ -189,12 +179,10 @@ impl<const N: usize> CallMachine<N> {
             .take()
     }
 
-    #[inline]
     pub(super) fn take_any_slot(&mut self) -> Option<Slot> {
         self.slots.iter_mut().find_map(Option::take)
     }
 
-    #[inline]
     pub(super) fn take_expired_slot(&mut self) -> Option<Slot> {
         let now = self.now;
         self.slots
@@ -203,7 +191,6 @@ impl<const N: usize> CallMachine<N> {
             .take()
     }
 
-    #[inline]
     pub(super) fn record(&self, slot: &Slot, outcome: Outcome, cancelled: bool) -> AttemptRecord {
         slot.record(self.now, outcome, cancelled)
     }
