@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::machine::Cause;
+use crate::verdict::{reason, Cause};
 
 /// Why a call returned an error.
 ///
@@ -94,7 +94,7 @@ impl<E> Error<E> {
             Self::DeadlineExceeded { .. } => Cause::DeadlineExceeded.as_str(),
             Self::Cancelled { .. } => Cause::Cancelled.as_str(),
             Self::BudgetDenied { reason, .. } | Self::CircuitOpen { reason } => reason,
-            Self::NoPolicy => "no_policy",
+            Self::NoPolicy => reason::NO_POLICY,
         }
     }
 }

@@ -8,10 +8,10 @@
 //! free of `Arc`s and lets a `static` budget serve a no_std program.
 
 use crate::hedge::{HedgeDecision, HedgeState};
-use crate::machine::Verdict;
-use crate::outcome::{reason, Outcome};
+use crate::outcome::Outcome;
 use crate::record::{AttemptInfo, AttemptRecord};
 use crate::time::Instant;
+use crate::verdict::{reason, Verdict};
 
 /// Who refused (or allowed) an attempt.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

@@ -7,16 +7,43 @@
 //! no task and no allocator, so the same decisions are made on a tokio
 //! server, a smol service, a microcontroller and in a simulator.
 //!
-//! ## The driving loop
+//! ## The driver contract
 //!
-//! 1. Feed [`Event::Start`] with the current [`Instant`].
-//! 2. Drain [`CallMachine::poll`]: launch attempts ([`Action::Launch`]), drop
-//!    them ([`Action::Cancel`]), report records ([`Action::Record`]), until
-//!    it says [`Action::Wait`], [`Action::AwaitAttempts`] or
-//!    [`Action::Finish`].
-//! 3. Feed what happens next — an attempt's classified [`Outcome`]
-//!    ([`Event::AttemptFinished`]), the passing of time ([`Event::Tick`]), the
-//!    caller giving up ([`Event::Cancel`]) — and go back to 2.
+//! Anything that drives a [`CallMachine`] — the async driver [`call`], the
+//! simulator, an embedded main loop — follows these five steps, and there is
+//! no other way to drive it:
+//!
+//! 1. **Start.** Feed [`Event::Start`] with the clock's current [`Instant`].
+//!    Until then [`CallMachine::poll`] returns [`Action::AwaitAttempts`] and
+//!    decides nothing (no attempt, no gate call).
+//! 2. **Drain after every event.** Call [`CallMachine::poll`] after each
+//!    event, and keep calling it until it returns [`Action::Wait`],
+//!    [`Action::AwaitAttempts`] or [`Action::Finish`], carrying out each
+//!    action on the way: [`Action::Launch`] starts the operation for that
+//!    attempt, [`Action::Cancel`] drops that attempt and reports its record,
+//!    [`Action::Record`] reports a record. Feed no event while a drain is
+//!    unfinished: a record would be lost. Both `poll` and [`Action`] are
+//!    `#[must_use]`.
+//! 3. **Feed what happens, with the time it happened.** An attempt's
+//!    classified [`Outcome`] as [`Event::AttemptFinished`], with the clock
+//!    read when it completed; then go back to 2.
+//! 4. **After a wait, feed the instant waited for.** When the timer for
+//!    `Wait { until, .. }` fires, feed [`Event::Tick`] with
+//!    `max(clock.now(), until)`: a clock that reads a hair early would
+//!    otherwise get the same `Wait` back. Every `Wait` is for an instant
+//!    after the latest one fed, so a driver that does this never busy-loops.
+//!    Times only go forward: an event earlier than the latest one seen is
+//!    taken as the latest one (the driver's clock must be monotonic; the
+//!    async driver `debug_assert`s it).
+//! 5. **Cancel.** When the caller gives up, feed [`Event::Cancel`] and drain:
+//!    the machine cancels every attempt in flight ([`Action::Cancel`], each
+//!    told to the gate exactly once) and finishes with
+//!    [`Cause::Cancelled`]. Cancelling before the start launches nothing.
+//!    After [`Action::Finish`], `poll` keeps returning the same verdict.
+//!
+//! The gate passed to `poll` ([`Gate`]) is consulted before every launch and
+//! told when every admitted attempt and the call end; the same events,
+//! policy, seed and gate answers give the same actions.
 //!
 //! [`call`] is that loop as a future for any [`Timer`]: it polls the attempt
 //! inside the caller's task (no spawn, no heap) and resolves to the value or
@@ -46,9 +73,12 @@
 //! - [`backoff`] — exponential backoff and jitter.
 //! - [`breaker`] — [`CircuitBreaker`], one circuit breaker.
 //! - [`budget`] — [`Budget`], [`BudgetGate`] and the built-in budgets.
-//! - [`outcome`] — [`Outcome`], [`Classifier`], reason codes.
+//! - [`verdict`] — [`Verdict`], [`Cause`] and every [`reason`] code.
+//! - [`outcome`] — [`Outcome`], [`Classifier`].
 //! - [`record`] — attempt handles and [`AttemptRecord`].
 //! - [`gate`] — the budget/breaker hook, [`Gate`].
+//! - [`policy_gate`] — [`PolicyGate`], the gate the executor and the
+//!   simulator share.
 //! - [`latency`] — [`LatencySketch`], recent latencies in fixed memory.
 //! - [`hedge`] — hedge triggers, [`HedgeState`].
 //! - [`machine`] — [`CallMachine`].
@@ -74,8 +104,10 @@ pub mod observer;
 pub mod outcome;
 mod pinned;
 pub mod policy;
+pub mod policy_gate;
 pub mod record;
 pub mod time;
+pub mod verdict;
 
 pub use breaker::{CallResult, CircuitBreaker, CircuitState, Permit, Refusal};
 pub use budget::{Budget, BudgetGate, BudgetRequest, Decision, Reservation};
@@ -85,12 +117,14 @@ pub use gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 pub use hedge::{HedgeDecision, HedgeState, Trigger};
 pub use key::PolicyKey;
 pub use latency::LatencySketch;
-pub use machine::{Action, CallMachine, CallPlan, Cause, Event, Options, Verdict, WaitReason};
+pub use machine::{Action, CallMachine, CallPlan, Event, Options, WaitReason};
 pub use observer::{CallEnd, Observer};
-pub use outcome::{reason, Classifier, DefaultClassifier, Outcome, OutcomeKind};
+pub use outcome::{Classifier, DefaultClassifier, Outcome, OutcomeKind};
 pub use policy::{Jitter, Policy, PolicyError};
+pub use policy_gate::{GateParts, PolicyGate};
 pub use record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 pub use time::{Instant, Timer};
+pub use verdict::{reason, Cause, Verdict};
 
 #[cfg(test)]
 extern crate std;

@@ -12,9 +12,9 @@
 //! costs nothing once inlined.
 
 use crate::key::PolicyKey;
-use crate::machine::Verdict;
 use crate::record::{AttemptInfo, AttemptRecord};
 use crate::time::Instant;
+use crate::verdict::Verdict;
 
 /// How a call ended, for [`Observer::on_success`] and
 /// [`Observer::on_failure`].

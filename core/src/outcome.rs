@@ -41,33 +41,8 @@ impl fmt::Display for OutcomeKind {
     }
 }
 
-/// The reference's reason codes, and the ones recourse adds for attempts it
-/// ended itself. Reasons are `&'static str` so that they stay low-cardinality
-/// by construction.
-pub mod reason {
-    /// The attempt succeeded.
-    pub const SUCCESS: &str = "success";
-    /// The default classifier's reason for any `Err`.
-    pub const RETRYABLE_ERROR: &str = "retryable_error";
-    /// A failure a classifier judged not worth retrying.
-    pub const NON_RETRYABLE_ERROR: &str = "non_retryable_error";
-    /// A failure that stops the call at once.
-    pub const ABORT: &str = "abort";
-    /// recourse cut the attempt at its per-attempt deadline (retryable).
-    pub const ATTEMPT_TIMEOUT: &str = "attempt_timeout";
-    /// recourse cut the attempt at the call's overall deadline.
-    pub const OVERALL_TIMEOUT: &str = "overall_timeout";
-    /// The caller cancelled the call while the attempt ran.
-    pub const CANCELLED: &str = "cancelled";
-    /// Another attempt of the group won; this one was dropped.
-    pub const HEDGE_LOSER: &str = "hedge_loser";
-    /// The attempt was refused by its budget and never ran.
-    pub const BUDGET_DENIED: &str = "budget_denied";
-    /// The gate allowed the attempt.
-    pub const ALLOWED: &str = "allowed";
-    /// No budget is configured for the attempt.
-    pub const NO_BUDGET: &str = "no_budget";
-}
+/// The reason codes, re-exported from their home in [`crate::verdict::reason`].
+pub use crate::verdict::reason;
 
 /// A classified attempt result.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

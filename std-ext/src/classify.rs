@@ -13,7 +13,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::panic::AssertUnwindSafe;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
 use recourse_core::policy::Policy;
 use recourse_core::{Classifier, DefaultClassifier, Outcome};
@@ -27,8 +27,10 @@ pub const PANIC_IN_CLASSIFIER: &str = "panic_in_classifier";
 pub(crate) struct Contained<'a, C> {
     pub(crate) inner: C,
     pub(crate) contain: bool,
-    /// The first panic's message.
-    pub(crate) panicked: &'a Mutex<Option<String>>,
+    /// The first panic's message, for the call's observer path: the
+    /// call's report tells the observer and the timeline when the attempt's
+    /// record (reason `panic_in_classifier`) arrives.
+    pub(crate) panicked: &'a OnceLock<String>,
 }
 
 impl<T, E, C: Classifier<T, E>> Classifier<T, E> for Contained<'_, C> {
@@ -44,9 +46,7 @@ impl<T, E, C: Classifier<T, E>> Classifier<T, E> for Contained<'_, C> {
                     .map(|s| (*s).to_owned())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-string panic payload".to_owned());
-                if let Ok(mut slot) = self.panicked.lock() {
-                    slot.get_or_insert(message);
-                }
+                let _ = self.panicked.set(message);
                 Outcome::abort(PANIC_IN_CLASSIFIER)
             }
         }

@@ -25,13 +25,15 @@ use recourse_core::machine::Options;
 use recourse_core::policy::{Limits, Policy};
 use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
 
-use std::sync::Mutex;
+use std::sync::OnceLock;
+
+use recourse_core::policy_gate::PolicyGate;
 
 use crate::breakers::Breakers;
 use crate::budgets::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
-use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode, PANIC_IN_CLASSIFIER};
-use crate::gate::{CallGate, Held, BUDGET_NOT_FOUND};
+use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode};
+use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
@@ -296,9 +298,11 @@ impl<S: TimerSource> Executor<S> {
             .map(|p| classifier(&p.policy, timeline.as_deref_mut()));
         let mut report = Report {
             observer: self.observer.as_deref(),
-            timeline: timeline.as_deref_mut(),
+            timeline,
             policy_source: resolution.source,
             missing_policy_mode: resolution.mode,
+            missing_budget_mode: self.missing_budget,
+            classifier_panic: None,
             panics: &self.observer_panics,
         };
         let (Some(policy), Some(classifier)) = (resolution.policy, classifier) else {
@@ -313,26 +317,24 @@ impl<S: TimerSource> Executor<S> {
         if let Some(t) = report.timeline.as_deref_mut() {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
         }
-        let gate = CallGate {
+        let parts = ExecParts {
             clock: &self.timer,
-            key,
-            policy: &policy.policy,
             budgets: &self.budgets,
             missing_budget: self.missing_budget,
             contain_panics: self.contain_panics,
             observer: self.observer.as_deref(),
-            held: Held::default(),
             breakers: &self.breakers,
-            circuit: None,
-            trigger: plan.trigger,
             latency: &self.latency,
+            offset: None,
         };
-        let panicked = Mutex::new(None);
+        let panicked = OnceLock::new();
+        report.classifier_panic = Some(&panicked);
         let classifier = Contained {
             inner: classifier,
             contain: self.contain_panics,
             panicked: &panicked,
         };
+        let gate: CallGate<'_, S> = PolicyGate::new(key, &policy.policy, plan.trigger, parts);
         let builder = recourse_core::call(key, &policy.policy, timer, op)
             .classifier(classifier)
             .observer(report)
@@ -342,7 +344,7 @@ impl<S: TimerSource> Executor<S> {
         // A call that hedges holds its attempts' futures in one heap block
         // (sized for the default ceiling, or for the lifted one), so a call
         // that does not hedge stays small and allocation-free.
-        let result = match plan.hedges {
+        match plan.hedges {
             0 => builder.await,
             1..=3 => Box::pin(builder.slots::<4>().into_future()).await,
             _ => {
@@ -353,26 +355,7 @@ impl<S: TimerSource> Executor<S> {
                 )
                 .await
             }
-        };
-        if let Some(t) = timeline {
-            if let Some(message) = panicked.into_inner().ok().flatten() {
-                t.attributes.insert(PANIC_IN_CLASSIFIER, message);
-            }
-            // A budget the policy names but the registry lacks: say which
-            // mode decided, beside the attempts' `budget_not_found`.
-            if t.attempts
-                .iter()
-                .any(|a| a.budget_reason == BUDGET_NOT_FOUND)
-            {
-                t.attributes
-                    .insert("budget_error", BUDGET_NOT_FOUND.to_owned());
-                t.attributes.insert(
-                    "missing_budget_mode",
-                    self.missing_budget.as_str().to_owned(),
-                );
-            }
         }
-        result
     }
 
     /// The RNG of the next call: derived from the seed and the call's number

@@ -1,24 +1,31 @@
-//! The per-call gate: the executor's budgets (and breakers) in front of the
-//! core machine.
+//! The per-call gate: core's [`PolicyGate`] in front of the machine, with
+//! the executor's collaborators.
 //!
-//! For each attempt it picks the budget the policy names for the attempt's
-//! kind (`retry.budget` for first attempts and retries, `hedge.budget` for
-//! hedges), resolves it in the executor's [`BudgetRegistry`], asks it, tells
-//! the observer, and keeps the reservation until the machine says the
-//! attempt ended — then settles it exactly once. A panicking budget (with
-//! panic containment on) is a refusal, `panic_in_budget`. Before a call's
-//! first attempt it asks the key's circuit breaker (when the policy enables
-//! one), and tells it how the call ended.
+//! Everything a gate decides — the budget for each attempt's kind
+//! (`retry.budget` for first attempts and retries, `hedge.budget` for
+//! hedges), holding each reservation until the machine says the attempt
+//! ended, the key's circuit breaker before the first attempt and told how
+//! the call ended, the hedge trigger reading the key's recent latencies —
+//! is [`PolicyGate`]'s, the same gate the simulator runs. What is left here
+//! is where the executor keeps things (`ExecParts`): budgets looked up in
+//! its [`BudgetRegistry`], breakers in its [`Breakers`], latencies in its
+//! [`LatencyTrackers`]; panic containment (a panicking budget is a refusal,
+//! `panic_in_budget`); and each budget decision told to the observer as it
+//! happens.
+//!
+//! Time: every method is given the machine's `now`, on the call's timer.
+//! Budgets, breakers and latency trackers outlive a call and need the
+//! executor's shared clock ([`TimerSource::shared_now`]); the parts read it
+//! once per call and carry the machine's instants over by the same offset.
 
 use core::panic::AssertUnwindSafe;
+use core::time::Duration;
 
+use recourse_core::breaker::{CallResult, Refusal};
 use recourse_core::budget::{BudgetRequest, Decision, Reservation};
-use recourse_core::gate::{Admission, AdmitRequest, Gate};
-use recourse_core::policy::{BudgetRef, Policy};
-use recourse_core::{AttemptId, AttemptKind, AttemptRecord, PolicyKey};
-
-use recourse_core::breaker::CallResult;
-use recourse_core::{HedgeDecision, HedgeState, Trigger, Verdict};
+use recourse_core::policy::CircuitPolicy;
+use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
+use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
 use crate::breakers::{Breakers, Permit};
 use crate::budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
@@ -27,193 +34,177 @@ use crate::observer::{BudgetDecision, Observer};
 use crate::timer::TimerSource;
 
 /// Reason: the policy names a budget the registry does not have.
-pub const BUDGET_NOT_FOUND: &str = "budget_not_found";
+pub const BUDGET_NOT_FOUND: &str = recourse_core::reason::BUDGET_NOT_FOUND;
 /// Reason: the budget panicked (panic containment on).
 pub const PANIC_IN_BUDGET: &str = "panic_in_budget";
 
 /// One call's gate.
-pub(crate) struct CallGate<'a, S> {
-    /// Budgets see the executor's shared clock, not the call's timer.
-    pub(crate) clock: &'a S,
-    pub(crate) key: PolicyKey<'a>,
-    pub(crate) policy: &'a Policy,
-    pub(crate) budgets: &'a BudgetRegistry,
-    pub(crate) missing_budget: MissingBudgetMode,
-    pub(crate) contain_panics: bool,
-    pub(crate) observer: Option<&'a dyn Observer>,
-    pub(crate) held: Held<'a>,
-    pub(crate) breakers: &'a Breakers,
-    /// The breaker's permit for this call, once the first attempt was
-    /// admitted; recorded when the call ends.
-    pub(crate) circuit: Option<Permit>,
-    /// The call's hedge trigger; `None`: no hedges.
-    pub(crate) trigger: Option<Trigger>,
-    /// Where a quantile trigger reads (and completed attempts write) the
-    /// key's recent latencies.
-    pub(crate) latency: &'a LatencyTrackers,
-}
+pub(crate) type CallGate<'a, S> = PolicyGate<'a, ExecParts<'a, S>, Spill<'a>>;
 
-/// The budgets holding reservations for attempts in flight: inline for the
-/// usual few, on the heap only past [`INLINE_HELD`] concurrent attempts
-/// (hedging with a lifted ceiling).
+/// The reservations of the attempts in flight: inline for the usual few,
+/// on the heap only past [`INLINE_HELD`] concurrent attempts (hedging with a
+/// lifted ceiling).
 #[derive(Default)]
-pub(crate) struct Held<'a> {
-    inline: heapless::Vec<(AttemptId, &'a SharedBudget, Option<Reservation>), INLINE_HELD>,
-    spill: Vec<(AttemptId, &'a SharedBudget, Option<Reservation>)>,
+pub(crate) struct Spill<'a> {
+    inline: Inline<&'a SharedBudget, INLINE_HELD>,
+    spill: Vec<Held<&'a SharedBudget>>,
 }
 
 /// Attempts in flight whose reservations are held without allocating: the
 /// primary and the default ceiling of 3 hedges.
 const INLINE_HELD: usize = 4;
 
-impl<'a> Held<'a> {
-    fn push(&mut self, entry: (AttemptId, &'a SharedBudget, Option<Reservation>)) {
-        if let Err(entry) = self.inline.push(entry) {
-            self.spill.push(entry);
+impl<'a> Holder<&'a SharedBudget> for Spill<'a> {
+    fn hold(&mut self, held: Held<&'a SharedBudget>) -> Result<(), Held<&'a SharedBudget>> {
+        if let Err(held) = self.inline.hold(held) {
+            self.spill.push(held);
         }
+        Ok(())
     }
 
-    fn take(
-        &mut self,
-        id: AttemptId,
-    ) -> Option<(AttemptId, &'a SharedBudget, Option<Reservation>)> {
-        if let Some(i) = self.inline.iter().position(|(a, ..)| *a == id) {
-            return Some(self.inline.swap_remove(i));
-        }
-        let i = self.spill.iter().position(|(a, ..)| *a == id)?;
-        Some(self.spill.swap_remove(i))
-    }
-}
-
-impl<'a, S: TimerSource> CallGate<'a, S> {
-    fn budget_ref(&self, kind: AttemptKind) -> &'a BudgetRef {
-        match kind {
-            AttemptKind::Hedge => &self.policy.hedge.budget,
-            AttemptKind::Initial | AttemptKind::Retry => &self.policy.retry.budget,
-        }
-    }
-
-    fn decide(&self, budget: &SharedBudget, request: &BudgetRequest<'_>) -> Decision {
-        if !self.contain_panics {
-            return budget.decide(request);
-        }
-        std::panic::catch_unwind(AssertUnwindSafe(|| budget.decide(request))).unwrap_or(Decision {
-            allowed: false,
-            reason: PANIC_IN_BUDGET,
-            reservation: None,
+    fn release(&mut self, id: AttemptId) -> Option<Held<&'a SharedBudget>> {
+        self.inline.release(id).or_else(|| {
+            let i = self.spill.iter().position(|h| h.id == id)?;
+            Some(self.spill.swap_remove(i))
         })
     }
 
-    fn tell(&self, event: &BudgetDecision<'_>) {
-        if let Some(o) = self.observer {
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                o.on_budget_decision(self.key, event)
-            }));
+    fn len(&self) -> usize {
+        self.inline.len() + self.spill.len()
+    }
+}
+
+/// Where one call's [`PolicyGate`] finds the executor's collaborators.
+pub(crate) struct ExecParts<'a, S> {
+    /// The executor's shared clock, read once per call.
+    pub(crate) clock: &'a S,
+    pub(crate) budgets: &'a BudgetRegistry,
+    pub(crate) missing_budget: MissingBudgetMode,
+    pub(crate) contain_panics: bool,
+    pub(crate) observer: Option<&'a dyn Observer>,
+    pub(crate) breakers: &'a Breakers,
+    /// Where a quantile trigger reads (and completed attempts write) the
+    /// key's recent latencies.
+    pub(crate) latency: &'a LatencyTrackers,
+    /// The shared clock minus the machine's, in nanoseconds (wrapping),
+    /// from the first instant the parts saw.
+    pub(crate) offset: Option<u64>,
+}
+
+impl<S: TimerSource> ExecParts<'_, S> {
+    /// The shared clock's time at the machine's `now`.
+    fn shared(&mut self, now: Instant) -> Instant {
+        let clock = self.clock;
+        let offset = *self
+            .offset
+            .get_or_insert_with(|| clock.shared_now().as_nanos().wrapping_sub(now.as_nanos()));
+        Instant::from_nanos(now.as_nanos().wrapping_add(offset))
+    }
+
+    fn contained<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        if self.contain_panics {
+            std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
+        } else {
+            Some(f())
         }
     }
 }
 
-impl<S: TimerSource> Gate for CallGate<'_, S> {
-    fn admit(&mut self, request: &AdmitRequest) -> Admission {
-        let kind = request.attempt.kind();
-        if kind == AttemptKind::Initial && self.policy.circuit.enabled {
-            let now = self.clock.shared_now();
-            match self.breakers.admit_at(self.key, &self.policy.circuit, now) {
-                Ok(permit) => self.circuit = Some(permit),
-                Err(refusal) => return refusal.admission(),
-            }
-        }
-        let bref = self.budget_ref(kind);
-        if bref.name.is_empty() {
-            return Admission::NO_BUDGET;
-        }
-        let event = |mode, allowed, reason| BudgetDecision {
-            attempt: request.attempt,
-            kind,
-            budget: bref.name.as_str(),
-            cost: bref.cost,
-            mode,
-            allowed,
-            reason,
-        };
-        let Some(budget) = self.budgets.get(&bref.name) else {
-            let allowed = self.missing_budget == MissingBudgetMode::AllowUnsafe;
-            self.tell(&event(
-                self.missing_budget.as_str(),
-                allowed,
-                BUDGET_NOT_FOUND,
-            ));
-            return if allowed {
-                Admission::allowed(BUDGET_NOT_FOUND)
-            } else {
-                Admission::denied(BUDGET_NOT_FOUND)
-            };
-        };
-        let decision = self.decide(
-            budget,
-            &BudgetRequest {
-                key: self.key,
-                attempt: request.attempt,
-                kind,
-                budget: &bref.name,
-                cost: bref.cost.max(1),
-                previous: request.previous,
-                now: self.clock.shared_now(),
-            },
-        );
-        self.tell(&event("standard", decision.allowed, decision.reason));
-        if !decision.allowed {
-            return Admission::denied(decision.reason);
-        }
-        self.held
-            .push((request.attempt.id, budget, decision.reservation));
-        Admission::allowed(decision.reason)
+impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
+    type Budget = &'a SharedBudget;
+    type Permit = Permit;
+
+    fn budget(&mut self, name: &str, _: recourse_core::AttemptKind) -> Option<&'a SharedBudget> {
+        self.budgets.get(name)
     }
 
-    fn attempt_ended(&mut self, record: &AttemptRecord) {
-        // Samples come from attempts that ran to completion: a budget
-        // denial never gets here, and an attempt recourse cut or dropped
-        // says only that it was slower than its cut.
-        if !record.cancelled && self.trigger.is_some_and(|t| t.quantile().is_some()) {
-            self.latency
-                .record(self.key, record.duration(), self.clock.shared_now());
-        }
-        let Some((_, budget, reservation)) = self.held.take(record.info.id) else {
+    fn missing_budget_allows(&self) -> bool {
+        self.missing_budget == MissingBudgetMode::AllowUnsafe
+    }
+
+    fn decide(&mut self, budget: &'a SharedBudget, request: &BudgetRequest<'_>) -> Decision {
+        let request = BudgetRequest {
+            now: self.shared(request.now),
+            ..*request
+        };
+        self.contained(|| budget.decide(&request))
+            .unwrap_or(Decision {
+                allowed: false,
+                reason: PANIC_IN_BUDGET,
+                reservation: None,
+            })
+    }
+
+    fn settle(
+        &mut self,
+        budget: &'a SharedBudget,
+        record: &AttemptRecord,
+        reservation: Option<Reservation>,
+        now: Instant,
+    ) {
+        let now = self.shared(now);
+        let _ = self.contained(|| budget.settle(record, reservation, now));
+    }
+
+    fn admit_call(
+        &mut self,
+        key: PolicyKey<'_>,
+        policy: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Option<Permit>, Refusal> {
+        let now = self.shared(now);
+        self.breakers.admit_at(key, policy, now).map(Some)
+    }
+
+    fn is_probe(permit: &Permit) -> bool {
+        permit.is_probe()
+    }
+
+    fn record_call(
+        &mut self,
+        key: PolicyKey<'_>,
+        permit: Permit,
+        result: CallResult,
+        now: Instant,
+    ) {
+        let now = self.shared(now);
+        self.breakers.record_at(key, permit, result, now);
+    }
+
+    fn latency_quantile(
+        &mut self,
+        key: PolicyKey<'_>,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        let now = self.shared(now);
+        self.latency.quantile(key, q_permille, now)
+    }
+
+    fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
+        let now = self.shared(now);
+        self.latency.record(key, latency, now);
+    }
+
+    /// Tells the observer, as it happens (a panicking observer is
+    /// contained).
+    fn budget_decided(&mut self, key: PolicyKey<'_>, e: &BudgetEvent<'_>) {
+        let Some(o) = self.observer else {
             return;
         };
-        let now = self.clock.shared_now();
-        let settle = || budget.settle(record, reservation, now);
-        if self.contain_panics {
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(settle));
-        } else {
-            settle();
-        }
-    }
-
-    /// The policy's trigger, reading the key's recent latencies for a
-    /// quantile; a half-open breaker's probe runs without hedges.
-    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
-        let trigger = match self.trigger {
-            Some(t) if !self.circuit.is_some_and(|p| p.is_probe()) => t,
-            _ => {
-                return HedgeDecision {
-                    spawn: false,
-                    next_check: None,
-                }
-            }
+        let decision = BudgetDecision {
+            attempt: e.attempt,
+            kind: e.kind,
+            budget: e.budget,
+            cost: e.cost,
+            mode: if e.found {
+                "standard"
+            } else {
+                self.missing_budget.as_str()
+            },
+            allowed: e.allowed,
+            reason: e.reason,
         };
-        let quantile = trigger.quantile().and_then(|q| {
-            self.latency
-                .quantile(self.key, u32::from(q), self.clock.shared_now())
-        });
-        trigger.decide(state, quantile)
-    }
-
-    fn call_ended(&mut self, verdict: &Verdict, _: recourse_core::Instant) {
-        if let Some(permit) = self.circuit.take() {
-            let result = CallResult::from_verdict(verdict);
-            self.breakers
-                .record_at(self.key, permit, result, self.clock.shared_now());
-        }
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| o.on_budget_decision(key, &decision)));
     }
 }

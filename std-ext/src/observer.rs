@@ -126,6 +126,14 @@ pub trait Observer: Send + Sync {
     fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {
         let _ = (key, decision);
     }
+
+    /// The call's classifier panicked (panic containment on): `message` is
+    /// the panic's, and the attempt's record, which follows at once, has the
+    /// reason `panic_in_classifier`. Told once per call, for the first
+    /// panic.
+    fn on_classifier_panic(&self, key: PolicyKey<'_>, attempt: &AttemptInfo, message: &str) {
+        let _ = (key, attempt, message);
+    }
 }
 
 /// One budget decision, for [`Observer::on_budget_decision`].
@@ -161,6 +169,9 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
     fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {
         (**self).on_budget_decision(key, decision)
     }
+    fn on_classifier_panic(&self, key: PolicyKey<'_>, attempt: &AttemptInfo, message: &str) {
+        (**self).on_classifier_panic(key, attempt, message)
+    }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         (**self).on_start(key, start)
     }
@@ -181,6 +192,9 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
 impl<O: Observer + ?Sized> Observer for Box<O> {
     fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {
         (**self).on_budget_decision(key, decision)
+    }
+    fn on_classifier_panic(&self, key: PolicyKey<'_>, attempt: &AttemptInfo, message: &str) {
+        (**self).on_classifier_panic(key, attempt, message)
     }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         (**self).on_start(key, start)
@@ -279,6 +293,9 @@ impl MultiObserver {
 impl Observer for MultiObserver {
     fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {
         self.each(|o| o.on_budget_decision(key, decision));
+    }
+    fn on_classifier_panic(&self, key: PolicyKey<'_>, attempt: &AttemptInfo, message: &str) {
+        self.each(|o| o.on_classifier_panic(key, attempt, message));
     }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         self.each(|o| o.on_start(key, start));

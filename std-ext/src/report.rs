@@ -13,6 +13,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use recourse_core::{AttemptInfo, AttemptRecord, CallEnd, Instant, PolicyKey};
 
+use std::sync::OnceLock;
+
+use crate::budgets::MissingBudgetMode;
+use crate::classify::PANIC_IN_CLASSIFIER;
+use crate::gate::BUDGET_NOT_FOUND;
 use crate::missing_policy::MissingPolicyMode;
 use crate::observer::{CallStart, CallSummary, Observer};
 use crate::provider::PolicySource;
@@ -24,6 +29,11 @@ pub(crate) struct Report<'a> {
     pub(crate) timeline: Option<&'a mut Timeline>,
     pub(crate) policy_source: Option<PolicySource>,
     pub(crate) missing_policy_mode: Option<MissingPolicyMode>,
+    /// What decides an attempt whose budget is missing, for the timeline.
+    pub(crate) missing_budget_mode: MissingBudgetMode,
+    /// Where the call's contained classifier leaves its first panic's
+    /// message; told when the attempt's record arrives.
+    pub(crate) classifier_panic: Option<&'a OnceLock<String>>,
     /// The executor's count of contained observer panics.
     pub(crate) panics: &'a AtomicU64,
 }
@@ -77,6 +87,18 @@ impl Report<'_> {
         self.notify(|o| o.on_start(key, &start));
     }
 
+    /// The classifier panicked on `record`'s result: the first time, tell
+    /// the timeline and the observer the panic's message.
+    fn classifier_panicked(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        let Some(message) = self.classifier_panic.take().and_then(OnceLock::get) else {
+            return;
+        };
+        if let Some(t) = self.timeline.as_deref_mut() {
+            t.attributes.insert(PANIC_IN_CLASSIFIER, message.clone());
+        }
+        self.notify(|o| o.on_classifier_panic(key, &record.info, message));
+    }
+
     fn end(&mut self, end: &CallEnd) {
         if let Some(t) = self.timeline.as_deref_mut() {
             t.end = end.end;
@@ -98,7 +120,20 @@ impl recourse_core::Observer for Report<'_> {
     }
 
     fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        if record.outcome.reason == PANIC_IN_CLASSIFIER {
+            self.classifier_panicked(key, record);
+        }
         if let Some(t) = self.timeline.as_deref_mut() {
+            if record.budget_reason == BUDGET_NOT_FOUND {
+                // A budget the policy names but the registry lacks: say
+                // which mode decided, beside the attempt's reason.
+                t.attributes
+                    .insert("budget_error", BUDGET_NOT_FOUND.to_owned());
+                t.attributes.insert(
+                    "missing_budget_mode",
+                    self.missing_budget_mode.as_str().to_owned(),
+                );
+            }
             t.attempts.push(*record);
         }
         self.notify(|o| o.on_attempt(key, record));

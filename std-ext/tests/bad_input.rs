@@ -568,7 +568,7 @@ fn max_hedges_is_clamped_to_the_ceiling_an_executor_sets_and_reported() {
 }
 
 #[test]
-fn the_hedge_section_is_left_alone_while_hedging_is_off() {
+fn the_hedge_section_is_left_alone_while_hedging_is_off_but_its_cost() {
     for v in [0, u32::MAX] {
         for d in [Duration::ZERO, NS, Duration::MAX] {
             let mut input = base();
@@ -577,8 +577,11 @@ fn the_hedge_section_is_left_alone_while_hedging_is_off() {
             input.hedge.hedge_delay = d;
             input.hedge.budget.cost = 0;
             let (out, changed) = normalize_exactly(&input, Limits::DEFAULT);
-            assert_eq!(out, input);
-            assert!(changed.is_empty(), "{changed}");
+            // SPEC: budget cost ≤ 0 → 1 whether or not hedging is on.
+            let mut want = input.clone();
+            want.hedge.budget.cost = 1;
+            assert_eq!(out, want);
+            assert_eq!(changed.to_string(), "hedge.budget.cost");
         }
     }
 }

@@ -13,8 +13,8 @@ use common::{attempts, ms, one};
 use recourse::core_machine::budget::{BudgetRequest, Decision, Reservation};
 use recourse::core_machine::Budget;
 use recourse::{
-    AttemptRecord, BudgetDecision, BudgetRegistry, Error, Executor, MissingBudgetMode, Observer,
-    Outcome, Policy, PolicyKey,
+    AttemptInfo, AttemptRecord, BudgetDecision, BudgetRegistry, Error, Executor, MissingBudgetMode,
+    Observer, Outcome, Policy, PolicyKey,
 };
 
 /// Allows `limit` attempts in all; reserves one unit per attempt and counts
@@ -331,6 +331,49 @@ async fn a_panicking_classifier_aborts_the_call_and_keeps_the_message() {
     );
 }
 
+/// The classifier's panic reaches the executor's observer as it happens,
+/// before the attempt's record, once per call.
+#[tokio::test(start_paused = true)]
+async fn a_classifier_panic_is_told_to_the_observer_before_the_attempt() {
+    #[derive(Default)]
+    struct Events(Mutex<Vec<String>>);
+    impl Observer for Events {
+        fn on_classifier_panic(&self, key: PolicyKey<'_>, a: &AttemptInfo, message: &str) {
+            let line = format!("{key} #{} panic {message}", a.id.0);
+            self.0.lock().expect("test").push(line);
+        }
+        fn on_attempt(&self, key: PolicyKey<'_>, r: &AttemptRecord) {
+            let line = format!("{key} #{} {}", r.info.id.0, r.outcome.reason);
+            self.0.lock().expect("test").push(line);
+        }
+    }
+    let events = Arc::new(Events::default());
+    let exec = Executor::builder()
+        .provider(one("svc.Get", attempts(3)))
+        .observer(events.clone())
+        .build();
+    let r = exec
+        .call_classified(
+            "svc.Get",
+            |r: &Result<u32, &str>| -> Outcome {
+                if r.is_err() {
+                    panic!("classifier bug");
+                }
+                Outcome::SUCCESS
+            },
+            |_| async { Err::<u32, _>("boom") },
+        )
+        .await;
+    assert!(matches!(r, Err(Error::Operation { error: "boom", .. })));
+    assert_eq!(
+        *events.0.lock().expect("test"),
+        [
+            "svc.Get #0 panic classifier bug",
+            "svc.Get #0 panic_in_classifier"
+        ]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_circuit_opens_refuses_then_probes_and_closes() {
     let mut p = attempts(1);
@@ -471,4 +514,113 @@ async fn a_missing_classifier_can_fail_closed() {
         .call("svc.Missing", |_| async { Ok::<u32, &str>(1) })
         .await;
     assert_eq!(r, Ok(1));
+}
+
+/// A timer source whose call timers count from each call's start (their
+/// instants cannot be compared across calls), on tokio's paused clock, and
+/// which counts reads of its shared clock.
+struct PerCallEpoch {
+    anchor: tokio::time::Instant,
+    shared_reads: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy)]
+struct FromCallStart(tokio::time::Instant);
+
+impl recourse::Timer for FromCallStart {
+    type Sleep = tokio::time::Sleep;
+    fn now(&self) -> recourse::Instant {
+        recourse::Instant::from_nanos((tokio::time::Instant::now() - self.0).as_nanos() as u64)
+    }
+    fn sleep_until(&self, deadline: recourse::Instant) -> tokio::time::Sleep {
+        tokio::time::sleep_until(self.0 + Duration::from_nanos(deadline.as_nanos()))
+    }
+}
+
+impl recourse::TimerSource for PerCallEpoch {
+    type Timer = FromCallStart;
+    fn timer(&self) -> FromCallStart {
+        FromCallStart(tokio::time::Instant::now())
+    }
+    fn shared_now(&self) -> recourse::Instant {
+        self.shared_reads.fetch_add(1, Ordering::SeqCst);
+        recourse::Instant::from_nanos((tokio::time::Instant::now() - self.anchor).as_nanos() as u64)
+    }
+}
+
+/// Records the instants a budget is asked and settled at.
+#[derive(Default)]
+struct Clocked(Mutex<Vec<(char, u64)>>);
+
+impl Budget for &'static Clocked {
+    fn decide(&self, request: &BudgetRequest<'_>) -> Decision {
+        let ms = request.now.as_nanos() / 1_000_000;
+        self.0.lock().expect("test").push(('d', ms));
+        Decision::ALLOW
+    }
+    fn settle(&self, _: &AttemptRecord, _: Option<Reservation>, now: recourse::Instant) {
+        self.0
+            .lock()
+            .expect("test")
+            .push(('s', now.as_nanos() / 1_000_000));
+    }
+}
+
+/// The gate takes the machine's `now` and carries it to the executor's
+/// shared clock: budgets see one clock across calls whose timers each count
+/// from their own start, and the shared clock is read once per call (not
+/// at every budget, breaker and latency step).
+#[tokio::test(start_paused = true)]
+async fn budgets_see_the_shared_clock_read_once_per_call() {
+    static SEEN: Clocked = Clocked(Mutex::new(Vec::new()));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut policy = with_budget(attempts(3), "clocked");
+    policy.circuit.enabled = true;
+    let exec = Executor::builder()
+        .provider(one("svc.Get", policy))
+        .budgets(BudgetRegistry::new().with("clocked", &SEEN))
+        .timer(PerCallEpoch {
+            anchor: tokio::time::Instant::now(),
+            shared_reads: reads.clone(),
+        })
+        .build();
+    let fail_twice = || {
+        let mut n = 0;
+        move |_| {
+            n += 1;
+            let fail = n < 3;
+            async move {
+                tokio::time::sleep(ms(5)).await;
+                if fail {
+                    Err("flaky")
+                } else {
+                    Ok(n)
+                }
+            }
+        }
+    };
+    tokio::time::sleep(ms(1_000)).await;
+    assert_eq!(exec.call("svc.Get", fail_twice()).await, Ok(3));
+    let after_first = reads.load(Ordering::SeqCst);
+    tokio::time::sleep(ms(1_000)).await;
+    assert_eq!(exec.call("svc.Get", fail_twice()).await, Ok(3));
+    // Default backoff: 10 ms, then 20 ms; each attempt takes 5 ms.
+    assert_eq!(
+        *SEEN.0.lock().expect("test"),
+        [
+            ('d', 1_000),
+            ('s', 1_005),
+            ('d', 1_015),
+            ('s', 1_020),
+            ('d', 1_040),
+            ('s', 1_045),
+            ('d', 2_045),
+            ('s', 2_050),
+            ('d', 2_060),
+            ('s', 2_065),
+            ('d', 2_085),
+            ('s', 2_090),
+        ]
+    );
+    assert_eq!((after_first, reads.load(Ordering::SeqCst)), (1, 2));
 }

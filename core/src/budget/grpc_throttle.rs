@@ -14,7 +14,7 @@ const MAX_TOKENS_MILLI: u32 = 1_000 * MILLI;
 
 /// The reason recourse's gRPC classifier gives a retryable status whose
 /// `grpc-retry-pushback-ms` says not to retry; A6 counts it as a failure.
-pub const PUSHBACK_STOP: &str = "grpc_pushback_stop";
+pub const PUSHBACK_STOP: &str = crate::verdict::reason::GRPC_PUSHBACK_STOP;
 
 /// Stops retries and hedges while the recent failure ratio is high.
 ///

@@ -663,3 +663,50 @@ fn hedged_call_future_size() {
     std::println!("hedged call future (4 slots) for a trivial operation: {size} bytes");
     assert!(size <= 1024, "hedged call future grew to {size} bytes");
 }
+
+/// The driver contract (crate docs, step 4): the driver's clock only goes
+/// forward; a timer whose clock goes back is caught in debug builds.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "the timer's clock went backwards")]
+fn a_clock_that_goes_backwards_is_a_debug_assertion() {
+    let timer = VTimer::starting_at(Instant::from_millis(100));
+    let clock = timer.clone();
+    let policy = Policy::DEFAULT;
+    let fut = call(
+        PolicyKey::parse("svc.Back"),
+        &policy,
+        timer.clone(),
+        move |_| {
+            // The attempt completes at an instant before the call started.
+            clock.0.now.set(Instant::from_millis(50));
+            async { Err::<(), _>("boom") }
+        },
+    )
+    .into_future();
+    let _ = timer.run(fut);
+}
+
+/// As above, after the start: the retry's attempt completes at an instant
+/// before the backoff's end the clock already read.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "having read 10 ms")]
+fn a_clock_that_goes_backwards_mid_call_is_a_debug_assertion() {
+    let timer = VTimer::starting_at(Instant::ZERO);
+    let clock = timer.clone();
+    let policy = Policy::DEFAULT;
+    let fut = call(
+        PolicyKey::parse("svc.Back"),
+        &policy,
+        timer.clone(),
+        move |a: AttemptInfo| {
+            if a.retry_index == 1 {
+                clock.0.now.set(Instant::from_millis(5));
+            }
+            async { Err::<(), _>("boom") }
+        },
+    )
+    .into_future();
+    let _ = timer.run(fut);
+}

@@ -50,7 +50,12 @@
 //!   loading the backend until it would have ended.
 //! - Budgets see the virtual clock. Warm-up calls run (and teach the
 //!   latency sketch) but are left out of the report.
-//! - Circuit-breaker sections of the policy are not simulated.
+//! - Every call goes through the executor's gate,
+//!   [`PolicyGate`]: the budgets the
+//!   scenario gives (the policy's names for them are the simulated
+//!   policy's), the circuit breaker when the policy enables one (one
+//!   breaker: every simulated call has the same key), and the hedge
+//!   trigger reading a [`LatencySketch`] fed by completed attempts.
 
 mod backend;
 mod report;
@@ -59,12 +64,15 @@ use core::cmp::Reverse;
 use core::time::Duration;
 use std::collections::BinaryHeap;
 
-use recourse_core::budget::{Budget, BudgetGate};
+use core::cell::RefCell;
+
+use recourse_core::breaker::{CallResult, CircuitBreaker, Permit, Refusal};
+use recourse_core::budget::{Budget, BudgetRequest, Decision, Reservation};
 use recourse_core::driver::derive_seed;
-use recourse_core::gate::{Admission, AdmitRequest, Gate};
-use recourse_core::hedge::{HedgeDecision, HedgeState, Trigger};
+use recourse_core::hedge::Trigger;
 use recourse_core::machine::{Action, CallMachine, Event, Options};
-use recourse_core::policy::{Limits, Policy, Problem};
+use recourse_core::policy::{name, CircuitPolicy, Limits, Policy, Problem};
+use recourse_core::policy_gate::{BudgetEvent, GateParts, PolicyGate};
 use recourse_core::{
     AttemptKind, AttemptRecord, Instant, LatencySketch, Outcome, PolicyKey, Verdict,
 };
@@ -234,18 +242,56 @@ impl Scenario {
             Some(b) => (Some(b), Some(b)),
             None => (retry_budget.as_deref(), hedge_budget.as_deref()),
         };
+        // The simulated policy names the budgets the scenario gives (so
+        // the gate charges them whatever the policy calls them) and no
+        // others.
+        let mut policy = normalized.policy.clone();
+        let budget_name = |given: bool, current: &str, field, default| {
+            if !given {
+                Ok(recourse_core::policy::Name::new())
+            } else if current.is_empty() {
+                name(field, default)
+            } else {
+                name(field, current)
+            }
+        };
+        let names = (
+            budget_name(
+                retry_budget.is_some(),
+                &policy.retry.budget.name,
+                "retry.budget.name",
+                "retry",
+            ),
+            budget_name(
+                hedge_budget.is_some(),
+                &policy.hedge.budget.name,
+                "hedge.budget.name",
+                "hedge",
+            ),
+        );
+        if let (Ok(retry), Ok(hedge)) = names {
+            policy.retry.budget.name = retry;
+            policy.hedge.budget.name = hedge;
+        }
+        let shared = RefCell::new(Shared {
+            breaker: policy
+                .circuit
+                .enabled
+                .then(|| CircuitBreaker::new(policy.circuit.clone())),
+            sketch: LatencySketch::new(self.latency_window),
+            tally: Tally::new(self.warmup, self.calls),
+        });
         let mut sim = Sim {
             scenario: self,
-            policy: &normalized.policy,
-            trigger: Trigger::parse(normalized.policy.hedge.trigger.as_str())
-                .unwrap_or(Trigger::FixedDelay),
+            policy: &policy,
+            trigger: Trigger::parse(policy.hedge.trigger.as_str()).unwrap_or(Trigger::FixedDelay),
             options: Options {
                 max_hedges_ceiling: self.max_hedges_ceiling,
                 ..Options::DEFAULT
             },
             retry_budget,
             hedge_budget,
-            sketch: LatencySketch::new(self.latency_window),
+            shared: &shared,
             backend_rng: fastrand::Rng::with_seed(derive_seed(self.seed, u64::MAX)),
             arrival_rng: fastrand::Rng::with_seed(derive_seed(self.seed, u64::MAX - 1)),
             queue: BinaryHeap::new(),
@@ -253,10 +299,10 @@ impl Scenario {
             calls: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
-            tally: Tally::new(self.warmup, self.calls),
         };
         sim.run();
-        let mut report = sim.tally.into_report();
+        drop(sim);
+        let mut report = shared.into_inner().tally.into_report();
         report.clamped = normalized.changed.to_string();
         Ok(report)
     }
@@ -284,60 +330,110 @@ struct SimCall<'a> {
     generation: u32,
     index: u64,
     arrival: Instant,
-    budgets: CallBudgets<'a>,
+    /// The executor's gate: budgets, breaker and hedge trigger.
+    gate: PolicyGate<'a, SimParts<'a>>,
     /// Attempts the call still waits for.
     live: heapless::Vec<u16, SLOTS>,
     next_timer: Option<Instant>,
 }
 
-/// A call's budget gates: retries (and first attempts) and hedges.
-struct CallBudgets<'a> {
-    retry: Option<BudgetGate<'a, dyn Budget + 'a>>,
-    hedge: Option<BudgetGate<'a, dyn Budget + 'a>>,
+/// What outlives one call: the key's breaker, its latencies, the counts.
+struct Shared {
+    breaker: Option<CircuitBreaker>,
+    sketch: LatencySketch,
+    tally: Tally,
 }
 
-/// The gate one call's machine sees at one step.
-struct SimGate<'s, 'a> {
-    budgets: &'s mut CallBudgets<'a>,
-    sketch: &'s mut LatencySketch,
-    trigger: Trigger,
-    tally: &'s mut Tally,
+/// Where one call's [`PolicyGate`] finds its collaborators: the scenario's
+/// budgets (by the attempt's kind; the simulated policy names them) and the
+/// run's shared breaker and latency sketch, on the virtual clock.
+struct SimParts<'a> {
+    retry: Option<&'a dyn Budget>,
+    hedge: Option<&'a dyn Budget>,
+    shared: &'a RefCell<Shared>,
+    /// Whether the call is counted (past the warm-up).
     measured: bool,
 }
 
-impl Gate for SimGate<'_, '_> {
-    fn admit(&mut self, request: &AdmitRequest) -> Admission {
-        let kind = request.attempt.kind();
-        let gate = match kind {
-            AttemptKind::Hedge => self.budgets.hedge.as_mut(),
-            AttemptKind::Initial | AttemptKind::Retry => self.budgets.retry.as_mut(),
-        };
-        let admission = gate.map_or(Admission::NO_BUDGET, |g| g.admit(request));
-        if !admission.allowed && self.measured {
-            self.tally.denied(kind);
-        }
-        admission
-    }
+impl<'a> GateParts for SimParts<'a> {
+    type Budget = &'a dyn Budget;
+    type Permit = Permit;
 
-    fn attempt_ended(&mut self, record: &AttemptRecord) {
-        if !record.cancelled {
-            self.sketch.record(record.duration(), record.end);
-        }
-        let gate = match record.info.kind() {
-            AttemptKind::Hedge => self.budgets.hedge.as_mut(),
-            AttemptKind::Initial | AttemptKind::Retry => self.budgets.retry.as_mut(),
-        };
-        if let Some(g) = gate {
-            g.attempt_ended(record);
+    fn budget(&mut self, _: &str, kind: AttemptKind) -> Option<&'a dyn Budget> {
+        match kind {
+            AttemptKind::Hedge => self.hedge,
+            AttemptKind::Initial | AttemptKind::Retry => self.retry,
         }
     }
 
-    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
-        let quantile = self
-            .trigger
-            .quantile()
-            .and_then(|q| self.sketch.quantile(u32::from(q), state.now));
-        self.trigger.decide(state, quantile)
+    fn decide(&mut self, budget: &'a dyn Budget, request: &BudgetRequest<'_>) -> Decision {
+        budget.decide(request)
+    }
+
+    fn settle(
+        &mut self,
+        budget: &'a dyn Budget,
+        record: &AttemptRecord,
+        reservation: Option<Reservation>,
+        now: Instant,
+    ) {
+        budget.settle(record, reservation, now);
+    }
+
+    fn admit_call(
+        &mut self,
+        _: PolicyKey<'_>,
+        _: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Option<Permit>, Refusal> {
+        let mut shared = self.shared.borrow_mut();
+        let shared = &mut *shared;
+        let Some(breaker) = shared.breaker.as_mut() else {
+            return Ok(None);
+        };
+        let before = breaker.state(now);
+        let answer = breaker.admit(now);
+        if self.measured {
+            shared
+                .tally
+                .circuit(before, breaker.state(now), answer.is_err());
+        }
+        answer.map(Some)
+    }
+
+    fn is_probe(permit: &Permit) -> bool {
+        permit.is_probe()
+    }
+
+    fn record_call(&mut self, _: PolicyKey<'_>, permit: Permit, result: CallResult, now: Instant) {
+        let mut shared = self.shared.borrow_mut();
+        let shared = &mut *shared;
+        if let Some(breaker) = shared.breaker.as_mut() {
+            let before = breaker.state(now);
+            breaker.record(permit, result, now);
+            if self.measured {
+                shared.tally.circuit(before, breaker.state(now), false);
+            }
+        }
+    }
+
+    fn latency_quantile(
+        &mut self,
+        _: PolicyKey<'_>,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        self.shared.borrow().sketch.quantile(q_permille, now)
+    }
+
+    fn record_latency(&mut self, _: PolicyKey<'_>, latency: Duration, now: Instant) {
+        self.shared.borrow_mut().sketch.record(latency, now);
+    }
+
+    fn budget_decided(&mut self, _: PolicyKey<'_>, event: &BudgetEvent<'_>) {
+        if !event.allowed && self.measured {
+            self.shared.borrow_mut().tally.denied(event.kind);
+        }
     }
 }
 
@@ -348,7 +444,7 @@ struct Sim<'a> {
     options: Options,
     retry_budget: Option<&'a dyn Budget>,
     hedge_budget: Option<&'a dyn Budget>,
-    sketch: LatencySketch,
+    shared: &'a RefCell<Shared>,
     backend_rng: fastrand::Rng,
     arrival_rng: fastrand::Rng,
     queue: BinaryHeap<Reverse<(Instant, u64, Ev)>>,
@@ -357,7 +453,6 @@ struct Sim<'a> {
     free: Vec<u32>,
     /// Attempts at the backend (cancelled ones included until they end).
     in_flight: u32,
-    tally: Tally,
 }
 
 const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
@@ -431,33 +526,21 @@ impl<'a> Sim<'a> {
         let rng = fastrand::Rng::with_seed(derive_seed(self.scenario.seed, index));
         let mut machine = CallMachine::<SLOTS>::new(self.policy, self.options, rng);
         machine.handle(Event::Start { now });
-        let gate = |budget: Option<&'a dyn Budget>, name: &'a str, cost: u32| {
-            budget.map(|b| BudgetGate::new(b, KEY, name, cost))
+        let parts = SimParts {
+            retry: self.retry_budget,
+            hedge: self.hedge_budget,
+            shared: self.shared,
+            measured: index >= self.scenario.warmup,
         };
-        let p = self.policy;
+        let generation = self.shared.borrow_mut().tally.next_generation();
         let call = SimCall {
             machine,
-            generation: 0,
+            generation,
             index,
             arrival: now,
-            budgets: CallBudgets {
-                retry: gate(
-                    self.retry_budget,
-                    p.retry.budget.name.as_str(),
-                    p.retry.budget.cost,
-                ),
-                hedge: gate(
-                    self.hedge_budget,
-                    p.hedge.budget.name.as_str(),
-                    p.hedge.budget.cost,
-                ),
-            },
+            gate: PolicyGate::new(KEY, self.policy, Some(self.trigger), parts),
             live: heapless::Vec::new(),
             next_timer: None,
-        };
-        let call = SimCall {
-            generation: self.tally.next_generation(),
-            ..call
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -479,14 +562,7 @@ impl<'a> Sim<'a> {
         };
         let measured = call.index >= self.scenario.warmup;
         loop {
-            let mut gate = SimGate {
-                budgets: &mut call.budgets,
-                sketch: &mut self.sketch,
-                trigger: self.trigger,
-                tally: &mut self.tally,
-                measured,
-            };
-            match call.machine.poll(&mut gate) {
+            match call.machine.poll(&mut call.gate) {
                 Action::Launch(info) => {
                     let at = now - EPOCH;
                     let (latency, failed) =
@@ -495,7 +571,7 @@ impl<'a> Sim<'a> {
                             .attempt(at, self.in_flight, &mut self.backend_rng);
                     self.in_flight += 1;
                     if measured {
-                        self.tally.launched(&info);
+                        self.shared.borrow_mut().tally.launched(&info);
                     }
                     // The machine never has more than `SLOTS` attempts in
                     // flight.
@@ -528,7 +604,10 @@ impl<'a> Sim<'a> {
                 Action::AwaitAttempts => break,
                 Action::Finish(verdict) => {
                     if measured {
-                        self.tally.finished(now - call.arrival, &verdict);
+                        self.shared
+                            .borrow_mut()
+                            .tally
+                            .finished(now - call.arrival, &verdict);
                     }
                     self.free.push(slot);
                     return;

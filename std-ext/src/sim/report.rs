@@ -4,6 +4,7 @@ use core::fmt;
 use core::time::Duration;
 use std::collections::BTreeMap;
 
+use recourse_core::breaker::CircuitState;
 use recourse_core::{AttemptInfo, AttemptKind, Verdict};
 
 use crate::timeline::Ms;
@@ -20,6 +21,9 @@ pub(crate) struct Tally {
     retries: u64,
     retry_denials: u64,
     hedge_denials: u64,
+    circuit_opened: u64,
+    circuit_closed: u64,
+    circuit_refusals: u64,
 }
 
 impl Tally {
@@ -34,6 +38,22 @@ impl Tally {
             retries: 0,
             retry_denials: 0,
             hedge_denials: 0,
+            circuit_opened: 0,
+            circuit_closed: 0,
+            circuit_refusals: 0,
+        }
+    }
+
+    /// The breaker went from `before` to `after` (and refused the call).
+    pub(crate) fn circuit(&mut self, before: CircuitState, after: CircuitState, refused: bool) {
+        match (before, after) {
+            (CircuitState::Open { .. }, CircuitState::Open { .. }) => {}
+            (_, CircuitState::Open { .. }) => self.circuit_opened += 1,
+            (CircuitState::HalfOpen, CircuitState::Closed) => self.circuit_closed += 1,
+            _ => {}
+        }
+        if refused {
+            self.circuit_refusals += 1;
         }
     }
 
@@ -72,6 +92,9 @@ impl Tally {
             retries: self.retries,
             retry_denials: self.retry_denials,
             hedge_denials: self.hedge_denials,
+            circuit_opened: self.circuit_opened,
+            circuit_closed: self.circuit_closed,
+            circuit_refusals: self.circuit_refusals,
             outcomes: self.outcomes,
             latencies: self.latencies,
             clamped: String::new(),
@@ -98,6 +121,13 @@ pub struct Report {
     pub retry_denials: u64,
     /// Hedges a budget refused.
     pub hedge_denials: u64,
+    /// Times the circuit breaker opened (from closed, or again from
+    /// half-open when a probe failed).
+    pub circuit_opened: u64,
+    /// Times it closed again (its probes succeeded).
+    pub circuit_closed: u64,
+    /// Calls it refused (they never reached the backend).
+    pub circuit_refusals: u64,
     /// Calls by how they ended: `success`, or the failure's cause
     /// (`retries_exhausted`, `deadline_exceeded`, `budget_denied` ...).
     pub outcomes: BTreeMap<&'static str, u64>,
@@ -233,6 +263,13 @@ impl fmt::Display for Report {
             "budget denials: retries {}, hedges {}",
             self.retry_denials, self.hedge_denials
         )?;
+        if self.circuit_opened + self.circuit_closed + self.circuit_refusals > 0 {
+            writeln!(
+                f,
+                "circuit breaker: opened {}, closed {}, calls refused {}",
+                self.circuit_opened, self.circuit_closed, self.circuit_refusals
+            )?;
+        }
         f.write_str("outcomes:")?;
         for (i, (name, n)) in self.outcomes.iter().enumerate() {
             write!(f, "{} {name} {n}", if i == 0 { "" } else { "," })?;

@@ -154,3 +154,64 @@ fn bad_parameters_are_errors_that_name_them() {
         "retry.backoff_multiplier must be a finite number (allowed range 1 to 10)"
     );
 }
+
+/// A load-sensitive brownout from 10 s to 20 s: attempts slow down past
+/// their 100 ms timeout as load builds, retries add load, the breaker opens
+/// and sheds it, its probes find the backend fast again at low load, and it
+/// closes; after the brownout it stays closed.
+fn brownout_with_a_breaker() -> Scenario {
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = 3;
+    p.retry.timeout_per_attempt = Some(ms(100));
+    p.circuit.enabled = true;
+    p.circuit.threshold = 5;
+    p.circuit.cooldown = ms(1_000);
+    Scenario::new(
+        p,
+        Backend::new(Latency::Constant(ms(50))).brownout(Brownout {
+            window: Some(Window::new(ms(10_000), ms(20_000))),
+            capacity: 2,
+        }),
+    )
+    .arrivals(Arrivals::Uniform { per_second: 100.0 })
+    .calls(4_000)
+    .seed(3)
+}
+
+/// Compares `report` with the checked-in table `golden/<name>.txt`; with
+/// `RECOURSE_BLESS=1` in the environment, rewrites the table instead.
+fn golden(name: &str, report: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/sim/golden")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("RECOURSE_BLESS").is_some() {
+        std::fs::write(&path, report).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (RECOURSE_BLESS=1 writes it)", path.display()));
+    assert_eq!(
+        report,
+        want,
+        "the simulation of {name} changed; if that is intended, rerun with RECOURSE_BLESS=1 \
+         and commit the diff of {}",
+        path.display()
+    );
+}
+
+#[test]
+fn in_a_brownout_the_breaker_opens_sheds_load_and_closes() {
+    let report = brownout_with_a_breaker().run().unwrap();
+    // The breaker opened and closed again, and refused calls meanwhile.
+    assert!(report.circuit_opened >= 1, "{report}");
+    assert!(report.circuit_closed >= 1, "{report}");
+    assert!(report.circuit_refusals > 0, "{report}");
+    assert_eq!(
+        report.outcomes.get("circuit_open").copied(),
+        Some(report.circuit_refusals),
+        "{report}"
+    );
+    // Outside the brownout (30 of the 40 s) every call succeeds.
+    assert!(report.successes() >= 3_000, "{report}");
+    golden("brownout", &report.to_string());
+}

@@ -170,9 +170,21 @@ impl Rows<'_> {
 
     fn hedge(&mut self, limits: Limits) {
         let (h, n) = (&self.raw.hedge, &self.n.policy.hedge);
+        // Budget cost: 0 → 1, whether or not hedging is on.
+        self.eq_row(
+            Field::HedgeBudgetCost,
+            h.budget.cost,
+            n.budget.cost,
+            h.budget.cost.max(1),
+        );
         if !h.enabled {
-            assert_eq!(h, n, "a disabled hedge section is left alone");
-            for f in [Field::MaxHedges, Field::HedgeDelay, Field::HedgeBudgetCost] {
+            let mut left = h.clone();
+            left.budget.cost = n.budget.cost;
+            assert_eq!(
+                &left, n,
+                "a disabled hedge section is left alone but its cost"
+            );
+            for f in [Field::MaxHedges, Field::HedgeDelay] {
                 assert!(!self.n.changed.contains(f), "{} reported", f.path());
             }
             return;
@@ -190,12 +202,6 @@ impl Rows<'_> {
             h.hedge_delay.max(Duration::from_millis(10))
         };
         self.eq_row(Field::HedgeDelay, h.hedge_delay, n.hedge_delay, want);
-        self.eq_row(
-            Field::HedgeBudgetCost,
-            h.budget.cost,
-            n.budget.cost,
-            h.budget.cost.max(1),
-        );
     }
 
     fn circuit(&mut self) {

@@ -28,7 +28,7 @@
 //! The breaker is consulted once per call: [`CircuitBreaker::admit`] before
 //! the first attempt, [`CircuitBreaker::record`] exactly once with the
 //! call's [`CallResult`] (see [`CallResult::from_verdict`] for how a call's
-//! [`Verdict`] maps to one). A probe runs without hedges
+//! [`Verdict`](crate::Verdict) maps to one). A probe runs without hedges
 //! ([`Permit::is_probe`]).
 //!
 //! It is a plain value: `&mut self`, no atomics, no heap, and time is always
@@ -36,281 +36,17 @@
 //! critical section); std programs use `recourse::breakers::Breakers`, one
 //! breaker per policy key with a bound on the number of keys.
 
-use core::fmt;
-use core::time::Duration;
-
-use crate::gate::Admission;
-use crate::machine::{Cause, Verdict};
 use crate::policy::CircuitPolicy;
-use crate::time::{nanos, Instant};
+use crate::time::Instant;
 
-/// Reason code of a refusal by an open circuit.
-pub const CIRCUIT_OPEN: &str = "circuit_open";
-/// Reason code of a refusal by a half-open circuit whose probe slots are all
-/// taken.
-pub const HALF_OPEN_PROBE_LIMIT: &str = "circuit_half_open_probe_limit";
+mod answers;
+mod window;
 
-/// Buckets of the failure-ratio window: the window slides in steps of a
-/// tenth of its length.
-const BUCKETS: usize = 10;
-
-/// Where a breaker is, as callers see it.
-///
-/// `T` is the instant type: the breaker's own [`Instant`]; a std store
-/// reports `std::time::Instant`s (see [`CircuitState::map_instant`]).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum CircuitState<T = Instant> {
-    /// Calls run; results are counted.
-    Closed,
-    /// Calls are refused until `until`.
-    Open {
-        /// When the cooldown ends and the next call becomes a probe.
-        until: T,
-    },
-    /// Probe calls run, up to the policy's `half_open_max_probes` at once.
-    HalfOpen,
-}
-
-impl<T> CircuitState<T> {
-    /// The same state with its instant converted by `f`.
-    pub fn map_instant<U>(self, f: impl FnOnce(T) -> U) -> CircuitState<U> {
-        match self {
-            Self::Closed => CircuitState::Closed,
-            Self::Open { until } => CircuitState::Open { until: f(until) },
-            Self::HalfOpen => CircuitState::HalfOpen,
-        }
-    }
-
-    /// A low-cardinality name: `closed`, `open` or `half_open`.
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open { .. } => "open",
-            Self::HalfOpen => "half_open",
-        }
-    }
-}
-
-/// The breaker refused a call; the operation must not be called.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Refusal<T = Instant> {
-    /// [`CIRCUIT_OPEN`] or [`HALF_OPEN_PROBE_LIMIT`].
-    pub reason: &'static str,
-    /// The state that refused: `Open { until }` or `HalfOpen`.
-    pub state: CircuitState<T>,
-}
-
-impl<T> Refusal<T> {
-    /// The same refusal with its instant converted by `f`.
-    pub fn map_instant<U>(self, f: impl FnOnce(T) -> U) -> Refusal<U> {
-        Refusal {
-            reason: self.reason,
-            state: self.state.map_instant(f),
-        }
-    }
-
-    /// The gate's answer for this refusal: the call ends with
-    /// [`Cause::CircuitOpen`] and this reason.
-    pub const fn admission(&self) -> Admission {
-        Admission::circuit_open(self.reason)
-    }
-}
-
-impl<T> fmt::Display for Refusal<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "circuit breaker refused the call: {} (state {})",
-            self.reason,
-            self.state.as_str()
-        )
-    }
-}
-
-impl<T: fmt::Debug> core::error::Error for Refusal<T> {}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-enum PermitKind {
-    /// The breaker was disabled: nothing to record.
-    Bypass,
-    /// An ordinary call of a closed circuit.
-    Closed,
-    /// A probe of a half-open circuit.
-    Probe,
-}
-
-/// Leave to run one call, to be handed back to
-/// [`CircuitBreaker::record`] with the call's result, exactly once.
-///
-/// A permit remembers the breaker episode that issued it: the result of a
-/// call admitted before the circuit last changed state is ignored (it says
-/// nothing about the dependency *now*, and a probe slot it held was already
-/// given back when the state changed).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-#[must_use = "hand the permit back to `record` when the call ends, or a probe slot stays taken"]
-pub struct Permit {
-    kind: PermitKind,
-    generation: u32,
-}
-
-impl Permit {
-    /// The permit of a breaker that is not consulted (its policy is
-    /// disabled); recording it does nothing.
-    pub const BYPASS: Self = Self {
-        kind: PermitKind::Bypass,
-        generation: 0,
-    };
-
-    /// Whether this call is a half-open probe; a probe runs without hedges.
-    pub const fn is_probe(&self) -> bool {
-        matches!(self.kind, PermitKind::Probe)
-    }
-
-    /// Whether the breaker was disabled and did not count this call.
-    pub const fn is_bypass(&self) -> bool {
-        matches!(self.kind, PermitKind::Bypass)
-    }
-}
-
-/// What a call's end says about the dependency.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum CallResult {
-    /// The dependency answered as it should: resets the consecutive-failure
-    /// count; a probe's success counts towards closing.
-    Success,
-    /// The dependency failed: counts towards opening; a probe's failure
-    /// reopens.
-    Failure,
-    /// The call ended without a verdict on the dependency (aborted,
-    /// cancelled, dropped, refused): counts for nothing, and a probe's slot
-    /// is freed.
-    Neutral,
-}
-
-impl CallResult {
-    /// What a call's verdict says about the dependency.
-    ///
-    /// | verdict | result | why |
-    /// |---|---|---|
-    /// | `Success` | Success | |
-    /// | `Accepted` | Success | a classifier judged the error a success (a 404 from a healthy server) |
-    /// | `NonRetryable` | Failure | the dependency answered with a failure |
-    /// | `Exhausted` | Failure | every attempt failed |
-    /// | `BackoffBeyondDeadline` | Failure | attempts failed; the call stopped before sleeping past its deadline |
-    /// | `RetryAfterBeyondDeadline` | Failure | the dependency failed and asked to be left alone |
-    /// | `DeadlineExceeded`, an attempt had failed (`last` is `Some`) | Failure | the deadline came after failed attempts |
-    /// | `DeadlineExceeded`, no attempt had failed | Neutral | the caller's own deadline cut an attempt that had not failed |
-    /// | `BudgetDenied`, an attempt had failed | Failure | a retry budget refused the retry of a failed attempt; counting it neutral would keep the circuit closed in exactly the outage that drains budgets |
-    /// | `BudgetDenied`, no attempt had failed | Neutral | the operation never ran |
-    /// | `Abort` | Neutral | the attempt was aborted (gRPC `CANCELLED`, a panicking classifier): not the dependency's verdict |
-    /// | `Cancelled` (also a dropped call) | Neutral | the caller walked away |
-    /// | `CircuitOpen` | Neutral | the operation never ran |
-    ///
-    /// A dependency that hangs trips the breaker through per-attempt
-    /// timeouts: an attempt cut at `retry.timeout_per_attempt` is a failed
-    /// attempt, one cut at the overall deadline is not. Set a per-attempt
-    /// timeout shorter than the overall one where hangs must open the
-    /// circuit.
-    pub const fn from_verdict(verdict: &Verdict) -> Self {
-        match *verdict {
-            Verdict::Success(_) => Self::Success,
-            Verdict::Failure { cause, last } => match cause {
-                Cause::Accepted => Self::Success,
-                Cause::NonRetryable
-                | Cause::Exhausted
-                | Cause::BackoffBeyondDeadline
-                | Cause::RetryAfterBeyondDeadline => Self::Failure,
-                Cause::DeadlineExceeded | Cause::BudgetDenied => {
-                    if last.is_some() {
-                        Self::Failure
-                    } else {
-                        Self::Neutral
-                    }
-                }
-                Cause::Abort | Cause::Cancelled | Cause::CircuitOpen => Self::Neutral,
-            },
-        }
-    }
-}
-
-impl From<&Verdict> for CallResult {
-    fn from(verdict: &Verdict) -> Self {
-        Self::from_verdict(verdict)
-    }
-}
-
-/// Calls and failures the ratio rule sees in the window.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
-pub struct WindowCounts {
-    /// Calls that ended with a success or a failure.
-    pub calls: u32,
-    /// Of those, failures.
-    pub failures: u32,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-struct Bucket {
-    /// `now / width` of the calls counted here.
-    index: u64,
-    counts: WindowCounts,
-}
-
-const EMPTY_BUCKET: Bucket = Bucket {
-    index: 0,
-    counts: WindowCounts {
-        calls: 0,
-        failures: 0,
-    },
-};
-
-/// A fixed ring of time buckets: call `t` lands in bucket `t / width`; the
-/// window is the last [`BUCKETS`] bucket indices.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Window {
-    /// Nanoseconds per bucket, at least 1.
-    width: u64,
-    buckets: [Bucket; BUCKETS],
-}
-
-impl Window {
-    const fn new(window: Duration) -> Self {
-        let width = nanos(window) / BUCKETS as u64;
-        Self {
-            width: if width == 0 { 1 } else { width },
-            buckets: [EMPTY_BUCKET; BUCKETS],
-        }
-    }
-
-    fn clear(&mut self) {
-        self.buckets = [EMPTY_BUCKET; BUCKETS];
-    }
-
-    fn add(&mut self, now: Instant, failed: bool) {
-        let index = now.as_nanos() / self.width;
-        let bucket = &mut self.buckets[(index % BUCKETS as u64) as usize];
-        if bucket.index != index {
-            *bucket = Bucket {
-                index,
-                ..EMPTY_BUCKET
-            };
-        }
-        bucket.counts.calls = bucket.counts.calls.saturating_add(1);
-        if failed {
-            bucket.counts.failures = bucket.counts.failures.saturating_add(1);
-        }
-    }
-
-    fn counts(&self, now: Instant) -> WindowCounts {
-        let current = now.as_nanos() / self.width;
-        self.buckets
-            .iter()
-            .filter(|b| b.index <= current && current - b.index < BUCKETS as u64)
-            .fold(WindowCounts::default(), |sum, b| WindowCounts {
-                calls: sum.calls.saturating_add(b.counts.calls),
-                failures: sum.failures.saturating_add(b.counts.failures),
-            })
-    }
-}
+pub use crate::verdict::reason::{CIRCUIT_OPEN, HALF_OPEN_PROBE_LIMIT};
+use answers::PermitKind;
+pub use answers::{CallResult, CircuitState, Permit, Refusal};
+use window::Window;
+pub use window::WindowCounts;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum State {
@@ -618,7 +354,10 @@ impl CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::Admission;
     use crate::record::AttemptId;
+    use crate::verdict::{Cause, Verdict};
+    use core::time::Duration;
 
     const fn ms(v: u64) -> Instant {
         Instant::from_millis(v)

@@ -1,0 +1,120 @@
+//! [`CallBuilder`]: a call being configured.
+
+use super::*;
+
+/// A call being configured; `.await` it (it is [`IntoFuture`]) or turn it
+/// into a [`Call`] with [`IntoFuture::into_future`].
+#[derive(Debug)]
+#[must_use = "a call does nothing unless awaited"]
+pub struct CallBuilder<'k, P, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Width = InFlight<1>>
+{
+    pub(super) common: Common<'k, P, Tm, Op>,
+    pub(super) width: core::marker::PhantomData<W>,
+    pub(super) classifier: C,
+    pub(super) observer: O,
+    pub(super) gate: G,
+}
+
+/// What every builder step carries over unchanged.
+#[derive(Debug)]
+pub(super) struct Common<'k, P, Tm, Op> {
+    pub(super) key: PolicyKey<'k>,
+    /// The machine is made from these when the call needs one (see the
+    /// express lane): a builder step moves the policy as the caller gave
+    /// it (a reference is one word) and a few more words, not a machine.
+    pub(super) policy: P,
+    pub(super) options: Options,
+    pub(super) rng: Option<fastrand::Rng>,
+    pub(super) timer: Tm,
+    pub(super) op: Op,
+}
+
+impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
+    /// Makes room for `M` attempts at once: the primary and up to `M - 1`
+    /// hedges of the same retry group (when the policy enables hedging). The
+    /// call future then holds `M` attempt futures; the default, 1, hedges
+    /// never. `M = 1 + policy.hedge.max_hedges` runs every hedge the policy
+    /// asks for.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// use recourse_core::{call, AttemptInfo, Policy, PolicyKey};
+    /// # use recourse_core::{Instant, Timer};
+    /// # struct NoSleep;
+    /// # impl Timer for NoSleep {
+    /// #     type Sleep = core::future::Ready<()>;
+    /// #     fn now(&self) -> Instant { Instant::ZERO }
+    /// #     fn sleep_until(&self, _: Instant) -> Self::Sleep { core::future::ready(()) }
+    /// # }
+    /// let mut policy = Policy::DEFAULT;
+    /// policy.hedge.enabled = true;
+    /// // The primary hangs; the hedge, launched after `hedge_delay`, answers.
+    /// let call = call(PolicyKey::parse("svc.Get"), &policy, NoSleep, |attempt: AttemptInfo| async move {
+    ///     if attempt.is_hedge {
+    ///         Ok::<_, ()>("from the hedge")
+    ///     } else {
+    ///         core::future::pending::<Result<&str, ()>>().await
+    ///     }
+    /// })
+    /// .slots::<3>();
+    /// let fut = core::future::IntoFuture::into_future(call);
+    /// assert_eq!(futures_util::FutureExt::now_or_never(fut), Some(Ok("from the hedge")));
+    /// ```
+    pub fn slots<const M: usize>(self) -> CallBuilder<'k, P, Tm, Op, C, O, G, InFlight<M>>
+    where
+        InFlight<M>: Width,
+    {
+        CallBuilder {
+            common: self.common,
+            width: core::marker::PhantomData,
+            classifier: self.classifier,
+            observer: self.observer,
+            gate: self.gate,
+        }
+    }
+
+    /// Uses `rng` for jitter draws.
+    pub fn rng(mut self, rng: fastrand::Rng) -> Self {
+        self.common.rng = Some(rng);
+        self
+    }
+
+    /// Uses executor-wide `options` (such as the retry-after ceiling).
+    pub fn options(mut self, options: Options) -> Self {
+        self.common.options = options;
+        self
+    }
+
+    /// Classifies results with `classifier`.
+    pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, P, Tm, Op, C2, O, G, W> {
+        CallBuilder {
+            common: self.common,
+            width: core::marker::PhantomData,
+            classifier,
+            observer: self.observer,
+            gate: self.gate,
+        }
+    }
+
+    /// Reports to `observer` (pass `&mut o` to read it after the call).
+    pub fn observer<O2: Observer>(self, observer: O2) -> CallBuilder<'k, P, Tm, Op, C, O2, G, W> {
+        CallBuilder {
+            common: self.common,
+            width: core::marker::PhantomData,
+            classifier: self.classifier,
+            observer,
+            gate: self.gate,
+        }
+    }
+
+    /// Consults `gate` before every attempt (pass `&mut g` to share one).
+    pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, P, Tm, Op, C, O, G2, W> {
+        CallBuilder {
+            common: self.common,
+            width: core::marker::PhantomData,
+            classifier: self.classifier,
+            observer: self.observer,
+            gate,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! What a machine takes from its policy ([`CallPlan`]), and the first
+//! attempt's arithmetic shared with the driver's express lane.
+
+use core::time::Duration;
+
+use super::{Options, Slot};
+use crate::backoff::BackoffSpec;
+use crate::outcome::Outcome;
+use crate::policy::Policy;
+use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
+use crate::time::Instant;
+
+/// What a machine takes from its policy: the numbers, not the names. Small
+/// and `Clone`: read a policy once, then make many machines from it
+/// ([`CallMachine::with_plan`](super::CallMachine::with_plan)), or hold it instead of a machine until a
+/// call needs one.
+#[derive(Clone, Debug)]
+pub struct CallPlan {
+    pub(super) max_attempts: u32,
+    pub(super) per_attempt: Option<Duration>,
+    pub(super) overall: Option<Duration>,
+    pub(super) backoff: BackoffSpec,
+    /// Hedges per group the policy asks for; 0 when hedging is off.
+    pub(super) hedges: u32,
+    pub(super) hedge_delay: Duration,
+    pub(super) cancel_on_first_terminal: bool,
+}
+
+impl CallPlan {
+    /// The plan of `policy` (normalize it first; the machine only guards
+    /// against values that would break its own invariants).
+    #[inline]
+    pub fn new(policy: &Policy) -> Self {
+        let r = &policy.retry;
+        let h = &policy.hedge;
+        Self {
+            max_attempts: r.max_attempts.max(1),
+            per_attempt: per_attempt_timeout(policy),
+            overall: overall_timeout(policy),
+            backoff: BackoffSpec::new(r),
+            hedges: policy_hedges(policy),
+            hedge_delay: h.hedge_delay,
+            cancel_on_first_terminal: h.cancel_on_first_terminal,
+        }
+    }
+
+    /// Hedges per retry group a machine with `slots` attempt slots runs:
+    /// what the policy asks for, as far as the ceiling in `options` and the
+    /// slots allow (0 when hedging is off).
+    #[inline]
+    pub fn hedges_within(&self, options: Options, slots: usize) -> u32 {
+        hedges_in(self.hedges, options, slots)
+    }
+
+    /// The attempt a machine started at `now` launches first (when its gate
+    /// admits it), which runs until it completes: what [`Action::Launch`](super::Action::Launch)
+    /// carries after [`Event::Start`](super::Event::Start). `None` when a deadline is already
+    /// due at `now` (the clock is so near its end that adding a timeout
+    /// saturates): the machine then ends the call or cuts the attempt
+    /// before it runs.
+    ///
+    /// A driver may launch it itself, before it makes a machine, when the
+    /// call cannot hedge ([`CallPlan::hedges_within`] is 0): nothing else
+    /// can happen before that attempt completes, and a call whose first
+    /// attempt succeeds then never needs a machine. See [`crate::driver`]
+    /// for how the machine takes over when it does.
+    #[inline]
+    pub fn first_attempt(&self, now: Instant) -> Option<AttemptInfo> {
+        first_launch(self.per_attempt, self.overall, now)
+    }
+}
+
+/// [`CallPlan::first_attempt`] of `policy`'s plan, read from the policy.
+#[inline]
+pub(crate) fn first_attempt(policy: &Policy, now: Instant) -> Option<AttemptInfo> {
+    first_launch(per_attempt_timeout(policy), overall_timeout(policy), now)
+}
+
+/// [`CallPlan::hedges_within`] of `policy`'s plan, read from the policy.
+#[inline]
+pub(crate) fn hedges_within(policy: &Policy, options: Options, slots: usize) -> u32 {
+    hedges_in(policy_hedges(policy), options, slots)
+}
+
+/// The first attempt of a call started at `now` with these timeouts: see
+/// [`CallPlan::first_attempt`].
+#[inline]
+fn first_launch(
+    per_attempt: Option<Duration>,
+    overall: Option<Duration>,
+    now: Instant,
+) -> Option<AttemptInfo> {
+    let deadline = overall.map(|d| now + d);
+    let info = AttemptInfo {
+        id: AttemptId(0),
+        retry_index: 0,
+        hedge_index: 0,
+        is_hedge: false,
+        deadline: attempt_deadline(per_attempt, deadline, now),
+    };
+    info.deadline.is_none_or(|d| d > now).then_some(info)
+}
+
+/// The per-attempt timeout, if any (zero means none).
+#[inline]
+fn per_attempt_timeout(policy: &Policy) -> Option<Duration> {
+    policy.retry.timeout_per_attempt.filter(|d| !d.is_zero())
+}
+
+/// The overall timeout, if any (zero means none).
+#[inline]
+fn overall_timeout(policy: &Policy) -> Option<Duration> {
+    policy.retry.overall_timeout.filter(|d| !d.is_zero())
+}
+
+/// Hedges per group the policy asks for: 0 when hedging is off.
+#[inline]
+fn policy_hedges(policy: &Policy) -> u32 {
+    if policy.hedge.enabled {
+        policy.hedge.max_hedges
+    } else {
+        0
+    }
+}
+
+/// Hedges per group: `asked`, as far as the ceiling in `options` and the
+/// `slots` (primary included) allow.
+#[inline]
+pub(super) fn hedges_in(asked: u32, options: Options, slots: usize) -> u32 {
+    let room = u32::try_from(slots.saturating_sub(1)).unwrap_or(u32::MAX);
+    asked.min(options.max_hedges_ceiling).min(room)
+}
+
+/// The deadline of an attempt launched at `now`: its own, clipped to the
+/// call's.
+#[inline]
+pub(super) fn attempt_deadline(
+    per_attempt: Option<Duration>,
+    call: Option<Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    let own = per_attempt.map(|d| now + d);
+    match (own, call) {
+        (Some(a), Some(d)) => Some(a.min(d)),
+        (a, d) => a.or(d),
+    }
+}
+
+/// The record of a first attempt that a driver launched itself (see
+/// [`CallPlan::first_attempt`]) and that completed at `end` with `outcome`:
+/// the record the machine would have made.
+#[inline]
+pub(crate) fn first_attempt_record(
+    info: AttemptInfo,
+    start: Instant,
+    end: Instant,
+    outcome: Outcome,
+    budget_reason: &'static str,
+) -> AttemptRecord {
+    let slot = Slot {
+        info,
+        start,
+        backoff: Duration::ZERO,
+        budget_reason,
+    };
+    slot.record(end, outcome, false)
+}

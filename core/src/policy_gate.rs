@@ -1,0 +1,736 @@
+//! [`PolicyGate`]: the one gate the executor and the simulator run.
+//!
+//! Why one: a policy names a budget for retries and one for hedges, enables
+//! a circuit breaker and picks a hedge trigger. Choosing the budget for an
+//! attempt's kind, holding each reservation until the machine says the
+//! attempt ended, asking the breaker before the first attempt and telling it
+//! how the call ended, and feeding a latency source to a quantile trigger is
+//! the same work wherever a call runs. Written once here (no_std, no
+//! allocator), what the simulator shows is what the executor does.
+//!
+//! What differs between its users is where the collaborators live — a
+//! registry of shared budgets and a store of breakers behind a lock, or a
+//! simulator's own budgets and one breaker — and that is [`GateParts`].
+//! Every method of both takes the machine's `now`: the gate reads no clock.
+
+use core::time::Duration;
+
+use crate::breaker::{CallResult, Refusal};
+use crate::budget::{BudgetRequest, Decision, Reservation, MAX_HELD};
+use crate::gate::{Admission, AdmitRequest, Gate};
+use crate::hedge::{HedgeDecision, HedgeState, Trigger};
+use crate::key::PolicyKey;
+use crate::outcome::Outcome;
+use crate::policy::{BudgetRef, CircuitPolicy, Policy};
+use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
+use crate::time::Instant;
+use crate::verdict::{reason, Verdict};
+
+/// What a [`PolicyGate`] consults: budgets by name, the circuit breaker, a
+/// latency source, and where its decisions are reported. Every method is
+/// given the machine's `now`.
+pub trait GateParts {
+    /// A handle of a budget (a reference, an index), held with the
+    /// attempt's reservation until the attempt ends.
+    type Budget: Copy;
+    /// A circuit breaker's leave for one call, handed back when it ends.
+    type Permit: Copy;
+
+    /// The budget the policy names `name` (never empty) for an attempt of
+    /// `kind`, or `None` when there is none by that name.
+    fn budget(&mut self, name: &str, kind: AttemptKind) -> Option<Self::Budget>;
+
+    /// Whether an attempt whose budget is not found runs anyway
+    /// (`budget_not_found` either way). Default: it does not.
+    fn missing_budget_allows(&self) -> bool {
+        false
+    }
+
+    /// Asks `budget` about an attempt.
+    fn decide(&mut self, budget: Self::Budget, request: &BudgetRequest<'_>) -> Decision;
+
+    /// Gives `budget` back what it reserved for an attempt that ended.
+    fn settle(
+        &mut self,
+        budget: Self::Budget,
+        record: &AttemptRecord,
+        reservation: Option<Reservation>,
+        now: Instant,
+    );
+
+    /// Asks the circuit breaker for leave to run the call under `policy`
+    /// (enabled): the permit to hand back, or the refusal. Default: no
+    /// breaker, every call runs and nothing is recorded.
+    fn admit_call(
+        &mut self,
+        key: PolicyKey<'_>,
+        policy: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Option<Self::Permit>, Refusal> {
+        let _ = (key, policy, now);
+        Ok(None)
+    }
+
+    /// Whether `permit` admitted a half-open probe (which runs without
+    /// hedges). Default: never.
+    fn is_probe(permit: &Self::Permit) -> bool {
+        let _ = permit;
+        false
+    }
+
+    /// Hands the breaker's permit back with the call's result.
+    fn record_call(
+        &mut self,
+        key: PolicyKey<'_>,
+        permit: Self::Permit,
+        result: CallResult,
+        now: Instant,
+    ) {
+        let _ = (key, permit, result, now);
+    }
+
+    /// The latency source's `q_permille` quantile, for a quantile trigger.
+    /// Default: no samples.
+    fn latency_quantile(
+        &mut self,
+        key: PolicyKey<'_>,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        let _ = (key, q_permille, now);
+        None
+    }
+
+    /// An attempt that ran to completion took `latency`.
+    fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
+        let _ = (key, latency, now);
+    }
+
+    /// What the gate decided about a budget, as it happens.
+    fn budget_decided(&mut self, key: PolicyKey<'_>, event: &BudgetEvent<'_>) {
+        let _ = (key, event);
+    }
+}
+
+/// One budget decision of a [`PolicyGate`], reported to
+/// [`GateParts::budget_decided`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BudgetEvent<'a> {
+    /// The attempt.
+    pub attempt: AttemptInfo,
+    /// Its kind.
+    pub kind: AttemptKind,
+    /// The budget's name, as the policy names it.
+    pub budget: &'a str,
+    /// What the attempt costs there.
+    pub cost: u32,
+    /// Whether a budget of that name was found (`false`: the answer is
+    /// [`GateParts::missing_budget_allows`]', with `budget_not_found`).
+    pub found: bool,
+    /// Whether the attempt may run.
+    pub allowed: bool,
+    /// The budget's reason code.
+    pub reason: &'static str,
+    /// When.
+    pub now: Instant,
+}
+
+pub use crate::verdict::reason::BUDGET_NOT_FOUND;
+
+/// One attempt's reservation, held until the attempt ends.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Held<B> {
+    /// The attempt.
+    pub id: AttemptId,
+    /// The budget that reserved.
+    pub budget: B,
+    /// What it reserved.
+    pub reservation: Option<Reservation>,
+}
+
+/// Where a [`PolicyGate`] holds the reservations of attempts in flight
+/// (at most one per attempt; the gate releases each exactly once).
+pub trait Holder<B>: Default {
+    /// Holds `held`, or gives it back when there is no room.
+    fn hold(&mut self, held: Held<B>) -> Result<(), Held<B>>;
+    /// Takes the reservation of attempt `id` out, if held.
+    fn release(&mut self, id: AttemptId) -> Option<Held<B>>;
+    /// Reservations held.
+    fn len(&self) -> usize;
+    /// Whether none is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Up to `N` reservations inline, no allocator.
+pub type Inline<B, const N: usize> = heapless::Vec<Held<B>, N>;
+
+impl<B, const N: usize> Holder<B> for heapless::Vec<Held<B>, N> {
+    #[inline]
+    fn hold(&mut self, held: Held<B>) -> Result<(), Held<B>> {
+        self.push(held)
+    }
+    #[inline]
+    fn release(&mut self, id: AttemptId) -> Option<Held<B>> {
+        let i = self.iter().position(|h| h.id == id)?;
+        Some(self.swap_remove(i))
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
+/// The gate of one call under one policy (see the [module docs](self)):
+/// `retry.budget` for first attempts and retries, `hedge.budget` for
+/// hedges, each reservation settled exactly once; the circuit breaker
+/// before the first attempt when `circuit.enabled`, told how the call
+/// ended; the policy's hedge trigger, reading
+/// [`GateParts::latency_quantile`] (a half-open probe runs without hedges).
+///
+/// `R` holds the reservations of the attempts in flight: by default up to
+/// [`MAX_HELD`] inline (the primary and the highest hedge ceiling's
+/// hedges); an attempt past what it holds is refused with its reservation
+/// given back at once. A std user may hold a few inline and spill the rest
+/// to the heap.
+#[derive(Debug)]
+pub struct PolicyGate<'p, Pa: GateParts, R = Inline<<Pa as GateParts>::Budget, MAX_HELD>> {
+    parts: Pa,
+    key: PolicyKey<'p>,
+    policy: &'p Policy,
+    trigger: Option<Trigger>,
+    held: R,
+    /// The breaker's permit for this call.
+    permit: Option<Pa::Permit>,
+}
+
+impl<'p, Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'p, Pa, R> {
+    /// The gate of one call with `key` under `policy` (normalized), with
+    /// `trigger` deciding hedges (`None`: no hedges).
+    pub fn new(
+        key: PolicyKey<'p>,
+        policy: &'p Policy,
+        trigger: Option<Trigger>,
+        parts: Pa,
+    ) -> Self {
+        Self {
+            parts,
+            key,
+            policy,
+            trigger,
+            held: R::default(),
+            permit: None,
+        }
+    }
+
+    /// The collaborators.
+    pub fn parts(&self) -> &Pa {
+        &self.parts
+    }
+
+    /// The collaborators, to change.
+    pub fn parts_mut(&mut self) -> &mut Pa {
+        &mut self.parts
+    }
+
+    /// The collaborators back, once the call is over.
+    pub fn into_parts(self) -> Pa {
+        self.parts
+    }
+
+    /// Whether the breaker admitted this call as a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.permit.as_ref().is_some_and(Pa::is_probe)
+    }
+
+    /// Reservations held for attempts in flight.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    fn budget_ref(&self, kind: AttemptKind) -> &'p BudgetRef {
+        match kind {
+            AttemptKind::Hedge => &self.policy.hedge.budget,
+            AttemptKind::Initial | AttemptKind::Retry => &self.policy.retry.budget,
+        }
+    }
+}
+
+impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
+    fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        let kind = request.attempt.kind();
+        let now = request.now;
+        let circuit = &self.policy.circuit;
+        if kind == AttemptKind::Initial && circuit.enabled && self.permit.is_none() {
+            match self.parts.admit_call(self.key, circuit, now) {
+                Ok(permit) => self.permit = permit,
+                Err(refusal) => return refusal.admission(),
+            }
+        }
+        let bref = self.budget_ref(kind);
+        if bref.name.is_empty() {
+            return Admission::NO_BUDGET;
+        }
+        let cost = bref.cost.max(1);
+        let mut event = BudgetEvent {
+            attempt: request.attempt,
+            kind,
+            budget: bref.name.as_str(),
+            cost,
+            found: false,
+            allowed: self.parts.missing_budget_allows(),
+            reason: BUDGET_NOT_FOUND,
+            now,
+        };
+        let Some(budget) = self.parts.budget(&bref.name, kind) else {
+            self.parts.budget_decided(self.key, &event);
+            return if event.allowed {
+                Admission::allowed(BUDGET_NOT_FOUND)
+            } else {
+                Admission::denied(BUDGET_NOT_FOUND)
+            };
+        };
+        let decision = self.parts.decide(
+            budget,
+            &BudgetRequest {
+                key: self.key,
+                attempt: request.attempt,
+                kind,
+                budget: &bref.name,
+                cost,
+                previous: request.previous,
+                now,
+            },
+        );
+        event.found = true;
+        event.allowed = decision.allowed;
+        event.reason = decision.reason;
+        self.parts.budget_decided(self.key, &event);
+        if !decision.allowed {
+            return Admission::denied(decision.reason);
+        }
+        if let Err(Held {
+            budget,
+            reservation,
+            ..
+        }) = self.held.hold(Held {
+            id: request.attempt.id,
+            budget,
+            reservation: decision.reservation,
+        }) {
+            // More attempts in flight than the gate holds: give the
+            // reservation back at once rather than lose it.
+            let record = AttemptRecord {
+                info: request.attempt,
+                start: now,
+                end: now,
+                outcome: Outcome::abort(reason::BUDGET_DENIED),
+                cancelled: true,
+                backoff: Duration::ZERO,
+                budget_allowed: false,
+                budget_reason: reason::BUDGET_DENIED,
+            };
+            self.parts.settle(budget, &record, reservation, now);
+            return Admission::DENIED;
+        }
+        Admission::allowed(decision.reason)
+    }
+
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        // Samples come from attempts that ran to completion: a budget
+        // denial never gets here, and an attempt recourse cut or dropped
+        // says only that it was slower than its cut.
+        if !record.cancelled && self.trigger.is_some_and(|t| t.quantile().is_some()) {
+            self.parts
+                .record_latency(self.key, record.duration(), record.end);
+        }
+        if let Some(Held {
+            budget,
+            reservation,
+            ..
+        }) = self.held.release(record.info.id)
+        {
+            self.parts.settle(budget, record, reservation, record.end);
+        }
+    }
+
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        if let Some(permit) = self.permit.take() {
+            let result = CallResult::from_verdict(verdict);
+            self.parts.record_call(self.key, permit, result, now);
+        }
+    }
+
+    /// The policy's trigger, reading the latency source for a quantile; a
+    /// half-open breaker's probe runs without hedges.
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        let trigger = match self.trigger {
+            Some(t) if !self.is_probe() => t,
+            _ => {
+                return HedgeDecision {
+                    spawn: false,
+                    next_check: None,
+                }
+            }
+        };
+        let quantile = trigger.quantile().and_then(|q| {
+            self.parts
+                .latency_quantile(self.key, u32::from(q), state.now)
+        });
+        trigger.decide(state, quantile)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::cell::Cell;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::breaker::{CircuitBreaker, Permit};
+    use crate::budget::{Budget, TokenBucket};
+    use crate::machine::{Action, CallMachine, Event, Options};
+    use crate::policy::name;
+    use crate::verdict::Cause;
+
+    const KEY: PolicyKey<'static> = PolicyKey::new("svc", "Gate");
+
+    fn ms(v: u64) -> Instant {
+        Instant::from_millis(v)
+    }
+
+    /// Budgets by name, one breaker, and what the gate told them.
+    #[derive(Default)]
+    struct Parts<'a> {
+        budgets: Vec<(&'static str, &'a dyn Budget)>,
+        missing_allows: bool,
+        breaker: Option<CircuitBreaker>,
+        events: Vec<(&'static str, bool, bool, &'static str)>,
+        settled: Vec<(AttemptId, Instant)>,
+        recorded: Vec<(CallResult, Instant)>,
+        latencies: Vec<Duration>,
+        quantile: Option<Duration>,
+    }
+
+    impl<'a> GateParts for Parts<'a> {
+        type Budget = &'a dyn Budget;
+        type Permit = Permit;
+
+        fn budget(&mut self, name: &str, _: AttemptKind) -> Option<&'a dyn Budget> {
+            self.budgets
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, b)| *b)
+        }
+        fn missing_budget_allows(&self) -> bool {
+            self.missing_allows
+        }
+        fn decide(&mut self, budget: &'a dyn Budget, request: &BudgetRequest<'_>) -> Decision {
+            budget.decide(request)
+        }
+        fn settle(
+            &mut self,
+            budget: &'a dyn Budget,
+            record: &AttemptRecord,
+            reservation: Option<Reservation>,
+            now: Instant,
+        ) {
+            self.settled.push((record.info.id, now));
+            budget.settle(record, reservation, now);
+        }
+        fn admit_call(
+            &mut self,
+            _: PolicyKey<'_>,
+            _: &CircuitPolicy,
+            now: Instant,
+        ) -> Result<Option<Permit>, Refusal> {
+            let Some(b) = self.breaker.as_mut() else {
+                return Ok(None);
+            };
+            b.admit(now).map(Some)
+        }
+        fn is_probe(permit: &Permit) -> bool {
+            permit.is_probe()
+        }
+        fn record_call(
+            &mut self,
+            _: PolicyKey<'_>,
+            permit: Permit,
+            result: CallResult,
+            now: Instant,
+        ) {
+            self.recorded.push((result, now));
+            if let Some(b) = self.breaker.as_mut() {
+                b.record(permit, result, now);
+            }
+        }
+        fn latency_quantile(&mut self, _: PolicyKey<'_>, _: u32, _: Instant) -> Option<Duration> {
+            self.quantile
+        }
+        fn record_latency(&mut self, _: PolicyKey<'_>, latency: Duration, _: Instant) {
+            self.latencies.push(latency);
+        }
+        fn budget_decided(&mut self, _: PolicyKey<'_>, e: &BudgetEvent<'_>) {
+            let budget = if e.budget == "r" { "r" } else { "other" };
+            self.events.push((budget, e.found, e.allowed, e.reason));
+        }
+    }
+
+    /// Counts decisions and settlements.
+    #[derive(Default)]
+    struct Counting {
+        decided: Cell<u32>,
+        settled: Cell<u32>,
+    }
+
+    impl Budget for Counting {
+        fn decide(&self, _: &BudgetRequest<'_>) -> Decision {
+            self.decided.set(self.decided.get() + 1);
+            Decision::reserve(Reservation(7))
+        }
+        fn settle(&self, _: &AttemptRecord, reservation: Option<Reservation>, _: Instant) {
+            assert_eq!(reservation, Some(Reservation(7)));
+            self.settled.set(self.settled.get() + 1);
+        }
+    }
+
+    fn hedged(retry: &str, hedge: &str) -> Policy {
+        let mut p = Policy::DEFAULT;
+        p.retry.budget.name = name("retry.budget.name", retry).unwrap();
+        p.hedge.enabled = true;
+        p.hedge.max_hedges = 1;
+        p.hedge.hedge_delay = Duration::from_millis(10);
+        p.hedge.budget.name = name("hedge.budget.name", hedge).unwrap();
+        p.normalize().unwrap().policy
+    }
+
+    /// Drains `m` and returns the actions up to the first wait or finish.
+    fn drain<G: Gate>(m: &mut CallMachine, gate: &mut G) -> Vec<Action> {
+        let mut out = Vec::new();
+        for _ in 0..32 {
+            let a = m.poll(gate);
+            out.push(a);
+            if matches!(
+                a,
+                Action::Wait { .. } | Action::AwaitAttempts | Action::Finish(_)
+            ) {
+                return out;
+            }
+        }
+        panic!("no wait in 32 actions: {out:?}");
+    }
+
+    fn machine(policy: &Policy) -> CallMachine {
+        CallMachine::new(policy, Options::DEFAULT, fastrand::Rng::with_seed(1))
+    }
+
+    #[test]
+    fn each_kind_charges_its_own_budget_and_every_reservation_is_settled_once() {
+        let (r, h) = (Counting::default(), Counting::default());
+        let policy = hedged("r", "h");
+        let parts = Parts {
+            budgets: std::vec![("r", &r as &dyn Budget), ("h", &h)],
+            ..Parts::default()
+        };
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(0) });
+        let a = drain(&mut m, &mut gate);
+        assert!(
+            matches!(a[0], Action::Launch(i) if i.id == AttemptId(0)),
+            "{a:?}"
+        );
+        m.handle(Event::Tick { now: ms(10) });
+        let a = drain(&mut m, &mut gate);
+        assert!(matches!(a[0], Action::Launch(i) if i.is_hedge), "{a:?}");
+        assert_eq!(gate.held(), 2);
+        m.handle(Event::AttemptFinished {
+            id: AttemptId(1),
+            outcome: Outcome::SUCCESS,
+            now: ms(14),
+        });
+        let a = drain(&mut m, &mut gate);
+        assert!(matches!(
+            a.last(),
+            Some(Action::Finish(Verdict::Success(AttemptId(1))))
+        ));
+        assert_eq!((r.decided.get(), r.settled.get()), (1, 1));
+        assert_eq!((h.decided.get(), h.settled.get()), (1, 1));
+        assert_eq!(gate.held(), 0);
+        let p = gate.parts();
+        assert_eq!(
+            p.events,
+            [
+                ("r", true, true, "allowed"),
+                ("other", true, true, "allowed")
+            ]
+        );
+        // Settled at the machine's instants: the winner at its end, the
+        // loser when it was cancelled.
+        assert_eq!(p.settled, [(AttemptId(1), ms(14)), (AttemptId(0), ms(14))]);
+        // Only the attempt that ran to completion is a latency sample
+        // (a fixed-delay trigger reads none, so none is recorded at all).
+        assert!(p.latencies.is_empty());
+    }
+
+    #[test]
+    fn a_budget_that_is_not_there_is_reported_and_refused_unless_allowed() {
+        let mut policy = Policy::DEFAULT;
+        policy.retry.budget.name = name("retry.budget.name", "r").unwrap();
+        for allows in [false, true] {
+            let parts = Parts {
+                missing_allows: allows,
+                ..Parts::default()
+            };
+            let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, parts);
+            let mut m = machine(&policy);
+            m.handle(Event::Start { now: ms(0) });
+            let a = drain(&mut m, &mut gate);
+            assert_eq!(
+                gate.parts().events,
+                [("r", false, allows, BUDGET_NOT_FOUND)]
+            );
+            if allows {
+                assert!(matches!(a[0], Action::Launch(_)), "{a:?}");
+                assert_eq!(gate.held(), 0, "nothing reserved");
+            } else {
+                assert!(matches!(a[0], Action::Record(r) if r.budget_reason == BUDGET_NOT_FOUND));
+                assert!(matches!(
+                    a.last(),
+                    Some(Action::Finish(Verdict::Failure {
+                        cause: Cause::BudgetDenied,
+                        ..
+                    }))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn the_breaker_refuses_an_open_circuit_hears_every_call_and_its_probe_never_hedges() {
+        let mut policy = hedged("", "");
+        policy.circuit.enabled = true;
+        policy.circuit.threshold = 1;
+        policy.circuit.cooldown = Duration::from_secs(1);
+        let mut parts = Parts {
+            breaker: Some(CircuitBreaker::new(policy.circuit.clone())),
+            ..Parts::default()
+        };
+        // Call 1: non-retryable failure at 5 ms opens the circuit.
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(0) });
+        let _ = drain(&mut m, &mut gate);
+        m.handle(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::non_retryable("boom"),
+            now: ms(5),
+        });
+        let _ = drain(&mut m, &mut gate);
+        parts = PolicyGate::into_parts(gate);
+        assert_eq!(parts.recorded, [(CallResult::Failure, ms(5))]);
+        // Call 2, at 100 ms: refused, the operation never runs.
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(100) });
+        let a = drain(&mut m, &mut gate);
+        assert!(!a.iter().any(|a| matches!(a, Action::Launch(_))), "{a:?}");
+        assert!(matches!(
+            a.last(),
+            Some(Action::Finish(Verdict::Failure {
+                cause: Cause::CircuitOpen,
+                ..
+            }))
+        ));
+        parts = PolicyGate::into_parts(gate);
+        assert_eq!(parts.recorded.len(), 1, "a refused call holds no permit");
+        // Call 3, after the cooldown: a probe, which does not hedge at its
+        // hedge delay; its success closes the circuit.
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(1_005) });
+        let _ = drain(&mut m, &mut gate);
+        assert!(gate.is_probe());
+        m.handle(Event::Tick { now: ms(1_015) });
+        let a = drain(&mut m, &mut gate);
+        assert!(!a.iter().any(|a| matches!(a, Action::Launch(_))), "{a:?}");
+        m.handle(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::SUCCESS,
+            now: ms(1_020),
+        });
+        let _ = drain(&mut m, &mut gate);
+        let parts = PolicyGate::into_parts(gate);
+        assert_eq!(parts.recorded[1], (CallResult::Success, ms(1_020)));
+        let breaker = parts.breaker.unwrap();
+        assert_eq!(
+            breaker.state(ms(1_020)),
+            crate::breaker::CircuitState::Closed
+        );
+    }
+
+    #[test]
+    fn a_quantile_trigger_reads_the_latency_source_and_completed_attempts_feed_it() {
+        let policy = {
+            let mut p = hedged("", "");
+            p.hedge.trigger = name("hedge.trigger", "p95").unwrap();
+            p
+        };
+        let parts = Parts {
+            quantile: Some(Duration::from_millis(3)),
+            ..Parts::default()
+        };
+        let mut gate: PolicyGate<'_, _> =
+            PolicyGate::new(KEY, &policy, Trigger::parse("p95"), parts);
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(0) });
+        let a = drain(&mut m, &mut gate);
+        // The hedge waits for the quantile (3 ms), not the 10 ms delay.
+        assert!(
+            matches!(a.last(), Some(Action::Wait { until, .. }) if *until <= ms(4)),
+            "{a:?}"
+        );
+        m.handle(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::SUCCESS,
+            now: ms(2),
+        });
+        let _ = drain(&mut m, &mut gate);
+        assert_eq!(gate.parts().latencies, [Duration::from_millis(2)]);
+    }
+
+    #[test]
+    fn token_bucket_through_the_gate() {
+        // A built-in budget through the gate: one token, then refusal.
+        let bucket = TokenBucket::new(1, 0);
+        let mut policy = Policy::DEFAULT;
+        policy.retry.budget.name = name("retry.budget.name", "r").unwrap();
+        let parts = Parts {
+            budgets: std::vec![("r", &bucket as &dyn Budget)],
+            ..Parts::default()
+        };
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, parts);
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(0) });
+        let _ = drain(&mut m, &mut gate);
+        m.handle(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::retryable("boom"),
+            now: ms(1),
+        });
+        let _ = drain(&mut m, &mut gate);
+        m.handle(Event::Tick { now: ms(11) });
+        let a = drain(&mut m, &mut gate);
+        assert!(
+            matches!(
+                a.last(),
+                Some(Action::Finish(Verdict::Failure {
+                    cause: Cause::BudgetDenied,
+                    ..
+                }))
+            ),
+            "{a:?}"
+        );
+    }
+}
