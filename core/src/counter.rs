@@ -434,7 +434,28 @@ mod timer_contract {
         }
     }
 
+    /// In debug builds the async driver asserts the timer's clock is
+    /// monotonic (crate docs, driver contract step 4): a timer that breaks
+    /// the contract is caught where it is written.
     #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "clock went backwards")]
+    fn a_clock_going_backwards_is_caught_in_debug_builds() {
+        let timer = Script {
+            times: RefCell::new([900, 800, 700].map(Instant::from_millis).to_vec()),
+            sleeps: Cell::new(0),
+        };
+        let p = policy(3);
+        let _ = run(
+            call(PolicyKey::parse("svc.Get"), &p, &timer, flaky(2)),
+            1000,
+        );
+    }
+
+    /// In release builds (no assertion) the machine holds its clock: CI
+    /// runs this with `cargo test -p recourse-core --release --lib counter`.
+    #[test]
+    #[cfg(not(debug_assertions))]
     fn a_clock_going_backwards_never_moves_the_machine_back() {
         let ms = Instant::from_millis;
         let timer = Script {

@@ -139,7 +139,9 @@ pub const fn nanos(d: Duration) -> u64 {
 ///   way), and converts deadlines back to ticks
 ///   ([`ticks_at`](crate::counter::TickCounter::ticks_at)) for the compare.
 ///
-/// What the machine does when a timer breaks the contract: an instant
+/// What the machine does when a timer breaks the contract: the async
+/// driver `debug_assert`s a clock that goes back, so debug builds stop
+/// there; in release builds an instant
 /// earlier than one it has seen is taken as the latest one — its clock
 /// never goes back, so records never end before they start and no backoff
 /// is cut short by a clock step back; the driver may call `sleep_until`
