@@ -70,6 +70,8 @@ pub mod observer;
 pub mod outcome;
 mod pinned;
 pub mod policy;
+#[cfg(feature = "serde")]
+pub mod policy_serde;
 pub mod record;
 pub mod time;
 

@@ -63,6 +63,8 @@
 //! - [`provider`] — [`PolicyProvider`], [`PolicyLookup`], [`PolicySource`],
 //!   [`ProviderError`].
 //! - [`static_provider`] — [`StaticProvider`].
+//! - [`providers`] — [`providers::Layered`]; with features `serde`, `file`,
+//!   `etcd`: policy documents (TOML, JSON), `FileProvider`, `EtcdProvider`.
 //! - [`missing_policy`] — [`MissingPolicyMode`].
 //! - [`observer`] — [`Observer`], [`NoopObserver`], [`MultiObserver`].
 //! - [`timeline`] — [`Timeline`].
@@ -111,6 +113,7 @@ pub mod latency;
 pub mod missing_policy;
 pub mod observer;
 pub mod provider;
+pub mod providers;
 mod report;
 #[cfg(feature = "sim")]
 pub mod sim;

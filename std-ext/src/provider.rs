@@ -64,17 +64,23 @@ pub enum PolicySource {
     Remote,
     /// The last-known-good policy, served because fetching failed.
     Lkg,
+    /// Read from a policy file (`FileProvider`).
+    File,
+    /// Read from etcd (`EtcdProvider`).
+    Etcd,
 }
 
 impl PolicySource {
     /// The lowercase name used in timelines: `static`, `default`, `remote`,
-    /// `lkg`.
+    /// `lkg`, `file`, `etcd`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Static => "static",
             Self::Default => "default",
             Self::Remote => "remote",
             Self::Lkg => "lkg",
+            Self::File => "file",
+            Self::Etcd => "etcd",
         }
     }
 }

@@ -1,0 +1,21 @@
+//! Providers that load policies from outside the program: a policy document
+//! (TOML or JSON), a watched file, etcd; and layers of providers.
+//!
+//! Why they all answer from memory: a call reads its policy once, on its own
+//! task, and must never wait on a disk or a network. Each provider here
+//! validates a new document whole, normalizes it once, and swaps it in
+//! atomically (`arc-swap`): a lookup is a lock-free load plus the same
+//! binary search as [`StaticProvider`](crate::StaticProvider), and a bad
+//! document, or an unreachable store, leaves the last good policies serving.
+
+#[cfg(feature = "serde")]
+pub mod document;
+#[cfg(feature = "file")]
+pub mod file;
+pub mod layered;
+
+#[cfg(feature = "serde")]
+pub use document::{DocumentError, Format, PolicyDocument, ValidDocument};
+#[cfg(feature = "file")]
+pub use file::{FileProvider, FileProviderBuilder, ReloadEvent, ReloadStats, Watch};
+pub use layered::Layered;
