@@ -183,11 +183,7 @@ impl PolicyDocument {
     ///
     /// As for [`PolicyDocument::parse`].
     pub fn from_toml(text: &str) -> Result<Self, DocumentError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, None))?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().clone();
-            toml_error(text, e.inner(), Some(&path))
-        })
+        de_toml(text)
     }
 
     /// Reads a JSON document.
@@ -196,22 +192,7 @@ impl PolicyDocument {
     ///
     /// As for [`PolicyDocument::parse`].
     pub fn from_json(text: &str) -> Result<Self, DocumentError> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let doc: Self = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let mut err = with_path(DocumentError::new(json_message(e.inner())), e.path());
-            if e.inner().line() > 0 {
-                err.line = Some(e.inner().line());
-                err.column = Some(e.inner().column());
-            }
-            err
-        })?;
-        de.end().map_err(|e| {
-            let mut err = DocumentError::new(json_message(&e));
-            err.line = Some(e.line());
-            err.column = Some(e.column());
-            err
-        })?;
-        Ok(doc)
+        de_json(text)
     }
 
     /// Reads and validates the file at `path` (JSON for `.json`, TOML
@@ -265,6 +246,61 @@ impl PolicyDocument {
             clamped,
         })
     }
+}
+
+/// Reads one policy (a value in etcd, say): JSON when it starts with `{`,
+/// TOML otherwise. Not yet normalized.
+///
+/// # Errors
+///
+/// As for [`PolicyDocument::parse`]; the field path starts at the policy
+/// (`retry.max_attempts`).
+pub fn parse_policy(text: &str) -> Result<Policy, DocumentError> {
+    if text.trim_start().starts_with('{') {
+        de_json(text)
+    } else {
+        de_toml(text)
+    }
+}
+
+/// Normalizes `policy` as providers store it, naming `key` in an error.
+///
+/// # Errors
+///
+/// A value normalization cannot read (a NaN multiplier).
+pub fn normalize_policy(
+    key: &str,
+    policy: Policy,
+) -> Result<recourse_core::policy::Normalized, DocumentError> {
+    check_key(key)?;
+    crate::static_provider::normalize(policy).map_err(|e| policy_error(key, e))
+}
+
+fn de_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DocumentError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, &e, None))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().clone();
+        toml_error(text, e.inner(), Some(&path))
+    })
+}
+
+fn de_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DocumentError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let mut err = with_path(DocumentError::new(json_message(e.inner())), e.path());
+        if e.inner().line() > 0 {
+            err.line = Some(e.inner().line());
+            err.column = Some(e.inner().column());
+        }
+        err
+    })?;
+    de.end().map_err(|e| {
+        let mut err = DocumentError::new(json_message(&e));
+        err.line = Some(e.line());
+        err.column = Some(e.column());
+        err
+    })?;
+    Ok(value)
 }
 
 /// An empty key, or one longer than [`MAX_KEY_LEN`] bytes, is an error.

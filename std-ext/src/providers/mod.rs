@@ -10,12 +10,16 @@
 
 #[cfg(feature = "serde")]
 pub mod document;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 #[cfg(feature = "file")]
 pub mod file;
 pub mod layered;
 
 #[cfg(feature = "serde")]
 pub use document::{DocumentError, Format, PolicyDocument, ValidDocument};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdProvider, EtcdProviderBuilder, EtcdStats};
 #[cfg(feature = "file")]
 pub use file::{FileProvider, FileProviderBuilder, ReloadEvent, ReloadStats, Watch};
 pub use layered::Layered;
