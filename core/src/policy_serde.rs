@@ -50,15 +50,22 @@ pub enum DurationError {
     OutOfRange,
 }
 
-impl fmt::Display for DurationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl DurationError {
+    /// What is wrong, in a few words (`"duration without a unit"`).
+    pub const fn problem(self) -> &'static str {
+        match self {
             Self::Empty => "empty duration",
             Self::MissingUnit => "duration without a unit",
-            Self::UnknownUnit => "unknown duration unit",
-            Self::NotANumber => "not a non-negative number",
+            Self::UnknownUnit => "duration with an unknown unit",
+            Self::NotANumber => "duration whose number is not a non-negative number",
             Self::OutOfRange => "duration out of range",
-        })?;
+        }
+    }
+}
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.problem())?;
         f.write_str(DURATION_EXPECTED_SUFFIX)
     }
 }
@@ -226,7 +233,7 @@ struct DurExpect(DurationError);
 
 impl de::Expected for DurExpect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
+        write!(f, "{DURATION_EXPECTED}, not a {}", self.0.problem())
     }
 }
 

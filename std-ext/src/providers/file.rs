@@ -85,12 +85,18 @@ pub struct ReloadStats {
     pub polling: bool,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 type Callback = Box<dyn Fn(&ReloadEvent) + Send + Sync>;
 
 struct Shared {
     path: PathBuf,
     current: ArcSwap<StaticProvider>,
-    last_text: Mutex<Option<String>>,
+    /// The last applied text, and the last rejected one (not reported
+    /// twice: one save may raise several events).
+    last_text: Mutex<(Option<String>, Option<String>)>,
     generation: AtomicU64,
     rejected: AtomicU64,
     last_error: Mutex<Option<DocumentError>>,
@@ -98,40 +104,53 @@ struct Shared {
 }
 
 impl Shared {
-    /// Reads the file; applies it when it changed and is valid.
+    /// Reads the file; applies it when it changed and is valid. A text
+    /// rejected before is not counted or reported again.
     fn reload(&self) -> Result<bool, DocumentError> {
         let mut last_text = self
             .last_text
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let read = std::fs::read_to_string(&self.path).map_err(|e| {
-            DocumentError::from_message(format!("cannot read the file: {e}")).in_file(&self.path)
+            Some(
+                DocumentError::from_message(format!("cannot read the file: {e}"))
+                    .in_file(&self.path),
+            )
         });
         let result = read.and_then(|text| {
-            if last_text.as_deref() == Some(text.as_str()) {
+            if last_text.0.as_deref() == Some(text.as_str()) {
                 return Ok(None);
+            }
+            if last_text.1.as_deref() == Some(text.as_str()) {
+                // Already rejected and reported.
+                return Err(None);
             }
             if text.trim().is_empty() {
                 // Most likely a write in progress (truncated, not yet
                 // written); an intentionally empty document has a comment
                 // or `{}`.
-                return Err(DocumentError::from_message(
-                    "empty file (a write in progress?); an empty document needs at least a comment or `{}`",
-                )
-                .in_file(&self.path));
+                return Err(Some(
+                    DocumentError::from_message(
+                        "empty file (a write in progress?); an empty document needs at least a comment or `{}`",
+                    )
+                    .in_file(&self.path),
+                ));
             }
             let format = crate::providers::document::Format::of_path(&self.path);
-            let valid = PolicyDocument::parse(&text, format)
-                .and_then(PolicyDocument::validate)
-                .map_err(|e| e.in_file(&self.path))?;
-            Ok(Some((text, valid)))
+            match PolicyDocument::parse(&text, format).and_then(PolicyDocument::validate) {
+                Ok(valid) => Ok(Some((text, valid))),
+                Err(e) => {
+                    last_text.1 = Some(text);
+                    Err(Some(e.in_file(&self.path)))
+                }
+            }
         });
         match result {
             Ok(None) => Ok(false),
             Ok(Some((text, valid))) => {
                 let keys = valid.provider.len();
                 self.current.store(Arc::new(valid.provider));
-                *last_text = Some(text);
+                *last_text = (Some(text), None);
                 let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 *self
                     .last_error
@@ -144,7 +163,10 @@ impl Shared {
                 });
                 Ok(true)
             }
-            Err(error) => {
+            Err(None) => Err(lock(&self.last_error).clone().unwrap_or_else(|| {
+                DocumentError::from_message("rejected before").in_file(&self.path)
+            })),
+            Err(Some(error)) => {
                 let rejected = self.rejected.fetch_add(1, Ordering::AcqRel) + 1;
                 *self
                     .last_error
@@ -319,7 +341,7 @@ impl FileProviderBuilder {
         let shared = Arc::new(Shared {
             path: self.path,
             current: ArcSwap::from_pointee(StaticProvider::empty()),
-            last_text: Mutex::new(None),
+            last_text: Mutex::new((None, None)),
             generation: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             last_error: Mutex::new(None),
