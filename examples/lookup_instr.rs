@@ -48,7 +48,9 @@ fn measure_etcd(p: &dyn PolicyProvider) -> u32 {
 }
 
 fn main() {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "http://127.0.0.1:2379".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "http://127.0.0.1:2379".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -68,17 +70,26 @@ fn main() {
     let path = dir.join("policies.toml");
     std::fs::write(
         &path,
-        format!("[default.retry]\nmax_attempts = 3\n[policies.\"{KEY}\".retry]\nmax_attempts = 5\n"),
+        format!(
+            "[default.retry]\nmax_attempts = 3\n[policies.\"{KEY}\".retry]\nmax_attempts = 5\n"
+        ),
     )
     .expect("write");
-    let file = FileProvider::builder(&path).watch(Watch::Off).build().expect("valid document");
+    let file = FileProvider::builder(&path)
+        .watch(Watch::Off)
+        .build()
+        .expect("valid document");
 
     let etcd = rt.block_on(async {
         let mut client = etcd_client::Client::connect([url.as_str()], None)
             .await
             .expect("etcd reachable at the URL given");
         client
-            .put(format!("/lookup-instr/{KEY}"), r#"{"retry":{"max_attempts":5}}"#, None)
+            .put(
+                format!("/lookup-instr/{KEY}"),
+                r#"{"retry":{"max_attempts":5}}"#,
+                None,
+            )
             .await
             .expect("put");
         let p = EtcdProvider::builder([url.as_str()], "/lookup-instr/").start();

@@ -15,6 +15,8 @@ pub mod etcd;
 #[cfg(feature = "file")]
 pub mod file;
 pub mod layered;
+#[cfg(feature = "remote-http")]
+pub mod remote;
 
 #[cfg(feature = "serde")]
 pub use document::{DocumentError, Format, PolicyDocument, ValidDocument};
@@ -23,3 +25,5 @@ pub use etcd::{EtcdProvider, EtcdProviderBuilder, EtcdStats};
 #[cfg(feature = "file")]
 pub use file::{FileProvider, FileProviderBuilder, ReloadEvent, ReloadStats, Watch};
 pub use layered::Layered;
+#[cfg(feature = "remote-http")]
+pub use remote::{HttpProvider, HttpProviderBuilder, HttpStats};
