@@ -68,11 +68,13 @@ pub enum PolicySource {
     File,
     /// Read from etcd (`EtcdProvider`).
     Etcd,
+    /// Answered by a custom function (`providers::PolicyFn`).
+    Custom,
 }
 
 impl PolicySource {
     /// The lowercase name used in timelines: `static`, `default`, `remote`,
-    /// `lkg`, `file`, `etcd`.
+    /// `lkg`, `file`, `etcd`, `custom`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Static => "static",
@@ -81,6 +83,7 @@ impl PolicySource {
             Self::Lkg => "lkg",
             Self::File => "file",
             Self::Etcd => "etcd",
+            Self::Custom => "custom",
         }
     }
 }

@@ -162,6 +162,13 @@ async fn etcd_read_watch_outage_and_recovery() {
     );
     assert_eq!(attempts(&provider, "svc.Get"), (4, PolicySource::Etcd));
     assert_eq!(attempts(&provider, "svc.Put"), (2, PolicySource::Default));
+    // A lookup allocates nothing.
+    let info = allocation_counter::measure(|| {
+        for _ in 0..1000 {
+            assert_eq!(attempts(&provider, "svc.Get").0, 4);
+        }
+    });
+    assert_eq!(info.count_total, 0, "{info:?}");
 
     // A put reaches lookups.
     let rev = put(&mut c, "svc.Get", r#"{"retry":{"max_attempts":5}}"#).await;

@@ -256,3 +256,23 @@ fn calls_through_an_executor_say_policy_source_file_and_see_edits() {
         Some("retry.max_attempts")
     );
 }
+
+#[test]
+fn a_lookup_allocates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policies.toml");
+    std::fs::write(&path, doc(4)).unwrap();
+    let p = FileProvider::builder(&path)
+        .watch(Watch::Off)
+        .build()
+        .unwrap();
+    // Warm-up: arc-swap's per-thread debt slot.
+    let _ = attempts(&p);
+    let info = allocation_counter::measure(|| {
+        for _ in 0..1000 {
+            assert_eq!(attempts(&p), 4);
+            let _ = p.policy(PolicyKey::parse("svc.Other")).unwrap();
+        }
+    });
+    assert_eq!(info.count_total, 0, "{info:?}");
+}

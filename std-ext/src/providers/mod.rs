@@ -8,6 +8,7 @@
 //! binary search as [`StaticProvider`](crate::StaticProvider), and a bad
 //! document, or an unreachable store, leaves the last good policies serving.
 
+pub mod custom;
 #[cfg(feature = "serde")]
 pub mod document;
 #[cfg(feature = "etcd")]
@@ -18,6 +19,7 @@ pub mod layered;
 #[cfg(feature = "remote-http")]
 pub mod remote;
 
+pub use custom::PolicyFn;
 #[cfg(feature = "serde")]
 pub use document::{DocumentError, Format, PolicyDocument, ValidDocument};
 #[cfg(feature = "etcd")]
@@ -27,3 +29,15 @@ pub use file::{FileProvider, FileProviderBuilder, ReloadEvent, ReloadStats, Watc
 pub use layered::Layered;
 #[cfg(feature = "remote-http")]
 pub use remote::{HttpProvider, HttpProviderBuilder, HttpStats};
+
+/// Writes `namespace.name` (or `name`) into `buf`.
+pub(crate) fn write_key(
+    buf: &mut impl core::fmt::Write,
+    key: recourse_core::PolicyKey<'_>,
+) -> core::fmt::Result {
+    if !key.namespace.is_empty() {
+        buf.write_str(key.namespace)?;
+        buf.write_char('.')?;
+    }
+    buf.write_str(key.name)
+}

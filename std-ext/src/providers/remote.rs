@@ -246,7 +246,7 @@ impl PolicyProvider for HttpProvider {
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
         let mut buf = heapless::String::<128>::new();
         let owned;
-        let full: &str = if write_key(&mut buf, key).is_ok() {
+        let full: &str = if crate::providers::write_key(&mut buf, key).is_ok() {
             &buf
         } else {
             owned = join_key(key);
@@ -290,17 +290,9 @@ impl PolicyProvider for HttpProvider {
     }
 }
 
-fn write_key(buf: &mut impl core::fmt::Write, key: PolicyKey<'_>) -> core::fmt::Result {
-    if !key.namespace.is_empty() {
-        buf.write_str(key.namespace)?;
-        buf.write_char('.')?;
-    }
-    buf.write_str(key.name)
-}
-
 fn join_key(key: PolicyKey<'_>) -> String {
     let mut s = String::new();
-    let _ = write_key(&mut s, key);
+    let _ = crate::providers::write_key(&mut s, key);
     s
 }
 
