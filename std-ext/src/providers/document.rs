@@ -284,6 +284,12 @@ fn de_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DocumentErro
     })
 }
 
+/// Reads JSON into `T` with errors as [`PolicyDocument::from_json`]'s.
+#[cfg_attr(not(feature = "grpc-config"), allow(dead_code))]
+pub(crate) fn de_json_pub<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DocumentError> {
+    de_json(text)
+}
+
 fn de_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DocumentError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {

@@ -15,6 +15,8 @@ pub mod document;
 pub mod etcd;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "grpc-config")]
+pub mod grpc_config;
 pub mod layered;
 #[cfg(feature = "remote-http")]
 pub mod remote;
@@ -26,6 +28,8 @@ pub use document::{DocumentError, Format, PolicyDocument, ValidDocument};
 pub use etcd::{EtcdProvider, EtcdProviderBuilder, EtcdStats};
 #[cfg(feature = "file")]
 pub use file::{FileProvider, FileProviderBuilder, ReloadEvent, ReloadStats, Watch};
+#[cfg(feature = "grpc-config")]
+pub use grpc_config::{GrpcConfigProvider, GrpcServiceConfig};
 pub use layered::Layered;
 #[cfg(feature = "remote-http")]
 pub use remote::{HttpProvider, HttpProviderBuilder, HttpStats};
