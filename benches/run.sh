@@ -284,4 +284,6 @@ source file, and recourse's functions by inclusive cost. Full reports:
 {top("success/recourse-facade")}
 """)
 PY
+# Measured by hand (needs etcd): see the file.
+cat benches/control_plane.md >> "$out"
 echo "==> wrote $out" >&2

@@ -63,8 +63,10 @@
 //! - [`provider`] — [`PolicyProvider`], [`PolicyLookup`], [`PolicySource`],
 //!   [`ProviderError`].
 //! - [`static_provider`] — [`StaticProvider`].
-//! - [`providers`] — [`providers::Layered`]; with features `serde`, `file`,
-//!   `etcd`: policy documents (TOML, JSON), `FileProvider`, `EtcdProvider`.
+//! - [`providers`] — [`providers::Layered`], [`providers::PolicyFn`]; with
+//!   features `serde`, `file`, `etcd`, `remote-http`, `grpc-config`: policy
+//!   documents (TOML, JSON), `FileProvider`, `EtcdProvider`, `HttpProvider`,
+//!   `GrpcServiceConfig`.
 //! - [`missing_policy`] — [`MissingPolicyMode`].
 //! - [`observer`] — [`Observer`], [`NoopObserver`], [`MultiObserver`].
 //! - [`timeline`] — [`Timeline`].
@@ -89,6 +91,14 @@
 //!   `tonic` without its transport).
 //! - `sim`: `sim::Scenario`, the discrete-event simulator (no extra
 //!   dependencies).
+//! - `serde`: `providers::document`, policy documents in TOML and JSON;
+//!   `json-schema` adds their JSON Schema.
+//! - `file`: `providers::FileProvider`, a watched policy file (`notify`,
+//!   `arc-swap`).
+//! - `etcd`: `providers::EtcdProvider` (`etcd-client`; building it needs
+//!   `protoc`).
+//! - `remote-http`: `providers::HttpProvider` (hyper client, `moka` cache).
+//! - `grpc-config`: `providers::GrpcServiceConfig`, gRPC service configs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The README's examples, compiled and run as doctests.
