@@ -261,6 +261,11 @@ async fn etcd_read_watch_outage_and_recovery() {
         *sources.entry(source).or_default() += 1;
         if i >= 3_000 {
             assert_eq!(source, "lkg", "call {i}");
+            let why = timeline.attribute("policy_error").unwrap_or_default();
+            assert!(
+                why.starts_with("provider_unavailable: etcd: "),
+                "call {i}: {why}"
+            );
             assert_eq!(attempts(&provider, "svc.Get").0, last_good);
         }
         if i % 100 == 0 {
@@ -288,6 +293,7 @@ async fn etcd_read_watch_outage_and_recovery() {
         .call_with_timeline("svc.Get", |_: AttemptInfo| async { Err::<(), _>("down") })
         .await;
     assert_eq!(timeline.attribute("policy_source"), Some("etcd"));
+    assert_eq!(timeline.attribute("policy_error"), None);
     assert_eq!(timeline.attempts.len(), 8);
 }
 

@@ -218,6 +218,13 @@ async fn serves_changes_304_500_hang_gone_with_last_known_good() {
                 .await;
             failed += usize::from(r.is_err());
             assert_eq!(t.attribute("policy_source"), Some("lkg"));
+            // The error is in the timeline (the key's own, though another
+            // key's fetch may have failed since).
+            let why = t.attribute("policy_error").unwrap_or_default();
+            assert!(
+                why.starts_with("provider_unavailable: remote: GET ") && why.contains("svc.Get"),
+                "{why}"
+            );
         }
         state.lock().unwrap().mode = Mode::Serve;
         until("recovery", || {

@@ -198,6 +198,16 @@ impl PolicyProvider for EtcdProvider {
             Err(e) => Err(e),
         }
     }
+
+    /// The latest connection failure, while disconnected.
+    fn lkg_reason(&self, _key: PolicyKey<'_>) -> Option<String> {
+        if self.shared.connected.load(Ordering::Relaxed) {
+            return None;
+        }
+        lock(&self.shared.last_failure)
+            .as_ref()
+            .map(|why| format!("etcd: {why}"))
+    }
 }
 
 impl EtcdProviderBuilder {

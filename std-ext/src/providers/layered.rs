@@ -93,4 +93,13 @@ impl PolicyProvider for Layered {
         }
         default.ok_or_else(|| error.unwrap_or(ProviderError::NotFound))
     }
+
+    /// The first layer's reason.
+    fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
+        self.layers.iter().find_map(|layer| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| layer.lkg_reason(key)))
+                .ok()
+                .flatten()
+        })
+    }
 }

@@ -288,6 +288,13 @@ impl PolicyProvider for HttpProvider {
             "remote: first fetch in progress".to_owned(),
         ))
     }
+
+    /// The latest fetch error of the key.
+    fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
+        let mut full = String::new();
+        let _ = crate::providers::write_key(&mut full, key);
+        self.key_error(&full).map(|e| format!("remote: {e}"))
+    }
 }
 
 fn join_key(key: PolicyKey<'_>) -> String {
