@@ -238,3 +238,71 @@ fn the_checked_in_json_schema_is_the_generated_one() {
         assert!(text.contains(key), "{key}");
     }
 }
+
+#[test]
+fn unknown_budget_classifier_and_trigger_names_are_errors_when_names_are_known() {
+    use recourse::providers::KnownNames;
+    let known = KnownNames {
+        budgets: Some(vec!["user-service".into()]),
+        classifiers: Some(vec!["http".into(), "grpc".into()]),
+        triggers: Some(vec![]),
+    };
+    let doc = |section: &str, field: &str, name: &str| {
+        PolicyDocument::from_toml(&format!("[policies.\"a.b\".{section}]\n{field}\n"))
+            .unwrap()
+            .validate_with(&known)
+            .map(|_| ())
+            .err()
+            .map(|e| (e.key.unwrap(), e.field.unwrap(), e.message))
+            .map(|(k, f, m)| {
+                assert_eq!(k, "a.b");
+                assert!(m.contains(name), "{m}");
+                f
+            })
+    };
+    assert_eq!(
+        doc(
+            "retry",
+            "budget = { name = \"user-servce\" }",
+            "user-servce"
+        )
+        .as_deref(),
+        Some("retry.budget.name")
+    );
+    assert_eq!(
+        doc("hedge", "budget = { name = \"nope\" }", "nope").as_deref(),
+        Some("hedge.budget.name")
+    );
+    assert_eq!(
+        doc("retry", "classifier = \"htp\"", "htp").as_deref(),
+        Some("retry.classifier")
+    );
+    assert_eq!(
+        doc("hedge", "trigger = \"p95\"", "p95").as_deref(),
+        Some("hedge.trigger")
+    );
+    // Known names, and empty names (the defaults), pass.
+    assert_eq!(
+        doc(
+            "retry",
+            "budget = { name = \"user-service\" }\nclassifier = \"grpc\"",
+            ""
+        ),
+        None
+    );
+    assert_eq!(doc("retry", "max_attempts = 2", ""), None);
+    // The message lists the known names.
+    let e = PolicyDocument::from_toml("[policies.\"a.b\".retry]\nclassifier = \"htp\"\n")
+        .unwrap()
+        .validate_with(&known)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.to_string().contains("known: http, grpc"), "{e}");
+    // Unchecked by default.
+    assert!(
+        PolicyDocument::from_toml("[policies.\"a.b\".retry]\nclassifier = \"htp\"\n")
+            .unwrap()
+            .validate()
+            .is_ok()
+    );
+}

@@ -152,6 +152,68 @@ impl fmt::Display for DocumentError {
 
 impl core::error::Error for DocumentError {}
 
+/// The budget, classifier and trigger names a document may use. A list
+/// left `None` is not checked (any name is accepted; the executor's
+/// missing-budget/classifier/trigger modes decide at call time).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownNames {
+    /// Budget names (`retry.budget.name`, `hedge.budget.name`).
+    pub budgets: Option<Vec<String>>,
+    /// Classifier names (`retry.classifier`).
+    pub classifiers: Option<Vec<String>>,
+    /// Hedge trigger names (`hedge.trigger`).
+    pub triggers: Option<Vec<String>>,
+}
+
+impl KnownNames {
+    /// Checks the names `policy` uses; an empty name (the default) is
+    /// always known.
+    ///
+    /// # Errors
+    ///
+    /// An unknown name; the error names the key, the field and the known
+    /// names.
+    pub fn check(&self, key: &str, policy: &Policy) -> Result<(), DocumentError> {
+        let checks: [(&str, &str, &Option<Vec<String>>); 4] = [
+            (
+                "retry.budget.name",
+                &policy.retry.budget.name,
+                &self.budgets,
+            ),
+            (
+                "hedge.budget.name",
+                &policy.hedge.budget.name,
+                &self.budgets,
+            ),
+            (
+                "retry.classifier",
+                &policy.retry.classifier,
+                &self.classifiers,
+            ),
+            ("hedge.trigger", &policy.hedge.trigger, &self.triggers),
+        ];
+        for (field, name, known) in checks {
+            let Some(known) = known else { continue };
+            if name.is_empty() || known.iter().any(|k| k == name) {
+                continue;
+            }
+            let mut e = DocumentError::new(format!(
+                "unknown name `{name}`; known: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ));
+            e.key = Some(key.to_owned());
+            e.field = Some(field.to_owned());
+            e.allowed = allowed(field);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
 /// A validated document: every policy normalized, ready to serve.
 #[derive(Clone, Debug)]
 pub struct ValidDocument {
@@ -218,6 +280,22 @@ impl PolicyDocument {
     /// An empty or oversized key ([`MAX_KEY_LEN`]), or a value normalization
     /// cannot read (a NaN multiplier); the error names the key and field.
     pub fn validate(self) -> Result<ValidDocument, DocumentError> {
+        self.validate_with(&KnownNames::default())
+    }
+
+    /// [`PolicyDocument::validate`], and every budget, classifier and
+    /// trigger name must be in `known`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`PolicyDocument::validate`], and an unknown name.
+    pub fn validate_with(self, known: &KnownNames) -> Result<ValidDocument, DocumentError> {
+        if let Some(default) = &self.default {
+            known.check("default", default)?;
+        }
+        for (key, policy) in &self.policies {
+            known.check(key, policy)?;
+        }
         let mut builder = StaticProvider::builder();
         let mut clamped = Vec::new();
         if let Some(default) = self.default {

@@ -34,7 +34,7 @@ use recourse_core::policy::ChangedFields;
 use recourse_core::PolicyKey;
 
 use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
-use crate::providers::document::{DocumentError, PolicyDocument};
+use crate::providers::document::{DocumentError, KnownNames, PolicyDocument};
 use crate::static_provider::StaticProvider;
 
 /// How the file is watched.
@@ -101,6 +101,7 @@ struct Shared {
     rejected: AtomicU64,
     last_error: Mutex<Option<DocumentError>>,
     on_reload: Option<Callback>,
+    known: KnownNames,
 }
 
 impl Shared {
@@ -137,7 +138,7 @@ impl Shared {
                 ));
             }
             let format = crate::providers::document::Format::of_path(&self.path);
-            match PolicyDocument::parse(&text, format).and_then(PolicyDocument::validate) {
+            match PolicyDocument::parse(&text, format).and_then(|d| d.validate_with(&self.known)) {
                 Ok(valid) => Ok(Some((text, valid))),
                 Err(e) => {
                     last_text.1 = Some(text);
@@ -236,6 +237,7 @@ impl FileProvider {
             poll_interval: Duration::from_secs(1),
             debounce: Duration::from_millis(20),
             on_reload: None,
+            known: KnownNames::default(),
         }
     }
 
@@ -292,6 +294,7 @@ pub struct FileProviderBuilder {
     poll_interval: Duration,
     debounce: Duration,
     on_reload: Option<Callback>,
+    known: KnownNames,
 }
 
 impl core::fmt::Debug for FileProviderBuilder {
@@ -332,6 +335,13 @@ impl FileProviderBuilder {
         self
     }
 
+    /// The budget, classifier and trigger names documents may use; a
+    /// document naming another is rejected (default: not checked).
+    pub fn known_names(mut self, known: KnownNames) -> Self {
+        self.known = known;
+        self
+    }
+
     /// Loads the file and starts watching it.
     ///
     /// # Errors
@@ -346,6 +356,7 @@ impl FileProviderBuilder {
             rejected: AtomicU64::new(0),
             last_error: Mutex::new(None),
             on_reload: self.on_reload,
+            known: self.known,
         });
         shared.reload()?;
         let (watcher, polling) = match self.watch {

@@ -23,7 +23,7 @@ pub mod remote;
 
 pub use custom::PolicyFn;
 #[cfg(feature = "serde")]
-pub use document::{DocumentError, Format, PolicyDocument, ValidDocument};
+pub use document::{DocumentError, Format, KnownNames, PolicyDocument, ValidDocument};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdProvider, EtcdProviderBuilder, EtcdStats};
 #[cfg(feature = "file")]
