@@ -157,12 +157,25 @@ async fn own_file(path: &str) -> i32 {
 async fn etcd_demo(url: &str) -> i32 {
     use recourse::providers::EtcdProvider;
     let prefix = "/recourse-example/";
-    let mut client = match etcd_client::Client::connect([url], None).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot connect to etcd at {url}: {e}");
-            return 1;
+    // etcd may still be starting: try for up to 10 s.
+    let mut client = None;
+    let mut last_error = String::new();
+    for _ in 0..100 {
+        match etcd_client::Client::connect([url], None).await {
+            Ok(mut c) => match c.get("probe", None).await {
+                Ok(_) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(e) => last_error = e.to_string(),
+            },
+            Err(e) => last_error = e.to_string(),
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(mut client) = client else {
+        eprintln!("error: cannot connect to etcd at {url}: {last_error}");
+        return 1;
     };
     let value = |n: u32| {
         format!(r#"{{"retry":{{"max_attempts":{n},"initial_backoff":"1ms","max_backoff":"2ms"}}}}"#)
