@@ -276,3 +276,40 @@ fn a_lookup_allocates_nothing() {
     });
     assert_eq!(info.count_total, 0, "{info:?}");
 }
+
+#[test]
+fn many_providers_on_one_thread_each_answer_their_own_current_document() {
+    // More providers than a thread keeps snapshots of: each still answers
+    // its own document, and a reload of one is seen at once.
+    let dir = tempfile::tempdir().unwrap();
+    let providers: Vec<_> = (1..=6u32)
+        .map(|n| {
+            let path = dir.path().join(format!("p{n}.toml"));
+            std::fs::write(&path, doc(n)).unwrap();
+            (
+                path.clone(),
+                FileProvider::builder(&path)
+                    .watch(Watch::Off)
+                    .build()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for round in 0..3 {
+        for (n, (_, p)) in (1..).zip(&providers) {
+            assert_eq!(attempts(p), n, "round {round}");
+        }
+    }
+    let (path, p) = &providers[2];
+    std::fs::write(path, doc(9)).unwrap();
+    assert!(p.reload().unwrap());
+    assert_eq!(attempts(p), 9);
+    assert_eq!(attempts(&providers[1].1), 2);
+    // And from another thread.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert_eq!(attempts(&providers[2].1), 9);
+            assert_eq!(attempts(&providers[5].1), 6);
+        });
+    });
+}

@@ -28,13 +28,13 @@ use core::time::Duration;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use arc_swap::ArcSwap;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use recourse_core::policy::Normalized;
 use recourse_core::PolicyKey;
 
 use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
 use crate::providers::document::{normalize_policy, parse_policy, DocumentError};
+use crate::providers::snapshot::Snapshot;
 use crate::static_provider::StaticProvider;
 
 /// The key, under the prefix, that holds the default policy.
@@ -64,7 +64,7 @@ pub struct EtcdStats {
 }
 
 struct Shared {
-    current: ArcSwap<StaticProvider>,
+    current: Snapshot,
     connected: AtomicBool,
     ever_read: AtomicBool,
     reads: AtomicU64,
@@ -79,7 +79,7 @@ struct Shared {
 
 /// Policies from etcd, read under a prefix and watched; see the module docs.
 ///
-/// Lookups never wait: they load the current snapshot (lock-free). Before
+/// Lookups never wait: they read the current snapshot (no lock, no shared write). Before
 /// the first read completes they are `provider_unavailable`, so a lower
 /// [`Layered`](crate::providers::Layered) layer or the executor's
 /// missing-policy mode decides.
@@ -180,8 +180,7 @@ impl PolicyProvider for EtcdProvider {
     /// unreachable), else the default (source `default`), else `NotFound`;
     /// before the first read, `provider_unavailable`.
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
-        let snapshot = self.shared.current.load();
-        match snapshot.policy(key) {
+        match self.shared.current.with(|snapshot| snapshot.policy(key)) {
             Ok(mut found) => {
                 if found.source == PolicySource::Static {
                     found.source = if self.shared.connected.load(Ordering::Relaxed) {
@@ -239,7 +238,7 @@ impl EtcdProviderBuilder {
     /// Outside a tokio runtime (as `tokio::spawn` does).
     pub fn start(self) -> EtcdProvider {
         let shared = Arc::new(Shared {
-            current: ArcSwap::from_pointee(StaticProvider::empty()),
+            current: Snapshot::new(StaticProvider::empty()),
             connected: AtomicBool::new(false),
             ever_read: AtomicBool::new(false),
             reads: AtomicU64::new(0),
@@ -304,7 +303,7 @@ impl State {
                 .map(|(k, v)| (k.as_str(), Arc::clone(v))),
             self.default.clone(),
         );
-        shared.current.store(Arc::new(provider));
+        shared.current.store(provider);
         shared.revision.store(revision, Ordering::Release);
         shared.changed.notify_waiters();
     }

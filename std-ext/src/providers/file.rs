@@ -2,7 +2,9 @@
 //!
 //! Why a swap and not a lock: a call reads its policy on its own task, and a
 //! reload must never make it wait. The validated document lives behind an
-//! [`ArcSwap`]: a lookup is a lock-free load of the current snapshot, and a
+//! `ArcSwap`, and each thread keeps the snapshot it last used, checked
+//! against a generation counter (one atomic load): a lookup takes no lock
+//! and writes no shared memory, and a
 //! reload builds a new snapshot aside and stores it in one atomic step, so a
 //! call sees the old document or the new one, never a mix.
 //!
@@ -28,13 +30,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use notify::{PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use recourse_core::policy::ChangedFields;
 use recourse_core::PolicyKey;
 
 use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
 use crate::providers::document::{DocumentError, KnownNames, PolicyDocument};
+use crate::providers::snapshot::Snapshot;
 use crate::static_provider::StaticProvider;
 
 /// How the file is watched.
@@ -93,7 +95,7 @@ type Callback = Box<dyn Fn(&ReloadEvent) + Send + Sync>;
 
 struct Shared {
     path: PathBuf,
-    current: ArcSwap<StaticProvider>,
+    current: Snapshot,
     /// The last applied text, and the last rejected one (not reported
     /// twice: one save may raise several events).
     last_text: Mutex<(Option<String>, Option<String>)>,
@@ -150,7 +152,7 @@ impl Shared {
             Ok(None) => Ok(false),
             Ok(Some((text, valid))) => {
                 let keys = valid.provider.len();
-                self.current.store(Arc::new(valid.provider));
+                self.current.store(valid.provider);
                 *last_text = (Some(text), None);
                 let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 *self
@@ -274,11 +276,10 @@ impl FileProvider {
 
 impl PolicyProvider for FileProvider {
     /// The current document's policy for `key` (source `file`), else its
-    /// default (source `default`), else `NotFound`. A lock-free load, no
+    /// default (source `default`), else `NotFound`. No lock, no shared write, no
     /// allocation.
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
-        let snapshot = self.shared.current.load();
-        let mut found = snapshot.policy(key)?;
+        let mut found = self.shared.current.with(|snapshot| snapshot.policy(key))?;
         if found.source == PolicySource::Static {
             found.source = PolicySource::File;
         }
@@ -350,7 +351,7 @@ impl FileProviderBuilder {
     pub fn build(self) -> Result<FileProvider, DocumentError> {
         let shared = Arc::new(Shared {
             path: self.path,
-            current: ArcSwap::from_pointee(StaticProvider::empty()),
+            current: Snapshot::new(StaticProvider::empty()),
             last_text: Mutex::new((None, None)),
             generation: AtomicU64::new(0),
             rejected: AtomicU64::new(0),

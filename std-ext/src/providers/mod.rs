@@ -4,7 +4,9 @@
 //! Why they all answer from memory: a call reads its policy once, on its own
 //! task, and must never wait on a disk or a network. Each provider here
 //! validates a new document whole, normalizes it once, and swaps it in
-//! atomically (`arc-swap`): a lookup is a lock-free load plus the same
+//! atomically (`arc-swap`, with a per-thread snapshot checked against a
+//! generation counter): a lookup takes no lock, writes no shared memory,
+//! and does the same
 //! binary search as [`StaticProvider`](crate::StaticProvider), and a bad
 //! document, or an unreachable store, leaves the last good policies serving.
 
@@ -20,6 +22,8 @@ pub mod grpc_config;
 pub mod layered;
 #[cfg(feature = "remote-http")]
 pub mod remote;
+#[cfg(any(feature = "file", feature = "etcd"))]
+mod snapshot;
 
 pub use custom::PolicyFn;
 #[cfg(feature = "serde")]
