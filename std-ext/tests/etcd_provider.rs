@@ -316,3 +316,39 @@ async fn before_the_first_read_lookups_are_unavailable_not_missing() {
     .await;
     assert!(provider.stats().last_failure.unwrap().contains("connect"));
 }
+
+#[tokio::test]
+async fn a_watch_behind_a_compaction_reads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(&dir.path().join("etcd"));
+    let mut c = etcd.client().await;
+    put(&mut c, "svc.Get", r#"{"retry":{"max_attempts":2}}"#).await;
+    let provider = EtcdProvider::builder([etcd.url()], "/t/")
+        .watch_delay_for_tests(Duration::from_millis(500))
+        .start();
+    assert!(provider.ready(Duration::from_secs(15)).await);
+    assert_eq!(attempts(&provider, "svc.Get"), (2, PolicySource::Etcd));
+    // Between the read and the watch: new values, and the history compacted
+    // past the read revision.
+    put(&mut c, "svc.Get", r#"{"retry":{"max_attempts":3}}"#).await;
+    let rev = put(&mut c, "svc.Get", r#"{"retry":{"max_attempts":4}}"#).await;
+    c.compact(rev, None).await.unwrap();
+    until("a re-read after the compaction", || {
+        provider.stats().reads >= 2 && attempts(&provider, "svc.Get").0 == 4
+    })
+    .await;
+    let stats = provider.stats();
+    assert_eq!(
+        stats.failures, 0,
+        "a compaction is not a failure: {stats:?}"
+    );
+    assert!(stats.connected);
+    // And the new watch works.
+    let rev = put(&mut c, "svc.Get", r#"{"retry":{"max_attempts":5}}"#).await;
+    assert!(
+        provider
+            .wait_for_revision(rev, Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(attempts(&provider, "svc.Get"), (5, PolicySource::Etcd));
+}

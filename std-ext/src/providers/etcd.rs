@@ -111,6 +111,7 @@ pub struct EtcdProviderBuilder {
     backoff_initial: Duration,
     backoff_max: Duration,
     timeout: Duration,
+    watch_delay: Duration,
 }
 
 impl EtcdProvider {
@@ -126,6 +127,7 @@ impl EtcdProvider {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
+            watch_delay: Duration::ZERO,
         }
     }
 
@@ -227,6 +229,15 @@ impl EtcdProviderBuilder {
     /// a silent outage (default 2 s).
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Waits this long between the read and the watch (default 0). For
+    /// tests only: it lets a test compact etcd past the read revision, so
+    /// that the watch finds its history gone and the provider reads again.
+    #[doc(hidden)]
+    pub fn watch_delay_for_tests(mut self, d: Duration) -> Self {
+        self.watch_delay = d;
         self
     }
 
@@ -386,6 +397,9 @@ async fn session(shared: &Shared, config: &EtcdProviderBuilder, state: &mut Stat
     shared.connected.store(true, Ordering::Release);
     shared.changed.notify_waiters();
 
+    if !config.watch_delay.is_zero() {
+        tokio::time::sleep(config.watch_delay).await;
+    }
     let watch = WatchOptions::new()
         .with_prefix()
         .with_start_revision(revision + 1);
