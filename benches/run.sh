@@ -302,4 +302,6 @@ echo "==> observers: benches/observer_cost.sh" >&2
     CALLS="${CALLS:-10000}" bash benches/observer_cost.sh
 } >>"$out"
 # --- end of issue 15 ---
+# Measured by hand (needs etcd): see the file.
+cat benches/control_plane.md >> "$out"
 echo "==> wrote $out" >&2

@@ -105,6 +105,8 @@ pub mod outcome;
 mod pinned;
 pub mod policy;
 pub mod policy_gate;
+#[cfg(feature = "serde")]
+pub mod policy_serde;
 pub mod record;
 pub mod time;
 pub mod verdict;

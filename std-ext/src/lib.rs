@@ -63,6 +63,10 @@
 //! - [`provider`] — [`PolicyProvider`], [`PolicyLookup`], [`PolicySource`],
 //!   [`ProviderError`].
 //! - [`static_provider`] — [`StaticProvider`].
+//! - [`providers`] — [`providers::Layered`], [`providers::PolicyFn`]; with
+//!   features `serde`, `file`, `etcd`, `remote-http`, `grpc-config`: policy
+//!   documents (TOML, JSON), `FileProvider`, `EtcdProvider`, `HttpProvider`,
+//!   `GrpcServiceConfig`.
 //! - [`missing_policy`] — [`MissingPolicyMode`].
 //! - [`observer`] — [`Observer`], [`NoopObserver`], [`MultiObserver`].
 //! - [`timeline`] — [`Timeline`].
@@ -103,6 +107,14 @@
 //! - `metrics`: `observers::metrics::MetricsObserver` (adds `metrics`).
 //! - `opentelemetry`: `observers::opentelemetry::OtelMetricsObserver`
 //!   (adds `opentelemetry` with only its metrics API).
+//! - `serde`: `providers::document`, policy documents in TOML and JSON;
+//!   `json-schema` adds their JSON Schema.
+//! - `file`: `providers::FileProvider`, a watched policy file (`notify`,
+//!   `arc-swap`).
+//! - `etcd`: `providers::EtcdProvider` (`etcd-client`; building it needs
+//!   `protoc`).
+//! - `remote-http`: `providers::HttpProvider` (hyper client, `moka` cache).
+//! - `grpc-config`: `providers::GrpcServiceConfig`, gRPC service configs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The README's examples, compiled and run as doctests.
@@ -131,6 +143,7 @@ pub mod observer;
 #[cfg(any(feature = "tracing", feature = "metrics", feature = "opentelemetry"))]
 pub mod observers;
 pub mod provider;
+pub mod providers;
 mod report;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -114,12 +114,16 @@ impl Resolution {
             .unwrap_or(Err(ProviderError::Panicked));
         let error = match answer {
             Ok(found) => {
+                // Last-known-good (an outage): say why, in `policy_error`.
+                let error = (found.source == PolicySource::Lkg)
+                    .then(|| provider.lkg_reason(key).map(ProviderError::Unavailable))
+                    .flatten();
                 return Self {
                     policy: Some(found.policy),
                     source: Some(found.source),
                     mode: None,
-                    error: None,
-                }
+                    error,
+                };
             }
             Err(e) => e,
         };

@@ -25,17 +25,33 @@ use recourse_core::PolicyKey;
 pub trait PolicyProvider: Send + Sync {
     /// The policy for `key`. Must not block on I/O; should not allocate.
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError>;
+
+    /// Why `key` is served last-known-good: the latest fetch error, which
+    /// the executor records as the timeline attribute `policy_error`. Asked
+    /// only after [`PolicyProvider::policy`] answered source
+    /// [`PolicySource::Lkg`] (so only during an outage); the default says
+    /// nothing.
+    fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
+        let _ = key;
+        None
+    }
 }
 
 impl<P: PolicyProvider + ?Sized> PolicyProvider for Arc<P> {
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
         (**self).policy(key)
     }
+    fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
+        (**self).lkg_reason(key)
+    }
 }
 
 impl<P: PolicyProvider + ?Sized> PolicyProvider for Box<P> {
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
         (**self).policy(key)
+    }
+    fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
+        (**self).lkg_reason(key)
     }
 }
 
@@ -64,17 +80,26 @@ pub enum PolicySource {
     Remote,
     /// The last-known-good policy, served because fetching failed.
     Lkg,
+    /// Read from a policy file (`FileProvider`).
+    File,
+    /// Read from etcd (`EtcdProvider`).
+    Etcd,
+    /// Answered by a custom function (`providers::PolicyFn`).
+    Custom,
 }
 
 impl PolicySource {
     /// The lowercase name used in timelines: `static`, `default`, `remote`,
-    /// `lkg`.
+    /// `lkg`, `file`, `etcd`, `custom`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Static => "static",
             Self::Default => "default",
             Self::Remote => "remote",
             Self::Lkg => "lkg",
+            Self::File => "file",
+            Self::Etcd => "etcd",
+            Self::Custom => "custom",
         }
     }
 }

@@ -77,6 +77,31 @@ impl StaticProvider {
         self.entries.is_empty()
     }
 
+    /// A provider from policies normalized already (by a provider that
+    /// validated them itself), keeping what normalization reported.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn from_normalized<'a>(
+        policies: impl IntoIterator<Item = (&'a str, Arc<Normalized>)>,
+        default: Option<Arc<Normalized>>,
+    ) -> Self {
+        let mut entries: Vec<Entry> = Vec::new();
+        for (key, policy) in policies {
+            let key = PolicyKey::parse(key);
+            match entries.binary_search_by(|e| e.key().cmp(&(key.namespace, key.name))) {
+                Ok(i) => entries[i].policy = policy,
+                Err(i) => entries.insert(
+                    i,
+                    Entry {
+                        namespace: key.namespace.to_owned(),
+                        name: key.name.to_owned(),
+                        policy,
+                    },
+                ),
+            }
+        }
+        Self { entries, default }
+    }
+
     fn find(&self, key: PolicyKey<'_>) -> Option<&Arc<Normalized>> {
         self.entries
             .binary_search_by(|e| e.key().cmp(&(key.namespace, key.name)))
