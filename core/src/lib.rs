@@ -108,6 +108,8 @@ pub mod policy_gate;
 #[cfg(feature = "serde")]
 pub mod policy_serde;
 pub mod record;
+// loom model checking (issue 17): the budgets' atomics.
+mod sync;
 pub mod time;
 pub mod verdict;
 

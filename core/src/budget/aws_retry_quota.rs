@@ -1,6 +1,6 @@
 //! [`AwsRetryQuota`]: the AWS SDKs' retry quota (standard retry mode).
 
-use portable_atomic::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::outcome::reason;

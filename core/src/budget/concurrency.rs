@@ -1,7 +1,7 @@
 //! [`Concurrency`]: Envoy's retry budget — extra attempts in flight at most
 //! a share of the attempts in flight.
 
-use portable_atomic::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::record::{AttemptKind, AttemptRecord};

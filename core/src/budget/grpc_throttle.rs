@@ -1,6 +1,6 @@
 //! [`GrpcThrottle`]: gRPC's retry throttling (gRFC A6).
 
-use portable_atomic::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::outcome::{Outcome, OutcomeKind};

@@ -1,8 +1,8 @@
 //! [`RetryRatio`]: Finagle's retry budget — retries at most a share of
 //! recent requests, plus a small reserve.
 
+use crate::sync::{AtomicU64, Ordering};
 use core::time::Duration;
-use portable_atomic::{AtomicU64, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::record::{AttemptKind, AttemptRecord};

@@ -1,6 +1,6 @@
 //! [`TokenBucket`]: a rate limit on attempts, with bursts.
 
-use portable_atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 use super::{Budget, BudgetRequest, Decision, Reservation};
 use crate::record::AttemptRecord;

@@ -1,0 +1,463 @@
+//! Model checking of every built-in budget with [loom]: two or three threads
+//! share one budget, and loom runs the budgets' real code (their atomics are
+//! loom's under `cfg(loom)`, see `core/src/sync.rs`) under every
+//! interleaving and every memory-order outcome within the preemption bound.
+//!
+//! Each model checks, for every execution:
+//! - linearizability: the decisions each thread got and the budget's final
+//!   state are those of *some* sequential run of the same steps (each
+//!   `decide` and each `settle` one indivisible step, in each thread's
+//!   order), replayed on a fresh budget: no token created or lost, no state
+//!   a sequential run could not reach;
+//! - the budget's own conservation law, stated directly.
+//!
+//! Run (bounded; a separate target dir keeps the cfg out of normal builds):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
+//!     cargo test -p recourse-core --release --test loom_budgets
+//! ```
+//!
+//! [loom]: https://docs.rs/loom
+#![cfg(loom)]
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::time::Duration;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use loom::sync::Arc;
+use loom::thread;
+use recourse_core::budget::{
+    AwsRetryQuota, Concurrency, GrpcThrottle, RetryRatio, TokenBucket, Unlimited,
+};
+use recourse_core::{
+    reason, AttemptId, AttemptInfo, AttemptKind, AttemptRecord, Budget, BudgetRequest, Instant,
+    Outcome, PolicyKey,
+};
+
+const INITIAL: AttemptKind = AttemptKind::Initial;
+const RETRY: AttemptKind = AttemptKind::Retry;
+const HEDGE: AttemptKind = AttemptKind::Hedge;
+const OK: Outcome = Outcome::SUCCESS;
+const FAILED: Outcome = Outcome::retryable(reason::RETRYABLE_ERROR);
+const TIMED_OUT: Outcome = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
+
+/// One attempt a thread makes: asked at `at_ms`, then (if allowed) settled
+/// as having run (`ran`) or not, with `outcome`.
+#[derive(Clone, Copy, Debug)]
+struct Attempt {
+    kind: AttemptKind,
+    previous: Option<Outcome>,
+    ran: bool,
+    outcome: Outcome,
+    at_ms: u64,
+}
+
+const fn attempt(kind: AttemptKind, outcome: Outcome, at_ms: u64) -> Attempt {
+    Attempt {
+        kind,
+        previous: None,
+        ran: true,
+        outcome,
+        at_ms,
+    }
+}
+
+/// Allowed, but ended before it ran (dropped, deadline): gives back.
+const fn never_ran(kind: AttemptKind, at_ms: u64) -> Attempt {
+    Attempt {
+        ran: false,
+        ..attempt(kind, FAILED, at_ms)
+    }
+}
+
+const fn after(previous: Outcome, a: Attempt) -> Attempt {
+    Attempt {
+        previous: Some(previous),
+        ..a
+    }
+}
+
+fn info(kind: AttemptKind) -> AttemptInfo {
+    let (retry_index, hedge_index, is_hedge) = match kind {
+        AttemptKind::Initial => (0, 0, false),
+        AttemptKind::Retry => (1, 0, false),
+        AttemptKind::Hedge => (0, 1, true),
+    };
+    AttemptInfo {
+        id: AttemptId(0),
+        retry_index,
+        hedge_index,
+        is_hedge,
+        deadline: None,
+    }
+}
+
+/// Asks `budget` about `a`; returns whether it was allowed and the
+/// reservation to settle with.
+fn decide<B: Budget>(budget: &B, a: &Attempt) -> (bool, Option<recourse_core::Reservation>) {
+    let d = budget.decide(&BudgetRequest {
+        key: PolicyKey::new("loom", "budget"),
+        attempt: info(a.kind),
+        kind: a.kind,
+        budget: "loom",
+        cost: 1,
+        previous: a.previous,
+        now: Instant::from_millis(a.at_ms),
+    });
+    (d.allowed, d.reservation)
+}
+
+fn settle<B: Budget>(budget: &B, a: &Attempt, reservation: Option<recourse_core::Reservation>) {
+    let now = Instant::from_millis(a.at_ms);
+    let record = AttemptRecord {
+        info: info(a.kind),
+        start: now,
+        end: now,
+        outcome: a.outcome,
+        cancelled: !a.ran,
+        backoff: Duration::ZERO,
+        budget_allowed: a.ran,
+        budget_reason: reason::ALLOWED,
+    };
+    budget.settle(&record, reservation, now);
+}
+
+/// What one execution ends with: each thread's decisions, and the budget's
+/// observable state.
+type Ending = (Vec<Vec<bool>>, Vec<i64>);
+
+/// Reads a budget's observable state (loads every atomic it has).
+type Observe<B> = fn(&B) -> Vec<i64>;
+
+/// A budget's conservation law, checked after every execution: the budget,
+/// each thread's decisions, the script.
+type Law<B> = fn(&B, &[Vec<bool>], &[&[Attempt]]);
+
+/// Every ending of every sequential interleaving of `script`'s steps (each
+/// attempt is two steps: decide, then settle if allowed).
+fn sequential_endings<B: Budget>(
+    make: fn() -> B,
+    observe: Observe<B>,
+    script: &[&[Attempt]],
+) -> BTreeSet<Ending> {
+    // A schedule is a sequence of thread indices, each thread appearing
+    // twice per attempt.
+    fn schedules(left: &mut Vec<usize>, current: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if left.iter().all(|&n| n == 0) {
+            out.push(current.clone());
+            return;
+        }
+        for t in 0..left.len() {
+            if left[t] > 0 {
+                left[t] -= 1;
+                current.push(t);
+                schedules(left, current, out);
+                current.pop();
+                left[t] += 1;
+            }
+        }
+    }
+    let mut all = Vec::new();
+    let mut left: Vec<usize> = script.iter().map(|s| 2 * s.len()).collect();
+    schedules(&mut left, &mut Vec::new(), &mut all);
+
+    let mut endings = BTreeSet::new();
+    for schedule in all {
+        let budget = make();
+        let mut step = vec![0usize; script.len()];
+        let mut held = vec![None; script.len()];
+        let mut decisions = vec![Vec::new(); script.len()];
+        for t in schedule {
+            let a = &script[t][step[t] / 2];
+            if step[t] % 2 == 0 {
+                let (allowed, reservation) = decide(&budget, a);
+                decisions[t].push(allowed);
+                held[t] = allowed.then_some(reservation);
+            } else if let Some(reservation) = held[t].take() {
+                settle(&budget, a, reservation);
+            }
+            step[t] += 1;
+        }
+        endings.insert((decisions, observe(&budget)));
+    }
+    endings
+}
+
+/// Runs `script` (one slice of attempts per thread) on a budget shared by
+/// its threads under loom, and checks each execution's ending against the
+/// sequential ones and against `law`.
+fn model<B: Budget + Send + Sync + 'static>(
+    make: fn() -> B,
+    observe: Observe<B>,
+    law: Law<B>,
+    script: &'static [&'static [Attempt]],
+) {
+    // The sequential endings, from a loom run of its own (loom's atomics
+    // exist only inside one; a single thread, so a single execution).
+    let sequential: std::sync::Arc<Mutex<BTreeSet<Ending>>> = Default::default();
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = 1_000_000;
+    {
+        let sequential = std::sync::Arc::clone(&sequential);
+        builder.check(move || {
+            *sequential.lock().unwrap() = sequential_endings(make, observe, script);
+        });
+    }
+    let sequential = core::mem::take(&mut *sequential.lock().unwrap());
+    assert!(!sequential.is_empty());
+    let endings = sequential.len();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    let executions: std::sync::Arc<AtomicUsize> = Default::default();
+    let counted = std::sync::Arc::clone(&executions);
+    builder.check(move || {
+        counted.fetch_add(1, Ordering::Relaxed);
+        let budget = Arc::new(make());
+        // Creates every atomic (with its initial value) before any thread
+        // runs, as a constructor would.
+        let _ = observe(&budget);
+        let handles: Vec<_> = script
+            .iter()
+            .map(|attempts| {
+                let budget = Arc::clone(&budget);
+                thread::spawn(move || {
+                    attempts
+                        .iter()
+                        .map(|a| {
+                            let (allowed, reservation) = decide(&*budget, a);
+                            if allowed {
+                                settle(&*budget, a, reservation);
+                            }
+                            allowed
+                        })
+                        .collect::<Vec<bool>>()
+                })
+            })
+            .collect();
+        let decisions: Vec<Vec<bool>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let ending = (decisions, observe(&budget));
+        assert!(
+            sequential.contains(&ending),
+            "no sequential run ends like this execution: {ending:?}\nsequential endings: {sequential:?}"
+        );
+        law(&budget, &ending.0, script);
+    });
+    eprintln!(
+        "{} executions, {} sequential endings",
+        executions.load(Ordering::Relaxed),
+        endings
+    );
+}
+
+/// The attempts of `script` that were allowed, with their attempt.
+fn allowed<'a>(
+    decisions: &'a [Vec<bool>],
+    script: &'a [&'a [Attempt]],
+) -> impl Iterator<Item = &'a Attempt> + 'a {
+    script
+        .iter()
+        .zip(decisions)
+        .flat_map(|(attempts, d)| attempts.iter().zip(d).filter(|(_, &ok)| ok).map(|(a, _)| a))
+}
+
+// --- TokenBucket -----------------------------------------------------------
+
+/// Three threads, two tokens, no refill: exactly the tokens of the attempts
+/// that ran are spent, a give-back returns its token.
+#[test]
+fn token_bucket_three_threads_spend_exactly_what_ran() {
+    static SCRIPT: &[&[Attempt]] = &[
+        &[attempt(RETRY, OK, 0)],
+        &[attempt(HEDGE, FAILED, 0)],
+        &[never_ran(RETRY, 0)],
+    ];
+    model(
+        || TokenBucket::new(2, 0),
+        |b| vec![b.available_milli(Instant::ZERO) as i64],
+        |b, decisions, script| {
+            let ran = allowed(decisions, script).filter(|a| a.ran).count() as u64;
+            assert_eq!(b.available_milli(Instant::ZERO), 2_000 - 1_000 * ran);
+            // Two tokens: at most two attempts can have held one at once,
+            // and at least two were allowed (one give-back at most).
+            assert!(allowed(decisions, script).count() >= 2);
+        },
+        SCRIPT,
+    );
+}
+
+/// Two threads whose clocks differ by a refill: the spent mark never lets
+/// the bucket hold more than its capacity nor lose a refill.
+#[test]
+fn token_bucket_two_threads_with_refill_between_their_clocks() {
+    static SCRIPT: &[&[Attempt]] = &[
+        &[attempt(RETRY, OK, 0), attempt(RETRY, OK, 1)],
+        &[attempt(RETRY, OK, 1), never_ran(HEDGE, 1)],
+    ];
+    model(
+        // One token, one more per millisecond.
+        || TokenBucket::new(1, 1_000),
+        |b| vec![b.available_milli(Instant::from_millis(1)) as i64],
+        |b, decisions, script| {
+            let ran = allowed(decisions, script).filter(|a| a.ran).count() as u64;
+            // Capacity 1 at 0 ms plus 1 refill by 1 ms: at most 2 ran.
+            assert!(ran <= 2, "{ran} attempts ran on 2 tokens");
+            assert!(b.available_milli(Instant::from_millis(1)) <= 1_000);
+        },
+        SCRIPT,
+    );
+}
+
+// --- RetryRatio ------------------------------------------------------------
+
+/// 100 %: each first attempt pays for one retry; no reserve. Two threads
+/// in one slice race for the one retry a first attempt paid for.
+#[test]
+fn retry_ratio_two_threads_in_one_slice_never_overdraw() {
+    static SCRIPT: &[&[Attempt]] = &[
+        &[attempt(INITIAL, FAILED, 0), attempt(RETRY, OK, 0)],
+        &[attempt(RETRY, OK, 0), never_ran(HEDGE, 0)],
+    ];
+    model(
+        || RetryRatio::new(Duration::from_secs(1), 0, 1_000),
+        |b| vec![b.balance(Instant::ZERO)],
+        |b, decisions, script| {
+            let ran = allowed(decisions, script)
+                .filter(|a| a.kind != INITIAL && a.ran)
+                .count() as i64;
+            // One deposit of one retry; every retry that ran withdrew it.
+            assert_eq!(b.balance(Instant::ZERO), 1 - ran);
+            assert!(b.balance(Instant::ZERO) >= 0, "overdrawn");
+        },
+        SCRIPT,
+    );
+}
+
+/// Three threads, one a slice (100 ms) ahead of the others: the window is
+/// read across slots while another thread writes one.
+///
+/// Every withdrawal is recorded (the balance at 100 ms is exactly the
+/// deposit minus the retries that ran), but one deposit can pay for two
+/// retries here, and that is a *sequential* behaviour, not a race: a
+/// withdrawal at slice 0 does not count a slot already written for slice 1
+/// (a later slice is "another thread's `now` a whole window ahead"), so a
+/// thread whose clock lags a slice behind may spend what a thread ahead
+/// already spent. The linearizability check above finds that ending among
+/// the sequential ones; an overdraw is bounded by the lagging threads.
+#[test]
+fn retry_ratio_three_threads_across_slices() {
+    static SCRIPT: &[&[Attempt]] = &[
+        &[attempt(INITIAL, FAILED, 0)],
+        &[attempt(RETRY, OK, 0)],
+        &[attempt(RETRY, OK, 100)],
+    ];
+    model(
+        || RetryRatio::new(Duration::from_secs(1), 0, 1_000),
+        |b| {
+            vec![
+                b.balance(Instant::ZERO),
+                b.balance(Instant::from_millis(100)),
+            ]
+        },
+        |b, decisions, script| {
+            let ran = allowed(decisions, script)
+                .filter(|a| a.kind != INITIAL)
+                .count() as i64;
+            assert_eq!(b.balance(Instant::from_millis(100)), 1 - ran);
+            // Neither thread in the same slice as the deposit can overdraw
+            // it: the one retry at 0 ms ran only if the deposit was there.
+            if decisions[1][0] {
+                assert!(b.balance(Instant::ZERO) >= 0 || decisions[2][0]);
+            }
+        },
+        SCRIPT,
+    );
+}
+
+// --- GrpcThrottle ----------------------------------------------------------
+
+/// Tokens 2 (threshold 1), ratio 1: failures and successes from three
+/// threads move the count by exactly their sum, within [0, max].
+#[test]
+fn grpc_throttle_three_threads_count_every_outcome() {
+    static SCRIPT: &[&[Attempt]] = &[
+        &[attempt(INITIAL, FAILED, 0)],
+        &[attempt(INITIAL, FAILED, 0)],
+        &[attempt(RETRY, OK, 0)],
+    ];
+    model(
+        || GrpcThrottle::new(2, 1_000),
+        |b| vec![i64::from(b.tokens_milli())],
+        |b, decisions, _script| {
+            let tokens = b.tokens_milli();
+            assert!(tokens <= b.max_tokens_milli());
+            // Two failures take 2 000; the success (if the retry was
+            // allowed) gives 1 000 back, unless it came first and was
+            // clamped at the maximum. Never outside [0, max].
+            let expected: &[u32] = if decisions[2][0] { &[0, 1_000] } else { &[0] };
+            assert!(expected.contains(&tokens), "{tokens} after {decisions:?}");
+        },
+        SCRIPT,
+    );
+}
+
+// --- AwsRetryQuota ---------------------------------------------------------
+
+/// Quota 10: a retry costs 5, after a timeout 10; a retry that succeeds
+/// refunds its cost, a first attempt that succeeds adds 1 (capped).
+#[test]
+fn aws_retry_quota_three_threads_neither_create_nor_lose_tokens() {
+    static SCRIPT: &[&[Attempt]] = &[
+        &[after(FAILED, attempt(RETRY, FAILED, 0))],
+        &[after(TIMED_OUT, attempt(RETRY, OK, 0))],
+        &[after(FAILED, never_ran(RETRY, 0))],
+    ];
+    model(
+        || AwsRetryQuota::new(10, 5, 10, 1),
+        |b| vec![i64::from(b.available())],
+        |b, decisions, _script| {
+            // Only the failed retry that ran keeps its 5 tokens.
+            let expected = if decisions[0][0] { 5 } else { 10 };
+            assert_eq!(b.available(), expected, "{decisions:?}");
+        },
+        SCRIPT,
+    );
+}
+
+// --- Concurrency -----------------------------------------------------------
+
+/// At most one retry or hedge in flight: three threads, every attempt
+/// released exactly once whatever the interleaving.
+#[test]
+fn concurrency_three_threads_release_everything() {
+    static SCRIPT: &[&[Attempt]] = &[
+        &[attempt(INITIAL, FAILED, 0), attempt(RETRY, OK, 0)],
+        &[attempt(HEDGE, OK, 0)],
+        &[never_ran(RETRY, 0)],
+    ];
+    model(
+        || Concurrency::new(0, 1),
+        |b| vec![b.active() as i64, b.extra_in_flight() as i64],
+        |b, _decisions, _script| {
+            assert_eq!((b.active(), b.extra_in_flight()), (0, 0));
+        },
+        SCRIPT,
+    );
+}
+
+// --- Unlimited -------------------------------------------------------------
+
+/// No state: every attempt of every thread is allowed.
+#[test]
+fn unlimited_two_threads_allow_everything() {
+    static SCRIPT: &[&[Attempt]] = &[&[attempt(RETRY, OK, 0)], &[attempt(HEDGE, FAILED, 0)]];
+    model(
+        || Unlimited,
+        |_| Vec::new(),
+        |_, decisions, _| assert!(decisions.iter().flatten().all(|&ok| ok)),
+        SCRIPT,
+    );
+}
