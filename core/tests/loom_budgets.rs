@@ -336,6 +336,26 @@ fn retry_ratio_two_threads_in_one_slice_never_overdraw() {
     );
 }
 
+/// Two first attempts deposit at once while a third thread withdraws: no
+/// deposit is lost, none counted twice.
+#[test]
+fn retry_ratio_three_threads_keep_every_deposit() {
+    static SCRIPT: &[&[Attempt]] = &[
+        &[attempt(INITIAL, FAILED, 0)],
+        &[attempt(INITIAL, FAILED, 0)],
+        &[attempt(RETRY, OK, 0), attempt(HEDGE, OK, 0)],
+    ];
+    model(
+        || RetryRatio::new(Duration::from_secs(1), 0, 1_000),
+        |b| vec![b.balance(Instant::ZERO)],
+        |b, decisions, _script| {
+            let ran = decisions[2].iter().filter(|&&ok| ok).count() as i64;
+            assert_eq!(b.balance(Instant::ZERO), 2 - ran, "{decisions:?}");
+        },
+        SCRIPT,
+    );
+}
+
 /// Three threads, one a slice (100 ms) ahead of the others: the window is
 /// read across slots while another thread writes one.
 ///
