@@ -302,6 +302,11 @@ echo "==> observers: benches/observer_cost.sh" >&2
     CALLS="${CALLS:-10000}" bash benches/observer_cost.sh
 } >>"$out"
 # --- end of issue 15 ---
+# --- issue 15 gaps: the tower layer next to tower's own layers ---
+echo "==> tower layers: benches/tower_layers.sh" >&2
+MEASUREMENT_TIME="${MEASUREMENT_TIME:-1}" WARM_UP_TIME="${WARM_UP_TIME:-0.5}" \
+    bash benches/tower_layers.sh >>"$out"
+# --- end of issue 15 gaps ---
 # Measured by hand (needs etcd): see the file.
 cat benches/control_plane.md >> "$out"
 echo "==> wrote $out" >&2

@@ -165,12 +165,26 @@ impl Breakers {
         policy: &CircuitPolicy,
         now: Instant,
     ) -> Result<Permit, breaker::Refusal> {
+        self.admit_tracked(key, policy, now).0
+    }
+
+    /// [`Breakers::admit_at`], also saying when this admission moved the
+    /// breaker from open to half-open: then `Some(until)`, the cooldown's end
+    /// of the open state it left (the executor's gate tells its observer).
+    pub(crate) fn admit_tracked(
+        &self,
+        key: PolicyKey<'_>,
+        policy: &CircuitPolicy,
+        now: Instant,
+    ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
         if !policy.enabled {
-            return Ok(Permit {
+            let bypass = Permit {
                 permit: breaker::Permit::BYPASS,
                 entry: 0,
-            });
+            };
+            return (Ok(bypass), None);
         }
+        let mut left_open = None;
         let (answer, warning) = {
             let mut inner = self.lock();
             // The least worth keeping: a closed breaker.
@@ -184,7 +198,12 @@ impl Breakers {
                 Some(slot) => {
                     slot.value.set_policy(policy);
                     let entry = slot.id;
-                    slot.value.admit(now).map(|permit| Permit { permit, entry })
+                    let was_open = slot.value.open_until();
+                    let answer = slot.value.admit(now);
+                    if answer.is_ok_and(|p| p.is_probe()) {
+                        left_open = was_open;
+                    }
+                    answer.map(|permit| Permit { permit, entry })
                 }
                 // Inserted above.
                 None => Ok(Permit {
@@ -195,7 +214,7 @@ impl Breakers {
             (answer, warning)
         };
         self.bound.warn(warning);
-        answer
+        (answer, left_open)
     }
 
     /// The call for `key` admitted with `permit` ended with `result` at

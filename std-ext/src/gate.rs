@@ -21,7 +21,7 @@
 use core::panic::AssertUnwindSafe;
 use core::time::Duration;
 
-use recourse_core::breaker::{CallResult, Refusal};
+use recourse_core::breaker::{CallResult, CircuitState, Refusal};
 use recourse_core::budget::{BudgetRequest, Decision, Reservation};
 use recourse_core::policy::CircuitPolicy;
 use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
@@ -30,7 +30,7 @@ use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 use crate::breakers::{Breakers, Permit};
 use crate::budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
 use crate::latency::LatencyTrackers;
-use crate::observer::{BudgetDecision, Observer};
+use crate::observer::{BudgetDecision, CircuitTransition, Observer};
 use crate::timer::TimerSource;
 
 /// Reason: the policy names a budget the registry does not have.
@@ -101,6 +101,22 @@ impl<S: TimerSource> ExecParts<'_, S> {
         Instant::from_nanos(now.as_nanos().wrapping_add(offset))
     }
 
+    /// The machine's time at the shared clock's `t` (the inverse of
+    /// [`ExecParts::shared`]).
+    fn machine(&self, t: Instant) -> Instant {
+        Instant::from_nanos(t.as_nanos().wrapping_sub(self.offset.unwrap_or(0)))
+    }
+
+    /// Tells the observer that `key`'s breaker went `from` → `to` at `at`
+    /// (machine time); a panicking observer is contained.
+    fn transition(&self, key: PolicyKey<'_>, from: CircuitState, to: CircuitState, at: Instant) {
+        let Some(o) = self.observer else {
+            return;
+        };
+        let t = CircuitTransition { from, to, at };
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| o.on_circuit_transition(key, &t)));
+    }
+
     fn contained<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
         if self.contain_panics {
             std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
@@ -152,8 +168,16 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         policy: &CircuitPolicy,
         now: Instant,
     ) -> Result<Option<Permit>, Refusal> {
+        let machine_now = now;
         let now = self.shared(now);
-        self.breakers.admit_at(key, policy, now).map(Some)
+        let (answer, left_open) = self.breakers.admit_tracked(key, policy, now);
+        if let Some(until) = left_open {
+            let from = CircuitState::Open {
+                until: self.machine(until),
+            };
+            self.transition(key, from, CircuitState::HalfOpen, machine_now);
+        }
+        answer.map(Some)
     }
 
     fn is_probe(permit: &Permit) -> bool {
@@ -167,8 +191,19 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         result: CallResult,
         now: Instant,
     ) {
+        let machine_now = now;
         let now = self.shared(now);
-        self.breakers.record_at(key, permit, result, now);
+        if let Some(to) = self.breakers.record_at(key, permit, result, now) {
+            // The permit's episode is the state the result changed: a probe
+            // was half-open, any other call closed.
+            let from = if permit.is_probe() {
+                CircuitState::HalfOpen
+            } else {
+                CircuitState::Closed
+            };
+            let to = to.map_instant(|t| self.machine(t));
+            self.transition(key, from, to, machine_now);
+        }
     }
 
     fn latency_quantile(

@@ -181,7 +181,10 @@ pub use facade::{
 pub use hedging::MissingTriggerMode;
 pub use latency::LatencyTrackers;
 pub use missing_policy::MissingPolicyMode;
-pub use observer::{BudgetDecision, CallStart, CallSummary, MultiObserver, NoopObserver, Observer};
+pub use observer::{
+    BudgetDecision, CallStart, CallSummary, CircuitTransition, MultiObserver, NoopObserver,
+    Observer,
+};
 pub use provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
 pub use static_provider::{StaticProvider, StaticProviderBuilder};
 pub use timeline::Timeline;

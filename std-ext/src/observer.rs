@@ -17,6 +17,7 @@
 
 use core::panic::AssertUnwindSafe;
 
+use recourse_core::breaker::CircuitState;
 use recourse_core::machine::Verdict;
 use recourse_core::{AttemptInfo, AttemptRecord, Instant, PolicyKey};
 
@@ -35,6 +36,33 @@ pub struct CallStart {
     /// The missing-policy mode, when the provider gave no policy and the mode
     /// decided the call.
     pub missing_policy_mode: Option<MissingPolicyMode>,
+}
+
+/// A key's circuit breaker changed state, told once per change through
+/// [`Observer::on_circuit_transition`].
+///
+/// The changes: `Closed` → `Open` (a failure tripped it), `Open` →
+/// `HalfOpen` (the first call admitted after the cooldown, which becomes a
+/// probe: a breaker whose cooldown is over but that no call has reached
+/// yet is still open), `HalfOpen` → `Closed` (enough probes succeeded) and
+/// `HalfOpen` → `Open` (a probe failed). Instants are on the timer of the
+/// call that caused the change, like the rest of that call's events.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitTransition {
+    /// The state left (`Open { until }` carries the cooldown's end).
+    pub from: CircuitState,
+    /// The state entered (`Open { until }`: refused until `until`).
+    pub to: CircuitState,
+    /// When the change happened.
+    pub at: Instant,
+}
+
+impl CircuitTransition {
+    /// A transition (for tests of observers).
+    pub const fn new(from: CircuitState, to: CircuitState, at: Instant) -> Self {
+        Self { from, to, at }
+    }
 }
 
 /// What an observer learns when a call ends.
@@ -127,6 +155,14 @@ pub trait Observer: Send + Sync {
         let _ = (key, decision);
     }
 
+    /// A key's circuit breaker changed state (see [`CircuitTransition`]);
+    /// told on the task of the call whose admission or result changed it,
+    /// between that call's [`Observer::on_start`] and its end, exactly once
+    /// per change.
+    fn on_circuit_transition(&self, key: PolicyKey<'_>, transition: &CircuitTransition) {
+        let _ = (key, transition);
+    }
+
     /// The call's classifier panicked (panic containment on): `message` is
     /// the panic's, and the attempt's record, which follows at once, has the
     /// reason `panic_in_classifier`. Told once per call, for the first
@@ -172,6 +208,9 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
     fn on_classifier_panic(&self, key: PolicyKey<'_>, attempt: &AttemptInfo, message: &str) {
         (**self).on_classifier_panic(key, attempt, message)
     }
+    fn on_circuit_transition(&self, key: PolicyKey<'_>, transition: &CircuitTransition) {
+        (**self).on_circuit_transition(key, transition)
+    }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         (**self).on_start(key, start)
     }
@@ -195,6 +234,9 @@ impl<O: Observer + ?Sized> Observer for Box<O> {
     }
     fn on_classifier_panic(&self, key: PolicyKey<'_>, attempt: &AttemptInfo, message: &str) {
         (**self).on_classifier_panic(key, attempt, message)
+    }
+    fn on_circuit_transition(&self, key: PolicyKey<'_>, transition: &CircuitTransition) {
+        (**self).on_circuit_transition(key, transition)
     }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         (**self).on_start(key, start)
@@ -296,6 +338,9 @@ impl Observer for MultiObserver {
     }
     fn on_classifier_panic(&self, key: PolicyKey<'_>, attempt: &AttemptInfo, message: &str) {
         self.each(|o| o.on_classifier_panic(key, attempt, message));
+    }
+    fn on_circuit_transition(&self, key: PolicyKey<'_>, transition: &CircuitTransition) {
+        self.each(|o| o.on_circuit_transition(key, transition));
     }
     fn on_start(&self, key: PolicyKey<'_>, start: &CallStart) {
         self.each(|o| o.on_start(key, start));

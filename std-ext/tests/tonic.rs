@@ -1,7 +1,9 @@
 //! The tonic layer on a real `Channel` to a real tonic server on 127.0.0.1:
 //! a flaky method, pushback (valid, negative, malformed), a non-retryable
 //! status, `grpc-timeout` from the remaining deadline and
-//! `grpc-previous-rpc-attempts`. The service and client are hand-written
+//! `grpc-previous-rpc-attempts`; server streams whose status comes in
+//! trailers before or after a message; client-streaming and bidirectional
+//! calls passed through once. The service and client are hand-written
 //! with tonic's `ProstCodec` and a hand-written prost message (no protoc).
 
 #![allow(clippy::unwrap_used)]
@@ -80,6 +82,85 @@ impl tonic::server::UnaryService<Msg> for Handler {
     }
 }
 
+type MsgStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Msg, Status>> + Send>>;
+
+fn msg(text: impl Into<String>) -> Msg {
+    Msg { text: text.into() }
+}
+
+/// `/test.Flaky/Stream`: `fail_first:N` answers the first N calls with a
+/// stream that fails before its first message (headers, then the status
+/// in trailers), then streams `a after {hit}` and `b`; `fail_after` sends
+/// `a` then fails.
+struct Streamer(Flaky);
+
+impl tonic::server::ServerStreamingService<Msg> for Streamer {
+    type Response = Msg;
+    type ResponseStream = MsgStream;
+    type Future = BoxFuture<Result<tonic::Response<MsgStream>, Status>>;
+    fn call(&mut self, req: tonic::Request<Msg>) -> Self::Future {
+        let hit = self.0.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            let text = req.into_inner().text;
+            let (command, arg) = text.split_once(':').unwrap_or((&text, ""));
+            let items = match command {
+                "fail_first" if hit <= arg.parse().unwrap() => {
+                    vec![Err(Status::unavailable("stream restarting"))]
+                }
+                "fail_after" => vec![Ok(msg("a")), Err(Status::unavailable("gone"))],
+                _ => vec![Ok(msg(format!("a after {hit}"))), Ok(msg("b"))],
+            };
+            let stream: MsgStream = Box::pin(tokio_stream::iter(items));
+            Ok(tonic::Response::new(stream))
+        })
+    }
+}
+
+/// `/test.Flaky/Count`: counts the client's messages; a stream whose first
+/// message is `flaky` fails with UNAVAILABLE on the first call.
+struct Counter(Flaky);
+
+impl tonic::server::ClientStreamingService<Msg> for Counter {
+    type Response = Msg;
+    type Future = BoxFuture<Result<tonic::Response<Msg>, Status>>;
+    fn call(&mut self, req: tonic::Request<tonic::Streaming<Msg>>) -> Self::Future {
+        let hit = self.0.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            let mut stream = req.into_inner();
+            let mut texts = Vec::new();
+            while let Some(m) = stream.message().await? {
+                texts.push(m.text);
+            }
+            if hit == 1 && texts.first().is_some_and(|t| t == "flaky") {
+                return Err(Status::unavailable("restarting"));
+            }
+            Ok(tonic::Response::new(msg(format!(
+                "{} messages after {hit}",
+                texts.len()
+            ))))
+        })
+    }
+}
+
+/// `/test.Flaky/Echo`: echoes each message as it comes.
+struct Echo(Flaky);
+
+impl tonic::server::StreamingService<Msg> for Echo {
+    type Response = Msg;
+    type ResponseStream = MsgStream;
+    type Future = BoxFuture<Result<tonic::Response<MsgStream>, Status>>;
+    fn call(&mut self, req: tonic::Request<tonic::Streaming<Msg>>) -> Self::Future {
+        self.0.hits.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let stream = req.into_inner();
+            let echo: MsgStream = Box::pin(tokio_stream::StreamExt::map(stream, |m| {
+                m.map(|m| msg(format!("echo {}", m.text)))
+            }));
+            Ok(tonic::Response::new(echo))
+        })
+    }
+}
+
 impl Service<http::Request<Body>> for Flaky {
     type Response = http::Response<Body>;
     type Error = Infallible;
@@ -88,10 +169,15 @@ impl Service<http::Request<Body>> for Flaky {
         Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let handler = Handler(self.clone());
+        let state = self.clone();
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<Msg, Msg>::default());
-            Ok(grpc.unary(handler, req).await)
+            Ok(match req.uri().path() {
+                "/test.Flaky/Stream" => grpc.server_streaming(Streamer(state), req).await,
+                "/test.Flaky/Count" => grpc.client_streaming(Counter(state), req).await,
+                "/test.Flaky/Echo" => grpc.streaming(Echo(state), req).await,
+                _ => grpc.unary(Handler(state), req).await,
+            })
         })
     }
 }
@@ -142,7 +228,13 @@ async fn connect(url: String, policy: Policy) -> (Client, Arc<Attempts>) {
     let exec = Executor::builder()
         .provider(
             StaticProvider::builder()
-                .policy(KEY, policy)
+                .policy(KEY, policy.clone())
+                .unwrap()
+                .policy("test.Flaky.Stream", policy.clone())
+                .unwrap()
+                .policy("test.Flaky.Count", policy.clone())
+                .unwrap()
+                .policy("test.Flaky.Echo", policy)
                 .unwrap()
                 .build(),
         )
@@ -301,4 +393,200 @@ async fn a_panicking_key_fn_sends_nothing() {
     assert_ne!(status.code(), Code::Ok);
     assert!(status.message().contains("no policy"), "{status:?}");
     assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+}
+
+fn reasons(seen: &Attempts) -> Vec<&'static str> {
+    seen.0.lock().unwrap().iter().map(|a| a.1).collect()
+}
+
+/// Reads a server stream to its end: its messages, then its status.
+async fn drain(mut stream: tonic::Streaming<Msg>) -> (Vec<String>, Result<(), Status>) {
+    let mut texts = Vec::new();
+    for _ in 0..100 {
+        match stream.message().await {
+            Ok(Some(m)) => texts.push(m.text),
+            Ok(None) => return (texts, Ok(())),
+            Err(status) => return (texts, Err(status)),
+        }
+    }
+    panic!("more than 100 messages: {texts:?}");
+}
+
+async fn server_stream(client: &mut Client, text: &str) -> Result<tonic::Streaming<Msg>, Status> {
+    client.ready().await.unwrap();
+    let r = client
+        .server_streaming(
+            tonic::Request::new(msg(text)),
+            PathAndQuery::from_static("/test.Flaky/Stream"),
+            ProstCodec::<Msg, Msg>::default(),
+        )
+        .await?;
+    Ok(r.into_inner())
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_before_its_first_message_is_retried() {
+    let server = Flaky::default();
+    let url = start(server.clone()).await;
+    let mut p = policy();
+    p.retry.initial_backoff = Duration::from_millis(1);
+    p.retry.max_backoff = Duration::from_millis(1);
+    let (mut client, seen) = connect(url, p).await;
+    let stream = server_stream(&mut client, "fail_first:2").await.unwrap();
+    let (texts, end) = drain(stream).await;
+    assert_eq!(texts, ["a after 3", "b"]);
+    end.unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        reasons(&seen),
+        ["grpc_Unavailable", "grpc_Unavailable", "success"]
+    );
+
+    // Every attempt failing: the caller gets the trailers' status.
+    let server = Flaky::default();
+    let url = start(server.clone()).await;
+    let mut p = policy();
+    p.retry.max_attempts = 2;
+    p.retry.initial_backoff = Duration::from_millis(1);
+    p.retry.max_backoff = Duration::from_millis(1);
+    let (mut client, seen) = connect(url, p).await;
+    let status = server_stream(&mut client, "fail_first:5")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(status.message(), "stream restarting");
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        2,
+        "{:?}",
+        reasons(&seen)
+    );
+    assert_eq!(reasons(&seen), ["grpc_Unavailable"; 2]);
+}
+
+#[tokio::test]
+async fn a_status_after_a_message_is_not_retried() {
+    let server = Flaky::default();
+    let url = start(server.clone()).await;
+    let (mut client, seen) = connect(url, policy()).await;
+    let stream = server_stream(&mut client, "fail_after").await.unwrap();
+    let (texts, end) = drain(stream).await;
+    assert_eq!(texts, ["a"]);
+    assert_eq!(end.unwrap_err().code(), Code::Unavailable);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(reasons(&seen), ["success"]);
+}
+
+async fn count(
+    client: &mut Client,
+    messages: impl tokio_stream::Stream<Item = Msg> + Send + 'static,
+) -> Result<String, Status> {
+    client.ready().await.unwrap();
+    let r = client
+        .client_streaming(
+            tonic::Request::new(messages),
+            PathAndQuery::from_static("/test.Flaky/Count"),
+            ProstCodec::<Msg, Msg>::default(),
+        )
+        .await?;
+    Ok(r.into_inner().text)
+}
+
+/// A stream of `texts` fed by a task: the first message at once, the rest
+/// only once the server has begun its `hit`th call — so the request body
+/// cannot be over before the layer has passed it on.
+fn fed(texts: &[&str], server: &Flaky, hit: u32) -> impl tokio_stream::Stream<Item = Msg> + Send {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let texts: Vec<String> = texts.iter().map(|t| (*t).to_owned()).collect();
+    let hits = server.hits.clone();
+    tokio::spawn(async move {
+        let mut texts = texts.into_iter();
+        tx.send(msg(texts.next().unwrap())).await.unwrap();
+        for _ in 0..2000 {
+            if hits.load(Ordering::SeqCst) >= hit {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            hits.load(Ordering::SeqCst) >= hit,
+            "the server never got the call"
+        );
+        for t in texts {
+            tx.send(msg(t)).await.unwrap();
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[tokio::test]
+async fn a_client_stream_still_being_fed_passes_through_once() {
+    let server = Flaky::default();
+    let url = start(server.clone()).await;
+    let (mut client, seen) = connect(url, policy()).await;
+    // UNAVAILABLE, which a unary call would retry: sent once, returned.
+    let status = count(&mut client, fed(&["flaky", "x", "y"], &server, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    // Every message arrived, the first one (read before the layer saw the
+    // body was not over) included.
+    assert_eq!(
+        count(&mut client, fed(&["a", "b", "c"], &server, 2))
+            .await
+            .unwrap(),
+        "3 messages after 2"
+    );
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+    // No executor: no attempt records.
+    assert!(reasons(&seen).is_empty());
+}
+
+#[tokio::test]
+async fn a_client_stream_that_is_all_ready_is_kept_and_retried() {
+    let server = Flaky::default();
+    let url = start(server.clone()).await;
+    let (mut client, seen) = connect(url, policy()).await;
+    let all = tokio_stream::iter(["flaky", "x", "y"].map(msg));
+    assert_eq!(count(&mut client, all).await.unwrap(), "3 messages after 2");
+    assert_eq!(reasons(&seen), ["grpc_Unavailable", "success"]);
+}
+
+#[tokio::test]
+async fn a_bidi_call_passes_through_and_converses() {
+    let server = Flaky::default();
+    let url = start(server.clone()).await;
+    let (mut client, seen) = connect(url, policy()).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(msg("1")).await.unwrap();
+    client.ready().await.unwrap();
+    let talk = async {
+        let r = client
+            .streaming(
+                tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                PathAndQuery::from_static("/test.Flaky/Echo"),
+                ProstCodec::<Msg, Msg>::default(),
+            )
+            .await
+            .unwrap();
+        let mut replies = r.into_inner();
+        let mut heard = Vec::new();
+        // Each message is sent only after the previous echo: a layer that
+        // buffered the request stream would wait forever here.
+        for next in ["2", "3"] {
+            heard.push(replies.message().await.unwrap().unwrap().text);
+            tx.send(msg(next)).await.unwrap();
+        }
+        heard.push(replies.message().await.unwrap().unwrap().text);
+        drop(tx);
+        assert!(replies.message().await.unwrap().is_none());
+        heard
+    };
+    let heard = tokio::time::timeout(Duration::from_secs(10), talk)
+        .await
+        .expect("the bidi call conversed within 10 s");
+    assert_eq!(heard, ["echo 1", "echo 2", "echo 3"]);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    assert!(reasons(&seen).is_empty());
 }

@@ -296,6 +296,18 @@ impl CircuitBreaker {
         }
     }
 
+    /// When the cooldown of an open breaker ends: `Some(until)` while the
+    /// breaker is open, also after `until` has passed (until the next
+    /// [`admit`](Self::admit) turns it half-open), `None` when closed or
+    /// half-open. Lets a caller tell that an admission moved the breaker
+    /// from open to half-open.
+    pub const fn open_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Open { until } => Some(until),
+            State::Closed | State::HalfOpen { .. } => None,
+        }
+    }
+
     /// Failed calls since the last success (while closed).
     pub const fn consecutive_failures(&self) -> u32 {
         self.consecutive
@@ -402,6 +414,22 @@ mod tests {
         }
         assert_eq!(b.state(ms(100)), CircuitState::Closed);
         assert_eq!(b.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn open_until_holds_past_the_cooldown_until_an_admission() {
+        let mut b = CircuitBreaker::new(policy());
+        assert_eq!(b.open_until(), None);
+        let mut b2 = opened(policy(), ms(0));
+        assert_eq!(b2.open_until(), Some(ms(1000)));
+        // The cooldown is over, but no call came: still open inside.
+        assert_eq!(b2.state(ms(2000)), CircuitState::HalfOpen);
+        assert_eq!(b2.open_until(), Some(ms(1000)));
+        let probe = b2.admit(ms(2000)).unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(b2.open_until(), None);
+        assert_eq!(call(&mut b, CallResult::Success, ms(0)), None);
+        assert_eq!(b.open_until(), None);
     }
 
     #[test]

@@ -19,21 +19,42 @@
 //! - **Key**: the method's path without its leading slash, with `/` as `.`
 //!   (`/helloworld.Greeter/SayHello` → `helloworld.Greeter.SayHello`), or
 //!   [`GrpcLayer::key_fn`]'s.
-//! - **Request**: the request body is read into memory once (a unary or
-//!   server-streaming request is one message) and every attempt sends a
-//!   copy with the same headers. A body that fails to read is answered with
-//!   a trailers-only `INTERNAL` status, unsent. Client-streaming and
-//!   bidirectional calls are not for this layer: it would buffer the whole
-//!   stream before sending.
+//! - **Request**: the layer reads what the request body has ready without
+//!   waiting. A body that ends there — a unary or server-streaming request
+//!   (one message), or a client stream whose messages were all ready — is
+//!   kept in memory and every attempt sends a copy with the same headers. A
+//!   body that fails to read is answered with a trailers-only `INTERNAL`
+//!   status, unsent.
+//! - **Client-streaming and bidirectional calls pass through**: a request
+//!   body that is not over when the call is made (its next message is not
+//!   ready: a stream fed by a channel, a bidi call that waits for the
+//!   server's answer before sending more) goes to the inner service
+//!   untouched, once — with what was already read in front, no buffering,
+//!   no retry, no hedge, no `grpc-timeout` or `grpc-previous-rpc-attempts`
+//!   of recourse's, and no executor (so no observer event, budget or
+//!   breaker). Buffering such a stream could not end before the server
+//!   answered, and replaying it would need all of it.
 //! - **Classifier**: the [`GrpcClassifier`] on the status the server sent
 //!   in a trailers-only response (every status a tonic server returns from
-//!   a handler before a message): `UNAVAILABLE` and `RESOURCE_EXHAUSTED`
-//!   are retried, `grpc-retry-pushback-ms` replaces the backoff, a
-//!   negative or malformed pushback stops the retries (`grpc_pushback_stop`).
-//!   A transport error (no response) counts as `UNAVAILABLE`. A status
-//!   that comes after a message, in the trailers, is not seen: the
-//!   response is a success for recourse, as the message was delivered.
-//!   A malformed `grpc-status-details-bin` is ignored, never a panic.
+//!   a handler before a message), or in trailers that come before any
+//!   message (a tonic server-streaming handler whose stream fails at once):
+//!   `UNAVAILABLE` and `RESOURCE_EXHAUSTED` are retried,
+//!   `grpc-retry-pushback-ms` replaces the backoff, a negative or
+//!   malformed pushback stops the retries (`grpc_pushback_stop`). A
+//!   transport error (no response) counts as `UNAVAILABLE`. A malformed
+//!   `grpc-status-details-bin` is ignored, never a panic.
+//! - **The response**: when its headers carry no status, the layer waits
+//!   for the body's first frame before handing the response over (so a
+//!   response future resolves with the first message, not with the
+//!   headers): trailers there are classified as above (a failure is handed
+//!   over as a trailers-only response), a message makes the attempt a
+//!   success, and the response goes to the caller with that message in
+//!   front. A status in the trailers **after** a message is not
+//!   classified: seeing it would mean holding back every message of a
+//!   server stream until the stream's end (buffering all of it, and
+//!   delaying its first message by the stream's length), and gRPC's own
+//!   retry ([gRFC A6]) commits a call once a message has come. The caller
+//!   gets that status from tonic, after the messages.
 //! - **`grpc-timeout`**: each attempt's header carries what is left of the
 //!   policy's deadlines when it is sent — the per-attempt timeout, or what
 //!   remains of the overall one, whichever is shorter — and never more than
@@ -58,10 +79,13 @@ use std::panic::catch_unwind;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use bytes::Bytes;
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
 use core::panic::AssertUnwindSafe;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body::{Body as _, Frame};
+use http_body_util::Full;
 use recourse_core::machine::Cause;
 use recourse_core::{AttemptInfo, Error, Outcome, PolicyKey, Timer};
 use tonic::body::Body;
@@ -237,6 +261,99 @@ fn status_response(status: &Status) -> Response<Body> {
     response
 }
 
+/// What [`read_ready`] found in a request body.
+enum Read {
+    /// The body ended: all of its data.
+    Whole(Bytes),
+    /// The body is not over: the frames read so far, and the rest.
+    Streaming(VecDeque<Result<Frame<Bytes>, Status>>, Body),
+    /// Reading failed.
+    Failed(Status),
+}
+
+/// Reads the frames `body` has ready, without waiting for more.
+async fn read_ready(mut body: Body) -> Read {
+    let mut data = BytesMut::new();
+    let mut read = VecDeque::new();
+    let ended = poll_fn(|cx| loop {
+        match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(chunk) = frame.data_ref() {
+                    data.extend_from_slice(chunk);
+                }
+                read.push_back(Ok(frame));
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+            Poll::Ready(None) => return Poll::Ready(Ok(true)),
+            Poll::Pending => return Poll::Ready(Ok(false)),
+        }
+    })
+    .await;
+    match ended {
+        Ok(true) => Read::Whole(data.freeze()),
+        Ok(false) => Read::Streaming(read, body),
+        Err(e) => Read::Failed(e),
+    }
+}
+
+/// A body that yields `read` first, then `rest`.
+struct Replay {
+    read: VecDeque<Result<Frame<Bytes>, Status>>,
+    rest: Body,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        match this.read.pop_front() {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None => Pin::new(&mut this.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.is_end_stream()
+    }
+}
+
+/// Waits for the first frame of a response whose headers carry no status:
+/// trailers with a failing status before any message become a
+/// trailers-only response (for the classifier and the caller); otherwise
+/// the response is handed on with that frame in front.
+async fn first_frame(response: Response<Body>) -> Response<Body> {
+    if response.headers().contains_key(Status::GRPC_STATUS) {
+        return response;
+    }
+    let (mut parts, mut body) = response.into_parts();
+    let first = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+    let first = match first {
+        None => return Response::from_parts(parts, body),
+        Some(Ok(frame)) => match frame.into_trailers() {
+            Ok(trailers) => {
+                let failed = header_status(&trailers).is_some_and(|s| s.code() != Code::Ok);
+                if failed {
+                    parts.headers.extend(trailers);
+                    return Response::from_parts(parts, Body::empty());
+                }
+                Ok(Frame::trailers(trailers))
+            }
+            Err(frame) => Ok(frame),
+        },
+        Some(Err(e)) => Err(e),
+    };
+    let replay = Replay {
+        read: VecDeque::from([first]),
+        rest: body,
+    };
+    Response::from_parts(parts, Body::new(replay))
+}
+
 impl<S, ResBody, T> Service<Request<Body>> for GrpcService<S, T>
 where
     S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -276,13 +393,26 @@ where
         let call = async move {
             let started = StdInstant::now();
             let (parts, body) = req.into_parts();
-            let bytes = match body.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => {
+            let bytes = match read_ready(body).await {
+                Read::Whole(bytes) => bytes,
+                Read::Failed(e) => {
                     let status = Status::internal(format!(
                         "recourse: the request body could not be read: {e}"
                     ));
                     return Ok(status_response(&status));
+                }
+                Read::Streaming(read, rest) => {
+                    // Once, untouched, on the service polled ready.
+                    let body = Body::new(Replay { read, rest });
+                    let mut service = ready;
+                    let response = service
+                        .call(Request::from_parts(parts, body))
+                        .await
+                        .map_err(|error| Error::Operation {
+                            error,
+                            cause: Cause::NonRetryable,
+                        })?;
+                    return Ok(response.map(Body::new));
                 }
             };
             let timeouts = exec
@@ -344,7 +474,7 @@ where
                         }
                     };
                     let response = service.call(request).await?;
-                    Ok(response.map(Body::new))
+                    Ok(first_frame(response.map(Body::new)).await)
                 }
             };
             exec.call_classified(&key, classifier, op).await

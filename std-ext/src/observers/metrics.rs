@@ -13,6 +13,7 @@
 //! | `recourse_hedges_spawned_total` | counter | `key` | hedges launched |
 //! | `recourse_hedges_won_total` | counter | `key` | hedges whose success ended the call |
 //! | `recourse_circuit_rejections_total` | counter | `key`, `reason` | calls the breaker refused (`circuit_open`, `circuit_half_open_probe_limit`) |
+//! | `recourse_circuit_transitions_total` | counter | `key`, `from`, `to` (`closed` / `open` / `half_open`) | breaker state changes (see [`CircuitTransition`]) |
 //! | `recourse_call_duration_seconds` | histogram | `key`, `outcome` | call latency |
 //! | `recourse_attempt_duration_seconds` | histogram | `key`, `outcome` | attempt latency |
 //! | `recourse_attempts_per_call` | histogram | `key` | attempts launched per call |
@@ -23,8 +24,10 @@
 //! before the first call; the cache grows with keys × reason codes, which
 //! are both low-cardinality.
 //!
-//! The breaker's state transitions themselves (closed → open → half-open)
-//! are not observer events; its refusals are, and are counted above.
+//! The breaker's refusals and its state changes are counted apart: a
+//! breaker that opens once and refuses a thousand calls adds one to
+//! `recourse_circuit_transitions_total{from="closed",to="open"}` and a
+//! thousand to `recourse_circuit_rejections_total`.
 //!
 //! ```
 //! use recourse::observers::metrics::MetricsObserver;
@@ -40,7 +43,7 @@ use std::sync::RwLock;
 use metrics::{Counter, Histogram};
 use recourse_core::{AttemptInfo, AttemptKind, AttemptRecord, OutcomeKind, PolicyKey};
 
-use crate::observer::{BudgetDecision, CallSummary, Observer};
+use crate::observer::{BudgetDecision, CallSummary, CircuitTransition, Observer};
 
 /// `recourse_calls_total`.
 pub const CALLS: &str = "recourse_calls_total";
@@ -54,6 +57,8 @@ pub const HEDGES_SPAWNED: &str = "recourse_hedges_spawned_total";
 pub const HEDGES_WON: &str = "recourse_hedges_won_total";
 /// `recourse_circuit_rejections_total`.
 pub const CIRCUIT_REJECTIONS: &str = "recourse_circuit_rejections_total";
+/// `recourse_circuit_transitions_total`.
+pub const CIRCUIT_TRANSITIONS: &str = "recourse_circuit_transitions_total";
 /// `recourse_call_duration_seconds`.
 pub const CALL_DURATION: &str = "recourse_call_duration_seconds";
 /// `recourse_attempt_duration_seconds`.
@@ -148,6 +153,7 @@ fn labels(metric: &'static str) -> &'static [&'static str] {
         ATTEMPTS => &["kind", "outcome", "reason"],
         BUDGET_DENIALS => &["reason"],
         CIRCUIT_REJECTIONS => &["reason"],
+        CIRCUIT_TRANSITIONS => &["from", "to"],
         CALL_DURATION | ATTEMPT_DURATION => &["outcome"],
         _ => &[],
     }
@@ -259,6 +265,11 @@ pub fn describe() {
         Unit::Count,
         "calls the circuit breaker refused"
     );
+    describe_counter!(
+        CIRCUIT_TRANSITIONS,
+        Unit::Count,
+        "circuit breaker state changes, by state left and entered"
+    );
     describe_histogram!(CALL_DURATION, Unit::Seconds, "recourse call latency");
     describe_histogram!(ATTEMPT_DURATION, Unit::Seconds, "attempt latency");
     describe_histogram!(ATTEMPTS_PER_CALL, Unit::Count, "attempts launched per call");
@@ -324,6 +335,16 @@ impl Observer for MetricsObserver {
 
     fn on_failure(&self, key: PolicyKey<'_>, summary: &CallSummary) {
         self.end(key, summary, "failure");
+    }
+
+    fn on_circuit_transition(&self, key: PolicyKey<'_>, t: &CircuitTransition) {
+        let key = &KeyStr::new(key);
+        self.counter(
+            CIRCUIT_TRANSITIONS,
+            key,
+            [t.from.as_str(), t.to.as_str(), ""],
+        )
+        .increment(1);
     }
 
     fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {

@@ -10,6 +10,7 @@
 //! | `recourse.hedges.spawned` | counter | `{attempt}` | `recourse.key` |
 //! | `recourse.hedges.won` | counter | `{attempt}` | `recourse.key` |
 //! | `recourse.circuit.rejections` | counter | `{call}` | `recourse.key`, `recourse.reason` |
+//! | `recourse.circuit.transitions` | counter | `{transition}` | `recourse.key`, `recourse.circuit.from`, `recourse.circuit.to` (`closed` / `open` / `half_open`) |
 //! | `recourse.call.duration` | histogram | `s` | `recourse.key`, `recourse.outcome` |
 //! | `recourse.attempt.duration` | histogram | `s` | `recourse.key`, `recourse.outcome` |
 //! | `recourse.call.attempts` | histogram | `{attempt}` | `recourse.key` |
@@ -35,7 +36,7 @@ use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::KeyValue;
 use recourse_core::{AttemptInfo, AttemptKind, AttemptRecord, OutcomeKind, PolicyKey};
 
-use crate::observer::{BudgetDecision, CallSummary, Observer};
+use crate::observer::{BudgetDecision, CallSummary, CircuitTransition, Observer};
 
 /// The observer; see the [module docs](self).
 pub struct OtelMetricsObserver {
@@ -45,6 +46,7 @@ pub struct OtelMetricsObserver {
     hedges_spawned: Counter<u64>,
     hedges_won: Counter<u64>,
     circuit_rejections: Counter<u64>,
+    circuit_transitions: Counter<u64>,
     call_duration: Histogram<f64>,
     attempt_duration: Histogram<f64>,
     attempts_per_call: Histogram<u64>,
@@ -110,6 +112,11 @@ impl OtelMetricsObserver {
                 "recourse.circuit.rejections",
                 "{call}",
                 "calls the circuit breaker refused",
+            ),
+            circuit_transitions: counter(
+                "recourse.circuit.transitions",
+                "{transition}",
+                "circuit breaker state changes, by state left and entered",
             ),
             call_duration: meter
                 .f64_histogram("recourse.call.duration")
@@ -184,6 +191,17 @@ impl Observer for OtelMetricsObserver {
 
     fn on_failure(&self, key: PolicyKey<'_>, summary: &CallSummary) {
         self.end(key, summary, "failure");
+    }
+
+    fn on_circuit_transition(&self, key: PolicyKey<'_>, t: &CircuitTransition) {
+        self.circuit_transitions.add(
+            1,
+            &[
+                key_value(key),
+                KeyValue::new("recourse.circuit.from", t.from.as_str()),
+                KeyValue::new("recourse.circuit.to", t.to.as_str()),
+            ],
+        );
     }
 
     fn on_budget_decision(&self, key: PolicyKey<'_>, decision: &BudgetDecision<'_>) {

@@ -18,8 +18,11 @@
 //!   it) and `recourse.duration_ms`.
 //! - **Events** for budget decisions (`recourse.budget`, at `DEBUG` when
 //!   allowed, `WARN` when denied), for breaker refusals
-//!   (`recourse.circuit`, `WARN`) and for the call's end (`DEBUG` on
-//!   success, `WARN` on failure).
+//!   (`recourse.circuit`, `WARN`), for breaker state changes
+//!   (`recourse.circuit.transition`, `WARN` when the breaker opens, `INFO`
+//!   otherwise; fields `recourse.key`, `recourse.circuit.from`,
+//!   `recourse.circuit.to`) and for the call's end (`DEBUG` on success,
+//!   `WARN` on failure).
 //!
 //! Why the call span comes from [`call_span`] rather than from the
 //! observer: an observer hears a call's events but cannot wrap the call's
@@ -38,12 +41,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use recourse_core::breaker::CircuitState;
 use recourse_core::{AttemptId, AttemptInfo, AttemptRecord, OutcomeKind, PolicyKey};
 use tracing::field::Empty;
 use tracing::span::Id;
 use tracing::{Level, Span};
 
-use crate::observer::{BudgetDecision, CallStart, CallSummary, Observer};
+use crate::observer::{BudgetDecision, CallStart, CallSummary, CircuitTransition, Observer};
 
 /// The span a call runs in; instrument the call's future with it:
 ///
@@ -227,6 +231,27 @@ impl Observer for TracingObserver {
             "recourse call failed"
         );
         self.end(summary, false);
+    }
+
+    fn on_circuit_transition(&self, key: PolicyKey<'_>, t: &CircuitTransition) {
+        let (from, to) = (t.from.as_str(), t.to.as_str());
+        if matches!(t.to, CircuitState::Open { .. }) {
+            tracing::event!(
+                Level::WARN,
+                recourse.key = %key,
+                recourse.circuit.from = from,
+                recourse.circuit.to = to,
+                "recourse.circuit.transition: the breaker opened"
+            );
+        } else {
+            tracing::event!(
+                Level::INFO,
+                recourse.key = %key,
+                recourse.circuit.from = from,
+                recourse.circuit.to = to,
+                "recourse.circuit.transition"
+            );
+        }
     }
 
     fn on_budget_decision(&self, key: PolicyKey<'_>, d: &BudgetDecision<'_>) {
