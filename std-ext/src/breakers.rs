@@ -14,7 +14,8 @@
 //!
 //! Each breaker is a [`CircuitBreaker`] (see [`recourse_core::breaker`] for
 //! the states and rules); the store holds them in one `Mutex`ed map whose
-//! lookup of an existing key does not allocate.
+//! lookup of an existing key does not allocate and is one search (foldhash):
+//! an admission holds the lock for one search and the breaker's decision.
 //!
 //! ## Time
 //!
@@ -174,24 +175,15 @@ impl Breakers {
         let (answer, warning) = {
             let mut inner = self.lock();
             // The least worth keeping: a closed breaker.
-            let warning = inner.insert_if_missing(
+            let (slot, warning) = inner.get_or_insert_mut(
                 key,
                 &self.bound,
                 || CircuitBreaker::new(policy.clone()),
                 |b| b.state(now) == breaker::CircuitState::Closed,
             );
-            let answer = match inner.get_mut(key) {
-                Some(slot) => {
-                    slot.value.set_policy(policy);
-                    let entry = slot.id;
-                    slot.value.admit(now).map(|permit| Permit { permit, entry })
-                }
-                // Inserted above.
-                None => Ok(Permit {
-                    permit: breaker::Permit::BYPASS,
-                    entry: 0,
-                }),
-            };
+            slot.value.set_policy(policy);
+            let entry = slot.id;
+            let answer = slot.value.admit(now).map(|permit| Permit { permit, entry });
             (answer, warning)
         };
         self.bound.warn(warning);
