@@ -58,6 +58,9 @@ pub struct Permit {
     /// The store entry that issued it (0: none); a permit of an evicted
     /// breaker is not recorded on its successor.
     entry: u64,
+    /// The key's hash in the store: `record` finds the breaker without
+    /// hashing the key again.
+    hash: u64,
 }
 
 impl Permit {
@@ -170,12 +173,13 @@ impl Breakers {
             return Ok(Permit {
                 permit: breaker::Permit::BYPASS,
                 entry: 0,
+                hash: 0,
             });
         }
         let (answer, warning) = {
             let mut inner = self.lock();
             // The least worth keeping: a closed breaker.
-            let (slot, warning) = inner.get_or_insert_mut(
+            let (slot, warning, hash) = inner.get_or_insert_mut(
                 key,
                 &self.bound,
                 || CircuitBreaker::new(policy.clone()),
@@ -183,7 +187,11 @@ impl Breakers {
             );
             slot.value.set_policy(policy);
             let entry = slot.id;
-            let answer = slot.value.admit(now).map(|permit| Permit { permit, entry });
+            let answer = slot.value.admit(now).map(|permit| Permit {
+                permit,
+                entry,
+                hash,
+            });
             (answer, warning)
         };
         self.bound.warn(warning);
@@ -218,7 +226,7 @@ impl Breakers {
             return None;
         }
         let mut inner = self.lock();
-        let slot = inner.get_mut(key)?;
+        let slot = inner.get_mut_hashed(permit.hash, key)?;
         if slot.id != permit.entry {
             return None;
         }

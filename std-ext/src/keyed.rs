@@ -7,7 +7,9 @@
 use core::hash::{Hash, Hasher};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use hashbrown::hash_map::EntryRef;
+use core::hash::BuildHasher;
+
+use hashbrown::hash_map::RawEntryMut;
 use hashbrown::{Equivalent, HashMap};
 use recourse_core::PolicyKey;
 
@@ -73,6 +75,26 @@ impl<V> Keyed<V> {
         Some(slot)
     }
 
+    /// `key`'s value found by the hash [`Keyed::get_or_insert_mut`] gave
+    /// (no hashing), counted as a use.
+    pub(crate) fn get_mut_hashed(&mut self, hash: u64, key: PolicyKey<'_>) -> Option<&mut Slot<V>> {
+        self.clock += 1;
+        let tick = self.clock;
+        let key = Borrowed(key);
+        match self
+            .map
+            .raw_entry_mut()
+            .from_hash(hash, |k| key.equivalent(k))
+        {
+            RawEntryMut::Occupied(entry) => {
+                let slot = entry.into_mut();
+                slot.last_used = tick;
+                Some(slot)
+            }
+            RawEntryMut::Vacant(_) => None,
+        }
+    }
+
     /// `key`'s value, counted as a use; made by `make` when it has none,
     /// after evicting the least recently used value that `evictable`
     /// accepts (or the least recently used one when it accepts none) if
@@ -80,14 +102,15 @@ impl<V> Keyed<V> {
     /// is not full.
     ///
     /// Also returns the bound's one-time warning, for the caller to hand to
-    /// [`Bound::warn`] outside its lock.
+    /// [`Bound::warn`] outside its lock, and `key`'s hash, which finds it
+    /// again without hashing ([`Keyed::get_mut_hashed`]).
     pub(crate) fn get_or_insert_mut(
         &mut self,
         key: PolicyKey<'_>,
         bound: &Bound,
         make: impl FnOnce() -> V,
         evictable: impl Fn(&V) -> bool,
-    ) -> (&mut Slot<V>, Option<String>) {
+    ) -> (&mut Slot<V>, Option<String>, u64) {
         self.clock += 1;
         let tick = self.clock;
         // A full store searches twice: once to know whether to evict.
@@ -98,19 +121,28 @@ impl<V> Keyed<V> {
         } else {
             None
         };
-        let slot = match self.map.entry_ref(&Borrowed(key)) {
-            EntryRef::Occupied(entry) => entry.into_mut(),
-            EntryRef::Vacant(entry) => {
+        let borrowed = Borrowed(key);
+        let hash = self.map.hasher().hash_one(&borrowed);
+        let slot = match self
+            .map
+            .raw_entry_mut()
+            .from_hash(hash, |k| borrowed.equivalent(k))
+        {
+            RawEntryMut::Occupied(entry) => entry.into_mut(),
+            RawEntryMut::Vacant(entry) => {
                 self.last_id += 1;
-                entry.insert(Slot {
+                let slot = Slot {
                     value: make(),
                     id: self.last_id,
                     last_used: tick,
-                })
+                };
+                entry
+                    .insert_hashed_nocheck(hash, OwnedKey::from(key), slot)
+                    .1
             }
         };
         slot.last_used = tick;
-        (slot, warning)
+        (slot, warning, hash)
     }
 
     /// Removes the least recently used value that `evictable` accepts, or
@@ -226,12 +258,6 @@ impl Hash for Borrowed<'_> {
 impl Equivalent<OwnedKey> for Borrowed<'_> {
     fn equivalent(&self, key: &OwnedKey) -> bool {
         *key.namespace == *self.0.namespace && *key.name == *self.0.name
-    }
-}
-
-impl From<&Borrowed<'_>> for OwnedKey {
-    fn from(key: &Borrowed<'_>) -> Self {
-        Self::from(key.0)
     }
 }
 

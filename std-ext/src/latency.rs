@@ -130,7 +130,7 @@ impl LatencyTrackers {
     pub fn record(&self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
         let warning = {
             let mut inner = self.lock();
-            let (slot, warning) = inner.get_or_insert_mut(
+            let (slot, warning, _) = inner.get_or_insert_mut(
                 key,
                 &self.bound,
                 || Box::new(self.template.clone()),
