@@ -34,9 +34,15 @@ fi
 
 # Line tables do not change the code generated; a separate target directory
 # keeps them out of everyone's release builds.
-CARGO_TARGET_DIR="$dir/build" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-    cargo build --release --quiet -p recourse-benches --example instr >&2
-instr="$dir/build/release/examples/instr"
+# INSTR=path runs an instr binary built before (a baseline kept aside)
+# instead of building one.
+if [ -n "${INSTR:-}" ]; then
+    instr="$INSTR"
+else
+    CARGO_TARGET_DIR="$dir/build" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+        cargo build --release --quiet -p recourse-benches --example instr >&2
+    instr="$dir/build/release/examples/instr"
+fi
 
 if [ "$#" -gt 0 ]; then
     variants=("$@")

@@ -228,6 +228,10 @@ never completes and a hedge that answers at once (hedge).
   which the virtual clock skips); the success path uses the fallback policy
   like the facade, so the two differ only by the timer.
 - **recourse-exec-tokio**: `Executor::call` on the default timer (tokio's).
+- **recourse-exec-guarded**: recourse-exec-virtual with the circuit breaker
+  on (success path: the per-key breaker store on every call) or the `p95`
+  hedge trigger (hedge path: the per-key latency tracker on every hedge
+  decision and attempt end).
 - **backon**: `op.retry(ExponentialBuilder::default().with_min_delay(0)
   .with_max_times(2)).sleep(|_| ready(()))`, backon with its default
   features.

@@ -63,6 +63,11 @@ const KEY_GET: &str = "svc.Get";
 const KEY_FLAKY: &str = "svc.Flaky";
 /// The policy key of the hedge path: 1 attempt, 1 hedge after 10 ms.
 const KEY_HEDGE: &str = "svc.Hedge";
+/// The success path with the circuit breaker on (issue 16's "breaker on"
+/// row).
+const KEY_GUARDED: &str = "svc.Guarded";
+/// The hedge path with the `p95` trigger instead of the fixed delay.
+const KEY_HEDGE_P95: &str = "svc.HedgeP95";
 /// The same keys for the core driver, which takes a [`PolicyKey`]: named
 /// once, as constants, the way a no_std program names its call sites. The
 /// facade and the executor take `&str` keys and parse them on every call
@@ -109,6 +114,9 @@ pub(crate) enum Lib {
     ExecVirtual,
     /// `Executor::call` on the default timer (tokio's).
     ExecTokio,
+    /// [`Lib::ExecVirtual`] with the circuit breaker on (success path) or
+    /// the `p95` hedge trigger (hedge path).
+    ExecGuarded,
     /// backon's `Retryable::retry` with `ExponentialBuilder`.
     Backon,
     /// `tower::retry::Retry` (success, retry) or `tower::hedge::Hedge`.
@@ -124,6 +132,7 @@ impl Lib {
             Self::Facade => "recourse-facade",
             Self::ExecVirtual => "recourse-exec-virtual",
             Self::ExecTokio => "recourse-exec-tokio",
+            Self::ExecGuarded => "recourse-exec-guarded",
             Self::Backon => "backon",
             Self::Tower => "tower",
         }
@@ -153,6 +162,10 @@ impl Variant {
             (_, Lib::Core) => "recourse-core driver, no-op timer",
             (_, Lib::Facade) => "recourse facade `do_value`, tokio timer",
             (_, Lib::ExecVirtual) => "recourse `Executor::call`, virtual clock",
+            (Path::Hedge, Lib::ExecGuarded) => {
+                "recourse `Executor::call`, `p95` trigger, virtual clock"
+            }
+            (_, Lib::ExecGuarded) => "recourse `Executor::call`, circuit breaker on, virtual clock",
             (_, Lib::ExecTokio) => "recourse `Executor::call`, tokio timer (paused clock)",
             (_, Lib::Backon) => "backon `Retryable` + `ExponentialBuilder`",
             (Path::Hedge, Lib::Tower) => "`tower::hedge::Hedge` (0 ms delay, paused clock)",
@@ -167,6 +180,7 @@ pub(crate) const VARIANTS: &[Variant] = &[
     v(Path::Success, Lib::Core),
     v(Path::Success, Lib::Facade),
     v(Path::Success, Lib::ExecVirtual),
+    v(Path::Success, Lib::ExecGuarded),
     v(Path::Success, Lib::Backon),
     v(Path::Success, Lib::Tower),
     v(Path::Retry, Lib::Direct),
@@ -178,6 +192,7 @@ pub(crate) const VARIANTS: &[Variant] = &[
     v(Path::Hedge, Lib::Core),
     v(Path::Hedge, Lib::ExecVirtual),
     v(Path::Hedge, Lib::ExecTokio),
+    v(Path::Hedge, Lib::ExecGuarded),
     v(Path::Hedge, Lib::Tower),
 ];
 
@@ -451,12 +466,19 @@ impl Env {
         hedge.hedge.max_hedges = 1;
         hedge.hedge.hedge_delay = HEDGE_DELAY;
 
+        let mut guarded = Policy::DEFAULT;
+        guarded.circuit.enabled = true;
+        let mut hedge_p95 = hedge.clone();
+        hedge_p95.hedge.trigger = "p95".try_into().expect("a trigger name");
+
         let mut flaky = Policy::DEFAULT;
         flaky.retry.max_attempts = 3;
         let provider = || {
             StaticProvider::builder()
                 .policy(KEY_FLAKY, flaky.clone())
                 .and_then(|b| b.policy(KEY_HEDGE, hedge.clone()))
+                .and_then(|b| b.policy(KEY_GUARDED, guarded.clone()))
+                .and_then(|b| b.policy(KEY_HEDGE_P95, hedge_p95.clone()))
                 .expect("valid policies")
                 .build()
         };
@@ -554,6 +576,9 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
         (Path::Success, Lib::ExecVirtual) => {
             h.run(e, variant, || e.exec_virtual.call(KEY_GET, ok));
         }
+        (Path::Success, Lib::ExecGuarded) => {
+            h.run(e, variant, || e.exec_virtual.call(KEY_GUARDED, ok));
+        }
         (Path::Success, Lib::Backon) => h.run(e, variant, || {
             (|| ready(Ok::<u32, Fail>(VALUE)))
                 .retry(backoff())
@@ -614,6 +639,9 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
         }
         (Path::Hedge, Lib::ExecTokio) => {
             h.run(e, variant, || e.exec_tokio.call(KEY_HEDGE, hedge_op));
+        }
+        (Path::Hedge, Lib::ExecGuarded) => {
+            h.run(e, variant, || e.exec_virtual.call(KEY_HEDGE_P95, hedge_op));
         }
         (Path::Hedge, Lib::Tower) => {
             // The hedge delay is the histogram's p50, 0 ms while it is

@@ -14,7 +14,8 @@
 //!
 //! Each breaker is a [`CircuitBreaker`] (see [`recourse_core::breaker`] for
 //! the states and rules); the store holds them in one `Mutex`ed map whose
-//! lookup of an existing key does not allocate.
+//! lookup of an existing key does not allocate and is one search (foldhash):
+//! an admission holds the lock for one search and the breaker's decision.
 //!
 //! ## Time
 //!
@@ -57,6 +58,9 @@ pub struct Permit {
     /// The store entry that issued it (0: none); a permit of an evicted
     /// breaker is not recorded on its successor.
     entry: u64,
+    /// The key's hash in the store: `record` finds the breaker without
+    /// hashing the key again.
+    hash: u64,
 }
 
 impl Permit {
@@ -181,6 +185,7 @@ impl Breakers {
             let bypass = Permit {
                 permit: breaker::Permit::BYPASS,
                 entry: 0,
+                hash: 0,
             };
             return (Ok(bypass), None);
         }
@@ -188,29 +193,24 @@ impl Breakers {
         let (answer, warning) = {
             let mut inner = self.lock();
             // The least worth keeping: a closed breaker.
-            let warning = inner.insert_if_missing(
+            let (slot, warning, hash) = inner.get_or_insert_mut(
                 key,
                 &self.bound,
                 || CircuitBreaker::new(policy.clone()),
                 |b| b.state(now) == breaker::CircuitState::Closed,
             );
-            let answer = match inner.get_mut(key) {
-                Some(slot) => {
-                    slot.value.set_policy(policy);
-                    let entry = slot.id;
-                    let was_open = slot.value.open_until();
-                    let answer = slot.value.admit(now);
-                    if answer.is_ok_and(|p| p.is_probe()) {
-                        left_open = was_open;
-                    }
-                    answer.map(|permit| Permit { permit, entry })
-                }
-                // Inserted above.
-                None => Ok(Permit {
-                    permit: breaker::Permit::BYPASS,
-                    entry: 0,
-                }),
-            };
+            slot.value.set_policy(policy);
+            let entry = slot.id;
+            let was_open = slot.value.open_until();
+            let answer = slot.value.admit(now);
+            if answer.is_ok_and(|p| p.is_probe()) {
+                left_open = was_open;
+            }
+            let answer = answer.map(|permit| Permit {
+                permit,
+                entry,
+                hash,
+            });
             (answer, warning)
         };
         self.bound.warn(warning);
@@ -245,7 +245,7 @@ impl Breakers {
             return None;
         }
         let mut inner = self.lock();
-        let slot = inner.get_mut(key)?;
+        let slot = inner.get_mut_hashed(permit.hash, key)?;
         if slot.id != permit.entry {
             return None;
         }

@@ -4,17 +4,24 @@
 //! has), least-recently-used eviction, and the bound with its eviction
 //! counter and one-time warning.
 
-use core::borrow::Borrow;
 use core::hash::{Hash, Hasher};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::collections::HashMap;
 
+use core::hash::BuildHasher;
+
+use hashbrown::hash_map::RawEntryMut;
+use hashbrown::{Equivalent, HashMap};
 use recourse_core::PolicyKey;
 
 type Hook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Values of type `V` by policy key, in use order. Not bounded by itself:
-/// [`Keyed::insert_if_missing`] keeps it within a [`Bound`].
+/// [`Keyed::get_or_insert_mut`] keeps it within a [`Bound`].
+///
+/// Hashed with foldhash (hashbrown's default hasher), not SipHash: a
+/// lookup is on every call's path, and the keys are the application's
+/// operation names, bounded in number. A use of a key it has is one
+/// search.
 pub(crate) struct Keyed<V> {
     map: HashMap<OwnedKey, Slot<V>>,
     /// Ticks on every use; a slot's `last_used` is the tick of its last use.
@@ -51,53 +58,93 @@ impl<V> Keyed<V> {
     /// Whether `key` has a value.
     #[cfg(test)]
     pub(crate) fn contains(&self, key: PolicyKey<'_>) -> bool {
-        self.map.contains_key(&key as &dyn KeyParts)
+        self.map.contains_key(&Borrowed(key))
     }
 
     /// `key`'s value; does not count as a use.
     pub(crate) fn get(&self, key: PolicyKey<'_>) -> Option<&Slot<V>> {
-        self.map.get(&key as &dyn KeyParts)
+        self.map.get(&Borrowed(key))
     }
 
-    /// `key`'s value, counted as a use.
+    /// `key`'s value, counted as a use (the calls' paths use
+    /// [`Keyed::get_mut_hashed`]; the eviction tests use this).
+    #[cfg(test)]
     pub(crate) fn get_mut(&mut self, key: PolicyKey<'_>) -> Option<&mut Slot<V>> {
         self.clock += 1;
         let tick = self.clock;
-        let slot = self.map.get_mut(&key as &dyn KeyParts)?;
+        let slot = self.map.get_mut(&Borrowed(key))?;
         slot.last_used = tick;
         Some(slot)
     }
 
-    /// Gives `key` a value made by `make` when it has none, first evicting
-    /// the least recently used value that `evictable` accepts (or the least
-    /// recently used one when it accepts none) if `bound` is reached.
-    /// Returns the bound's one-time warning, for the caller to hand to
-    /// [`Bound::warn`] outside its lock.
-    pub(crate) fn insert_if_missing(
+    /// `key`'s value found by the hash [`Keyed::get_or_insert_mut`] gave
+    /// (no hashing), counted as a use.
+    pub(crate) fn get_mut_hashed(&mut self, hash: u64, key: PolicyKey<'_>) -> Option<&mut Slot<V>> {
+        self.clock += 1;
+        let tick = self.clock;
+        let key = Borrowed(key);
+        match self
+            .map
+            .raw_entry_mut()
+            .from_hash(hash, |k| key.equivalent(k))
+        {
+            RawEntryMut::Occupied(entry) => {
+                let slot = entry.into_mut();
+                slot.last_used = tick;
+                Some(slot)
+            }
+            RawEntryMut::Vacant(_) => None,
+        }
+    }
+
+    /// `key`'s value, counted as a use; made by `make` when it has none,
+    /// after evicting the least recently used value that `evictable`
+    /// accepts (or the least recently used one when it accepts none) if
+    /// `bound` is reached. One search when `key` has a value and the store
+    /// is not full.
+    ///
+    /// Also returns the bound's one-time warning, for the caller to hand to
+    /// [`Bound::warn`] outside its lock, and `key`'s hash, which finds it
+    /// again without hashing ([`Keyed::get_mut_hashed`]).
+    pub(crate) fn get_or_insert_mut(
         &mut self,
         key: PolicyKey<'_>,
         bound: &Bound,
         make: impl FnOnce() -> V,
         evictable: impl Fn(&V) -> bool,
-    ) -> Option<String> {
-        if self.map.contains_key(&key as &dyn KeyParts) {
-            return None;
-        }
-        let warning = if self.map.len() >= bound.max_keys {
+    ) -> (&mut Slot<V>, Option<String>, u64) {
+        self.clock += 1;
+        let tick = self.clock;
+        // A full store searches twice: once to know whether to evict.
+        let warning = if self.map.len() >= bound.max_keys && !self.map.contains_key(&Borrowed(key))
+        {
             self.evict(evictable)
                 .and_then(|victim| bound.evicted(&victim))
         } else {
             None
         };
-        self.clock += 1;
-        self.last_id += 1;
-        let slot = Slot {
-            value: make(),
-            id: self.last_id,
-            last_used: self.clock,
+        let borrowed = Borrowed(key);
+        let hash = self.map.hasher().hash_one(&borrowed);
+        let slot = match self
+            .map
+            .raw_entry_mut()
+            .from_hash(hash, |k| borrowed.equivalent(k))
+        {
+            RawEntryMut::Occupied(entry) => entry.into_mut(),
+            RawEntryMut::Vacant(entry) => {
+                self.last_id += 1;
+                let slot = Slot {
+                    value: make(),
+                    id: self.last_id,
+                    last_used: tick,
+                };
+                entry
+                    .insert_hashed_nocheck(hash, OwnedKey::from(key), slot)
+                    .1
+            }
         };
-        self.map.insert(OwnedKey::from(key), slot);
-        warning
+        slot.last_used = tick;
+        (slot, warning, hash)
     }
 
     /// Removes the least recently used value that `evictable` accepts, or
@@ -194,50 +241,27 @@ impl From<PolicyKey<'_>> for OwnedKey {
     }
 }
 
-/// The two parts of a key, owned or borrowed: lets the map be searched with
-/// a borrowed [`PolicyKey`], without building an [`OwnedKey`].
-trait KeyParts {
-    fn parts(&self) -> (&str, &str);
-}
+/// A borrowed key, to search the map without building an [`OwnedKey`]:
+/// hashes and compares like the [`OwnedKey`] with the same parts.
+struct Borrowed<'a>(PolicyKey<'a>);
 
-impl KeyParts for OwnedKey {
-    fn parts(&self) -> (&str, &str) {
-        (&self.namespace, &self.name)
-    }
-}
-
-impl KeyParts for PolicyKey<'_> {
-    fn parts(&self) -> (&str, &str) {
-        (self.namespace, self.name)
-    }
-}
-
-impl<'a> Borrow<dyn KeyParts + 'a> for OwnedKey {
-    fn borrow(&self) -> &(dyn KeyParts + 'a) {
-        self
-    }
-}
-
-// `OwnedKey` and `dyn KeyParts` must hash and compare alike.
 impl Hash for OwnedKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
+        (&*self.namespace, &*self.name).hash(state);
     }
 }
 
-impl Hash for dyn KeyParts + '_ {
+impl Hash for Borrowed<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
+        (self.0.namespace, self.0.name).hash(state);
     }
 }
 
-impl PartialEq for dyn KeyParts + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
+impl Equivalent<OwnedKey> for Borrowed<'_> {
+    fn equivalent(&self, key: &OwnedKey) -> bool {
+        *key.namespace == *self.0.namespace && *key.name == *self.0.name
     }
 }
-
-impl Eq for dyn KeyParts + '_ {}
 
 #[cfg(test)]
 mod tests {
@@ -248,16 +272,15 @@ mod tests {
         let bound = Bound::new(2, "test store");
         let mut keyed = Keyed::<bool>::default();
         let key = PolicyKey::parse;
-        assert_eq!(
-            keyed.insert_if_missing(key("a"), &bound, || false, |v| *v),
-            None
-        );
-        assert_eq!(
-            keyed.insert_if_missing(key("b"), &bound, || true, |v| *v),
-            None
-        );
+        let insert = |keyed: &mut Keyed<bool>, k: &str, value: bool| {
+            keyed
+                .get_or_insert_mut(PolicyKey::parse(k), &bound, || value, |v| *v)
+                .1
+        };
+        assert_eq!(insert(&mut keyed, "a", false), None);
+        assert_eq!(insert(&mut keyed, "b", true), None);
         assert!(keyed.get_mut(key("b")).is_some()); // b is now the most recent
-        let warning = keyed.insert_if_missing(key("c"), &bound, || false, |v| *v);
+        let warning = insert(&mut keyed, "c", false);
         assert!(keyed.contains(key("a")) && !keyed.contains(key("b")));
         let warning = warning.expect("first eviction warns");
         assert!(
@@ -265,10 +288,7 @@ mod tests {
             "{warning}"
         );
         // Nothing evictable: the least recently used goes, without a warning.
-        assert_eq!(
-            keyed.insert_if_missing(key("d"), &bound, || false, |v| *v),
-            None
-        );
+        assert_eq!(insert(&mut keyed, "d", false), None);
         assert!(!keyed.contains(key("a")) && keyed.contains(key("c")));
         assert_eq!(
             (keyed.len(), bound.evictions(), bound.reached()),

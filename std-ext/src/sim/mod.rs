@@ -459,8 +459,7 @@ const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
 
 impl<'a> Sim<'a> {
     fn push(&mut self, at: Instant, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse((at, self.seq, ev)));
+        push(&mut self.queue, &mut self.seq, at, ev);
     }
 
     fn run(&mut self) {
@@ -555,23 +554,33 @@ impl<'a> Sim<'a> {
         self.drive(slot, now);
     }
 
-    /// Carries out the call's actions until it waits or finishes.
+    /// Carries out the call's actions until it waits or finishes. The call
+    /// stays in its slot (moving it out and back in copied the whole
+    /// machine twice per event).
     fn drive(&mut self, slot: u32, now: Instant) {
-        let Some(mut call) = self.calls[slot as usize].take() else {
+        let Self {
+            scenario,
+            shared,
+            backend_rng,
+            queue,
+            seq,
+            calls,
+            free,
+            in_flight,
+            ..
+        } = self;
+        let Some(call) = calls[slot as usize].as_mut() else {
             return;
         };
-        let measured = call.index >= self.scenario.warmup;
+        let measured = call.index >= scenario.warmup;
         loop {
             match call.machine.poll(&mut call.gate) {
                 Action::Launch(info) => {
                     let at = now - EPOCH;
-                    let (latency, failed) =
-                        self.scenario
-                            .backend
-                            .attempt(at, self.in_flight, &mut self.backend_rng);
-                    self.in_flight += 1;
+                    let (latency, failed) = scenario.backend.attempt(at, *in_flight, backend_rng);
+                    *in_flight += 1;
                     if measured {
-                        self.shared.borrow_mut().tally.launched(&info);
+                        shared.borrow_mut().tally.launched(&info);
                     }
                     // The machine never has more than `SLOTS` attempts in
                     // flight.
@@ -582,7 +591,7 @@ impl<'a> Sim<'a> {
                         id: info.id.0,
                         failed,
                     };
-                    self.push(now + latency, ev);
+                    push(queue, seq, now + latency, ev);
                 }
                 Action::Cancel(record) => {
                     if let Some(i) = call.live.iter().position(|l| *l == record.info.id.0) {
@@ -597,25 +606,31 @@ impl<'a> Sim<'a> {
                             slot,
                             generation: call.generation,
                         };
-                        self.push(until, ev);
+                        push(queue, seq, until, ev);
                     }
                     break;
                 }
                 Action::AwaitAttempts => break,
                 Action::Finish(verdict) => {
                     if measured {
-                        self.shared
+                        shared
                             .borrow_mut()
                             .tally
                             .finished(now - call.arrival, &verdict);
                     }
-                    self.free.push(slot);
+                    calls[slot as usize] = None;
+                    free.push(slot);
                     return;
                 }
             }
         }
-        self.calls[slot as usize] = Some(call);
     }
+}
+
+/// Queues `ev` at `at`, after the events already queued for `at`.
+fn push(queue: &mut BinaryHeap<Reverse<(Instant, u64, Ev)>>, seq: &mut u64, at: Instant, ev: Ev) {
+    *seq += 1;
+    queue.push(Reverse((at, *seq, ev)));
 }
 
 impl Tally {
