@@ -38,6 +38,9 @@ pub const NO_BUDGET: &str = "no_budget";
 /// The policy names a budget that is not there (the missing-budget mode
 /// decides whether the attempt runs).
 pub const BUDGET_NOT_FOUND: &str = "budget_not_found";
+/// A retry or hedge refused because the key's attempts would exceed
+/// `amplification.max_amplification` times its first attempts.
+pub const AMPLIFICATION_LIMIT: &str = "amplification_limit";
 /// A refusal by an open circuit.
 pub const CIRCUIT_OPEN: &str = "circuit_open";
 /// A refusal by a half-open circuit whose probe slots are all taken.
