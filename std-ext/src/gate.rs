@@ -23,10 +23,11 @@ use core::time::Duration;
 
 use recourse_core::breaker::{CallResult, Refusal};
 use recourse_core::budget::{BudgetRequest, Decision, Reservation};
-use recourse_core::policy::CircuitPolicy;
+use recourse_core::policy::{AmplificationPolicy, CircuitPolicy};
 use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
 use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
+use crate::amplification::AmplificationLedgers;
 use crate::breakers::{Breakers, Permit};
 use crate::budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
 use crate::latency::LatencyTrackers;
@@ -86,6 +87,8 @@ pub(crate) struct ExecParts<'a, S> {
     /// Where a quantile trigger reads (and completed attempts write) the
     /// key's recent latencies.
     pub(crate) latency: &'a LatencyTrackers,
+    /// The key's amplification ledger.
+    pub(crate) amplification: &'a AmplificationLedgers,
     /// The shared clock minus the machine's, in nanoseconds (wrapping),
     /// from the first instant the parts saw.
     pub(crate) offset: Option<u64>,
@@ -184,6 +187,26 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
         let now = self.shared(now);
         self.latency.record(key, latency, now);
+    }
+
+    fn amplification_allows(
+        &mut self,
+        key: PolicyKey<'_>,
+        policy: &AmplificationPolicy,
+        now: Instant,
+    ) -> bool {
+        let now = self.shared(now);
+        self.amplification.allows_extra(key, policy, now)
+    }
+
+    fn amplification_record(
+        &mut self,
+        key: PolicyKey<'_>,
+        kind: recourse_core::AttemptKind,
+        now: Instant,
+    ) {
+        let now = self.shared(now);
+        self.amplification.record(key, kind, now);
     }
 
     /// Tells the observer, as it happens (a panicking observer is

@@ -215,3 +215,28 @@ fn in_a_brownout_the_breaker_opens_sheds_load_and_closes() {
     assert!(report.successes() >= 3_000, "{report}");
     golden("brownout", &report.to_string());
 }
+
+#[test]
+fn the_amplification_ledger_bounds_retries_and_hedges_together() {
+    // Every attempt is slower than the hedge delay and half of them fail:
+    // 3 attempts and a hedge each would more than double the load.
+    let run = |max_amplification: f64| {
+        let mut p = hedging("", ms(50));
+        p.retry.max_attempts = 3;
+        p.amplification.max_amplification = max_amplification;
+        Scenario::new(p, Backend::new(Latency::Constant(ms(300))).error_rate(0.5))
+            .arrivals(Arrivals::Uniform { per_second: 500.0 })
+            .calls(30_000)
+            .seed(9)
+            .run()
+            .unwrap()
+    };
+    let unbounded = run(0.0);
+    assert!(unbounded.extra_load() > 1.0, "{unbounded}");
+    let bounded = run(1.1);
+    // 10 % of first attempts, plus the floor of 1/s over a 60 s run
+    // (60 of 30 000 calls: 0.2 %).
+    assert!(bounded.extra_load() <= 0.103, "{bounded}");
+    assert!(bounded.extra_load() >= 0.09, "the bound is used: {bounded}");
+    assert!(bounded.hedges > 0 && bounded.attempts > bounded.hedges + bounded.calls);
+}
