@@ -159,6 +159,10 @@ pub struct BudgetEvent<'a> {
 
 pub use crate::verdict::reason::BUDGET_NOT_FOUND;
 
+/// The budget name a [`BudgetEvent`] gives the amplification ledger when it
+/// refuses an attempt (reason `amplification_limit`).
+pub const AMPLIFICATION_BUDGET: &str = "amplification";
+
 /// One attempt's reservation, held until the attempt ends.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Held<B> {
@@ -291,12 +295,11 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
                 .parts
                 .amplification_allows(self.key, amplification, request.now)
         {
-            let bref = self.budget_ref(kind);
             let event = BudgetEvent {
                 attempt: request.attempt,
                 kind,
-                budget: bref.name.as_str(),
-                cost: bref.cost.max(1),
+                budget: AMPLIFICATION_BUDGET,
+                cost: 1,
                 found: true,
                 allowed: false,
                 reason: reason::AMPLIFICATION_LIMIT,
