@@ -240,3 +240,26 @@ fn the_amplification_ledger_bounds_retries_and_hedges_together() {
     assert!(bounded.extra_load() >= 0.09, "the bound is used: {bounded}");
     assert!(bounded.hedges > 0 && bounded.attempts > bounded.hedges + bounded.calls);
 }
+
+#[test]
+fn across_three_layers_the_ledger_and_one_layer_retries_bound_what_reaches_the_bottom() {
+    use super::layers::{three_layer_table, three_layers, Awareness};
+    let mut plain = Policy::DEFAULT;
+    plain.retry.max_attempts = 3;
+    let at_c = |p: &Policy, a| three_layers(p, a, 2_000)[2];
+    assert_eq!(at_c(&plain, Awareness::None), 27.0);
+    let mut ledger = plain.clone();
+    ledger.amplification.max_amplification = 1.1;
+    ledger.amplification.min_per_sec = 0;
+    let r = three_layers(&ledger, Awareness::None, 2_000);
+    assert!(
+        r[0] <= 1.1 && r[1] <= 1.1 * 1.1 + 1e-9 && r[2] <= 1.1 * 1.1 * 1.1 + 1e-9,
+        "{r:?}"
+    );
+    let r = three_layers(&ledger, Awareness::OneLayer, 2_000);
+    assert!(
+        r.iter().all(|x| *x <= 1.1),
+        "goal: at most 1.1x at every layer: {r:?}"
+    );
+    golden("three_layers", &three_layer_table(2_000));
+}
