@@ -120,6 +120,14 @@ pub struct RetryPolicy {
     /// HTTP POST or PATCH): off by default, because a retried POST may
     /// charge a card twice.
     pub retry_non_idempotent: bool,
+    /// Deadline-aware retries and hedges: with an overall timeout, a retry
+    /// whose start plus this quantile (permille: 900 = p90) of the key's
+    /// completed attempts lies past the deadline is not launched, and the
+    /// call ends at once with `deadline_unreachable`; a hedge that would
+    /// end past it is not launched. Off (0) by default, and until the
+    /// key's latency tracker has enough samples. 1..=1000; above 1000 is an
+    /// error naming the field.
+    pub deadline_quantile_permille: u32,
 }
 
 impl RetryPolicy {
@@ -139,6 +147,7 @@ impl RetryPolicy {
             cost: 1,
         },
         retry_non_idempotent: false,
+        deadline_quantile_permille: 0,
     };
 }
 

@@ -326,6 +326,16 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
     fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
         self.hedge_inner(state)
     }
+
+    /// `retry.deadline_quantile_permille` of the key's completed attempts,
+    /// from the latency source (`None` when off or with too few samples).
+    fn expected_latency(&mut self, now: Instant) -> Option<Duration> {
+        let q = self.policy.retry.deadline_quantile_permille;
+        if q == 0 {
+            return None;
+        }
+        self.parts.latency_quantile(self.key, q, now)
+    }
 }
 
 impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
@@ -413,7 +423,9 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         // Samples come from attempts that ran to completion: a budget
         // denial never gets here, and an attempt recourse cut or dropped
         // says only that it was slower than its cut.
-        if !record.cancelled && self.trigger.is_some_and(|t| t.quantile().is_some()) {
+        let wants_samples = self.trigger.is_some_and(|t| t.quantile().is_some())
+            || self.policy.retry.deadline_quantile_permille > 0;
+        if !record.cancelled && wants_samples {
             self.parts
                 .record_latency(self.key, record.duration(), record.end);
         }
@@ -924,5 +936,100 @@ mod tests {
         assert!(a
             .iter()
             .any(|x| matches!(x, Action::Launch(i) if i.is_hedge)));
+    }
+
+    #[test]
+    fn a_retry_that_cannot_finish_before_the_deadline_ends_the_call_at_once() {
+        let mut policy = Policy::DEFAULT;
+        policy.retry.max_attempts = 3;
+        policy.retry.jitter = crate::policy::Jitter::None;
+        policy.retry.overall_timeout = Some(Duration::from_millis(100));
+        policy.retry.deadline_quantile_permille = 900;
+        let policy = policy.normalize().unwrap().policy;
+        // (p90 of completed attempts, what the machine does after the
+        // first attempt fails at 20 ms; the backoff ends at 30 ms)
+        for (p90, unreachable) in [
+            (None, false),
+            (Some(50), false),
+            (Some(70), true),
+            (Some(90), true),
+        ] {
+            let parts = Parts {
+                quantile: p90.map(Duration::from_millis),
+                ..Parts::default()
+            };
+            let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, parts);
+            let mut m = machine(&policy);
+            m.handle(Event::Start { now: ms(0) });
+            let _ = drain(&mut m, &mut gate);
+            m.handle(Event::AttemptFinished {
+                id: AttemptId(0),
+                outcome: Outcome::retryable("boom"),
+                now: ms(20),
+            });
+            let a = drain(&mut m, &mut gate);
+            if unreachable {
+                assert!(
+                    matches!(
+                        a.last(),
+                        Some(Action::Finish(Verdict::Failure {
+                            cause: Cause::DeadlineUnreachable,
+                            last: Some(AttemptId(0)),
+                        }))
+                    ),
+                    "{p90:?}: {a:?}"
+                );
+                assert_eq!(Cause::DeadlineUnreachable.as_str(), "deadline_unreachable");
+            } else {
+                assert!(
+                    matches!(a.last(), Some(Action::Wait { until, .. }) if *until == ms(30)),
+                    "{p90:?}: {a:?}"
+                );
+            }
+            // The completed attempt fed the latency source.
+            assert_eq!(gate.parts().latencies, [Duration::from_millis(20)]);
+        }
+        // Off: no quantile is read, whatever the source says.
+        let mut off = policy.clone();
+        off.retry.deadline_quantile_permille = 0;
+        let parts = Parts {
+            quantile: Some(Duration::from_secs(5)),
+            ..Parts::default()
+        };
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &off, None, parts);
+        let mut m = machine(&off);
+        m.handle(Event::Start { now: ms(0) });
+        let _ = drain(&mut m, &mut gate);
+        m.handle(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::retryable("boom"),
+            now: ms(20),
+        });
+        let a = drain(&mut m, &mut gate);
+        assert!(matches!(a.last(), Some(Action::Wait { .. })), "{a:?}");
+    }
+
+    #[test]
+    fn a_hedge_that_cannot_finish_before_the_deadline_is_not_launched() {
+        let mut policy = hedged("", "");
+        policy.retry.overall_timeout = Some(Duration::from_millis(100));
+        policy.retry.deadline_quantile_permille = 900;
+        for (p90, launched) in [(80, true), (95, false)] {
+            let parts = Parts {
+                quantile: Some(Duration::from_millis(p90)),
+                ..Parts::default()
+            };
+            let mut gate: PolicyGate<'_, _> =
+                PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+            let mut m = machine(&policy);
+            m.handle(Event::Start { now: ms(0) });
+            let _ = drain(&mut m, &mut gate);
+            m.handle(Event::Tick { now: ms(10) });
+            let a = drain(&mut m, &mut gate);
+            let hedge = a
+                .iter()
+                .any(|x| matches!(x, Action::Launch(i) if i.is_hedge));
+            assert_eq!(hedge, launched, "p90 {p90} ms at 10 ms of 100: {a:?}");
+        }
     }
 }

@@ -202,6 +202,7 @@ pub fn allowed(path: &str) -> Option<&'static str> {
             "an integer 0..=4294967295, clamped to 1..=100"
         }
         "amplification.max_amplification" => "0 (off) or a number 1..=100 such as 1.1 (attempts of any kind per first attempt); below 1 or NaN is an error, above 100 is clamped",
+        "retry.deadline_quantile_permille" => "an integer 0..=1000: 0 (off) or a latency quantile in permille such as 900 (p90); above 1000 is an error",
         "amplification.min_per_sec" => "an integer 0..=4294967295 (extra attempts per second allowed whatever the ratio), clamped to 0..=10000",
         _ => return None,
     })
@@ -462,6 +463,14 @@ struct RetryDoc {
     budget: BudgetDoc,
     /// Whether protocol classifiers may retry non-idempotent requests.
     retry_non_idempotent: bool,
+    /// Latency quantile (permille, 900 = p90) a retry or hedge must be
+    /// expected to finish within before the deadline; 0 is off.
+    #[serde(skip_serializing_if = "is_zero")]
+    deadline_quantile_permille: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl From<RetryPolicy> for RetryDoc {
@@ -477,6 +486,7 @@ impl From<RetryPolicy> for RetryDoc {
             classifier: NameW(r.classifier),
             budget: r.budget.into(),
             retry_non_idempotent: r.retry_non_idempotent,
+            deadline_quantile_permille: r.deadline_quantile_permille,
         }
     }
 }
@@ -494,6 +504,7 @@ impl From<RetryDoc> for RetryPolicy {
             classifier: r.classifier.0,
             budget: r.budget.into(),
             retry_non_idempotent: r.retry_non_idempotent,
+            deadline_quantile_permille: r.deadline_quantile_permille,
         }
     }
 }

@@ -67,7 +67,7 @@ fn ms(n: u64) -> Duration {
 // ---------------------------------------------------------------------------
 
 /// Every [`Field`]; a new one fails [`value_of`] until it is handled there.
-const FIELDS: [Field; 19] = Field::ALL;
+const FIELDS: [Field; 20] = Field::ALL;
 
 /// `f`'s value in `p`, as text (`{:?}`, so −0.0 and 0.0 differ).
 fn value_of(p: &Policy, f: Field) -> String {
@@ -92,6 +92,7 @@ fn value_of(p: &Policy, f: Field) -> String {
         Field::CircuitHalfOpenSuccesses => format!("{:?}", c.half_open_successes),
         Field::MaxAmplification => format!("{:?}", p.amplification.max_amplification),
         Field::AmplificationMinPerSec => format!("{:?}", p.amplification.min_per_sec),
+        Field::DeadlineQuantile => format!("{:?}", r.deadline_quantile_permille),
         other => panic!("a field this test does not know: {other:?}; add it to FIELDS"),
     }
 }
@@ -118,6 +119,7 @@ fn with_fields_of(mut out: Policy, from: &Policy) -> Policy {
     out.circuit.half_open_max_probes = c.half_open_max_probes;
     out.circuit.half_open_successes = c.half_open_successes;
     out.amplification = from.amplification;
+    out.retry.deadline_quantile_permille = r.deadline_quantile_permille;
     out
 }
 
@@ -574,6 +576,25 @@ fn max_amplification_below_one_or_nan_is_an_error_naming_the_field_and_range() {
             .unwrap_err();
         assert_eq!(e.field, "amplification.max_amplification");
         assert!(e.to_string().contains("1 to 100"), "{e}");
+    }
+}
+
+#[test]
+fn a_deadline_quantile_outside_0_to_1000_is_an_error_naming_the_field() {
+    for v in [1_001, 1_000_000, u32::MAX] {
+        let mut p = base();
+        p.retry.deadline_quantile_permille = v;
+        let e = p.clone().normalize().unwrap_err();
+        assert_eq!(e.field, "retry.deadline_quantile_permille");
+        assert!(e.to_string().contains("1 to 1000"), "{e}");
+        let e = StaticProvider::builder().policy("svc.Get", p).unwrap_err();
+        assert_eq!(e.field, "retry.deadline_quantile_permille");
+    }
+    for v in [0, 1, 500, 900, 1000] {
+        let mut p = base();
+        p.retry.deadline_quantile_permille = v;
+        let (out, _) = normalize_exactly(&p, Limits::DEFAULT);
+        assert_eq!(out.retry.deadline_quantile_permille, v);
     }
 }
 

@@ -108,6 +108,9 @@ pub struct CallMachine<const N: usize = 4> {
     launched: u16,
     /// The sleep before the next primary.
     next_backoff: Duration,
+    /// Whether the coming retry was checked against the deadline with the
+    /// gate's expected latency.
+    reach_checked: bool,
     /// The last attempt that failed, and how.
     last_failure: Option<AttemptId>,
     last_outcome: Option<Outcome>,
@@ -165,6 +168,7 @@ impl<const N: usize> CallMachine<N> {
             groups: 0,
             launched: 0,
             next_backoff: Duration::ZERO,
+            reach_checked: false,
             last_failure: None,
             last_outcome: None,
             refusal: None,
@@ -351,6 +355,7 @@ impl<const N: usize> CallMachine<N> {
             return self.fail(beyond);
         }
         self.next_backoff = delay;
+        self.reach_checked = false;
         self.phase = if delay.is_zero() {
             Phase::Ready
         } else {
@@ -404,6 +409,13 @@ impl<const N: usize> CallMachine<N> {
                     return Action::Finish(v);
                 }
                 Phase::Backoff(until) => {
+                    if !self.reach_checked {
+                        self.reach_checked = true;
+                        if self.unreachable(gate, until) {
+                            self.fail(Cause::DeadlineUnreachable);
+                            continue;
+                        }
+                    }
                     if self.now < until {
                         return Action::Wait {
                             until,
@@ -556,6 +568,11 @@ impl<const N: usize> CallMachine<N> {
                 .map(|t| t.max(self.now + Duration::from_millis(1)));
             return None;
         }
+        if self.unreachable(gate, self.now) {
+            // A hedge that cannot end in time only adds load.
+            self.hedging_stopped = true;
+            return None;
+        }
         self.group_hedges += 1;
         let retry_index = self.groups - 1;
         match self.admit(gate, retry_index, self.group_hedges, None, Duration::ZERO) {
@@ -598,6 +615,16 @@ impl<const N: usize> CallMachine<N> {
             },
             (None, None) => Action::AwaitAttempts,
         }
+    }
+
+    /// Whether an attempt launched at `start` is expected (by the gate's
+    /// expected latency) to end at or past the overall deadline.
+    fn unreachable<G: Gate + ?Sized>(&self, gate: &mut G, start: Instant) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        gate.expected_latency(self.now)
+            .is_some_and(|expected| start.saturating_add(expected) >= deadline)
     }
 
     fn deadline_passed(&self) -> bool {

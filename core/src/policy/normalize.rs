@@ -77,6 +77,14 @@ impl Policy {
                 },
             ));
         }
+        if self.retry.deadline_quantile_permille > 1000 {
+            return Err(PolicyError::new(
+                Field::DeadlineQuantile.path(),
+                Problem::OutOfRange {
+                    allowed: "0 (off) or 1 to 1000 permille (900 = p90)",
+                },
+            ));
+        }
         let mut changed = ChangedFields::EMPTY;
         normalize_amplification(&mut self.amplification, &mut changed);
         normalize_retry(&mut self.retry, &mut changed);
@@ -330,11 +338,14 @@ pub enum Field {
     MaxAmplification,
     /// `amplification.min_per_sec`
     AmplificationMinPerSec,
+    /// `retry.deadline_quantile_permille` (never clamped: out of range is
+    /// an error)
+    DeadlineQuantile,
 }
 
 impl Field {
     /// Every field, in the order [`ChangedFields`] lists them.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::MaxAttempts,
         Self::InitialBackoff,
         Self::MaxBackoff,
@@ -354,6 +365,7 @@ impl Field {
         Self::CircuitHalfOpenSuccesses,
         Self::MaxAmplification,
         Self::AmplificationMinPerSec,
+        Self::DeadlineQuantile,
     ];
 
     /// The dotted path, as in configuration files and timelines.
@@ -378,6 +390,7 @@ impl Field {
             Self::CircuitHalfOpenSuccesses => "circuit.half_open_successes",
             Self::MaxAmplification => "amplification.max_amplification",
             Self::AmplificationMinPerSec => "amplification.min_per_sec",
+            Self::DeadlineQuantile => "retry.deadline_quantile_permille",
         }
     }
 }
@@ -586,6 +599,22 @@ mod tests {
             let mut p = Policy::DEFAULT;
             p.amplification.max_amplification = ok;
             assert!(p.normalize().unwrap().changed.is_empty(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_deadline_quantile_past_1000_is_an_error_naming_the_field() {
+        for ok in [0, 1, 900, 1000] {
+            let mut p = Policy::DEFAULT;
+            p.retry.deadline_quantile_permille = ok;
+            assert!(p.normalize().unwrap().changed.is_empty());
+        }
+        for bad in [1001, u32::MAX] {
+            let mut p = Policy::DEFAULT;
+            p.retry.deadline_quantile_permille = bad;
+            let e = p.normalize().unwrap_err();
+            assert_eq!(e.field, "retry.deadline_quantile_permille");
+            assert!(e.to_string().contains("1 to 1000"), "{e}");
         }
     }
 
