@@ -58,6 +58,7 @@
 //!   trigger reading a [`LatencySketch`] fed by completed attempts.
 
 mod backend;
+pub mod deadline;
 pub mod layers;
 mod report;
 
