@@ -1,13 +1,14 @@
 //! The amplification bound in the executor: one ledger per key, shared by
 //! every call of the key, refusing retries past `max_amplification` with
-//! `amplification_limit`, told to observers.
+//! `amplification_limit`, told to observers; and deadline-aware retries.
 
 mod common;
 
+use core::time::Duration;
 use std::sync::{Arc, Mutex};
 
 use common::{attempts, one};
-use recourse::{BudgetDecision, Error, Executor, Observer, PolicyKey};
+use recourse::{BudgetDecision, Error, Executor, LatencyTrackers, Observer, PolicyKey};
 
 /// A budget decision: attempt number, allowed, reason.
 type Seen = (u16, bool, &'static str);
@@ -85,4 +86,54 @@ async fn off_by_default() {
             .await;
     }
     assert_eq!(ran, 15);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_cannot_finish_in_time_is_not_slept_for() {
+    let mut p = attempts(3);
+    p.retry.overall_timeout = Some(Duration::from_millis(100));
+    p.retry.deadline_quantile_permille = 900;
+    let exec = Executor::builder()
+        .provider(one("svc.Get", p))
+        .latency_trackers(LatencyTrackers::default().with_min_samples(1))
+        .build();
+    // Before any sample: the retry runs as before.
+    let mut n = 0;
+    let start = tokio::time::Instant::now();
+    let r = exec
+        .call("svc.Get", |a| {
+            n += 1;
+            async move {
+                let wait = if a.id.0 == 0 { 20 } else { 70 };
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                if a.id.0 == 0 {
+                    Err("down")
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+    assert_eq!(r, Ok(()));
+    assert_eq!(n, 2);
+    assert!(start.elapsed() >= Duration::from_millis(90));
+    // Now p90 is 70 ms: a failure at 20 ms leaves a retry at 30 ms + 70 ms,
+    // which cannot end before the 100 ms deadline; the call ends at 20 ms.
+    let mut n = 0;
+    let start = tokio::time::Instant::now();
+    let r = exec
+        .call("svc.Get", |_| {
+            n += 1;
+            async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err::<(), _>("down")
+            }
+        })
+        .await;
+    assert!(
+        matches!(r, Err(Error::DeadlineExceeded { last: Some("down") })),
+        "{r:?}"
+    );
+    assert_eq!(n, 1);
+    assert_eq!(start.elapsed(), Duration::from_millis(20));
 }
