@@ -8,6 +8,11 @@
 //! ledgers are kept (default 1024); a new key beyond that evicts the least
 //! recently used one, which is counted ([`AmplificationLedgers::evictions`]).
 //!
+//! An executor's ledgers live in its
+//! [`BudgetRegistry`](crate::BudgetRegistry)
+//! ([`BudgetRegistry::with_amplification_ledgers`](crate::BudgetRegistry::with_amplification_ledgers)
+//! sets another bound).
+//!
 //! Every instant passed to one store must come from one clock, such as an
 //! executor's shared clock ([`TimerSource`](crate::TimerSource)).
 

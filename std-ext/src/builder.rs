@@ -50,8 +50,6 @@ pub struct ExecutorBuilder<S = DefaultTimer> {
     classifiers: ClassifierRegistry,
     missing_classifier: MissingClassifierMode,
     latency: LatencyTrackers,
-    // amplification: the key's ledgers.
-    amplification: crate::amplification::AmplificationLedgers,
     missing_trigger: MissingTriggerMode,
 }
 
@@ -72,7 +70,6 @@ impl ExecutorBuilder {
             classifiers: ClassifierRegistry::new(),
             missing_classifier: MissingClassifierMode::default(),
             latency: LatencyTrackers::default(),
-            amplification: crate::amplification::AmplificationLedgers::default(),
             missing_trigger: MissingTriggerMode::default(),
         }
     }
@@ -128,7 +125,6 @@ impl<S> ExecutorBuilder<S> {
             classifiers: self.classifiers,
             missing_classifier: self.missing_classifier,
             latency: self.latency,
-            amplification: self.amplification,
             missing_trigger: self.missing_trigger,
         }
     }
@@ -215,15 +211,6 @@ impl<S> ExecutorBuilder<S> {
         self
     }
 
-    /// Where the executor keeps each key's amplification ledger (default:
-    /// [`AmplificationLedgers::default`](crate::AmplificationLedgers), at
-    /// most 1024 keys); consulted only under a policy that sets
-    /// `amplification.max_amplification`.
-    pub fn amplification_ledgers(mut self, ledgers: crate::AmplificationLedgers) -> Self {
-        self.amplification = ledgers;
-        self
-    }
-
     /// What a call does when its policy's `hedge.trigger` names no trigger
     /// (default [`MissingTriggerMode::Fallback`]: the fixed delay).
     pub fn missing_trigger_mode(mut self, mode: MissingTriggerMode) -> Self {
@@ -264,7 +251,6 @@ impl<S> ExecutorBuilder<S> {
             classifiers: self.classifiers,
             missing_classifier: self.missing_classifier,
             latency: self.latency,
-            amplification: self.amplification,
             missing_trigger: self.missing_trigger,
         }
     }

@@ -96,8 +96,6 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) classifiers: ClassifierRegistry,
     pub(crate) missing_classifier: MissingClassifierMode,
     pub(crate) latency: LatencyTrackers,
-    // amplification: the key's ledgers.
-    pub(crate) amplification: crate::amplification::AmplificationLedgers,
     pub(crate) missing_trigger: MissingTriggerMode,
 }
 
@@ -327,7 +325,6 @@ impl<S: TimerSource> Executor<S> {
             observer: self.observer.as_deref(),
             breakers: &self.breakers,
             latency: &self.latency,
-            amplification: &self.amplification,
             offset: None,
         };
         let panicked = OnceLock::new();

@@ -27,7 +27,6 @@ use recourse_core::policy::{AmplificationPolicy, CircuitPolicy};
 use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
 use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
-use crate::amplification::AmplificationLedgers;
 use crate::breakers::{Breakers, Permit};
 use crate::budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
 use crate::latency::LatencyTrackers;
@@ -87,8 +86,6 @@ pub(crate) struct ExecParts<'a, S> {
     /// Where a quantile trigger reads (and completed attempts write) the
     /// key's recent latencies.
     pub(crate) latency: &'a LatencyTrackers,
-    /// The key's amplification ledger.
-    pub(crate) amplification: &'a AmplificationLedgers,
     /// The shared clock minus the machine's, in nanoseconds (wrapping),
     /// from the first instant the parts saw.
     pub(crate) offset: Option<u64>,
@@ -196,7 +193,9 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) -> bool {
         let now = self.shared(now);
-        self.amplification.allows_extra(key, policy, now)
+        self.budgets
+            .amplification_ledgers()
+            .allows_extra(key, policy, now)
     }
 
     fn amplification_record(
@@ -206,7 +205,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) {
         let now = self.shared(now);
-        self.amplification.record(key, kind, now);
+        self.budgets.amplification_ledgers().record(key, kind, now);
     }
 
     /// Tells the observer, as it happens (a panicking observer is

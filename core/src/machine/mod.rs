@@ -79,6 +79,9 @@ enum Phase {
     Running,
     /// Sleeping until the next retry group.
     Backoff(Instant),
+    /// About to sleep until the next retry group, not yet checked against
+    /// the deadline with the gate's expected latency.
+    BackoffUnchecked(Instant),
     /// Cancelling whatever is in flight (records carry `reason`), then
     /// finishing with the verdict.
     Ending(Verdict, &'static str),
@@ -108,9 +111,6 @@ pub struct CallMachine<const N: usize = 4> {
     launched: u16,
     /// The sleep before the next primary.
     next_backoff: Duration,
-    /// Whether the coming retry was checked against the deadline with the
-    /// gate's expected latency.
-    reach_checked: bool,
     /// The last attempt that failed, and how.
     last_failure: Option<AttemptId>,
     last_outcome: Option<Outcome>,
@@ -168,7 +168,6 @@ impl<const N: usize> CallMachine<N> {
             groups: 0,
             launched: 0,
             next_backoff: Duration::ZERO,
-            reach_checked: false,
             last_failure: None,
             last_outcome: None,
             refusal: None,
@@ -355,11 +354,10 @@ impl<const N: usize> CallMachine<N> {
             return self.fail(beyond);
         }
         self.next_backoff = delay;
-        self.reach_checked = false;
         self.phase = if delay.is_zero() {
             Phase::Ready
         } else {
-            Phase::Backoff(wake)
+            Phase::BackoffUnchecked(wake)
         };
     }
 
@@ -408,14 +406,14 @@ impl<const N: usize> CallMachine<N> {
                     gate.call_ended(&v, self.now);
                     return Action::Finish(v);
                 }
-                Phase::Backoff(until) => {
-                    if !self.reach_checked {
-                        self.reach_checked = true;
-                        if self.unreachable(gate, until) {
-                            self.fail(Cause::DeadlineUnreachable);
-                            continue;
-                        }
+                Phase::BackoffUnchecked(until) => {
+                    if self.unreachable(gate, until) {
+                        self.fail(Cause::DeadlineUnreachable);
+                    } else {
+                        self.phase = Phase::Backoff(until);
                     }
+                }
+                Phase::Backoff(until) => {
                     if self.now < until {
                         return Action::Wait {
                             until,
