@@ -326,11 +326,9 @@ pub enum Problem {
     UnknownJitter,
     /// A name longer than [`NAME_CAPACITY`] bytes.
     NameTooLong,
-    /// A number outside its allowed range.
-    OutOfRange {
-        /// The range, as text (`0 (off) or 1 to 100`).
-        allowed: &'static str,
-    },
+    /// A number outside its allowed range ([`Problem::allowed`] says
+    /// which; no payload, so that a `PolicyError` stays small).
+    OutOfRange,
 }
 
 impl fmt::Display for PolicyError {
@@ -342,7 +340,25 @@ impl fmt::Display for PolicyError {
                 f.write_str("unknown jitter kind; expected one of none, full, equal, decorrelated")
             }
             Problem::NameTooLong => write!(f, "longer than {NAME_CAPACITY} bytes"),
-            Problem::OutOfRange { allowed } => write!(f, "out of range (allowed: {allowed})"),
+            Problem::OutOfRange => {
+                write!(
+                    f,
+                    "out of range (allowed: {})",
+                    Problem::allowed(self.field)
+                )
+            }
+        }
+    }
+}
+
+impl Problem {
+    /// The allowed range of a field whose problem is
+    /// [`Problem::OutOfRange`], by dotted path.
+    pub const fn allowed(field: &str) -> &'static str {
+        match field.as_bytes() {
+            b"amplification.max_amplification" => "0 (off) or 1 to 100",
+            b"retry.deadline_quantile_permille" => "0 (off) or 1 to 1000 permille (900 = p90)",
+            _ => "see the field's documentation",
         }
     }
 }

@@ -72,17 +72,13 @@ impl Policy {
         if amp.is_nan() || (amp != 0.0 && amp < 1.0) {
             return Err(PolicyError::new(
                 Field::MaxAmplification.path(),
-                Problem::OutOfRange {
-                    allowed: "0 (off) or 1 to 100",
-                },
+                Problem::OutOfRange,
             ));
         }
         if self.retry.deadline_quantile_permille > 1000 {
             return Err(PolicyError::new(
                 Field::DeadlineQuantile.path(),
-                Problem::OutOfRange {
-                    allowed: "0 (off) or 1 to 1000 permille (900 = p90)",
-                },
+                Problem::OutOfRange,
             ));
         }
         let mut changed = ChangedFields::EMPTY;

@@ -234,7 +234,7 @@ impl Scenario {
                 match e.problem {
                     Problem::UnknownJitter => "one of none, full, equal, decorrelated",
                     Problem::NameTooLong => "a shorter name",
-                    Problem::OutOfRange { allowed } => allowed,
+                    Problem::OutOfRange => Problem::allowed(e.field),
                     _ => "a finite number (allowed range 1 to 10)",
                 },
             )
