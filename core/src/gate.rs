@@ -12,6 +12,7 @@ use crate::outcome::Outcome;
 use crate::record::{AttemptInfo, AttemptRecord};
 use crate::time::Instant;
 use crate::verdict::{reason, Verdict};
+use core::time::Duration;
 
 /// Who refused (or allowed) an attempt.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -114,6 +115,16 @@ pub trait Gate {
     fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
         crate::hedge::fixed_delay(state)
     }
+
+    /// How long an attempt launched at `now` is expected to take (a
+    /// latency quantile of the key's completed attempts), when the policy
+    /// asks the machine not to launch a retry or hedge that would end past
+    /// the overall deadline (`retry.deadline_quantile_permille`). `None`
+    /// (the default, and while there are too few samples): no such check.
+    fn expected_latency(&mut self, now: Instant) -> Option<Duration> {
+        let _ = now;
+        None
+    }
 }
 
 /// The open gate: every attempt allowed with `no_budget`.
@@ -135,5 +146,8 @@ impl<G: Gate + ?Sized> Gate for &mut G {
     }
     fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
         (**self).hedge(state)
+    }
+    fn expected_latency(&mut self, now: Instant) -> Option<Duration> {
+        (**self).expected_latency(now)
     }
 }

@@ -88,6 +88,7 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod amplification;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;

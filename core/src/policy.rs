@@ -120,6 +120,14 @@ pub struct RetryPolicy {
     /// HTTP POST or PATCH): off by default, because a retried POST may
     /// charge a card twice.
     pub retry_non_idempotent: bool,
+    /// Deadline-aware retries and hedges: with an overall timeout, a retry
+    /// whose start plus this quantile (permille: 900 = p90) of the key's
+    /// completed attempts lies past the deadline is not launched, and the
+    /// call ends at once with `deadline_unreachable`; a hedge that would
+    /// end past it is not launched. Off (0) by default, and until the
+    /// key's latency tracker has enough samples. 1..=1000; above 1000 is an
+    /// error naming the field.
+    pub deadline_quantile_permille: u32,
 }
 
 impl RetryPolicy {
@@ -139,6 +147,7 @@ impl RetryPolicy {
             cost: 1,
         },
         retry_non_idempotent: false,
+        deadline_quantile_permille: 0,
     };
 }
 
@@ -240,6 +249,40 @@ impl Default for CircuitPolicy {
     }
 }
 
+/// One bound on retries and hedges together, per key (see
+/// [`crate::amplification`]): over a sliding 10 s window, the attempts of
+/// every kind stay within `max_amplification` times the first attempts,
+/// plus `min_per_sec` extra attempts per second.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct AmplificationPolicy {
+    /// Attempts of any kind per first attempt (`1.1`: at most 10 % extra
+    /// attempts). Default 0: off. Otherwise at least 1 (below 1 or NaN is
+    /// an error naming `amplification.max_amplification`), at most 100.
+    pub max_amplification: f64,
+    /// Extra attempts per second allowed whatever the ratio, so that a
+    /// quiet key may still retry. Default 1; at most 10 000.
+    pub min_per_sec: u32,
+}
+
+impl AmplificationPolicy {
+    /// Off, with a floor of 1 extra attempt per second for when it is set.
+    pub const DEFAULT: Self = Self {
+        max_amplification: 0.0,
+        min_per_sec: 1,
+    };
+
+    /// Whether the ledger is consulted (`max_amplification` is set).
+    pub fn is_enabled(&self) -> bool {
+        self.max_amplification >= 1.0
+    }
+}
+
+impl Default for AmplificationPolicy {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// A whole policy envelope.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Policy {
@@ -249,6 +292,8 @@ pub struct Policy {
     pub hedge: HedgePolicy,
     /// The circuit breaker.
     pub circuit: CircuitPolicy,
+    /// One bound on retries and hedges together.
+    pub amplification: AmplificationPolicy,
 }
 
 mod normalize;
@@ -281,6 +326,9 @@ pub enum Problem {
     UnknownJitter,
     /// A name longer than [`NAME_CAPACITY`] bytes.
     NameTooLong,
+    /// A number outside its allowed range ([`Problem::allowed`] says
+    /// which; no payload, so that a `PolicyError` stays small).
+    OutOfRange,
 }
 
 impl fmt::Display for PolicyError {
@@ -292,6 +340,25 @@ impl fmt::Display for PolicyError {
                 f.write_str("unknown jitter kind; expected one of none, full, equal, decorrelated")
             }
             Problem::NameTooLong => write!(f, "longer than {NAME_CAPACITY} bytes"),
+            Problem::OutOfRange => {
+                write!(
+                    f,
+                    "out of range (allowed: {})",
+                    Problem::allowed(self.field)
+                )
+            }
+        }
+    }
+}
+
+impl Problem {
+    /// The allowed range of a field whose problem is
+    /// [`Problem::OutOfRange`], by dotted path.
+    pub const fn allowed(field: &str) -> &'static str {
+        match field.as_bytes() {
+            b"amplification.max_amplification" => "0 (off) or 1 to 100",
+            b"retry.deadline_quantile_permille" => "0 (off) or 1 to 1000 permille (900 = p90)",
+            _ => "see the field's documentation",
         }
     }
 }

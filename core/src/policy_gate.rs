@@ -21,7 +21,7 @@ use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState, Trigger};
 use crate::key::PolicyKey;
 use crate::outcome::Outcome;
-use crate::policy::{BudgetRef, CircuitPolicy, Policy};
+use crate::policy::{AmplificationPolicy, BudgetRef, CircuitPolicy, Policy};
 use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 use crate::time::Instant;
 use crate::verdict::{reason, Verdict};
@@ -106,6 +106,28 @@ pub trait GateParts {
         let _ = (key, latency, now);
     }
 
+    /// Whether one more retry or hedge of `key` at `now` stays within
+    /// `policy` (enabled), by the key's
+    /// [`AmplificationLedger`](crate::amplification::AmplificationLedger). Default:
+    /// no ledger, always.
+    fn amplification_allows(
+        &mut self,
+        key: PolicyKey<'_>,
+        policy: &AmplificationPolicy,
+        now: Instant,
+    ) -> bool {
+        let _ = (key, policy, now);
+        true
+    }
+
+    /// An attempt of `kind` was admitted at `now`: the key's ledger counts
+    /// it (a first attempt, or an extra one). Called for every admitted
+    /// attempt while the policy's amplification bound is on. Default:
+    /// nothing is counted.
+    fn amplification_record(&mut self, key: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
+        let _ = (key, kind, now);
+    }
+
     /// What the gate decided about a budget, as it happens.
     fn budget_decided(&mut self, key: PolicyKey<'_>, event: &BudgetEvent<'_>) {
         let _ = (key, event);
@@ -136,6 +158,10 @@ pub struct BudgetEvent<'a> {
 }
 
 pub use crate::verdict::reason::BUDGET_NOT_FOUND;
+
+/// The budget name a [`BudgetEvent`] gives the amplification ledger when it
+/// refuses an attempt (reason `amplification_limit`).
+pub const AMPLIFICATION_BUDGET: &str = "amplification";
 
 /// One attempt's reservation, held until the attempt ends.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -259,6 +285,62 @@ impl<'p, Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'p, Pa, R> {
 
 impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
     fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        let amplification = &self.policy.amplification;
+        if !amplification.is_enabled() {
+            return self.admit_budget(request);
+        }
+        let kind = request.attempt.kind();
+        if kind != AttemptKind::Initial
+            && !self
+                .parts
+                .amplification_allows(self.key, amplification, request.now)
+        {
+            let event = BudgetEvent {
+                attempt: request.attempt,
+                kind,
+                budget: AMPLIFICATION_BUDGET,
+                cost: 1,
+                found: true,
+                allowed: false,
+                reason: reason::AMPLIFICATION_LIMIT,
+                now: request.now,
+            };
+            self.parts.budget_decided(self.key, &event);
+            return Admission::denied(reason::AMPLIFICATION_LIMIT);
+        }
+        let admission = self.admit_budget(request);
+        if admission.allowed {
+            self.parts.amplification_record(self.key, kind, request.now);
+        }
+        admission
+    }
+
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        self.attempt_ended_inner(record);
+    }
+
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        self.call_ended_inner(verdict, now);
+    }
+
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        self.hedge_inner(state)
+    }
+
+    /// `retry.deadline_quantile_permille` of the key's completed attempts,
+    /// from the latency source (`None` when off or with too few samples).
+    fn expected_latency(&mut self, now: Instant) -> Option<Duration> {
+        let q = self.policy.retry.deadline_quantile_permille;
+        if q == 0 {
+            return None;
+        }
+        self.parts.latency_quantile(self.key, q, now)
+    }
+}
+
+impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
+    /// The breaker before a first attempt, then the attempt's budget.
+    fn admit_budget(&mut self, request: &AdmitRequest) -> Admission {
         let kind = request.attempt.kind();
         let now = request.now;
         let circuit = &self.policy.circuit;
@@ -337,11 +419,13 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         Admission::allowed(decision.reason)
     }
 
-    fn attempt_ended(&mut self, record: &AttemptRecord) {
+    fn attempt_ended_inner(&mut self, record: &AttemptRecord) {
         // Samples come from attempts that ran to completion: a budget
         // denial never gets here, and an attempt recourse cut or dropped
         // says only that it was slower than its cut.
-        if !record.cancelled && self.trigger.is_some_and(|t| t.quantile().is_some()) {
+        let wants_samples = self.trigger.is_some_and(|t| t.quantile().is_some())
+            || self.policy.retry.deadline_quantile_permille > 0;
+        if !record.cancelled && wants_samples {
             self.parts
                 .record_latency(self.key, record.duration(), record.end);
         }
@@ -355,7 +439,7 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         }
     }
 
-    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+    fn call_ended_inner(&mut self, verdict: &Verdict, now: Instant) {
         if let Some(permit) = self.permit.take() {
             let result = CallResult::from_verdict(verdict);
             self.parts.record_call(self.key, permit, result, now);
@@ -364,7 +448,7 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
 
     /// The policy's trigger, reading the latency source for a quantile; a
     /// half-open breaker's probe runs without hedges.
-    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+    fn hedge_inner(&mut self, state: &HedgeState) -> HedgeDecision {
         let trigger = match self.trigger {
             Some(t) if !self.is_probe() => t,
             _ => {
@@ -388,6 +472,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+    use crate::amplification::AmplificationLedger;
     use crate::breaker::{CircuitBreaker, Permit};
     use crate::budget::{Budget, TokenBucket};
     use crate::machine::{Action, CallMachine, Event, Options};
@@ -411,6 +496,7 @@ mod tests {
         recorded: Vec<(CallResult, Instant)>,
         latencies: Vec<Duration>,
         quantile: Option<Duration>,
+        ledger: AmplificationLedger,
     }
 
     impl<'a> GateParts for Parts<'a> {
@@ -470,6 +556,21 @@ mod tests {
         }
         fn record_latency(&mut self, _: PolicyKey<'_>, latency: Duration, _: Instant) {
             self.latencies.push(latency);
+        }
+        fn amplification_allows(
+            &mut self,
+            _: PolicyKey<'_>,
+            policy: &AmplificationPolicy,
+            now: Instant,
+        ) -> bool {
+            self.ledger.allows_extra(policy, now)
+        }
+        fn amplification_record(&mut self, _: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
+            if kind == AttemptKind::Initial {
+                self.ledger.record_first(now);
+            } else {
+                self.ledger.record_extra(now);
+            }
         }
         fn budget_decided(&mut self, _: PolicyKey<'_>, e: &BudgetEvent<'_>) {
             let budget = if e.budget == "r" { "r" } else { "other" };
@@ -732,5 +833,203 @@ mod tests {
             ),
             "{a:?}"
         );
+    }
+
+    /// Runs one call whose attempts all fail, from `start`, through `gate`;
+    /// returns the attempts launched and the last record's budget reason.
+    fn failing_call<G: Gate>(policy: &Policy, gate: &mut G, start: u64) -> (u32, &'static str) {
+        let mut m = machine(policy);
+        m.handle(Event::Start { now: ms(start) });
+        let (mut launched, mut last_reason) = (0, "");
+        let mut now = start;
+        for _ in 0..16 {
+            let a = drain(&mut m, gate);
+            for act in &a {
+                match act {
+                    Action::Launch(_) => launched += 1,
+                    Action::Record(r) => last_reason = r.budget_reason,
+                    _ => {}
+                }
+            }
+            match a.last() {
+                Some(Action::Finish(_)) => return (launched, last_reason),
+                Some(Action::Wait { until, .. }) => {
+                    now = until.as_nanos() / 1_000_000;
+                    m.handle(Event::Tick { now: *until });
+                }
+                _ => {
+                    now += 1;
+                    let id = a
+                        .iter()
+                        .rev()
+                        .find_map(|x| match x {
+                            Action::Launch(i) => Some(i.id),
+                            _ => None,
+                        })
+                        .expect("an attempt in flight");
+                    m.handle(Event::AttemptFinished {
+                        id,
+                        outcome: Outcome::retryable("boom"),
+                        now: ms(now),
+                    });
+                }
+            }
+        }
+        panic!("call did not finish in 16 steps");
+    }
+
+    #[test]
+    fn the_ledger_bounds_retries_of_every_call_of_the_key() {
+        let mut policy = Policy::DEFAULT;
+        policy.retry.max_attempts = 3;
+        policy.amplification.max_amplification = 1.1;
+        policy.amplification.min_per_sec = 0;
+        let policy = policy.normalize().unwrap().policy;
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, Parts::default());
+        let (mut attempts, mut denied) = (0, 0);
+        for call in 0..100 {
+            let (n, why) = failing_call(&policy, &mut gate, call * 20);
+            attempts += n;
+            if why == reason::AMPLIFICATION_LIMIT {
+                denied += 1;
+            }
+        }
+        // 100 first attempts earn 10 retries; without the ledger, 300.
+        assert_eq!(attempts, 110);
+        assert!(denied >= 90, "{denied}");
+        let events = &gate.parts().events;
+        assert!(events.contains(&("other", true, false, reason::AMPLIFICATION_LIMIT)));
+        let t = gate.parts().ledger.totals(ms(2_000));
+        assert_eq!((t.firsts, t.extras), (100, 10));
+    }
+
+    #[test]
+    fn hedges_and_retries_share_one_bound() {
+        let mut policy = hedged("", "");
+        policy.amplification.max_amplification = 1.0;
+        policy.amplification.min_per_sec = 0;
+        let mut gate: PolicyGate<'_, _> =
+            PolicyGate::new(KEY, &policy, Trigger::parse(""), Parts::default());
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(0) });
+        let _ = drain(&mut m, &mut gate);
+        m.handle(Event::Tick { now: ms(10) });
+        let a = drain(&mut m, &mut gate);
+        assert!(
+            !a.iter()
+                .any(|x| matches!(x, Action::Launch(i) if i.is_hedge)),
+            "a hedge past 1.0x ran: {a:?}"
+        );
+        assert_eq!(
+            gate.parts().events,
+            [("other", true, false, reason::AMPLIFICATION_LIMIT)]
+        );
+        // Off: the same hedge runs.
+        let policy = hedged("", "");
+        let mut gate: PolicyGate<'_, _> =
+            PolicyGate::new(KEY, &policy, Trigger::parse(""), Parts::default());
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(0) });
+        let _ = drain(&mut m, &mut gate);
+        m.handle(Event::Tick { now: ms(10) });
+        let a = drain(&mut m, &mut gate);
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, Action::Launch(i) if i.is_hedge)));
+    }
+
+    #[test]
+    fn a_retry_that_cannot_finish_before_the_deadline_ends_the_call_at_once() {
+        let mut policy = Policy::DEFAULT;
+        policy.retry.max_attempts = 3;
+        policy.retry.jitter = crate::policy::Jitter::None;
+        policy.retry.overall_timeout = Some(Duration::from_millis(100));
+        policy.retry.deadline_quantile_permille = 900;
+        let policy = policy.normalize().unwrap().policy;
+        // (p90 of completed attempts, what the machine does after the
+        // first attempt fails at 20 ms; the backoff ends at 30 ms)
+        for (p90, unreachable) in [
+            (None, false),
+            (Some(50), false),
+            (Some(70), true),
+            (Some(90), true),
+        ] {
+            let parts = Parts {
+                quantile: p90.map(Duration::from_millis),
+                ..Parts::default()
+            };
+            let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, parts);
+            let mut m = machine(&policy);
+            m.handle(Event::Start { now: ms(0) });
+            let _ = drain(&mut m, &mut gate);
+            m.handle(Event::AttemptFinished {
+                id: AttemptId(0),
+                outcome: Outcome::retryable("boom"),
+                now: ms(20),
+            });
+            let a = drain(&mut m, &mut gate);
+            if unreachable {
+                assert!(
+                    matches!(
+                        a.last(),
+                        Some(Action::Finish(Verdict::Failure {
+                            cause: Cause::DeadlineUnreachable,
+                            last: Some(AttemptId(0)),
+                        }))
+                    ),
+                    "{p90:?}: {a:?}"
+                );
+                assert_eq!(Cause::DeadlineUnreachable.as_str(), "deadline_unreachable");
+            } else {
+                assert!(
+                    matches!(a.last(), Some(Action::Wait { until, .. }) if *until == ms(30)),
+                    "{p90:?}: {a:?}"
+                );
+            }
+            // The completed attempt fed the latency source.
+            assert_eq!(gate.parts().latencies, [Duration::from_millis(20)]);
+        }
+        // Off: no quantile is read, whatever the source says.
+        let mut off = policy.clone();
+        off.retry.deadline_quantile_permille = 0;
+        let parts = Parts {
+            quantile: Some(Duration::from_secs(5)),
+            ..Parts::default()
+        };
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &off, None, parts);
+        let mut m = machine(&off);
+        m.handle(Event::Start { now: ms(0) });
+        let _ = drain(&mut m, &mut gate);
+        m.handle(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::retryable("boom"),
+            now: ms(20),
+        });
+        let a = drain(&mut m, &mut gate);
+        assert!(matches!(a.last(), Some(Action::Wait { .. })), "{a:?}");
+    }
+
+    #[test]
+    fn a_hedge_that_cannot_finish_before_the_deadline_is_not_launched() {
+        let mut policy = hedged("", "");
+        policy.retry.overall_timeout = Some(Duration::from_millis(100));
+        policy.retry.deadline_quantile_permille = 900;
+        for (p90, launched) in [(80, true), (95, false)] {
+            let parts = Parts {
+                quantile: Some(Duration::from_millis(p90)),
+                ..Parts::default()
+            };
+            let mut gate: PolicyGate<'_, _> =
+                PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+            let mut m = machine(&policy);
+            m.handle(Event::Start { now: ms(0) });
+            let _ = drain(&mut m, &mut gate);
+            m.handle(Event::Tick { now: ms(10) });
+            let a = drain(&mut m, &mut gate);
+            let hedge = a
+                .iter()
+                .any(|x| matches!(x, Action::Launch(i) if i.is_hedge));
+            assert_eq!(hedge, launched, "p90 {p90} ms at 10 ms of 100: {a:?}");
+        }
     }
 }

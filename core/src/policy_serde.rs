@@ -31,7 +31,8 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    BudgetRef, CircuitPolicy, HedgePolicy, Jitter, Name, Policy, RetryPolicy, NAME_CAPACITY,
+    AmplificationPolicy, BudgetRef, CircuitPolicy, HedgePolicy, Jitter, Name, Policy, RetryPolicy,
+    NAME_CAPACITY,
 };
 
 /// Why a duration string could not be read.
@@ -174,7 +175,9 @@ pub fn format_duration(d: Duration, out: &mut impl fmt::Write) -> fmt::Result {
 /// normalization does outside it. `None` for a path that is not a field.
 pub fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
-        "retry" | "hedge" | "circuit" | "retry.budget" | "hedge.budget" => "a table",
+        "retry" | "hedge" | "circuit" | "amplification" | "retry.budget" | "hedge.budget" => {
+            "a table"
+        }
         "retry.max_attempts" => "an integer 0..=4294967295; 0 means 3, values outside 1..=10 are clamped",
         "retry.initial_backoff" => "a duration such as \"10ms\"; \"0s\" means 10ms, clamped to 1ms..=30s",
         "retry.max_backoff" => "a duration such as \"250ms\"; \"0s\" means 250ms, clamped to initial_backoff..=30s",
@@ -198,6 +201,9 @@ pub fn allowed(path: &str) -> Option<&'static str> {
         "circuit.half_open_max_probes" | "circuit.half_open_successes" => {
             "an integer 0..=4294967295, clamped to 1..=100"
         }
+        "amplification.max_amplification" => "0 (off) or a number 1..=100 such as 1.1 (attempts of any kind per first attempt); below 1 or NaN is an error, above 100 is clamped",
+        "retry.deadline_quantile_permille" => "an integer 0..=1000: 0 (off) or a latency quantile in permille such as 900 (p90); above 1000 is an error",
+        "amplification.min_per_sec" => "an integer 0..=4294967295 (extra attempts per second allowed whatever the ratio), clamped to 0..=10000",
         _ => return None,
     })
 }
@@ -457,6 +463,14 @@ struct RetryDoc {
     budget: BudgetDoc,
     /// Whether protocol classifiers may retry non-idempotent requests.
     retry_non_idempotent: bool,
+    /// Latency quantile (permille, 900 = p90) a retry or hedge must be
+    /// expected to finish within before the deadline; 0 is off.
+    #[serde(skip_serializing_if = "is_zero")]
+    deadline_quantile_permille: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl From<RetryPolicy> for RetryDoc {
@@ -472,6 +486,7 @@ impl From<RetryPolicy> for RetryDoc {
             classifier: NameW(r.classifier),
             budget: r.budget.into(),
             retry_non_idempotent: r.retry_non_idempotent,
+            deadline_quantile_permille: r.deadline_quantile_permille,
         }
     }
 }
@@ -489,6 +504,7 @@ impl From<RetryDoc> for RetryPolicy {
             classifier: r.classifier.0,
             budget: r.budget.into(),
             retry_non_idempotent: r.retry_non_idempotent,
+            deadline_quantile_permille: r.deadline_quantile_permille,
         }
     }
 }
@@ -607,6 +623,47 @@ impl Default for CircuitDoc {
     }
 }
 
+#[derive(Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, default)]
+struct AmplificationDoc {
+    /// Attempts of any kind per first attempt over 10 s, e.g. 1.1; 0 is
+    /// off, otherwise 1..=100.
+    max_amplification: f64,
+    /// Extra attempts per second allowed whatever the ratio; at most 10000.
+    min_per_sec: u32,
+}
+
+impl From<AmplificationPolicy> for AmplificationDoc {
+    fn from(a: AmplificationPolicy) -> Self {
+        Self {
+            max_amplification: a.max_amplification,
+            min_per_sec: a.min_per_sec,
+        }
+    }
+}
+
+impl From<AmplificationDoc> for AmplificationPolicy {
+    fn from(a: AmplificationDoc) -> Self {
+        Self {
+            max_amplification: a.max_amplification,
+            min_per_sec: a.min_per_sec,
+        }
+    }
+}
+
+impl Default for AmplificationDoc {
+    fn default() -> Self {
+        AmplificationPolicy::DEFAULT.into()
+    }
+}
+
+impl AmplificationDoc {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// A policy: every section and field optional, unknown fields rejected.
 #[derive(Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -618,6 +675,9 @@ struct PolicyDoc {
     hedge: HedgeDoc,
     /// The circuit breaker.
     circuit: CircuitDoc,
+    /// One bound on retries and hedges together (left out when off).
+    #[serde(skip_serializing_if = "AmplificationDoc::is_default")]
+    amplification: AmplificationDoc,
 }
 
 impl Serialize for Policy {
@@ -626,6 +686,7 @@ impl Serialize for Policy {
             retry: self.retry.clone().into(),
             hedge: self.hedge.clone().into(),
             circuit: self.circuit.clone().into(),
+            amplification: self.amplification.into(),
         }
         .serialize(s)
     }
@@ -641,6 +702,7 @@ impl<'de> Deserialize<'de> for Policy {
             retry: doc.retry.into(),
             hedge: doc.hedge.into(),
             circuit: doc.circuit.into(),
+            amplification: doc.amplification.into(),
         })
     }
 }

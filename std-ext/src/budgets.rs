@@ -30,12 +30,31 @@ pub type SharedBudget = Arc<dyn Budget + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct BudgetRegistry {
     budgets: BTreeMap<String, SharedBudget>,
+    // amplification: the key's ledgers, shared by clones of the registry.
+    amplification: std::sync::Arc<crate::amplification::AmplificationLedgers>,
 }
 
 impl BudgetRegistry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The amplification ledgers, one per key, that
+    /// `amplification.max_amplification` reads (default: at most 1024
+    /// keys). Clones of the registry share them.
+    pub fn amplification_ledgers(&self) -> &crate::amplification::AmplificationLedgers {
+        &self.amplification
+    }
+
+    /// This registry with `ledgers` as its amplification ledgers (for
+    /// another bound on keys).
+    pub fn with_amplification_ledgers(
+        mut self,
+        ledgers: crate::amplification::AmplificationLedgers,
+    ) -> Self {
+        self.amplification = std::sync::Arc::new(ledgers);
+        self
     }
 
     /// This registry with `budget` under `name` (replacing one of that name).

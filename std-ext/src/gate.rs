@@ -23,7 +23,7 @@ use core::time::Duration;
 
 use recourse_core::breaker::{CallResult, CircuitState, Refusal};
 use recourse_core::budget::{BudgetRequest, Decision, Reservation};
-use recourse_core::policy::CircuitPolicy;
+use recourse_core::policy::{AmplificationPolicy, CircuitPolicy};
 use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
 use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
@@ -219,6 +219,28 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
         let now = self.shared(now);
         self.latency.record(key, latency, now);
+    }
+
+    fn amplification_allows(
+        &mut self,
+        key: PolicyKey<'_>,
+        policy: &AmplificationPolicy,
+        now: Instant,
+    ) -> bool {
+        let now = self.shared(now);
+        self.budgets
+            .amplification_ledgers()
+            .allows_extra(key, policy, now)
+    }
+
+    fn amplification_record(
+        &mut self,
+        key: PolicyKey<'_>,
+        kind: recourse_core::AttemptKind,
+        now: Instant,
+    ) {
+        let now = self.shared(now);
+        self.budgets.amplification_ledgers().record(key, kind, now);
     }
 
     /// Tells the observer, as it happens (a panicking observer is

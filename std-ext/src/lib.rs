@@ -122,6 +122,7 @@
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod amplification;
 pub mod breakers;
 pub mod budgets;
 pub mod builder;
@@ -169,6 +170,7 @@ pub use recourse_core::{
 pub use self::grpc::GrpcClassifier;
 #[cfg(feature = "http")]
 pub use self::http::HttpClassifier;
+pub use amplification::AmplificationLedgers;
 pub use breakers::Breakers;
 pub use budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
 pub use builder::ExecutorBuilder;

@@ -67,7 +67,7 @@ fn ms(n: u64) -> Duration {
 // ---------------------------------------------------------------------------
 
 /// Every [`Field`]; a new one fails [`value_of`] until it is handled there.
-const FIELDS: [Field; 17] = Field::ALL;
+const FIELDS: [Field; 20] = Field::ALL;
 
 /// `f`'s value in `p`, as text (`{:?}`, so −0.0 and 0.0 differ).
 fn value_of(p: &Policy, f: Field) -> String {
@@ -90,6 +90,9 @@ fn value_of(p: &Policy, f: Field) -> String {
         Field::CircuitMinCalls => format!("{:?}", c.min_calls),
         Field::CircuitHalfOpenMaxProbes => format!("{:?}", c.half_open_max_probes),
         Field::CircuitHalfOpenSuccesses => format!("{:?}", c.half_open_successes),
+        Field::MaxAmplification => format!("{:?}", p.amplification.max_amplification),
+        Field::AmplificationMinPerSec => format!("{:?}", p.amplification.min_per_sec),
+        Field::DeadlineQuantile => format!("{:?}", r.deadline_quantile_permille),
         other => panic!("a field this test does not know: {other:?}; add it to FIELDS"),
     }
 }
@@ -115,6 +118,8 @@ fn with_fields_of(mut out: Policy, from: &Policy) -> Policy {
     out.circuit.min_calls = c.min_calls;
     out.circuit.half_open_max_probes = c.half_open_max_probes;
     out.circuit.half_open_successes = c.half_open_successes;
+    out.amplification = from.amplification;
+    out.retry.deadline_quantile_permille = r.deadline_quantile_permille;
     out
 }
 
@@ -525,6 +530,71 @@ fn finite_multipliers_are_clamped_and_non_finite_ones_are_errors_naming_the_fiel
             .unwrap_err();
         assert_eq!(e.field, "retry.backoff_multiplier");
         assert!(e.to_string().contains("retry.backoff_multiplier"), "{e}");
+    }
+}
+
+#[test]
+fn max_amplification_below_one_or_nan_is_an_error_naming_the_field_and_range() {
+    for v in [0.0, 1.0, 1.1, 2.5, 100.0, 100.5, 1e300, f64::INFINITY] {
+        let mut input = base();
+        input.amplification.max_amplification = v;
+        input.amplification.min_per_sec = 20_000;
+        let (out, changed) = normalize_exactly(&input, Limits::DEFAULT);
+        let got = out.amplification.max_amplification;
+        assert_eq!(got, v.min(100.0), "{v:e}");
+        assert_eq!(changed.contains(Field::MaxAmplification), v > 100.0);
+        assert_eq!(out.amplification.min_per_sec, 10_000);
+        assert!(changed.contains(Field::AmplificationMinPerSec));
+    }
+    for v in [
+        f64::NAN,
+        -f64::NAN,
+        -0.0,
+        0.5,
+        0.999_999,
+        -1.0,
+        f64::NEG_INFINITY,
+    ] {
+        let mut p = base();
+        p.amplification.max_amplification = v;
+        if v == 0.0 {
+            // -0.0 is 0: off.
+            assert!(p.normalize().is_ok());
+            continue;
+        }
+        let e = p.clone().normalize().unwrap_err();
+        assert_eq!(e.field, "amplification.max_amplification", "{v:e}");
+        let message = e.to_string();
+        assert!(message.contains("1 to 100"), "{message}");
+        let e = StaticProvider::builder()
+            .policy("svc.Get", p.clone())
+            .unwrap_err();
+        assert_eq!(e.field, "amplification.max_amplification");
+        let e = Scenario::new(p, Backend::new(Latency::Constant(MS)))
+            .calls(1)
+            .run()
+            .unwrap_err();
+        assert_eq!(e.field, "amplification.max_amplification");
+        assert!(e.to_string().contains("1 to 100"), "{e}");
+    }
+}
+
+#[test]
+fn a_deadline_quantile_outside_0_to_1000_is_an_error_naming_the_field() {
+    for v in [1_001, 1_000_000, u32::MAX] {
+        let mut p = base();
+        p.retry.deadline_quantile_permille = v;
+        let e = p.clone().normalize().unwrap_err();
+        assert_eq!(e.field, "retry.deadline_quantile_permille");
+        assert!(e.to_string().contains("1 to 1000"), "{e}");
+        let e = StaticProvider::builder().policy("svc.Get", p).unwrap_err();
+        assert_eq!(e.field, "retry.deadline_quantile_permille");
+    }
+    for v in [0, 1, 500, 900, 1000] {
+        let mut p = base();
+        p.retry.deadline_quantile_permille = v;
+        let (out, _) = normalize_exactly(&p, Limits::DEFAULT);
+        assert_eq!(out.retry.deadline_quantile_permille, v);
     }
 }
 

@@ -172,6 +172,60 @@ fn calls_attempts_and_histograms_by_key() {
 }
 
 #[test]
+fn amplification_denials_are_budget_denials_with_their_reason() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut p = policy();
+    p.amplification.max_amplification = 1.0;
+    p.amplification.min_per_sec = 0;
+    let exec = Executor::builder()
+        .provider(
+            StaticProvider::builder()
+                .policy("svc.Amp", p)
+                .unwrap()
+                .build(),
+        )
+        .observer(MetricsObserver::new())
+        .build();
+    run(&recorder, async {
+        for _ in 0..3 {
+            let r = exec
+                .call("svc.Amp", |_| async { Err::<u32, _>("down") })
+                .await;
+            assert!(
+                matches!(
+                    r,
+                    Err(recourse::Error::BudgetDenied {
+                        reason: "amplification_limit",
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+    });
+    let snap = snapshot(&snapshotter);
+    let labels = [
+        ("key", "svc.Amp"),
+        ("budget", "amplification"),
+        ("reason", "amplification_limit"),
+    ];
+    assert_eq!(counter(&snap, "recourse_budget_denials_total", &labels), 3);
+    assert_eq!(
+        counter(
+            &snap,
+            "recourse_calls_total",
+            &[
+                ("key", "svc.Amp"),
+                ("outcome", "failure"),
+                ("reason", "budget_denied")
+            ]
+        ),
+        3
+    );
+}
+
+#[test]
 fn budget_denials_and_hedges() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();

@@ -174,7 +174,8 @@ impl CallResult {
                 Cause::NonRetryable
                 | Cause::Exhausted
                 | Cause::BackoffBeyondDeadline
-                | Cause::RetryAfterBeyondDeadline => Self::Failure,
+                | Cause::RetryAfterBeyondDeadline
+                | Cause::DeadlineUnreachable => Self::Failure,
                 Cause::DeadlineExceeded | Cause::BudgetDenied => {
                     if last.is_some() {
                         Self::Failure

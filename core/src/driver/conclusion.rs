@@ -89,9 +89,11 @@ pub(super) fn conclude<T, E>(
                 attempts,
             }),
         },
-        Cause::DeadlineExceeded | Cause::BackoffBeyondDeadline => Err(Error::DeadlineExceeded {
-            last: last_err(last),
-        }),
+        Cause::DeadlineExceeded | Cause::BackoffBeyondDeadline | Cause::DeadlineUnreachable => {
+            Err(Error::DeadlineExceeded {
+                last: last_err(last),
+            })
+        }
         Cause::Cancelled => Err(Error::Cancelled {
             last: last_err(last),
         }),

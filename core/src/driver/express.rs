@@ -175,6 +175,10 @@ impl<G: Gate> Gate for Replay<'_, G> {
     fn hedge(&mut self, state: &crate::hedge::HedgeState) -> crate::hedge::HedgeDecision {
         self.gate.hedge(state)
     }
+    #[inline]
+    fn expected_latency(&mut self, now: Instant) -> Option<core::time::Duration> {
+        self.gate.expected_latency(now)
+    }
 }
 
 /// Whether the express lane may run: always, except in this crate's tests

@@ -79,6 +79,9 @@ enum Phase {
     Running,
     /// Sleeping until the next retry group.
     Backoff(Instant),
+    /// About to sleep until the next retry group, not yet checked against
+    /// the deadline with the gate's expected latency.
+    BackoffUnchecked(Instant),
     /// Cancelling whatever is in flight (records carry `reason`), then
     /// finishing with the verdict.
     Ending(Verdict, &'static str),
@@ -354,7 +357,7 @@ impl<const N: usize> CallMachine<N> {
         self.phase = if delay.is_zero() {
             Phase::Ready
         } else {
-            Phase::Backoff(wake)
+            Phase::BackoffUnchecked(wake)
         };
     }
 
@@ -402,6 +405,13 @@ impl<const N: usize> CallMachine<N> {
                     self.phase = Phase::Done(v);
                     gate.call_ended(&v, self.now);
                     return Action::Finish(v);
+                }
+                Phase::BackoffUnchecked(until) => {
+                    if self.unreachable(gate, until) {
+                        self.fail(Cause::DeadlineUnreachable);
+                    } else {
+                        self.phase = Phase::Backoff(until);
+                    }
                 }
                 Phase::Backoff(until) => {
                     if self.now < until {
@@ -556,6 +566,11 @@ impl<const N: usize> CallMachine<N> {
                 .map(|t| t.max(self.now + Duration::from_millis(1)));
             return None;
         }
+        if self.unreachable(gate, self.now) {
+            // A hedge that cannot end in time only adds load.
+            self.hedging_stopped = true;
+            return None;
+        }
         self.group_hedges += 1;
         let retry_index = self.groups - 1;
         match self.admit(gate, retry_index, self.group_hedges, None, Duration::ZERO) {
@@ -598,6 +613,16 @@ impl<const N: usize> CallMachine<N> {
             },
             (None, None) => Action::AwaitAttempts,
         }
+    }
+
+    /// Whether an attempt launched at `start` is expected (by the gate's
+    /// expected latency) to end at or past the overall deadline.
+    fn unreachable<G: Gate + ?Sized>(&self, gate: &mut G, start: Instant) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        gate.expected_latency(self.now)
+            .is_some_and(|expected| start.saturating_add(expected) >= deadline)
     }
 
     fn deadline_passed(&self) -> bool {

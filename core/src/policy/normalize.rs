@@ -4,7 +4,9 @@
 use core::fmt;
 use core::time::Duration;
 
-use super::{CircuitPolicy, HedgePolicy, Policy, PolicyError, Problem, RetryPolicy};
+use super::{
+    AmplificationPolicy, CircuitPolicy, HedgePolicy, Policy, PolicyError, Problem, RetryPolicy,
+};
 
 /// Bounds that are the executor's to set, not the policy's.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -37,6 +39,7 @@ impl Policy {
         retry: RetryPolicy::DEFAULT,
         hedge: HedgePolicy::DEFAULT,
         circuit: CircuitPolicy::DEFAULT,
+        amplification: AmplificationPolicy::DEFAULT,
     };
 
     /// Applies the reference defaults and clamps with [`Limits::DEFAULT`].
@@ -65,7 +68,21 @@ impl Policy {
                 Problem::NotFinite,
             ));
         }
+        let amp = self.amplification.max_amplification;
+        if amp.is_nan() || (amp != 0.0 && amp < 1.0) {
+            return Err(PolicyError::new(
+                Field::MaxAmplification.path(),
+                Problem::OutOfRange,
+            ));
+        }
+        if self.retry.deadline_quantile_permille > 1000 {
+            return Err(PolicyError::new(
+                Field::DeadlineQuantile.path(),
+                Problem::OutOfRange,
+            ));
+        }
         let mut changed = ChangedFields::EMPTY;
+        normalize_amplification(&mut self.amplification, &mut changed);
         normalize_retry(&mut self.retry, &mut changed);
         normalize_hedge(&mut self.hedge, limits, &mut changed);
         normalize_circuit(&mut self.circuit, &mut changed);
@@ -227,6 +244,19 @@ fn normalize_circuit(c: &mut CircuitPolicy, changed: &mut ChangedFields) {
     );
 }
 
+/// `amplification.*`: the ratio is known to be 0 or at least 1.
+fn normalize_amplification(a: &mut AmplificationPolicy, changed: &mut ChangedFields) {
+    let mut set = reporter(changed);
+    set(
+        Field::MaxAmplification,
+        fix_f64(&mut a.max_amplification, |v| v.min(100.0)),
+    );
+    set(
+        Field::AmplificationMinPerSec,
+        fix(&mut a.min_per_sec, |v| v.min(10_000)),
+    );
+}
+
 fn fix<T: Copy + PartialEq>(v: &mut T, f: impl FnOnce(T) -> T) -> bool {
     let new = f(*v);
     let changed = new != *v;
@@ -300,11 +330,18 @@ pub enum Field {
     CircuitHalfOpenMaxProbes,
     /// `circuit.half_open_successes`
     CircuitHalfOpenSuccesses,
+    /// `amplification.max_amplification`
+    MaxAmplification,
+    /// `amplification.min_per_sec`
+    AmplificationMinPerSec,
+    /// `retry.deadline_quantile_permille` (never clamped: out of range is
+    /// an error)
+    DeadlineQuantile,
 }
 
 impl Field {
     /// Every field, in the order [`ChangedFields`] lists them.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 20] = [
         Self::MaxAttempts,
         Self::InitialBackoff,
         Self::MaxBackoff,
@@ -322,6 +359,9 @@ impl Field {
         Self::CircuitMinCalls,
         Self::CircuitHalfOpenMaxProbes,
         Self::CircuitHalfOpenSuccesses,
+        Self::MaxAmplification,
+        Self::AmplificationMinPerSec,
+        Self::DeadlineQuantile,
     ];
 
     /// The dotted path, as in configuration files and timelines.
@@ -344,6 +384,9 @@ impl Field {
             Self::CircuitMinCalls => "circuit.min_calls",
             Self::CircuitHalfOpenMaxProbes => "circuit.half_open_max_probes",
             Self::CircuitHalfOpenSuccesses => "circuit.half_open_successes",
+            Self::MaxAmplification => "amplification.max_amplification",
+            Self::AmplificationMinPerSec => "amplification.min_per_sec",
+            Self::DeadlineQuantile => "retry.deadline_quantile_permille",
         }
     }
 }
@@ -523,6 +566,52 @@ mod tests {
         assert_eq!(later.policy.hedge.budget.cost, 1);
         assert!(at_once.changed.contains(Field::HedgeBudgetCost));
         assert!(!later.changed.contains(Field::HedgeBudgetCost));
+    }
+
+    #[test]
+    fn amplification_out_of_range_is_an_error_naming_the_field() {
+        for bad in [f64::NAN, 0.5, 0.999, -1.0, f64::NEG_INFINITY] {
+            let mut p = Policy::DEFAULT;
+            p.amplification.max_amplification = bad;
+            let e = p.normalize().unwrap_err();
+            assert_eq!(e.field, "amplification.max_amplification", "{bad}");
+            assert_eq!(
+                e.to_string(),
+                "invalid policy field `amplification.max_amplification`: \
+                 out of range (allowed: 0 (off) or 1 to 100)"
+            );
+        }
+        let mut p = Policy::DEFAULT;
+        p.amplification.max_amplification = f64::INFINITY;
+        p.amplification.min_per_sec = u32::MAX;
+        let n = p.normalize().unwrap();
+        assert_eq!(n.policy.amplification.max_amplification, 100.0);
+        assert_eq!(n.policy.amplification.min_per_sec, 10_000);
+        assert_eq!(
+            n.changed.to_string(),
+            "amplification.max_amplification,amplification.min_per_sec"
+        );
+        for ok in [0.0, 1.0, 1.1, 100.0] {
+            let mut p = Policy::DEFAULT;
+            p.amplification.max_amplification = ok;
+            assert!(p.normalize().unwrap().changed.is_empty(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_deadline_quantile_past_1000_is_an_error_naming_the_field() {
+        for ok in [0, 1, 900, 1000] {
+            let mut p = Policy::DEFAULT;
+            p.retry.deadline_quantile_permille = ok;
+            assert!(p.normalize().unwrap().changed.is_empty());
+        }
+        for bad in [1001, u32::MAX] {
+            let mut p = Policy::DEFAULT;
+            p.retry.deadline_quantile_permille = bad;
+            let e = p.normalize().unwrap_err();
+            assert_eq!(e.field, "retry.deadline_quantile_permille");
+            assert!(e.to_string().contains("1 to 1000"), "{e}");
+        }
     }
 
     #[test]

@@ -43,6 +43,11 @@ pub enum Cause {
     /// The server's retry-after hint would end at or past the overall
     /// deadline.
     RetryAfterBeyondDeadline,
+    /// The next retry would be expected to end past the overall deadline
+    /// (its start plus the gate's [expected
+    /// latency](crate::gate::Gate::expected_latency)), so the call stopped
+    /// at once instead of sleeping into a failure.
+    DeadlineUnreachable,
     /// The caller cancelled.
     Cancelled,
     /// A budget refused an attempt.
@@ -64,6 +69,7 @@ impl Cause {
             Self::DeadlineExceeded => reason::DEADLINE_EXCEEDED,
             Self::BackoffBeyondDeadline => reason::BACKOFF_BEYOND_DEADLINE,
             Self::RetryAfterBeyondDeadline => reason::RETRY_AFTER_BEYOND_DEADLINE,
+            Self::DeadlineUnreachable => reason::DEADLINE_UNREACHABLE,
             Self::Cancelled => reason::CANCELLED,
             Self::BudgetDenied => reason::BUDGET_DENIED,
             Self::CircuitOpen => reason::CIRCUIT_OPEN,

@@ -38,6 +38,13 @@ pub const NO_BUDGET: &str = "no_budget";
 /// The policy names a budget that is not there (the missing-budget mode
 /// decides whether the attempt runs).
 pub const BUDGET_NOT_FOUND: &str = "budget_not_found";
+/// The call stopped before a retry whose expected completion (now plus a
+/// latency quantile of the key's completed attempts) lies past the overall
+/// deadline.
+pub const DEADLINE_UNREACHABLE: &str = "deadline_unreachable";
+/// A retry or hedge refused because the key's attempts would exceed
+/// `amplification.max_amplification` times its first attempts.
+pub const AMPLIFICATION_LIMIT: &str = "amplification_limit";
 /// A refusal by an open circuit.
 pub const CIRCUIT_OPEN: &str = "circuit_open";
 /// A refusal by a half-open circuit whose probe slots are all taken.

@@ -58,6 +58,8 @@
 //!   trigger reading a [`LatencySketch`] fed by completed attempts.
 
 mod backend;
+pub mod deadline;
+pub mod layers;
 mod report;
 
 use core::cmp::Reverse;
@@ -66,12 +68,13 @@ use std::collections::BinaryHeap;
 
 use core::cell::RefCell;
 
+use recourse_core::amplification::AmplificationLedger;
 use recourse_core::breaker::{CallResult, CircuitBreaker, Permit, Refusal};
 use recourse_core::budget::{Budget, BudgetRequest, Decision, Reservation};
 use recourse_core::driver::derive_seed;
 use recourse_core::hedge::Trigger;
 use recourse_core::machine::{Action, CallMachine, Event, Options};
-use recourse_core::policy::{name, CircuitPolicy, Limits, Policy, Problem};
+use recourse_core::policy::{name, AmplificationPolicy, CircuitPolicy, Limits, Policy, Problem};
 use recourse_core::policy_gate::{BudgetEvent, GateParts, PolicyGate};
 use recourse_core::{
     AttemptKind, AttemptRecord, Instant, LatencySketch, Outcome, PolicyKey, Verdict,
@@ -231,6 +234,7 @@ impl Scenario {
                 match e.problem {
                     Problem::UnknownJitter => "one of none, full, equal, decorrelated",
                     Problem::NameTooLong => "a shorter name",
+                    Problem::OutOfRange => Problem::allowed(e.field),
                     _ => "a finite number (allowed range 1 to 10)",
                 },
             )
@@ -279,6 +283,7 @@ impl Scenario {
                 .enabled
                 .then(|| CircuitBreaker::new(policy.circuit.clone())),
             sketch: LatencySketch::new(self.latency_window),
+            ledger: AmplificationLedger::new(),
             tally: Tally::new(self.warmup, self.calls),
         });
         let mut sim = Sim {
@@ -341,6 +346,9 @@ struct SimCall<'a> {
 struct Shared {
     breaker: Option<CircuitBreaker>,
     sketch: LatencySketch,
+    /// The key's amplification ledger (consulted when the policy sets
+    /// `amplification.max_amplification`).
+    ledger: AmplificationLedger,
     tally: Tally,
 }
 
@@ -428,6 +436,24 @@ impl<'a> GateParts for SimParts<'a> {
 
     fn record_latency(&mut self, _: PolicyKey<'_>, latency: Duration, now: Instant) {
         self.shared.borrow_mut().sketch.record(latency, now);
+    }
+
+    fn amplification_allows(
+        &mut self,
+        _: PolicyKey<'_>,
+        policy: &AmplificationPolicy,
+        now: Instant,
+    ) -> bool {
+        self.shared.borrow().ledger.allows_extra(policy, now)
+    }
+
+    fn amplification_record(&mut self, _: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
+        let ledger = &mut self.shared.borrow_mut().ledger;
+        if kind == AttemptKind::Initial {
+            ledger.record_first(now);
+        } else {
+            ledger.record_extra(now);
+        }
     }
 
     fn budget_decided(&mut self, _: PolicyKey<'_>, event: &BudgetEvent<'_>) {

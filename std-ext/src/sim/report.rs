@@ -15,6 +15,7 @@ pub(crate) struct Tally {
     pub(crate) generations: u32,
     warmup: u64,
     latencies: Vec<u64>,
+    error_latencies: Vec<u64>,
     outcomes: BTreeMap<&'static str, u64>,
     attempts: u64,
     hedges: u64,
@@ -32,6 +33,7 @@ impl Tally {
             generations: 0,
             warmup,
             latencies: Vec::with_capacity(usize::try_from(calls).unwrap_or(0).min(1 << 24)),
+            error_latencies: Vec::new(),
             outcomes: BTreeMap::new(),
             attempts: 0,
             hedges: 0,
@@ -74,8 +76,11 @@ impl Tally {
     }
 
     pub(crate) fn finished(&mut self, latency: Duration, verdict: &Verdict) {
-        self.latencies
-            .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latencies.push(ns);
+        if !matches!(verdict, Verdict::Success(_)) {
+            self.error_latencies.push(ns);
+        }
         *self
             .outcomes
             .entry(super::outcome_name(verdict))
@@ -84,7 +89,9 @@ impl Tally {
 
     pub(crate) fn into_report(mut self) -> Report {
         self.latencies.sort_unstable();
+        self.error_latencies.sort_unstable();
         Report {
+            error_latencies: self.error_latencies,
             calls: self.latencies.len() as u64,
             warmup: self.warmup,
             attempts: self.attempts,
@@ -133,6 +140,8 @@ pub struct Report {
     pub outcomes: BTreeMap<&'static str, u64>,
     /// Call latencies, sorted, in nanoseconds.
     latencies: Vec<u64>,
+    /// The latencies of the calls that failed, sorted, in nanoseconds.
+    error_latencies: Vec<u64>,
     /// The policy fields normalization changed, comma-separated dotted
     /// paths (`retry.max_attempts`); empty when none.
     pub clamped: String,
@@ -151,6 +160,13 @@ impl Report {
         let rank = (q * n as u64).div_ceil(1000).max(1);
         let i = usize::try_from(rank - 1).unwrap_or(n - 1).min(n - 1);
         Duration::from_nanos(self.latencies[i])
+    }
+
+    /// The `q_permille`-th quantile of the time to error: the latency of
+    /// the calls that failed (500 = the median), by the nearest-rank
+    /// method; zero when none failed.
+    pub fn error_quantile(&self, q_permille: u32) -> Duration {
+        nearest_rank(&self.error_latencies, q_permille)
     }
 
     /// Mean call latency.
@@ -300,4 +316,16 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// The nearest-rank `q_permille` quantile of sorted nanoseconds.
+fn nearest_rank(sorted: &[u64], q_permille: u32) -> Duration {
+    let n = sorted.len();
+    if n == 0 {
+        return Duration::ZERO;
+    }
+    let q = u64::from(q_permille.min(1000));
+    let rank = (q * n as u64).div_ceil(1000).max(1);
+    let i = usize::try_from(rank - 1).unwrap_or(n - 1).min(n - 1);
+    Duration::from_nanos(sorted[i])
 }

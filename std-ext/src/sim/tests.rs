@@ -215,3 +215,69 @@ fn in_a_brownout_the_breaker_opens_sheds_load_and_closes() {
     assert!(report.successes() >= 3_000, "{report}");
     golden("brownout", &report.to_string());
 }
+
+#[test]
+fn the_amplification_ledger_bounds_retries_and_hedges_together() {
+    // Every attempt is slower than the hedge delay and half of them fail:
+    // 3 attempts and a hedge each would more than double the load.
+    let run = |max_amplification: f64| {
+        let mut p = hedging("", ms(50));
+        p.retry.max_attempts = 3;
+        p.amplification.max_amplification = max_amplification;
+        Scenario::new(p, Backend::new(Latency::Constant(ms(300))).error_rate(0.5))
+            .arrivals(Arrivals::Uniform { per_second: 500.0 })
+            .calls(30_000)
+            .seed(9)
+            .run()
+            .unwrap()
+    };
+    let unbounded = run(0.0);
+    assert!(unbounded.extra_load() > 1.0, "{unbounded}");
+    let bounded = run(1.1);
+    // 10 % of first attempts, plus the floor of 1/s over a 60 s run
+    // (60 of 30 000 calls: 0.2 %).
+    assert!(bounded.extra_load() <= 0.103, "{bounded}");
+    assert!(bounded.extra_load() >= 0.09, "the bound is used: {bounded}");
+    assert!(bounded.hedges > 0 && bounded.attempts > bounded.hedges + bounded.calls);
+}
+
+#[test]
+fn across_three_layers_the_ledger_and_one_layer_retries_bound_what_reaches_the_bottom() {
+    use super::layers::{three_layer_table, three_layers, Awareness};
+    let mut plain = Policy::DEFAULT;
+    plain.retry.max_attempts = 3;
+    let at_c = |p: &Policy, a| three_layers(p, a, 2_000)[2];
+    assert_eq!(at_c(&plain, Awareness::None), 27.0);
+    let mut ledger = plain.clone();
+    ledger.amplification.max_amplification = 1.1;
+    ledger.amplification.min_per_sec = 0;
+    let r = three_layers(&ledger, Awareness::None, 2_000);
+    assert!(
+        r[0] <= 1.1 && r[1] <= 1.1 * 1.1 + 1e-9 && r[2] <= 1.1 * 1.1 * 1.1 + 1e-9,
+        "{r:?}"
+    );
+    let r = three_layers(&ledger, Awareness::OneLayer, 2_000);
+    assert!(
+        r.iter().all(|x| *x <= 1.1),
+        "goal: at most 1.1x at every layer: {r:?}"
+    );
+    golden("three_layers", &three_layer_table(2_000));
+}
+
+#[test]
+fn deadline_awareness_sends_fewer_attempts_and_fails_earlier_at_a_price_in_successes() {
+    let (table, runs) = super::deadline::deadline_table().unwrap();
+    let (off, p50, p90) = (&runs[0].1, &runs[1].1, &runs[2].1);
+    // At p50: fewer attempts for at most 1 % fewer successes.
+    assert!(p50.attempts < off.attempts, "{table}");
+    assert!(p50.successes() * 100 >= off.successes() * 99, "{table}");
+    // At p90: about 9 % fewer attempts, and a failing call fails 30 % sooner,
+    // but about 6 % fewer successes: a retry's chance is not nothing.
+    assert!(p90.attempts * 100 <= off.attempts * 92, "{table}");
+    assert!(
+        p90.error_quantile(500) * 10 <= off.error_quantile(500) * 8,
+        "{table}"
+    );
+    assert!(p90.successes() < off.successes(), "{table}");
+    golden("deadline_bound", &table);
+}

@@ -1,0 +1,169 @@
+//! One amplification ledger per policy key, shared between threads, with a
+//! bound on the number of keys: what `amplification.max_amplification`
+//! reads (see [`recourse_core::amplification`]).
+//!
+//! Each key's [`AmplificationLedger`] (ten one-second buckets, 160 bytes)
+//! is created by the key's first attempt under a policy with the bound on;
+//! a key never seen with the bound on costs nothing. At most `max_keys`
+//! ledgers are kept (default 1024); a new key beyond that evicts the least
+//! recently used one, which is counted ([`AmplificationLedgers::evictions`]).
+//!
+//! An executor's ledgers live in its
+//! [`BudgetRegistry`](crate::BudgetRegistry)
+//! ([`BudgetRegistry::with_amplification_ledgers`](crate::BudgetRegistry::with_amplification_ledgers)
+//! sets another bound).
+//!
+//! Every instant passed to one store must come from one clock, such as an
+//! executor's shared clock ([`TimerSource`](crate::TimerSource)).
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use recourse_core::amplification::{AmplificationLedger, Totals};
+use recourse_core::policy::AmplificationPolicy;
+use recourse_core::{AttemptKind, Instant, PolicyKey};
+
+use crate::keyed::{Bound, Keyed};
+
+/// Ledgers kept by default.
+pub const DEFAULT_MAX_KEYS: usize = 1024;
+
+/// Amplification ledgers by policy key (see the [module docs](self)).
+pub struct AmplificationLedgers {
+    inner: Mutex<Keyed<AmplificationLedger>>,
+    bound: Bound,
+}
+
+impl AmplificationLedgers {
+    /// A store of at most `max_keys` ledgers (at least 1).
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            bound: Bound::new(max_keys, "amplification ledger store"),
+        }
+    }
+
+    /// Whether one more retry or hedge of `key` at `now` stays within
+    /// `policy` (always, when it is off). A key without a ledger has no
+    /// first attempts yet: only the floor of `min_per_sec` applies.
+    pub fn allows_extra(
+        &self,
+        key: PolicyKey<'_>,
+        policy: &AmplificationPolicy,
+        now: Instant,
+    ) -> bool {
+        if !policy.is_enabled() {
+            return true;
+        }
+        match self.lock().get(key) {
+            Some(slot) => slot.value.allows_extra(policy, now),
+            None => AmplificationLedger::new().allows_extra(policy, now),
+        }
+    }
+
+    /// Counts an attempt of `kind` of `key` that was admitted at `now`.
+    pub fn record(&self, key: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
+        let warning = {
+            let mut inner = self.lock();
+            let warning =
+                inner.insert_if_missing(key, &self.bound, AmplificationLedger::new, |_| true);
+            if let Some(slot) = inner.get_mut(key) {
+                if kind == AttemptKind::Initial {
+                    slot.value.record_first(now);
+                } else {
+                    slot.value.record_extra(now);
+                }
+            }
+            warning
+        };
+        self.bound.warn(warning);
+    }
+
+    /// What `key`'s ledger counted over the window that ends at `now`.
+    pub fn totals(&self, key: PolicyKey<'_>, now: Instant) -> Totals {
+        self.lock()
+            .get(key)
+            .map_or(Totals::default(), |slot| slot.value.totals(now))
+    }
+
+    /// Keys with a ledger now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no key has a ledger.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bound on keys.
+    pub fn max_keys(&self) -> usize {
+        self.bound.max_keys()
+    }
+
+    /// Ledgers evicted to keep the bound.
+    pub fn evictions(&self) -> u64 {
+        self.bound.evictions()
+    }
+
+    /// Every method leaves the map consistent, so a poisoned lock is still
+    /// good.
+    fn lock(&self) -> MutexGuard<'_, Keyed<AmplificationLedger>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for AmplificationLedgers {
+    /// At most [`DEFAULT_MAX_KEYS`] keys.
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_KEYS)
+    }
+}
+
+impl core::fmt::Debug for AmplificationLedgers {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AmplificationLedgers")
+            .field("keys", &self.len())
+            .field("max_keys", &self.max_keys())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ON: AmplificationPolicy = AmplificationPolicy {
+        max_amplification: 1.5,
+        min_per_sec: 0,
+    };
+
+    #[test]
+    fn each_key_has_its_own_ledger_and_the_store_is_bounded() {
+        let s = AmplificationLedgers::new(2);
+        let (a, b, c) = (
+            PolicyKey::new("s", "A"),
+            PolicyKey::new("s", "B"),
+            PolicyKey::new("s", "C"),
+        );
+        let now = Instant::from_millis(5);
+        assert!(!s.allows_extra(a, &ON, now), "no first attempts yet");
+        assert!(s.allows_extra(a, &AmplificationPolicy::DEFAULT, now));
+        s.record(a, AttemptKind::Initial, now);
+        s.record(a, AttemptKind::Initial, now);
+        assert!(s.allows_extra(a, &ON, now));
+        assert!(!s.allows_extra(b, &ON, now), "b has its own ledger");
+        s.record(a, AttemptKind::Retry, now);
+        assert!(!s.allows_extra(a, &ON, now));
+        assert_eq!(
+            s.totals(a, now),
+            Totals {
+                firsts: 2,
+                extras: 1
+            }
+        );
+        s.record(b, AttemptKind::Initial, now);
+        s.record(c, AttemptKind::Initial, now);
+        assert_eq!((s.len(), s.evictions()), (2, 1));
+        assert_eq!(s.totals(a, now), Totals::default(), "a was evicted");
+    }
+}
