@@ -64,14 +64,12 @@ impl AmplificationLedgers {
     pub fn record(&self, key: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
         let warning = {
             let mut inner = self.lock();
-            let warning =
-                inner.insert_if_missing(key, &self.bound, AmplificationLedger::new, |_| true);
-            if let Some(slot) = inner.get_mut(key) {
-                if kind == AttemptKind::Initial {
-                    slot.value.record_first(now);
-                } else {
-                    slot.value.record_extra(now);
-                }
+            let (slot, warning, _) =
+                inner.get_or_insert_mut(key, &self.bound, AmplificationLedger::new, |_| true);
+            if kind == AttemptKind::Initial {
+                slot.value.record_first(now);
+            } else {
+                slot.value.record_extra(now);
             }
             warning
         };
