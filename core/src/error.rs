@@ -59,6 +59,11 @@ pub enum Error<E> {
     /// No policy was found for the key and the executor's missing-policy mode
     /// is `deny`.
     NoPolicy,
+    /// The operation panicked and the executor contained the panic (std
+    /// executors with panic containment on): the call stopped, its attempts
+    /// were settled with their budgets, the process goes on. Reason
+    /// `panic_in_operation`.
+    OperationPanicked,
 }
 
 impl<E> Error<E> {
@@ -70,7 +75,7 @@ impl<E> Error<E> {
             | Self::DeadlineExceeded { last }
             | Self::Cancelled { last }
             | Self::BudgetDenied { last, .. } => last.as_ref(),
-            Self::NoPolicy | Self::CircuitOpen { .. } => None,
+            Self::NoPolicy | Self::CircuitOpen { .. } | Self::OperationPanicked => None,
         }
     }
 
@@ -82,7 +87,7 @@ impl<E> Error<E> {
             | Self::DeadlineExceeded { last }
             | Self::Cancelled { last }
             | Self::BudgetDenied { last, .. } => last,
-            Self::NoPolicy | Self::CircuitOpen { .. } => None,
+            Self::NoPolicy | Self::CircuitOpen { .. } | Self::OperationPanicked => None,
         }
     }
 
@@ -95,6 +100,7 @@ impl<E> Error<E> {
             Self::Cancelled { .. } => Cause::Cancelled.as_str(),
             Self::BudgetDenied { reason, .. } | Self::CircuitOpen { reason } => reason,
             Self::NoPolicy => reason::NO_POLICY,
+            Self::OperationPanicked => reason::PANIC_IN_OPERATION,
         }
     }
 }
@@ -130,6 +136,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 write!(f, "call refused by the circuit breaker ({reason})")
             }
             Self::NoPolicy => f.write_str("no policy for this key and missing-policy mode is deny"),
+            Self::OperationPanicked => f.write_str("the operation panicked (contained)"),
         }
     }
 }

@@ -17,7 +17,10 @@
 
 use core::fmt;
 use core::future::{Future, IntoFuture};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::panic::AssertUnwindSafe;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::task::{Context, Poll};
 use std::time::SystemTime;
 
 use recourse_core::driver::derive_seed;
@@ -92,7 +95,9 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) missing_budget: MissingBudgetMode,
     pub(crate) contain_panics: bool,
     pub(crate) breakers: Breakers,
-    pub(crate) observer_panics: AtomicU64,
+    pub(crate) observer_panics: std::sync::Arc<AtomicU64>,
+    /// Contained panics in budgets' `settle`.
+    pub(crate) settle_panics: AtomicU64,
     pub(crate) classifiers: ClassifierRegistry,
     pub(crate) missing_classifier: MissingClassifierMode,
     pub(crate) latency: LatencyTrackers,
@@ -139,10 +144,17 @@ impl<S: TimerSource> Executor<S> {
     }
 
     /// Observer panics contained so far (a panicking observer never takes a
-    /// call down; each contained panic is counted here — with several
-    /// observers, see also [`MultiObserver::panics`](crate::MultiObserver::panics)).
+    /// call down; each contained panic is counted here, with one observer or
+    /// several).
     pub fn observer_panics(&self) -> u64 {
         self.observer_panics.load(Ordering::Relaxed)
+    }
+
+    /// Panics in a budget's `settle` contained so far (the call's result
+    /// stands; its timeline carries the attribute
+    /// [`PANIC_IN_BUDGET_SETTLE`](crate::gate::PANIC_IN_BUDGET_SETTLE)).
+    pub fn budget_settle_panics(&self) -> u64 {
+        self.settle_panics.load(Ordering::Relaxed)
     }
 
     /// The executor's policy provider.
@@ -303,6 +315,8 @@ impl<S: TimerSource> Executor<S> {
             missing_policy_mode: resolution.mode,
             missing_budget_mode: self.missing_budget,
             classifier_panic: None,
+            settle_panic: None,
+            operation_panic: None,
             panics: &self.observer_panics,
         };
         let (Some(policy), Some(classifier)) = (resolution.policy, classifier) else {
@@ -317,6 +331,7 @@ impl<S: TimerSource> Executor<S> {
         if let Some(t) = report.timeline.as_deref_mut() {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
         }
+        let settle_panic = OnceLock::new();
         let parts = ExecParts {
             clock: &self.timer,
             budgets: &self.budgets,
@@ -325,10 +340,23 @@ impl<S: TimerSource> Executor<S> {
             observer: self.observer.as_deref(),
             breakers: &self.breakers,
             latency: &self.latency,
+            settle_panic: &settle_panic,
+            settle_panics: &self.settle_panics,
             offset: None,
         };
         let panicked = OnceLock::new();
         report.classifier_panic = Some(&panicked);
+        report.settle_panic = Some(&settle_panic);
+        // Every attempt's future is watched for a panic: the call's end is
+        // then told as `panic_in_operation`, and with containment on the
+        // caller gets `Error::OperationPanicked` instead of the unwind.
+        let operation_panic = AtomicBool::new(false);
+        report.operation_panic = Some(&operation_panic);
+        let mut op = op;
+        let op = |info: AttemptInfo| PanicWatch {
+            inner: op(info),
+            panicked: &operation_panic,
+        };
         let classifier = Contained {
             inner: classifier,
             contain: self.contain_panics,
@@ -344,14 +372,27 @@ impl<S: TimerSource> Executor<S> {
         // A call that hedges holds its attempts' futures in one heap block
         // (sized for the default ceiling, or for the lifted one), so a call
         // that does not hedge stays small and allocation-free.
+        let contain = self.contain_panics;
+        let watched = &operation_panic;
         match plan.hedges {
-            0 => builder.await,
-            1..=3 => Box::pin(builder.slots::<4>().into_future()).await,
+            0 => contained(contain, watched, builder.into_future()).await,
+            1..=3 => {
+                contained(
+                    contain,
+                    watched,
+                    Box::pin(builder.slots::<4>().into_future()),
+                )
+                .await
+            }
             _ => {
-                Box::pin(
-                    builder
-                        .slots::<{ 1 + Limits::MAX_HEDGES_CEILING as usize }>()
-                        .into_future(),
+                contained(
+                    contain,
+                    watched,
+                    Box::pin(
+                        builder
+                            .slots::<{ 1 + Limits::MAX_HEDGES_CEILING as usize }>()
+                            .into_future(),
+                    ),
                 )
                 .await
             }
@@ -366,5 +407,61 @@ impl<S: TimerSource> Executor<S> {
             Some(seed) => fastrand::Rng::with_seed(derive_seed(seed, n)),
             None => fastrand::Rng::new(),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt's future that marks `panicked` when its poll panics, then
+    /// lets the panic go on unwinding.
+    struct PanicWatch<'a, F> {
+        #[pin]
+        inner: F,
+        panicked: &'a AtomicBool,
+    }
+}
+
+impl<F: Future> Future for PanicWatch<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                this.panicked.store(true, Ordering::Relaxed);
+                std::panic::resume_unwind(payload)
+            }
+        }
+    }
+}
+
+/// Runs the call's future; with `contain`, a panic of the operation (one
+/// `PanicWatch` saw) ends the call as [`Error::OperationPanicked`] once the
+/// driver is dropped (which settles the attempts and tells the observer).
+/// Any other panic goes on unwinding.
+async fn contained<T, E, F>(contain: bool, watched: &AtomicBool, fut: F) -> Result<T, Error<E>>
+where
+    F: Future<Output = Result<T, Error<E>>>,
+{
+    if !contain {
+        return fut.await;
+    }
+    let caught = {
+        let mut fut = core::pin::pin!(fut);
+        core::future::poll_fn(|cx| {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+                Ok(Poll::Pending) => Poll::Pending,
+                Err(payload) => Poll::Ready(Err(payload)),
+            }
+        })
+        .await
+        // The driver is dropped here, before the result is returned.
+    };
+    match caught {
+        Ok(r) => r,
+        Err(_) if watched.load(Ordering::Relaxed) => Err(Error::OperationPanicked),
+        Err(payload) => std::panic::resume_unwind(payload),
     }
 }

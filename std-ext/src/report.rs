@@ -9,7 +9,7 @@
 //! reports them, the call goes on.
 
 use core::panic::AssertUnwindSafe;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use recourse_core::{AttemptInfo, AttemptRecord, CallEnd, Instant, PolicyKey};
 
@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use crate::budgets::MissingBudgetMode;
 use crate::classify::PANIC_IN_CLASSIFIER;
-use crate::gate::BUDGET_NOT_FOUND;
+use crate::gate::{BUDGET_NOT_FOUND, PANIC_IN_BUDGET_SETTLE};
 use crate::missing_policy::MissingPolicyMode;
 use crate::observer::{CallStart, CallSummary, Observer};
 use crate::provider::PolicySource;
@@ -34,6 +34,12 @@ pub(crate) struct Report<'a> {
     /// Where the call's contained classifier leaves its first panic's
     /// message; told when the attempt's record arrives.
     pub(crate) classifier_panic: Option<&'a OnceLock<String>>,
+    /// Where a contained panic in a budget's `settle` leaves its message;
+    /// the timeline gets it at the call's end.
+    pub(crate) settle_panic: Option<&'a OnceLock<String>>,
+    /// Set when an attempt of the call panicked: the end the driver reports
+    /// on its way down (`cancelled`) is told as `panic_in_operation`.
+    pub(crate) operation_panic: Option<&'a AtomicBool>,
     /// The executor's count of contained observer panics.
     pub(crate) panics: &'a AtomicU64,
 }
@@ -57,6 +63,9 @@ impl Report<'_> {
             verdict: Some(end.verdict),
             policy_source: self.policy_source,
             missing_policy_mode: self.missing_policy_mode,
+            operation_panicked: self
+                .operation_panic
+                .is_some_and(|p| p.load(Ordering::Relaxed)),
         }
     }
 
@@ -70,6 +79,7 @@ impl Report<'_> {
             verdict: None,
             policy_source: self.policy_source,
             missing_policy_mode: self.missing_policy_mode,
+            operation_panicked: false,
         };
         self.notify(|o| o.on_failure(key, &summary));
     }
@@ -101,6 +111,9 @@ impl Report<'_> {
 
     fn end(&mut self, end: &CallEnd) {
         if let Some(t) = self.timeline.as_deref_mut() {
+            if let Some(message) = self.settle_panic.and_then(OnceLock::get) {
+                t.attributes.insert(PANIC_IN_BUDGET_SETTLE, message.clone());
+            }
             t.end = end.end;
             t.verdict = Some(end.verdict);
             if let recourse_core::Verdict::Success(id) = end.verdict {
