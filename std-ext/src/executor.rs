@@ -247,22 +247,51 @@ impl<S: TimerSource> Executor<S> {
     /// by an [`HttpClassifier`](crate::http::HttpClassifier) for `method`:
     /// idempotent methods retry transport errors, 5xx, 408 and 429 (honouring
     /// `Retry-After`); non-idempotent ones do so only when the policy sets
-    /// `retry.retry_non_idempotent`. Also returns the call's [`Timeline`].
+    /// `retry.retry_non_idempotent`.
+    ///
+    /// Only a `2xx` response is `Ok`. A call that ends on any other response
+    /// is an `Err` carrying it as [`HttpFailure::Response`](crate::http::HttpFailure)
+    /// (retries exhausted on a `503`, a budget refusing the retry after it,
+    /// a `Retry-After` past the deadline, a `404`); a transport error is
+    /// [`HttpFailure::Transport`](crate::http::HttpFailure). The observer
+    /// hears the same verdict.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Executor::call`], with the last response or transport error
+    /// inside.
+    #[cfg(feature = "http")]
+    pub async fn call_http<B, E, Op, Fut>(
+        &self,
+        key: &str,
+        method: &http::Method,
+        op: Op,
+    ) -> Result<http::Response<B>, Error<crate::http::HttpFailure<B, E>>>
+    where
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<http::Response<B>, E>>,
+    {
+        let (classifier, op) = http_parts(method, op);
+        self.run(key, classifier, op, None).await
+    }
+
+    /// Like [`Executor::call_http`], and also returns the call's
+    /// [`Timeline`].
     #[cfg(feature = "http")]
     pub async fn call_http_with_timeline<B, E, Op, Fut>(
         &self,
         key: &str,
         method: &http::Method,
         op: Op,
-    ) -> (Result<http::Response<B>, Error<E>>, Timeline)
+    ) -> (
+        Result<http::Response<B>, Error<crate::http::HttpFailure<B, E>>>,
+        Timeline,
+    )
     where
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<http::Response<B>, E>>,
     {
-        let classifier = |p: &Policy, _: Option<&mut Timeline>| {
-            crate::http::HttpClassifier::new(method)
-                .retry_non_idempotent(p.retry.retry_non_idempotent)
-        };
+        let (classifier, op) = http_parts(method, op);
         self.with_timeline(key, classifier, op).await
     }
 
@@ -464,4 +493,32 @@ where
         Err(_) if watched.load(Ordering::Relaxed) => Err(Error::OperationPanicked),
         Err(payload) => std::panic::resume_unwind(payload),
     }
+}
+
+/// The classifier factory and the attempt wrapper of an HTTP call.
+#[cfg(feature = "http")]
+#[allow(clippy::type_complexity)]
+fn http_parts<'m, B, E, Op, Fut>(
+    method: &'m http::Method,
+    mut op: Op,
+) -> (
+    impl FnOnce(
+            &Policy,
+            Option<&mut Timeline>,
+        ) -> crate::http::FailureClassifier<crate::http::SystemClock>
+        + 'm,
+    impl FnMut(AttemptInfo) -> crate::http::HttpAttempt<Fut>,
+)
+where
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<http::Response<B>, E>>,
+{
+    let classifier = move |p: &Policy, _: Option<&mut Timeline>| {
+        crate::http::FailureClassifier(
+            crate::http::HttpClassifier::new(method)
+                .retry_non_idempotent(p.retry.retry_non_idempotent),
+        )
+    };
+    let op = move |info: AttemptInfo| crate::http::HttpAttempt { inner: op(info) };
+    (classifier, op)
 }
