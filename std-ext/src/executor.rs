@@ -28,8 +28,6 @@ use recourse_core::machine::Options;
 use recourse_core::policy::{Limits, Policy};
 use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
 
-use std::sync::OnceLock;
-
 use recourse_core::policy_gate::PolicyGate;
 
 use crate::breakers::Breakers;
@@ -42,7 +40,7 @@ use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::observer::Observer;
 use crate::provider::PolicyProvider;
-use crate::report::Report;
+use crate::report::{CallPanics, Report};
 use crate::timeline::Timeline;
 use crate::timer::{DefaultTimer, TimerSource};
 
@@ -150,7 +148,7 @@ impl<S: TimerSource> Executor<S> {
         self.observer_panics.load(Ordering::Relaxed)
     }
 
-    /// Panics in a budget's `settle` contained so far (the call's result
+    /// Calls in which a budget's `settle` panicked, contained (the call's result
     /// stands; its timeline carries the attribute
     /// [`PANIC_IN_BUDGET_SETTLE`](crate::gate::PANIC_IN_BUDGET_SETTLE)).
     pub fn budget_settle_panics(&self) -> u64 {
@@ -343,9 +341,8 @@ impl<S: TimerSource> Executor<S> {
             policy_source: resolution.source,
             missing_policy_mode: resolution.mode,
             missing_budget_mode: self.missing_budget,
-            classifier_panic: None,
-            settle_panic: None,
-            operation_panic: None,
+            call_panics: None,
+            classifier_told: false,
             panics: &self.observer_panics,
         };
         let (Some(policy), Some(classifier)) = (resolution.policy, classifier) else {
@@ -360,7 +357,7 @@ impl<S: TimerSource> Executor<S> {
         if let Some(t) = report.timeline.as_deref_mut() {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
         }
-        let settle_panic = OnceLock::new();
+        let call_panics = CallPanics::default();
         let parts = ExecParts {
             clock: &self.timer,
             budgets: &self.budgets,
@@ -369,27 +366,23 @@ impl<S: TimerSource> Executor<S> {
             observer: self.observer.as_deref(),
             breakers: &self.breakers,
             latency: &self.latency,
-            settle_panic: &settle_panic,
-            settle_panics: &self.settle_panics,
+            call_panics: &call_panics,
             offset: None,
         };
-        let panicked = OnceLock::new();
-        report.classifier_panic = Some(&panicked);
-        report.settle_panic = Some(&settle_panic);
+        report.call_panics = Some(&call_panics);
         // Every attempt's future is watched for a panic: the call's end is
         // then told as `panic_in_operation`, and with containment on the
         // caller gets `Error::OperationPanicked` instead of the unwind.
-        let operation_panic = AtomicBool::new(false);
-        report.operation_panic = Some(&operation_panic);
         let mut op = op;
-        let op = |info: AttemptInfo| PanicWatch {
+        let watch = &call_panics.operation;
+        let op = move |info: AttemptInfo| PanicWatch {
             inner: op(info),
-            panicked: &operation_panic,
+            panicked: watch,
         };
         let classifier = Contained {
             inner: classifier,
             contain: self.contain_panics,
-            panicked: &panicked,
+            panicked: &call_panics.classifier,
         };
         let gate: CallGate<'_, S> = PolicyGate::new(key, &policy.policy, plan.trigger, parts);
         let builder = recourse_core::call(key, &policy.policy, timer, op)
@@ -401,21 +394,12 @@ impl<S: TimerSource> Executor<S> {
         // A call that hedges holds its attempts' futures in one heap block
         // (sized for the default ceiling, or for the lifted one), so a call
         // that does not hedge stays small and allocation-free.
-        let contain = self.contain_panics;
-        let watched = &operation_panic;
-        match plan.hedges {
-            0 => contained(contain, watched, builder.into_future()).await,
-            1..=3 => {
-                contained(
-                    contain,
-                    watched,
-                    Box::pin(builder.slots::<4>().into_future()),
-                )
-                .await
-            }
+        let watched = self.contain_panics.then_some(&call_panics.operation);
+        let result = match plan.hedges {
+            0 => contained(watched, builder.into_future()).await,
+            1..=3 => contained(watched, Box::pin(builder.slots::<4>().into_future())).await,
             _ => {
                 contained(
-                    contain,
                     watched,
                     Box::pin(
                         builder
@@ -425,7 +409,11 @@ impl<S: TimerSource> Executor<S> {
                 )
                 .await
             }
+        };
+        if call_panics.settle.load(Ordering::Relaxed) {
+            self.settle_panics.fetch_add(1, Ordering::Relaxed);
         }
+        result
     }
 
     /// The RNG of the next call: derived from the seed and the call's number
@@ -465,33 +453,52 @@ impl<F: Future> Future for PanicWatch<'_, F> {
     }
 }
 
-/// Runs the call's future; with `contain`, a panic of the operation (one
-/// `PanicWatch` saw) ends the call as [`Error::OperationPanicked`] once the
-/// driver is dropped (which settles the attempts and tells the observer).
-/// Any other panic goes on unwinding.
-async fn contained<T, E, F>(contain: bool, watched: &AtomicBool, fut: F) -> Result<T, Error<E>>
+pin_project_lite::pin_project! {
+    /// The call's driver future; with `contain`, a panic of the operation
+    /// (one [`PanicWatch`] saw) ends the call as [`Error::OperationPanicked`]
+    /// once the driver is dropped (which settles the attempts and tells the
+    /// observer). Any other panic goes on unwinding. Holds the driver in
+    /// place (no copy), so the call future does not grow.
+    struct ContainedCall<'a, F> {
+        #[pin]
+        inner: F,
+        // `None`: containment off.
+        watched: Option<&'a AtomicBool>,
+    }
+}
+
+fn contained<F>(watched: Option<&AtomicBool>, fut: F) -> ContainedCall<'_, F> {
+    ContainedCall {
+        inner: fut,
+        watched,
+    }
+}
+
+impl<T, E, F> Future for ContainedCall<'_, F>
 where
     F: Future<Output = Result<T, Error<E>>>,
 {
-    if !contain {
-        return fut.await;
-    }
-    let caught = {
-        let mut fut = core::pin::pin!(fut);
-        core::future::poll_fn(|cx| {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-                Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
-                Ok(Poll::Pending) => Poll::Pending,
-                Err(payload) => Poll::Ready(Err(payload)),
+    type Output = Result<T, Error<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        let Some(watched) = *this.watched else {
+            return inner.poll(cx);
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                // The driver is dropped with this future, right after the
+                // call's `await` (before `run` returns): that settles the
+                // attempts and tells the observer.
+                if watched.load(Ordering::Relaxed) {
+                    Poll::Ready(Err(Error::OperationPanicked))
+                } else {
+                    std::panic::resume_unwind(payload)
+                }
             }
-        })
-        .await
-        // The driver is dropped here, before the result is returned.
-    };
-    match caught {
-        Ok(r) => r,
-        Err(_) if watched.load(Ordering::Relaxed) => Err(Error::OperationPanicked),
-        Err(payload) => std::panic::resume_unwind(payload),
+        }
     }
 }
 

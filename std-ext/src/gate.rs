@@ -38,9 +38,9 @@ pub const BUDGET_NOT_FOUND: &str = recourse_core::reason::BUDGET_NOT_FOUND;
 /// Reason: the budget panicked (panic containment on).
 pub const PANIC_IN_BUDGET: &str = "panic_in_budget";
 /// Timeline attribute: a budget's `settle` panicked and the panic was
-/// contained (the call's result stands); its value is the panic's message.
+/// contained (the call's result stands); the panic hook printed its message.
 /// [`Executor::budget_settle_panics`](crate::Executor::budget_settle_panics)
-/// counts them.
+/// counts the calls it happened in.
 pub const PANIC_IN_BUDGET_SETTLE: &str = "panic_in_budget_settle";
 
 /// One call's gate.
@@ -93,9 +93,7 @@ pub(crate) struct ExecParts<'a, S> {
     pub(crate) latency: &'a LatencyTrackers,
     /// Where a contained panic in a budget's `settle` leaves its first
     /// message, for the call's timeline.
-    pub(crate) settle_panic: &'a std::sync::OnceLock<String>,
-    /// The executor's count of contained panics in budgets' `settle`.
-    pub(crate) settle_panics: &'a core::sync::atomic::AtomicU64,
+    pub(crate) call_panics: &'a crate::report::CallPanics,
     /// The shared clock minus the machine's, in nanoseconds (wrapping),
     /// from the first instant the parts saw.
     pub(crate) offset: Option<u64>,
@@ -159,14 +157,12 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         }
         // Contained, and never silent: the executor counts it and the call's
         // timeline carries the attribute `panic_in_budget_settle`.
-        if let Err(payload) =
-            std::panic::catch_unwind(AssertUnwindSafe(|| budget.settle(record, reservation, now)))
+        if std::panic::catch_unwind(AssertUnwindSafe(|| budget.settle(record, reservation, now)))
+            .is_err()
         {
-            self.settle_panics
-                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            let _ = self
-                .settle_panic
-                .set(crate::classify::panic_message(&*payload));
+            self.call_panics
+                .settle
+                .store(true, core::sync::atomic::Ordering::Relaxed);
         }
     }
 

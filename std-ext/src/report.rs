@@ -23,6 +23,23 @@ use crate::observer::{CallStart, CallSummary, Observer};
 use crate::provider::PolicySource;
 use crate::timeline::Timeline;
 
+/// What panicked during one call, shared by the pieces that contain the
+/// panics and the report that tells them (one borrow each, so the call
+/// future stays small).
+#[derive(Default)]
+pub(crate) struct CallPanics {
+    /// The contained classifier's first panic's message; told when the
+    /// attempt's record arrives.
+    pub(crate) classifier: OnceLock<String>,
+    /// A budget's `settle` panicked (contained), for the timeline at the
+    /// call's end. Only a flag, so the call future stays small: the panic
+    /// hook has printed the message.
+    pub(crate) settle: AtomicBool,
+    /// An attempt's future panicked: the end the driver reports on its way
+    /// down (`cancelled`) is told as `panic_in_operation`.
+    pub(crate) operation: AtomicBool,
+}
+
 /// Forwards one call's events.
 pub(crate) struct Report<'a> {
     pub(crate) observer: Option<&'a dyn Observer>,
@@ -31,15 +48,10 @@ pub(crate) struct Report<'a> {
     pub(crate) missing_policy_mode: Option<MissingPolicyMode>,
     /// What decides an attempt whose budget is missing, for the timeline.
     pub(crate) missing_budget_mode: MissingBudgetMode,
-    /// Where the call's contained classifier leaves its first panic's
-    /// message; told when the attempt's record arrives.
-    pub(crate) classifier_panic: Option<&'a OnceLock<String>>,
-    /// Where a contained panic in a budget's `settle` leaves its message;
-    /// the timeline gets it at the call's end.
-    pub(crate) settle_panic: Option<&'a OnceLock<String>>,
-    /// Set when an attempt of the call panicked: the end the driver reports
-    /// on its way down (`cancelled`) is told as `panic_in_operation`.
-    pub(crate) operation_panic: Option<&'a AtomicBool>,
+    /// The call's contained panics (none before the machine runs).
+    pub(crate) call_panics: Option<&'a CallPanics>,
+    /// Whether the classifier's panic was told already (once per call).
+    pub(crate) classifier_told: bool,
     /// The executor's count of contained observer panics.
     pub(crate) panics: &'a AtomicU64,
 }
@@ -64,8 +76,8 @@ impl Report<'_> {
             policy_source: self.policy_source,
             missing_policy_mode: self.missing_policy_mode,
             operation_panicked: self
-                .operation_panic
-                .is_some_and(|p| p.load(Ordering::Relaxed)),
+                .call_panics
+                .is_some_and(|p| p.operation.load(Ordering::Relaxed)),
         }
     }
 
@@ -100,9 +112,13 @@ impl Report<'_> {
     /// The classifier panicked on `record`'s result: the first time, tell
     /// the timeline and the observer the panic's message.
     fn classifier_panicked(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
-        let Some(message) = self.classifier_panic.take().and_then(OnceLock::get) else {
+        if self.classifier_told {
+            return;
+        }
+        let Some(message) = self.call_panics.and_then(|p| p.classifier.get()) else {
             return;
         };
+        self.classifier_told = true;
         if let Some(t) = self.timeline.as_deref_mut() {
             t.attributes.insert(PANIC_IN_CLASSIFIER, message.clone());
         }
@@ -111,8 +127,14 @@ impl Report<'_> {
 
     fn end(&mut self, end: &CallEnd) {
         if let Some(t) = self.timeline.as_deref_mut() {
-            if let Some(message) = self.settle_panic.and_then(OnceLock::get) {
-                t.attributes.insert(PANIC_IN_BUDGET_SETTLE, message.clone());
+            if self
+                .call_panics
+                .is_some_and(|p| p.settle.load(Ordering::Relaxed))
+            {
+                t.attributes.insert(
+                    PANIC_IN_BUDGET_SETTLE,
+                    "a budget's settle panicked (contained)".to_owned(),
+                );
             }
             t.end = end.end;
             t.verdict = Some(end.verdict);

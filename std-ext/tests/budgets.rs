@@ -114,7 +114,7 @@ async fn released_exactly_once_on_success_failure_and_timeouts() {
     let r = executor(p, &l)
         .call("svc.Get", |_| core::future::pending::<Result<(), ()>>())
         .await;
-    assert!(matches!(r, Err(Error::RetriesExhausted { last: None, .. })));
+    assert!(matches!(r, Err(Error::AttemptsTimedOut { attempts: 2 })));
     assert_eq!((l.outstanding(), l.settled()), (0, vec![0, 1]));
 
     // overall timeout cuts the attempt in flight

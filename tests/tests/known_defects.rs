@@ -165,8 +165,9 @@ async fn a_settling_budget_leaves_no_panic_trace() {
 }
 
 /// A panic in `decide` is contained as the refusal `panic_in_budget`, seen
-/// by the observer and the timeline; a panic in `settle` is contained by
-/// `let _ = catch_unwind(..)` and leaves no trace at all.
+/// by the observer and the timeline; a panic in `settle` was contained by
+/// `let _ = catch_unwind(..)` and left no trace at all (fixed: the timeline
+/// attribute `panic_in_budget_settle`, `Executor::budget_settle_panics`).
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_settle_leaves_a_trace() {
     let (r, t, settled) = settle_once(true).await;
@@ -174,7 +175,7 @@ async fn a_panic_in_settle_leaves_a_trace() {
         t.attributes
             .get("panic_in_budget_settle")
             .map(String::as_str),
-        Some("budget bug in settle")
+        Some("a budget's settle panicked (contained)")
     );
     // Contained: the call's result stands.
     assert_eq!(r, Ok(7));
