@@ -131,7 +131,12 @@ impl Budget for ShareBudget {
 
 async fn settle_once(
     panic_in_settle: bool,
-) -> (Result<u8, Error<&'static str>>, recourse::Timeline, u64) {
+) -> (
+    Result<u8, Error<&'static str>>,
+    recourse::Timeline,
+    u64,
+    u64,
+) {
     let budget = Arc::new(SettlePanics {
         panic_in_settle,
         settled: AtomicU64::new(0),
@@ -145,7 +150,12 @@ async fn settle_once(
     let (r, t) = exec
         .call_with_timeline("svc.Get", |_| async { Ok::<u8, &'static str>(7) })
         .await;
-    (r, t, budget.settled.load(Ordering::SeqCst))
+    (
+        r,
+        t,
+        budget.settled.load(Ordering::SeqCst),
+        exec.budget_settle_panics(),
+    )
 }
 
 /// Whether the timeline says anything about a panic.
@@ -158,7 +168,8 @@ fn mentions_panic(t: &recourse::Timeline) -> bool {
 /// Control: a budget whose settle works leaves no panic in the timeline.
 #[tokio::test(start_paused = true)]
 async fn a_settling_budget_leaves_no_panic_trace() {
-    let (r, t, settled) = settle_once(false).await;
+    let (r, t, settled, counted) = settle_once(false).await;
+    assert_eq!(counted, 0);
     assert_eq!(r, Ok(7));
     assert_eq!(settled, 1);
     assert!(!mentions_panic(&t), "{:?}", t.attributes);
@@ -170,7 +181,8 @@ async fn a_settling_budget_leaves_no_panic_trace() {
 /// attribute `panic_in_budget_settle`, `Executor::budget_settle_panics`).
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_settle_leaves_a_trace() {
-    let (r, t, settled) = settle_once(true).await;
+    let (r, t, settled, counted) = settle_once(true).await;
+    assert_eq!(counted, 1, "the executor counts the call");
     assert_eq!(
         t.attributes
             .get("panic_in_budget_settle")
