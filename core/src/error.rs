@@ -9,10 +9,19 @@ use crate::verdict::{reason, Cause};
 /// Where recourse stopped because of the operation's own results, the
 /// operation's last error is inside ([`Error::Operation`],
 /// [`Error::RetriesExhausted`]); where recourse ended the call itself, the
-/// last error is kept when there was one. When the last failure was an `Ok`
-/// value a classifier rejected (an HTTP 503 response, say) and recourse
-/// stopped because of it, the call returns that value as `Ok`: the caller sees
-/// the response, the timeline says why it stopped.
+/// last error is kept when there was one, also when a budget refused the
+/// attempt after it ([`Error::BudgetDenied`]). A call whose last attempt was
+/// cut at its per-attempt deadline ends [`Error::AttemptsTimedOut`].
+///
+/// A value the classifier rejected: the std facade's HTTP methods
+/// (`Executor::call_http`) make any response it did not accept the call's
+/// error (`HttpFailure::Response`), so `Ok` always means accepted and the
+/// observer hears what the caller gets. With a classifier of your own over
+/// a plain `Result<T, E>` (this crate's driver, `call_classified`), a call
+/// that stops on a rejected `Ok` value still returns that value as `Ok`
+/// (there is no `E` to carry it): the observer and the timeline say why it
+/// stopped; to get an `Err`, let the operation return the rejected value as
+/// its error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error<E> {
@@ -25,11 +34,20 @@ pub enum Error<E> {
         /// Why recourse stopped with it.
         cause: Cause,
     },
-    /// Every allowed attempt failed retryably.
+    /// Every allowed attempt failed retryably, the last with an error.
     RetriesExhausted {
-        /// The last attempt's error; `None` when recourse cut the last
-        /// attempt at its per-attempt deadline.
+        /// The last attempt's error (a call whose last attempt was cut at
+        /// its per-attempt deadline ends [`Error::AttemptsTimedOut`] instead,
+        /// so this is `Some` from the executors and the driver).
         last: Option<E>,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Every allowed attempt was used and the last was cut at its
+    /// per-attempt deadline (`timeout_per_attempt`): retries ran out on
+    /// timeouts. Its [`reason`](Error::reason) is `retries_exhausted`, the
+    /// observer's too; the attempts' own reason is `attempt_timeout`.
+    AttemptsTimedOut {
         /// Attempts made.
         attempts: u32,
     },
@@ -59,6 +77,11 @@ pub enum Error<E> {
     /// No policy was found for the key and the executor's missing-policy mode
     /// is `deny`.
     NoPolicy,
+    /// The operation panicked and the executor contained the panic (std
+    /// executors with panic containment on): the call stopped, its attempts
+    /// were settled with their budgets, the process goes on. Reason
+    /// `panic_in_operation`.
+    OperationPanicked,
 }
 
 impl<E> Error<E> {
@@ -70,7 +93,10 @@ impl<E> Error<E> {
             | Self::DeadlineExceeded { last }
             | Self::Cancelled { last }
             | Self::BudgetDenied { last, .. } => last.as_ref(),
-            Self::NoPolicy | Self::CircuitOpen { .. } => None,
+            Self::NoPolicy
+            | Self::CircuitOpen { .. }
+            | Self::AttemptsTimedOut { .. }
+            | Self::OperationPanicked => None,
         }
     }
 
@@ -82,7 +108,10 @@ impl<E> Error<E> {
             | Self::DeadlineExceeded { last }
             | Self::Cancelled { last }
             | Self::BudgetDenied { last, .. } => last,
-            Self::NoPolicy | Self::CircuitOpen { .. } => None,
+            Self::NoPolicy
+            | Self::CircuitOpen { .. }
+            | Self::AttemptsTimedOut { .. }
+            | Self::OperationPanicked => None,
         }
     }
 
@@ -90,11 +119,14 @@ impl<E> Error<E> {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Operation { cause, .. } => cause.as_str(),
-            Self::RetriesExhausted { .. } => Cause::Exhausted.as_str(),
+            Self::RetriesExhausted { .. } | Self::AttemptsTimedOut { .. } => {
+                Cause::Exhausted.as_str()
+            }
             Self::DeadlineExceeded { .. } => Cause::DeadlineExceeded.as_str(),
             Self::Cancelled { .. } => Cause::Cancelled.as_str(),
             Self::BudgetDenied { reason, .. } | Self::CircuitOpen { reason } => reason,
             Self::NoPolicy => reason::NO_POLICY,
+            Self::OperationPanicked => reason::PANIC_IN_OPERATION,
         }
     }
 }
@@ -114,6 +146,10 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                     None => f.write_str("; the last attempt timed out"),
                 }
             }
+            Self::AttemptsTimedOut { attempts } => write!(
+                f,
+                "retries exhausted after {attempts} attempts; the last attempt timed out"
+            ),
             Self::DeadlineExceeded { last: l } => {
                 f.write_str("overall deadline exceeded")?;
                 last(f, l)
@@ -130,6 +166,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 write!(f, "call refused by the circuit breaker ({reason})")
             }
             Self::NoPolicy => f.write_str("no policy for this key and missing-policy mode is deny"),
+            Self::OperationPanicked => f.write_str("the operation panicked (contained)"),
         }
     }
 }

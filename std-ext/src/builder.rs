@@ -167,10 +167,14 @@ impl<S> ExecutorBuilder<S> {
         self
     }
 
-    /// Whether a panic in a classifier or a budget is contained (the default:
-    /// it becomes the outcome `panic_in_classifier`, or the refusal
-    /// `panic_in_budget`, and the call goes on) or unwinds through the call.
-    /// Observer panics are always contained.
+    /// Whether a panic in a classifier, a budget or the operation is
+    /// contained (the default: it becomes the outcome `panic_in_classifier`,
+    /// the refusal `panic_in_budget`, the timeline attribute
+    /// `panic_in_budget_settle`, or, for the operation, the call's error
+    /// [`Error::OperationPanicked`](crate::Error::OperationPanicked) with
+    /// every attempt settled) or unwinds through the call. Either way the
+    /// observer hears a panicking operation's call end as
+    /// `panic_in_operation`. Observer panics are always contained.
     pub fn contain_panics(mut self, contain: bool) -> Self {
         self.contain_panics = contain;
         self
@@ -227,10 +231,16 @@ impl<S> ExecutorBuilder<S> {
 
     /// The executor.
     pub fn build(mut self) -> Executor<S> {
+        // One counter for every contained observer panic: the executor's
+        // own (one observer) and the multi-observer's (several) are the same.
+        let observer_panics = std::sync::Arc::new(AtomicU64::new(0));
         let observer: Option<Box<dyn Observer>> = match self.observers.len() {
             0 => None,
             1 => self.observers.pop(),
-            _ => Some(Box::new(MultiObserver::from(self.observers))),
+            _ => Some(Box::new(MultiObserver::counting(
+                self.observers,
+                observer_panics.clone(),
+            ))),
         };
         Executor {
             provider: self
@@ -247,7 +257,8 @@ impl<S> ExecutorBuilder<S> {
             contain_panics: self.contain_panics,
             breakers: self.breakers,
             calls: AtomicU64::new(0),
-            observer_panics: AtomicU64::new(0),
+            observer_panics,
+            settle_panics: AtomicU64::new(0),
             classifiers: self.classifiers,
             missing_classifier: self.missing_classifier,
             latency: self.latency,

@@ -41,16 +41,20 @@ impl<T, E, C: Classifier<T, E>> Classifier<T, E> for Contained<'_, C> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.classify(result))) {
             Ok(outcome) => outcome,
             Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".to_owned());
-                let _ = self.panicked.set(message);
+                let _ = self.panicked.set(panic_message(&*payload));
                 Outcome::abort(PANIC_IN_CLASSIFIER)
             }
         }
     }
+}
+
+/// A panic payload's message (`&str` or `String`), for timelines.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 /// Reason (and `classifier_error` attribute): the classifier the policy names

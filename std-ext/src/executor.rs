@@ -17,15 +17,16 @@
 
 use core::fmt;
 use core::future::{Future, IntoFuture};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::panic::AssertUnwindSafe;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::task::{Context, Poll};
 use std::time::SystemTime;
 
 use recourse_core::driver::derive_seed;
 use recourse_core::machine::Options;
 use recourse_core::policy::{Limits, Policy};
 use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
-
-use std::sync::OnceLock;
 
 use recourse_core::policy_gate::PolicyGate;
 
@@ -39,7 +40,7 @@ use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::observer::Observer;
 use crate::provider::PolicyProvider;
-use crate::report::Report;
+use crate::report::{CallPanics, Report};
 use crate::timeline::Timeline;
 use crate::timer::{DefaultTimer, TimerSource};
 
@@ -92,7 +93,9 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) missing_budget: MissingBudgetMode,
     pub(crate) contain_panics: bool,
     pub(crate) breakers: Breakers,
-    pub(crate) observer_panics: AtomicU64,
+    pub(crate) observer_panics: std::sync::Arc<AtomicU64>,
+    /// Contained panics in budgets' `settle`.
+    pub(crate) settle_panics: AtomicU64,
     pub(crate) classifiers: ClassifierRegistry,
     pub(crate) missing_classifier: MissingClassifierMode,
     pub(crate) latency: LatencyTrackers,
@@ -139,10 +142,17 @@ impl<S: TimerSource> Executor<S> {
     }
 
     /// Observer panics contained so far (a panicking observer never takes a
-    /// call down; each contained panic is counted here — with several
-    /// observers, see also [`MultiObserver::panics`](crate::MultiObserver::panics)).
+    /// call down; each contained panic is counted here, with one observer or
+    /// several).
     pub fn observer_panics(&self) -> u64 {
         self.observer_panics.load(Ordering::Relaxed)
+    }
+
+    /// Calls in which a budget's `settle` panicked, contained (the call's result
+    /// stands; its timeline carries the attribute
+    /// [`PANIC_IN_BUDGET_SETTLE`](crate::gate::PANIC_IN_BUDGET_SETTLE)).
+    pub fn budget_settle_panics(&self) -> u64 {
+        self.settle_panics.load(Ordering::Relaxed)
     }
 
     /// The executor's policy provider.
@@ -235,22 +245,51 @@ impl<S: TimerSource> Executor<S> {
     /// by an [`HttpClassifier`](crate::http::HttpClassifier) for `method`:
     /// idempotent methods retry transport errors, 5xx, 408 and 429 (honouring
     /// `Retry-After`); non-idempotent ones do so only when the policy sets
-    /// `retry.retry_non_idempotent`. Also returns the call's [`Timeline`].
+    /// `retry.retry_non_idempotent`.
+    ///
+    /// Only a `2xx` response is `Ok`. A call that ends on any other response
+    /// is an `Err` carrying it as [`HttpFailure::Response`](crate::http::HttpFailure)
+    /// (retries exhausted on a `503`, a budget refusing the retry after it,
+    /// a `Retry-After` past the deadline, a `404`); a transport error is
+    /// [`HttpFailure::Transport`](crate::http::HttpFailure). The observer
+    /// hears the same verdict.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Executor::call`], with the last response or transport error
+    /// inside.
+    #[cfg(feature = "http")]
+    pub async fn call_http<B, E, Op, Fut>(
+        &self,
+        key: &str,
+        method: &http::Method,
+        op: Op,
+    ) -> Result<http::Response<B>, Error<crate::http::HttpFailure<B, E>>>
+    where
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<http::Response<B>, E>>,
+    {
+        let (classifier, op) = http_parts(method, op);
+        self.run(key, classifier, op, None).await
+    }
+
+    /// Like [`Executor::call_http`], and also returns the call's
+    /// [`Timeline`].
     #[cfg(feature = "http")]
     pub async fn call_http_with_timeline<B, E, Op, Fut>(
         &self,
         key: &str,
         method: &http::Method,
         op: Op,
-    ) -> (Result<http::Response<B>, Error<E>>, Timeline)
+    ) -> (
+        Result<http::Response<B>, Error<crate::http::HttpFailure<B, E>>>,
+        Timeline,
+    )
     where
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<http::Response<B>, E>>,
     {
-        let classifier = |p: &Policy, _: Option<&mut Timeline>| {
-            crate::http::HttpClassifier::new(method)
-                .retry_non_idempotent(p.retry.retry_non_idempotent)
-        };
+        let (classifier, op) = http_parts(method, op);
         self.with_timeline(key, classifier, op).await
     }
 
@@ -302,7 +341,8 @@ impl<S: TimerSource> Executor<S> {
             policy_source: resolution.source,
             missing_policy_mode: resolution.mode,
             missing_budget_mode: self.missing_budget,
-            classifier_panic: None,
+            call_panics: None,
+            classifier_told: false,
             panics: &self.observer_panics,
         };
         let (Some(policy), Some(classifier)) = (resolution.policy, classifier) else {
@@ -317,6 +357,7 @@ impl<S: TimerSource> Executor<S> {
         if let Some(t) = report.timeline.as_deref_mut() {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
         }
+        let call_panics = CallPanics::default();
         let parts = ExecParts {
             clock: &self.timer,
             budgets: &self.budgets,
@@ -325,14 +366,23 @@ impl<S: TimerSource> Executor<S> {
             observer: self.observer.as_deref(),
             breakers: &self.breakers,
             latency: &self.latency,
+            call_panics: &call_panics,
             offset: None,
         };
-        let panicked = OnceLock::new();
-        report.classifier_panic = Some(&panicked);
+        report.call_panics = Some(&call_panics);
+        // Every attempt's future is watched for a panic: the call's end is
+        // then told as `panic_in_operation`, and with containment on the
+        // caller gets `Error::OperationPanicked` instead of the unwind.
+        let mut op = op;
+        let watch = &call_panics.operation;
+        let op = move |info: AttemptInfo| PanicWatch {
+            inner: op(info),
+            panicked: watch,
+        };
         let classifier = Contained {
             inner: classifier,
             contain: self.contain_panics,
-            panicked: &panicked,
+            panicked: &call_panics.classifier,
         };
         let gate: CallGate<'_, S> = PolicyGate::new(key, &policy.policy, plan.trigger, parts);
         let builder = recourse_core::call(key, &policy.policy, timer, op)
@@ -344,18 +394,26 @@ impl<S: TimerSource> Executor<S> {
         // A call that hedges holds its attempts' futures in one heap block
         // (sized for the default ceiling, or for the lifted one), so a call
         // that does not hedge stays small and allocation-free.
-        match plan.hedges {
-            0 => builder.await,
-            1..=3 => Box::pin(builder.slots::<4>().into_future()).await,
+        let watched = self.contain_panics.then_some(&call_panics.operation);
+        let result = match plan.hedges {
+            0 => contained(watched, builder.into_future()).await,
+            1..=3 => contained(watched, Box::pin(builder.slots::<4>().into_future())).await,
             _ => {
-                Box::pin(
-                    builder
-                        .slots::<{ 1 + Limits::MAX_HEDGES_CEILING as usize }>()
-                        .into_future(),
+                contained(
+                    watched,
+                    Box::pin(
+                        builder
+                            .slots::<{ 1 + Limits::MAX_HEDGES_CEILING as usize }>()
+                            .into_future(),
+                    ),
                 )
                 .await
             }
+        };
+        if call_panics.settle.load(Ordering::Relaxed) {
+            self.settle_panics.fetch_add(1, Ordering::Relaxed);
         }
+        result
     }
 
     /// The RNG of the next call: derived from the seed and the call's number
@@ -367,4 +425,107 @@ impl<S: TimerSource> Executor<S> {
             None => fastrand::Rng::new(),
         }
     }
+}
+
+pin_project_lite::pin_project! {
+    /// An attempt's future that marks `panicked` when its poll panics, then
+    /// lets the panic go on unwinding.
+    struct PanicWatch<'a, F> {
+        #[pin]
+        inner: F,
+        panicked: &'a AtomicBool,
+    }
+}
+
+impl<F: Future> Future for PanicWatch<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                this.panicked.store(true, Ordering::Relaxed);
+                std::panic::resume_unwind(payload)
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The call's driver future; with `contain`, a panic of the operation
+    /// (one [`PanicWatch`] saw) ends the call as [`Error::OperationPanicked`]
+    /// once the driver is dropped (which settles the attempts and tells the
+    /// observer). Any other panic goes on unwinding. Holds the driver in
+    /// place (no copy), so the call future does not grow.
+    struct ContainedCall<'a, F> {
+        #[pin]
+        inner: F,
+        // `None`: containment off.
+        watched: Option<&'a AtomicBool>,
+    }
+}
+
+fn contained<F>(watched: Option<&AtomicBool>, fut: F) -> ContainedCall<'_, F> {
+    ContainedCall {
+        inner: fut,
+        watched,
+    }
+}
+
+impl<T, E, F> Future for ContainedCall<'_, F>
+where
+    F: Future<Output = Result<T, Error<E>>>,
+{
+    type Output = Result<T, Error<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        let Some(watched) = *this.watched else {
+            return inner.poll(cx);
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                // The driver is dropped with this future, right after the
+                // call's `await` (before `run` returns): that settles the
+                // attempts and tells the observer.
+                if watched.load(Ordering::Relaxed) {
+                    Poll::Ready(Err(Error::OperationPanicked))
+                } else {
+                    std::panic::resume_unwind(payload)
+                }
+            }
+        }
+    }
+}
+
+/// The classifier factory and the attempt wrapper of an HTTP call.
+#[cfg(feature = "http")]
+#[allow(clippy::type_complexity)]
+fn http_parts<'m, B, E, Op, Fut>(
+    method: &'m http::Method,
+    mut op: Op,
+) -> (
+    impl FnOnce(
+            &Policy,
+            Option<&mut Timeline>,
+        ) -> crate::http::FailureClassifier<crate::http::SystemClock>
+        + 'm,
+    impl FnMut(AttemptInfo) -> crate::http::HttpAttempt<Fut>,
+)
+where
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<http::Response<B>, E>>,
+{
+    let classifier = move |p: &Policy, _: Option<&mut Timeline>| {
+        crate::http::FailureClassifier(
+            crate::http::HttpClassifier::new(method)
+                .retry_non_idempotent(p.retry.retry_non_idempotent),
+        )
+    };
+    let op = move |info: AttemptInfo| crate::http::HttpAttempt { inner: op(info) };
+    (classifier, op)
 }

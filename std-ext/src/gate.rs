@@ -37,6 +37,11 @@ use crate::timer::TimerSource;
 pub const BUDGET_NOT_FOUND: &str = recourse_core::reason::BUDGET_NOT_FOUND;
 /// Reason: the budget panicked (panic containment on).
 pub const PANIC_IN_BUDGET: &str = "panic_in_budget";
+/// Timeline attribute: a budget's `settle` panicked and the panic was
+/// contained (the call's result stands); the panic hook printed its message.
+/// [`Executor::budget_settle_panics`](crate::Executor::budget_settle_panics)
+/// counts the calls it happened in.
+pub const PANIC_IN_BUDGET_SETTLE: &str = "panic_in_budget_settle";
 
 /// One call's gate.
 pub(crate) type CallGate<'a, S> = PolicyGate<'a, ExecParts<'a, S>, Spill<'a>>;
@@ -86,6 +91,9 @@ pub(crate) struct ExecParts<'a, S> {
     /// Where a quantile trigger reads (and completed attempts write) the
     /// key's recent latencies.
     pub(crate) latency: &'a LatencyTrackers,
+    /// Where a contained panic in a budget's `settle` leaves its first
+    /// message, for the call's timeline.
+    pub(crate) call_panics: &'a crate::report::CallPanics,
     /// The shared clock minus the machine's, in nanoseconds (wrapping),
     /// from the first instant the parts saw.
     pub(crate) offset: Option<u64>,
@@ -159,7 +167,19 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) {
         let now = self.shared(now);
-        let _ = self.contained(|| budget.settle(record, reservation, now));
+        if !self.contain_panics {
+            budget.settle(record, reservation, now);
+            return;
+        }
+        // Contained, and never silent: the executor counts it and the call's
+        // timeline carries the attribute `panic_in_budget_settle`.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| budget.settle(record, reservation, now)))
+            .is_err()
+        {
+            self.call_panics
+                .settle
+                .store(true, core::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn admit_call(

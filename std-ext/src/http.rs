@@ -227,6 +227,122 @@ impl<E, C> Classifier<StatusCode, E> for HttpClassifier<C> {
     }
 }
 
+/// Why an HTTP call ([`Executor::call_http`](crate::Executor::call_http))
+/// failed, inside its [`Error`](crate::Error): the last response the
+/// classifier did not accept (a `503` after retries ran out, a `404`, a
+/// `503` whose `Retry-After` reached past the deadline), or the last
+/// transport error.
+///
+/// So a call that ends on a response the classifier rejected is an `Err`,
+/// carrying that response, whatever stopped it (retries exhausted, a budget
+/// refusing the retry, the deadline): the caller sees what the observer
+/// hears.
+#[derive(Debug)]
+pub enum HttpFailure<B, E> {
+    /// A response the classifier did not accept.
+    Response(Response<B>),
+    /// No response: the operation returned `Err`.
+    Transport(E),
+}
+
+impl<B, E> HttpFailure<B, E> {
+    /// The response, when there was one.
+    pub fn response(&self) -> Option<&Response<B>> {
+        match self {
+            Self::Response(r) => Some(r),
+            Self::Transport(_) => None,
+        }
+    }
+
+    /// The response, when there was one.
+    pub fn into_response(self) -> Option<Response<B>> {
+        match self {
+            Self::Response(r) => Some(r),
+            Self::Transport(_) => None,
+        }
+    }
+
+    /// The response's status, when there was one.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.response().map(Response::status)
+    }
+
+    /// The transport error, when there was no response.
+    pub fn transport(&self) -> Option<&E> {
+        match self {
+            Self::Response(_) => None,
+            Self::Transport(e) => Some(e),
+        }
+    }
+}
+
+impl<B, E: fmt::Display> fmt::Display for HttpFailure<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Response(r) => write!(f, "HTTP {}", r.status()),
+            Self::Transport(e) => write!(f, "transport error: {e}"),
+        }
+    }
+}
+
+impl<B: fmt::Debug, E: core::error::Error + 'static> core::error::Error for HttpFailure<B, E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        self.transport().map(|e| e as _)
+    }
+}
+
+/// An attempt's raw result as the call sees it: a `2xx` is the value, any
+/// other response an [`HttpFailure::Response`], a transport error an
+/// [`HttpFailure::Transport`].
+pub(crate) fn into_attempt<B, E>(
+    result: Result<Response<B>, E>,
+) -> Result<Response<B>, HttpFailure<B, E>> {
+    match result {
+        Ok(r) if r.status().is_success() => Ok(r),
+        Ok(r) => Err(HttpFailure::Response(r)),
+        Err(e) => Err(HttpFailure::Transport(e)),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP attempt's future whose result is split by [`into_attempt`].
+    pub(crate) struct HttpAttempt<F> {
+        #[pin]
+        pub(crate) inner: F,
+    }
+}
+
+impl<B, E, F> core::future::Future for HttpAttempt<F>
+where
+    F: core::future::Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, HttpFailure<B, E>>;
+
+    fn poll(
+        self: core::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+    ) -> core::task::Poll<Self::Output> {
+        self.project().inner.poll(cx).map(into_attempt)
+    }
+}
+
+/// [`HttpClassifier`] for results already split by [`into_attempt`].
+pub(crate) struct FailureClassifier<C>(pub(crate) HttpClassifier<C>);
+
+impl<B, E, C> Classifier<Response<B>, HttpFailure<B, E>> for FailureClassifier<C>
+where
+    C: Fn() -> SystemTime,
+{
+    fn classify(&self, result: &Result<Response<B>, HttpFailure<B, E>>) -> Outcome {
+        match result {
+            Ok(r) | Err(HttpFailure::Response(r)) => {
+                self.0.classify_response(r.status(), r.headers())
+            }
+            Err(HttpFailure::Transport(_)) => self.0.transport_error(),
+        }
+    }
+}
+
 /// RFC 9110 §9.2.2's idempotent methods. Extension methods are not known to
 /// be idempotent.
 fn is_idempotent(method: &Method) -> bool {

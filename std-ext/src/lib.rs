@@ -24,6 +24,26 @@
 //! 4. Events go to the [`Observer`] (start, one per attempt, exactly one
 //!    end) and, when asked for, into a [`Timeline`].
 //!
+//! ## The result contract
+//!
+//! Every call method ends with one [`Error`] the observer hears too (the
+//! caller's `Err` and the observer's `on_failure` come from the same
+//! verdict; a budget refusal's own code is in the error, the observer hears
+//! `budget_denied`):
+//!
+//! - the operation's last error is carried whenever there was one, also
+//!   when a budget refused the retry after it ([`Error::BudgetDenied`]);
+//! - `Executor::call_http` (feature `http`) makes every response the
+//!   classifier did not accept (a `503` after retries ran out, a `404`, a
+//!   `503` whose `Retry-After` reaches past the deadline) an `Err` carrying
+//!   it (`http::HttpFailure::Response`), so `Ok` means `2xx`; with a
+//!   classifier of your own over `Result<T, E>`, a rejected `Ok` value stays
+//!   `Ok` (see [`Error`]);
+//! - attempts all cut by `timeout_per_attempt`: [`Error::AttemptsTimedOut`];
+//! - with panic containment on (the default), a panicking operation ends the
+//!   call with [`Error::OperationPanicked`] (reason `panic_in_operation`,
+//!   which the observer hears too), its attempts settled with their budgets.
+//!
 //! ## Example
 //!
 //! ```

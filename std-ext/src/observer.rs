@@ -82,12 +82,20 @@ pub struct CallSummary {
     pub policy_source: Option<PolicySource>,
     /// The missing-policy mode, as in [`CallStart`].
     pub missing_policy_mode: Option<MissingPolicyMode>,
+    /// The operation panicked: the machine saw the call dropped (its verdict
+    /// says `cancelled`), but what happened is a panic, and
+    /// [`reason`](Self::reason) says `panic_in_operation`.
+    pub operation_panicked: bool,
 }
 
 impl CallSummary {
     /// Why the call failed, as a low-cardinality code (`retries_exhausted`,
-    /// `deadline_exceeded`, `cancelled`, `no_policy` ...); `None` on success.
+    /// `deadline_exceeded`, `cancelled`, `no_policy`, `panic_in_operation`
+    /// ...); `None` on success.
     pub fn reason(&self) -> Option<&'static str> {
+        if self.operation_panicked {
+            return Some(recourse_core::reason::PANIC_IN_OPERATION);
+        }
         match self.verdict {
             Some(Verdict::Success(_)) => None,
             Some(Verdict::Failure { cause, .. }) => Some(cause.as_str()),
@@ -264,7 +272,9 @@ impl<O: Observer + ?Sized> Observer for Box<O> {
 #[derive(Default)]
 pub struct MultiObserver {
     observers: Vec<Box<dyn Observer>>,
-    panics: core::sync::atomic::AtomicU64,
+    /// Shared with the executor that built it, so that
+    /// `Executor::observer_panics` counts every contained panic.
+    panics: std::sync::Arc<core::sync::atomic::AtomicU64>,
 }
 
 impl MultiObserver {
@@ -301,8 +311,19 @@ impl From<Vec<Box<dyn Observer>>> for MultiObserver {
     fn from(observers: Vec<Box<dyn Observer>>) -> Self {
         Self {
             observers,
-            panics: core::sync::atomic::AtomicU64::new(0),
+            panics: std::sync::Arc::default(),
         }
+    }
+}
+
+impl MultiObserver {
+    /// `observers`, counting their contained panics in `panics` (the
+    /// executor's own counter).
+    pub(crate) fn counting(
+        observers: Vec<Box<dyn Observer>>,
+        panics: std::sync::Arc<core::sync::atomic::AtomicU64>,
+    ) -> Self {
+        Self { observers, panics }
     }
 }
 

@@ -9,7 +9,7 @@
 //! reports them, the call goes on.
 
 use core::panic::AssertUnwindSafe;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use recourse_core::{AttemptInfo, AttemptRecord, CallEnd, Instant, PolicyKey};
 
@@ -17,11 +17,28 @@ use std::sync::OnceLock;
 
 use crate::budgets::MissingBudgetMode;
 use crate::classify::PANIC_IN_CLASSIFIER;
-use crate::gate::BUDGET_NOT_FOUND;
+use crate::gate::{BUDGET_NOT_FOUND, PANIC_IN_BUDGET_SETTLE};
 use crate::missing_policy::MissingPolicyMode;
 use crate::observer::{CallStart, CallSummary, Observer};
 use crate::provider::PolicySource;
 use crate::timeline::Timeline;
+
+/// What panicked during one call, shared by the pieces that contain the
+/// panics and the report that tells them (one borrow each, so the call
+/// future stays small).
+#[derive(Default)]
+pub(crate) struct CallPanics {
+    /// The contained classifier's first panic's message; told when the
+    /// attempt's record arrives.
+    pub(crate) classifier: OnceLock<String>,
+    /// A budget's `settle` panicked (contained), for the timeline at the
+    /// call's end. Only a flag, so the call future stays small: the panic
+    /// hook has printed the message.
+    pub(crate) settle: AtomicBool,
+    /// An attempt's future panicked: the end the driver reports on its way
+    /// down (`cancelled`) is told as `panic_in_operation`.
+    pub(crate) operation: AtomicBool,
+}
 
 /// Forwards one call's events.
 pub(crate) struct Report<'a> {
@@ -31,9 +48,10 @@ pub(crate) struct Report<'a> {
     pub(crate) missing_policy_mode: Option<MissingPolicyMode>,
     /// What decides an attempt whose budget is missing, for the timeline.
     pub(crate) missing_budget_mode: MissingBudgetMode,
-    /// Where the call's contained classifier leaves its first panic's
-    /// message; told when the attempt's record arrives.
-    pub(crate) classifier_panic: Option<&'a OnceLock<String>>,
+    /// The call's contained panics (none before the machine runs).
+    pub(crate) call_panics: Option<&'a CallPanics>,
+    /// Whether the classifier's panic was told already (once per call).
+    pub(crate) classifier_told: bool,
     /// The executor's count of contained observer panics.
     pub(crate) panics: &'a AtomicU64,
 }
@@ -57,6 +75,9 @@ impl Report<'_> {
             verdict: Some(end.verdict),
             policy_source: self.policy_source,
             missing_policy_mode: self.missing_policy_mode,
+            operation_panicked: self
+                .call_panics
+                .is_some_and(|p| p.operation.load(Ordering::Relaxed)),
         }
     }
 
@@ -70,6 +91,7 @@ impl Report<'_> {
             verdict: None,
             policy_source: self.policy_source,
             missing_policy_mode: self.missing_policy_mode,
+            operation_panicked: false,
         };
         self.notify(|o| o.on_failure(key, &summary));
     }
@@ -90,9 +112,13 @@ impl Report<'_> {
     /// The classifier panicked on `record`'s result: the first time, tell
     /// the timeline and the observer the panic's message.
     fn classifier_panicked(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
-        let Some(message) = self.classifier_panic.take().and_then(OnceLock::get) else {
+        if self.classifier_told {
+            return;
+        }
+        let Some(message) = self.call_panics.and_then(|p| p.classifier.get()) else {
             return;
         };
+        self.classifier_told = true;
         if let Some(t) = self.timeline.as_deref_mut() {
             t.attributes.insert(PANIC_IN_CLASSIFIER, message.clone());
         }
@@ -101,6 +127,15 @@ impl Report<'_> {
 
     fn end(&mut self, end: &CallEnd) {
         if let Some(t) = self.timeline.as_deref_mut() {
+            if self
+                .call_panics
+                .is_some_and(|p| p.settle.load(Ordering::Relaxed))
+            {
+                t.attributes.insert(
+                    PANIC_IN_BUDGET_SETTLE,
+                    "a budget's settle panicked (contained)".to_owned(),
+                );
+            }
             t.end = end.end;
             t.verdict = Some(end.verdict);
             if let recourse_core::Verdict::Success(id) = end.verdict {

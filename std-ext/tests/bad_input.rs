@@ -1228,7 +1228,7 @@ fn unknown_names_in_a_policy_fall_back_or_fail_closed_and_say_so() {
         drive(exec.call_with_timeline("svc.A", |_| core::future::pending::<Result<(), ()>>()))
             .unwrap();
     assert!(
-        matches!(result, Err(Error::RetriesExhausted { .. })),
+        matches!(result, Err(Error::AttemptsTimedOut { attempts: 9 })),
         "{result:?}"
     );
     assert_eq!(

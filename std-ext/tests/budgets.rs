@@ -114,7 +114,7 @@ async fn released_exactly_once_on_success_failure_and_timeouts() {
     let r = executor(p, &l)
         .call("svc.Get", |_| core::future::pending::<Result<(), ()>>())
         .await;
-    assert!(matches!(r, Err(Error::RetriesExhausted { last: None, .. })));
+    assert!(matches!(r, Err(Error::AttemptsTimedOut { attempts: 2 })));
     assert_eq!((l.outstanding(), l.settled()), (0, vec![0, 1]));
 
     // overall timeout cuts the attempt in flight
@@ -156,10 +156,17 @@ async fn released_exactly_once_when_dropped_mid_attempt_or_mid_backoff() {
     assert_eq!((l.outstanding(), l.settled()), (0, vec![0]));
 }
 
+/// Without containment the operation's panic unwinds to the task.
 #[tokio::test(start_paused = true)]
 async fn released_exactly_once_when_the_operation_panics() {
     let l = Ledger::new(100);
-    let exec = Arc::new(executor(attempts(3), &l));
+    let exec = Arc::new(
+        Executor::builder()
+            .provider(one("svc.Get", with_budget(attempts(3), "ledger")))
+            .budgets(BudgetRegistry::new().with("ledger", Shared(l.clone())))
+            .contain_panics(false)
+            .build(),
+    );
     let task = tokio::spawn({
         let exec = exec.clone();
         async move {
@@ -172,6 +179,23 @@ async fn released_exactly_once_when_the_operation_panics() {
         }
     });
     assert!(task.await.unwrap_err().is_panic());
+    assert_eq!((l.outstanding(), l.settled()), (0, vec![0]));
+}
+
+/// With containment (the default) the panic is the call's typed error, and
+/// the budget is released all the same.
+#[tokio::test(start_paused = true)]
+async fn released_exactly_once_when_the_operation_panics_contained() {
+    let l = Ledger::new(100);
+    let exec = executor(attempts(3), &l);
+    let r = exec
+        .call("svc.Get", |_| async {
+            panic!("operation bug");
+            #[allow(unreachable_code)]
+            Ok::<(), ()>(())
+        })
+        .await;
+    assert_eq!(r, Err(recourse::Error::OperationPanicked));
     assert_eq!((l.outstanding(), l.settled()), (0, vec![0]));
 }
 

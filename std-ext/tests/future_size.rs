@@ -16,6 +16,9 @@ fn facade_call_future_size() {
     let facade = recourse::do_value("svc.Get", trivial);
     let (c, f) = (size_of_val(&call), size_of_val(&facade));
     println!("executor call future {c} bytes, facade do_value future {f} bytes");
-    assert!(c <= 1400, "executor call future grew to {c} bytes");
-    assert!(f <= 1400, "facade call future grew to {f} bytes");
+    // 1376 / 1400 bytes before issue 13; containing the operation's panics
+    // (a watch on each attempt's future, one around the driver, the call's
+    // panic flags) added 48: 1424 / 1448.
+    assert!(c <= 1424, "executor call future grew to {c} bytes");
+    assert!(f <= 1448, "facade call future grew to {f} bytes");
 }

@@ -245,10 +245,201 @@ async fn post_is_retried_when_the_policy_opts_in() {
     let (result, timeline) = executor()
         .call_http_with_timeline("svc.Http", &method, |_: AttemptInfo| request(addr, &method))
         .await;
-    assert_eq!(
-        result.expect("503").status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    // The 503 the classifier did not accept is the call's error, carried.
+    let failure = result.expect_err("503").into_last_error().expect("last");
+    assert_eq!(failure.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(timeline.attempts[0].outcome.reason, "http_non_idempotent");
     assert_eq!(lock(&seen).len(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// The result contract of `call_http`, against a real server
+// ---------------------------------------------------------------------------
+
+/// A 503 asking to come back in two minutes.
+const BUSY_LONG: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// Remembers every call end: `None` for success, the reason otherwise.
+#[derive(Clone, Default)]
+struct Ends(Arc<Mutex<Vec<Option<&'static str>>>>);
+
+impl recourse::Observer for Ends {
+    fn on_success(&self, _: recourse::PolicyKey<'_>, _: &recourse::CallSummary) {
+        lock(&self.0).push(None);
+    }
+    fn on_failure(&self, _: recourse::PolicyKey<'_>, s: &recourse::CallSummary) {
+        lock(&self.0).push(s.reason());
+    }
+}
+
+/// Allows first attempts, refuses every retry with `no_retries`.
+struct FirstOnly;
+
+impl recourse::core_machine::Budget for FirstOnly {
+    fn decide(
+        &self,
+        r: &recourse::core_machine::budget::BudgetRequest<'_>,
+    ) -> recourse::core_machine::budget::Decision {
+        if r.attempt.retry_index == 0 {
+            recourse::core_machine::budget::Decision::ALLOW
+        } else {
+            recourse::core_machine::budget::Decision {
+                allowed: false,
+                reason: "no_retries",
+                reservation: None,
+            }
+        }
+    }
+}
+
+/// One row of the contract table: what the server answers, the policy,
+/// and what the caller gets (`Ok(status)`, or the error's reason and the
+/// status of the response it carries).
+struct Row {
+    name: &'static str,
+    script: &'static [&'static str],
+    policy: fn() -> Policy,
+    /// Calls made before the one checked (to open the breaker).
+    warmup: usize,
+    want: Result<u16, (&'static str, Option<u16>)>,
+    /// Requests the server sees during the checked call.
+    requests: usize,
+    /// What the observer hears: the verdict's cause (for a budget refusal
+    /// `budget_denied`, where the error names the budget's own code).
+    heard: Option<&'static str>,
+}
+
+fn three() -> Policy {
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = 3;
+    p.retry.timeout_per_attempt = Some(Duration::from_secs(5));
+    p.retry.overall_timeout = Some(Duration::from_secs(20));
+    p
+}
+
+fn three_with_budget() -> Policy {
+    let mut p = three();
+    p.retry.budget.name = recourse::core_machine::policy::name("retry.budget.name", "first_only")
+        .unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+fn breaker_after_one() -> Policy {
+    let mut p = three();
+    p.retry.max_attempts = 1;
+    p.circuit.enabled = true;
+    p.circuit.threshold = 1;
+    p.circuit.cooldown = Duration::from_secs(60);
+    p
+}
+
+fn short_deadline() -> Policy {
+    let mut p = three();
+    p.retry.overall_timeout = Some(Duration::from_secs(2));
+    p
+}
+
+/// `call_http`'s result contract: only a 2xx is `Ok`; every other end is an
+/// `Err` whose reason the observer hears too, carrying the last response
+/// when there was one (a refusal after a failed attempt included).
+#[tokio::test]
+async fn call_http_result_contract_table() {
+    let rows = [
+        Row {
+            name: "success",
+            script: &[OK],
+            policy: three,
+            warmup: 0,
+            want: Ok(200),
+            requests: 1,
+            heard: None,
+        },
+        Row {
+            name: "retries exhausted on 503",
+            script: &[BUSY],
+            policy: three,
+            warmup: 0,
+            want: Err(("retries_exhausted", Some(503))),
+            requests: 3,
+            heard: Some("retries_exhausted"),
+        },
+        Row {
+            name: "budget refusal after a 503",
+            script: &[BUSY],
+            policy: three_with_budget,
+            warmup: 0,
+            want: Err(("no_retries", Some(503))),
+            requests: 1,
+            heard: Some("budget_denied"),
+        },
+        Row {
+            name: "breaker refusal",
+            script: &[BUSY],
+            policy: breaker_after_one,
+            warmup: 1,
+            want: Err(("circuit_open", None)),
+            requests: 0,
+            heard: Some("circuit_open"),
+        },
+        Row {
+            name: "Retry-After beyond the deadline",
+            script: &[BUSY_LONG],
+            policy: short_deadline,
+            warmup: 0,
+            want: Err(("retry_after_beyond_deadline", Some(503))),
+            requests: 1,
+            heard: Some("retry_after_beyond_deadline"),
+        },
+    ];
+    for row in rows {
+        let (addr, seen) = serve(row.script).await;
+        let ends = Ends::default();
+        let provider = StaticProvider::builder()
+            .policy("svc.Contract", (row.policy)())
+            .map(|b| b.build())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let exec = Executor::builder()
+            .provider(provider)
+            .budgets(recourse::BudgetRegistry::new().with("first_only", FirstOnly))
+            .observer(ends.clone())
+            .build();
+        let method = Method::GET;
+        for _ in 0..row.warmup {
+            let _ = exec
+                .call_http("svc.Contract", &method, |_| request(addr, &method))
+                .await;
+        }
+        let before = lock(&seen).len();
+        let (result, timeline) = exec
+            .call_http_with_timeline("svc.Contract", &method, |_| request(addr, &method))
+            .await;
+        let got = match result {
+            Ok(r) => Ok(r.status().as_u16()),
+            Err(e) => Err((
+                e.reason(),
+                e.last_error()
+                    .and_then(recourse::http::HttpFailure::status)
+                    .map(|s| s.as_u16()),
+            )),
+        };
+        assert_eq!(got, row.want, "{}", row.name);
+        assert_eq!(lock(&seen).len() - before, row.requests, "{}", row.name);
+        // The observer and the timeline hear the caller's verdict.
+        let heard = *lock(&ends.0).last().expect("an end");
+        assert_eq!(heard, row.heard, "{}", row.name);
+        assert_eq!(
+            timeline.reason,
+            row.want.err().map(|(reason, _)| reason),
+            "{}",
+            row.name
+        );
+        assert_eq!(
+            timeline
+                .verdict
+                .map(|v| matches!(v, recourse::Verdict::Success(_))),
+            Some(row.want.is_ok()),
+            "{}",
+            row.name
+        );
+    }
 }

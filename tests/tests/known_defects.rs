@@ -1,8 +1,8 @@
 //! Defects found while checking the documented contracts (issue 17), each
-//! pinned by a test that fails today and is `#[ignore]`d with the defect
-//! named, so that the fix (which belongs to the gate refactor: core's
-//! machine and std-ext's gate and executor) lands with a test that fails
-//! before it. Run them with `cargo test -p recourse-tests --test
+//! pinned by a test that failed before its fix; those still open are
+//! `#[ignore]`d with the defect named. Fixed (issue 13): `observer_panics()`
+//! with several observers, a panic in a budget's `settle` leaving no trace,
+//! an operation's panic reported as `cancelled`. Run them with `cargo test -p recourse-tests --test
 //! known_defects -- --include-ignored`.
 //!
 //! Beside each, a control that passes today shows the test itself works.
@@ -84,7 +84,6 @@ async fn observer_panics_counts_with_one_observer() {
 /// here"; with two observers the builder's internal `MultiObserver` counts
 /// them where the executor cannot read them.
 #[tokio::test(start_paused = true)]
-#[ignore = "defect: observer_panics() reports 0 with two or more observers (issue 17)"]
 async fn observer_panics_counts_with_two_observers() {
     let counter = CountAttempts::default();
     let exec = Executor::builder()
@@ -132,7 +131,12 @@ impl Budget for ShareBudget {
 
 async fn settle_once(
     panic_in_settle: bool,
-) -> (Result<u8, Error<&'static str>>, recourse::Timeline, u64) {
+) -> (
+    Result<u8, Error<&'static str>>,
+    recourse::Timeline,
+    u64,
+    u64,
+) {
     let budget = Arc::new(SettlePanics {
         panic_in_settle,
         settled: AtomicU64::new(0),
@@ -146,7 +150,12 @@ async fn settle_once(
     let (r, t) = exec
         .call_with_timeline("svc.Get", |_| async { Ok::<u8, &'static str>(7) })
         .await;
-    (r, t, budget.settled.load(Ordering::SeqCst))
+    (
+        r,
+        t,
+        budget.settled.load(Ordering::SeqCst),
+        exec.budget_settle_panics(),
+    )
 }
 
 /// Whether the timeline says anything about a panic.
@@ -159,19 +168,27 @@ fn mentions_panic(t: &recourse::Timeline) -> bool {
 /// Control: a budget whose settle works leaves no panic in the timeline.
 #[tokio::test(start_paused = true)]
 async fn a_settling_budget_leaves_no_panic_trace() {
-    let (r, t, settled) = settle_once(false).await;
+    let (r, t, settled, counted) = settle_once(false).await;
+    assert_eq!(counted, 0);
     assert_eq!(r, Ok(7));
     assert_eq!(settled, 1);
     assert!(!mentions_panic(&t), "{:?}", t.attributes);
 }
 
 /// A panic in `decide` is contained as the refusal `panic_in_budget`, seen
-/// by the observer and the timeline; a panic in `settle` is contained by
-/// `let _ = catch_unwind(..)` and leaves no trace at all.
+/// by the observer and the timeline; a panic in `settle` was contained by
+/// `let _ = catch_unwind(..)` and left no trace at all (fixed: the timeline
+/// attribute `panic_in_budget_settle`, `Executor::budget_settle_panics`).
 #[tokio::test(start_paused = true)]
-#[ignore = "defect: a panic in a budget's settle is swallowed without a trace (issue 17)"]
 async fn a_panic_in_settle_leaves_a_trace() {
-    let (r, t, settled) = settle_once(true).await;
+    let (r, t, settled, counted) = settle_once(true).await;
+    assert_eq!(counted, 1, "the executor counts the call");
+    assert_eq!(
+        t.attributes
+            .get("panic_in_budget_settle")
+            .map(String::as_str),
+        Some("a budget's settle panicked (contained)")
+    );
     // Contained: the call's result stands.
     assert_eq!(r, Ok(7));
     assert_eq!(settled, 1);
@@ -214,16 +231,16 @@ async fn a_dropped_call_ends_cancelled() {
     assert_eq!(*ends.0.lock().unwrap(), vec![Some("cancelled")]);
 }
 
-/// The operation's panic unwinds through the call (the caller sees it), but
-/// the observer is told the call was `cancelled`, which is not what
-/// happened.
+/// Without containment the operation's panic unwinds through the call (the
+/// caller sees it), and the observer is told `panic_in_operation`, not
+/// `cancelled` (it was told `cancelled` before the fix).
 #[tokio::test(start_paused = true)]
-#[ignore = "defect: an operation panic reaches the observer as on_failure `cancelled` (issue 17)"]
 async fn an_operation_panic_is_not_reported_as_cancelled() {
     let ends = Ends::default();
     let exec = Executor::builder()
         .provider(one("svc.Get", attempts(3)))
         .observer(ends.clone())
+        .contain_panics(false)
         .build();
     let call = exec.call("svc.Get", |_| async {
         if true {
@@ -236,6 +253,90 @@ async fn an_operation_panic_is_not_reported_as_cancelled() {
     let ends = ends.0.lock().unwrap().clone();
     assert_eq!(ends.len(), 1, "exactly one end event: {ends:?}");
     assert_ne!(ends[0], Some("cancelled"), "a panic is not a cancellation");
+    assert_eq!(ends[0], Some("panic_in_operation"));
+}
+
+/// Reserves on every decision, counts decisions and settlements.
+#[derive(Default)]
+struct Ledger {
+    decided: AtomicU64,
+    settled: AtomicU64,
+}
+
+impl Budget for Ledger {
+    fn decide(&self, _: &BudgetRequest<'_>) -> Decision {
+        self.decided.fetch_add(1, Ordering::SeqCst);
+        Decision::reserve(Reservation(1))
+    }
+    fn settle(&self, _: &CoreRecord, _: Option<Reservation>, _: Instant) {
+        self.settled.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct ShareLedger(Arc<Ledger>);
+
+impl Budget for ShareLedger {
+    fn decide(&self, r: &BudgetRequest<'_>) -> Decision {
+        self.0.decide(r)
+    }
+    fn settle(&self, rec: &CoreRecord, res: Option<Reservation>, now: Instant) {
+        self.0.settle(rec, res, now);
+    }
+}
+
+/// With containment on (the default), an operation that panics on its
+/// second attempt ends the call with `Error::OperationPanicked`: the panic
+/// does not reach the caller, the observer hears `panic_in_operation` once,
+/// the timeline says so, every reservation the budget made was settled, and
+/// the executor serves the next call.
+#[tokio::test(start_paused = true)]
+async fn a_contained_operation_panic_is_a_typed_error() {
+    let ends = Ends::default();
+    let ledger = Arc::new(Ledger::default());
+    let mut p = attempts(3);
+    p.retry.budget.name = recourse::core_machine::policy::name("retry.budget.name", "b").unwrap();
+    let exec = Executor::builder()
+        .provider(one("svc.Get", p))
+        .budgets(BudgetRegistry::new().with("b", ShareLedger(ledger.clone())))
+        .observer(ends.clone())
+        .build();
+    let (r, t) = exec
+        .call_with_timeline("svc.Get", |a| async move {
+            if a.retry_index == 1 {
+                panic!("operation bug");
+            }
+            Err::<u8, &'static str>("first attempt fails")
+        })
+        .await;
+    assert_eq!(r, Err(Error::OperationPanicked));
+    assert_eq!(r.unwrap_err().reason(), "panic_in_operation");
+    assert_eq!(t.reason, Some("panic_in_operation"));
+    assert_eq!(*ends.0.lock().unwrap(), vec![Some("panic_in_operation")]);
+    let decided = ledger.decided.load(Ordering::SeqCst);
+    assert!(decided >= 1, "the retry asked the budget");
+    assert_eq!(ledger.settled.load(Ordering::SeqCst), decided);
+    // The executor goes on.
+    let r = exec
+        .call("svc.Get", |_| async { Ok::<u8, &'static str>(1) })
+        .await;
+    assert_eq!(r, Ok(1));
+    assert_eq!(ends.0.lock().unwrap().len(), 2);
+}
+
+/// Control for the above: without a panic the same call is retried to
+/// exhaustion.
+#[tokio::test(start_paused = true)]
+async fn without_a_panic_the_same_call_exhausts() {
+    let exec = Executor::builder()
+        .provider(one("svc.Get", attempts(3)))
+        .build();
+    let r = exec
+        .call("svc.Get", |_| async { Err::<u8, &'static str>("fails") })
+        .await;
+    assert!(matches!(
+        r,
+        Err(Error::RetriesExhausted { attempts: 3, .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------

@@ -84,10 +84,8 @@ pub(super) fn conclude<T, E>(
                 last: Some(error),
                 attempts,
             }),
-            None => Err(Error::RetriesExhausted {
-                last: None,
-                attempts,
-            }),
+            // The last attempt was cut at its per-attempt deadline.
+            None => Err(Error::AttemptsTimedOut { attempts }),
         },
         Cause::DeadlineExceeded | Cause::BackoffBeyondDeadline | Cause::DeadlineUnreachable => {
             Err(Error::DeadlineExceeded {

@@ -230,7 +230,7 @@ fn a_rejected_ok_value_is_returned_when_retries_run_out() {
 }
 
 #[test]
-fn hung_attempts_cut_by_their_timeout_exhaust_without_an_error_value() {
+fn hung_attempts_cut_by_their_timeout_end_attempts_timed_out() {
     let t = VTimer::default();
     let mut p = Policy::DEFAULT;
     p.retry.timeout_per_attempt = Some(dur(30));
@@ -241,10 +241,7 @@ fn hung_attempts_cut_by_their_timeout_exhaust_without_an_error_value() {
     .observer(&mut log);
     assert_eq!(
         t.run(fut.into_future()),
-        Err(Error::RetriesExhausted {
-            last: None,
-            attempts: 3
-        })
+        Err(Error::AttemptsTimedOut { attempts: 3 })
     );
     assert_eq!(
         log.0[1..],

@@ -20,6 +20,9 @@ pub const ATTEMPT_TIMEOUT: &str = "attempt_timeout";
 pub const OVERALL_TIMEOUT: &str = "overall_timeout";
 /// The caller cancelled the call while the attempt ran.
 pub const CANCELLED: &str = "cancelled";
+/// The operation panicked and the executor contained the panic (std
+/// executors with panic containment on).
+pub const PANIC_IN_OPERATION: &str = "panic_in_operation";
 /// Another attempt of the group won; this one was dropped.
 pub const HEDGE_LOSER: &str = "hedge_loser";
 /// The reason recourse's gRPC classifier gives a retryable status whose
