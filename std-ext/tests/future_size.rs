@@ -18,7 +18,9 @@ fn facade_call_future_size() {
     println!("executor call future {c} bytes, facade do_value future {f} bytes");
     // 1376 / 1400 bytes before issue 13; containing the operation's panics
     // (a watch on each attempt's future, one around the driver, the call's
-    // panic flags) added 48: 1424 / 1448.
-    assert!(c <= 1424, "executor call future grew to {c} bytes");
-    assert!(f <= 1448, "facade call future grew to {f} bytes");
+    // panic flags) added 48: 1424 / 1448. The breaker permit carrying its
+    // key's hash (one search per store use, issue 16) added 8: 1432 / 1456.
+    // Issue 16's target is far below (512 for the facade): see its note.
+    assert!(c <= 1432, "executor call future grew to {c} bytes");
+    assert!(f <= 1456, "facade call future grew to {f} bytes");
 }
