@@ -11,7 +11,9 @@
 //! atomic before spawning threads, so each one is created, with its initial
 //! value, before any thread could race for it — as with a real constructor.
 
-#[cfg(not(loom))]
+// Only where the budgets that use them exist (budget/mod.rs): a target
+// without compare-and-swap has them with the `critical-section` feature.
+#[cfg(all(not(loom), any(target_has_atomic = "32", feature = "critical-section")))]
 pub(crate) use portable_atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(loom)]
