@@ -560,10 +560,13 @@ impl<const N: usize> CallMachine<N> {
         });
         if !decision.spawn {
             // Never sooner than 1 ms from now: a trigger cannot make the
-            // machine spin.
+            // machine spin. At the clock's end (`Instant::MAX`) no instant
+            // comes later, so there is no check to wait for.
+            let floor = self.now + Duration::from_millis(1);
             self.next_hedge_check = decision
                 .next_check
-                .map(|t| t.max(self.now + Duration::from_millis(1)));
+                .filter(|_| floor > self.now)
+                .map(|t| t.max(floor));
             return None;
         }
         if self.unreachable(gate, self.now) {

@@ -134,9 +134,13 @@ impl Checker<'_> {
                     !decision.spawn,
                     "the trigger said spawn, but no hedge was launched or refused"
                 );
+                // Never sooner than 1 ms from now; at the clock's end
+                // (`Instant::MAX`) no instant comes later, so no check.
+                let floor = self.now + Duration::from_millis(1);
                 decision
                     .next_check
-                    .map(|t| t.max(self.now + Duration::from_millis(1)))
+                    .filter(|_| floor > self.now)
+                    .map(|t| t.max(floor))
             }
             _ => self.fail(format_args!(
                 "a wait must come with at most one trigger consultation, got gate calls {calls:?}"
