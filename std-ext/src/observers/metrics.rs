@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use metrics::{Counter, Histogram};
-use recourse_core::{AttemptInfo, AttemptKind, AttemptRecord, OutcomeKind, PolicyKey};
+use recourse_core::{AttemptInfo, AttemptRecord, OutcomeKind, PolicyKey};
 
 use crate::observer::{BudgetDecision, CallSummary, CircuitTransition, Observer};
 
@@ -275,23 +275,6 @@ pub fn describe() {
     describe_histogram!(ATTEMPTS_PER_CALL, Unit::Count, "attempts launched per call");
 }
 
-fn kind_str(kind: AttemptKind) -> &'static str {
-    match kind {
-        AttemptKind::Initial => "initial",
-        AttemptKind::Retry => "retry",
-        AttemptKind::Hedge => "hedge",
-    }
-}
-
-fn outcome_str(kind: OutcomeKind) -> &'static str {
-    match kind {
-        OutcomeKind::Success => "success",
-        OutcomeKind::Retryable => "retryable",
-        OutcomeKind::NonRetryable => "non_retryable",
-        OutcomeKind::Abort => "abort",
-    }
-}
-
 impl MetricsObserver {
     fn end(&self, key: PolicyKey<'_>, summary: &CallSummary, outcome: &'static str) {
         let key = &KeyStr::new(key);
@@ -318,8 +301,8 @@ impl Observer for MetricsObserver {
 
     fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
         let key = &KeyStr::new(key);
-        let outcome = outcome_str(record.outcome.kind);
-        let kind = kind_str(record.info.kind());
+        let outcome = record.outcome.kind.as_str();
+        let kind = record.info.kind().as_str();
         self.counter(ATTEMPTS, key, [kind, outcome, record.outcome.reason])
             .increment(1);
         if record.info.is_hedge && record.outcome.kind == OutcomeKind::Success {

@@ -34,7 +34,7 @@ use core::fmt;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::KeyValue;
-use recourse_core::{AttemptInfo, AttemptKind, AttemptRecord, OutcomeKind, PolicyKey};
+use recourse_core::{AttemptInfo, AttemptRecord, OutcomeKind, PolicyKey};
 
 use crate::observer::{BudgetDecision, CallSummary, CircuitTransition, Observer};
 
@@ -56,23 +56,6 @@ impl fmt::Debug for OtelMetricsObserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtelMetricsObserver")
             .finish_non_exhaustive()
-    }
-}
-
-fn kind_str(kind: AttemptKind) -> &'static str {
-    match kind {
-        AttemptKind::Initial => "initial",
-        AttemptKind::Retry => "retry",
-        AttemptKind::Hedge => "hedge",
-    }
-}
-
-fn outcome_str(kind: OutcomeKind) -> &'static str {
-    match kind {
-        OutcomeKind::Success => "success",
-        OutcomeKind::Retryable => "retryable",
-        OutcomeKind::NonRetryable => "non_retryable",
-        OutcomeKind::Abort => "abort",
     }
 }
 
@@ -168,12 +151,12 @@ impl Observer for OtelMetricsObserver {
 
     fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {
         let key = key_value(key);
-        let outcome = KeyValue::new("recourse.outcome", outcome_str(record.outcome.kind));
+        let outcome = KeyValue::new("recourse.outcome", record.outcome.kind.as_str());
         self.attempts.add(
             1,
             &[
                 key.clone(),
-                KeyValue::new("recourse.attempt_kind", kind_str(record.info.kind())),
+                KeyValue::new("recourse.attempt_kind", record.info.kind().as_str()),
                 outcome.clone(),
                 KeyValue::new("recourse.reason", record.outcome.reason),
             ],

@@ -42,7 +42,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use recourse_core::breaker::CircuitState;
-use recourse_core::{AttemptId, AttemptInfo, AttemptRecord, OutcomeKind, PolicyKey};
+use recourse_core::{AttemptId, AttemptInfo, AttemptRecord, PolicyKey};
 use tracing::field::Empty;
 use tracing::span::Id;
 use tracing::{Level, Span};
@@ -93,23 +93,6 @@ impl core::fmt::Debug for TracingObserver {
     }
 }
 
-fn kind_str(kind: recourse_core::AttemptKind) -> &'static str {
-    match kind {
-        recourse_core::AttemptKind::Initial => "initial",
-        recourse_core::AttemptKind::Retry => "retry",
-        recourse_core::AttemptKind::Hedge => "hedge",
-    }
-}
-
-fn outcome_str(kind: OutcomeKind) -> &'static str {
-    match kind {
-        OutcomeKind::Success => "success",
-        OutcomeKind::Retryable => "retryable",
-        OutcomeKind::NonRetryable => "non_retryable",
-        OutcomeKind::Abort => "abort",
-    }
-}
-
 fn millis(d: core::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -126,7 +109,7 @@ impl TracingObserver {
             recourse.key = %key,
             recourse.retry_index = info.retry_index,
             recourse.hedge_index = info.hedge_index,
-            recourse.attempt_kind = kind_str(info.kind()),
+            recourse.attempt_kind = info.kind().as_str(),
             http.request.resend_count = Empty,
             recourse.outcome = Empty,
             recourse.reason = Empty,
@@ -186,7 +169,7 @@ impl Observer for TracingObserver {
             .id()
             .and_then(|call| self.lock().remove(&(call, record.info.id)));
         let span = open.unwrap_or_else(|| Self::attempt_span(key, &record.info));
-        span.record("recourse.outcome", outcome_str(record.outcome.kind));
+        span.record("recourse.outcome", record.outcome.kind.as_str());
         span.record("recourse.reason", record.outcome.reason);
         span.record("recourse.backoff_ms", millis(record.backoff));
         span.record("recourse.duration_ms", millis(record.duration()));
@@ -261,7 +244,7 @@ impl Observer for TracingObserver {
                 recourse.key = %key,
                 recourse.budget = d.budget,
                 recourse.retry_index = d.attempt.retry_index,
-                recourse.attempt_kind = kind_str(d.kind),
+                recourse.attempt_kind = d.kind.as_str(),
                 recourse.budget_mode = d.mode,
                 recourse.reason = d.reason,
                 "recourse.budget: allowed"
@@ -272,7 +255,7 @@ impl Observer for TracingObserver {
                 recourse.key = %key,
                 recourse.budget = d.budget,
                 recourse.retry_index = d.attempt.retry_index,
-                recourse.attempt_kind = kind_str(d.kind),
+                recourse.attempt_kind = d.kind.as_str(),
                 recourse.budget_mode = d.mode,
                 recourse.reason = d.reason,
                 "recourse.budget: denied"
