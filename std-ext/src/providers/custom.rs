@@ -76,16 +76,8 @@ where
     /// [`ProviderError::Invalid`].
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
         let policy = (self.f)(key).ok_or(ProviderError::NotFound)?;
-        let mut buf = heapless::String::<128>::new();
-        let joined;
-        let full: &str = if crate::providers::write_key(&mut buf, key).is_ok() {
-            &buf
-        } else {
-            let mut s = String::new();
-            let _ = crate::providers::write_key(&mut s, key);
-            joined = s;
-            &joined
-        };
+        let joined = crate::providers::joined_key(key);
+        let full: &str = &joined;
         {
             let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
             if let Some((raw, normalized)) = cache.get(full) {

@@ -461,16 +461,8 @@ pub struct GrpcConfigProvider {
 
 impl PolicyProvider for GrpcConfigProvider {
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
-        let mut buf = heapless::String::<256>::new();
-        let joined;
-        let full: &str = if crate::providers::write_key(&mut buf, key).is_ok() {
-            &buf
-        } else {
-            let mut s = String::new();
-            let _ = crate::providers::write_key(&mut s, key);
-            joined = s;
-            &joined
-        };
+        let joined = crate::providers::joined_key(key);
+        let full: &str = &joined;
         let found = self.exact.get(full).or_else(|| {
             let service = full.split_once('/').map_or(full, |(s, _)| s);
             self.services.get(service)

@@ -39,7 +39,7 @@ pub use layered::Layered;
 pub use remote::{HttpProvider, HttpProviderBuilder, HttpStats};
 
 /// Writes `namespace.name` (or `name`) into `buf`.
-pub(crate) fn write_key(
+fn write_key(
     buf: &mut impl core::fmt::Write,
     key: recourse_core::PolicyKey<'_>,
 ) -> core::fmt::Result {
@@ -48,4 +48,39 @@ pub(crate) fn write_key(
         buf.write_char('.')?;
     }
     buf.write_str(key.name)
+}
+
+/// A key joined as `namespace.name` (see [`joined_key`]): on the stack when
+/// it fits, so looking a key up in a map by its full name allocates only
+/// for an unusually long key.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the inline buffer is the point: it lives on the caller's stack for one lookup"
+)]
+pub(crate) enum JoinedKey {
+    Inline(heapless::String<256>),
+    Owned(String),
+}
+
+impl core::ops::Deref for JoinedKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Self::Inline(s) => s,
+            Self::Owned(s) => s,
+        }
+    }
+}
+
+/// `key` joined as `namespace.name` (or `name`), the form the map-backed
+/// providers key their entries by.
+pub(crate) fn joined_key(key: recourse_core::PolicyKey<'_>) -> JoinedKey {
+    let mut buf = heapless::String::<256>::new();
+    if write_key(&mut buf, key).is_ok() {
+        return JoinedKey::Inline(buf);
+    }
+    let mut s = String::new();
+    let _ = write_key(&mut s, key);
+    JoinedKey::Owned(s)
 }

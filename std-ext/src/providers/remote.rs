@@ -244,14 +244,8 @@ impl PolicyProvider for HttpProvider {
     /// failed); `NotFound` after a 404; `provider_unavailable` while the
     /// first fetch of the key is outstanding or has failed.
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
-        let mut buf = heapless::String::<128>::new();
-        let owned;
-        let full: &str = if crate::providers::write_key(&mut buf, key).is_ok() {
-            &buf
-        } else {
-            owned = join_key(key);
-            &owned
-        };
+        let joined = crate::providers::joined_key(key);
+        let full: &str = &joined;
         if let Some(entry) = self.inner.cache.get(full) {
             let known = entry.known.load();
             return match &known.policy {
@@ -291,16 +285,9 @@ impl PolicyProvider for HttpProvider {
 
     /// The latest fetch error of the key.
     fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
-        let mut full = String::new();
-        let _ = crate::providers::write_key(&mut full, key);
-        self.key_error(&full).map(|e| format!("remote: {e}"))
+        self.key_error(&crate::providers::joined_key(key))
+            .map(|e| format!("remote: {e}"))
     }
-}
-
-fn join_key(key: PolicyKey<'_>) -> String {
-    let mut s = String::new();
-    let _ = crate::providers::write_key(&mut s, key);
-    s
 }
 
 /// What one fetch found.
