@@ -84,22 +84,34 @@ impl StaticProvider {
         policies: impl IntoIterator<Item = (&'a str, Arc<Normalized>)>,
         default: Option<Arc<Normalized>>,
     ) -> Self {
-        let mut entries: Vec<Entry> = Vec::new();
+        let mut provider = Self {
+            entries: Vec::new(),
+            default,
+        };
         for (key, policy) in policies {
-            let key = PolicyKey::parse(key);
-            match entries.binary_search_by(|e| e.key().cmp(&(key.namespace, key.name))) {
-                Ok(i) => entries[i].policy = policy,
-                Err(i) => entries.insert(
-                    i,
-                    Entry {
-                        namespace: key.namespace.to_owned(),
-                        name: key.name.to_owned(),
-                        policy,
-                    },
-                ),
-            }
+            provider.insert(key, policy);
         }
-        Self { entries, default }
+        provider
+    }
+
+    /// Sets `key`'s policy (parsed like [`PolicyKey::parse`]), replacing an
+    /// earlier one; the entries stay sorted for [`StaticProvider::find`].
+    fn insert(&mut self, key: &str, policy: Arc<Normalized>) {
+        let key = PolicyKey::parse(key);
+        match self
+            .entries
+            .binary_search_by(|e| e.key().cmp(&(key.namespace, key.name)))
+        {
+            Ok(i) => self.entries[i].policy = policy,
+            Err(i) => self.entries.insert(
+                i,
+                Entry {
+                    namespace: key.namespace.to_owned(),
+                    name: key.name.to_owned(),
+                    policy,
+                },
+            ),
+        }
     }
 
     fn find(&self, key: PolicyKey<'_>) -> Option<&Arc<Normalized>> {
@@ -146,20 +158,7 @@ impl StaticProviderBuilder {
     /// A value normalization cannot read (a NaN or infinite
     /// `retry.backoff_multiplier`); the error names the field.
     pub fn policy(mut self, key: &str, policy: Policy) -> Result<Self, PolicyError> {
-        let policy = Arc::new(normalize(policy)?);
-        let key = PolicyKey::parse(key);
-        let entries = &mut self.provider.entries;
-        match entries.binary_search_by(|e| e.key().cmp(&(key.namespace, key.name))) {
-            Ok(i) => entries[i].policy = policy,
-            Err(i) => entries.insert(
-                i,
-                Entry {
-                    namespace: key.namespace.to_owned(),
-                    name: key.name.to_owned(),
-                    policy,
-                },
-            ),
-        }
+        self.provider.insert(key, Arc::new(normalize(policy)?));
         Ok(self)
     }
 
