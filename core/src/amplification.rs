@@ -16,6 +16,7 @@
 use core::time::Duration;
 
 use crate::policy::AmplificationPolicy;
+use crate::record::AttemptKind;
 use crate::time::Instant;
 
 /// Buckets of the sliding window; it slides in steps of a tenth of its
@@ -119,6 +120,16 @@ impl AmplificationLedger {
     pub fn record_extra(&mut self, now: Instant) {
         let b = self.bucket(now);
         b.extras = b.extras.saturating_add(1);
+    }
+
+    /// Counts an attempt of `kind` at `now`: a first attempt, or an extra
+    /// one (a retry or a hedge).
+    pub fn record(&mut self, kind: AttemptKind, now: Instant) {
+        if kind == AttemptKind::Initial {
+            self.record_first(now);
+        } else {
+            self.record_extra(now);
+        }
     }
 
     /// Whether one more extra attempt at `now` stays within `policy`

@@ -566,11 +566,7 @@ mod tests {
             self.ledger.allows_extra(policy, now)
         }
         fn amplification_record(&mut self, _: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
-            if kind == AttemptKind::Initial {
-                self.ledger.record_first(now);
-            } else {
-                self.ledger.record_extra(now);
-            }
+            self.ledger.record(kind, now);
         }
         fn budget_decided(&mut self, _: PolicyKey<'_>, e: &BudgetEvent<'_>) {
             let budget = if e.budget == "r" { "r" } else { "other" };

@@ -66,11 +66,7 @@ impl AmplificationLedgers {
             let mut inner = self.lock();
             let (slot, warning, _) =
                 inner.get_or_insert_mut(key, &self.bound, AmplificationLedger::new, |_| true);
-            if kind == AttemptKind::Initial {
-                slot.value.record_first(now);
-            } else {
-                slot.value.record_extra(now);
-            }
+            slot.value.record(kind, now);
             warning
         };
         self.bound.warn(warning);

@@ -69,12 +69,7 @@ impl GateParts for LayerParts<'_> {
         self.ledger.borrow().allows_extra(policy, now)
     }
     fn amplification_record(&mut self, _: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
-        let mut l = self.ledger.borrow_mut();
-        if kind == AttemptKind::Initial {
-            l.record_first(now);
-        } else {
-            l.record_extra(now);
-        }
+        self.ledger.borrow_mut().record(kind, now);
     }
 }
 

@@ -448,12 +448,7 @@ impl<'a> GateParts for SimParts<'a> {
     }
 
     fn amplification_record(&mut self, _: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
-        let ledger = &mut self.shared.borrow_mut().ledger;
-        if kind == AttemptKind::Initial {
-            ledger.record_first(now);
-        } else {
-            ledger.record_extra(now);
-        }
+        self.shared.borrow_mut().ledger.record(kind, now);
     }
 
     fn budget_decided(&mut self, _: PolicyKey<'_>, event: &BudgetEvent<'_>) {
