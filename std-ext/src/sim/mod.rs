@@ -59,31 +59,26 @@
 
 mod backend;
 pub mod deadline;
+mod engine;
 pub mod layers;
+mod queue;
 mod report;
 
-use core::cmp::Reverse;
-use core::time::Duration;
-use std::collections::BinaryHeap;
-
 use core::cell::RefCell;
+use core::time::Duration;
 
 use recourse_core::amplification::AmplificationLedger;
-use recourse_core::breaker::{CallResult, CircuitBreaker, Permit, Refusal};
-use recourse_core::budget::{Budget, BudgetRequest, Decision, Reservation};
-use recourse_core::driver::derive_seed;
+use recourse_core::breaker::CircuitBreaker;
+use recourse_core::budget::Budget;
 use recourse_core::hedge::Trigger;
-use recourse_core::machine::{Action, CallMachine, Event, Options};
-use recourse_core::policy::{name, AmplificationPolicy, CircuitPolicy, Limits, Policy, Problem};
-use recourse_core::policy_gate::{BudgetEvent, GateParts, PolicyGate};
-use recourse_core::{
-    AttemptKind, AttemptRecord, Instant, LatencySketch, Outcome, PolicyKey, Verdict,
-};
+use recourse_core::machine::Options;
+use recourse_core::policy::{name, Limits, Policy, Problem};
+use recourse_core::{LatencySketch, Verdict};
 
 pub use backend::{Arrivals, Backend, Brownout, Bursts, Latency, SimError, Window, MAX_LATENCY};
 pub use report::Report;
 
-use backend::EPOCH;
+use engine::Shared;
 use report::Tally;
 
 /// Attempts one simulated call may have in flight: the primary and the
@@ -286,7 +281,7 @@ impl Scenario {
             ledger: AmplificationLedger::new(),
             tally: Tally::new(self.warmup, self.calls),
         });
-        let mut sim = Sim {
+        engine::run(engine::Setup {
             scenario: self,
             policy: &policy,
             trigger: Trigger::parse(policy.hedge.trigger.as_str()).unwrap_or(Trigger::FixedDelay),
@@ -297,369 +292,10 @@ impl Scenario {
             retry_budget,
             hedge_budget,
             shared: &shared,
-            backend_rng: fastrand::Rng::with_seed(derive_seed(self.seed, u64::MAX)),
-            arrival_rng: fastrand::Rng::with_seed(derive_seed(self.seed, u64::MAX - 1)),
-            queue: BinaryHeap::new(),
-            seq: 0,
-            calls: Vec::new(),
-            free: Vec::new(),
-            in_flight: 0,
-        };
-        sim.run();
-        drop(sim);
+        });
         let mut report = shared.into_inner().tally.into_report();
         report.clamped = normalized.changed.to_string();
         Ok(report)
-    }
-}
-
-/// What happens at an instant.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Ev {
-    /// The next call arrives.
-    Arrival,
-    /// An attempt reaches its end at the backend.
-    Done {
-        slot: u32,
-        generation: u32,
-        id: u16,
-        failed: bool,
-    },
-    /// A wait a call asked for ends.
-    Timer { slot: u32, generation: u32 },
-}
-
-/// One call in flight.
-struct SimCall<'a> {
-    machine: CallMachine<SLOTS>,
-    generation: u32,
-    index: u64,
-    arrival: Instant,
-    /// The executor's gate: budgets, breaker and hedge trigger.
-    gate: PolicyGate<'a, SimParts<'a>>,
-    /// Attempts the call still waits for.
-    live: heapless::Vec<u16, SLOTS>,
-    next_timer: Option<Instant>,
-}
-
-/// What outlives one call: the key's breaker, its latencies, the counts.
-struct Shared {
-    breaker: Option<CircuitBreaker>,
-    sketch: LatencySketch,
-    /// The key's amplification ledger (consulted when the policy sets
-    /// `amplification.max_amplification`).
-    ledger: AmplificationLedger,
-    tally: Tally,
-}
-
-/// Where one call's [`PolicyGate`] finds its collaborators: the scenario's
-/// budgets (by the attempt's kind; the simulated policy names them) and the
-/// run's shared breaker and latency sketch, on the virtual clock.
-struct SimParts<'a> {
-    retry: Option<&'a dyn Budget>,
-    hedge: Option<&'a dyn Budget>,
-    shared: &'a RefCell<Shared>,
-    /// Whether the call is counted (past the warm-up).
-    measured: bool,
-}
-
-impl<'a> GateParts for SimParts<'a> {
-    type Budget = &'a dyn Budget;
-    type Permit = Permit;
-
-    fn budget(&mut self, _: &str, kind: AttemptKind) -> Option<&'a dyn Budget> {
-        match kind {
-            AttemptKind::Hedge => self.hedge,
-            AttemptKind::Initial | AttemptKind::Retry => self.retry,
-        }
-    }
-
-    fn decide(&mut self, budget: &'a dyn Budget, request: &BudgetRequest<'_>) -> Decision {
-        budget.decide(request)
-    }
-
-    fn settle(
-        &mut self,
-        budget: &'a dyn Budget,
-        record: &AttemptRecord,
-        reservation: Option<Reservation>,
-        now: Instant,
-    ) {
-        budget.settle(record, reservation, now);
-    }
-
-    fn admit_call(
-        &mut self,
-        _: PolicyKey<'_>,
-        _: &CircuitPolicy,
-        now: Instant,
-    ) -> Result<Option<Permit>, Refusal> {
-        let mut shared = self.shared.borrow_mut();
-        let shared = &mut *shared;
-        let Some(breaker) = shared.breaker.as_mut() else {
-            return Ok(None);
-        };
-        let before = breaker.state(now);
-        let answer = breaker.admit(now);
-        if self.measured {
-            shared
-                .tally
-                .circuit(before, breaker.state(now), answer.is_err());
-        }
-        answer.map(Some)
-    }
-
-    fn is_probe(permit: &Permit) -> bool {
-        permit.is_probe()
-    }
-
-    fn record_call(&mut self, _: PolicyKey<'_>, permit: Permit, result: CallResult, now: Instant) {
-        let mut shared = self.shared.borrow_mut();
-        let shared = &mut *shared;
-        if let Some(breaker) = shared.breaker.as_mut() {
-            let before = breaker.state(now);
-            breaker.record(permit, result, now);
-            if self.measured {
-                shared.tally.circuit(before, breaker.state(now), false);
-            }
-        }
-    }
-
-    fn latency_quantile(
-        &mut self,
-        _: PolicyKey<'_>,
-        q_permille: u32,
-        now: Instant,
-    ) -> Option<Duration> {
-        self.shared.borrow().sketch.quantile(q_permille, now)
-    }
-
-    fn record_latency(&mut self, _: PolicyKey<'_>, latency: Duration, now: Instant) {
-        self.shared.borrow_mut().sketch.record(latency, now);
-    }
-
-    fn amplification_allows(
-        &mut self,
-        _: PolicyKey<'_>,
-        policy: &AmplificationPolicy,
-        now: Instant,
-    ) -> bool {
-        self.shared.borrow().ledger.allows_extra(policy, now)
-    }
-
-    fn amplification_record(&mut self, _: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
-        self.shared.borrow_mut().ledger.record(kind, now);
-    }
-
-    fn budget_decided(&mut self, _: PolicyKey<'_>, event: &BudgetEvent<'_>) {
-        if !event.allowed && self.measured {
-            self.shared.borrow_mut().tally.denied(event.kind);
-        }
-    }
-}
-
-struct Sim<'a> {
-    scenario: &'a Scenario,
-    policy: &'a Policy,
-    trigger: Trigger,
-    options: Options,
-    retry_budget: Option<&'a dyn Budget>,
-    hedge_budget: Option<&'a dyn Budget>,
-    shared: &'a RefCell<Shared>,
-    backend_rng: fastrand::Rng,
-    arrival_rng: fastrand::Rng,
-    queue: BinaryHeap<Reverse<(Instant, u64, Ev)>>,
-    seq: u64,
-    calls: Vec<Option<SimCall<'a>>>,
-    free: Vec<u32>,
-    /// Attempts at the backend (cancelled ones included until they end).
-    in_flight: u32,
-}
-
-const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
-
-impl<'a> Sim<'a> {
-    fn push(&mut self, at: Instant, ev: Ev) {
-        push(&mut self.queue, &mut self.seq, at, ev);
-    }
-
-    fn run(&mut self) {
-        let total = self.scenario.warmup + self.scenario.calls;
-        let mut arrived = 0;
-        self.push(EPOCH, Ev::Arrival);
-        while let Some(Reverse((now, _, ev))) = self.queue.pop() {
-            match ev {
-                Ev::Arrival => {
-                    self.arrive(arrived, now);
-                    arrived += 1;
-                    if arrived < total {
-                        let gap = self.scenario.arrivals.gap(&mut self.arrival_rng);
-                        self.push(now + gap, Ev::Arrival);
-                    }
-                }
-                Ev::Done {
-                    slot,
-                    generation,
-                    id,
-                    failed,
-                } => {
-                    self.in_flight -= 1;
-                    let Some(call) = self.call(slot, generation) else {
-                        continue;
-                    };
-                    let Some(i) = call.live.iter().position(|l| *l == id) else {
-                        continue;
-                    };
-                    call.live.swap_remove(i);
-                    let outcome = if failed {
-                        Outcome::retryable("backend_error")
-                    } else {
-                        Outcome::SUCCESS
-                    };
-                    let id = recourse_core::AttemptId(id);
-                    call.machine
-                        .handle(Event::AttemptFinished { id, outcome, now });
-                    self.drive(slot, now);
-                }
-                Ev::Timer { slot, generation } => {
-                    let Some(call) = self.call(slot, generation) else {
-                        continue;
-                    };
-                    if call.next_timer != Some(now) {
-                        continue;
-                    }
-                    call.next_timer = None;
-                    call.machine.handle(Event::Tick { now });
-                    self.drive(slot, now);
-                }
-            }
-        }
-    }
-
-    fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<'a>> {
-        self.calls[slot as usize]
-            .as_mut()
-            .filter(|c| c.generation == generation)
-    }
-
-    fn arrive(&mut self, index: u64, now: Instant) {
-        let rng = fastrand::Rng::with_seed(derive_seed(self.scenario.seed, index));
-        let mut machine = CallMachine::<SLOTS>::new(self.policy, self.options, rng);
-        machine.handle(Event::Start { now });
-        let parts = SimParts {
-            retry: self.retry_budget,
-            hedge: self.hedge_budget,
-            shared: self.shared,
-            measured: index >= self.scenario.warmup,
-        };
-        let generation = self.shared.borrow_mut().tally.next_generation();
-        let call = SimCall {
-            machine,
-            generation,
-            index,
-            arrival: now,
-            gate: PolicyGate::new(KEY, self.policy, Some(self.trigger), parts),
-            live: heapless::Vec::new(),
-            next_timer: None,
-        };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.calls[slot as usize] = Some(call);
-                slot
-            }
-            None => {
-                self.calls.push(Some(call));
-                u32::try_from(self.calls.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        self.drive(slot, now);
-    }
-
-    /// Carries out the call's actions until it waits or finishes. The call
-    /// stays in its slot (moving it out and back in copied the whole
-    /// machine twice per event).
-    fn drive(&mut self, slot: u32, now: Instant) {
-        let Self {
-            scenario,
-            shared,
-            backend_rng,
-            queue,
-            seq,
-            calls,
-            free,
-            in_flight,
-            ..
-        } = self;
-        let Some(call) = calls[slot as usize].as_mut() else {
-            return;
-        };
-        let measured = call.index >= scenario.warmup;
-        loop {
-            match call.machine.poll(&mut call.gate) {
-                Action::Launch(info) => {
-                    let at = now - EPOCH;
-                    let (latency, failed) = scenario.backend.attempt(at, *in_flight, backend_rng);
-                    *in_flight += 1;
-                    if measured {
-                        shared.borrow_mut().tally.launched(&info);
-                    }
-                    // The machine never has more than `SLOTS` attempts in
-                    // flight.
-                    let _ = call.live.push(info.id.0);
-                    let ev = Ev::Done {
-                        slot,
-                        generation: call.generation,
-                        id: info.id.0,
-                        failed,
-                    };
-                    push(queue, seq, now + latency, ev);
-                }
-                Action::Cancel(record) => {
-                    if let Some(i) = call.live.iter().position(|l| *l == record.info.id.0) {
-                        call.live.swap_remove(i);
-                    }
-                }
-                Action::Record(_) => {}
-                Action::Wait { until, .. } => {
-                    if call.next_timer != Some(until) {
-                        call.next_timer = Some(until);
-                        let ev = Ev::Timer {
-                            slot,
-                            generation: call.generation,
-                        };
-                        push(queue, seq, until, ev);
-                    }
-                    break;
-                }
-                Action::AwaitAttempts => break,
-                Action::Finish(verdict) => {
-                    if measured {
-                        shared
-                            .borrow_mut()
-                            .tally
-                            .finished(now - call.arrival, &verdict);
-                    }
-                    calls[slot as usize] = None;
-                    free.push(slot);
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Queues `ev` at `at`, after the events already queued for `at`.
-fn push(queue: &mut BinaryHeap<Reverse<(Instant, u64, Ev)>>, seq: &mut u64, at: Instant, ev: Ev) {
-    *seq += 1;
-    queue.push(Reverse((at, *seq, ev)));
-}
-
-impl Tally {
-    /// A fresh generation for a call slot, so that events of a finished
-    /// call never reach the next call in the same slot.
-    fn next_generation(&mut self) -> u32 {
-        self.generations = self.generations.wrapping_add(1);
-        self.generations
     }
 }
 

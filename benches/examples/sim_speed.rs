@@ -1,0 +1,190 @@
+//! The simulator's speed on the Tail-at-Scale scenario (issue 16's target:
+//! at least 5 M calls/s and 10,000× real time on one core).
+//!
+//! ```text
+//! cargo run --release -p recourse-benches --example sim_speed            # 1,000,000 calls, best of 3
+//! cargo run --release -p recourse-benches --example sim_speed -- 200000 1
+//! ```
+//!
+//! The scenario is `std-ext/examples/hedging.rs`'s: a backend of log-normal
+//! ~10 ms latencies with 1 % stragglers of 0.8–1.2 s, calls arriving as a
+//! Poisson process at 1,000/s, hedged once an attempt outlives the key's
+//! recent p95 (seed 2013, no warm-up). Prints, tab-separated on one line
+//! (for `benches/run.sh`): calls, attempts, simulated seconds, the best
+//! wall-clock seconds of the runs, calls per second, the real-time factor
+//! (simulated time over wall-clock time) and an FNV-1a digest of the
+//! report's text, which changes whenever any result does.
+//!
+//! Under callgrind, only [`sim_measured`] is collected
+//! (`--toggle-collect='*sim_measured*'`): its instructions over the calls
+//! are one simulated call's.
+
+use core::hint::black_box;
+use core::time::Duration;
+use std::time::Instant;
+
+use recourse::core_machine::policy::name;
+use recourse::sim::{Arrivals, Backend, Latency, Report, Scenario};
+use recourse::Policy;
+
+fn scenario(calls: u64) -> Scenario {
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = 1;
+    p.hedge.enabled = true;
+    p.hedge.max_hedges = 1;
+    p.hedge.hedge_delay = Duration::from_millis(50);
+    p.hedge.trigger = name("hedge.trigger", "p95").expect("a valid trigger name");
+    Scenario::new(p, Backend::new(Latency::tail_at_scale()))
+        .arrivals(Arrivals::Poisson {
+            per_second: 1_000.0,
+        })
+        .calls(calls)
+        .warmup(0)
+        .seed(2013)
+}
+
+/// One run, the only function callgrind collects.
+#[inline(never)]
+fn sim_measured(scenario: &Scenario) -> Report {
+    black_box(scenario).run().expect("a valid scenario")
+}
+
+/// FNV-1a, 64 bits.
+fn digest(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The text reports of a few scenarios besides the measured one (retries
+/// and errors, an outage, a breaker in a brownout, budgets, the
+/// amplification ledger, more hedges), to compare byte for byte before and
+/// after a change to the simulator.
+fn reports() {
+    use recourse::core_machine::budget::RetryRatio;
+    use recourse::sim::{Brownout, Window};
+    let ms = Duration::from_millis;
+    let hedged = |trigger: &str, hedges: u32| {
+        let mut p = Policy::DEFAULT;
+        p.retry.max_attempts = 1;
+        p.hedge.enabled = true;
+        p.hedge.max_hedges = hedges;
+        p.hedge.hedge_delay = ms(20);
+        p.hedge.trigger = name("hedge.trigger", trigger).expect("a trigger");
+        p
+    };
+    let tail = |p: Policy| {
+        Scenario::new(p, Backend::new(Latency::tail_at_scale()))
+            .arrivals(Arrivals::Poisson {
+                per_second: 1_000.0,
+            })
+            .calls(100_000)
+            .warmup(2_000)
+            .seed(2013)
+    };
+    let mut runs: Vec<(&str, Scenario)> = vec![
+        ("tail, no hedging", tail(Policy::DEFAULT)),
+        ("tail, fixed 20 ms, 3 hedges", tail(hedged("", 3))),
+        ("tail, p95", scenario(100_000)),
+        ("tail, p99, 2 hedges", tail(hedged("p99", 2))),
+    ];
+    let mut retry = Policy::DEFAULT;
+    retry.retry.max_attempts = 4;
+    retry.retry.timeout_per_attempt = Some(ms(30));
+    retry.retry.overall_timeout = Some(ms(200));
+    runs.push((
+        "retries, errors, outage",
+        Scenario::new(
+            retry.clone(),
+            Backend::new(Latency::LogNormal {
+                median: ms(10),
+                sigma: 0.8,
+            })
+            .error_rate(0.1)
+            .outage(Window::new(ms(10_000), ms(12_000))),
+        )
+        .arrivals(Arrivals::Poisson { per_second: 500.0 })
+        .calls(30_000)
+        .seed(5),
+    ));
+    let mut breaker = retry.clone();
+    breaker.circuit.enabled = true;
+    breaker.circuit.threshold = 5;
+    breaker.circuit.cooldown = ms(1_000);
+    breaker.retry.deadline_quantile_permille = 900;
+    runs.push((
+        "breaker in a brownout, deadline quantile",
+        Scenario::new(
+            breaker,
+            Backend::new(Latency::Constant(ms(50))).brownout(Brownout {
+                window: Some(Window::new(ms(10_000), ms(20_000))),
+                capacity: 2,
+            }),
+        )
+        .arrivals(Arrivals::Uniform { per_second: 100.0 })
+        .calls(4_000)
+        .seed(3),
+    ));
+    let mut budgeted = hedged("", 1);
+    budgeted.retry.max_attempts = 3;
+    budgeted.retry.budget.name = name("retry.budget.name", "ratio").expect("a name");
+    budgeted.hedge.budget.name = name("hedge.budget.name", "ratio").expect("a name");
+    runs.push((
+        "shared ratio budget",
+        Scenario::new(
+            budgeted.clone(),
+            Backend::new(Latency::Constant(ms(300))).error_rate(0.2),
+        )
+        .arrivals(Arrivals::Uniform { per_second: 500.0 })
+        .calls(20_000)
+        .seed(7)
+        .budget(|| RetryRatio::new(Duration::from_secs(10), 1, 50)),
+    ));
+    budgeted.amplification.max_amplification = 1.1;
+    runs.push((
+        "amplification ledger",
+        Scenario::new(
+            budgeted,
+            Backend::new(Latency::Constant(ms(300))).error_rate(0.5),
+        )
+        .arrivals(Arrivals::Uniform { per_second: 500.0 })
+        .calls(20_000)
+        .seed(9),
+    ));
+    for (label, s) in runs {
+        let r = s.run().expect("a valid scenario");
+        println!("== {label} (simulated {:?})\n{r}", r.simulated());
+    }
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--reports") {
+        return reports();
+    }
+    let mut args = std::env::args().skip(1);
+    let calls: u64 = args
+        .next()
+        .map_or(1_000_000, |a| a.parse().expect("calls: a number"));
+    let runs: u32 = args
+        .next()
+        .map_or(3, |a| a.parse().expect("runs: a number"));
+    let scenario = scenario(calls);
+    let mut best = f64::INFINITY;
+    let mut report = None;
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let r = sim_measured(&scenario);
+        best = best.min(started.elapsed().as_secs_f64());
+        report = Some(r);
+    }
+    let report = report.expect("at least one run");
+    let simulated = report.simulated().as_secs_f64();
+    println!("calls\tattempts\tsimulated_s\twall_s\tcalls_per_s\trealtime_x\tdigest");
+    println!(
+        "{calls}\t{}\t{simulated:.3}\t{best:.4}\t{:.0}\t{:.0}\t{:016x}",
+        report.attempts,
+        calls as f64 / best,
+        simulated / best,
+        digest(&report.to_string()),
+    );
+}

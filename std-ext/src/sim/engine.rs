@@ -1,0 +1,489 @@
+//! The simulator's loop: events in virtual-time order, each call's
+//! machine driven in place in its slot.
+//!
+//! Where a run's time goes, and what keeps it small (the
+//! [`Scenario::run`](super::Scenario::run) of `benches/examples/sim_speed.rs`
+//! is measured in BENCHMARKS.md):
+//!
+//! - the event queue ([`super::queue`]) orders events by one `u128` key, and
+//!   the next arrival waits outside it (one event of three per call never
+//!   enters the heap);
+//! - a call's machine, gate and list of live attempts have room for the
+//!   attempts the policy can have in flight (the primary and its hedges),
+//!   not for the highest hedge ceiling: `N` is 1, 2, 4 or
+//!   [`SLOTS`], chosen per run, so a call without hedges is a fifth of the
+//!   size of one with room for ten, and making it in its slot writes that
+//!   much less;
+//! - the policy is read once per run into a [`CallPlan`], not once per call.
+//!
+//! None of these changes a result: `N` is never below what the policy can
+//! use (the machine's hedges per group are the same), and the queue pops in
+//! the same order as before (instant, then queueing order).
+
+use core::cell::RefCell;
+use core::time::Duration;
+
+use recourse_core::amplification::AmplificationLedger;
+use recourse_core::breaker::{CallResult, CircuitBreaker, Permit, Refusal};
+use recourse_core::budget::{Budget, BudgetRequest, Decision, Reservation};
+use recourse_core::driver::derive_seed;
+use recourse_core::hedge::Trigger;
+use recourse_core::machine::{Action, CallMachine, CallPlan, Event, Options};
+use recourse_core::policy::{AmplificationPolicy, CircuitPolicy, Policy};
+use recourse_core::policy_gate::{BudgetEvent, GateParts, Inline, PolicyGate};
+use recourse_core::{AttemptKind, AttemptRecord, Instant, LatencySketch, Outcome, PolicyKey};
+
+use super::backend::EPOCH;
+use super::queue::{self, Key, Queue};
+use super::report::Tally;
+use super::{Scenario, SLOTS};
+
+/// What one run needs, set up by [`Scenario::run`](super::Scenario::run).
+pub(super) struct Setup<'a> {
+    pub(super) scenario: &'a Scenario,
+    /// The simulated policy (normalized, naming the scenario's budgets).
+    pub(super) policy: &'a Policy,
+    pub(super) trigger: Trigger,
+    pub(super) options: Options,
+    pub(super) retry_budget: Option<&'a dyn Budget>,
+    pub(super) hedge_budget: Option<&'a dyn Budget>,
+    pub(super) shared: &'a RefCell<Shared>,
+}
+
+/// Runs every call of the scenario.
+pub(super) fn run(setup: Setup<'_>) {
+    let plan = CallPlan::new(setup.policy);
+    let hedges = plan.hedges_within(setup.options, SLOTS);
+    match hedges {
+        0 => Sim::<1>::new(setup, plan).run(),
+        1 => Sim::<2>::new(setup, plan).run(),
+        2 | 3 => Sim::<4>::new(setup, plan).run(),
+        _ => Sim::<SLOTS>::new(setup, plan).run(),
+    }
+}
+
+/// What happens at an instant (the next arrival is kept outside the
+/// queue).
+#[derive(Copy, Clone, Debug)]
+enum Ev {
+    /// An attempt reaches its end at the backend.
+    Done {
+        slot: u32,
+        generation: u32,
+        id: u16,
+        failed: bool,
+    },
+    /// A wait a call asked for ends.
+    Timer { slot: u32, generation: u32 },
+}
+
+/// The reservations a call's gate holds: one per attempt in flight.
+type Held<'a, const N: usize> = Inline<&'a dyn Budget, N>;
+
+/// One call in flight, with room for `N` attempts at once.
+struct SimCall<'a, const N: usize> {
+    machine: CallMachine<N>,
+    /// Whether the call runs (the slot is free otherwise).
+    alive: bool,
+    generation: u32,
+    index: u64,
+    arrival: Instant,
+    /// The executor's gate: budgets, breaker and hedge trigger.
+    gate: PolicyGate<'a, SimParts<'a>, Held<'a, N>>,
+    /// Attempts the call still waits for, with the keys of their ends.
+    live: heapless::Vec<(u16, Key), N>,
+    next_timer: Option<Instant>,
+    /// A timer not in the queue yet, and the key of the end of one of the
+    /// call's attempts that comes before it (see [`Parked`]).
+    parked: Option<Parked>,
+}
+
+/// A call's timer kept out of the queue while one of the call's attempts
+/// ends before it (its `guard`): most calls end before their hedge check or
+/// their deadline, and their timer never needs to be queued, popped and
+/// found stale. The timer keeps the key it was given when it was set, and
+/// goes into the queue (or behind another attempt's end) when its guard's
+/// end is popped, so the order of events is the same as if it had been
+/// queued at once; when the call ends first, it goes with the call (in the
+/// queue it would have been a stale event).
+#[derive(Copy, Clone, Debug)]
+struct Parked {
+    timer: Key,
+    guard: Key,
+}
+
+/// What outlives one call: the key's breaker, its latencies, the counts.
+pub(super) struct Shared {
+    pub(super) breaker: Option<CircuitBreaker>,
+    pub(super) sketch: LatencySketch,
+    /// The key's amplification ledger (consulted when the policy sets
+    /// `amplification.max_amplification`).
+    pub(super) ledger: AmplificationLedger,
+    pub(super) tally: Tally,
+}
+
+/// Where one call's [`PolicyGate`] finds its collaborators: the scenario's
+/// budgets (by the attempt's kind; the simulated policy names them) and the
+/// run's shared breaker and latency sketch, on the virtual clock.
+#[derive(Copy, Clone)]
+struct SimParts<'a> {
+    retry: Option<&'a dyn Budget>,
+    hedge: Option<&'a dyn Budget>,
+    shared: &'a RefCell<Shared>,
+    /// Whether the call is counted (past the warm-up).
+    measured: bool,
+}
+
+impl<'a> GateParts for SimParts<'a> {
+    type Budget = &'a dyn Budget;
+    type Permit = Permit;
+
+    fn budget(&mut self, _: &str, kind: AttemptKind) -> Option<&'a dyn Budget> {
+        match kind {
+            AttemptKind::Hedge => self.hedge,
+            AttemptKind::Initial | AttemptKind::Retry => self.retry,
+        }
+    }
+
+    fn decide(&mut self, budget: &'a dyn Budget, request: &BudgetRequest<'_>) -> Decision {
+        budget.decide(request)
+    }
+
+    fn settle(
+        &mut self,
+        budget: &'a dyn Budget,
+        record: &AttemptRecord,
+        reservation: Option<Reservation>,
+        now: Instant,
+    ) {
+        budget.settle(record, reservation, now);
+    }
+
+    fn admit_call(
+        &mut self,
+        _: PolicyKey<'_>,
+        _: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Option<Permit>, Refusal> {
+        let mut shared = self.shared.borrow_mut();
+        let shared = &mut *shared;
+        let Some(breaker) = shared.breaker.as_mut() else {
+            return Ok(None);
+        };
+        let before = breaker.state(now);
+        let answer = breaker.admit(now);
+        if self.measured {
+            shared
+                .tally
+                .circuit(before, breaker.state(now), answer.is_err());
+        }
+        answer.map(Some)
+    }
+
+    fn is_probe(permit: &Permit) -> bool {
+        permit.is_probe()
+    }
+
+    fn record_call(&mut self, _: PolicyKey<'_>, permit: Permit, result: CallResult, now: Instant) {
+        let mut shared = self.shared.borrow_mut();
+        let shared = &mut *shared;
+        if let Some(breaker) = shared.breaker.as_mut() {
+            let before = breaker.state(now);
+            breaker.record(permit, result, now);
+            if self.measured {
+                shared.tally.circuit(before, breaker.state(now), false);
+            }
+        }
+    }
+
+    fn latency_quantile(
+        &mut self,
+        _: PolicyKey<'_>,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        self.shared.borrow().sketch.quantile(q_permille, now)
+    }
+
+    fn record_latency(&mut self, _: PolicyKey<'_>, latency: Duration, now: Instant) {
+        self.shared.borrow_mut().sketch.record(latency, now);
+    }
+
+    fn amplification_allows(
+        &mut self,
+        _: PolicyKey<'_>,
+        policy: &AmplificationPolicy,
+        now: Instant,
+    ) -> bool {
+        self.shared.borrow().ledger.allows_extra(policy, now)
+    }
+
+    fn amplification_record(&mut self, _: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
+        self.shared.borrow_mut().ledger.record(kind, now);
+    }
+
+    fn budget_decided(&mut self, _: PolicyKey<'_>, event: &BudgetEvent<'_>) {
+        if !event.allowed && self.measured {
+            self.shared.borrow_mut().tally.denied(event.kind);
+        }
+    }
+}
+
+struct Sim<'a, const N: usize> {
+    scenario: &'a Scenario,
+    policy: &'a Policy,
+    trigger: Trigger,
+    retry_budget: Option<&'a dyn Budget>,
+    hedge_budget: Option<&'a dyn Budget>,
+    shared: &'a RefCell<Shared>,
+    backend_rng: fastrand::Rng,
+    arrival_rng: fastrand::Rng,
+    queue: Queue<Ev>,
+    /// A machine as [`CallMachine::with_plan`] makes it, but for its
+    /// random source: each call's starts as a copy.
+    fresh: CallMachine<N>,
+    /// Call slots; a finished call's slot is reused by a later call.
+    calls: Vec<SimCall<'a, N>>,
+    free: Vec<u32>,
+    /// Calls made so far: each gets the next generation, so that events of
+    /// a finished call never reach the next call in the same slot.
+    generations: u32,
+    /// Attempts at the backend (cancelled ones included until they end).
+    in_flight: u32,
+}
+
+const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
+
+/// Parks `timer` behind the end of one of `call`'s live attempts that comes
+/// before it, or queues it when none does or a timer is parked already
+/// (one at a time: a second one is rare, the call's wait having changed
+/// while an attempt was out).
+fn unpark<const N: usize>(call: &mut SimCall<'_, N>, timer: Key, ev: Ev, queue: &mut Queue<Ev>) {
+    let guard = call.live.iter().find(|l| l.1 < timer);
+    match guard {
+        Some(&(_, guard)) if call.parked.is_none() => {
+            call.parked = Some(Parked { timer, guard });
+        }
+        _ => queue.push_key(timer, ev),
+    }
+}
+
+impl<'a, const N: usize> Sim<'a, N> {
+    fn new(setup: Setup<'a>, plan: CallPlan) -> Self {
+        let seed = setup.scenario.seed;
+        Self {
+            scenario: setup.scenario,
+            policy: setup.policy,
+            trigger: setup.trigger,
+            retry_budget: setup.retry_budget,
+            hedge_budget: setup.hedge_budget,
+            shared: setup.shared,
+            backend_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX)),
+            arrival_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX - 1)),
+            queue: Queue::new(),
+            fresh: CallMachine::with_plan(&plan, setup.options, fastrand::Rng::with_seed(0)),
+            calls: Vec::new(),
+            free: Vec::new(),
+            generations: 0,
+            in_flight: 0,
+        }
+    }
+
+    fn run(&mut self) {
+        let total = self.scenario.warmup + self.scenario.calls;
+        let mut arrived = 0;
+        let mut last = EPOCH;
+        // The next arrival, ordered with the queued events by its key (it
+        // takes its sequence number when it is scheduled, as a queued
+        // event would).
+        let mut next_arrival: Option<Key> = Some(queue::key(EPOCH, self.queue.next_seq()));
+        loop {
+            if let Some(arrival) = next_arrival.filter(|a| self.queue.peek().is_none_or(|q| *a < q))
+            {
+                let now = queue::instant(arrival);
+                last = now;
+                self.arrive(arrived, now);
+                arrived += 1;
+                next_arrival = (arrived < total).then(|| {
+                    let gap = self.scenario.arrivals.gap(&mut self.arrival_rng);
+                    queue::key(now + gap, self.queue.next_seq())
+                });
+                continue;
+            }
+            let Some((key, ev)) = self.queue.pop() else {
+                break;
+            };
+            let now = queue::instant(key);
+            last = now;
+            match ev {
+                Ev::Done {
+                    slot,
+                    generation,
+                    id,
+                    failed,
+                } => {
+                    self.in_flight -= 1;
+                    let Some(call) = self.call(slot, generation) else {
+                        continue;
+                    };
+                    // The timer this end guarded goes back to the queue
+                    // (or behind another end) once the end is handled, if
+                    // the call still runs.
+                    let released = call.parked.filter(|p| p.guard == key);
+                    if released.is_some() {
+                        call.parked = None;
+                    }
+                    if let Some(i) = call.live.iter().position(|l| l.0 == id) {
+                        call.live.swap_remove(i);
+                        let outcome = if failed {
+                            Outcome::retryable("backend_error")
+                        } else {
+                            Outcome::SUCCESS
+                        };
+                        let id = recourse_core::AttemptId(id);
+                        call.machine
+                            .handle(Event::AttemptFinished { id, outcome, now });
+                        self.drive(slot, now);
+                    }
+                    if let Some(parked) = released {
+                        let call = &mut self.calls[slot as usize];
+                        if call.alive && call.generation == generation {
+                            let ev = Ev::Timer { slot, generation };
+                            unpark(call, parked.timer, ev, &mut self.queue);
+                        }
+                    }
+                }
+                Ev::Timer { slot, generation } => {
+                    let Some(call) = self.call(slot, generation) else {
+                        continue;
+                    };
+                    if call.next_timer != Some(now) {
+                        continue;
+                    }
+                    call.next_timer = None;
+                    call.machine.handle(Event::Tick { now });
+                    self.drive(slot, now);
+                }
+            }
+        }
+        self.shared.borrow_mut().tally.simulated = last - EPOCH;
+    }
+
+    fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<'a, N>> {
+        Some(&mut self.calls[slot as usize]).filter(|c| c.alive && c.generation == generation)
+    }
+
+    fn arrive(&mut self, index: u64, now: Instant) {
+        let rng = fastrand::Rng::with_seed(derive_seed(self.scenario.seed, index));
+        let parts = SimParts {
+            retry: self.retry_budget,
+            hedge: self.hedge_budget,
+            shared: self.shared,
+            measured: index >= self.scenario.warmup,
+        };
+        self.generations = self.generations.wrapping_add(1);
+        let gate = || PolicyGate::new(KEY, self.policy, Some(self.trigger), parts);
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.calls.push(SimCall {
+                    machine: self.fresh.clone(),
+                    alive: false,
+                    generation: 0,
+                    index,
+                    arrival: now,
+                    gate: gate(),
+                    live: heapless::Vec::new(),
+                    next_timer: None,
+                    parked: None,
+                });
+                u32::try_from(self.calls.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        // Made in its slot: the fresh machine is copied in once (a machine
+        // made by value and moved into the slot was copied three times).
+        let call = &mut self.calls[slot as usize];
+        call.machine.clone_from(&self.fresh);
+        call.machine.set_rng(rng);
+        call.machine.handle(Event::Start { now });
+        call.alive = true;
+        call.generation = self.generations;
+        call.index = index;
+        call.arrival = now;
+        call.gate = gate();
+        call.live.clear();
+        call.next_timer = None;
+        call.parked = None;
+        self.drive(slot, now);
+    }
+
+    /// Carries out the call's actions until it waits or finishes. The call
+    /// stays in its slot (moving it out and back in copied the whole
+    /// machine twice per event).
+    fn drive(&mut self, slot: u32, now: Instant) {
+        let Self {
+            scenario,
+            shared,
+            backend_rng,
+            queue,
+            calls,
+            free,
+            in_flight,
+            ..
+        } = self;
+        let call = &mut calls[slot as usize];
+        let measured = call.index >= scenario.warmup;
+        loop {
+            match call.machine.poll(&mut call.gate) {
+                Action::Launch(info) => {
+                    let at = now - EPOCH;
+                    let (latency, failed) = scenario.backend.attempt(at, *in_flight, backend_rng);
+                    *in_flight += 1;
+                    if measured {
+                        shared.borrow_mut().tally.launched(&info);
+                    }
+                    // The machine never has more than `SLOTS` attempts in
+                    // flight.
+                    let ev = Ev::Done {
+                        slot,
+                        generation: call.generation,
+                        id: info.id.0,
+                        failed,
+                    };
+                    let end = queue.push(now + latency, ev);
+                    let _ = call.live.push((info.id.0, end));
+                }
+                Action::Cancel(record) => {
+                    if let Some(i) = call.live.iter().position(|l| l.0 == record.info.id.0) {
+                        call.live.swap_remove(i);
+                    }
+                }
+                Action::Record(_) => {}
+                Action::Wait { until, .. } => {
+                    if call.next_timer != Some(until) {
+                        call.next_timer = Some(until);
+                        let ev = Ev::Timer {
+                            slot,
+                            generation: call.generation,
+                        };
+                        let timer = queue::key(until, queue.next_seq());
+                        unpark(call, timer, ev, queue);
+                    }
+                    break;
+                }
+                Action::AwaitAttempts => break,
+                Action::Finish(verdict) => {
+                    if measured {
+                        shared
+                            .borrow_mut()
+                            .tally
+                            .finished(now - call.arrival, &verdict);
+                    }
+                    call.alive = false;
+                    free.push(slot);
+                    return;
+                }
+            }
+        }
+    }
+}
