@@ -2,7 +2,9 @@
 # Regenerates BENCHMARKS.md: recourse next to backon and tower on the
 # success, retry and hedge paths — time per call (criterion), heap
 # allocations and future size per call (examples/allocs.rs), instructions
-# per call (callgrind) — with ratios and the verdict on each target.
+# per call (callgrind) — with ratios and the verdict on each target; then
+# the sections of benches/observer_cost.sh, benches/tower_layers.sh and
+# benches/sim_speed.sh (the simulator's calls/s and real-time factor).
 #
 #   bash benches/run.sh     # about 2 minutes from a warm build, 4 from cold
 #
@@ -311,6 +313,10 @@ echo "==> tower layers: benches/tower_layers.sh" >&2
 MEASUREMENT_TIME="${MEASUREMENT_TIME:-1}" WARM_UP_TIME="${WARM_UP_TIME:-0.5}" \
     bash benches/tower_layers.sh >>"$out"
 # --- end of issue 15 gaps ---
+# --- issue 16: the simulator's speed (calls/s, real-time factor, callgrind) ---
+echo "==> simulator: benches/sim_speed.sh" >&2
+CALLGRIND_DIR=target/callgrind bash benches/sim_speed.sh >>"$out"
+# --- end of issue 16 ---
 # Measured by hand (needs etcd): see the file.
 cat benches/control_plane.md >> "$out"
 echo "==> wrote $out" >&2

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The simulator's speed on the Tail-at-Scale scenario (issue 16: at least
+# 5 M calls/s and 10,000x real time on one core), as a markdown section for
+# BENCHMARKS.md (benches/run.sh appends it).
+#
+#   bash benches/sim_speed.sh
+#
+# Runs `benches/examples/sim_speed.rs` (release): SIM_CALLS calls (default
+# 1,000,000), best of 3 runs by wall clock, for calls/s and the real-time
+# factor; then the same scenario with SIM_CG_CALLS calls (default 100,000)
+# under callgrind (`--toggle-collect='*sim_measured*'`: the run only), for
+# instructions per call and where they go. The callgrind output stays in
+# $CALLGRIND_DIR (default target/callgrind) as sim_speed.out and
+# sim_speed.txt (callgrind_annotate's report).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+calls="${SIM_CALLS:-1000000}"
+cg_calls="${SIM_CG_CALLS:-100000}"
+dir="${CALLGRIND_DIR:-target/callgrind}"
+mkdir -p "$dir"
+
+cargo build --release --quiet -p recourse-benches --example sim_speed >&2
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target_dir/release/examples/sim_speed"
+
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "==> simulator: $calls calls, best of 3" >&2
+"$bin" "$calls" 3 | tail -n1 >"$dir/sim_speed.tsv"
+echo "==> simulator under callgrind: $cg_calls calls" >&2
+valgrind --tool=callgrind --callgrind-out-file="$dir/sim_speed.out" \
+    --toggle-collect='*sim_measured*' "$bin" "$cg_calls" 1 >"$dir/sim_speed.cg.tsv" 2>/dev/null
+callgrind_annotate --threshold=99 "$dir/sim_speed.out" >"$dir/sim_speed.txt" 2>/dev/null
+
+python3 - "$dir" "$calls" "$cg_calls" "$load" <<'PY'
+import re, sys
+from collections import Counter
+
+d, calls, cg_calls, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+(n, attempts, simulated, wall, per_s, realtime, digest) = open(f"{d}/sim_speed.tsv").read().split()
+per_s, realtime = float(per_s), float(realtime)
+cg_digest = open(f"{d}/sim_speed.cg.tsv").read().split()[-1]
+fns, total = Counter(), 0
+for line in open(f"{d}/sim_speed.txt"):
+    m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)$", line)
+    if not m:
+        continue
+    ir, what = int(m[1].replace(",", "")), m[2]
+    if "PROGRAM TOTALS" in what:
+        total = ir
+        continue
+    # "file:function [object]": sum a function's rows (inlined code is
+    # reported per source file when there are line tables).
+    what = re.sub(r" \[[^\]]*\]$", "", what)
+    fn = what.split(":", 1)[1] if ":" in what else what
+    fns[fn] += ir
+
+def verdict(ok):
+    return "**met**" if ok else "**not met**"
+
+print(f"""
+## Simulator speed
+
+The Tail-at-Scale scenario of `std-ext/examples/hedging.rs` (log-normal
+~10 ms latencies with 1 % stragglers of 0.8–1.2 s, Poisson arrivals at
+1,000/s, a hedge once an attempt outlives the key's recent p95, seed 2013,
+no warm-up), run by `benches/examples/sim_speed.rs` from `bash
+benches/sim_speed.sh`: {calls:,} calls ({int(attempts):,} attempts,
+{float(simulated):,.0f} s of simulated time), best of 3 runs on one core,
+load average {load} when it started. The real-time factor is simulated
+time over wall-clock time; at 1,000 calls/s, 10,000× real time is 10 M
+calls/s. Report digest `{digest}` (FNV-1a of its text: the same whenever the
+results are).
+
+| target | measured | verdict |
+|---|---|---|
+| ≥ 5 M calls/s | {per_s / 1e6:.2f} M calls/s ({float(wall):.3f} s) | {verdict(per_s >= 5e6)} |
+| ≥ 10,000× real time | {realtime:,.0f}× | {verdict(realtime >= 10_000)} |
+
+callgrind, {cg_calls:,} calls (the run only): **{total / cg_calls:,.0f}
+instructions per call** (report digest `{cg_digest}`). Where they go, self
+cost per call by function (libm's `log`, `cos` and `exp` are the latency and
+arrival draws; `CallMachine::poll` holds the inlined gate):
+
+| function | instructions/call |
+|---|---:|""")
+for fn, ir in fns.most_common(15):
+    print(f"| `{fn}` | {ir / cg_calls:,.0f} |")
+print(f"| everything else | {(total - sum(ir for _, ir in fns.most_common(15))) / cg_calls:,.0f} |")
+PY
