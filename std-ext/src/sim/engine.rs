@@ -48,12 +48,19 @@ pub(super) struct Setup<'a> {
     pub(super) retry_budget: Option<&'a dyn Budget>,
     pub(super) hedge_budget: Option<&'a dyn Budget>,
     pub(super) shared: &'a RefCell<Shared>,
+    /// Runs the plainest way instead: every call with room for the highest
+    /// hedge ceiling, every timer queued when it is set. The tests check
+    /// that it gives the same reports.
+    pub(super) reference: bool,
 }
 
 /// Runs every call of the scenario.
 pub(super) fn run(setup: Setup<'_>) {
     let plan = CallPlan::new(setup.policy);
     let hedges = plan.hedges_within(setup.options, SLOTS);
+    if setup.reference {
+        return Sim::<SLOTS>::new(setup, plan).run();
+    }
     match hedges {
         0 => Sim::<1>::new(setup, plan).run(),
         1 => Sim::<2>::new(setup, plan).run(),
@@ -250,6 +257,8 @@ struct Sim<'a, const N: usize> {
     generations: u32,
     /// Attempts at the backend (cancelled ones included until they end).
     in_flight: u32,
+    /// Whether timers may be parked (not in the reference run).
+    park: bool,
 }
 
 const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
@@ -258,10 +267,16 @@ const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
 /// before it, or queues it when none does or a timer is parked already
 /// (one at a time: a second one is rare, the call's wait having changed
 /// while an attempt was out).
-fn unpark<const N: usize>(call: &mut SimCall<'_, N>, timer: Key, ev: Ev, queue: &mut Queue<Ev>) {
+fn unpark<const N: usize>(
+    call: &mut SimCall<'_, N>,
+    timer: Key,
+    ev: Ev,
+    queue: &mut Queue<Ev>,
+    park: bool,
+) {
     let guard = call.live.iter().find(|l| l.1 < timer);
     match guard {
-        Some(&(_, guard)) if call.parked.is_none() => {
+        Some(&(_, guard)) if park && call.parked.is_none() => {
             call.parked = Some(Parked { timer, guard });
         }
         _ => queue.push_key(timer, ev),
@@ -286,6 +301,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             free: Vec::new(),
             generations: 0,
             in_flight: 0,
+            park: !setup.reference,
         }
     }
 
@@ -314,7 +330,6 @@ impl<'a, const N: usize> Sim<'a, N> {
                 break;
             };
             let now = queue::instant(key);
-            last = now;
             match ev {
                 Ev::Done {
                     slot,
@@ -322,6 +337,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                     id,
                     failed,
                 } => {
+                    last = now;
                     self.in_flight -= 1;
                     let Some(call) = self.call(slot, generation) else {
                         continue;
@@ -349,7 +365,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                         let call = &mut self.calls[slot as usize];
                         if call.alive && call.generation == generation {
                             let ev = Ev::Timer { slot, generation };
-                            unpark(call, parked.timer, ev, &mut self.queue);
+                            unpark(call, parked.timer, ev, &mut self.queue, self.park);
                         }
                     }
                 }
@@ -360,6 +376,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                     if call.next_timer != Some(now) {
                         continue;
                     }
+                    last = now;
                     call.next_timer = None;
                     call.machine.handle(Event::Tick { now });
                     self.drive(slot, now);
@@ -429,6 +446,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             calls,
             free,
             in_flight,
+            park,
             ..
         } = self;
         let call = &mut calls[slot as usize];
@@ -467,7 +485,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                             generation: call.generation,
                         };
                         let timer = queue::key(until, queue.next_seq());
-                        unpark(call, timer, ev, queue);
+                        unpark(call, timer, ev, queue, *park);
                     }
                     break;
                 }

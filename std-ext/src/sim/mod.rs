@@ -209,6 +209,17 @@ impl Scenario {
     /// 0..=1, a non-positive rate, a hedge ceiling outside 1..=10, a
     /// warm-up or call count of zero calls in all.
     pub fn run(&self) -> Result<Report, SimError> {
+        self.run_in(false)
+    }
+
+    /// [`Scenario::run`] the plainest way (see `engine::Setup::reference`),
+    /// to check that the fast way gives the same report.
+    #[cfg(test)]
+    pub(crate) fn run_reference(&self) -> Result<Report, SimError> {
+        self.run_in(true)
+    }
+
+    fn run_in(&self, reference: bool) -> Result<Report, SimError> {
         self.backend.check()?;
         self.arrivals.check()?;
         if !(1..=Limits::MAX_HEDGES_CEILING).contains(&self.max_hedges_ceiling) {
@@ -292,6 +303,7 @@ impl Scenario {
             retry_budget,
             hedge_budget,
             shared: &shared,
+            reference,
         });
         let mut report = shared.into_inner().tally.into_report();
         report.clamped = normalized.changed.to_string();

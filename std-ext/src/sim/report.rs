@@ -187,8 +187,8 @@ impl Report {
     }
 
     /// Virtual time the run covered, warm-up included: from the first
-    /// call's arrival to the last event (an attempt ending, a timer).
-    /// Not part of the text report.
+    /// call's arrival to the last event (an attempt ending at the backend,
+    /// a call's timer going off). Not part of the text report.
     pub fn simulated(&self) -> Duration {
         self.simulated
     }

@@ -281,3 +281,90 @@ fn deadline_awareness_sends_fewer_attempts_and_fails_earlier_at_a_price_in_succe
     assert!(p90.successes() < off.successes(), "{table}");
     golden("deadline_bound", &table);
 }
+
+/// The fast run (queue keys, arrivals outside the queue, parked timers,
+/// machines sized for the policy's hedges) against the plainest one (room
+/// for ten hedges, every timer queued when set): the same report, field
+/// for field, in scenarios with ties (constant latencies, even arrivals),
+/// timers that move while attempts are out (per-attempt and overall
+/// deadlines, retries, several hedges), budgets, the breaker, the ledger
+/// and a brownout.
+#[test]
+fn the_fast_run_and_the_plainest_run_give_the_same_reports() {
+    let mut retry = Policy::DEFAULT;
+    retry.retry.max_attempts = 4;
+    retry.retry.timeout_per_attempt = Some(ms(30));
+    retry.retry.overall_timeout = Some(ms(200));
+    let mut hedged_retries = hedging("p90", ms(20));
+    hedged_retries.retry.max_attempts = 3;
+    hedged_retries.retry.timeout_per_attempt = Some(ms(25));
+    hedged_retries.hedge.max_hedges = 3;
+    let mut many = hedging("", ms(10));
+    many.hedge.max_hedges = 7;
+    many.retry.overall_timeout = Some(ms(120));
+    let mut breaker = retry.clone();
+    breaker.circuit.enabled = true;
+    breaker.circuit.threshold = 5;
+    breaker.circuit.cooldown = ms(1_000);
+    breaker.retry.deadline_quantile_permille = 500;
+    let mut ledger = hedging("", ms(50));
+    ledger.retry.max_attempts = 3;
+    ledger.amplification.max_amplification = 1.1;
+    let lognormal = |sigma| Latency::LogNormal {
+        median: ms(15),
+        sigma,
+    };
+    let scenarios = [
+        tail(hedging("p95", ms(50))).calls(3_000).warmup(500),
+        tail(Policy::DEFAULT).calls(2_000),
+        Scenario::new(retry, Backend::new(lognormal(0.8)).error_rate(0.2))
+            .arrivals(Arrivals::Uniform { per_second: 400.0 })
+            .calls(2_000)
+            .seed(1),
+        Scenario::new(
+            hedged_retries,
+            Backend::new(Latency::bimodal(
+                Latency::Constant(ms(10)),
+                Latency::Constant(ms(40)),
+                0.2,
+            ))
+            .error_rate(0.1),
+        )
+        .arrivals(Arrivals::Uniform { per_second: 500.0 })
+        .calls(2_000)
+        .seed(2),
+        Scenario::new(many, Backend::new(lognormal(1.0)).error_rate(0.05))
+            .arrivals(Arrivals::Poisson { per_second: 300.0 })
+            .max_hedges_ceiling(10)
+            .calls(2_000)
+            .seed(3),
+        brownout_with_a_breaker().calls(1_500),
+        Scenario::new(
+            breaker,
+            Backend::new(Latency::Constant(ms(20))).outage(Window::new(ms(1_000), ms(2_000))),
+        )
+        .arrivals(Arrivals::Uniform { per_second: 200.0 })
+        .calls(1_000)
+        .seed(4),
+        Scenario::new(
+            ledger,
+            Backend::new(Latency::Constant(ms(60)))
+                .error_rate(0.3)
+                .brownout(Brownout {
+                    window: None,
+                    capacity: 20,
+                }),
+        )
+        .arrivals(Arrivals::Uniform { per_second: 500.0 })
+        .calls(2_000)
+        .seed(5)
+        .budget(|| RetryRatio::new(Duration::from_secs(10), 1, 20)),
+    ];
+    for (i, s) in scenarios.iter().enumerate() {
+        let fast = s.run().unwrap();
+        let plain = s.run_reference().unwrap();
+        assert_eq!(fast, plain, "scenario {i}:\n{fast}\n{plain}");
+        assert_eq!(fast.to_string(), plain.to_string());
+        assert!(fast.simulated() > Duration::ZERO);
+    }
+}
