@@ -1,24 +1,36 @@
 //! The simulator's loop: events in virtual-time order, each call's
 //! machine driven in place in its slot.
 //!
-//! Where a run's time goes, and what keeps it small (the
-//! [`Scenario::run`](super::Scenario::run) of `benches/examples/sim_speed.rs`
-//! is measured in BENCHMARKS.md):
+//! What keeps a simulated call cheap (`bash benches/sim_speed.sh` measures
+//! the Tail-at-Scale scenario; its section of BENCHMARKS.md says where the
+//! instructions go):
 //!
 //! - the event queue ([`super::queue`]) orders events by one `u128` key, and
-//!   the next arrival waits outside it (one event of three per call never
-//!   enters the heap);
+//!   the next arrival waits outside it;
+//! - a call's timer waits in the call ([`Parked`]) while one of its
+//!   attempts ends first: most calls end before their hedge check or their
+//!   deadline, and their timer never enters the queue;
 //! - a call's machine, gate and list of live attempts have room for the
 //!   attempts the policy can have in flight (the primary and its hedges),
-//!   not for the highest hedge ceiling: `N` is 1, 2, 4 or
-//!   [`SLOTS`], chosen per run, so a call without hedges is a fifth of the
-//!   size of one with room for ten, and making it in its slot writes that
-//!   much less;
-//! - the policy is read once per run into a [`CallPlan`], not once per call.
+//!   not for the highest hedge ceiling: `N` is 1, 2, 4 or [`SLOTS`], chosen
+//!   per run;
+//! - a call's machine is a copy of one made from the policy once per run,
+//!   written into the call's slot (a machine made per call and moved into
+//!   the slot was copied three times);
+//! - the report counts successes apart from the map of failure causes and
+//!   sorts latencies with a radix sort.
 //!
 //! None of these changes a result: `N` is never below what the policy can
-//! use (the machine's hedges per group are the same), and the queue pops in
-//! the same order as before (instant, then queueing order).
+//! use (the machine's hedges per group are the same), the queue pops in the
+//! same order as a `BinaryHeap` of `(instant, sequence number)` did, and a
+//! parked timer keeps the key it would have had in the queue. The reference
+//! run ([`Setup::reference`]: room for ten hedges, every timer queued when
+//! it is set) gives the same reports, which a test checks.
+//!
+//! What the rest costs: the call machine and the gate (the hedge trigger's
+//! quantile of the latency sketch on every hedge decision), and the random
+//! draws (a log-normal latency is a logarithm, a cosine and an exponential;
+//! an arrival gap a logarithm).
 
 use core::cell::RefCell;
 use core::time::Duration;

@@ -56,6 +56,9 @@
 //!   policy's), the circuit breaker when the policy enables one (one
 //!   breaker: every simulated call has the same key), and the hedge
 //!   trigger reading a [`LatencySketch`] fed by completed attempts.
+//!
+//! [`CallMachine`]: recourse_core::machine::CallMachine
+//! [`PolicyGate`]: recourse_core::policy_gate::PolicyGate
 
 mod backend;
 pub mod deadline;
