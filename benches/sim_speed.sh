@@ -38,9 +38,11 @@ import re, sys
 from collections import Counter
 
 d, calls, cg_calls, load = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-(n, attempts, simulated, wall, per_s, realtime, digest) = open(f"{d}/sim_speed.tsv").read().split()
+(n, attempts, simulated, wall, per_s, realtime, digest, cpu, cpu_per_s, cpu_realtime) = \
+    open(f"{d}/sim_speed.tsv").read().split()
 per_s, realtime = float(per_s), float(realtime)
-cg_digest = open(f"{d}/sim_speed.cg.tsv").read().split()[-1]
+cpu_per_s, cpu_realtime = float(cpu_per_s), float(cpu_realtime)
+cg_digest = open(f"{d}/sim_speed.cg.tsv").read().splitlines()[-1].split("\t")[6]
 fns, total = Counter(), 0
 for line in open(f"{d}/sim_speed.txt"):
     m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)$", line)
@@ -69,19 +71,25 @@ no warm-up), run by `benches/examples/sim_speed.rs` from `bash
 benches/sim_speed.sh`: {calls:,} calls ({int(attempts):,} attempts,
 {float(simulated):,.0f} s of simulated time), best of 3 runs on one core,
 load average {load} when it started. The real-time factor is simulated
-time over wall-clock time; at 1,000 calls/s, 10,000× real time is 10 M
-calls/s. Report digest `{digest}` (FNV-1a of its text: the same whenever the
-results are).
+time over the time taken; at 1,000 calls/s, 10,000× real time is 10 M
+calls/s. Both are given by wall-clock time and by the thread's CPU time
+(`/proc/thread-self/schedstat`), which leaves out the time other processes
+had the core (on a loaded machine, most of the difference between runs);
+the verdicts go by CPU time. Report digest `{digest}` (FNV-1a of its text:
+the same whenever the results are).
 
-| target | measured | verdict |
-|---|---|---|
-| ≥ 5 M calls/s | {per_s / 1e6:.2f} M calls/s ({float(wall):.3f} s) | {verdict(per_s >= 5e6)} |
-| ≥ 10,000× real time | {realtime:,.0f}× | {verdict(realtime >= 10_000)} |
+| target | measured by CPU time | by wall-clock time | verdict |
+|---|---|---|---|
+| ≥ 5 M calls/s | {cpu_per_s / 1e6:.2f} M calls/s ({float(cpu):.3f} s) | {per_s / 1e6:.2f} M calls/s ({float(wall):.3f} s) | {verdict(cpu_per_s >= 5e6)} |
+| ≥ 10,000× real time | {cpu_realtime:,.0f}× | {realtime:,.0f}× | {verdict(cpu_realtime >= 10_000)} |
 
 callgrind, {cg_calls:,} calls (the run only): **{total / cg_calls:,.0f}
 instructions per call** (report digest `{cg_digest}`). Where they go, self
-cost per call by function (libm's `log`, `cos` and `exp` are the latency and
-arrival draws; `CallMachine::poll` holds the inlined gate):
+cost per call by function, code inlined into a function counted as that
+function's: `CallMachine::poll` holds the inlined gate, the simulator's
+`run` and `drive` hold the inlined parts of the gate's collaborators, the
+making of each call's machine and the report's tally; libm's `log`, `cos`
+and `exp` are the latency and arrival draws:
 
 | function | instructions/call |
 |---|---:|""")

@@ -10,10 +10,16 @@
 //! ~10 ms latencies with 1 % stragglers of 0.8–1.2 s, calls arriving as a
 //! Poisson process at 1,000/s, hedged once an attempt outlives the key's
 //! recent p95 (seed 2013, no warm-up). Prints, tab-separated on one line
-//! (for `benches/run.sh`): calls, attempts, simulated seconds, the best
-//! wall-clock seconds of the runs, calls per second, the real-time factor
-//! (simulated time over wall-clock time) and an FNV-1a digest of the
-//! report's text, which changes whenever any result does.
+//! (for `benches/sim_speed.sh`): calls, attempts, simulated seconds, the
+//! best wall-clock seconds of the runs, calls per second, the real-time
+//! factor (simulated time over wall-clock time), an FNV-1a digest of the
+//! report's text (which changes whenever any result does), then the same
+//! by the thread's CPU time (Linux; `inf` elsewhere) — on a shared machine
+//! the wall clock also counts the time other processes had the core.
+//!
+//! `--reports` prints the full reports of a few more scenarios (retries,
+//! an outage, the breaker, budgets, the ledger, more hedges), to compare
+//! byte for byte before and after a change to the simulator.
 //!
 //! Under callgrind, only [`sim_measured`] is collected
 //! (`--toggle-collect='*sim_measured*'`): its instructions over the calls
@@ -157,6 +163,18 @@ fn reports() {
     }
 }
 
+/// CPU time this thread has run, in nanoseconds (Linux's schedstat):
+/// unlike wall-clock time, it leaves out the time other processes had the
+/// core, which on a shared machine is most of the difference between runs.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--reports") {
         return reports();
@@ -169,22 +187,30 @@ fn main() {
         .next()
         .map_or(3, |a| a.parse().expect("runs: a number"));
     let scenario = scenario(calls);
-    let mut best = f64::INFINITY;
+    let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
     let mut report = None;
     for _ in 0..runs.max(1) {
+        let cpu_started = thread_cpu_ns();
         let started = Instant::now();
         let r = sim_measured(&scenario);
-        best = best.min(started.elapsed().as_secs_f64());
+        wall = wall.min(started.elapsed().as_secs_f64());
+        if let (Some(a), Some(b)) = (cpu_started, thread_cpu_ns()) {
+            cpu = cpu.min(b.saturating_sub(a) as f64 / 1e9);
+        }
         report = Some(r);
     }
     let report = report.expect("at least one run");
     let simulated = report.simulated().as_secs_f64();
-    println!("calls\tattempts\tsimulated_s\twall_s\tcalls_per_s\trealtime_x\tdigest");
     println!(
-        "{calls}\t{}\t{simulated:.3}\t{best:.4}\t{:.0}\t{:.0}\t{:016x}",
+        "calls\tattempts\tsimulated_s\twall_s\tcalls_per_s\trealtime_x\tdigest\tcpu_s\tcalls_per_cpu_s\trealtime_cpu_x"
+    );
+    println!(
+        "{calls}\t{}\t{simulated:.3}\t{wall:.4}\t{:.0}\t{:.0}\t{:016x}\t{cpu:.4}\t{:.0}\t{:.0}",
         report.attempts,
-        calls as f64 / best,
-        simulated / best,
+        calls as f64 / wall,
+        simulated / wall,
         digest(&report.to_string()),
+        calls as f64 / cpu,
+        simulated / cpu,
     );
 }
