@@ -64,6 +64,7 @@ mod backend;
 pub mod deadline;
 mod engine;
 pub mod layers;
+mod parts;
 mod queue;
 mod report;
 
@@ -81,7 +82,7 @@ use recourse_core::{LatencySketch, Verdict};
 pub use backend::{Arrivals, Backend, Brownout, Bursts, Latency, SimError, Window, MAX_LATENCY};
 pub use report::Report;
 
-use engine::Shared;
+use parts::Shared;
 use report::Tally;
 
 /// Attempts one simulated call may have in flight: the primary and the
