@@ -34,6 +34,7 @@ use crate::breakers::Breakers;
 use crate::budgets::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
 use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode};
+use crate::contract::{split_op, Accepted, Carried, Failure, Split};
 use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
 use crate::latency::LatencyTrackers;
@@ -53,10 +54,17 @@ use crate::timer::{DefaultTimer, TimerSource};
 ///
 /// | method | classifier | returns |
 /// |---|---|---|
-/// | [`call`](Self::call) | default (`Err` is retryable) | `Result<T, Error<E>>` |
-/// | [`call_with_timeline`](Self::call_with_timeline) | default | `(Result<T, Error<E>>, Timeline)` |
-/// | [`call_classified`](Self::call_classified) | yours | `Result<T, Error<E>>` |
-/// | [`call_classified_with_timeline`](Self::call_classified_with_timeline) | yours | `(Result<T, Error<E>>, Timeline)` |
+/// | [`call`](Self::call) | the policy's (default: `Err` is retryable) | `Result<T, Error<E>>` |
+/// | [`call_with_timeline`](Self::call_with_timeline) | the policy's | `(Result<T, Error<E>>, Timeline)` |
+/// | [`call_classified`](Self::call_classified) | yours | `Result<T, Error<Failure<T, E>>>` |
+/// | [`call_classified_with_timeline`](Self::call_classified_with_timeline) | yours | `(Result<T, Error<Failure<T, E>>>, Timeline)` |
+/// | `call_http` (feature `http`) | `HttpClassifier` | `Result<Response<B>, Error<HttpFailure<B, E>>>` |
+/// | `call_http_with_timeline` | `HttpClassifier` | `(…, Timeline)` |
+///
+/// Every method follows the crate's [result contract](crate#the-result-contract):
+/// the caller and the observer hear one verdict, `Ok` means the classifier
+/// accepted the value, and the last value or error is carried wherever the
+/// error has room for it.
 ///
 /// Dropping a call's future cancels it: the attempt in flight is dropped and
 /// the observer hears `on_failure` with the reason `cancelled`.
@@ -166,8 +174,13 @@ impl<S: TimerSource> Executor<S> {
     /// # Errors
     ///
     /// The [`Error`] that ended the call: the operation's last error when
-    /// retrying would not help or retries ran out, a deadline, cancellation,
-    /// or [`Error::NoPolicy`] in [`MissingPolicyMode::Deny`].
+    /// retrying would not help or retries ran out (also when a budget
+    /// refused the retry after it), a deadline, cancellation,
+    /// or [`Error::NoPolicy`] in [`MissingPolicyMode::Deny`]. The default
+    /// classifier accepts every `Ok`; when the policy names a classifier
+    /// (`retry.classifier`) that rejects the last `Ok` value, the call ends
+    /// [`Error::Rejected`] with the cause the observer hears (use
+    /// [`Executor::call_classified`] to get the value back).
     pub async fn call<T, E, Op, Fut>(&self, key: &str, op: Op) -> Result<T, Error<E>>
     where
         T: 'static,
@@ -208,10 +221,57 @@ impl<S: TimerSource> Executor<S> {
     /// attempt's result means (a closure `Fn(&Result<T, E>) -> Outcome` is a
     /// classifier).
     ///
+    /// `Ok` means the classifier accepted the value. A call that ends on a
+    /// value it rejected is an `Err` carrying that value as
+    /// [`Failure::Rejected`](crate::Failure) — whatever stopped the call:
+    /// retries exhausted, a non-retryable or abort verdict, a budget or the
+    /// breaker refusing the retry, the deadline — and the operation's errors
+    /// are [`Failure::Error`](crate::Failure). The observer hears the same
+    /// verdict. The classifier runs once per attempt.
+    ///
     /// # Errors
     ///
-    /// As for [`Executor::call`].
+    /// As for [`Executor::call`], with the last rejected value or error
+    /// inside.
     pub async fn call_classified<T, E, C, Op, Fut>(
+        &self,
+        key: &str,
+        classifier: C,
+        op: Op,
+    ) -> Result<T, Error<Failure<T, E>>>
+    where
+        C: Classifier<T, E>,
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let op = split_op(&classifier, op);
+        let result = self.run(key, |_, _| Carried, op, None).await;
+        unsplit(result)
+    }
+
+    /// Like [`Executor::call_classified`], and also returns the call's
+    /// [`Timeline`].
+    pub async fn call_classified_with_timeline<T, E, C, Op, Fut>(
+        &self,
+        key: &str,
+        classifier: C,
+        op: Op,
+    ) -> (Result<T, Error<Failure<T, E>>>, Timeline)
+    where
+        C: Classifier<T, E>,
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let op = split_op(&classifier, op);
+        let (result, timeline) = self.with_timeline(key, |_, _| Carried, op).await;
+        (unsplit(result), timeline)
+    }
+
+    /// [`Executor::call_classified`] for the integrations, whose error type
+    /// has no room for a rejected value: one the classifier rejected ends
+    /// the call as [`Error::Rejected`] (the contract of [`Executor::call`]).
+    #[cfg(any(feature = "tower", feature = "reqwest", feature = "tonic"))]
+    pub(crate) async fn call_classified_in<T, E, C, Op, Fut>(
         &self,
         key: &str,
         classifier: C,
@@ -223,22 +283,6 @@ impl<S: TimerSource> Executor<S> {
         Fut: Future<Output = Result<T, E>>,
     {
         self.run(key, |_, _| classifier, op, None).await
-    }
-
-    /// Like [`Executor::call_classified`], and also returns the call's
-    /// [`Timeline`].
-    pub async fn call_classified_with_timeline<T, E, C, Op, Fut>(
-        &self,
-        key: &str,
-        classifier: C,
-        op: Op,
-    ) -> (Result<T, Error<E>>, Timeline)
-    where
-        C: Classifier<T, E>,
-        Op: FnMut(AttemptInfo) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        self.with_timeline(key, |_, _| classifier, op).await
     }
 
     /// Calls `op` (an HTTP request) under the policy for `key`, classified
@@ -413,7 +457,14 @@ impl<S: TimerSource> Executor<S> {
         if call_panics.settle.load(Ordering::Relaxed) {
             self.settle_panics.fetch_add(1, Ordering::Relaxed);
         }
-        result
+        // The result contract: a call the observer heard fail is an `Err`.
+        // Only a value the classifier rejected reaches here as `Ok` (a
+        // policy-named classifier under `call`; the methods taking a
+        // classifier carry the value in their error instead).
+        match (result, call_panics.failure()) {
+            (Ok(_), Some(cause)) => Err(Error::Rejected { cause }),
+            (result, _) => result,
+        }
     }
 
     /// The RNG of the next call: derived from the seed and the call's number
@@ -425,6 +476,15 @@ impl<S: TimerSource> Executor<S> {
             None => fastrand::Rng::new(),
         }
     }
+}
+
+/// A split call's result as the caller gets it.
+fn unsplit<T, E>(
+    result: Result<Accepted<T>, Error<Split<T, E>>>,
+) -> Result<T, Error<Failure<T, E>>> {
+    result
+        .map(|a| a.value)
+        .map_err(|e| e.map_last(|s| s.failure))
 }
 
 pin_project_lite::pin_project! {

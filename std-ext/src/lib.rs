@@ -26,19 +26,24 @@
 //!
 //! ## The result contract
 //!
-//! Every call method ends with one [`Error`] the observer hears too (the
-//! caller's `Err` and the observer's `on_failure` come from the same
-//! verdict; a budget refusal's own code is in the error, the observer hears
-//! `budget_denied`):
+//! Every call method ends with one verdict that the caller and the
+//! [`Observer`] share: `Ok` exactly when the observer hears `on_success`,
+//! `Err` with the same reason when it hears `on_failure` (a budget
+//! refusal's own code is in the error, the observer hears
+//! `budget_denied`). `Ok` means the classifier accepted the value.
 //!
-//! - the operation's last error is carried whenever there was one, also
-//!   when a budget refused the retry after it ([`Error::BudgetDenied`]);
-//! - `Executor::call_http` (feature `http`) makes every response the
-//!   classifier did not accept (a `503` after retries ran out, a `404`, a
-//!   `503` whose `Retry-After` reaches past the deadline) an `Err` carrying
-//!   it (`http::HttpFailure::Response`), so `Ok` means `2xx`; with a
-//!   classifier of your own over `Result<T, E>`, a rejected `Ok` value stays
-//!   `Ok` (see [`Error`]);
+//! | method | a value the classifier rejected ends the call as |
+//! |---|---|
+//! | [`Executor::call_classified`], `..._with_timeline` | `Err`, carrying it as [`Failure::Rejected`] (errors are [`Failure::Error`]) |
+//! | `Executor::call_http`, `..._with_timeline` (feature `http`) | `Err`, carrying the response as `http::HttpFailure::Response`, so `Ok` means `2xx` |
+//! | [`Executor::call`], `..._with_timeline`, [`do_value`] and friends | the default classifier accepts every `Ok`; under a classifier the policy names, [`Error::Rejected`] with the cause (the error type has no room for the value) |
+//!
+//! Whatever stopped the call — retries exhausted, a non-retryable verdict,
+//! a budget refusing the retry ([`Error::BudgetDenied`]), the deadline —
+//! the last value or error is carried where the error has room for it. The
+//! circuit breaker is asked before the first attempt only, so its refusal
+//! ([`Error::CircuitOpen`]) never follows an attempt. Also:
+//!
 //! - attempts all cut by `timeout_per_attempt`: [`Error::AttemptsTimedOut`];
 //! - with panic containment on (the default), a panicking operation ends the
 //!   call with [`Error::OperationPanicked`] (reason `panic_in_operation`,
@@ -147,6 +152,7 @@ pub mod breakers;
 pub mod budgets;
 pub mod builder;
 pub mod classify;
+pub mod contract;
 pub mod executor;
 pub mod facade;
 pub mod gate;
@@ -195,6 +201,7 @@ pub use breakers::Breakers;
 pub use budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
 pub use builder::ExecutorBuilder;
 pub use classify::{ClassifierRegistry, MissingClassifierMode};
+pub use contract::Failure;
 pub use executor::Executor;
 pub use facade::{
     default_executor, do_value, do_value_with, do_value_with_timeline, do_value_with_timeline_with,
