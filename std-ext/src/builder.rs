@@ -9,12 +9,13 @@ use recourse_core::machine::Options;
 use recourse_core::policy::Limits;
 
 use crate::breakers::Breakers;
-use crate::budgets::{BudgetRegistry, MissingBudgetMode};
+use crate::budget::{BudgetRegistry, MissingBudgetMode};
 use crate::classify::{ClassifierRegistry, MissingClassifierMode};
 use crate::executor::Executor;
 use crate::hedging::MissingTriggerMode;
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode};
+use crate::names::{self, UnknownName};
 use crate::observer::{MultiObserver, Observer};
 use crate::provider::PolicyProvider;
 use crate::static_provider::StaticProvider;
@@ -229,7 +230,34 @@ impl<S> ExecutorBuilder<S> {
         self
     }
 
-    /// The executor.
+    /// The executor, after checking every policy its provider lists (see
+    /// [`PolicyProvider::for_each_policy`]): each budget, classifier and
+    /// hedge trigger a policy names must exist.
+    ///
+    /// # Errors
+    ///
+    /// The first policy that names a budget, classifier or trigger the
+    /// executor does not have: the error names its key, field and the
+    /// missing name ([`UnknownName`]).
+    #[allow(clippy::result_large_err)]
+    pub fn try_build(self) -> Result<Executor<S>, UnknownName> {
+        let exec = self.build();
+        let mut first = None;
+        exec.provider.for_each_policy(&mut |key, policy| {
+            if first.is_none() {
+                first = names::check(key, policy, &exec.budgets, &exec.classifiers).err();
+            }
+        });
+        match first {
+            Some(e) => Err(e),
+            None => Ok(exec),
+        }
+    }
+
+    /// The executor, unchecked: a policy naming a budget, classifier or
+    /// trigger the executor does not have is found at call time, where the
+    /// missing-budget, -classifier and -trigger modes decide. Prefer
+    /// [`ExecutorBuilder::try_build`], which finds it now.
     pub fn build(mut self) -> Executor<S> {
         // One counter for every contained observer panic: the executor's
         // own (one observer) and the multi-observer's (several) are the same.
@@ -263,6 +291,7 @@ impl<S> ExecutorBuilder<S> {
             missing_classifier: self.missing_classifier,
             latency: self.latency,
             missing_trigger: self.missing_trigger,
+            policy_fallbacks: AtomicU64::new(0),
         }
     }
 }

@@ -149,6 +149,11 @@ impl ClassifierRegistry {
         self.classifiers.insert(name.into(), Arc::new(typed));
     }
 
+    /// The registered names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.classifiers.keys().map(String::as_str)
+    }
+
     /// Whether a classifier is registered under `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.classifiers.contains_key(name)

@@ -39,6 +39,7 @@ use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
+use crate::names::{self, UnknownName};
 use crate::observer::Observer;
 use crate::provider::PolicyProvider;
 use crate::report::{CallPanics, Report};
@@ -108,6 +109,8 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) missing_classifier: MissingClassifierMode,
     pub(crate) latency: LatencyTrackers,
     pub(crate) missing_trigger: MissingTriggerMode,
+    /// Calls that ran under a fallback policy instead of their key's own.
+    pub(crate) policy_fallbacks: AtomicU64,
 }
 
 impl Executor {
@@ -161,6 +164,26 @@ impl<S: TimerSource> Executor<S> {
     /// [`PANIC_IN_BUDGET_SETTLE`](crate::gate::PANIC_IN_BUDGET_SETTLE)).
     pub fn budget_settle_panics(&self) -> u64 {
         self.settle_panics.load(Ordering::Relaxed)
+    }
+
+    /// Calls that ran under a fallback instead of their key's own policy:
+    /// the missing-policy mode's (`fallback` or `allow`) or the provider's
+    /// default policy. Each such call's timeline says so too
+    /// (`policy_fallback`, with `policy_source` and `missing_policy_mode`).
+    pub fn policy_fallbacks(&self) -> u64 {
+        self.policy_fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Checks that every budget, classifier and hedge trigger `policy`
+    /// names exists in this executor, e.g. before a control plane hands a
+    /// new policy for `key` to the provider.
+    ///
+    /// # Errors
+    ///
+    /// The first name the executor does not have, with `key`, its field
+    /// and the names it has ([`UnknownName`]).
+    pub fn check_policy(&self, key: &str, policy: &Policy) -> Result<(), UnknownName> {
+        names::check(key, policy, &self.budgets, &self.classifiers)
     }
 
     /// The executor's policy provider.
@@ -372,6 +395,9 @@ impl<S: TimerSource> Executor<S> {
         let timer = self.timer.timer();
         let rng = self.next_rng();
         let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
+        if resolution.is_fallback() {
+            self.policy_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(t) = timeline.as_deref_mut() {
             resolution.write_attributes(&mut t.attributes);
         }

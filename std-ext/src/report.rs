@@ -15,7 +15,7 @@ use recourse_core::{AttemptInfo, AttemptRecord, CallEnd, Cause, Instant, PolicyK
 
 use std::sync::OnceLock;
 
-use crate::budgets::MissingBudgetMode;
+use crate::budget::MissingBudgetMode;
 use crate::classify::PANIC_IN_CLASSIFIER;
 use crate::gate::{BUDGET_NOT_FOUND, PANIC_IN_BUDGET_SETTLE};
 use crate::missing_policy::MissingPolicyMode;

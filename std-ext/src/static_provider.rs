@@ -123,6 +123,17 @@ impl StaticProvider {
 }
 
 impl PolicyProvider for StaticProvider {
+    /// Every key's policy, then the default one (as `default`).
+    fn for_each_policy(&self, f: &mut dyn FnMut(&str, &Policy)) {
+        for e in &self.entries {
+            let key = PolicyKey::new(&e.namespace, &e.name).to_string();
+            f(&key, &e.policy.policy);
+        }
+        if let Some(default) = &self.default {
+            f("default", &default.policy);
+        }
+    }
+
     /// The key's own policy (source `static`), else the default (source
     /// `default`), else [`ProviderError::NotFound`].
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {

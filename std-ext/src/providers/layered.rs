@@ -94,6 +94,14 @@ impl PolicyProvider for Layered {
         default.ok_or_else(|| error.unwrap_or(ProviderError::NotFound))
     }
 
+    /// Every layer's policies, top layer first.
+    fn for_each_policy(&self, f: &mut dyn FnMut(&str, &recourse_core::Policy)) {
+        for layer in &self.layers {
+            // A listing is a check, not a call: a panicking layer lists none.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| layer.for_each_policy(f)));
+        }
+    }
+
     /// The first layer's reason.
     fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
         self.layers.iter().find_map(|layer| {

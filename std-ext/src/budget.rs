@@ -1,5 +1,15 @@
-//! Budgets by name: the registry policies refer to, and what happens when a
-//! policy names a budget the registry does not have.
+//! Retry budgets: the built-in budgets, the [`Budget`] trait, the registry
+//! policies refer to by name, and what happens when a policy names a budget
+//! the registry does not have.
+//!
+//! | budget | what it bounds |
+//! |---|---|
+//! | [`RetryRatio`] | retries to a share of recent first attempts (Finagle) |
+//! | [`TokenBucket`] | attempts to a refill rate (gRPC-style tokens) |
+//! | [`AwsRetryQuota`] | AWS SDK's retry quota (timeouts cost more) |
+//! | [`GrpcThrottle`] | gRPC's retry throttling (`grpc-retry-pushback-ms`) |
+//! | [`Concurrency`] | attempts in flight at once |
+//! | [`Unlimited`] | nothing (the reference) |
 //!
 //! Why names: a policy comes from code, a file or a control plane, and says
 //! `retry.budget.name = "user-service-retries"`; the executor owns the one
@@ -11,7 +21,11 @@ use core::fmt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use recourse_core::Budget;
+pub use recourse_core::budget::{
+    AwsRetryQuota, Budget, BudgetRequest, Concurrency, Decision, GrpcThrottle, Reservation,
+    RetryRatio, TokenBucket, Unlimited, DEFAULT_TIMEOUT_REASONS, MAX_REFILL_PER_SECOND,
+    PUSHBACK_STOP,
+};
 
 /// A budget shared by every call that names it.
 pub type SharedBudget = Arc<dyn Budget + Send + Sync>;
@@ -19,8 +33,7 @@ pub type SharedBudget = Arc<dyn Budget + Send + Sync>;
 /// Budgets by name.
 ///
 /// ```
-/// use recourse::core_machine::budget::Unlimited;
-/// use recourse::BudgetRegistry;
+/// use recourse::budget::{BudgetRegistry, Unlimited};
 ///
 /// static UNLIMITED: Unlimited = Unlimited;
 /// let budgets = BudgetRegistry::new().with("unlimited", &UNLIMITED);
