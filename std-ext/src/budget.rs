@@ -45,6 +45,9 @@ pub struct BudgetRegistry {
     budgets: BTreeMap<String, SharedBudget>,
     // amplification: the key's ledgers, shared by clones of the registry.
     amplification: std::sync::Arc<crate::amplification::AmplificationLedgers>,
+    /// What a policy naming a budget this registry does not have gets;
+    /// `None`: the executor's default ([`MissingBudgetMode::Deny`]).
+    missing: Option<MissingBudgetMode>,
 }
 
 impl BudgetRegistry {
@@ -68,6 +71,30 @@ impl BudgetRegistry {
     ) -> Self {
         self.amplification = std::sync::Arc::new(ledgers);
         self
+    }
+
+    /// This registry with `mode` deciding an attempt whose policy names a
+    /// budget it does not have (the extension and its missing-mode
+    /// together; [`ExecutorBuilder::budgets`](crate::ExecutorBuilder::budgets)
+    /// takes both).
+    ///
+    /// ```
+    /// use recourse::budget::{BudgetRegistry, MissingBudgetMode, RetryRatio};
+    ///
+    /// let budgets = BudgetRegistry::new()
+    ///     .with("retries", RetryRatio::finagle())
+    ///     .on_missing(MissingBudgetMode::AllowUnsafe);
+    /// assert_eq!(budgets.missing_mode(), Some(MissingBudgetMode::AllowUnsafe));
+    /// ```
+    #[must_use]
+    pub fn on_missing(mut self, mode: MissingBudgetMode) -> Self {
+        self.missing = Some(mode);
+        self
+    }
+
+    /// The missing-budget mode set with [`BudgetRegistry::on_missing`].
+    pub fn missing_mode(&self) -> Option<MissingBudgetMode> {
+        self.missing
     }
 
     /// This registry with `budget` under `name` (replacing one of that name).

@@ -138,8 +138,13 @@ impl<S> ExecutorBuilder<S> {
         self
     }
 
-    /// The classifiers policies choose by name (`retry.classifier`).
+    /// The classifiers policies choose by name (`retry.classifier`), with
+    /// the registry's missing-classifier mode when it has one
+    /// ([`ClassifierRegistry::on_missing`]).
     pub fn classifiers(mut self, classifiers: ClassifierRegistry) -> Self {
+        if let Some(mode) = classifiers.missing_mode() {
+            self.missing_classifier = mode;
+        }
         self.classifiers = classifiers;
         self
     }
@@ -154,8 +159,12 @@ impl<S> ExecutorBuilder<S> {
     }
 
     /// The budgets policies refer to by name (`retry.budget.name`,
-    /// `hedge.budget.name`).
+    /// `hedge.budget.name`), with the registry's missing-budget mode when it
+    /// has one ([`BudgetRegistry::on_missing`]).
     pub fn budgets(mut self, budgets: BudgetRegistry) -> Self {
+        if let Some(mode) = budgets.missing_mode() {
+            self.missing_budget = mode;
+        }
         self.budgets = budgets;
         self
     }

@@ -50,7 +50,7 @@
 
 use std::collections::BTreeMap;
 
-use recourse_core::hedge::Trigger;
+pub use recourse_core::hedge::Trigger;
 use recourse_core::policy::Policy;
 
 /// Reason: the policy names a hedge trigger recourse does not know.

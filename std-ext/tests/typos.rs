@@ -242,3 +242,49 @@ async fn every_fallback_to_a_default_policy_is_counted_and_in_the_timeline() {
     assert_eq!(t.attribute("missing_policy_mode"), Some("fallback"));
     assert_eq!(exec.policy_fallbacks(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_registry_carries_its_own_missing_mode() {
+    use recourse::budget::MissingBudgetMode;
+    use recourse::classify::MissingClassifierMode;
+
+    let policy = Policy::retries(2)
+        .budget("nope")
+        .and_then(|p| p.classifier("nope"))
+        .expect("short names");
+    // Defaults: a missing budget denies (nothing runs).
+    let exec = Executor::builder()
+        .provider(one("svc.Get", policy.clone()))
+        .build();
+    let r = exec.call("svc.Get", |_| async { Err::<u32, _>("x") }).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::BudgetDenied {
+                reason: "budget_not_found",
+                last: None
+            })
+        ),
+        "{r:?}"
+    );
+
+    // The registries' own modes: a missing budget lets attempts run, a
+    // missing classifier fails closed (one attempt, non-retryable).
+    let exec = Executor::builder()
+        .provider(one("svc.Get", policy))
+        .budgets(BudgetRegistry::new().on_missing(MissingBudgetMode::AllowUnsafe))
+        .classifiers(ClassifierRegistry::new().on_missing(MissingClassifierMode::Deny))
+        .build();
+    let mut calls = 0;
+    let r = exec
+        .call("svc.Get", |_| {
+            calls += 1;
+            async { Err::<u32, _>("x") }
+        })
+        .await;
+    assert!(
+        matches!(r, Err(Error::Operation { error: "x", .. })),
+        "{r:?}"
+    );
+    assert_eq!(calls, 1);
+}
