@@ -216,6 +216,7 @@ impl<S: TimerSource> Executor<S> {
             |p, t| self.classifiers.for_policy(p, self.missing_classifier, t),
             op,
             None,
+            true,
         )
         .await
     }
@@ -268,7 +269,7 @@ impl<S: TimerSource> Executor<S> {
         Fut: Future<Output = Result<T, E>>,
     {
         let op = split_op(&classifier, op);
-        let result = self.run(key, |_, _| Carried, op, None).await;
+        let result = self.run(key, |_, _| Carried, op, None, true).await;
         unsplit(result)
     }
 
@@ -290,9 +291,11 @@ impl<S: TimerSource> Executor<S> {
         (unsplit(result), timeline)
     }
 
-    /// [`Executor::call_classified`] for the integrations, whose error type
-    /// has no room for a rejected value: one the classifier rejected ends
-    /// the call as [`Error::Rejected`] (the contract of [`Executor::call`]).
+    /// [`Executor::call_classified`] for the integrations (tower, reqwest,
+    /// tonic), whose protocols return a response the classifier rejected as
+    /// the response (a `503` is a reqwest `Response`), as the middleware
+    /// conventions expect; the observer and the timeline say the call
+    /// failed.
     #[cfg(any(feature = "tower", feature = "reqwest", feature = "tonic"))]
     pub(crate) async fn call_classified_in<T, E, C, Op, Fut>(
         &self,
@@ -305,7 +308,10 @@ impl<S: TimerSource> Executor<S> {
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.run(key, |_, _| classifier, op, None).await
+        // The integrations' protocols return a rejected response as their
+        // response (a `503` is a reqwest `Response`, a tower `Response`):
+        // the observer and the timeline say the call failed.
+        self.run(key, |_, _| classifier, op, None, false).await
     }
 
     /// Calls `op` (an HTTP request) under the policy for `key`, classified
@@ -337,7 +343,7 @@ impl<S: TimerSource> Executor<S> {
         Fut: Future<Output = Result<http::Response<B>, E>>,
     {
         let (classifier, op) = http_parts(method, op);
-        self.run(key, classifier, op, None).await
+        self.run(key, classifier, op, None, true).await
     }
 
     /// Like [`Executor::call_http`], and also returns the call's
@@ -373,18 +379,23 @@ impl<S: TimerSource> Executor<S> {
     {
         let display = PolicyKey::parse(key).to_string();
         let mut timeline = Timeline::new(display, recourse_core::Instant::ZERO, SystemTime::now());
-        let result = self.run(key, classifier, op, Some(&mut timeline)).await;
+        let result = self
+            .run(key, classifier, op, Some(&mut timeline), true)
+            .await;
         timeline.conclude(&result);
         (result, timeline)
     }
 
-    /// The one call path behind every method.
+    /// The one call path behind every method. With `rejected_is_error`, a
+    /// call the observer heard fail never returns `Ok` (the result
+    /// contract); the integrations pass `false`.
     async fn run<T, E, C, Op, Fut>(
         &self,
         key: &str,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         op: Op,
         mut timeline: Option<&mut Timeline>,
+        rejected_is_error: bool,
     ) -> Result<T, Error<E>>
     where
         C: Classifier<T, E>,
@@ -488,7 +499,7 @@ impl<S: TimerSource> Executor<S> {
         // policy-named classifier under `call`; the methods taking a
         // classifier carry the value in their error instead).
         match (result, call_panics.failure()) {
-            (Ok(_), Some(cause)) => Err(Error::Rejected { cause }),
+            (Ok(_), Some(cause)) if rejected_is_error => Err(Error::Rejected { cause }),
             (result, _) => result,
         }
     }
