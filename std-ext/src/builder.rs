@@ -263,6 +263,21 @@ impl<S> ExecutorBuilder<S> {
         }
     }
 
+    /// The budget and classifier names this builder's registries have, for
+    /// a policy document or file provider to check every document against
+    /// when it is loaded (`FileProviderBuilder::known_names`), so a reload
+    /// naming a missing budget is rejected like a malformed one. Set the
+    /// registries first. Hedge triggers are not listed (their names are
+    /// forms, not a list): [`ExecutorBuilder::try_build`] checks them.
+    #[cfg(feature = "serde")]
+    pub fn known_names(&self) -> crate::providers::KnownNames {
+        crate::providers::KnownNames {
+            budgets: Some(self.budgets.names().map(str::to_owned).collect()),
+            classifiers: Some(self.classifiers.names().map(str::to_owned).collect()),
+            triggers: None,
+        }
+    }
+
     /// The executor, unchecked: a policy naming a budget, classifier or
     /// trigger the executor does not have is found at call time, where the
     /// missing-budget, -classifier and -trigger modes decide. Prefer

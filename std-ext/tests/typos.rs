@@ -288,3 +288,67 @@ async fn each_registry_carries_its_own_missing_mode() {
     );
     assert_eq!(calls, 1);
 }
+
+/// A policy file: the first document is checked by `try_build`, and every
+/// reload against the executor's registries, naming the file, key and field.
+#[cfg(feature = "file")]
+#[test]
+fn a_policy_file_with_a_misspelt_budget_is_rejected_on_load_and_on_reload() {
+    use recourse::providers::{FileProvider, Watch};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("policies.toml");
+    let doc = |budget: &str| {
+        format!(
+            "[policies.\"svc.Get\".retry]\nmax_attempts = 2\nbudget = {{ name = \"{budget}\" }}\n"
+        )
+    };
+
+    // The first document, found by `try_build` through the provider's listing.
+    std::fs::write(&path, doc("retires")).expect("write");
+    let file = FileProvider::builder(&path)
+        .watch(Watch::Off)
+        .build()
+        .expect("a valid document");
+    let builder = Executor::builder().budgets(BudgetRegistry::new().with("retries", ratio()));
+    let e = builder
+        .provider(file)
+        .try_build()
+        .expect_err("a misspelt budget in the file");
+    assert_eq!(
+        (e.key.as_str(), e.field, e.name.as_str()),
+        ("svc.Get", "retry.budget.name", "retires")
+    );
+
+    // With the executor's names, the provider rejects such a document itself,
+    // on load and on every reload (the last good one stays).
+    let builder = Executor::builder().budgets(BudgetRegistry::new().with("retries", ratio()));
+    let err = FileProvider::builder(&path)
+        .watch(Watch::Off)
+        .known_names(builder.known_names())
+        .build()
+        .expect_err("the provider checks the names");
+    let text = err.to_string();
+    assert!(text.contains("policies.toml"), "{text}");
+    assert!(
+        text.contains("policy `svc.Get`: field `retry.budget.name`"),
+        "{text}"
+    );
+    assert!(text.contains("retires"), "{text}");
+
+    std::fs::write(&path, doc("retries")).expect("write");
+    let file = FileProvider::builder(&path)
+        .watch(Watch::Off)
+        .known_names(builder.known_names())
+        .build()
+        .expect("a valid document");
+    std::fs::write(&path, doc("retires")).expect("write");
+    assert!(
+        file.reload().is_err(),
+        "a reload naming a missing budget is rejected"
+    );
+    assert!(
+        builder.provider(file).try_build().is_ok(),
+        "the last good document stays"
+    );
+}
