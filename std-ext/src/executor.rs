@@ -73,11 +73,9 @@ use crate::timer::{DefaultTimer, TimerSource};
 /// ```
 /// use recourse::{Executor, Policy, StaticProvider};
 ///
-/// let mut policy = Policy::DEFAULT;
-/// policy.retry.max_attempts = 4;
 /// let exec = Executor::builder()
-///     .provider(StaticProvider::builder().policy("svc.Get", policy)?.build())
-///     .build();
+///     .provider(StaticProvider::builder().policy("svc.Get", Policy::retries(3))?.build())
+///     .try_build()?;
 ///
 /// let mut failures = 2;
 /// let value = async_io::block_on(exec.call("svc.Get", |_attempt| {
@@ -86,7 +84,7 @@ use crate::timer::{DefaultTimer, TimerSource};
 ///     async move { if fail { Err("flaky") } else { Ok(42) } }
 /// }));
 /// assert_eq!(value, Ok(42));
-/// # Ok::<(), recourse::PolicyError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Executor<S = DefaultTimer> {
     pub(crate) provider: Box<dyn PolicyProvider>,

@@ -75,8 +75,7 @@ pub(crate) struct Fallbacks {
 
 impl Fallbacks {
     pub(crate) fn new() -> Self {
-        let mut single = Policy::DEFAULT;
-        single.retry.max_attempts = 1;
+        let single = Policy::once();
         Self {
             fallback: Arc::new(normal(Policy::DEFAULT)),
             single: Arc::new(normal(single)),

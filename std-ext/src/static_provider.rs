@@ -18,12 +18,11 @@ use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError}
 /// Policies per key plus an optional default, fixed at build time.
 ///
 /// ```
-/// use recourse::{Policy, PolicyKey, PolicyProvider, PolicySource, StaticProvider};
+/// use recourse::provider::PolicySource;
+/// use recourse::{Policy, PolicyKey, PolicyProvider, StaticProvider};
 ///
-/// let mut get_user = Policy::DEFAULT;
-/// get_user.retry.max_attempts = 5;
 /// let provider = StaticProvider::builder()
-///     .policy("user-service.GetUser", get_user)?
+///     .policy("user-service.GetUser", Policy::retries(4))?
 ///     .default_policy(Policy::DEFAULT)?
 ///     .build();
 ///

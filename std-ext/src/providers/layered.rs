@@ -18,10 +18,10 @@ use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError}
 ///
 /// ```
 /// use recourse::providers::Layered;
-/// use recourse::{Policy, PolicyKey, PolicyProvider, PolicySource, StaticProvider};
+/// use recourse::provider::PolicySource;
+/// use recourse::{Policy, PolicyKey, PolicyProvider, StaticProvider};
 ///
-/// let mut five = Policy::DEFAULT;
-/// five.retry.max_attempts = 5;
+/// let five = Policy::retries(4);
 /// let top = StaticProvider::builder().default_policy(Policy::DEFAULT)?.build();
 /// let bottom = StaticProvider::builder().policy("svc.Get", five)?.build();
 /// let layered = Layered::new().layer(top).layer(bottom);
