@@ -436,7 +436,12 @@ impl<S: TimerSource> Executor<S> {
         if let Some(t) = report.timeline.as_deref_mut() {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
         }
-        let call_panics = CallPanics::default();
+        let call_panics = CallPanics {
+            // Decided now, so that no flag of its own lives across the
+            // call's awaits (the call future does not grow).
+            keep_rejected: !rejected_is_error,
+            ..CallPanics::default()
+        };
         let parts = ExecParts {
             clock: &self.timer,
             budgets: &self.budgets,
@@ -497,7 +502,7 @@ impl<S: TimerSource> Executor<S> {
         // policy-named classifier under `call`; the methods taking a
         // classifier carry the value in their error instead).
         match (result, call_panics.failure()) {
-            (Ok(_), Some(cause)) if rejected_is_error => Err(Error::Rejected { cause }),
+            (Ok(_), Some(cause)) if !call_panics.keep_rejected => Err(Error::Rejected { cause }),
             (result, _) => result,
         }
     }

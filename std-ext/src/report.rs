@@ -42,6 +42,9 @@ pub(crate) struct CallPanics {
     /// the classifier rejected), as [`failure_code`]; 0 otherwise. A byte,
     /// so the call future does not grow.
     pub(crate) failure: AtomicU8,
+    /// The call returns a value the classifier rejected as `Ok` (the
+    /// integrations), instead of [`Error::Rejected`](recourse_core::Error).
+    pub(crate) keep_rejected: bool,
 }
 
 /// The causes whose conclusion keeps a rejected `Ok` value, by code - 1.
