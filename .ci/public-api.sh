@@ -17,8 +17,11 @@ fi
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     rustup toolchain install nightly --profile minimal
 fi
-if ! cargo public-api --version >/dev/null 2>&1; then
-    cargo install --locked cargo-public-api
+# The listings were made with this version; another may print them
+# differently, so CI installs exactly it.
+version=0.52.0
+if [ "$(cargo public-api --version 2>/dev/null)" != "cargo-public-api $version" ]; then
+    cargo install --locked cargo-public-api --version "$version"
 fi
 cargo public-api --version
 
