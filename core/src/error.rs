@@ -13,15 +13,13 @@ use crate::verdict::{reason, Cause};
 /// attempt after it ([`Error::BudgetDenied`]). A call whose last attempt was
 /// cut at its per-attempt deadline ends [`Error::AttemptsTimedOut`].
 ///
-/// A value the classifier rejected: the std facade's HTTP methods
-/// (`Executor::call_http`) make any response it did not accept the call's
-/// error (`HttpFailure::Response`), so `Ok` always means accepted and the
-/// observer hears what the caller gets. With a classifier of your own over
-/// a plain `Result<T, E>` (this crate's driver, `call_classified`), a call
-/// that stops on a rejected `Ok` value still returns that value as `Ok`
-/// (there is no `E` to carry it): the observer and the timeline say why it
-/// stopped; to get an `Err`, let the operation return the rejected value as
-/// its error.
+/// A value the classifier rejected: this crate's driver keeps results as
+/// the operation returned them, so a call that stops on a rejected `Ok`
+/// value returns it as `Ok` (the observer and the timeline say why it
+/// stopped). The std executor (`recourse`) turns every such value into the
+/// call's error, so its callers and observers never disagree:
+/// `call_classified` carries it as `Failure::Rejected`, `call_http` as
+/// `HttpFailure::Response`, and `call` says [`Error::Rejected`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error<E> {
@@ -69,7 +67,9 @@ pub enum Error<E> {
         /// The last attempt's error, if an attempt had failed.
         last: Option<E>,
     },
-    /// The circuit breaker refused the call; the operation was not called.
+    /// The circuit breaker refused the call; the operation was not called
+    /// (the breaker is asked before the first attempt only, so its refusal
+    /// never follows an attempt whose result it could carry).
     CircuitOpen {
         /// `circuit_open` or `circuit_half_open_probe_limit`.
         reason: &'static str,
@@ -82,6 +82,18 @@ pub enum Error<E> {
     /// were settled with their budgets, the process goes on. Reason
     /// `panic_in_operation`.
     OperationPanicked,
+    /// The call ended on an `Ok` value the classifier did not accept, and
+    /// the call method's error type has no room for the value: the std
+    /// executor's `call` under a classifier the policy names (the default
+    /// classifier accepts every `Ok`). The methods that take a classifier
+    /// (`call_classified`, `call_http`) carry the value in their error
+    /// instead. Its [`reason`](Error::reason) is the cause's, the
+    /// observer's too.
+    Rejected {
+        /// Why recourse stopped on the rejected value (`retries_exhausted`,
+        /// `non_retryable`, ...).
+        cause: Cause,
+    },
 }
 
 impl<E> Error<E> {
@@ -96,7 +108,8 @@ impl<E> Error<E> {
             Self::NoPolicy
             | Self::CircuitOpen { .. }
             | Self::AttemptsTimedOut { .. }
-            | Self::OperationPanicked => None,
+            | Self::OperationPanicked
+            | Self::Rejected { .. } => None,
         }
     }
 
@@ -111,7 +124,34 @@ impl<E> Error<E> {
             Self::NoPolicy
             | Self::CircuitOpen { .. }
             | Self::AttemptsTimedOut { .. }
-            | Self::OperationPanicked => None,
+            | Self::OperationPanicked
+            | Self::Rejected { .. } => None,
+        }
+    }
+
+    /// The same error with the operation's error (where it carries one)
+    /// mapped by `f`: the kind, reason and counts are kept.
+    pub fn map_last<F>(self, f: impl FnOnce(E) -> F) -> Error<F> {
+        match self {
+            Self::Operation { error, cause } => Error::Operation {
+                error: f(error),
+                cause,
+            },
+            Self::RetriesExhausted { last, attempts } => Error::RetriesExhausted {
+                last: last.map(f),
+                attempts,
+            },
+            Self::AttemptsTimedOut { attempts } => Error::AttemptsTimedOut { attempts },
+            Self::DeadlineExceeded { last } => Error::DeadlineExceeded { last: last.map(f) },
+            Self::Cancelled { last } => Error::Cancelled { last: last.map(f) },
+            Self::BudgetDenied { reason, last } => Error::BudgetDenied {
+                reason,
+                last: last.map(f),
+            },
+            Self::CircuitOpen { reason } => Error::CircuitOpen { reason },
+            Self::NoPolicy => Error::NoPolicy,
+            Self::OperationPanicked => Error::OperationPanicked,
+            Self::Rejected { cause } => Error::Rejected { cause },
         }
     }
 
@@ -125,6 +165,7 @@ impl<E> Error<E> {
             Self::DeadlineExceeded { .. } => Cause::DeadlineExceeded.as_str(),
             Self::Cancelled { .. } => Cause::Cancelled.as_str(),
             Self::BudgetDenied { reason, .. } | Self::CircuitOpen { reason } => reason,
+            Self::Rejected { cause, .. } => cause.as_str(),
             Self::NoPolicy => reason::NO_POLICY,
             Self::OperationPanicked => reason::PANIC_IN_OPERATION,
         }
@@ -167,6 +208,11 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             }
             Self::NoPolicy => f.write_str("no policy for this key and missing-policy mode is deny"),
             Self::OperationPanicked => f.write_str("the operation panicked (contained)"),
+            Self::Rejected { cause } => write!(
+                f,
+                "the classifier rejected the last value ({})",
+                cause.as_str()
+            ),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! simulator's own budgets and one breaker — and that is [`GateParts`].
 //! Every method of both takes the machine's `now`: the gate reads no clock.
 
+use core::fmt;
 use core::time::Duration;
 
 use crate::breaker::{CallResult, Refusal};
@@ -190,21 +191,40 @@ pub trait Holder<B>: Default {
 }
 
 /// Up to `N` reservations inline, no allocator.
-pub type Inline<B, const N: usize> = heapless::Vec<Held<B>, N>;
+pub struct Inline<B, const N: usize>(heapless::Vec<Held<B>, N>);
 
-impl<B, const N: usize> Holder<B> for heapless::Vec<Held<B>, N> {
+impl<B, const N: usize> Inline<B, N> {
+    /// None held.
+    pub const fn new() -> Self {
+        Self(heapless::Vec::new())
+    }
+}
+
+impl<B, const N: usize> Default for Inline<B, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: fmt::Debug, const N: usize> fmt::Debug for Inline<B, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl<B, const N: usize> Holder<B> for Inline<B, N> {
     #[inline]
     fn hold(&mut self, held: Held<B>) -> Result<(), Held<B>> {
-        self.push(held)
+        self.0.push(held)
     }
     #[inline]
     fn release(&mut self, id: AttemptId) -> Option<Held<B>> {
-        let i = self.iter().position(|h| h.id == id)?;
-        Some(self.swap_remove(i))
+        let i = self.0.iter().position(|h| h.id == id)?;
+        Some(self.0.swap_remove(i))
     }
     #[inline]
     fn len(&self) -> usize {
-        self.as_slice().len()
+        self.0.as_slice().len()
     }
 }
 

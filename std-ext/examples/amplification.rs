@@ -29,6 +29,7 @@
 use core::time::Duration;
 use std::process::ExitCode;
 
+use recourse::policy::{AmplificationPolicy, HedgePolicy};
 use recourse::sim::deadline::deadline_table;
 use recourse::sim::layers::{three_layer_table, three_layers, Awareness};
 use recourse::sim::{Arrivals, Backend, Latency, Scenario};
@@ -39,14 +40,13 @@ fn main() -> ExitCode {
     println!("Three layers, 3 attempts per caller, C failing 100 %, 2000 client requests:\n");
     print!("{}", three_layer_table(2_000));
 
-    let mut plain = Policy::DEFAULT;
-    plain.retry.max_attempts = 3;
+    let plain = Policy::retries(2);
     if three_layers(&plain, Awareness::None, 2_000)[2] != 27.0 {
         failed.push("per-layer policies only should send 27 attempts to C");
     }
-    let mut ledger = plain.clone();
-    ledger.amplification.max_amplification = 1.1;
-    ledger.amplification.min_per_sec = 0;
+    let ledger = plain
+        .clone()
+        .amplification(AmplificationPolicy::at_most(1.1).min_per_sec(0));
     if three_layers(&ledger, Awareness::OneLayer, 2_000)
         .iter()
         .any(|x| *x > 1.1)
@@ -61,12 +61,9 @@ fn main() -> ExitCode {
     );
     println!("|{:-<24}|{:->11}|{:->9}|{:->10}|", "", "", "", "");
     for (label, max) in [("no ledger", 0.0), ("ledger at 1.1x", 1.1)] {
-        let mut p = Policy::DEFAULT;
-        p.retry.max_attempts = 3;
-        p.hedge.enabled = true;
-        p.hedge.max_hedges = 1;
-        p.hedge.hedge_delay = Duration::from_millis(50);
-        p.amplification.max_amplification = max;
+        let p = Policy::retries(2)
+            .hedge(HedgePolicy::after(Duration::from_millis(50)).max_hedges(1))
+            .amplification(AmplificationPolicy::at_most(max));
         let r = match Scenario::new(
             p,
             Backend::new(Latency::Constant(Duration::from_millis(300))).error_rate(0.5),

@@ -19,19 +19,16 @@ use core::time::Duration;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use recourse::core_machine::budget::RetryRatio;
-use recourse::core_machine::policy::name;
+use recourse::budget::RetryRatio;
+use recourse::policy::HedgePolicy;
 use recourse::sim::{Arrivals, Backend, Latency, Report, Scenario};
 use recourse::Policy;
 
 fn hedging(trigger: &str, delay_ms: u64) -> Result<Policy, recourse::PolicyError> {
-    let mut p = Policy::DEFAULT;
-    p.retry.max_attempts = 1;
-    p.hedge.enabled = true;
-    p.hedge.max_hedges = 1;
-    p.hedge.hedge_delay = Duration::from_millis(delay_ms);
-    p.hedge.trigger = name("hedge.trigger", trigger)?;
-    Ok(p)
+    let hedge = HedgePolicy::after(Duration::from_millis(delay_ms))
+        .max_hedges(1)
+        .trigger(trigger)?;
+    Ok(Policy::once().hedge(hedge))
 }
 
 fn row(label: &str, r: &Report) {
@@ -88,11 +85,13 @@ fn main() -> Result<ExitCode, Box<dyn core::error::Error>> {
         "Brownout: every request takes 300 ms (> the 50 ms hedge delay); 60,000 calls at 500/s\n"
     );
     let slow = || -> Result<Scenario, recourse::PolicyError> {
-        let mut p = hedging("", 50)?;
         // One budget for first attempts and hedges: the ratio budget
         // counts first attempts as deposits and hedges as withdrawals.
-        p.retry.budget.name = name("retry.budget.name", "ratio")?;
-        p.hedge.budget.name = name("hedge.budget.name", "ratio")?;
+        let p = Policy::once().budget("ratio")?.hedge(
+            HedgePolicy::after(Duration::from_millis(50))
+                .max_hedges(1)
+                .budget("ratio")?,
+        );
         Ok(Scenario::new(
             p,
             Backend::new(Latency::Constant(Duration::from_millis(300))),

@@ -21,11 +21,11 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use recourse::core_machine::budget::RetryRatio;
-use recourse::core_machine::policy::name;
+use recourse::budget::RetryRatio;
 use recourse::integrations::reqwest::RecourseMiddleware;
 use recourse::observers::metrics::MetricsObserver;
 use recourse::observers::tracing::TracingObserver;
+use recourse::policy::HedgePolicy;
 use recourse::{BudgetRegistry, Executor, Policy, StaticProvider};
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -67,18 +67,18 @@ async fn start_backend() -> Fallible<String> {
 }
 
 fn policies() -> Fallible<StaticProvider> {
-    let mut flaky = Policy::DEFAULT;
-    flaky.retry.max_attempts = 3;
-    flaky.retry.initial_backoff = Duration::from_millis(5);
-    flaky.retry.overall_timeout = Some(Duration::from_secs(2));
-    flaky.retry.budget.name = name("retry.budget.name", "retries")?;
+    let flaky = Policy::retries(2)
+        .backoff(Duration::from_millis(5), Duration::from_millis(250))
+        .overall_timeout(Duration::from_secs(2))
+        .budget("retries")?;
 
-    let mut slow = Policy::DEFAULT;
-    slow.retry.timeout_per_attempt = Some(Duration::from_secs(1));
-    slow.hedge.enabled = true;
-    slow.hedge.max_hedges = 1;
-    slow.hedge.hedge_delay = Duration::from_millis(50);
-    slow.hedge.trigger = name("hedge.trigger", "p95")?;
+    let slow = Policy::retries(2)
+        .attempt_timeout(Duration::from_secs(1))
+        .hedge(
+            HedgePolicy::after(Duration::from_millis(50))
+                .max_hedges(1)
+                .trigger("p95")?,
+        );
 
     Ok(StaticProvider::builder()
         .policy("backend.flaky", flaky)?
@@ -107,7 +107,7 @@ async fn main() -> Fallible<()> {
         .observer(TracingObserver::new())
         .observer(MetricsObserver::new())
         .seed(1)
-        .build();
+        .try_build()?; // every budget and trigger the policies name exists
 
     // The two lines a reqwest user adds: the middleware, keyed by route.
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())

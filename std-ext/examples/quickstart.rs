@@ -38,17 +38,14 @@ async fn latency() {
 }
 
 fn main() -> Result<(), Box<dyn core::error::Error>> {
-    // Per-key policies, normalized (and checked) as they are added.
-    let mut reserve = Policy::DEFAULT;
-    reserve.retry.max_attempts = 4;
-    reserve.retry.initial_backoff = Duration::from_millis(10);
-    reserve.retry.jitter = Jitter::Equal;
-
-    let mut query = Policy::DEFAULT;
-    query.retry.max_attempts = 5;
-    query.retry.timeout_per_attempt = Some(Duration::from_millis(50));
-    query.retry.overall_timeout = Some(Duration::from_millis(180));
-
+    // Per-key policies, each one expression, normalized (and checked) as
+    // they are added.
+    let reserve = Policy::retries(3)
+        .backoff(Duration::from_millis(10), Duration::from_millis(250))
+        .jitter(Jitter::Equal);
+    let query = Policy::retries(4)
+        .attempt_timeout(Duration::from_millis(50))
+        .overall_timeout(Duration::from_millis(180));
     let charge = Policy::DEFAULT;
 
     let provider = StaticProvider::builder()
@@ -56,7 +53,7 @@ fn main() -> Result<(), Box<dyn core::error::Error>> {
         .policy("search.Query", query)?
         .policy("payments.Charge", charge)?
         .build();
-    recourse::set_default_executor(Executor::builder().provider(provider).build())
+    recourse::set_default_executor(Executor::builder().provider(provider).try_build()?)
         .map_err(|_| "the default executor was already set")?;
 
     async_io::block_on(async {

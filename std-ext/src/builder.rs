@@ -9,12 +9,13 @@ use recourse_core::machine::Options;
 use recourse_core::policy::Limits;
 
 use crate::breakers::Breakers;
-use crate::budgets::{BudgetRegistry, MissingBudgetMode};
+use crate::budget::{BudgetRegistry, MissingBudgetMode};
 use crate::classify::{ClassifierRegistry, MissingClassifierMode};
 use crate::executor::Executor;
 use crate::hedging::MissingTriggerMode;
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode};
+use crate::names::{self, UnknownName};
 use crate::observer::{MultiObserver, Observer};
 use crate::provider::PolicyProvider;
 use crate::static_provider::StaticProvider;
@@ -137,8 +138,13 @@ impl<S> ExecutorBuilder<S> {
         self
     }
 
-    /// The classifiers policies choose by name (`retry.classifier`).
+    /// The classifiers policies choose by name (`retry.classifier`), with
+    /// the registry's missing-classifier mode when it has one
+    /// ([`ClassifierRegistry::on_missing`]).
     pub fn classifiers(mut self, classifiers: ClassifierRegistry) -> Self {
+        if let Some(mode) = classifiers.missing_mode() {
+            self.missing_classifier = mode;
+        }
         self.classifiers = classifiers;
         self
     }
@@ -153,8 +159,12 @@ impl<S> ExecutorBuilder<S> {
     }
 
     /// The budgets policies refer to by name (`retry.budget.name`,
-    /// `hedge.budget.name`).
+    /// `hedge.budget.name`), with the registry's missing-budget mode when it
+    /// has one ([`BudgetRegistry::on_missing`]).
     pub fn budgets(mut self, budgets: BudgetRegistry) -> Self {
+        if let Some(mode) = budgets.missing_mode() {
+            self.missing_budget = mode;
+        }
         self.budgets = budgets;
         self
     }
@@ -229,7 +239,49 @@ impl<S> ExecutorBuilder<S> {
         self
     }
 
-    /// The executor.
+    /// The executor, after checking every policy its provider lists (see
+    /// [`PolicyProvider::for_each_policy`]): each budget, classifier and
+    /// hedge trigger a policy names must exist.
+    ///
+    /// # Errors
+    ///
+    /// The first policy that names a budget, classifier or trigger the
+    /// executor does not have: the error names its key, field and the
+    /// missing name ([`UnknownName`]).
+    #[allow(clippy::result_large_err)]
+    pub fn try_build(self) -> Result<Executor<S>, UnknownName> {
+        let exec = self.build();
+        let mut first = None;
+        exec.provider.for_each_policy(&mut |key, policy| {
+            if first.is_none() {
+                first = names::check(key, policy, &exec.budgets, &exec.classifiers).err();
+            }
+        });
+        match first {
+            Some(e) => Err(e),
+            None => Ok(exec),
+        }
+    }
+
+    /// The budget and classifier names this builder's registries have, for
+    /// a policy document or file provider to check every document against
+    /// when it is loaded (`FileProviderBuilder::known_names`), so a reload
+    /// naming a missing budget is rejected like a malformed one. Set the
+    /// registries first. Hedge triggers are not listed (their names are
+    /// forms, not a list): [`ExecutorBuilder::try_build`] checks them.
+    #[cfg(feature = "serde")]
+    pub fn known_names(&self) -> crate::providers::KnownNames {
+        crate::providers::KnownNames {
+            budgets: Some(self.budgets.names().map(str::to_owned).collect()),
+            classifiers: Some(self.classifiers.names().map(str::to_owned).collect()),
+            triggers: None,
+        }
+    }
+
+    /// The executor, unchecked: a policy naming a budget, classifier or
+    /// trigger the executor does not have is found at call time, where the
+    /// missing-budget, -classifier and -trigger modes decide. Prefer
+    /// [`ExecutorBuilder::try_build`], which finds it now.
     pub fn build(mut self) -> Executor<S> {
         // One counter for every contained observer panic: the executor's
         // own (one observer) and the multi-observer's (several) are the same.
@@ -263,6 +315,7 @@ impl<S> ExecutorBuilder<S> {
             missing_classifier: self.missing_classifier,
             latency: self.latency,
             missing_trigger: self.missing_trigger,
+            policy_fallbacks: AtomicU64::new(0),
         }
     }
 }

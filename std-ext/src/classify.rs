@@ -110,6 +110,9 @@ where
 #[derive(Clone, Default)]
 pub struct ClassifierRegistry {
     classifiers: BTreeMap<String, Arc<dyn AnyClassifier>>,
+    /// What a policy naming a classifier this registry does not have gets;
+    /// `None`: the executor's default ([`MissingClassifierMode::Fallback`]).
+    missing: Option<MissingClassifierMode>,
 }
 
 impl fmt::Debug for ClassifierRegistry {
@@ -147,6 +150,26 @@ impl ClassifierRegistry {
     {
         let typed: Typed<C, T, E> = Typed(classifier, PhantomData);
         self.classifiers.insert(name.into(), Arc::new(typed));
+    }
+
+    /// This registry with `mode` deciding a call whose policy names a
+    /// classifier it does not have (the extension and its missing-mode
+    /// together; [`ExecutorBuilder::classifiers`](crate::ExecutorBuilder::classifiers)
+    /// takes both).
+    #[must_use]
+    pub fn on_missing(mut self, mode: MissingClassifierMode) -> Self {
+        self.missing = Some(mode);
+        self
+    }
+
+    /// The missing-classifier mode set with [`ClassifierRegistry::on_missing`].
+    pub fn missing_mode(&self) -> Option<MissingClassifierMode> {
+        self.missing
+    }
+
+    /// The registered names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.classifiers.keys().map(String::as_str)
     }
 
     /// Whether a classifier is registered under `name`.

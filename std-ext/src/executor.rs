@@ -34,10 +34,12 @@ use crate::breakers::Breakers;
 use crate::budgets::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
 use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode};
+use crate::contract::{split_op, Accepted, Carried, Failure, Split};
 use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
+use crate::names::{self, UnknownName};
 use crate::observer::Observer;
 use crate::provider::PolicyProvider;
 use crate::report::{CallPanics, Report};
@@ -53,10 +55,17 @@ use crate::timer::{DefaultTimer, TimerSource};
 ///
 /// | method | classifier | returns |
 /// |---|---|---|
-/// | [`call`](Self::call) | default (`Err` is retryable) | `Result<T, Error<E>>` |
-/// | [`call_with_timeline`](Self::call_with_timeline) | default | `(Result<T, Error<E>>, Timeline)` |
-/// | [`call_classified`](Self::call_classified) | yours | `Result<T, Error<E>>` |
-/// | [`call_classified_with_timeline`](Self::call_classified_with_timeline) | yours | `(Result<T, Error<E>>, Timeline)` |
+/// | [`call`](Self::call) | the policy's (default: `Err` is retryable) | `Result<T, Error<E>>` |
+/// | [`call_with_timeline`](Self::call_with_timeline) | the policy's | `(Result<T, Error<E>>, Timeline)` |
+/// | [`call_classified`](Self::call_classified) | yours | `Result<T, Error<Failure<T, E>>>` |
+/// | [`call_classified_with_timeline`](Self::call_classified_with_timeline) | yours | `(Result<T, Error<Failure<T, E>>>, Timeline)` |
+/// | `call_http` (feature `http`) | `HttpClassifier` | `Result<Response<B>, Error<HttpFailure<B, E>>>` |
+/// | `call_http_with_timeline` | `HttpClassifier` | `(…, Timeline)` |
+///
+/// Every method follows the crate's [result contract](crate#the-result-contract):
+/// the caller and the observer hear one verdict, `Ok` means the classifier
+/// accepted the value, and the last value or error is carried wherever the
+/// error has room for it.
 ///
 /// Dropping a call's future cancels it: the attempt in flight is dropped and
 /// the observer hears `on_failure` with the reason `cancelled`.
@@ -64,11 +73,9 @@ use crate::timer::{DefaultTimer, TimerSource};
 /// ```
 /// use recourse::{Executor, Policy, StaticProvider};
 ///
-/// let mut policy = Policy::DEFAULT;
-/// policy.retry.max_attempts = 4;
 /// let exec = Executor::builder()
-///     .provider(StaticProvider::builder().policy("svc.Get", policy)?.build())
-///     .build();
+///     .provider(StaticProvider::builder().policy("svc.Get", Policy::retries(3))?.build())
+///     .try_build()?;
 ///
 /// let mut failures = 2;
 /// let value = async_io::block_on(exec.call("svc.Get", |_attempt| {
@@ -77,7 +84,7 @@ use crate::timer::{DefaultTimer, TimerSource};
 ///     async move { if fail { Err("flaky") } else { Ok(42) } }
 /// }));
 /// assert_eq!(value, Ok(42));
-/// # Ok::<(), recourse::PolicyError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Executor<S = DefaultTimer> {
     pub(crate) provider: Box<dyn PolicyProvider>,
@@ -100,6 +107,8 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) missing_classifier: MissingClassifierMode,
     pub(crate) latency: LatencyTrackers,
     pub(crate) missing_trigger: MissingTriggerMode,
+    /// Calls that ran under a fallback policy instead of their key's own.
+    pub(crate) policy_fallbacks: AtomicU64,
 }
 
 impl Executor {
@@ -155,6 +164,26 @@ impl<S: TimerSource> Executor<S> {
         self.settle_panics.load(Ordering::Relaxed)
     }
 
+    /// Calls that ran under a fallback instead of their key's own policy:
+    /// the missing-policy mode's (`fallback` or `allow`) or the provider's
+    /// default policy. Each such call's timeline says so too
+    /// (`policy_fallback`, with `policy_source` and `missing_policy_mode`).
+    pub fn policy_fallbacks(&self) -> u64 {
+        self.policy_fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// Checks that every budget, classifier and hedge trigger `policy`
+    /// names exists in this executor, e.g. before a control plane hands a
+    /// new policy for `key` to the provider.
+    ///
+    /// # Errors
+    ///
+    /// The first name the executor does not have, with `key`, its field
+    /// and the names it has ([`UnknownName`]).
+    pub fn check_policy(&self, key: &str, policy: &Policy) -> Result<(), UnknownName> {
+        names::check(key, policy, &self.budgets, &self.classifiers)
+    }
+
     /// The executor's policy provider.
     pub fn provider(&self) -> &dyn PolicyProvider {
         &*self.provider
@@ -166,8 +195,13 @@ impl<S: TimerSource> Executor<S> {
     /// # Errors
     ///
     /// The [`Error`] that ended the call: the operation's last error when
-    /// retrying would not help or retries ran out, a deadline, cancellation,
-    /// or [`Error::NoPolicy`] in [`MissingPolicyMode::Deny`].
+    /// retrying would not help or retries ran out (also when a budget
+    /// refused the retry after it), a deadline, cancellation,
+    /// or [`Error::NoPolicy`] in [`MissingPolicyMode::Deny`]. The default
+    /// classifier accepts every `Ok`; when the policy names a classifier
+    /// (`retry.classifier`) that rejects the last `Ok` value, the call ends
+    /// [`Error::Rejected`] with the cause the observer hears (use
+    /// [`Executor::call_classified`] to get the value back).
     pub async fn call<T, E, Op, Fut>(&self, key: &str, op: Op) -> Result<T, Error<E>>
     where
         T: 'static,
@@ -180,6 +214,7 @@ impl<S: TimerSource> Executor<S> {
             |p, t| self.classifiers.for_policy(p, self.missing_classifier, t),
             op,
             None,
+            true,
         )
         .await
     }
@@ -208,10 +243,59 @@ impl<S: TimerSource> Executor<S> {
     /// attempt's result means (a closure `Fn(&Result<T, E>) -> Outcome` is a
     /// classifier).
     ///
+    /// `Ok` means the classifier accepted the value. A call that ends on a
+    /// value it rejected is an `Err` carrying that value as
+    /// [`Failure::Rejected`](crate::Failure) — whatever stopped the call:
+    /// retries exhausted, a non-retryable or abort verdict, a budget or the
+    /// breaker refusing the retry, the deadline — and the operation's errors
+    /// are [`Failure::Error`](crate::Failure). The observer hears the same
+    /// verdict. The classifier runs once per attempt.
+    ///
     /// # Errors
     ///
-    /// As for [`Executor::call`].
+    /// As for [`Executor::call`], with the last rejected value or error
+    /// inside.
     pub async fn call_classified<T, E, C, Op, Fut>(
+        &self,
+        key: &str,
+        classifier: C,
+        op: Op,
+    ) -> Result<T, Error<Failure<T, E>>>
+    where
+        C: Classifier<T, E>,
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let op = split_op(&classifier, op);
+        let result = self.run(key, |_, _| Carried, op, None, true).await;
+        unsplit(result)
+    }
+
+    /// Like [`Executor::call_classified`], and also returns the call's
+    /// [`Timeline`].
+    pub async fn call_classified_with_timeline<T, E, C, Op, Fut>(
+        &self,
+        key: &str,
+        classifier: C,
+        op: Op,
+    ) -> (Result<T, Error<Failure<T, E>>>, Timeline)
+    where
+        C: Classifier<T, E>,
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let op = split_op(&classifier, op);
+        let (result, timeline) = self.with_timeline(key, |_, _| Carried, op).await;
+        (unsplit(result), timeline)
+    }
+
+    /// [`Executor::call_classified`] for the integrations (tower, reqwest,
+    /// tonic), whose protocols return a response the classifier rejected as
+    /// the response (a `503` is a reqwest `Response`), as the middleware
+    /// conventions expect; the observer and the timeline say the call
+    /// failed.
+    #[cfg(any(feature = "tower", feature = "reqwest", feature = "tonic"))]
+    pub(crate) async fn call_classified_in<T, E, C, Op, Fut>(
         &self,
         key: &str,
         classifier: C,
@@ -222,23 +306,10 @@ impl<S: TimerSource> Executor<S> {
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.run(key, |_, _| classifier, op, None).await
-    }
-
-    /// Like [`Executor::call_classified`], and also returns the call's
-    /// [`Timeline`].
-    pub async fn call_classified_with_timeline<T, E, C, Op, Fut>(
-        &self,
-        key: &str,
-        classifier: C,
-        op: Op,
-    ) -> (Result<T, Error<E>>, Timeline)
-    where
-        C: Classifier<T, E>,
-        Op: FnMut(AttemptInfo) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        self.with_timeline(key, |_, _| classifier, op).await
+        // The integrations' protocols return a rejected response as their
+        // response (a `503` is a reqwest `Response`, a tower `Response`):
+        // the observer and the timeline say the call failed.
+        self.run(key, |_, _| classifier, op, None, false).await
     }
 
     /// Calls `op` (an HTTP request) under the policy for `key`, classified
@@ -270,7 +341,7 @@ impl<S: TimerSource> Executor<S> {
         Fut: Future<Output = Result<http::Response<B>, E>>,
     {
         let (classifier, op) = http_parts(method, op);
-        self.run(key, classifier, op, None).await
+        self.run(key, classifier, op, None, true).await
     }
 
     /// Like [`Executor::call_http`], and also returns the call's
@@ -306,18 +377,23 @@ impl<S: TimerSource> Executor<S> {
     {
         let display = PolicyKey::parse(key).to_string();
         let mut timeline = Timeline::new(display, recourse_core::Instant::ZERO, SystemTime::now());
-        let result = self.run(key, classifier, op, Some(&mut timeline)).await;
+        let result = self
+            .run(key, classifier, op, Some(&mut timeline), true)
+            .await;
         timeline.conclude(&result);
         (result, timeline)
     }
 
-    /// The one call path behind every method.
+    /// The one call path behind every method. With `rejected_is_error`, a
+    /// call the observer heard fail never returns `Ok` (the result
+    /// contract); the integrations pass `false`.
     async fn run<T, E, C, Op, Fut>(
         &self,
         key: &str,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         op: Op,
         mut timeline: Option<&mut Timeline>,
+        rejected_is_error: bool,
     ) -> Result<T, Error<E>>
     where
         C: Classifier<T, E>,
@@ -328,6 +404,9 @@ impl<S: TimerSource> Executor<S> {
         let timer = self.timer.timer();
         let rng = self.next_rng();
         let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
+        if resolution.is_fallback() {
+            self.policy_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(t) = timeline.as_deref_mut() {
             resolution.write_attributes(&mut t.attributes);
         }
@@ -357,7 +436,12 @@ impl<S: TimerSource> Executor<S> {
         if let Some(t) = report.timeline.as_deref_mut() {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
         }
-        let call_panics = CallPanics::default();
+        let call_panics = CallPanics {
+            // Decided now, so that no flag of its own lives across the
+            // call's awaits (the call future does not grow).
+            keep_rejected: !rejected_is_error,
+            ..CallPanics::default()
+        };
         let parts = ExecParts {
             clock: &self.timer,
             budgets: &self.budgets,
@@ -413,7 +497,14 @@ impl<S: TimerSource> Executor<S> {
         if call_panics.settle.load(Ordering::Relaxed) {
             self.settle_panics.fetch_add(1, Ordering::Relaxed);
         }
-        result
+        // The result contract: a call the observer heard fail is an `Err`.
+        // Only a value the classifier rejected reaches here as `Ok` (a
+        // policy-named classifier under `call`; the methods taking a
+        // classifier carry the value in their error instead).
+        match (result, call_panics.failure()) {
+            (Ok(_), Some(cause)) if !call_panics.keep_rejected => Err(Error::Rejected { cause }),
+            (result, _) => result,
+        }
     }
 
     /// The RNG of the next call: derived from the seed and the call's number
@@ -425,6 +516,15 @@ impl<S: TimerSource> Executor<S> {
             None => fastrand::Rng::new(),
         }
     }
+}
+
+/// A split call's result as the caller gets it.
+fn unsplit<T, E>(
+    result: Result<Accepted<T>, Error<Split<T, E>>>,
+) -> Result<T, Error<Failure<T, E>>> {
+    result
+        .map(|a| a.value)
+        .map_err(|e| e.map_last(|s| s.failure))
 }
 
 pin_project_lite::pin_project! {

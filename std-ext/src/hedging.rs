@@ -24,14 +24,13 @@
 //!
 //! ```
 //! use core::time::Duration;
+//! use recourse::policy::HedgePolicy;
 //! use recourse::{AttemptInfo, Executor, Policy, StaticProvider};
 //!
-//! let mut policy = Policy::DEFAULT;
-//! policy.hedge.enabled = true;
-//! policy.hedge.hedge_delay = Duration::from_millis(20);
+//! let policy = Policy::retries(2).hedge(HedgePolicy::after(Duration::from_millis(20)));
 //! let exec = Executor::builder()
 //!     .provider(StaticProvider::builder().policy("search.Query", policy)?.build())
-//!     .build();
+//!     .try_build()?;
 //!
 //! let (result, timeline) = async_io::block_on(exec.call_with_timeline(
 //!     "search.Query",
@@ -45,12 +44,12 @@
 //! assert_eq!(result, Ok(1));
 //! assert!(timeline.duration() < Duration::from_millis(500));
 //! println!("{timeline}");
-//! # Ok::<(), recourse::PolicyError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::collections::BTreeMap;
 
-use recourse_core::hedge::Trigger;
+pub use recourse_core::hedge::Trigger;
 use recourse_core::policy::Policy;
 
 /// Reason: the policy names a hedge trigger recourse does not know.

@@ -26,19 +26,24 @@
 //!
 //! ## The result contract
 //!
-//! Every call method ends with one [`Error`] the observer hears too (the
-//! caller's `Err` and the observer's `on_failure` come from the same
-//! verdict; a budget refusal's own code is in the error, the observer hears
-//! `budget_denied`):
+//! Every call method ends with one verdict that the caller and the
+//! [`Observer`] share: `Ok` exactly when the observer hears `on_success`,
+//! `Err` with the same reason when it hears `on_failure` (a budget
+//! refusal's own code is in the error, the observer hears
+//! `budget_denied`). `Ok` means the classifier accepted the value.
 //!
-//! - the operation's last error is carried whenever there was one, also
-//!   when a budget refused the retry after it ([`Error::BudgetDenied`]);
-//! - `Executor::call_http` (feature `http`) makes every response the
-//!   classifier did not accept (a `503` after retries ran out, a `404`, a
-//!   `503` whose `Retry-After` reaches past the deadline) an `Err` carrying
-//!   it (`http::HttpFailure::Response`), so `Ok` means `2xx`; with a
-//!   classifier of your own over `Result<T, E>`, a rejected `Ok` value stays
-//!   `Ok` (see [`Error`]);
+//! | method | a value the classifier rejected ends the call as |
+//! |---|---|
+//! | [`Executor::call_classified`], `..._with_timeline` | `Err`, carrying it as [`Failure::Rejected`] (errors are [`Failure::Error`]) |
+//! | `Executor::call_http`, `..._with_timeline` (feature `http`) | `Err`, carrying the response as `http::HttpFailure::Response`, so `Ok` means `2xx` |
+//! | [`Executor::call`], `..._with_timeline`, [`do_value`] and friends | the default classifier accepts every `Ok`; under a classifier the policy names, [`Error::Rejected`] with the cause (the error type has no room for the value) |
+//!
+//! Whatever stopped the call — retries exhausted, a non-retryable verdict,
+//! a budget refusing the retry ([`Error::BudgetDenied`]), the deadline —
+//! the last value or error is carried where the error has room for it. The
+//! circuit breaker is asked before the first attempt only, so its refusal
+//! ([`Error::CircuitOpen`]) never follows an attempt. Also:
+//!
 //! - attempts all cut by `timeout_per_attempt`: [`Error::AttemptsTimedOut`];
 //! - with panic containment on (the default), a panicking operation ends the
 //!   call with [`Error::OperationPanicked`] (reason `panic_in_operation`,
@@ -70,28 +75,76 @@
 //! ```
 //!
 //! Per-key policies, observers and the missing-policy mode go on an
-//! executor: see [`Executor`] and [`StaticProvider`].
+//! executor: see [`Executor`] and [`StaticProvider`]. Policies are values
+//! built in one expression (`const` where they name nothing):
+//!
+//! ```
+//! use std::time::Duration;
+//! use recourse::{Executor, Jitter, Policy, StaticProvider};
+//! use recourse::budget::{BudgetRegistry, RetryRatio};
+//!
+//! const GET_USER: Policy = Policy::retries(3)
+//!     .backoff(Duration::from_millis(20), Duration::from_secs(1))
+//!     .jitter(Jitter::Full)
+//!     .overall_timeout(Duration::from_secs(2));
+//!
+//! let exec = Executor::builder()
+//!     .provider(
+//!         StaticProvider::builder()
+//!             .policy("users.GetUser", GET_USER)?
+//!             .policy("users.ListUsers", GET_USER.budget("retries")?)?
+//!             .build(),
+//!     )
+//!     .budgets(BudgetRegistry::new().with("retries", RetryRatio::finagle()))
+//!     // Every budget, classifier and trigger a policy names must exist.
+//!     .try_build()?;
+//! # drop(exec);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ## Modules
 //!
-//! - [`executor`] — [`Executor`], the call methods.
+//! What most programs use is at the root; the rest is one level down:
+//!
+//! - [`executor`] — [`Executor`] and its call methods.
+//! - [`builder`] — [`ExecutorBuilder`]: provider, observers, registries,
+//!   modes, seed.
+//! - [`facade`] — [`do_value`] and friends on a process-wide default
+//!   executor.
+//! - [`policy`] — [`Policy`] and its sections, [`Jitter`], names
+//!   ([`policy::Name`]), normalization and its [`PolicyError`].
+//! - [`budget`] — retry budgets ([`budget::RetryRatio`],
+//!   [`budget::TokenBucket`], [`budget::AwsRetryQuota`], ...), the
+//!   [`budget::Budget`] trait, [`BudgetRegistry`] and
+//!   [`budget::MissingBudgetMode`].
+//! - [`classify`] — [`ClassifierRegistry`] (classifiers a policy names) and
+//!   [`classify::MissingClassifierMode`].
+//! - [`hedging`] — hedge triggers by name and
+//!   [`hedging::MissingTriggerMode`].
 //! - [`breakers`] — [`Breakers`], circuit breakers per policy key.
-//! - [`builder`] — [`ExecutorBuilder`].
-//! - [`facade`] — [`do_value`] and friends on a global default executor.
-//! - [`hedging`] — hedge triggers by name, [`MissingTriggerMode`].
-//! - [`latency`] — [`LatencyTrackers`], recent latencies per policy key.
-//! - [`provider`] — [`PolicyProvider`], [`PolicyLookup`], [`PolicySource`],
-//!   [`ProviderError`].
+//! - [`amplification`] — one bound on retries and hedges together, per key.
+//! - [`latency`] — recent latencies per policy key (quantile triggers,
+//!   deadline-aware retries).
+//! - [`contract`] — [`Failure`], the error of a call with your classifier.
+//! - [`names`] — [`UnknownName`]: typos in a policy's names, found when it
+//!   is added.
+//! - [`missing_policy`] — [`MissingPolicyMode`].
+//! - [`provider`] — [`PolicyProvider`], [`provider::PolicyLookup`],
+//!   [`provider::PolicySource`], [`provider::ProviderError`].
 //! - [`static_provider`] — [`StaticProvider`].
 //! - [`providers`] — [`providers::Layered`], [`providers::PolicyFn`]; with
 //!   features `serde`, `file`, `etcd`, `remote-http`, `grpc-config`: policy
 //!   documents (TOML, JSON), `FileProvider`, `EtcdProvider`, `HttpProvider`,
 //!   `GrpcServiceConfig`.
-//! - [`missing_policy`] — [`MissingPolicyMode`].
-//! - [`observer`] — [`Observer`], [`NoopObserver`], [`MultiObserver`].
+//! - [`observer`] — [`Observer`] and the events it hears, [`NoopObserver`],
+//!   [`MultiObserver`].
 //! - [`timeline`] — [`Timeline`].
-//! - [`timer`] — [`TimerSource`], [`DefaultTimer`].
-//! - `http` (feature `http`) — `HttpClassifier`: status, method, `Retry-After`.
+//! - [`timer`] — [`timer::TimerSource`], [`timer::DefaultTimer`].
+//! - [`gate`] — the executor's gate: budgets, breaker and ledger per call
+//!   (reason codes).
+//! - [`reason`] — every reason code a call or attempt can end with.
+//! - `http` (feature `http`) — `HttpClassifier`, `HttpFailure`: status,
+//!   method, `Retry-After`.
 //! - `grpc` (feature `grpc`) — `GrpcClassifier`: status codes, pushback.
 //! - `sim` (feature `sim`) — the deterministic simulator: a policy against
 //!   a modelled backend in virtual time.
@@ -100,6 +153,30 @@
 //! - `observers` (features `tracing`, `metrics`, `opentelemetry`) —
 //!   observers writing `tracing` spans, `metrics` counters and histograms,
 //!   OpenTelemetry instruments.
+//! - [`core_machine`] — the `#![no_std]` engine ([`recourse_core`]) with
+//!   its internals (verdicts, options, the driver); [`runtimes`] — timer
+//!   adapters.
+//!
+//! ## Examples
+//!
+//! Runnable programs in the repository (`cargo run -p recourse-rs
+//! --example NAME`, with the features each names):
+//!
+//! - [`quickstart`](https://github.com/recourse-rs/recourse/blob/main/std-ext/examples/quickstart.rs)
+//!   — three calls under per-key policies, each printed with its timeline;
+//! - [`http_service`](https://github.com/recourse-rs/recourse/blob/main/std-ext/examples/http_service.rs)
+//!   — a service calling flaky HTTP backends with reqwest, tracing and
+//!   Prometheus metrics (features `reqwest tracing metrics tokio`);
+//! - [`hedging`](https://github.com/recourse-rs/recourse/blob/main/std-ext/examples/hedging.rs)
+//!   — "The Tail at Scale" in the simulator (feature `sim`);
+//! - [`amplification`](https://github.com/recourse-rs/recourse/blob/main/std-ext/examples/amplification.rs)
+//!   — one bound for retries and hedges across three layers (feature `sim`);
+//! - [`budgets`](https://github.com/recourse-rs/recourse/blob/main/tests/examples/budgets.rs)
+//!   and [`control_plane`](https://github.com/recourse-rs/recourse/blob/main/tests/examples/control_plane.rs)
+//!   — a 10,000-call outage under each budget, and policies from files,
+//!   etcd and HTTP;
+//! - [`embedded`](https://github.com/recourse-rs/recourse/tree/main/examples/embedded)
+//!   — `recourse-core` on a Cortex-M, run in qemu.
 //!
 //! ## Features
 //!
@@ -144,9 +221,10 @@ pub struct ReadmeDoctests;
 
 pub mod amplification;
 pub mod breakers;
-pub mod budgets;
+pub mod budget;
 pub mod builder;
 pub mod classify;
+pub mod contract;
 pub mod executor;
 pub mod facade;
 pub mod gate;
@@ -160,6 +238,7 @@ pub mod integrations;
 mod keyed;
 pub mod latency;
 pub mod missing_policy;
+pub mod names;
 pub mod observer;
 #[cfg(any(feature = "tracing", feature = "metrics", feature = "opentelemetry"))]
 pub mod observers;
@@ -172,42 +251,61 @@ pub mod static_provider;
 pub mod timeline;
 pub mod timer;
 
+/// Policies: the envelope ([`Policy`]), its sections, names, and
+/// normalization (`recourse_core`'s `policy` module).
+pub mod policy {
+    pub use recourse_core::policy::*;
+}
+
 pub use recourse_core as core_machine;
+pub use recourse_core::outcome::reason;
 pub use recourse_runtimes as runtimes;
 
-pub use recourse_core::hedge::Trigger;
-pub use recourse_core::machine::{Cause, Options, Verdict};
-pub use recourse_core::outcome::reason;
 pub use recourse_core::policy::{
-    ChangedFields, CircuitPolicy, Field, HedgePolicy, Normalized, PolicyError, RetryPolicy,
+    AmplificationPolicy, CircuitPolicy, HedgePolicy, Jitter, Policy, PolicyError, RetryPolicy,
 };
 pub use recourse_core::{
-    AttemptId, AttemptInfo, AttemptKind, AttemptRecord, Classifier, DefaultClassifier, Error,
-    Instant, Jitter, Outcome, OutcomeKind, Policy, PolicyKey, Timer,
+    AttemptInfo, Cause, Classifier, DefaultClassifier, Error, Outcome, OutcomeKind, PolicyKey,
 };
 
-#[cfg(feature = "grpc")]
-pub use self::grpc::GrpcClassifier;
-#[cfg(feature = "http")]
-pub use self::http::HttpClassifier;
-pub use amplification::AmplificationLedgers;
 pub use breakers::Breakers;
-pub use budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
+pub use budget::BudgetRegistry;
 pub use builder::ExecutorBuilder;
-pub use classify::{ClassifierRegistry, MissingClassifierMode};
+pub use classify::ClassifierRegistry;
+pub use contract::Failure;
 pub use executor::Executor;
 pub use facade::{
     default_executor, do_value, do_value_with, do_value_with_timeline, do_value_with_timeline_with,
     set_default_executor,
 };
-pub use hedging::MissingTriggerMode;
-pub use latency::LatencyTrackers;
+#[cfg(feature = "grpc")]
+pub use grpc::GrpcClassifier;
+#[cfg(feature = "http")]
+pub use http::HttpClassifier;
 pub use missing_policy::MissingPolicyMode;
-pub use observer::{
-    BudgetDecision, CallStart, CallSummary, CircuitTransition, MultiObserver, NoopObserver,
-    Observer,
-};
-pub use provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
-pub use static_provider::{StaticProvider, StaticProviderBuilder};
+pub use names::UnknownName;
+pub use observer::{MultiObserver, NoopObserver, Observer};
+pub use provider::PolicyProvider;
+pub use static_provider::StaticProvider;
 pub use timeline::Timeline;
-pub use timer::{DefaultCallTimer, DefaultSleep, DefaultTimer, TimerSource};
+
+/// The root paths of 0.1 for names that moved one level down (or into
+/// [`core_machine`]): hidden, so code written against them still compiles
+/// while it moves; removed before the first release.
+#[doc(hidden)]
+pub use {
+    amplification::AmplificationLedgers,
+    budget as budgets,
+    budget::{MissingBudgetMode, SharedBudget},
+    classify::MissingClassifierMode,
+    hedging::MissingTriggerMode,
+    latency::LatencyTrackers,
+    observer::{BudgetDecision, CallStart, CallSummary, CircuitTransition},
+    provider::{PolicyLookup, PolicySource, ProviderError},
+    recourse_core::hedge::Trigger,
+    recourse_core::machine::{Options, Verdict},
+    recourse_core::policy::{ChangedFields, Field, Normalized},
+    recourse_core::{AttemptId, AttemptKind, AttemptRecord, Instant, Timer},
+    static_provider::StaticProviderBuilder,
+    timer::{DefaultCallTimer, DefaultSleep, DefaultTimer, TimerSource},
+};

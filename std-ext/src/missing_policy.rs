@@ -35,15 +35,24 @@ pub enum MissingPolicyMode {
     /// 250 ms, no jitter, no timeouts). The default.
     #[default]
     Fallback,
+    /// An unknown key is an error: a key the provider does not have (and no
+    /// default policy) fails with
+    /// [`Error::NoPolicy`](recourse_core::Error::NoPolicy) without calling
+    /// the operation, so a misspelt key is found at once; a provider that
+    /// cannot answer (unavailable, invalid, panicked) falls back to
+    /// [`Policy::DEFAULT`] as in [`MissingPolicyMode::Fallback`].
+    Strict,
 }
 
 impl MissingPolicyMode {
-    /// The lowercase name used in timelines: `deny`, `allow`, `fallback`.
+    /// The lowercase name used in timelines: `deny`, `allow`, `fallback`,
+    /// `strict`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Deny => "deny",
             Self::Allow => "allow",
             Self::Fallback => "fallback",
+            Self::Strict => "strict",
         }
     }
 }
@@ -66,8 +75,7 @@ pub(crate) struct Fallbacks {
 
 impl Fallbacks {
     pub(crate) fn new() -> Self {
-        let mut single = Policy::DEFAULT;
-        single.retry.max_attempts = 1;
+        let single = Policy::once();
         Self {
             fallback: Arc::new(normal(Policy::DEFAULT)),
             single: Arc::new(normal(single)),
@@ -131,6 +139,8 @@ impl Resolution {
             MissingPolicyMode::Deny => None,
             MissingPolicyMode::Allow => Some(Arc::clone(&fallbacks.single)),
             MissingPolicyMode::Fallback => Some(Arc::clone(&fallbacks.fallback)),
+            MissingPolicyMode::Strict if error == ProviderError::NotFound => None,
+            MissingPolicyMode::Strict => Some(Arc::clone(&fallbacks.fallback)),
         };
         Self {
             source: policy.as_ref().map(|_| PolicySource::Default),
@@ -140,9 +150,19 @@ impl Resolution {
         }
     }
 
+    /// Whether the call runs under a fallback instead of its key's own
+    /// policy: the mode's, or the provider's default policy.
+    pub(crate) fn is_fallback(&self) -> bool {
+        self.policy.is_some() && (self.mode.is_some() || self.source == Some(PolicySource::Default))
+    }
+
     /// Writes `policy_source`, `policy_normalized`, `policy_clamped_fields`,
-    /// `missing_policy_mode` and `policy_error`, each when it applies.
+    /// `missing_policy_mode`, `policy_error` and `policy_fallback`
+    /// (`true` when [`Resolution::is_fallback`]), each when it applies.
     pub(crate) fn write_attributes(&self, attrs: &mut BTreeMap<&'static str, String>) {
+        if self.is_fallback() {
+            attrs.insert("policy_fallback", "true".to_owned());
+        }
         if let Some(source) = self.source {
             attrs.insert("policy_source", source.as_str().to_owned());
         }

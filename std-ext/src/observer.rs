@@ -17,9 +17,11 @@
 
 use core::panic::AssertUnwindSafe;
 
-use recourse_core::breaker::CircuitState;
-use recourse_core::machine::Verdict;
-use recourse_core::{AttemptInfo, AttemptRecord, Instant, PolicyKey};
+// What an observer hears, one level down from the crate root.
+pub use recourse_core::breaker::CircuitState;
+pub use recourse_core::machine::Verdict;
+pub use recourse_core::{AttemptId, AttemptKind, AttemptRecord, Instant};
+use recourse_core::{AttemptInfo, PolicyKey};
 
 use crate::missing_policy::MissingPolicyMode;
 use crate::provider::PolicySource;

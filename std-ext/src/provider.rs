@@ -13,7 +13,7 @@
 use core::fmt;
 use std::sync::Arc;
 
-use recourse_core::policy::{Normalized, PolicyError};
+use recourse_core::policy::{Normalized, Policy, PolicyError};
 use recourse_core::PolicyKey;
 
 /// Gives the normalized policy for a key.
@@ -35,6 +35,16 @@ pub trait PolicyProvider: Send + Sync {
         let _ = key;
         None
     }
+
+    /// Calls `f` with every policy this provider holds now, by key
+    /// (`default` for its default policy), so that an executor can check the
+    /// budget, classifier and trigger names they refer to when it is built
+    /// ([`ExecutorBuilder::try_build`](crate::ExecutorBuilder::try_build)).
+    /// The default lists none: a provider that looks policies up remotely
+    /// cannot list them.
+    fn for_each_policy(&self, f: &mut dyn FnMut(&str, &Policy)) {
+        let _ = f;
+    }
 }
 
 impl<P: PolicyProvider + ?Sized> PolicyProvider for Arc<P> {
@@ -44,6 +54,9 @@ impl<P: PolicyProvider + ?Sized> PolicyProvider for Arc<P> {
     fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
         (**self).lkg_reason(key)
     }
+    fn for_each_policy(&self, f: &mut dyn FnMut(&str, &Policy)) {
+        (**self).for_each_policy(f)
+    }
 }
 
 impl<P: PolicyProvider + ?Sized> PolicyProvider for Box<P> {
@@ -52,6 +65,9 @@ impl<P: PolicyProvider + ?Sized> PolicyProvider for Box<P> {
     }
     fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
         (**self).lkg_reason(key)
+    }
+    fn for_each_policy(&self, f: &mut dyn FnMut(&str, &Policy)) {
+        (**self).for_each_policy(f)
     }
 }
 

@@ -9,13 +9,13 @@
 //! reports them, the call goes on.
 
 use core::panic::AssertUnwindSafe;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use recourse_core::{AttemptInfo, AttemptRecord, CallEnd, Instant, PolicyKey};
+use recourse_core::{AttemptInfo, AttemptRecord, CallEnd, Cause, Instant, PolicyKey, Verdict};
 
 use std::sync::OnceLock;
 
-use crate::budgets::MissingBudgetMode;
+use crate::budget::MissingBudgetMode;
 use crate::classify::PANIC_IN_CLASSIFIER;
 use crate::gate::{BUDGET_NOT_FOUND, PANIC_IN_BUDGET_SETTLE};
 use crate::missing_policy::MissingPolicyMode;
@@ -38,6 +38,39 @@ pub(crate) struct CallPanics {
     /// An attempt's future panicked: the end the driver reports on its way
     /// down (`cancelled`) is told as `panic_in_operation`.
     pub(crate) operation: AtomicBool,
+    /// The cause of a failed verdict that may leave an `Ok` value (a value
+    /// the classifier rejected), as [`failure_code`]; 0 otherwise. A byte,
+    /// so the call future does not grow.
+    pub(crate) failure: AtomicU8,
+    /// The call returns a value the classifier rejected as `Ok` (the
+    /// integrations), instead of [`Error::Rejected`](recourse_core::Error).
+    pub(crate) keep_rejected: bool,
+}
+
+/// The causes whose conclusion keeps a rejected `Ok` value, by code - 1.
+const KEEPS_VALUE: [Cause; 5] = [
+    Cause::NonRetryable,
+    Cause::Abort,
+    Cause::RetryAfterBeyondDeadline,
+    Cause::Accepted,
+    Cause::Exhausted,
+];
+
+impl CallPanics {
+    /// The failed verdict's cause, when the call's result may be a
+    /// rejected `Ok` value.
+    pub(crate) fn failure(&self) -> Option<Cause> {
+        let code = self.failure.load(Ordering::Relaxed);
+        KEEPS_VALUE.get(usize::from(code).checked_sub(1)?).copied()
+    }
+}
+
+/// `cause`'s code in [`CallPanics::failure`].
+fn failure_code(cause: Cause) -> u8 {
+    KEEPS_VALUE
+        .iter()
+        .position(|c| *c == cause)
+        .map_or(0, |i| i as u8 + 1)
 }
 
 /// Forwards one call's events.
@@ -181,6 +214,9 @@ impl recourse_core::Observer for Report<'_> {
     }
 
     fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        if let (Some(p), Verdict::Failure { cause, .. }) = (self.call_panics, end.verdict) {
+            p.failure.store(failure_code(cause), Ordering::Relaxed);
+        }
         self.end(end);
         let summary = self.summary(end);
         self.notify(|o| o.on_failure(key, &summary));

@@ -18,12 +18,11 @@ use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError}
 /// Policies per key plus an optional default, fixed at build time.
 ///
 /// ```
-/// use recourse::{Policy, PolicyKey, PolicyProvider, PolicySource, StaticProvider};
+/// use recourse::provider::PolicySource;
+/// use recourse::{Policy, PolicyKey, PolicyProvider, StaticProvider};
 ///
-/// let mut get_user = Policy::DEFAULT;
-/// get_user.retry.max_attempts = 5;
 /// let provider = StaticProvider::builder()
-///     .policy("user-service.GetUser", get_user)?
+///     .policy("user-service.GetUser", Policy::retries(4))?
 ///     .default_policy(Policy::DEFAULT)?
 ///     .build();
 ///
@@ -123,6 +122,17 @@ impl StaticProvider {
 }
 
 impl PolicyProvider for StaticProvider {
+    /// Every key's policy, then the default one (as `default`).
+    fn for_each_policy(&self, f: &mut dyn FnMut(&str, &Policy)) {
+        for e in &self.entries {
+            let key = PolicyKey::new(&e.namespace, &e.name).to_string();
+            f(&key, &e.policy.policy);
+        }
+        if let Some(default) = &self.default {
+            f("default", &default.policy);
+        }
+    }
+
     /// The key's own policy (source `static`), else the default (source
     /// `default`), else [`ProviderError::NotFound`].
     fn policy(&self, key: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {

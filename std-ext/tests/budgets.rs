@@ -346,7 +346,13 @@ async fn a_panicking_classifier_aborts_the_call_and_keeps_the_message() {
             |_| async { Err::<u32, _>("boom") },
         )
         .await;
-    assert!(matches!(r, Err(Error::Operation { error: "boom", .. })));
+    assert!(matches!(
+        r,
+        Err(Error::Operation {
+            error: recourse::Failure::Error("boom"),
+            ..
+        })
+    ));
     assert_eq!(timeline.attempts.len(), 1);
     assert_eq!(timeline.attempts[0].outcome.reason, "panic_in_classifier");
     assert_eq!(
@@ -388,7 +394,13 @@ async fn a_classifier_panic_is_told_to_the_observer_before_the_attempt() {
             |_| async { Err::<u32, _>("boom") },
         )
         .await;
-    assert!(matches!(r, Err(Error::Operation { error: "boom", .. })));
+    assert!(matches!(
+        r,
+        Err(Error::Operation {
+            error: recourse::Failure::Error("boom"),
+            ..
+        })
+    ));
     assert_eq!(
         *events.0.lock().expect("test"),
         [
@@ -487,7 +499,16 @@ async fn the_policy_chooses_the_classifier_by_name() {
     let (r, t) = exec
         .call_with_timeline("svc.Named", |_| async { Ok::<u16, String>(404) })
         .await;
-    assert_eq!(r, Ok(404));
+    // The result contract: the observer hears a failure, so the caller gets
+    // an `Err` (`call` has no room for the value; `call_classified` carries
+    // it).
+    assert_eq!(
+        r,
+        Err(Error::Rejected {
+            cause: recourse::Cause::NonRetryable
+        })
+    );
+    assert_eq!(t.reason, Some("non_retryable"));
     assert_eq!(t.attempts.len(), 1);
     assert_eq!(t.attempts[0].outcome.reason, "bad_status");
     assert_eq!(t.attribute("classifier_name"), Some("status"));

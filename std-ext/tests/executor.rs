@@ -275,7 +275,7 @@ async fn a_custom_classifier_stops_on_non_retryable() {
     assert_eq!(
         result,
         Err(Error::Operation {
-            error: "boom",
+            error: recourse::Failure::Error("boom"),
             cause: Cause::NonRetryable
         })
     );

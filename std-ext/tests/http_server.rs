@@ -177,8 +177,15 @@ async fn post_is_not_retried() {
         )
         .await;
 
-    // A non-retryable value is the call's result: the 503 itself.
-    let response = result.expect("the 503 response is returned");
+    // A non-retryable value ends the call as an `Err` carrying the 503
+    // itself (the result contract: the observer hears a failure too).
+    let response = match result {
+        Err(recourse::Error::Operation {
+            error: recourse::Failure::Rejected(response),
+            cause: recourse::Cause::NonRetryable,
+        }) => response,
+        other => panic!("expected the rejected 503, got {other:?}"),
+    };
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(timeline.attempts.len(), 1, "{timeline}");
     assert_eq!(timeline.attempts[0].outcome.reason, "http_non_idempotent");

@@ -184,7 +184,7 @@ where
                 next.run(request, &mut ext).await
             }
         };
-        let call = self.exec.call_classified(&key, classifier, op);
+        let call = self.exec.call_classified_in(&key, classifier, op);
         #[cfg(feature = "tracing")]
         let call =
             tracing::Instrument::instrument(call, crate::observers::tracing::call_span(&key));

@@ -477,7 +477,7 @@ where
                     Ok(first_frame(response.map(Body::new)).await)
                 }
             };
-            exec.call_classified(&key, classifier, op).await
+            exec.call_classified_in(&key, classifier, op).await
         };
         #[cfg(feature = "tracing")]
         let call = tracing::Instrument::instrument(call, span);

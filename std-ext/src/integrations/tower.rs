@@ -368,7 +368,7 @@ where
                 consumed: &consumed,
             };
             let consumed = &consumed;
-            exec.call_classified(&key, classifier, move |_: AttemptInfo| {
+            exec.call_classified_in(&key, classifier, move |_: AttemptInfo| {
                 let copy = original.as_ref().and_then(|r| {
                     catch_unwind(AssertUnwindSafe(|| clone_request(r))).unwrap_or(None)
                 });

@@ -28,14 +28,12 @@ type Cache = HashMap<String, (Policy, Arc<Normalized>)>;
 ///
 /// ```
 /// use recourse::providers::PolicyFn;
-/// use recourse::{Policy, PolicyKey, PolicyProvider, PolicySource};
+/// use recourse::provider::PolicySource;
+/// use recourse::{Policy, PolicyKey, PolicyProvider};
 ///
 /// let provider = PolicyFn::new(|key: PolicyKey<'_>| {
-///     (key.namespace == "billing").then(|| {
-///         let mut p = Policy::DEFAULT;
-///         p.retry.max_attempts = 50; // clamped to 10, and reported
-///         p
-///     })
+///     // 50 attempts: clamped to 10, and reported.
+///     (key.namespace == "billing").then(|| Policy::DEFAULT.max_attempts(50))
 /// });
 /// let found = provider.policy(PolicyKey::parse("billing.Charge")).unwrap();
 /// assert_eq!(found.source, PolicySource::Custom);

@@ -275,6 +275,13 @@ impl FileProvider {
 }
 
 impl PolicyProvider for FileProvider {
+    /// The current document's policies.
+    fn for_each_policy(&self, f: &mut dyn FnMut(&str, &recourse_core::Policy)) {
+        self.shared
+            .current
+            .with(|snapshot| snapshot.for_each_policy(f));
+    }
+
     /// The current document's policy for `key` (source `file`), else its
     /// default (source `default`), else `NotFound`. No lock, no shared write, no
     /// allocation.

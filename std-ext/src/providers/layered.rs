@@ -18,10 +18,10 @@ use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError}
 ///
 /// ```
 /// use recourse::providers::Layered;
-/// use recourse::{Policy, PolicyKey, PolicyProvider, PolicySource, StaticProvider};
+/// use recourse::provider::PolicySource;
+/// use recourse::{Policy, PolicyKey, PolicyProvider, StaticProvider};
 ///
-/// let mut five = Policy::DEFAULT;
-/// five.retry.max_attempts = 5;
+/// let five = Policy::retries(4);
 /// let top = StaticProvider::builder().default_policy(Policy::DEFAULT)?.build();
 /// let bottom = StaticProvider::builder().policy("svc.Get", five)?.build();
 /// let layered = Layered::new().layer(top).layer(bottom);
@@ -92,6 +92,14 @@ impl PolicyProvider for Layered {
             }
         }
         default.ok_or_else(|| error.unwrap_or(ProviderError::NotFound))
+    }
+
+    /// Every layer's policies, top layer first.
+    fn for_each_policy(&self, f: &mut dyn FnMut(&str, &recourse_core::Policy)) {
+        for layer in &self.layers {
+            // A listing is a check, not a call: a panicking layer lists none.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| layer.for_each_policy(f)));
+        }
     }
 
     /// The first layer's reason.

@@ -1,5 +1,15 @@
-//! Budgets by name: the registry policies refer to, and what happens when a
-//! policy names a budget the registry does not have.
+//! Retry budgets: the built-in budgets, the [`Budget`] trait, the registry
+//! policies refer to by name, and what happens when a policy names a budget
+//! the registry does not have.
+//!
+//! | budget | what it bounds |
+//! |---|---|
+//! | [`RetryRatio`] | retries to a share of recent first attempts (Finagle) |
+//! | [`TokenBucket`] | attempts to a refill rate (gRPC-style tokens) |
+//! | [`AwsRetryQuota`] | AWS SDK's retry quota (timeouts cost more) |
+//! | [`GrpcThrottle`] | gRPC's retry throttling (`grpc-retry-pushback-ms`) |
+//! | [`Concurrency`] | attempts in flight at once |
+//! | [`Unlimited`] | nothing (the reference) |
 //!
 //! Why names: a policy comes from code, a file or a control plane, and says
 //! `retry.budget.name = "user-service-retries"`; the executor owns the one
@@ -11,7 +21,11 @@ use core::fmt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use recourse_core::Budget;
+pub use recourse_core::budget::{
+    AwsRetryQuota, Budget, BudgetRequest, Concurrency, Decision, GrpcThrottle, Reservation,
+    RetryRatio, TokenBucket, Unlimited, DEFAULT_TIMEOUT_REASONS, MAX_REFILL_PER_SECOND,
+    PUSHBACK_STOP,
+};
 
 /// A budget shared by every call that names it.
 pub type SharedBudget = Arc<dyn Budget + Send + Sync>;
@@ -19,8 +33,7 @@ pub type SharedBudget = Arc<dyn Budget + Send + Sync>;
 /// Budgets by name.
 ///
 /// ```
-/// use recourse::core_machine::budget::Unlimited;
-/// use recourse::BudgetRegistry;
+/// use recourse::budget::{BudgetRegistry, Unlimited};
 ///
 /// static UNLIMITED: Unlimited = Unlimited;
 /// let budgets = BudgetRegistry::new().with("unlimited", &UNLIMITED);
@@ -32,6 +45,9 @@ pub struct BudgetRegistry {
     budgets: BTreeMap<String, SharedBudget>,
     // amplification: the key's ledgers, shared by clones of the registry.
     amplification: std::sync::Arc<crate::amplification::AmplificationLedgers>,
+    /// What a policy naming a budget this registry does not have gets;
+    /// `None`: the executor's default ([`MissingBudgetMode::Deny`]).
+    missing: Option<MissingBudgetMode>,
 }
 
 impl BudgetRegistry {
@@ -55,6 +71,30 @@ impl BudgetRegistry {
     ) -> Self {
         self.amplification = std::sync::Arc::new(ledgers);
         self
+    }
+
+    /// This registry with `mode` deciding an attempt whose policy names a
+    /// budget it does not have (the extension and its missing-mode
+    /// together; [`ExecutorBuilder::budgets`](crate::ExecutorBuilder::budgets)
+    /// takes both).
+    ///
+    /// ```
+    /// use recourse::budget::{BudgetRegistry, MissingBudgetMode, RetryRatio};
+    ///
+    /// let budgets = BudgetRegistry::new()
+    ///     .with("retries", RetryRatio::finagle())
+    ///     .on_missing(MissingBudgetMode::AllowUnsafe);
+    /// assert_eq!(budgets.missing_mode(), Some(MissingBudgetMode::AllowUnsafe));
+    /// ```
+    #[must_use]
+    pub fn on_missing(mut self, mode: MissingBudgetMode) -> Self {
+        self.missing = Some(mode);
+        self
+    }
+
+    /// The missing-budget mode set with [`BudgetRegistry::on_missing`].
+    pub fn missing_mode(&self) -> Option<MissingBudgetMode> {
+        self.missing
     }
 
     /// This registry with `budget` under `name` (replacing one of that name).
