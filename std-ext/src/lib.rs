@@ -171,6 +171,7 @@ pub mod sim;
 pub mod static_provider;
 pub mod timeline;
 pub mod timer;
+pub mod upstream;
 
 pub use recourse_core as core_machine;
 pub use recourse_runtimes as runtimes;
