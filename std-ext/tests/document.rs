@@ -214,10 +214,15 @@ fn upstream_retry_reads_and_writes_in_toml_and_json() {
     assert_eq!(mode("c.d"), UpstreamRetry::NotWhenRetry);
     // Written by name, and left out at its default.
     let mut p = Policy::DEFAULT;
-    assert!(!serde_json::to_string(&p).unwrap().contains("upstream_retry"));
+    assert!(!serde_json::to_string(&p)
+        .unwrap()
+        .contains("upstream_retry"));
     p.amplification.upstream_retry = UpstreamRetry::NotWhenRetry;
     let json = serde_json::to_string(&p).unwrap();
-    assert!(json.contains("\"upstream_retry\":\"not_when_retry\""), "{json}");
+    assert!(
+        json.contains("\"upstream_retry\":\"not_when_retry\""),
+        "{json}"
+    );
     let back: Policy = serde_json::from_str(&json).unwrap();
     assert_eq!(back, p);
     let e = serde_json::from_str::<Policy>(r#"{"amplification":{"upstream_retry":3}}"#)

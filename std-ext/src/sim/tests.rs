@@ -288,3 +288,25 @@ fn deadline_awareness_sends_fewer_attempts_and_fails_earlier_at_a_price_in_succe
     assert!(p90.successes() < off.successes(), "{table}");
     golden("deadline_bound", &table);
 }
+
+#[test]
+fn against_a_dependency_that_slows_with_load_deadline_awareness_wins_on_every_count() {
+    let (table, runs) = super::deadline::deadline_table_loaded().unwrap();
+    let off = &runs[0].1;
+    // Every quantile: fewer attempts, and at least as many successes (the
+    // retries not sent leave the dependency's capacity to the others).
+    for (q, r) in &runs[1..] {
+        assert!(r.attempts < off.attempts, "p{}: {table}", q / 10);
+        assert!(r.successes() >= off.successes(), "p{}: {table}", q / 10);
+    }
+    // p90: far fewer attempts, more successes, and failing calls fail at
+    // least 15 % sooner.
+    let p90 = &runs[3].1;
+    assert!(p90.attempts * 100 <= off.attempts * 95, "{table}");
+    assert!(p90.successes() * 100 >= off.successes() * 110, "{table}");
+    assert!(
+        p90.error_quantile(500) * 100 <= off.error_quantile(500) * 85,
+        "{table}"
+    );
+    golden("deadline_bound_loaded", &table);
+}
