@@ -22,7 +22,7 @@
 //! decimal up to [`MAX_UPSTREAM_ATTEMPTS`] is treated as absent),
 //! [`outbound_attempts`] makes the value of this layer's next attempt, and
 //! [`upstream_effect`] says what the policy's
-//! [`UpstreamRetry`](crate::policy::UpstreamRetry) does with it.
+//! [`UpstreamRetry`] does with it.
 
 use core::time::Duration;
 
