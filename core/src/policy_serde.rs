@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{
     AmplificationPolicy, BudgetRef, CircuitPolicy, HedgePolicy, Jitter, Name, Policy, RetryPolicy,
-    NAME_CAPACITY,
+    UpstreamRetry, NAME_CAPACITY,
 };
 
 /// Why a duration string could not be read.
@@ -204,6 +204,7 @@ pub fn allowed(path: &str) -> Option<&'static str> {
         "amplification.max_amplification" => "0 (off) or a number 1..=100 such as 1.1 (attempts of any kind per first attempt); below 1 or NaN is an error, above 100 is clamped",
         "retry.deadline_quantile_permille" => "an integer 0..=1000: 0 (off) or a latency quantile in permille such as 900 (p90); above 1000 is an error",
         "amplification.min_per_sec" => "an integer 0..=4294967295 (extra attempts per second allowed whatever the ratio), clamped to 0..=10000",
+        "amplification.upstream_retry" => "one of \"always\", \"not_when_retry\", \"shared_allowance\" (shared_allowance needs max_amplification of at least 1)",
         _ => return None,
     })
 }
@@ -398,6 +399,31 @@ impl Visitor<'_> for JitterVisitor {
 impl<'de> Deserialize<'de> for Jitter {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_str(JitterVisitor)
+    }
+}
+
+impl Serialize for UpstreamRetry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+struct UpstreamRetryVisitor;
+
+impl Visitor<'_> for UpstreamRetryVisitor {
+    type Value = UpstreamRetry;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("one of \"always\", \"not_when_retry\", \"shared_allowance\"")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<UpstreamRetry, E> {
+        v.parse()
+            .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamRetry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(UpstreamRetryVisitor)
     }
 }
 
@@ -632,6 +658,15 @@ struct AmplificationDoc {
     max_amplification: f64,
     /// Extra attempts per second allowed whatever the ratio; at most 10000.
     min_per_sec: u32,
+    /// When the request served is itself a retry or hedge upstream:
+    /// "always" retry, "not_when_retry", or "shared_allowance" (count it
+    /// against this layer's ledger; needs max_amplification).
+    #[serde(skip_serializing_if = "is_always")]
+    upstream_retry: UpstreamRetry,
+}
+
+fn is_always(v: &UpstreamRetry) -> bool {
+    *v == UpstreamRetry::Always
 }
 
 impl From<AmplificationPolicy> for AmplificationDoc {
@@ -639,6 +674,7 @@ impl From<AmplificationPolicy> for AmplificationDoc {
         Self {
             max_amplification: a.max_amplification,
             min_per_sec: a.min_per_sec,
+            upstream_retry: a.upstream_retry,
         }
     }
 }
@@ -648,6 +684,7 @@ impl From<AmplificationDoc> for AmplificationPolicy {
         Self {
             max_amplification: a.max_amplification,
             min_per_sec: a.min_per_sec,
+            upstream_retry: a.upstream_retry,
         }
     }
 }
@@ -716,7 +753,7 @@ mod schema {
     use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 
     use super::{Dur, NameW, OptDur, Permille, PolicyDoc};
-    use crate::policy::{Jitter, Policy, NAME_CAPACITY};
+    use crate::policy::{Jitter, Policy, UpstreamRetry, NAME_CAPACITY};
 
     const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]{1,9})?|\.[0-9]{1,9})(ns|us|µs|ms|s|m|h)(([0-9]+(\.[0-9]{1,9})?|\.[0-9]{1,9})(ns|us|µs|ms|s|m|h))*\s*$";
 
@@ -786,6 +823,18 @@ mod schema {
             json_schema!({
                 "description": "How each backoff is randomized.",
                 "enum": ["none", "full", "equal", "decorrelated"]
+            })
+        }
+    }
+
+    impl JsonSchema for UpstreamRetry {
+        fn schema_name() -> Cow<'static, str> {
+            "UpstreamRetry".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "What a layer does when the request it serves is itself a retry or a hedge upstream.",
+                "enum": ["always", "not_when_retry", "shared_allowance"]
             })
         }
     }

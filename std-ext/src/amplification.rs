@@ -51,12 +51,25 @@ impl AmplificationLedgers {
         policy: &AmplificationPolicy,
         now: Instant,
     ) -> bool {
+        self.allows_extra_reserving(key, policy, now, 0)
+    }
+
+    /// [`allows_extra`](Self::allows_extra) with `reserve` extra attempts
+    /// of the bound left for the layers above (see
+    /// [`UpstreamEffect::reserve`](recourse_core::amplification::UpstreamEffect::reserve)).
+    pub fn allows_extra_reserving(
+        &self,
+        key: PolicyKey<'_>,
+        policy: &AmplificationPolicy,
+        now: Instant,
+        reserve: u64,
+    ) -> bool {
         if !policy.is_enabled() {
             return true;
         }
         match self.lock().get(key) {
-            Some(slot) => slot.value.allows_extra(policy, now),
-            None => AmplificationLedger::new().allows_extra(policy, now),
+            Some(slot) => slot.value.allows_extra_reserving(policy, now, reserve),
+            None => AmplificationLedger::new().allows_extra_reserving(policy, now, reserve),
         }
     }
 
@@ -129,6 +142,7 @@ mod tests {
     const ON: AmplificationPolicy = AmplificationPolicy {
         max_amplification: 1.5,
         min_per_sec: 0,
+        upstream_retry: recourse_core::policy::UpstreamRetry::Always,
     };
 
     #[test]

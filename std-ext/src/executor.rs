@@ -21,11 +21,13 @@ use core::panic::AssertUnwindSafe;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use recourse_core::amplification::{upstream_effect, UpstreamEffect};
 use recourse_core::driver::derive_seed;
 use recourse_core::machine::Options;
-use recourse_core::policy::{Limits, Policy};
+use recourse_core::policy::{Limits, Normalized, Policy};
 use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
 
 use recourse_core::policy_gate::PolicyGate;
@@ -45,6 +47,7 @@ use crate::provider::PolicyProvider;
 use crate::report::{CallPanics, Report};
 use crate::timeline::Timeline;
 use crate::timer::{DefaultTimer, TimerSource};
+use crate::upstream::{UPSTREAM_ATTEMPTS, UPSTREAM_EFFECT};
 
 /// Runs calls with retries, backoff and timeouts under per-key policies.
 ///
@@ -403,12 +406,38 @@ impl<S: TimerSource> Executor<S> {
         let key = PolicyKey::parse(key);
         let timer = self.timer.timer();
         let rng = self.next_rng();
-        let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
+        let mut resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
         if resolution.is_fallback() {
             self.policy_fallbacks.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(t) = timeline.as_deref_mut() {
-            resolution.write_attributes(&mut t.attributes);
+        // The attempts made above for the request being served, and what
+        // the policy does with them (see `crate::upstream`); in a block, so
+        // that nothing of it is kept in the call's future.
+        {
+            let upstream = crate::upstream::current();
+            let effect = resolution
+                .policy
+                .as_ref()
+                .map_or(UpstreamEffect::None, |p| {
+                    upstream_effect(&p.policy.amplification, upstream)
+                });
+            if let Some(p) = resolution.policy.as_mut() {
+                if let Some(single) = effect.adjusted(&p.policy) {
+                    *p = Arc::new(Normalized {
+                        policy: single,
+                        changed: p.changed,
+                    });
+                }
+            }
+            if let Some(t) = timeline.as_deref_mut() {
+                resolution.write_attributes(&mut t.attributes);
+                if let Some(n) = upstream {
+                    t.attributes.insert(UPSTREAM_ATTEMPTS, n.to_string());
+                }
+                if effect != UpstreamEffect::None {
+                    t.attributes.insert(UPSTREAM_EFFECT, effect.as_str().into());
+                }
+            }
         }
         let classifier = resolution
             .policy
@@ -452,6 +481,9 @@ impl<S: TimerSource> Executor<S> {
             latency: &self.latency,
             call_panics: &call_panics,
             offset: None,
+            // Read again rather than kept: the adjusted policy keeps its
+            // mode, so the effect is the same.
+            upstream: upstream_effect(&policy.policy.amplification, crate::upstream::current()),
         };
         report.call_panics = Some(&call_panics);
         // Every attempt's future is watched for a panic: the call's end is

@@ -97,6 +97,10 @@ pub(crate) struct ExecParts<'a, S> {
     /// The shared clock minus the machine's, in nanoseconds (wrapping),
     /// from the first instant the parts saw.
     pub(crate) offset: Option<u64>,
+    /// What the policy does with the attempts made upstream: under a
+    /// shared allowance the ledger leaves room for the callers above and
+    /// may count the first attempt as an extra one.
+    pub(crate) upstream: recourse_core::amplification::UpstreamEffect,
 }
 
 impl<S: TimerSource> ExecParts<'_, S> {
@@ -248,9 +252,12 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) -> bool {
         let now = self.shared(now);
-        self.budgets
-            .amplification_ledgers()
-            .allows_extra(key, policy, now)
+        self.budgets.amplification_ledgers().allows_extra_reserving(
+            key,
+            policy,
+            now,
+            self.upstream.reserve(),
+        )
     }
 
     fn amplification_record(
@@ -260,6 +267,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) {
         let now = self.shared(now);
+        let kind = self.upstream.ledger_kind(kind);
         self.budgets.amplification_ledgers().record(key, kind, now);
     }
 

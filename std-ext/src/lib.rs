@@ -250,6 +250,7 @@ pub mod sim;
 pub mod static_provider;
 pub mod timeline;
 pub mod timer;
+pub mod upstream;
 
 /// Policies: the envelope ([`Policy`]), its sections, names, and
 /// normalization (`recourse_core`'s `policy` module).

@@ -137,3 +137,75 @@ async fn a_retry_that_cannot_finish_in_time_is_not_slept_for() {
     assert_eq!(n, 1);
     assert_eq!(start.elapsed(), Duration::from_millis(20));
 }
+
+/// A call made inside `upstream::scope(n)` (what `UpstreamLayer` does for a
+/// request that carried `n`): `not_when_retry` makes one attempt and no
+/// hedge, `shared_allowance` counts the first attempt as an extra one in
+/// the key's ledger; the timeline says which.
+#[tokio::test(start_paused = true)]
+async fn the_upstream_count_decides_what_a_call_may_retry() {
+    use recourse::upstream::{self, UpstreamRetry};
+
+    let mut p = attempts(3);
+    p.amplification.upstream_retry = UpstreamRetry::NotWhenRetry;
+    let exec = Executor::builder().provider(one("svc.Get", p)).build();
+    let failing = |n: &mut u32| {
+        *n += 1;
+        async { Err::<(), _>("down") }
+    };
+    for (upstream, want, effect) in [
+        (None, 3, None),
+        (Some(0), 3, None),
+        (Some(1), 1, Some("single_attempt")),
+        (Some(7), 1, Some("single_attempt")),
+    ] {
+        let mut n = 0;
+        let (r, t) = upstream::scope(
+            upstream,
+            exec.call_with_timeline("svc.Get", |_| failing(&mut n)),
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(n, want, "{upstream:?}");
+        let count = upstream.map(|u| u.to_string());
+        assert_eq!(t.attribute("upstream_attempts"), count.as_deref());
+        assert_eq!(t.attribute("upstream_effect"), effect, "{upstream:?}");
+    }
+
+    let mut p = attempts(3);
+    p.amplification.max_amplification = 2.0;
+    p.amplification.min_per_sec = 0;
+    p.amplification.upstream_retry = UpstreamRetry::SharedAllowance;
+    let exec = Executor::builder().provider(one("svc.Get", p)).build();
+    // A retry upstream: its first attempt counts as extra, and with no
+    // first attempt in the ledger there is no room to retry it.
+    let mut n = 0;
+    let (_, t) = upstream::scope(
+        Some(2),
+        exec.call_with_timeline("svc.Get", |_| failing(&mut n)),
+    )
+    .await;
+    assert_eq!(n, 1);
+    assert_eq!(
+        t.attribute("upstream_effect"),
+        Some("shared_first_is_extra")
+    );
+    // Two first requests (ledger: 1 then 2 firsts, 1 extra): at 2x there
+    // would be room for a retry in the second, but one extra attempt is
+    // left for the callers above.
+    for _ in 0..2 {
+        let mut n = 0;
+        let (_, t) = upstream::scope(
+            Some(0),
+            exec.call_with_timeline("svc.Get", |_| failing(&mut n)),
+        )
+        .await;
+        assert_eq!(t.attribute("upstream_effect"), Some("shared"));
+        assert_eq!(n, 1, "no room left below the callers' share");
+    }
+    // At the edge (no count) nothing is reserved: 3 firsts earn 3 extras,
+    // 1 spent, so both retries run.
+    let mut n = 0;
+    let _ = exec.call("svc.Get", |_| failing(&mut n)).await;
+    assert_eq!(n, 3);
+}

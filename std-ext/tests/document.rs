@@ -162,6 +162,12 @@ fn every_kind_of_bad_input_is_a_clear_error() {
         ("[policies.\"a.b\".amplification]\nmax_amplification = nan\n", Some("a.b"), Some("amplification.max_amplification"), "out of range"),
         ("[policies.\"a.b\".retry]\ndeadline_quantile_permille = 1001\n", Some("a.b"), Some("retry.deadline_quantile_permille"), "1 to 1000"),
         ("[policies.\"a.b\".amplification]\nmin_per_sec = -1\n", Some("a.b"), Some("amplification.min_per_sec"), "-1"),
+        ("[policies.\"a.b\".amplification]\nmax_amplification = -1.0\n", Some("a.b"), Some("amplification.max_amplification"), "0 (off) or 1 to 100"),
+        ("[policies.\"a.b\".amplification]\nmax_amplification = \"1.1\"\n", Some("a.b"), Some("amplification.max_amplification"), "1.1"),
+        ("[policies.\"a.b\".retry]\ndeadline_quantile_permille = -1\n", Some("a.b"), Some("retry.deadline_quantile_permille"), "-1"),
+        ("[policies.\"a.b\".retry]\ndeadline_quantile_permille = 0.9\n", Some("a.b"), Some("retry.deadline_quantile_permille"), "0.9"),
+        ("[policies.\"a.b\".amplification]\nupstream_retry = \"sometimes\"\n", Some("a.b"), Some("amplification.upstream_retry"), "sometimes"),
+        ("[policies.\"a.b\".amplification]\nupstream_retry = \"shared_allowance\"\n", Some("a.b"), Some("amplification.upstream_retry"), "needs amplification.max_amplification"),
         ("[policies.\"a.b\".retry\nmax_attempts = 3\n", None, None, ""),
     ];
     for (text, key, field, needle) in cases {
@@ -179,10 +185,50 @@ fn every_kind_of_bad_input_is_a_clear_error() {
         if !text.contains("nan")
             && !text.contains("max_amplification")
             && !text.contains("deadline_quantile")
+            && !text.contains("shared_allowance")
         {
             assert!(e.line.is_some() && e.column.is_some(), "{text}: {e}");
         }
     }
+}
+
+#[test]
+fn upstream_retry_reads_and_writes_in_toml_and_json() {
+    use recourse::upstream::UpstreamRetry;
+    let doc = PolicyDocument::from_toml(
+        "[policies.\"a.b\".amplification]\nmax_amplification = 1.1\nupstream_retry = \"shared_allowance\"\n\
+         [policies.\"c.d\".amplification]\nupstream_retry = \"not-when-retry\"\n",
+    )
+    .and_then(PolicyDocument::validate)
+    .unwrap();
+    let mode = |k| {
+        doc.provider
+            .policy(PolicyKey::parse(k))
+            .unwrap()
+            .policy
+            .policy
+            .amplification
+            .upstream_retry
+    };
+    assert_eq!(mode("a.b"), UpstreamRetry::SharedAllowance);
+    assert_eq!(mode("c.d"), UpstreamRetry::NotWhenRetry);
+    // Written by name, and left out at its default.
+    let mut p = Policy::DEFAULT;
+    assert!(!serde_json::to_string(&p)
+        .unwrap()
+        .contains("upstream_retry"));
+    p.amplification.upstream_retry = UpstreamRetry::NotWhenRetry;
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(
+        json.contains("\"upstream_retry\":\"not_when_retry\""),
+        "{json}"
+    );
+    let back: Policy = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p);
+    let e = serde_json::from_str::<Policy>(r#"{"amplification":{"upstream_retry":3}}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("always"), "{e}");
 }
 
 #[test]

@@ -75,6 +75,13 @@ impl Policy {
                 Problem::OutOfRange,
             ));
         }
+        if self.amplification.upstream_retry == super::UpstreamRetry::SharedAllowance && amp == 0.0
+        {
+            return Err(PolicyError::new(
+                super::UPSTREAM_RETRY_FIELD,
+                Problem::OutOfRange,
+            ));
+        }
         if self.retry.deadline_quantile_permille > 1000 {
             return Err(PolicyError::new(
                 Field::DeadlineQuantile.path(),
@@ -595,6 +602,41 @@ mod tests {
             let mut p = Policy::DEFAULT;
             p.amplification.max_amplification = ok;
             assert!(p.normalize().unwrap().changed.is_empty(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_shared_allowance_without_the_ledger_is_an_error_naming_the_field() {
+        use crate::policy::UpstreamRetry;
+        let mut p = Policy::DEFAULT;
+        p.amplification.upstream_retry = UpstreamRetry::SharedAllowance;
+        let e = p.clone().normalize().unwrap_err();
+        assert_eq!(e.field, "amplification.upstream_retry");
+        assert_eq!(
+            e.to_string(),
+            "invalid policy field `amplification.upstream_retry`: out of range \
+             (allowed: always, not_when_retry, or shared_allowance (which needs \
+             amplification.max_amplification of at least 1))"
+        );
+        p.amplification.max_amplification = 1.1;
+        let n = p.normalize().unwrap();
+        assert!(n.changed.is_empty());
+        assert_eq!(
+            n.policy.amplification.upstream_retry,
+            UpstreamRetry::SharedAllowance
+        );
+        // The other modes need no ledger.
+        for mode in [UpstreamRetry::Always, UpstreamRetry::NotWhenRetry] {
+            let mut p = Policy::DEFAULT;
+            p.amplification.upstream_retry = mode;
+            assert!(p.normalize().unwrap().changed.is_empty(), "{mode}");
+        }
+        // Parsing: names, case, dashes; anything else names the field.
+        assert_eq!("Not-When-Retry".parse(), Ok(UpstreamRetry::NotWhenRetry));
+        assert_eq!(" always ".parse(), Ok(UpstreamRetry::Always));
+        for bad in ["", "never", "shared", "always!"] {
+            let e = bad.parse::<UpstreamRetry>().unwrap_err();
+            assert_eq!(e.field, "amplification.upstream_retry", "{bad}");
         }
     }
 

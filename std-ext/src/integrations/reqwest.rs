@@ -40,15 +40,24 @@
 //!   [`RecourseError`] — `recourse::Error<reqwest_middleware::Error>`, the
 //!   last transport error kept inside; get it back with
 //!   `error.downcast_ref::<RecourseError>()` on the `anyhow::Error`.
+//! - **`recourse-attempt`**: every attempt carries the header
+//!   [`HTTP_HEADER`](crate::upstream::HTTP_HEADER): the upstream attempt
+//!   count of the request being served
+//!   ([`upstream::current`](crate::upstream::current), 0 outside a scope)
+//!   plus the attempts this call sent before this one, so that a server
+//!   behind it can apply `amplification.upstream_retry` (see
+//!   [`crate::upstream`]). [`RecourseMiddleware::attempt_header`] turns it
+//!   off.
 //! - **Tracing**: with the `tracing` feature each call runs in the span
 //!   `recourse.call`.
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::panic::catch_unwind;
 use std::sync::Arc;
 
 use core::panic::AssertUnwindSafe;
+use recourse_core::amplification::outbound_attempts;
 use recourse_core::{AttemptInfo, Error, OutcomeKind};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
@@ -72,6 +81,7 @@ pub struct RecourseMiddleware<T = DefaultTimer> {
     exec: Arc<Executor<T>>,
     key: Option<Arc<KeyFn>>,
     retry_non_idempotent: bool,
+    attempt_header: bool,
 }
 
 impl<T> fmt::Debug for RecourseMiddleware<T> {
@@ -79,6 +89,7 @@ impl<T> fmt::Debug for RecourseMiddleware<T> {
         f.debug_struct("RecourseMiddleware")
             .field("custom_key", &self.key.is_some())
             .field("retry_non_idempotent", &self.retry_non_idempotent)
+            .field("attempt_header", &self.attempt_header)
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +101,7 @@ impl<T> RecourseMiddleware<T> {
             exec,
             key: None,
             retry_non_idempotent: false,
+            attempt_header: true,
         }
     }
 
@@ -106,6 +118,14 @@ impl<T> RecourseMiddleware<T> {
     #[must_use]
     pub fn retry_non_idempotent(mut self, retry: bool) -> Self {
         self.retry_non_idempotent = retry;
+        self
+    }
+
+    /// Whether each attempt carries the `recourse-attempt` header (default
+    /// `true`).
+    #[must_use]
+    pub fn attempt_header(mut self, send: bool) -> Self {
+        self.attempt_header = send;
         self
     }
 
@@ -162,8 +182,11 @@ where
         let mut original = Some(req);
         let extensions_template = extensions.clone();
         let consumed = &consumed;
+        let upstream = self.attempt_header.then(crate::upstream::current);
+        let sent = AtomicU32::new(0);
+        let sent = &sent;
         let op = move |_: AttemptInfo| {
-            let request = match original.as_ref().and_then(Request::try_clone) {
+            let mut request = match original.as_ref().and_then(Request::try_clone) {
                 Some(copy) => Some(copy),
                 None => {
                     let r = original.take();
@@ -173,6 +196,11 @@ where
                     r
                 }
             };
+            if let (Some(upstream), Some(r)) = (upstream, request.as_mut()) {
+                let n = outbound_attempts(upstream, sent.fetch_add(1, Ordering::Relaxed));
+                r.headers_mut()
+                    .insert(crate::upstream::HTTP_HEADER, http::HeaderValue::from(n));
+            }
             let mut ext = extensions_template.clone();
             let next = next.clone();
             async move {

@@ -62,8 +62,15 @@
 //!   executor's provider (one more lookup per RPC than the call's own);
 //!   for a key the provider has no policy for, only the caller's
 //!   `grpc-timeout` is sent.
-//! - **`grpc-previous-rpc-attempts`**: on every attempt after the first,
-//!   the number of attempts sent before it (A6's header, hedges included).
+//! - **`grpc-previous-rpc-attempts`**: the number of attempts sent before
+//!   this one (A6's header, hedges included), plus the upstream attempt
+//!   count of the request being served
+//!   ([`upstream::current`](crate::upstream::current)), so that a chain of
+//!   services knows how many attempts were made above it; left out when 0
+//!   (a first attempt all the way up). A tonic server reads it with
+//!   [`UpstreamLayer::grpc`](crate::integrations::tower::UpstreamLayer::grpc)
+//!   (feature `tower`) and applies `amplification.upstream_retry` (see
+//!   [`crate::upstream`]).
 //! - **Errors**: `recourse::Error` of the transport's error; tonic turns it
 //!   into a `Status` for the caller, with the inner error as its source.
 //!
@@ -73,8 +80,10 @@ use core::fmt;
 use core::future::{poll_fn, Future};
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, Ordering};
+
 use core::task::{Context, Poll};
 use core::time::Duration;
+use recourse_core::amplification::outbound_attempts;
 use std::panic::catch_unwind;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
@@ -100,7 +109,7 @@ use crate::timer::{DefaultTimer, TimerSource};
 /// `grpc-timeout`.
 pub const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// `grpc-previous-rpc-attempts`.
-pub const GRPC_PREVIOUS_RPC_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
+pub const GRPC_PREVIOUS_RPC_ATTEMPTS: &str = crate::upstream::GRPC_HEADER;
 
 type KeyFn = dyn Fn(&Request<Body>) -> String + Send + Sync;
 
@@ -426,6 +435,7 @@ where
                     )
                 });
             let caller_timeout = parts.headers.get(GRPC_TIMEOUT).and_then(parse_timeout);
+            let upstream = crate::upstream::current();
             let sent = AtomicU32::new(0);
             let sent = &sent;
             let mut ready = Some(ready);
@@ -444,7 +454,7 @@ where
             let op = move |_: AttemptInfo| {
                 let mut request =
                     Request::from_parts(parts.clone(), Body::new(Full::new(bytes.clone())));
-                let previous = sent.fetch_add(1, Ordering::Relaxed);
+                let previous = outbound_attempts(upstream, sent.fetch_add(1, Ordering::Relaxed));
                 if previous > 0 {
                     request
                         .headers_mut()

@@ -60,6 +60,22 @@
 //!   `TracingObserver`'s attempt spans and the inner service's own spans
 //!   nest under it.
 //!
+//! ## Layers that know about each other
+//!
+//! On the client side, [`RecourseLayer::mark_attempts`] writes the upstream
+//! attempt count on each attempt's request ([`set_attempt_header`] writes
+//! the `recourse-attempt` header of an `http::Request`): the count of the
+//! request being served ([`upstream::current`](crate::upstream::current))
+//! plus the attempts this call sent before. On the server side,
+//! [`UpstreamLayer`] reads that header (or `grpc-previous-rpc-attempts`
+//! with [`UpstreamLayer::grpc`]) from each inbound request and runs the
+//! handler in [`upstream::scope`](crate::upstream::scope), so that the
+//! executor calls the handler makes apply the policy's
+//! `amplification.upstream_retry` (see [`crate::upstream`]). A value that
+//! is not a plain decimal up to 10 000 — garbage, negative, huge, or the
+//! header repeated — is treated as absent and counted
+//! ([`UpstreamLayer::invalid_headers`]).
+//!
 //! ## Keys and classifiers
 //!
 //! The key is fixed ([`RecourseLayer::new`]) or computed from each request
@@ -78,11 +94,12 @@ use core::fmt;
 use core::future::{poll_fn, Future};
 use core::panic::AssertUnwindSafe;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::task::{Context, Poll};
 use std::panic::catch_unwind;
 use std::sync::Arc;
 
+use recourse_core::amplification::outbound_attempts;
 use recourse_core::machine::Cause;
 use recourse_core::{
     AttemptInfo, Classifier, DefaultClassifier, Error, Outcome, OutcomeKind, Timer,
@@ -102,6 +119,7 @@ pub type ResponseFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, Error<E>>>
 
 type KeyFn<Req> = dyn Fn(&Req) -> String + Send + Sync;
 type CloneFn<Req> = dyn Fn(&Req) -> Option<Req> + Send + Sync;
+type MarkFn<Req> = dyn Fn(&mut Req, u32) + Send + Sync;
 
 /// Where a request's policy key comes from.
 enum KeySource<Req> {
@@ -191,12 +209,130 @@ pub fn clone_http_request<B: Clone>(req: &::http::Request<B>) -> Option<::http::
     Some(copy)
 }
 
+/// Sets the `recourse-attempt` header of `req` to `attempts`: a mark for
+/// [`RecourseLayer::mark_attempts`].
+#[cfg(feature = "http")]
+pub fn set_attempt_header<B>(req: &mut ::http::Request<B>, attempts: u32) {
+    req.headers_mut().insert(
+        crate::upstream::HTTP_HEADER,
+        ::http::HeaderValue::from(attempts),
+    );
+}
+
+/// The upstream attempt count of `headers`' `name`: `Ok(None)` when the
+/// header is absent, `Err(())` when it is repeated or its value is not a
+/// plain decimal up to [`MAX_UPSTREAM_ATTEMPTS`](crate::upstream::MAX_UPSTREAM_ATTEMPTS).
+#[cfg(feature = "http")]
+fn read_upstream(
+    headers: &::http::HeaderMap,
+    name: &::http::HeaderName,
+) -> Result<Option<u32>, ()> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(());
+    }
+    crate::upstream::parse_upstream_attempts(first.as_bytes())
+        .map(Some)
+        .ok_or(())
+}
+
+/// Server side: reads the upstream attempt count of each inbound
+/// `http::Request` and calls the inner service (and polls its future) in
+/// [`upstream::scope`](crate::upstream::scope); see the
+/// [module docs](self#layers-that-know-about-each-other).
+#[cfg(feature = "http")]
+#[derive(Clone, Debug)]
+pub struct UpstreamLayer {
+    header: ::http::HeaderName,
+    invalid: Arc<core::sync::atomic::AtomicU64>,
+}
+
+#[cfg(feature = "http")]
+impl UpstreamLayer {
+    /// Reads `recourse-attempt` (HTTP).
+    pub fn http() -> Self {
+        Self::header(::http::HeaderName::from_static(
+            crate::upstream::HTTP_HEADER,
+        ))
+    }
+
+    /// Reads `grpc-previous-rpc-attempts` (gRPC, for a tonic server).
+    pub fn grpc() -> Self {
+        Self::header(::http::HeaderName::from_static(
+            crate::upstream::GRPC_HEADER,
+        ))
+    }
+
+    /// Reads the header `name`.
+    pub fn header(name: ::http::HeaderName) -> Self {
+        Self {
+            header: name,
+            invalid: Arc::default(),
+        }
+    }
+
+    /// Requests whose header was repeated or not a valid count (treated as
+    /// absent), by this layer and every service it made.
+    pub fn invalid_headers(&self) -> u64 {
+        self.invalid.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(feature = "http")]
+impl<S> Layer<S> for UpstreamLayer {
+    type Service = UpstreamService<S>;
+    fn layer(&self, inner: S) -> UpstreamService<S> {
+        UpstreamService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// A service that runs each request in its upstream attempt count's scope;
+/// made by [`UpstreamLayer`].
+#[cfg(feature = "http")]
+#[derive(Clone, Debug)]
+pub struct UpstreamService<S> {
+    inner: S,
+    layer: UpstreamLayer,
+}
+
+#[cfg(feature = "http")]
+impl<S, B> Service<::http::Request<B>> for UpstreamService<S>
+where
+    S: Service<::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = crate::upstream::Scoped<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: ::http::Request<B>) -> Self::Future {
+        let upstream = read_upstream(req.headers(), &self.layer.header).unwrap_or_else(|()| {
+            self.layer.invalid.fetch_add(1, Ordering::Relaxed);
+            None
+        });
+        // `call` itself may start the work: it runs in the scope too.
+        let inner = &mut self.inner;
+        let fut = crate::upstream::with_current(upstream, || inner.call(req));
+        crate::upstream::scope(upstream, fut)
+    }
+}
+
 /// Wraps services in [`RecourseService`]; see the [module docs](self).
 pub struct RecourseLayer<Req, M = DefaultClassifier, T = DefaultTimer> {
     exec: Arc<Executor<T>>,
     key: KeySource<Req>,
     classify: M,
     clone_request: Arc<CloneFn<Req>>,
+    mark: Option<Arc<MarkFn<Req>>>,
 }
 
 impl<Req, M: Clone, T> Clone for RecourseLayer<Req, M, T> {
@@ -206,6 +342,7 @@ impl<Req, M: Clone, T> Clone for RecourseLayer<Req, M, T> {
             key: self.key.clone(),
             classify: self.classify.clone(),
             clone_request: self.clone_request.clone(),
+            mark: self.mark.clone(),
         }
     }
 }
@@ -219,6 +356,7 @@ impl<Req, M: fmt::Debug, T> fmt::Debug for RecourseLayer<Req, M, T> {
         f.debug_struct("RecourseLayer")
             .field("key", &key)
             .field("classify", &self.classify)
+            .field("mark_attempts", &self.mark.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -245,6 +383,7 @@ impl<Req: 'static, T> RecourseLayer<Req, DefaultClassifier, T> {
             key: KeySource::Fixed(Arc::from(key.into())),
             classify: DefaultClassifier,
             clone_request: Arc::new(clone_request),
+            mark: None,
         }
     }
 }
@@ -258,6 +397,18 @@ impl<Req, M, T> RecourseLayer<Req, M, T> {
         self
     }
 
+    /// Writes the upstream attempt count on each attempt's request with
+    /// `mark` (e.g. [`set_attempt_header`] for an `http::Request`): the
+    /// count of the request being served
+    /// ([`upstream::current`](crate::upstream::current), 0 outside a
+    /// scope) plus the attempts this call sent before this one. A `mark`
+    /// that panics is contained: the request goes out unmarked.
+    #[must_use]
+    pub fn mark_attempts(mut self, mark: impl Fn(&mut Req, u32) + Send + Sync + 'static) -> Self {
+        self.mark = Some(Arc::new(mark));
+        self
+    }
+
     /// The classifier maker: [`DefaultClassifier`], [`PerRequest`],
     /// `HttpByMethod`, or your own [`MakeClassifier`].
     pub fn classifier<M2>(self, classify: M2) -> RecourseLayer<Req, M2, T> {
@@ -266,6 +417,7 @@ impl<Req, M, T> RecourseLayer<Req, M, T> {
             key: self.key,
             classify,
             clone_request: self.clone_request,
+            mark: self.mark,
         }
     }
 }
@@ -357,9 +509,13 @@ where
         let classifier = self.layer.classify.make_classifier(&req);
         let exec = self.layer.exec.clone();
         let clone_request = self.layer.clone_request.clone();
+        let mark = self.layer.mark.clone();
         #[cfg(feature = "tracing")]
         let span = crate::observers::tracing::call_span(&key);
         let call = async move {
+            let upstream = crate::upstream::current();
+            let sent = AtomicU32::new(0);
+            let sent = &sent;
             let consumed = AtomicBool::new(false);
             let mut original = Some(req);
             let mut ready = Some(ready);
@@ -379,6 +535,11 @@ where
                     }
                     r
                 });
+                let mut request = request;
+                if let (Some(mark), Some(r)) = (&mark, request.as_mut()) {
+                    let n = outbound_attempts(upstream, sent.fetch_add(1, Ordering::Relaxed));
+                    let _ = catch_unwind(AssertUnwindSafe(|| mark(r, n)));
+                }
                 let service = ready.take();
                 let spare = spare.clone();
                 async move {
