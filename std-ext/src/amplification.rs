@@ -16,7 +16,7 @@
 //! Every instant passed to one store must come from one clock, such as an
 //! executor's shared clock ([`TimerSource`](crate::TimerSource)).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use recourse_core::amplification::{AmplificationLedger, Totals};
 use recourse_core::policy::AmplificationPolicy;
@@ -54,29 +54,29 @@ impl AmplificationLedgers {
         if !policy.is_enabled() {
             return true;
         }
-        match self.lock().get(key) {
-            Some(slot) => slot.value.allows_extra(policy, now),
+        let shared = self.lock().get(key).map(Arc::clone);
+        match shared {
+            Some(shared) => shared.lock().allows_extra(policy, now),
             None => AmplificationLedger::new().allows_extra(policy, now),
         }
     }
 
     /// Counts an attempt of `kind` of `key` that was admitted at `now`.
     pub fn record(&self, key: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
-        let warning = {
+        let (shared, warning) = {
             let mut inner = self.lock();
-            let (slot, warning, _) =
-                inner.get_or_insert_mut(key, &self.bound, AmplificationLedger::new, |_| true);
-            slot.value.record(kind, now);
-            warning
+            let (shared, warning, _) =
+                inner.get_or_insert(key, &self.bound, AmplificationLedger::new, |_| true);
+            (Arc::clone(shared), warning)
         };
         self.bound.warn(warning);
+        shared.lock().record(kind, now);
     }
 
     /// What `key`'s ledger counted over the window that ends at `now`.
     pub fn totals(&self, key: PolicyKey<'_>, now: Instant) -> Totals {
-        self.lock()
-            .get(key)
-            .map_or(Totals::default(), |slot| slot.value.totals(now))
+        let shared = self.lock().get(key).map(Arc::clone);
+        shared.map_or(Totals::default(), |shared| shared.lock().totals(now))
     }
 
     /// Keys with a ledger now.

@@ -28,7 +28,7 @@
 
 use core::fmt;
 use core::time::Duration;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant as StdInstant;
 
 use recourse_core::breaker::{self, CircuitBreaker};
@@ -36,7 +36,7 @@ use recourse_core::policy::CircuitPolicy;
 use recourse_core::time::nanos;
 use recourse_core::{Instant, PolicyKey};
 
-use crate::keyed::{Bound, Keyed};
+use crate::keyed::{Bound, Keyed, Shared};
 
 pub use recourse_core::breaker::{CallResult, CIRCUIT_OPEN, HALF_OPEN_PROBE_LIMIT};
 
@@ -72,6 +72,30 @@ impl Permit {
     /// Whether the key's policy had the breaker disabled (nothing counted).
     pub const fn is_bypass(&self) -> bool {
         self.permit.is_bypass()
+    }
+}
+
+/// One key's breaker, kept by whoever found it (an executor's per-thread
+/// key cache): see [`Breakers::entry`].
+#[derive(Clone)]
+pub(crate) struct BreakerEntry {
+    shared: Arc<Shared<CircuitBreaker>>,
+    /// The key's hash in the store, for permits.
+    hash: u64,
+}
+
+impl BreakerEntry {
+    /// Whether the store has evicted it: look the key up again.
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.shared.is_evicted()
+    }
+}
+
+impl fmt::Debug for BreakerEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerEntry")
+            .field("id", &self.shared.id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -189,31 +213,95 @@ impl Breakers {
             };
             return (Ok(bypass), None);
         }
-        let mut left_open = None;
-        let (answer, warning) = {
+        let (entry, warning, hash) = {
             let mut inner = self.lock();
             // The least worth keeping: a closed breaker.
-            let (slot, warning, hash) = inner.get_or_insert_mut(
+            let (entry, warning, hash) = inner.get_or_insert(
                 key,
                 &self.bound,
                 || CircuitBreaker::new(policy.clone()),
                 |b| b.state(now) == breaker::CircuitState::Closed,
             );
-            slot.value.set_policy(policy);
-            let entry = slot.id;
-            let was_open = slot.value.open_until();
-            let answer = slot.value.admit(now);
-            if answer.is_ok_and(|p| p.is_probe()) {
-                left_open = was_open;
-            }
-            let answer = answer.map(|permit| Permit {
-                permit,
-                entry,
-                hash,
-            });
-            (answer, warning)
+            (Arc::clone(entry), warning, hash)
         };
         self.bound.warn(warning);
+        entry.lock().set_policy(policy);
+        Self::admit_shared(&entry, hash, now)
+    }
+
+    /// `key`'s breaker under `policy` (enabled; normalized), found or made
+    /// (which may evict another key's), for a caller that keeps it: its
+    /// calls then go to [`Breakers::admit_entry`] and
+    /// [`Breakers::record_entry`], with no search and no store lock, until
+    /// the entry [`is_evicted`](BreakerEntry::is_evicted). The policy is
+    /// given to the breaker here, once, not on every call.
+    pub(crate) fn entry(
+        &self,
+        key: PolicyKey<'_>,
+        policy: &CircuitPolicy,
+        now: Instant,
+    ) -> BreakerEntry {
+        let (entry, warning, hash) = {
+            let mut inner = self.lock();
+            let (entry, warning, hash) = inner.get_or_insert(
+                key,
+                &self.bound,
+                || CircuitBreaker::new(policy.clone()),
+                |b| b.state(now) == breaker::CircuitState::Closed,
+            );
+            (Arc::clone(entry), warning, hash)
+        };
+        self.bound.warn(warning);
+        entry.lock().set_policy(policy);
+        BreakerEntry {
+            shared: entry,
+            hash,
+        }
+    }
+
+    /// [`Breakers::admit_tracked`] on a kept entry.
+    pub(crate) fn admit_entry(
+        &self,
+        entry: &BreakerEntry,
+        now: Instant,
+    ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
+        entry.shared.touch(&self.bound);
+        Self::admit_shared(&entry.shared, entry.hash, now)
+    }
+
+    /// [`Breakers::record_at`] on the entry that admitted `permit`.
+    pub(crate) fn record_entry(
+        &self,
+        entry: &BreakerEntry,
+        permit: Permit,
+        result: CallResult,
+        now: Instant,
+    ) -> Option<breaker::CircuitState> {
+        if permit.is_bypass() || entry.shared.id() != permit.entry {
+            return None;
+        }
+        entry.shared.lock().record(permit.permit, result, now)
+    }
+
+    fn admit_shared(
+        shared: &Shared<CircuitBreaker>,
+        hash: u64,
+        now: Instant,
+    ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
+        let mut breaker = shared.lock();
+        let was_open = breaker.open_until();
+        let answer = breaker.admit(now);
+        drop(breaker);
+        let left_open = if answer.is_ok_and(|p| p.is_probe()) {
+            was_open
+        } else {
+            None
+        };
+        let answer = answer.map(|permit| Permit {
+            permit,
+            entry: shared.id(),
+            hash,
+        });
         (answer, left_open)
     }
 
@@ -244,20 +332,25 @@ impl Breakers {
         if permit.is_bypass() {
             return None;
         }
-        let mut inner = self.lock();
-        let slot = inner.get_mut_hashed(permit.hash, key)?;
-        if slot.id != permit.entry {
-            return None;
-        }
-        slot.value.record(permit.permit, result, now)
+        let shared = {
+            let mut inner = self.lock();
+            let shared = inner.get_hashed(permit.hash, key, &self.bound)?;
+            if shared.id() != permit.entry {
+                return None;
+            }
+            Arc::clone(shared)
+        };
+        let state = shared.lock().record(permit.permit, result, now);
+        state
     }
 
     /// `key`'s state at `now` (closed when it has no breaker); does not
     /// count as a use.
     pub fn state(&self, key: PolicyKey<'_>, now: StdInstant) -> CircuitState {
         let now = self.to_core(now);
-        let state = match self.lock().get(key) {
-            Some(slot) => slot.value.state(now),
+        let shared = self.lock().get(key).map(Arc::clone);
+        let state = match shared {
+            Some(shared) => shared.lock().state(now),
             None => breaker::CircuitState::Closed,
         };
         state.map_instant(|t| self.to_std(t))

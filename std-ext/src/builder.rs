@@ -263,6 +263,7 @@ impl<S> ExecutorBuilder<S> {
             missing_classifier: self.missing_classifier,
             latency: self.latency,
             missing_trigger: self.missing_trigger,
+            id: crate::key_cache::executor_id(),
         }
     }
 }

@@ -36,6 +36,7 @@ use crate::builder::ExecutorBuilder;
 use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode};
 use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
+use crate::key_cache::{self, Kept, Resolved};
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::observer::Observer;
@@ -100,6 +101,9 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) missing_classifier: MissingClassifierMode,
     pub(crate) latency: LatencyTrackers,
     pub(crate) missing_trigger: MissingTriggerMode,
+    /// Tells this executor's entries in the per-thread key cache from
+    /// other executors' ([`key_cache`](crate::key_cache)).
+    pub(crate) id: u64,
 }
 
 impl Executor {
@@ -317,43 +321,38 @@ impl<S: TimerSource> Executor<S> {
         key: &str,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         op: Op,
-        mut timeline: Option<&mut Timeline>,
+        timeline: Option<&mut Timeline>,
     ) -> Result<T, Error<E>>
     where
         C: Classifier<T, E>,
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let key = PolicyKey::parse(key);
         let timer = self.timer.timer();
         let rng = self.next_rng();
-        let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
-        if let Some(t) = timeline.as_deref_mut() {
-            resolution.write_attributes(&mut t.attributes);
-        }
-        let classifier = resolution
-            .policy
-            .as_ref()
-            .map(|p| classifier(&p.policy, timeline.as_deref_mut()));
+        let Prepared {
+            key,
+            kept,
+            plan,
+            classifier,
+            policy_source,
+            missing_policy_mode,
+            timeline,
+        } = self.prepare(key, classifier, timeline);
         let mut report = Report {
             observer: self.observer.as_deref(),
             timeline,
-            policy_source: resolution.source,
-            missing_policy_mode: resolution.mode,
+            policy_source,
+            missing_policy_mode,
             missing_budget_mode: self.missing_budget,
             call_panics: None,
             classifier_told: false,
             panics: &self.observer_panics,
         };
-        let (Some(policy), Some(classifier)) = (resolution.policy, classifier) else {
+        let (Some(policy), Some(classifier)) = (kept.policy(), classifier) else {
             report.denied(key, timer.now());
             return Err(Error::NoPolicy);
         };
-        let plan = HedgePlan::resolve(
-            &policy.policy,
-            self.options.max_hedges_ceiling,
-            self.missing_trigger,
-        );
         if let Some(t) = report.timeline.as_deref_mut() {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
         }
@@ -365,7 +364,9 @@ impl<S: TimerSource> Executor<S> {
             contain_panics: self.contain_panics,
             observer: self.observer.as_deref(),
             breakers: &self.breakers,
+            breaker: kept.breaker(),
             latency: &self.latency,
+            latency_entry: kept.latency(),
             call_panics: &call_panics,
             offset: None,
         };
@@ -416,6 +417,72 @@ impl<S: TimerSource> Executor<S> {
         result
     }
 
+    /// What a call resolves before it starts, done outside the call's
+    /// future so that only what it keeps ([`Kept`]) is held across its
+    /// awaits.
+    fn prepare<'k, 't, C>(
+        &self,
+        key: &'k str,
+        classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
+        mut timeline: Option<&'t mut Timeline>,
+    ) -> Prepared<'k, 't, C> {
+        // Read before the provider is asked: an answer cached under this
+        // generation is at least as new as it (see `key_cache`).
+        let generation = self.provider.generation();
+        let (key, resolved) = key_cache::resolve(self.id, key, generation, |key| {
+            let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
+            let Some(policy) = resolution.policy.as_deref() else {
+                return Resolved {
+                    resolution,
+                    plan: HedgePlan::OFF,
+                    breaker: None,
+                    latency: None,
+                };
+            };
+            let policy = &policy.policy;
+            let plan = HedgePlan::resolve(
+                policy,
+                self.options.max_hedges_ceiling,
+                self.missing_trigger,
+            );
+            // The key's state, found once here and kept with its answer.
+            let breaker = policy.circuit.enabled.then(|| {
+                self.breakers
+                    .entry(key, &policy.circuit, self.timer.shared_now())
+            });
+            let wants_samples = plan.trigger.is_some_and(|t| t.quantile().is_some())
+                || policy.retry.deadline_quantile_permille > 0;
+            let latency = wants_samples.then(|| self.latency.entry(key));
+            Resolved {
+                resolution,
+                plan,
+                breaker,
+                latency,
+            }
+        });
+        let plan = resolved.plan;
+        let resolution = &resolved.resolution;
+        if let Some(t) = timeline.as_deref_mut() {
+            resolution.write_attributes(&mut t.attributes);
+        }
+        let classifier = resolution
+            .policy
+            .as_ref()
+            .map(|p| classifier(&p.policy, timeline.as_deref_mut()));
+        let (policy_source, missing_policy_mode) = (resolution.source, resolution.mode);
+        // Only what the call still needs is kept across its awaits.
+        let kept = resolved.keep();
+        Prepared {
+            key,
+            kept,
+            plan,
+            classifier,
+            policy_source,
+            missing_policy_mode,
+            timeline,
+        }
+    }
+
     /// The RNG of the next call: derived from the seed and the call's number
     /// when the executor has a seed, from entropy otherwise.
     fn next_rng(&self) -> fastrand::Rng {
@@ -425,6 +492,17 @@ impl<S: TimerSource> Executor<S> {
             None => fastrand::Rng::new(),
         }
     }
+}
+
+/// A call's key, resolved: see [`Executor::prepare`].
+struct Prepared<'k, 't, C> {
+    key: PolicyKey<'k>,
+    kept: Kept,
+    plan: HedgePlan,
+    classifier: Option<C>,
+    policy_source: Option<crate::provider::PolicySource>,
+    missing_policy_mode: Option<MissingPolicyMode>,
+    timeline: Option<&'t mut Timeline>,
 }
 
 pin_project_lite::pin_project! {

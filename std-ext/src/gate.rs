@@ -27,9 +27,9 @@ use recourse_core::policy::{AmplificationPolicy, CircuitPolicy};
 use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
 use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
-use crate::breakers::{Breakers, Permit};
+use crate::breakers::{BreakerEntry, Breakers, Permit};
 use crate::budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
-use crate::latency::LatencyTrackers;
+use crate::latency::{LatencyEntry, LatencyTrackers};
 use crate::observer::{BudgetDecision, CircuitTransition, Observer};
 use crate::timer::TimerSource;
 
@@ -88,9 +88,15 @@ pub(crate) struct ExecParts<'a, S> {
     pub(crate) contain_panics: bool,
     pub(crate) observer: Option<&'a dyn Observer>,
     pub(crate) breakers: &'a Breakers,
+    /// The key's breaker, found when its answer was resolved (`None`: look
+    /// it up by key).
+    pub(crate) breaker: Option<&'a BreakerEntry>,
     /// Where a quantile trigger reads (and completed attempts write) the
     /// key's recent latencies.
     pub(crate) latency: &'a LatencyTrackers,
+    /// The key's sketch, found when its answer was resolved (`None`: look
+    /// it up by key).
+    pub(crate) latency_entry: Option<&'a LatencyEntry>,
     /// Where a contained panic in a budget's `settle` leaves its first
     /// message, for the call's timeline.
     pub(crate) call_panics: &'a crate::report::CallPanics,
@@ -190,7 +196,10 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     ) -> Result<Option<Permit>, Refusal> {
         let machine_now = now;
         let now = self.shared(now);
-        let (answer, left_open) = self.breakers.admit_tracked(key, policy, now);
+        let (answer, left_open) = match self.breaker {
+            Some(entry) => self.breakers.admit_entry(entry, now),
+            None => self.breakers.admit_tracked(key, policy, now),
+        };
         if let Some(until) = left_open {
             let from = CircuitState::Open {
                 until: self.machine(until),
@@ -213,7 +222,11 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     ) {
         let machine_now = now;
         let now = self.shared(now);
-        if let Some(to) = self.breakers.record_at(key, permit, result, now) {
+        let to = match self.breaker {
+            Some(entry) => self.breakers.record_entry(entry, permit, result, now),
+            None => self.breakers.record_at(key, permit, result, now),
+        };
+        if let Some(to) = to {
             // The permit's episode is the state the result changed: a probe
             // was half-open, any other call closed.
             let from = if permit.is_probe() {
@@ -233,12 +246,18 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) -> Option<Duration> {
         let now = self.shared(now);
-        self.latency.quantile(key, q_permille, now)
+        match self.latency_entry {
+            Some(entry) => self.latency.quantile_entry(entry, q_permille, now),
+            None => self.latency.quantile(key, q_permille, now),
+        }
     }
 
     fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
         let now = self.shared(now);
-        self.latency.record(key, latency, now);
+        match self.latency_entry {
+            Some(entry) => self.latency.record_entry(entry, latency, now),
+            None => self.latency.record(key, latency, now),
+        }
     }
 
     fn amplification_allows(
