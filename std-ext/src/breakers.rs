@@ -58,9 +58,6 @@ pub struct Permit {
     /// The store entry that issued it (0: none); a permit of an evicted
     /// breaker is not recorded on its successor.
     entry: u64,
-    /// The key's hash in the store: `record` finds the breaker without
-    /// hashing the key again.
-    hash: u64,
 }
 
 impl Permit {
@@ -80,8 +77,6 @@ impl Permit {
 #[derive(Clone)]
 pub(crate) struct BreakerEntry {
     shared: Arc<Shared<CircuitBreaker>>,
-    /// The key's hash in the store, for permits.
-    hash: u64,
 }
 
 impl BreakerEntry {
@@ -209,24 +204,23 @@ impl Breakers {
             let bypass = Permit {
                 permit: breaker::Permit::BYPASS,
                 entry: 0,
-                hash: 0,
             };
             return (Ok(bypass), None);
         }
-        let (entry, warning, hash) = {
+        let (entry, warning) = {
             let mut inner = self.lock();
             // The least worth keeping: a closed breaker.
-            let (entry, warning, hash) = inner.get_or_insert(
+            let (entry, warning, _) = inner.get_or_insert(
                 key,
                 &self.bound,
                 || CircuitBreaker::new(policy.clone()),
                 |b| b.state(now) == breaker::CircuitState::Closed,
             );
-            (Arc::clone(entry), warning, hash)
+            (Arc::clone(entry), warning)
         };
         self.bound.warn(warning);
         entry.lock().set_policy(policy);
-        Self::admit_shared(&entry, hash, now)
+        Self::admit_shared(&entry, now)
     }
 
     /// `key`'s breaker under `policy` (enabled; normalized), found or made
@@ -235,28 +229,23 @@ impl Breakers {
     /// [`Breakers::record_entry`], with no search and no store lock, until
     /// the entry [`is_evicted`](BreakerEntry::is_evicted). The policy is
     /// given to the breaker here, once, not on every call.
-    pub(crate) fn entry(
-        &self,
-        key: PolicyKey<'_>,
-        policy: &CircuitPolicy,
-        now: Instant,
-    ) -> BreakerEntry {
-        let (entry, warning, hash) = {
+    ///
+    /// Reads no clock: whether a breaker is closed (the eviction
+    /// preference) does not depend on the time.
+    pub(crate) fn entry(&self, key: PolicyKey<'_>, policy: &CircuitPolicy) -> BreakerEntry {
+        let (entry, warning) = {
             let mut inner = self.lock();
-            let (entry, warning, hash) = inner.get_or_insert(
+            let (entry, warning, _) = inner.get_or_insert(
                 key,
                 &self.bound,
                 || CircuitBreaker::new(policy.clone()),
-                |b| b.state(now) == breaker::CircuitState::Closed,
+                |b| b.state(Instant::ZERO) == breaker::CircuitState::Closed,
             );
-            (Arc::clone(entry), warning, hash)
+            (Arc::clone(entry), warning)
         };
         self.bound.warn(warning);
         entry.lock().set_policy(policy);
-        BreakerEntry {
-            shared: entry,
-            hash,
-        }
+        BreakerEntry { shared: entry }
     }
 
     /// [`Breakers::admit_tracked`] on a kept entry.
@@ -266,7 +255,7 @@ impl Breakers {
         now: Instant,
     ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
         entry.shared.touch(&self.bound);
-        Self::admit_shared(&entry.shared, entry.hash, now)
+        Self::admit_shared(&entry.shared, now)
     }
 
     /// [`Breakers::record_at`] on the entry that admitted `permit`.
@@ -285,7 +274,6 @@ impl Breakers {
 
     fn admit_shared(
         shared: &Shared<CircuitBreaker>,
-        hash: u64,
         now: Instant,
     ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
         let mut breaker = shared.lock();
@@ -300,7 +288,6 @@ impl Breakers {
         let answer = answer.map(|permit| Permit {
             permit,
             entry: shared.id(),
-            hash,
         });
         (answer, left_open)
     }
@@ -334,7 +321,7 @@ impl Breakers {
         }
         let shared = {
             let mut inner = self.lock();
-            let shared = inner.get_hashed(permit.hash, key, &self.bound)?;
+            let shared = inner.get_used(key, &self.bound)?;
             if shared.id() != permit.entry {
                 return None;
             }

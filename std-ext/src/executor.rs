@@ -340,14 +340,12 @@ impl<S: TimerSource> Executor<S> {
             timeline,
         } = self.prepare(key, classifier, timeline);
         let mut report = Report {
-            observer: self.observer.as_deref(),
+            exec: self,
             timeline,
             policy_source,
             missing_policy_mode,
-            missing_budget_mode: self.missing_budget,
             call_panics: None,
             classifier_told: false,
-            panics: &self.observer_panics,
         };
         let (Some(policy), Some(classifier)) = (kept.policy(), classifier) else {
             report.denied(key, timer.now());
@@ -358,14 +356,8 @@ impl<S: TimerSource> Executor<S> {
         }
         let call_panics = CallPanics::default();
         let parts = ExecParts {
-            clock: &self.timer,
-            budgets: &self.budgets,
-            missing_budget: self.missing_budget,
-            contain_panics: self.contain_panics,
-            observer: self.observer.as_deref(),
-            breakers: &self.breakers,
+            exec: self,
             breaker: kept.breaker(),
-            latency: &self.latency,
             latency_entry: kept.latency(),
             call_panics: &call_panics,
             offset: None,
@@ -392,13 +384,17 @@ impl<S: TimerSource> Executor<S> {
             .gate(gate)
             .rng(rng)
             .options(self.options);
-        // A call that hedges holds its attempts' futures in one heap block
-        // (sized for the default ceiling, or for the lifted one), so a call
-        // that does not hedge stays small and allocation-free.
+        // A call with one hedge holds its two attempts in place; one with
+        // more holds its attempts' futures in one heap block (sized for the
+        // default ceiling, or for the lifted one), so that every call's
+        // future stays small.
         let watched = self.contain_panics.then_some(&call_panics.operation);
         let result = match plan.hedges {
             0 => contained(watched, builder.into_future()).await,
-            1..=3 => contained(watched, Box::pin(builder.slots::<4>().into_future())).await,
+            // One hedge (the usual): its two attempts held in place, no
+            // allocation.
+            1 => contained(watched, builder.slots::<2>().into_future()).await,
+            2..=3 => contained(watched, Box::pin(builder.slots::<4>().into_future())).await,
             _ => {
                 contained(
                     watched,
@@ -446,10 +442,10 @@ impl<S: TimerSource> Executor<S> {
                 self.missing_trigger,
             );
             // The key's state, found once here and kept with its answer.
-            let breaker = policy.circuit.enabled.then(|| {
-                self.breakers
-                    .entry(key, &policy.circuit, self.timer.shared_now())
-            });
+            let breaker = policy
+                .circuit
+                .enabled
+                .then(|| self.breakers.entry(key, &policy.circuit));
             let wants_samples = plan.trigger.is_some_and(|t| t.quantile().is_some())
                 || policy.retry.deadline_quantile_permille > 0;
             let latency = wants_samples.then(|| self.latency.entry(key));

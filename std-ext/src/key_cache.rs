@@ -232,17 +232,17 @@ impl Slot {
 }
 
 /// The slot of `key` (never empty: the caller checks): its length and its
-/// last eight bytes (or all of a shorter key's), mixed by one
-/// multiplication. Keys of one service differ at the end (`svc.Get`,
-/// `svc.Put`).
+/// first, middle and last bytes, where the keys of one service differ
+/// (`svc.Get`, `svc.Put`, `svc.Op17`). No loop, no multiplication chain.
 fn index(key: &[u8]) -> usize {
     let n = key.len();
-    let tail = match key.get(n.wrapping_sub(8)..) {
-        Some(&[a, b, c, d, e, f, g, h]) => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
-        _ => key.iter().fold(0u64, |w, &b| w << 8 | u64::from(b)),
-    };
-    let mixed = (tail ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (mixed >> 57) as usize % SLOTS
+    let byte = |i: usize| usize::from(key.get(i).copied().unwrap_or(0));
+    let mixed = (byte(n.wrapping_sub(1)) * 33)
+        ^ (byte(n / 2) * 7)
+        ^ byte(0)
+        ^ (byte(n.wrapping_sub(2)) << 2)
+        ^ n;
+    mixed % SLOTS
 }
 
 /// `key`'s policy key (as [`PolicyKey::parse`] reads it) and its

@@ -108,9 +108,7 @@ impl<V> Keyed<V> {
         self.map.get(&Borrowed(key))
     }
 
-    /// `key`'s value, counted as a use (the calls' paths use
-    /// [`Keyed::get_hashed`]; the eviction tests use this).
-    #[cfg(test)]
+    /// `key`'s value, counted as a use.
     pub(crate) fn get_used(
         &mut self,
         key: PolicyKey<'_>,
@@ -122,30 +120,6 @@ impl<V> Keyed<V> {
         Some(shared)
     }
 
-    /// `key`'s value found by the hash [`Keyed::get_or_insert`] gave (no
-    /// hashing), counted as a use.
-    pub(crate) fn get_hashed(
-        &mut self,
-        hash: u64,
-        key: PolicyKey<'_>,
-        bound: &Bound,
-    ) -> Option<&Arc<Shared<V>>> {
-        let tick = bound.next_tick();
-        let key = Borrowed(key);
-        match self
-            .map
-            .raw_entry_mut()
-            .from_hash(hash, |k| key.equivalent(k))
-        {
-            RawEntryMut::Occupied(entry) => {
-                let shared = entry.into_mut();
-                shared.last_used.store(tick, Ordering::Relaxed);
-                Some(shared)
-            }
-            RawEntryMut::Vacant(_) => None,
-        }
-    }
-
     /// `key`'s value, counted as a use; made by `make` when it has none,
     /// after evicting the least recently used value that `evictable`
     /// accepts (or the least recently used one when it accepts none) if
@@ -153,8 +127,7 @@ impl<V> Keyed<V> {
     /// is not full.
     ///
     /// Also returns the bound's one-time warning, for the caller to hand to
-    /// [`Bound::warn`] outside its lock, and `key`'s hash, which finds it
-    /// again without hashing ([`Keyed::get_hashed`]).
+    /// [`Bound::warn`] outside its lock, and `key`'s hash.
     pub(crate) fn get_or_insert(
         &mut self,
         key: PolicyKey<'_>,
