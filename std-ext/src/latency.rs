@@ -2,8 +2,9 @@
 //! the number of keys: what a quantile hedge trigger reads.
 //!
 //! Each key gets a [`LatencySketch`] (see [`recourse_core::latency`] for the
-//! buckets, the 1/16 error bound and the two-window decay), 2272 bytes on
-//! the heap, created by the key's first sample. Why a bound: keys are meant
+//! buckets, the 1/16 error bound and the two-window decay), 2288 bytes on
+//! the heap, created by the key's first sample (or, in an executor, when a
+//! policy that reads or feeds it is first resolved for the key). Why a bound: keys are meant
 //! to name operations (`payments.Charge`), never requests; a key built from
 //! a user id or a URL path would otherwise grow this store by one sketch per
 //! request, forever. [`LatencyTrackers`] keeps at most `max_keys` sketches
@@ -14,9 +15,13 @@
 //! ([`LatencyTrackers::bound_reached`]).
 //!
 //! The sketches live in one `Mutex`ed map (foldhash, not SipHash) whose
-//! lookup of an existing key does not allocate; a record holds the lock for
-//! one search and three additions, a quantile for a scan of at most 28
-//! group sums and 8 counts a window.
+//! lookup of an existing key does not allocate, each sketch behind its own
+//! lock. An executor finds a key's sketch once and keeps it with the key's
+//! answer in its per-thread key cache, so its calls take neither the map's
+//! lock nor a search: a record holds the sketch's lock for three additions,
+//! a quantile for [`LatencySketch::quantile_tracked`] (from where the last
+//! answer lay: usually a step or none, never more than the full scan of 28
+//! group sums and 8 counts a window).
 //!
 //! ## Time
 //!
@@ -187,7 +192,7 @@ impl LatencyTrackers {
         q_permille: u32,
         now: Instant,
     ) -> Option<Duration> {
-        entry.shared.lock().quantile(q_permille, now)
+        entry.shared.lock().quantile_tracked(q_permille, now)
     }
 
     /// The `q_permille`‰ quantile (950: p95) of `key`'s recent latencies at
@@ -199,7 +204,7 @@ impl LatencyTrackers {
     /// when `now` crosses a window boundary, and when the key is evicted.
     pub fn quantile(&self, key: PolicyKey<'_>, q_permille: u32, now: Instant) -> Option<Duration> {
         let shared = self.lock().get(key).map(Arc::clone)?;
-        let quantile = shared.lock().quantile(q_permille, now);
+        let quantile = shared.lock().quantile_tracked(q_permille, now);
         quantile
     }
 
