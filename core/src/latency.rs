@@ -289,14 +289,14 @@ impl LatencySketch {
     /// the window after the current one start from a scan, as
     /// [`LatencySketch::quantile`] does.
     pub fn quantile_tracked(&mut self, q_permille: u32, now: Instant) -> Option<Duration> {
-        let n = self.count(now);
+        if self.age(now) != Age::Current {
+            return self.quantile(q_permille, now);
+        }
+        let n = u64::from(self.totals[0]) + u64::from(self.totals[1]);
         if n == 0 || n < u64::from(self.min_samples) {
             return None;
         }
         let rank = rank(q_permille, n);
-        if self.age(now) != Age::Current {
-            return Some(middle(self.locate(rank, false).0));
-        }
         let q = q_permille.min(PERMILLE as u32) as u16;
         if self.cursor.q_permille != q {
             let (bucket, below) = self.locate(rank, true);

@@ -178,13 +178,19 @@ impl<S> recourse_core::Observer for Report<'_, S> {
 
     fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         self.end(end);
-        let summary = self.summary(end);
-        self.notify(|o| o.on_success(key, &summary));
+        // The summary only for an observer (issue 16: a call without one
+        // pays nothing here).
+        if self.exec.observer.is_some() {
+            let summary = self.summary(end);
+            self.notify(|o| o.on_success(key, &summary));
+        }
     }
 
     fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         self.end(end);
-        let summary = self.summary(end);
-        self.notify(|o| o.on_failure(key, &summary));
+        if self.exec.observer.is_some() {
+            let summary = self.summary(end);
+            self.notify(|o| o.on_failure(key, &summary));
+        }
     }
 }
