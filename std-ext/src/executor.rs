@@ -416,6 +416,7 @@ impl<S: TimerSource> Executor<S> {
     /// What a call resolves before it starts, done outside the call's
     /// future so that only what it keeps ([`Kept`]) is held across its
     /// awaits.
+    #[inline(always)]
     fn prepare<'k, 't, C>(
         &self,
         key: &'k str,
