@@ -22,10 +22,32 @@ use recourse_core::amplification::{AmplificationLedger, Totals};
 use recourse_core::policy::AmplificationPolicy;
 use recourse_core::{AttemptKind, Instant, PolicyKey};
 
-use crate::keyed::{Bound, Keyed};
+use crate::keyed::{Bound, Keyed, Shared};
 
 /// Ledgers kept by default.
 pub const DEFAULT_MAX_KEYS: usize = 1024;
+
+/// One key's ledger, kept by whoever found it: see
+/// [`AmplificationLedgers::entry`].
+#[derive(Clone)]
+pub(crate) struct LedgerEntry {
+    shared: Arc<Shared<AmplificationLedger>>,
+}
+
+impl LedgerEntry {
+    /// Whether the store has evicted it: look the key up again.
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.shared.is_evicted()
+    }
+}
+
+impl core::fmt::Debug for LedgerEntry {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LedgerEntry")
+            .field("id", &self.shared.id())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Amplification ledgers by policy key (see the [module docs](self)).
 pub struct AmplificationLedgers {
@@ -59,6 +81,39 @@ impl AmplificationLedgers {
             Some(shared) => shared.lock().allows_extra(policy, now),
             None => AmplificationLedger::new().allows_extra(policy, now),
         }
+    }
+
+    /// `key`'s ledger, found or made (which may evict another key's), for a
+    /// caller that keeps it (an executor's per-thread key cache, when the
+    /// key's policy has the bound on): its attempts then go to
+    /// [`AmplificationLedgers::allows_extra_entry`] and
+    /// [`AmplificationLedgers::record_entry`], with no search and no store
+    /// lock, until the entry [`is_evicted`](LedgerEntry::is_evicted).
+    pub(crate) fn entry(&self, key: PolicyKey<'_>) -> LedgerEntry {
+        let (shared, warning) = {
+            let mut inner = self.lock();
+            let (shared, warning, _) =
+                inner.get_or_insert(key, &self.bound, AmplificationLedger::new, |_| true);
+            (Arc::clone(shared), warning)
+        };
+        self.bound.warn(warning);
+        LedgerEntry { shared }
+    }
+
+    /// [`AmplificationLedgers::allows_extra`] on a kept entry.
+    pub(crate) fn allows_extra_entry(
+        &self,
+        entry: &LedgerEntry,
+        policy: &AmplificationPolicy,
+        now: Instant,
+    ) -> bool {
+        !policy.is_enabled() || entry.shared.lock().allows_extra(policy, now)
+    }
+
+    /// [`AmplificationLedgers::record`] on a kept entry.
+    pub(crate) fn record_entry(&self, entry: &LedgerEntry, kind: AttemptKind, now: Instant) {
+        entry.shared.touch(&self.bound);
+        entry.shared.lock().record(kind, now);
     }
 
     /// Counts an attempt of `kind` of `key` that was admitted at `now`.

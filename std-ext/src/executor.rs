@@ -357,8 +357,7 @@ impl<S: TimerSource> Executor<S> {
         let call_panics = CallPanics::default();
         let parts = ExecParts {
             exec: self,
-            breaker: kept.breaker(),
-            latency_entry: kept.latency(),
+            kept: &kept,
             call_panics: &call_panics,
             offset: None,
         };
@@ -434,6 +433,7 @@ impl<S: TimerSource> Executor<S> {
                     plan: HedgePlan::OFF,
                     breaker: None,
                     latency: None,
+                    ledger: None,
                 };
             };
             let policy = &policy.policy;
@@ -450,11 +450,16 @@ impl<S: TimerSource> Executor<S> {
             let wants_samples = plan.trigger.is_some_and(|t| t.quantile().is_some())
                 || policy.retry.deadline_quantile_permille > 0;
             let latency = wants_samples.then(|| self.latency.entry(key));
+            let ledger = policy
+                .amplification
+                .is_enabled()
+                .then(|| self.budgets.amplification_ledgers().entry(key));
             Resolved {
                 resolution,
                 plan,
                 breaker,
                 latency,
+                ledger,
             }
         });
         let plan = resolved.plan;

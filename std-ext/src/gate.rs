@@ -28,10 +28,10 @@ use recourse_core::policy::{AmplificationPolicy, CircuitPolicy};
 use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
 use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
-use crate::breakers::{BreakerEntry, Permit};
+use crate::breakers::Permit;
 use crate::budgets::{MissingBudgetMode, SharedBudget};
 use crate::executor::Executor;
-use crate::latency::LatencyEntry;
+use crate::key_cache::Kept;
 use crate::observer::{BudgetDecision, CircuitTransition};
 use crate::timer::TimerSource;
 
@@ -87,12 +87,9 @@ pub(crate) struct ExecParts<'a, S> {
     /// clock and panic containment are (one reference, not one per
     /// collaborator: the call's future holds it).
     pub(crate) exec: &'a Executor<S>,
-    /// The key's breaker, found when its answer was resolved (`None`: look
-    /// it up by key).
-    pub(crate) breaker: Option<&'a BreakerEntry>,
-    /// The key's sketch, found when its answer was resolved (`None`: look
-    /// it up by key).
-    pub(crate) latency_entry: Option<&'a LatencyEntry>,
+    /// The key's breaker, sketch and amplification ledger, found when its
+    /// answer was resolved (each `None`: look it up by key).
+    pub(crate) kept: &'a Kept,
     /// Where a contained panic in a budget's `settle` leaves its first
     /// message, for the call's timeline.
     pub(crate) call_panics: &'a crate::report::CallPanics,
@@ -192,7 +189,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     ) -> Result<Option<Permit>, Refusal> {
         let machine_now = now;
         let now = self.shared(now);
-        let (answer, left_open) = match self.breaker {
+        let (answer, left_open) = match self.kept.breaker() {
             Some(entry) => self.exec.breakers.admit_entry(entry, now),
             None => self.exec.breakers.admit_tracked(key, policy, now),
         };
@@ -218,7 +215,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     ) {
         let machine_now = now;
         let now = self.shared(now);
-        let to = match self.breaker {
+        let to = match self.kept.breaker() {
             Some(entry) => self.exec.breakers.record_entry(entry, permit, result, now),
             None => self.exec.breakers.record_at(key, permit, result, now),
         };
@@ -242,7 +239,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) -> Option<Duration> {
         let now = self.shared(now);
-        match self.latency_entry {
+        match self.kept.latency() {
             Some(entry) => self.exec.latency.quantile_entry(entry, q_permille, now),
             None => self.exec.latency.quantile(key, q_permille, now),
         }
@@ -250,7 +247,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
 
     fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
         let now = self.shared(now);
-        match self.latency_entry {
+        match self.kept.latency() {
             Some(entry) => self.exec.latency.record_entry(entry, latency, now),
             None => self.exec.latency.record(key, latency, now),
         }
@@ -263,10 +260,11 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) -> bool {
         let now = self.shared(now);
-        self.exec
-            .budgets
-            .amplification_ledgers()
-            .allows_extra(key, policy, now)
+        let ledgers = self.exec.budgets.amplification_ledgers();
+        match self.kept.ledger() {
+            Some(entry) => ledgers.allows_extra_entry(entry, policy, now),
+            None => ledgers.allows_extra(key, policy, now),
+        }
     }
 
     fn amplification_record(
@@ -276,10 +274,11 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) {
         let now = self.shared(now);
-        self.exec
-            .budgets
-            .amplification_ledgers()
-            .record(key, kind, now);
+        let ledgers = self.exec.budgets.amplification_ledgers();
+        match self.kept.ledger() {
+            Some(entry) => ledgers.record_entry(entry, kind, now),
+            None => ledgers.record(key, kind, now),
+        }
     }
 
     /// Tells the observer, as it happens (a panicking observer is

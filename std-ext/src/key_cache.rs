@@ -30,6 +30,7 @@ use std::sync::Arc;
 use recourse_core::policy::Normalized;
 use recourse_core::PolicyKey;
 
+use crate::amplification::LedgerEntry;
 use crate::breakers::BreakerEntry;
 use crate::hedging::HedgePlan;
 use crate::latency::LatencyEntry;
@@ -59,6 +60,8 @@ pub(crate) struct Resolved {
     pub(crate) breaker: Option<BreakerEntry>,
     /// The key's latency sketch, when its policy reads or feeds one.
     pub(crate) latency: Option<LatencyEntry>,
+    /// The key's amplification ledger, when its policy has the bound on.
+    pub(crate) ledger: Option<LedgerEntry>,
 }
 
 impl Resolved {
@@ -74,6 +77,7 @@ impl Resolved {
             plan: HedgePlan::OFF,
             breaker: None,
             latency: None,
+            ledger: None,
         }
     }
 
@@ -82,6 +86,7 @@ impl Resolved {
     fn is_stale(&self) -> bool {
         self.breaker.as_ref().is_some_and(BreakerEntry::is_evicted)
             || self.latency.as_ref().is_some_and(LatencyEntry::is_evicted)
+            || self.ledger.as_ref().is_some_and(LedgerEntry::is_evicted)
     }
 }
 
@@ -158,6 +163,7 @@ impl Held {
                 policy: r.resolution.policy,
                 breaker: r.breaker,
                 latency: r.latency,
+                ledger: r.ledger,
             },
         }
     }
@@ -170,6 +176,7 @@ pub(crate) enum Kept {
         policy: Option<Arc<Normalized>>,
         breaker: Option<BreakerEntry>,
         latency: Option<LatencyEntry>,
+        ledger: Option<LedgerEntry>,
     },
 }
 
@@ -195,6 +202,14 @@ impl Kept {
         match self {
             Self::Cached(r) => r.latency.as_ref(),
             Self::Own { latency, .. } => latency.as_ref(),
+        }
+    }
+
+    /// The key's amplification ledger, when its policy has the bound on.
+    pub(crate) fn ledger(&self) -> Option<&LedgerEntry> {
+        match self {
+            Self::Cached(r) => r.ledger.as_ref(),
+            Self::Own { ledger, .. } => ledger.as_ref(),
         }
     }
 }
