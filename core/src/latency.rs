@@ -717,7 +717,13 @@ mod tests {
         };
         let mut sketch = LatencySketch::new(Duration::from_secs(1)).with_min_samples(1);
         let mut now = Instant::from_secs(10);
-        for step in 0..20_000u32 {
+        // Fewer steps under Miri (still several window rotations).
+        let (steps, max_gap) = if cfg!(miri) {
+            (300, 30_000)
+        } else {
+            (20_000, 400)
+        };
+        for step in 0..steps {
             let r = next();
             // Mostly fast, sometimes slow (a bimodal tail), over 1 µs..10 s.
             let latency = match r % 100 {
@@ -734,7 +740,7 @@ mod tests {
                     "step {step}, q {q}"
                 );
             }
-            now = now + Duration::from_micros(next() % 400);
+            now = now + Duration::from_micros(next() % max_gap);
         }
     }
 
