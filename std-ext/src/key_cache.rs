@@ -19,9 +19,13 @@
 //! errors other than `not_found` and `invalid_policy` (their text says why
 //! *now*), and keys longer than [`KEY_BYTES`] bytes.
 //!
-//! Memory: [`SLOTS`] slots per thread that made a call, each holding the
-//! key's bytes and an `Arc` of its policy; a slot is overwritten by the
-//! next key whose bytes land on it, so the cache never grows.
+//! Memory: [`SLOTS`] (1024) slots of 80 bytes per thread that made a call
+//! (80 KiB, made by its first call, with [`SPARE`] answers' allocations),
+//! and per slot filled one shared answer of about 100 bytes (the key's
+//! policy, its hedge plan and its state are `Arc`s into the executor's);
+//! a slot is overwritten by the next key whose bytes land on it, so the
+//! cache never grows. 1024 slots hold a thousand keys without many of them
+//! sharing a slot.
 
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -36,8 +40,8 @@ use crate::hedging::HedgePlan;
 use crate::latency::LatencyEntry;
 use crate::missing_policy::Resolution;
 
-/// Slots per thread.
-pub(crate) const SLOTS: usize = 128;
+/// Slots per thread (1024 keys round-robin mostly stay cached).
+pub(crate) const SLOTS: usize = 1024;
 
 /// The longest key (in bytes of its text) the cache keeps.
 pub(crate) const KEY_BYTES: usize = 48;
@@ -98,7 +102,8 @@ struct Slot {
     /// again.
     split: Split,
     key: [u8; KEY_BYTES],
-    resolved: Arc<Resolved>,
+    /// `None` until the slot is first filled.
+    resolved: Option<Arc<Resolved>>,
 }
 
 /// How a key's text splits into its namespace and name, for the
@@ -225,39 +230,52 @@ impl core::ops::Deref for Held {
     }
 }
 
+/// Answers' allocations made ahead, on a thread's first call, for its
+/// first slots filled: the first keys a thread caches allocate nothing in
+/// their call (a slot, once filled, reuses its allocation for the next
+/// key; past these, the first fill of a slot allocates once).
+const SPARE: usize = 16;
+
+/// One thread's cache: made on its first call.
+struct Cache {
+    slots: Vec<Slot>,
+    spare: Vec<Arc<Resolved>>,
+}
+
 std::thread_local! {
-    /// Made on a thread's first call ([`SLOTS`] slots, each with the
-    /// allocation of its answer), so that caching a key later allocates
-    /// nothing: a new answer is written into its slot's allocation unless
-    /// a call still running holds the slot's previous answer.
-    static CACHE: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+    static CACHE: RefCell<Cache> = const {
+        RefCell::new(Cache {
+            slots: Vec::new(),
+            spare: Vec::new(),
+        })
+    };
 }
 
 impl Slot {
-    fn empty() -> Self {
-        Self {
-            executor: 0,
-            generation: 0,
-            len: 0,
-            split: Split::Whole,
-            key: [0; KEY_BYTES],
-            resolved: Arc::new(Resolved::denied()),
-        }
-    }
+    const EMPTY: Self = Self {
+        executor: 0,
+        generation: 0,
+        len: 0,
+        split: Split::Whole,
+        key: [0; KEY_BYTES],
+        resolved: None,
+    };
 }
 
-/// The slot of `key` (never empty: the caller checks): its length and its
-/// first, middle and last bytes, where the keys of one service differ
-/// (`svc.Get`, `svc.Put`, `svc.Op17`). No loop, no multiplication chain.
+/// The slot of `key` (never empty: the caller checks): its first and last
+/// four bytes (overlapping in a short key; keys of one service differ at
+/// the end: `svc.Get`, `svc.Put`, `svc.Op17`) and its length, mixed by one
+/// multiplication. Fixed-size reads, no loop for keys of 4 bytes or more.
 fn index(key: &[u8]) -> usize {
     let n = key.len();
-    let byte = |i: usize| usize::from(key.get(i).copied().unwrap_or(0));
-    let mixed = (byte(n.wrapping_sub(1)) * 33)
-        ^ (byte(n / 2) * 7)
-        ^ byte(0)
-        ^ (byte(n.wrapping_sub(2)) << 2)
-        ^ n;
-    mixed % SLOTS
+    let word = |part: Option<&[u8]>| match part {
+        Some(&[a, b, c, d]) => u64::from(u32::from_le_bytes([a, b, c, d])),
+        _ => key.iter().fold(0u64, |w, &b| w << 8 | u64::from(b)),
+    };
+    let head = word(key.get(..4));
+    let tail = word(key.get(n.saturating_sub(4)..));
+    let mixed = (head ^ tail << 32 ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 32) as usize % SLOTS
 }
 
 /// `key`'s policy key (as [`PolicyKey::parse`] reads it) and its
@@ -283,18 +301,16 @@ pub(crate) fn resolve<'k>(
     let found = CACHE
         .try_with(|cache| {
             let cache = cache.try_borrow().ok()?;
-            let slot = cache.get(i)?;
+            let slot = cache.slots.get(i)?;
+            let resolved = slot.resolved.as_ref()?;
             if slot.executor != executor
                 || slot.generation != generation
                 || slot.key.get(..usize::from(slot.len))? != bytes
-                || slot.resolved.is_stale()
+                || resolved.is_stale()
             {
                 return None;
             }
-            Some((
-                slot.split.key(key)?,
-                Held::Cached(Arc::clone(&slot.resolved)),
-            ))
+            Some((slot.split.key(key)?, Held::Cached(Arc::clone(resolved))))
         })
         .ok()
         .flatten();
@@ -310,15 +326,27 @@ pub(crate) fn resolve<'k>(
     let mut resolved = Some(resolved);
     let kept = CACHE.try_with(|cache| {
         let mut cache = cache.try_borrow_mut().ok()?;
-        if cache.is_empty() {
-            cache.extend((0..SLOTS).map(|_| Slot::empty()));
+        let Cache { slots, spare } = &mut *cache;
+        if slots.is_empty() {
+            slots.extend((0..SLOTS).map(|_| Slot::EMPTY));
+            spare.extend((0..SPARE).map(|_| Arc::new(Resolved::denied())));
         }
-        let slot = cache.get_mut(i)?;
+        let slot = slots.get_mut(i)?;
         let answer = resolved.take()?;
-        match Arc::get_mut(&mut slot.resolved) {
+        match slot.resolved.as_mut().and_then(Arc::get_mut) {
             // No call holds the slot's previous answer: reuse its place.
             Some(place) => *place = answer,
-            None => slot.resolved = Arc::new(answer),
+            None => match spare.pop() {
+                Some(mut made) => {
+                    if let Some(place) = Arc::get_mut(&mut made) {
+                        *place = answer;
+                        slot.resolved = Some(made);
+                    } else {
+                        slot.resolved = Some(Arc::new(answer));
+                    }
+                }
+                None => slot.resolved = Some(Arc::new(answer)),
+            },
         }
         slot.executor = executor;
         slot.generation = generation;
@@ -326,7 +354,7 @@ pub(crate) fn resolve<'k>(
         slot.len = bytes.len() as u8;
         slot.split = split;
         slot.key[..bytes.len()].copy_from_slice(bytes);
-        Some(Arc::clone(&slot.resolved))
+        slot.resolved.as_ref().map(Arc::clone)
     });
     match (kept, resolved) {
         (Ok(Some(shared)), _) => (parsed, Held::Cached(shared)),
