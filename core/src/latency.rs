@@ -317,6 +317,10 @@ impl LatencySketch {
             mut below,
             ..
         } = self.cursor;
+        // Usually the rank is still in the same bucket.
+        if below < rank && rank <= below + self.both(usize::from(bucket)) {
+            return Some(middle(usize::from(bucket)));
+        }
         loop {
             let at = usize::from(bucket);
             let group = at / SUB as usize;
