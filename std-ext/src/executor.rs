@@ -424,7 +424,10 @@ impl<S: TimerSource> Executor<S> {
     ) -> Prepared<'k, 't, C> {
         // Read before the provider is asked: an answer cached under this
         // generation is at least as new as it (see `key_cache`).
-        let generation = self.provider.generation();
+        // A panicking provider is contained (then nothing is cached).
+        let generation = std::panic::catch_unwind(AssertUnwindSafe(|| self.provider.generation()))
+            .ok()
+            .flatten();
         let (key, resolved) = key_cache::resolve(self.id, key, generation, |key| {
             let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
             let Some(policy) = resolution.policy.as_deref() else {

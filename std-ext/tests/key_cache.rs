@@ -225,3 +225,56 @@ fn a_breaker_evicted_from_the_store_is_not_used_through_the_cache() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn an_update_of_a_layer_reaches_the_next_call_through_layered() {
+    let top = Swappable::new(attempts(1), true);
+    let layered = recourse::providers::Layered::new()
+        .layer(Arc::clone(&top))
+        .layer(
+            StaticProvider::builder()
+                .default_policy(Policy::DEFAULT)
+                .unwrap()
+                .build(),
+        );
+    let exec = Executor::builder()
+        .provider(layered)
+        .timer(JumpClock::default())
+        .build();
+    assert_eq!(attempts_of(&exec, "svc.A"), 1);
+    assert_eq!(attempts_of(&exec, "svc.A"), 1);
+    assert_eq!(top.asked(), 1, "answered from the cache");
+    top.set(attempts(2));
+    assert_eq!(attempts_of(&exec, "svc.A"), 2);
+}
+
+/// A provider whose `generation` panics: contained, the call runs (asking
+/// the provider, which answers), nothing is cached.
+struct PanickingGeneration(AtomicU64);
+
+impl PolicyProvider for PanickingGeneration {
+    fn policy(&self, _: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(PolicyLookup {
+            policy: attempts(2),
+            source: PolicySource::Custom,
+        })
+    }
+
+    fn generation(&self) -> Option<u64> {
+        panic!("generation is broken")
+    }
+}
+
+#[test]
+fn a_panicking_generation_is_contained_and_nothing_is_cached() {
+    let provider = Arc::new(PanickingGeneration(AtomicU64::new(0)));
+    let exec = Executor::builder()
+        .provider(Arc::clone(&provider))
+        .timer(JumpClock::default())
+        .build();
+    for i in 1..=3 {
+        assert_eq!(attempts_of(&exec, "svc.A"), 2);
+        assert_eq!(provider.0.load(Ordering::Relaxed), i);
+    }
+}
