@@ -14,8 +14,13 @@
 //!
 //! Each breaker is a [`CircuitBreaker`] (see [`recourse_core::breaker`] for
 //! the states and rules); the store holds them in one `Mutex`ed map whose
-//! lookup of an existing key does not allocate and is one search (foldhash):
-//! an admission holds the lock for one search and the breaker's decision.
+//! lookup of an existing key does not allocate and is one search (foldhash),
+//! each breaker behind its own lock. [`Breakers::admit`] takes the map's
+//! lock for the search, then the breaker's for its decision. An executor
+//! finds a key's breaker once, when it resolves the key, and keeps it in
+//! its per-thread key cache: its calls take only the breaker's own lock,
+//! never the map's, and the policy is given to the breaker then, not on
+//! every call.
 //!
 //! ## Time
 //!
