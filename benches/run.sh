@@ -316,6 +316,25 @@ MEASUREMENT_TIME="${MEASUREMENT_TIME:-1}" WARM_UP_TIME="${WARM_UP_TIME:-0.5}" \
 # --- issue 16: the simulator's speed (calls/s, real-time factor, callgrind) ---
 echo "==> simulator: benches/sim_speed.sh" >&2
 CALLGRIND_DIR=target/callgrind bash benches/sim_speed.sh >>"$out"
+
+# --- issue 16: two threads next to one ---
+echo "==> threads: examples/threads.rs" >&2
+{
+    echo
+    echo "## Two threads next to one"
+    echo
+    echo "CPU time per successful call of tasks on a tokio multi-thread runtime"
+    echo "with two worker threads: one task (one thread busy), then two at once,"
+    echo "from \`cargo run --release -p recourse-benches --example threads\`"
+    echo "(each task counts its own thread's CPU time over 200,000 calls; median"
+    echo "of 5 rounds; \`benches/examples/threads.rs\` says what each row calls)."
+    echo "Equal columns: nothing shared slows a call down. Issue 16's target:"
+    echo "two threads within 1.3× of one. On a busy machine the two tasks may"
+    echo "not always run at the same instant (load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "when it started)."
+    echo
+    cargo run --release --quiet -p recourse-benches --example threads
+} >>"$out"
 # --- end of issue 16 ---
 # Measured by hand (needs etcd): see the file.
 cat benches/control_plane.md >> "$out"

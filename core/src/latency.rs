@@ -41,13 +41,17 @@
 //! ## Memory and cost
 //!
 //! Two windows of 224 `u32` counts, their sums per group of 8 buckets (28
-//! `u64`s a window) and 32 bytes of state: **2272 bytes**, on 64-bit
+//! `u64`s a window) and 48 bytes of state: **2288 bytes**, on 64-bit
 //! targets and on `thumbv7em-none-eabihf` alike (asserted at compile time).
 //! [`LatencySketch::record`] is two comparisons, a leading-zeros count, two
 //! shifts and three additions; [`LatencySketch::quantile`] is one
 //! multiplication, one division and a scan of at most 28 group sums then 8
-//! counts a window, whatever the latencies (it is on every hedge decision
-//! of a quantile trigger). No floats anywhere (a Cortex-M4F has only a
+//! counts a window, whatever the latencies.
+//! [`LatencySketch::quantile_tracked`], what a quantile trigger asks on
+//! every hedge decision, gives the same answer from where the last one lay
+//! (16 bytes of the state): a record moves the rank by at most one sample,
+//! so between rotations it is usually a multiplication, a division and a
+//! comparison or two. No floats anywhere (a Cortex-M4F has only a
 //! single-precision FPU).
 //!
 //! ## Time
@@ -148,11 +152,36 @@ pub struct LatencySketch {
     min_samples: u32,
     /// Which of `counts` is the current window: 0 or 1.
     current: u8,
+    /// Where the last [`LatencySketch::quantile_tracked`] answer lies, so
+    /// that the next is found from there.
+    cursor: Cursor,
+}
+
+/// The bucket holding the sample of one quantile's rank, and the samples
+/// of both windows below it: kept by [`LatencySketch::quantile_tracked`]
+/// across records (each moves the rank by at most one sample) and cleared
+/// by a rotation.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Cursor {
+    /// The quantile it tracks, in permille; `u16::MAX`: none.
+    q_permille: u16,
+    /// The bucket of the last answer.
+    bucket: u16,
+    /// Samples (both windows) in the buckets before `bucket`.
+    below: u64,
+}
+
+impl Cursor {
+    const NONE: Self = Self {
+        q_permille: u16::MAX,
+        bucket: 0,
+        below: 0,
+    };
 }
 
 // The size the module docs state, on every target (`u64` aligned to 4 or 8
 // bytes alike).
-const _: () = assert!(core::mem::size_of::<LatencySketch>() == 2272);
+const _: () = assert!(core::mem::size_of::<LatencySketch>() == 2288);
 
 /// How much of the sketch a `now` sees.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -183,6 +212,7 @@ impl LatencySketch {
             window: if window == 0 { 1 } else { window },
             min_samples: Self::DEFAULT_MIN_SAMPLES,
             current: 0,
+            cursor: Cursor::NONE,
         }
     }
 
@@ -215,6 +245,9 @@ impl LatencySketch {
         if *slot < u32::MAX {
             *slot += 1;
             self.groups[current][index / SUB as usize] += 1;
+            if index < usize::from(self.cursor.bucket) {
+                self.cursor.below += 1;
+            }
         }
         self.totals[current] = self.totals[current].saturating_add(1);
     }
@@ -242,12 +275,102 @@ impl LatencySketch {
         if n == 0 || n < u64::from(self.min_samples) {
             return None;
         }
-        let q = u64::from(q_permille).min(PERMILLE);
-        // Nearest rank: the smallest sample with at least q‰ of the samples
-        // at or below it. `q × n` < 2^43: no overflow.
-        let rank = (q * n).div_ceil(PERMILLE).max(1);
-        let current = usize::from(self.current);
+        let rank = rank(q_permille, n);
         let both = self.age(now) == Age::Current;
+        Some(middle(self.locate(rank, both).0))
+    }
+
+    /// [`LatencySketch::quantile`], the same answer, found in a constant
+    /// number of steps per call, whatever the latencies: the sketch keeps
+    /// where the last answer for `q_permille` lay, and each
+    /// [`LatencySketch::record`] since moved the rank by at most one
+    /// sample. What a hedge trigger asks on every decision. A rotation of
+    /// the windows (once per window), another `q_permille`, or a `now` in
+    /// the window after the current one start from a scan, as
+    /// [`LatencySketch::quantile`] does.
+    pub fn quantile_tracked(&mut self, q_permille: u32, now: Instant) -> Option<Duration> {
+        if self.age(now) != Age::Current {
+            return self.quantile(q_permille, now);
+        }
+        let n = u64::from(self.totals[0]) + u64::from(self.totals[1]);
+        if n == 0 || n < u64::from(self.min_samples) {
+            return None;
+        }
+        let rank = rank(q_permille, n);
+        let q = q_permille.min(PERMILLE as u32) as u16;
+        if self.cursor.q_permille != q {
+            let (bucket, below) = self.locate(rank, true);
+            self.cursor = Cursor {
+                q_permille: q,
+                bucket: bucket as u16,
+                below,
+            };
+            return Some(middle(bucket));
+        }
+        // Walk from the last answer: up while the rank lies past this
+        // bucket, down while it lies before it, a whole group of 8 at a time
+        // from a group's first bucket. A record moves the rank by at most one
+        // sample, so the walk is usually no step at all, and never more than
+        // the scan's 28 groups and 16 buckets.
+        let Cursor {
+            mut bucket,
+            mut below,
+            ..
+        } = self.cursor;
+        // Usually the rank is still in the same bucket.
+        if below < rank && rank <= below + self.both(usize::from(bucket)) {
+            return Some(middle(usize::from(bucket)));
+        }
+        loop {
+            let at = usize::from(bucket);
+            let group = at / SUB as usize;
+            if at % SUB as usize == 0 {
+                // At a group's first bucket: skip whole groups.
+                let sum = self.groups[0][group] + self.groups[1][group];
+                if below + sum < rank && at + (SUB as usize) < BUCKETS {
+                    below += sum;
+                    bucket += SUB as u16;
+                    continue;
+                }
+                if group > 0 {
+                    let before = self.groups[0][group - 1] + self.groups[1][group - 1];
+                    if below >= before && below - before >= rank {
+                        below -= before;
+                        bucket -= SUB as u16;
+                        continue;
+                    }
+                }
+            }
+            let here = self.both(at);
+            if below + here < rank {
+                if usize::from(bucket) + 1 >= BUCKETS {
+                    // A saturated window: as `locate`, the top bucket.
+                    self.cursor = Cursor::NONE;
+                    return Some(middle(BUCKETS - 1));
+                }
+                below += here;
+                bucket += 1;
+            } else if below >= rank && bucket > 0 {
+                bucket -= 1;
+                below -= self.both(usize::from(bucket));
+            } else {
+                break;
+            }
+        }
+        self.cursor.bucket = bucket;
+        self.cursor.below = below;
+        Some(middle(usize::from(bucket)))
+    }
+
+    /// Both windows' count of bucket `index`.
+    fn both(&self, index: usize) -> u64 {
+        u64::from(self.counts[0][index]) + u64::from(self.counts[1][index])
+    }
+
+    /// The bucket holding the sample of `rank` (counting both windows, or
+    /// only the current one), and the samples below it.
+    fn locate(&self, rank: u64, both: bool) -> (usize, u64) {
+        let current = usize::from(self.current);
         // Whole groups first, then the buckets of the group that reaches
         // the rank: the same bucket as a scan of every count.
         let mut seen = 0u64;
@@ -262,17 +385,18 @@ impl LatencySketch {
             }
             let first = group * SUB as usize;
             for index in first..first + SUB as usize {
-                seen += u64::from(self.counts[current][index]);
+                let mut count = u64::from(self.counts[current][index]);
                 if both {
-                    seen += u64::from(self.counts[current ^ 1][index]);
+                    count += u64::from(self.counts[current ^ 1][index]);
                 }
-                if seen >= rank {
-                    return Some(middle(index));
+                if seen + count >= rank {
+                    return (index, seen);
                 }
+                seen += count;
             }
         }
         // Only when a window's total saturated before its buckets did.
-        Some(middle(BUCKETS - 1))
+        (BUCKETS - 1, seen)
     }
 
     /// Where `now` falls relative to the current window.
@@ -307,10 +431,19 @@ impl LatencySketch {
     }
 
     fn clear(&mut self, window: usize) {
+        self.cursor = Cursor::NONE;
         self.counts[window] = [0; BUCKETS];
         self.groups[window] = [0; GROUPS];
         self.totals[window] = 0;
     }
+}
+
+/// The nearest rank of the `q_permille`‰ quantile of `n` samples: the
+/// smallest sample with at least q‰ of the samples at or below it (values
+/// above 1000 are taken as 1000). `q × n` < 2^43: no overflow.
+fn rank(q_permille: u32, n: u64) -> u64 {
+    let q = u64::from(q_permille).min(PERMILLE);
+    (q * n).div_ceil(PERMILLE).max(1)
 }
 
 /// The middle of bucket `index`, reported for every sample in it.
@@ -381,7 +514,7 @@ mod tests {
     #[test]
     fn the_size_is_fixed() {
         assert_eq!(BUCKETS, 224);
-        assert_eq!(core::mem::size_of::<LatencySketch>(), 2272);
+        assert_eq!(core::mem::size_of::<LatencySketch>(), 2288);
     }
 
     #[test]
@@ -572,6 +705,47 @@ mod tests {
         }
         assert!(worst <= 62_500);
         std::println!("random: worst relative error {worst} ppm");
+    }
+
+    /// The tracked quantile is the scanned one, whatever the order of
+    /// records, quantiles asked and windows rotating (the error bound is
+    /// the scan's: the same bucket).
+    #[test]
+    fn the_tracked_quantile_is_the_scanned_one() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut sketch = LatencySketch::new(Duration::from_secs(1)).with_min_samples(1);
+        let mut now = Instant::from_secs(10);
+        // Fewer steps under Miri (still several window rotations).
+        let (steps, max_gap) = if cfg!(miri) {
+            (300, 30_000)
+        } else {
+            (20_000, 400)
+        };
+        for step in 0..steps {
+            let r = next();
+            // Mostly fast, sometimes slow (a bimodal tail), over 1 µs..10 s.
+            let latency = match r % 100 {
+                0..=89 => 1_000 + r % 50_000_000,
+                90..=98 => 500_000_000 + r % 1_000_000_000,
+                _ => 1 + r % 10_000_000_000,
+            };
+            sketch.record(Duration::from_nanos(latency), now);
+            let q = [500, 950, 990, 999, 1000, 0][(r >> 40) as usize % 6];
+            for q in [q, q, 950] {
+                assert_eq!(
+                    sketch.quantile_tracked(q, now),
+                    sketch.quantile(q, now),
+                    "step {step}, q {q}"
+                );
+            }
+            now = now + Duration::from_micros(next() % max_gap);
+        }
     }
 
     #[test]

@@ -16,16 +16,38 @@
 //! Every instant passed to one store must come from one clock, such as an
 //! executor's shared clock ([`TimerSource`](crate::TimerSource)).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use recourse_core::amplification::{AmplificationLedger, Totals};
 use recourse_core::policy::AmplificationPolicy;
 use recourse_core::{AttemptKind, Instant, PolicyKey};
 
-use crate::keyed::{Bound, Keyed};
+use crate::keyed::{Bound, Keyed, Shared};
 
 /// Ledgers kept by default.
 pub const DEFAULT_MAX_KEYS: usize = 1024;
+
+/// One key's ledger, kept by whoever found it: see
+/// [`AmplificationLedgers::entry`].
+#[derive(Clone)]
+pub(crate) struct LedgerEntry {
+    shared: Arc<Shared<AmplificationLedger>>,
+}
+
+impl LedgerEntry {
+    /// Whether the store has evicted it: look the key up again.
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.shared.is_evicted()
+    }
+}
+
+impl core::fmt::Debug for LedgerEntry {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LedgerEntry")
+            .field("id", &self.shared.id())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Amplification ledgers by policy key (see the [module docs](self)).
 pub struct AmplificationLedgers {
@@ -67,29 +89,67 @@ impl AmplificationLedgers {
         if !policy.is_enabled() {
             return true;
         }
-        match self.lock().get(key) {
-            Some(slot) => slot.value.allows_extra_reserving(policy, now, reserve),
+        let shared = self.lock().get(key).map(Arc::clone);
+        match shared {
+            Some(shared) => shared.lock().allows_extra_reserving(policy, now, reserve),
             None => AmplificationLedger::new().allows_extra_reserving(policy, now, reserve),
         }
     }
 
-    /// Counts an attempt of `kind` of `key` that was admitted at `now`.
-    pub fn record(&self, key: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
-        let warning = {
+    /// `key`'s ledger, found or made (which may evict another key's), for a
+    /// caller that keeps it (an executor's per-thread key cache, when the
+    /// key's policy has the bound on): its attempts then go to
+    /// [`AmplificationLedgers::allows_extra_entry`] and
+    /// [`AmplificationLedgers::record_entry`], with no search and no store
+    /// lock, until the entry [`is_evicted`](LedgerEntry::is_evicted).
+    pub(crate) fn entry(&self, key: PolicyKey<'_>) -> LedgerEntry {
+        let (shared, warning) = {
             let mut inner = self.lock();
-            let (slot, warning, _) =
-                inner.get_or_insert_mut(key, &self.bound, AmplificationLedger::new, |_| true);
-            slot.value.record(kind, now);
-            warning
+            let (shared, warning, _) =
+                inner.get_or_insert(key, &self.bound, AmplificationLedger::new, |_| true);
+            (Arc::clone(shared), warning)
         };
         self.bound.warn(warning);
+        LedgerEntry { shared }
+    }
+
+    /// [`AmplificationLedgers::allows_extra`] on a kept entry.
+    pub(crate) fn allows_extra_entry(
+        &self,
+        entry: &LedgerEntry,
+        policy: &AmplificationPolicy,
+        now: Instant,
+        reserve: u64,
+    ) -> bool {
+        !policy.is_enabled()
+            || entry
+                .shared
+                .lock()
+                .allows_extra_reserving(policy, now, reserve)
+    }
+
+    /// [`AmplificationLedgers::record`] on a kept entry.
+    pub(crate) fn record_entry(&self, entry: &LedgerEntry, kind: AttemptKind, now: Instant) {
+        entry.shared.touch(&self.bound);
+        entry.shared.lock().record(kind, now);
+    }
+
+    /// Counts an attempt of `kind` of `key` that was admitted at `now`.
+    pub fn record(&self, key: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
+        let (shared, warning) = {
+            let mut inner = self.lock();
+            let (shared, warning, _) =
+                inner.get_or_insert(key, &self.bound, AmplificationLedger::new, |_| true);
+            (Arc::clone(shared), warning)
+        };
+        self.bound.warn(warning);
+        shared.lock().record(kind, now);
     }
 
     /// What `key`'s ledger counted over the window that ends at `now`.
     pub fn totals(&self, key: PolicyKey<'_>, now: Instant) -> Totals {
-        self.lock()
-            .get(key)
-            .map_or(Totals::default(), |slot| slot.value.totals(now))
+        let shared = self.lock().get(key).map(Arc::clone);
+        shared.map_or(Totals::default(), |shared| shared.lock().totals(now))
     }
 
     /// Keys with a ledger now.

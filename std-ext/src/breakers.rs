@@ -14,8 +14,13 @@
 //!
 //! Each breaker is a [`CircuitBreaker`] (see [`recourse_core::breaker`] for
 //! the states and rules); the store holds them in one `Mutex`ed map whose
-//! lookup of an existing key does not allocate and is one search (foldhash):
-//! an admission holds the lock for one search and the breaker's decision.
+//! lookup of an existing key does not allocate and is one search (foldhash),
+//! each breaker behind its own lock. [`Breakers::admit`] takes the map's
+//! lock for the search, then the breaker's for its decision. An executor
+//! finds a key's breaker once, when it resolves the key, and keeps it in
+//! its per-thread key cache: its calls take only the breaker's own lock,
+//! never the map's, and the policy is given to the breaker then, not on
+//! every call.
 //!
 //! ## Time
 //!
@@ -28,7 +33,7 @@
 
 use core::fmt;
 use core::time::Duration;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant as StdInstant;
 
 use recourse_core::breaker::{self, CircuitBreaker};
@@ -36,7 +41,7 @@ use recourse_core::policy::CircuitPolicy;
 use recourse_core::time::nanos;
 use recourse_core::{Instant, PolicyKey};
 
-use crate::keyed::{Bound, Keyed};
+use crate::keyed::{Bound, Keyed, Shared};
 
 pub use recourse_core::breaker::{CallResult, CIRCUIT_OPEN, HALF_OPEN_PROBE_LIMIT};
 
@@ -58,9 +63,6 @@ pub struct Permit {
     /// The store entry that issued it (0: none); a permit of an evicted
     /// breaker is not recorded on its successor.
     entry: u64,
-    /// The key's hash in the store: `record` finds the breaker without
-    /// hashing the key again.
-    hash: u64,
 }
 
 impl Permit {
@@ -72,6 +74,28 @@ impl Permit {
     /// Whether the key's policy had the breaker disabled (nothing counted).
     pub const fn is_bypass(&self) -> bool {
         self.permit.is_bypass()
+    }
+}
+
+/// One key's breaker, kept by whoever found it (an executor's per-thread
+/// key cache): see [`Breakers::entry`].
+#[derive(Clone)]
+pub(crate) struct BreakerEntry {
+    shared: Arc<Shared<CircuitBreaker>>,
+}
+
+impl BreakerEntry {
+    /// Whether the store has evicted it: look the key up again.
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.shared.is_evicted()
+    }
+}
+
+impl fmt::Debug for BreakerEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerEntry")
+            .field("id", &self.shared.id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -185,35 +209,91 @@ impl Breakers {
             let bypass = Permit {
                 permit: breaker::Permit::BYPASS,
                 entry: 0,
-                hash: 0,
             };
             return (Ok(bypass), None);
         }
-        let mut left_open = None;
-        let (answer, warning) = {
+        let (entry, warning) = {
             let mut inner = self.lock();
             // The least worth keeping: a closed breaker.
-            let (slot, warning, hash) = inner.get_or_insert_mut(
+            let (entry, warning, _) = inner.get_or_insert(
                 key,
                 &self.bound,
                 || CircuitBreaker::new(policy.clone()),
                 |b| b.state(now) == breaker::CircuitState::Closed,
             );
-            slot.value.set_policy(policy);
-            let entry = slot.id;
-            let was_open = slot.value.open_until();
-            let answer = slot.value.admit(now);
-            if answer.is_ok_and(|p| p.is_probe()) {
-                left_open = was_open;
-            }
-            let answer = answer.map(|permit| Permit {
-                permit,
-                entry,
-                hash,
-            });
-            (answer, warning)
+            (Arc::clone(entry), warning)
         };
         self.bound.warn(warning);
+        entry.lock().set_policy(policy);
+        Self::admit_shared(&entry, now)
+    }
+
+    /// `key`'s breaker under `policy` (enabled; normalized), found or made
+    /// (which may evict another key's), for a caller that keeps it: its
+    /// calls then go to [`Breakers::admit_entry`] and
+    /// [`Breakers::record_entry`], with no search and no store lock, until
+    /// the entry [`is_evicted`](BreakerEntry::is_evicted). The policy is
+    /// given to the breaker here, once, not on every call.
+    ///
+    /// Reads no clock: whether a breaker is closed (the eviction
+    /// preference) does not depend on the time.
+    pub(crate) fn entry(&self, key: PolicyKey<'_>, policy: &CircuitPolicy) -> BreakerEntry {
+        let (entry, warning) = {
+            let mut inner = self.lock();
+            let (entry, warning, _) = inner.get_or_insert(
+                key,
+                &self.bound,
+                || CircuitBreaker::new(policy.clone()),
+                |b| b.state(Instant::ZERO) == breaker::CircuitState::Closed,
+            );
+            (Arc::clone(entry), warning)
+        };
+        self.bound.warn(warning);
+        entry.lock().set_policy(policy);
+        BreakerEntry { shared: entry }
+    }
+
+    /// [`Breakers::admit_tracked`] on a kept entry.
+    pub(crate) fn admit_entry(
+        &self,
+        entry: &BreakerEntry,
+        now: Instant,
+    ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
+        entry.shared.touch(&self.bound);
+        Self::admit_shared(&entry.shared, now)
+    }
+
+    /// [`Breakers::record_at`] on the entry that admitted `permit`.
+    pub(crate) fn record_entry(
+        &self,
+        entry: &BreakerEntry,
+        permit: Permit,
+        result: CallResult,
+        now: Instant,
+    ) -> Option<breaker::CircuitState> {
+        if permit.is_bypass() || entry.shared.id() != permit.entry {
+            return None;
+        }
+        entry.shared.lock().record(permit.permit, result, now)
+    }
+
+    fn admit_shared(
+        shared: &Shared<CircuitBreaker>,
+        now: Instant,
+    ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
+        let mut breaker = shared.lock();
+        let was_open = breaker.open_until();
+        let answer = breaker.admit(now);
+        drop(breaker);
+        let left_open = if answer.is_ok_and(|p| p.is_probe()) {
+            was_open
+        } else {
+            None
+        };
+        let answer = answer.map(|permit| Permit {
+            permit,
+            entry: shared.id(),
+        });
         (answer, left_open)
     }
 
@@ -244,20 +324,25 @@ impl Breakers {
         if permit.is_bypass() {
             return None;
         }
-        let mut inner = self.lock();
-        let slot = inner.get_mut_hashed(permit.hash, key)?;
-        if slot.id != permit.entry {
-            return None;
-        }
-        slot.value.record(permit.permit, result, now)
+        let shared = {
+            let mut inner = self.lock();
+            let shared = inner.get_used(key, &self.bound)?;
+            if shared.id() != permit.entry {
+                return None;
+            }
+            Arc::clone(shared)
+        };
+        let state = shared.lock().record(permit.permit, result, now);
+        state
     }
 
     /// `key`'s state at `now` (closed when it has no breaker); does not
     /// count as a use.
     pub fn state(&self, key: PolicyKey<'_>, now: StdInstant) -> CircuitState {
         let now = self.to_core(now);
-        let state = match self.lock().get(key) {
-            Some(slot) => slot.value.state(now),
+        let shared = self.lock().get(key).map(Arc::clone);
+        let state = match shared {
+            Some(shared) => shared.lock().state(now),
             None => breaker::CircuitState::Closed,
         };
         state.map_instant(|t| self.to_std(t))

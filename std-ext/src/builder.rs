@@ -316,6 +316,7 @@ impl<S> ExecutorBuilder<S> {
             latency: self.latency,
             missing_trigger: self.missing_trigger,
             policy_fallbacks: AtomicU64::new(0),
+            id: crate::key_cache::executor_id(),
         }
     }
 }

@@ -30,7 +30,7 @@ pub(crate) struct Contained<'a, C> {
     /// The first panic's message, for the call's observer path: the
     /// call's report tells the observer and the timeline when the attempt's
     /// record (reason `panic_in_classifier`) arrives.
-    pub(crate) panicked: &'a OnceLock<String>,
+    pub(crate) panicked: &'a OnceLock<Box<str>>,
 }
 
 impl<T, E, C: Classifier<T, E>> Classifier<T, E> for Contained<'_, C> {
@@ -41,7 +41,7 @@ impl<T, E, C: Classifier<T, E>> Classifier<T, E> for Contained<'_, C> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.classify(result))) {
             Ok(outcome) => outcome,
             Err(payload) => {
-                let _ = self.panicked.set(panic_message(&*payload));
+                let _ = self.panicked.set(panic_message(&*payload).into_boxed_str());
                 Outcome::abort(PANIC_IN_CLASSIFIER)
             }
         }

@@ -39,6 +39,7 @@ use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode};
 use crate::contract::{split_op, Accepted, Carried, Failure, Split};
 use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
+use crate::key_cache::{self, Kept, Resolved};
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::names::{self, UnknownName};
@@ -112,6 +113,9 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) missing_trigger: MissingTriggerMode,
     /// Calls that ran under a fallback policy instead of their key's own.
     pub(crate) policy_fallbacks: AtomicU64,
+    /// Tells this executor's entries in the per-thread key cache from
+    /// other executors' ([`key_cache`](crate::key_cache)).
+    pub(crate) id: u64,
 }
 
 impl Executor {
@@ -395,7 +399,7 @@ impl<S: TimerSource> Executor<S> {
         key: &str,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         op: Op,
-        mut timeline: Option<&mut Timeline>,
+        timeline: Option<&mut Timeline>,
         rejected_is_error: bool,
     ) -> Result<T, Error<E>>
     where
@@ -403,65 +407,30 @@ impl<S: TimerSource> Executor<S> {
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let key = PolicyKey::parse(key);
         let timer = self.timer.timer();
         let rng = self.next_rng();
-        let mut resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
-        if resolution.is_fallback() {
-            self.policy_fallbacks.fetch_add(1, Ordering::Relaxed);
-        }
-        // The attempts made above for the request being served, and what
-        // the policy does with them (see `crate::upstream`); in a block, so
-        // that nothing of it is kept in the call's future.
-        {
-            let upstream = crate::upstream::current();
-            let effect = resolution
-                .policy
-                .as_ref()
-                .map_or(UpstreamEffect::None, |p| {
-                    upstream_effect(&p.policy.amplification, upstream)
-                });
-            if let Some(p) = resolution.policy.as_mut() {
-                if let Some(single) = effect.adjusted(&p.policy) {
-                    *p = Arc::new(Normalized {
-                        policy: single,
-                        changed: p.changed,
-                    });
-                }
-            }
-            if let Some(t) = timeline.as_deref_mut() {
-                resolution.write_attributes(&mut t.attributes);
-                if let Some(n) = upstream {
-                    t.attributes.insert(UPSTREAM_ATTEMPTS, n.to_string());
-                }
-                if effect != UpstreamEffect::None {
-                    t.attributes.insert(UPSTREAM_EFFECT, effect.as_str().into());
-                }
-            }
-        }
-        let classifier = resolution
-            .policy
-            .as_ref()
-            .map(|p| classifier(&p.policy, timeline.as_deref_mut()));
-        let mut report = Report {
-            observer: self.observer.as_deref(),
+        let Prepared {
+            key,
+            kept,
+            plan,
+            classifier,
+            policy_source,
+            missing_policy_mode,
+            upstream,
             timeline,
-            policy_source: resolution.source,
-            missing_policy_mode: resolution.mode,
-            missing_budget_mode: self.missing_budget,
+        } = self.prepare(key, classifier, timeline);
+        let mut report = Report {
+            exec: self,
+            timeline,
+            policy_source,
+            missing_policy_mode,
             call_panics: None,
             classifier_told: false,
-            panics: &self.observer_panics,
         };
-        let (Some(policy), Some(classifier)) = (resolution.policy, classifier) else {
+        let (Some(policy), Some(classifier)) = (kept.policy(), classifier) else {
             report.denied(key, timer.now());
             return Err(Error::NoPolicy);
         };
-        let plan = HedgePlan::resolve(
-            &policy.policy,
-            self.options.max_hedges_ceiling,
-            self.missing_trigger,
-        );
         if let Some(t) = report.timeline.as_deref_mut() {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
         }
@@ -472,18 +441,11 @@ impl<S: TimerSource> Executor<S> {
             ..CallPanics::default()
         };
         let parts = ExecParts {
-            clock: &self.timer,
-            budgets: &self.budgets,
-            missing_budget: self.missing_budget,
-            contain_panics: self.contain_panics,
-            observer: self.observer.as_deref(),
-            breakers: &self.breakers,
-            latency: &self.latency,
+            exec: self,
+            kept: &kept,
             call_panics: &call_panics,
             offset: None,
-            // Read again rather than kept: the adjusted policy keeps its
-            // mode, so the effect is the same.
-            upstream: upstream_effect(&policy.policy.amplification, crate::upstream::current()),
+            upstream,
         };
         report.call_panics = Some(&call_panics);
         // Every attempt's future is watched for a panic: the call's end is
@@ -507,13 +469,17 @@ impl<S: TimerSource> Executor<S> {
             .gate(gate)
             .rng(rng)
             .options(self.options);
-        // A call that hedges holds its attempts' futures in one heap block
-        // (sized for the default ceiling, or for the lifted one), so a call
-        // that does not hedge stays small and allocation-free.
+        // A call with one hedge holds its two attempts in place; one with
+        // more holds its attempts' futures in one heap block (sized for the
+        // default ceiling, or for the lifted one), so that every call's
+        // future stays small.
         let watched = self.contain_panics.then_some(&call_panics.operation);
         let result = match plan.hedges {
             0 => contained(watched, builder.into_future()).await,
-            1..=3 => contained(watched, Box::pin(builder.slots::<4>().into_future())).await,
+            // One hedge (the usual): its two attempts held in place, no
+            // allocation.
+            1 => contained(watched, builder.slots::<2>().into_future()).await,
+            2..=3 => contained(watched, Box::pin(builder.slots::<4>().into_future())).await,
             _ => {
                 contained(
                     watched,
@@ -539,6 +505,119 @@ impl<S: TimerSource> Executor<S> {
         }
     }
 
+    /// What a call resolves before it starts, done outside the call's
+    /// future so that only what it keeps ([`Kept`]) is held across its
+    /// awaits.
+    #[inline(always)]
+    fn prepare<'k, 't, C>(
+        &self,
+        key: &'k str,
+        classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
+        mut timeline: Option<&'t mut Timeline>,
+    ) -> Prepared<'k, 't, C> {
+        // Read before the provider is asked: an answer cached under this
+        // generation is at least as new as it (see `key_cache`).
+        // A panicking provider is contained (then nothing is cached).
+        let generation = std::panic::catch_unwind(AssertUnwindSafe(|| self.provider.generation()))
+            .ok()
+            .flatten();
+        let (key, resolved) = key_cache::resolve(self.id, key, generation, |key| {
+            let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
+            let Some(policy) = resolution.policy.as_deref() else {
+                return Resolved {
+                    resolution,
+                    plan: HedgePlan::OFF,
+                    breaker: None,
+                    latency: None,
+                    ledger: None,
+                };
+            };
+            let policy = &policy.policy;
+            let plan = HedgePlan::resolve(
+                policy,
+                self.options.max_hedges_ceiling,
+                self.missing_trigger,
+            );
+            // The key's state, found once here and kept with its answer.
+            let breaker = policy
+                .circuit
+                .enabled
+                .then(|| self.breakers.entry(key, &policy.circuit));
+            let wants_samples = plan.trigger.is_some_and(|t| t.quantile().is_some())
+                || policy.retry.deadline_quantile_permille > 0;
+            let latency = wants_samples.then(|| self.latency.entry(key));
+            let ledger = policy
+                .amplification
+                .is_enabled()
+                .then(|| self.budgets.amplification_ledgers().entry(key));
+            Resolved {
+                resolution,
+                plan,
+                breaker,
+                latency,
+                ledger,
+            }
+        });
+        let mut plan = resolved.plan;
+        let resolution = &resolved.resolution;
+        if resolution.is_fallback() {
+            self.policy_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        // The attempts made above for the request being served, and what
+        // the policy does with them (see `crate::upstream`).
+        let upstream = crate::upstream::current();
+        let effect = resolution
+            .policy
+            .as_ref()
+            .map_or(UpstreamEffect::None, |p| {
+                upstream_effect(&p.policy.amplification, upstream)
+            });
+        if let Some(t) = timeline.as_deref_mut() {
+            resolution.write_attributes(&mut t.attributes);
+            if let Some(n) = upstream {
+                t.attributes.insert(UPSTREAM_ATTEMPTS, n.to_string());
+            }
+            if effect != UpstreamEffect::None {
+                t.attributes.insert(UPSTREAM_EFFECT, effect.as_str().into());
+            }
+        }
+        // A request that is itself a retry upstream may run here under a
+        // one-attempt copy of its policy (made for this call alone).
+        let single = resolution.policy.as_ref().and_then(|p| {
+            effect.adjusted(&p.policy).map(|single| {
+                Arc::new(Normalized {
+                    policy: single,
+                    changed: p.changed,
+                })
+            })
+        });
+        let classifier = resolution
+            .policy
+            .as_ref()
+            .map(|p| classifier(&p.policy, timeline.as_deref_mut()));
+        let (policy_source, missing_policy_mode) = (resolution.source, resolution.mode);
+        // Only what the call still needs is kept across its awaits.
+        let mut kept = resolved.keep();
+        if let Some(single) = single {
+            plan = HedgePlan::resolve(
+                &single.policy,
+                self.options.max_hedges_ceiling,
+                self.missing_trigger,
+            );
+            kept = kept.with_policy(single);
+        }
+        Prepared {
+            key,
+            kept,
+            plan,
+            classifier,
+            policy_source,
+            missing_policy_mode,
+            upstream: effect,
+            timeline,
+        }
+    }
+
     /// The RNG of the next call: derived from the seed and the call's number
     /// when the executor has a seed, from entropy otherwise.
     fn next_rng(&self) -> fastrand::Rng {
@@ -557,6 +636,19 @@ fn unsplit<T, E>(
     result
         .map(|a| a.value)
         .map_err(|e| e.map_last(|s| s.failure))
+}
+
+/// A call's key, resolved: see [`Executor::prepare`].
+struct Prepared<'k, 't, C> {
+    key: PolicyKey<'k>,
+    kept: Kept,
+    plan: HedgePlan,
+    classifier: Option<C>,
+    policy_source: Option<crate::provider::PolicySource>,
+    missing_policy_mode: Option<MissingPolicyMode>,
+    /// What the policy does with the attempts made upstream.
+    upstream: UpstreamEffect,
+    timeline: Option<&'t mut Timeline>,
 }
 
 pin_project_lite::pin_project! {

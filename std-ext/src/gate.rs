@@ -8,8 +8,9 @@
 //! the call ended, the hedge trigger reading the key's recent latencies —
 //! is [`PolicyGate`]'s, the same gate the simulator runs. What is left here
 //! is where the executor keeps things (`ExecParts`): budgets looked up in
-//! its [`BudgetRegistry`], breakers in its [`Breakers`], latencies in its
-//! [`LatencyTrackers`]; panic containment (a panicking budget is a refusal,
+//! its [`BudgetRegistry`](crate::BudgetRegistry), breakers in its
+//! [`Breakers`](crate::Breakers), latencies in its
+//! [`LatencyTrackers`](crate::LatencyTrackers); panic containment (a panicking budget is a refusal,
 //! `panic_in_budget`); and each budget decision told to the observer as it
 //! happens.
 //!
@@ -27,10 +28,11 @@ use recourse_core::policy::{AmplificationPolicy, CircuitPolicy};
 use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
 use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
-use crate::breakers::{Breakers, Permit};
-use crate::budgets::{BudgetRegistry, MissingBudgetMode, SharedBudget};
-use crate::latency::LatencyTrackers;
-use crate::observer::{BudgetDecision, CircuitTransition, Observer};
+use crate::breakers::Permit;
+use crate::budgets::{MissingBudgetMode, SharedBudget};
+use crate::executor::Executor;
+use crate::key_cache::Kept;
+use crate::observer::{BudgetDecision, CircuitTransition};
 use crate::timer::TimerSource;
 
 /// Reason: the policy names a budget the registry does not have.
@@ -81,16 +83,13 @@ impl<'a> Holder<&'a SharedBudget> for Spill<'a> {
 
 /// Where one call's [`PolicyGate`] finds the executor's collaborators.
 pub(crate) struct ExecParts<'a, S> {
-    /// The executor's shared clock, read once per call.
-    pub(crate) clock: &'a S,
-    pub(crate) budgets: &'a BudgetRegistry,
-    pub(crate) missing_budget: MissingBudgetMode,
-    pub(crate) contain_panics: bool,
-    pub(crate) observer: Option<&'a dyn Observer>,
-    pub(crate) breakers: &'a Breakers,
-    /// Where a quantile trigger reads (and completed attempts write) the
-    /// key's recent latencies.
-    pub(crate) latency: &'a LatencyTrackers,
+    /// Where the budgets, breakers, latency trackers, observer, shared
+    /// clock and panic containment are (one reference, not one per
+    /// collaborator: the call's future holds it).
+    pub(crate) exec: &'a Executor<S>,
+    /// The key's breaker, sketch and amplification ledger, found when its
+    /// answer was resolved (each `None`: look it up by key).
+    pub(crate) kept: &'a Kept,
     /// Where a contained panic in a budget's `settle` leaves its first
     /// message, for the call's timeline.
     pub(crate) call_panics: &'a crate::report::CallPanics,
@@ -106,7 +105,7 @@ pub(crate) struct ExecParts<'a, S> {
 impl<S: TimerSource> ExecParts<'_, S> {
     /// The shared clock's time at the machine's `now`.
     fn shared(&mut self, now: Instant) -> Instant {
-        let clock = self.clock;
+        let clock = &self.exec.timer;
         let offset = *self
             .offset
             .get_or_insert_with(|| clock.shared_now().as_nanos().wrapping_sub(now.as_nanos()));
@@ -122,7 +121,7 @@ impl<S: TimerSource> ExecParts<'_, S> {
     /// Tells the observer that `key`'s breaker went `from` → `to` at `at`
     /// (machine time); a panicking observer is contained.
     fn transition(&self, key: PolicyKey<'_>, from: CircuitState, to: CircuitState, at: Instant) {
-        let Some(o) = self.observer else {
+        let Some(o) = self.exec.observer.as_deref() else {
             return;
         };
         let t = CircuitTransition { from, to, at };
@@ -130,7 +129,7 @@ impl<S: TimerSource> ExecParts<'_, S> {
     }
 
     fn contained<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
-        if self.contain_panics {
+        if self.exec.contain_panics {
             std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
         } else {
             Some(f())
@@ -143,11 +142,11 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     type Permit = Permit;
 
     fn budget(&mut self, name: &str, _: recourse_core::AttemptKind) -> Option<&'a SharedBudget> {
-        self.budgets.get(name)
+        self.exec.budgets.get(name)
     }
 
     fn missing_budget_allows(&self) -> bool {
-        self.missing_budget == MissingBudgetMode::AllowUnsafe
+        self.exec.missing_budget == MissingBudgetMode::AllowUnsafe
     }
 
     fn decide(&mut self, budget: &'a SharedBudget, request: &BudgetRequest<'_>) -> Decision {
@@ -171,7 +170,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) {
         let now = self.shared(now);
-        if !self.contain_panics {
+        if !self.exec.contain_panics {
             budget.settle(record, reservation, now);
             return;
         }
@@ -194,7 +193,10 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     ) -> Result<Option<Permit>, Refusal> {
         let machine_now = now;
         let now = self.shared(now);
-        let (answer, left_open) = self.breakers.admit_tracked(key, policy, now);
+        let (answer, left_open) = match self.kept.breaker() {
+            Some(entry) => self.exec.breakers.admit_entry(entry, now),
+            None => self.exec.breakers.admit_tracked(key, policy, now),
+        };
         if let Some(until) = left_open {
             let from = CircuitState::Open {
                 until: self.machine(until),
@@ -217,7 +219,11 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     ) {
         let machine_now = now;
         let now = self.shared(now);
-        if let Some(to) = self.breakers.record_at(key, permit, result, now) {
+        let to = match self.kept.breaker() {
+            Some(entry) => self.exec.breakers.record_entry(entry, permit, result, now),
+            None => self.exec.breakers.record_at(key, permit, result, now),
+        };
+        if let Some(to) = to {
             // The permit's episode is the state the result changed: a probe
             // was half-open, any other call closed.
             let from = if permit.is_probe() {
@@ -237,12 +243,18 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) -> Option<Duration> {
         let now = self.shared(now);
-        self.latency.quantile(key, q_permille, now)
+        match self.kept.latency() {
+            Some(entry) => self.exec.latency.quantile_entry(entry, q_permille, now),
+            None => self.exec.latency.quantile(key, q_permille, now),
+        }
     }
 
     fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
         let now = self.shared(now);
-        self.latency.record(key, latency, now);
+        match self.kept.latency() {
+            Some(entry) => self.exec.latency.record_entry(entry, latency, now),
+            None => self.exec.latency.record(key, latency, now),
+        }
     }
 
     fn amplification_allows(
@@ -252,12 +264,12 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         now: Instant,
     ) -> bool {
         let now = self.shared(now);
-        self.budgets.amplification_ledgers().allows_extra_reserving(
-            key,
-            policy,
-            now,
-            self.upstream.reserve(),
-        )
+        let ledgers = self.exec.budgets.amplification_ledgers();
+        let reserve = self.upstream.reserve();
+        match self.kept.ledger() {
+            Some(entry) => ledgers.allows_extra_entry(entry, policy, now, reserve),
+            None => ledgers.allows_extra_reserving(key, policy, now, reserve),
+        }
     }
 
     fn amplification_record(
@@ -268,13 +280,17 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     ) {
         let now = self.shared(now);
         let kind = self.upstream.ledger_kind(kind);
-        self.budgets.amplification_ledgers().record(key, kind, now);
+        let ledgers = self.exec.budgets.amplification_ledgers();
+        match self.kept.ledger() {
+            Some(entry) => ledgers.record_entry(entry, kind, now),
+            None => ledgers.record(key, kind, now),
+        }
     }
 
     /// Tells the observer, as it happens (a panicking observer is
     /// contained).
     fn budget_decided(&mut self, key: PolicyKey<'_>, e: &BudgetEvent<'_>) {
-        let Some(o) = self.observer else {
+        let Some(o) = self.exec.observer.as_deref() else {
             return;
         };
         let decision = BudgetDecision {
@@ -285,7 +301,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
             mode: if e.found {
                 "standard"
             } else {
-                self.missing_budget.as_str()
+                self.exec.missing_budget.as_str()
             },
             allowed: e.allowed,
             reason: e.reason,

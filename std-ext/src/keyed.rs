@@ -6,6 +6,7 @@
 
 use core::hash::{Hash, Hasher};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use core::hash::BuildHasher;
 
@@ -15,35 +16,76 @@ use recourse_core::PolicyKey;
 
 type Hook = Box<dyn Fn(&str) + Send + Sync>;
 
-/// Values of type `V` by policy key, in use order. Not bounded by itself:
-/// [`Keyed::get_or_insert_mut`] keeps it within a [`Bound`].
-///
-/// Hashed with foldhash (hashbrown's default hasher), not SipHash: a
-/// lookup is on every call's path, and the keys are the application's
-/// operation names, bounded in number. A use of a key it has is one
-/// search.
-pub(crate) struct Keyed<V> {
-    map: HashMap<OwnedKey, Slot<V>>,
-    /// Ticks on every use; a slot's `last_used` is the tick of its last use.
-    clock: u64,
-    /// The id of the last slot created.
-    last_id: u64,
+/// One key's value, shared between its store and the calls that found it
+/// (an executor's per-thread key cache keeps it, so a call with a known
+/// key reaches its breaker or sketch without searching the store or
+/// taking the store's lock: only this value's own lock).
+pub(crate) struct Shared<V> {
+    value: Mutex<V>,
+    /// Unique per value created, never 0: tells a key's value from the one
+    /// that replaced it after an eviction.
+    id: u64,
+    /// The store's tick at the last use (least recently used goes first).
+    last_used: AtomicU64,
+    /// Set when the store evicted it: whoever holds it must look the key
+    /// up again (and gets a new value), so a bound store stays the only
+    /// home of its keys' state.
+    evicted: AtomicBool,
 }
 
-/// One key's value.
-pub(crate) struct Slot<V> {
-    pub(crate) value: V,
-    /// Unique per slot created, never 0: tells a key's value from the one
-    /// that replaced it after an eviction.
-    pub(crate) id: u64,
-    last_used: u64,
+impl<V> Shared<V> {
+    fn new(value: V, id: u64, tick: u64) -> Self {
+        Self {
+            value: Mutex::new(value),
+            id,
+            last_used: AtomicU64::new(tick),
+            evicted: AtomicBool::new(false),
+        }
+    }
+
+    /// The value. Every user leaves it consistent (nothing panics half-way
+    /// through a change), so a poisoned lock is still good.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, V> {
+        self.value.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the store has evicted it.
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Counts a use found without the store (a cached value) as the most
+    /// recent one. Ticks only when another use came after this value's
+    /// last, so a hot key's uses on several threads mostly just read.
+    pub(crate) fn touch(&self, bound: &Bound) {
+        if self.last_used.load(Ordering::Relaxed) != bound.tick.load(Ordering::Relaxed) {
+            self.last_used.store(bound.next_tick(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Values of type `V` by policy key, each behind its own lock, in use
+/// order. Not bounded by itself: [`Keyed::get_or_insert`] keeps it within a
+/// [`Bound`].
+///
+/// Hashed with foldhash (hashbrown's default hasher), not SipHash; the keys
+/// are the application's operation names, bounded in number. A use of a
+/// key it has is one search; a caller that keeps the [`Shared`] value it
+/// found needs no search at all.
+pub(crate) struct Keyed<V> {
+    map: HashMap<OwnedKey, Arc<Shared<V>>>,
+    /// The id of the last value created.
+    last_id: u64,
 }
 
 impl<V> Default for Keyed<V> {
     fn default() -> Self {
         Self {
             map: HashMap::new(),
-            clock: 0,
             last_id: 0,
         }
     }
@@ -62,39 +104,20 @@ impl<V> Keyed<V> {
     }
 
     /// `key`'s value; does not count as a use.
-    pub(crate) fn get(&self, key: PolicyKey<'_>) -> Option<&Slot<V>> {
+    pub(crate) fn get(&self, key: PolicyKey<'_>) -> Option<&Arc<Shared<V>>> {
         self.map.get(&Borrowed(key))
     }
 
-    /// `key`'s value, counted as a use (the calls' paths use
-    /// [`Keyed::get_mut_hashed`]; the eviction tests use this).
-    #[cfg(test)]
-    pub(crate) fn get_mut(&mut self, key: PolicyKey<'_>) -> Option<&mut Slot<V>> {
-        self.clock += 1;
-        let tick = self.clock;
-        let slot = self.map.get_mut(&Borrowed(key))?;
-        slot.last_used = tick;
-        Some(slot)
-    }
-
-    /// `key`'s value found by the hash [`Keyed::get_or_insert_mut`] gave
-    /// (no hashing), counted as a use.
-    pub(crate) fn get_mut_hashed(&mut self, hash: u64, key: PolicyKey<'_>) -> Option<&mut Slot<V>> {
-        self.clock += 1;
-        let tick = self.clock;
-        let key = Borrowed(key);
-        match self
-            .map
-            .raw_entry_mut()
-            .from_hash(hash, |k| key.equivalent(k))
-        {
-            RawEntryMut::Occupied(entry) => {
-                let slot = entry.into_mut();
-                slot.last_used = tick;
-                Some(slot)
-            }
-            RawEntryMut::Vacant(_) => None,
-        }
+    /// `key`'s value, counted as a use.
+    pub(crate) fn get_used(
+        &mut self,
+        key: PolicyKey<'_>,
+        bound: &Bound,
+    ) -> Option<&Arc<Shared<V>>> {
+        let tick = bound.next_tick();
+        let shared = self.map.get(&Borrowed(key))?;
+        shared.last_used.store(tick, Ordering::Relaxed);
+        Some(shared)
     }
 
     /// `key`'s value, counted as a use; made by `make` when it has none,
@@ -104,17 +127,15 @@ impl<V> Keyed<V> {
     /// is not full.
     ///
     /// Also returns the bound's one-time warning, for the caller to hand to
-    /// [`Bound::warn`] outside its lock, and `key`'s hash, which finds it
-    /// again without hashing ([`Keyed::get_mut_hashed`]).
-    pub(crate) fn get_or_insert_mut(
+    /// [`Bound::warn`] outside its lock, and `key`'s hash.
+    pub(crate) fn get_or_insert(
         &mut self,
         key: PolicyKey<'_>,
         bound: &Bound,
         make: impl FnOnce() -> V,
         evictable: impl Fn(&V) -> bool,
-    ) -> (&mut Slot<V>, Option<String>, u64) {
-        self.clock += 1;
-        let tick = self.clock;
+    ) -> (&Arc<Shared<V>>, Option<String>, u64) {
+        let tick = bound.next_tick();
         // A full store searches twice: once to know whether to evict.
         let warning = if self.map.len() >= bound.max_keys && !self.map.contains_key(&Borrowed(key))
         {
@@ -125,7 +146,7 @@ impl<V> Keyed<V> {
         };
         let borrowed = Borrowed(key);
         let hash = self.map.hasher().hash_one(&borrowed);
-        let slot = match self
+        let shared = match self
             .map
             .raw_entry_mut()
             .from_hash(hash, |k| borrowed.equivalent(k))
@@ -133,32 +154,31 @@ impl<V> Keyed<V> {
             RawEntryMut::Occupied(entry) => entry.into_mut(),
             RawEntryMut::Vacant(entry) => {
                 self.last_id += 1;
-                let slot = Slot {
-                    value: make(),
-                    id: self.last_id,
-                    last_used: tick,
-                };
+                let shared = Arc::new(Shared::new(make(), self.last_id, tick));
                 entry
-                    .insert_hashed_nocheck(hash, OwnedKey::from(key), slot)
+                    .insert_hashed_nocheck(hash, OwnedKey::from(key), shared)
                     .1
             }
         };
-        slot.last_used = tick;
-        (slot, warning, hash)
+        shared.last_used.store(tick, Ordering::Relaxed);
+        (shared, warning, hash)
     }
 
     /// Removes the least recently used value that `evictable` accepts, or
-    /// the least recently used one when it accepts none; returns its key.
+    /// the least recently used one when it accepts none, and marks it
+    /// evicted; returns its key.
     fn evict(&mut self, evictable: impl Fn(&V) -> bool) -> Option<OwnedKey> {
         let lru = |only_evictable: bool| {
             self.map
                 .iter()
-                .filter(|(_, slot)| !only_evictable || evictable(&slot.value))
-                .min_by_key(|(_, slot)| slot.last_used)
+                .filter(|(_, shared)| !only_evictable || evictable(&shared.lock()))
+                .min_by_key(|(_, shared)| shared.last_used.load(Ordering::Relaxed))
                 .map(|(key, _)| key)
         };
         let victim = lru(true).or_else(|| lru(false))?.clone();
-        self.map.remove(&victim);
+        if let Some(shared) = self.map.remove(&victim) {
+            shared.evicted.store(true, Ordering::Relaxed);
+        }
         Some(victim)
     }
 }
@@ -167,6 +187,9 @@ impl<V> Keyed<V> {
 /// about the first eviction.
 pub(crate) struct Bound {
     max_keys: usize,
+    /// Ticks on every use through the store; a value's `last_used` is the
+    /// tick of its last use.
+    tick: AtomicU64,
     /// What the warning calls the store: "circuit breaker store".
     store: &'static str,
     evictions: AtomicU64,
@@ -179,6 +202,7 @@ impl Bound {
     pub(crate) fn new(max_keys: usize, store: &'static str) -> Self {
         Self {
             max_keys: max_keys.max(1),
+            tick: AtomicU64::new(0),
             store,
             evictions: AtomicU64::new(0),
             reached: AtomicBool::new(false),
@@ -192,6 +216,11 @@ impl Bound {
 
     pub(crate) fn max_keys(&self) -> usize {
         self.max_keys
+    }
+
+    /// The next tick (a use through the store).
+    fn next_tick(&self) -> u64 {
+        self.tick.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn evictions(&self) -> u64 {
@@ -274,14 +303,15 @@ mod tests {
         let key = PolicyKey::parse;
         let insert = |keyed: &mut Keyed<bool>, k: &str, value: bool| {
             keyed
-                .get_or_insert_mut(PolicyKey::parse(k), &bound, || value, |v| *v)
+                .get_or_insert(PolicyKey::parse(k), &bound, || value, |v| *v)
                 .1
         };
         assert_eq!(insert(&mut keyed, "a", false), None);
         assert_eq!(insert(&mut keyed, "b", true), None);
-        assert!(keyed.get_mut(key("b")).is_some()); // b is now the most recent
+        let b = Arc::clone(keyed.get_used(key("b"), &bound).unwrap()); // b is now the most recent
         let warning = insert(&mut keyed, "c", false);
         assert!(keyed.contains(key("a")) && !keyed.contains(key("b")));
+        assert!(b.is_evicted(), "whoever holds b hears that it is gone");
         let warning = warning.expect("first eviction warns");
         assert!(
             warning.contains("test store") && warning.contains("`b`"),
@@ -296,8 +326,22 @@ mod tests {
         );
         // Ids are never reused.
         let ids: Vec<u64> = [key("c"), key("d")]
-            .map(|k| keyed.get(k).map_or(0, |s| s.id))
+            .map(|k| keyed.get(k).map_or(0, |s| s.id()))
             .into();
         assert_eq!(ids, [3, 4]);
+    }
+
+    #[test]
+    fn a_use_found_without_the_store_counts_for_eviction() {
+        let bound = Bound::new(2, "test store");
+        let mut keyed = Keyed::<bool>::default();
+        let key = PolicyKey::parse;
+        let a = Arc::clone(keyed.get_or_insert(key("a"), &bound, || false, |_| true).0);
+        keyed.get_or_insert(key("b"), &bound, || false, |_| true);
+        // `a` used through a kept value, after `b`'s last use.
+        a.touch(&bound);
+        keyed.get_or_insert(key("c"), &bound, || false, |_| true);
+        assert!(keyed.contains(key("a")) && !keyed.contains(key("b")));
+        assert!(!a.is_evicted());
     }
 }

@@ -2,8 +2,9 @@
 //! the number of keys: what a quantile hedge trigger reads.
 //!
 //! Each key gets a [`LatencySketch`] (see [`recourse_core::latency`] for the
-//! buckets, the 1/16 error bound and the two-window decay), 2272 bytes on
-//! the heap, created by the key's first sample. Why a bound: keys are meant
+//! buckets, the 1/16 error bound and the two-window decay), 2288 bytes on
+//! the heap, created by the key's first sample (or, in an executor, when a
+//! policy that reads or feeds it is first resolved for the key). Why a bound: keys are meant
 //! to name operations (`payments.Charge`), never requests; a key built from
 //! a user id or a URL path would otherwise grow this store by one sketch per
 //! request, forever. [`LatencyTrackers`] keeps at most `max_keys` sketches
@@ -14,9 +15,13 @@
 //! ([`LatencyTrackers::bound_reached`]).
 //!
 //! The sketches live in one `Mutex`ed map (foldhash, not SipHash) whose
-//! lookup of an existing key does not allocate; a record holds the lock for
-//! one search and three additions, a quantile for a scan of at most 28
-//! group sums and 8 counts a window.
+//! lookup of an existing key does not allocate, each sketch behind its own
+//! lock. An executor finds a key's sketch once and keeps it with the key's
+//! answer in its per-thread key cache, so its calls take neither the map's
+//! lock nor a search: a record holds the sketch's lock for three additions,
+//! a quantile for [`LatencySketch::quantile_tracked`] (from where the last
+//! answer lay: usually a step or none, never more than the full scan of 28
+//! group sums and 8 counts a window).
 //!
 //! ## Time
 //!
@@ -27,11 +32,11 @@
 
 use core::fmt;
 use core::time::Duration;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use recourse_core::{Instant, LatencySketch, PolicyKey};
 
-use crate::keyed::{Bound, Keyed};
+use crate::keyed::{Bound, Keyed, Shared};
 
 /// The bound on keys of [`LatencyTrackers::default`].
 pub const DEFAULT_MAX_KEYS: usize = 1024;
@@ -39,6 +44,28 @@ pub const DEFAULT_MAX_KEYS: usize = 1024;
 /// The window of [`LatencyTrackers::default`]: samples count for 10 to 20
 /// seconds.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+
+/// One key's sketch, kept by whoever found it (an executor's per-thread key
+/// cache): see [`LatencyTrackers::entry`].
+#[derive(Clone)]
+pub(crate) struct LatencyEntry {
+    shared: Arc<Shared<Box<LatencySketch>>>,
+}
+
+impl LatencyEntry {
+    /// Whether the store has evicted it: look the key up again.
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.shared.is_evicted()
+    }
+}
+
+impl fmt::Debug for LatencyEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatencyEntry")
+            .field("id", &self.shared.id())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Latency sketches by policy key (see the [module docs](self)).
 ///
@@ -128,18 +155,44 @@ impl LatencyTrackers {
     /// refusals). A key without a sketch gets one, which may evict the
     /// least recently recorded key's.
     pub fn record(&self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
-        let warning = {
+        let entry = self.entry(key);
+        entry.shared.lock().record(latency, now);
+    }
+
+    /// `key`'s sketch, found or made (which may evict another key's), for a
+    /// caller that keeps it: its samples and quantiles then go to
+    /// [`LatencyTrackers::record_entry`] and
+    /// [`LatencyTrackers::quantile_entry`], with no search and no store
+    /// lock, until the entry [`is_evicted`](LatencyEntry::is_evicted).
+    pub(crate) fn entry(&self, key: PolicyKey<'_>) -> LatencyEntry {
+        let (shared, warning) = {
             let mut inner = self.lock();
-            let (slot, warning, _) = inner.get_or_insert_mut(
+            let (shared, warning, _) = inner.get_or_insert(
                 key,
                 &self.bound,
                 || Box::new(self.template.clone()),
                 |_| true,
             );
-            slot.value.record(latency, now);
-            warning
+            (Arc::clone(shared), warning)
         };
         self.bound.warn(warning);
+        LatencyEntry { shared }
+    }
+
+    /// [`LatencyTrackers::record`] on a kept entry.
+    pub(crate) fn record_entry(&self, entry: &LatencyEntry, latency: Duration, now: Instant) {
+        entry.shared.touch(&self.bound);
+        entry.shared.lock().record(latency, now);
+    }
+
+    /// [`LatencyTrackers::quantile`] on a kept entry.
+    pub(crate) fn quantile_entry(
+        &self,
+        entry: &LatencyEntry,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        entry.shared.lock().quantile_tracked(q_permille, now)
     }
 
     /// The `q_permille`‰ quantile (950: p95) of `key`'s recent latencies at
@@ -150,12 +203,15 @@ impl LatencyTrackers {
     /// The answer changes with every [`LatencyTrackers::record`] for `key`,
     /// when `now` crosses a window boundary, and when the key is evicted.
     pub fn quantile(&self, key: PolicyKey<'_>, q_permille: u32, now: Instant) -> Option<Duration> {
-        self.lock().get(key)?.value.quantile(q_permille, now)
+        let shared = self.lock().get(key).map(Arc::clone)?;
+        let quantile = shared.lock().quantile_tracked(q_permille, now);
+        quantile
     }
 
     /// `key`'s samples counted at `now` (0 without a sketch).
     pub fn count(&self, key: PolicyKey<'_>, now: Instant) -> u64 {
-        self.lock().get(key).map_or(0, |slot| slot.value.count(now))
+        let shared = self.lock().get(key).map(Arc::clone);
+        shared.map_or(0, |shared| shared.lock().count(now))
     }
 
     /// Every method leaves the map consistent (nothing in them panics

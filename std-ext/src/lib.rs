@@ -235,6 +235,7 @@ pub mod hedging;
 pub mod http;
 #[cfg(any(feature = "tower", feature = "reqwest", feature = "tonic"))]
 pub mod integrations;
+mod key_cache;
 mod keyed;
 pub mod latency;
 pub mod missing_policy;

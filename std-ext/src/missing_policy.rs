@@ -97,7 +97,7 @@ fn normal(policy: Policy) -> Normalized {
 
 /// What one call runs under: the provider's answer, or what the mode made of
 /// its error.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Resolution {
     /// `None`: the call is denied.
     pub(crate) policy: Option<Arc<Normalized>>,

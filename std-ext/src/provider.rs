@@ -45,6 +45,24 @@ pub trait PolicyProvider: Send + Sync {
     fn for_each_policy(&self, f: &mut dyn FnMut(&str, &Policy)) {
         let _ = f;
     }
+
+    /// A number that changes whenever an answer of
+    /// [`PolicyProvider::policy`] may change (a reload, a swap, a
+    /// reconnection); `None`, the default, when answers may change at any
+    /// time.
+    ///
+    /// The executor keeps each key's answer per thread and reuses it while
+    /// this number stays the same, so a call with a known key neither asks
+    /// the provider nor searches anything (issue 16); with `None` it asks
+    /// on every call. A provider that returns `Some` must change the number
+    /// (one atomic load is what it should cost) before, or in the same
+    /// step as, any change of its answers becomes visible: a new document
+    /// swapped in, then the generation bumped, lets a call see the old
+    /// number with the new document (harmless: it re-asks next time) but
+    /// never the new number with the old document.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<P: PolicyProvider + ?Sized> PolicyProvider for Arc<P> {
@@ -57,6 +75,10 @@ impl<P: PolicyProvider + ?Sized> PolicyProvider for Arc<P> {
     fn for_each_policy(&self, f: &mut dyn FnMut(&str, &Policy)) {
         (**self).for_each_policy(f)
     }
+
+    fn generation(&self) -> Option<u64> {
+        (**self).generation()
+    }
 }
 
 impl<P: PolicyProvider + ?Sized> PolicyProvider for Box<P> {
@@ -68,6 +90,10 @@ impl<P: PolicyProvider + ?Sized> PolicyProvider for Box<P> {
     }
     fn for_each_policy(&self, f: &mut dyn FnMut(&str, &Policy)) {
         (**self).for_each_policy(f)
+    }
+
+    fn generation(&self) -> Option<u64> {
+        (**self).generation()
     }
 }
 

@@ -150,6 +150,11 @@ impl PolicyProvider for StaticProvider {
             None => Err(ProviderError::NotFound),
         }
     }
+
+    /// Fixed at build time: always the same generation.
+    fn generation(&self) -> Option<u64> {
+        Some(0)
+    }
 }
 
 /// Builds a [`StaticProvider`]; every policy is normalized as it is added.

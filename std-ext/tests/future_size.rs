@@ -20,7 +20,16 @@ fn facade_call_future_size() {
     // (a watch on each attempt's future, one around the driver, the call's
     // panic flags) added 48: 1424 / 1448. The breaker permit carrying its
     // key's hash (one search per store use, issue 16) added 8: 1432 / 1456.
-    // Issue 16's target is far below (512 for the facade): see its note.
-    assert!(c <= 1432, "executor call future grew to {c} bytes");
-    assert!(f <= 1456, "facade call future grew to {f} bytes");
+    // Issue 16: resolving the key before the call's future (only what the
+    // call keeps of its key's answer is held across awaits), one reference
+    // to the executor instead of one per collaborator in the gate's parts
+    // and the report, a boxed panic message and a permit without its
+    // key's hash took 112 off, and a call with one hedge now holds its two
+    // attempts in place instead of on the heap (+96): 1416 / 1440. The
+    // target is far below (512 for the facade): most of the rest is the
+    // core driver's future (see the issue's note). Issue 19: the gate's
+    // parts keep what the policy does with the attempts made upstream
+    // (+8): 1424 / 1448.
+    assert!(c <= 1424, "executor call future grew to {c} bytes");
+    assert!(f <= 1448, "facade call future grew to {f} bytes");
 }

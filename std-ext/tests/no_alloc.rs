@@ -82,3 +82,58 @@ fn a_plain_call_does_not_allocate() {
         assert_eq!(info.count_total, 0, "fallback, seed {seed:?}: {info:?}");
     }
 }
+
+/// The primary attempt never answers; the hedge answers at once.
+struct Hedged {
+    is_hedge: bool,
+}
+
+impl Future for Hedged {
+    type Output = Result<u32, ()>;
+    fn poll(self: core::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<u32, ()>> {
+        if self.is_hedge {
+            Poll::Ready(Ok(2))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Issue 16: a hedged call (one hedge, the usual policy) holds its two
+/// attempts in place: no allocation either, on a fixed delay or a `p95`
+/// trigger (whose latency sketch, made by the first call of its key, is
+/// kept with the key's answer).
+#[test]
+fn a_hedged_call_does_not_allocate() {
+    let mut fixed = Policy::DEFAULT;
+    fixed.retry.max_attempts = 1;
+    fixed.hedge.enabled = true;
+    fixed.hedge.max_hedges = 1;
+    fixed.hedge.hedge_delay = Duration::from_millis(10);
+    let mut p95 = fixed.clone();
+    p95.hedge.trigger = "p95".try_into().expect("a trigger name");
+    let exec = Executor::builder()
+        .provider(
+            StaticProvider::builder()
+                .policy("svc.Hedge", fixed)
+                .unwrap()
+                .policy("svc.HedgeP95", p95)
+                .unwrap()
+                .build(),
+        )
+        .timer(JumpClock::default())
+        .build();
+    for key in ["svc.Hedge", "svc.HedgeP95"] {
+        let call = || {
+            poll_once(exec.call(key, |attempt: recourse::AttemptInfo| Hedged {
+                is_hedge: attempt.kind() == recourse::AttemptKind::Hedge,
+            }))
+        };
+        // Warm up: the key's answer and sketch, the thread's cache.
+        assert_eq!(call(), Some(Ok(2)), "{key}");
+        let mut result = None;
+        let info = allocation_counter::measure(|| result = call());
+        assert_eq!(result, Some(Ok(2)), "{key}");
+        assert_eq!(info.count_total, 0, "{key}: {info:?}");
+    }
+}

@@ -192,3 +192,40 @@ fn samples_count_for_their_window_and_the_next_one_only() {
         panic!("{e}");
     }
 }
+
+/// Issue 16: `quantile_tracked` (what a quantile hedge trigger asks on
+/// every decision, answered from where its last answer lay) gives exactly
+/// `quantile`'s answer, so it keeps the documented error bound, whatever
+/// the interleaving of records, quantiles asked and time passing (windows
+/// rotating, a `now` in the next window, or two windows later).
+#[test]
+fn the_tracked_quantile_is_the_scanned_one() {
+    let mut runner = TestRunner::new(config(CASES));
+    let step = prop_oneof![
+        // Record a latency, then ask a quantile.
+        4 => (latency(), 0u32..=1_100).prop_map(|(l, q)| (Some(l), q, 0u64)),
+        // Only ask.
+        2 => (0u32..=1_000).prop_map(|q| (None, q, 0u64)),
+        // Let time pass (up to 3 windows of 100 ms).
+        1 => (0u64..300_000_000).prop_map(|dt| (None, 950, dt)),
+    ];
+    let strategy = (prop::collection::vec(step, 1..300), 1u32..30);
+    let result = runner.run(&strategy, |(steps, min_samples)| {
+        let mut sketch =
+            LatencySketch::new(Duration::from_millis(100)).with_min_samples(min_samples);
+        let mut t = Instant::from_secs(1_000);
+        for (latency, q, dt) in steps {
+            t = t + Duration::from_nanos(dt);
+            if let Some(l) = latency {
+                sketch.record(Duration::from_nanos(l), t);
+            }
+            let scanned = sketch.quantile(q, t);
+            prop_assert_eq!(sketch.quantile_tracked(q, t), scanned);
+            prop_assert_eq!(sketch.quantile_tracked(q, t), scanned);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}

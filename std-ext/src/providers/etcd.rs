@@ -209,6 +209,20 @@ impl PolicyProvider for EtcdProvider {
             .as_ref()
             .map(|why| format!("etcd: {why}"))
     }
+
+    /// The document's generation and whether etcd is reachable (which
+    /// turns answers' source between `etcd` and `lkg`): either changing
+    /// changes it.
+    fn generation(&self) -> Option<u64> {
+        let connected = self.shared.connected.load(Ordering::Acquire);
+        Some(
+            self.shared
+                .current
+                .generation()
+                .wrapping_mul(2)
+                .wrapping_add(u64::from(connected)),
+        )
+    }
 }
 
 impl EtcdProviderBuilder {

@@ -292,6 +292,11 @@ impl PolicyProvider for FileProvider {
         }
         Ok(found)
     }
+
+    /// The document's generation: bumped after each swap.
+    fn generation(&self) -> Option<u64> {
+        Some(self.shared.current.generation())
+    }
 }
 
 /// Builds a [`FileProvider`].

@@ -481,4 +481,9 @@ impl PolicyProvider for GrpcConfigProvider {
             None => Err(ProviderError::NotFound),
         }
     }
+
+    /// Fixed when built: always the same generation.
+    fn generation(&self) -> Option<u64> {
+        Some(0)
+    }
 }

@@ -102,6 +102,17 @@ impl PolicyProvider for Layered {
         }
     }
 
+    /// Every layer's generation, folded into one number (a layer's change
+    /// changes it: each step is a bijection of the running value for a
+    /// given layer value and of the layer value for a given running value);
+    /// `None` when a layer has none.
+    fn generation(&self) -> Option<u64> {
+        self.layers.iter().try_fold(0u64, |folded, layer| {
+            let g = std::panic::catch_unwind(AssertUnwindSafe(|| layer.generation())).ok()??;
+            Some((folded.rotate_left(23) ^ g).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        })
+    }
+
     /// The first layer's reason.
     fn lkg_reason(&self, key: PolicyKey<'_>) -> Option<String> {
         self.layers.iter().find_map(|layer| {

@@ -62,6 +62,12 @@ impl Snapshot {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Bumped after every [`Snapshot::store`]: a reader that reads it before
+    /// a lookup and sees it unchanged later got an answer at least as new.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Runs `f` on the current snapshot (`f` must not look up this
     /// provider again; it is a `StaticProvider` lookup).
     pub(crate) fn with<R>(&self, f: impl FnOnce(&StaticProvider) -> R) -> R {

@@ -1,0 +1,429 @@
+//! Each key's resolution, kept per thread: what a call with a key it has
+//! seen runs under, found without asking the provider, hashing with a
+//! keyed hasher, or taking a lock (issue 16).
+//!
+//! A call names its key as a `&str`. The first call of a key on a thread
+//! asks the provider (exactly once, as before), works out the hedge plan,
+//! and keeps both in this thread's cache, tagged with the executor and the
+//! provider's [`generation`](crate::PolicyProvider::generation) read
+//! *before* asking. A later call of the same key on the same thread finds
+//! its slot (the key's bytes mixed into an index, then compared whole),
+//! reads the provider's generation (one atomic load for the providers of
+//! this crate), and, when it has not moved, reuses the slot: a reference
+//! count increment instead of a lookup. A provider update moves the
+//! generation, so the next call of every key asks again: a cached answer
+//! never outlives the document it came from.
+//!
+//! What is not kept: answers of providers without a generation (they are
+//! asked on every call, as before), last-known-good answers and provider
+//! errors other than `not_found` and `invalid_policy` (their text says why
+//! *now*), and keys longer than [`KEY_BYTES`] bytes.
+//!
+//! Memory: [`SLOTS`] (1024) slots of 80 bytes per thread that made a call
+//! (80 KiB, made by its first call, with [`SPARE`] answers' allocations),
+//! and per slot filled one shared answer of about 100 bytes (the key's
+//! policy, its hedge plan and its state are `Arc`s into the executor's);
+//! a slot is overwritten by the next key whose bytes land on it, so the
+//! cache never grows. 1024 slots hold a thousand keys without many of them
+//! sharing a slot.
+
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use recourse_core::policy::Normalized;
+use recourse_core::PolicyKey;
+
+use crate::amplification::LedgerEntry;
+use crate::breakers::BreakerEntry;
+use crate::hedging::HedgePlan;
+use crate::latency::LatencyEntry;
+use crate::missing_policy::Resolution;
+
+/// Slots per thread (1024 keys round-robin mostly stay cached).
+pub(crate) const SLOTS: usize = 1024;
+
+/// The longest key (in bytes of its text) the cache keeps.
+pub(crate) const KEY_BYTES: usize = 48;
+
+/// Unique per executor, so one thread's cache never mixes two executors'
+/// answers (0 is no executor).
+static NEXT_EXECUTOR: AtomicU64 = AtomicU64::new(1);
+
+/// A new executor's id.
+pub(crate) fn executor_id() -> u64 {
+    NEXT_EXECUTOR.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What a call runs under, for one key.
+#[derive(Clone, Debug)]
+pub(crate) struct Resolved {
+    pub(crate) resolution: Resolution,
+    pub(crate) plan: HedgePlan,
+    /// The key's circuit breaker, when its policy has one on.
+    pub(crate) breaker: Option<BreakerEntry>,
+    /// The key's latency sketch, when its policy reads or feeds one.
+    pub(crate) latency: Option<LatencyEntry>,
+    /// The key's amplification ledger, when its policy has the bound on.
+    pub(crate) ledger: Option<LedgerEntry>,
+}
+
+impl Resolved {
+    /// No policy, nothing else: the answer of an empty slot.
+    fn denied() -> Self {
+        Self {
+            resolution: Resolution {
+                policy: None,
+                source: None,
+                mode: None,
+                error: None,
+            },
+            plan: HedgePlan::OFF,
+            breaker: None,
+            latency: None,
+            ledger: None,
+        }
+    }
+
+    /// Whether a store evicted a value this holds (then the key must be
+    /// looked up again).
+    fn is_stale(&self) -> bool {
+        self.breaker.as_ref().is_some_and(BreakerEntry::is_evicted)
+            || self.latency.as_ref().is_some_and(LatencyEntry::is_evicted)
+            || self.ledger.as_ref().is_some_and(LedgerEntry::is_evicted)
+    }
+}
+
+struct Slot {
+    executor: u64,
+    generation: u64,
+    len: u8,
+    /// Where [`PolicyKey::parse`] split the key's text: a hit is not parsed
+    /// again.
+    split: Split,
+    key: [u8; KEY_BYTES],
+    /// `None` until the slot is first filled.
+    resolved: Option<Arc<Resolved>>,
+}
+
+/// How a key's text splits into its namespace and name, for the
+/// well-formed keys (the others are not kept).
+#[derive(Copy, Clone)]
+enum Split {
+    /// No namespace: the name is the whole text.
+    Whole,
+    /// `namespace.name`, the dot at this byte.
+    Dot(u8),
+}
+
+impl Split {
+    /// How `key` lies in `text`, which it was parsed from; `None` when
+    /// parsing trimmed or moved anything.
+    fn of(text: &str, key: PolicyKey<'_>) -> Option<Self> {
+        let at = |part: &str, offset: usize| {
+            core::ptr::eq(part.as_ptr(), text.as_ptr().wrapping_add(offset))
+        };
+        if key.namespace.is_empty() && key.name.len() == text.len() && at(key.name, 0) {
+            return Some(Self::Whole);
+        }
+        let dot = key.namespace.len();
+        let splits = !key.namespace.is_empty()
+            && dot + 1 + key.name.len() == text.len()
+            && at(key.namespace, 0)
+            && at(key.name, dot + 1);
+        if splits {
+            u8::try_from(dot).ok().map(Self::Dot)
+        } else {
+            None
+        }
+    }
+
+    /// The key `text` (the bytes this was made from) splits into.
+    fn key(self, text: &str) -> Option<PolicyKey<'_>> {
+        match self {
+            Self::Whole => Some(PolicyKey::new("", text)),
+            Self::Dot(at) => {
+                let (namespace, rest) = text.split_at_checked(usize::from(at))?;
+                Some(PolicyKey::new(namespace, rest.get(1..)?))
+            }
+        }
+    }
+}
+
+/// A key's resolution for one call: the cache's, shared, or one made for
+/// this call alone (not kept).
+pub(crate) enum Held {
+    Cached(Arc<Resolved>),
+    Own(Resolved),
+}
+
+impl Held {
+    /// What a call keeps once it has read the answer's attributes: the
+    /// policy and the key's state (a cached answer is kept whole, behind
+    /// its `Arc`).
+    pub(crate) fn keep(self) -> Kept {
+        match self {
+            Self::Cached(r) => Kept::Cached(r),
+            Self::Own(r) => Kept::Own {
+                policy: r.resolution.policy,
+                breaker: r.breaker,
+                latency: r.latency,
+                ledger: r.ledger,
+            },
+        }
+    }
+}
+
+/// What a call keeps of its key's resolution (see [`Held::keep`]).
+pub(crate) enum Kept {
+    Cached(Arc<Resolved>),
+    Own {
+        policy: Option<Arc<Normalized>>,
+        breaker: Option<BreakerEntry>,
+        latency: Option<LatencyEntry>,
+        ledger: Option<LedgerEntry>,
+    },
+}
+
+impl Kept {
+    /// This with `policy` in place of the key's (the key's state kept).
+    pub(crate) fn with_policy(self, policy: Arc<Normalized>) -> Self {
+        match self {
+            Self::Cached(r) => Self::Own {
+                policy: Some(policy),
+                breaker: r.breaker.clone(),
+                latency: r.latency.clone(),
+                ledger: r.ledger.clone(),
+            },
+            Self::Own {
+                breaker,
+                latency,
+                ledger,
+                ..
+            } => Self::Own {
+                policy: Some(policy),
+                breaker,
+                latency,
+                ledger,
+            },
+        }
+    }
+
+    /// The policy; `None`: the call is denied.
+    pub(crate) fn policy(&self) -> Option<&Normalized> {
+        match self {
+            Self::Cached(r) => r.resolution.policy.as_deref(),
+            Self::Own { policy, .. } => policy.as_deref(),
+        }
+    }
+
+    /// The key's breaker, when its policy has one on.
+    pub(crate) fn breaker(&self) -> Option<&BreakerEntry> {
+        match self {
+            Self::Cached(r) => r.breaker.as_ref(),
+            Self::Own { breaker, .. } => breaker.as_ref(),
+        }
+    }
+
+    /// The key's latency sketch, when its policy reads or feeds one.
+    pub(crate) fn latency(&self) -> Option<&LatencyEntry> {
+        match self {
+            Self::Cached(r) => r.latency.as_ref(),
+            Self::Own { latency, .. } => latency.as_ref(),
+        }
+    }
+
+    /// The key's amplification ledger, when its policy has the bound on.
+    pub(crate) fn ledger(&self) -> Option<&LedgerEntry> {
+        match self {
+            Self::Cached(r) => r.ledger.as_ref(),
+            Self::Own { ledger, .. } => ledger.as_ref(),
+        }
+    }
+}
+
+impl core::ops::Deref for Held {
+    type Target = Resolved;
+
+    fn deref(&self) -> &Resolved {
+        match self {
+            Self::Cached(r) => r,
+            Self::Own(r) => r,
+        }
+    }
+}
+
+/// Answers' allocations made ahead, on a thread's first call, for its
+/// first slots filled: the first keys a thread caches allocate nothing in
+/// their call (a slot, once filled, reuses its allocation for the next
+/// key; past these, the first fill of a slot allocates once).
+const SPARE: usize = 16;
+
+/// One thread's cache: made on its first call.
+struct Cache {
+    slots: Vec<Slot>,
+    spare: Vec<Arc<Resolved>>,
+}
+
+std::thread_local! {
+    static CACHE: RefCell<Cache> = const {
+        RefCell::new(Cache {
+            slots: Vec::new(),
+            spare: Vec::new(),
+        })
+    };
+}
+
+impl Slot {
+    const EMPTY: Self = Self {
+        executor: 0,
+        generation: 0,
+        len: 0,
+        split: Split::Whole,
+        key: [0; KEY_BYTES],
+        resolved: None,
+    };
+}
+
+/// The slot of `key` (never empty: the caller checks): its first and last
+/// four bytes (overlapping in a short key; keys of one service differ at
+/// the end: `svc.Get`, `svc.Put`, `svc.Op17`) and its length, mixed by one
+/// multiplication. Fixed-size reads, no loop for keys of 4 bytes or more.
+fn index(key: &[u8]) -> usize {
+    let n = key.len();
+    let word = |part: Option<&[u8]>| match part {
+        Some(&[a, b, c, d]) => u64::from(u32::from_le_bytes([a, b, c, d])),
+        _ => key.iter().fold(0u64, |w, &b| w << 8 | u64::from(b)),
+    };
+    let head = word(key.get(..4));
+    let tail = word(key.get(n.saturating_sub(4)..));
+    let mixed = (head ^ tail << 32 ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 32) as usize % SLOTS
+}
+
+/// `key`'s policy key (as [`PolicyKey::parse`] reads it) and its
+/// resolution on `executor`: the cached ones while the provider's
+/// `generation` (read by the caller before anything else) has not moved,
+/// else the parse's and `resolve`'s, which are cached when they may be.
+///
+/// `generation` `None`: the provider cannot say when its answers change;
+/// `resolve` runs and nothing is kept.
+pub(crate) fn resolve<'k>(
+    executor: u64,
+    key: &'k str,
+    generation: Option<u64>,
+    resolve: impl FnOnce(PolicyKey<'k>) -> Resolved,
+) -> (PolicyKey<'k>, Held) {
+    let bytes = key.as_bytes();
+    let Some(generation) = generation.filter(|_| !bytes.is_empty() && bytes.len() <= KEY_BYTES)
+    else {
+        let parsed = PolicyKey::parse(key);
+        return (parsed, Held::Own(resolve(parsed)));
+    };
+    let i = index(bytes);
+    let found = CACHE
+        .try_with(|cache| {
+            let cache = cache.try_borrow().ok()?;
+            let slot = cache.slots.get(i)?;
+            let resolved = slot.resolved.as_ref()?;
+            if slot.executor != executor
+                || slot.generation != generation
+                || slot.key.get(..usize::from(slot.len))? != bytes
+                || resolved.is_stale()
+            {
+                return None;
+            }
+            Some((slot.split.key(key)?, Held::Cached(Arc::clone(resolved))))
+        })
+        .ok()
+        .flatten();
+    if let Some(found) = found {
+        return found;
+    }
+    // Asked outside the cache's borrow: a provider may make calls itself.
+    let parsed = PolicyKey::parse(key);
+    let resolved = resolve(parsed);
+    let (true, Some(split)) = (keeps(&resolved.resolution), Split::of(key, parsed)) else {
+        return (parsed, Held::Own(resolved));
+    };
+    let mut resolved = Some(resolved);
+    let kept = CACHE.try_with(|cache| {
+        let mut cache = cache.try_borrow_mut().ok()?;
+        let Cache { slots, spare } = &mut *cache;
+        if slots.is_empty() {
+            slots.extend((0..SLOTS).map(|_| Slot::EMPTY));
+            spare.extend((0..SPARE).map(|_| Arc::new(Resolved::denied())));
+        }
+        let slot = slots.get_mut(i)?;
+        let answer = resolved.take()?;
+        match slot.resolved.as_mut().and_then(Arc::get_mut) {
+            // No call holds the slot's previous answer: reuse its place.
+            Some(place) => *place = answer,
+            None => match spare.pop() {
+                Some(mut made) => {
+                    if let Some(place) = Arc::get_mut(&mut made) {
+                        *place = answer;
+                        slot.resolved = Some(made);
+                    } else {
+                        slot.resolved = Some(Arc::new(answer));
+                    }
+                }
+                None => slot.resolved = Some(Arc::new(answer)),
+            },
+        }
+        slot.executor = executor;
+        slot.generation = generation;
+        // At most KEY_BYTES (48): fits.
+        slot.len = bytes.len() as u8;
+        slot.split = split;
+        slot.key[..bytes.len()].copy_from_slice(bytes);
+        slot.resolved.as_ref().map(Arc::clone)
+    });
+    match (kept, resolved) {
+        (Ok(Some(shared)), _) => (parsed, Held::Cached(shared)),
+        (_, Some(own)) => (parsed, Held::Own(own)),
+        // Unreachable: the answer is either kept or still here.
+        (_, None) => (parsed, Held::Own(Resolved::denied())),
+    }
+}
+
+/// Whether an answer holds until the provider's generation moves: not a
+/// last-known-good one, nor an error that says why the provider cannot
+/// answer now.
+fn keeps(resolution: &Resolution) -> bool {
+    use crate::provider::{PolicySource, ProviderError};
+    resolution.source != Some(PolicySource::Lkg)
+        && matches!(
+            resolution.error,
+            None | Some(ProviderError::NotFound | ProviderError::Invalid(_))
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_rebuilds_the_parsed_key() {
+        for text in ["svc.Get", "Get", "db.Users.Query", "svc.", "a.b"] {
+            let parsed = PolicyKey::parse(text);
+            let split = Split::of(text, parsed).expect("a well-formed key");
+            assert_eq!(split.key(text), Some(parsed), "{text:?}");
+        }
+        // Keys that parsing trims or drops a dot of are not kept.
+        for text in [" svc . Get ", "svc. Get", ".x"] {
+            assert!(
+                Split::of(text, PolicyKey::parse(text)).is_none(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_index_stays_in_range_for_every_length() {
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP";
+        for n in 1..=text.len() {
+            assert!(index(&text.as_bytes()[..n]) < SLOTS);
+        }
+    }
+}
