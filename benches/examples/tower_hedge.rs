@@ -31,7 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant as WallInstant;
 
 use recourse::core_machine::policy::name;
-use recourse::{AttemptInfo, Executor, LatencyTrackers, Policy, StaticProvider};
+use recourse::latency::LatencyTrackers;
+use recourse::{AttemptInfo, Executor, Policy, StaticProvider};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 

@@ -14,7 +14,7 @@
 //! sets another bound).
 //!
 //! Every instant passed to one store must come from one clock, such as an
-//! executor's shared clock ([`TimerSource`](crate::TimerSource)).
+//! executor's shared clock ([`TimerSource`](crate::timer::TimerSource)).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 

@@ -33,7 +33,7 @@ use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
 use recourse_core::policy_gate::PolicyGate;
 
 use crate::breakers::Breakers;
-use crate::budgets::{BudgetRegistry, MissingBudgetMode};
+use crate::budget::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
 use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode};
 use crate::contract::{split_op, Accepted, Carried, Failure, Split};

@@ -10,7 +10,7 @@
 //! is where the executor keeps things (`ExecParts`): budgets looked up in
 //! its [`BudgetRegistry`](crate::BudgetRegistry), breakers in its
 //! [`Breakers`](crate::Breakers), latencies in its
-//! [`LatencyTrackers`](crate::LatencyTrackers); panic containment (a panicking budget is a refusal,
+//! [`LatencyTrackers`](crate::latency::LatencyTrackers); panic containment (a panicking budget is a refusal,
 //! `panic_in_budget`); and each budget decision told to the observer as it
 //! happens.
 //!
@@ -29,7 +29,7 @@ use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, P
 use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
 use crate::breakers::Permit;
-use crate::budgets::{MissingBudgetMode, SharedBudget};
+use crate::budget::{MissingBudgetMode, SharedBudget};
 use crate::executor::Executor;
 use crate::key_cache::Kept;
 use crate::observer::{BudgetDecision, CircuitTransition};

@@ -4,7 +4,7 @@
 //! A policy turns hedging on with `hedge.enabled`; `hedge.trigger` names
 //! the [`Trigger`] (see its table: `fixed_delay`, `p95`,
 //! `max_extra_load:5%` ...). Quantile triggers read the key's recent
-//! latencies from the executor's [`LatencyTrackers`](crate::LatencyTrackers),
+//! latencies from the executor's [`LatencyTrackers`](crate::latency::LatencyTrackers),
 //! which record every attempt that ran to completion under such a policy
 //! (never a budget denial, never an attempt recourse cut or dropped); until
 //! a key has enough samples, the fixed delay applies.

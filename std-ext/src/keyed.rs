@@ -1,5 +1,5 @@
 //! What the stores keyed by policy key share ([`Breakers`](crate::Breakers),
-//! [`LatencyTrackers`](crate::LatencyTrackers)): a map that owns its keys but
+//! [`LatencyTrackers`](crate::latency::LatencyTrackers)): a map that owns its keys but
 //! is searched with a borrowed [`PolicyKey`] (no allocation for a key it
 //! has), least-recently-used eviction, and the bound with its eviction
 //! counter and one-time warning.

@@ -26,7 +26,7 @@
 //! ## Time
 //!
 //! Every instant passed to one store must come from one clock, such as an
-//! executor's shared clock ([`TimerSource`](crate::TimerSource)); a call's
+//! executor's shared clock ([`TimerSource`](crate::timer::TimerSource)); a call's
 //! own timer, which may start at zero, will not do. Windows are aligned to
 //! multiples of the window length on that clock.
 
@@ -72,7 +72,8 @@ impl fmt::Debug for LatencyEntry {
 /// ```
 /// use core::time::Duration;
 /// use recourse::latency::LatencyTrackers;
-/// use recourse::{Instant, PolicyKey};
+/// use recourse::observer::Instant;
+/// use recourse::PolicyKey;
 ///
 /// let trackers = LatencyTrackers::new(1024, Duration::from_secs(10));
 /// let key = PolicyKey::parse("user-service.GetUser");

@@ -12,7 +12,7 @@
 //!
 //! ## What a call does
 //!
-//! 1. The [`Executor`] takes a fresh timer from its [`TimerSource`] (tokio's
+//! 1. The [`Executor`] takes a fresh timer from its [`TimerSource`](timer::TimerSource) (tokio's
 //!    inside a tokio runtime with the `tokio` feature, async-io's
 //!    otherwise) and a fresh, optionally seeded, RNG.
 //! 2. It asks its [`PolicyProvider`] for the key's normalized [`Policy`],
@@ -290,24 +290,3 @@ pub use observer::{MultiObserver, NoopObserver, Observer};
 pub use provider::PolicyProvider;
 pub use static_provider::StaticProvider;
 pub use timeline::Timeline;
-
-/// The root paths of 0.1 for names that moved one level down (or into
-/// [`core_machine`]): hidden, so code written against them still compiles
-/// while it moves; removed before the first release.
-#[doc(hidden)]
-pub use {
-    amplification::AmplificationLedgers,
-    budget as budgets,
-    budget::{MissingBudgetMode, SharedBudget},
-    classify::MissingClassifierMode,
-    hedging::MissingTriggerMode,
-    latency::LatencyTrackers,
-    observer::{BudgetDecision, CallStart, CallSummary, CircuitTransition},
-    provider::{PolicyLookup, PolicySource, ProviderError},
-    recourse_core::hedge::Trigger,
-    recourse_core::machine::{Options, Verdict},
-    recourse_core::policy::{ChangedFields, Field, Normalized},
-    recourse_core::{AttemptId, AttemptKind, AttemptRecord, Instant, Timer},
-    static_provider::StaticProviderBuilder,
-    timer::{DefaultCallTimer, DefaultSleep, DefaultTimer, TimerSource},
-};

@@ -116,7 +116,8 @@ impl CallSummary {
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
-/// use recourse::{AttemptRecord, Executor, Observer, PolicyKey};
+/// use recourse::observer::AttemptRecord;
+/// use recourse::{Executor, Observer, PolicyKey};
 ///
 /// #[derive(Default)]
 /// struct CountRetries(AtomicU32);

@@ -8,7 +8,9 @@ use core::time::Duration;
 use std::sync::{Arc, Mutex};
 
 use common::{attempts, one};
-use recourse::{BudgetDecision, Error, Executor, LatencyTrackers, Observer, PolicyKey};
+use recourse::latency::LatencyTrackers;
+use recourse::observer::BudgetDecision;
+use recourse::{Error, Executor, Observer, PolicyKey};
 
 /// A budget decision: attempt number, allowed, reason.
 type Seen = (u16, bool, &'static str);

@@ -25,7 +25,7 @@
 //! `Instant::MAX`.
 //!
 //! [`ExecutorBuilder`]: recourse::ExecutorBuilder
-//! [`LatencyTrackers`]: recourse::LatencyTrackers
+//! [`LatencyTrackers`]: recourse::latency::LatencyTrackers
 
 #![allow(clippy::unwrap_used)]
 
@@ -44,14 +44,17 @@ use recourse::core_machine::budget::{
     AwsRetryQuota, Budget, BudgetRequest, Concurrency, GrpcThrottle, RetryRatio, TokenBucket,
     Unlimited, MAX_REFILL_PER_SECOND, PUSHBACK_STOP,
 };
+use recourse::core_machine::hedge::Trigger;
 use recourse::core_machine::policy::{name, Limits, Problem, NAME_CAPACITY};
 use recourse::core_machine::LatencySketch;
+use recourse::core_machine::Timer;
 use recourse::latency::LatencyTrackers;
+use recourse::observer::{AttemptId, AttemptKind, AttemptRecord, Instant};
+use recourse::policy::{ChangedFields, Field};
 use recourse::sim::{Arrivals, Backend, Brownout, Bursts, Latency, Scenario, Window};
 use recourse::{
-    reason, AttemptId, AttemptInfo, AttemptKind, AttemptRecord, Breakers, BudgetRegistry,
-    ChangedFields, CircuitPolicy, Error, Executor, Field, Instant, Jitter, Outcome, Policy,
-    PolicyKey, StaticProvider, Timeline, Timer, Trigger,
+    reason, AttemptInfo, Breakers, BudgetRegistry, CircuitPolicy, Error, Executor, Jitter, Outcome,
+    Policy, PolicyKey, StaticProvider, Timeline,
 };
 
 const MS: Duration = Duration::from_millis(1);

@@ -10,11 +10,12 @@ use core::time::Duration;
 use std::sync::{Arc, Mutex};
 
 use common::{attempts, ms, one};
+use recourse::budget::MissingBudgetMode;
 use recourse::core_machine::budget::{BudgetRequest, Decision, Reservation};
 use recourse::core_machine::Budget;
+use recourse::observer::{AttemptRecord, BudgetDecision};
 use recourse::{
-    AttemptInfo, AttemptRecord, BudgetDecision, BudgetRegistry, Error, Executor, MissingBudgetMode,
-    Observer, Outcome, Policy, PolicyKey,
+    AttemptInfo, BudgetRegistry, Error, Executor, Observer, Outcome, Policy, PolicyKey,
 };
 
 /// Allows `limit` attempts in all; reserves one unit per attempt and counts
@@ -52,7 +53,12 @@ impl Budget for Ledger {
         self.outstanding.lock().expect("test").push(r);
         Decision::reserve(Reservation(r))
     }
-    fn settle(&self, _: &AttemptRecord, reservation: Option<Reservation>, _: recourse::Instant) {
+    fn settle(
+        &self,
+        _: &AttemptRecord,
+        reservation: Option<Reservation>,
+        _: recourse::observer::Instant,
+    ) {
         let r = reservation.expect("a reservation").0;
         let mut out = self.outstanding.lock().expect("test");
         let i = out
@@ -71,7 +77,12 @@ impl Budget for Shared {
     fn decide(&self, r: &BudgetRequest<'_>) -> Decision {
         self.0.decide(r)
     }
-    fn settle(&self, rec: &AttemptRecord, res: Option<Reservation>, now: recourse::Instant) {
+    fn settle(
+        &self,
+        rec: &AttemptRecord,
+        res: Option<Reservation>,
+        now: recourse::observer::Instant,
+    ) {
         self.0.settle(rec, res, now)
     }
 }
@@ -545,7 +556,7 @@ async fn a_missing_classifier_can_fail_closed() {
         .build();
     let exec = Executor::builder()
         .provider(provider)
-        .missing_classifier_mode(recourse::MissingClassifierMode::Deny)
+        .missing_classifier_mode(recourse::classify::MissingClassifierMode::Deny)
         .build();
     let (r, t) = exec
         .call_with_timeline("svc.Missing", |_| async { Err::<u32, &str>("x") })
@@ -572,24 +583,28 @@ struct PerCallEpoch {
 #[derive(Clone, Copy)]
 struct FromCallStart(tokio::time::Instant);
 
-impl recourse::Timer for FromCallStart {
+impl recourse::core_machine::Timer for FromCallStart {
     type Sleep = tokio::time::Sleep;
-    fn now(&self) -> recourse::Instant {
-        recourse::Instant::from_nanos((tokio::time::Instant::now() - self.0).as_nanos() as u64)
+    fn now(&self) -> recourse::observer::Instant {
+        recourse::observer::Instant::from_nanos(
+            (tokio::time::Instant::now() - self.0).as_nanos() as u64
+        )
     }
-    fn sleep_until(&self, deadline: recourse::Instant) -> tokio::time::Sleep {
+    fn sleep_until(&self, deadline: recourse::observer::Instant) -> tokio::time::Sleep {
         tokio::time::sleep_until(self.0 + Duration::from_nanos(deadline.as_nanos()))
     }
 }
 
-impl recourse::TimerSource for PerCallEpoch {
+impl recourse::timer::TimerSource for PerCallEpoch {
     type Timer = FromCallStart;
     fn timer(&self) -> FromCallStart {
         FromCallStart(tokio::time::Instant::now())
     }
-    fn shared_now(&self) -> recourse::Instant {
+    fn shared_now(&self) -> recourse::observer::Instant {
         self.shared_reads.fetch_add(1, Ordering::SeqCst);
-        recourse::Instant::from_nanos((tokio::time::Instant::now() - self.anchor).as_nanos() as u64)
+        recourse::observer::Instant::from_nanos(
+            (tokio::time::Instant::now() - self.anchor).as_nanos() as u64,
+        )
     }
 }
 
@@ -603,7 +618,7 @@ impl Budget for &'static Clocked {
         self.0.lock().expect("test").push(('d', ms));
         Decision::ALLOW
     }
-    fn settle(&self, _: &AttemptRecord, _: Option<Reservation>, now: recourse::Instant) {
+    fn settle(&self, _: &AttemptRecord, _: Option<Reservation>, now: recourse::observer::Instant) {
         self.0
             .lock()
             .expect("test")

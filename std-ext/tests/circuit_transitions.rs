@@ -17,13 +17,11 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use recourse::core_machine::breaker::CircuitState;
+use recourse::observer::{CallStart, CircuitTransition, Instant};
 use recourse::observers::metrics::MetricsObserver;
 use recourse::observers::opentelemetry::OtelMetricsObserver;
 use recourse::observers::tracing::TracingObserver;
-use recourse::{
-    CallStart, CircuitTransition, Executor, Instant, MultiObserver, Observer, Policy, PolicyKey,
-    StaticProvider,
-};
+use recourse::{Executor, MultiObserver, Observer, Policy, PolicyKey, StaticProvider};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};

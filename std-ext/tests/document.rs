@@ -5,8 +5,9 @@
 use core::time::Duration;
 use std::path::{Path, PathBuf};
 
+use recourse::provider::PolicySource;
 use recourse::providers::document::{PolicyDocument, MAX_KEY_LEN};
-use recourse::{Jitter, Policy, PolicyKey, PolicyProvider, PolicySource};
+use recourse::{Jitter, Policy, PolicyKey, PolicyProvider};
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)

@@ -12,8 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use etcd_client::Client;
+use recourse::provider::PolicySource;
 use recourse::providers::EtcdProvider;
-use recourse::{AttemptInfo, Executor, PolicyKey, PolicyProvider, PolicySource};
+use recourse::{AttemptInfo, Executor, PolicyKey, PolicyProvider};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -9,9 +9,11 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use common::{attempts, ms, one, Counting};
+use recourse::provider::{PolicyLookup, ProviderError};
+use recourse::timer::{DefaultTimer, TimerSource};
 use recourse::{
-    AttemptInfo, Cause, DefaultTimer, Error, Executor, Jitter, MissingPolicyMode, Outcome, Policy,
-    PolicyKey, PolicyLookup, PolicyProvider, ProviderError, StaticProvider, TimerSource,
+    AttemptInfo, Cause, Error, Executor, Jitter, MissingPolicyMode, Outcome, Policy, PolicyKey,
+    PolicyProvider, StaticProvider,
 };
 
 /// An operation that always fails at once, counting its calls.

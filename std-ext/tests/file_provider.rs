@@ -9,8 +9,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use recourse::provider::PolicySource;
 use recourse::providers::{FileProvider, ReloadEvent, Watch};
-use recourse::{AttemptInfo, Executor, PolicyKey, PolicyProvider, PolicySource};
+use recourse::{AttemptInfo, Executor, PolicyKey, PolicyProvider};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 

@@ -4,8 +4,9 @@
 use core::time::Duration;
 
 use recourse::grpc::GrpcClassifier;
+use recourse::provider::PolicySource;
 use recourse::providers::grpc_config::{GrpcServiceConfig, THROTTLE_BUDGET};
-use recourse::{ClassifierRegistry, Jitter, PolicyKey, PolicyProvider, PolicySource};
+use recourse::{ClassifierRegistry, Jitter, PolicyKey, PolicyProvider};
 use tonic::Code;
 
 /// gRFC A6's examples (retry policy, hedging policy, retry throttling) in

@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use recourse::core_machine::budget::TokenBucket;
 use recourse::core_machine::policy::name;
-use recourse::{
-    AttemptInfo, BudgetRegistry, Executor, LatencyTrackers, MissingTriggerMode, Policy,
-    StaticProvider, Timeline,
-};
+use recourse::hedging::MissingTriggerMode;
+use recourse::latency::LatencyTrackers;
+use recourse::{AttemptInfo, BudgetRegistry, Executor, Policy, StaticProvider, Timeline};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -195,19 +194,23 @@ impl Log {
 }
 
 impl recourse::Observer for Log {
-    fn on_start(&self, _: recourse::PolicyKey<'_>, _: &recourse::CallStart) {
+    fn on_start(&self, _: recourse::PolicyKey<'_>, _: &recourse::observer::CallStart) {
         self.push("start".into());
     }
     fn on_launch(&self, _: recourse::PolicyKey<'_>, info: &AttemptInfo) {
         self.push(format!("launch {} hedge {}", info.id.0, info.is_hedge));
     }
-    fn on_budget_decision(&self, _: recourse::PolicyKey<'_>, d: &recourse::BudgetDecision<'_>) {
+    fn on_budget_decision(
+        &self,
+        _: recourse::PolicyKey<'_>,
+        d: &recourse::observer::BudgetDecision<'_>,
+    ) {
         self.push(format!("budget {} {}", d.attempt.id.0, d.reason));
     }
-    fn on_attempt(&self, _: recourse::PolicyKey<'_>, r: &recourse::AttemptRecord) {
+    fn on_attempt(&self, _: recourse::PolicyKey<'_>, r: &recourse::observer::AttemptRecord) {
         self.push(format!("attempt {} {}", r.info.id.0, r.outcome.reason));
     }
-    fn on_success(&self, _: recourse::PolicyKey<'_>, _: &recourse::CallSummary) {
+    fn on_success(&self, _: recourse::PolicyKey<'_>, _: &recourse::observer::CallSummary) {
         self.push("success".into());
     }
 }

@@ -12,8 +12,9 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use recourse::provider::PolicySource;
 use recourse::providers::HttpProvider;
-use recourse::{AttemptInfo, Executor, PolicyKey, PolicyProvider, PolicySource};
+use recourse::{AttemptInfo, Executor, PolicyKey, PolicyProvider};
 use tokio::net::TcpListener;
 
 #[derive(Clone, Copy, Debug, PartialEq)]

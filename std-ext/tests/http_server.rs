@@ -192,7 +192,7 @@ async fn post_is_not_retried() {
     assert_eq!(timeline.attempts[0].outcome.retry_after, None);
     assert!(matches!(
         timeline.verdict,
-        Some(recourse::Verdict::Failure {
+        Some(recourse::observer::Verdict::Failure {
             cause: recourse::Cause::NonRetryable,
             ..
         })
@@ -271,10 +271,10 @@ const BUSY_LONG: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 120\r\
 struct Ends(Arc<Mutex<Vec<Option<&'static str>>>>);
 
 impl recourse::Observer for Ends {
-    fn on_success(&self, _: recourse::PolicyKey<'_>, _: &recourse::CallSummary) {
+    fn on_success(&self, _: recourse::PolicyKey<'_>, _: &recourse::observer::CallSummary) {
         lock(&self.0).push(None);
     }
-    fn on_failure(&self, _: recourse::PolicyKey<'_>, s: &recourse::CallSummary) {
+    fn on_failure(&self, _: recourse::PolicyKey<'_>, s: &recourse::observer::CallSummary) {
         lock(&self.0).push(s.reason());
     }
 }
@@ -443,7 +443,7 @@ async fn call_http_result_contract_table() {
         assert_eq!(
             timeline
                 .verdict
-                .map(|v| matches!(v, recourse::Verdict::Success(_))),
+                .map(|v| matches!(v, recourse::observer::Verdict::Success(_))),
             Some(row.want.is_ok()),
             "{}",
             row.name

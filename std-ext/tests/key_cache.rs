@@ -9,10 +9,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll, Waker};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use recourse::{
-    Breakers, Error, Executor, Instant, Policy, PolicyKey, PolicyLookup, PolicyProvider,
-    PolicySource, ProviderError, StaticProvider, Timer,
-};
+use recourse::core_machine::Timer;
+use recourse::observer::Instant;
+use recourse::provider::{PolicyLookup, PolicySource, ProviderError};
+use recourse::{Breakers, Error, Executor, Policy, PolicyKey, PolicyProvider, StaticProvider};
 use recourse_core::policy::Normalized;
 
 /// A clock whose sleeps complete at once (the clock jumps to their

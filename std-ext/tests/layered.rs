@@ -6,11 +6,9 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use recourse::provider::{PolicyLookup, PolicySource, ProviderError};
 use recourse::providers::{Layered, PolicyFn};
-use recourse::{
-    AttemptInfo, Executor, Policy, PolicyKey, PolicyLookup, PolicyProvider, PolicySource,
-    ProviderError, StaticProvider,
-};
+use recourse::{AttemptInfo, Executor, Policy, PolicyKey, PolicyProvider, StaticProvider};
 
 fn with_attempts(n: u32) -> Policy {
     let mut p = Policy::DEFAULT;

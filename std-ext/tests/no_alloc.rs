@@ -11,7 +11,9 @@ use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 use std::sync::Arc;
 
-use recourse::{Error, Executor, Instant, Policy, StaticProvider, Timer};
+use recourse::core_machine::Timer;
+use recourse::observer::Instant;
+use recourse::{Error, Executor, Policy, StaticProvider};
 
 #[derive(Clone, Default)]
 struct JumpClock(Arc<AtomicU64>);
@@ -126,7 +128,7 @@ fn a_hedged_call_does_not_allocate() {
     for key in ["svc.Hedge", "svc.HedgeP95"] {
         let call = || {
             poll_once(exec.call(key, |attempt: recourse::AttemptInfo| Hedged {
-                is_hedge: attempt.kind() == recourse::AttemptKind::Hedge,
+                is_hedge: attempt.kind() == recourse::observer::AttemptKind::Hedge,
             }))
         };
         // Warm up: the key's answer and sketch, the thread's cache.

@@ -7,10 +7,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use common::{attempts, ms, one, Recorder};
-use recourse::{
-    AttemptRecord, CallSummary, Executor, MissingPolicyMode, MultiObserver, Observer, Policy,
-    PolicyKey,
-};
+use recourse::observer::{AttemptRecord, CallSummary};
+use recourse::{Executor, MissingPolicyMode, MultiObserver, Observer, Policy, PolicyKey};
 
 fn recorded(provider_policy: Policy) -> (Executor, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
@@ -138,7 +136,7 @@ async fn a_call_dropped_before_its_first_poll_reports_nothing() {
 struct Tagged(&'static str, Arc<Recorder>);
 
 impl Observer for Tagged {
-    fn on_start(&self, key: PolicyKey<'_>, start: &recourse::CallStart) {
+    fn on_start(&self, key: PolicyKey<'_>, start: &recourse::observer::CallStart) {
         self.1.on_start(PolicyKey::new(self.0, key.name), start);
     }
     fn on_attempt(&self, key: PolicyKey<'_>, record: &AttemptRecord) {

@@ -4,9 +4,9 @@
 use core::time::Duration;
 use std::sync::Arc;
 
-use recourse::{
-    Field, Policy, PolicyKey, PolicyProvider, PolicySource, ProviderError, StaticProvider,
-};
+use recourse::policy::Field;
+use recourse::provider::{PolicySource, ProviderError};
+use recourse::{Policy, PolicyKey, PolicyProvider, StaticProvider};
 
 #[test]
 fn per_key_policy_then_default_then_not_found() {

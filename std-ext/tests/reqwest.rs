@@ -12,9 +12,8 @@ use std::time::{Instant, SystemTime};
 
 use flaky_server::{closed_port, Server};
 use recourse::integrations::reqwest::{RecourseError, RecourseMiddleware, REQUEST_NOT_CLONEABLE};
-use recourse::{
-    AttemptRecord, Error, Executor, Jitter, Observer, Policy, PolicyKey, StaticProvider,
-};
+use recourse::observer::AttemptRecord;
+use recourse::{Error, Executor, Jitter, Observer, Policy, PolicyKey, StaticProvider};
 use reqwest_middleware::ClientWithMiddleware;
 
 /// Every attempt: (key, backoff before it, reason).

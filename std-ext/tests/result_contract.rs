@@ -14,9 +14,9 @@ use std::sync::Arc;
 use common::{attempts, one, Recorder};
 use recourse::core_machine::budget::{BudgetRequest, Decision};
 use recourse::core_machine::Budget;
+use recourse::observer::AttemptRecord;
 use recourse::{
-    AttemptRecord, BudgetRegistry, Cause, ClassifierRegistry, Error, Executor, Failure, Outcome,
-    Policy, Timeline,
+    BudgetRegistry, Cause, ClassifierRegistry, Error, Executor, Failure, Outcome, Policy, Timeline,
 };
 
 /// Allows the first `limit` attempts, then refuses every one.
@@ -37,7 +37,7 @@ impl Budget for Allow {
         &self,
         _: &AttemptRecord,
         _: Option<recourse::core_machine::budget::Reservation>,
-        _: recourse::Instant,
+        _: recourse::observer::Instant,
     ) {
     }
 }

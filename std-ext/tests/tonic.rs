@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use http::uri::PathAndQuery;
 use recourse::integrations::tonic::GrpcLayer;
-use recourse::{AttemptRecord, Executor, Jitter, Observer, Policy, PolicyKey, StaticProvider};
+use recourse::observer::AttemptRecord;
+use recourse::{Executor, Jitter, Observer, Policy, PolicyKey, StaticProvider};
 use tonic::body::Body;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;

@@ -20,9 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use recourse::integrations::tower::{
     clone_http_request, HttpByMethod, PerRequest, RecourseLayer, REQUEST_NOT_CLONEABLE,
 };
-use recourse::{
-    AttemptRecord, Cause, Error, Executor, Observer, Outcome, Policy, PolicyKey, StaticProvider,
-};
+use recourse::observer::AttemptRecord;
+use recourse::{Cause, Error, Executor, Observer, Outcome, Policy, PolicyKey, StaticProvider};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
 

@@ -10,7 +10,8 @@ use core::time::Duration;
 use std::sync::{Arc, Mutex};
 
 use recourse::integrations::tower::RecourseLayer;
-use recourse::{AttemptRecord, Executor, Jitter, Observer, Policy, PolicyKey, StaticProvider};
+use recourse::observer::AttemptRecord;
+use recourse::{Executor, Jitter, Observer, Policy, PolicyKey, StaticProvider};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;

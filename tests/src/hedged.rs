@@ -25,9 +25,11 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use recourse::core_machine::budget::{Budget, BudgetRequest, Concurrency, RetryRatio, TokenBucket};
+use recourse::observer::{
+    AttemptId, AttemptKind, AttemptRecord, BudgetDecision, CallStart, CallSummary, Instant,
+};
 use recourse::{
-    reason, AttemptId, AttemptInfo, AttemptKind, AttemptRecord, BudgetDecision, BudgetRegistry,
-    CallStart, CallSummary, Executor, Instant, Observer, Outcome, Policy, PolicyKey,
+    reason, AttemptInfo, BudgetRegistry, Executor, Observer, Outcome, Policy, PolicyKey,
     StaticProvider,
 };
 

@@ -57,7 +57,8 @@ use core::time::Duration;
 use std::sync::{Arc, OnceLock};
 
 use recourse::core_machine::policy::name;
-use recourse::{AttemptInfo, DefaultTimer, Error, Executor, Jitter, Policy, TimerSource};
+use recourse::timer::{DefaultTimer, TimerSource};
+use recourse::{AttemptInfo, Error, Executor, Jitter, Policy};
 use recourse_tests::hedged::{
     bump, get, Alive, Attempt, Budgets, CallCounts, HedgeProbe, Seen, HEDGES, KEYS, RETRY_BUDGETS,
 };

@@ -39,12 +39,14 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
+use recourse::budget::MissingBudgetMode;
 use recourse::core_machine::budget::{BudgetRequest, Concurrency, Decision, Reservation};
 use recourse::core_machine::policy::name;
 use recourse::core_machine::Budget;
+use recourse::observer::{AttemptRecord, CallStart, CallSummary};
 use recourse::{
-    AttemptInfo, AttemptRecord, BudgetRegistry, CallStart, CallSummary, Executor,
-    MissingBudgetMode, MissingPolicyMode, Observer, Policy, PolicyKey, StaticProvider,
+    AttemptInfo, BudgetRegistry, Executor, MissingPolicyMode, Observer, Policy, PolicyKey,
+    StaticProvider,
 };
 
 const CASES: u32 = 2_000;
@@ -186,7 +188,7 @@ impl Budget for Ledger {
         self.book.lock().unwrap().insert(n, 0);
         Decision::reserve(Reservation(n))
     }
-    fn settle(&self, _: &AttemptRecord, r: Option<Reservation>, _: recourse::Instant) {
+    fn settle(&self, _: &AttemptRecord, r: Option<Reservation>, _: recourse::observer::Instant) {
         let r = r.expect("the ledger reserves for every allowed attempt").0;
         *self.book.lock().unwrap().entry(r).or_insert(100) += 1;
         let n = self.settles.fetch_add(1, Ordering::SeqCst);
@@ -202,7 +204,12 @@ impl Budget for ShareLedger {
     fn decide(&self, r: &BudgetRequest<'_>) -> Decision {
         self.0.decide(r)
     }
-    fn settle(&self, rec: &AttemptRecord, res: Option<Reservation>, now: recourse::Instant) {
+    fn settle(
+        &self,
+        rec: &AttemptRecord,
+        res: Option<Reservation>,
+        now: recourse::observer::Instant,
+    ) {
         self.0.settle(rec, res, now);
     }
 }
@@ -213,7 +220,12 @@ impl Budget for ShareConcurrency {
     fn decide(&self, r: &BudgetRequest<'_>) -> Decision {
         self.0.decide(r)
     }
-    fn settle(&self, rec: &AttemptRecord, res: Option<Reservation>, now: recourse::Instant) {
+    fn settle(
+        &self,
+        rec: &AttemptRecord,
+        res: Option<Reservation>,
+        now: recourse::observer::Instant,
+    ) {
         self.0.settle(rec, res, now);
     }
 }

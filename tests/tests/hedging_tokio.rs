@@ -26,7 +26,8 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use recourse::core_machine::policy::name;
-use recourse::{AttemptInfo, DefaultTimer, Error, Policy, TimerSource};
+use recourse::timer::{DefaultTimer, TimerSource};
+use recourse::{AttemptInfo, Error, Policy};
 use recourse_tests::hedged::{
     get, Alive, Attempt, Budgets, CallCounts, Seen, HEDGES, KEYS, RETRY_BUDGETS,
 };

@@ -21,10 +21,8 @@ use recourse::core_machine::{
     Action, Admission, AdmitRequest, AttemptRecord as CoreRecord, Budget, CallMachine, Event, Gate,
     Instant, Options, WaitReason,
 };
-use recourse::{
-    AttemptRecord, BudgetRegistry, CallSummary, Error, Executor, Observer, Policy, PolicyKey,
-    StaticProvider,
-};
+use recourse::observer::{AttemptRecord, CallSummary};
+use recourse::{BudgetRegistry, Error, Executor, Observer, Policy, PolicyKey, StaticProvider};
 
 fn one(key: &str, policy: Policy) -> StaticProvider {
     StaticProvider::builder()

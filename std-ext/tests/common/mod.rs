@@ -5,10 +5,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 use std::sync::{Mutex, PoisonError};
 
-use recourse::{
-    AttemptRecord, CallStart, CallSummary, Observer, Policy, PolicyKey, PolicyLookup,
-    PolicyProvider, ProviderError, StaticProvider,
-};
+use recourse::observer::{AttemptRecord, CallStart, CallSummary};
+use recourse::provider::{PolicyLookup, ProviderError};
+use recourse::{Observer, Policy, PolicyKey, PolicyProvider, StaticProvider};
 
 /// Records every observer event as a line.
 #[derive(Default)]
