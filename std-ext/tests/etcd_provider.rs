@@ -353,3 +353,57 @@ async fn a_watch_behind_a_compaction_reads_again() {
     );
     assert_eq!(attempts(&provider, "svc.Get"), (5, PolicySource::Etcd));
 }
+
+#[tokio::test]
+async fn a_put_naming_an_unknown_budget_is_rejected_naming_the_key_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(&dir.path().join("etcd"));
+    let mut c = etcd.client().await;
+    // Already there at the first read: a typo keeps the key out.
+    put(
+        &mut c,
+        "svc.List",
+        r#"{"retry":{"max_attempts":3,"budget":{"name":"retires"}}}"#,
+    )
+    .await;
+    put(
+        &mut c,
+        "svc.Get",
+        r#"{"retry":{"max_attempts":4,"budget":{"name":"retries"}}}"#,
+    )
+    .await;
+    let known = recourse::providers::KnownNames {
+        budgets: Some(vec!["retries".to_owned()]),
+        ..Default::default()
+    };
+    let provider = EtcdProvider::builder([etcd.url()], "/t/")
+        .known_names(known)
+        .start();
+    assert!(provider.ready(Duration::from_secs(15)).await);
+    assert_eq!(attempts(&provider, "svc.Get"), (4, PolicySource::Etcd));
+    assert_eq!(provider.stats().rejected, 1);
+    let e = provider.stats().last_rejection.unwrap();
+    assert_eq!(e.key.as_deref(), Some("svc.List"));
+    assert_eq!(e.field.as_deref(), Some("retry.budget.name"));
+    assert!(e.to_string().contains("`retires`"), "{e}");
+    assert!(e.to_string().contains("known: retries"), "{e}");
+
+    // Through the watch: the key keeps its last good policy.
+    let rev = put(
+        &mut c,
+        "svc.Get",
+        r#"{"retry":{"max_attempts":6,"budget":{"name":"hedges"}}}"#,
+    )
+    .await;
+    assert!(
+        provider
+            .wait_for_revision(rev, Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(attempts(&provider, "svc.Get"), (4, PolicySource::Etcd));
+    let stats = provider.stats();
+    assert_eq!(stats.rejected, 2);
+    let e = stats.last_rejection.unwrap();
+    assert_eq!(e.key.as_deref(), Some("svc.Get"));
+    assert_eq!(e.field.as_deref(), Some("retry.budget.name"));
+}

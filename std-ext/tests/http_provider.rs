@@ -84,6 +84,10 @@ async fn handle(
                     }
                 }
                 "/policies/svc.Bad" => respond(200, r#"{"retry":{"max_attempts":"many"}}"#.into()),
+                "/policies/svc.Typo" => respond(
+                    200,
+                    r#"{"retry":{"max_attempts":3,"budget":{"name":"retires"}}}"#.into(),
+                ),
                 _ => respond(404, String::new()),
             })
         }
@@ -268,4 +272,36 @@ async fn the_cache_is_bounded() {
     }
     until("eviction", || p.stats().keys <= 8).await;
     assert!(p.stats().keys <= 8, "{:?}", p.stats());
+}
+
+#[tokio::test]
+async fn a_policy_naming_an_unknown_budget_is_a_failed_fetch_naming_the_key_and_field() {
+    let state = Arc::new(Mutex::new(State {
+        mode: Mode::Serve,
+        attempts: 4,
+        version: 1,
+        requests: 0,
+        conditional: 0,
+    }));
+    let (base, _server) = serve(Arc::clone(&state)).await;
+    let known = recourse::providers::KnownNames {
+        budgets: Some(vec!["retries".to_owned()]),
+        ..Default::default()
+    };
+    let p = HttpProvider::builder(&base).known_names(known).build();
+    // A good policy is served as before.
+    let _ = p.policy(PolicyKey::parse("svc.Get"));
+    until("the first fetch", || lookup(&p, "svc.Get").is_some()).await;
+    // A typo is a fetch error naming the key and the field: the key stays
+    // unavailable (no good policy before it).
+    let _ = p.policy(PolicyKey::parse("svc.Typo"));
+    until("the typo", || {
+        p.last_error().is_some_and(|e| e.contains("svc.Typo"))
+    })
+    .await;
+    let e = p.policy(PolicyKey::parse("svc.Typo")).unwrap_err();
+    assert_eq!(e.code(), "provider_unavailable");
+    let text = e.to_string();
+    assert!(text.contains("retry.budget.name"), "{text}");
+    assert!(text.contains("`retires`"), "{text}");
 }

@@ -33,7 +33,7 @@ use recourse_core::policy::Normalized;
 use recourse_core::PolicyKey;
 
 use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
-use crate::providers::document::{normalize_policy, parse_policy, DocumentError};
+use crate::providers::document::{normalize_policy, parse_policy, DocumentError, KnownNames};
 use crate::providers::snapshot::Snapshot;
 use crate::static_provider::StaticProvider;
 
@@ -112,6 +112,7 @@ pub struct EtcdProviderBuilder {
     backoff_max: Duration,
     timeout: Duration,
     watch_delay: Duration,
+    known: KnownNames,
 }
 
 impl EtcdProvider {
@@ -128,6 +129,7 @@ impl EtcdProvider {
             backoff_max: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
             watch_delay: Duration::ZERO,
+            known: KnownNames::default(),
         }
     }
 
@@ -239,6 +241,16 @@ impl EtcdProviderBuilder {
         self
     }
 
+    /// The budget, classifier and trigger names a policy may use (such as
+    /// [`ExecutorBuilder::known_names`](crate::ExecutorBuilder::known_names));
+    /// a put naming another is rejected like an invalid value (counted, the
+    /// key keeps its last good policy), with an error naming the key, the
+    /// field and the known names. Default: not checked.
+    pub fn known_names(mut self, known: KnownNames) -> Self {
+        self.known = known;
+        self
+    }
+
     /// Connect and request timeout, and the keep-alive timeout that detects
     /// a silent outage (default 2 s).
     pub fn timeout(mut self, d: Duration) -> Self {
@@ -292,9 +304,13 @@ struct State {
 }
 
 impl State {
-    /// Applies one value; a bad one is counted, reported and ignored.
-    fn put(&mut self, shared: &Shared, key: &str, value: &str) {
-        let checked = parse_policy(value).and_then(|p| normalize_policy(key, p));
+    /// Applies one value; a bad one (or one naming a budget, classifier or
+    /// trigger not in `known`) is counted, reported and ignored.
+    fn put(&mut self, shared: &Shared, known: &KnownNames, key: &str, value: &str) {
+        let checked = parse_policy(value).and_then(|p| {
+            known.check(key, &p)?;
+            normalize_policy(key, p)
+        });
         match checked {
             Ok(n) => {
                 let n = Arc::new(n);
@@ -395,7 +411,7 @@ async fn session(shared: &Shared, config: &EtcdProviderBuilder, state: &mut Stat
         let key = key.strip_prefix(prefix).unwrap_or(key);
         // A bad value keeps the key's last good one.
         let before = shared.rejected.load(Ordering::Acquire);
-        fresh.put(shared, key, value);
+        fresh.put(shared, &config.known, key, value);
         if shared.rejected.load(Ordering::Acquire) != before {
             if let Some(old) = state.policies.get(key) {
                 fresh.policies.insert(key.to_owned(), Arc::clone(old));
@@ -443,7 +459,7 @@ async fn session(shared: &Shared, config: &EtcdProviderBuilder, state: &mut Stat
             let key = key.strip_prefix(prefix).unwrap_or(key);
             match event.event_type() {
                 EventType::Put => match kv.value_str() {
-                    Ok(value) => state.put(shared, key, value),
+                    Ok(value) => state.put(shared, &config.known, key, value),
                     Err(_) => {
                         shared.rejected.fetch_add(1, Ordering::AcqRel);
                     }

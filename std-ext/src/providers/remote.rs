@@ -37,7 +37,7 @@ use recourse_core::policy::Normalized;
 use recourse_core::PolicyKey;
 
 use crate::provider::{PolicyLookup, PolicyProvider, PolicySource, ProviderError};
-use crate::providers::document::{normalize_policy, parse_policy};
+use crate::providers::document::{normalize_policy, parse_policy, KnownNames};
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -94,6 +94,7 @@ struct Inner {
     ttl: Duration,
     negative_ttl: Duration,
     timeout: Duration,
+    known: KnownNames,
     counters: Counters,
     last_error: Mutex<Option<String>>,
     closed: AtomicBool,
@@ -130,6 +131,7 @@ pub struct HttpProviderBuilder {
     timeout: Duration,
     max_keys: u64,
     idle: Duration,
+    known: KnownNames,
 }
 
 impl HttpProvider {
@@ -143,6 +145,7 @@ impl HttpProvider {
             timeout: Duration::from_secs(2),
             max_keys: 10_000,
             idle: Duration::from_secs(600),
+            known: KnownNames::default(),
         }
     }
 
@@ -193,6 +196,16 @@ impl HttpProviderBuilder {
         self
     }
 
+    /// The budget, classifier and trigger names a policy may use (such as
+    /// [`ExecutorBuilder::known_names`](crate::ExecutorBuilder::known_names));
+    /// a fetched policy naming another is a failed fetch (counted, the
+    /// last-known-good policy keeps serving) whose error names the key, the
+    /// field and the known names. Default: not checked.
+    pub fn known_names(mut self, known: KnownNames) -> Self {
+        self.known = known;
+        self
+    }
+
     /// How long one fetch may take (default 2 s); a hang past it is an
     /// error, and the last-known-good policy keeps serving.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -231,6 +244,7 @@ impl HttpProviderBuilder {
                 ttl: self.ttl,
                 negative_ttl: self.negative_ttl,
                 timeout: self.timeout,
+                known: self.known,
                 counters: Counters::default(),
                 last_error: Mutex::new(None),
                 closed: AtomicBool::new(false),
@@ -342,7 +356,11 @@ async fn fetch(inner: &Inner, key: &str, etag: Option<&str>) -> Fetched {
                 Ok(t) => t,
                 Err(_) => return Fetched::Failed(format!("GET {uri}: body is not UTF-8")),
             };
-            match parse_policy(text).and_then(|p| normalize_policy(key, p)) {
+            let checked = parse_policy(text).and_then(|p| {
+                inner.known.check(key, &p)?;
+                normalize_policy(key, p)
+            });
+            match checked {
                 Ok(n) => Fetched::Updated(Arc::new(n), etag),
                 Err(mut e) => {
                     e.key = Some(key.to_owned());
