@@ -97,35 +97,18 @@ pub struct CircuitBreaker {
     now: Instant,
 }
 
-/// Guards the breaker's own invariants (normalize policies first; this only
-/// keeps a zero from wedging or tripping the breaker).
-const fn sanitize(mut p: CircuitPolicy) -> CircuitPolicy {
-    if p.threshold == 0 {
-        p.threshold = 1;
-    }
-    if p.failure_ratio_permille > 1000 {
-        p.failure_ratio_permille = 1000;
-    }
-    if p.min_calls == 0 {
-        p.min_calls = 1;
-    }
-    if p.half_open_max_probes == 0 {
-        p.half_open_max_probes = 1;
-    }
-    if p.half_open_successes == 0 {
-        p.half_open_successes = 1;
-    }
-    p
-}
-
 impl CircuitBreaker {
     /// A closed breaker under `policy` (normalize it first).
     ///
     /// A breaker whose policy is disabled admits every call with
     /// [`Permit::BYPASS`] and counts nothing: enable the policy
     /// (`enabled: true`) to break.
+    ///
+    /// The policy is kept as given ([`Policy::normalize`](crate::Policy::normalize)
+    /// checks it); the breaker reads a zero count as 1 and a ratio above
+    /// 1000 ‰ as 1000 where it compares them, so an unnormalized policy
+    /// cannot wedge or trip it.
     pub const fn new(policy: CircuitPolicy) -> Self {
-        let policy = sanitize(policy);
         let window = Window::new(policy.window);
         Self {
             policy,
@@ -146,10 +129,10 @@ impl CircuitBreaker {
     /// state: a changed window clears the ratio counts; a disabled policy
     /// resets the breaker to closed.
     pub fn set_policy(&mut self, policy: &CircuitPolicy) {
-        if sanitize(policy.clone()) == self.policy {
+        if *policy == self.policy {
             return;
         }
-        let policy = sanitize(policy.clone());
+        let policy = policy.clone();
         if policy.window != self.policy.window {
             self.window = Window::new(policy.window);
         }
@@ -193,7 +176,9 @@ impl CircuitBreaker {
         }
         let kind = match &mut self.state {
             State::HalfOpen { in_flight, .. } => {
-                if *in_flight >= self.policy.half_open_max_probes {
+                // At least one probe: a zero would keep the circuit
+                // half-open for ever.
+                if *in_flight >= self.policy.half_open_max_probes.max(1) {
                     return Err(Refusal {
                         reason: HALF_OPEN_PROBE_LIMIT,
                         state: CircuitState::HalfOpen,
@@ -327,11 +312,15 @@ impl CircuitBreaker {
     }
 
     /// Whether a closed circuit should open after a failure at `now`.
+    ///
+    /// That failure is counted already (`consecutive` and the window's
+    /// calls are at least 1), so a zero `threshold` or `min_calls` reads as
+    /// 1; a ratio above 1000 ‰ reads as 1000.
     fn trips(&self, now: Instant) -> bool {
         if self.consecutive >= self.policy.threshold {
             return true;
         }
-        let ratio = u64::from(self.policy.failure_ratio_permille);
+        let ratio = u64::from(self.policy.failure_ratio_permille.min(1000));
         if ratio == 0 {
             return false;
         }
