@@ -87,9 +87,9 @@ enum Phase {
     /// About to sleep until the next retry group, not yet checked against
     /// the deadline with the gate's expected latency.
     BackoffUnchecked(Instant),
-    /// Cancelling whatever is in flight (records carry the reason
-    /// [`cancel_reason`] gives for the verdict), then finishing with it.
-    Ending(Verdict),
+    /// Cancelling whatever is in flight (records carry `reason`), then
+    /// finishing with the verdict.
+    Ending(Verdict, &'static str),
     /// Finished.
     Done(Verdict),
 }
@@ -142,9 +142,9 @@ pub struct CallMachine<const N: usize = 4> {
     terminal: Option<(AttemptId, Cause)>,
     /// Attempts that ran (launched), hedges included.
     ran: u32,
-    /// The slot of an attempt that completed, and when: its record is
-    /// made and emitted by the next `poll` (its outcome is `last_outcome`).
-    pending: Option<(Slot, Instant)>,
+    /// A record produced by an event, emitted by the next `poll`, and
+    /// whether its attempt was admitted (and so must be released).
+    pending: Option<(AttemptRecord, bool)>,
 }
 
 impl<const N: usize> CallMachine<N> {
@@ -275,7 +275,7 @@ impl<const N: usize> CallMachine<N> {
                         cause: Cause::Cancelled,
                         last: self.last_failure,
                     };
-                    self.phase = Phase::Ending(v);
+                    self.phase = Phase::Ending(v, reason::CANCELLED);
                 }
             }
             Event::AttemptFinished { id, outcome, now } => {
@@ -298,12 +298,9 @@ impl<const N: usize> CallMachine<N> {
             return;
         };
         debug_assert!(self.pending.is_none(), "poll after every event");
-        // The record is made when `poll` emits it, from the slot, the end
-        // and `last_outcome` (which then holds this outcome, success too).
-        self.pending = Some((slot, self.now));
-        self.last_outcome = Some(outcome);
+        self.pending = Some((self.record(&slot, outcome, false), true));
         match outcome.kind {
-            OutcomeKind::Success => self.end(Verdict::Success(id)),
+            OutcomeKind::Success => self.end(Verdict::Success(id), reason::HEDGE_LOSER),
             _ => self.attempt_failed(id, outcome),
         }
     }
@@ -370,30 +367,21 @@ impl<const N: usize> CallMachine<N> {
     }
 
     fn fail(&mut self, cause: Cause) {
-        self.end(Verdict::Failure {
-            cause,
-            last: self.last_failure,
-        });
+        let reason = match cause {
+            Cause::DeadlineExceeded => reason::OVERALL_TIMEOUT,
+            Cause::Cancelled => reason::CANCELLED,
+            _ => reason::HEDGE_LOSER,
+        };
+        self.end(
+            Verdict::Failure {
+                cause,
+                last: self.last_failure,
+            },
+            reason,
+        );
     }
 
-    fn end(&mut self, verdict: Verdict) {
-        self.phase = Phase::Ending(verdict);
-    }
-}
-
-/// Why the attempts still in flight are cancelled when the call ends with
-/// `verdict`: the overall deadline, the caller's cancel, or (a success or any
-/// other failure) they lost.
-fn cancel_reason(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Failure {
-            cause: Cause::DeadlineExceeded,
-            ..
-        } => reason::OVERALL_TIMEOUT,
-        Verdict::Failure {
-            cause: Cause::Cancelled,
-            ..
-        } => reason::CANCELLED,
-        _ => reason::HEDGE_LOSER,
+    fn end(&mut self, verdict: Verdict, cancel_reason: &'static str) {
+        self.phase = Phase::Ending(verdict, cancel_reason);
     }
 }

@@ -5,7 +5,7 @@
 use core::time::Duration;
 
 use super::plan::attempt_deadline;
-use super::{cancel_reason, Action, CallMachine, Cause, Phase, Slot, WaitReason};
+use super::{Action, CallMachine, Cause, Phase, Slot, WaitReason};
 use crate::gate::{AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
@@ -20,21 +20,18 @@ impl<const N: usize> CallMachine<N> {
     /// What changes the answer: events fed since the last call; nothing else.
     #[must_use = "drain poll until Wait, AwaitAttempts or Finish and carry out each action"]
     pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        if let Some((slot, end)) = self.pending.take() {
-            let Some(outcome) = self.last_outcome else {
-                unreachable!("a finished attempt's outcome is the last one");
-            };
-            let record = slot.record(end, outcome, false);
-            gate.attempt_ended(&record);
+        if let Some((record, admitted)) = self.pending.take() {
+            if admitted {
+                gate.attempt_ended(&record);
+            }
             return Action::Record(record);
         }
         loop {
             match self.phase {
                 Phase::Idle => return Action::AwaitAttempts,
                 Phase::Done(v) => return Action::Finish(v),
-                Phase::Ending(v) => {
+                Phase::Ending(v, why) => {
                     if let Some(slot) = self.take_any_slot() {
-                        let why = cancel_reason(v);
                         let record = self.record(&slot, Outcome::abort(why), true);
                         gate.attempt_ended(&record);
                         return Action::Cancel(record);
