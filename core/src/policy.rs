@@ -10,9 +10,6 @@
 //! silent. Only values that have no sensible reading — a NaN multiplier, an
 //! unknown jitter kind, a name too long to store — are errors, and the error
 //! names the field.
-//!
-//! The rooms: this file holds the types and their errors; `builders.rs` the
-//! `const` constructors and setters, `normalize.rs` the normalization.
 
 use core::fmt;
 use core::str::FromStr;
@@ -387,7 +384,294 @@ pub struct Policy {
     pub amplification: AmplificationPolicy,
 }
 
-mod builders;
+/// Policies built the Rust way: `const` constructors and setters that take
+/// the policy by value, so a policy reads as one expression and can be a
+/// `const`:
+///
+/// ```
+/// use core::time::Duration;
+/// use recourse_core::policy::{CircuitPolicy, HedgePolicy, Jitter, Policy};
+///
+/// const GET_USER: Policy = Policy::retries(4)
+///     .backoff(Duration::from_millis(20), Duration::from_secs(1))
+///     .jitter(Jitter::Full)
+///     .attempt_timeout(Duration::from_millis(300))
+///     .overall_timeout(Duration::from_secs(2))
+///     .circuit(CircuitPolicy::after_failures(5).cooldown(Duration::from_secs(10)));
+/// assert_eq!(GET_USER.retry.max_attempts, 5);
+///
+/// // Names are checked for length and know their field.
+/// let p = Policy::retries(2).budget("retries")?.hedge(HedgePolicy::after(Duration::from_millis(50)).trigger("p95")?);
+/// assert_eq!(p.retry.budget.name, "retries");
+/// assert!(p.hedge.enabled);
+/// let e = Policy::retries(2).classifier(&"x".repeat(40)).unwrap_err();
+/// assert_eq!(e.field, "retry.classifier");
+/// # Ok::<(), recourse_core::policy::PolicyError>(())
+/// ```
+impl Policy {
+    /// The default policy with `retries` retries after the first attempt
+    /// (`retries + 1` attempts in all; normalization clamps to 10).
+    pub const fn retries(retries: u32) -> Self {
+        Self::DEFAULT.max_attempts(retries.saturating_add(1))
+    }
+
+    /// The default policy without retries: one attempt.
+    pub const fn once() -> Self {
+        Self::DEFAULT.max_attempts(1)
+    }
+
+    /// This policy with `max_attempts` attempts in all, the first included.
+    #[must_use]
+    pub const fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.retry.max_attempts = max_attempts;
+        self
+    }
+
+    /// This policy with backoff from `initial` growing to at most `max`.
+    #[must_use]
+    pub const fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.retry.initial_backoff = initial;
+        self.retry.max_backoff = max;
+        self
+    }
+
+    /// This policy with the backoff growing by `multiplier` per retry.
+    #[must_use]
+    pub const fn multiplier(mut self, multiplier: f64) -> Self {
+        self.retry.backoff_multiplier = multiplier;
+        self
+    }
+
+    /// This policy with `jitter`.
+    #[must_use]
+    pub const fn jitter(mut self, jitter: Jitter) -> Self {
+        self.retry.jitter = jitter;
+        self
+    }
+
+    /// This policy with each attempt cut after `timeout`.
+    #[must_use]
+    pub const fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.retry.timeout_per_attempt = Some(timeout);
+        self
+    }
+
+    /// This policy with the whole call, backoff included, cut after
+    /// `timeout`.
+    #[must_use]
+    pub const fn overall_timeout(mut self, timeout: Duration) -> Self {
+        self.retry.overall_timeout = Some(timeout);
+        self
+    }
+
+    /// This policy letting protocol classifiers retry non-idempotent
+    /// requests (see [`RetryPolicy::retry_non_idempotent`]).
+    #[must_use]
+    pub const fn retry_non_idempotent(mut self, retry: bool) -> Self {
+        self.retry.retry_non_idempotent = retry;
+        self
+    }
+
+    /// This policy with deadline-aware retries at the quantile `permille`
+    /// (see [`RetryPolicy::deadline_quantile_permille`]).
+    #[must_use]
+    pub const fn deadline_quantile_permille(mut self, permille: u32) -> Self {
+        self.retry.deadline_quantile_permille = permille;
+        self
+    }
+
+    /// This policy with its attempts gated by the budget `name`.
+    ///
+    /// # Errors
+    ///
+    /// `name` is longer than [`NAME_CAPACITY`] bytes; the error names
+    /// `retry.budget.name`.
+    pub fn budget(mut self, name: &str) -> Result<Self, PolicyError> {
+        self.retry = self.retry.budget(name)?;
+        Ok(self)
+    }
+
+    /// This policy with its results classified by the classifier `name`.
+    ///
+    /// # Errors
+    ///
+    /// `name` is longer than [`NAME_CAPACITY`] bytes; the error names
+    /// `retry.classifier`.
+    pub fn classifier(mut self, name: &str) -> Result<Self, PolicyError> {
+        self.retry = self.retry.classifier(name)?;
+        Ok(self)
+    }
+
+    /// This policy with `retry` as its retry section.
+    #[must_use]
+    pub const fn retry(mut self, retry: RetryPolicy) -> Self {
+        // A name's storage has a destructor a `const fn` cannot run; the
+        // section replaced owns no resource.
+        core::mem::forget(core::mem::replace(&mut self.retry, retry));
+        self
+    }
+
+    /// This policy with `hedge` as its hedge section.
+    #[must_use]
+    pub const fn hedge(mut self, hedge: HedgePolicy) -> Self {
+        // A name's storage has a destructor a `const fn` cannot run; the
+        // section replaced owns no resource.
+        core::mem::forget(core::mem::replace(&mut self.hedge, hedge));
+        self
+    }
+
+    /// This policy with `circuit` as its circuit-breaker section.
+    #[must_use]
+    pub const fn circuit(mut self, circuit: CircuitPolicy) -> Self {
+        self.circuit = circuit;
+        self
+    }
+
+    /// This policy with one bound on retries and hedges together (see
+    /// [`AmplificationPolicy`]).
+    #[must_use]
+    pub const fn amplification(mut self, amplification: AmplificationPolicy) -> Self {
+        self.amplification = amplification;
+        self
+    }
+}
+
+impl RetryPolicy {
+    /// These retries gated by the budget `name`.
+    ///
+    /// # Errors
+    ///
+    /// `name` is longer than [`NAME_CAPACITY`] bytes; the error names
+    /// `retry.budget.name`.
+    pub fn budget(mut self, name: &str) -> Result<Self, PolicyError> {
+        self.budget.name = self::name("retry.budget.name", name)?;
+        Ok(self)
+    }
+
+    /// These retries with each attempt costing `cost` budget units.
+    #[must_use]
+    pub const fn budget_cost(mut self, cost: u32) -> Self {
+        self.budget.cost = cost;
+        self
+    }
+
+    /// These retries classified by the classifier `name`.
+    ///
+    /// # Errors
+    ///
+    /// `name` is longer than [`NAME_CAPACITY`] bytes; the error names
+    /// `retry.classifier`.
+    pub fn classifier(mut self, name: &str) -> Result<Self, PolicyError> {
+        self.classifier = self::name("retry.classifier", name)?;
+        Ok(self)
+    }
+}
+
+impl HedgePolicy {
+    /// Hedging on: a hedge after each `delay` (the fixed-delay trigger), at
+    /// most 2 per retry group.
+    pub const fn after(delay: Duration) -> Self {
+        let mut h = Self::DEFAULT;
+        h.enabled = true;
+        h.hedge_delay = delay;
+        h
+    }
+
+    /// These hedges, at most `max_hedges` per retry group.
+    #[must_use]
+    pub const fn max_hedges(mut self, max_hedges: u32) -> Self {
+        self.max_hedges = max_hedges;
+        self
+    }
+
+    /// These hedges with a non-retryable or abort outcome of one attempt
+    /// ending the call.
+    #[must_use]
+    pub const fn cancel_on_first_terminal(mut self, cancel: bool) -> Self {
+        self.cancel_on_first_terminal = cancel;
+        self
+    }
+
+    /// These hedges launched by the trigger `name` (`fixed_delay`, `p95`,
+    /// `max_extra_load:2%`, ...).
+    ///
+    /// # Errors
+    ///
+    /// `name` is longer than [`NAME_CAPACITY`] bytes; the error names
+    /// `hedge.trigger`.
+    pub fn trigger(mut self, name: &str) -> Result<Self, PolicyError> {
+        self.trigger = self::name("hedge.trigger", name)?;
+        Ok(self)
+    }
+
+    /// These hedges gated by the budget `name`.
+    ///
+    /// # Errors
+    ///
+    /// `name` is longer than [`NAME_CAPACITY`] bytes; the error names
+    /// `hedge.budget.name`.
+    pub fn budget(mut self, name: &str) -> Result<Self, PolicyError> {
+        self.budget.name = self::name("hedge.budget.name", name)?;
+        Ok(self)
+    }
+}
+
+impl CircuitPolicy {
+    /// The breaker on: the circuit opens after `threshold` consecutive
+    /// failed calls, with the reference values otherwise.
+    pub const fn after_failures(threshold: u32) -> Self {
+        let mut c = Self::DEFAULT;
+        c.enabled = true;
+        c.threshold = threshold;
+        c
+    }
+
+    /// This breaker staying open `cooldown` before it lets a probe through.
+    #[must_use]
+    pub const fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// This breaker also opening when `permille` of the calls in `window`
+    /// failed, once at least `min_calls` ended there.
+    #[must_use]
+    pub const fn failure_ratio(mut self, permille: u32, window: Duration, min_calls: u32) -> Self {
+        self.failure_ratio_permille = permille;
+        self.window = window;
+        self.min_calls = min_calls;
+        self
+    }
+
+    /// This breaker's half-open state: `max_probes` probes at once,
+    /// `successes` successful ones to close.
+    #[must_use]
+    pub const fn half_open(mut self, max_probes: u32, successes: u32) -> Self {
+        self.half_open_max_probes = max_probes;
+        self.half_open_successes = successes;
+        self
+    }
+}
+
+impl AmplificationPolicy {
+    /// At most `max_amplification` attempts of any kind per first attempt,
+    /// with a floor of 1 extra attempt per second.
+    pub const fn at_most(max_amplification: f64) -> Self {
+        Self {
+            max_amplification,
+            min_per_sec: 1,
+        }
+    }
+
+    /// This bound allowing `min_per_sec` extra attempts per second whatever
+    /// the ratio.
+    #[must_use]
+    pub const fn min_per_sec(mut self, min_per_sec: u32) -> Self {
+        self.min_per_sec = min_per_sec;
+        self
+    }
+}
+
 mod normalize;
 
 pub use normalize::{ChangedFields, Field, Limits, Normalized};
@@ -458,4 +742,137 @@ impl Problem {
 impl core::error::Error for PolicyError {}
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn jitter_parse() {
+        assert_eq!("full".parse::<Jitter>(), Ok(Jitter::Full));
+        assert_eq!(" Decorrelated ".parse::<Jitter>(), Ok(Jitter::Decorrelated));
+        assert_eq!("".parse::<Jitter>(), Ok(Jitter::None));
+        let e = "gaussian".parse::<Jitter>().unwrap_err();
+        assert_eq!(e.field, "retry.jitter");
+        assert_eq!(
+            e.to_string(),
+            "invalid policy field `retry.jitter`: unknown jitter kind; \
+             expected one of none, full, equal, decorrelated"
+        );
+    }
+
+    #[test]
+    fn builders_set_what_they_name_and_stay_const() {
+        const P: Policy = Policy::retries(4)
+            .backoff(Duration::from_millis(20), Duration::from_secs(1))
+            .multiplier(3.0)
+            .jitter(Jitter::Equal)
+            .attempt_timeout(Duration::from_millis(300))
+            .overall_timeout(Duration::from_secs(2))
+            .retry_non_idempotent(true)
+            .deadline_quantile_permille(900)
+            .hedge(HedgePolicy::after(Duration::from_millis(50)).max_hedges(1))
+            .circuit(
+                CircuitPolicy::after_failures(3)
+                    .cooldown(Duration::from_secs(5))
+                    .failure_ratio(500, Duration::from_secs(20), 10)
+                    .half_open(2, 2),
+            )
+            .amplification(AmplificationPolicy::at_most(1.1).min_per_sec(0));
+        let mut by_hand = Policy::DEFAULT;
+        by_hand.retry.max_attempts = 5;
+        by_hand.retry.initial_backoff = Duration::from_millis(20);
+        by_hand.retry.max_backoff = Duration::from_secs(1);
+        by_hand.retry.backoff_multiplier = 3.0;
+        by_hand.retry.jitter = Jitter::Equal;
+        by_hand.retry.timeout_per_attempt = Some(Duration::from_millis(300));
+        by_hand.retry.overall_timeout = Some(Duration::from_secs(2));
+        by_hand.retry.retry_non_idempotent = true;
+        by_hand.retry.deadline_quantile_permille = 900;
+        by_hand.hedge.enabled = true;
+        by_hand.hedge.max_hedges = 1;
+        by_hand.hedge.hedge_delay = Duration::from_millis(50);
+        by_hand.circuit.enabled = true;
+        by_hand.circuit.threshold = 3;
+        by_hand.circuit.cooldown = Duration::from_secs(5);
+        by_hand.circuit.failure_ratio_permille = 500;
+        by_hand.circuit.window = Duration::from_secs(20);
+        by_hand.circuit.min_calls = 10;
+        by_hand.circuit.half_open_max_probes = 2;
+        by_hand.circuit.half_open_successes = 2;
+        by_hand.amplification.max_amplification = 1.1;
+        by_hand.amplification.min_per_sec = 0;
+        assert_eq!(P, by_hand);
+        assert_eq!(Policy::once().retry.max_attempts, 1);
+        assert_eq!(Policy::retries(u32::MAX).retry.max_attempts, u32::MAX);
+        assert_eq!(Policy::DEFAULT.max_attempts(7).retry.max_attempts, 7);
+        let mut retry = RetryPolicy::DEFAULT.budget_cost(2);
+        retry.max_attempts = 2;
+        assert_eq!(Policy::DEFAULT.retry(retry.clone()).retry, retry);
+    }
+
+    #[test]
+    fn name_setters_know_their_field() {
+        let long = "x".repeat(NAME_CAPACITY + 1);
+        let fits = "y".repeat(NAME_CAPACITY);
+        let cases: [(Result<Policy, PolicyError>, &str); 4] = [
+            (Policy::DEFAULT.budget(&long), "retry.budget.name"),
+            (Policy::DEFAULT.classifier(&long), "retry.classifier"),
+            (
+                HedgePolicy::DEFAULT
+                    .trigger(&long)
+                    .map(|h| Policy::DEFAULT.hedge(h)),
+                "hedge.trigger",
+            ),
+            (
+                HedgePolicy::DEFAULT
+                    .budget(&long)
+                    .map(|h| Policy::DEFAULT.hedge(h)),
+                "hedge.budget.name",
+            ),
+        ];
+        for (result, field) in cases {
+            assert_eq!(
+                result,
+                Err(PolicyError::new(field, Problem::NameTooLong)),
+                "{field}"
+            );
+        }
+        let p = Policy::DEFAULT
+            .budget(&fits)
+            .and_then(|p| p.classifier("status"))
+            .unwrap();
+        assert_eq!(p.retry.budget.name, fits.as_str());
+        assert_eq!(p.retry.classifier.as_str(), "status");
+        let h = HedgePolicy::DEFAULT
+            .trigger("p95")
+            .unwrap()
+            .budget("h")
+            .unwrap();
+        assert_eq!((h.trigger.as_str(), h.budget.name.as_str()), ("p95", "h"));
+    }
+
+    #[test]
+    fn names_read_like_strings() {
+        let n = Name::try_from("retries").unwrap();
+        assert_eq!(n, "retries");
+        assert_eq!(&*n, "retries");
+        assert_eq!(n.to_string(), "retries");
+        assert_eq!(std::format!("{n:?}"), "\"retries\"");
+        assert!(Name::new().is_empty());
+        assert_eq!(
+            "ratio".parse::<Name>(),
+            Ok(Name::try_from("ratio").unwrap())
+        );
+        let e = Name::try_from("x".repeat(33).as_str()).unwrap_err();
+        assert_eq!(e, NameTooLong);
+        assert_eq!(e.to_string(), "longer than 32 bytes");
+    }
+
+    #[test]
+    fn long_names_are_errors() {
+        assert!(name("retry.budget.name", "ratio").is_ok());
+        let e = name("retry.budget.name", &"x".repeat(33)).unwrap_err();
+        assert_eq!(e.field, "retry.budget.name");
+        assert_eq!(e.problem, Problem::NameTooLong);
+    }
+}

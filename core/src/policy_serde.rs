@@ -21,19 +21,19 @@
 //!
 //! The Rust types stay as they are; private mirror types carry the serde
 //! derives, so nothing here allocates and `policy.rs` stays free of format
-//! concerns. The rooms: this file reads and writes durations, says what each
-//! field allows and (de)serializes the policy; `values.rs` holds the value
-//! wrappers (durations, names, permille, jitter), `sections.rs` the mirror
-//! type of each section, `schema.rs` the JSON schema (feature `schemars`).
+//! concerns.
 
 use core::fmt;
 use core::time::Duration;
 
-use serde::de::Deserializer;
+use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
+use crate::policy::{
+    AmplificationPolicy, BudgetRef, CircuitPolicy, HedgePolicy, Jitter, Name, Policy, RetryPolicy,
+    NAME_CAPACITY,
+};
 
 /// Why a duration string could not be read.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -208,12 +208,461 @@ pub fn allowed(path: &str) -> Option<&'static str> {
     })
 }
 
-#[cfg(feature = "schemars")]
-mod schema;
-mod sections;
-mod values;
+// ---------------------------------------------------------------- wrappers
 
-use sections::{AmplificationDoc, CircuitDoc, HedgeDoc, RetryDoc};
+/// A duration written as a human string.
+#[derive(Copy, Clone, Debug, PartialEq)]
+struct Dur(Duration);
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = heapless::String::<48>::new();
+        format_duration(self.0, &mut buf).map_err(|_| serde::ser::Error::custom("duration"))?;
+        s.serialize_str(&buf)
+    }
+}
+
+struct DurVisitor;
+
+impl Visitor<'_> for DurVisitor {
+    type Value = Duration;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(DURATION_EXPECTED)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse_duration(v).map_err(|e| E::invalid_value(Unexpected::Str(v), &DurExpect(e)))
+    }
+}
+
+/// The `expected` part of a duration error: what was wrong, then the format.
+struct DurExpect(DurationError);
+
+impl de::Expected for DurExpect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{DURATION_EXPECTED}, not a {}", self.0.problem())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(DurVisitor).map(Dur)
+    }
+}
+
+/// An optional duration: a duration string, `"off"`, or null / absent.
+#[derive(Copy, Clone, Debug, PartialEq)]
+struct OptDur(Option<Duration>);
+
+impl OptDur {
+    fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl Serialize for OptDur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(d) => Dur(d).serialize(s),
+            None => s.serialize_str("off"),
+        }
+    }
+}
+
+struct OptDurVisitor;
+
+impl<'de> Visitor<'de> for OptDurVisitor {
+    type Value = Option<Duration>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{DURATION_EXPECTED}, or \"off\"")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if v.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        DurVisitor.visit_str(v).map(Some)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for OptDur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_option(OptDurVisitor).map(OptDur)
+    }
+}
+
+/// A name of at most [`NAME_CAPACITY`] bytes.
+#[derive(Clone, Debug, PartialEq, Default)]
+struct NameW(Name);
+
+impl Serialize for NameW {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+struct NameVisitor;
+
+impl Visitor<'_> for NameVisitor {
+    type Value = Name;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a name of at most {NAME_CAPACITY} bytes")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Name, E> {
+        Name::try_from(v).map_err(|_| E::invalid_length(v.len(), &self))
+    }
+}
+
+impl<'de> Deserialize<'de> for NameW {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(NameVisitor).map(NameW)
+    }
+}
+
+/// A failure ratio: an integer permille, or a percentage string `"50%"`
+/// (one fractional digit at most: `"0.5%"` is 5 permille).
+#[derive(Copy, Clone, Debug, PartialEq)]
+struct Permille(u32);
+
+impl Serialize for Permille {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+
+struct PermilleVisitor;
+
+const PERMILLE_EXPECTED: &str =
+    "an integer permille 0..=4294967295 or a percentage such as \"50%\" or \"0.5%\"";
+
+impl Visitor<'_> for PermilleVisitor {
+    type Value = u32;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(PERMILLE_EXPECTED)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+        u32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+        u32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
+        let bad = || E::invalid_value(Unexpected::Str(v), &PERMILLE_EXPECTED);
+        let pct = v.trim().strip_suffix('%').ok_or_else(bad)?.trim();
+        let (int, frac) = pct.split_once('.').unwrap_or((pct, ""));
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 7 && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(int) || !(frac.is_empty() || (frac.len() == 1 && digits(frac))) {
+            return Err(bad());
+        }
+        let mut n: u32 = 0;
+        for b in int.bytes().chain(frac.bytes()) {
+            n = n * 10 + u32::from(b - b'0');
+        }
+        Ok(if frac.is_empty() { n * 10 } else { n })
+    }
+}
+
+impl<'de> Deserialize<'de> for Permille {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PermilleVisitor).map(Permille)
+    }
+}
+
+impl Serialize for Jitter {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+struct JitterVisitor;
+
+impl Visitor<'_> for JitterVisitor {
+    type Value = Jitter;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("one of \"none\", \"full\", \"equal\", \"decorrelated\"")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Jitter, E> {
+        v.parse()
+            .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
+    }
+}
+
+impl<'de> Deserialize<'de> for Jitter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(JitterVisitor)
+    }
+}
+
+// ------------------------------------------------------------ mirror types
+
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, default)]
+struct BudgetDoc {
+    /// The budget's name; empty means no budget.
+    name: NameW,
+    /// Units one attempt costs; 0 means 1.
+    cost: u32,
+}
+
+impl From<BudgetRef> for BudgetDoc {
+    fn from(b: BudgetRef) -> Self {
+        Self {
+            name: NameW(b.name),
+            cost: b.cost,
+        }
+    }
+}
+
+impl From<BudgetDoc> for BudgetRef {
+    fn from(b: BudgetDoc) -> Self {
+        Self {
+            name: b.name.0,
+            cost: b.cost,
+        }
+    }
+}
+
+impl Default for BudgetDoc {
+    fn default() -> Self {
+        RetryPolicy::DEFAULT.budget.into()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, default)]
+struct RetryDoc {
+    /// Attempts in all, the first included; 0 means 3; clamped to 1..=10.
+    max_attempts: u32,
+    /// Backoff before the first retry, e.g. "10ms"; clamped to 1ms..=30s.
+    initial_backoff: Dur,
+    /// Ceiling of any backoff, e.g. "250ms"; at most 30s.
+    max_backoff: Dur,
+    /// Growth of the backoff per retry; clamped to 1..=10.
+    backoff_multiplier: f64,
+    /// none, full, equal or decorrelated.
+    jitter: Jitter,
+    /// Deadline of one attempt, or "off".
+    #[serde(skip_serializing_if = "OptDur::is_none")]
+    timeout_per_attempt: OptDur,
+    /// Deadline of the whole call, backoff included, or "off".
+    #[serde(skip_serializing_if = "OptDur::is_none")]
+    overall_timeout: OptDur,
+    /// The classifier, by name; empty means the default classifier.
+    classifier: NameW,
+    /// The budget that gates attempts.
+    budget: BudgetDoc,
+    /// Whether protocol classifiers may retry non-idempotent requests.
+    retry_non_idempotent: bool,
+    /// Latency quantile (permille, 900 = p90) a retry or hedge must be
+    /// expected to finish within before the deadline; 0 is off.
+    #[serde(skip_serializing_if = "is_zero")]
+    deadline_quantile_permille: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+impl From<RetryPolicy> for RetryDoc {
+    fn from(r: RetryPolicy) -> Self {
+        Self {
+            max_attempts: r.max_attempts,
+            initial_backoff: Dur(r.initial_backoff),
+            max_backoff: Dur(r.max_backoff),
+            backoff_multiplier: r.backoff_multiplier,
+            jitter: r.jitter,
+            timeout_per_attempt: OptDur(r.timeout_per_attempt),
+            overall_timeout: OptDur(r.overall_timeout),
+            classifier: NameW(r.classifier),
+            budget: r.budget.into(),
+            retry_non_idempotent: r.retry_non_idempotent,
+            deadline_quantile_permille: r.deadline_quantile_permille,
+        }
+    }
+}
+
+impl From<RetryDoc> for RetryPolicy {
+    fn from(r: RetryDoc) -> Self {
+        Self {
+            max_attempts: r.max_attempts,
+            initial_backoff: r.initial_backoff.0,
+            max_backoff: r.max_backoff.0,
+            backoff_multiplier: r.backoff_multiplier,
+            jitter: r.jitter,
+            timeout_per_attempt: r.timeout_per_attempt.0,
+            overall_timeout: r.overall_timeout.0,
+            classifier: r.classifier.0,
+            budget: r.budget.into(),
+            retry_non_idempotent: r.retry_non_idempotent,
+            deadline_quantile_permille: r.deadline_quantile_permille,
+        }
+    }
+}
+
+impl Default for RetryDoc {
+    fn default() -> Self {
+        RetryPolicy::DEFAULT.into()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, default)]
+struct HedgeDoc {
+    /// Whether hedges are launched at all.
+    enabled: bool,
+    /// Hedges per retry group; 0 means 2; clamped to 1..=3 (executor ceiling).
+    max_hedges: u32,
+    /// Delay before each hedge, e.g. "200ms"; at least 10ms.
+    hedge_delay: Dur,
+    /// The hedge trigger, by name; empty means the fixed delay.
+    trigger: NameW,
+    /// Whether a non-retryable outcome of one attempt ends the call.
+    cancel_on_first_terminal: bool,
+    /// The budget that gates hedges.
+    budget: BudgetDoc,
+}
+
+impl From<HedgePolicy> for HedgeDoc {
+    fn from(h: HedgePolicy) -> Self {
+        Self {
+            enabled: h.enabled,
+            max_hedges: h.max_hedges,
+            hedge_delay: Dur(h.hedge_delay),
+            trigger: NameW(h.trigger),
+            cancel_on_first_terminal: h.cancel_on_first_terminal,
+            budget: h.budget.into(),
+        }
+    }
+}
+
+impl From<HedgeDoc> for HedgePolicy {
+    fn from(h: HedgeDoc) -> Self {
+        Self {
+            enabled: h.enabled,
+            max_hedges: h.max_hedges,
+            hedge_delay: h.hedge_delay.0,
+            trigger: h.trigger.0,
+            cancel_on_first_terminal: h.cancel_on_first_terminal,
+            budget: h.budget.into(),
+        }
+    }
+}
+
+impl Default for HedgeDoc {
+    fn default() -> Self {
+        HedgePolicy::DEFAULT.into()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, default)]
+struct CircuitDoc {
+    /// Whether the breaker is consulted.
+    enabled: bool,
+    /// Consecutive failed calls that open the circuit; 0 means 5.
+    threshold: u32,
+    /// Time open before a probe, e.g. "10s"; at least 100ms.
+    cooldown: Dur,
+    /// Failure ratio that opens the circuit: permille, or "50%"; 0 is off.
+    failure_ratio_permille: Permille,
+    /// Sliding window of the ratio rule, e.g. "10s"; at least 100ms.
+    window: Dur,
+    /// Calls in the window before the ratio rule may open; 0 means 20.
+    min_calls: u32,
+    /// Concurrent probes when half-open; clamped to 1..=100.
+    half_open_max_probes: u32,
+    /// Successful probes that close the circuit; clamped to 1..=100.
+    half_open_successes: u32,
+}
+
+impl From<CircuitPolicy> for CircuitDoc {
+    fn from(c: CircuitPolicy) -> Self {
+        Self {
+            enabled: c.enabled,
+            threshold: c.threshold,
+            cooldown: Dur(c.cooldown),
+            failure_ratio_permille: Permille(c.failure_ratio_permille),
+            window: Dur(c.window),
+            min_calls: c.min_calls,
+            half_open_max_probes: c.half_open_max_probes,
+            half_open_successes: c.half_open_successes,
+        }
+    }
+}
+
+impl From<CircuitDoc> for CircuitPolicy {
+    fn from(c: CircuitDoc) -> Self {
+        Self {
+            enabled: c.enabled,
+            threshold: c.threshold,
+            cooldown: c.cooldown.0,
+            failure_ratio_permille: c.failure_ratio_permille.0,
+            window: c.window.0,
+            min_calls: c.min_calls,
+            half_open_max_probes: c.half_open_max_probes,
+            half_open_successes: c.half_open_successes,
+        }
+    }
+}
+
+impl Default for CircuitDoc {
+    fn default() -> Self {
+        CircuitPolicy::DEFAULT.into()
+    }
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, default)]
+struct AmplificationDoc {
+    /// Attempts of any kind per first attempt over 10 s, e.g. 1.1; 0 is
+    /// off, otherwise 1..=100.
+    max_amplification: f64,
+    /// Extra attempts per second allowed whatever the ratio; at most 10000.
+    min_per_sec: u32,
+}
+
+impl From<AmplificationPolicy> for AmplificationDoc {
+    fn from(a: AmplificationPolicy) -> Self {
+        Self {
+            max_amplification: a.max_amplification,
+            min_per_sec: a.min_per_sec,
+        }
+    }
+}
+
+impl From<AmplificationDoc> for AmplificationPolicy {
+    fn from(a: AmplificationDoc) -> Self {
+        Self {
+            max_amplification: a.max_amplification,
+            min_per_sec: a.min_per_sec,
+        }
+    }
+}
+
+impl Default for AmplificationDoc {
+    fn default() -> Self {
+        AmplificationPolicy::DEFAULT.into()
+    }
+}
+
+impl AmplificationDoc {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
 
 /// A policy: every section and field optional, unknown fields rejected.
 #[derive(Serialize, Deserialize, Default)]
@@ -258,5 +707,165 @@ impl<'de> Deserialize<'de> for Policy {
     }
 }
 
+#[cfg(feature = "schemars")]
+mod schema {
+    //! `JsonSchema` for the wrappers and for [`Policy`].
+    extern crate alloc;
+    use alloc::borrow::Cow;
+
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+
+    use super::{Dur, NameW, OptDur, Permille, PolicyDoc};
+    use crate::policy::{Jitter, Policy, NAME_CAPACITY};
+
+    const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]{1,9})?|\.[0-9]{1,9})(ns|us|µs|ms|s|m|h)(([0-9]+(\.[0-9]{1,9})?|\.[0-9]{1,9})(ns|us|µs|ms|s|m|h))*\s*$";
+
+    impl JsonSchema for Dur {
+        fn schema_name() -> Cow<'static, str> {
+            "Duration".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "string",
+                "pattern": DURATION_PATTERN,
+                "description": "A duration with a unit (ns, us, ms, s, m, h), such as \"250ms\", \"2s\" or \"1m30s\".",
+                "examples": ["250ms", "2s"]
+            })
+        }
+    }
+
+    impl JsonSchema for OptDur {
+        fn schema_name() -> Cow<'static, str> {
+            "OptionalDuration".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "A duration such as \"2s\", or \"off\" (or null) for none.",
+                "anyOf": [
+                    { "type": "string", "pattern": DURATION_PATTERN },
+                    { "const": "off" },
+                    { "type": "null" }
+                ]
+            })
+        }
+    }
+
+    impl JsonSchema for NameW {
+        fn schema_name() -> Cow<'static, str> {
+            "Name".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "string",
+                "maxLength": NAME_CAPACITY,
+                "description": "A name of at most 32 bytes; empty means the default."
+            })
+        }
+    }
+
+    impl JsonSchema for Permille {
+        fn schema_name() -> Cow<'static, str> {
+            "Permille".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "Permille (500 = half), or a percentage such as \"50%\" or \"0.5%\".",
+                "anyOf": [
+                    { "type": "integer", "minimum": 0, "maximum": u32::MAX },
+                    { "type": "string", "pattern": r"^\s*[0-9]{1,7}(\.[0-9])?\s*%$" }
+                ]
+            })
+        }
+    }
+
+    impl JsonSchema for Jitter {
+        fn schema_name() -> Cow<'static, str> {
+            "Jitter".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "description": "How each backoff is randomized.",
+                "enum": ["none", "full", "equal", "decorrelated"]
+            })
+        }
+    }
+
+    impl JsonSchema for Policy {
+        fn schema_name() -> Cow<'static, str> {
+            "Policy".into()
+        }
+        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            PolicyDoc::json_schema(generator)
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use std::string::String;
+
+    #[test]
+    fn durations_parse() {
+        let ok = [
+            ("250ms", Duration::from_millis(250)),
+            ("2s", Duration::from_secs(2)),
+            (" 1.5s ", Duration::from_millis(1500)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1h", Duration::from_secs(3600)),
+            ("100us", Duration::from_micros(100)),
+            ("100µs", Duration::from_micros(100)),
+            ("7ns", Duration::from_nanos(7)),
+            ("0s", Duration::ZERO),
+            (".5s", Duration::from_millis(500)),
+        ];
+        for (s, d) in ok {
+            assert_eq!(parse_duration(s), Ok(d), "{s}");
+        }
+        let bad = [
+            ("", DurationError::Empty),
+            ("5", DurationError::MissingUnit),
+            ("5 ", DurationError::MissingUnit),
+            ("-5s", DurationError::NotANumber),
+            ("5 parsecs", DurationError::UnknownUnit),
+            ("5sec", DurationError::UnknownUnit),
+            ("1.2.3s", DurationError::NotANumber),
+            (".s", DurationError::NotANumber),
+            ("1.0000000001s", DurationError::OutOfRange),
+            ("99999999999999999999h", DurationError::OutOfRange),
+        ];
+        for (s, e) in bad {
+            assert_eq!(parse_duration(s), Err(e), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn durations_format_round_trip() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_millis(250),
+            Duration::from_secs(2),
+            Duration::from_secs(90),
+            Duration::from_secs(7200),
+            Duration::from_nanos(1_500),
+            Duration::from_nanos(7),
+            Duration::from_millis(1500),
+        ] {
+            let mut s = String::new();
+            format_duration(d, &mut s).unwrap();
+            assert_eq!(parse_duration(&s), Ok(d), "{s}");
+        }
+        let mut s = String::new();
+        format_duration(Duration::from_millis(1500), &mut s).unwrap();
+        assert_eq!(s, "1500ms");
+    }
+
+    #[test]
+    fn every_field_has_an_allowed_range() {
+        for f in crate::policy::Field::ALL {
+            assert!(allowed(f.path()).is_some(), "{}", f.path());
+        }
+        assert!(allowed("retry.jitter").is_some());
+        assert!(allowed("retry.nope").is_none());
+    }
+}
