@@ -19,6 +19,7 @@ fn call_future_sizes() {
     let async_io = call(KEY, &policy, AsyncIoTimer::new(), trivial).into_future();
     let (t, a) = (size_of_val(&tokio), size_of_val(&async_io));
     println!("call future, trivial operation: tokio timer {t} bytes, async-io timer {a} bytes");
-    assert!(t <= 768, "tokio call future grew to {t} bytes");
-    assert!(a <= 768, "async-io call future grew to {a} bytes");
+    // 768 / 768 until issue 12's rooms: tightened to the measured sizes.
+    assert!(t <= 744, "tokio call future grew to {t} bytes");
+    assert!(a <= 688, "async-io call future grew to {a} bytes");
 }

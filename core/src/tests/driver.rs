@@ -658,7 +658,8 @@ fn hedged_call_future_size() {
         .into_future();
     let size = core::mem::size_of_val(&fut);
     std::println!("hedged call future (4 slots) for a trivial operation: {size} bytes");
-    assert!(size <= 1024, "hedged call future grew to {size} bytes");
+    // 1024 until issue 12's rooms: tightened to the measured size.
+    assert!(size <= 872, "hedged call future grew to {size} bytes");
 }
 
 /// The driver contract (crate docs, step 4): the driver's clock only goes

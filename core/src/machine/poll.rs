@@ -1,0 +1,299 @@
+//! [`CallMachine::poll`]: the next action, from the phase the events left
+//! the machine in — launches (after the gate), hedges, cuts at deadlines,
+//! cancels, waits and the finish.
+
+use core::time::Duration;
+
+use super::plan::attempt_deadline;
+use super::{Action, CallMachine, Cause, Phase, Slot, WaitReason};
+use crate::gate::{AdmitRequest, Gate, Gatekeeper};
+use crate::hedge::HedgeState;
+use crate::outcome::Outcome;
+use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
+use crate::time::Instant;
+use crate::verdict::reason;
+
+impl<const N: usize> CallMachine<N> {
+    /// The next action. `gate` is consulted before every launch and told
+    /// when each admitted attempt ends.
+    ///
+    /// What changes the answer: events fed since the last call; nothing else.
+    #[must_use = "drain poll until Wait, AwaitAttempts or Finish and carry out each action"]
+    pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
+        if let Some((record, admitted)) = self.pending.take() {
+            if admitted {
+                gate.attempt_ended(&record);
+            }
+            return Action::Record(record);
+        }
+        loop {
+            match self.phase {
+                Phase::Idle => return Action::AwaitAttempts,
+                Phase::Done(v) => return Action::Finish(v),
+                Phase::Ending(v, why) => {
+                    if let Some(slot) = self.take_any_slot() {
+                        let record = self.record(&slot, Outcome::abort(why), true);
+                        gate.attempt_ended(&record);
+                        return Action::Cancel(record);
+                    }
+                    self.phase = Phase::Done(v);
+                    gate.call_ended(&v, self.now);
+                    return Action::Finish(v);
+                }
+                Phase::BackoffUnchecked(until) => {
+                    if self.unreachable(gate, until) {
+                        self.fail(Cause::DeadlineUnreachable);
+                    } else {
+                        self.phase = Phase::Backoff(until);
+                    }
+                }
+                Phase::Backoff(until) => {
+                    if self.now < until {
+                        return Action::Wait {
+                            until,
+                            reason: WaitReason::Backoff,
+                        };
+                    }
+                    self.phase = Phase::Ready;
+                }
+                Phase::Ready => {
+                    if self.deadline_passed() {
+                        self.fail(Cause::DeadlineExceeded);
+                        continue;
+                    }
+                    if self.launched == u16::MAX {
+                        // Attempt ids ran out (only an unnormalized policy
+                        // allows this many): ids must stay unique.
+                        self.fail(Cause::Exhausted);
+                        continue;
+                    }
+                    return self.launch_primary(gate);
+                }
+                Phase::Running => {
+                    if self.deadline_passed() {
+                        self.fail(Cause::DeadlineExceeded);
+                        continue;
+                    }
+                    if let Some(slot) = self.take_expired_slot() {
+                        let outcome = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
+                        let record = self.record(&slot, outcome, true);
+                        gate.attempt_ended(&record);
+                        self.attempt_failed(slot.info.id, outcome);
+                        return Action::Cancel(record);
+                    }
+                    if let Some(action) = self.maybe_hedge(gate) {
+                        return action;
+                    }
+                    return self.wait_running();
+                }
+            }
+        }
+    }
+
+    pub(super) fn launch_primary<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
+        let previous = if self.groups == 0 {
+            None
+        } else {
+            self.last_outcome
+        };
+        let backoff = core::mem::take(&mut self.next_backoff);
+        let slot = match self.admit(gate, self.groups, 0, previous, backoff) {
+            Ok(slot) => slot,
+            Err((slot, by)) => {
+                self.fail(match by {
+                    Gatekeeper::Budget => Cause::BudgetDenied,
+                    Gatekeeper::Circuit => Cause::CircuitOpen,
+                });
+                self.refusal = Some(slot.budget_reason);
+                return Action::Record(self.refused(&slot));
+            }
+        };
+        self.groups += 1;
+        self.group_start = self.now;
+        self.group_hedges = 0;
+        self.hedging_stopped = false;
+        self.next_hedge_check = None;
+        self.terminal = None;
+        self.phase = Phase::Running;
+        match self.slots.iter().position(Option::is_none) {
+            Some(free) => self.run(free, slot),
+            None => unreachable!("a primary launches only with no attempt in flight"),
+        }
+    }
+
+    /// Asks the gate about the next attempt: its slot when admitted, else
+    /// the refused attempt's slot and who refused.
+    pub(super) fn admit<G: Gate + ?Sized>(
+        &mut self,
+        gate: &mut G,
+        retry_index: u32,
+        hedge_index: u32,
+        previous: Option<Outcome>,
+        backoff: Duration,
+    ) -> Result<Slot, (Slot, Gatekeeper)> {
+        let info = AttemptInfo {
+            id: AttemptId(self.launched),
+            retry_index,
+            hedge_index,
+            is_hedge: hedge_index > 0,
+            deadline: self.attempt_deadline(),
+        };
+        let admission = gate.admit(&AdmitRequest {
+            attempt: info,
+            previous,
+            now: self.now,
+        });
+        self.launched += 1;
+        let slot = Slot {
+            info,
+            start: self.now,
+            backoff,
+            budget_reason: admission.reason,
+        };
+        if admission.allowed {
+            Ok(slot)
+        } else {
+            Err((slot, admission.by))
+        }
+    }
+
+    /// The record of an attempt the gate refused: it never ran.
+    pub(super) fn refused(&self, slot: &Slot) -> AttemptRecord {
+        let mut record = self.record(slot, Outcome::abort(slot.budget_reason), false);
+        record.budget_allowed = false;
+        record
+    }
+
+    /// Puts an admitted attempt in slot `free` and launches it.
+    pub(super) fn run(&mut self, free: usize, slot: Slot) -> Action {
+        let info = slot.info;
+        self.slots[free] = Some(slot);
+        self.ran += 1;
+        Action::Launch(info)
+    }
+
+    /// Consults the trigger while the group may hedge; launches (or records
+    /// the refusal of) a hedge when it says so.
+    pub(super) fn maybe_hedge<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Option<Action> {
+        self.next_hedge_check = None;
+        if self.hedging_stopped
+            || self.group_hedges >= self.max_hedges
+            || self.terminal.is_some()
+            || self.launched == u16::MAX
+        {
+            return None;
+        }
+        let free = self.slots.iter().position(Option::is_none)?;
+        let decision = gate.hedge(&HedgeState {
+            retry_index: self.groups - 1,
+            group_start: self.group_start,
+            now: self.now,
+            hedges: self.group_hedges,
+            max_hedges: self.max_hedges,
+            hedge_delay: self.hedge_delay,
+        });
+        if !decision.spawn {
+            // Never sooner than 1 ms from now: a trigger cannot make the
+            // machine spin. At the clock's end (`Instant::MAX`) no instant
+            // comes later, so there is no check to wait for.
+            let floor = self.now + Duration::from_millis(1);
+            self.next_hedge_check = decision
+                .next_check
+                .filter(|_| floor > self.now)
+                .map(|t| t.max(floor));
+            return None;
+        }
+        if self.unreachable(gate, self.now) {
+            // A hedge that cannot end in time only adds load.
+            self.hedging_stopped = true;
+            return None;
+        }
+        self.group_hedges += 1;
+        let retry_index = self.groups - 1;
+        match self.admit(gate, retry_index, self.group_hedges, None, Duration::ZERO) {
+            Ok(slot) => Some(self.run(free, slot)),
+            Err((slot, _)) => {
+                // The primary keeps running; this group hedges no more.
+                self.hedging_stopped = true;
+                Some(Action::Record(self.refused(&slot)))
+            }
+        }
+    }
+
+    pub(super) fn wait_running(&self) -> Action {
+        let attempt = self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|s| s.info.deadline)
+            .min();
+        if let Some(h) = self.next_hedge_check {
+            if attempt.is_none_or(|a| h < a) && self.deadline.is_none_or(|d| h < d) {
+                return Action::Wait {
+                    until: h,
+                    reason: WaitReason::HedgeDelay,
+                };
+            }
+        }
+        match (attempt, self.deadline) {
+            (Some(a), Some(d)) if a < d => Action::Wait {
+                until: a,
+                reason: WaitReason::AttemptDeadline,
+            },
+            (_, Some(d)) => Action::Wait {
+                until: d,
+                reason: WaitReason::CallDeadline,
+            },
+            (Some(a), None) => Action::Wait {
+                until: a,
+                reason: WaitReason::AttemptDeadline,
+            },
+            (None, None) => Action::AwaitAttempts,
+        }
+    }
+
+    /// Whether an attempt launched at `start` is expected (by the gate's
+    /// expected latency) to end at or past the overall deadline.
+    pub(super) fn unreachable<G: Gate + ?Sized>(&self, gate: &mut G, start: Instant) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        gate.expected_latency(self.now)
+            .is_some_and(|expected| start.saturating_add(expected) >= deadline)
+    }
+
+    pub(super) fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| self.now >= d)
+    }
+
+    pub(super) fn attempt_deadline(&self) -> Option<Instant> {
+        attempt_deadline(self.per_attempt, self.deadline, self.now)
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    pub(super) fn take_slot(&mut self, id: AttemptId) -> Option<Slot> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.is_some_and(|s| s.info.id == id))?
+            .take()
+    }
+
+    pub(super) fn take_any_slot(&mut self) -> Option<Slot> {
+        self.slots.iter_mut().find_map(Option::take)
+    }
+
+    pub(super) fn take_expired_slot(&mut self) -> Option<Slot> {
+        let now = self.now;
+        self.slots
+            .iter_mut()
+            .find(|s| s.is_some_and(|s| s.info.deadline.is_some_and(|d| now >= d)))?
+            .take()
+    }
+
+    pub(super) fn record(&self, slot: &Slot, outcome: Outcome, cancelled: bool) -> AttemptRecord {
+        slot.record(self.now, outcome, cancelled)
+    }
+}

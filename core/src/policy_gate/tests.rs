@@ -1,0 +1,554 @@
+//! Tests of `policy_gate.rs`.
+
+use core::cell::Cell;
+use std::vec::Vec;
+
+use super::*;
+use crate::amplification::AmplificationLedger;
+use crate::breaker::{CircuitBreaker, Permit};
+use crate::budget::{Budget, TokenBucket};
+use crate::machine::{Action, CallMachine, Event, Options};
+use crate::policy::name;
+use crate::verdict::Cause;
+
+const KEY: PolicyKey<'static> = PolicyKey::new("svc", "Gate");
+
+fn ms(v: u64) -> Instant {
+    Instant::from_millis(v)
+}
+
+/// Budgets by name, one breaker, and what the gate told them.
+#[derive(Default)]
+struct Parts<'a> {
+    budgets: Vec<(&'static str, &'a dyn Budget)>,
+    missing_allows: bool,
+    breaker: Option<CircuitBreaker>,
+    events: Vec<(&'static str, bool, bool, &'static str)>,
+    settled: Vec<(AttemptId, Instant)>,
+    recorded: Vec<(CallResult, Instant)>,
+    latencies: Vec<Duration>,
+    quantile: Option<Duration>,
+    ledger: AmplificationLedger,
+}
+
+impl<'a> GateParts for Parts<'a> {
+    type Budget = &'a dyn Budget;
+    type Permit = Permit;
+
+    fn budget(&mut self, name: &str, _: AttemptKind) -> Option<&'a dyn Budget> {
+        self.budgets
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| *b)
+    }
+    fn missing_budget_allows(&self) -> bool {
+        self.missing_allows
+    }
+    fn decide(&mut self, budget: &'a dyn Budget, request: &BudgetRequest<'_>) -> Decision {
+        budget.decide(request)
+    }
+    fn settle(
+        &mut self,
+        budget: &'a dyn Budget,
+        record: &AttemptRecord,
+        reservation: Option<Reservation>,
+        now: Instant,
+    ) {
+        self.settled.push((record.info.id, now));
+        budget.settle(record, reservation, now);
+    }
+    fn admit_call(
+        &mut self,
+        _: PolicyKey<'_>,
+        _: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Option<Permit>, Refusal> {
+        let Some(b) = self.breaker.as_mut() else {
+            return Ok(None);
+        };
+        b.admit(now).map(Some)
+    }
+    fn is_probe(permit: &Permit) -> bool {
+        permit.is_probe()
+    }
+    fn record_call(&mut self, _: PolicyKey<'_>, permit: Permit, result: CallResult, now: Instant) {
+        self.recorded.push((result, now));
+        if let Some(b) = self.breaker.as_mut() {
+            b.record(permit, result, now);
+        }
+    }
+    fn latency_quantile(&mut self, _: PolicyKey<'_>, _: u32, _: Instant) -> Option<Duration> {
+        self.quantile
+    }
+    fn record_latency(&mut self, _: PolicyKey<'_>, latency: Duration, _: Instant) {
+        self.latencies.push(latency);
+    }
+    fn amplification_allows(
+        &mut self,
+        _: PolicyKey<'_>,
+        policy: &AmplificationPolicy,
+        now: Instant,
+    ) -> bool {
+        self.ledger.allows_extra(policy, now)
+    }
+    fn amplification_record(&mut self, _: PolicyKey<'_>, kind: AttemptKind, now: Instant) {
+        self.ledger.record(kind, now);
+    }
+    fn budget_decided(&mut self, _: PolicyKey<'_>, e: &BudgetEvent<'_>) {
+        let budget = if e.budget == "r" { "r" } else { "other" };
+        self.events.push((budget, e.found, e.allowed, e.reason));
+    }
+}
+
+/// Counts decisions and settlements.
+#[derive(Default)]
+struct Counting {
+    decided: Cell<u32>,
+    settled: Cell<u32>,
+}
+
+impl Budget for Counting {
+    fn decide(&self, _: &BudgetRequest<'_>) -> Decision {
+        self.decided.set(self.decided.get() + 1);
+        Decision::reserve(Reservation(7))
+    }
+    fn settle(&self, _: &AttemptRecord, reservation: Option<Reservation>, _: Instant) {
+        assert_eq!(reservation, Some(Reservation(7)));
+        self.settled.set(self.settled.get() + 1);
+    }
+}
+
+fn hedged(retry: &str, hedge: &str) -> Policy {
+    let mut p = Policy::DEFAULT;
+    p.retry.budget.name = name("retry.budget.name", retry).unwrap();
+    p.hedge.enabled = true;
+    p.hedge.max_hedges = 1;
+    p.hedge.hedge_delay = Duration::from_millis(10);
+    p.hedge.budget.name = name("hedge.budget.name", hedge).unwrap();
+    p.normalize().unwrap().policy
+}
+
+/// Drains `m` and returns the actions up to the first wait or finish.
+fn drain<G: Gate>(m: &mut CallMachine, gate: &mut G) -> Vec<Action> {
+    let mut out = Vec::new();
+    for _ in 0..32 {
+        let a = m.poll(gate);
+        out.push(a);
+        if matches!(
+            a,
+            Action::Wait { .. } | Action::AwaitAttempts | Action::Finish(_)
+        ) {
+            return out;
+        }
+    }
+    panic!("no wait in 32 actions: {out:?}");
+}
+
+fn machine(policy: &Policy) -> CallMachine {
+    CallMachine::new(policy, Options::DEFAULT, fastrand::Rng::with_seed(1))
+}
+
+#[test]
+fn each_kind_charges_its_own_budget_and_every_reservation_is_settled_once() {
+    let (r, h) = (Counting::default(), Counting::default());
+    let policy = hedged("r", "h");
+    let parts = Parts {
+        budgets: std::vec![("r", &r as &dyn Budget), ("h", &h)],
+        ..Parts::default()
+    };
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+    let mut m = machine(&policy);
+    m.handle(Event::Start { now: ms(0) });
+    let a = drain(&mut m, &mut gate);
+    assert!(
+        matches!(a[0], Action::Launch(i) if i.id == AttemptId(0)),
+        "{a:?}"
+    );
+    m.handle(Event::Tick { now: ms(10) });
+    let a = drain(&mut m, &mut gate);
+    assert!(matches!(a[0], Action::Launch(i) if i.is_hedge), "{a:?}");
+    assert_eq!(gate.held(), 2);
+    m.handle(Event::AttemptFinished {
+        id: AttemptId(1),
+        outcome: Outcome::SUCCESS,
+        now: ms(14),
+    });
+    let a = drain(&mut m, &mut gate);
+    assert!(matches!(
+        a.last(),
+        Some(Action::Finish(Verdict::Success(AttemptId(1))))
+    ));
+    assert_eq!((r.decided.get(), r.settled.get()), (1, 1));
+    assert_eq!((h.decided.get(), h.settled.get()), (1, 1));
+    assert_eq!(gate.held(), 0);
+    let p = gate.parts();
+    assert_eq!(
+        p.events,
+        [
+            ("r", true, true, "allowed"),
+            ("other", true, true, "allowed")
+        ]
+    );
+    // Settled at the machine's instants: the winner at its end, the
+    // loser when it was cancelled.
+    assert_eq!(p.settled, [(AttemptId(1), ms(14)), (AttemptId(0), ms(14))]);
+    // Only the attempt that ran to completion is a latency sample
+    // (a fixed-delay trigger reads none, so none is recorded at all).
+    assert!(p.latencies.is_empty());
+}
+
+#[test]
+fn a_budget_that_is_not_there_is_reported_and_refused_unless_allowed() {
+    let mut policy = Policy::DEFAULT;
+    policy.retry.budget.name = name("retry.budget.name", "r").unwrap();
+    for allows in [false, true] {
+        let parts = Parts {
+            missing_allows: allows,
+            ..Parts::default()
+        };
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, parts);
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(0) });
+        let a = drain(&mut m, &mut gate);
+        assert_eq!(
+            gate.parts().events,
+            [("r", false, allows, BUDGET_NOT_FOUND)]
+        );
+        if allows {
+            assert!(matches!(a[0], Action::Launch(_)), "{a:?}");
+            assert_eq!(gate.held(), 0, "nothing reserved");
+        } else {
+            assert!(matches!(a[0], Action::Record(r) if r.budget_reason == BUDGET_NOT_FOUND));
+            assert!(matches!(
+                a.last(),
+                Some(Action::Finish(Verdict::Failure {
+                    cause: Cause::BudgetDenied,
+                    ..
+                }))
+            ));
+        }
+    }
+}
+
+#[test]
+fn the_breaker_refuses_an_open_circuit_hears_every_call_and_its_probe_never_hedges() {
+    let mut policy = hedged("", "");
+    policy.circuit.enabled = true;
+    policy.circuit.threshold = 1;
+    policy.circuit.cooldown = Duration::from_secs(1);
+    let mut parts = Parts {
+        breaker: Some(CircuitBreaker::new(policy.circuit.clone())),
+        ..Parts::default()
+    };
+    // Call 1: non-retryable failure at 5 ms opens the circuit.
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+    let mut m = machine(&policy);
+    m.handle(Event::Start { now: ms(0) });
+    let _ = drain(&mut m, &mut gate);
+    m.handle(Event::AttemptFinished {
+        id: AttemptId(0),
+        outcome: Outcome::non_retryable("boom"),
+        now: ms(5),
+    });
+    let _ = drain(&mut m, &mut gate);
+    parts = PolicyGate::into_parts(gate);
+    assert_eq!(parts.recorded, [(CallResult::Failure, ms(5))]);
+    // Call 2, at 100 ms: refused, the operation never runs.
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+    let mut m = machine(&policy);
+    m.handle(Event::Start { now: ms(100) });
+    let a = drain(&mut m, &mut gate);
+    assert!(!a.iter().any(|a| matches!(a, Action::Launch(_))), "{a:?}");
+    assert!(matches!(
+        a.last(),
+        Some(Action::Finish(Verdict::Failure {
+            cause: Cause::CircuitOpen,
+            ..
+        }))
+    ));
+    parts = PolicyGate::into_parts(gate);
+    assert_eq!(parts.recorded.len(), 1, "a refused call holds no permit");
+    // Call 3, after the cooldown: a probe, which does not hedge at its
+    // hedge delay; its success closes the circuit.
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+    let mut m = machine(&policy);
+    m.handle(Event::Start { now: ms(1_005) });
+    let _ = drain(&mut m, &mut gate);
+    assert!(gate.is_probe());
+    m.handle(Event::Tick { now: ms(1_015) });
+    let a = drain(&mut m, &mut gate);
+    assert!(!a.iter().any(|a| matches!(a, Action::Launch(_))), "{a:?}");
+    m.handle(Event::AttemptFinished {
+        id: AttemptId(0),
+        outcome: Outcome::SUCCESS,
+        now: ms(1_020),
+    });
+    let _ = drain(&mut m, &mut gate);
+    let parts = PolicyGate::into_parts(gate);
+    assert_eq!(parts.recorded[1], (CallResult::Success, ms(1_020)));
+    let breaker = parts.breaker.unwrap();
+    assert_eq!(
+        breaker.state(ms(1_020)),
+        crate::breaker::CircuitState::Closed
+    );
+}
+
+#[test]
+fn a_quantile_trigger_reads_the_latency_source_and_completed_attempts_feed_it() {
+    let policy = {
+        let mut p = hedged("", "");
+        p.hedge.trigger = name("hedge.trigger", "p95").unwrap();
+        p
+    };
+    let parts = Parts {
+        quantile: Some(Duration::from_millis(3)),
+        ..Parts::default()
+    };
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse("p95"), parts);
+    let mut m = machine(&policy);
+    m.handle(Event::Start { now: ms(0) });
+    let a = drain(&mut m, &mut gate);
+    // The hedge waits for the quantile (3 ms), not the 10 ms delay.
+    assert!(
+        matches!(a.last(), Some(Action::Wait { until, .. }) if *until <= ms(4)),
+        "{a:?}"
+    );
+    m.handle(Event::AttemptFinished {
+        id: AttemptId(0),
+        outcome: Outcome::SUCCESS,
+        now: ms(2),
+    });
+    let _ = drain(&mut m, &mut gate);
+    assert_eq!(gate.parts().latencies, [Duration::from_millis(2)]);
+}
+
+#[test]
+fn token_bucket_through_the_gate() {
+    // A built-in budget through the gate: one token, then refusal.
+    let bucket = TokenBucket::new(1, 0);
+    let mut policy = Policy::DEFAULT;
+    policy.retry.budget.name = name("retry.budget.name", "r").unwrap();
+    let parts = Parts {
+        budgets: std::vec![("r", &bucket as &dyn Budget)],
+        ..Parts::default()
+    };
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, parts);
+    let mut m = machine(&policy);
+    m.handle(Event::Start { now: ms(0) });
+    let _ = drain(&mut m, &mut gate);
+    m.handle(Event::AttemptFinished {
+        id: AttemptId(0),
+        outcome: Outcome::retryable("boom"),
+        now: ms(1),
+    });
+    let _ = drain(&mut m, &mut gate);
+    m.handle(Event::Tick { now: ms(11) });
+    let a = drain(&mut m, &mut gate);
+    assert!(
+        matches!(
+            a.last(),
+            Some(Action::Finish(Verdict::Failure {
+                cause: Cause::BudgetDenied,
+                ..
+            }))
+        ),
+        "{a:?}"
+    );
+}
+
+/// Runs one call whose attempts all fail, from `start`, through `gate`;
+/// returns the attempts launched and the last record's budget reason.
+fn failing_call<G: Gate>(policy: &Policy, gate: &mut G, start: u64) -> (u32, &'static str) {
+    let mut m = machine(policy);
+    m.handle(Event::Start { now: ms(start) });
+    let (mut launched, mut last_reason) = (0, "");
+    let mut now = start;
+    for _ in 0..16 {
+        let a = drain(&mut m, gate);
+        for act in &a {
+            match act {
+                Action::Launch(_) => launched += 1,
+                Action::Record(r) => last_reason = r.budget_reason,
+                _ => {}
+            }
+        }
+        match a.last() {
+            Some(Action::Finish(_)) => return (launched, last_reason),
+            Some(Action::Wait { until, .. }) => {
+                now = until.as_nanos() / 1_000_000;
+                m.handle(Event::Tick { now: *until });
+            }
+            _ => {
+                now += 1;
+                let id = a
+                    .iter()
+                    .rev()
+                    .find_map(|x| match x {
+                        Action::Launch(i) => Some(i.id),
+                        _ => None,
+                    })
+                    .expect("an attempt in flight");
+                m.handle(Event::AttemptFinished {
+                    id,
+                    outcome: Outcome::retryable("boom"),
+                    now: ms(now),
+                });
+            }
+        }
+    }
+    panic!("call did not finish in 16 steps");
+}
+
+#[test]
+fn the_ledger_bounds_retries_of_every_call_of_the_key() {
+    let mut policy = Policy::DEFAULT;
+    policy.retry.max_attempts = 3;
+    policy.amplification.max_amplification = 1.1;
+    policy.amplification.min_per_sec = 0;
+    let policy = policy.normalize().unwrap().policy;
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, Parts::default());
+    let (mut attempts, mut denied) = (0, 0);
+    for call in 0..100 {
+        let (n, why) = failing_call(&policy, &mut gate, call * 20);
+        attempts += n;
+        if why == reason::AMPLIFICATION_LIMIT {
+            denied += 1;
+        }
+    }
+    // 100 first attempts earn 10 retries; without the ledger, 300.
+    assert_eq!(attempts, 110);
+    assert!(denied >= 90, "{denied}");
+    let events = &gate.parts().events;
+    assert!(events.contains(&("other", true, false, reason::AMPLIFICATION_LIMIT)));
+    let t = gate.parts().ledger.totals(ms(2_000));
+    assert_eq!((t.firsts, t.extras), (100, 10));
+}
+
+#[test]
+fn hedges_and_retries_share_one_bound() {
+    let mut policy = hedged("", "");
+    policy.amplification.max_amplification = 1.0;
+    policy.amplification.min_per_sec = 0;
+    let mut gate: PolicyGate<'_, _> =
+        PolicyGate::new(KEY, &policy, Trigger::parse(""), Parts::default());
+    let mut m = machine(&policy);
+    m.handle(Event::Start { now: ms(0) });
+    let _ = drain(&mut m, &mut gate);
+    m.handle(Event::Tick { now: ms(10) });
+    let a = drain(&mut m, &mut gate);
+    assert!(
+        !a.iter()
+            .any(|x| matches!(x, Action::Launch(i) if i.is_hedge)),
+        "a hedge past 1.0x ran: {a:?}"
+    );
+    assert_eq!(
+        gate.parts().events,
+        [("other", true, false, reason::AMPLIFICATION_LIMIT)]
+    );
+    // Off: the same hedge runs.
+    let policy = hedged("", "");
+    let mut gate: PolicyGate<'_, _> =
+        PolicyGate::new(KEY, &policy, Trigger::parse(""), Parts::default());
+    let mut m = machine(&policy);
+    m.handle(Event::Start { now: ms(0) });
+    let _ = drain(&mut m, &mut gate);
+    m.handle(Event::Tick { now: ms(10) });
+    let a = drain(&mut m, &mut gate);
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, Action::Launch(i) if i.is_hedge)));
+}
+
+#[test]
+fn a_retry_that_cannot_finish_before_the_deadline_ends_the_call_at_once() {
+    let mut policy = Policy::DEFAULT;
+    policy.retry.max_attempts = 3;
+    policy.retry.jitter = crate::policy::Jitter::None;
+    policy.retry.overall_timeout = Some(Duration::from_millis(100));
+    policy.retry.deadline_quantile_permille = 900;
+    let policy = policy.normalize().unwrap().policy;
+    // (p90 of completed attempts, what the machine does after the
+    // first attempt fails at 20 ms; the backoff ends at 30 ms)
+    for (p90, unreachable) in [
+        (None, false),
+        (Some(50), false),
+        (Some(70), true),
+        (Some(90), true),
+    ] {
+        let parts = Parts {
+            quantile: p90.map(Duration::from_millis),
+            ..Parts::default()
+        };
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, parts);
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(0) });
+        let _ = drain(&mut m, &mut gate);
+        m.handle(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::retryable("boom"),
+            now: ms(20),
+        });
+        let a = drain(&mut m, &mut gate);
+        if unreachable {
+            assert!(
+                matches!(
+                    a.last(),
+                    Some(Action::Finish(Verdict::Failure {
+                        cause: Cause::DeadlineUnreachable,
+                        last: Some(AttemptId(0)),
+                    }))
+                ),
+                "{p90:?}: {a:?}"
+            );
+            assert_eq!(Cause::DeadlineUnreachable.as_str(), "deadline_unreachable");
+        } else {
+            assert!(
+                matches!(a.last(), Some(Action::Wait { until, .. }) if *until == ms(30)),
+                "{p90:?}: {a:?}"
+            );
+        }
+        // The completed attempt fed the latency source.
+        assert_eq!(gate.parts().latencies, [Duration::from_millis(20)]);
+    }
+    // Off: no quantile is read, whatever the source says.
+    let mut off = policy.clone();
+    off.retry.deadline_quantile_permille = 0;
+    let parts = Parts {
+        quantile: Some(Duration::from_secs(5)),
+        ..Parts::default()
+    };
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &off, None, parts);
+    let mut m = machine(&off);
+    m.handle(Event::Start { now: ms(0) });
+    let _ = drain(&mut m, &mut gate);
+    m.handle(Event::AttemptFinished {
+        id: AttemptId(0),
+        outcome: Outcome::retryable("boom"),
+        now: ms(20),
+    });
+    let a = drain(&mut m, &mut gate);
+    assert!(matches!(a.last(), Some(Action::Wait { .. })), "{a:?}");
+}
+
+#[test]
+fn a_hedge_that_cannot_finish_before_the_deadline_is_not_launched() {
+    let mut policy = hedged("", "");
+    policy.retry.overall_timeout = Some(Duration::from_millis(100));
+    policy.retry.deadline_quantile_permille = 900;
+    for (p90, launched) in [(80, true), (95, false)] {
+        let parts = Parts {
+            quantile: Some(Duration::from_millis(p90)),
+            ..Parts::default()
+        };
+        let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, Trigger::parse(""), parts);
+        let mut m = machine(&policy);
+        m.handle(Event::Start { now: ms(0) });
+        let _ = drain(&mut m, &mut gate);
+        m.handle(Event::Tick { now: ms(10) });
+        let a = drain(&mut m, &mut gate);
+        let hedge = a
+            .iter()
+            .any(|x| matches!(x, Action::Launch(i) if i.is_hedge));
+        assert_eq!(hedge, launched, "p90 {p90} ms at 10 ms of 100: {a:?}");
+    }
+}
