@@ -358,6 +358,14 @@ impl<S: TimerSource> Executor<S> {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
         }
         let call_panics = CallPanics::default();
+        // Counted when the call ends or is dropped: a dropped call settles
+        // its attempts as its future drops, after this function's last line
+        // ran, and a panic there must be counted too. Declared before the
+        // call's future, so it drops after it.
+        let _count = CountSettlePanics {
+            settled: &call_panics.settle,
+            count: &self.settle_panics,
+        };
         let parts = ExecParts {
             clock: &self.timer,
             budgets: &self.budgets,
@@ -410,9 +418,6 @@ impl<S: TimerSource> Executor<S> {
                 .await
             }
         };
-        if call_panics.settle.load(Ordering::Relaxed) {
-            self.settle_panics.fetch_add(1, Ordering::Relaxed);
-        }
         result
     }
 
@@ -423,6 +428,21 @@ impl<S: TimerSource> Executor<S> {
         match self.seed {
             Some(seed) => fastrand::Rng::with_seed(derive_seed(seed, n)),
             None => fastrand::Rng::new(),
+        }
+    }
+}
+
+/// Counts a call in [`Executor::budget_settle_panics`] when it is dropped,
+/// if a budget's `settle` panicked during the call (or while it dropped).
+struct CountSettlePanics<'a> {
+    settled: &'a AtomicBool,
+    count: &'a AtomicU64,
+}
+
+impl Drop for CountSettlePanics<'_> {
+    fn drop(&mut self) {
+        if self.settled.load(Ordering::Relaxed) {
+            self.count.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
