@@ -2,7 +2,8 @@
 # Regenerates BENCHMARKS.md: recourse next to backon and tower on the
 # success, retry and hedge paths — time per call (criterion), heap
 # allocations and future size per call (examples/allocs.rs), instructions
-# per call (callgrind) — with ratios and the verdict on each target.
+# per call (callgrind) — with ratios and the verdict on each target; then
+# the embedded section (examples/embedded/size.sh: qemu, thumbv7m).
 #
 #   bash benches/run.sh     # about 2 minutes from a warm build, 4 from cold
 #
@@ -313,4 +314,15 @@ MEASUREMENT_TIME="${MEASUREMENT_TIME:-1}" WARM_UP_TIME="${WARM_UP_TIME:-0.5}" \
 # --- end of issue 15 gaps ---
 # Measured by hand (needs etcd): see the file.
 cat benches/control_plane.md >> "$out"
+# --- issue 18: embedded sizes (needs qemu-system-arm and thumbv7m-none-eabi) ---
+# Flash and RAM over an empty baseline, call future sizes, peak stack and
+# instructions per call, measured on the Cortex-M3 example under qemu; fails
+# the run (set -e) if qemu or the target is missing rather than leave the
+# section out.
+echo "==> embedded: examples/embedded/size.sh" >&2
+{
+    echo
+    bash examples/embedded/size.sh --print
+} >>"$out"
+# --- end of issue 18 ---
 echo "==> wrote $out" >&2
