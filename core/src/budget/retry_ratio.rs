@@ -201,7 +201,10 @@ impl RetryRatio {
             deposit: deposit as i64,
             withdrawal: withdrawal as i64,
             reserve: (min_retries_per_sec as u64 * ttl_secs * withdrawal) as i64,
-            slots: [const { AtomicU64::new(0) }; SLICES as usize],
+            // Born sealed (slice 0, sum 0): nothing was counted yet, so
+            // nothing needs sealing, and the first call in each slot claims
+            // it without sealing the nine others.
+            slots: [const { AtomicU64::new(SEAL) }; SLICES as usize],
         }
     }
 
@@ -244,8 +247,9 @@ impl RetryRatio {
             // Only a slot a thread wrote for a later `now` (up to two
             // windows ahead) is ahead; anything else is old, including a
             // never-written word (slice 0) seen from a clock far from its
-            // epoch.
-            a if a > SLICE_MASK - 2 * SLICES as u32 => Slot::Later,
+            // epoch. A sealed slot is never the latest: whoever sealed it
+            // holds a later, unsealed one.
+            a if a > SLICE_MASK - 2 * SLICES as u32 && !sealed(word) => Slot::Later,
             _ => Slot::Expired,
         }
     }
@@ -290,13 +294,13 @@ impl RetryRatio {
                     continue 'retry;
                 }
                 // Sealed by a call in a later slice, which claimed its own
-                // slot first: find it.
-                _ if sealed(word) && age(word, slice) == 0 => {
+                // slot first: find it. (None: the slot is as it was born.)
+                _ if sealed(word) && age(word, slice) == 0 && self.latest(slice) > slice => {
                     slice = self.latest(slice);
                     continue 'retry;
                 }
-                Slot::Current(sum) => sum,
-                Slot::Expired => {
+                Slot::Current(sum) if !sealed(word) => sum,
+                Slot::Current(_) | Slot::Expired => {
                     // Open the slice: claim the slot, then go on as above.
                     let open = pack(slice, 0);
                     if slot
