@@ -20,7 +20,10 @@ fn facade_call_future_size() {
     // (a watch on each attempt's future, one around the driver, the call's
     // panic flags) added 48: 1424 / 1448. The breaker permit carrying its
     // key's hash (one search per store use, issue 16) added 8: 1432 / 1456.
-    // Issue 16's target is far below (512 for the facade): see its note.
-    assert!(c <= 1432, "executor call future grew to {c} bytes");
-    assert!(f <= 1456, "facade call future grew to {f} bytes");
+    // Counting a budget's `settle` panic of a call dropped mid-attempt
+    // (issue 17: a guard that counts when the call's future drops, two
+    // references) added 8 to each: 1440 / 1464. Issue 16's target is far
+    // below (512 for the facade): see its note.
+    assert!(c <= 1440, "executor call future grew to {c} bytes");
+    assert!(f <= 1464, "facade call future grew to {f} bytes");
 }
