@@ -62,19 +62,11 @@ const NANOS_PER_MS: u64 = 1_000_000;
 ///
 /// How: deposits and withdrawals are kept in reduced units (both divided by
 /// their greatest common divisor: 1 and 5 for 20 %, which changes no
-/// decision) in ten 64-bit slots, each `(sealed, slice number, signed
-/// sum)`, reset lazily when a later slice reuses it. The budget's clock
-/// never moves back: a call whose `now` lags behind the latest slice a slot
-/// holds (up to two windows behind) deposits and withdraws in that slice,
-/// as in Finagle, whose window never moves back either — so a thread whose
-/// clock lags cannot spend what a later slice already spent. A withdrawal
-/// seals the other nine slots (once per slice), counts them, and
-/// compare-and-swaps the current slot; a thread that lags is sealed out of
-/// its old slot and starts again in the later one. So decisions are those
-/// of some sequential order of the calls (the loom models in
-/// `core/tests/loom_budgets.rs` check this), and no two threads ever spend
-/// the same units. A slot's sum saturates rather than wraps; a withdrawal
-/// that would not fit is denied.
+/// decision) in ten 64-bit slots, each `(slice number, signed sum)`, reset
+/// lazily when a later slice reuses it. A withdrawal reads the window and
+/// compare-and-swaps the current slot, so two threads in one slice never
+/// spend the same units. A slot's sum saturates rather than wraps; a
+/// withdrawal that would not fit is denied.
 ///
 /// Units: `ttl` a [`Duration`] (clamped to 1..=60 s, as Finagle requires),
 /// `min_retries_per_sec` in retries per second, `percent_can_retry_permille`
@@ -125,38 +117,22 @@ enum Slot {
     Current(i32),
     /// An older slice: expired, reusable.
     Expired,
-    /// A later slice (another thread's `now` is ahead).
+    /// A later slice (another thread's `now` is a whole window ahead).
     Later,
 }
 
-/// A slot word's slice number is kept mod 2³¹ (bits 62..32).
-const SLICE_MASK: u32 = (1 << 31) - 1;
-/// Bit 63 of a slot word: sealed. A thread acting in a later slice seals
-/// every other slot before it counts them, so a thread whose clock lags
-/// can no longer write there and moves to the later slice instead.
-const SEAL: u64 = 1 << 63;
-
 const fn pack(slice: u64, sum: i32) -> u64 {
-    (((slice as u32 & SLICE_MASK) as u64) << 32) | (sum as u32 as u64)
+    ((slice as u32 as u64) << 32) | (sum as u32 as u64)
 }
 
 const fn sum_of(word: u64) -> i32 {
     word as u32 as i32
 }
 
-const fn sealed(word: u64) -> bool {
-    word & SEAL != 0
-}
-
-/// How many slices `word`'s slice lies before slice `now` (mod 2³¹; a
+/// How many slices `word`'s slice lies before slice `now` (mod 2³²; a
 /// later slice wraps to a huge age).
 const fn age(word: u64, now: u64) -> u32 {
-    (now as u32).wrapping_sub((word >> 32) as u32) & SLICE_MASK
-}
-
-/// How many slices a `Later` word's slice lies after `now`.
-const fn ahead(word: u64, now: u64) -> u64 {
-    (SLICE_MASK - age(word, now)) as u64 + 1
+    (now as u32).wrapping_sub((word >> 32) as u32)
 }
 
 const fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -201,35 +177,16 @@ impl RetryRatio {
             deposit: deposit as i64,
             withdrawal: withdrawal as i64,
             reserve: (min_retries_per_sec as u64 * ttl_secs * withdrawal) as i64,
-            // Born sealed (slice 0, sum 0): nothing was counted yet, so
-            // nothing needs sealing, and the first call in each slot claims
-            // it without sealing the nine others.
-            slots: [const { AtomicU64::new(SEAL) }; SLICES as usize],
+            slots: [const { AtomicU64::new(0) }; SLICES as usize],
         }
     }
 
     /// Retries (cost 1) that would be allowed at `now`: Finagle's `balance`.
     /// Negative when more was withdrawn than is left after deposits expired.
-    /// A `now` behind the latest slice written is read as that slice.
     pub fn balance(&self, now: Instant) -> i64 {
-        let slice = self.latest(self.slice(now));
-        let mut sum = self.reserve;
-        for (i, slot) in self.slots.iter().enumerate() {
-            sum += Self::in_window(slot.load(Ordering::SeqCst), slice, i);
-        }
-        sum / self.withdrawal
-    }
-
-    /// What slot `i`'s `word` adds to the window of `slice`: its sum if it
-    /// holds one of the window's ten slices (and is in that slice's slot: a
-    /// word whose slice number wrapped to look recent is not), else 0.
-    fn in_window(word: u64, slice: u64, i: usize) -> i64 {
-        let a = u64::from(age(word, slice));
-        if a < SLICES && slice >= a && (slice - a) % SLICES == i as u64 {
-            i64::from(sum_of(word))
-        } else {
-            0
-        }
+        let slice = self.slice(now);
+        let current = self.slot(slice).load(Ordering::Relaxed);
+        self.count(slice, current) / self.withdrawal
     }
 
     /// The slice `now` falls in.
@@ -244,124 +201,78 @@ impl RetryRatio {
     const fn read(word: u64, slice: u64) -> Slot {
         match age(word, slice) {
             0 => Slot::Current(sum_of(word)),
-            // Only a slot a thread wrote for a later `now` (up to two
-            // windows ahead) is ahead; anything else is old, including a
-            // never-written word (slice 0) seen from a clock far from its
-            // epoch. A sealed slot is never the latest: whoever sealed it
-            // holds a later, unsealed one.
-            a if a > SLICE_MASK - 2 * SLICES as u32 && !sealed(word) => Slot::Later,
+            // Only a slot a racing thread wrote for a slightly later `now`
+            // is ahead; anything else is old, including a never-written
+            // word (slice 0) seen from a clock far from its epoch.
+            a if a > u32::MAX - 2 * SLICES as u32 => Slot::Later,
             _ => Slot::Expired,
         }
     }
 
-    /// The slice a call at `slice` acts in: `slice`, or the latest slice a
-    /// slot holds if that is later. Like Finagle's window, the budget's
-    /// clock never moves back: a thread whose `now` lags behind another's
-    /// deposits and withdraws in the later slice, so it can neither spend
-    /// what the later slice already spent nor count a deposit the later
-    /// slice sees expired.
-    fn latest(&self, slice: u64) -> u64 {
-        let mut latest = slice;
-        for slot in &self.slots {
-            let word = slot.load(Ordering::SeqCst);
-            if let Slot::Later = Self::read(word, slice) {
-                latest = latest.max(slice + ahead(word, slice));
+    /// `reserve + Σ window` at `slice`, in reduced units, with `current` as
+    /// the current slot's word.
+    fn count(&self, slice: u64, current: u64) -> i64 {
+        let mut sum = self.reserve;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let word = if i as u64 == slice % SLICES {
+                current
+            } else {
+                slot.load(Ordering::Relaxed)
+            };
+            if age(word, slice) < SLICES as u32 {
+                sum += i64::from(sum_of(word));
             }
         }
-        latest
+        sum
     }
 
-    /// Adds `delta` (a deposit, > 0, saturating) or takes `-delta` (a
-    /// withdrawal, < 0: only if `reserve + Σ window` covers it) in the
-    /// slice `now` acts in. Whether it did.
-    ///
-    /// Linearizable: every call seals the other nine slots (one
-    /// compare-and-swap each, the first time a slice meets them), then
-    /// counts them — sealed, they can no longer change — and
-    /// compare-and-swaps its own slot, which fails if another thread wrote
-    /// it or a thread in a later slice sealed it meanwhile (the call then
-    /// starts again, in that slice). A slot that holds a later slice moves
-    /// the call there. A call that opens a new slice claims its slot first,
-    /// so a sealed slot always has a later one in view.
-    fn update(&self, delta: i64, now: Instant) -> bool {
-        let mut slice = self.slice(now);
-        'retry: loop {
-            let slot = self.slot(slice);
-            let mut word = slot.load(Ordering::SeqCst);
+    /// Adds `units` (≥ 0) to the current slice, saturating.
+    fn deposit_units(&self, units: i64, now: Instant) {
+        if units == 0 {
+            return;
+        }
+        let slice = self.slice(now);
+        let _ = self
+            .slot(slice)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                let sum = match Self::read(word, slice) {
+                    Slot::Current(sum) => sum,
+                    Slot::Expired => 0,
+                    // A whole window late: the deposit has already expired.
+                    Slot::Later => return None,
+                };
+                let sum = i64::from(sum).saturating_add(units);
+                Some(pack(slice, sum.min(i64::from(i32::MAX)) as i32))
+            });
+    }
+
+    /// Withdraws `units` if `reserve + Σ window` covers them at `now`.
+    fn withdraw(&self, units: i64, now: Instant) -> bool {
+        let slice = self.slice(now);
+        let slot = self.slot(slice);
+        let mut word = slot.load(Ordering::Relaxed);
+        loop {
             let sum = match Self::read(word, slice) {
-                Slot::Later => {
-                    slice += ahead(word, slice);
-                    continue 'retry;
-                }
-                // Sealed by a call in a later slice, which claimed its own
-                // slot first: find it. (None in view: the slot is as it was
-                // born, or the later slice is over two windows ahead, for
-                // which this slot has expired; the call goes on here.)
-                _ if sealed(word) && age(word, slice) == 0 && self.latest(slice) > slice => {
-                    slice = self.latest(slice);
-                    continue 'retry;
-                }
                 Slot::Current(sum) => sum,
-                Slot::Expired => {
-                    // Open the slice: claim the slot, then go on as above.
-                    let open = pack(slice, 0);
-                    if slot
-                        .compare_exchange(word, open, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_err()
-                    {
-                        continue 'retry;
-                    }
-                    word = open;
-                    0
-                }
+                Slot::Expired => 0,
+                Slot::Later => return false,
             };
-            let mut count = self.reserve;
-            for (i, other) in self.slots.iter().enumerate() {
-                if i as u64 == slice % SLICES {
-                    continue;
-                }
-                let mut w = other.load(Ordering::SeqCst);
-                loop {
-                    match Self::read(w, slice) {
-                        // A later slice: act there.
-                        Slot::Later => {
-                            slice += ahead(w, slice);
-                            continue 'retry;
-                        }
-                        _ if sealed(w) => break,
-                        // (`Current` here is a stale word whose slice
-                        // number wrapped: `in_window` leaves it out.)
-                        Slot::Current(_) | Slot::Expired => match other.compare_exchange(
-                            w,
-                            w | SEAL,
-                            Ordering::SeqCst,
-                            Ordering::SeqCst,
-                        ) {
-                            Ok(_) => {
-                                w |= SEAL;
-                                break;
-                            }
-                            Err(actual) => w = actual,
-                        },
-                    }
-                }
-                count += Self::in_window(w, slice, i);
+            if self.count(slice, word) < units {
+                return false;
             }
-            let next = i64::from(sum) + delta;
-            let next = if delta >= 0 {
-                next.min(i64::from(i32::MAX)) as i32
-            } else if count + i64::from(sum) < -delta {
-                return false;
-            } else if let Ok(next) = i32::try_from(next) {
-                next
-            } else {
+            let Ok(next) = i32::try_from(i64::from(sum) - units) else {
                 return false;
             };
-            if slot
-                .compare_exchange(word, pack(slice, next), Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                return true;
+            // Only threads in this slice write this slot, so the CAS fails
+            // exactly when one of them deposited or withdrew meanwhile.
+            match slot.compare_exchange_weak(
+                word,
+                pack(slice, next),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => word = actual,
             }
         }
     }
@@ -390,15 +301,13 @@ impl Budget for RetryRatio {
     /// the units withdrawn.
     fn decide(&self, request: &BudgetRequest<'_>) -> Decision {
         if let AttemptKind::Initial = request.kind {
-            if self.deposit > 0 {
-                self.update(self.deposit, request.now);
-            }
+            self.deposit_units(self.deposit, request.now);
             return Decision::ALLOW;
         }
         let units = self
             .withdrawal
             .saturating_mul(i64::from(request.cost.max(1)));
-        if self.update(-units, request.now) {
+        if self.withdraw(units, request.now) {
             Decision::reserve(Reservation(units as u64))
         } else {
             Decision::DENY
@@ -409,9 +318,7 @@ impl Budget for RetryRatio {
     /// an attempt that was allowed but never ran gives its units back.
     fn settle(&self, record: &AttemptRecord, reservation: Option<Reservation>, now: Instant) {
         if let (false, Some(Reservation(units))) = (record.budget_allowed, reservation) {
-            if units > 0 {
-                self.update(i64::try_from(units).unwrap_or(i64::MAX), now);
-            }
+            self.deposit_units(i64::try_from(units).unwrap_or(i64::MAX), now);
         }
     }
 }
@@ -569,13 +476,15 @@ mod tests {
         assert_eq!(b.balance(ms(0)), 100);
     }
 
-    /// A thread whose `now` lags a slice behind another's: sequentially,
-    /// one deposit paid for two retries — the lagging withdrawal did not
-    /// count the slot a later slice had written, so it spent the deposit
-    /// that slice had already spent (the balance went to −1). Now a lagging
-    /// `now` acts in the latest slice, as in Finagle, whose window never
-    /// moves back.
+    /// Open defect (issue 17): a thread whose `now` lags a slice behind
+    /// another's spends, sequentially, a deposit the later slice already
+    /// spent (the balance goes to −1): a withdrawal at slice 0 does not
+    /// count the slot a later slice wrote. A fix (acting in the latest
+    /// slice, sealing the other slots) passed this test and the loom
+    /// models but broke the conservation law in the `shared` fuzz target
+    /// (a balance that rose after a withdrawal), so it was not merged.
     #[test]
+    #[ignore = "open defect: a lagging clock spends what a later slice spent"]
     fn a_lagging_clock_cannot_spend_what_a_later_slice_spent() {
         // 100 %: a first attempt pays for exactly one retry; no reserve.
         let b = RetryRatio::new(Duration::from_secs(1), 0, 1_000);
@@ -583,51 +492,17 @@ mod tests {
         assert!(retry(&b, ms(100))); // slice 1 spends it
         assert!(!retry(&b, ms(0)), "a lagging clock spent it again");
         assert_eq!(b.balance(ms(100)), 0);
-        // Read from the lagging clock, the balance is the latest slice's.
-        assert_eq!(b.balance(ms(0)), 0);
-        // And its deposits land in the latest slice: at 1.05 s, when slice
-        // 0 has expired, this one still offsets slice 1's withdrawal (in
-        // slice 0 it would have expired too, leaving −1).
-        initial(&b, ms(50));
-        assert_eq!(b.balance(ms(999)), 1);
-        assert_eq!(b.balance(ms(1_050)), 0);
-        assert_eq!(b.balance(ms(1_100)), 0);
-        // The same from a slice nobody has opened yet (slice 2, behind
-        // slice 3): the call finds slice 3 among the other slots.
-        let b = RetryRatio::new(Duration::from_secs(1), 0, 1_000);
-        initial(&b, ms(0));
-        assert!(retry(&b, ms(300)));
-        assert!(!retry(&b, ms(200)), "a lagging clock spent it again");
-        assert_eq!(b.balance(ms(300)), 0);
-    }
-
-    /// Found by the `shared` fuzz target in an earlier version of the
-    /// sealing: a call more than two windows behind the latest slice does
-    /// not see that slice as later, and found its own slot sealed by it; it
-    /// looked for the later slice forever. It now acts in its own slice
-    /// (the documented limit: over two windows behind, a call is not moved
-    /// to the latest slice), where the later slice cannot see it.
-    #[test]
-    fn a_call_far_behind_a_sealed_slot_ends() {
-        let b = RetryRatio::new(Duration::from_secs(1), 0, 1_000);
-        initial(&b, ms(0)); // slice 0, slot 0
-        assert!(!retry(&b, ms(5_100))); // slice 51 (nothing in its window) seals slot 0
-        assert!(retry(&b, ms(0)), "slice 0 still holds its deposit");
-        assert!(!retry(&b, ms(0)));
-        assert_eq!(b.balance(ms(5_100)), 0);
     }
 
     #[test]
-    fn a_whole_window_late_acts_in_the_latest_slice() {
+    fn a_whole_window_late_changes_nothing() {
         let b = RetryRatio::finagle();
         initial(&b, ms(20_000)); // slice 20, slot 0
-                                 // A thread whose `now` is 20 s behind: its deposit lands in slice
-                                 // 20, and its withdrawals are covered by slice 20's window.
+                                 // A thread whose `now` is 20 s behind: its slot holds a later slice.
         initial(&b, ms(0));
-        assert_eq!(b.balance(ms(20_000)), 100); // (500 + 2) / 5
-        assert!(b.update(-5, ms(0)));
-        assert_eq!(b.balance(ms(20_000)), 99);
-        assert_eq!(sum_of(b.slots[0].load(Ordering::Relaxed)), 2 - 5);
+        assert!(!b.withdraw(5, ms(0)));
+        assert_eq!(b.balance(ms(20_000)), 100); // (500 + 1) / 5
+        assert_eq!(b.count(20, b.slots[0].load(Ordering::Relaxed)), 501);
     }
 
     /// Finagle's `TokenRetryBudget` over `TokenBucket.newLeakyBucket` over
