@@ -4,7 +4,8 @@
 # allocations and future size per call (examples/allocs.rs), instructions
 # per call (callgrind) — with ratios and the verdict on each target; then
 # the sections of benches/observer_cost.sh, benches/tower_layers.sh and
-# benches/sim_speed.sh (the simulator's calls/s and real-time factor).
+# benches/sim_speed.sh (the simulator's calls/s and real-time factor), and
+# the embedded section (examples/embedded/size.sh: qemu, thumbv7m).
 #
 #   bash benches/run.sh     # about 2 minutes from a warm build, 4 from cold
 #
@@ -338,4 +339,15 @@ echo "==> threads: examples/threads.rs" >&2
 # --- end of issue 16 ---
 # Measured by hand (needs etcd): see the file.
 cat benches/control_plane.md >> "$out"
+# --- issue 18: embedded sizes (needs qemu-system-arm and thumbv7m-none-eabi) ---
+# Flash and RAM over an empty baseline, call future sizes, peak stack and
+# instructions per call, measured on the Cortex-M3 example under qemu; fails
+# the run (set -e) if qemu or the target is missing rather than leave the
+# section out.
+echo "==> embedded: examples/embedded/size.sh" >&2
+{
+    echo
+    bash examples/embedded/size.sh --print
+} >>"$out"
+# --- end of issue 18 ---
 echo "==> wrote $out" >&2

@@ -2,8 +2,9 @@
 //!
 //! Why integers: `f64` runs in software on a Cortex-M4F and rounds
 //! differently across platforms; the multiplier is turned into a fixed-point
-//! factor once, and every delay after that is exact `u64` arithmetic, so the
-//! same seed gives the same delays everywhere.
+//! factor once (from the `f64`'s bits, with integer arithmetic), and every
+//! delay after that is exact `u64` arithmetic, so the same seed gives the
+//! same delays everywhere and no floating-point code runs.
 //!
 //! Why jitter: clients that fail together and back off by the same amounts
 //! retry together. Randomizing the delay spreads them out; the random source
@@ -99,22 +100,59 @@ impl BackoffSpec {
     pub fn backoff(&self) -> Backoff {
         let initial = nanos(self.initial);
         let max = nanos(self.max).max(initial);
-        // Normalized multipliers are in 1..=10; anything else is clamped here
-        // too so that an unnormalized policy still gives bounded delays.
-        let m = if self.multiplier.is_finite() {
-            self.multiplier.clamp(1.0, 10.0)
-        } else {
-            2.0
-        };
         Backoff {
             initial,
             max,
-            multiplier_milli: (m * MILLI as f64) as u64,
+            multiplier_milli: multiplier_milli(self.multiplier),
             jitter: self.jitter,
             base: initial,
             prev: initial,
         }
     }
+}
+
+/// The multiplier in thousandths, `(m.clamp(1.0, 10.0) * 1000.0) as u64`
+/// (2000 for a NaN or infinite `m`), computed from `m`'s bits with integer
+/// arithmetic only.
+///
+/// Why: on a target without a double-precision FPU (every Cortex-M but the
+/// M7), each `f64` multiply, comparison and conversion is a library call;
+/// these four cost about 1.3 KiB of flash. The result is bit for bit the
+/// floating-point one: normalized multipliers are in 1..=10 and anything
+/// else is clamped, as before, so that an unnormalized policy still gives
+/// bounded delays.
+const fn multiplier_milli(m: f64) -> u64 {
+    const EXP: u64 = 0x7ff0_0000_0000_0000;
+    const FRAC: u64 = (1 << 52) - 1;
+    const ONE: u64 = 0x3ff0_0000_0000_0000; // 1.0
+    const TEN: u64 = 0x4024_0000_0000_0000; // 10.0
+    let bits = m.to_bits();
+    if bits & EXP == EXP {
+        return 2 * MILLI; // NaN, +∞ or −∞
+    }
+    // Positive doubles order like their bits; the sign bit makes every
+    // negative one (−0.0 included) compare above 10.0, hence its own test.
+    if bits >> 63 == 1 || bits < ONE {
+        return MILLI;
+    }
+    if bits > TEN {
+        return 10 * MILLI;
+    }
+    // m = mant × 2^(exp − 1075) with mant < 2^53 and exp in 1023..=1026.
+    let exp = bits >> 52;
+    let mant = (bits & FRAC) | (1 << 52);
+    // The exact product mant × 1000 (< 2^63), rounded to 53 significant
+    // bits, ties to even, as the floating-point multiply rounds it.
+    let p = mant * MILLI;
+    let drop = (64 - p.leading_zeros() as u64) - 53;
+    let (q, rem, half) = (p >> drop, p & ((1 << drop) - 1), 1 << (drop - 1));
+    let q = if rem > half || (rem == half && q & 1 == 1) {
+        q + 1
+    } else {
+        q
+    };
+    // `as u64` truncates q × 2^(drop + exp − 1075), a right shift by 39..=43.
+    q >> (1075 - exp - drop)
 }
 
 /// `b` times the fixed-point multiplier `m / 1000`, in `u64`: exact while
@@ -253,6 +291,57 @@ mod tests {
             }
         }
         assert_eq!(grow(u64::MAX, 10 * MILLI), u64::MAX);
+    }
+
+    /// The integer conversion equals the floating-point one it replaced,
+    /// `(m.clamp(1.0, 10.0) * 1000.0) as u64` (2000 for NaN and ±∞), on
+    /// every step of 0.001 and 0.1 in range, their neighbours one ulp
+    /// away, the edges, and random doubles in and out of range.
+    #[test]
+    fn integer_multiplier_equals_the_float_one() {
+        fn float(m: f64) -> u64 {
+            let m = if m.is_finite() {
+                m.clamp(1.0, 10.0)
+            } else {
+                2.0
+            };
+            (m * MILLI as f64) as u64
+        }
+        let check =
+            |m: f64| assert_eq!(multiplier_milli(m), float(m), "{m:e} ({:#x})", m.to_bits());
+        for m in [
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+            1.0,
+            10.0,
+            1.5,
+            2.0,
+            9.999_999_999_999_998,
+            f64::from_bits(1), // the smallest subnormal
+        ] {
+            check(m);
+        }
+        let steps = if cfg!(miri) { 200 } else { 9_001 };
+        for k in 0..steps {
+            for m in [1.0 + k as f64 / 1000.0, k as f64 / 10.0] {
+                for b in [m.to_bits().wrapping_sub(1), m.to_bits(), m.to_bits() + 1] {
+                    check(f64::from_bits(b));
+                }
+            }
+        }
+        let mut rng = fastrand::Rng::with_seed(16);
+        let (one, ten) = (1f64.to_bits(), 10f64.to_bits());
+        for _ in 0..if cfg!(miri) { 500 } else { 200_000 } {
+            check(f64::from_bits(rng.u64(one..=ten)));
+            check(f64::from_bits(rng.u64(..)));
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use core::time::Duration;
 
-use crate::time::Instant;
+use crate::time::{nanos, Instant};
 
 /// What a trigger knows about the running retry group.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -147,7 +147,15 @@ fn tenths(s: &str) -> Option<u16> {
 /// Hedge `k` at `k × gap` after the group's primary.
 fn spaced(state: &HedgeState, gap: Duration) -> HedgeDecision {
     let k = state.hedges.saturating_add(1);
-    let due = state.group_start + gap.saturating_mul(k);
+    // In `u64` nanoseconds, saturating: the same instant as
+    // `group_start + gap * k` with `Duration`'s arithmetic, without its
+    // seconds-and-nanoseconds normalization (a division on a Cortex-M).
+    let due = Instant::from_nanos(
+        state
+            .group_start
+            .as_nanos()
+            .saturating_add(nanos(gap).saturating_mul(u64::from(k))),
+    );
     if state.now >= due {
         HedgeDecision {
             spawn: true,

@@ -10,7 +10,7 @@
 #   - from `probe` under qemu: call future sizes, peak stack of one call
 #     (stack painting) and instructions per call (-icount).
 # Needs qemu-system-arm, the thumbv7m-none-eabi target and GNU binutils'
-# `size`. Usage: examples/embedded/size.sh [--print]  (--print: stdout only)
+# `size` and `nm`. Usage: examples/embedded/size.sh [--print]  (--print: stdout only)
 set -euo pipefail
 cd "$(dirname "$0")"
 elf=target/thumbv7m-none-eabi/release
@@ -23,6 +23,34 @@ sections() { # ELF -> "flash ram"
         $1 == ".data" || $1 == ".bss" { r += $2 }
         END { print f, r }'
 }
+# Flash of `one_call` over `baseline`, by where the code comes from.
+breakdown() { # BASE ONE -> markdown rows "| group | bytes |"
+    join -t $'\t' -a 1 -a 2 -e 0 -o '0,1.2,2.2' \
+        <(syms "$1") <(syms "$2") |
+        awk -F '\t' '
+        {
+            d = $3 - $2; n = $1
+            if (d == 0) next
+            if (n ~ /machine::|CallMachine/) g = "call machine (`recourse_core::machine`)"
+            else if (n ~ /__cortex_m_rt_main/) g = "the call site: `main` with the call future'"'"'s poll inlined"
+            else if (n ~ /driver::/) g = "driver: express lane, attempt slots (`recourse_core::driver`)"
+            else if (n ~ /breaker|Guard|token_bucket|budget::/) g = "gate: circuit breaker and `TokenBucket` (the example'"'"'s `Guard`)"
+            else if (n ~ /backoff::/) g = "backoff and its jitter draw (`recourse_core::backoff`, fastrand)"
+            else if (n ~ /hedge::/) g = "hedge trigger (`recourse_core::hedge`)"
+            else if (n ~ /board::|SysTick|TickCounter|counter::/) g = "the program'"'"'s SysTick `Timer` and `TickCounter`"
+            else if (n ~ /compiler_builtins|__aeabi|__udiv|mem(cpy|move|set|clr)/) g = "compiler builtins (`memcpy`, `memclr`)"
+            else if (n ~ /^\.Lanon|^\.L/) g = "constants and panic messages (`.rodata`)"
+            else g = "other (semihosting, panic entry points)"
+            s[g] += d
+        }
+        END { for (g in s) printf "| %s | %d B |\n", g, s[g] }' | sort -t '|' -k3 -rn
+}
+syms() { # ELF -> "name<TAB>size" (sizes of one name summed), sorted by name
+    nm --size-sort -S -C --radix=d "$1" |
+        awk '{ sz = $2 + 0; $1 = ""; $2 = ""; $3 = ""; sub(/^ +/, ""); sub(/::h[0-9a-f]+$/, ""); s[$0] += sz }
+             END { for (n in s) printf "%s\t%d\n", n, s[n] }' | LC_ALL=C sort -t $'\t' -k1,1
+}
+
 read -r base_f base_r < <(sections "$elf/baseline")
 read -r one_f one_r < <(sections "$elf/one_call")
 read -r ex_f ex_r < <(sections "$elf/recourse-embedded-example")
@@ -46,6 +74,15 @@ and the \`wfi\` \`block_on\`.
 | \`baseline\`: one read of the peripheral, no recourse | $base_f B | $base_r B | | |
 | \`one_call\`: that read through one call site (retries, attempt timeouts, TokenBucket, CircuitBreaker) | $one_f B | $one_r B | $((one_f - base_f)) B ($(kib $((one_f - base_f)))) | $((one_r - base_r)) B |
 | the example: five call sites, 1 and 2 slots, records printed | $ex_f B | $ex_r B | $((ex_f - base_f)) B ($(kib $((ex_f - base_f)))) | $((ex_r - base_r)) B |
+
+Where the first call site's flash goes: the named symbols of \`one_call\`
+minus those of \`baseline\` (GNU \`nm\`; alignment padding makes up the
+rest). No floating-point code is left on the call path (the backoff
+multiplier is read from the \`f64\`'s bits with integer arithmetic).
+
+| from | flash |
+|---|---:|
+$(LC_ALL=C breakdown "$elf/baseline" "$elf/one_call")
 
 | one call (from \`probe\`, under qemu) | value |
 |---|---:|

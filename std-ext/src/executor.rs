@@ -440,6 +440,14 @@ impl<S: TimerSource> Executor<S> {
             keep_rejected: !rejected_is_error,
             ..CallPanics::default()
         };
+        // Counted when the call ends or is dropped: a dropped call settles
+        // its attempts as its future drops, after this function's last line
+        // ran, and a panic there must be counted too. Declared before the
+        // call's future, so it drops after it.
+        let _count = CountSettlePanics {
+            settled: &call_panics.settle,
+            count: &self.settle_panics,
+        };
         let parts = ExecParts {
             exec: self,
             kept: &kept,
@@ -492,9 +500,6 @@ impl<S: TimerSource> Executor<S> {
                 .await
             }
         };
-        if call_panics.settle.load(Ordering::Relaxed) {
-            self.settle_panics.fetch_add(1, Ordering::Relaxed);
-        }
         // The result contract: a call the observer heard fail is an `Err`.
         // Only a value the classifier rejected reaches here as `Ok` (a
         // policy-named classifier under `call`; the methods taking a
@@ -649,6 +654,21 @@ struct Prepared<'k, 't, C> {
     /// What the policy does with the attempts made upstream.
     upstream: UpstreamEffect,
     timeline: Option<&'t mut Timeline>,
+}
+
+/// Counts a call in [`Executor::budget_settle_panics`] when it is dropped,
+/// if a budget's `settle` panicked during the call (or while it dropped).
+struct CountSettlePanics<'a> {
+    settled: &'a AtomicBool,
+    count: &'a AtomicU64,
+}
+
+impl Drop for CountSettlePanics<'_> {
+    fn drop(&mut self) {
+        if self.settled.load(Ordering::Relaxed) {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 pin_project_lite::pin_project! {

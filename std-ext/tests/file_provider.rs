@@ -105,9 +105,15 @@ fn watched_edits_apply_and_bad_edits_keep_the_last_good(watch: Watch) {
     );
 
     // A bad edit: counted, reported with file/key/field, nothing changes.
-    std::fs::write(&path, doc(6).replace("\"1ms\"", "\"1\"")).unwrap();
+    // Written aside and renamed over, so that no watcher can read it half
+    // written (a half-written file is a different error, or none).
+    write_atomically(&path, &doc(6).replace("\"1ms\"", "\"1\""));
+    // (The in-place edit above may have been read half written once:
+    // wait for this edit's own error.)
     assert!(
-        wait_for(|| p.stats().rejected >= 1),
+        wait_for(
+            || p.stats().rejected >= 1 && p.stats().last_error.is_some_and(|e| e.key.is_some())
+        ),
         "bad edit not seen: {:?}",
         p.stats()
     );

@@ -11,6 +11,10 @@
 //! - [`invariants`] drives the call machine through arbitrary scenarios and
 //!   checks its invariants after every step; `tests/machine_invariants.rs`
 //!   runs it as a property test and `fuzz/` under libFuzzer.
+//! - [`executor_model`] runs the std executor on tokio's paused clock under
+//!   arbitrary policies, operations, panics and missing pieces and checks
+//!   its contracts; `tests/executor_model.rs` runs it as a property test and
+//!   `fuzz/` (`executor`) under libFuzzer.
 //! - [`hedged`] counts the attempt futures, observer events and budget
 //!   states of many hedged calls through the executor on a real runtime.
 
@@ -26,6 +30,7 @@ use recourse_core::policy::RetryPolicy;
 use recourse_core::{AttemptRecord, CallEnd, Cause, Instant, Observer, Policy, PolicyKey, Verdict};
 
 pub mod conformance;
+pub mod executor_model;
 pub mod hedged;
 pub mod invariants;
 pub mod load;

@@ -239,7 +239,15 @@ impl<B: Budget + ?Sized> Gate for BudgetGate<'_, B> {
 
     fn attempt_ended(&mut self, record: &AttemptRecord) {
         if let Some(i) = self.held.iter().position(|(id, _)| *id == record.info.id) {
-            let (_, reservation) = self.held.swap_remove(i);
+            // `swap_remove` by hand: heapless's moves the last element with
+            // `ptr::copy`, which pulls in `memmove` (1.6 KiB on a
+            // Cortex-M); these are plain `Copy` assignments.
+            let (_, reservation) = self.held[i];
+            if let Some(last) = self.held.pop() {
+                if i < self.held.len() {
+                    self.held[i] = last;
+                }
+            }
             self.budget.settle(record, reservation, record.end);
         }
     }

@@ -350,3 +350,21 @@ fn two_threads_neither_create_nor_lose_units() {
     assert_eq!(retried.into_inner(), (500 + 2 * DEPOSITS) / 5);
     assert_eq!(b.balance(ms(3_000)), 0);
 }
+
+/// Open defect (issue 17): a thread whose `now` lags a slice behind
+/// another's spends, sequentially, a deposit the later slice already
+/// spent (the balance goes to −1): a withdrawal at slice 0 does not
+/// count the slot a later slice wrote. A fix (acting in the latest
+/// slice, sealing the other slots) passed this test and the loom
+/// models but broke the conservation law in the `shared` fuzz target
+/// (a balance that rose after a withdrawal), so it was not merged.
+#[test]
+#[ignore = "open defect: a lagging clock spends what a later slice spent"]
+fn a_lagging_clock_cannot_spend_what_a_later_slice_spent() {
+    // 100 %: a first attempt pays for exactly one retry; no reserve.
+    let b = RetryRatio::new(Duration::from_secs(1), 0, 1_000);
+    initial(&b, ms(0)); // slice 0
+    assert!(retry(&b, ms(100))); // slice 1 spends it
+    assert!(!retry(&b, ms(0)), "a lagging clock spent it again");
+    assert_eq!(b.balance(ms(100)), 0);
+}
