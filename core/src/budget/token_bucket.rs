@@ -123,9 +123,19 @@ impl TokenBucket {
     }
 
     /// `C`: whole milliseconds since the epoch × rate, in milli-tokens.
-    /// Cannot overflow: `u64::MAX / 10^6` ms × at most `10^6` per ms.
+    /// Cannot overflow: `u64::MAX / 10^6` ms × at most `10^6` per ms. It
+    /// stops one capacity short of `u64::MAX`, so that `max(S, C) + cost`
+    /// always fits: near the end of time (within `capacity / rate` seconds
+    /// of `Instant::MAX`, centuries away) the bucket stops refilling but
+    /// still spends exactly what it holds.
     const fn clock(&self, now: Instant) -> u64 {
-        (now.as_nanos() / NANOS_PER_MS) * self.refill_per_second as u64
+        let clock = (now.as_nanos() / NANOS_PER_MS) * self.refill_per_second as u64;
+        let last = u64::MAX - self.capacity_milli();
+        if clock < last {
+            clock
+        } else {
+            last
+        }
     }
 
     /// Spends `cost` milli-tokens if the bucket holds them at `now`.
@@ -296,6 +306,17 @@ mod tests {
         // At the end of time nothing panics; the bucket only looks emptier.
         assert!(b.available(Instant::MAX) <= u64::from(u32::MAX));
         let _ = b.decide(&request(RETRY, u32::MAX, None, Instant::MAX));
+        // A full bucket at the end of time holds its capacity and spends it
+        // (found by the `machine` fuzz target: the sum overflowed and a
+        // bucket holding exactly the cost denied it).
+        for rate in [MAX_REFILL_PER_SECOND, 1_000, 1] {
+            let b = TokenBucket::new(2_964_369_584, rate);
+            assert_eq!(b.available(Instant::MAX), 2_964_369_584);
+            let d = b.decide(&request(RETRY, 2_964_369_584, None, Instant::MAX));
+            assert!(d.allowed, "rate {rate}");
+            assert_eq!(b.available(Instant::MAX), 0);
+            assert!(!b.decide(&request(RETRY, 1, None, Instant::MAX)).allowed);
+        }
     }
 
     #[test]
