@@ -441,8 +441,9 @@ fn a_hedge_check_at_the_clock_end_never_waits_until_now() {
 // A hedged call's non-retryable failure returned as a deadline
 // ---------------------------------------------------------------------------
 
-/// Found by the `executor` fuzz target (open; in `core/src/driver/`, not
-/// this branch's to change): the three attempts of one hedged call fail
+/// Found by the `executor` fuzz target (fixed: the machine now names the
+/// group's first terminal attempt, whose result the driver keeps, also when
+/// the last attempt to report fails terminally): the three attempts of one hedged call fail
 /// with errors the classifier calls final (the second hedge at 532 ms, the
 /// primary at 1936 ms, the first hedge at 1937 ms). The verdict is
 /// `NonRetryable`, naming attempt 1, and the observer hears
@@ -450,7 +451,6 @@ fn a_hedge_check_at_the_clock_end_never_waits_until_now() {
 /// concludes, so the call returns `Error::DeadlineExceeded { last: None }`,
 /// for a policy without any deadline, and the error is lost.
 #[test]
-#[ignore = "open defect: the driver loses the held non-retryable result of a hedged call"]
 fn a_hedged_non_retryable_failure_is_not_returned_as_a_deadline() {
     use recourse::classify::MissingClassifierMode;
     use recourse::Policy;

@@ -320,6 +320,12 @@ impl<const N: usize> CallMachine<N> {
             }
         };
         if self.cancel_on_first_terminal || self.in_flight() == 0 {
+            // The group's first terminal outcome is the call's, as in
+            // `group_done` (and its result is the one the driver keeps).
+            if let Some((first, first_cause)) = self.terminal.take() {
+                self.last_failure = Some(first);
+                return self.fail(first_cause);
+            }
             return self.fail(cause);
         }
         // Other attempts may still succeed; a later retryable failure must

@@ -380,6 +380,24 @@ impl<'s> Checker<'s> {
         };
         self.last_failed = Some(id);
         if self.policy.hedge.cancel_on_first_terminal || self.in_flight.is_empty() {
+            // The group's first terminal outcome is the call's, whichever
+            // attempt reports last (as when the last one fails retryably,
+            // in `group_failed`).
+            if let Some(t) = self.group_terminal.take() {
+                self.last_failed = Some(t);
+                let cause = match self.attempts[usize::from(t)].life {
+                    Life::Finished(Outcome {
+                        kind: OutcomeKind::Abort,
+                        ..
+                    }) => Cause::Abort,
+                    _ => Cause::NonRetryable,
+                };
+                self.expected = Some(Verdict::Failure {
+                    cause,
+                    last: Some(AttemptId(t)),
+                });
+                return;
+            }
             self.expected = Some(Verdict::Failure {
                 cause,
                 last: Some(AttemptId(id)),
