@@ -383,19 +383,7 @@ impl<'s> Checker<'s> {
             // The group's first terminal outcome is the call's, whichever
             // attempt reports last (as when the last one fails retryably,
             // in `group_failed`).
-            if let Some(t) = self.group_terminal.take() {
-                self.last_failed = Some(t);
-                let cause = match self.attempts[usize::from(t)].life {
-                    Life::Finished(Outcome {
-                        kind: OutcomeKind::Abort,
-                        ..
-                    }) => Cause::Abort,
-                    _ => Cause::NonRetryable,
-                };
-                self.expected = Some(Verdict::Failure {
-                    cause,
-                    last: Some(AttemptId(t)),
-                });
+            if self.end_on_held_terminal() {
                 return;
             }
             self.expected = Some(Verdict::Failure {
@@ -407,22 +395,31 @@ impl<'s> Checker<'s> {
         }
     }
 
+    /// Ends the call on the group's first terminal outcome, if one is held;
+    /// says whether it did.
+    fn end_on_held_terminal(&mut self) -> bool {
+        let Some(t) = self.group_terminal.take() else {
+            return false;
+        };
+        self.last_failed = Some(t);
+        let cause = match self.attempts[usize::from(t)].life {
+            Life::Finished(Outcome {
+                kind: OutcomeKind::Abort,
+                ..
+            }) => Cause::Abort,
+            _ => Cause::NonRetryable,
+        };
+        self.expected = Some(Verdict::Failure {
+            cause,
+            last: Some(AttemptId(t)),
+        });
+        true
+    }
+
     /// Every attempt of the running group failed, the last one retryably
     /// (with `hint`).
     fn group_failed(&mut self, hint: Option<Duration>) {
-        if let Some(t) = self.group_terminal.take() {
-            self.last_failed = Some(t);
-            let cause = match self.attempts[usize::from(t)].life {
-                Life::Finished(Outcome {
-                    kind: OutcomeKind::Abort,
-                    ..
-                }) => Cause::Abort,
-                _ => Cause::NonRetryable,
-            };
-            self.expected = Some(Verdict::Failure {
-                cause,
-                last: Some(AttemptId(t)),
-            });
+        if self.end_on_held_terminal() {
             return;
         }
         let last = self.last_failed.map(AttemptId);
