@@ -319,13 +319,18 @@ impl<const N: usize> CallMachine<N> {
                 return;
             }
         };
-        // The group's first terminal outcome is the call's (and its result
-        // is the one the driver keeps): other attempts may still succeed,
-        // and a later failure, retryable or not, must not mask it.
-        self.terminal.get_or_insert((id, cause));
         if self.cancel_on_first_terminal || self.in_flight() == 0 {
-            self.group_done(None);
+            // The group's first terminal outcome is the call's, as in
+            // `group_done` (and its result is the one the driver keeps).
+            if let Some((first, first_cause)) = self.terminal.take() {
+                self.last_failure = Some(first);
+                return self.fail(first_cause);
+            }
+            return self.fail(cause);
         }
+        // Other attempts may still succeed; a later retryable failure must
+        // not mask this one.
+        self.terminal.get_or_insert((id, cause));
     }
 
     /// Every attempt of the group has reported: its held terminal outcome
