@@ -53,11 +53,10 @@ impl Backoff {
             }
             Jitter::Decorrelated => {
                 let hi = self.prev.saturating_mul(3);
-                let d = if hi > self.initial {
-                    rng.u64(self.initial..hi)
-                } else {
-                    self.initial
-                };
+                // `rng.u64(initial..hi)`, the same draw (fastrand maps a
+                // range to its start plus a draw below its length), through
+                // the one copy of the draw that `below` is.
+                let d = self.initial + below(rng, hi.saturating_sub(self.initial));
                 self.prev = d.min(self.max);
                 d
             }
@@ -138,21 +137,24 @@ const fn multiplier_milli(m: f64) -> u64 {
     if bits > TEN {
         return 10 * MILLI;
     }
-    // m = mant × 2^(exp − 1075) with mant < 2^53 and exp in 1023..=1026.
+    // m = mant × 2^(exp − 1075) with 2^52 <= mant < 2^53 and exp in
+    // 1023..=1026.
     let exp = bits >> 52;
     let mant = (bits & FRAC) | (1 << 52);
-    // The exact product mant × 1000 (< 2^63), rounded to 53 significant
-    // bits, ties to even, as the floating-point multiply rounds it.
+    // The exact product mant × 1000 has 62 or 63 bits (2^61.9 <= p < 2^63).
+    // The floating-point multiply rounds it to 53 significant bits, ties to
+    // even: it drops the low 9 or 10 bits, adding one unit of the last kept
+    // bit when they are above half of it, or at half with that bit odd —
+    // which is adding `half - 1 + odd` and truncating.
     let p = mant * MILLI;
-    let drop = (64 - p.leading_zeros() as u64) - 53;
-    let (q, rem, half) = (p >> drop, p & ((1 << drop) - 1), 1 << (drop - 1));
-    let q = if rem > half || (rem == half && q & 1 == 1) {
-        q + 1
+    let (half, odd) = if p >> 62 == 1 {
+        (1 << 9, (p >> 10) & 1)
     } else {
-        q
+        (1 << 8, (p >> 9) & 1)
     };
-    // `as u64` truncates q × 2^(drop + exp − 1075), a right shift by 39..=43.
-    q >> (1075 - exp - drop)
+    // `as u64` then truncates the rounded product × 2^(exp − 1075): one
+    // right shift by 49..=52 truncates both at once (no overflow: p < 2^63).
+    (p + half - 1 + odd) >> (1075 - exp)
 }
 
 /// `b` times the fixed-point multiplier `m / 1000`, in `u64`: exact while
@@ -167,12 +169,27 @@ fn grow(b: u64, m: u64) -> u64 {
     }
 }
 
-/// `U[0, n)`, or 0 when `n` is 0.
+/// `U[0, n)`, or 0 when `n` is 0: the draw of `rng.u64(0..n)`, the same
+/// values from the same RNG state.
+///
+/// It is fastrand's own method (Lemire's multiply-and-reject on its
+/// full-range `u64`), written with one loop where fastrand's has a first
+/// draw and a loop of redraws: each draw is a 64 × 64-bit multiply to 128
+/// bits, a dozen instructions on a 32-bit target, and this keeps one copy
+/// of it. `draws_equal_fastrands` checks the two agree.
 fn below(rng: &mut fastrand::Rng, n: u64) -> u64 {
     if n == 0 {
-        0
-    } else {
-        rng.u64(0..n)
+        return 0;
+    }
+    // Draws whose low half is under this are rejected (`2^64 mod n`,
+    // computed only when a draw is under `n`, which it rarely is).
+    let mut threshold = None;
+    loop {
+        let m = u128::from(rng.u64(..)) * u128::from(n);
+        let low = m as u64;
+        if low >= n || low >= *threshold.get_or_insert_with(|| n.wrapping_neg() % n) {
+            return (m >> 64) as u64;
+        }
     }
 }
 
@@ -188,6 +205,34 @@ mod tests {
             jitter,
             ..RetryPolicy::DEFAULT
         }
+    }
+
+    /// `below` draws what `rng.u64(0..n)` draws, state for state: for
+    /// lengths of every size, those that reject often (just above a power
+    /// of two, `2^63 + 1` rejects nearly half the draws) included.
+    #[test]
+    fn draws_equal_fastrands() {
+        let mut lengths = std::vec![1, 2, 3, 7, 1000, 10_000_000, u64::MAX, u64::MAX - 1];
+        for shift in [1, 31, 32, 33, 62, 63] {
+            lengths.extend([(1 << shift) - 1, 1 << shift, (1 << shift) + 1]);
+        }
+        let mut lens = fastrand::Rng::with_seed(5);
+        lengths.extend((0..200).map(|_| lens.u64(1..)));
+        for n in lengths {
+            for seed in 0..if cfg!(miri) { 3 } else { 200 } {
+                let (mut a, mut b) = (
+                    fastrand::Rng::with_seed(seed),
+                    fastrand::Rng::with_seed(seed),
+                );
+                for _ in 0..8 {
+                    assert_eq!(below(&mut a, n), b.u64(0..n), "n = {n}, seed {seed}");
+                    assert_eq!(a.get_seed(), b.get_seed(), "n = {n}, seed {seed}");
+                }
+            }
+        }
+        let mut rng = fastrand::Rng::with_seed(9);
+        assert_eq!(below(&mut rng, 0), 0);
+        assert_eq!(rng.get_seed(), 9, "no draw for an empty range");
     }
 
     #[test]

@@ -57,16 +57,19 @@ impl Instant {
     }
 
     /// `self + d`, saturating at [`Instant::MAX`].
+    #[cfg_attr(target_pointer_width = "32", inline(never))]
     pub const fn saturating_add(self, d: Duration) -> Self {
         Self(self.0.saturating_add(nanos(d)))
     }
 
     /// `self - d`, saturating at the epoch.
+    #[cfg_attr(target_pointer_width = "32", inline(never))]
     pub const fn saturating_sub(self, d: Duration) -> Self {
         Self(self.0.saturating_sub(nanos(d)))
     }
 
     /// The time from `earlier` to `self`; zero when `earlier` is later.
+    #[cfg_attr(target_pointer_width = "32", inline(never))]
     pub const fn saturating_duration_since(self, earlier: Self) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
@@ -101,12 +104,15 @@ impl fmt::Debug for Instant {
 }
 
 /// A [`Duration`] as whole nanoseconds, saturating at `u64::MAX` (584 years).
+///
+/// In `u64` arithmetic: [`Duration::as_nanos`] is a `u128`, whose multiply
+/// and compare are several instructions each on a 32-bit target, and this
+/// is inlined wherever an [`Instant`] moves by a [`Duration`].
+#[cfg_attr(target_pointer_width = "32", inline(never))]
 pub const fn nanos(d: Duration) -> u64 {
-    let n = d.as_nanos();
-    if n > u64::MAX as u128 {
-        u64::MAX
-    } else {
-        n as u64
+    match d.as_secs().checked_mul(1_000_000_000) {
+        Some(secs) => secs.saturating_add(d.subsec_nanos() as u64),
+        None => u64::MAX,
     }
 }
 

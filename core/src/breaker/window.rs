@@ -2,6 +2,7 @@
 //! ring of time buckets, so the ratio rule sees the last `window` of calls
 //! in fixed memory and the window slides without a timer.
 
+use core::num::NonZeroU64;
 use core::time::Duration;
 
 use crate::time::{nanos, Instant};
@@ -38,8 +39,10 @@ const EMPTY_BUCKET: Bucket = Bucket {
 /// window is the last [`BUCKETS`] bucket indices.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Window {
-    /// Nanoseconds per bucket, at least 1.
-    width: u64,
+    /// Nanoseconds per bucket. Non-zero by type, so the divisions by it
+    /// need no zero check (nor its panic path, in flash on a
+    /// microcontroller).
+    width: NonZeroU64,
     buckets: [Bucket; BUCKETS],
 }
 
@@ -47,7 +50,10 @@ impl Window {
     pub(super) const fn new(window: Duration) -> Self {
         let width = nanos(window) / BUCKETS as u64;
         Self {
-            width: if width == 0 { 1 } else { width },
+            width: match NonZeroU64::new(width) {
+                Some(width) => width,
+                None => NonZeroU64::MIN,
+            },
             buckets: [EMPTY_BUCKET; BUCKETS],
         }
     }
