@@ -15,20 +15,28 @@ use recourse_embedded_example::board::{self, SysTickTimer};
 use recourse_embedded_example::guard::Guard;
 use recourse_embedded_example::peripheral::{Mode, Peripheral};
 
+/// The call site's policy, built at compile time and kept in flash, as
+/// firmware keeps its configuration.
+static POLICY: Policy = policy();
+
+const fn policy() -> Policy {
+    let mut policy = Policy::DEFAULT;
+    policy.retry.timeout_per_attempt = Some(Duration::from_millis(50));
+    policy.circuit.enabled = true;
+    policy
+}
+
 #[entry]
 fn main() -> ! {
     let Some(cp) = cortex_m::Peripherals::take() else {
         board::exit(false)
     };
     board::start_systick(cp.SYST);
-    let mut policy = Policy::DEFAULT;
-    policy.retry.timeout_per_attempt = Some(Duration::from_millis(50));
-    policy.circuit.enabled = true;
-    let mut breaker = CircuitBreaker::new(policy.circuit.clone());
+    let mut breaker = CircuitBreaker::new(POLICY.circuit.clone());
     let key = PolicyKey::parse("sensor.Read");
     let p = Peripheral::new(Mode::FailThenAnswer(2));
     let out = board::block_on(
-        call(key, &policy, SysTickTimer, |_| p.read()).gate(Guard::new(key, &mut breaker)),
+        call(key, &POLICY, SysTickTimer, |_| p.read()).gate(Guard::new(key, &mut breaker)),
     );
     match out {
         Ok(v) => hprintln!("baseline: ok {:#x}", v),
