@@ -37,8 +37,10 @@ breakdown() { # BASE ONE -> markdown rows "| group | bytes |"
             else if (n ~ /driver::/) g = "driver: express lane, attempt slots (`recourse_core::driver`)"
             else if (n ~ /breaker|Guard|token_bucket|budget::/) g = "gate: circuit breaker and `TokenBucket` (the example'"'"'s `Guard`)"
             else if (n ~ /backoff::/) g = "backoff and its jitter draw (`recourse_core::backoff`, fastrand)"
+            else if (n ~ /::POLICY$/) g = "the call site'"'"'s `Policy`, a `static` (`.rodata`)"
             else if (n ~ /hedge::/) g = "hedge trigger (`recourse_core::hedge`)"
             else if (n ~ /board::|SysTick|TickCounter|counter::/) g = "the program'"'"'s SysTick `Timer` and `TickCounter`"
+            else if (n ~ /time::|Instant/) g = "`Instant` and `Duration` arithmetic (`recourse_core::time`, one copy on 32-bit targets)"
             else if (n ~ /compiler_builtins|__aeabi|__udiv|mem(cpy|move|set|clr)/) g = "compiler builtins (`memcpy`, `memclr`)"
             else if (n ~ /^\.Lanon|^\.L/) g = "constants and panic messages (`.rodata`)"
             else g = "other (semihosting, panic entry points)"
@@ -46,9 +48,10 @@ breakdown() { # BASE ONE -> markdown rows "| group | bytes |"
         }
         END { for (g in s) printf "| %s | %d B |\n", g, s[g] }' | sort -t '|' -k3 -rn
 }
-syms() { # ELF -> "name<TAB>size" (sizes of one name summed), sorted by name
+syms() { # ELF -> "name<TAB>size" of code and read-only data (what is
+    # flashed; statics in RAM are left out), sizes of one name summed, sorted by name
     nm --size-sort -S -C --radix=d "$1" |
-        awk '{ sz = $2 + 0; $1 = ""; $2 = ""; $3 = ""; sub(/^ +/, ""); sub(/::h[0-9a-f]+$/, ""); s[$0] += sz }
+        awk '$3 ~ /^[tTrR]$/ { sz = $2 + 0; $1 = ""; $2 = ""; $3 = ""; sub(/^ +/, ""); sub(/::h[0-9a-f]+$/, ""); s[$0] += sz }
              END { for (n in s) printf "%s\t%d\n", n, s[n] }' | LC_ALL=C sort -t $'\t' -k1,1
 }
 
@@ -81,10 +84,13 @@ and the \`wfi\` \`block_on\`.
 | \`one_call\`: that read through one call site (retries, attempt timeouts, TokenBucket, CircuitBreaker) | $one_f B | $one_r B | $((one_f - base_f)) B ($(kib $((one_f - base_f)))) | $((one_r - base_r)) B |
 | the example: five calls through its one call site (2 slots), records printed | $ex_f B | $ex_r B | $((ex_f - base_f)) B ($(kib $((ex_f - base_f)))) | $((ex_r - base_r)) B |
 
-Where the first call site's flash goes: the named symbols of \`one_call\`
-minus those of \`baseline\` (GNU \`nm\`; alignment padding makes up the
-rest). No floating-point code is left on the call path (the backoff
-multiplier is read from the \`f64\`'s bits with integer arithmetic).
+Where the first call site's flash goes: the code and read-only data
+symbols of \`one_call\` minus those of \`baseline\` (GNU \`nm\`; alignment
+padding makes up the rest). Code inlined into a function counts with that
+function (the driver's \`take_over\` holds a copy of the machine's
+\`poll\`). No floating-point code is left on the call path (the backoff
+multiplier is read from the \`f64\`'s bits with integer arithmetic), and
+durations become nanoseconds in \`u64\` arithmetic, not \`u128\`.
 
 | from | flash |
 |---|---:|
