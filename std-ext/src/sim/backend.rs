@@ -3,6 +3,7 @@
 
 use core::time::Duration;
 
+use recourse_core::time::nanos;
 use recourse_core::Instant;
 
 /// The longest latency a distribution yields; longer draws are cut here so
@@ -79,6 +80,12 @@ impl Latency {
 
     /// One draw, at most [`MAX_LATENCY`].
     pub fn sample(&self, rng: &mut fastrand::Rng) -> Duration {
+        Duration::from_nanos(self.sample_nanos(rng))
+    }
+
+    /// [`Latency::sample`] in nanoseconds: the same draws and the same
+    /// value, without making a `Duration` of it.
+    pub(crate) fn sample_nanos(&self, rng: &mut fastrand::Rng) -> u64 {
         let secs = match self {
             Self::Constant(d) => d.as_secs_f64(),
             Self::LogNormal { median, sigma } => {
@@ -94,9 +101,9 @@ impl Latency {
                 slow_fraction,
             } => {
                 return if rng.f64() < *slow_fraction {
-                    slow.sample(rng)
+                    slow.sample_nanos(rng)
                 } else {
-                    fast.sample(rng)
+                    fast.sample_nanos(rng)
                 }
             }
             Self::Uniform { low, high } => {
@@ -108,11 +115,10 @@ impl Latency {
         // zero the scale says; a negative draw cannot happen but is zero
         // too, and anything too large for a Duration is the cap.
         if secs.is_nan() || secs <= 0.0 {
-            return Duration::ZERO;
+            return 0;
         }
-        Duration::try_from_secs_f64(secs)
-            .unwrap_or(MAX_LATENCY)
-            .min(MAX_LATENCY)
+        // What `Duration::try_from_secs_f64(secs)`, capped, would hold.
+        secs_to_nanos(secs).min(MAX_LATENCY_NANOS)
     }
 
     /// Checks the parameters, naming the bad one.
@@ -140,6 +146,52 @@ impl Latency {
             }
         }
     }
+}
+
+/// [`MAX_LATENCY`] in nanoseconds.
+const MAX_LATENCY_NANOS: u64 = 3_600_000_000_000;
+const _: () = assert!(MAX_LATENCY.as_nanos() == MAX_LATENCY_NANOS as u128);
+
+/// The nanoseconds of `Duration::try_from_secs_f64(secs)` for `secs >= 0`
+/// (not NaN), saturating at `u64::MAX` where that is an error or too long
+/// for `u64` nanoseconds: the same rounding (to the nearest nanosecond,
+/// ties to even, from the exact value of `secs`), without making a
+/// `Duration` and taking its nanoseconds apart again.
+///
+/// `secs` is `mant × 2^(exp − 52)`; its nanoseconds are
+/// `mant × 10^9 / 2^(52 − exp)` rounded, which `Duration` computes in two
+/// parts (whole seconds, and the fraction's nanoseconds rounded): the whole
+/// seconds are an even number of nanoseconds, so the ties round alike.
+fn secs_to_nanos(secs: f64) -> u64 {
+    const MANT_BITS: i32 = 52;
+    const MANT_MASK: u64 = (1 << MANT_BITS) - 1;
+    let bits = secs.to_bits();
+    let mant = (bits & MANT_MASK) | (MANT_MASK + 1);
+    // The exponent field is at most 0x7ff: it fits an i32.
+    let exp = ((bits >> MANT_BITS) & 0x7ff) as i32 - 1023;
+    if exp < -31 {
+        // Less than half a nanosecond (a subnormal included).
+        return 0;
+    }
+    if exp >= MANT_BITS {
+        // Whole seconds (infinity and 2^64 s and beyond included).
+        return if exp < 64 {
+            (mant << (exp - MANT_BITS)).saturating_mul(1_000_000_000)
+        } else {
+            u64::MAX
+        };
+    }
+    // `shift` is in 1..=83 and the product below 2^83.
+    let shift = (MANT_BITS - exp) as u32;
+    let product = u128::from(mant) * 1_000_000_000;
+    // Rounded half up; a tie (nothing left below the shift once the half
+    // is added) goes back down to the even neighbour.
+    let sum = product + (1u128 << (shift - 1));
+    let rounded = sum >> shift;
+    let tie = sum.trailing_zeros() >= shift;
+    let rounded = rounded - u128::from(tie && rounded & 1 == 1);
+    // Below 2^52 × 10^9 / 2 + 1: fits.
+    u64::try_from(rounded).unwrap_or(u64::MAX)
 }
 
 /// A standard normal draw (Box–Muller).
@@ -260,19 +312,33 @@ impl Backend {
     /// One attempt launched at `at` (time since the start) with
     /// `in_flight` attempts already at the backend: its latency and
     /// whether it fails.
+    #[cfg(test)]
     pub(crate) fn attempt(
         &self,
         at: Duration,
         in_flight: u32,
         rng: &mut fastrand::Rng,
     ) -> (Duration, bool) {
-        let mut latency = self.latency.sample(rng);
+        let (latency, failed) = self.attempt_nanos(at, in_flight, rng);
+        (Duration::from_nanos(latency), failed)
+    }
+
+    /// [`Backend::attempt`] with the latency in nanoseconds.
+    pub(crate) fn attempt_nanos(
+        &self,
+        at: Duration,
+        in_flight: u32,
+        rng: &mut fastrand::Rng,
+    ) -> (u64, bool) {
+        let mut latency = self.latency.sample_nanos(rng);
         if let Some(b) = self.brownout {
             let load = in_flight + 1;
             if b.window.is_none_or(|w| w.contains(at)) && load > b.capacity {
-                latency = latency
-                    .mul_f64(f64::from(load) / f64::from(b.capacity))
-                    .min(MAX_LATENCY);
+                latency = nanos(
+                    Duration::from_nanos(latency)
+                        .mul_f64(f64::from(load) / f64::from(b.capacity))
+                        .min(MAX_LATENCY),
+                );
             }
         }
         let rate = match self.bursts {
@@ -309,14 +375,30 @@ pub enum Arrivals {
 
 impl Arrivals {
     /// The gap to the next arrival.
+    #[cfg(test)]
     pub(crate) fn gap(&self, rng: &mut fastrand::Rng) -> Duration {
-        let secs = match *self {
-            Self::Poisson { per_second } => -(1.0 - rng.f64()).ln() / per_second,
-            Self::Uniform { per_second } => 1.0 / per_second,
-        };
+        let secs = self.gap_secs(rng);
         // A rate so low that the gap outgrows a Duration waits forever (the
         // clock saturates, so the run still ends).
         Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    }
+
+    /// [`Arrivals::gap`] in nanoseconds, saturating (the clock saturates
+    /// at `u64::MAX` nanoseconds: the same next arrival).
+    pub(crate) fn gap_nanos(&self, rng: &mut fastrand::Rng) -> u64 {
+        let secs = self.gap_secs(rng);
+        if secs.is_nan() || secs < 0.0 {
+            // Not with a checked rate; `try_from_secs_f64` fails the same.
+            return u64::MAX;
+        }
+        secs_to_nanos(secs)
+    }
+
+    fn gap_secs(&self, rng: &mut fastrand::Rng) -> f64 {
+        match *self {
+            Self::Poisson { per_second } => -(1.0 - rng.f64()).ln() / per_second,
+            Self::Uniform { per_second } => 1.0 / per_second,
+        }
     }
 
     pub(crate) fn check(&self) -> Result<(), SimError> {
@@ -489,6 +571,73 @@ mod tests {
                 .field,
             "arrivals.per_second"
         );
+    }
+
+    /// `secs_to_nanos` against `Duration::try_from_secs_f64`: edge cases
+    /// (ties, the powers of two around the branches, the second's
+    /// carry, tiny and huge values) and a million random bit patterns and
+    /// draws shaped like the simulator's.
+    #[test]
+    fn seconds_become_the_nanoseconds_a_duration_would_hold() {
+        let want = |secs: f64| {
+            Duration::try_from_secs_f64(secs).map_or(u64::MAX, |d| {
+                u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+            })
+        };
+        let mut cases = vec![
+            0.0,
+            -0.0,
+            f64::MIN_POSITIVE,
+            f64::from_bits(1),
+            0.5e-9,
+            1.5e-9,
+            2.5e-9,
+            0.999_999_999_5,
+            0.999_999_999_7,
+            1.0,
+            1.5,
+            3600.0,
+            1e10,
+            1.8e10,
+            2f64.powi(52),
+            2f64.powi(53) + 2.0,
+            2f64.powi(63),
+            2f64.powi(64),
+            f64::INFINITY,
+            f64::MAX,
+        ];
+        for e in -40..70 {
+            let p = 2f64.powi(e);
+            cases.extend([
+                p,
+                p * 1.000_000_1,
+                p * 0.999_999_9,
+                p.next_up(),
+                p.next_down(),
+            ]);
+        }
+        for n in [1u64, 3, 7, 999_999_999, 1_000_000_001, 12_345_678_901] {
+            // Halfway between two nanoseconds, and next to it.
+            let tie = (n as f64 + 0.5) / 1e9;
+            cases.extend([tie, tie.next_up(), tie.next_down()]);
+        }
+        for secs in cases {
+            assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
+        }
+        let mut rng = fastrand::Rng::with_seed(16);
+        for _ in 0..1_000_000 {
+            // Any non-negative bit pattern but NaN.
+            let bits = rng.u64(..) >> 1;
+            let secs = f64::from_bits(bits);
+            if !secs.is_nan() {
+                assert_eq!(secs_to_nanos(secs), want(secs), "{bits:#x}");
+            }
+            // Latencies and gaps as the simulator draws them.
+            let secs = 0.01 * (0.5 * standard_normal(&mut rng)).exp();
+            assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
+            let secs = -(1.0 - rng.f64()).ln() / 1_000.0;
+            assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
+        }
     }
 
     #[test]

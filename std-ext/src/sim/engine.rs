@@ -213,8 +213,9 @@ impl<'a, const N: usize> Sim<'a, N> {
                 self.arrive(arrived, now);
                 arrived += 1;
                 next_arrival = (arrived < total).then(|| {
-                    let gap = self.scenario.arrivals.gap(&mut self.arrival_rng);
-                    queue::key(now + gap, self.queue.next_seq())
+                    let gap = self.scenario.arrivals.gap_nanos(&mut self.arrival_rng);
+                    let at = Instant::from_nanos(now.as_nanos().saturating_add(gap));
+                    queue::key(at, self.queue.next_seq())
                 });
                 continue;
             }
@@ -347,7 +348,8 @@ impl<'a, const N: usize> Sim<'a, N> {
             match call.machine.poll(&mut call.gate) {
                 Action::Launch(info) => {
                     let at = now - EPOCH;
-                    let (latency, failed) = scenario.backend.attempt(at, *in_flight, backend_rng);
+                    let (latency, failed) =
+                        scenario.backend.attempt_nanos(at, *in_flight, backend_rng);
                     *in_flight += 1;
                     if measured {
                         shared.borrow_mut().tally.launched(&info);
@@ -360,7 +362,10 @@ impl<'a, const N: usize> Sim<'a, N> {
                         id: info.id.0,
                         failed,
                     };
-                    let end = queue.push(now + latency, ev);
+                    let end = queue.push(
+                        Instant::from_nanos(now.as_nanos().saturating_add(latency)),
+                        ev,
+                    );
                     let _ = call.live.push((info.id.0, end));
                 }
                 Action::Cancel(record) => {
