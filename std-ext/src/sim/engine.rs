@@ -5,8 +5,11 @@
 //! the Tail-at-Scale scenario; its section of BENCHMARKS.md says where the
 //! instructions go):
 //!
-//! - the event queue ([`super::queue`]) orders events by one `u128` key, and
-//!   the next arrival waits outside it;
+//! - the event queue ([`super::queue`]) orders events by one `u128` key on
+//!   a timing wheel of millisecond spans (a binary heap beside it for
+//!   events past its reach), and the next arrival waits outside it: one
+//!   search of the wheel pops the first event or says the arrival comes
+//!   first;
 //! - a call's timer waits in the call ([`Parked`]) while one of its
 //!   attempts ends first: most calls end before their hedge check or their
 //!   deadline, and their timer never enters the queue;
@@ -203,24 +206,25 @@ impl<'a, const N: usize> Sim<'a, N> {
         let mut last = EPOCH;
         // The next arrival, ordered with the queued events by its key (it
         // takes its sequence number when it is scheduled, as a queued
-        // event would).
-        let mut next_arrival: Option<Key> = Some(queue::key(EPOCH, self.queue.next_seq()));
+        // event would); `Key::MAX` once every call has arrived.
+        let mut next_arrival = queue::key(EPOCH, self.queue.next_seq());
         loop {
-            if let Some(arrival) = next_arrival.filter(|a| self.queue.peek().is_none_or(|q| *a < q))
-            {
-                let now = queue::instant(arrival);
+            let Some((key, ev)) = self.queue.pop_before(next_arrival) else {
+                if next_arrival == Key::MAX {
+                    break;
+                }
+                let now = queue::instant(next_arrival);
                 last = now;
                 self.arrive(arrived, now);
                 arrived += 1;
-                next_arrival = (arrived < total).then(|| {
+                next_arrival = if arrived < total {
                     let gap = self.scenario.arrivals.gap_nanos(&mut self.arrival_rng);
                     let at = Instant::from_nanos(now.as_nanos().saturating_add(gap));
                     queue::key(at, self.queue.next_seq())
-                });
+                } else {
+                    Key::MAX
+                };
                 continue;
-            }
-            let Some((key, ev)) = self.queue.pop() else {
-                break;
             };
             let now = queue::instant(key);
             match ev {
