@@ -85,7 +85,7 @@ impl Latency {
 
     /// [`Latency::sample`] in nanoseconds: the same draws and the same
     /// value, without making a `Duration` of it.
-    pub(crate) fn sample_nanos(&self, rng: &mut fastrand::Rng) -> u64 {
+    fn sample_nanos(&self, rng: &mut fastrand::Rng) -> u64 {
         let secs = match self {
             Self::Constant(d) => d.as_secs_f64(),
             Self::LogNormal { median, sigma } => {
@@ -114,11 +114,42 @@ impl Latency {
         // 0 × ∞ (a zero scale with a huge factor) is NaN: read it as the
         // zero the scale says; a negative draw cannot happen but is zero
         // too, and anything too large for a Duration is the cap.
-        if secs.is_nan() || secs <= 0.0 {
-            return 0;
-        }
-        // What `Duration::try_from_secs_f64(secs)`, capped, would hold.
-        secs_to_nanos(secs).min(MAX_LATENCY_NANOS)
+        latency_nanos(secs)
+    }
+
+    /// The distribution read once for a run: [`Draw::nanos`] draws what
+    /// [`Latency::sample`] does, with the constants worked out.
+    pub(crate) fn draw(&self) -> Draw {
+        let leaf = match self {
+            Self::Bimodal {
+                fast,
+                slow,
+                slow_fraction,
+            } => {
+                return Draw::Mix {
+                    fast: Box::new(fast.draw()),
+                    slow: Box::new(slow.draw()),
+                    slow_fraction: *slow_fraction,
+                }
+            }
+            Self::Constant(d) => Leaf::Constant(latency_nanos(d.as_secs_f64())),
+            Self::LogNormal { median, sigma } => Leaf::LogNormal {
+                median: median.as_secs_f64(),
+                sigma: *sigma,
+            },
+            Self::Pareto { scale, shape } => Leaf::Pareto {
+                scale: scale.as_secs_f64(),
+                exponent: -1.0 / shape,
+            },
+            Self::Uniform { low, high } => {
+                let (low, high) = (low.as_secs_f64(), high.as_secs_f64());
+                Leaf::Uniform {
+                    low,
+                    width: (high - low).max(0.0),
+                }
+            }
+        };
+        Draw::Leaf(leaf)
     }
 
     /// Checks the parameters, naming the bad one.
@@ -146,6 +177,76 @@ impl Latency {
             }
         }
     }
+}
+
+/// A [`Latency`] read once for a run (see [`Latency::draw`]).
+#[derive(Clone, Debug)]
+pub(crate) enum Draw {
+    /// A distribution of its own.
+    Leaf(Leaf),
+    /// `slow` with probability `slow_fraction`, `fast` otherwise.
+    Mix {
+        fast: Box<Draw>,
+        slow: Box<Draw>,
+        slow_fraction: f64,
+    },
+}
+
+/// A distribution other than a mix, its constants worked out as
+/// [`Latency::sample`] works them out on every draw.
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Leaf {
+    /// Nanoseconds.
+    Constant(u64),
+    /// Seconds, and the log's standard deviation.
+    LogNormal { median: f64, sigma: f64 },
+    /// Seconds, and `-1 / shape`.
+    Pareto { scale: f64, exponent: f64 },
+    /// Seconds: the low bound and the width (at least 0).
+    Uniform { low: f64, width: f64 },
+}
+
+impl Draw {
+    /// One draw in nanoseconds: the same draws and the same value as
+    /// [`Latency::sample`] (the same operations on the same numbers).
+    #[inline]
+    pub(crate) fn nanos(&self, rng: &mut fastrand::Rng) -> u64 {
+        let mut draw = self;
+        let leaf = loop {
+            match draw {
+                Self::Leaf(leaf) => break leaf,
+                Self::Mix {
+                    fast,
+                    slow,
+                    slow_fraction,
+                } => {
+                    draw = if rng.f64() < *slow_fraction {
+                        slow
+                    } else {
+                        fast
+                    }
+                }
+            }
+        };
+        let secs = match *leaf {
+            Leaf::Constant(nanos) => return nanos,
+            Leaf::LogNormal { median, sigma } => median * (sigma * standard_normal(rng)).exp(),
+            Leaf::Pareto { scale, exponent } => scale * (1.0 - rng.f64()).powf(exponent),
+            Leaf::Uniform { low, width } => low + width * rng.f64(),
+        };
+        latency_nanos(secs)
+    }
+}
+
+/// A drawn latency of `secs` seconds in nanoseconds, at most
+/// [`MAX_LATENCY`]: 0 × ∞ (a zero scale with a huge factor) is NaN, read as
+/// the zero the scale says; a negative draw cannot happen but is zero too.
+fn latency_nanos(secs: f64) -> u64 {
+    if secs.is_nan() || secs <= 0.0 {
+        return 0;
+    }
+    // What `Duration::try_from_secs_f64(secs)`, capped, would hold.
+    secs_to_nanos(secs).min(MAX_LATENCY_NANOS)
 }
 
 /// [`MAX_LATENCY`] in nanoseconds.
@@ -319,18 +420,21 @@ impl Backend {
         in_flight: u32,
         rng: &mut fastrand::Rng,
     ) -> (Duration, bool) {
-        let (latency, failed) = self.attempt_nanos(at, in_flight, rng);
+        let (latency, failed) = self.attempt_nanos(&self.latency.draw(), at, in_flight, rng);
         (Duration::from_nanos(latency), failed)
     }
 
-    /// [`Backend::attempt`] with the latency in nanoseconds.
+    /// [`Backend::attempt`] with the latency in nanoseconds, drawn from
+    /// `draw` (this backend's [`Latency::draw`]).
+    #[inline]
     pub(crate) fn attempt_nanos(
         &self,
+        draw: &Draw,
         at: Duration,
         in_flight: u32,
         rng: &mut fastrand::Rng,
     ) -> (u64, bool) {
-        let mut latency = self.latency.sample_nanos(rng);
+        let mut latency = draw.nanos(rng);
         if let Some(b) = self.brownout {
             let load = in_flight + 1;
             if b.window.is_none_or(|w| w.contains(at)) && load > b.capacity {
@@ -637,6 +741,48 @@ mod tests {
             assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
             let secs = -(1.0 - rng.f64()).ln() / 1_000.0;
             assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
+        }
+    }
+
+    /// A run's [`Draw`] draws what [`Latency::sample`] does, value for
+    /// value, from the same stream, for every distribution and a mix of
+    /// mixes.
+    #[test]
+    fn a_runs_draw_is_the_distributions_sample() {
+        let latencies = [
+            Latency::Constant(ms(7)),
+            Latency::Constant(Duration::new(5_000, 1)),
+            Latency::LogNormal {
+                median: ms(20),
+                sigma: 0.99,
+            },
+            Latency::Pareto {
+                scale: ms(5),
+                shape: 1.5,
+            },
+            Latency::Pareto {
+                scale: Duration::ZERO,
+                shape: 0.01,
+            },
+            Latency::Uniform {
+                low: ms(3),
+                high: ms(1),
+            },
+            Latency::tail_at_scale(),
+            Latency::bimodal(
+                Latency::tail_at_scale(),
+                Latency::bimodal(Latency::Constant(ms(1)), Latency::Constant(ms(2)), 0.5),
+                0.3,
+            ),
+        ];
+        for latency in latencies {
+            let draw = latency.draw();
+            let (mut a, mut b) = (fastrand::Rng::with_seed(8), fastrand::Rng::with_seed(8));
+            for _ in 0..20_000 {
+                let want = u64::try_from(latency.sample(&mut a).as_nanos()).unwrap();
+                assert_eq!(draw.nanos(&mut b), want, "{latency:?}");
+            }
+            assert_eq!(a.u64(..), b.u64(..), "the same draws: {latency:?}");
         }
     }
 

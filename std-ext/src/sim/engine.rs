@@ -45,7 +45,7 @@ use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
 use recourse_core::{Instant, Outcome, PolicyKey};
 
-use super::backend::EPOCH;
+use super::backend::{Draw, EPOCH};
 use super::parts::{Shared, SimParts};
 use super::queue::{self, Key, Queue};
 use super::{Scenario, SLOTS};
@@ -138,6 +138,8 @@ struct Sim<'a, const N: usize> {
     retry_budget: Option<&'a dyn Budget>,
     hedge_budget: Option<&'a dyn Budget>,
     shared: &'a RefCell<Shared>,
+    /// The backend's latency, read once.
+    draw: Draw,
     backend_rng: fastrand::Rng,
     arrival_rng: fastrand::Rng,
     queue: Queue<Ev>,
@@ -188,6 +190,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             retry_budget: setup.retry_budget,
             hedge_budget: setup.hedge_budget,
             shared: setup.shared,
+            draw: setup.scenario.backend.latency.draw(),
             backend_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX)),
             arrival_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX - 1)),
             queue: Queue::new(),
@@ -324,7 +327,15 @@ impl<'a, const N: usize> Sim<'a, N> {
         call.generation = self.generations;
         call.index = index;
         call.arrival = now;
-        call.gate = gate();
+        // A finished call's gate holds nothing (each admitted attempt's
+        // reservation was settled as it ended) and, with no breaker, never
+        // held a permit: it is the gate a new one would be but for whether
+        // the call is measured.
+        if self.policy.circuit.enabled || call.gate.held() > 0 {
+            call.gate = gate();
+        } else {
+            call.gate.parts_mut().measured = parts.measured;
+        }
         call.live.clear();
         call.next_timer = None;
         call.parked = None;
@@ -337,6 +348,7 @@ impl<'a, const N: usize> Sim<'a, N> {
     fn drive(&mut self, slot: u32, now: Instant) {
         let Self {
             scenario,
+            draw,
             shared,
             backend_rng,
             queue,
@@ -353,7 +365,9 @@ impl<'a, const N: usize> Sim<'a, N> {
                 Action::Launch(info) => {
                     let at = now - EPOCH;
                     let (latency, failed) =
-                        scenario.backend.attempt_nanos(at, *in_flight, backend_rng);
+                        scenario
+                            .backend
+                            .attempt_nanos(draw, at, *in_flight, backend_rng);
                     *in_flight += 1;
                     if measured {
                         shared.borrow_mut().tally.launched(&info);
