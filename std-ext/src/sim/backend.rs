@@ -264,6 +264,29 @@ const _: () = assert!(MAX_LATENCY.as_nanos() == MAX_LATENCY_NANOS as u128);
 /// parts (whole seconds, and the fraction's nanoseconds rounded): the whole
 /// seconds are an even number of nanoseconds, so the ties round alike.
 fn secs_to_nanos(secs: f64) -> u64 {
+    // Usually the product in floating point settles it: it is within half
+    // an ulp (at most `x / 2^53`) of the exact product, so a fraction
+    // farther than `x / 2^50` from one half rounds as the exact one does.
+    // Below 2^52 the whole part and the fraction are exact.
+    let x = secs * 1e9;
+    if x < 4.0e15 {
+        // In 0..2^52: fits.
+        let whole = x as u64;
+        #[allow(clippy::cast_precision_loss)] // below 2^52: exact
+        let off = x - whole as f64 - 0.5;
+        let margin = x * (1.0 / 1_125_899_906_842_624.0); // 2^-50
+        if off > margin {
+            return whole + 1;
+        }
+        if off < -margin {
+            return whole;
+        }
+    }
+    secs_to_nanos_exact(secs)
+}
+
+/// [`secs_to_nanos`] in integers, from the bits of `secs`.
+fn secs_to_nanos_exact(secs: f64) -> u64 {
     const MANT_BITS: i32 = 52;
     const MANT_MASK: u64 = (1 << MANT_BITS) - 1;
     let bits = secs.to_bits();
@@ -727,6 +750,7 @@ mod tests {
         }
         for secs in cases {
             assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
+            assert_eq!(secs_to_nanos_exact(secs), want(secs), "{secs:e}");
         }
         let mut rng = fastrand::Rng::with_seed(16);
         for _ in 0..1_000_000 {
@@ -735,7 +759,11 @@ mod tests {
             let secs = f64::from_bits(bits);
             if !secs.is_nan() {
                 assert_eq!(secs_to_nanos(secs), want(secs), "{bits:#x}");
+                assert_eq!(secs_to_nanos_exact(secs), want(secs), "{bits:#x}");
             }
+            // Below a few hours, where the floating-point way decides.
+            let secs = rng.f64() * 10f64.powi(rng.i32(-9..5));
+            assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
             // Latencies and gaps as the simulator draws them.
             let secs = 0.01 * (0.5 * standard_normal(&mut rng)).exp();
             assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
