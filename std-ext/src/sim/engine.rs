@@ -407,10 +407,10 @@ impl<'a, const N: usize> Sim<'a, N> {
                 Action::AwaitAttempts => break,
                 Action::Finish(verdict) => {
                     if measured {
-                        shared
-                            .borrow_mut()
-                            .tally
-                            .finished(now - call.arrival, &verdict);
+                        shared.borrow_mut().tally.finished(
+                            now.as_nanos().saturating_sub(call.arrival.as_nanos()),
+                            &verdict,
+                        );
                     }
                     call.alive = false;
                     free.push(slot);

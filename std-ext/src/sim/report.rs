@@ -81,8 +81,8 @@ impl Tally {
         }
     }
 
-    pub(crate) fn finished(&mut self, latency: Duration, verdict: &Verdict) {
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+    /// A call ended after `ns` nanoseconds with `verdict`.
+    pub(crate) fn finished(&mut self, ns: u64, verdict: &Verdict) {
         self.latencies.push(ns);
         if matches!(verdict, Verdict::Success(_)) {
             self.successes += 1;
