@@ -275,11 +275,9 @@ fn secs_to_nanos(secs: f64) -> u64 {
         #[allow(clippy::cast_precision_loss)] // below 2^52: exact
         let off = x - whole as f64 - 0.5;
         let margin = x * (1.0 / 1_125_899_906_842_624.0); // 2^-50
-        if off > margin {
-            return whole + 1;
-        }
-        if off < -margin {
-            return whole;
+        if off.abs() > margin {
+            // Up or down is a coin flip: no branch on it.
+            return whole + u64::from(off > 0.0);
         }
     }
     secs_to_nanos_exact(secs)
