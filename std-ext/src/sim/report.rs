@@ -65,6 +65,7 @@ impl Tally {
         }
     }
 
+    #[inline]
     pub(crate) fn launched(&mut self, info: &AttemptInfo) {
         self.attempts += 1;
         match info.kind() {
@@ -82,6 +83,7 @@ impl Tally {
     }
 
     /// A call ended after `ns` nanoseconds with `verdict`.
+    #[inline]
     pub(crate) fn finished(&mut self, ns: u64, verdict: &Verdict) {
         self.latencies.push(ns);
         if matches!(verdict, Verdict::Success(_)) {
