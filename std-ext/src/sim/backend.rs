@@ -445,8 +445,10 @@ impl Backend {
         (Duration::from_nanos(latency), failed)
     }
 
-    /// [`Backend::attempt`] with the latency in nanoseconds, drawn from
-    /// `draw` (this backend's [`Latency::draw`]).
+    /// One attempt launched at `at` (time since the start) with
+    /// `in_flight` attempts already at the backend: its latency in
+    /// nanoseconds, drawn from `draw` (this backend's [`Latency::draw`]),
+    /// and whether it fails.
     #[inline]
     pub(crate) fn attempt_nanos(
         &self,
@@ -508,8 +510,9 @@ impl Arrivals {
         Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 
-    /// [`Arrivals::gap`] in nanoseconds, saturating (the clock saturates
-    /// at `u64::MAX` nanoseconds: the same next arrival).
+    /// The gap to the next arrival in nanoseconds, saturating: a rate so
+    /// low that the gap outgrows the clock waits forever (the clock
+    /// saturates at `u64::MAX` nanoseconds, so the run still ends).
     pub(crate) fn gap_nanos(&self, rng: &mut fastrand::Rng) -> u64 {
         let secs = self.gap_secs(rng);
         if secs.is_nan() || secs < 0.0 {

@@ -26,6 +26,8 @@ pub(super) struct Shared {
 /// Where one call's [`PolicyGate`] finds its collaborators: the scenario's
 /// budgets (by the attempt's kind; the simulated policy names them) and the
 /// run's shared breaker and latency sketch, on the virtual clock.
+///
+/// [`PolicyGate`]: recourse_core::policy_gate::PolicyGate
 #[derive(Copy, Clone)]
 pub(super) struct SimParts<'a> {
     pub(super) retry: Option<&'a dyn Budget>,
