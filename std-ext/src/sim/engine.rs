@@ -45,7 +45,7 @@
 //! instructions per call on the Tail-at-Scale scenario): the call machine
 //! with the gate and the latency sketch about 40 %, making each call's
 //! machine (a field-by-field copy of the run's fresh one) about 9 %, the
-//! random draws' logarithms, cosine and exponential (libm) about 13 %.
+//! random draws' logarithms, cosine and exponential (libm) about 11 %.
 //!
 //! [`LatencySketch::quantile_tracked`]: recourse_core::LatencySketch::quantile_tracked
 
