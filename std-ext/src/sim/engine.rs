@@ -359,6 +359,9 @@ impl<'a, const N: usize> Sim<'a, N> {
     /// Carries out the call's actions until it waits or finishes. The call
     /// stays in its slot (moving it out and back in copied the whole
     /// machine twice per event).
+    // Inlined into its two callers (an arrival, an attempt's end): 40
+    // instructions per call less than a call to it.
+    #[inline(always)]
     fn drive(&mut self, slot: u32, now: Instant) {
         let Self {
             scenario,
