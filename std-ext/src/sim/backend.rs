@@ -3,6 +3,7 @@
 
 use core::time::Duration;
 
+use recourse_core::time::nanos;
 use recourse_core::Instant;
 
 /// The longest latency a distribution yields; longer draws are cut here so
@@ -79,6 +80,12 @@ impl Latency {
 
     /// One draw, at most [`MAX_LATENCY`].
     pub fn sample(&self, rng: &mut fastrand::Rng) -> Duration {
+        Duration::from_nanos(self.sample_nanos(rng))
+    }
+
+    /// [`Latency::sample`] in nanoseconds: the same draws and the same
+    /// value, without making a `Duration` of it.
+    fn sample_nanos(&self, rng: &mut fastrand::Rng) -> u64 {
         let secs = match self {
             Self::Constant(d) => d.as_secs_f64(),
             Self::LogNormal { median, sigma } => {
@@ -94,9 +101,9 @@ impl Latency {
                 slow_fraction,
             } => {
                 return if rng.f64() < *slow_fraction {
-                    slow.sample(rng)
+                    slow.sample_nanos(rng)
                 } else {
-                    fast.sample(rng)
+                    fast.sample_nanos(rng)
                 }
             }
             Self::Uniform { low, high } => {
@@ -107,12 +114,42 @@ impl Latency {
         // 0 × ∞ (a zero scale with a huge factor) is NaN: read it as the
         // zero the scale says; a negative draw cannot happen but is zero
         // too, and anything too large for a Duration is the cap.
-        if secs.is_nan() || secs <= 0.0 {
-            return Duration::ZERO;
-        }
-        Duration::try_from_secs_f64(secs)
-            .unwrap_or(MAX_LATENCY)
-            .min(MAX_LATENCY)
+        latency_nanos(secs)
+    }
+
+    /// The distribution read once for a run: [`Draw::nanos`] draws what
+    /// [`Latency::sample`] does, with the constants worked out.
+    pub(crate) fn draw(&self) -> Draw {
+        let leaf = match self {
+            Self::Bimodal {
+                fast,
+                slow,
+                slow_fraction,
+            } => {
+                return Draw::Mix {
+                    fast: Box::new(fast.draw()),
+                    slow: Box::new(slow.draw()),
+                    slow_fraction: *slow_fraction,
+                }
+            }
+            Self::Constant(d) => Leaf::Constant(latency_nanos(d.as_secs_f64())),
+            Self::LogNormal { median, sigma } => Leaf::LogNormal {
+                median: median.as_secs_f64(),
+                sigma: *sigma,
+            },
+            Self::Pareto { scale, shape } => Leaf::Pareto {
+                scale: scale.as_secs_f64(),
+                exponent: -1.0 / shape,
+            },
+            Self::Uniform { low, high } => {
+                let (low, high) = (low.as_secs_f64(), high.as_secs_f64());
+                Leaf::Uniform {
+                    low,
+                    width: (high - low).max(0.0),
+                }
+            }
+        };
+        Draw::Leaf(leaf)
     }
 
     /// Checks the parameters, naming the bad one.
@@ -140,6 +177,143 @@ impl Latency {
             }
         }
     }
+}
+
+/// A [`Latency`] read once for a run (see [`Latency::draw`]).
+#[derive(Clone, Debug)]
+pub(crate) enum Draw {
+    /// A distribution of its own.
+    Leaf(Leaf),
+    /// `slow` with probability `slow_fraction`, `fast` otherwise.
+    Mix {
+        fast: Box<Draw>,
+        slow: Box<Draw>,
+        slow_fraction: f64,
+    },
+}
+
+/// A distribution other than a mix, its constants worked out as
+/// [`Latency::sample`] works them out on every draw.
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Leaf {
+    /// Nanoseconds.
+    Constant(u64),
+    /// Seconds, and the log's standard deviation.
+    LogNormal { median: f64, sigma: f64 },
+    /// Seconds, and `-1 / shape`.
+    Pareto { scale: f64, exponent: f64 },
+    /// Seconds: the low bound and the width (at least 0).
+    Uniform { low: f64, width: f64 },
+}
+
+impl Draw {
+    /// One draw in nanoseconds: the same draws and the same value as
+    /// [`Latency::sample`] (the same operations on the same numbers).
+    #[inline]
+    pub(crate) fn nanos(&self, rng: &mut fastrand::Rng) -> u64 {
+        let mut draw = self;
+        let leaf = loop {
+            match draw {
+                Self::Leaf(leaf) => break leaf,
+                Self::Mix {
+                    fast,
+                    slow,
+                    slow_fraction,
+                } => {
+                    draw = if rng.f64() < *slow_fraction {
+                        slow
+                    } else {
+                        fast
+                    }
+                }
+            }
+        };
+        let secs = match *leaf {
+            Leaf::Constant(nanos) => return nanos,
+            Leaf::LogNormal { median, sigma } => median * (sigma * standard_normal(rng)).exp(),
+            Leaf::Pareto { scale, exponent } => scale * (1.0 - rng.f64()).powf(exponent),
+            Leaf::Uniform { low, width } => low + width * rng.f64(),
+        };
+        latency_nanos(secs)
+    }
+}
+
+/// A drawn latency of `secs` seconds in nanoseconds, at most
+/// [`MAX_LATENCY`]: 0 × ∞ (a zero scale with a huge factor) is NaN, read as
+/// the zero the scale says; a negative draw cannot happen but is zero too.
+fn latency_nanos(secs: f64) -> u64 {
+    if secs.is_nan() || secs <= 0.0 {
+        return 0;
+    }
+    // What `Duration::try_from_secs_f64(secs)`, capped, would hold.
+    secs_to_nanos(secs).min(MAX_LATENCY_NANOS)
+}
+
+/// [`MAX_LATENCY`] in nanoseconds.
+const MAX_LATENCY_NANOS: u64 = 3_600_000_000_000;
+const _: () = assert!(MAX_LATENCY.as_nanos() == MAX_LATENCY_NANOS as u128);
+
+/// The nanoseconds of `Duration::try_from_secs_f64(secs)` for `secs >= 0`
+/// (not NaN), saturating at `u64::MAX` where that is an error or too long
+/// for `u64` nanoseconds: the same rounding (to the nearest nanosecond,
+/// ties to even, from the exact value of `secs`), without making a
+/// `Duration` and taking its nanoseconds apart again.
+///
+/// `secs` is `mant × 2^(exp − 52)`; its nanoseconds are
+/// `mant × 10^9 / 2^(52 − exp)` rounded, which `Duration` computes in two
+/// parts (whole seconds, and the fraction's nanoseconds rounded): the whole
+/// seconds are an even number of nanoseconds, so the ties round alike.
+fn secs_to_nanos(secs: f64) -> u64 {
+    // Usually the product in floating point settles it: it is within half
+    // an ulp (at most `x / 2^53`) of the exact product, so a fraction
+    // farther than `x / 2^50` from one half rounds as the exact one does.
+    // Below 2^52 the whole part and the fraction are exact.
+    let x = secs * 1e9;
+    if x < 4.0e15 {
+        // In 0..2^52: fits.
+        let whole = x as u64;
+        #[allow(clippy::cast_precision_loss)] // below 2^52: exact
+        let off = x - whole as f64 - 0.5;
+        let margin = x * (1.0 / 1_125_899_906_842_624.0); // 2^-50
+        if off.abs() > margin {
+            // Up or down is a coin flip: no branch on it.
+            return whole + u64::from(off > 0.0);
+        }
+    }
+    secs_to_nanos_exact(secs)
+}
+
+/// [`secs_to_nanos`] in integers, from the bits of `secs`.
+fn secs_to_nanos_exact(secs: f64) -> u64 {
+    const MANT_BITS: i32 = 52;
+    const MANT_MASK: u64 = (1 << MANT_BITS) - 1;
+    let bits = secs.to_bits();
+    let mant = (bits & MANT_MASK) | (MANT_MASK + 1);
+    // The exponent field is at most 0x7ff: it fits an i32.
+    let exp = ((bits >> MANT_BITS) & 0x7ff) as i32 - 1023;
+    if exp < -31 {
+        // Less than half a nanosecond (a subnormal included).
+        return 0;
+    }
+    if exp >= MANT_BITS {
+        // Whole seconds (infinity and 2^64 s and beyond included).
+        return if exp < 64 {
+            (mant << (exp - MANT_BITS)).saturating_mul(1_000_000_000)
+        } else {
+            u64::MAX
+        };
+    }
+    // `shift` is in 1..=83 and the product below 2^83.
+    let shift = (MANT_BITS - exp) as u32;
+    let product = u128::from(mant) * 1_000_000_000;
+    // Rounded half up; a tie (nothing left below the shift once the half
+    // is added) goes back down to the even neighbour.
+    let sum = product + (1u128 << (shift - 1));
+    let rounded = sum >> shift;
+    let tie = sum.trailing_zeros() >= shift;
+    let rounded = rounded - u128::from(tie && rounded & 1 == 1);
+    // Below 2^52 × 10^9 / 2 + 1: fits.
+    u64::try_from(rounded).unwrap_or(u64::MAX)
 }
 
 /// A standard normal draw (Box–Muller).
@@ -260,19 +434,38 @@ impl Backend {
     /// One attempt launched at `at` (time since the start) with
     /// `in_flight` attempts already at the backend: its latency and
     /// whether it fails.
+    #[cfg(test)]
     pub(crate) fn attempt(
         &self,
         at: Duration,
         in_flight: u32,
         rng: &mut fastrand::Rng,
     ) -> (Duration, bool) {
-        let mut latency = self.latency.sample(rng);
+        let (latency, failed) = self.attempt_nanos(&self.latency.draw(), at, in_flight, rng);
+        (Duration::from_nanos(latency), failed)
+    }
+
+    /// One attempt launched at `at` (time since the start) with
+    /// `in_flight` attempts already at the backend: its latency in
+    /// nanoseconds, drawn from `draw` (this backend's [`Latency::draw`]),
+    /// and whether it fails.
+    #[inline]
+    pub(crate) fn attempt_nanos(
+        &self,
+        draw: &Draw,
+        at: Duration,
+        in_flight: u32,
+        rng: &mut fastrand::Rng,
+    ) -> (u64, bool) {
+        let mut latency = draw.nanos(rng);
         if let Some(b) = self.brownout {
             let load = in_flight + 1;
             if b.window.is_none_or(|w| w.contains(at)) && load > b.capacity {
-                latency = latency
-                    .mul_f64(f64::from(load) / f64::from(b.capacity))
-                    .min(MAX_LATENCY);
+                latency = nanos(
+                    Duration::from_nanos(latency)
+                        .mul_f64(f64::from(load) / f64::from(b.capacity))
+                        .min(MAX_LATENCY),
+                );
             }
         }
         let rate = match self.bursts {
@@ -309,14 +502,31 @@ pub enum Arrivals {
 
 impl Arrivals {
     /// The gap to the next arrival.
+    #[cfg(test)]
     pub(crate) fn gap(&self, rng: &mut fastrand::Rng) -> Duration {
-        let secs = match *self {
-            Self::Poisson { per_second } => -(1.0 - rng.f64()).ln() / per_second,
-            Self::Uniform { per_second } => 1.0 / per_second,
-        };
+        let secs = self.gap_secs(rng);
         // A rate so low that the gap outgrows a Duration waits forever (the
         // clock saturates, so the run still ends).
         Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    }
+
+    /// The gap to the next arrival in nanoseconds, saturating: a rate so
+    /// low that the gap outgrows the clock waits forever (the clock
+    /// saturates at `u64::MAX` nanoseconds, so the run still ends).
+    pub(crate) fn gap_nanos(&self, rng: &mut fastrand::Rng) -> u64 {
+        let secs = self.gap_secs(rng);
+        if secs.is_nan() || secs < 0.0 {
+            // Not with a checked rate; `try_from_secs_f64` fails the same.
+            return u64::MAX;
+        }
+        secs_to_nanos(secs)
+    }
+
+    fn gap_secs(&self, rng: &mut fastrand::Rng) -> f64 {
+        match *self {
+            Self::Poisson { per_second } => -(1.0 - rng.f64()).ln() / per_second,
+            Self::Uniform { per_second } => 1.0 / per_second,
+        }
     }
 
     pub(crate) fn check(&self) -> Result<(), SimError> {
@@ -489,6 +699,120 @@ mod tests {
                 .field,
             "arrivals.per_second"
         );
+    }
+
+    /// `secs_to_nanos` against `Duration::try_from_secs_f64`: edge cases
+    /// (ties, the powers of two around the branches, the second's
+    /// carry, tiny and huge values) and a million random bit patterns and
+    /// draws shaped like the simulator's.
+    #[test]
+    fn seconds_become_the_nanoseconds_a_duration_would_hold() {
+        let want = |secs: f64| {
+            Duration::try_from_secs_f64(secs).map_or(u64::MAX, |d| {
+                u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+            })
+        };
+        let mut cases = vec![
+            0.0,
+            -0.0,
+            f64::MIN_POSITIVE,
+            f64::from_bits(1),
+            0.5e-9,
+            1.5e-9,
+            2.5e-9,
+            0.999_999_999_5,
+            0.999_999_999_7,
+            1.0,
+            1.5,
+            3600.0,
+            1e10,
+            1.8e10,
+            2f64.powi(52),
+            2f64.powi(53) + 2.0,
+            2f64.powi(63),
+            2f64.powi(64),
+            f64::INFINITY,
+            f64::MAX,
+        ];
+        for e in -40..70 {
+            let p = 2f64.powi(e);
+            cases.extend([
+                p,
+                p * 1.000_000_1,
+                p * 0.999_999_9,
+                p.next_up(),
+                p.next_down(),
+            ]);
+        }
+        for n in [1u64, 3, 7, 999_999_999, 1_000_000_001, 12_345_678_901] {
+            // Halfway between two nanoseconds, and next to it.
+            let tie = (n as f64 + 0.5) / 1e9;
+            cases.extend([tie, tie.next_up(), tie.next_down()]);
+        }
+        for secs in cases {
+            assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
+            assert_eq!(secs_to_nanos_exact(secs), want(secs), "{secs:e}");
+        }
+        let mut rng = fastrand::Rng::with_seed(16);
+        for _ in 0..1_000_000 {
+            // Any non-negative bit pattern but NaN.
+            let bits = rng.u64(..) >> 1;
+            let secs = f64::from_bits(bits);
+            if !secs.is_nan() {
+                assert_eq!(secs_to_nanos(secs), want(secs), "{bits:#x}");
+                assert_eq!(secs_to_nanos_exact(secs), want(secs), "{bits:#x}");
+            }
+            // Below a few hours, where the floating-point way decides.
+            let secs = rng.f64() * 10f64.powi(rng.i32(-9..5));
+            assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
+            // Latencies and gaps as the simulator draws them.
+            let secs = 0.01 * (0.5 * standard_normal(&mut rng)).exp();
+            assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
+            let secs = -(1.0 - rng.f64()).ln() / 1_000.0;
+            assert_eq!(secs_to_nanos(secs), want(secs), "{secs:e}");
+        }
+    }
+
+    /// A run's [`Draw`] draws what [`Latency::sample`] does, value for
+    /// value, from the same stream, for every distribution and a mix of
+    /// mixes.
+    #[test]
+    fn a_runs_draw_is_the_distributions_sample() {
+        let latencies = [
+            Latency::Constant(ms(7)),
+            Latency::Constant(Duration::new(5_000, 1)),
+            Latency::LogNormal {
+                median: ms(20),
+                sigma: 0.99,
+            },
+            Latency::Pareto {
+                scale: ms(5),
+                shape: 1.5,
+            },
+            Latency::Pareto {
+                scale: Duration::ZERO,
+                shape: 0.01,
+            },
+            Latency::Uniform {
+                low: ms(3),
+                high: ms(1),
+            },
+            Latency::tail_at_scale(),
+            Latency::bimodal(
+                Latency::tail_at_scale(),
+                Latency::bimodal(Latency::Constant(ms(1)), Latency::Constant(ms(2)), 0.5),
+                0.3,
+            ),
+        ];
+        for latency in latencies {
+            let draw = latency.draw();
+            let (mut a, mut b) = (fastrand::Rng::with_seed(8), fastrand::Rng::with_seed(8));
+            for _ in 0..20_000 {
+                let want = u64::try_from(latency.sample(&mut a).as_nanos()).unwrap();
+                assert_eq!(draw.nanos(&mut b), want, "{latency:?}");
+            }
+            assert_eq!(a.u64(..), b.u64(..), "the same draws: {latency:?}");
+        }
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! the Tail-at-Scale scenario; its section of BENCHMARKS.md says where the
 //! instructions go):
 //!
-//! - the event queue ([`super::queue`]) orders events by one `u128` key, and
-//!   the next arrival waits outside it;
+//! - the event queue ([`super::queue`]) orders events by one `u128` key on
+//!   a timing wheel of millisecond spans (a binary heap beside it for
+//!   events past its reach), and the next arrival waits outside it: one
+//!   search of the wheel pops the first event or says the arrival comes
+//!   first;
 //! - a call's timer waits in the call ([`Parked`]) while one of its
 //!   attempts ends first: most calls end before their hedge check or their
 //!   deadline, and their timer never enters the queue;
@@ -16,21 +19,35 @@
 //!   per run;
 //! - a call's machine is a copy of one made from the policy once per run,
 //!   written into the call's slot (a machine made per call and moved into
-//!   the slot was copied three times);
+//!   the slot was copied three times); a finished call's gate is reused
+//!   when no breaker is on (it holds nothing once its call has ended);
+//! - the hedge trigger's quantile comes from the latency sketch's tracked
+//!   cursor ([`LatencySketch::quantile_tracked`]: the same answer as a
+//!   scan, usually without one);
+//! - the backend's latency distribution is read once per run
+//!   ([`Latency::draw`](super::backend::Latency::draw)), and draws become
+//!   nanoseconds without a `Duration` in between (the same rounding);
 //! - the report counts successes apart from the map of failure causes and
 //!   sorts latencies with a radix sort.
 //!
 //! None of these changes a result: `N` is never below what the policy can
 //! use (the machine's hedges per group are the same), the queue pops in the
-//! same order as a `BinaryHeap` of `(instant, sequence number)` did, and a
-//! parked timer keeps the key it would have had in the queue. The reference
-//! run ([`Setup::reference`]: room for ten hedges, every timer queued when
-//! it is set) gives the same reports, which a test checks.
+//! same order as a `BinaryHeap` of `(instant, sequence number)` did, a
+//! parked timer keeps the key it would have had in the queue, and the
+//! draws are the same numbers (tests check them against
+//! [`Latency::sample`](super::Latency::sample) and
+//! `Duration::try_from_secs_f64`). The reference run
+//! ([`Setup::reference`]: room for ten hedges, every timer queued when it
+//! is set) gives the same reports, which a test checks, and so do the
+//! golden tables.
 //!
-//! What the rest costs: the call machine and the gate (the hedge trigger's
-//! quantile of the latency sketch on every hedge decision), and the random
-//! draws (a log-normal latency is a logarithm, a cosine and an exponential;
-//! an arrival gap a logarithm).
+//! What the rest costs (`bash benches/sim_speed.sh`, about 2,300
+//! instructions per call on the Tail-at-Scale scenario): the call machine
+//! with the gate and the latency sketch about 40 %, making each call's
+//! machine (a field-by-field copy of the run's fresh one) about 9 %, the
+//! random draws' logarithms, cosine and exponential (libm) about 11 %.
+//!
+//! [`LatencySketch::quantile_tracked`]: recourse_core::LatencySketch::quantile_tracked
 
 use core::cell::RefCell;
 
@@ -42,7 +59,7 @@ use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
 use recourse_core::{Instant, Outcome, PolicyKey};
 
-use super::backend::EPOCH;
+use super::backend::{Draw, EPOCH};
 use super::parts::{Shared, SimParts};
 use super::queue::{self, Key, Queue};
 use super::{Scenario, SLOTS};
@@ -135,6 +152,8 @@ struct Sim<'a, const N: usize> {
     retry_budget: Option<&'a dyn Budget>,
     hedge_budget: Option<&'a dyn Budget>,
     shared: &'a RefCell<Shared>,
+    /// The backend's latency, read once.
+    draw: Draw,
     backend_rng: fastrand::Rng,
     arrival_rng: fastrand::Rng,
     queue: Queue<Ev>,
@@ -185,6 +204,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             retry_budget: setup.retry_budget,
             hedge_budget: setup.hedge_budget,
             shared: setup.shared,
+            draw: setup.scenario.backend.latency.draw(),
             backend_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX)),
             arrival_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX - 1)),
             queue: Queue::new(),
@@ -203,23 +223,25 @@ impl<'a, const N: usize> Sim<'a, N> {
         let mut last = EPOCH;
         // The next arrival, ordered with the queued events by its key (it
         // takes its sequence number when it is scheduled, as a queued
-        // event would).
-        let mut next_arrival: Option<Key> = Some(queue::key(EPOCH, self.queue.next_seq()));
+        // event would); `Key::MAX` once every call has arrived.
+        let mut next_arrival = queue::key(EPOCH, self.queue.next_seq());
         loop {
-            if let Some(arrival) = next_arrival.filter(|a| self.queue.peek().is_none_or(|q| *a < q))
-            {
-                let now = queue::instant(arrival);
+            let Some((key, ev)) = self.queue.pop_before(next_arrival) else {
+                if next_arrival == Key::MAX {
+                    break;
+                }
+                let now = queue::instant(next_arrival);
                 last = now;
                 self.arrive(arrived, now);
                 arrived += 1;
-                next_arrival = (arrived < total).then(|| {
-                    let gap = self.scenario.arrivals.gap(&mut self.arrival_rng);
-                    queue::key(now + gap, self.queue.next_seq())
-                });
+                next_arrival = if arrived < total {
+                    let gap = self.scenario.arrivals.gap_nanos(&mut self.arrival_rng);
+                    let at = Instant::from_nanos(now.as_nanos().saturating_add(gap));
+                    queue::key(at, self.queue.next_seq())
+                } else {
+                    Key::MAX
+                };
                 continue;
-            }
-            let Some((key, ev)) = self.queue.pop() else {
-                break;
             };
             let now = queue::instant(key);
             match ev {
@@ -319,7 +341,15 @@ impl<'a, const N: usize> Sim<'a, N> {
         call.generation = self.generations;
         call.index = index;
         call.arrival = now;
-        call.gate = gate();
+        // A finished call's gate holds nothing (each admitted attempt's
+        // reservation was settled as it ended) and, with no breaker, never
+        // held a permit: it is the gate a new one would be but for whether
+        // the call is measured.
+        if self.policy.circuit.enabled || call.gate.held() > 0 {
+            call.gate = gate();
+        } else {
+            call.gate.parts_mut().measured = parts.measured;
+        }
         call.live.clear();
         call.next_timer = None;
         call.parked = None;
@@ -329,9 +359,13 @@ impl<'a, const N: usize> Sim<'a, N> {
     /// Carries out the call's actions until it waits or finishes. The call
     /// stays in its slot (moving it out and back in copied the whole
     /// machine twice per event).
+    // Inlined into its two callers (an arrival, an attempt's end): 40
+    // instructions per call less than a call to it.
+    #[inline(always)]
     fn drive(&mut self, slot: u32, now: Instant) {
         let Self {
             scenario,
+            draw,
             shared,
             backend_rng,
             queue,
@@ -347,7 +381,10 @@ impl<'a, const N: usize> Sim<'a, N> {
             match call.machine.poll(&mut call.gate) {
                 Action::Launch(info) => {
                     let at = now - EPOCH;
-                    let (latency, failed) = scenario.backend.attempt(at, *in_flight, backend_rng);
+                    let (latency, failed) =
+                        scenario
+                            .backend
+                            .attempt_nanos(draw, at, *in_flight, backend_rng);
                     *in_flight += 1;
                     if measured {
                         shared.borrow_mut().tally.launched(&info);
@@ -360,7 +397,10 @@ impl<'a, const N: usize> Sim<'a, N> {
                         id: info.id.0,
                         failed,
                     };
-                    let end = queue.push(now + latency, ev);
+                    let end = queue.push(
+                        Instant::from_nanos(now.as_nanos().saturating_add(latency)),
+                        ev,
+                    );
                     let _ = call.live.push((info.id.0, end));
                 }
                 Action::Cancel(record) => {
@@ -384,10 +424,10 @@ impl<'a, const N: usize> Sim<'a, N> {
                 Action::AwaitAttempts => break,
                 Action::Finish(verdict) => {
                     if measured {
-                        shared
-                            .borrow_mut()
-                            .tally
-                            .finished(now - call.arrival, &verdict);
+                        shared.borrow_mut().tally.finished(
+                            now.as_nanos().saturating_sub(call.arrival.as_nanos()),
+                            &verdict,
+                        );
                     }
                     call.alive = false;
                     free.push(slot);

@@ -65,6 +65,7 @@ impl Tally {
         }
     }
 
+    #[inline]
     pub(crate) fn launched(&mut self, info: &AttemptInfo) {
         self.attempts += 1;
         match info.kind() {
@@ -81,8 +82,9 @@ impl Tally {
         }
     }
 
-    pub(crate) fn finished(&mut self, latency: Duration, verdict: &Verdict) {
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+    /// A call ended after `ns` nanoseconds with `verdict`.
+    #[inline]
+    pub(crate) fn finished(&mut self, ns: u64, verdict: &Verdict) {
         self.latencies.push(ns);
         if matches!(verdict, Verdict::Success(_)) {
             self.successes += 1;
@@ -356,11 +358,28 @@ fn radix_sort(v: &mut Vec<u64>) {
         return;
     }
     let digit = |x: u64, pass: usize| (x >> (pass as u32 * BITS)) as usize & (RADIX - 1);
-    let mut counts = vec![[0usize; RADIX]; PASSES];
-    for &x in v.iter() {
-        for (pass, c) in counts.iter_mut().enumerate() {
-            c[digit(x, pass)] += 1;
+    // Only the digits some value has: latencies under 2 s fit in three.
+    let bits = 64 - v.iter().fold(0, |all, &x| all | x).leading_zeros();
+    let passes = (bits as usize).div_ceil(BITS as usize).clamp(1, PASSES);
+    let mut counts = vec![[0usize; RADIX]; passes];
+    // Every digit counted in one read of the values, the passes unrolled.
+    fn count<const P: usize>(v: &[u64], counts: &mut [[usize; RADIX]]) {
+        let Ok(counts) = <&mut [[usize; RADIX]; P]>::try_from(counts) else {
+            return;
+        };
+        for &x in v {
+            for (pass, c) in counts.iter_mut().enumerate() {
+                c[(x >> (pass as u32 * BITS)) as usize & (RADIX - 1)] += 1;
+            }
         }
+    }
+    match passes {
+        1 => count::<1>(v, &mut counts),
+        2 => count::<2>(v, &mut counts),
+        3 => count::<3>(v, &mut counts),
+        4 => count::<4>(v, &mut counts),
+        5 => count::<5>(v, &mut counts),
+        _ => count::<PASSES>(v, &mut counts),
     }
     let n = v.len();
     let mut buf = vec![0u64; n];

@@ -397,3 +397,105 @@ fn against_a_dependency_that_slows_with_load_deadline_awareness_wins_on_every_co
     );
     golden("deadline_bound_loaded", &table);
 }
+
+/// The scenarios `benches/examples/sim_speed.rs --reports` prints (the
+/// Tail-at-Scale scenario with no hedging, fixed-delay, p95 and p99 hedges;
+/// retries with errors and an outage; a breaker in a brownout with a
+/// deadline quantile; a shared ratio budget; the amplification ledger),
+/// against the table the simulator printed before its event queue became
+/// a timing wheel and its draws nanoseconds (issue 16): the same bytes,
+/// the simulated time included.
+#[test]
+fn the_benchmark_scenarios_report_what_they_reported_before_the_speed_work() {
+    use core::fmt::Write as _;
+    let hedged = |trigger: &str, hedges: u32| {
+        let mut p = hedging(trigger, ms(20));
+        p.hedge.max_hedges = hedges;
+        p
+    };
+    let tail = |p: Policy, warmup: u64| {
+        Scenario::new(p, Backend::new(Latency::tail_at_scale()))
+            .arrivals(Arrivals::Poisson {
+                per_second: 1_000.0,
+            })
+            .calls(100_000)
+            .warmup(warmup)
+            .seed(2013)
+    };
+    let mut retry = Policy::DEFAULT;
+    retry.retry.max_attempts = 4;
+    retry.retry.timeout_per_attempt = Some(ms(30));
+    retry.retry.overall_timeout = Some(ms(200));
+    let mut breaker = retry.clone();
+    breaker.circuit.enabled = true;
+    breaker.circuit.threshold = 5;
+    breaker.circuit.cooldown = ms(1_000);
+    breaker.retry.deadline_quantile_permille = 900;
+    let mut budgeted = hedged("", 1);
+    budgeted.retry.max_attempts = 3;
+    budgeted.retry.budget.name = name("retry.budget.name", "ratio").unwrap();
+    budgeted.hedge.budget.name = name("hedge.budget.name", "ratio").unwrap();
+    let mut ledger = budgeted.clone();
+    ledger.amplification.max_amplification = 1.1;
+    let runs = [
+        ("tail, no hedging", tail(Policy::DEFAULT, 2_000)),
+        ("tail, fixed 20 ms, 3 hedges", tail(hedged("", 3), 2_000)),
+        ("tail, p95", tail(hedging("p95", ms(50)), 0)),
+        ("tail, p99, 2 hedges", tail(hedged("p99", 2), 2_000)),
+        (
+            "retries, errors, outage",
+            Scenario::new(
+                retry,
+                Backend::new(Latency::LogNormal {
+                    median: ms(10),
+                    sigma: 0.8,
+                })
+                .error_rate(0.1)
+                .outage(Window::new(ms(10_000), ms(12_000))),
+            )
+            .arrivals(Arrivals::Poisson { per_second: 500.0 })
+            .calls(30_000)
+            .seed(5),
+        ),
+        (
+            "breaker in a brownout, deadline quantile",
+            Scenario::new(
+                breaker,
+                Backend::new(Latency::Constant(ms(50))).brownout(Brownout {
+                    window: Some(Window::new(ms(10_000), ms(20_000))),
+                    capacity: 2,
+                }),
+            )
+            .arrivals(Arrivals::Uniform { per_second: 100.0 })
+            .calls(4_000)
+            .seed(3),
+        ),
+        (
+            "shared ratio budget",
+            Scenario::new(
+                budgeted,
+                Backend::new(Latency::Constant(ms(300))).error_rate(0.2),
+            )
+            .arrivals(Arrivals::Uniform { per_second: 500.0 })
+            .calls(20_000)
+            .seed(7)
+            .budget(|| RetryRatio::new(Duration::from_secs(10), 1, 50)),
+        ),
+        (
+            "amplification ledger",
+            Scenario::new(
+                ledger,
+                Backend::new(Latency::Constant(ms(300))).error_rate(0.5),
+            )
+            .arrivals(Arrivals::Uniform { per_second: 500.0 })
+            .calls(20_000)
+            .seed(9),
+        ),
+    ];
+    let mut text = String::new();
+    for (label, s) in runs {
+        let r = s.run().unwrap();
+        writeln!(text, "== {label} (simulated {:?})\n{r}", r.simulated()).unwrap();
+    }
+    golden("benchmark_reports", &text);
+}
