@@ -32,7 +32,7 @@
 
 use core::time::Duration;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, BackoffSpec};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
@@ -94,6 +94,35 @@ enum Phase {
     Done(Verdict),
 }
 
+/// The backoff delays of a call, made into a [`Backoff`] only when its
+/// first retry group fails: a call whose first group succeeds never pays
+/// for the conversion, and a policy without backoff never draws.
+#[derive(Clone, Debug)]
+enum Delays {
+    /// Every delay is zero (no initial and no maximum backoff).
+    Zero,
+    /// Not drawn from yet.
+    Unmade(BackoffSpec),
+    /// Drawing.
+    Drawing(Backoff),
+}
+
+impl Delays {
+    /// The next delay.
+    fn next(&mut self, rng: &mut fastrand::Rng) -> Duration {
+        match self {
+            Self::Zero => Duration::ZERO,
+            Self::Drawing(backoff) => backoff.next_delay(rng),
+            Self::Unmade(spec) => {
+                let mut backoff = spec.backoff();
+                let delay = backoff.next_delay(rng);
+                *self = Self::Drawing(backoff);
+                delay
+            }
+        }
+    }
+}
+
 /// The state machine of one call.
 ///
 /// `N` is the number of attempts that can be in flight at once (the primary
@@ -103,8 +132,9 @@ pub struct CallMachine<const N: usize = 4> {
     max_attempts: u32,
     per_attempt: Option<Duration>,
     overall: Option<Duration>,
-    options: Options,
-    backoff: Backoff,
+    /// The longest retry-after hint honoured ([`Options::max_retry_after`]).
+    max_retry_after: Duration,
+    delays: Delays,
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
@@ -163,8 +193,8 @@ impl<const N: usize> CallMachine<N> {
             max_attempts: plan.max_attempts,
             per_attempt: plan.per_attempt,
             overall: plan.overall,
-            options,
-            backoff: plan.backoff.backoff(),
+            max_retry_after: options.max_retry_after,
+            delays: plan.delays(),
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
@@ -189,18 +219,14 @@ impl<const N: usize> CallMachine<N> {
             ran: 0,
             pending: None,
         }
-        .room_for_hedges()
+        .room_for_hedges(options)
     }
 
     /// Hedges per group: what the policy asks for, as far as the ceiling
     /// and `N` allow.
-    fn room_for_hedges(mut self) -> Self {
-        self.limit_hedges();
+    fn room_for_hedges(mut self, options: Options) -> Self {
+        self.max_hedges = hedges_in(self.policy_hedges, options, N);
         self
-    }
-
-    fn limit_hedges(&mut self) {
-        self.max_hedges = hedges_in(self.policy_hedges, self.options, N);
     }
 
     /// Hedges each retry group may launch: the policy's, as far as the
@@ -242,8 +268,8 @@ impl<const N: usize> CallMachine<N> {
 
     /// Replaces the executor-wide options.
     pub fn set_options(&mut self, options: Options) {
-        self.options = options;
-        self.limit_hedges();
+        self.max_retry_after = options.max_retry_after;
+        self.max_hedges = hedges_in(self.policy_hedges, options, N);
     }
 
     /// Whether the machine has returned [`Action::Finish`].
@@ -352,12 +378,9 @@ impl<const N: usize> CallMachine<N> {
         if self.groups >= self.max_attempts {
             return self.fail(Cause::Exhausted);
         }
-        let drawn = self.backoff.next_delay(&mut self.rng);
+        let drawn = self.delays.next(&mut self.rng);
         let (delay, beyond) = match hint {
-            Some(h) => (
-                h.min(self.options.max_retry_after),
-                Cause::RetryAfterBeyondDeadline,
-            ),
+            Some(h) => (h.min(self.max_retry_after), Cause::RetryAfterBeyondDeadline),
             None => (drawn, Cause::BackoffBeyondDeadline),
         };
         let wake = self.now + delay;

@@ -20,6 +20,8 @@ pub struct CallPlan {
     pub(super) per_attempt: Option<Duration>,
     pub(super) overall: Option<Duration>,
     pub(super) backoff: BackoffSpec,
+    /// No initial and no maximum backoff: every delay is zero.
+    pub(super) zero_backoff: bool,
     /// Hedges per group the policy asks for; 0 when hedging is off.
     pub(super) hedges: u32,
     pub(super) hedge_delay: Duration,
@@ -38,9 +40,20 @@ impl CallPlan {
             per_attempt: per_attempt_timeout(policy),
             overall: overall_timeout(policy),
             backoff: BackoffSpec::new(r),
+            zero_backoff: r.initial_backoff.is_zero() && r.max_backoff.is_zero(),
             hedges: policy_hedges(policy),
             hedge_delay: h.hedge_delay,
             cancel_on_first_terminal: h.cancel_on_first_terminal,
+        }
+    }
+
+    /// The machine's backoff delays.
+    #[inline]
+    pub(super) fn delays(&self) -> super::Delays {
+        if self.zero_backoff {
+            super::Delays::Zero
+        } else {
+            super::Delays::Unmade(self.backoff)
         }
     }
 
