@@ -28,7 +28,11 @@
 //! ([`CallMachine::handle`]); `poll.rs` turns that state into the next
 //! action ([`CallMachine::poll`]: the gate, launches, hedges, cancels,
 //! waits); `io.rs` the events and actions; `plan.rs` the policy read once
-//! into a [`CallPlan`] and the first attempt's plan.
+//! into a [`CallPlan`] and the first attempt's plan; `staged.rs` the
+//! machine as the call future holds it — a compact stage that decides a
+//! first attempt which cannot hedge and grows into the full machine when
+//! the call needs it (crate-private, with the `MachineOps` it grows
+//! into).
 
 use core::time::Duration;
 
@@ -43,11 +47,12 @@ pub use crate::verdict::{Cause, Verdict};
 mod io;
 mod plan;
 mod poll;
+pub(crate) mod staged;
 
 pub use io::{Action, Event, Options, WaitReason};
 use plan::hedges_in;
 pub use plan::CallPlan;
-pub(crate) use plan::{first_attempt, first_attempt_record, hedges_within};
+pub(crate) use staged::{Next, Sink, Staged};
 
 /// An attempt in flight.
 #[derive(Copy, Clone, Debug)]
@@ -270,6 +275,40 @@ impl<const N: usize> CallMachine<N> {
     pub fn set_options(&mut self, options: Options) {
         self.max_retry_after = options.max_retry_after;
         self.max_hedges = hedges_in(self.policy_hedges, options, N);
+    }
+
+    /// A machine just made takes over the compact stage's first attempt
+    /// `info`, launched at `start` with the gate's `budget_reason`: the
+    /// state [`Event::Start`] at `start` and the gate's admission of
+    /// `info` would leave it in, set directly (growth is on the retry
+    /// path; the crate's tests compare staged and full machines).
+    pub(crate) fn launched_first(
+        &mut self,
+        start: Instant,
+        info: AttemptInfo,
+        budget_reason: &'static str,
+    ) {
+        debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
+        self.now = start;
+        self.start = start;
+        self.deadline = self.overall.map(|d| start + d);
+        self.phase = Phase::Running;
+        self.groups = 1;
+        self.launched = 1;
+        self.ran = 1;
+        self.group_start = start;
+        self.slots[0] = Some(Slot {
+            info,
+            start,
+            backoff: Duration::ZERO,
+            budget_reason,
+        });
+    }
+
+    /// Drops the record the last event produced, which the compact stage
+    /// gave out already.
+    pub(crate) fn forget_record(&mut self) {
+        self.pending = None;
     }
 
     /// Whether the machine has returned [`Action::Finish`].
