@@ -8,6 +8,7 @@
 use core::cell::{Cell, RefCell};
 use core::future::IntoFuture;
 use core::panic::AssertUnwindSafe;
+use core::task::Poll;
 use core::time::Duration;
 use std::boxed::Box;
 use std::format;
@@ -456,4 +457,68 @@ fn a_first_attempt_that_succeeds_makes_no_full_machine() {
             1
         )
     );
+}
+
+/// An observer whose first `on_attempt` panics, and logs.
+struct PanicsOnce(Events, Cell<bool>);
+
+impl Observer for PanicsOnce {
+    fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        Log(self.0.clone()).on_attempt(key, record);
+        if !self.1.replace(true) {
+            panic!("observer");
+        }
+    }
+    fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        Log(self.0.clone()).on_success(key, end);
+    }
+    fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        Log(self.0.clone()).on_failure(key, end);
+    }
+}
+
+/// What a call resolves to.
+type Outcome3 = Result<u32, Error<&'static str>>;
+
+/// A call whose observer panics while the first attempt's record is out,
+/// polled again after the panic: its result, what the gate heard and the
+/// events.
+fn polled_again(staged: bool) -> (Poll<Outcome3>, (u32, u32, u32), Vec<String>) {
+    use core::task::{Context, Waker};
+    let clock = Clock::default();
+    let events = Events::default();
+    let gate = Counting::default();
+    let builder = call(KEY, Policy::DEFAULT, clock.clone(), |_| async {
+        Ok::<u32, &str>(7)
+    })
+    .observer(PanicsOnce(events.clone(), Cell::new(false)))
+    .gate(&gate);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut poll_twice =
+        |mut fut: core::pin::Pin<&mut dyn core::future::Future<Output = Outcome3>>| {
+            let first = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+            assert!(first.is_err(), "the observer's panic reaches the caller");
+            fut.as_mut().poll(&mut cx)
+        };
+    let out = if staged {
+        poll_twice(core::pin::pin!(builder.into_future()))
+    } else {
+        poll_twice(core::pin::pin!(builder.width::<Full<1>>().into_future()))
+    };
+    let told = (
+        gate.admitted.get(),
+        gate.ended.get(),
+        gate.calls_ended.get(),
+    );
+    let events = events.borrow().clone();
+    (out, told, events)
+}
+
+#[test]
+fn a_call_polled_again_after_its_record_panicked_ends_as_the_full_machine_ends_it() {
+    let staged = polled_again(true);
+    assert_eq!(staged, polled_again(false));
+    // The winner stands, and the gate heard of the call's end once.
+    assert_eq!(staged.0, Poll::Ready(Ok(7)));
+    assert_eq!(staged.1, (1, 1, 1), "admitted, ended, call ended");
 }
