@@ -157,13 +157,16 @@ the nanoseconds move with it, the instruction counts do not.
 Where the success path stands. The core driver meets the target; three
 things got it there:
 
-- the **express lane** (`recourse_core::driver`, module docs): a first
-  attempt that cannot hedge runs with the gate's admission, the
-  observer's calls and the classification, and no call machine is made;
-  a call whose first attempt succeeds at its first poll ends there;
+- the machine's **compact stage** (`recourse_core::driver`, module
+  docs): the call future holds its machine staged, and a first attempt
+  that cannot hedge is decided by a compact stage inlined into the
+  future's poll (the gate's admission, the launch, the record, the
+  finish), which grows into the full call machine only when the call
+  needs it; a call whose first attempt succeeds at its first poll ends
+  there, as straight-line code;
 - making a call **copies nothing from its policy**: the call borrows it
   (`recourse_core::call` takes any `Borrow<Policy>`) and reads it when it
-  starts, and copies what a machine needs only when it makes one;
+  starts, and copies what the full machine needs only when it grows one;
 - the call future lays out its **state last** (`#[repr(C)]`), so making
   one writes the few fields it sets and copies none of the uninitialized
   room its state keeps for a machine (with the default layout LLVM copied

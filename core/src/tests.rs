@@ -13,17 +13,9 @@ use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 use crate::time::Instant;
 
 mod driver;
-mod express;
 mod hedging;
 mod random;
-
-std::thread_local! {
-    /// Turns the driver's express lane off on this thread (see
-    /// `tests/express.rs`, which compares calls with and without it).
-    pub(crate) static EXPRESS_OFF: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
-    /// Machines the driver made on this thread.
-    pub(crate) static MACHINES_MADE: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
-}
+mod staged;
 
 fn ms(n: u64) -> Instant {
     Instant::from_millis(n)

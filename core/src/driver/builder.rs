@@ -19,9 +19,10 @@ pub struct CallBuilder<'k, P, Tm, Op, C = DefaultClassifier, O = (), G = (), W: 
 #[derive(Debug)]
 pub(super) struct Common<'k, P, Tm, Op> {
     pub(super) key: PolicyKey<'k>,
-    /// The machine is made from these when the call needs one (see the
-    /// express lane): a builder step moves the policy as the caller gave
-    /// it (a reference is one word) and a few more words, not a machine.
+    /// The call's machine starts compact with these and makes the full
+    /// machine from them only when the call needs it (see the driver's
+    /// module docs): a builder step moves the policy as the caller gave it
+    /// (a reference is one word) and a few more words, not a machine.
     pub(super) policy: P,
     pub(super) options: Options,
     pub(super) rng: Option<fastrand::Rng>,
@@ -64,6 +65,18 @@ impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
     where
         InFlight<M>: Width,
     {
+        CallBuilder {
+            common: self.common,
+            width: core::marker::PhantomData,
+            classifier: self.classifier,
+            observer: self.observer,
+            gate: self.gate,
+        }
+    }
+
+    /// Any width (the crate's tests use widths of their own).
+    #[cfg(test)]
+    pub(crate) fn width<W2: Width>(self) -> CallBuilder<'k, P, Tm, Op, C, O, G, W2> {
         CallBuilder {
             common: self.common,
             width: core::marker::PhantomData,

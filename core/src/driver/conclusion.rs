@@ -1,36 +1,13 @@
-//! How a call ends: its RNG seed, the observer's [`CallEnd`] and the
+//! How a call ends: the observer's [`CallEnd`] and the
 //! result or typed [`Error`] it resolves to.
 
 use super::*;
 
-/// A distinct seed per call: a process-wide call counter (where the target
-/// has 32-bit atomics) mixed with the clock.
 #[inline]
-pub(super) fn call_seed(now: Instant) -> u64 {
-    #[cfg(target_has_atomic = "32")]
-    let n = {
-        use core::sync::atomic::{AtomicU32, Ordering};
-        static CALLS: AtomicU32 = AtomicU32::new(0);
-        u64::from(CALLS.fetch_add(1, Ordering::Relaxed))
-    };
-    #[cfg(not(target_has_atomic = "32"))]
-    let n = 0;
-    derive_seed(now.as_nanos(), n)
-}
-
-/// The `n`-th seed derived from `seed`: SplitMix64's `n`-th output, so that
-/// neighbouring `n` (and neighbouring seeds) give unrelated streams. Use it
-/// to give each call of a seeded program its own reproducible RNG.
-#[inline]
-pub const fn derive_seed(seed: u64, n: u64) -> u64 {
-    let mut z = seed.wrapping_add(n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-#[inline]
-pub(super) fn call_end<M: MachineOps>(machine: &M, verdict: Verdict) -> CallEnd {
+pub(super) fn call_end<P: Borrow<Policy>, M: MachineOps>(
+    machine: &Staged<P, M>,
+    verdict: Verdict,
+) -> CallEnd {
     CallEnd {
         start: machine.start(),
         end: machine.now(),
@@ -102,18 +79,5 @@ pub(super) fn conclude<T, E>(
         Cause::CircuitOpen => Err(Error::CircuitOpen {
             reason: refusal.unwrap_or(reason::CIRCUIT_OPEN),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::derive_seed;
-
-    #[test]
-    fn derived_seeds_are_deterministic_and_distinct() {
-        assert_eq!(derive_seed(7, 0), derive_seed(7, 0));
-        assert_ne!(derive_seed(7, 0), derive_seed(7, 1));
-        assert_ne!(derive_seed(7, 0), derive_seed(8, 0));
-        assert_ne!(derive_seed(0, 0), 0);
     }
 }

@@ -1,6 +1,8 @@
 //! The call future: [`Call`], its drop, and its poll loop — drain the
 //! machine, poll the attempts, sleep until the machine's instant.
 
+use core::ops::ControlFlow;
+
 use super::*;
 
 pin_project! {
@@ -72,7 +74,7 @@ pin_project! {
         pub(super) last_terminal: bool,
         // Debug builds: the latest clock read (zero-sized in release).
         pub(super) clock: ClockCheck,
-        pub(super) state: State<P, W::Machine>,
+        pub(super) state: Staged<P, W::Machine>,
     }
 
     impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W> PinnedDrop for Call<'k, P, Tm, Op, Fut, T, E, C, O, G, W>
@@ -85,12 +87,10 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
-            let express = match this.state {
-                State::Running(_) => None,
-                State::Idle(Planned { opened: Some(opened), .. }) => Some(*opened),
-                // Never polled, or over.
-                State::Idle(_) | State::Done => return,
-            };
+            // Never polled, or over.
+            if !this.state.is_live() {
+                return;
+            }
             // Stop the attempts before anyone hears about them.
             for i in 0..this.ids.as_ref().len() {
                 this.attempts.as_mut().slot(i).set(None);
@@ -99,42 +99,18 @@ pin_project! {
             // Not checked: a drop may run while a panic unwinds, and a
             // second panic would abort.
             let now = this.timer.now();
-            if let Some(opened) = express {
-                // Dropped inside the express lane: something it called
-                // panicked and unwinds through the call.
-                if opened.released {
-                    // After the gate heard that the attempt ended: only
-                    // the call's end is left to tell.
-                    *this.state = State::Done;
-                    let start = opened.start;
-                    let verdict = Verdict::Failure { cause: Cause::Cancelled, last: None };
-                    this.gate.call_ended(&verdict, now);
-                    let end = CallEnd { start, end: now.max(start), attempts: 1, verdict };
-                    this.observer.on_failure(*this.key, &end);
-                    return;
-                }
-                // The attempt ran: let the machine take it over and cancel it.
-                if let Some(Action::Record(r)) = take_over(this.state, this.gate, now) {
-                    this.observer.on_attempt(*this.key, &r);
-                }
-            }
-            let State::Running(machine) = this.state else {
-                unreachable!("a running call, or one the machine took over");
+            let mut sink = Records {
+                key: *this.key,
+                observer: this.observer,
+                gate: this.gate,
             };
-            machine.handle(Event::Cancel { now });
-            loop {
-                match machine.poll(this.gate) {
-                    Action::Record(r) | Action::Cancel(r) => this.observer.on_attempt(*this.key, &r),
-                    Action::Finish(verdict) => {
-                        let end = call_end(machine, verdict);
-                        this.observer.on_failure(*this.key, &end);
-                        break;
-                    }
-                    // A cancelled machine only cancels, records and finishes.
-                    Action::Launch(_) | Action::Wait { .. } | Action::AwaitAttempts => break,
-                }
+            let machine = this.state;
+            // A cancelled machine only cancels, records and finishes.
+            if let Next::Finish(verdict) = machine.feed(Event::Cancel { now }, &mut sink) {
+                let end = call_end(machine, verdict);
+                this.observer.on_failure(*this.key, &end);
             }
-            *this.state = State::Done;
+            *machine = Staged::Done;
         }
     }
 }
@@ -164,12 +140,7 @@ where
         } = self.common;
         Call {
             key,
-            state: State::Idle(Planned {
-                policy,
-                options,
-                rng,
-                opened: None,
-            }),
+            state: Staged::new(policy, options, rng),
             timer,
             op,
             classifier: self.classifier,
@@ -206,100 +177,86 @@ where
     /// returns `Pending`, and each event is drained before the next).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        // Whether the attempts were polled since the last event: a first
-        // attempt pending in the express lane is not polled twice in a row.
-        let mut polled = false;
-        match this.state {
-            State::Running(_) => {}
-            State::Idle(planned) => {
-                let now = this.timer.now();
-                this.observer.on_start(*this.key, now);
-                let express = hedges_within(planned.policy.borrow(), planned.options, W::SLOTS)
-                    == 0
-                    && express_lane_enabled();
-                if !express {
-                    if let Some(action) = take_over(this.state, this.gate, now) {
-                        unreachable!("a machine just started acts only when polled: {action:?}");
-                    }
-                } else if let Some(out) = express_lane(&mut this, cx, now, &mut polled) {
-                    return Poll::Ready(out);
+        // 1. Feed the event (the start, on the first poll); the machine
+        //    carries out its actions until it must wait. A later poll
+        //    drains it first: it may act on what changed since (a hedge
+        //    trigger's answer).
+        let next = if this.state.is_idle() {
+            let now = this.timer.now();
+            this.observer.on_start(*this.key, now);
+            let next = feed(&mut this, Event::Start { now });
+            if let Next::Launched(wait) = next {
+                // The loop's first pass, peeled, after the compact stage's
+                // launch: the compiler sees that launch and this pass's
+                // poll of the attempt as straight-line code, so a first
+                // attempt that completes at once costs no loop.
+                match pass(&mut this, cx, wait) {
+                    ControlFlow::Break(poll) => return poll,
+                    ControlFlow::Continue(wait) => Next::Launched(wait),
                 }
+            } else {
+                next
             }
-            State::Done => panic!("`Call` polled after completion"),
-        }
-        let State::Running(machine) = this.state else {
-            unreachable!("the call runs its machine once the express lane is left");
+        } else if this.state.is_live() {
+            let mut sink = sink!(this);
+            this.state.resume(&mut sink)
+        } else {
+            panic!("`Call` polled after completion");
+        };
+        let mut wait = match next {
+            Next::Launched(wait) => wait,
+            Next::Wait(until) => Some(until),
+            Next::AwaitAttempts => None,
+            Next::Finish(verdict) => return Poll::Ready(finish(&mut this, verdict)),
         };
         loop {
-            // 1. Carry out the machine's actions until it waits.
-            let wait = loop {
-                match machine.poll(this.gate) {
-                    Action::Record(record) => this.observer.on_attempt(*this.key, &record),
-                    Action::Launch(info) => {
-                        let ids = this.ids.as_mut();
-                        let Some(free) = ids.iter().position(Option::is_none) else {
-                            unreachable!("the machine launches only into a free slot");
-                        };
-                        ids[free] = Some(info.id);
-                        this.observer.on_launch(*this.key, &info);
-                        this.attempts.as_mut().slot(free).set(Some((this.op)(info)));
-                        polled = false;
-                    }
-                    Action::Cancel(record) => {
-                        let id = Some(record.info.id);
-                        let ids = this.ids.as_mut();
-                        if let Some(i) = ids.iter().position(|s| *s == id) {
-                            ids[i] = None;
-                            this.attempts.as_mut().slot(i).set(None);
-                        }
-                        this.observer.on_attempt(*this.key, &record);
-                    }
-                    Action::Wait { until, .. } => break Some(until),
-                    Action::AwaitAttempts => break None,
-                    Action::Finish(verdict) => {
-                        this.sleep.set(None);
-                        let end = call_end(machine, verdict);
-                        let refusal = machine.refusal();
-                        *this.state = State::Done;
-                        match verdict {
-                            Verdict::Success(_) => this.observer.on_success(*this.key, &end),
-                            Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),
-                        }
-                        return Poll::Ready(conclude(
-                            verdict,
-                            end.attempts,
-                            refusal,
-                            this.winner,
-                            this.last,
-                        ));
-                    }
-                }
-            };
-            // 2. Poll the attempts; feed the first that completes. An attempt
-            //    that is ready wins over a deadline that is also due.
-            if !polled {
-                if let Some((id, result)) =
-                    poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx)
-                {
-                    let now = this.clock.read(this.timer, machine.start());
-                    let outcome = this.classifier.classify(&result);
-                    settle(
-                        machine,
-                        id,
-                        outcome,
-                        now,
-                        result,
-                        this.winner,
-                        this.last,
-                        this.last_terminal,
-                    );
-                    continue;
-                }
+            match pass(&mut this, cx, wait) {
+                ControlFlow::Break(poll) => return poll,
+                ControlFlow::Continue(next) => wait = next,
             }
-            polled = false;
+        }
+    }
+}
+
+/// One pass of the call future's loop, after an event was fed and the
+/// machine must wait (`wait`: until when, if a timer is due): poll the
+/// attempts and feed the first that completes, else sleep and feed the
+/// tick. Returns the next wait, or the future's poll result.
+#[inline(always)]
+fn pass<P, Tm, Op, Fut, T, E, C, O, G, W>(
+    this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
+    cx: &mut Context<'_>,
+    wait: Option<Instant>,
+) -> ControlFlow<Poll<Result<T, Error<E>>>, Option<Instant>>
+where
+    P: Borrow<Policy>,
+    W: Width,
+    Tm: Timer,
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    C: Classifier<T, E>,
+    O: Observer,
+    G: Gate,
+{
+    // 2. Poll the attempts; feed the first that completes. An attempt
+    //    that is ready wins over a deadline that is also due.
+    let next =
+        if let Some((id, result)) = poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx) {
+            let now = this.clock.read(this.timer, this.state.start());
+            let outcome = this.classifier.classify(&result);
+            keep(
+                id,
+                outcome.kind,
+                result,
+                this.winner,
+                this.last,
+                this.last_terminal,
+            );
+            feed(this, Event::AttemptFinished { id, outcome, now })
+        } else {
             // 3. Nothing completed: sleep until the machine's instant.
             let Some(until) = wait else {
-                return Poll::Pending;
+                return ControlFlow::Break(Poll::Pending);
             };
             if this.sleep.is_none() || *this.sleep_at != until {
                 this.sleep.set(Some(this.timer.sleep_until(until)));
@@ -307,16 +264,159 @@ where
             }
             if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
                 if sleep.poll(cx).is_pending() {
-                    return Poll::Pending;
+                    return ControlFlow::Break(Poll::Pending);
                 }
             }
             this.sleep.set(None);
             // The timer says `until` has passed; trust it over a clock read
             // that rounds a hair earlier, or the machine would ask for the
             // same wait again.
-            let now = this.clock.read(this.timer, machine.start()).max(until);
-            machine.handle(Event::Tick { now });
+            let now = this.clock.read(this.timer, this.state.start()).max(until);
+            feed(this, Event::Tick { now })
+        };
+    ControlFlow::Continue(match next {
+        Next::Launched(wait) => wait,
+        Next::Wait(until) => Some(until),
+        Next::AwaitAttempts => None,
+        Next::Finish(verdict) => return ControlFlow::Break(Poll::Ready(finish(this, verdict))),
+    })
+}
+
+/// The driver's [`Sink`] of a projected call.
+macro_rules! sink {
+    ($this:ident) => {
+        Attempts {
+            key: &*$this.key,
+            gate: &mut *$this.gate,
+            observer: &mut *$this.observer,
+            ids: $this.ids.as_mut(),
+            attempts: $this.attempts.as_mut(),
+            op: &mut *$this.op,
         }
+    };
+}
+use sink;
+
+/// Feeds `event` to the call's machine, which carries out its actions
+/// until it must wait.
+#[inline(always)]
+fn feed<P, Tm, Op, Fut, T, E, C, O, G, W>(
+    this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
+    event: Event,
+) -> Next
+where
+    P: Borrow<Policy>,
+    W: Width,
+    Tm: Timer,
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    O: Observer,
+    G: Gate,
+{
+    let mut sink = sink!(this);
+    this.state.feed(event, &mut sink)
+}
+
+/// Ends the call with `verdict`: tells the observer, and the result.
+#[inline(always)]
+fn finish<P, Tm, Op, Fut, T, E, C, O, G, W>(
+    this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
+    verdict: Verdict,
+) -> Result<T, Error<E>>
+where
+    P: Borrow<Policy>,
+    W: Width,
+    Tm: Timer,
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    O: Observer,
+    G: Gate,
+{
+    this.sleep.set(None);
+    let machine = &mut *this.state;
+    let end = call_end(machine, verdict);
+    let refusal = machine.refusal();
+    *machine = Staged::Done;
+    match verdict {
+        Verdict::Success(_) => this.observer.on_success(*this.key, &end),
+        Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),
+    }
+    conclude(verdict, end.attempts, refusal, this.winner, this.last)
+}
+
+/// The driver's side of a cancelled machine's actions, once its attempts
+/// are dropped: records to the observer.
+struct Records<'a, 'k, O, G> {
+    key: PolicyKey<'k>,
+    observer: &'a mut O,
+    gate: &'a mut G,
+}
+
+impl<O: Observer, G: Gate> Sink for Records<'_, '_, O, G> {
+    type Gate = G;
+    fn gate(&mut self) -> &mut G {
+        self.gate
+    }
+    fn launch(&mut self, _: AttemptInfo) {
+        // A cancelled machine only cancels, records and finishes.
+    }
+    fn cancel(&mut self, record: &AttemptRecord) {
+        self.observer.on_attempt(self.key, record);
+    }
+    fn record(&mut self, record: &AttemptRecord) {
+        self.observer.on_attempt(self.key, record);
+    }
+}
+
+/// The driver's side of a machine's actions: launches into the call's
+/// attempt slots, cancels out of them, records to the observer.
+struct Attempts<'a, 'k, O, G, Ids: ?Sized, A, Op> {
+    key: &'a PolicyKey<'k>,
+    gate: &'a mut G,
+    observer: &'a mut O,
+    ids: &'a mut Ids,
+    attempts: Pin<&'a mut A>,
+    op: &'a mut Op,
+}
+
+impl<O, G, Ids, A, Op, Fut> Sink for Attempts<'_, '_, O, G, Ids, A, Op>
+where
+    O: Observer,
+    G: Gate,
+    Ids: AsMut<[Option<AttemptId>]> + ?Sized,
+    A: AttemptSlots<Fut>,
+    Op: FnMut(AttemptInfo) -> Fut,
+{
+    type Gate = G;
+    #[inline(always)]
+    fn gate(&mut self) -> &mut G {
+        self.gate
+    }
+    #[inline(always)]
+    fn launch(&mut self, info: AttemptInfo) {
+        let ids = self.ids.as_mut();
+        let Some(free) = ids.iter().position(Option::is_none) else {
+            unreachable!("the machine launches only into a free slot");
+        };
+        ids[free] = Some(info.id);
+        self.observer.on_launch(*self.key, &info);
+        self.attempts.as_mut().slot(free).set(Some((self.op)(info)));
+    }
+
+    #[inline(always)]
+    fn cancel(&mut self, record: &AttemptRecord) {
+        let id = Some(record.info.id);
+        let ids = self.ids.as_mut();
+        if let Some(i) = ids.iter().position(|s| *s == id) {
+            ids[i] = None;
+            self.attempts.as_mut().slot(i).set(None);
+        }
+        self.observer.on_attempt(*self.key, record);
+    }
+
+    #[inline(always)]
+    fn record(&mut self, record: &AttemptRecord) {
+        self.observer.on_attempt(*self.key, record);
     }
 }
 
@@ -348,21 +448,18 @@ where
     None
 }
 
-/// Feeds a completed attempt to the machine and keeps its result: the
-/// winner's, or the one the call's error will carry.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn settle<M: MachineOps, T, E>(
-    machine: &mut M,
+/// Keeps a completed attempt's result: the winner's, or the one the
+/// call's error will carry.
+#[inline(always)]
+pub(super) fn keep<T, E>(
     id: AttemptId,
-    outcome: Outcome,
-    now: Instant,
+    kind: OutcomeKind,
     result: Result<T, E>,
     winner: &mut Option<Result<T, E>>,
     last: &mut Option<(AttemptId, Result<T, E>)>,
     last_terminal: &mut bool,
 ) {
-    machine.handle(Event::AttemptFinished { id, outcome, now });
-    match outcome.kind {
+    match kind {
         OutcomeKind::Success => *winner = Some(result),
         kind => {
             if !*last_terminal {

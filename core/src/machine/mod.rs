@@ -28,11 +28,15 @@
 //! ([`CallMachine::handle`]); `poll.rs` turns that state into the next
 //! action ([`CallMachine::poll`]: the gate, launches, hedges, cancels,
 //! waits); `io.rs` the events and actions; `plan.rs` the policy read once
-//! into a [`CallPlan`] and the first attempt's plan.
+//! into a [`CallPlan`] and the first attempt's plan; `staged.rs` the
+//! machine as the call future holds it — a compact stage that decides a
+//! first attempt which cannot hedge and grows into the full machine when
+//! the call needs it (crate-private, with the `MachineOps` it grows
+//! into).
 
 use core::time::Duration;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, BackoffSpec};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
@@ -43,11 +47,12 @@ pub use crate::verdict::{Cause, Verdict};
 mod io;
 mod plan;
 mod poll;
+pub(crate) mod staged;
 
 pub use io::{Action, Event, Options, WaitReason};
 use plan::hedges_in;
 pub use plan::CallPlan;
-pub(crate) use plan::{first_attempt, first_attempt_record, hedges_within};
+pub(crate) use staged::{Next, Sink, Staged};
 
 /// An attempt in flight.
 #[derive(Copy, Clone, Debug)]
@@ -94,6 +99,35 @@ enum Phase {
     Done(Verdict),
 }
 
+/// The backoff delays of a call, made into a [`Backoff`] only when its
+/// first retry group fails: a call whose first group succeeds never pays
+/// for the conversion, and a policy without backoff never draws.
+#[derive(Clone, Debug)]
+enum Delays {
+    /// Every delay is zero (no initial and no maximum backoff).
+    Zero,
+    /// Not drawn from yet.
+    Unmade(BackoffSpec),
+    /// Drawing.
+    Drawing(Backoff),
+}
+
+impl Delays {
+    /// The next delay.
+    fn next(&mut self, rng: &mut fastrand::Rng) -> Duration {
+        match self {
+            Self::Zero => Duration::ZERO,
+            Self::Drawing(backoff) => backoff.next_delay(rng),
+            Self::Unmade(spec) => {
+                let mut backoff = spec.backoff();
+                let delay = backoff.next_delay(rng);
+                *self = Self::Drawing(backoff);
+                delay
+            }
+        }
+    }
+}
+
 /// The state machine of one call.
 ///
 /// `N` is the number of attempts that can be in flight at once (the primary
@@ -103,8 +137,9 @@ pub struct CallMachine<const N: usize = 4> {
     max_attempts: u32,
     per_attempt: Option<Duration>,
     overall: Option<Duration>,
-    options: Options,
-    backoff: Backoff,
+    /// The longest retry-after hint honoured ([`Options::max_retry_after`]).
+    max_retry_after: Duration,
+    delays: Delays,
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
@@ -163,8 +198,8 @@ impl<const N: usize> CallMachine<N> {
             max_attempts: plan.max_attempts,
             per_attempt: plan.per_attempt,
             overall: plan.overall,
-            options,
-            backoff: plan.backoff.backoff(),
+            max_retry_after: options.max_retry_after,
+            delays: plan.delays(),
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
@@ -189,18 +224,14 @@ impl<const N: usize> CallMachine<N> {
             ran: 0,
             pending: None,
         }
-        .room_for_hedges()
+        .room_for_hedges(options)
     }
 
     /// Hedges per group: what the policy asks for, as far as the ceiling
     /// and `N` allow.
-    fn room_for_hedges(mut self) -> Self {
-        self.limit_hedges();
+    fn room_for_hedges(mut self, options: Options) -> Self {
+        self.max_hedges = hedges_in(self.policy_hedges, options, N);
         self
-    }
-
-    fn limit_hedges(&mut self) {
-        self.max_hedges = hedges_in(self.policy_hedges, self.options, N);
     }
 
     /// Hedges each retry group may launch: the policy's, as far as the
@@ -242,8 +273,42 @@ impl<const N: usize> CallMachine<N> {
 
     /// Replaces the executor-wide options.
     pub fn set_options(&mut self, options: Options) {
-        self.options = options;
-        self.limit_hedges();
+        self.max_retry_after = options.max_retry_after;
+        self.max_hedges = hedges_in(self.policy_hedges, options, N);
+    }
+
+    /// A machine just made takes over the compact stage's first attempt
+    /// `info`, launched at `start` with the gate's `budget_reason`: the
+    /// state [`Event::Start`] at `start` and the gate's admission of
+    /// `info` would leave it in, set directly (growth is on the retry
+    /// path; the crate's tests compare staged and full machines).
+    pub(crate) fn launched_first(
+        &mut self,
+        start: Instant,
+        info: AttemptInfo,
+        budget_reason: &'static str,
+    ) {
+        debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
+        self.now = start;
+        self.start = start;
+        self.deadline = self.overall.map(|d| start + d);
+        self.phase = Phase::Running;
+        self.groups = 1;
+        self.launched = 1;
+        self.ran = 1;
+        self.group_start = start;
+        self.slots[0] = Some(Slot {
+            info,
+            start,
+            backoff: Duration::ZERO,
+            budget_reason,
+        });
+    }
+
+    /// Drops the record the last event produced, which the compact stage
+    /// gave out already.
+    pub(crate) fn forget_record(&mut self) {
+        self.pending = None;
     }
 
     /// Whether the machine has returned [`Action::Finish`].
@@ -352,12 +417,9 @@ impl<const N: usize> CallMachine<N> {
         if self.groups >= self.max_attempts {
             return self.fail(Cause::Exhausted);
         }
-        let drawn = self.backoff.next_delay(&mut self.rng);
+        let drawn = self.delays.next(&mut self.rng);
         let (delay, beyond) = match hint {
-            Some(h) => (
-                h.min(self.options.max_retry_after),
-                Cause::RetryAfterBeyondDeadline,
-            ),
+            Some(h) => (h.min(self.max_retry_after), Cause::RetryAfterBeyondDeadline),
             None => (drawn, Cause::BackoffBeyondDeadline),
         };
         let wake = self.now + delay;

@@ -1,13 +1,13 @@
 //! What a machine takes from its policy ([`CallPlan`]), and the first
-//! attempt's arithmetic shared with the driver's express lane.
+//! attempt's arithmetic shared with the compact stage
+//! ([`Staged`](super::Staged)).
 
 use core::time::Duration;
 
-use super::{Options, Slot};
+use super::Options;
 use crate::backoff::BackoffSpec;
-use crate::outcome::Outcome;
 use crate::policy::Policy;
-use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
+use crate::record::{AttemptId, AttemptInfo};
 use crate::time::Instant;
 
 /// What a machine takes from its policy: the numbers, not the names. Small
@@ -20,6 +20,8 @@ pub struct CallPlan {
     pub(super) per_attempt: Option<Duration>,
     pub(super) overall: Option<Duration>,
     pub(super) backoff: BackoffSpec,
+    /// No initial and no maximum backoff: every delay is zero.
+    pub(super) zero_backoff: bool,
     /// Hedges per group the policy asks for; 0 when hedging is off.
     pub(super) hedges: u32,
     pub(super) hedge_delay: Duration,
@@ -38,9 +40,20 @@ impl CallPlan {
             per_attempt: per_attempt_timeout(policy),
             overall: overall_timeout(policy),
             backoff: BackoffSpec::new(r),
+            zero_backoff: r.initial_backoff.is_zero() && r.max_backoff.is_zero(),
             hedges: policy_hedges(policy),
             hedge_delay: h.hedge_delay,
             cancel_on_first_terminal: h.cancel_on_first_terminal,
+        }
+    }
+
+    /// The machine's backoff delays.
+    #[inline]
+    pub(super) fn delays(&self) -> super::Delays {
+        if self.zero_backoff {
+            super::Delays::Zero
+        } else {
+            super::Delays::Unmade(self.backoff)
         }
     }
 
@@ -51,54 +64,23 @@ impl CallPlan {
     pub fn hedges_within(&self, options: Options, slots: usize) -> u32 {
         hedges_in(self.hedges, options, slots)
     }
-
-    /// The attempt a machine started at `now` launches first (when its gate
-    /// admits it), which runs until it completes: what [`Action::Launch`](super::Action::Launch)
-    /// carries after [`Event::Start`](super::Event::Start). `None` when a deadline is already
-    /// due at `now` (the clock is so near its end that adding a timeout
-    /// saturates): the machine then ends the call or cuts the attempt
-    /// before it runs.
-    ///
-    /// A driver may launch it itself, before it makes a machine, when the
-    /// call cannot hedge ([`CallPlan::hedges_within`] is 0): nothing else
-    /// can happen before that attempt completes, and a call whose first
-    /// attempt succeeds then never needs a machine. See [`crate::driver`]
-    /// for how the machine takes over when it does.
-    #[inline]
-    pub fn first_attempt(&self, now: Instant) -> Option<AttemptInfo> {
-        first_launch(self.per_attempt, self.overall, now)
-    }
 }
 
-/// [`CallPlan::first_attempt`] of `policy`'s plan, read from the policy.
-#[inline]
-pub(crate) fn first_attempt(policy: &Policy, now: Instant) -> Option<AttemptInfo> {
-    first_launch(per_attempt_timeout(policy), overall_timeout(policy), now)
-}
-
-/// [`CallPlan::hedges_within`] of `policy`'s plan, read from the policy.
-#[inline]
-pub(crate) fn hedges_within(policy: &Policy, options: Options, slots: usize) -> u32 {
-    hedges_in(policy_hedges(policy), options, slots)
-}
-
-/// The first attempt of a call started at `now` with these timeouts: see
-/// [`CallPlan::first_attempt`].
-#[inline]
-fn first_launch(
-    per_attempt: Option<Duration>,
-    overall: Option<Duration>,
-    now: Instant,
-) -> Option<AttemptInfo> {
-    let deadline = overall.map(|d| now + d);
-    let info = AttemptInfo {
+/// The attempt a machine started at `now` under `policy` launches first
+/// (when its gate admits it), which runs until it completes, or until its
+/// deadline (clipped to the call's). When that deadline is `now` already
+/// (the clock is so near its end that adding a timeout saturates), the
+/// machine ends the call or cuts the attempt before it runs.
+#[inline(always)]
+pub(super) fn first_launch(policy: &Policy, now: Instant) -> AttemptInfo {
+    let deadline = overall_timeout(policy).map(|d| now + d);
+    AttemptInfo {
         id: AttemptId(0),
         retry_index: 0,
         hedge_index: 0,
         is_hedge: false,
-        deadline: attempt_deadline(per_attempt, deadline, now),
-    };
-    info.deadline.is_none_or(|d| d > now).then_some(info)
+        deadline: attempt_deadline(per_attempt_timeout(policy), deadline, now),
+    }
 }
 
 /// The per-attempt timeout, if any (zero means none).
@@ -144,24 +126,4 @@ pub(super) fn attempt_deadline(
         (Some(a), Some(d)) => Some(a.min(d)),
         (a, d) => a.or(d),
     }
-}
-
-/// The record of a first attempt that a driver launched itself (see
-/// [`CallPlan::first_attempt`]) and that completed at `end` with `outcome`:
-/// the record the machine would have made.
-#[inline]
-pub(crate) fn first_attempt_record(
-    info: AttemptInfo,
-    start: Instant,
-    end: Instant,
-    outcome: Outcome,
-    budget_reason: &'static str,
-) -> AttemptRecord {
-    let slot = Slot {
-        info,
-        start,
-        backoff: Duration::ZERO,
-        budget_reason,
-    };
-    slot.record(end, outcome, false)
 }

@@ -6,7 +6,7 @@ use core::time::Duration;
 
 use super::plan::attempt_deadline;
 use super::{Action, CallMachine, Cause, Phase, Slot, WaitReason};
-use crate::gate::{AdmitRequest, Gate, Gatekeeper};
+use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
@@ -96,8 +96,26 @@ impl<const N: usize> CallMachine<N> {
         } else {
             self.last_outcome
         };
+        let info = self.next_attempt(self.groups, 0);
+        let admission = gate.admit(&AdmitRequest {
+            attempt: info,
+            previous,
+            now: self.now,
+        });
+        self.primary(info, admission)
+    }
+
+    /// The next retry group's primary `info`, once the gate answered
+    /// `admission`: its launch, or the record of its refusal (which ends
+    /// the call).
+    ///
+    /// The call future's compact stage asks the gate about a call's first
+    /// primary itself; when the call then needs a full machine, this takes
+    /// the answer over (see [`Staged`](super::Staged)).
+    #[inline(always)]
+    pub(crate) fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         let backoff = core::mem::take(&mut self.next_backoff);
-        let slot = match self.admit(gate, self.groups, 0, previous, backoff) {
+        let slot = match self.slot(info, admission, backoff) {
             Ok(slot) => slot,
             Err((slot, by)) => {
                 self.fail(match by {
@@ -121,6 +139,18 @@ impl<const N: usize> CallMachine<N> {
         }
     }
 
+    /// The next attempt's info: retry group `retry_index`, hedge
+    /// `hedge_index` (0 for the primary).
+    fn next_attempt(&self, retry_index: u32, hedge_index: u32) -> AttemptInfo {
+        AttemptInfo {
+            id: AttemptId(self.launched),
+            retry_index,
+            hedge_index,
+            is_hedge: hedge_index > 0,
+            deadline: self.attempt_deadline(),
+        }
+    }
+
     /// Asks the gate about the next attempt: its slot when admitted, else
     /// the refused attempt's slot and who refused.
     pub(super) fn admit<G: Gate + ?Sized>(
@@ -131,18 +161,23 @@ impl<const N: usize> CallMachine<N> {
         previous: Option<Outcome>,
         backoff: Duration,
     ) -> Result<Slot, (Slot, Gatekeeper)> {
-        let info = AttemptInfo {
-            id: AttemptId(self.launched),
-            retry_index,
-            hedge_index,
-            is_hedge: hedge_index > 0,
-            deadline: self.attempt_deadline(),
-        };
+        let info = self.next_attempt(retry_index, hedge_index);
         let admission = gate.admit(&AdmitRequest {
             attempt: info,
             previous,
             now: self.now,
         });
+        self.slot(info, admission, backoff)
+    }
+
+    /// The slot of attempt `info`, which the gate answered with
+    /// `admission`: `Err` with who refused when it did.
+    fn slot(
+        &mut self,
+        info: AttemptInfo,
+        admission: Admission,
+        backoff: Duration,
+    ) -> Result<Slot, (Slot, Gatekeeper)> {
         self.launched += 1;
         let slot = Slot {
             info,

@@ -29,7 +29,7 @@ pub(super) struct Clock {
     pending: RefCell<Vec<Instant>>,
 }
 
-/// A virtual clock (also used by `express.rs`).
+/// A virtual clock (also used by `staged.rs`).
 #[derive(Clone, Default)]
 pub(super) struct VTimer(Rc<Clock>);
 

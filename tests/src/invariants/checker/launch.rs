@@ -281,7 +281,7 @@ impl Checker<'_> {
             info.deadline
         );
         // At the clock's end a timeout saturates to now: the machine then
-        // launches the attempt and cuts it at once (`CallPlan::first_attempt`).
+        // launches the attempt and cuts it at once (the compact stage's first attempt).
         let saturated = self.now == Instant::MAX;
         if saturated && info.deadline == Some(self.now) {
             self.seen.mark(Feature::ClockSaturated);

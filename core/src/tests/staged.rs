@@ -1,5 +1,6 @@
-//! The driver's express lane against the machine: the same calls, run with
-//! the lane and without it (`EXPRESS_OFF`), must give the same result, the
+//! The machine's compact stage against the full machine: the same calls,
+//! run with a staged machine (as every call is) and with one that is full
+//! from the start (a test width, [`Full`]), must give the same result, the
 //! same observer events and the same gate calls, in the same order — for
 //! seeded random policies, attempt scripts, gate answers and drop points,
 //! and when the operation, the classifier or an observer panics.
@@ -7,6 +8,7 @@
 use core::cell::{Cell, RefCell};
 use core::future::IntoFuture;
 use core::panic::AssertUnwindSafe;
+use core::task::Poll;
 use core::time::Duration;
 use std::boxed::Box;
 use std::format;
@@ -16,17 +18,96 @@ use std::string::String;
 use std::vec::Vec;
 
 use super::driver::VTimer as Clock;
-use super::EXPRESS_OFF;
+use crate::driver::MachineOps;
+use crate::driver::{InFlight, Width};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
 use crate::key::PolicyKey;
 use crate::machine::Verdict;
+use crate::machine::{Action, CallMachine, Event, Options};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::Outcome;
 use crate::policy::Policy;
+use crate::record::AttemptId;
 use crate::record::{AttemptInfo, AttemptRecord};
 use crate::time::{Instant, Timer};
 use crate::{call, Error};
+
+/// A width whose machine is never compact (`COMPACT` off), so it is made
+/// at the start and decides everything, and counts the machines made.
+struct Full<const N: usize>;
+
+std::thread_local! {
+    /// Full machines made on this thread (by either width).
+    static MADE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A [`CallMachine`] that counts how many are made, compact stage or not.
+#[derive(Debug)]
+struct Counted<const N: usize, const COMPACT: bool>(CallMachine<N>);
+
+impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
+    const SLOTS: usize = N;
+    const COMPACT: bool = COMPACT;
+    fn handle(&mut self, event: Event) {
+        self.0.handle(event);
+    }
+    fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
+        self.0.poll(gate)
+    }
+    fn start(&self) -> Instant {
+        self.0.start()
+    }
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+    fn attempts(&self) -> u32 {
+        self.0.attempts()
+    }
+    fn refusal(&self) -> Option<&'static str> {
+        self.0.refusal()
+    }
+    fn make(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self {
+        MADE.with(|n| n.set(n.get() + 1));
+        Self(CallMachine::new(policy, options, rng))
+    }
+    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
+        self.0.primary(info, admission)
+    }
+    fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str) {
+        self.0.launched_first(start, info, budget_reason);
+    }
+    fn forget_record(&mut self) {
+        self.0.forget_record();
+    }
+}
+
+impl<const N: usize> crate::driver::sealed::Sealed for Full<N> {}
+
+impl<const N: usize> Width for Full<N>
+where
+    [Option<AttemptId>; N]: Default,
+{
+    const SLOTS: usize = N;
+    type Machine = Counted<N, false>;
+    type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
+    type Ids = [Option<AttemptId>; N];
+}
+
+/// [`InFlight`], counting the full machines it grows.
+struct Staged<const N: usize>;
+
+impl<const N: usize> crate::driver::sealed::Sealed for Staged<N> {}
+
+impl<const N: usize> Width for Staged<N>
+where
+    [Option<AttemptId>; N]: Default,
+{
+    const SLOTS: usize = N;
+    type Machine = Counted<N, true>;
+    type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
+    type Ids = [Option<AttemptId>; N];
+}
 
 const KEY: PolicyKey<'static> = PolicyKey::new("svc", "Get");
 
@@ -171,10 +252,10 @@ fn classify(r: &Result<u32, &'static str>) -> Outcome {
 
 type Outcome2 = Option<Result<u32, Error<&'static str>>>;
 
-/// Runs `scenario` with `slots` attempt slots, with the express lane on or
-/// off: the result (`None` when dropped at the stop time) and every event.
-fn run(scenario: &Scenario, slots: usize, express: bool, seed: u64) -> (Outcome2, Vec<String>) {
-    EXPRESS_OFF.with(|off| off.set(!express));
+/// Runs `scenario` with `slots` attempt slots, with a staged machine or a
+/// full one: the result (`None` when dropped at the stop time) and every
+/// event.
+fn run(scenario: &Scenario, slots: usize, staged: bool, seed: u64) -> (Outcome2, Vec<String>) {
     let clock = Clock::starting_at(scenario.epoch);
     let events = Events::default();
     let gate = ScriptedGate {
@@ -196,17 +277,18 @@ fn run(scenario: &Scenario, slots: usize, express: bool, seed: u64) -> (Outcome2
         .observer(Log(events.clone()))
         .gate(gate)
         .rng(fastrand::Rng::with_seed(seed));
-    let result = match slots {
-        1 => clock.run_until(builder.into_future(), stop),
-        _ => clock.run_until(builder.slots::<3>().into_future(), stop),
+    let result = match (slots, staged) {
+        (1, true) => clock.run_until(builder.into_future(), stop),
+        (1, false) => clock.run_until(builder.width::<Full<1>>().into_future(), stop),
+        (_, true) => clock.run_until(builder.slots::<3>().into_future(), stop),
+        (_, false) => clock.run_until(builder.width::<Full<3>>().into_future(), stop),
     };
-    EXPRESS_OFF.with(|off| off.set(false));
     let events = events.borrow().clone();
     (result, events)
 }
 
 #[test]
-fn the_express_lane_changes_nothing_a_caller_or_gate_can_see() {
+fn the_compact_stage_changes_nothing_a_caller_or_gate_can_see() {
     let runs = if cfg!(miri) { 20 } else { 4_000 };
     let mut rng = fastrand::Rng::with_seed(0x5eed);
     let (mut first_poll_wins, mut later, mut refused, mut dropped) = (0, 0, 0, 0);
@@ -291,12 +373,11 @@ impl Observer for Panicky {
 
 /// A call whose first attempt is ready at once, panicking in `at`: what
 /// the gate heard (admitted, attempts ended, calls ended) and the events.
-fn panicking(at: PanicIn, express: bool) -> ((u32, u32, u32), Vec<String>) {
-    EXPRESS_OFF.with(|off| off.set(!express));
+fn panicking(at: PanicIn, staged: bool) -> ((u32, u32, u32), Vec<String>) {
     let clock = Clock::default();
     let events = Events::default();
     let gate = Counting::default();
-    let fut = call(KEY, Policy::DEFAULT, clock.clone(), |_| async move {
+    let builder = call(KEY, Policy::DEFAULT, clock.clone(), |_| async move {
         if matches!(at, PanicIn::Operation) {
             panic!("operation");
         }
@@ -309,10 +390,14 @@ fn panicking(at: PanicIn, express: bool) -> ((u32, u32, u32), Vec<String>) {
         crate::Classifier::classify(&crate::DefaultClassifier, r)
     })
     .observer(Panicky(events.clone(), Some(at)))
-    .gate(&gate)
-    .into_future();
-    let unwound = catch_unwind(AssertUnwindSafe(|| clock.run_until(fut, Instant::MAX)));
-    EXPRESS_OFF.with(|off| off.set(false));
+    .gate(&gate);
+    let unwound = catch_unwind(AssertUnwindSafe(|| {
+        if staged {
+            clock.run_until(builder.into_future(), Instant::MAX)
+        } else {
+            clock.run_until(builder.width::<Full<1>>().into_future(), Instant::MAX)
+        }
+    }));
     assert!(unwound.is_err(), "{at:?}: the panic reaches the caller");
     let told = (
         gate.admitted.get(),
@@ -324,7 +409,7 @@ fn panicking(at: PanicIn, express: bool) -> ((u32, u32, u32), Vec<String>) {
 }
 
 #[test]
-fn a_panic_inside_the_express_lane_still_settles_the_gate_exactly_once() {
+fn a_panic_inside_the_compact_stage_still_settles_the_gate_exactly_once() {
     for at in [
         PanicIn::Operation,
         PanicIn::Classifier,
@@ -339,10 +424,10 @@ fn a_panic_inside_the_express_lane_still_settles_the_gate_exactly_once() {
 }
 
 #[test]
-fn a_first_attempt_that_succeeds_at_once_makes_no_machine() {
+fn a_first_attempt_that_succeeds_makes_no_full_machine() {
     let made = |delay_ms: u64, result: Result<u32, &'static str>| {
         let clock = Clock::default();
-        let before = super::MACHINES_MADE.with(Cell::get);
+        let before = MADE.with(Cell::get);
         let out = clock.run_until(
             call(KEY, Policy::DEFAULT, clock.clone(), |_| {
                 let sleep = clock.sleep_until(clock.now() + Duration::from_millis(delay_ms));
@@ -351,15 +436,17 @@ fn a_first_attempt_that_succeeds_at_once_makes_no_machine() {
                     result
                 })
             })
+            .width::<Staged<1>>()
             .into_future(),
             Instant::MAX,
         );
-        (out, super::MACHINES_MADE.with(Cell::get) - before)
+        (out, MADE.with(Cell::get) - before)
     };
     assert_eq!(made(0, Ok(1)), (Some(Ok(1)), 0));
-    // Pending first: the machine takes over to wait for it.
-    assert_eq!(made(5, Ok(1)), (Some(Ok(1)), 1));
-    // A failure needs the machine to retry.
+    // Pending first: the compact stage waits for it too (the express lane
+    // it replaced made the machine here).
+    assert_eq!(made(5, Ok(1)), (Some(Ok(1)), 0));
+    // A failure needs the full machine to retry.
     assert_eq!(
         made(0, Err("x")),
         (
@@ -370,4 +457,68 @@ fn a_first_attempt_that_succeeds_at_once_makes_no_machine() {
             1
         )
     );
+}
+
+/// An observer whose first `on_attempt` panics, and logs.
+struct PanicsOnce(Events, Cell<bool>);
+
+impl Observer for PanicsOnce {
+    fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        Log(self.0.clone()).on_attempt(key, record);
+        if !self.1.replace(true) {
+            panic!("observer");
+        }
+    }
+    fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        Log(self.0.clone()).on_success(key, end);
+    }
+    fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        Log(self.0.clone()).on_failure(key, end);
+    }
+}
+
+/// What a call resolves to.
+type Outcome3 = Result<u32, Error<&'static str>>;
+
+/// A call whose observer panics while the first attempt's record is out,
+/// polled again after the panic: its result, what the gate heard and the
+/// events.
+fn polled_again(staged: bool) -> (Poll<Outcome3>, (u32, u32, u32), Vec<String>) {
+    use core::task::{Context, Waker};
+    let clock = Clock::default();
+    let events = Events::default();
+    let gate = Counting::default();
+    let builder = call(KEY, Policy::DEFAULT, clock.clone(), |_| async {
+        Ok::<u32, &str>(7)
+    })
+    .observer(PanicsOnce(events.clone(), Cell::new(false)))
+    .gate(&gate);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut poll_twice =
+        |mut fut: core::pin::Pin<&mut dyn core::future::Future<Output = Outcome3>>| {
+            let first = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+            assert!(first.is_err(), "the observer's panic reaches the caller");
+            fut.as_mut().poll(&mut cx)
+        };
+    let out = if staged {
+        poll_twice(core::pin::pin!(builder.into_future()))
+    } else {
+        poll_twice(core::pin::pin!(builder.width::<Full<1>>().into_future()))
+    };
+    let told = (
+        gate.admitted.get(),
+        gate.ended.get(),
+        gate.calls_ended.get(),
+    );
+    let events = events.borrow().clone();
+    (out, told, events)
+}
+
+#[test]
+fn a_call_polled_again_after_its_record_panicked_ends_as_the_full_machine_ends_it() {
+    let staged = polled_again(true);
+    assert_eq!(staged, polled_again(false));
+    // The winner stands, and the gate heard of the call's end once.
+    assert_eq!(staged.0, Poll::Ready(Ok(7)));
+    assert_eq!(staged.1, (1, 1, 1), "admitted, ended, call ended");
 }
