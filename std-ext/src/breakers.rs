@@ -37,9 +37,10 @@
 //!   the lock; the time it was asked at is kept in the calling thread's
 //!   shard;
 //! - a success of a quiet circuit changes nothing but the window's count
-//!   of calls: it is counted in the calling thread's shard (its own lock,
-//!   which no other thread takes but to drain it), by episode and window
-//!   bucket;
+//!   of calls: it is counted in the calling thread's shard, by episode and
+//!   window bucket. A shard belongs to one thread at a time (a slot number
+//!   no other living thread has), which writes it with plain stores: no
+//!   lock, no read-modify-write;
 //! - every other use (a failure, an open or half-open circuit, a new
 //!   bucket in a shard, reading the state) takes the breaker's lock and
 //!   first drains every shard into it
@@ -50,8 +51,10 @@
 //!   permits of an episode that has ended count for nothing, as with
 //!   [`CircuitBreaker::record`].
 //!
-//! A breaker keeps [`SHARDS`](crate::sharded::SHARDS) shards of 128 bytes
-//! (1 KiB beside each key's breaker).
+//! A breaker keeps [`OWN_SLOTS`](crate::sharded::OWN_SLOTS) (16) shards of
+//! 64 bytes (1 KiB beside each key's breaker); a thread beyond the
+//! sixteenth alive at once (which has no slot) takes the lock on every
+//! call, as before.
 //!
 //! ## Time
 //!
@@ -63,7 +66,7 @@
 //! created count as its creation.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant as StdInstant;
@@ -74,7 +77,7 @@ use recourse_core::time::nanos;
 use recourse_core::{Instant, PolicyKey};
 
 use crate::keyed::{Bound, Keyed, Shared};
-use crate::sharded::{self, Padded, SHARDS};
+use crate::sharded::{self, OWN_SLOTS};
 
 pub use recourse_core::breaker::{CallResult, CIRCUIT_OPEN, HALF_OPEN_PROBE_LIMIT};
 
@@ -132,27 +135,33 @@ pub(crate) struct Fast {
     latest: AtomicU64,
     /// Its [`window_bucket_width`](CircuitBreaker::window_bucket_width).
     width: AtomicU64,
-    shards: [Padded<Shard>; SHARDS],
+    /// One per [`own_slot`](sharded::own_slot): written by that slot's
+    /// thread alone, read under the breaker's lock.
+    shards: [Line<Shard>; OWN_SLOTS],
 }
 
-/// One thread's (or a few threads') share of a breaker's fast path.
+/// A value on a 64-byte cache line of its own.
+#[derive(Default)]
+#[repr(align(64))]
+struct Line<T>(T);
+
+/// One thread's share of a breaker's fast path. Its owner (the thread
+/// holding its [`own_slot`](sharded::own_slot)) writes everything but
+/// `absorbed`, with plain stores; the breaker's lock drains it.
 #[derive(Default)]
 struct Shard {
-    /// The latest time asked at on this shard, in nanoseconds.
+    /// The latest time the owner asked at, in nanoseconds.
     now: AtomicU64,
-    tally: Mutex<Tally>,
-}
-
-/// Successes of a quiet circuit counted in a shard, all of one episode
-/// and one window bucket.
-#[derive(Copy, Clone, Default)]
-struct Tally {
-    generation: u32,
-    /// The bucket width they were counted with (a policy change may move
-    /// it: then they count for nothing, as the window is cleared).
-    width: u64,
-    bucket: u64,
-    successes: u32,
+    /// Successes the owner counted here, ever (it never goes back).
+    successes: AtomicU64,
+    /// Of those, the ones the lock has drained into the breaker (written
+    /// under the lock only).
+    absorbed: AtomicU64,
+    /// The episode, bucket width and window bucket of the successes not
+    /// drained yet; the owner moves them only when none is left to drain.
+    generation: AtomicU32,
+    width: AtomicU64,
+    bucket: AtomicU64,
 }
 
 const CLOSED: u64 = 1;
@@ -171,13 +180,12 @@ impl Fast {
     fn publish(&self, b: &CircuitBreaker) {
         let word = match b.closed_generation() {
             Some(g) => {
-                u64::from(g) << 2
-                    | CLOSED
-                    | if b.quiet_generation().is_some() {
-                        QUIET
-                    } else {
-                        0
-                    }
+                let quiet = if b.quiet_generation().is_some() {
+                    QUIET
+                } else {
+                    0
+                };
+                u64::from(g) << 2 | CLOSED | quiet
             }
             None => 0,
         };
@@ -191,6 +199,18 @@ impl Fast {
         store(&self.word, word, Ordering::Release);
     }
 
+    /// This thread's shard, with `now` taken as seen there; `None`: the
+    /// thread has no slot of its own.
+    #[inline]
+    fn own_shard(&self, now: Instant) -> Option<&Shard> {
+        let Line(shard) = self.shards.get(sharded::own_slot()?)?;
+        // Only this thread writes it: no read-modify-write.
+        if now.as_nanos() > shard.now.load(Ordering::Relaxed) {
+            shard.now.store(now.as_nanos(), Ordering::Relaxed);
+        }
+        Some(shard)
+    }
+
     /// Counts a success of `permit` at `now` in this thread's shard when
     /// the breaker is quiet in the permit's episode; `false`: record it
     /// under the lock.
@@ -202,35 +222,58 @@ impl Fast {
         if self.generation(QUIET) != Some(generation) {
             return false;
         }
-        let Some(Padded(shard)) = self.shards.get(sharded::shard()) else {
+        let Some(shard) = self.own_shard(now) else {
             return false;
         };
         // The breaker's own time never goes back: a success counts at the
-        // latest time seen (here: by its last use under the lock, and on
-        // this shard).
-        let seen = shard.now.fetch_max(now.as_nanos(), Ordering::Relaxed);
-        let at = now
-            .as_nanos()
-            .max(seen)
+        // latest time seen (by its last use under the lock, and here).
+        let at = shard
+            .now
+            .load(Ordering::Relaxed)
             .max(self.latest.load(Ordering::Relaxed));
         let width = self.width.load(Ordering::Relaxed).max(1);
         let bucket = at / width;
-        let mut tally = shard.tally.lock().unwrap_or_else(PoisonError::into_inner);
-        if tally.successes == 0 {
-            *tally = Tally {
-                generation,
-                width,
-                bucket,
-                successes: 0,
-            };
-        } else if (tally.generation, tally.width, tally.bucket) != (generation, width, bucket)
-            || tally.successes == u32::MAX
-        {
-            // Another episode or bucket: the lock drains this one first.
-            return false;
+        let counted = shard.successes.load(Ordering::Relaxed);
+        let same = shard.generation.load(Ordering::Relaxed) == generation
+            && shard.width.load(Ordering::Relaxed) == width
+            && shard.bucket.load(Ordering::Relaxed) == bucket;
+        if !same {
+            // Another episode or bucket: only once the lock has drained
+            // the ones counted under the last (then it reads none of
+            // these while they move; see `drain`).
+            if shard.absorbed.load(Ordering::Acquire) != counted {
+                return false;
+            }
+            shard.generation.store(generation, Ordering::Relaxed);
+            shard.width.store(width, Ordering::Relaxed);
+            shard.bucket.store(bucket, Ordering::Relaxed);
         }
-        tally.successes += 1;
+        // Published with what it counts under (a drain that sees it sees
+        // them).
+        shard.successes.store(counted + 1, Ordering::Release);
         true
+    }
+
+    /// Records what the shards counted in `b` (under its lock).
+    fn drain(&self, b: &mut CircuitBreaker) {
+        for Line(shard) in &self.shards {
+            b.observe(Instant::from_nanos(shard.now.load(Ordering::Relaxed)));
+            let counted = shard.successes.load(Ordering::Acquire);
+            let absorbed = shard.absorbed.load(Ordering::Relaxed);
+            if counted == absorbed {
+                continue;
+            }
+            // The owner moves these only once `absorbed` has caught up
+            // with what it counted, which it has not (it is stored below).
+            let generation = shard.generation.load(Ordering::Relaxed);
+            let width = shard.width.load(Ordering::Relaxed);
+            let bucket = shard.bucket.load(Ordering::Relaxed);
+            if width == b.window_bucket_width() {
+                let n = u32::try_from(counted - absorbed).unwrap_or(u32::MAX);
+                b.absorb_successes(generation, bucket, n);
+            }
+            shard.absorbed.store(counted, Ordering::Release);
+        }
     }
 }
 
@@ -238,19 +281,9 @@ impl Fast {
 /// shards into it; publishes it afterwards.
 fn with_breaker<R>(cell: &Cell, f: impl FnOnce(&mut CircuitBreaker) -> R) -> R {
     let mut b = cell.lock();
-    let fast = &cell.side;
-    for Padded(shard) in &fast.shards {
-        b.observe(Instant::from_nanos(shard.now.load(Ordering::Relaxed)));
-        let mut tally = shard.tally.lock().unwrap_or_else(PoisonError::into_inner);
-        if tally.successes > 0 {
-            if tally.width == b.window_bucket_width() {
-                b.absorb_successes(tally.generation, tally.bucket, tally.successes);
-            }
-            tally.successes = 0;
-        }
-    }
+    cell.side.drain(&mut b);
     let r = f(&mut b);
-    fast.publish(&b);
+    cell.side.publish(&b);
     r
 }
 
@@ -464,6 +497,18 @@ impl Breakers {
             // Quiet: a success changes no state.
             return None;
         }
+        Self::record_locked(cell, permit, result, now)
+    }
+
+    /// [`Breakers::record_shared`] under the breaker's lock (kept out of
+    /// the fast path's code).
+    #[inline(never)]
+    fn record_locked(
+        cell: &Cell,
+        permit: breaker::Permit,
+        result: CallResult,
+        now: Instant,
+    ) -> Option<breaker::CircuitState> {
         with_breaker(cell, |b| b.record(permit, result, now))
     }
 
@@ -475,8 +520,7 @@ impl Breakers {
         if let Some(generation) = fast.generation(CLOSED) {
             // Closed: the permit the breaker would give, whatever the time
             // (kept in this thread's shard, as the breaker keeps it).
-            if let Some(Padded(shard)) = fast.shards.get(sharded::shard()) {
-                shard.now.fetch_max(now.as_nanos(), Ordering::Relaxed);
+            if fast.own_shard(now).is_some() {
                 let permit = Permit {
                     permit: breaker::Permit::closed(generation),
                     entry: shared.id(),
@@ -484,6 +528,16 @@ impl Breakers {
                 return (Ok(permit), None);
             }
         }
+        Self::admit_locked(shared, now)
+    }
+
+    /// [`Breakers::admit_shared`] under the breaker's lock (kept out of the
+    /// fast path's code).
+    #[inline(never)]
+    fn admit_locked(
+        shared: &Cell,
+        now: Instant,
+    ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
         let (was_open, answer) = with_breaker(shared, |b| (b.open_until(), b.admit(now)));
         let left_open = if answer.is_ok_and(|p| p.is_probe()) {
             was_open

@@ -42,6 +42,87 @@ pub(crate) fn shard() -> usize {
         .unwrap_or(0)
 }
 
+/// Slots a thread may own alone: [`own_slot`].
+pub(crate) const OWN_SLOTS: usize = 16;
+
+/// Slot numbers given back by threads that ended.
+static FREE_SLOTS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// The next slot number never handed out.
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+/// Gives a thread's slot back when the thread ends.
+struct SlotGuard;
+
+/// Not asked yet.
+const UNASKED: usize = usize::MAX;
+/// Asked, and every slot was taken.
+const NONE_LEFT: usize = usize::MAX - 1;
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let n = OWN.try_with(Cell::get).unwrap_or(UNASKED);
+        if n < OWN_SLOTS {
+            // No use of the slot comes after this: the thread is ending
+            // (and may not take it again: `OWN` says none is left).
+            let _ = OWN.try_with(|own| own.set(NONE_LEFT));
+            FREE_SLOTS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(n);
+        }
+    }
+}
+
+std::thread_local! {
+    /// This thread's slot number (no destructor: read with one load).
+    static OWN: Cell<usize> = const { Cell::new(UNASKED) };
+    /// Registered when the thread takes a slot; gives it back.
+    static GUARD: SlotGuard = const { SlotGuard };
+}
+
+/// A slot number below [`OWN_SLOTS`] that no other living thread has:
+/// state kept per slot is written by this thread alone (plain loads and
+/// stores, no read-modify-write). The number goes back to a free list
+/// when the thread ends, and the next thread to ask takes it over, with
+/// whatever its previous owner left in the slots (everything that thread
+/// wrote happened before: the list is behind a lock). `None` once
+/// [`OWN_SLOTS`] threads hold one (the caller takes a shared path), or
+/// while the thread is being torn down.
+#[inline]
+pub(crate) fn own_slot() -> Option<usize> {
+    let n = OWN.try_with(Cell::get).ok()?;
+    if n < OWN_SLOTS {
+        Some(n)
+    } else if n == UNASKED {
+        take_slot()
+    } else {
+        None
+    }
+}
+
+/// A thread's first [`own_slot`].
+#[cold]
+#[inline(never)]
+fn take_slot() -> Option<usize> {
+    // The guard first: a thread that cannot register it (being torn down)
+    // takes no slot, so every slot taken is given back.
+    GUARD.try_with(|_| ()).ok()?;
+    let free = FREE_SLOTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop();
+    let n = free.or_else(|| {
+        NEXT_SLOT
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < OWN_SLOTS).then_some(n + 1)
+            })
+            .ok()
+    });
+    OWN.try_with(|own| own.set(n.unwrap_or(NONE_LEFT))).ok()?;
+    n
+}
+
 /// A value on a cache line of its own (128 bytes: two lines, which the
 /// adjacent-line prefetcher of x86 fetches together).
 #[derive(Default, Debug)]
@@ -91,6 +172,41 @@ mod tests {
             }
         });
         assert_eq!(c.sum(), (SHARDS as u64 + 3) * 1_000);
+    }
+
+    #[test]
+    fn own_slots_are_never_held_by_two_living_threads() {
+        let mine = own_slot();
+        let barrier = std::sync::Barrier::new(OWN_SLOTS + 4);
+        let seen: Vec<Option<usize>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..OWN_SLOTS + 4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let n = own_slot();
+                        assert_eq!(own_slot(), n, "kept");
+                        // Every thread holds its slot until all have asked.
+                        barrier.wait();
+                        n
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().ok().flatten())
+                .collect()
+        });
+        let mut held: Vec<usize> = seen.iter().flatten().copied().collect();
+        held.extend(mine);
+        let count = held.len();
+        held.sort_unstable();
+        held.dedup();
+        assert_eq!(held.len(), count, "no slot held twice: {seen:?}");
+        assert!(held.iter().all(|&n| n < OWN_SLOTS));
+        // Other tests' threads may hold a few; most of these got one.
+        assert!(count >= 4, "{seen:?}");
+        // They ended: their slots are free again.
+        let later = std::thread::spawn(own_slot).join().ok().flatten();
+        assert!(later.is_some());
     }
 
     #[test]

@@ -100,9 +100,10 @@ impl TimerSource for DefaultTimer {
     /// from the same anchor.
     fn timer(&self) -> DefaultCallTimer {
         DefaultCallTimer {
-            anchor: anchor(),
             #[cfg(feature = "tokio")]
             epoch: tokio_epoch(),
+            #[cfg(not(feature = "tokio"))]
+            epoch: anchor(),
         }
     }
 
@@ -145,10 +146,11 @@ fn anchor() -> std::time::Instant {
 /// a tokio runtime, on async-io's otherwise.
 #[derive(Copy, Clone, Debug)]
 pub struct DefaultCallTimer {
-    anchor: std::time::Instant,
-    /// `anchor` on tokio's clock.
+    /// The anchor, on tokio's clock with the `tokio` feature.
     #[cfg(feature = "tokio")]
     epoch: tokio::time::Instant,
+    #[cfg(not(feature = "tokio"))]
+    epoch: std::time::Instant,
 }
 
 impl DefaultCallTimer {
@@ -173,7 +175,7 @@ impl Timer for DefaultCallTimer {
         #[cfg(feature = "tokio")]
         let since = tokio::time::Instant::now().saturating_duration_since(self.epoch);
         #[cfg(not(feature = "tokio"))]
-        let since = std::time::Instant::now().saturating_duration_since(self.anchor);
+        let since = std::time::Instant::now().saturating_duration_since(self.epoch);
         Instant::from_nanos(recourse_core::time::nanos(since))
     }
 
@@ -187,7 +189,10 @@ impl Timer for DefaultCallTimer {
                 },
             };
         }
-        let t = AsyncIoTimer::with_epoch(self.anchor);
+        #[cfg(feature = "tokio")]
+        let t = AsyncIoTimer::with_epoch(self.epoch.into_std());
+        #[cfg(not(feature = "tokio"))]
+        let t = AsyncIoTimer::with_epoch(self.epoch);
         DefaultSleep {
             inner: SleepInner::AsyncIo {
                 sleep: t.sleep_until(deadline),
