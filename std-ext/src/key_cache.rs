@@ -299,25 +299,37 @@ impl Slot {
 /// byte of the key, eight at a time, mixed as FxHash does (rotate, xor,
 /// multiply), with its length; the product's top bits pick the set. Keys
 /// of one service differ anywhere (`svc.Op17`, `svc17.Get`), so all of
-/// them count.
+/// them count. Fixed-size reads only: the last eight bytes (or, in a key
+/// shorter than eight, its first and last four) overlap what came before.
 fn index(key: &[u8]) -> usize {
     const K: u64 = 0xf135_7aea_2e62_a9c5;
-    let mut h = key.len() as u64;
-    let mut chunks = key.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        h = (h.rotate_left(26) ^ u64::from_le_bytes(word)).wrapping_mul(K);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(26) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    let mix = |h: u64, word: u64| (h.rotate_left(26) ^ word).wrapping_mul(K);
+    let n = key.len();
+    let u32_at = |at: usize| match key.get(at..at + 4) {
+        Some(&[a, b, c, d]) => u64::from(u32::from_le_bytes([a, b, c, d])),
+        _ => 0,
+    };
+    let u64_at = |at: usize| match key.get(at..at + 8) {
+        Some(&[a, b, c, d, e, f, g, h]) => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => 0,
+    };
+    let mut h = n as u64;
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 < n {
+            h = mix(h, u64_at(at));
+            at += 8;
+        }
+        h = mix(h, u64_at(n - 8));
+    } else if n >= 4 {
+        h = mix(h, u32_at(0) | u32_at(n - 4) << 32);
+    } else {
+        h = mix(h, key.iter().fold(0u64, |w, &b| w << 8 | u64::from(b)));
     }
     let sets = (SLOTS / WAYS) as u64;
     // The top bits of a multiplicative hash are its best mixed.
-    let set = (h.wrapping_mul(K) >> (64 - sets.trailing_zeros())) % sets;
+    let h = (h ^ h >> 29).wrapping_mul(K);
+    let set = (h >> (64 - sets.trailing_zeros())) % sets;
     set as usize * WAYS
 }
 
