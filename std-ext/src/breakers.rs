@@ -902,7 +902,8 @@ mod tests {
 
     /// Successes counted on the fast path by several threads at once are
     /// all recorded, and a failure among them opens the circuit as the
-    /// ratio rule says.
+    /// ratio rule says. More threads than there are slots of their own:
+    /// the ones without a slot take the lock, and count the same.
     #[test]
     fn fast_successes_of_many_threads_are_all_counted() {
         let policy = CircuitPolicy {
@@ -918,9 +919,9 @@ mod tests {
         let key = PolicyKey::parse("svc.hot");
         let t = Instant::from_secs(10);
         std::thread::scope(|s| {
-            for _ in 0..4 {
+            for _ in 0..(OWN_SLOTS + 4) {
                 s.spawn(|| {
-                    for _ in 0..2_000 {
+                    for _ in 0..500 {
                         let p = store.admit_at(key, &policy, t).expect("closed");
                         assert_eq!(store.record_at(key, p, CallResult::Success, t), None);
                     }
@@ -929,10 +930,11 @@ mod tests {
         });
         let cell = store.lock().get(key).map(Arc::clone).expect("kept");
         let counts = with_breaker(&cell, |b| b.window_counts(t));
-        assert_eq!((counts.calls, counts.failures), (8_000, 0));
-        // 7,999 failures more keep the ratio under one half; the 8,000th
-        // reaches it.
-        for _ in 0..7_999 {
+        let successes = (OWN_SLOTS as u32 + 4) * 500;
+        assert_eq!((counts.calls, counts.failures), (successes, 0));
+        // As many failures less one keep the ratio under one half; the
+        // last one reaches it.
+        for _ in 0..successes - 1 {
             let p = store.admit_at(key, &policy, t).expect("closed");
             assert_eq!(store.record_at(key, p, CallResult::Failure, t), None);
         }

@@ -593,6 +593,10 @@ impl<S: TimerSource> Executor<S> {
         // A request that is itself a retry upstream may run here under a
         // one-attempt copy of its policy (made for this call alone).
         let single = resolution.policy.as_ref().and_then(|p| {
+            if effect == UpstreamEffect::None {
+                // Nothing to adjust (the usual case): no call, no copy.
+                return None;
+            }
             effect.adjusted(&p.policy).map(|single| {
                 Arc::new(Normalized {
                     policy: single,
