@@ -70,14 +70,16 @@ impl<V, F> Shared<V, F> {
     /// Counts a use found without the store (a cached value) as more
     /// recent than every use through the store so far: its last use
     /// becomes the tick the store's next use will take, without taking it.
-    /// So a value is written only when the store was used since its last
-    /// use, and the store's tick is never written here: calls on several
-    /// threads with keys they keep (hot or not) write no line they share.
-    /// Values used this way since the store's last use tie with each other
-    /// (and with that next use), which is all eviction needs to know.
+    /// The store's tick is never written here, and the value only when
+    /// more than an eighth of the bound's worth of uses went through the
+    /// store since its last use: calls on several threads with keys they
+    /// keep (hot or not) mostly write no line they share. So eviction's
+    /// order is least recently used to within that slack (exact for a
+    /// bound under 8), which is all it needs: it looks for a cold key.
     pub(crate) fn touch(&self, bound: &Bound) {
         let next = bound.tick.load(Ordering::Relaxed).wrapping_add(1);
-        if self.last_used.load(Ordering::Relaxed) != next {
+        let last = self.last_used.load(Ordering::Relaxed);
+        if next.wrapping_sub(last) > bound.touch_slack() {
             self.last_used.store(next, Ordering::Relaxed);
         }
     }
@@ -231,6 +233,12 @@ impl Bound {
 
     pub(crate) fn max_keys(&self) -> usize {
         self.max_keys
+    }
+
+    /// Store uses a kept value's use may lag behind (see
+    /// [`Shared::touch`]).
+    fn touch_slack(&self) -> u64 {
+        (self.max_keys / 8) as u64
     }
 
     /// The next tick (a use through the store).
