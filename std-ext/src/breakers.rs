@@ -51,10 +51,9 @@
 //!   permits of an episode that has ended count for nothing, as with
 //!   [`CircuitBreaker::record`].
 //!
-//! A breaker keeps [`OWN_SLOTS`](crate::sharded::OWN_SLOTS) (16) shards of
-//! 64 bytes (1 KiB beside each key's breaker); a thread beyond the
-//! sixteenth alive at once (which has no slot) takes the lock on every
-//! call, as before.
+//! A breaker keeps 16 shards of 64 bytes (1 KiB beside each key's
+//! breaker); a thread beyond the sixteenth alive at once (which has no
+//! slot) takes the lock on every call, as before.
 //!
 //! ## Time
 //!
