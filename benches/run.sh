@@ -335,7 +335,9 @@ echo "==> threads: examples/threads.rs" >&2
     echo "Equal columns: nothing shared slows a call down. Issue 16's target:"
     echo "two threads within 1.3× of one. On a busy machine the two tasks may"
     echo "not always run at the same instant (load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "when it started)."
+    echo "when it started): the last column says how much of the two-thread"
+    echo "rounds they ran side by side (from their CPU times and wall-clock"
+    echo "span); a ratio measured with little overlap says little about sharing."
     echo
     cargo run --release --quiet -p recourse-benches --example threads
 } >>"$out"

@@ -22,6 +22,39 @@
 //! never the map's, and the policy is given to the breaker then, not on
 //! every call.
 //!
+//! ## The closed circuit's fast path
+//!
+//! A closed circuit, the usual state, takes no shared lock and writes no
+//! line that other threads write (issue 16: two threads calling one hot
+//! key then cost what one does). Each breaker publishes, after every use
+//! under its lock, whether it is closed and whether it is *quiet* (closed
+//! with no failure counted since the last success) in one atomic word,
+//! with its episode's generation. Then:
+//!
+//! - admitting a call of a closed circuit reads that word and gives the
+//!   permit the breaker would give
+//!   ([`Permit::closed`](recourse_core::breaker::Permit::closed)), without
+//!   the lock; the time it was asked at is kept in the calling thread's
+//!   shard;
+//! - a success of a quiet circuit changes nothing but the window's count
+//!   of calls: it is counted in the calling thread's shard, by episode and
+//!   window bucket. A shard belongs to one thread at a time (a slot number
+//!   no other living thread has), which writes it with plain stores: no
+//!   lock, no read-modify-write;
+//! - every other use (a failure, an open or half-open circuit, a new
+//!   bucket in a shard, reading the state) takes the breaker's lock and
+//!   first drains every shard into it
+//!   ([`CircuitBreaker::absorb_successes`]): the successes counted there
+//!   are then recorded, in the order they would have been had each been
+//!   the next use of the lock (a success counted by one thread while
+//!   another recorded a failure is ordered after that failure), and
+//!   permits of an episode that has ended count for nothing, as with
+//!   [`CircuitBreaker::record`].
+//!
+//! A breaker keeps 16 shards of 64 bytes (1 KiB beside each key's
+//! breaker); a thread beyond the sixteenth alive at once (which has no
+//! slot) takes the lock on every call, as before.
+//!
 //! ## Time
 //!
 //! Calls carry timers with different epochs (each call's timer may start at
@@ -32,6 +65,7 @@
 //! created count as its creation.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant as StdInstant;
@@ -42,6 +76,7 @@ use recourse_core::time::nanos;
 use recourse_core::{Instant, PolicyKey};
 
 use crate::keyed::{Bound, Keyed, Shared};
+use crate::sharded::{self, OWN_SLOTS};
 
 pub use recourse_core::breaker::{CallResult, CIRCUIT_OPEN, HALF_OPEN_PROBE_LIMIT};
 
@@ -81,7 +116,181 @@ impl Permit {
 /// key cache): see [`Breakers::entry`].
 #[derive(Clone)]
 pub(crate) struct BreakerEntry {
-    shared: Arc<Shared<CircuitBreaker>>,
+    shared: Arc<Cell>,
+}
+
+/// A key's breaker in the store: the breaker behind its lock, the fast
+/// path's state beside it (see the [module docs](self)).
+type Cell = Shared<CircuitBreaker, Fast>;
+
+/// What a breaker's fast path reads and writes without its lock.
+#[derive(Default)]
+pub(crate) struct Fast {
+    /// `generation << 2 | quiet << 1 | closed`, published after every use
+    /// under the lock; 0 (not closed) until the first.
+    word: AtomicU64,
+    /// The breaker's [`latest`](CircuitBreaker::latest) time, in
+    /// nanoseconds, as of that use.
+    latest: AtomicU64,
+    /// Its [`window_bucket_width`](CircuitBreaker::window_bucket_width).
+    width: AtomicU64,
+    /// One per [`own_slot`](sharded::own_slot): written by that slot's
+    /// thread alone, read under the breaker's lock.
+    shards: [Line<Shard>; OWN_SLOTS],
+}
+
+/// A value on a 64-byte cache line of its own.
+#[derive(Default)]
+#[repr(align(64))]
+struct Line<T>(T);
+
+/// One thread's share of a breaker's fast path. Its owner (the thread
+/// holding its [`own_slot`](sharded::own_slot)) writes everything but
+/// `absorbed`, with plain stores; the breaker's lock drains it.
+#[derive(Default)]
+struct Shard {
+    /// The latest time the owner asked at, in nanoseconds.
+    now: AtomicU64,
+    /// Successes the owner counted here, ever (it never goes back).
+    successes: AtomicU64,
+    /// Of those, the ones the lock has drained into the breaker (written
+    /// under the lock only).
+    absorbed: AtomicU64,
+    /// The episode, bucket width and window bucket of the successes not
+    /// drained yet; the owner moves them only when none is left to drain.
+    generation: AtomicU32,
+    width: AtomicU64,
+    bucket: AtomicU64,
+}
+
+const CLOSED: u64 = 1;
+const QUIET: u64 = 2;
+
+impl Fast {
+    /// The generation, when the published word has `flag`.
+    fn generation(&self, flag: u64) -> Option<u32> {
+        let word = self.word.load(Ordering::Acquire);
+        // The generation is the word's upper bits (a u32 shifted by 2).
+        (word & flag != 0).then_some((word >> 2) as u32)
+    }
+
+    /// Publishes `b` (under its lock) for the fast path; writes only what
+    /// changed, so that a hot key's line stays shared.
+    fn publish(&self, b: &CircuitBreaker) {
+        let word = match b.closed_generation() {
+            Some(g) => {
+                let quiet = if b.quiet_generation().is_some() {
+                    QUIET
+                } else {
+                    0
+                };
+                u64::from(g) << 2 | CLOSED | quiet
+            }
+            None => 0,
+        };
+        let store = |cell: &AtomicU64, value: u64, order| {
+            if cell.load(Ordering::Relaxed) != value {
+                cell.store(value, order);
+            }
+        };
+        store(&self.width, b.window_bucket_width(), Ordering::Relaxed);
+        store(&self.latest, b.latest().as_nanos(), Ordering::Relaxed);
+        store(&self.word, word, Ordering::Release);
+    }
+
+    /// This thread's shard, with `now` taken as seen there; `None`: the
+    /// thread has no slot of its own.
+    #[inline]
+    fn own_shard(&self, now: Instant) -> Option<&Shard> {
+        let Line(shard) = self.shards.get(sharded::own_slot()?)?;
+        // Only this thread writes it: no read-modify-write.
+        if now.as_nanos() > shard.now.load(Ordering::Relaxed) {
+            shard.now.store(now.as_nanos(), Ordering::Relaxed);
+        }
+        Some(shard)
+    }
+
+    /// Counts a success of `permit` at `now` in this thread's shard when
+    /// the breaker is quiet in the permit's episode; `false`: record it
+    /// under the lock.
+    fn count_success(&self, permit: breaker::Permit, now: Instant) -> bool {
+        if !permit.is_closed() {
+            return false;
+        }
+        let generation = permit.generation();
+        if self.generation(QUIET) != Some(generation) {
+            return false;
+        }
+        let Some(shard) = self.own_shard(now) else {
+            return false;
+        };
+        // The breaker's own time never goes back: a success counts at the
+        // latest time seen (by its last use under the lock, and here).
+        let at = shard
+            .now
+            .load(Ordering::Relaxed)
+            .max(self.latest.load(Ordering::Relaxed));
+        let width = self.width.load(Ordering::Relaxed).max(1);
+        let bucket = at / width;
+        let counted = shard.successes.load(Ordering::Relaxed);
+        let same = shard.generation.load(Ordering::Relaxed) == generation
+            && shard.width.load(Ordering::Relaxed) == width
+            && shard.bucket.load(Ordering::Relaxed) == bucket;
+        if !same {
+            // Another episode or bucket: only once the lock has drained
+            // the ones counted under the last (then it reads none of
+            // these while they move; see `drain`).
+            if shard.absorbed.load(Ordering::Acquire) != counted {
+                return false;
+            }
+            shard.generation.store(generation, Ordering::Relaxed);
+            shard.width.store(width, Ordering::Relaxed);
+            shard.bucket.store(bucket, Ordering::Relaxed);
+        }
+        // Published with what it counts under (a drain that sees it sees
+        // them).
+        shard.successes.store(counted + 1, Ordering::Release);
+        true
+    }
+
+    /// Records what the shards counted in `b` (under its lock).
+    fn drain(&self, b: &mut CircuitBreaker) {
+        for Line(shard) in &self.shards {
+            b.observe(Instant::from_nanos(shard.now.load(Ordering::Relaxed)));
+            let counted = shard.successes.load(Ordering::Acquire);
+            let absorbed = shard.absorbed.load(Ordering::Relaxed);
+            if counted == absorbed {
+                continue;
+            }
+            // The owner moves these only once `absorbed` has caught up
+            // with what it counted, which it has not (it is stored below).
+            let generation = shard.generation.load(Ordering::Relaxed);
+            let width = shard.width.load(Ordering::Relaxed);
+            let bucket = shard.bucket.load(Ordering::Relaxed);
+            if width == b.window_bucket_width() {
+                let n = u32::try_from(counted - absorbed).unwrap_or(u32::MAX);
+                b.absorb_successes(generation, bucket, n);
+            }
+            shard.absorbed.store(counted, Ordering::Release);
+        }
+    }
+}
+
+/// `f` on `cell`'s breaker under its lock, after draining the fast path's
+/// shards into it; publishes it afterwards.
+fn with_breaker<R>(cell: &Cell, f: impl FnOnce(&mut CircuitBreaker) -> R) -> R {
+    let mut b = cell.lock();
+    cell.side.drain(&mut b);
+    let r = f(&mut b);
+    cell.side.publish(&b);
+    r
+}
+
+/// Gives `cell`'s breaker `policy` when it has another one.
+fn set_policy(cell: &Cell, policy: &CircuitPolicy) {
+    if cell.lock().policy() != policy {
+        with_breaker(cell, |b| b.set_policy(policy));
+    }
 }
 
 impl BreakerEntry {
@@ -120,7 +329,7 @@ impl fmt::Debug for BreakerEntry {
 /// ```
 pub struct Breakers {
     epoch: StdInstant,
-    inner: Mutex<Keyed<CircuitBreaker>>,
+    inner: Mutex<Keyed<CircuitBreaker, Fast>>,
     bound: Bound,
 }
 
@@ -224,7 +433,7 @@ impl Breakers {
             (Arc::clone(entry), warning)
         };
         self.bound.warn(warning);
-        entry.lock().set_policy(policy);
+        set_policy(&entry, policy);
         Self::admit_shared(&entry, now)
     }
 
@@ -249,7 +458,7 @@ impl Breakers {
             (Arc::clone(entry), warning)
         };
         self.bound.warn(warning);
-        entry.lock().set_policy(policy);
+        set_policy(&entry, policy);
         BreakerEntry { shared: entry }
     }
 
@@ -274,17 +483,61 @@ impl Breakers {
         if permit.is_bypass() || entry.shared.id() != permit.entry {
             return None;
         }
-        entry.shared.lock().record(permit.permit, result, now)
+        Self::record_shared(&entry.shared, permit.permit, result, now)
+    }
+
+    fn record_shared(
+        cell: &Cell,
+        permit: breaker::Permit,
+        result: CallResult,
+        now: Instant,
+    ) -> Option<breaker::CircuitState> {
+        if result == CallResult::Success && cell.side.count_success(permit, now) {
+            // Quiet: a success changes no state.
+            return None;
+        }
+        Self::record_locked(cell, permit, result, now)
+    }
+
+    /// [`Breakers::record_shared`] under the breaker's lock (kept out of
+    /// the fast path's code).
+    #[inline(never)]
+    fn record_locked(
+        cell: &Cell,
+        permit: breaker::Permit,
+        result: CallResult,
+        now: Instant,
+    ) -> Option<breaker::CircuitState> {
+        with_breaker(cell, |b| b.record(permit, result, now))
     }
 
     fn admit_shared(
-        shared: &Shared<CircuitBreaker>,
+        shared: &Cell,
         now: Instant,
     ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
-        let mut breaker = shared.lock();
-        let was_open = breaker.open_until();
-        let answer = breaker.admit(now);
-        drop(breaker);
+        let fast = &shared.side;
+        if let Some(generation) = fast.generation(CLOSED) {
+            // Closed: the permit the breaker would give, whatever the time
+            // (kept in this thread's shard, as the breaker keeps it).
+            if fast.own_shard(now).is_some() {
+                let permit = Permit {
+                    permit: breaker::Permit::closed(generation),
+                    entry: shared.id(),
+                };
+                return (Ok(permit), None);
+            }
+        }
+        Self::admit_locked(shared, now)
+    }
+
+    /// [`Breakers::admit_shared`] under the breaker's lock (kept out of the
+    /// fast path's code).
+    #[inline(never)]
+    fn admit_locked(
+        shared: &Cell,
+        now: Instant,
+    ) -> (Result<Permit, breaker::Refusal>, Option<Instant>) {
+        let (was_open, answer) = with_breaker(shared, |b| (b.open_until(), b.admit(now)));
         let left_open = if answer.is_ok_and(|p| p.is_probe()) {
             was_open
         } else {
@@ -332,8 +585,7 @@ impl Breakers {
             }
             Arc::clone(shared)
         };
-        let state = shared.lock().record(permit.permit, result, now);
-        state
+        Self::record_shared(&shared, permit.permit, result, now)
     }
 
     /// `key`'s state at `now` (closed when it has no breaker); does not
@@ -342,7 +594,7 @@ impl Breakers {
         let now = self.to_core(now);
         let shared = self.lock().get(key).map(Arc::clone);
         let state = match shared {
-            Some(shared) => shared.lock().state(now),
+            Some(shared) => with_breaker(&shared, |b| b.state(now)),
             None => breaker::CircuitState::Closed,
         };
         state.map_instant(|t| self.to_std(t))
@@ -350,7 +602,7 @@ impl Breakers {
 
     /// The state is consistent after every method (nothing in them panics
     /// half-way), so a poisoned lock is still good.
-    fn lock(&self) -> MutexGuard<'_, Keyed<CircuitBreaker>> {
+    fn lock(&self) -> MutexGuard<'_, Keyed<CircuitBreaker, Fast>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -582,6 +834,113 @@ mod tests {
         assert!(matches!(
             b.state(PolicyKey::parse("shared.op"), t),
             CircuitState::Open { .. }
+        ));
+    }
+
+    /// The store's breaker (fast path and all) against a plain
+    /// [`CircuitBreaker`] under the same random admissions, results and
+    /// times (some going back), on one thread: the same answers, and,
+    /// drained, the same breaker, window buckets included.
+    #[test]
+    fn the_fast_path_answers_as_the_breaker_does() {
+        use recourse_core::breaker::Permit as CorePermit;
+        let results = [
+            CallResult::Success,
+            CallResult::Success,
+            CallResult::Success,
+            CallResult::Failure,
+            CallResult::Neutral,
+        ];
+        for seed in 0..300u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let policy = CircuitPolicy {
+                enabled: true,
+                threshold: rng.u32(1..5),
+                failure_ratio_permille: if rng.bool() { 0 } else { rng.u32(100..900) },
+                min_calls: rng.u32(1..6),
+                window: Duration::from_micros(rng.u64(1..300)),
+                cooldown: Duration::from_micros(rng.u64(1..100)),
+                half_open_max_probes: rng.u32(1..3),
+                half_open_successes: rng.u32(1..3),
+            };
+            let store = Breakers::new(4);
+            let mut plain = CircuitBreaker::new(policy.clone());
+            let key = PolicyKey::parse("svc.op");
+            let mut now = 1_000_000u64;
+            let mut held: Vec<(Permit, CorePermit)> = Vec::new();
+            for step in 0..400 {
+                now += rng.u64(0..8_000);
+                if rng.u8(..) < 16 {
+                    now -= rng.u64(0..20_000);
+                }
+                let t = Instant::from_nanos(now);
+                if held.is_empty() || rng.u8(..) < 110 {
+                    let a = store.admit_at(key, &policy, t);
+                    let b = plain.admit(t);
+                    assert_eq!(a.map(|p| p.permit), b, "seed {seed} step {step}: admit");
+                    if let (Ok(a), Ok(b)) = (a, b) {
+                        held.push((a, b));
+                    }
+                } else {
+                    let (a, b) = held.swap_remove(rng.usize(..held.len()));
+                    let r = results[rng.usize(..results.len())];
+                    assert_eq!(
+                        store.record_at(key, a, r, t),
+                        plain.record(b, r, t),
+                        "seed {seed} step {step}: record {r:?}"
+                    );
+                }
+                if step % 50 == 49 {
+                    let cell = store.lock().get(key).map(Arc::clone).expect("kept");
+                    let drained = with_breaker(&cell, |b| b.clone());
+                    assert_eq!(drained, plain, "seed {seed} step {step}");
+                }
+            }
+        }
+    }
+
+    /// Successes counted on the fast path by several threads at once are
+    /// all recorded, and a failure among them opens the circuit as the
+    /// ratio rule says. More threads than there are slots of their own:
+    /// the ones without a slot take the lock, and count the same.
+    #[test]
+    fn fast_successes_of_many_threads_are_all_counted() {
+        let policy = CircuitPolicy {
+            enabled: true,
+            // Only the ratio rule opens it.
+            threshold: u32::MAX,
+            failure_ratio_permille: 500,
+            min_calls: 1,
+            window: Duration::from_secs(3_600),
+            ..CircuitPolicy::DEFAULT
+        };
+        let store = Breakers::new(4);
+        let key = PolicyKey::parse("svc.hot");
+        let t = Instant::from_secs(10);
+        std::thread::scope(|s| {
+            for _ in 0..(OWN_SLOTS + 4) {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        let p = store.admit_at(key, &policy, t).expect("closed");
+                        assert_eq!(store.record_at(key, p, CallResult::Success, t), None);
+                    }
+                });
+            }
+        });
+        let cell = store.lock().get(key).map(Arc::clone).expect("kept");
+        let counts = with_breaker(&cell, |b| b.window_counts(t));
+        let successes = (OWN_SLOTS as u32 + 4) * 500;
+        assert_eq!((counts.calls, counts.failures), (successes, 0));
+        // As many failures less one keep the ratio under one half; the
+        // last one reaches it.
+        for _ in 0..successes - 1 {
+            let p = store.admit_at(key, &policy, t).expect("closed");
+            assert_eq!(store.record_at(key, p, CallResult::Failure, t), None);
+        }
+        let p = store.admit_at(key, &policy, t).expect("closed");
+        assert!(matches!(
+            store.record_at(key, p, CallResult::Failure, t),
+            Some(breaker::CircuitState::Open { .. })
         ));
     }
 

@@ -315,7 +315,7 @@ impl<S> ExecutorBuilder<S> {
             missing_classifier: self.missing_classifier,
             latency: self.latency,
             missing_trigger: self.missing_trigger,
-            policy_fallbacks: AtomicU64::new(0),
+            policy_fallbacks: crate::sharded::Counter::default(),
             id: crate::key_cache::executor_id(),
         }
     }

@@ -98,7 +98,10 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) seed: Option<u64>,
     pub(crate) options: Options,
     pub(crate) fallbacks: Fallbacks,
-    /// Calls started; with a seed, call `n`'s RNG is derived from it.
+    /// Calls started on an executor with a seed: call `n`'s RNG is derived
+    /// from the seed and `n`. Not counted without a seed (a shared count
+    /// written by every call would slow down calls made on several threads
+    /// at once).
     pub(crate) calls: AtomicU64,
     pub(crate) budgets: BudgetRegistry,
     pub(crate) missing_budget: MissingBudgetMode,
@@ -111,8 +114,9 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) missing_classifier: MissingClassifierMode,
     pub(crate) latency: LatencyTrackers,
     pub(crate) missing_trigger: MissingTriggerMode,
-    /// Calls that ran under a fallback policy instead of their key's own.
-    pub(crate) policy_fallbacks: AtomicU64,
+    /// Calls that ran under a fallback policy instead of their key's own
+    /// (counted per thread: see [`crate::sharded`]).
+    pub(crate) policy_fallbacks: crate::sharded::Counter,
     /// Tells this executor's entries in the per-thread key cache from
     /// other executors' ([`key_cache`](crate::key_cache)).
     pub(crate) id: u64,
@@ -146,7 +150,7 @@ impl<S> fmt::Debug for Executor<S> {
             .field("seed", &self.seed)
             .field("options", &self.options)
             .field("has_observer", &self.observer.is_some())
-            .field("calls", &self.calls.load(Ordering::Relaxed))
+            .field("seeded_calls", &self.calls.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -176,7 +180,7 @@ impl<S: TimerSource> Executor<S> {
     /// default policy. Each such call's timeline says so too
     /// (`policy_fallback`, with `policy_source` and `missing_policy_mode`).
     pub fn policy_fallbacks(&self) -> u64 {
-        self.policy_fallbacks.load(Ordering::Relaxed)
+        self.policy_fallbacks.sum()
     }
 
     /// Checks that every budget, classifier and hedge trigger `policy`
@@ -566,7 +570,7 @@ impl<S: TimerSource> Executor<S> {
         let mut plan = resolved.plan;
         let resolution = &resolved.resolution;
         if resolution.is_fallback() {
-            self.policy_fallbacks.fetch_add(1, Ordering::Relaxed);
+            self.policy_fallbacks.increment();
         }
         // The attempts made above for the request being served, and what
         // the policy does with them (see `crate::upstream`).
@@ -589,6 +593,10 @@ impl<S: TimerSource> Executor<S> {
         // A request that is itself a retry upstream may run here under a
         // one-attempt copy of its policy (made for this call alone).
         let single = resolution.policy.as_ref().and_then(|p| {
+            if effect == UpstreamEffect::None {
+                // Nothing to adjust (the usual case): no call, no copy.
+                return None;
+            }
             effect.adjusted(&p.policy).map(|single| {
                 Arc::new(Normalized {
                     policy: single,
@@ -626,9 +634,12 @@ impl<S: TimerSource> Executor<S> {
     /// The RNG of the next call: derived from the seed and the call's number
     /// when the executor has a seed, from entropy otherwise.
     fn next_rng(&self) -> fastrand::Rng {
-        let n = self.calls.fetch_add(1, Ordering::Relaxed);
         match self.seed {
-            Some(seed) => fastrand::Rng::with_seed(derive_seed(seed, n)),
+            Some(seed) => {
+                let n = self.calls.fetch_add(1, Ordering::Relaxed);
+                fastrand::Rng::with_seed(derive_seed(seed, n))
+            }
+            // From this thread's generator: nothing shared is written.
             None => fastrand::Rng::new(),
         }
     }

@@ -106,6 +106,10 @@ impl<S: TimerSource> ExecParts<'_, S> {
     /// The shared clock's time at the machine's `now`.
     fn shared(&mut self, now: Instant) -> Instant {
         let clock = &self.exec.timer;
+        if clock.calls_share_its_clock() {
+            // The machine's clock is the shared one: nothing to read.
+            return now;
+        }
         let offset = *self
             .offset
             .get_or_insert_with(|| clock.shared_now().as_nanos().wrapping_sub(now.as_nanos()));

@@ -20,8 +20,14 @@ type Hook = Box<dyn Fn(&str) + Send + Sync>;
 /// (an executor's per-thread key cache keeps it, so a call with a known
 /// key reaches its breaker or sketch without searching the store or
 /// taking the store's lock: only this value's own lock).
-pub(crate) struct Shared<V> {
+///
+/// `F` is what a value keeps beside its lock, for uses that do not take it
+/// (the breakers' lock-free fast path: [`crate::breakers`]); made with
+/// `F::default()`.
+pub(crate) struct Shared<V, F = ()> {
     value: Mutex<V>,
+    /// Beside the lock: see the type's docs.
+    pub(crate) side: F,
     /// Unique per value created, never 0: tells a key's value from the one
     /// that replaced it after an eviction.
     id: u64,
@@ -33,16 +39,19 @@ pub(crate) struct Shared<V> {
     evicted: AtomicBool,
 }
 
-impl<V> Shared<V> {
+impl<V, F: Default> Shared<V, F> {
     fn new(value: V, id: u64, tick: u64) -> Self {
         Self {
             value: Mutex::new(value),
+            side: F::default(),
             id,
             last_used: AtomicU64::new(tick),
             evicted: AtomicBool::new(false),
         }
     }
+}
 
+impl<V, F> Shared<V, F> {
     /// The value. Every user leaves it consistent (nothing panics half-way
     /// through a change), so a poisoned lock is still good.
     pub(crate) fn lock(&self) -> MutexGuard<'_, V> {
@@ -58,12 +67,20 @@ impl<V> Shared<V> {
         self.evicted.load(Ordering::Relaxed)
     }
 
-    /// Counts a use found without the store (a cached value) as the most
-    /// recent one. Ticks only when another use came after this value's
-    /// last, so a hot key's uses on several threads mostly just read.
+    /// Counts a use found without the store (a cached value) as more
+    /// recent than every use through the store so far: its last use
+    /// becomes the tick the store's next use will take, without taking it.
+    /// The store's tick is never written here, and the value only when
+    /// more than an eighth of the bound's worth of uses went through the
+    /// store since its last use: calls on several threads with keys they
+    /// keep (hot or not) mostly write no line they share. So eviction's
+    /// order is least recently used to within that slack (exact for a
+    /// bound under 8), which is all it needs: it looks for a cold key.
     pub(crate) fn touch(&self, bound: &Bound) {
-        if self.last_used.load(Ordering::Relaxed) != bound.tick.load(Ordering::Relaxed) {
-            self.last_used.store(bound.next_tick(), Ordering::Relaxed);
+        let next = bound.tick.load(Ordering::Relaxed).wrapping_add(1);
+        let last = self.last_used.load(Ordering::Relaxed);
+        if next.wrapping_sub(last) > bound.touch_slack() {
+            self.last_used.store(next, Ordering::Relaxed);
         }
     }
 }
@@ -76,13 +93,13 @@ impl<V> Shared<V> {
 /// are the application's operation names, bounded in number. A use of a
 /// key it has is one search; a caller that keeps the [`Shared`] value it
 /// found needs no search at all.
-pub(crate) struct Keyed<V> {
-    map: HashMap<OwnedKey, Arc<Shared<V>>>,
+pub(crate) struct Keyed<V, F = ()> {
+    map: HashMap<OwnedKey, Arc<Shared<V, F>>>,
     /// The id of the last value created.
     last_id: u64,
 }
 
-impl<V> Default for Keyed<V> {
+impl<V, F> Default for Keyed<V, F> {
     fn default() -> Self {
         Self {
             map: HashMap::new(),
@@ -91,7 +108,7 @@ impl<V> Default for Keyed<V> {
     }
 }
 
-impl<V> Keyed<V> {
+impl<V, F: Default> Keyed<V, F> {
     /// Keys with a value.
     pub(crate) fn len(&self) -> usize {
         self.map.len()
@@ -104,7 +121,7 @@ impl<V> Keyed<V> {
     }
 
     /// `key`'s value; does not count as a use.
-    pub(crate) fn get(&self, key: PolicyKey<'_>) -> Option<&Arc<Shared<V>>> {
+    pub(crate) fn get(&self, key: PolicyKey<'_>) -> Option<&Arc<Shared<V, F>>> {
         self.map.get(&Borrowed(key))
     }
 
@@ -113,7 +130,7 @@ impl<V> Keyed<V> {
         &mut self,
         key: PolicyKey<'_>,
         bound: &Bound,
-    ) -> Option<&Arc<Shared<V>>> {
+    ) -> Option<&Arc<Shared<V, F>>> {
         let tick = bound.next_tick();
         let shared = self.map.get(&Borrowed(key))?;
         shared.last_used.store(tick, Ordering::Relaxed);
@@ -134,7 +151,7 @@ impl<V> Keyed<V> {
         bound: &Bound,
         make: impl FnOnce() -> V,
         evictable: impl Fn(&V) -> bool,
-    ) -> (&Arc<Shared<V>>, Option<String>, u64) {
+    ) -> (&Arc<Shared<V, F>>, Option<String>, u64) {
         let tick = bound.next_tick();
         // A full store searches twice: once to know whether to evict.
         let warning = if self.map.len() >= bound.max_keys && !self.map.contains_key(&Borrowed(key))
@@ -216,6 +233,12 @@ impl Bound {
 
     pub(crate) fn max_keys(&self) -> usize {
         self.max_keys
+    }
+
+    /// Store uses a kept value's use may lag behind (see
+    /// [`Shared::touch`]).
+    fn touch_slack(&self) -> u64 {
+        (self.max_keys / 8) as u64
     }
 
     /// The next tick (a use through the store).

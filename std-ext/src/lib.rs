@@ -246,6 +246,7 @@ pub mod observers;
 pub mod provider;
 pub mod providers;
 mod report;
+mod sharded;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod static_provider;

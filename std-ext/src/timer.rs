@@ -8,9 +8,12 @@
 //! process-wide anchor, so making one reads no clock and their instants
 //! compare across calls.
 //!
-//! - [`DefaultTimer`] picks per call: with the `tokio` feature and inside a
-//!   tokio runtime, tokio's timer (`recourse_runtimes::TokioTimer`); otherwise
-//!   [`AsyncIoTimer`].
+//! - [`DefaultTimer`] sleeps on tokio's timer (`recourse_runtimes::TokioTimer`)
+//!   when a sleep is made inside a tokio runtime (with the `tokio` feature),
+//!   on [`AsyncIoTimer`] otherwise; it reads tokio's clock (the paused one in
+//!   a paused runtime, the system's monotonic clock everywhere else) and
+//!   looks for a runtime only when it makes a sleep, never on a call that
+//!   does not sleep.
 //! - Any `Clone` [`Timer`] (a virtual clock in a test, an embedded tick
 //!   counter, a specific runtime's timer) is its own source: each call gets a
 //!   clone.
@@ -40,6 +43,16 @@ pub trait TimerSource: Send + Sync + 'static {
     /// from the call's start, and then its instants cannot be compared
     /// across calls.
     fn shared_now(&self) -> Instant;
+
+    /// Whether every call's timer reads the clock of
+    /// [`shared_now`](Self::shared_now) itself (the same epoch): then a call
+    /// carries its own instants over to the shared clock as they are,
+    /// without reading it. Default `false` (the shared clock is read once
+    /// per call that needs it); [`DefaultTimer`] and every `Clone` timer
+    /// say `true`.
+    fn calls_share_its_clock(&self) -> bool {
+        false
+    }
 }
 
 impl<T> TimerSource for T
@@ -56,14 +69,24 @@ where
     fn shared_now(&self) -> Instant {
         self.now()
     }
+
+    fn calls_share_its_clock(&self) -> bool {
+        true
+    }
 }
 
 /// The executor's default timer source: tokio's timer inside a tokio runtime
 /// (with the `tokio` feature), async-io's timer everywhere else.
 ///
-/// The choice is made when a call is first polled, so a call awaited inside
+/// The choice is made where a call sleeps (a backoff, a timeout, a hedge
+/// delay), in the task that polls it, so a call awaited inside
 /// `#[tokio::test(start_paused = true)]` runs on the paused clock and the same
-/// call under `smol::block_on` runs on async-io. A tokio runtime must have its
+/// call under `smol::block_on` runs on async-io. The time is read from
+/// tokio's clock (with the `tokio` feature), which is the paused clock inside
+/// a paused runtime and the system's monotonic clock everywhere else, so a
+/// call that does not sleep never looks for a runtime (issue 16: looking
+/// cloned the runtime's handle, an atomic count shared by every worker
+/// thread, on every call). A tokio runtime must have its
 /// time driver enabled (`#[tokio::main]` and `#[tokio::test]` do); for one
 /// without it, give the executor an
 /// [`AsyncIoTimer`] as its timer.
@@ -73,17 +96,15 @@ pub struct DefaultTimer;
 impl TimerSource for DefaultTimer {
     type Timer = DefaultCallTimer;
 
-    /// Reads no clock: every call's timer counts from the same anchor.
+    /// Reads no clock and looks for no runtime: every call's timer counts
+    /// from the same anchor.
     fn timer(&self) -> DefaultCallTimer {
-        let anchor = anchor();
-        #[cfg(feature = "tokio")]
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let epoch = tokio::time::Instant::from_std(anchor);
-            return DefaultCallTimer(Inner::Tokio(recourse_runtimes::TokioTimer::with_epoch(
-                epoch,
-            )));
+        DefaultCallTimer {
+            #[cfg(feature = "tokio")]
+            epoch: tokio_epoch(),
+            #[cfg(not(feature = "tokio"))]
+            epoch: anchor(),
         }
-        DefaultCallTimer(Inner::AsyncIo(AsyncIoTimer::with_epoch(anchor)))
     }
 
     /// Nanoseconds from the process-wide anchor, on tokio's clock inside a
@@ -93,6 +114,17 @@ impl TimerSource for DefaultTimer {
     fn shared_now(&self) -> Instant {
         self.timer().now()
     }
+
+    fn calls_share_its_clock(&self) -> bool {
+        true
+    }
+}
+
+/// [`anchor`] as a tokio instant.
+#[cfg(feature = "tokio")]
+fn tokio_epoch() -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| tokio::time::Instant::from_std(anchor()))
 }
 
 /// The epoch of every [`DefaultCallTimer`]: a century before the first use,
@@ -107,27 +139,29 @@ fn anchor() -> std::time::Instant {
     })
 }
 
-/// The timer [`DefaultTimer`] gives a call: tokio's or async-io's, counting
-/// from the process-wide anchor (the same clock as
-/// [`DefaultTimer::shared_now`]).
+/// The timer [`DefaultTimer`] gives a call, counting from the process-wide
+/// anchor (the same clock as [`DefaultTimer::shared_now`]): it reads tokio's
+/// clock (with the `tokio` feature; the system's monotonic clock outside a
+/// paused runtime) and sleeps on tokio's timer when the sleep is made inside
+/// a tokio runtime, on async-io's otherwise.
 #[derive(Copy, Clone, Debug)]
-pub struct DefaultCallTimer(Inner);
-
-#[derive(Copy, Clone, Debug)]
-enum Inner {
-    AsyncIo(AsyncIoTimer),
+pub struct DefaultCallTimer {
+    /// The anchor, on tokio's clock with the `tokio` feature.
     #[cfg(feature = "tokio")]
-    Tokio(recourse_runtimes::TokioTimer),
+    epoch: tokio::time::Instant,
+    #[cfg(not(feature = "tokio"))]
+    epoch: std::time::Instant,
 }
 
 impl DefaultCallTimer {
-    /// Whether this is tokio's timer.
+    /// Whether a sleep made now, on this thread, would be tokio's (the
+    /// thread is in a tokio runtime's context).
     pub fn is_tokio(&self) -> bool {
-        match self.0 {
-            Inner::AsyncIo(_) => false,
-            #[cfg(feature = "tokio")]
-            Inner::Tokio(_) => true,
+        #[cfg(feature = "tokio")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return true;
         }
+        false
     }
 }
 
@@ -135,24 +169,35 @@ impl Timer for DefaultCallTimer {
     type Sleep = DefaultSleep;
 
     fn now(&self) -> Instant {
-        match &self.0 {
-            Inner::AsyncIo(t) => t.now(),
-            #[cfg(feature = "tokio")]
-            Inner::Tokio(t) => t.now(),
-        }
+        // tokio's clock is the system's monotonic clock unless a runtime
+        // paused it (then, inside that runtime, the paused one); tokio reads
+        // it without looking up the runtime until a clock was paused.
+        #[cfg(feature = "tokio")]
+        let since = tokio::time::Instant::now().saturating_duration_since(self.epoch);
+        #[cfg(not(feature = "tokio"))]
+        let since = std::time::Instant::now().saturating_duration_since(self.epoch);
+        Instant::from_nanos(recourse_core::time::nanos(since))
     }
 
     fn sleep_until(&self, deadline: Instant) -> DefaultSleep {
-        let inner = match &self.0 {
-            Inner::AsyncIo(t) => SleepInner::AsyncIo {
+        #[cfg(feature = "tokio")]
+        if self.is_tokio() {
+            let t = recourse_runtimes::TokioTimer::with_epoch(self.epoch);
+            return DefaultSleep {
+                inner: SleepInner::Tokio {
+                    sleep: t.sleep_until(deadline),
+                },
+            };
+        }
+        #[cfg(feature = "tokio")]
+        let t = AsyncIoTimer::with_epoch(self.epoch.into_std());
+        #[cfg(not(feature = "tokio"))]
+        let t = AsyncIoTimer::with_epoch(self.epoch);
+        DefaultSleep {
+            inner: SleepInner::AsyncIo {
                 sleep: t.sleep_until(deadline),
             },
-            #[cfg(feature = "tokio")]
-            Inner::Tokio(t) => SleepInner::Tokio {
-                sleep: t.sleep_until(deadline),
-            },
-        };
-        DefaultSleep { inner }
+        }
     }
 }
 

@@ -31,7 +31,9 @@ fn facade_call_future_size() {
     // parts keep what the policy does with the attempts made upstream
     // (+8): 1424 / 1448. Issue 17: counting a budget's `settle` panic of
     // a call dropped mid-attempt (a guard that counts when the call's
-    // future drops, two references) added 8: 1432 / 1456.
-    assert!(c <= 1432, "executor call future grew to {c} bytes");
-    assert!(f <= 1456, "facade call future grew to {f} bytes");
+    // future drops, two references) added 8: 1432 / 1456. Issue 16: the
+    // default timer's call timer is one instant (it looks for a runtime
+    // when it sleeps, not when it is made), 8 bytes less: 1424 / 1448.
+    assert!(c <= 1424, "executor call future grew to {c} bytes");
+    assert!(f <= 1448, "facade call future grew to {f} bytes");
 }

@@ -116,9 +116,31 @@ impl Permit {
         generation: 0,
     };
 
+    /// The permit [`CircuitBreaker::admit`](super::CircuitBreaker::admit)
+    /// gives an ordinary call of a closed circuit in episode `generation`
+    /// (see [`CircuitBreaker::closed_generation`](super::CircuitBreaker::closed_generation)),
+    /// for a breaker shared between threads that admits such calls without
+    /// its lock.
+    pub const fn closed(generation: u32) -> Self {
+        Self {
+            kind: PermitKind::Closed,
+            generation,
+        }
+    }
+
     /// Whether this call is a half-open probe; a probe runs without hedges.
     pub const fn is_probe(&self) -> bool {
         matches!(self.kind, PermitKind::Probe)
+    }
+
+    /// Whether this is an ordinary call of a closed circuit.
+    pub const fn is_closed(&self) -> bool {
+        matches!(self.kind, PermitKind::Closed)
+    }
+
+    /// The episode (the breaker's count of state changes) that issued it.
+    pub const fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Whether the breaker was disabled and did not count this call.

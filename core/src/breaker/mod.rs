@@ -311,6 +311,72 @@ impl CircuitBreaker {
         }
     }
 
+    /// The current episode's generation while the circuit is closed (and
+    /// its policy enabled): [`admit`](Self::admit) then answers
+    /// [`Permit::closed`] of it, whatever the time. `None` otherwise.
+    ///
+    /// With [`quiet_generation`](Self::quiet_generation),
+    /// [`window_bucket_width`](Self::window_bucket_width) and
+    /// [`absorb_successes`](Self::absorb_successes), what a breaker shared
+    /// between threads needs to admit and count the calls of a closed
+    /// circuit without taking its lock on every call (std's
+    /// `recourse::breakers::Breakers`).
+    pub const fn closed_generation(&self) -> Option<u32> {
+        match self.state {
+            State::Closed if self.policy.enabled => Some(self.generation),
+            _ => None,
+        }
+    }
+
+    /// [`closed_generation`](Self::closed_generation) when, in addition, no
+    /// failure has been counted since the last success: then recording a
+    /// success changes nothing but the window's count of calls, which
+    /// [`absorb_successes`](Self::absorb_successes) can add later.
+    pub const fn quiet_generation(&self) -> Option<u32> {
+        match self.closed_generation() {
+            Some(g) if self.consecutive == 0 => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Nanoseconds per bucket of the failure-ratio window (a tenth of the
+    /// policy's `window`, at least 1): a call at `t` counts in bucket
+    /// `t.as_nanos() / width`.
+    pub const fn window_bucket_width(&self) -> u64 {
+        self.window.width()
+    }
+
+    /// The latest time this breaker has seen (it never goes back: each
+    /// method takes the latest of its `now` and this).
+    pub const fn latest(&self) -> Instant {
+        self.now
+    }
+
+    /// Takes `now` as seen, as every method does with its own `now`.
+    pub fn observe(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// Records `n` successes of closed permits of episode `generation`,
+    /// counted elsewhere while the breaker was quiet (see
+    /// [`quiet_generation`](Self::quiet_generation)), in window bucket
+    /// `bucket` (their latest time, by
+    /// [`window_bucket_width`](Self::window_bucket_width)): the same as `n`
+    /// calls of [`record`](Self::record) with `CallResult::Success` at a
+    /// time in that bucket. Permits of an older episode count for nothing,
+    /// as in `record`.
+    pub fn absorb_successes(&mut self, generation: u32, bucket: u64, n: u32) {
+        if n == 0
+            || generation != self.generation
+            || !self.policy.enabled
+            || self.state != State::Closed
+        {
+            return;
+        }
+        self.consecutive = 0;
+        self.window.add_successes(bucket, n);
+    }
+
     /// Whether a closed circuit should open after a failure at `now`.
     ///
     /// That failure is counted already (`consecutive` and the window's

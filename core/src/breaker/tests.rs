@@ -434,3 +434,44 @@ fn a_breaker_is_small_and_const() {
     assert_eq!(B.state(Instant::ZERO), CircuitState::Closed);
     assert!(core::mem::size_of::<CircuitBreaker>() <= 256);
 }
+
+/// What a shared breaker's lock-free path relies on: a quiet closed
+/// breaker admits `Permit::closed` of its generation, and successes
+/// absorbed later leave it exactly as recording them one by one does;
+/// successes of an ended episode count for nothing.
+#[test]
+fn absorbed_successes_are_recorded_successes() {
+    let p = CircuitPolicy {
+        failure_ratio_permille: 500,
+        min_calls: 4,
+        window: Duration::from_secs(10),
+        ..policy()
+    };
+    let t = Instant::from_secs(100);
+    let mut by_one = CircuitBreaker::new(p.clone());
+    let mut absorbed = CircuitBreaker::new(p);
+    let g = absorbed.quiet_generation().expect("a new breaker is quiet");
+    assert_eq!(absorbed.closed_generation(), Some(g));
+    for _ in 0..5 {
+        let permit = by_one.admit(t).expect("closed");
+        assert_eq!(permit, Permit::closed(g));
+        assert!(permit.is_closed() && permit.generation() == g);
+        assert_eq!(by_one.record(permit, CallResult::Success, t), None);
+    }
+    let bucket = t.as_nanos() / absorbed.window_bucket_width();
+    absorbed.observe(t);
+    absorbed.absorb_successes(g, bucket, 5);
+    assert_eq!(absorbed, by_one);
+    assert_eq!(absorbed.latest(), t);
+    // A failure makes it closed but not quiet.
+    assert_eq!(call(&mut absorbed, CallResult::Failure, t), None);
+    assert_eq!(absorbed.quiet_generation(), None);
+    assert_eq!(absorbed.closed_generation(), Some(g));
+    // Opened: a new episode; the old one's successes change nothing.
+    let opened = opened(policy(), t);
+    let before = opened.clone();
+    let mut after = opened;
+    assert_eq!(after.closed_generation(), None);
+    after.absorb_successes(g, bucket, 3);
+    assert_eq!(after, before);
+}

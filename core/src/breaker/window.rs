@@ -77,6 +77,29 @@ impl Window {
         }
     }
 
+    /// Nanoseconds per bucket: call `t` lands in bucket `t / width`.
+    pub(super) const fn width(&self) -> u64 {
+        self.width
+    }
+
+    /// `n` successful calls counted in bucket `index`, as `n` calls of
+    /// [`Window::add`] at an instant of that bucket would, given that no
+    /// later call was added to its ring slot (a slot holding a later
+    /// bucket keeps it: the successes are out of its window already).
+    pub(super) fn add_successes(&mut self, index: u64, n: u32) {
+        let bucket = &mut self.buckets[(index % BUCKETS as u64) as usize];
+        if bucket.index > index {
+            return;
+        }
+        if bucket.index != index {
+            *bucket = Bucket {
+                index,
+                ..EMPTY_BUCKET
+            };
+        }
+        bucket.counts.calls = bucket.counts.calls.saturating_add(n);
+    }
+
     pub(super) fn counts(&self, now: Instant) -> WindowCounts {
         let current = now.as_nanos() / self.width;
         self.buckets
