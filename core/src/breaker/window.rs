@@ -79,7 +79,7 @@ impl Window {
 
     /// Nanoseconds per bucket: call `t` lands in bucket `t / width`.
     pub(super) const fn width(&self) -> u64 {
-        self.width
+        self.width.get()
     }
 
     /// `n` successful calls counted in bucket `index`, as `n` calls of
