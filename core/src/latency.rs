@@ -43,16 +43,19 @@
 //! Two windows of 224 `u32` counts, their sums per group of 8 buckets (28
 //! `u64`s a window) and 48 bytes of state: **2288 bytes**, on 64-bit
 //! targets and on `thumbv7em-none-eabihf` alike (asserted at compile time).
-//! [`LatencySketch::record`] is two comparisons, a leading-zeros count, two
-//! shifts and three additions; [`LatencySketch::quantile`] is one
-//! multiplication, one division and a scan of at most 28 group sums then 8
-//! counts a window, whatever the latencies.
-//! [`LatencySketch::quantile_tracked`], what a quantile trigger asks on
-//! every hedge decision, gives the same answer from where the last one lay
-//! (16 bytes of the state): a record moves the rank by at most one sample,
-//! so between rotations it is usually a multiplication, a division and a
-//! comparison or two. No floats anywhere (a Cortex-M4F has only a
-//! single-precision FPU).
+//! [`LatencySketch::record`] is one comparison against the end of the
+//! current window (the rotation, once a window, is out of line), the
+//! bucket without a branch (a leading-zeros count, two shifts, an
+//! addition: `8 s + (units >> s)`), and four increments;
+//! [`LatencySketch::quantile`] is one multiplication, one division and a
+//! scan of at most 28 group sums then 8 counts a window, whatever the
+//! latencies. [`LatencySketch::quantile_tracked`], what a quantile trigger
+//! asks on every hedge decision, gives the same answer from where the last
+//! one lay (11 bytes of the state): a record moves the rank by at most one
+//! sample, so between rotations it is usually the same comparison against
+//! the window's end, three multiplications, two comparisons and a table
+//! lookup for the bucket's middle — no division. No floats anywhere (a
+//! Cortex-M4F has only a single-precision FPU).
 //!
 //! ## Time
 //!
@@ -79,6 +82,14 @@ const TOP_EXP: u32 = 29;
 /// two up to 137.4 s.
 pub const BUCKETS: usize = ((TOP_EXP - SUB_BITS + 2) as u64 * SUB) as usize;
 
+/// The first unit of the top bucket (`15 × 2^26` units, 128.85 s): every
+/// count at or above it is in the top bucket.
+const TOP_UNITS: u64 = (2 * SUB - 1) << (TOP_EXP - SUB_BITS);
+
+/// Whole seconds from which a latency is in the top bucket: 129 s ≥
+/// [`TOP_UNITS`] units, 128 s is not.
+const TOP_SECS: u64 = (TOP_UNITS << UNIT_SHIFT).div_ceil(1_000_000_000);
+
 /// Groups of [`SUB`] buckets whose sums the sketch keeps, so that a
 /// quantile skips whole groups.
 const GROUPS: usize = BUCKETS / SUB as usize;
@@ -87,22 +98,40 @@ const GROUPS: usize = BUCKETS / SUB as usize;
 const PERMILLE: u64 = 1_000;
 
 /// The bucket counting a latency of `nanos` nanoseconds.
+///
+/// Branch-free below the top: with `s` = max(0, ⌊log2 units⌋ − 3), the
+/// bucket is `8 s + (units >> s)` (`units >> s` is the leading 1 and three
+/// mantissa bits, 8..16, or the unit count itself below 16 units), which is
+/// HdrHistogram's `(e − 2) × 8 + sub` above 16 units and `units` below.
 const fn bucket(nanos: u64) -> usize {
-    let units = nanos >> UNIT_SHIFT;
-    if units < 2 * SUB {
-        return units as usize;
+    // Clamped: the top bucket is `8 × 26 + 15`, whatever is above it.
+    let units = min(nanos >> UNIT_SHIFT, TOP_UNITS);
+    // `units | 8` ≥ 8: ⌊log2⌋ ≥ 3, so `s` ≥ 0; `units` < 2^30: `s` ≤ 26.
+    let s = 63 - SUB_BITS - (units | SUB).leading_zeros();
+    ((s as u64) * SUB + (units >> s)) as usize
+}
+
+/// The bucket counting a latency of `latency`: [`bucket`] without the
+/// saturating conversion to nanoseconds (a latency of [`TOP_SECS`] or more
+/// is in the top bucket, so it is counted as `TOP_SECS`: no overflow).
+#[inline]
+fn bucket_of(latency: Duration) -> usize {
+    let secs = min(latency.as_secs(), TOP_SECS);
+    bucket(secs * 1_000_000_000 + latency.subsec_nanos() as u64)
+}
+
+/// The smaller of `a` and `b` (`Ord::min` is not `const`).
+const fn min(a: u64, b: u64) -> u64 {
+    if a < b {
+        a
+    } else {
+        b
     }
-    // `units` ≥ 16, so `e` ≥ 4.
-    let e = 63 - units.leading_zeros();
-    if e > TOP_EXP {
-        return BUCKETS - 1;
-    }
-    let sub = (units >> (e - SUB_BITS)) & (SUB - 1);
-    ((e - SUB_BITS + 1) as u64 * SUB + sub) as usize
 }
 
 /// The first nanosecond counted by bucket `index` and the bucket's width in
 /// nanoseconds.
+#[cfg(test)]
 const fn bounds(index: usize) -> (u64, u64) {
     let index = index as u64;
     if index < 2 * SUB {
@@ -142,42 +171,37 @@ pub struct LatencySketch {
     /// Per window, the sum of each group of [`SUB`] consecutive counts
     /// (exact: a saturated count stops adding to its group).
     groups: [[u64; GROUPS]; 2],
-    /// Samples in each window (saturating).
-    totals: [u32; 2],
     /// The start of the current window.
     start: Instant,
+    /// The end of the current window, `start + window` (saturating): a
+    /// `now` before it is in the current window, the one comparison a
+    /// record and a tracked quantile make before counting.
+    next: u64,
     /// The window length in nanoseconds, at least 1.
     window: u64,
-    /// Fewer samples than this make no quantile.
+    /// Samples (both windows) in the buckets before `cursor_bucket`: where
+    /// the last [`LatencySketch::quantile_tracked`] answer lies, kept
+    /// across records (each moves the rank by at most one sample) and
+    /// cleared by a rotation. (The cursor's three fields are fields of the
+    /// sketch, not a struct, so that they pack with the others.)
+    cursor_below: u64,
+    /// Samples in each window (saturating).
+    totals: [u32; 2],
+    /// Fewer samples than this make no quantile; at least 1.
     min_samples: u32,
+    /// The quantile the cursor tracks, in permille; [`NO_CURSOR`]: none.
+    cursor_q: u16,
+    /// The bucket of the last tracked answer (`BUCKETS` ≤ 256).
+    cursor_bucket: u8,
     /// Which of `counts` is the current window: 0 or 1.
     current: u8,
-    /// Where the last [`LatencySketch::quantile_tracked`] answer lies, so
-    /// that the next is found from there.
-    cursor: Cursor,
 }
 
-/// The bucket holding the sample of one quantile's rank, and the samples
-/// of both windows below it: kept by [`LatencySketch::quantile_tracked`]
-/// across records (each moves the rank by at most one sample) and cleared
-/// by a rotation.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-struct Cursor {
-    /// The quantile it tracks, in permille; `u16::MAX`: none.
-    q_permille: u16,
-    /// The bucket of the last answer.
-    bucket: u16,
-    /// Samples (both windows) in the buckets before `bucket`.
-    below: u64,
-}
+/// `cursor_q` when no quantile is tracked.
+const NO_CURSOR: u16 = u16::MAX;
 
-impl Cursor {
-    const NONE: Self = Self {
-        q_permille: u16::MAX,
-        bucket: 0,
-        below: 0,
-    };
-}
+// The cursor's bucket fits its byte.
+const _: () = assert!(BUCKETS <= 1 << u8::BITS);
 
 // The size the module docs state, on every target (`u64` aligned to 4 or 8
 // bytes alike).
@@ -204,15 +228,19 @@ impl LatencySketch {
     /// [`LatencySketch::DEFAULT_MIN_SAMPLES`] samples before it answers.
     pub const fn new(window: Duration) -> Self {
         let window = nanos(window);
+        let window = if window == 0 { 1 } else { window };
         Self {
             counts: [[0; BUCKETS]; 2],
             groups: [[0; GROUPS]; 2],
-            totals: [0; 2],
             start: Instant::ZERO,
-            window: if window == 0 { 1 } else { window },
+            next: window,
+            window,
+            cursor_below: 0,
+            totals: [0; 2],
             min_samples: Self::DEFAULT_MIN_SAMPLES,
+            cursor_q: NO_CURSOR,
+            cursor_bucket: 0,
             current: 0,
-            cursor: Cursor::NONE,
         }
     }
 
@@ -237,26 +265,44 @@ impl LatencySketch {
     /// Counts one attempt that took `latency`, finished at `now`.
     ///
     /// Rotates the windows first when `now` is past the current one.
+    #[inline]
     pub fn record(&mut self, latency: Duration, now: Instant) {
+        if now.as_nanos() >= self.next {
+            // Out of line and last: nothing is kept across a call here.
+            return self.record_past(latency, now);
+        }
+        self.count_sample(latency);
+    }
+
+    /// [`LatencySketch::record`] at a `now` at or past the end of the
+    /// current window: rotates first (once a window).
+    #[cold]
+    #[inline(never)]
+    fn record_past(&mut self, latency: Duration, now: Instant) {
         self.rotate(now);
-        let current = usize::from(self.current);
-        let index = bucket(nanos(latency));
+        self.count_sample(latency);
+    }
+
+    /// Counts a sample in the current window.
+    #[inline]
+    fn count_sample(&mut self, latency: Duration) {
+        // `& 1`: no bounds check (it is 0 or 1).
+        let current = usize::from(self.current & 1);
+        let index = bucket_of(latency);
         let slot = &mut self.counts[current][index];
         if *slot < u32::MAX {
             *slot += 1;
             self.groups[current][index / SUB as usize] += 1;
-            if index < usize::from(self.cursor.bucket) {
-                self.cursor.below += 1;
-            }
+            self.cursor_below += u64::from(index < usize::from(self.cursor_bucket));
         }
         self.totals[current] = self.totals[current].saturating_add(1);
     }
 
     /// Samples counted at `now`: those of the last one to two windows.
     pub fn count(&self, now: Instant) -> u64 {
-        let current = usize::from(self.current);
+        let current = usize::from(self.current & 1);
         match self.age(now) {
-            Age::Current => u64::from(self.totals[0]) + u64::from(self.totals[1]),
+            Age::Current => self.both_totals(),
             Age::Next => u64::from(self.totals[current]),
             Age::Stale => 0,
         }
@@ -272,7 +318,7 @@ impl LatencySketch {
     /// counting) or the one after (nothing counts).
     pub fn quantile(&self, q_permille: u32, now: Instant) -> Option<Duration> {
         let n = self.count(now);
-        if n == 0 || n < u64::from(self.min_samples) {
+        if n < u64::from(self.min_samples) {
             return None;
         }
         let rank = rank(q_permille, n);
@@ -288,81 +334,120 @@ impl LatencySketch {
     /// the windows (once per window), another `q_permille`, or a `now` in
     /// the window after the current one start from a scan, as
     /// [`LatencySketch::quantile`] does.
+    #[inline]
     pub fn quantile_tracked(&mut self, q_permille: u32, now: Instant) -> Option<Duration> {
+        if now.as_nanos() >= self.next {
+            return self.quantile_past(q_permille, now);
+        }
+        let n = self.both_totals();
+        // `min_samples` ≥ 1: no quantile of no samples either.
+        if n < u64::from(self.min_samples) {
+            return None;
+        }
+        let q = q_permille.min(PERMILLE as u32);
+        let bucket = usize::from(self.cursor_bucket);
+        // Usually the rank is still in the bucket of the last answer:
+        // `below < rank ≤ below + count`, with `rank` = ⌈q·n / 1000⌉, is
+        // `1000 · below < q·n ≤ 1000 · (below + count)` (all < 2^44), no
+        // division. (A `q·n` of 0, whose rank is 1, takes the walk.)
+        let qn = u64::from(q) * n;
+        if u32::from(self.cursor_q) == q
+            && self.cursor_below * PERMILLE < qn
+            && qn <= (self.cursor_below + self.both(bucket)) * PERMILLE
+        {
+            return Some(middle(bucket));
+        }
+        Some(middle(self.track(q, rank(q, n))))
+    }
+
+    /// [`LatencySketch::quantile_tracked`] at a `now` at or past the end of
+    /// the current window: the exact age decides (the end saturates at the
+    /// clock's last instant).
+    #[cold]
+    #[inline(never)]
+    fn quantile_past(&mut self, q_permille: u32, now: Instant) -> Option<Duration> {
         if self.age(now) != Age::Current {
             return self.quantile(q_permille, now);
         }
-        let n = u64::from(self.totals[0]) + u64::from(self.totals[1]);
-        if n == 0 || n < u64::from(self.min_samples) {
+        let n = self.both_totals();
+        if n < u64::from(self.min_samples) {
             return None;
         }
-        let rank = rank(q_permille, n);
-        let q = q_permille.min(PERMILLE as u32) as u16;
-        if self.cursor.q_permille != q {
+        let q = q_permille.min(PERMILLE as u32);
+        Some(middle(self.track(q, rank(q, n))))
+    }
+
+    /// Moves the cursor to the bucket holding `rank` of both windows for
+    /// the `q`‰ quantile (at most 1000) and returns that bucket: a scan
+    /// for another quantile than the one tracked, else a walk from the
+    /// last answer.
+    #[inline(never)]
+    fn track(&mut self, q: u32, rank: u64) -> usize {
+        if u32::from(self.cursor_q) != q {
             let (bucket, below) = self.locate(rank, true);
-            self.cursor = Cursor {
-                q_permille: q,
-                bucket: bucket as u16,
-                below,
-            };
-            return Some(middle(bucket));
+            self.cursor_q = q as u16;
+            self.cursor_bucket = bucket as u8;
+            self.cursor_below = below;
+            return bucket;
         }
         // Walk from the last answer: up while the rank lies past this
         // bucket, down while it lies before it, a whole group of 8 at a time
         // from a group's first bucket. A record moves the rank by at most one
-        // sample, so the walk is usually no step at all, and never more than
+        // sample, so the walk is usually a step or two, and never more than
         // the scan's 28 groups and 16 buckets.
-        let Cursor {
-            mut bucket,
-            mut below,
-            ..
-        } = self.cursor;
-        // Usually the rank is still in the same bucket.
-        if below < rank && rank <= below + self.both(usize::from(bucket)) {
-            return Some(middle(usize::from(bucket)));
-        }
+        let mut bucket = usize::from(self.cursor_bucket);
+        let mut below = self.cursor_below;
         loop {
-            let at = usize::from(bucket);
+            let at = bucket;
             let group = at / SUB as usize;
             if at % SUB as usize == 0 {
                 // At a group's first bucket: skip whole groups.
                 let sum = self.groups[0][group] + self.groups[1][group];
                 if below + sum < rank && at + (SUB as usize) < BUCKETS {
                     below += sum;
-                    bucket += SUB as u16;
+                    bucket += SUB as usize;
                     continue;
                 }
                 if group > 0 {
                     let before = self.groups[0][group - 1] + self.groups[1][group - 1];
                     if below >= before && below - before >= rank {
                         below -= before;
-                        bucket -= SUB as u16;
+                        bucket -= SUB as usize;
                         continue;
                     }
                 }
             }
             let here = self.both(at);
             if below + here < rank {
-                if usize::from(bucket) + 1 >= BUCKETS {
+                if bucket + 1 >= BUCKETS {
                     // A saturated window: as `locate`, the top bucket.
-                    self.cursor = Cursor::NONE;
-                    return Some(middle(BUCKETS - 1));
+                    self.cursor_q = NO_CURSOR;
+                    self.cursor_bucket = 0;
+                    self.cursor_below = 0;
+                    return BUCKETS - 1;
                 }
                 below += here;
                 bucket += 1;
             } else if below >= rank && bucket > 0 {
                 bucket -= 1;
-                below -= self.both(usize::from(bucket));
+                below -= self.both(bucket);
             } else {
                 break;
             }
         }
-        self.cursor.bucket = bucket;
-        self.cursor.below = below;
-        Some(middle(usize::from(bucket)))
+        self.cursor_bucket = bucket as u8;
+        self.cursor_below = below;
+        bucket
+    }
+
+    /// Samples in both windows.
+    #[inline]
+    fn both_totals(&self) -> u64 {
+        u64::from(self.totals[0]) + u64::from(self.totals[1])
     }
 
     /// Both windows' count of bucket `index`.
+    #[inline]
     fn both(&self, index: usize) -> u64 {
         u64::from(self.counts[0][index]) + u64::from(self.counts[1][index])
     }
@@ -370,7 +455,7 @@ impl LatencySketch {
     /// The bucket holding the sample of `rank` (counting both windows, or
     /// only the current one), and the samples below it.
     fn locate(&self, rank: u64, both: bool) -> (usize, u64) {
-        let current = usize::from(self.current);
+        let current = usize::from(self.current & 1);
         // Whole groups first, then the buckets of the group that reaches
         // the rank: the same bucket as a scan of every count.
         let mut seen = 0u64;
@@ -411,13 +496,15 @@ impl LatencySketch {
         }
     }
 
-    /// Makes the window holding `now` the current one.
+    /// Makes the window holding `now` the current one: what a record at or
+    /// past the end of the current window does first (once a window, or
+    /// never when the end saturated and `now` is still inside).
     fn rotate(&mut self, now: Instant) {
         match self.age(now) {
-            Age::Current => {}
+            Age::Current => return,
             Age::Next => {
                 self.current ^= 1;
-                self.clear(usize::from(self.current));
+                self.clear(usize::from(self.current & 1));
                 self.start = self.start.saturating_add(Duration::from_nanos(self.window));
             }
             Age::Stale => {
@@ -428,10 +515,13 @@ impl LatencySketch {
                 self.start = Instant::from_nanos(now.as_nanos() - elapsed % self.window);
             }
         }
+        self.next = self.start.as_nanos().saturating_add(self.window);
     }
 
     fn clear(&mut self, window: usize) {
-        self.cursor = Cursor::NONE;
+        self.cursor_q = NO_CURSOR;
+        self.cursor_bucket = 0;
+        self.cursor_below = 0;
         self.counts[window] = [0; BUCKETS];
         self.groups[window] = [0; GROUPS];
         self.totals[window] = 0;
@@ -441,20 +531,47 @@ impl LatencySketch {
 /// The nearest rank of the `q_permille`‰ quantile of `n` samples: the
 /// smallest sample with at least q‰ of the samples at or below it (values
 /// above 1000 are taken as 1000). `q × n` < 2^43: no overflow.
+#[inline]
 fn rank(q_permille: u32, n: u64) -> u64 {
     let q = u64::from(q_permille).min(PERMILLE);
     (q * n).div_ceil(PERMILLE).max(1)
 }
 
-/// The middle of bucket `index`, reported for every sample in it.
+/// The middle of bucket `index`, reported for every sample in it: a load
+/// and a shift ([`MIDDLES`]), and no division by 10^9 below a second.
+#[inline]
 fn middle(index: usize) -> Duration {
-    let (first, width) = bounds(index);
-    Duration::from_nanos(first + width / 2)
+    let nanos = u64::from(MIDDLES[index]) << (UNIT_SHIFT - 1);
+    if nanos < 1_000_000_000 {
+        Duration::new(0, nanos as u32)
+    } else {
+        Duration::from_nanos(nanos)
+    }
 }
+
+/// Each bucket's middle in units of 64 ns (half the sketch's unit), 896
+/// bytes: with `s` = max(0, ⌊index / 8⌋ − 1) and `m` = `index − 8 s` (the
+/// bucket's leading 1 and mantissa bits, or its unit below 16 units), the
+/// bucket counts units `[m << s, (m + 1) << s)`, so its middle is
+/// `(2m + 1) << s` half-units; the top one, `31 << 26`, fits a `u32`.
+static MIDDLES: [u32; BUCKETS] = {
+    let mut middles = [0; BUCKETS];
+    let mut index = 0;
+    while index < BUCKETS {
+        let i = index as u64;
+        let s = (i / SUB).saturating_sub(1);
+        let m = i - s * SUB;
+        let middle = (2 * m + 1) << s;
+        assert!(middle <= u32::MAX as u64);
+        middles[index] = middle as u32;
+        index += 1;
+    }
+    middles
+};
 
 impl fmt::Debug for LatencySketch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let current = usize::from(self.current);
+        let current = usize::from(self.current & 1);
         f.debug_struct("LatencySketch")
             .field("window", &self.window())
             .field("min_samples", &self.min_samples)
@@ -746,6 +863,86 @@ mod tests {
             }
             now = now + Duration::from_micros(next() % max_gap);
         }
+    }
+
+    /// The table of middles is the middle of each bucket's bounds, and the
+    /// bucket of a `Duration` is the bucket of its nanoseconds, at every
+    /// bucket's edges and at the top (where the conversion clamps).
+    #[test]
+    fn middles_and_duration_buckets_match_the_bounds() {
+        for index in 0..BUCKETS {
+            let (first, width) = bounds(index);
+            assert_eq!(nanos(middle(index)), first + width / 2, "bucket {index}");
+            for x in [first, first + width / 2, first + width - 1] {
+                assert_eq!(bucket_of(Duration::from_nanos(x)), index, "{x} ns");
+            }
+        }
+        for (d, index) in [
+            (Duration::ZERO, 0),
+            (Duration::from_secs(128), BUCKETS - 2),
+            (Duration::from_nanos(128_849_018_879), BUCKETS - 2),
+            (Duration::from_nanos(128_849_018_880), BUCKETS - 1),
+            (Duration::from_secs(129), BUCKETS - 1),
+            (Duration::from_secs(138), BUCKETS - 1),
+            (
+                Duration::from_secs(u64::MAX / 1_000_000_000 + 1),
+                BUCKETS - 1,
+            ),
+            (Duration::MAX, BUCKETS - 1),
+        ] {
+            assert_eq!(bucket_of(d), index, "{d:?}");
+            assert_eq!(bucket(nanos(d)), index, "{d:?}");
+        }
+    }
+
+    /// A window whose end is past the clock's last instant (a window longer
+    /// than half the clock) ends, for the one comparison a record makes, at
+    /// that instant, and the exact age decides from there: a sample at the
+    /// last instant counts in the current window, nothing overflows, and
+    /// the tracked quantile is the scanned one.
+    #[test]
+    fn a_window_ending_past_the_last_instant_keeps_counting() {
+        let w = (1u64 << 63) + 1;
+        let mut s = LatencySketch::new(Duration::from_nanos(w)).with_min_samples(1);
+        // The next window, [w, 2w): its end saturates.
+        let t = Instant::from_nanos(w + 1);
+        s.record(Duration::from_millis(1), t);
+        assert_eq!(s.count(t), 1);
+        let last = Instant::from_nanos(u64::MAX);
+        s.record(Duration::from_millis(100), last);
+        assert_eq!(s.count(last), 2, "still the window starting at {w} ns");
+        for q in [0, 500, 1000] {
+            assert_eq!(s.quantile_tracked(q, last), s.quantile(q, last));
+            assert_eq!(s.quantile_tracked(q, last), s.quantile(q, t));
+        }
+        let p100 = s.quantile_tracked(1000, last).unwrap();
+        assert!(p100.abs_diff(Duration::from_millis(100)) <= Duration::from_millis(100) / 16);
+    }
+
+    /// Records at and just after a window's end rotate exactly once, and
+    /// the tracked quantile follows the rotation.
+    #[test]
+    fn the_rotation_instant_is_the_window_end() {
+        let w = Duration::from_millis(10);
+        let mut s = LatencySketch::new(w).with_min_samples(1);
+        let end = Instant::from_millis(10);
+        s.record(Duration::from_secs(1), Instant::from_nanos(9_999_999));
+        assert_eq!(
+            s.quantile_tracked(1000, Instant::from_nanos(9_999_999)),
+            s.quantile(1000, end - Duration::from_nanos(1))
+        );
+        // At the end: the previous window still counts, the second sample
+        // goes to the new one.
+        s.record(Duration::from_millis(1), end);
+        assert_eq!(s.count(end), 2);
+        assert_eq!(s.quantile_tracked(0, end), s.quantile(0, end));
+        assert_eq!(s.quantile_tracked(1000, end), s.quantile(1000, end));
+        // One window later the 1 s sample is gone, the tracked answer too.
+        let later = Instant::from_millis(20);
+        assert_eq!(s.count(later), 1);
+        let p100 = s.quantile_tracked(1000, later).unwrap();
+        assert_eq!(Some(p100), s.quantile(1000, later));
+        assert!(p100 < Duration::from_millis(2));
     }
 
     #[test]
