@@ -311,6 +311,23 @@ impl<const N: usize> CallMachine<N> {
         self.pending = None;
     }
 
+    /// Finishes a call whose only attempt succeeded and whose end the gate
+    /// has heard (the compact stage told it): what [`poll`](Self::poll)
+    /// does there — no slot to cancel, the phase done — without a gate to
+    /// tell again. (A `poll` through a gate that ignores the call's end
+    /// would compile the machine's `poll` a second time.)
+    pub(crate) fn finish_told(&mut self) {
+        debug_assert!(self.pending.is_none());
+        debug_assert!(self.slots.iter().all(Option::is_none));
+        if let Phase::Ending(verdict, _) = self.phase {
+            self.phase = Phase::Done(verdict);
+        }
+        debug_assert!(
+            matches!(self.phase, Phase::Done(Verdict::Success(AttemptId(0)))),
+            "the compact stage's success"
+        );
+    }
+
     /// Whether the machine has returned [`Action::Finish`].
     pub fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Done(_))

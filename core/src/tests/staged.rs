@@ -80,6 +80,9 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn forget_record(&mut self) {
         self.0.forget_record();
     }
+    fn finish_told(&mut self) {
+        self.0.finish_told();
+    }
 }
 
 impl<const N: usize> crate::driver::sealed::Sealed for Full<N> {}
