@@ -137,14 +137,14 @@ where
         let Common {
             key,
             policy,
-            options,
+            limits,
             rng,
             timer,
             op,
         } = self.common;
         Call {
             key,
-            state: Staged::new(policy, options, rng),
+            state: Staged::new(policy, limits, rng),
             timer,
             op,
             classifier: self.classifier,

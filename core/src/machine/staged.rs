@@ -30,7 +30,7 @@
 use core::borrow::Borrow;
 
 use super::plan::{first_launch, hedges_in};
-use super::{Action, Event, Options, Slot};
+use super::{Action, Event, Limits, Slot};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
@@ -53,7 +53,7 @@ pub trait MachineOps {
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
     fn refusal(&self) -> Option<&'static str>;
-    fn make(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self;
+    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self;
     /// Takes over the gate's answer about the first primary (see
     /// [`CallMachine::primary`](super::CallMachine::primary)).
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action;
@@ -89,7 +89,7 @@ pub(crate) struct First<P> {
     /// starts and when the machine grows: making a call copies none of a
     /// borrowed one.
     policy: P,
-    options: Options,
+    limits: Limits,
     /// The caller's RNG; without one, a grown machine seeds its own from
     /// the call's start.
     rng: Option<fastrand::Rng>,
@@ -120,12 +120,12 @@ const FIRST: AttemptId = AttemptId(0);
 
 impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     /// A machine for one call under `policy` (normalize it first), with
-    /// `options` and the caller's RNG, if any.
+    /// `limits` and the caller's RNG, if any.
     #[inline(always)]
-    pub(crate) fn new(policy: P, options: Options, rng: Option<fastrand::Rng>) -> Self {
+    pub(crate) fn new(policy: P, limits: Limits, rng: Option<fastrand::Rng>) -> Self {
         Self::First(First {
             policy,
-            options,
+            limits,
             rng,
             step: Step::Idle,
             start: Instant::ZERO,
@@ -377,7 +377,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             .clone()
             .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
         let info = first.info();
-        *self = Self::Full(M::make(first.policy.borrow(), first.options, rng));
+        *self = Self::Full(M::make(first.policy.borrow(), first.limits, rng));
         // Just made.
         let Self::Full(machine) = self else {
             unreachable!();
@@ -454,8 +454,7 @@ impl<P: Borrow<Policy>> First<P> {
     fn started<M: MachineOps>(&mut self, now: Instant) -> Option<AttemptInfo> {
         let policy = self.policy.borrow();
         if !M::COMPACT
-            || policy.hedge.enabled
-                && hedges_in(policy.hedge.max_hedges, self.options, M::SLOTS) > 0
+            || policy.hedge.enabled && hedges_in(policy.hedge.max_hedges, self.limits, M::SLOTS) > 0
         {
             return None;
         }
@@ -535,8 +534,8 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
         super::CallMachine::refusal(self)
     }
     #[inline]
-    fn make(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self {
-        super::CallMachine::new(policy, options, rng)
+    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self {
+        super::CallMachine::new(policy, limits, rng)
     }
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         super::CallMachine::primary(self, info, admission)
