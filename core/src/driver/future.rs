@@ -223,8 +223,13 @@ where
                 // event is fed would be a copy each in flash).
                 Next::Drain => {
                     let mut sink = sink!(this);
-                    next = this.state.drain(&mut sink);
-                    continue;
+                    match this.state.drain(&mut sink) {
+                        Next::Wait(until) => Some(until),
+                        Next::Finish(verdict) => return Poll::Ready(finish(&mut this, verdict)),
+                        // A drain ends in a wait or the finish: no
+                        // `Launched` (the compact stage's), no `Drain`.
+                        _ => None,
+                    }
                 }
             };
             match pass(&mut this, cx, wait) {
