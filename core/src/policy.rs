@@ -467,7 +467,8 @@ mod builders;
 
 mod normalize;
 
-pub use normalize::{ChangedFields, Field, Limits, Normalized};
+pub use crate::limits::Limits;
+pub use normalize::{ChangedFields, Field, Normalized};
 
 /// A policy value with no sensible reading.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

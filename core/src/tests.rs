@@ -6,7 +6,7 @@ use core::time::Duration;
 use std::vec::Vec;
 
 use crate::gate::{Admission, AdmitRequest, Gate};
-use crate::machine::{Action, CallMachine, Cause, Event, Options, Verdict, WaitReason};
+use crate::machine::{Action, CallMachine, Cause, Event, Limits, Verdict, WaitReason};
 use crate::outcome::{reason, Outcome, OutcomeKind};
 use crate::policy::{Jitter, Policy};
 use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
@@ -82,11 +82,11 @@ struct Harness {
 
 impl Harness {
     fn new(policy: &Policy) -> Self {
-        Self::with(policy, Options::DEFAULT, 7)
+        Self::with(policy, Limits::DEFAULT, 7)
     }
 
-    fn with(policy: &Policy, options: Options, seed: u64) -> Self {
-        let mut m = CallMachine::new(policy, options, fastrand::Rng::with_seed(seed));
+    fn with(policy: &Policy, limits: Limits, seed: u64) -> Self {
+        let mut m = CallMachine::new(policy, limits, fastrand::Rng::with_seed(seed));
         m.handle(Event::Start { now: Instant::ZERO });
         Self {
             m,
@@ -318,7 +318,7 @@ fn overall_deadline_cuts_the_attempt_in_flight() {
 fn no_attempt_launches_at_or_after_the_overall_deadline() {
     let mut p = Policy::DEFAULT;
     p.retry.overall_timeout = Some(dur(5));
-    let mut m: CallMachine = CallMachine::new(&p, Options::DEFAULT, fastrand::Rng::with_seed(1));
+    let mut m: CallMachine = CallMachine::new(&p, Limits::DEFAULT, fastrand::Rng::with_seed(1));
     m.handle(Event::Start { now: ms(0) });
     // The driver was late: by the first poll the deadline has passed.
     m.handle(Event::Tick { now: ms(5) });
@@ -343,11 +343,11 @@ fn retry_after_hint_replaces_the_backoff() {
 
 #[test]
 fn retry_after_hint_is_bounded_by_the_executor_maximum() {
-    let options = Options {
+    let limits = Limits {
         max_retry_after: Duration::from_secs(1),
-        ..Options::DEFAULT
+        ..Limits::DEFAULT
     };
-    let mut h = Harness::with(&Policy::DEFAULT, options, 7);
+    let mut h = Harness::with(&Policy::DEFAULT, limits, 7);
     h.drain();
     let hinted = RETRY.with_retry_after(Duration::from_secs(3600));
     assert_eq!(
@@ -371,7 +371,7 @@ fn retry_after_past_the_deadline_stops_now_with_the_last_error() {
 fn cancel_before_the_first_attempt_launches_nothing() {
     let mut m: CallMachine = CallMachine::new(
         &Policy::DEFAULT,
-        Options::DEFAULT,
+        Limits::DEFAULT,
         fastrand::Rng::with_seed(1),
     );
     m.handle(Event::Start { now: ms(0) });
@@ -479,7 +479,7 @@ fn same_seed_and_events_give_the_same_actions() {
         let mut p = Policy::DEFAULT;
         p.retry.max_attempts = 6;
         p.retry.jitter = Jitter::Decorrelated;
-        let mut h = Harness::with(&p, Options::DEFAULT, seed);
+        let mut h = Harness::with(&p, Limits::DEFAULT, seed);
         let mut log = h.drain();
         let mut t = 0;
         for id in 0..6 {
@@ -528,7 +528,7 @@ impl Gate for OpenCircuit {
 fn a_circuit_refusal_ends_the_call_before_any_attempt() {
     let mut m: CallMachine = CallMachine::new(
         &Policy::DEFAULT,
-        Options::DEFAULT,
+        Limits::DEFAULT,
         fastrand::Rng::with_seed(1),
     );
     m.handle(Event::Start { now: ms(0) });
@@ -542,7 +542,7 @@ fn a_circuit_refusal_ends_the_call_before_any_attempt() {
 fn a_start_after_a_later_event_never_sets_the_clock_back() {
     let mut m: CallMachine = CallMachine::new(
         &Policy::DEFAULT,
-        Options::DEFAULT,
+        Limits::DEFAULT,
         fastrand::Rng::with_seed(1),
     );
     m.handle(Event::Tick { now: ms(5) });
@@ -562,7 +562,7 @@ fn a_call_whose_attempt_ids_run_out_ends_exhausted() {
     p.retry.max_attempts = 70_000;
     p.retry.initial_backoff = Duration::ZERO;
     p.retry.max_backoff = Duration::ZERO;
-    let mut m: CallMachine = CallMachine::new(&p, Options::DEFAULT, fastrand::Rng::with_seed(1));
+    let mut m: CallMachine = CallMachine::new(&p, Limits::DEFAULT, fastrand::Rng::with_seed(1));
     m.handle(Event::Start { now: ms(0) });
     let mut launched = 0u32;
     let verdict = loop {

@@ -32,9 +32,11 @@ breakdown() { # BASE ONE -> markdown rows "| group | bytes |"
         {
             d = $3 - $2; n = $1
             if (d == 0) next
-            if (n ~ /machine::|CallMachine/) g = "call machine (`recourse_core::machine`)"
-            else if (n ~ /__cortex_m_rt_main/) g = "the call site: `main` with the call future'"'"'s poll inlined"
-            else if (n ~ /driver::/) g = "driver: express lane, attempt slots (`recourse_core::driver`)"
+            if (n ~ /CallMachine/) g = "full call machine, out of line (`recourse_core::machine`: `handle`, failure handling)"
+            else if (n ~ /machine::staged|Staged/) g = "the compact stage'"'"'s growth into the full machine (`recourse_core::machine::staged`, cold)"
+            else if (n ~ /machine::/) g = "call machine helpers (`recourse_core::machine`)"
+            else if (n ~ /__cortex_m_rt_main/) g = "the call site: `main` with the call future'"'"'s poll inlined (the compact stage, the full machine'"'"'s `poll`)"
+            else if (n ~ /driver::/) g = "driver: attempt slots, conclusion (`recourse_core::driver`)"
             else if (n ~ /breaker|Guard|token_bucket|budget::/) g = "gate: circuit breaker and `TokenBucket` (the example'"'"'s `Guard`)"
             else if (n ~ /backoff::/) g = "backoff and its jitter draw (`recourse_core::backoff`, fastrand)"
             else if (n ~ /::POLICY$/) g = "the call site'"'"'s `Policy`, a `static` (`.rodata`)"
@@ -87,8 +89,12 @@ and the \`wfi\` \`block_on\`.
 Where the first call site's flash goes: the code and read-only data
 symbols of \`one_call\` minus those of \`baseline\` (GNU \`nm\`; alignment
 padding makes up the rest). Code inlined into a function counts with that
-function (the driver's \`take_over\` holds a copy of the machine's
-\`poll\`). No floating-point code is left on the call path (the backoff
+function: the call site's \`main\` holds the call future's poll, and in it
+the machine's compact first-attempt stage
+(\`recourse_core::machine::staged\`) and the full machine's \`poll\`,
+inlined into the driver's one drain loop (one copy); the full machine's
+\`handle\` and the growth from the compact stage into it are out of line.
+No floating-point code is left on the call path (the backoff
 multiplier is read from the \`f64\`'s bits with integer arithmetic), and
 durations become nanoseconds in \`u64\` arithmetic, not \`u128\`.
 

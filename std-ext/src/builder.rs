@@ -5,7 +5,6 @@ use core::fmt;
 use core::sync::atomic::AtomicU64;
 use core::time::Duration;
 
-use recourse_core::machine::Options;
 use recourse_core::policy::Limits;
 
 use crate::breakers::Breakers;
@@ -43,7 +42,7 @@ pub struct ExecutorBuilder<S = DefaultTimer> {
     timer: S,
     mode: MissingPolicyMode,
     seed: Option<u64>,
-    options: Options,
+    options: Limits,
     budgets: BudgetRegistry,
     missing_budget: MissingBudgetMode,
     contain_panics: bool,
@@ -63,7 +62,7 @@ impl ExecutorBuilder {
             timer: DefaultTimer,
             mode: MissingPolicyMode::default(),
             seed: None,
-            options: Options::DEFAULT,
+            options: Limits::DEFAULT,
             budgets: BudgetRegistry::new(),
             missing_budget: MissingBudgetMode::default(),
             contain_panics: true,

@@ -26,7 +26,6 @@ use std::time::SystemTime;
 
 use recourse_core::amplification::{upstream_effect, UpstreamEffect};
 use recourse_core::driver::derive_seed;
-use recourse_core::machine::Options;
 use recourse_core::policy::{Limits, Normalized, Policy};
 use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
 
@@ -96,7 +95,7 @@ pub struct Executor<S = DefaultTimer> {
     pub(crate) timer: S,
     pub(crate) mode: MissingPolicyMode,
     pub(crate) seed: Option<u64>,
-    pub(crate) options: Options,
+    pub(crate) options: Limits,
     pub(crate) fallbacks: Fallbacks,
     /// Calls started on an executor with a seed: call `n`'s RNG is derived
     /// from the seed and `n`. Not counted without a seed (a shared count
@@ -480,7 +479,7 @@ impl<S: TimerSource> Executor<S> {
             .observer(report)
             .gate(gate)
             .rng(rng)
-            .options(self.options);
+            .limits(self.options);
         // A call with one hedge holds its two attempts in place; one with
         // more holds its attempts' futures in one heap block (sized for the
         // default ceiling, or for the lifted one), so that every call's

@@ -201,5 +201,6 @@ impl StaticProviderBuilder {
 pub(crate) fn normalize(policy: Policy) -> Result<Normalized, PolicyError> {
     policy.normalize_with(Limits {
         max_hedges_ceiling: Limits::MAX_HEDGES_CEILING,
+        ..Limits::DEFAULT
     })
 }

@@ -621,6 +621,7 @@ fn max_hedges_is_clamped_to_the_ceiling_an_executor_sets_and_reported() {
         let effective = ceiling.clamp(1, Limits::MAX_HEDGES_CEILING);
         let limits = Limits {
             max_hedges_ceiling: ceiling,
+            ..Limits::DEFAULT
         };
         for v in [0, 1, 2, 3, 4, 9, 10, 11, u32::MAX] {
             let mut input = base();
@@ -1047,6 +1048,7 @@ fn run_extreme(policy: &Policy, epoch: Instant, op: Op) -> Timeline {
         .clone()
         .normalize_with(Limits {
             max_hedges_ceiling: Limits::MAX_HEDGES_CEILING,
+            ..Limits::DEFAULT
         })
         .unwrap();
     let mut want: Vec<&str> = n.changed.iter().map(Field::path).collect();

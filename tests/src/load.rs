@@ -13,7 +13,7 @@ use std::collections::BinaryHeap;
 
 use recourse_core::budget::{Budget, BudgetGate};
 use recourse_core::{
-    Action, CallMachine, Event, Instant, Options, Outcome, Policy, PolicyKey, Verdict,
+    Action, CallMachine, Event, Instant, Limits, Outcome, Policy, PolicyKey, Verdict,
 };
 
 /// One load run's shape.
@@ -100,7 +100,7 @@ pub fn run_load(load: &Load, budget: Option<&dyn Budget>) -> LoadReport {
             Due::Arrive => {
                 machines.push(CallMachine::new(
                     &load.policy,
-                    Options::DEFAULT,
+                    Limits::DEFAULT,
                     fastrand::Rng::with_seed(rng.u64(..)),
                 ));
                 machines[i].handle(Event::Start { now });

@@ -21,7 +21,7 @@ use recourse::core_machine::budget::{BudgetRequest, Decision, Reservation};
 use recourse::core_machine::hedge::{HedgeDecision, HedgeState};
 use recourse::core_machine::{
     Action, Admission, AdmitRequest, AttemptRecord as CoreRecord, Budget, CallMachine, Event, Gate,
-    Instant, Options, WaitReason,
+    Instant, Limits, WaitReason,
 };
 use recourse::observer::{AttemptRecord, CallSummary};
 use recourse::{BudgetRegistry, Error, Executor, Observer, Policy, PolicyKey, StaticProvider};
@@ -399,7 +399,7 @@ impl Gate for LaterTrigger {
 fn first_rest_after_launch(start: Instant) -> (Action, Instant) {
     let mut policy = Policy::DEFAULT;
     policy.hedge.enabled = true;
-    let mut m = CallMachine::<4>::new(&policy, Options::DEFAULT, fastrand::Rng::with_seed(1));
+    let mut m = CallMachine::<4>::new(&policy, Limits::DEFAULT, fastrand::Rng::with_seed(1));
     let mut gate = LaterTrigger {
         ask_again: Duration::from_millis(5),
     };

@@ -24,7 +24,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 use recourse_core::policy::{BudgetRef, HedgePolicy, Jitter, Limits, Name, Policy, RetryPolicy};
-use recourse_core::{reason, Options, Outcome};
+use recourse_core::{reason, Outcome};
 use recourse_tests::invariants::{
     check_machine, check_normalize, check_parse, check_shared, scenario_from_bytes,
     ArbitraryLimits, ArbitraryOptions, ArbitraryOutcome, ArbitraryPolicy, BudgetInput, Coverage,
@@ -271,8 +271,9 @@ fn ids_run_out() -> Scenario {
         policy: ArbitraryPolicy(policy),
         normalize: Some(ArbitraryLimits(Limits {
             max_hedges_ceiling: 3,
+            ..Limits::DEFAULT
         })),
-        options: ArbitraryOptions(Options {
+        options: ArbitraryOptions(Limits {
             max_retry_after: Duration::MAX,
             max_hedges_ceiling: 49,
         }),

@@ -24,7 +24,7 @@ pub(super) struct Common<'k, P, Tm, Op> {
     /// module docs): a builder step moves the policy as the caller gave it
     /// (a reference is one word) and a few more words, not a machine.
     pub(super) policy: P,
-    pub(super) options: Options,
+    pub(super) limits: Limits,
     pub(super) rng: Option<fastrand::Rng>,
     pub(super) timer: Tm,
     pub(super) op: Op,
@@ -92,9 +92,10 @@ impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
         self
     }
 
-    /// Uses executor-wide `options` (such as the retry-after ceiling).
-    pub fn options(mut self, options: Options) -> Self {
-        self.common.options = options;
+    /// Uses the executor's [`Limits`] (the retry-after ceiling, the hedge
+    /// ceiling) instead of [`Limits::DEFAULT`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.common.limits = limits;
         self
     }
 

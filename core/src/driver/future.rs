@@ -106,7 +106,11 @@ pin_project! {
             };
             let machine = this.state;
             // A cancelled machine only cancels, records and finishes.
-            if let Next::Finish(verdict) = machine.feed(Event::Cancel { now }, &mut sink) {
+            let mut next = machine.feed(Event::Cancel { now }, &mut sink);
+            if next == Next::Drain {
+                next = machine.drain(&mut sink);
+            }
+            if let Next::Finish(verdict) = next {
                 let end = call_end(machine, verdict);
                 this.observer.on_failure(*this.key, &end);
             }
@@ -133,14 +137,14 @@ where
         let Common {
             key,
             policy,
-            options,
+            limits,
             rng,
             timer,
             op,
         } = self.common;
         Call {
             key,
-            state: Staged::new(policy, options, rng),
+            state: Staged::new(policy, limits, rng),
             timer,
             op,
             classifier: self.classifier,
@@ -181,7 +185,7 @@ where
         //    carries out its actions until it must wait. A later poll
         //    drains it first: it may act on what changed since (a hedge
         //    trigger's answer).
-        let next = if this.state.is_idle() {
+        let mut next = if this.state.is_idle() {
             let now = this.timer.now();
             this.observer.on_start(*this.key, now);
             let next = feed(&mut this, Event::Start { now });
@@ -192,27 +196,45 @@ where
                 // attempt that completes at once costs no loop.
                 match pass(&mut this, cx, wait) {
                     ControlFlow::Break(poll) => return poll,
-                    ControlFlow::Continue(wait) => Next::Launched(wait),
+                    // Finished here, not at the loop's top: the compact
+                    // stage's success runs straight through from its
+                    // launch to the result.
+                    ControlFlow::Continue(Next::Finish(verdict)) => {
+                        return Poll::Ready(finish(&mut this, verdict));
+                    }
+                    ControlFlow::Continue(next) => next,
                 }
             } else {
                 next
             }
         } else if this.state.is_live() {
-            let mut sink = sink!(this);
-            this.state.resume(&mut sink)
+            this.state.resume()
         } else {
             panic!("`Call` polled after completion");
         };
-        let mut wait = match next {
-            Next::Launched(wait) => wait,
-            Next::Wait(until) => Some(until),
-            Next::AwaitAttempts => None,
-            Next::Finish(verdict) => return Poll::Ready(finish(&mut this, verdict)),
-        };
         loop {
+            let wait = match next {
+                Next::Launched(wait) => wait,
+                Next::Wait(until) => Some(until),
+                Next::AwaitAttempts => None,
+                Next::Finish(verdict) => return Poll::Ready(finish(&mut this, verdict)),
+                // The full machine's actions: carried out here, the one
+                // place the driver drains it (a drain at each place an
+                // event is fed would be a copy each in flash).
+                Next::Drain => {
+                    let mut sink = sink!(this);
+                    match this.state.drain(&mut sink) {
+                        Next::Wait(until) => Some(until),
+                        Next::Finish(verdict) => return Poll::Ready(finish(&mut this, verdict)),
+                        // A drain ends in a wait or the finish: no
+                        // `Launched` (the compact stage's), no `Drain`.
+                        _ => None,
+                    }
+                }
+            };
             match pass(&mut this, cx, wait) {
                 ControlFlow::Break(poll) => return poll,
-                ControlFlow::Continue(next) => wait = next,
+                ControlFlow::Continue(fed) => next = fed,
             }
         }
     }
@@ -221,13 +243,13 @@ where
 /// One pass of the call future's loop, after an event was fed and the
 /// machine must wait (`wait`: until when, if a timer is due): poll the
 /// attempts and feed the first that completes, else sleep and feed the
-/// tick. Returns the next wait, or the future's poll result.
+/// tick. Returns where the machine stopped, or the future's poll result.
 #[inline(always)]
 fn pass<P, Tm, Op, Fut, T, E, C, O, G, W>(
     this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
     cx: &mut Context<'_>,
     wait: Option<Instant>,
-) -> ControlFlow<Poll<Result<T, Error<E>>>, Option<Instant>>
+) -> ControlFlow<Poll<Result<T, Error<E>>>, Next>
 where
     P: Borrow<Policy>,
     W: Width,
@@ -274,12 +296,7 @@ where
             let now = this.clock.read(this.timer, this.state.start()).max(until);
             feed(this, Event::Tick { now })
         };
-    ControlFlow::Continue(match next {
-        Next::Launched(wait) => wait,
-        Next::Wait(until) => Some(until),
-        Next::AwaitAttempts => None,
-        Next::Finish(verdict) => return ControlFlow::Break(Poll::Ready(finish(this, verdict))),
-    })
+    ControlFlow::Continue(next)
 }
 
 /// The driver's [`Sink`] of a projected call.
@@ -395,8 +412,10 @@ where
     #[inline(always)]
     fn launch(&mut self, info: AttemptInfo) {
         let ids = self.ids.as_mut();
+        // The machine launches only into a free slot. (No panic message:
+        // its text is flash on a microcontroller.)
         let Some(free) = ids.iter().position(Option::is_none) else {
-            unreachable!("the machine launches only into a free slot");
+            unreachable!();
         };
         ids[free] = Some(info.id);
         self.observer.on_launch(*self.key, &info);

@@ -43,7 +43,7 @@ use crate::error::Error;
 use crate::gate::Gate;
 use crate::key::PolicyKey;
 pub use crate::machine::staged::{derive_seed, MachineOps};
-use crate::machine::{CallMachine, Cause, Event, Next, Options, Sink, Staged, Verdict};
+use crate::machine::{CallMachine, Cause, Event, Limits, Next, Sink, Staged, Verdict};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::{Classifier, DefaultClassifier, OutcomeKind};
 use crate::pinned::PinnedSlots;
@@ -88,7 +88,7 @@ pub fn call<'k, P: Borrow<Policy>, Tm: Timer, Op>(
         common: Common {
             key,
             policy,
-            options: Options::DEFAULT,
+            limits: Limits::DEFAULT,
             rng: None,
             timer,
             op,

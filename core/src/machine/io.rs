@@ -1,40 +1,11 @@
-//! What goes in and out of the machine: the executor's [`Options`], the
-//! [`Event`]s a driver feeds, and the [`Action`]s it drains.
-
-use core::time::Duration;
+//! What goes in and out of the machine: the [`Event`]s a driver feeds and
+//! the [`Action`]s it drains (the executor's [`Limits`](crate::Limits) are
+//! the machine's to read, in `crate::limits`).
 
 use crate::outcome::Outcome;
-use crate::policy::Limits;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::Instant;
 use crate::verdict::Verdict;
-
-/// Call-wide settings that are the executor's, not the policy's.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Options {
-    /// Upper bound of a server's retry-after hint. A longer hint is cut to
-    /// this; a hint that would end at or past the overall deadline stops the
-    /// call. Default 60 s.
-    pub max_retry_after: Duration,
-    /// The most hedges a retry group may launch, whatever the policy asks:
-    /// default 3 ([`Limits::DEFAULT`]); an executor may lift it to
-    /// [`Limits::MAX_HEDGES_CEILING`] (10).
-    pub max_hedges_ceiling: u32,
-}
-
-impl Options {
-    /// The defaults.
-    pub const DEFAULT: Self = Self {
-        max_retry_after: Duration::from_secs(60),
-        max_hedges_ceiling: Limits::DEFAULT.max_hedges_ceiling,
-    };
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
 
 /// Something that happened, with the time it happened.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

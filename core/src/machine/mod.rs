@@ -49,7 +49,8 @@ mod plan;
 mod poll;
 pub(crate) mod staged;
 
-pub use io::{Action, Event, Options, WaitReason};
+pub use crate::limits::Limits;
+pub use io::{Action, Event, WaitReason};
 use plan::hedges_in;
 pub use plan::CallPlan;
 pub(crate) use staged::{Next, Sink, Staged};
@@ -137,7 +138,7 @@ pub struct CallMachine<const N: usize = 4> {
     max_attempts: u32,
     per_attempt: Option<Duration>,
     overall: Option<Duration>,
-    /// The longest retry-after hint honoured ([`Options::max_retry_after`]).
+    /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
     max_retry_after: Duration,
     delays: Delays,
     rng: fastrand::Rng,
@@ -187,18 +188,18 @@ impl<const N: usize> CallMachine<N> {
     /// machine only guards against values that would break its own
     /// invariants).
     #[inline]
-    pub fn new(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self {
-        Self::with_plan(&CallPlan::new(policy), options, rng)
+    pub fn new(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self {
+        Self::with_plan(&CallPlan::new(policy), limits, rng)
     }
 
     /// A machine for one call under `plan` (what [`CallMachine::new`]
     /// reads from a policy, read once).
-    pub fn with_plan(plan: &CallPlan, options: Options, rng: fastrand::Rng) -> Self {
+    pub fn with_plan(plan: &CallPlan, limits: Limits, rng: fastrand::Rng) -> Self {
         Self {
             max_attempts: plan.max_attempts,
             per_attempt: plan.per_attempt,
             overall: plan.overall,
-            max_retry_after: options.max_retry_after,
+            max_retry_after: limits.max_retry_after,
             delays: plan.delays(),
             rng,
             phase: Phase::Idle,
@@ -224,18 +225,18 @@ impl<const N: usize> CallMachine<N> {
             ran: 0,
             pending: None,
         }
-        .room_for_hedges(options)
+        .room_for_hedges(limits)
     }
 
     /// Hedges per group: what the policy asks for, as far as the ceiling
     /// and `N` allow.
-    fn room_for_hedges(mut self, options: Options) -> Self {
-        self.max_hedges = hedges_in(self.policy_hedges, options, N);
+    fn room_for_hedges(mut self, limits: Limits) -> Self {
+        self.max_hedges = hedges_in(self.policy_hedges, limits, N);
         self
     }
 
     /// Hedges each retry group may launch: the policy's, as far as the
-    /// ceiling in [`Options`] and `N` allow (0 when hedging is off).
+    /// ceiling in [`Limits`] and `N` allow (0 when hedging is off).
     pub fn max_hedges(&self) -> u32 {
         self.max_hedges
     }
@@ -271,10 +272,10 @@ impl<const N: usize> CallMachine<N> {
         self.rng = rng;
     }
 
-    /// Replaces the executor-wide options.
-    pub fn set_options(&mut self, options: Options) {
-        self.max_retry_after = options.max_retry_after;
-        self.max_hedges = hedges_in(self.policy_hedges, options, N);
+    /// Replaces the executor-wide limits.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.max_retry_after = limits.max_retry_after;
+        self.max_hedges = hedges_in(self.policy_hedges, limits, N);
     }
 
     /// A machine just made takes over the compact stage's first attempt
@@ -309,6 +310,23 @@ impl<const N: usize> CallMachine<N> {
     /// gave out already.
     pub(crate) fn forget_record(&mut self) {
         self.pending = None;
+    }
+
+    /// Finishes a call whose only attempt succeeded and whose end the gate
+    /// has heard (the compact stage told it): what [`poll`](Self::poll)
+    /// does there — no slot to cancel, the phase done — without a gate to
+    /// tell again. (A `poll` through a gate that ignores the call's end
+    /// would compile the machine's `poll` a second time.)
+    pub(crate) fn finish_told(&mut self) {
+        debug_assert!(self.pending.is_none());
+        debug_assert!(self.slots.iter().all(Option::is_none));
+        if let Phase::Ending(verdict, _) = self.phase {
+            self.phase = Phase::Done(verdict);
+        }
+        debug_assert!(
+            matches!(self.phase, Phase::Done(Verdict::Success(AttemptId(0)))),
+            "the compact stage's success"
+        );
     }
 
     /// Whether the machine has returned [`Action::Finish`].

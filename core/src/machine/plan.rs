@@ -4,7 +4,7 @@
 
 use core::time::Duration;
 
-use super::Options;
+use super::Limits;
 use crate::backoff::BackoffSpec;
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo};
@@ -58,11 +58,11 @@ impl CallPlan {
     }
 
     /// Hedges per retry group a machine with `slots` attempt slots runs:
-    /// what the policy asks for, as far as the ceiling in `options` and the
+    /// what the policy asks for, as far as the ceiling in `limits` and the
     /// slots allow (0 when hedging is off).
     #[inline]
-    pub fn hedges_within(&self, options: Options, slots: usize) -> u32 {
-        hedges_in(self.hedges, options, slots)
+    pub fn hedges_within(&self, limits: Limits, slots: usize) -> u32 {
+        hedges_in(self.hedges, limits, slots)
     }
 }
 
@@ -105,12 +105,12 @@ fn policy_hedges(policy: &Policy) -> u32 {
     }
 }
 
-/// Hedges per group: `asked`, as far as the ceiling in `options` and the
+/// Hedges per group: `asked`, as far as the ceiling in `limits` and the
 /// `slots` (primary included) allow.
 #[inline]
-pub(super) fn hedges_in(asked: u32, options: Options, slots: usize) -> u32 {
+pub(super) fn hedges_in(asked: u32, limits: Limits, slots: usize) -> u32 {
     let room = u32::try_from(slots.saturating_sub(1)).unwrap_or(u32::MAX);
-    asked.min(options.max_hedges_ceiling).min(room)
+    asked.min(limits.max_hedges_ceiling).min(room)
 }
 
 /// The deadline of an attempt launched at `now`: its own, clipped to the

@@ -133,9 +133,11 @@ impl<const N: usize> CallMachine<N> {
         self.next_hedge_check = None;
         self.terminal = None;
         self.phase = Phase::Running;
+        // A primary launches only with no attempt in flight. (No panic
+        // message: its text is flash on a microcontroller.)
         match self.slots.iter().position(Option::is_none) {
             Some(free) => self.run(free, slot),
-            None => unreachable!("a primary launches only with no attempt in flight"),
+            None => unreachable!(),
         }
     }
 
@@ -211,6 +213,11 @@ impl<const N: usize> CallMachine<N> {
     /// the refusal of) a hedge when it says so.
     pub(super) fn maybe_hedge<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Option<Action> {
         self.next_hedge_check = None;
+        // One slot has no room for a hedge: a 1-slot machine compiles
+        // without the trigger.
+        if N == 1 {
+            return None;
+        }
         if self.hedging_stopped
             || self.group_hedges >= self.max_hedges
             || self.terminal.is_some()

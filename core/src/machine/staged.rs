@@ -18,7 +18,8 @@
 //! and the event that grew it is fed to it; it decides the rest.
 //!
 //! A staged machine is driven exactly as a full one (the crate docs'
-//! driver contract; [`Staged::feed`] is one event and the drain after it)
+//! driver contract; [`Staged::feed`] is one event and the compact stage's
+//! drain after it, [`Staged::drain`] the full machine's)
 //! and gives the same actions, records, gate calls and verdict for the same
 //! events; only the cost differs. `tests/staged.rs` runs seeded random
 //! calls both ways and compares everything a caller, an observer and a gate
@@ -29,7 +30,7 @@
 use core::borrow::Borrow;
 
 use super::plan::{first_launch, hedges_in};
-use super::{Action, Event, Options, Slot};
+use super::{Action, Event, Limits, Slot};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
@@ -52,7 +53,7 @@ pub trait MachineOps {
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
     fn refusal(&self) -> Option<&'static str>;
-    fn make(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self;
+    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self;
     /// Takes over the gate's answer about the first primary (see
     /// [`CallMachine::primary`](super::CallMachine::primary)).
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action;
@@ -62,6 +63,9 @@ pub trait MachineOps {
     /// Drops the record an event produced, which the compact stage already
     /// gave out (and released at the gate).
     fn forget_record(&mut self);
+    /// Finishes a call the compact stage finished, whose end the gate has
+    /// heard (see [`CallMachine::finish_told`](super::CallMachine::finish_told)).
+    fn finish_told(&mut self);
 }
 
 /// A call's machine, compact until the call needs the full one (see the
@@ -85,7 +89,7 @@ pub(crate) struct First<P> {
     /// starts and when the machine grows: making a call copies none of a
     /// borrowed one.
     policy: P,
-    options: Options,
+    limits: Limits,
     /// The caller's RNG; without one, a grown machine seeds its own from
     /// the call's start.
     rng: Option<fastrand::Rng>,
@@ -116,12 +120,12 @@ const FIRST: AttemptId = AttemptId(0);
 
 impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     /// A machine for one call under `policy` (normalize it first), with
-    /// `options` and the caller's RNG, if any.
+    /// `limits` and the caller's RNG, if any.
     #[inline(always)]
-    pub(crate) fn new(policy: P, options: Options, rng: Option<fastrand::Rng>) -> Self {
+    pub(crate) fn new(policy: P, limits: Limits, rng: Option<fastrand::Rng>) -> Self {
         Self::First(First {
             policy,
-            options,
+            limits,
             rng,
             step: Step::Idle,
             start: Instant::ZERO,
@@ -187,19 +191,26 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         }
     }
 
-    /// Feeds one event and carries out the actions it leads to through
-    /// `sink`, until the machine must wait or has finished: the driver
-    /// contract's steps 2 and 3 in one call (see
+    /// Feeds one event; the compact stage carries out the actions it leads
+    /// to through `sink` until it must wait or has finished. The full
+    /// machine (the one it grew into, if the event grew it) only takes the
+    /// event: [`Next::Drain`] says its actions are due, for
+    /// [`drain`](Self::drain). The driver contract's steps 2 and 3 (see
     /// [`CallMachine::handle`](super::CallMachine::handle) and
-    /// [`CallMachine::poll`](super::CallMachine::poll)).
+    /// [`CallMachine::poll`](super::CallMachine::poll)), with the full
+    /// machine's drain left to one place in the driver: inlined at every
+    /// place the driver feeds an event, it would be a copy each in flash.
     #[inline(always)]
     pub(crate) fn feed<S: Sink>(&mut self, event: Event, sink: &mut S) -> Next {
         let first = match self {
             Self::Full(m) => {
                 m.handle(event);
-                return drain(m, sink);
+                return Next::Drain;
             }
-            Self::Done => unreachable!("a finished call takes no events"),
+            // A finished call takes no events (the call future is not
+            // polled after it resolved). No message: a panic's text is
+            // flash on a microcontroller.
+            Self::Done => unreachable!(),
             Self::First(first) => first,
         };
         match (event, first.step) {
@@ -234,17 +245,37 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             }
             _ => {}
         }
-        let machine = self.grow_for(&event);
-        machine.handle(event);
-        drain(machine, sink)
+        self.grow_for(event);
+        Next::Drain
     }
 
-    /// Carries out the actions that are due without a new event, until the
-    /// machine must wait (what a driver does when it is polled again).
+    /// Carries out the full machine's actions through `sink` until it must
+    /// wait or has finished (after [`Next::Drain`]; never returns it).
     #[inline(always)]
-    pub(crate) fn resume<S: Sink>(&mut self, sink: &mut S) -> Next {
+    pub(crate) fn drain<S: Sink>(&mut self, sink: &mut S) -> Next {
+        // Only the full machine asks for a drain.
+        let Self::Full(machine) = self else {
+            unreachable!();
+        };
+        loop {
+            match machine.poll(sink.gate()) {
+                Action::Launch(info) => sink.launch(info),
+                Action::Cancel(record) => sink.cancel(&record),
+                Action::Record(record) => sink.record(&record),
+                Action::Wait { until, .. } => return Next::Wait(until),
+                Action::AwaitAttempts => return Next::AwaitAttempts,
+                Action::Finish(verdict) => return Next::Finish(verdict),
+            }
+        }
+    }
+
+    /// What is due without a new event (what a driver does when it is
+    /// polled again): the compact stage's wait or finish, or
+    /// [`Next::Drain`].
+    #[inline(always)]
+    pub(crate) fn resume(&mut self) -> Next {
         match self {
-            Self::Full(m) => drain(m, sink),
+            Self::Full(_) => Next::Drain,
             Self::First(first) => match first.step {
                 Step::Running => match first.info().deadline {
                     Some(until) => Next::Wait(until),
@@ -254,17 +285,22 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 // An event in between stopped short (something it called
                 // panicked): the full machine knows where it is (and, when
                 // the record was out, tells the gate the call's end).
-                Step::Idle | Step::Ready | Step::Recorded => drain(self.grow_now(), sink),
+                Step::Idle | Step::Ready | Step::Recorded => {
+                    self.grow_now();
+                    Next::Drain
+                }
             },
-            Self::Done => unreachable!("a finished call is not resumed"),
+            // A finished call is not resumed.
+            Self::Done => unreachable!(),
         }
     }
 
     /// Asks the gate about the first attempt and launches it.
     #[inline(always)]
     fn launch<S: Sink>(&mut self, info: AttemptInfo, sink: &mut S) -> Next {
+        // Only the compact stage launches the first attempt.
         let Self::First(first) = self else {
-            unreachable!("the compact stage launches the first attempt");
+            unreachable!();
         };
         let admission = sink.gate().admit(&AdmitRequest {
             attempt: info,
@@ -272,9 +308,9 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             now: first.now,
         });
         if !admission.allowed {
-            let (machine, refused) = self.grow_refused(info, admission);
+            let refused = self.grow_refused(info, admission);
             sink.record(&refused);
-            return drain(machine, sink);
+            return Next::Drain;
         }
         first.budget_reason = admission.reason;
         first.step = Step::Running;
@@ -283,48 +319,51 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     }
 
     /// Grows into the full machine, in the state the compact stage is in,
-    /// for `event`. Out of line, and given no sink: the driver's sink stays
-    /// in registers on the compact path.
+    /// and feeds it `event`. Out of line, and given no sink: the driver's
+    /// sink stays in registers on the compact path.
     #[cold]
     #[inline(never)]
-    fn grow_for(&mut self, event: &Event) -> &mut M {
-        let at = match *event {
+    fn grow_for(&mut self, event: Event) {
+        let at = match event {
             Event::Start { now }
             | Event::Tick { now }
             | Event::Cancel { now }
             | Event::AttemptFinished { now, .. } => now,
         };
-        self.grow(at)
+        self.grow(at).handle(event);
     }
 
     /// Grows into the full machine, which takes over the gate's refusal of
     /// the first attempt: the refusal's record.
     #[cold]
     #[inline(never)]
-    fn grow_refused(&mut self, info: AttemptInfo, admission: Admission) -> (&mut M, AttemptRecord) {
+    fn grow_refused(&mut self, info: AttemptInfo, admission: Admission) -> AttemptRecord {
         let start = self.start();
         // The machine asks the gate itself from here on: grow from `Ready`.
         let machine = self.grow(start);
+        // A refusal is recorded. (No message, and no `Debug` of the
+        // action: its formatting costs kilobytes of flash.)
         match machine.primary(info, admission) {
-            Action::Record(record) => (machine, record),
-            other => unreachable!("a refusal is recorded: {other:?}"),
+            Action::Record(record) => record,
+            _ => unreachable!(),
         }
     }
 
     /// Grows into the full machine at the call's start.
     #[cold]
     #[inline(never)]
-    fn grow_now(&mut self) -> &mut M {
+    fn grow_now(&mut self) {
         let start = self.start();
-        self.grow(start)
+        self.grow(start);
     }
 
     /// Makes the full machine in the state the compact stage is in; `now`
     /// seeds its RNG when the caller gave none and the call has not
     /// started.
     fn grow(&mut self, now: Instant) -> &mut M {
+        // A compact stage grows once.
         let Self::First(first) = core::mem::replace(self, Self::Done) else {
-            unreachable!("a compact stage grows once");
+            unreachable!();
         };
         let seeded = if first.step == Step::Idle {
             now
@@ -338,9 +377,10 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             .clone()
             .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
         let info = first.info();
-        *self = Self::Full(M::make(first.policy.borrow(), first.options, rng));
+        *self = Self::Full(M::make(first.policy.borrow(), first.limits, rng));
+        // Just made.
         let Self::Full(machine) = self else {
-            unreachable!("just made");
+            unreachable!();
         };
         if first.step == Step::Idle {
             return machine;
@@ -362,39 +402,10 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         });
         machine.forget_record();
         if first.step == Step::Finished {
-            let finish = machine.poll(&mut Told);
-            debug_assert_eq!(finish, Action::Finish(Verdict::Success(FIRST)));
+            machine.finish_told();
         }
         machine
     }
-}
-
-/// Carries out a full machine's actions through `sink` until it must wait
-/// or has finished. Inlined: the sink stays in registers (a call would
-/// have the driver lay it out in memory on every event, compact ones too).
-#[inline(always)]
-fn drain<M: MachineOps, S: Sink>(machine: &mut M, sink: &mut S) -> Next {
-    loop {
-        match machine.poll(sink.gate()) {
-            Action::Launch(info) => sink.launch(info),
-            Action::Cancel(record) => sink.cancel(&record),
-            Action::Record(record) => sink.record(&record),
-            Action::Wait { until, .. } => return Next::Wait(until),
-            Action::AwaitAttempts => return Next::AwaitAttempts,
-            Action::Finish(verdict) => return Next::Finish(verdict),
-        }
-    }
-}
-
-/// A gate told everything already: a grown machine that only finishes
-/// (its call's end was told by the compact stage).
-struct Told;
-
-impl Gate for Told {
-    fn admit(&mut self, _: &AdmitRequest) -> Admission {
-        Admission::NO_BUDGET
-    }
-    fn call_ended(&mut self, _: &Verdict, _: Instant) {}
 }
 
 /// What the driver does with a machine's actions (the call future's
@@ -430,6 +441,9 @@ pub(crate) enum Next {
     AwaitAttempts,
     /// The call is over.
     Finish(Verdict),
+    /// The full machine took the event; its actions are due
+    /// ([`Staged::drain`]).
+    Drain,
 }
 
 impl<P: Borrow<Policy>> First<P> {
@@ -440,8 +454,7 @@ impl<P: Borrow<Policy>> First<P> {
     fn started<M: MachineOps>(&mut self, now: Instant) -> Option<AttemptInfo> {
         let policy = self.policy.borrow();
         if !M::COMPACT
-            || policy.hedge.enabled
-                && hedges_in(policy.hedge.max_hedges, self.options, M::SLOTS) > 0
+            || policy.hedge.enabled && hedges_in(policy.hedge.max_hedges, self.limits, M::SLOTS) > 0
         {
             return None;
         }
@@ -521,8 +534,8 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
         super::CallMachine::refusal(self)
     }
     #[inline]
-    fn make(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self {
-        super::CallMachine::new(policy, options, rng)
+    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self {
+        super::CallMachine::new(policy, limits, rng)
     }
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         super::CallMachine::primary(self, info, admission)
@@ -532,6 +545,9 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
     }
     fn forget_record(&mut self) {
         super::CallMachine::forget_record(self);
+    }
+    fn finish_told(&mut self) {
+        super::CallMachine::finish_told(self);
     }
 }
 

@@ -4,31 +4,11 @@
 use core::fmt;
 use core::time::Duration;
 
+use crate::limits::Limits;
+
 use super::{
     AmplificationPolicy, CircuitPolicy, HedgePolicy, Policy, PolicyError, Problem, RetryPolicy,
 };
-
-/// Bounds that are the executor's to set, not the policy's.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Ceiling of `hedge.max_hedges`: 3 by default, at most 10.
-    pub max_hedges_ceiling: u32,
-}
-
-impl Limits {
-    /// The reference bounds.
-    pub const DEFAULT: Self = Self {
-        max_hedges_ceiling: 3,
-    };
-    /// The highest `max_hedges_ceiling` an executor may set.
-    pub const MAX_HEDGES_CEILING: u32 = 10;
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
 
 const MS: Duration = Duration::from_millis(1);
 const BACKOFF_CEILING: Duration = Duration::from_secs(30);
@@ -549,6 +529,7 @@ mod tests {
         let n = p
             .normalize_with(Limits {
                 max_hedges_ceiling: 10,
+                ..Limits::DEFAULT
             })
             .unwrap();
         assert_eq!(n.policy.hedge.max_hedges, 9);

@@ -7,7 +7,7 @@ use super::*;
 use crate::amplification::AmplificationLedger;
 use crate::breaker::{CircuitBreaker, Permit};
 use crate::budget::{Budget, TokenBucket};
-use crate::machine::{Action, CallMachine, Event, Options};
+use crate::machine::{Action, CallMachine, Event, Limits};
 use crate::policy::name;
 use crate::verdict::Cause;
 
@@ -145,7 +145,7 @@ fn drain<G: Gate>(m: &mut CallMachine, gate: &mut G) -> Vec<Action> {
 }
 
 fn machine(policy: &Policy) -> CallMachine {
-    CallMachine::new(policy, Options::DEFAULT, fastrand::Rng::with_seed(1))
+    CallMachine::new(policy, Limits::DEFAULT, fastrand::Rng::with_seed(1))
 }
 
 #[test]

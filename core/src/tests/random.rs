@@ -5,7 +5,7 @@ use core::time::Duration;
 use std::vec::Vec;
 
 use super::CountingGate;
-use crate::machine::{Action, CallMachine, Cause, Event, Options, Verdict};
+use crate::machine::{Action, CallMachine, Cause, Event, Limits, Verdict};
 use crate::outcome::{reason, Outcome};
 use crate::policy::{Jitter, Policy};
 use crate::record::AttemptId;
@@ -51,7 +51,7 @@ fn invariants_hold_over_random_runs() {
             ..Default::default()
         };
         let mut m: CallMachine =
-            CallMachine::new(&policy, Options::DEFAULT, fastrand::Rng::with_seed(run));
+            CallMachine::new(&policy, Limits::DEFAULT, fastrand::Rng::with_seed(run));
         let mut now = Instant::ZERO;
         m.handle(Event::Start { now });
         let deadline = policy.retry.overall_timeout.map(|d| now + d);

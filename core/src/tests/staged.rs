@@ -24,7 +24,7 @@ use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
 use crate::key::PolicyKey;
 use crate::machine::Verdict;
-use crate::machine::{Action, CallMachine, Event, Options};
+use crate::machine::{Action, CallMachine, Event, Limits};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::Outcome;
 use crate::policy::Policy;
@@ -67,9 +67,9 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn refusal(&self) -> Option<&'static str> {
         self.0.refusal()
     }
-    fn make(policy: &Policy, options: Options, rng: fastrand::Rng) -> Self {
+    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self {
         MADE.with(|n| n.set(n.get() + 1));
-        Self(CallMachine::new(policy, options, rng))
+        Self(CallMachine::new(policy, limits, rng))
     }
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         self.0.primary(info, admission)
@@ -79,6 +79,9 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     }
     fn forget_record(&mut self) {
         self.0.forget_record();
+    }
+    fn finish_told(&mut self) {
+        self.0.finish_told();
     }
 }
 

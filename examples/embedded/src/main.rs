@@ -94,8 +94,8 @@ fn policy(hedge: bool) -> Policy {
 /// its own closure or slot count is a second copy of the machine in flash).
 /// It has room for two attempts at once, so a policy that hedges can; the
 /// policy decides whether a call does. A call that cannot hedge runs
-/// exactly as with one slot (its first attempt in the express lane), in a
-/// future a hundred bytes larger.
+/// exactly as with one slot (its first attempt in the machine's compact
+/// stage), in a future a hundred bytes larger.
 fn read(name: &str, policy: &Policy, breaker: &mut CircuitBreaker, peripheral: &Peripheral) {
     let key = PolicyKey::parse("sensor.Read");
     let mut log = Log::default();

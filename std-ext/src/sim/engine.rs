@@ -54,7 +54,7 @@ use core::cell::RefCell;
 use recourse_core::budget::Budget;
 use recourse_core::driver::derive_seed;
 use recourse_core::hedge::Trigger;
-use recourse_core::machine::{Action, CallMachine, CallPlan, Event, Options};
+use recourse_core::machine::{Action, CallMachine, CallPlan, Event, Limits};
 use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
 use recourse_core::{Instant, Outcome, PolicyKey};
@@ -70,7 +70,7 @@ pub(super) struct Setup<'a> {
     /// The simulated policy (normalized, naming the scenario's budgets).
     pub(super) policy: &'a Policy,
     pub(super) trigger: Trigger,
-    pub(super) options: Options,
+    pub(super) options: Limits,
     pub(super) retry_budget: Option<&'a dyn Budget>,
     pub(super) hedge_budget: Option<&'a dyn Budget>,
     pub(super) shared: &'a RefCell<Shared>,

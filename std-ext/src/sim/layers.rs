@@ -24,7 +24,7 @@ use recourse_core::amplification::{
 };
 use recourse_core::budget::{BudgetRequest, Decision, Reservation};
 use recourse_core::hedge::Trigger;
-use recourse_core::machine::{Action, CallMachine, Event, Options};
+use recourse_core::machine::{Action, CallMachine, Event, Limits};
 use recourse_core::policy::{AmplificationPolicy, Policy, UpstreamRetry};
 use recourse_core::policy_gate::{GateParts, PolicyGate};
 use recourse_core::{AttemptId, AttemptKind, AttemptRecord, Instant, Outcome, PolicyKey};
@@ -125,11 +125,8 @@ impl<'a> Run<'a> {
             self.policy
         };
         self.seed += 1;
-        let mut machine: CallMachine = CallMachine::new(
-            policy,
-            Options::DEFAULT,
-            fastrand::Rng::with_seed(self.seed),
-        );
+        let mut machine: CallMachine =
+            CallMachine::new(policy, Limits::DEFAULT, fastrand::Rng::with_seed(self.seed));
         let trigger = policy.hedge.enabled.then_some(Trigger::FixedDelay);
         let gate = PolicyGate::new(
             KEY,

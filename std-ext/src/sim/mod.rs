@@ -75,7 +75,6 @@ use recourse_core::amplification::AmplificationLedger;
 use recourse_core::breaker::CircuitBreaker;
 use recourse_core::budget::Budget;
 use recourse_core::hedge::Trigger;
-use recourse_core::machine::Options;
 use recourse_core::policy::{name, Limits, Policy, Problem};
 use recourse_core::{LatencySketch, Verdict};
 
@@ -237,6 +236,7 @@ impl Scenario {
         }
         let limits = Limits {
             max_hedges_ceiling: self.max_hedges_ceiling,
+            ..Limits::DEFAULT
         };
         let normalized = self.policy.clone().normalize_with(limits).map_err(|e| {
             SimError::new(
@@ -300,9 +300,9 @@ impl Scenario {
             scenario: self,
             policy: &policy,
             trigger: Trigger::parse(policy.hedge.trigger.as_str()).unwrap_or(Trigger::FixedDelay),
-            options: Options {
+            options: Limits {
                 max_hedges_ceiling: self.max_hedges_ceiling,
-                ..Options::DEFAULT
+                ..Limits::DEFAULT
             },
             retry_budget,
             hedge_budget,

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 
 use recourse_core::{
     Action, Admission, AttemptId, AttemptInfo, AttemptRecord, CallMachine, Cause, Event,
-    Gatekeeper, Instant, Options, Outcome, OutcomeKind, Policy, Verdict,
+    Gatekeeper, Instant, Limits, Outcome, OutcomeKind, Policy, Verdict,
 };
 
 use super::coverage::{Feature, Seen};
@@ -88,7 +88,7 @@ pub(super) struct Checker<'s> {
     context: &'s dyn fmt::Debug,
     n: usize,
     policy: Policy,
-    options: Options,
+    options: Limits,
     /// Retry groups allowed (the machine reads 0 as 1).
     max_attempts: u32,
     /// Hedges per group the policy asks for (0 when hedging is off).
@@ -153,7 +153,7 @@ impl<'s> Checker<'s> {
     pub(super) fn new(
         context: &'s dyn fmt::Debug,
         policy: &Policy,
-        options: Options,
+        options: Limits,
         n: usize,
         seed: u64,
     ) -> Self {
@@ -206,7 +206,7 @@ impl<'s> Checker<'s> {
     }
 
     /// The executor changed its options.
-    pub(super) fn set_options(&mut self, options: Options) {
+    pub(super) fn set_options(&mut self, options: Limits) {
         self.options = options;
         let room = u32::try_from(self.n.saturating_sub(1)).unwrap_or(u32::MAX);
         self.max_hedges = self.policy_hedges.min(options.max_hedges_ceiling).min(room);

@@ -18,7 +18,7 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use recourse_core::policy::{
     BudgetRef, CircuitPolicy, HedgePolicy, Jitter, Limits, Name, Policy, RetryPolicy, NAME_CAPACITY,
 };
-use recourse_core::{reason, Options, Outcome, OutcomeKind};
+use recourse_core::{reason, Outcome, OutcomeKind};
 
 /// Most world steps one scenario holds (the rest of the bytes are ignored).
 pub const MAX_STEPS: usize = 400;
@@ -184,20 +184,23 @@ impl<'a> Arbitrary<'a> for ArbitraryLimits {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
         Ok(Self(Limits {
             max_hedges_ceiling: u.arbitrary::<Count>()?.0,
+            ..Limits::DEFAULT
         }))
     }
 }
 
-/// Executor [`Options`]: any retry-after bound and hedge ceiling.
+/// The executor's [`Limits`] as the machine takes them: any retry-after
+/// bound and hedge ceiling ([`ArbitraryLimits`] draws only the ceiling, for
+/// normalization).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct ArbitraryOptions(pub Options);
+pub struct ArbitraryOptions(pub Limits);
 
 impl<'a> Arbitrary<'a> for ArbitraryOptions {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
         Ok(Self(if u.ratio(1u8, 2)? {
-            Options::DEFAULT
+            Limits::DEFAULT
         } else {
-            Options {
+            Limits {
                 max_retry_after: u.arbitrary::<Dur>()?.0,
                 max_hedges_ceiling: u.arbitrary::<Count>()?.0,
             }

@@ -8,7 +8,7 @@ use std::collections::hash_map::DefaultHasher;
 
 use recourse_core::time::nanos;
 use recourse_core::{
-    reason, Action, AttemptId, CallMachine, Event, Instant, Options, Outcome, Policy,
+    reason, Action, AttemptId, CallMachine, Event, Instant, Limits, Outcome, Policy,
 };
 
 use super::checker::Checker;
@@ -170,7 +170,7 @@ impl<'s, 'b, const N: usize> World<'s, 'b, N> {
     /// A world for `s`, its gate charging `budgets`.
     pub(super) fn new(s: &'s Scenario, limits: RunLimits, budgets: &'b Budgets) -> Self {
         let policy = machine_policy(s, limits.avoid);
-        let options: Options = s.options.0;
+        let options: Limits = s.options.0;
         let mut w = World {
             m: CallMachine::<N>::new(&policy, options, fastrand::Rng::with_seed(s.seed)),
             gate: WorldGate::new(
@@ -400,7 +400,7 @@ impl<const N: usize> World<'_, '_, N> {
             }
             Step::SetOptions(o) => {
                 self.checker.note("set_options");
-                self.m.set_options(o.0);
+                self.m.set_limits(o.0);
                 self.checker.set_options(o.0);
                 self.checker.sync(&self.m);
                 self.drain();
