@@ -176,8 +176,10 @@ things got it there:
   once before the arms lived in a stack slot of its own, and the gate's
   uninitialized inline reservation slots were copied out of it into every
   call future (a 272-byte `memcpy`, 64 instructions, about 95 per call in
-  all: `success/recourse-exec-virtual` 1,439 → 1,344, `retry/...` 3,579 →
-  3,449, measured by `bash benches/callgrind.sh`).
+  all), and the wrapper that contains the operation's panics is inlined
+  into the call's future (about 18 more): `success/recourse-exec-virtual`
+  1,439 → 1,326, `retry/recourse-exec-virtual` 3,579 → 3,432,
+  `success/recourse-facade` 1,555 → 1,533 (`bash benches/callgrind.sh`).
 
 The driver reads its timer's clock once when the call starts (its first
 attempt's start), once when each attempt ends (the next attempt, launched

@@ -748,6 +748,8 @@ where
 {
     type Output = Result<T, Error<E>>;
 
+    // Inlined into the call's future: a wrapper that forwards a poll.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
