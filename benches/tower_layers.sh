@@ -60,7 +60,7 @@ for path in ["success", "one_failure", "hedge"]:
 print("""
 What recourse does on top of tower's pair here: it parses the key and
 looks up the policy on every call, runs the executor's gate (budgets,
-breaker, latency tracking — all idle here) and reads the clock at each
-attempt's start and end; its call future is boxed per call
+breaker, latency tracking — all idle here) and reads the clock at the
+call's start and at each attempt's end; its call future is boxed per call
 (`ResponseFuture`). The nanoseconds move with the machine's load.""")
 PY

@@ -12,6 +12,7 @@ use crate::policy::{Jitter, Policy};
 use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
 use crate::time::Instant;
 
+mod clock_reads;
 mod driver;
 mod hedging;
 mod random;

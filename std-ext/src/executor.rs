@@ -473,29 +473,42 @@ impl<S: TimerSource> Executor<S> {
             contain: self.contain_panics,
             panicked: &call_panics.classifier,
         };
-        let gate: CallGate<'_, S> = PolicyGate::new(key, &policy.policy, plan.trigger, parts);
-        let builder = recourse_core::call(key, &policy.policy, timer, op)
-            .classifier(classifier)
-            .observer(report)
-            .gate(gate)
-            .rng(rng)
-            .limits(self.options);
+        // The builder is made inside each arm, the gate last of all, right
+        // where its call future is made: a builder made once before the
+        // arms lived in a stack slot of its own, and the gate's inline
+        // reservation slots (uninitialized) were copied from it into every
+        // call future (272 bytes, a `memcpy` per call).
+        macro_rules! builder {
+            () => {
+                recourse_core::call(key, &policy.policy, timer, op)
+                    .classifier(classifier)
+                    .observer(report)
+                    .rng(rng)
+                    .limits(self.options)
+                    .gate::<CallGate<'_, S>>(PolicyGate::new(
+                        key,
+                        &policy.policy,
+                        plan.trigger,
+                        parts,
+                    ))
+            };
+        }
         // A call with one hedge holds its two attempts in place; one with
         // more holds its attempts' futures in one heap block (sized for the
         // default ceiling, or for the lifted one), so that every call's
         // future stays small.
         let watched = self.contain_panics.then_some(&call_panics.operation);
         let result = match plan.hedges {
-            0 => contained(watched, builder.into_future()).await,
+            0 => contained(watched, builder!().into_future()).await,
             // One hedge (the usual): its two attempts held in place, no
             // allocation.
-            1 => contained(watched, builder.slots::<2>().into_future()).await,
-            2..=3 => contained(watched, Box::pin(builder.slots::<4>().into_future())).await,
+            1 => contained(watched, builder!().slots::<2>().into_future()).await,
+            2..=3 => contained(watched, Box::pin(builder!().slots::<4>().into_future())).await,
             _ => {
                 contained(
                     watched,
                     Box::pin(
-                        builder
+                        builder!()
                             .slots::<{ 1 + Limits::MAX_HEDGES_CEILING as usize }>()
                             .into_future(),
                     ),
@@ -734,6 +747,8 @@ where
 {
     type Output = Result<T, Error<E>>;
 
+    // Inlined into the call's future: a wrapper that forwards a poll.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;

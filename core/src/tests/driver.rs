@@ -72,7 +72,7 @@ impl VTimer {
     }
 
     /// A future that yields `value` after `d` of virtual time.
-    fn after<T>(&self, d: Duration, value: T) -> impl Future<Output = T> {
+    pub(super) fn after<T>(&self, d: Duration, value: T) -> impl Future<Output = T> {
         let sleep = self.sleep_until(self.now() + d);
         async move {
             sleep.await;
@@ -82,7 +82,7 @@ impl VTimer {
 
     /// Polls `fut` to completion, jumping time to the earliest pending
     /// sleep whenever it is pending.
-    fn run<F: Future>(&self, fut: F) -> F::Output {
+    pub(super) fn run<F: Future>(&self, fut: F) -> F::Output {
         let mut fut = pin!(fut);
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..10_000 {
