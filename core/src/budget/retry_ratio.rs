@@ -62,13 +62,14 @@ const NANOS_PER_MS: u64 = 1_000_000;
 ///
 /// Clocks: calls pass their own `now`, and threads' clocks lag one
 /// another a little. Like Finagle's window, which never moves back, the
-/// budget keeps the latest slice any call acted in: a call whose slice is
-/// behind it by less than a window acts in that latest slice (its deposit
-/// lands there, its withdrawal is checked against that slice's window and
-/// recorded there), so a thread whose clock lags can neither spend what a
-/// later slice already spent nor count a deposit the later slice has seen
-/// expire. A call a whole window (10 slices) or more behind is too late: its
-/// deposit has already expired and is dropped, its withdrawal is denied.
+/// budget keeps the latest slice a call has brought to it (a call raises it
+/// as it begins, before it acts): a call whose slice is behind it by less
+/// than a window acts in that latest slice (its deposit lands there, its
+/// withdrawal is checked against that slice's window and recorded there),
+/// so a thread whose clock lags can neither spend what a later slice
+/// already spent nor count a deposit the later slice has seen expire. A
+/// call a whole window (10 slices) or more behind is too late: its deposit
+/// has already expired and is dropped, its withdrawal is denied.
 /// [`balance`](Self::balance) at a `now` behind the latest slice is the
 /// latest slice's.
 ///
@@ -81,9 +82,10 @@ const NANOS_PER_MS: u64 = 1_000_000;
 /// reuses it), counts them, checks that its own slot and the latest slice
 /// are still what it read, and compare-and-swaps its own slot, which fails if
 /// another call wrote it meanwhile or a call in a later slice sealed it. So
-/// decisions are those of some sequential order of the calls (the loom
-/// models check this): two threads never spend the same units, in one slice
-/// or across a slice boundary. A slot's sum saturates rather than wraps; a
+/// decisions are those of some sequential order of the calls' clock raises
+/// and their acts (the loom models in `core/tests/loom_budgets.rs` check
+/// this): two threads never spend the same units, in one slice or across a
+/// slice boundary. A slot's sum saturates rather than wraps; a
 /// withdrawal that would not fit is denied. Slice numbers are kept mod 2³¹
 /// in the slots: a slot last written a multiple of 5 × 2³¹ slices (34 years
 /// of 100 ms slices) before is read as recent, by balances and decisions
