@@ -15,7 +15,9 @@
 //!   clock for every call that acts after it);
 //! - the budget's own conservation law, stated directly.
 //!
-//! Run (bounded; a separate target dir keeps the cfg out of normal builds):
+//! Run (bounded; a separate target dir keeps the cfg out of normal builds;
+//! the retry ratio's models across slices stay within one preemption,
+//! [`RATIO_ACROSS_SLICES`]):
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
@@ -216,16 +218,18 @@ fn model<B: Budget + Send + Sync + 'static>(
     law: Law<B>,
     script: &'static [&'static [Attempt]],
 ) {
-    model_with_clock(make, observe, law, script, None);
+    model_with_clock(make, observe, law, script, None, usize::MAX);
 }
 
-/// [`model`] for a budget with a clock of its own, which `tick` moves.
+/// [`model`] for a budget with a clock of its own, which `tick` moves,
+/// within at most `max_preemptions` preemptions.
 fn model_with_clock<B: Budget + Send + Sync + 'static>(
     make: fn() -> B,
     observe: Observe<B>,
     law: Law<B>,
     script: &'static [&'static [Attempt]],
     tick: Option<Tick<B>>,
+    max_preemptions: usize,
 ) {
     // The sequential endings, from a loom run of its own (loom's atomics
     // exist only inside one; a single thread, so a single execution).
@@ -246,9 +250,7 @@ fn model_with_clock<B: Budget + Send + Sync + 'static>(
     let sequential = core::mem::take(&mut *sequential.lock().unwrap());
     assert!(!sequential.is_empty());
     let endings = sequential.len();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
+    builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(3).min(max_preemptions));
     let executions: std::sync::Arc<AtomicUsize> = Default::default();
     let counted = std::sync::Arc::clone(&executions);
     builder.check(move || {
@@ -350,6 +352,16 @@ fn token_bucket_two_threads_with_refill_between_their_clocks() {
 
 // --- RetryRatio ------------------------------------------------------------
 
+/// The preemption bound of the retry ratio's models across slices: a
+/// withdrawal reads all ten slots and the latest slice, and loom lets each
+/// read see any store it may see, so three threads across slices make
+/// about 1.4 million executions within one preemption (minutes of CI) and
+/// far more within two. One preemption is enough to show that a call's
+/// clock raise is seen before its own step (an early version of these
+/// models, without the tick step, failed there). The models in one slice
+/// run within the bound CI sets (3).
+const RATIO_ACROSS_SLICES: usize = 1;
+
 /// A retry ratio's clock tick, for the sequential runs: a retry far too
 /// costly for any balance in these models, denied, so it changes nothing
 /// but the latest slice (a call a whole window late moves nothing).
@@ -387,6 +399,7 @@ fn retry_ratio_two_threads_in_one_slice_never_overdraw() {
         },
         SCRIPT,
         Some(ratio_tick),
+        usize::MAX,
     );
 }
 
@@ -408,6 +421,7 @@ fn retry_ratio_three_threads_keep_every_deposit() {
         },
         SCRIPT,
         Some(ratio_tick),
+        usize::MAX,
     );
 }
 
@@ -444,6 +458,7 @@ fn retry_ratio_three_threads_across_slices() {
         },
         SCRIPT,
         Some(ratio_tick),
+        RATIO_ACROSS_SLICES,
     );
 }
 
@@ -477,6 +492,7 @@ fn retry_ratio_lagging_clock_across_a_slice_boundary() {
         },
         SCRIPT,
         Some(ratio_tick),
+        RATIO_ACROSS_SLICES,
     );
 }
 
@@ -514,6 +530,7 @@ fn retry_ratio_three_threads_across_a_window() {
         },
         SCRIPT,
         Some(ratio_tick),
+        RATIO_ACROSS_SLICES,
     );
 }
 
