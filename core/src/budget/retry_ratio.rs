@@ -60,13 +60,36 @@ const NANOS_PER_MS: u64 = 1_000_000;
 /// of `ttl`, never longer (e.g. withdrawals made at 0.5 s, with a request
 /// at 1.5 s, still count at 10.4 s in Finagle, not here).
 ///
+/// Clocks: calls pass their own `now`, and threads' clocks lag one
+/// another a little. Like Finagle's window, which never moves back, the
+/// budget keeps the latest slice a call has brought to it (a call raises it
+/// as it begins, before it acts): a call whose slice is behind it by less
+/// than a window acts in that latest slice (its deposit lands there, its
+/// withdrawal is checked against that slice's window and recorded there),
+/// so a thread whose clock lags can neither spend what a later slice
+/// already spent nor count a deposit the later slice has seen expire. A
+/// call a whole window (10 slices) or more behind is too late: its deposit
+/// has already expired and is dropped, its withdrawal is denied.
+/// [`balance`](Self::balance) at a `now` behind the latest slice is the
+/// latest slice's.
+///
 /// How: deposits and withdrawals are kept in reduced units (both divided by
 /// their greatest common divisor: 1 and 5 for 20 %, which changes no
-/// decision) in ten 64-bit slots, each `(slice number, signed sum)`, reset
-/// lazily when a later slice reuses it. A withdrawal reads the window and
-/// compare-and-swaps the current slot, so two threads in one slice never
-/// spend the same units. A slot's sum saturates rather than wraps; a
-/// withdrawal that would not fit is denied.
+/// decision) in ten 64-bit slots, each `(sealed, slice number, signed sum)`,
+/// reset lazily when a later slice reuses it, beside the latest slice (one
+/// more 64-bit word, only ever raised). A withdrawal seals the nine other
+/// slots (once per slice: a sealed slot stays sealed until a later slice
+/// reuses it), counts them, checks that its own slot and the latest slice
+/// are still what it read, and compare-and-swaps its own slot, which fails if
+/// another call wrote it meanwhile or a call in a later slice sealed it. So
+/// decisions are those of some sequential order of the calls' clock raises
+/// and their acts (the loom models in `core/tests/loom_budgets.rs` check
+/// this): two threads never spend the same units, in one slice or across a
+/// slice boundary. A slot's sum saturates rather than wraps; a
+/// withdrawal that would not fit is denied. Slice numbers are kept mod 2³¹
+/// in the slots: a slot last written a multiple of 5 × 2³¹ slices (34 years
+/// of 100 ms slices) before is read as recent, by balances and decisions
+/// alike.
 ///
 /// Units: `ttl` a [`Duration`] (clamped to 1..=60 s, as Finagle requires),
 /// `min_retries_per_sec` in retries per second, `percent_can_retry_permille`
@@ -106,33 +129,34 @@ pub struct RetryRatio {
     withdrawal: i64,
     /// Reduced units always available, on top of the window.
     reserve: i64,
-    /// `(slice number as u32) << 32 | (sum as i32 as u32)` per slot; slot
-    /// `k % 10` holds slice `k`.
+    /// The latest slice a call acted in (only ever raised).
+    latest: AtomicU64,
+    /// `sealed << 63 | (slice number mod 2³¹) << 32 | (sum as i32 as u32)`
+    /// per slot; slot `k % 10` holds slice `k`.
     slots: [AtomicU64; SLICES as usize],
 }
 
-/// What a slot holds for slice `now` (whether it was a later slice's).
-enum Slot {
-    /// The sum of slice `now` so far.
-    Current(i32),
-    /// An older slice: expired, reusable.
-    Expired,
-    /// A later slice (another thread's `now` is a whole window ahead).
-    Later,
-}
+/// Bit 63 of a slot word: sealed. A withdrawal seals every other slot before
+/// it counts them, so a call in an earlier slice can no longer write there.
+const SEAL: u64 = 1 << 63;
+/// A slot word keeps its slice number mod 2³¹ (bits 62..32).
+const TAG_MASK: u32 = (1 << 31) - 1;
 
 const fn pack(slice: u64, sum: i32) -> u64 {
-    ((slice as u32 as u64) << 32) | (sum as u32 as u64)
+    (((slice as u32 & TAG_MASK) as u64) << 32) | (sum as u32 as u64)
 }
 
 const fn sum_of(word: u64) -> i32 {
     word as u32 as i32
 }
 
-/// How many slices `word`'s slice lies before slice `now` (mod 2³²; a
-/// later slice wraps to a huge age).
-const fn age(word: u64, now: u64) -> u32 {
-    (now as u32).wrapping_sub((word >> 32) as u32)
+const fn sealed(word: u64) -> bool {
+    word & SEAL != 0
+}
+
+/// Whether `word` holds slice `slice` (mod 2³¹).
+const fn holds(word: u64, slice: u64) -> bool {
+    (word >> 32) as u32 & TAG_MASK == slice as u32 & TAG_MASK
 }
 
 const fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -177,16 +201,38 @@ impl RetryRatio {
             deposit: deposit as i64,
             withdrawal: withdrawal as i64,
             reserve: (min_retries_per_sec as u64 * ttl_secs * withdrawal) as i64,
+            latest: AtomicU64::new(0),
             slots: [const { AtomicU64::new(0) }; SLICES as usize],
         }
     }
 
     /// Retries (cost 1) that would be allowed at `now`: Finagle's `balance`.
     /// Negative when more was withdrawn than is left after deposits expired.
+    /// A `now` behind the latest slice a call acted in reads that slice.
     pub fn balance(&self, now: Instant) -> i64 {
-        let slice = self.slice(now);
-        let current = self.slot(slice).load(Ordering::Relaxed);
-        self.count(slice, current) / self.withdrawal
+        let slice = self.slice(now).max(self.latest.load(Ordering::Acquire));
+        self.window(slice) / self.withdrawal
+    }
+
+    /// `reserve + Σ window` at `slice`, in reduced units.
+    fn window(&self, slice: u64) -> i64 {
+        let mut sum = self.reserve;
+        for (i, slot) in self.slots.iter().enumerate() {
+            sum += Self::in_window(slot.load(Ordering::Acquire), slice, i);
+        }
+        sum
+    }
+
+    /// What slot `i`'s `word` adds to the window of `slice`: its sum if it
+    /// holds one of the window's ten slices (and is that slice's slot: a
+    /// word whose slice number wrapped to look recent is not), else 0.
+    fn in_window(word: u64, slice: u64, i: usize) -> i64 {
+        let age = (slice as u32).wrapping_sub((word >> 32) as u32) & TAG_MASK;
+        let age = u64::from(age);
+        match slice.checked_sub(age) {
+            Some(s) if age < SLICES && s % SLICES == i as u64 => i64::from(sum_of(word)),
+            _ => 0,
+        }
     }
 
     /// The slice `now` falls in.
@@ -198,81 +244,121 @@ impl RetryRatio {
         &self.slots[(slice % SLICES) as usize]
     }
 
-    const fn read(word: u64, slice: u64) -> Slot {
-        match age(word, slice) {
-            0 => Slot::Current(sum_of(word)),
-            // Only a slot a racing thread wrote for a slightly later `now`
-            // is ahead; anything else is old, including a never-written
-            // word (slice 0) seen from a clock far from its epoch.
-            a if a > u32::MAX - 2 * SLICES as u32 => Slot::Later,
-            _ => Slot::Expired,
-        }
-    }
-
-    /// `reserve + Σ window` at `slice`, in reduced units, with `current` as
-    /// the current slot's word.
-    fn count(&self, slice: u64, current: u64) -> i64 {
-        let mut sum = self.reserve;
-        for (i, slot) in self.slots.iter().enumerate() {
-            let word = if i as u64 == slice % SLICES {
-                current
-            } else {
-                slot.load(Ordering::Relaxed)
-            };
-            if age(word, slice) < SLICES as u32 {
-                sum += i64::from(sum_of(word));
+    /// The slice a call at `slice` acts in: the latest slice, raised to
+    /// `slice` if that is later; `None` when `slice` is a whole window
+    /// behind it (too late to count).
+    fn act(&self, slice: u64) -> Option<u64> {
+        let mut latest = self.latest.load(Ordering::Acquire);
+        loop {
+            if slice <= latest {
+                return (latest - slice < SLICES).then_some(latest);
+            }
+            match self.latest.compare_exchange_weak(
+                latest,
+                slice,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(slice),
+                Err(actual) => latest = actual,
             }
         }
-        sum
     }
 
-    /// Adds `units` (≥ 0) to the current slice, saturating.
+    /// Slice `slice`'s slot word and its sum (0 for an older slice's word,
+    /// which the call's compare-and-swap replaces). `None` when a later
+    /// slice has begun: the call starts again there.
+    fn own(&self, slice: u64) -> Option<(u64, i32)> {
+        let word = self.slot(slice).load(Ordering::Acquire);
+        if holds(word, slice) {
+            // Sealed: a call in a later slice counted it.
+            (!sealed(word)).then_some((word, sum_of(word)))
+        } else {
+            // An older slice's slot, unless a later slice (one that reuses
+            // this slot) has begun.
+            (self.latest.load(Ordering::Acquire) == slice).then_some((word, 0))
+        }
+    }
+
+    /// Adds `units` (≥ 0) in the slice the call acts in, saturating.
     fn deposit_units(&self, units: i64, now: Instant) {
         if units == 0 {
             return;
         }
         let slice = self.slice(now);
-        let _ = self
-            .slot(slice)
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
-                let sum = match Self::read(word, slice) {
-                    Slot::Current(sum) => sum,
-                    Slot::Expired => 0,
-                    // A whole window late: the deposit has already expired.
-                    Slot::Later => return None,
-                };
-                let sum = i64::from(sum).saturating_add(units);
-                Some(pack(slice, sum.min(i64::from(i32::MAX)) as i32))
-            });
+        // A whole window late: the deposit has already expired.
+        while let Some(at) = self.act(slice) {
+            let Some((word, sum)) = self.own(at) else {
+                continue;
+            };
+            let sum = i64::from(sum).saturating_add(units);
+            let next = pack(at, sum.min(i64::from(i32::MAX)) as i32);
+            if self
+                .slot(at)
+                .compare_exchange(word, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
     }
 
-    /// Withdraws `units` if `reserve + Σ window` covers them at `now`.
+    /// Withdraws `units` if `reserve + Σ window` covers them in the slice
+    /// the call acts in.
     fn withdraw(&self, units: i64, now: Instant) -> bool {
         let slice = self.slice(now);
-        let slot = self.slot(slice);
-        let mut word = slot.load(Ordering::Relaxed);
-        loop {
-            let sum = match Self::read(word, slice) {
-                Slot::Current(sum) => sum,
-                Slot::Expired => 0,
-                Slot::Later => return false,
+        'again: loop {
+            let Some(at) = self.act(slice) else {
+                return false; // a whole window late
             };
-            if self.count(slice, word) < units {
+            let Some((word, sum)) = self.own(at) else {
+                continue;
+            };
+            let mine = (at % SLICES) as usize;
+            let mut count = self.reserve + i64::from(sum);
+            for (i, slot) in self.slots.iter().enumerate() {
+                if i == mine {
+                    continue;
+                }
+                let mut other = slot.load(Ordering::Acquire);
+                while !sealed(other) {
+                    // Unsealed: an earlier slice's (seal it) or a later
+                    // one's (act there).
+                    if self.latest.load(Ordering::Acquire) != at {
+                        continue 'again;
+                    }
+                    match slot.compare_exchange(
+                        other,
+                        other | SEAL,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => other |= SEAL,
+                        Err(actual) => other = actual,
+                    }
+                }
+                count += Self::in_window(other, at, i);
+            }
+            // The window counted is the budget's at this point if the slot
+            // and the latest slice are still what the call read (the sealed
+            // slots change only once a later slice has begun).
+            if self.slot(at).load(Ordering::Acquire) != word
+                || self.latest.load(Ordering::Acquire) != at
+            {
+                continue;
+            }
+            if count < units {
                 return false;
             }
             let Ok(next) = i32::try_from(i64::from(sum) - units) else {
                 return false;
             };
-            // Only threads in this slice write this slot, so the CAS fails
-            // exactly when one of them deposited or withdrew meanwhile.
-            match slot.compare_exchange_weak(
-                word,
-                pack(slice, next),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => word = actual,
+            if self
+                .slot(at)
+                .compare_exchange(word, pack(at, next), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return true;
             }
         }
     }

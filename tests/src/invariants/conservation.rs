@@ -16,7 +16,8 @@
 //!   balance; a retry or hedge is allowed only when the balance covers its
 //!   cost and lowers it by exactly that; a denial changes nothing and
 //!   happens with the balance covering the cost only where the docs allow
-//!   it (a clock that went back, a withdrawal too large for a slot);
+//!   it (a clock a whole window behind the latest instant the budget was
+//!   asked about, a withdrawal too large for a slot);
 //!   settling an attempt that ran changes nothing;
 //! - [`AwsRetryQuota`]: never above its capacity; first attempts always
 //!   allowed and free; a retry or hedge costs the retry (or timeout-retry)
@@ -102,6 +103,7 @@ impl Laws {
         request: &BudgetRequest<'_>,
     ) -> (Decision, Result<(), String>) {
         let now = request.now;
+        let too_late = self.ratio_too_late(now);
         let back = self.went_back(now);
         let before = look(inner, now);
         let d = inner.budget().decide(request);
@@ -161,8 +163,10 @@ impl Laws {
                     ))
                 } else if !d.allowed && y != x {
                     fail("a denial changed the balance".into())
-                } else if !d.allowed && x >= c && !back && !self.ratio_slot_may_overflow(cost) {
-                    fail(format!("denied although the balance covers {c}"))
+                } else if !d.allowed && x >= c && !too_late && !self.ratio_slot_may_overflow(cost) {
+                    fail(format!(
+                        "denied although the balance covers {c} (went back: {back})"
+                    ))
                 } else {
                     Ok(())
                 }
@@ -361,6 +365,22 @@ impl Laws {
             .is_some_and(|o| DEFAULT_TIMEOUT_REASONS.contains(&o.reason));
         let base = if timed_out { timeout_cost } else { retry_cost };
         base.saturating_mul(request.cost.max(1))
+    }
+
+    /// Whether `now` is a whole window (ten slices of `ttl / 10`) behind the
+    /// latest instant the retry ratio was asked about: the one case, besides
+    /// a withdrawal too large for a slot, where its docs let it deny a
+    /// retry its balance covers (a call less than a window behind acts in
+    /// the latest slice, and the balance at its `now` is that slice's).
+    fn ratio_too_late(&self, now: Instant) -> bool {
+        let BudgetInput::RetryRatio { ttl_secs, .. } = self.input else {
+            return false;
+        };
+        let slice_ms = (u64::from(ttl_secs) * 1_000).clamp(1_000, 60_000) / 10;
+        let slice = |t: Instant| t.as_nanos() / 1_000_000 / slice_ms;
+        self.latest
+            .get()
+            .is_some_and(|l| slice(now).saturating_add(10) <= slice(l))
     }
 
     /// Whether a withdrawal of `cost` retries may not fit one slot of a
