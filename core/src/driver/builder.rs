@@ -65,17 +65,10 @@ impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
     where
         InFlight<M>: Width,
     {
-        CallBuilder {
-            common: self.common,
-            width: core::marker::PhantomData,
-            classifier: self.classifier,
-            observer: self.observer,
-            gate: self.gate,
-        }
+        self.width()
     }
 
-    /// Any width (the crate's tests use widths of their own).
-    #[cfg(test)]
+    /// Any width: `slots` above, and the crate's tests' widths of their own.
     pub(crate) fn width<W2: Width>(self) -> CallBuilder<'k, P, Tm, Op, C, O, G, W2> {
         CallBuilder {
             common: self.common,
