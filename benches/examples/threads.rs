@@ -33,6 +33,12 @@ use recourse::{Executor, Policy, StaticProvider};
 use rustix::time::{clock_gettime, ClockId};
 use tower::{Service, ServiceExt};
 
+// tower's retry policy and success service, as the other benches use them.
+#[path = "../shared/peers.rs"]
+mod peers;
+
+use peers::{Ok1, Retries};
+
 /// Calls per task per round.
 const CALLS: u64 = 200_000;
 /// Rounds per measurement (the median is reported).
@@ -90,43 +96,6 @@ fn ok<A>(_: A) -> Ready<Result<u32, &'static str>> {
 
 fn no_sleep(_: Duration) -> Ready<()> {
     ready(())
-}
-
-/// tower's retry policy: two retries of an error, no delay.
-#[derive(Copy, Clone)]
-struct Retries(u32);
-
-impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Retries {
-    type Future = Ready<()>;
-    fn retry(&mut self, _: &mut Req, result: &mut Result<Res, E>) -> Option<Ready<()>> {
-        if result.is_err() && self.0 > 0 {
-            self.0 -= 1;
-            Some(ready(()))
-        } else {
-            None
-        }
-    }
-    fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        Some(req.clone())
-    }
-}
-
-#[derive(Copy, Clone)]
-struct Ok1;
-
-impl Service<()> for Ok1 {
-    type Response = u32;
-    type Error = &'static str;
-    type Future = Ready<Result<u32, &'static str>>;
-    fn poll_ready(
-        &mut self,
-        _: &mut core::task::Context<'_>,
-    ) -> core::task::Poll<Result<(), &'static str>> {
-        core::task::Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, (): ()) -> Self::Future {
-        ready(Ok(1))
-    }
 }
 
 fn thread_cpu_ns() -> u64 {

@@ -326,7 +326,7 @@ fn backoff() -> ExponentialBuilder {
 /// tower's retry policy: retries an error while retries are left; the
 /// backoff is a ready future (zero delay).
 #[derive(Copy, Clone)]
-pub(crate) struct Retries(u32);
+pub(crate) struct Retries(pub(crate) u32);
 
 impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Retries {
     type Future = Ready<()>;
