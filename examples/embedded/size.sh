@@ -43,7 +43,7 @@ breakdown() { # BASE ONE -> markdown rows "| group | bytes |"
             else if (n ~ /hedge::/) g = "hedge trigger (`recourse_core::hedge`)"
             else if (n ~ /board::|SysTick|TickCounter|counter::/) g = "the program'"'"'s SysTick `Timer` and `TickCounter`"
             else if (n ~ /time::|Instant/) g = "`Instant` and `Duration` arithmetic (`recourse_core::time`, one copy on 32-bit targets)"
-            else if (n ~ /compiler_builtins|__aeabi|__udiv|mem(cpy|move|set|clr)/) g = "compiler builtins (`memcpy`, `memclr`)"
+            else if (n ~ /compiler_builtins|__aeabi|__udiv|mem(cpy|move|set|clr)/) g = "compiler builtins (`mem*`, `__aeabi_*`)"
             else if (n ~ /^\.Lanon|^\.L/) g = "constants and panic messages (`.rodata`)"
             else g = "other (semihosting, panic entry points)"
             s[g] += d
