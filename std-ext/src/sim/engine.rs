@@ -331,11 +331,11 @@ impl<'a, const N: usize> Sim<'a, N> {
                 u32::try_from(self.calls.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        // Made in its slot: the fresh machine is copied in once (a machine
-        // made by value and moved into the slot was copied three times).
+        // Made in its slot: the finished call's machine is restarted as
+        // the fresh one in place (a copy of the fresh one, or a machine
+        // made by value and moved in, copied the whole machine).
         let call = &mut self.calls[slot as usize];
-        call.machine.clone_from(&self.fresh);
-        call.machine.set_rng(rng);
+        call.machine.restart_from(&self.fresh, rng);
         call.machine.handle(Event::Start { now });
         call.alive = true;
         call.generation = self.generations;
