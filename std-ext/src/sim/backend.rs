@@ -269,15 +269,17 @@ fn secs_to_nanos(secs: f64) -> u64 {
     // farther than `x / 2^50` from one half rounds as the exact one does.
     // Below 2^52 the whole part and the fraction are exact.
     let x = secs * 1e9;
-    if x < 4.0e15 {
-        // In 0..2^52: fits.
-        let whole = x as u64;
+    if (0.0..4.0e15).contains(&x) {
+        // In 0..2^52: fits, and in a signed integer too, whose conversions
+        // to and from floating point are one instruction each (an
+        // unsigned one's are several).
+        let whole = x as i64;
         #[allow(clippy::cast_precision_loss)] // below 2^52: exact
         let off = x - whole as f64 - 0.5;
         let margin = x * (1.0 / 1_125_899_906_842_624.0); // 2^-50
         if off.abs() > margin {
-            // Up or down is a coin flip: no branch on it.
-            return whole + u64::from(off > 0.0);
+            // Up or down is a coin flip: no branch on it. Not negative.
+            return whole.unsigned_abs() + u64::from(off > 0.0);
         }
     }
     secs_to_nanos_exact(secs)
@@ -441,11 +443,12 @@ impl Backend {
         in_flight: u32,
         rng: &mut fastrand::Rng,
     ) -> (Duration, bool) {
+        let at = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX);
         let (latency, failed) = self.attempt_nanos(&self.latency.draw(), at, in_flight, rng);
         (Duration::from_nanos(latency), failed)
     }
 
-    /// One attempt launched at `at` (time since the start) with
+    /// One attempt launched `at` nanoseconds after the start with
     /// `in_flight` attempts already at the backend: its latency in
     /// nanoseconds, drawn from `draw` (this backend's [`Latency::draw`]),
     /// and whether it fails.
@@ -453,11 +456,29 @@ impl Backend {
     pub(crate) fn attempt_nanos(
         &self,
         draw: &Draw,
+        at: u64,
+        in_flight: u32,
+        rng: &mut fastrand::Rng,
+    ) -> (u64, bool) {
+        let latency = draw.nanos(rng);
+        if self.brownout.is_none() && self.bursts.is_none() && self.outages.is_empty() {
+            // A backend with one error rate throughout: the same draws as
+            // below, without the time of the launch.
+            return (latency, rng.f64() < self.error_rate);
+        }
+        self.attempt_in_time(latency, Duration::from_nanos(at), in_flight, rng)
+    }
+
+    /// [`Backend::attempt_nanos`] for a backend whose behaviour changes in
+    /// time or with load, once `latency` is drawn.
+    #[inline(never)]
+    fn attempt_in_time(
+        &self,
+        mut latency: u64,
         at: Duration,
         in_flight: u32,
         rng: &mut fastrand::Rng,
     ) -> (u64, bool) {
-        let mut latency = draw.nanos(rng);
         if let Some(b) = self.brownout {
             let load = in_flight + 1;
             if b.window.is_none_or(|w| w.contains(at)) && load > b.capacity {

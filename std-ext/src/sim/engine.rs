@@ -380,7 +380,7 @@ impl<'a, const N: usize> Sim<'a, N> {
         loop {
             match call.machine.poll(&mut call.gate) {
                 Action::Launch(info) => {
-                    let at = now - EPOCH;
+                    let at = now.as_nanos().saturating_sub(EPOCH.as_nanos());
                     let (latency, failed) =
                         scenario
                             .backend
