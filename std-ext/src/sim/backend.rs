@@ -452,7 +452,7 @@ impl Backend {
     /// `in_flight` attempts already at the backend: its latency in
     /// nanoseconds, drawn from `draw` (this backend's [`Latency::draw`]),
     /// and whether it fails.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn attempt_nanos(
         &self,
         draw: &Draw,
@@ -460,25 +460,28 @@ impl Backend {
         in_flight: u32,
         rng: &mut fastrand::Rng,
     ) -> (u64, bool) {
-        let latency = draw.nanos(rng);
-        if self.brownout.is_none() && self.bursts.is_none() && self.outages.is_empty() {
-            // A backend with one error rate throughout: the same draws as
-            // below, without the time of the launch.
-            return (latency, rng.f64() < self.error_rate);
-        }
-        self.attempt_in_time(latency, Duration::from_nanos(at), in_flight, rng)
+        let draws = AttemptDraws::draw(draw, rng);
+        self.attempt_from(draws, at, in_flight)
     }
 
-    /// [`Backend::attempt_nanos`] for a backend whose behaviour changes in
-    /// time or with load, once `latency` is drawn.
+    /// One attempt launched `at` nanoseconds after the start with
+    /// `in_flight` attempts already at the backend, from its `draws`: its
+    /// latency in nanoseconds and whether it fails.
+    #[inline]
+    pub(crate) fn attempt_from(&self, draws: AttemptDraws, at: u64, in_flight: u32) -> (u64, bool) {
+        if self.brownout.is_none() && self.bursts.is_none() && self.outages.is_empty() {
+            // A backend with one error rate throughout: no need for the
+            // time of the launch.
+            return (draws.latency, draws.failure < self.error_rate);
+        }
+        self.attempt_in_time(draws, Duration::from_nanos(at), in_flight)
+    }
+
+    /// [`Backend::attempt_from`] for a backend whose behaviour changes in
+    /// time or with load.
     #[inline(never)]
-    fn attempt_in_time(
-        &self,
-        mut latency: u64,
-        at: Duration,
-        in_flight: u32,
-        rng: &mut fastrand::Rng,
-    ) -> (u64, bool) {
+    fn attempt_in_time(&self, draws: AttemptDraws, at: Duration, in_flight: u32) -> (u64, bool) {
+        let mut latency = draws.latency;
         if let Some(b) = self.brownout {
             let load = in_flight + 1;
             if b.window.is_none_or(|w| w.contains(at)) && load > b.capacity {
@@ -494,10 +497,29 @@ impl Backend {
             Some(b) if duration_rem(at, b.every) < b.length => b.error_rate,
             _ => self.error_rate,
         };
-        // Draw even at rate 0 or 1, so the latency stream does not depend
-        // on the error settings.
-        let failed = rng.f64() < rate;
-        (latency, failed)
+        (latency, draws.failure < rate)
+    }
+}
+
+/// What one attempt draws, whatever the backend makes of it: its latency,
+/// then the number in `0..1` its failure is decided by (drawn even at an
+/// error rate of 0 or 1, so that the latency stream does not depend on the
+/// error settings). Only the backend draws from its random source, one
+/// attempt after another, so the draws can be made ahead of the attempts
+/// (see the engine's `Ahead`).
+#[derive(Copy, Clone, Debug, Default)]
+pub(crate) struct AttemptDraws {
+    latency: u64,
+    failure: f64,
+}
+
+impl AttemptDraws {
+    /// The next attempt's draws from `rng`, from the latency `draw`.
+    #[inline]
+    pub(crate) fn draw(draw: &Draw, rng: &mut fastrand::Rng) -> Self {
+        let latency = draw.nanos(rng);
+        let failure = rng.f64();
+        Self { latency, failure }
     }
 }
 

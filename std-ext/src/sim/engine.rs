@@ -59,7 +59,7 @@ use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
 use recourse_core::{Instant, Outcome, PolicyKey};
 
-use super::backend::{Draw, EPOCH};
+use super::backend::{AttemptDraws, Draw, EPOCH};
 use super::parts::{Shared, SimParts};
 use super::queue::{self, Key, Queue};
 use super::{Scenario, SLOTS};
@@ -131,6 +131,51 @@ struct SimCall<'a, const N: usize> {
     parked: Option<Parked>,
 }
 
+/// Draws made ahead of their use, [`AHEAD`] at a time, and handed out in
+/// the order they were made. The arrivals and the backend each draw from
+/// a random source of their own, one draw after another whatever else
+/// happens, so a draw's value does not depend on when it is made. Made
+/// one at a time, each waited for its logarithm, cosine and exponential in
+/// turn; made in a batch, the draws' libm calls (each waiting on the one
+/// before it in its own draw, not on another draw's) overlap.
+struct Ahead<T> {
+    made: [T; AHEAD],
+    /// The next one to hand out; `AHEAD` when none is left.
+    next: usize,
+}
+
+/// Draws made at a time (see [`Ahead`]).
+const AHEAD: usize = 32;
+
+impl<T: Copy + Default> Ahead<T> {
+    fn new() -> Self {
+        Self {
+            made: [T::default(); AHEAD],
+            next: AHEAD,
+        }
+    }
+
+    /// The next draw, making the next `AHEAD` with `make` when none is
+    /// left.
+    #[inline(always)]
+    fn next(&mut self, make: impl FnMut() -> T) -> T {
+        if self.next == AHEAD {
+            self.refill(make);
+        }
+        let draw = self.made[self.next];
+        self.next += 1;
+        draw
+    }
+
+    #[inline(never)]
+    fn refill(&mut self, mut make: impl FnMut() -> T) {
+        for slot in &mut self.made {
+            *slot = make();
+        }
+        self.next = 0;
+    }
+}
+
 /// A call's timer kept out of the queue while one of the call's attempts
 /// ends before it (its `guard`): most calls end before their hedge check or
 /// their deadline, and their timer never needs to be queued, popped and
@@ -155,7 +200,11 @@ struct Sim<'a, const N: usize> {
     /// The backend's latency, read once.
     draw: Draw,
     backend_rng: fastrand::Rng,
+    /// The backend's draws, made ahead.
+    attempts: Ahead<AttemptDraws>,
     arrival_rng: fastrand::Rng,
+    /// The gaps between arrivals in nanoseconds, drawn ahead.
+    gaps: Ahead<u64>,
     queue: Queue<Ev>,
     /// A machine as [`CallMachine::with_plan`] makes it, but for its
     /// random source: each call's starts as a copy.
@@ -206,7 +255,9 @@ impl<'a, const N: usize> Sim<'a, N> {
             shared: setup.shared,
             draw: setup.scenario.backend.latency.draw(),
             backend_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX)),
+            attempts: Ahead::new(),
             arrival_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX - 1)),
+            gaps: Ahead::new(),
             queue: Queue::new(),
             fresh: CallMachine::with_plan(&plan, setup.options, fastrand::Rng::with_seed(0)),
             calls: Vec::new(),
@@ -235,7 +286,8 @@ impl<'a, const N: usize> Sim<'a, N> {
                 self.arrive(arrived, now);
                 arrived += 1;
                 next_arrival = if arrived < total {
-                    let gap = self.scenario.arrivals.gap_nanos(&mut self.arrival_rng);
+                    let (arrivals, rng) = (&self.scenario.arrivals, &mut self.arrival_rng);
+                    let gap = self.gaps.next(|| arrivals.gap_nanos(rng));
                     let at = Instant::from_nanos(now.as_nanos().saturating_add(gap));
                     queue::key(at, self.queue.next_seq())
                 } else {
@@ -368,6 +420,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             draw,
             shared,
             backend_rng,
+            attempts,
             queue,
             calls,
             free,
@@ -381,10 +434,8 @@ impl<'a, const N: usize> Sim<'a, N> {
             match call.machine.poll(&mut call.gate) {
                 Action::Launch(info) => {
                     let at = now.as_nanos().saturating_sub(EPOCH.as_nanos());
-                    let (latency, failed) =
-                        scenario
-                            .backend
-                            .attempt_nanos(draw, at, *in_flight, backend_rng);
+                    let draws = attempts.next(|| AttemptDraws::draw(draw, backend_rng));
+                    let (latency, failed) = scenario.backend.attempt_from(draws, at, *in_flight);
                     *in_flight += 1;
                     if measured {
                         shared.borrow_mut().tally.launched(&info);
@@ -434,6 +485,29 @@ impl<'a, const N: usize> Sim<'a, N> {
                     return;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ahead, AHEAD};
+
+    /// Draws made ahead come out in the order they were made, across
+    /// refills, and none is made before the last batch is used up.
+    #[test]
+    fn draws_made_ahead_come_out_in_order() {
+        let mut ahead = Ahead::new();
+        let mut made = 0u64;
+        for want in 0..(5 * AHEAD as u64 + 3) {
+            assert_eq!(
+                ahead.next(|| {
+                    made += 1;
+                    made - 1
+                }),
+                want
+            );
+            assert_eq!(made, (want / AHEAD as u64 + 1) * AHEAD as u64);
         }
     }
 }
