@@ -437,60 +437,110 @@ fn radix_sort(v: &mut Vec<u64>) {
     }
 }
 
-/// [`radix_sort`] of 32-bit values, widened to 64 bits by its last pass
-/// (the values take half the memory to count and to move through the
-/// other passes).
-fn radix_sorted_narrow(v: Vec<u32>) -> Vec<u64> {
-    const BITS: u32 = 11;
-    const RADIX: usize = 1 << BITS;
-    const PASSES: usize = 32_usize.div_ceil(BITS as usize);
+/// 32-bit values sorted ascending and widened to 64 bits (the order of
+/// `sort_unstable`): a radix sort by the top 11 bits first, then within
+/// each bucket by the bits below (least significant digit first, the last
+/// pass widening), and buckets too small for that by `sort_unstable`.
+///
+/// Why the top digit first: call latencies gather in a few milliseconds'
+/// worth of buckets, each small enough to sort in the cache, so the whole
+/// list goes through memory twice (the first pass, the last) instead of
+/// once a digit (the passes of [`radix_sort`] over lists larger than the
+/// cache were bound by memory traffic).
+fn radix_sorted_narrow(mut v: Vec<u32>) -> Vec<u64> {
+    const TOP: u32 = 11;
+    /// Buckets below this are sorted by comparison.
+    const SMALL: usize = 2_048;
     let n = v.len();
-    if n < 4 * RADIX {
+    let bits = 32 - v.iter().fold(0, |all, &x| all | x).leading_zeros();
+    if n < 2 * SMALL || bits <= TOP {
         let mut wide: Vec<u64> = v.into_iter().map(u64::from).collect();
         wide.sort_unstable();
         return wide;
     }
-    let digit = |x: u32, pass: usize| (x >> (pass as u32 * BITS)) as usize & (RADIX - 1);
-    let mut counts = [[0usize; RADIX]; PASSES];
+    // The bits under the top digit: 1..=21, sorted in one or two passes
+    // of at most 11 bits.
+    let shift = bits - TOP;
+    let passes = shift.div_ceil(11);
+    let width = shift.div_ceil(passes);
+    let mut starts = [0usize; 1 << TOP];
     for &x in &v {
-        for (pass, c) in counts.iter_mut().enumerate() {
-            c[digit(x, pass)] += 1;
-        }
+        starts[(x >> shift) as usize] += 1;
     }
-    // The passes where the values differ (a digit every value shares
-    // orders nothing), each count made its bucket's first place.
-    let mut passes: Vec<(usize, &mut [usize; RADIX])> = counts
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, c)| !c.contains(&n))
-        .collect();
-    for (_, c) in &mut passes {
+    let mut sum = 0;
+    for s in &mut starts {
+        sum += core::mem::replace(s, sum);
+    }
+    let mut ends = starts;
+    let mut buf = vec![0u32; n];
+    for &x in &v {
+        let d = (x >> shift) as usize;
+        buf[ends[d]] = x;
+        ends[d] += 1;
+    }
+    let mut out = vec![0u64; n];
+    let mut counts = [[0usize; 1 << 11]; 2];
+    for (&a, &b) in starts.iter().zip(&ends) {
+        let (bucket, scratch, out) = (&mut buf[a..b], &mut v[a..b], &mut out[a..b]);
+        if bucket.len() < SMALL {
+            bucket.sort_unstable();
+            for (o, &x) in out.iter_mut().zip(bucket.iter()) {
+                *o = u64::from(x);
+            }
+            continue;
+        }
+        sort_bucket(bucket, scratch, out, width, passes, &mut counts);
+    }
+    out
+}
+
+/// Sorts `bucket` (values that differ only in their low `width × passes`
+/// bits, `passes` 1 or 2) into `out`, widened, by the digits of `width`
+/// bits, least significant first; `scratch` (as long) holds the values
+/// between the passes.
+fn sort_bucket(
+    bucket: &[u32],
+    scratch: &mut [u32],
+    out: &mut [u64],
+    width: u32,
+    passes: u32,
+    counts: &mut [[usize; 1 << 11]; 2],
+) {
+    let radix = 1usize << width;
+    let mask = radix - 1;
+    let digit = |x: u32, pass: u32| (x >> (pass * width)) as usize & mask;
+    for c in counts.iter_mut() {
+        c[..radix].fill(0);
+    }
+    for &x in bucket {
+        counts[0][digit(x, 0)] += 1;
+        counts[1][digit(x, 1)] += 1;
+    }
+    for c in counts.iter_mut() {
         let mut sum = 0;
-        for k in c.iter_mut() {
+        for k in &mut c[..radix] {
             sum += core::mem::replace(k, sum);
         }
     }
-    let Some((last, c_last)) = passes.pop() else {
-        // Every value is the same.
-        return v.into_iter().map(u64::from).collect();
-    };
-    let (mut v, mut buf) = (v, vec![0u32; n]);
-    for (pass, c) in passes {
-        for &x in &v {
-            let d = digit(x, pass);
-            buf[c[d]] = x;
-            c[d] += 1;
+    let [first, second] = counts;
+    if passes == 1 {
+        for &x in bucket {
+            let d = digit(x, 0);
+            out[first[d]] = u64::from(x);
+            first[d] += 1;
         }
-        core::mem::swap(&mut v, &mut buf);
+        return;
     }
-    drop(buf);
-    let mut out = vec![0u64; n];
-    for &x in &v {
-        let d = digit(x, last);
-        out[c_last[d]] = u64::from(x);
-        c_last[d] += 1;
+    for &x in bucket {
+        let d = digit(x, 0);
+        scratch[first[d]] = x;
+        first[d] += 1;
     }
-    out
+    for &x in scratch.iter() {
+        let d = digit(x, 1);
+        out[second[d]] = u64::from(x);
+        second[d] += 1;
+    }
 }
 
 /// The nearest-rank `q_permille` quantile of sorted nanoseconds.
@@ -560,6 +610,10 @@ mod tests {
             (30_000, 7, 20),
             (30_000, 1, 0),
             (9_000, 1 << 12, 11),
+            (9_000, 1 << 12, 0),
+            (9_000, 1 << 13, 0),
+            (200_000, 1 << 22, 0),
+            (200_000, 1 << 20, 3),
         ] {
             let v: Vec<u32> = (0..n)
                 .map(|_| u32::try_from(rng.u64(0..max) << shift).unwrap())
@@ -571,6 +625,23 @@ mod tests {
                 want,
                 "{n} values below {max} << {shift}"
             );
+        }
+        // Shaped like call latencies: log-normal around 10 ms, 1 % near a
+        // second (a few large buckets sorted in two passes, many small).
+        for n in [5_000, 300_000] {
+            let v: Vec<u32> = (0..n)
+                .map(|_| {
+                    let ms = if rng.u8(0..100) == 0 {
+                        800.0 + 400.0 * rng.f64()
+                    } else {
+                        10.0 * (0.25 * (rng.f64() * 6.0 - 3.0)).exp()
+                    };
+                    (ms * 1e6) as u32
+                })
+                .collect();
+            let mut want: Vec<u64> = v.iter().map(|&x| u64::from(x)).collect();
+            want.sort_unstable();
+            assert_eq!(radix_sorted_narrow(v), want, "{n} latencies");
         }
     }
 }
