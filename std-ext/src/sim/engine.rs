@@ -17,18 +17,29 @@
 //!   attempts the policy can have in flight (the primary and its hedges),
 //!   not for the highest hedge ceiling: `N` is 1, 2, 4 or [`SLOTS`], chosen
 //!   per run;
-//! - a call's machine is a copy of one made from the policy once per run,
-//!   written into the call's slot (a machine made per call and moved into
-//!   the slot was copied three times); a finished call's gate is reused
-//!   when no breaker is on (it holds nothing once its call has ended);
+//! - a call's machine is the finished call's in its slot, restarted in
+//!   place as the one made from the policy once per run
+//!   ([`CallMachine::restart_from`]: the settings copied, the per-call
+//!   state reset; a copy of the whole fresh machine cost 170 instructions
+//!   a call more, and a machine made per call and moved into the slot was
+//!   copied three times); a finished call's gate is reused when no breaker
+//!   is on (it holds nothing once its call has ended);
 //! - the hedge trigger's quantile comes from the latency sketch's tracked
 //!   cursor ([`LatencySketch::quantile_tracked`]: the same answer as a
 //!   scan, usually without one);
 //! - the backend's latency distribution is read once per run
 //!   ([`Latency::draw`](super::backend::Latency::draw)), and draws become
-//!   nanoseconds without a `Duration` in between (the same rounding);
-//! - the report counts successes apart from the map of failure causes and
-//!   sorts latencies with a radix sort.
+//!   nanoseconds without a `Duration` in between (the same rounding); a
+//!   backend with one error rate throughout decides a failure without the
+//!   time of the launch;
+//! - the backend's draws and the arrival gaps are made [`AHEAD`] at a
+//!   time, before they are needed ([`Ahead`]): one at a time, each draw's
+//!   logarithm, cosine and exponential waited on each other and on
+//!   nothing else, and the processor sat idle; in a batch, they overlap
+//!   (about 13 % of the CPU time of a run, with the same instructions);
+//! - the report counts successes apart from the map of failure causes,
+//!   keeps latencies in 32 bits while they fit, and sorts them with a
+//!   radix sort by their top digit first, each bucket then in the cache.
 //!
 //! None of these changes a result: `N` is never below what the policy can
 //! use (the machine's hedges per group are the same), the queue pops in the
@@ -41,13 +52,15 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 2,300
-//! instructions per call on the Tail-at-Scale scenario): the call machine
-//! with the gate and the latency sketch about 40 %, making each call's
-//! machine (a field-by-field copy of the run's fresh one) about 9 %, the
-//! random draws' logarithms, cosine and exponential (libm) about 11 %.
+//! What the rest costs (`bash benches/sim_speed.sh`, about 2,000
+//! instructions per call on the Tail-at-Scale scenario, at about three a
+//! cycle): the call machine with the gate and the latency sketch about
+//! 40 % of the instructions, the random draws' logarithms, cosine and
+//! exponential (libm) about 13 %, the rest of the draws about 10 %, the
+//! loop with the queue about 20 %.
 //!
 //! [`LatencySketch::quantile_tracked`]: recourse_core::LatencySketch::quantile_tracked
+//! [`CallMachine::restart_from`]: recourse_core::machine::CallMachine::restart_from
 
 use core::cell::RefCell;
 
