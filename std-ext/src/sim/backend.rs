@@ -474,13 +474,14 @@ impl Backend {
             // time of the launch.
             return (draws.latency, draws.failure < self.error_rate);
         }
-        self.attempt_in_time(draws, Duration::from_nanos(at), in_flight)
+        self.attempt_in_time(draws, at, in_flight)
     }
 
     /// [`Backend::attempt_from`] for a backend whose behaviour changes in
     /// time or with load.
     #[inline(never)]
-    fn attempt_in_time(&self, draws: AttemptDraws, at: Duration, in_flight: u32) -> (u64, bool) {
+    fn attempt_in_time(&self, draws: AttemptDraws, at: u64, in_flight: u32) -> (u64, bool) {
+        let at = Duration::from_nanos(at);
         let mut latency = draws.latency;
         if let Some(b) = self.brownout {
             let load = in_flight + 1;
