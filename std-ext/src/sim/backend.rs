@@ -209,7 +209,9 @@ pub(crate) enum Leaf {
 impl Draw {
     /// One draw in nanoseconds: the same draws and the same value as
     /// [`Latency::sample`] (the same operations on the same numbers).
-    #[inline]
+    // Inlined into the loop that makes the draws ahead (the engine's
+    // `Ahead`), as `gap_nanos` is.
+    #[inline(always)]
     pub(crate) fn nanos(&self, rng: &mut fastrand::Rng) -> u64 {
         let mut draw = self;
         let leaf = loop {
@@ -557,6 +559,9 @@ impl Arrivals {
     /// The gap to the next arrival in nanoseconds, saturating: a rate so
     /// low that the gap outgrows the clock waits forever (the clock
     /// saturates at `u64::MAX` nanoseconds, so the run still ends).
+    // Inlined into the loop that makes the gaps ahead (the engine's
+    // `Ahead`): about 2 % of a run's CPU time less than a call each.
+    #[inline(always)]
     pub(crate) fn gap_nanos(&self, rng: &mut fastrand::Rng) -> u64 {
         let secs = self.gap_secs(rng);
         if secs.is_nan() || secs < 0.0 {
