@@ -560,7 +560,7 @@ impl Arrivals {
     /// low that the gap outgrows the clock waits forever (the clock
     /// saturates at `u64::MAX` nanoseconds, so the run still ends).
     // Inlined into the loop that makes the gaps ahead (the engine's
-    // `Ahead`): about 2 % of a run's CPU time less than a call each.
+    // `Ahead`): about 20 instructions a call fewer than a call each.
     #[inline(always)]
     pub(crate) fn gap_nanos(&self, rng: &mut fastrand::Rng) -> u64 {
         let secs = self.gap_secs(rng);
