@@ -91,8 +91,8 @@ function's: `CallMachine::poll` holds the inlined gate; the simulator's
 slot (`CallMachine::restart_from`), the backend's failure decision and
 the report's tally; libm's `log`, `cos` and `exp` are the latency and
 arrival draws (made 32 at a time ahead of their use, so that they
-overlap: they cost time less than their instructions say), `Draw::nanos`
-and `gap_nanos` the rest of them:
+overlap: they cost time less than their instructions say), and
+`Ahead::refill` the rest of them (`Draw::nanos` and `gap_nanos` inlined):
 
 | function | instructions/call |
 |---|---:|""")
