@@ -87,11 +87,12 @@ callgrind, {cg_calls:,} calls (the run only): **{total / cg_calls:,.0f}
 instructions per call** (report digest `{cg_digest}`). Where they go, self
 cost per call by function, code inlined into a function counted as that
 function's: `CallMachine::poll` holds the inlined gate; the simulator's
-`run` holds the event queue and the making of each call's machine (a
-field-by-field copy of the run's fresh one, and the `memcpy` below),
-`drive` the inlined parts of the gate's collaborators and the report's
-tally; libm's `log`, `cos` and `exp` are the latency and arrival draws,
-`attempt_nanos` and `gap_nanos` the rest of them:
+`run` holds the event queue, the restart of each call's machine in its
+slot (`CallMachine::restart_from`), the backend's failure decision and
+the report's tally; libm's `log`, `cos` and `exp` are the latency and
+arrival draws (made 32 at a time ahead of their use, so that they
+overlap: they cost time less than their instructions say), and
+`Ahead::refill` the rest of them (`Draw::nanos` and `gap_nanos` inlined):
 
 | function | instructions/call |
 |---|---:|""")

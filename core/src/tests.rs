@@ -16,6 +16,7 @@ mod clock_reads;
 mod driver;
 mod hedging;
 mod random;
+mod restart;
 mod staged;
 
 fn ms(n: u64) -> Instant {

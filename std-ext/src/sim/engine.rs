@@ -17,18 +17,29 @@
 //!   attempts the policy can have in flight (the primary and its hedges),
 //!   not for the highest hedge ceiling: `N` is 1, 2, 4 or [`SLOTS`], chosen
 //!   per run;
-//! - a call's machine is a copy of one made from the policy once per run,
-//!   written into the call's slot (a machine made per call and moved into
-//!   the slot was copied three times); a finished call's gate is reused
-//!   when no breaker is on (it holds nothing once its call has ended);
+//! - a call's machine is the finished call's in its slot, restarted in
+//!   place as the one made from the policy once per run
+//!   ([`CallMachine::restart_from`]: the settings copied, the per-call
+//!   state reset; a copy of the whole fresh machine cost 170 instructions
+//!   a call more, and a machine made per call and moved into the slot was
+//!   copied three times); a finished call's gate is reused when no breaker
+//!   is on (it holds nothing once its call has ended);
 //! - the hedge trigger's quantile comes from the latency sketch's tracked
 //!   cursor ([`LatencySketch::quantile_tracked`]: the same answer as a
 //!   scan, usually without one);
 //! - the backend's latency distribution is read once per run
 //!   ([`Latency::draw`](super::backend::Latency::draw)), and draws become
-//!   nanoseconds without a `Duration` in between (the same rounding);
-//! - the report counts successes apart from the map of failure causes and
-//!   sorts latencies with a radix sort.
+//!   nanoseconds without a `Duration` in between (the same rounding); a
+//!   backend with one error rate throughout decides a failure without the
+//!   time of the launch;
+//! - the backend's draws and the arrival gaps are made [`AHEAD`] at a
+//!   time, before they are needed ([`Ahead`]): one at a time, each draw's
+//!   logarithm, cosine and exponential waited on each other and on
+//!   nothing else, and the processor sat idle; in a batch, they overlap
+//!   (about 13 % of the CPU time of a run, with the same instructions);
+//! - the report counts successes apart from the map of failure causes,
+//!   keeps latencies in 32 bits while they fit, and sorts them with a
+//!   radix sort by their top digit first, each bucket then in the cache.
 //!
 //! None of these changes a result: `N` is never below what the policy can
 //! use (the machine's hedges per group are the same), the queue pops in the
@@ -41,13 +52,15 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 2,300
-//! instructions per call on the Tail-at-Scale scenario): the call machine
-//! with the gate and the latency sketch about 40 %, making each call's
-//! machine (a field-by-field copy of the run's fresh one) about 9 %, the
-//! random draws' logarithms, cosine and exponential (libm) about 11 %.
+//! What the rest costs (`bash benches/sim_speed.sh`, about 2,000
+//! instructions per call on the Tail-at-Scale scenario, at about three a
+//! cycle): the call machine with the gate and the latency sketch about
+//! 40 % of the instructions, the random draws' logarithms, cosine and
+//! exponential (libm) about 13 %, the rest of the draws about 10 %, the
+//! loop with the queue about 20 %.
 //!
 //! [`LatencySketch::quantile_tracked`]: recourse_core::LatencySketch::quantile_tracked
+//! [`CallMachine::restart_from`]: recourse_core::machine::CallMachine::restart_from
 
 use core::cell::RefCell;
 
@@ -59,7 +72,7 @@ use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
 use recourse_core::{Instant, Outcome, PolicyKey};
 
-use super::backend::{Draw, EPOCH};
+use super::backend::{AttemptDraws, Draw, EPOCH};
 use super::parts::{Shared, SimParts};
 use super::queue::{self, Key, Queue};
 use super::{Scenario, SLOTS};
@@ -131,6 +144,51 @@ struct SimCall<'a, const N: usize> {
     parked: Option<Parked>,
 }
 
+/// Draws made ahead of their use, [`AHEAD`] at a time, and handed out in
+/// the order they were made. The arrivals and the backend each draw from
+/// a random source of their own, one draw after another whatever else
+/// happens, so a draw's value does not depend on when it is made. Made
+/// one at a time, each waited for its logarithm, cosine and exponential in
+/// turn; made in a batch, the draws' libm calls (each waiting on the one
+/// before it in its own draw, not on another draw's) overlap.
+struct Ahead<T> {
+    made: [T; AHEAD],
+    /// The next one to hand out; `AHEAD` when none is left.
+    next: usize,
+}
+
+/// Draws made at a time (see [`Ahead`]).
+const AHEAD: usize = 32;
+
+impl<T: Copy + Default> Ahead<T> {
+    fn new() -> Self {
+        Self {
+            made: [T::default(); AHEAD],
+            next: AHEAD,
+        }
+    }
+
+    /// The next draw, making the next `AHEAD` with `make` when none is
+    /// left.
+    #[inline(always)]
+    fn next(&mut self, make: impl FnMut() -> T) -> T {
+        if self.next == AHEAD {
+            self.refill(make);
+        }
+        let draw = self.made[self.next];
+        self.next += 1;
+        draw
+    }
+
+    #[inline(never)]
+    fn refill(&mut self, mut make: impl FnMut() -> T) {
+        for slot in &mut self.made {
+            *slot = make();
+        }
+        self.next = 0;
+    }
+}
+
 /// A call's timer kept out of the queue while one of the call's attempts
 /// ends before it (its `guard`): most calls end before their hedge check or
 /// their deadline, and their timer never needs to be queued, popped and
@@ -155,7 +213,11 @@ struct Sim<'a, const N: usize> {
     /// The backend's latency, read once.
     draw: Draw,
     backend_rng: fastrand::Rng,
+    /// The backend's draws, made ahead.
+    attempts: Ahead<AttemptDraws>,
     arrival_rng: fastrand::Rng,
+    /// The gaps between arrivals in nanoseconds, drawn ahead.
+    gaps: Ahead<u64>,
     queue: Queue<Ev>,
     /// A machine as [`CallMachine::with_plan`] makes it, but for its
     /// random source: each call's starts as a copy.
@@ -206,7 +268,9 @@ impl<'a, const N: usize> Sim<'a, N> {
             shared: setup.shared,
             draw: setup.scenario.backend.latency.draw(),
             backend_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX)),
+            attempts: Ahead::new(),
             arrival_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX - 1)),
+            gaps: Ahead::new(),
             queue: Queue::new(),
             fresh: CallMachine::with_plan(&plan, setup.options, fastrand::Rng::with_seed(0)),
             calls: Vec::new(),
@@ -235,7 +299,8 @@ impl<'a, const N: usize> Sim<'a, N> {
                 self.arrive(arrived, now);
                 arrived += 1;
                 next_arrival = if arrived < total {
-                    let gap = self.scenario.arrivals.gap_nanos(&mut self.arrival_rng);
+                    let (arrivals, rng) = (&self.scenario.arrivals, &mut self.arrival_rng);
+                    let gap = self.gaps.next(|| arrivals.gap_nanos(rng));
                     let at = Instant::from_nanos(now.as_nanos().saturating_add(gap));
                     queue::key(at, self.queue.next_seq())
                 } else {
@@ -331,11 +396,11 @@ impl<'a, const N: usize> Sim<'a, N> {
                 u32::try_from(self.calls.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        // Made in its slot: the fresh machine is copied in once (a machine
-        // made by value and moved into the slot was copied three times).
+        // Made in its slot: the finished call's machine is restarted as
+        // the fresh one in place (a copy of the fresh one, or a machine
+        // made by value and moved in, copied the whole machine).
         let call = &mut self.calls[slot as usize];
-        call.machine.clone_from(&self.fresh);
-        call.machine.set_rng(rng);
+        call.machine.restart_from(&self.fresh, rng);
         call.machine.handle(Event::Start { now });
         call.alive = true;
         call.generation = self.generations;
@@ -368,6 +433,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             draw,
             shared,
             backend_rng,
+            attempts,
             queue,
             calls,
             free,
@@ -380,11 +446,9 @@ impl<'a, const N: usize> Sim<'a, N> {
         loop {
             match call.machine.poll(&mut call.gate) {
                 Action::Launch(info) => {
-                    let at = now - EPOCH;
-                    let (latency, failed) =
-                        scenario
-                            .backend
-                            .attempt_nanos(draw, at, *in_flight, backend_rng);
+                    let at = now.as_nanos().saturating_sub(EPOCH.as_nanos());
+                    let draws = attempts.next(|| AttemptDraws::draw(draw, backend_rng));
+                    let (latency, failed) = scenario.backend.attempt_from(draws, at, *in_flight);
                     *in_flight += 1;
                     if measured {
                         shared.borrow_mut().tally.launched(&info);
@@ -434,6 +498,29 @@ impl<'a, const N: usize> Sim<'a, N> {
                     return;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ahead, AHEAD};
+
+    /// Draws made ahead come out in the order they were made, across
+    /// refills, and none is made before the last batch is used up.
+    #[test]
+    fn draws_made_ahead_come_out_in_order() {
+        let mut ahead = Ahead::new();
+        let mut made = 0u64;
+        for want in 0..(5 * AHEAD as u64 + 3) {
+            assert_eq!(
+                ahead.next(|| {
+                    made += 1;
+                    made - 1
+                }),
+                want
+            );
+            assert_eq!(made, (want / AHEAD as u64 + 1) * AHEAD as u64);
         }
     }
 }

@@ -13,7 +13,9 @@ use crate::timeline::Ms;
 #[derive(Debug)]
 pub(crate) struct Tally {
     warmup: u64,
-    latencies: Vec<u64>,
+    /// Call latencies in nanoseconds, in 32 bits while they fit (about
+    /// 4.3 s: half the memory to fill and to sort).
+    latencies: Latencies,
     error_latencies: Vec<u64>,
     /// Calls that succeeded (counted apart: most calls do, and a map entry
     /// per call cost more than the rest of the tally).
@@ -36,7 +38,9 @@ impl Tally {
     pub(crate) fn new(warmup: u64, calls: u64) -> Self {
         Self {
             warmup,
-            latencies: Vec::with_capacity(usize::try_from(calls).unwrap_or(0).min(1 << 24)),
+            latencies: Latencies::Narrow(Vec::with_capacity(
+                usize::try_from(calls).unwrap_or(0).min(1 << 24),
+            )),
             error_latencies: Vec::new(),
             successes: 0,
             outcomes: BTreeMap::new(),
@@ -83,9 +87,12 @@ impl Tally {
     }
 
     /// A call ended after `ns` nanoseconds with `verdict`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finished(&mut self, ns: u64, verdict: &Verdict) {
-        self.latencies.push(ns);
+        match &mut self.latencies {
+            Latencies::Narrow(v) if ns <= u64::from(u32::MAX) => v.push(ns as u32),
+            _ => self.latencies.push_wide(ns),
+        }
         if matches!(verdict, Verdict::Success(_)) {
             self.successes += 1;
             return;
@@ -104,11 +111,17 @@ impl Tally {
                 self.successes,
             );
         }
-        radix_sort(&mut self.latencies);
+        let latencies = match self.latencies {
+            Latencies::Narrow(v) => radix_sorted_narrow(v),
+            Latencies::Wide(mut v) => {
+                radix_sort(&mut v);
+                v
+            }
+        };
         radix_sort(&mut self.error_latencies);
         Report {
             error_latencies: self.error_latencies,
-            calls: self.latencies.len() as u64,
+            calls: latencies.len() as u64,
             warmup: self.warmup,
             attempts: self.attempts,
             hedges: self.hedges,
@@ -119,9 +132,33 @@ impl Tally {
             circuit_closed: self.circuit_closed,
             circuit_refusals: self.circuit_refusals,
             outcomes: self.outcomes,
-            latencies: self.latencies,
+            latencies,
             clamped: String::new(),
             simulated: self.simulated,
+        }
+    }
+}
+
+/// Call latencies as the tally keeps them.
+#[derive(Debug)]
+enum Latencies {
+    /// Every one so far fits in 32 bits.
+    Narrow(Vec<u32>),
+    /// Not every one does.
+    Wide(Vec<u64>),
+}
+
+impl Latencies {
+    /// Adds `ns`, widening first if needed.
+    #[cold]
+    fn push_wide(&mut self, ns: u64) {
+        if let Self::Narrow(v) = self {
+            let mut wide = Vec::with_capacity(v.capacity().max(v.len() + 1));
+            wide.extend(v.iter().map(|&x| u64::from(x)));
+            *self = Self::Wide(wide);
+        }
+        if let Self::Wide(v) = self {
+            v.push(ns);
         }
     }
 }
@@ -400,6 +437,112 @@ fn radix_sort(v: &mut Vec<u64>) {
     }
 }
 
+/// 32-bit values sorted ascending and widened to 64 bits (the order of
+/// `sort_unstable`): a radix sort by the top 11 bits first, then within
+/// each bucket by the bits below (least significant digit first, the last
+/// pass widening), and buckets too small for that by `sort_unstable`.
+///
+/// Why the top digit first: call latencies gather in a few milliseconds'
+/// worth of buckets, each small enough to sort in the cache, so the whole
+/// list goes through memory twice (the first pass, the last) instead of
+/// once a digit (the passes of [`radix_sort`] over lists larger than the
+/// cache were bound by memory traffic).
+fn radix_sorted_narrow(mut v: Vec<u32>) -> Vec<u64> {
+    const TOP: u32 = 11;
+    /// Buckets below this are sorted by comparison.
+    const SMALL: usize = 2_048;
+    let n = v.len();
+    let bits = 32 - v.iter().fold(0, |all, &x| all | x).leading_zeros();
+    if n < 2 * SMALL || bits <= TOP {
+        let mut wide: Vec<u64> = v.into_iter().map(u64::from).collect();
+        wide.sort_unstable();
+        return wide;
+    }
+    // The bits under the top digit: 1..=21, sorted in one or two passes
+    // of at most 11 bits.
+    let shift = bits - TOP;
+    let passes = shift.div_ceil(11);
+    let width = shift.div_ceil(passes);
+    let mut starts = [0usize; 1 << TOP];
+    for &x in &v {
+        starts[(x >> shift) as usize] += 1;
+    }
+    let mut sum = 0;
+    for s in &mut starts {
+        sum += core::mem::replace(s, sum);
+    }
+    let mut ends = starts;
+    let mut buf = vec![0u32; n];
+    for &x in &v {
+        let d = (x >> shift) as usize;
+        buf[ends[d]] = x;
+        ends[d] += 1;
+    }
+    let mut out = vec![0u64; n];
+    let mut counts = [[0usize; 1 << 11]; 2];
+    for (&a, &b) in starts.iter().zip(&ends) {
+        let (bucket, scratch, out) = (&mut buf[a..b], &mut v[a..b], &mut out[a..b]);
+        if bucket.len() < SMALL {
+            bucket.sort_unstable();
+            for (o, &x) in out.iter_mut().zip(bucket.iter()) {
+                *o = u64::from(x);
+            }
+            continue;
+        }
+        sort_bucket(bucket, scratch, out, width, passes, &mut counts);
+    }
+    out
+}
+
+/// Sorts `bucket` (values that differ only in their low `width × passes`
+/// bits, `passes` 1 or 2) into `out`, widened, by the digits of `width`
+/// bits, least significant first; `scratch` (as long) holds the values
+/// between the passes.
+fn sort_bucket(
+    bucket: &[u32],
+    scratch: &mut [u32],
+    out: &mut [u64],
+    width: u32,
+    passes: u32,
+    counts: &mut [[usize; 1 << 11]; 2],
+) {
+    let radix = 1usize << width;
+    let mask = radix - 1;
+    let digit = |x: u32, pass: u32| (x >> (pass * width)) as usize & mask;
+    for c in counts.iter_mut() {
+        c[..radix].fill(0);
+    }
+    for &x in bucket {
+        counts[0][digit(x, 0)] += 1;
+        counts[1][digit(x, 1)] += 1;
+    }
+    for c in counts.iter_mut() {
+        let mut sum = 0;
+        for k in &mut c[..radix] {
+            sum += core::mem::replace(k, sum);
+        }
+    }
+    let [first, second] = counts;
+    if passes == 1 {
+        for &x in bucket {
+            let d = digit(x, 0);
+            out[first[d]] = u64::from(x);
+            first[d] += 1;
+        }
+        return;
+    }
+    for &x in bucket {
+        let d = digit(x, 0);
+        scratch[first[d]] = x;
+        first[d] += 1;
+    }
+    for &x in scratch.iter() {
+        let d = digit(x, 1);
+        out[second[d]] = u64::from(x);
+        second[d] += 1;
+    }
+}
+
 /// The nearest-rank `q_permille` quantile of sorted nanoseconds.
 fn nearest_rank(sorted: &[u64], q_permille: u32) -> Duration {
     let n = sorted.len();
@@ -414,7 +557,32 @@ fn nearest_rank(sorted: &[u64], q_permille: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::radix_sort;
+    use super::{radix_sort, radix_sorted_narrow, Tally};
+    use recourse_core::{AttemptId, Verdict};
+
+    /// A latency past 32 bits widens the tally's list; the report has
+    /// every latency, sorted.
+    #[test]
+    fn latencies_past_32_bits_widen_the_tally() {
+        let success = Verdict::Success(AttemptId(0));
+        let mut tally = Tally::new(0, 4);
+        let values = [
+            5,
+            1 << 33,
+            7,
+            u64::from(u32::MAX),
+            3,
+            u64::from(u32::MAX) + 1,
+        ];
+        for ns in values {
+            tally.finished(ns, &success);
+        }
+        let report = tally.into_report();
+        let mut want = values.to_vec();
+        want.sort_unstable();
+        assert_eq!(report.latencies, want);
+        assert_eq!(report.calls, 6);
+    }
 
     #[test]
     fn the_radix_sort_sorts_as_the_standard_sort_does() {
@@ -432,6 +600,48 @@ mod tests {
             let mut got = v;
             radix_sort(&mut got);
             assert_eq!(got, want, "{n} values below {max}");
+        }
+        for (n, max, shift) in [
+            (0, 1, 0),
+            (10, 100, 0),
+            (20_000, 1 << 31, 0),
+            (50_000, u64::from(u32::MAX), 0),
+            (30_000, 7, 0),
+            (30_000, 7, 20),
+            (30_000, 1, 0),
+            (9_000, 1 << 12, 11),
+            (9_000, 1 << 12, 0),
+            (9_000, 1 << 13, 0),
+            (200_000, 1 << 22, 0),
+            (200_000, 1 << 20, 3),
+        ] {
+            let v: Vec<u32> = (0..n)
+                .map(|_| u32::try_from(rng.u64(0..max) << shift).unwrap())
+                .collect();
+            let mut want: Vec<u64> = v.iter().map(|&x| u64::from(x)).collect();
+            want.sort_unstable();
+            assert_eq!(
+                radix_sorted_narrow(v),
+                want,
+                "{n} values below {max} << {shift}"
+            );
+        }
+        // Shaped like call latencies: log-normal around 10 ms, 1 % near a
+        // second (a few large buckets sorted in two passes, many small).
+        for n in [5_000, 300_000] {
+            let v: Vec<u32> = (0..n)
+                .map(|_| {
+                    let ms = if rng.u8(0..100) == 0 {
+                        800.0 + 400.0 * rng.f64()
+                    } else {
+                        10.0 * (0.25 * (rng.f64() * 6.0 - 3.0)).exp()
+                    };
+                    (ms * 1e6) as u32
+                })
+                .collect();
+            let mut want: Vec<u64> = v.iter().map(|&x| u64::from(x)).collect();
+            want.sort_unstable();
+            assert_eq!(radix_sorted_narrow(v), want, "{n} latencies");
         }
     }
 }
