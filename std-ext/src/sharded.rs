@@ -94,17 +94,29 @@ pub(crate) fn own_slot() -> Option<usize> {
     let n = OWN.try_with(Cell::get).ok()?;
     if n < OWN_SLOTS {
         Some(n)
-    } else if n == UNASKED {
-        take_slot()
     } else {
-        None
+        take_slot(n)
     }
 }
 
-/// A thread's first [`own_slot`].
+/// [`own_slot`] of a thread that has taken one already: one load and one
+/// comparison, no first-use path (for a fast path inlined into its
+/// caller); `None`: ask [`own_slot`].
+#[inline(always)]
+pub(crate) fn held_slot() -> Option<usize> {
+    let n = OWN.try_with(Cell::get).ok()?;
+    (n < OWN_SLOTS).then_some(n)
+}
+
+/// A thread's first [`own_slot`] (`n`: [`UNASKED`]), or none left (`n`:
+/// [`NONE_LEFT`]); out of line, so that the usual case is one load and one
+/// comparison.
 #[cold]
 #[inline(never)]
-fn take_slot() -> Option<usize> {
+fn take_slot(n: usize) -> Option<usize> {
+    if n != UNASKED {
+        return None;
+    }
     // The guard first: a thread that cannot register it (being torn down)
     // takes no slot, so every slot taken is given back.
     GUARD.try_with(|_| ()).ok()?;
