@@ -138,10 +138,11 @@ impl<S: TimerSource> ExecParts<'_, S> {
     #[inline(never)]
     fn admit_call_slow(
         &mut self,
-        key: PolicyKey<'_>,
+        key: &PolicyKey<'_>,
         policy: &CircuitPolicy,
         now: Instant,
     ) -> Result<Option<Permit>, Refusal> {
+        let key = *key;
         let machine_now = now;
         let now = self.shared(now);
         let (answer, left_open) = match self.kept.breaker() {
@@ -163,11 +164,12 @@ impl<S: TimerSource> ExecParts<'_, S> {
     #[inline(never)]
     fn record_call_slow(
         &mut self,
-        key: PolicyKey<'_>,
+        key: &PolicyKey<'_>,
         permit: Permit,
         result: CallResult,
         now: Instant,
     ) {
+        let key = *key;
         let machine_now = now;
         let now = self.shared(now);
         let to = match self.kept.breaker() {
@@ -258,7 +260,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
                 return Ok(Some(permit));
             }
         }
-        self.admit_call_slow(key, policy, now)
+        self.admit_call_slow(&key, policy, now)
     }
 
     fn is_probe(permit: &Permit) -> bool {
@@ -283,7 +285,7 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
                 }
             }
         }
-        self.record_call_slow(key, permit, result, now);
+        self.record_call_slow(&key, permit, result, now);
     }
 
     fn latency_quantile(
