@@ -381,14 +381,18 @@ impl BreakerEntry {
         })
     }
 
-    /// Counts a success of `permit` (issued by this entry) at `now` as
-    /// [`Breakers::record_entry`] would, when the circuit is quiet and this
-    /// thread's shard counts in the success's bucket already (the usual
-    /// case, inlined into the caller); `false`: nothing counted, ask
-    /// [`Breakers::record_entry`].
+    /// Counts a success of `permit` at `now` as [`Breakers::record_entry`]
+    /// would, when the circuit is quiet and this thread's shard counts in
+    /// the success's bucket already (the usual case, inlined into the
+    /// caller); `false`: nothing counted, ask [`Breakers::record_entry`].
+    ///
+    /// `permit` must come from this entry ([`BreakerEntry::admit_closed`]
+    /// or [`Breakers::admit_entry`] on it): its store entry is not checked
+    /// here, as [`Breakers::record_entry`] checks it.
     #[inline(always)]
     pub(crate) fn count_in_bucket(&self, permit: Permit, now: Instant) -> bool {
-        permit.entry == self.shared.id() && self.shared.side.count_in_bucket(permit.permit, now)
+        debug_assert_eq!(permit.entry, self.shared.id(), "a permit of another entry");
+        self.shared.side.count_in_bucket(permit.permit, now)
     }
 }
 

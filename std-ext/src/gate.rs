@@ -276,7 +276,8 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     ) {
         // A success of a kept breaker that is quiet: counted in this
         // thread's shard, no state changes, no transition to tell (inlined
-        // into the gate).
+        // into the gate). The permit is the kept entry's: `admit_call`
+        // asked it (the call keeps its entry from start to end).
         if result == CallResult::Success {
             if let Some(entry) = self.kept.breaker() {
                 let shared = self.shared(now);
