@@ -121,6 +121,17 @@ impl Permit {
     pub const fn is_bypass(&self) -> bool {
         self.permit.is_bypass()
     }
+
+    /// The breaker's permit and the store entry, each a word (passed in
+    /// registers where the permit is not).
+    pub(crate) const fn into_parts(self) -> (breaker::Permit, u64) {
+        (self.permit, self.entry)
+    }
+
+    /// The permit of [`Permit::into_parts`].
+    pub(crate) const fn from_parts(permit: breaker::Permit, entry: u64) -> Self {
+        Self { permit, entry }
+    }
 }
 
 /// One key's breaker, kept by whoever found it (an executor's per-thread

@@ -165,11 +165,13 @@ impl<S: TimerSource> ExecParts<'_, S> {
     fn record_call_slow(
         &mut self,
         key: &PolicyKey<'_>,
-        permit: Permit,
+        permit: recourse_core::breaker::Permit,
+        entry: u64,
         result: CallResult,
         now: Instant,
     ) {
         let key = *key;
+        let permit = Permit::from_parts(permit, entry);
         let machine_now = now;
         let now = self.shared(now);
         let to = match self.kept.breaker() {
@@ -286,7 +288,8 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
                 }
             }
         }
-        self.record_call_slow(&key, permit, result, now);
+        let (permit, entry) = permit.into_parts();
+        self.record_call_slow(&key, permit, entry, result, now);
     }
 
     fn latency_quantile(
