@@ -55,6 +55,17 @@
 //! breaker); a thread beyond the sixteenth alive at once (which has no
 //! slot) takes the lock on every call, as before.
 //!
+//! An executor's gate inlines the two common cases
+//! (`BreakerEntry::admit_closed`, `BreakerEntry::count_in_bucket`):
+//! a closed circuit's admission is a load of the word, one thread-local
+//! load and the shard's time; a quiet success whose shard already counts
+//! in its episode and window bucket is a few loads and one store (the
+//! bucket is kept as its first nanosecond, so the test is a subtraction
+//! and a comparison, no division). Anything else — the first call of a
+//! thread, a new bucket, a failure, a circuit that is not closed — goes
+//! out of line to the paths above, which decide the same (issue 16: the
+//! breaker's cost per successful call 227 → 100 instructions).
+//!
 //! ## Time
 //!
 //! Calls carry timers with different epochs (each call's timer may start at
@@ -110,6 +121,17 @@ impl Permit {
     pub const fn is_bypass(&self) -> bool {
         self.permit.is_bypass()
     }
+
+    /// The breaker's permit and the store entry, each a word (passed in
+    /// registers where the permit is not).
+    pub(crate) const fn into_parts(self) -> (breaker::Permit, u64) {
+        (self.permit, self.entry)
+    }
+
+    /// The permit of [`Permit::into_parts`].
+    pub(crate) const fn from_parts(permit: breaker::Permit, entry: u64) -> Self {
+        Self { permit, entry }
+    }
 }
 
 /// One key's breaker, kept by whoever found it (an executor's per-thread
@@ -156,18 +178,50 @@ struct Shard {
     /// Of those, the ones the lock has drained into the breaker (written
     /// under the lock only).
     absorbed: AtomicU64,
-    /// The episode, bucket width and window bucket of the successes not
-    /// drained yet; the owner moves them only when none is left to drain.
+    /// The episode, bucket width and window bucket (as the bucket's first
+    /// nanosecond, `bucket * width`: a success at `at` is in it when
+    /// `at - start < width`, no division) of the successes not drained
+    /// yet; the owner moves them only when none is left to drain.
     generation: AtomicU32,
     width: AtomicU64,
-    bucket: AtomicU64,
+    start: AtomicU64,
 }
 
 const CLOSED: u64 = 1;
 const QUIET: u64 = 2;
 
+impl Shard {
+    /// Takes `now` as seen here (only the owner writes it: no
+    /// read-modify-write); returns the latest time seen here.
+    #[inline(always)]
+    fn observe(&self, now: Instant) -> u64 {
+        let seen = self.now.load(Ordering::Relaxed);
+        let now = now.as_nanos();
+        if now > seen {
+            self.now.store(now, Ordering::Relaxed);
+            return now;
+        }
+        seen
+    }
+
+    /// Whether the successes counted here are of episode `generation`, in
+    /// buckets of `width`, in the bucket of time `at`.
+    #[inline(always)]
+    fn holds(&self, generation: u32, width: u64, at: u64) -> bool {
+        self.generation.load(Ordering::Relaxed) == generation
+            && self.width.load(Ordering::Relaxed) == width
+            && at.wrapping_sub(self.start.load(Ordering::Relaxed)) < width
+    }
+}
+
+/// The published word of a quiet circuit in episode `generation`.
+const fn quiet_word(generation: u32) -> u64 {
+    (generation as u64) << 2 | QUIET | CLOSED
+}
+
 impl Fast {
     /// The generation, when the published word has `flag`.
+    #[inline(always)]
     fn generation(&self, flag: u64) -> Option<u32> {
         let word = self.word.load(Ordering::Acquire);
         // The generation is the word's upper bits (a u32 shifted by 2).
@@ -198,58 +252,91 @@ impl Fast {
         store(&self.word, word, Ordering::Release);
     }
 
-    /// This thread's shard, with `now` taken as seen there; `None`: the
-    /// thread has no slot of its own.
+    /// This thread's shard, with `now` taken as seen there, and the
+    /// latest time seen there (`now` included); `None`: the thread has no
+    /// slot of its own.
     #[inline]
-    fn own_shard(&self, now: Instant) -> Option<&Shard> {
-        let Line(shard) = self.shards.get(sharded::own_slot()?)?;
-        // Only this thread writes it: no read-modify-write.
-        if now.as_nanos() > shard.now.load(Ordering::Relaxed) {
-            shard.now.store(now.as_nanos(), Ordering::Relaxed);
+    fn own_shard(&self, now: Instant) -> Option<(&Shard, u64)> {
+        // `own_slot` is below OWN_SLOTS: the remainder only spares the
+        // bounds check.
+        let Line(shard) = self.shards.get(sharded::own_slot()? % OWN_SLOTS)?;
+        Some((shard, shard.observe(now)))
+    }
+
+    /// [`Fast::own_shard`] of a thread that has taken its slot already
+    /// (no first-use path: for the fast paths inlined into their callers).
+    #[inline(always)]
+    fn held_shard(&self, now: Instant) -> Option<(&Shard, u64)> {
+        let Line(shard) = self.shards.get(sharded::held_slot()? % OWN_SLOTS)?;
+        Some((shard, shard.observe(now)))
+    }
+
+    /// [`Fast::count_success`] when the thread's shard holds the permit's
+    /// episode and the success's bucket already (a success of a hot key:
+    /// every other than the first of a bucket), inlined into the caller:
+    /// a few loads, one store, no call; `false`: nothing counted, ask
+    /// [`Fast::count_success`] (what this did is what that does first).
+    #[inline(always)]
+    fn count_in_bucket(&self, permit: breaker::Permit, now: Instant) -> bool {
+        let generation = permit.generation();
+        if !permit.is_closed() || self.word.load(Ordering::Acquire) != quiet_word(generation) {
+            return false;
         }
-        Some(shard)
+        let Some((shard, seen)) = self.held_shard(now) else {
+            return false;
+        };
+        let at = seen.max(self.latest.load(Ordering::Relaxed));
+        if !shard.holds(generation, self.width.load(Ordering::Relaxed), at) {
+            return false;
+        }
+        let counted = shard.successes.load(Ordering::Relaxed);
+        shard.successes.store(counted + 1, Ordering::Release);
+        true
     }
 
     /// Counts a success of `permit` at `now` in this thread's shard when
     /// the breaker is quiet in the permit's episode; `false`: record it
     /// under the lock.
+    #[inline(never)]
     fn count_success(&self, permit: breaker::Permit, now: Instant) -> bool {
-        if !permit.is_closed() {
-            return false;
-        }
         let generation = permit.generation();
-        if self.generation(QUIET) != Some(generation) {
+        // Quiet in the permit's episode: one comparison of the word.
+        if !permit.is_closed() || self.word.load(Ordering::Acquire) != quiet_word(generation) {
             return false;
         }
-        let Some(shard) = self.own_shard(now) else {
+        let Some((shard, seen)) = self.own_shard(now) else {
             return false;
         };
         // The breaker's own time never goes back: a success counts at the
         // latest time seen (by its last use under the lock, and here).
-        let at = shard
-            .now
-            .load(Ordering::Relaxed)
-            .max(self.latest.load(Ordering::Relaxed));
-        let width = self.width.load(Ordering::Relaxed).max(1);
-        let bucket = at / width;
+        let at = seen.max(self.latest.load(Ordering::Relaxed));
+        let width = self.width.load(Ordering::Relaxed);
         let counted = shard.successes.load(Ordering::Relaxed);
-        let same = shard.generation.load(Ordering::Relaxed) == generation
-            && shard.width.load(Ordering::Relaxed) == width
-            && shard.bucket.load(Ordering::Relaxed) == bucket;
-        if !same {
-            // Another episode or bucket: only once the lock has drained
-            // the ones counted under the last (then it reads none of
-            // these while they move; see `drain`).
-            if shard.absorbed.load(Ordering::Acquire) != counted {
-                return false;
-            }
-            shard.generation.store(generation, Ordering::Relaxed);
-            shard.width.store(width, Ordering::Relaxed);
-            shard.bucket.store(bucket, Ordering::Relaxed);
+        if !shard.holds(generation, width, at)
+            && !Self::move_shard(shard, counted, generation, width, at)
+        {
+            return false;
         }
         // Published with what it counts under (a drain that sees it sees
         // them).
         shard.successes.store(counted + 1, Ordering::Release);
+        true
+    }
+
+    /// Moves `shard` to another episode or bucket (the one of a success
+    /// at `at`), only once the lock has drained the successes counted
+    /// under the last (then it reads none of these while they move; see
+    /// `drain`); `false`: it has not.
+    #[cold]
+    #[inline(never)]
+    fn move_shard(shard: &Shard, counted: u64, generation: u32, width: u64, at: u64) -> bool {
+        // 0: not published yet (then the word is not quiet either).
+        if width == 0 || shard.absorbed.load(Ordering::Acquire) != counted {
+            return false;
+        }
+        shard.generation.store(generation, Ordering::Relaxed);
+        shard.width.store(width, Ordering::Relaxed);
+        shard.start.store(at - at % width, Ordering::Relaxed);
         true
     }
 
@@ -266,8 +353,10 @@ impl Fast {
             // with what it counted, which it has not (it is stored below).
             let generation = shard.generation.load(Ordering::Relaxed);
             let width = shard.width.load(Ordering::Relaxed);
-            let bucket = shard.bucket.load(Ordering::Relaxed);
+            let start = shard.start.load(Ordering::Relaxed);
             if width == b.window_bucket_width() {
+                // Never 0 (`move_shard` refuses it); `max` spares the check.
+                let bucket = start / width.max(1);
                 let n = u32::try_from(counted - absorbed).unwrap_or(u32::MAX);
                 b.absorb_successes(generation, bucket, n);
             }
@@ -297,6 +386,35 @@ impl BreakerEntry {
     /// Whether the store has evicted it: look the key up again.
     pub(crate) fn is_evicted(&self) -> bool {
         self.shared.is_evicted()
+    }
+
+    /// [`Breakers::admit_entry`]'s answer when the circuit is closed and
+    /// this thread has a shard of its own (the usual case, inlined into
+    /// the caller); `None`: ask [`Breakers::admit_entry`].
+    #[inline(always)]
+    pub(crate) fn admit_closed(&self, breakers: &Breakers, now: Instant) -> Option<Permit> {
+        let cell = &*self.shared;
+        let generation = cell.side.generation(CLOSED)?;
+        cell.side.held_shard(now)?;
+        cell.touch(&breakers.bound);
+        Some(Permit {
+            permit: breaker::Permit::closed(generation),
+            entry: cell.id(),
+        })
+    }
+
+    /// Counts a success of `permit` at `now` as [`Breakers::record_entry`]
+    /// would, when the circuit is quiet and this thread's shard counts in
+    /// the success's bucket already (the usual case, inlined into the
+    /// caller); `false`: nothing counted, ask [`Breakers::record_entry`].
+    ///
+    /// `permit` must come from this entry ([`BreakerEntry::admit_closed`]
+    /// or [`Breakers::admit_entry`] on it): its store entry is not checked
+    /// here, as [`Breakers::record_entry`] checks it.
+    #[inline(always)]
+    pub(crate) fn count_in_bucket(&self, permit: Permit, now: Instant) -> bool {
+        debug_assert_eq!(permit.entry, self.shared.id(), "a permit of another entry");
+        self.shared.side.count_in_bucket(permit.permit, now)
     }
 }
 
@@ -837,12 +955,87 @@ mod tests {
         ));
     }
 
-    /// The store's breaker (fast path and all) against a plain
-    /// [`CircuitBreaker`] under the same random admissions, results and
-    /// times (some going back), on one thread: the same answers, and,
-    /// drained, the same breaker, window buckets included.
+    /// How a test asks the store: by key, as [`Breakers::admit_at`] and
+    /// [`Breakers::record_at`] do, or through a kept entry, as an
+    /// executor's gate does (the inlined fast paths first, the entry's
+    /// methods when they decline).
+    #[derive(Copy, Clone, Debug)]
+    enum Way {
+        ByKey,
+        Kept,
+    }
+
+    /// One key of a store, asked one [`Way`].
+    struct Ask<'a> {
+        way: Way,
+        store: &'a Breakers,
+        key: PolicyKey<'a>,
+        policy: &'a CircuitPolicy,
+        entry: BreakerEntry,
+        /// Successes the inlined fast path counted.
+        inlined: u32,
+    }
+
+    impl<'a> Ask<'a> {
+        fn new(
+            way: Way,
+            store: &'a Breakers,
+            key: PolicyKey<'a>,
+            policy: &'a CircuitPolicy,
+        ) -> Self {
+            let entry = store.entry(key, policy);
+            Self {
+                way,
+                store,
+                key,
+                policy,
+                entry,
+                inlined: 0,
+            }
+        }
+
+        fn admit(&self, t: Instant) -> Result<Permit, breaker::Refusal> {
+            match self.way {
+                Way::ByKey => self.store.admit_at(self.key, self.policy, t),
+                Way::Kept => match self.entry.admit_closed(self.store, t) {
+                    Some(permit) => Ok(permit),
+                    None => self.store.admit_entry(&self.entry, t).0,
+                },
+            }
+        }
+
+        fn record(
+            &mut self,
+            permit: Permit,
+            result: CallResult,
+            t: Instant,
+        ) -> Option<breaker::CircuitState> {
+            match self.way {
+                Way::ByKey => self.store.record_at(self.key, permit, result, t),
+                Way::Kept => {
+                    if result == CallResult::Success && self.entry.count_in_bucket(permit, t) {
+                        self.inlined += 1;
+                        return None;
+                    }
+                    self.store.record_entry(&self.entry, permit, result, t)
+                }
+            }
+        }
+    }
+
+    /// The store's breaker (fast path and all, asked by key or through a
+    /// kept entry) against a plain [`CircuitBreaker`] under the same
+    /// random admissions, results and times (some going back), on one
+    /// thread: the same answers, and, drained, the same breaker, window
+    /// buckets included.
     #[test]
     fn the_fast_path_answers_as_the_breaker_does() {
+        for way in [Way::ByKey, Way::Kept] {
+            fast_path_against_the_breaker(way);
+        }
+    }
+
+    fn fast_path_against_the_breaker(way: Way) {
         use recourse_core::breaker::Permit as CorePermit;
         let results = [
             CallResult::Success,
@@ -851,6 +1044,8 @@ mod tests {
             CallResult::Failure,
             CallResult::Neutral,
         ];
+        // Successes the inlined fast path counted (kept entries only).
+        let mut inlined = 0;
         for seed in 0..300u64 {
             let mut rng = fastrand::Rng::with_seed(seed);
             let policy = CircuitPolicy {
@@ -866,6 +1061,7 @@ mod tests {
             let store = Breakers::new(4);
             let mut plain = CircuitBreaker::new(policy.clone());
             let key = PolicyKey::parse("svc.op");
+            let mut ask = Ask::new(way, &store, key, &policy);
             let mut now = 1_000_000u64;
             let mut held: Vec<(Permit, CorePermit)> = Vec::new();
             for step in 0..400 {
@@ -875,9 +1071,13 @@ mod tests {
                 }
                 let t = Instant::from_nanos(now);
                 if held.is_empty() || rng.u8(..) < 110 {
-                    let a = store.admit_at(key, &policy, t);
+                    let a = ask.admit(t);
                     let b = plain.admit(t);
-                    assert_eq!(a.map(|p| p.permit), b, "seed {seed} step {step}: admit");
+                    assert_eq!(
+                        a.map(|p| p.permit),
+                        b,
+                        "{way:?} seed {seed} step {step}: admit"
+                    );
                     if let (Ok(a), Ok(b)) = (a, b) {
                         held.push((a, b));
                     }
@@ -885,17 +1085,25 @@ mod tests {
                     let (a, b) = held.swap_remove(rng.usize(..held.len()));
                     let r = results[rng.usize(..results.len())];
                     assert_eq!(
-                        store.record_at(key, a, r, t),
+                        ask.record(a, r, t),
                         plain.record(b, r, t),
-                        "seed {seed} step {step}: record {r:?}"
+                        "{way:?} seed {seed} step {step}: record {r:?}"
                     );
                 }
                 if step % 50 == 49 {
                     let cell = store.lock().get(key).map(Arc::clone).expect("kept");
                     let drained = with_breaker(&cell, |b| b.clone());
-                    assert_eq!(drained, plain, "seed {seed} step {step}");
+                    assert_eq!(drained, plain, "{way:?} seed {seed} step {step}");
                 }
             }
+            inlined += ask.inlined;
+        }
+        if matches!(way, Way::Kept) {
+            // About 5,000 of the 300 seeds' successes.
+            assert!(
+                inlined > 1_000,
+                "the inlined fast path taken {inlined} times"
+            );
         }
     }
 
@@ -905,6 +1113,12 @@ mod tests {
     /// the ones without a slot take the lock, and count the same.
     #[test]
     fn fast_successes_of_many_threads_are_all_counted() {
+        for way in [Way::ByKey, Way::Kept] {
+            successes_of_many_threads(way);
+        }
+    }
+
+    fn successes_of_many_threads(way: Way) {
         let policy = CircuitPolicy {
             enabled: true,
             // Only the ratio rule opens it.
@@ -920,9 +1134,11 @@ mod tests {
         std::thread::scope(|s| {
             for _ in 0..(OWN_SLOTS + 4) {
                 s.spawn(|| {
+                    let mut ask = Ask::new(way, &store, key, &policy);
                     for _ in 0..500 {
-                        let p = store.admit_at(key, &policy, t).expect("closed");
-                        assert_eq!(store.record_at(key, p, CallResult::Success, t), None);
+                        let p = ask.admit(t).expect("closed");
+                        let to = ask.record(p, CallResult::Success, t);
+                        assert_eq!(to, None, "{way:?}");
                     }
                 });
             }
@@ -930,7 +1146,7 @@ mod tests {
         let cell = store.lock().get(key).map(Arc::clone).expect("kept");
         let counts = with_breaker(&cell, |b| b.window_counts(t));
         let successes = (OWN_SLOTS as u32 + 4) * 500;
-        assert_eq!((counts.calls, counts.failures), (successes, 0));
+        assert_eq!((counts.calls, counts.failures), (successes, 0), "{way:?}");
         // As many failures less one keep the ratio under one half; the
         // last one reaches it.
         for _ in 0..successes - 1 {

@@ -132,6 +132,65 @@ impl<S: TimerSource> ExecParts<'_, S> {
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| o.on_circuit_transition(key, &t)));
     }
 
+    /// [`GateParts::admit_call`] past its fast path: a breaker not kept,
+    /// not closed, or a thread without a shard of its own.
+    #[cold]
+    #[inline(never)]
+    fn admit_call_slow(
+        &mut self,
+        key: &PolicyKey<'_>,
+        policy: &CircuitPolicy,
+        now: Instant,
+    ) -> Result<Option<Permit>, Refusal> {
+        let key = *key;
+        let machine_now = now;
+        let now = self.shared(now);
+        let (answer, left_open) = match self.kept.breaker() {
+            Some(entry) => self.exec.breakers.admit_entry(entry, now),
+            None => self.exec.breakers.admit_tracked(key, policy, now),
+        };
+        if let Some(until) = left_open {
+            let from = CircuitState::Open {
+                until: self.machine(until),
+            };
+            self.transition(key, from, CircuitState::HalfOpen, machine_now);
+        }
+        answer.map(Some)
+    }
+
+    /// [`GateParts::record_call`] past its fast path: anything but a
+    /// success of a kept breaker that is quiet.
+    #[cold]
+    #[inline(never)]
+    fn record_call_slow(
+        &mut self,
+        key: &PolicyKey<'_>,
+        permit: recourse_core::breaker::Permit,
+        entry: u64,
+        result: CallResult,
+        now: Instant,
+    ) {
+        let key = *key;
+        let permit = Permit::from_parts(permit, entry);
+        let machine_now = now;
+        let now = self.shared(now);
+        let to = match self.kept.breaker() {
+            Some(entry) => self.exec.breakers.record_entry(entry, permit, result, now),
+            None => self.exec.breakers.record_at(key, permit, result, now),
+        };
+        if let Some(to) = to {
+            // The permit's episode is the state the result changed: a probe
+            // was half-open, any other call closed.
+            let from = if permit.is_probe() {
+                CircuitState::HalfOpen
+            } else {
+                CircuitState::Closed
+            };
+            let to = to.map_instant(|t| self.machine(t));
+            self.transition(key, from, to, machine_now);
+        }
+    }
+
     fn contained<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
         if self.exec.contain_panics {
             std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
@@ -195,19 +254,15 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         policy: &CircuitPolicy,
         now: Instant,
     ) -> Result<Option<Permit>, Refusal> {
-        let machine_now = now;
-        let now = self.shared(now);
-        let (answer, left_open) = match self.kept.breaker() {
-            Some(entry) => self.exec.breakers.admit_entry(entry, now),
-            None => self.exec.breakers.admit_tracked(key, policy, now),
-        };
-        if let Some(until) = left_open {
-            let from = CircuitState::Open {
-                until: self.machine(until),
-            };
-            self.transition(key, from, CircuitState::HalfOpen, machine_now);
+        // A kept breaker that is closed: its permit, with no lock, no
+        // transition to tell (inlined into the gate).
+        if let Some(entry) = self.kept.breaker() {
+            let shared = self.shared(now);
+            if let Some(permit) = entry.admit_closed(&self.exec.breakers, shared) {
+                return Ok(Some(permit));
+            }
         }
-        answer.map(Some)
+        self.admit_call_slow(&key, policy, now)
     }
 
     fn is_probe(permit: &Permit) -> bool {
@@ -221,23 +276,20 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         result: CallResult,
         now: Instant,
     ) {
-        let machine_now = now;
-        let now = self.shared(now);
-        let to = match self.kept.breaker() {
-            Some(entry) => self.exec.breakers.record_entry(entry, permit, result, now),
-            None => self.exec.breakers.record_at(key, permit, result, now),
-        };
-        if let Some(to) = to {
-            // The permit's episode is the state the result changed: a probe
-            // was half-open, any other call closed.
-            let from = if permit.is_probe() {
-                CircuitState::HalfOpen
-            } else {
-                CircuitState::Closed
-            };
-            let to = to.map_instant(|t| self.machine(t));
-            self.transition(key, from, to, machine_now);
+        // A success of a kept breaker that is quiet: counted in this
+        // thread's shard, no state changes, no transition to tell (inlined
+        // into the gate). The permit is the kept entry's: `admit_call`
+        // asked it (the call keeps its entry from start to end).
+        if result == CallResult::Success {
+            if let Some(entry) = self.kept.breaker() {
+                let shared = self.shared(now);
+                if entry.count_in_bucket(permit, shared) {
+                    return;
+                }
+            }
         }
+        let (permit, entry) = permit.into_parts();
+        self.record_call_slow(&key, permit, entry, result, now);
     }
 
     fn latency_quantile(

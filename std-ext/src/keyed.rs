@@ -76,11 +76,18 @@ impl<V, F> Shared<V, F> {
     /// keep (hot or not) mostly write no line they share. So eviction's
     /// order is least recently used to within that slack (exact for a
     /// bound under 8), which is all it needs: it looks for a cold key.
+    #[inline]
     pub(crate) fn touch(&self, bound: &Bound) {
-        let next = bound.tick.load(Ordering::Relaxed).wrapping_add(1);
+        let tick = bound.tick.load(Ordering::Relaxed);
         let last = self.last_used.load(Ordering::Relaxed);
-        if next.wrapping_sub(last) > bound.touch_slack() {
-            self.last_used.store(next, Ordering::Relaxed);
+        // `next - last > slack` with `next = tick + 1`, as `tick - last >=
+        // slack` (signed: a use touched since the store's last use has
+        // `last = tick + 1`, a difference of -1), so that `next` is made
+        // only when stored (one instruction less on every call).
+        let behind = tick.wrapping_sub(last) as i64;
+        if behind >= bound.touch_slack() as i64 {
+            self.last_used
+                .store(tick.wrapping_add(1), Ordering::Relaxed);
         }
     }
 }
@@ -366,5 +373,47 @@ mod tests {
         keyed.get_or_insert(key("c"), &bound, || false, |_| true);
         assert!(keyed.contains(key("a")) && !keyed.contains(key("b")));
         assert!(!a.is_evicted());
+    }
+
+    /// A kept value's use writes its last use only once the store's uses
+    /// since got a slack ahead (an eighth of the bound), and then as the
+    /// store's next use; uses right after write nothing.
+    #[test]
+    fn a_kept_value_is_touched_once_per_slack_of_store_uses() {
+        let bound = Bound::new(64, "test store");
+        assert_eq!(bound.touch_slack(), 8);
+        let mut keyed = Keyed::<bool>::default();
+        let a = Arc::clone(
+            keyed
+                .get_or_insert(PolicyKey::parse("a"), &bound, || false, |_| true)
+                .0,
+        );
+        let last = || a.last_used.load(Ordering::Relaxed);
+        let inserted = last();
+        let mut others = 0;
+        let mut use_others = |n: usize, keyed: &mut Keyed<bool>| {
+            for _ in 0..n {
+                let k = format!("k{others}");
+                others += 1;
+                keyed.get_or_insert(PolicyKey::parse(&k), &bound, || false, |_| true);
+            }
+        };
+        a.touch(&bound);
+        assert_eq!(last(), inserted, "just used through the store");
+        use_others(7, &mut keyed);
+        a.touch(&bound);
+        assert_eq!(last(), inserted, "seven uses behind: within the slack");
+        use_others(1, &mut keyed);
+        a.touch(&bound);
+        let tick = bound.tick.load(Ordering::Relaxed);
+        assert_eq!(
+            (tick, last()),
+            (inserted + 8, tick + 1),
+            "eight behind: touched"
+        );
+        for _ in 0..3 {
+            a.touch(&bound);
+            assert_eq!(last(), tick + 1, "touched again: nothing written");
+        }
     }
 }

@@ -84,7 +84,11 @@ impl<T> fmt::Display for Refusal<T> {
 
 impl<T: fmt::Debug> core::error::Error for Refusal<T> {}
 
+/// Four bytes, as wide as the generation beside it: a [`Permit`] is eight
+/// bytes with no padding, copied as one word (a std executor moves it
+/// into its gate and back on every call).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
 pub(super) enum PermitKind {
     /// The breaker was disabled: nothing to record.
     Bypass,
