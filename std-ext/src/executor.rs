@@ -29,12 +29,13 @@ use recourse_core::driver::derive_seed;
 use recourse_core::policy::{Limits, Normalized, Policy};
 use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
 
+use recourse_core::policy::UpstreamRetry;
 use recourse_core::policy_gate::PolicyGate;
 
 use crate::breakers::Breakers;
 use crate::budget::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
-use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode};
+use crate::classify::{CallClassifier, ClassifierRegistry, Contained, MissingClassifierMode};
 use crate::contract::{split_op, Accepted, Carried, Failure, Split};
 use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
@@ -319,6 +320,7 @@ impl<S: TimerSource> Executor<S> {
         // The integrations' protocols return a rejected response as their
         // response (a `503` is a reqwest `Response`, a tower `Response`):
         // the observer and the timeline say the call failed.
+        let classifier = crate::classify::Given(classifier);
         self.run(key, |_, _| classifier, op, None, false).await
     }
 
@@ -381,7 +383,7 @@ impl<S: TimerSource> Executor<S> {
         op: Op,
     ) -> (Result<T, Error<E>>, Timeline)
     where
-        C: Classifier<T, E>,
+        C: CallClassifier<T, E>,
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -406,7 +408,7 @@ impl<S: TimerSource> Executor<S> {
         rejected_is_error: bool,
     ) -> Result<T, Error<E>>
     where
-        C: Classifier<T, E>,
+        C: CallClassifier<T, E>,
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -422,14 +424,7 @@ impl<S: TimerSource> Executor<S> {
             upstream,
             timeline,
         } = self.prepare(key, classifier, timeline);
-        let mut report = Report {
-            exec: self,
-            timeline,
-            policy_source,
-            missing_policy_mode,
-            call_panics: None,
-            classifier_told: false,
-        };
+        let mut report = Report::new(self, timeline, policy_source, missing_policy_mode);
         let (Some(policy), Some(classifier)) = (kept.policy(), classifier) else {
             report.denied(key, timer.now());
             return Err(Error::NoPolicy);
@@ -468,11 +463,10 @@ impl<S: TimerSource> Executor<S> {
             inner: op(info),
             panicked: watch,
         };
-        let classifier = Contained {
-            inner: classifier,
-            contain: self.contain_panics,
-            panicked: &call_panics.classifier,
-        };
+        // A classifier that cannot panic runs bare (decided inside `new`:
+        // asked here, the classifier took a second place in the call's
+        // future, 24 bytes).
+        let classifier = Contained::new(classifier, self.contain_panics, &call_panics.classifier);
         // The builder is made inside each arm, the gate last of all, right
         // where its call future is made: a builder made once before the
         // arms lived in a stack slot of its own, and the gate's inline
@@ -485,10 +479,11 @@ impl<S: TimerSource> Executor<S> {
                     .observer(report)
                     .rng(rng)
                     .limits(self.options)
-                    .gate::<CallGate<'_, S>>(PolicyGate::new(
+                    .gate::<CallGate<'_, S>>(PolicyGate::with_needs(
                         key,
                         &policy.policy,
                         plan.trigger,
+                        plan.needs,
                         parts,
                     ))
             };
@@ -551,6 +546,7 @@ impl<S: TimerSource> Executor<S> {
                     breaker: None,
                     latency: None,
                     ledger: None,
+                    upstream_matters: false,
                 };
             };
             let policy = &policy.policy;
@@ -572,6 +568,7 @@ impl<S: TimerSource> Executor<S> {
                 .is_enabled()
                 .then(|| self.budgets.amplification_ledgers().entry(key));
             Resolved {
+                upstream_matters: policy.amplification.upstream_retry != UpstreamRetry::Always,
                 resolution,
                 plan,
                 breaker,
@@ -585,14 +582,19 @@ impl<S: TimerSource> Executor<S> {
             self.policy_fallbacks.increment();
         }
         // The attempts made above for the request being served, and what
-        // the policy does with them (see `crate::upstream`).
-        let upstream = crate::upstream::current();
-        let effect = resolution
-            .policy
-            .as_ref()
-            .map_or(UpstreamEffect::None, |p| {
+        // the policy does with them (see `crate::upstream`): read only when
+        // the policy does something with them or the timeline records them.
+        let upstream = if resolved.upstream_matters || timeline.is_some() {
+            crate::upstream::current()
+        } else {
+            None
+        };
+        let effect = match resolution.policy.as_ref() {
+            Some(p) if resolved.upstream_matters => {
                 upstream_effect(&p.policy.amplification, upstream)
-            });
+            }
+            _ => UpstreamEffect::None,
+        };
         if let Some(t) = timeline.as_deref_mut() {
             resolution.write_attributes(&mut t.attributes);
             if let Some(n) = upstream {

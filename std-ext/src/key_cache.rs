@@ -73,6 +73,10 @@ pub(crate) struct Resolved {
     pub(crate) latency: Option<LatencyEntry>,
     /// The key's amplification ledger, when its policy has the bound on.
     pub(crate) ledger: Option<LedgerEntry>,
+    /// Whether the policy does anything with the attempts made upstream
+    /// (`amplification.upstream_retry` other than `always`): else a call
+    /// does not read them (unless its timeline records them).
+    pub(crate) upstream_matters: bool,
 }
 
 impl Resolved {
@@ -89,11 +93,13 @@ impl Resolved {
             breaker: None,
             latency: None,
             ledger: None,
+            upstream_matters: false,
         }
     }
 
     /// Whether a store evicted a value this holds (then the key must be
     /// looked up again).
+    #[inline]
     fn is_stale(&self) -> bool {
         self.breaker.as_ref().is_some_and(BreakerEntry::is_evicted)
             || self.latency.as_ref().is_some_and(LatencyEntry::is_evicted)
@@ -146,6 +152,7 @@ impl Split {
     }
 
     /// The key `text` (the bytes this was made from) splits into.
+    #[inline]
     fn key(self, text: &str) -> Option<PolicyKey<'_>> {
         match self {
             Self::Whole => Some(PolicyKey::new("", text)),
@@ -168,6 +175,7 @@ impl Held {
     /// What a call keeps once it has read the answer's attributes: the
     /// policy and the key's state (a cached answer is kept whole, behind
     /// its `Arc`).
+    #[inline]
     pub(crate) fn keep(self) -> Kept {
         match self {
             Self::Cached(r) => Kept::Cached(r),
@@ -301,6 +309,7 @@ impl Slot {
 /// of one service differ anywhere (`svc.Op17`, `svc17.Get`), so all of
 /// them count. Fixed-size reads only: the last eight bytes (or, in a key
 /// shorter than eight, its first and last four) overlap what came before.
+#[inline]
 fn index(key: &[u8]) -> usize {
     const K: u64 = 0xf135_7aea_2e62_a9c5;
     let mix = |h: u64, word: u64| (h.rotate_left(26) ^ word).wrapping_mul(K);
@@ -340,20 +349,30 @@ fn index(key: &[u8]) -> usize {
 ///
 /// `generation` `None`: the provider cannot say when its answers change;
 /// `resolve` runs and nothing is kept.
+#[inline]
 pub(crate) fn resolve<'k>(
     executor: u64,
     key: &'k str,
     generation: Option<u64>,
     resolve: impl FnOnce(PolicyKey<'k>) -> Resolved,
 ) -> (PolicyKey<'k>, Held) {
+    // The hit (the usual call) inline; asking and filling out of line.
+    if let Some(found) = generation.and_then(|g| lookup(executor, key, g)) {
+        return found;
+    }
+    resolve_and_keep(executor, key, generation, resolve)
+}
+
+/// `key`'s cached answer on `executor` under `generation`, if this
+/// thread's cache has a fresh one.
+#[inline]
+fn lookup(executor: u64, key: &str, generation: u64) -> Option<(PolicyKey<'_>, Held)> {
     let bytes = key.as_bytes();
-    let Some(generation) = generation.filter(|_| !bytes.is_empty() && bytes.len() <= KEY_BYTES)
-    else {
-        let parsed = PolicyKey::parse(key);
-        return (parsed, Held::Own(resolve(parsed)));
-    };
+    if bytes.is_empty() || bytes.len() > KEY_BYTES {
+        return None;
+    }
     let first = index(bytes);
-    let found = CACHE
+    CACHE
         .try_with(|cache| {
             let cache = cache.try_borrow().ok()?;
             let set = cache.slots.get(first..first + WAYS)?;
@@ -367,10 +386,25 @@ pub(crate) fn resolve<'k>(
             Some((slot.split.key(key)?, Held::Cached(Arc::clone(resolved))))
         })
         .ok()
-        .flatten();
-    if let Some(found) = found {
-        return found;
-    }
+        .flatten()
+}
+
+/// What [`resolve`] does on a miss: parses the key, asks `resolve`, and
+/// keeps the answer when it may be kept.
+#[inline(never)]
+fn resolve_and_keep<'k>(
+    executor: u64,
+    key: &'k str,
+    generation: Option<u64>,
+    resolve: impl FnOnce(PolicyKey<'k>) -> Resolved,
+) -> (PolicyKey<'k>, Held) {
+    let bytes = key.as_bytes();
+    let Some(generation) = generation.filter(|_| !bytes.is_empty() && bytes.len() <= KEY_BYTES)
+    else {
+        let parsed = PolicyKey::parse(key);
+        return (parsed, Held::Own(resolve(parsed)));
+    };
+    let first = index(bytes);
     // Asked outside the cache's borrow: a provider may make calls itself.
     let parsed = PolicyKey::parse(key);
     let resolved = resolve(parsed);
