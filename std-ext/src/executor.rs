@@ -576,21 +576,23 @@ impl<S: TimerSource> Executor<S> {
                 ledger,
             }
         });
-        let mut plan = resolved.plan;
-        let resolution = &resolved.resolution;
+        // One look through the answer's `Held` (each is a `match`).
+        let answer: &Resolved = &resolved;
+        let mut plan = answer.plan;
+        let resolution = &answer.resolution;
         if resolution.is_fallback() {
             self.policy_fallbacks.increment();
         }
         // The attempts made above for the request being served, and what
         // the policy does with them (see `crate::upstream`): read only when
         // the policy does something with them or the timeline records them.
-        let upstream = if resolved.upstream_matters || timeline.is_some() {
+        let upstream = if answer.upstream_matters || timeline.is_some() {
             crate::upstream::current()
         } else {
             None
         };
         let effect = match resolution.policy.as_ref() {
-            Some(p) if resolved.upstream_matters => {
+            Some(p) if answer.upstream_matters => {
                 upstream_effect(&p.policy.amplification, upstream)
             }
             _ => UpstreamEffect::None,

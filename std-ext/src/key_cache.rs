@@ -152,7 +152,7 @@ impl Split {
     }
 
     /// The key `text` (the bytes this was made from) splits into.
-    #[inline]
+    #[inline(always)]
     fn key(self, text: &str) -> Option<PolicyKey<'_>> {
         match self {
             Self::Whole => Some(PolicyKey::new("", text)),
@@ -365,7 +365,7 @@ pub(crate) fn resolve<'k>(
 
 /// `key`'s cached answer on `executor` under `generation`, if this
 /// thread's cache has a fresh one.
-#[inline]
+#[inline(always)]
 fn lookup(executor: u64, key: &str, generation: u64) -> Option<(PolicyKey<'_>, Held)> {
     let bytes = key.as_bytes();
     if bytes.is_empty() || bytes.len() > KEY_BYTES {
