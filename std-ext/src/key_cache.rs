@@ -357,16 +357,19 @@ pub(crate) fn resolve<'k>(
     resolve: impl FnOnce(PolicyKey<'k>) -> Resolved,
 ) -> (PolicyKey<'k>, Held) {
     // The hit (the usual call) inline; asking and filling out of line.
-    if let Some(found) = generation.and_then(|g| lookup(executor, key, g)) {
-        return found;
+    if let Some((split, found)) = generation.and_then(|g| lookup(executor, key, g)) {
+        if let Some(parsed) = split.key(key) {
+            return (parsed, Held::Cached(found));
+        }
     }
     resolve_and_keep(executor, key, generation, resolve)
 }
 
 /// `key`'s cached answer on `executor` under `generation`, if this
-/// thread's cache has a fresh one.
+/// thread's cache has a fresh one, with where its text splits. (Two words:
+/// returned in registers, not copied through the stack.)
 #[inline(always)]
-fn lookup(executor: u64, key: &str, generation: u64) -> Option<(PolicyKey<'_>, Held)> {
+fn lookup(executor: u64, key: &str, generation: u64) -> Option<(Split, Arc<Resolved>)> {
     let bytes = key.as_bytes();
     if bytes.is_empty() || bytes.len() > KEY_BYTES {
         return None;
@@ -383,7 +386,7 @@ fn lookup(executor: u64, key: &str, generation: u64) -> Option<(PolicyKey<'_>, H
             if slot.generation != generation || resolved.is_stale() {
                 return None;
             }
-            Some((slot.split.key(key)?, Held::Cached(Arc::clone(resolved))))
+            Some((slot.split, Arc::clone(resolved)))
         })
         .ok()
         .flatten()
