@@ -451,10 +451,16 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
     /// The amplification bound (when on), then the breaker and the budget.
     #[inline(never)]
     fn admit_inner(&mut self, request: &AdmitRequest) -> Admission {
-        let amplification = &self.policy.amplification;
         if !self.needs.amplification() {
             return self.admit_budget(request);
         }
+        self.admit_bounded(request)
+    }
+
+    /// [`PolicyGate::admit_inner`] under the amplification bound.
+    #[inline(never)]
+    fn admit_bounded(&mut self, request: &AdmitRequest) -> Admission {
+        let amplification = &self.policy.amplification;
         let kind = request.attempt.kind();
         if kind != AttemptKind::Initial
             && !self
@@ -481,13 +487,17 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         admission
     }
 
-    /// The breaker before a first attempt, then the attempt's budget.
+    /// The breaker before a first attempt, then the attempt's budget (out
+    /// of line: a breaker-on call whose policy names no budget does not
+    /// carry it).
+    #[inline(always)]
     fn admit_budget(&mut self, request: &AdmitRequest) -> Admission {
         let kind = request.attempt.kind();
-        let now = request.now;
-        let circuit = &self.policy.circuit;
         if kind == AttemptKind::Initial && self.needs.breaker() && self.permit.is_none() {
-            match self.parts.admit_call(self.key, circuit, now) {
+            match self
+                .parts
+                .admit_call(self.key, &self.policy.circuit, request.now)
+            {
                 Ok(permit) => self.permit = permit,
                 Err(refusal) => return refusal.admission(),
             }
@@ -495,6 +505,14 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         if !self.needs.budget(kind) {
             return Admission::NO_BUDGET;
         }
+        self.admit_by_budget(request)
+    }
+
+    /// The budget the policy names for the attempt's kind.
+    #[inline(never)]
+    fn admit_by_budget(&mut self, request: &AdmitRequest) -> Admission {
+        let kind = request.attempt.kind();
+        let now = request.now;
         let bref = self.budget_ref(kind);
         let cost = bref.cost.max(1);
         let mut event = BudgetEvent {
