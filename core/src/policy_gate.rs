@@ -431,6 +431,7 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         }
     }
 
+    #[inline]
     fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
         self.hedge_inner(state)
     }
@@ -608,6 +609,7 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
 
     /// The policy's trigger, reading the latency source for a quantile; a
     /// half-open breaker's probe runs without hedges.
+    #[inline]
     fn hedge_inner(&mut self, state: &HedgeState) -> HedgeDecision {
         let trigger = match self.trigger {
             Some(t) if !self.is_probe() => t,
