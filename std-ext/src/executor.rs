@@ -39,7 +39,7 @@ use crate::classify::{CallClassifier, ClassifierRegistry, Contained, MissingClas
 use crate::contract::{split_op, Accepted, Carried, Failure, Split};
 use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
-use crate::key_cache::{self, Kept, Resolved};
+use crate::key_cache::{self, Held, Kept, Resolved};
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::names::{self, UnknownName};
@@ -529,7 +529,7 @@ impl<S: TimerSource> Executor<S> {
         &self,
         key: &'k str,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
-        mut timeline: Option<&'t mut Timeline>,
+        timeline: Option<&'t mut Timeline>,
     ) -> Prepared<'k, 't, C> {
         // Read before the provider is asked: an answer cached under this
         // generation is at least as new as it (see `key_cache`).
@@ -537,7 +537,12 @@ impl<S: TimerSource> Executor<S> {
         let generation = std::panic::catch_unwind(AssertUnwindSafe(|| self.provider.generation()))
             .ok()
             .flatten();
-        let (key, resolved) = key_cache::resolve(self.id, key, generation, |key| {
+        // A hit (the usual call) apart from a miss: its answer is known to
+        // be the cache's, and no `Held` is moved.
+        if let Some((key, answer)) = generation.and_then(|g| key_cache::hit(self.id, key, g)) {
+            return self.prepared(key, Held::Cached(answer), classifier, timeline);
+        }
+        let (key, resolved) = key_cache::resolve_and_keep(self.id, key, generation, |key| {
             let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
             let Some(policy) = resolution.policy.as_deref() else {
                 return Resolved {
@@ -576,6 +581,18 @@ impl<S: TimerSource> Executor<S> {
                 ledger,
             }
         });
+        self.prepared(key, resolved, classifier, timeline)
+    }
+
+    /// The rest of [`Executor::prepare`], once the key's answer is found.
+    #[inline(always)]
+    fn prepared<'k, 't, C>(
+        &self,
+        key: PolicyKey<'k>,
+        resolved: Held,
+        classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
+        mut timeline: Option<&'t mut Timeline>,
+    ) -> Prepared<'k, 't, C> {
         // One look through the answer's `Held` (each is a `match`).
         let answer: &Resolved = &resolved;
         let mut plan = answer.plan;

@@ -349,6 +349,8 @@ fn index(key: &[u8]) -> usize {
 ///
 /// `generation` `None`: the provider cannot say when its answers change;
 /// `resolve` runs and nothing is kept.
+// The executor calls its two halves, `hit` and `resolve_and_keep`, apart.
+#[cfg(test)]
 #[inline]
 pub(crate) fn resolve<'k>(
     executor: u64,
@@ -357,12 +359,24 @@ pub(crate) fn resolve<'k>(
     resolve: impl FnOnce(PolicyKey<'k>) -> Resolved,
 ) -> (PolicyKey<'k>, Held) {
     // The hit (the usual call) inline; asking and filling out of line.
-    if let Some((split, found)) = generation.and_then(|g| lookup(executor, key, g)) {
-        if let Some(parsed) = split.key(key) {
-            return (parsed, Held::Cached(found));
-        }
+    if let Some((parsed, found)) = generation.and_then(|g| hit(executor, key, g)) {
+        return (parsed, Held::Cached(found));
     }
     resolve_and_keep(executor, key, generation, resolve)
+}
+
+/// The hit half of `resolve`: `key` parsed and its cached answer on
+/// `executor` under `generation`, if this thread's cache has a fresh one.
+/// (A caller that handles a hit apart from a miss never moves a [`Held`],
+/// whose `Own` answer is large.)
+#[inline(always)]
+pub(crate) fn hit(
+    executor: u64,
+    key: &str,
+    generation: u64,
+) -> Option<(PolicyKey<'_>, Arc<Resolved>)> {
+    let (split, found) = lookup(executor, key, generation)?;
+    Some((split.key(key)?, found))
 }
 
 /// `key`'s cached answer on `executor` under `generation`, if this
@@ -392,10 +406,10 @@ fn lookup(executor: u64, key: &str, generation: u64) -> Option<(Split, Arc<Resol
         .flatten()
 }
 
-/// What [`resolve`] does on a miss: parses the key, asks `resolve`, and
+/// What `resolve` does on a miss: parses the key, asks `resolve`, and
 /// keeps the answer when it may be kept.
 #[inline(never)]
-fn resolve_and_keep<'k>(
+pub(crate) fn resolve_and_keep<'k>(
     executor: u64,
     key: &'k str,
     generation: Option<u64>,
