@@ -123,16 +123,26 @@ fn a_key_resolved_without_a_budget_pays_the_budget_named_by_an_update() {
         allow: 2,
     };
     let provider = Swappable::new(retries(3));
+    let recorder = Arc::new(Recorder::default());
     let exec = Executor::builder()
         .provider(Arc::clone(&provider))
         .budgets(BudgetRegistry::new().with("b", &BUDGET))
+        .observer(Arc::clone(&recorder))
         .timer(JumpClock::default())
         .build();
+    let budget_events = || {
+        recorder
+            .events()
+            .into_iter()
+            .filter(|e| e.starts_with("budget"))
+            .collect::<Vec<_>>()
+    };
     // No budget named: three attempts, the budget never asked.
     for _ in 0..3 {
         assert_eq!(attempts_of(&exec, "svc.A").0, 3);
     }
     assert_eq!(BUDGET.decided.load(Ordering::SeqCst), 0);
+    assert!(budget_events().is_empty());
 
     // The update names it: the very next call asks it for every attempt,
     // and it refuses the third.
@@ -141,6 +151,15 @@ fn a_key_resolved_without_a_budget_pays_the_budget_named_by_an_update() {
     assert_eq!(n, 2, "the budget refused the third attempt");
     assert!(result.is_err());
     assert_eq!(BUDGET.decided.load(Ordering::SeqCst), 3);
+    // The observer heard each decision as it happened.
+    assert_eq!(
+        budget_events(),
+        [
+            "budget b true allowed",
+            "budget b true allowed",
+            "budget b false budget_denied"
+        ]
+    );
 
     // And back: nothing asked again.
     provider.set(retries(3));
