@@ -293,6 +293,37 @@ std::thread_local! {
 }
 
 impl Slot {
+    /// Whether this slot's key is `bytes` (1 to [`KEY_BYTES`] of them):
+    /// compared a word at a time, inline, for keys of up to 16 bytes (the
+    /// usual `svc.Method`), where a `memcmp` call cost about as much as
+    /// the rest of the lookup; longer keys compare as slices.
+    #[inline(always)]
+    fn holds(&self, bytes: &[u8]) -> bool {
+        let n = bytes.len();
+        if usize::from(self.len) != n {
+            return false;
+        }
+        let mine = &self.key;
+        // Fixed-size reads at `at` of both (`None` past either's end: never
+        // for `at + width <= n <= KEY_BYTES`).
+        let u64s = |at: usize| {
+            let a: Option<[u8; 8]> = mine.get(at..at + 8).and_then(|s| s.try_into().ok());
+            let b: Option<[u8; 8]> = bytes.get(at..at + 8).and_then(|s| s.try_into().ok());
+            a.is_some() && a == b
+        };
+        let u32s = |at: usize| {
+            let a: Option<[u8; 4]> = mine.get(at..at + 4).and_then(|s| s.try_into().ok());
+            let b: Option<[u8; 4]> = bytes.get(at..at + 4).and_then(|s| s.try_into().ok());
+            a.is_some() && a == b
+        };
+        match n {
+            // The first and last eight (they overlap, and cover all 16).
+            8..=16 => u64s(0) && u64s(n - 8),
+            4..=7 => u32s(0) && u32s(n - 4),
+            _ => mine.get(..n) == Some(bytes),
+        }
+    }
+
     const EMPTY: Self = Self {
         executor: 0,
         generation: 0,
@@ -393,9 +424,9 @@ fn lookup(executor: u64, key: &str, generation: u64) -> Option<(Split, Arc<Resol
         .try_with(|cache| {
             let cache = cache.try_borrow().ok()?;
             let set = cache.slots.get(first..first + WAYS)?;
-            let slot = set.iter().find(|slot| {
-                slot.executor == executor && slot.key.get(..usize::from(slot.len)) == Some(bytes)
-            })?;
+            let slot = set
+                .iter()
+                .find(|slot| slot.executor == executor && slot.holds(bytes))?;
             let resolved = slot.resolved.as_ref()?;
             if slot.generation != generation || resolved.is_stale() {
                 return None;
@@ -441,9 +472,7 @@ pub(crate) fn resolve_and_keep<'k>(
         // else each slot of the set in turn.
         let way = set
             .iter()
-            .position(|slot| {
-                slot.executor == executor && slot.key.get(..usize::from(slot.len)) == Some(bytes)
-            })
+            .position(|slot| slot.executor == executor && slot.holds(bytes))
             .or_else(|| set.iter().position(|slot| slot.resolved.is_none()))
             .unwrap_or_else(|| {
                 *turn = turn.wrapping_add(1);
@@ -511,6 +540,28 @@ mod tests {
                 Split::of(text, PolicyKey::parse(text)).is_none(),
                 "{text:?}"
             );
+        }
+    }
+
+    /// A slot holds exactly its key: for every length, the same bytes
+    /// match and a difference at any byte (or in the length) does not.
+    #[test]
+    fn a_slot_holds_exactly_its_key_at_every_length() {
+        let text = b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP";
+        for n in 1..=KEY_BYTES {
+            let mut slot = Slot::EMPTY;
+            slot.len = n as u8;
+            slot.key[..n].copy_from_slice(&text[..n]);
+            assert!(slot.holds(&text[..n]), "{n}");
+            for at in 0..n {
+                let mut other = text[..n].to_vec();
+                other[at] ^= 0x20;
+                assert!(!slot.holds(&other), "{n}: byte {at}");
+            }
+            assert!(!slot.holds(&text[..n - 1]), "{n}: shorter");
+            if n < KEY_BYTES {
+                assert!(!slot.holds(&text[..n + 1]), "{n}: longer");
+            }
         }
     }
 
