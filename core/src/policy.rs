@@ -36,6 +36,7 @@ impl Name {
     }
 
     /// The name as a string slice.
+    #[inline]
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -43,6 +44,7 @@ impl Name {
 
 impl core::ops::Deref for Name {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
         self.0.as_str()
     }

@@ -164,6 +164,83 @@ pub use crate::verdict::reason::BUDGET_NOT_FOUND;
 /// refuses an attempt (reason `amplification_limit`).
 pub const AMPLIFICATION_BUDGET: &str = "amplification";
 
+/// What a policy (with its hedge trigger) asks of its [`PolicyGate`]: which
+/// attempt kinds name a budget, whether the breaker is on, whether attempts
+/// feed a latency source, whether the amplification bound is on.
+///
+/// Worked out once per policy (the executor keeps it with each key's
+/// resolved answer) so that a gate whose policy asks for nothing decides
+/// each attempt with one test: a call pays only for the collaborators its
+/// policy names (issue 16).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct GateNeeds(u8);
+
+impl GateNeeds {
+    /// Nothing to consult: every attempt is allowed (`no_budget`).
+    pub const NOTHING: Self = Self(0);
+    const RETRY_BUDGET: u8 = 1;
+    const HEDGE_BUDGET: u8 = 1 << 1;
+    const BREAKER: u8 = 1 << 2;
+    const SAMPLES: u8 = 1 << 3;
+    const AMPLIFICATION: u8 = 1 << 4;
+
+    /// What `policy` asks of its gate, hedging by `trigger`.
+    pub fn of(policy: &Policy, trigger: Option<Trigger>) -> Self {
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        let samples = trigger.is_some_and(|t| t.quantile().is_some())
+            || policy.retry.deadline_quantile_permille > 0;
+        Self(
+            flag(!policy.retry.budget.name.is_empty(), Self::RETRY_BUDGET)
+                | flag(!policy.hedge.budget.name.is_empty(), Self::HEDGE_BUDGET)
+                | flag(policy.circuit.enabled, Self::BREAKER)
+                | flag(samples, Self::SAMPLES)
+                | flag(policy.amplification.is_enabled(), Self::AMPLIFICATION),
+        )
+    }
+
+    /// Whether an attempt of `kind` has anything to consult (a budget for
+    /// its kind, the breaker, the amplification bound).
+    #[inline]
+    pub const fn admits(self, kind: AttemptKind) -> bool {
+        self.budget(kind) || self.0 & (Self::BREAKER | Self::AMPLIFICATION) != 0
+    }
+
+    /// Whether the policy names a budget for attempts of `kind`.
+    #[inline]
+    pub const fn budget(self, kind: AttemptKind) -> bool {
+        let bit = match kind {
+            AttemptKind::Hedge => Self::HEDGE_BUDGET,
+            AttemptKind::Initial | AttemptKind::Retry => Self::RETRY_BUDGET,
+        };
+        self.0 & bit != 0
+    }
+
+    /// Whether an attempt's end has anything to do (a reservation that may
+    /// be held, a latency sample to record).
+    #[inline]
+    pub const fn ends_attempts(self) -> bool {
+        self.0 & (Self::RETRY_BUDGET | Self::HEDGE_BUDGET | Self::SAMPLES) != 0
+    }
+
+    /// Whether completed attempts feed the latency source.
+    #[inline]
+    pub const fn samples(self) -> bool {
+        self.0 & Self::SAMPLES != 0
+    }
+
+    /// Whether the circuit breaker is on.
+    #[inline]
+    pub const fn breaker(self) -> bool {
+        self.0 & Self::BREAKER != 0
+    }
+
+    /// Whether the amplification bound is on.
+    #[inline]
+    pub const fn amplification(self) -> bool {
+        self.0 & Self::AMPLIFICATION != 0
+    }
+}
+
 /// One attempt's reservation, held until the attempt ends.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Held<B> {
@@ -246,6 +323,8 @@ pub struct PolicyGate<'p, Pa: GateParts, R = Inline<<Pa as GateParts>::Budget, M
     key: PolicyKey<'p>,
     policy: &'p Policy,
     trigger: Option<Trigger>,
+    /// What the policy asks for ([`GateNeeds::of`] the policy and trigger).
+    needs: GateNeeds,
     held: R,
     /// The breaker's permit for this call.
     permit: Option<Pa::Permit>,
@@ -260,14 +339,36 @@ impl<'p, Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'p, Pa, R> {
         trigger: Option<Trigger>,
         parts: Pa,
     ) -> Self {
+        let needs = GateNeeds::of(policy, trigger);
+        Self::with_needs(key, policy, trigger, needs, parts)
+    }
+
+    /// [`PolicyGate::new`] with `needs` worked out before, once for many
+    /// calls: it must be [`GateNeeds::of`] `policy` and `trigger` (checked
+    /// in debug builds).
+    #[inline]
+    pub fn with_needs(
+        key: PolicyKey<'p>,
+        policy: &'p Policy,
+        trigger: Option<Trigger>,
+        needs: GateNeeds,
+        parts: Pa,
+    ) -> Self {
+        debug_assert_eq!(needs, GateNeeds::of(policy, trigger), "stale gate needs");
         Self {
             parts,
             key,
             policy,
             trigger,
+            needs,
             held: R::default(),
             permit: None,
         }
+    }
+
+    /// What the policy asks of this gate.
+    pub fn needs(&self) -> GateNeeds {
+        self.needs
     }
 
     /// The collaborators.
@@ -304,11 +405,63 @@ impl<'p, Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'p, Pa, R> {
 }
 
 impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
+    // Each hook: one inlined test of what the policy asks for, its work out
+    // of line (a call whose policy asks for nothing pays the test alone).
+    #[inline]
     fn admit(&mut self, request: &AdmitRequest) -> Admission {
-        let amplification = &self.policy.amplification;
-        if !amplification.is_enabled() {
+        if !self.needs.admits(request.attempt.kind()) {
+            // No budget for the kind, no breaker, no bound: what
+            // `admit_budget` answers a budget the policy does not name.
+            return Admission::NO_BUDGET;
+        }
+        self.admit_inner(request)
+    }
+
+    #[inline]
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        if self.needs.ends_attempts() {
+            self.attempt_ended_inner(record);
+        }
+    }
+
+    #[inline]
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        if self.permit.is_some() {
+            self.call_ended_inner(verdict, now);
+        }
+    }
+
+    #[inline]
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        self.hedge_inner(state)
+    }
+
+    /// `retry.deadline_quantile_permille` of the key's completed attempts,
+    /// from the latency source (`None` when off or with too few samples).
+    #[inline]
+    fn expected_latency(&mut self, now: Instant) -> Option<Duration> {
+        let q = self.policy.retry.deadline_quantile_permille;
+        if q == 0 {
+            return None;
+        }
+        self.parts.latency_quantile(self.key, q, now)
+    }
+}
+
+impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
+    /// The amplification bound (when on), then the breaker and the budget.
+    #[inline(never)]
+    fn admit_inner(&mut self, request: &AdmitRequest) -> Admission {
+        if !self.needs.amplification() {
             return self.admit_budget(request);
         }
+        self.admit_bounded(request)
+    }
+
+    /// [`PolicyGate::admit_inner`] under the amplification bound.
+    #[inline(never)]
+    fn admit_bounded(&mut self, request: &AdmitRequest) -> Admission {
+        let amplification = &self.policy.amplification;
         let kind = request.attempt.kind();
         if kind != AttemptKind::Initial
             && !self
@@ -335,45 +488,33 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         admission
     }
 
-    fn attempt_ended(&mut self, record: &AttemptRecord) {
-        self.attempt_ended_inner(record);
-    }
-
-    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
-        self.call_ended_inner(verdict, now);
-    }
-
-    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
-        self.hedge_inner(state)
-    }
-
-    /// `retry.deadline_quantile_permille` of the key's completed attempts,
-    /// from the latency source (`None` when off or with too few samples).
-    fn expected_latency(&mut self, now: Instant) -> Option<Duration> {
-        let q = self.policy.retry.deadline_quantile_permille;
-        if q == 0 {
-            return None;
-        }
-        self.parts.latency_quantile(self.key, q, now)
-    }
-}
-
-impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
-    /// The breaker before a first attempt, then the attempt's budget.
+    /// The breaker before a first attempt, then the attempt's budget (out
+    /// of line: a breaker-on call whose policy names no budget does not
+    /// carry it).
+    #[inline(always)]
     fn admit_budget(&mut self, request: &AdmitRequest) -> Admission {
         let kind = request.attempt.kind();
-        let now = request.now;
-        let circuit = &self.policy.circuit;
-        if kind == AttemptKind::Initial && circuit.enabled && self.permit.is_none() {
-            match self.parts.admit_call(self.key, circuit, now) {
+        if kind == AttemptKind::Initial && self.needs.breaker() && self.permit.is_none() {
+            match self
+                .parts
+                .admit_call(self.key, &self.policy.circuit, request.now)
+            {
                 Ok(permit) => self.permit = permit,
                 Err(refusal) => return refusal.admission(),
             }
         }
-        let bref = self.budget_ref(kind);
-        if bref.name.is_empty() {
+        if !self.needs.budget(kind) {
             return Admission::NO_BUDGET;
         }
+        self.admit_by_budget(request)
+    }
+
+    /// The budget the policy names for the attempt's kind.
+    #[inline(never)]
+    fn admit_by_budget(&mut self, request: &AdmitRequest) -> Admission {
+        let kind = request.attempt.kind();
+        let now = request.now;
+        let bref = self.budget_ref(kind);
         let cost = bref.cost.max(1);
         let mut event = BudgetEvent {
             attempt: request.attempt,
@@ -439,13 +580,12 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         Admission::allowed(decision.reason)
     }
 
+    #[inline(never)]
     fn attempt_ended_inner(&mut self, record: &AttemptRecord) {
         // Samples come from attempts that ran to completion: a budget
         // denial never gets here, and an attempt recourse cut or dropped
         // says only that it was slower than its cut.
-        let wants_samples = self.trigger.is_some_and(|t| t.quantile().is_some())
-            || self.policy.retry.deadline_quantile_permille > 0;
-        if !record.cancelled && wants_samples {
+        if !record.cancelled && self.needs.samples() {
             self.parts
                 .record_latency(self.key, record.duration(), record.end);
         }
@@ -459,6 +599,7 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         }
     }
 
+    #[inline(never)]
     fn call_ended_inner(&mut self, verdict: &Verdict, now: Instant) {
         if let Some(permit) = self.permit.take() {
             let result = CallResult::from_verdict(verdict);
@@ -468,6 +609,7 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
 
     /// The policy's trigger, reading the latency source for a quantile; a
     /// half-open breaker's probe runs without hedges.
+    #[inline]
     fn hedge_inner(&mut self, state: &HedgeState) -> HedgeDecision {
         let trigger = match self.trigger {
             Some(t) if !self.is_probe() => t,

@@ -29,16 +29,17 @@ use recourse_core::driver::derive_seed;
 use recourse_core::policy::{Limits, Normalized, Policy};
 use recourse_core::{AttemptInfo, Classifier, Error, PolicyKey, Timer};
 
+use recourse_core::policy::UpstreamRetry;
 use recourse_core::policy_gate::PolicyGate;
 
 use crate::breakers::Breakers;
 use crate::budget::{BudgetRegistry, MissingBudgetMode};
 use crate::builder::ExecutorBuilder;
-use crate::classify::{ClassifierRegistry, Contained, MissingClassifierMode};
+use crate::classify::{CallClassifier, ClassifierRegistry, Contained, MissingClassifierMode};
 use crate::contract::{split_op, Accepted, Carried, Failure, Split};
 use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
-use crate::key_cache::{self, Kept, Resolved};
+use crate::key_cache::{self, Held, Kept, Resolved};
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::names::{self, UnknownName};
@@ -319,6 +320,7 @@ impl<S: TimerSource> Executor<S> {
         // The integrations' protocols return a rejected response as their
         // response (a `503` is a reqwest `Response`, a tower `Response`):
         // the observer and the timeline say the call failed.
+        let classifier = crate::classify::Given(classifier);
         self.run(key, |_, _| classifier, op, None, false).await
     }
 
@@ -381,7 +383,7 @@ impl<S: TimerSource> Executor<S> {
         op: Op,
     ) -> (Result<T, Error<E>>, Timeline)
     where
-        C: Classifier<T, E>,
+        C: CallClassifier<T, E>,
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -406,7 +408,7 @@ impl<S: TimerSource> Executor<S> {
         rejected_is_error: bool,
     ) -> Result<T, Error<E>>
     where
-        C: Classifier<T, E>,
+        C: CallClassifier<T, E>,
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -422,14 +424,7 @@ impl<S: TimerSource> Executor<S> {
             upstream,
             timeline,
         } = self.prepare(key, classifier, timeline);
-        let mut report = Report {
-            exec: self,
-            timeline,
-            policy_source,
-            missing_policy_mode,
-            call_panics: None,
-            classifier_told: false,
-        };
+        let mut report = Report::new(self, timeline, policy_source, missing_policy_mode);
         let (Some(policy), Some(classifier)) = (kept.policy(), classifier) else {
             report.denied(key, timer.now());
             return Err(Error::NoPolicy);
@@ -468,11 +463,10 @@ impl<S: TimerSource> Executor<S> {
             inner: op(info),
             panicked: watch,
         };
-        let classifier = Contained {
-            inner: classifier,
-            contain: self.contain_panics,
-            panicked: &call_panics.classifier,
-        };
+        // A classifier that cannot panic runs bare (decided inside `new`:
+        // asked here, the classifier took a second place in the call's
+        // future, 24 bytes).
+        let classifier = Contained::new(classifier, self.contain_panics, &call_panics.classifier);
         // The builder is made inside each arm, the gate last of all, right
         // where its call future is made: a builder made once before the
         // arms lived in a stack slot of its own, and the gate's inline
@@ -485,10 +479,11 @@ impl<S: TimerSource> Executor<S> {
                     .observer(report)
                     .rng(rng)
                     .limits(self.options)
-                    .gate::<CallGate<'_, S>>(PolicyGate::new(
+                    .gate::<CallGate<'_, S>>(PolicyGate::with_needs(
                         key,
                         &policy.policy,
                         plan.trigger,
+                        plan.needs,
                         parts,
                     ))
             };
@@ -534,7 +529,7 @@ impl<S: TimerSource> Executor<S> {
         &self,
         key: &'k str,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
-        mut timeline: Option<&'t mut Timeline>,
+        timeline: Option<&'t mut Timeline>,
     ) -> Prepared<'k, 't, C> {
         // Read before the provider is asked: an answer cached under this
         // generation is at least as new as it (see `key_cache`).
@@ -542,7 +537,12 @@ impl<S: TimerSource> Executor<S> {
         let generation = std::panic::catch_unwind(AssertUnwindSafe(|| self.provider.generation()))
             .ok()
             .flatten();
-        let (key, resolved) = key_cache::resolve(self.id, key, generation, |key| {
+        // A hit (the usual call) apart from a miss: its answer is known to
+        // be the cache's, and no `Held` is moved.
+        if let Some((key, answer)) = generation.and_then(|g| key_cache::hit(self.id, key, g)) {
+            return self.prepared(key, Held::Cached(answer), classifier, timeline);
+        }
+        let (key, resolved) = key_cache::resolve_and_keep(self.id, key, generation, |key| {
             let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
             let Some(policy) = resolution.policy.as_deref() else {
                 return Resolved {
@@ -551,6 +551,7 @@ impl<S: TimerSource> Executor<S> {
                     breaker: None,
                     latency: None,
                     ledger: None,
+                    upstream_matters: false,
                 };
             };
             let policy = &policy.policy;
@@ -572,6 +573,7 @@ impl<S: TimerSource> Executor<S> {
                 .is_enabled()
                 .then(|| self.budgets.amplification_ledgers().entry(key));
             Resolved {
+                upstream_matters: policy.amplification.upstream_retry != UpstreamRetry::Always,
                 resolution,
                 plan,
                 breaker,
@@ -579,20 +581,39 @@ impl<S: TimerSource> Executor<S> {
                 ledger,
             }
         });
-        let mut plan = resolved.plan;
-        let resolution = &resolved.resolution;
+        self.prepared(key, resolved, classifier, timeline)
+    }
+
+    /// The rest of [`Executor::prepare`], once the key's answer is found.
+    #[inline(always)]
+    fn prepared<'k, 't, C>(
+        &self,
+        key: PolicyKey<'k>,
+        resolved: Held,
+        classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
+        mut timeline: Option<&'t mut Timeline>,
+    ) -> Prepared<'k, 't, C> {
+        // One look through the answer's `Held` (each is a `match`).
+        let answer: &Resolved = &resolved;
+        let mut plan = answer.plan;
+        let resolution = &answer.resolution;
         if resolution.is_fallback() {
             self.policy_fallbacks.increment();
         }
         // The attempts made above for the request being served, and what
-        // the policy does with them (see `crate::upstream`).
-        let upstream = crate::upstream::current();
-        let effect = resolution
-            .policy
-            .as_ref()
-            .map_or(UpstreamEffect::None, |p| {
+        // the policy does with them (see `crate::upstream`): read only when
+        // the policy does something with them or the timeline records them.
+        let upstream = if answer.upstream_matters || timeline.is_some() {
+            crate::upstream::current()
+        } else {
+            None
+        };
+        let effect = match resolution.policy.as_ref() {
+            Some(p) if answer.upstream_matters => {
                 upstream_effect(&p.policy.amplification, upstream)
-            });
+            }
+            _ => UpstreamEffect::None,
+        };
         if let Some(t) = timeline.as_deref_mut() {
             resolution.write_attributes(&mut t.attributes);
             if let Some(n) = upstream {

@@ -47,6 +47,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use recourse_core::policy_gate::GateNeeds;
 use std::collections::BTreeMap;
 
 pub use recourse_core::hedge::Trigger;
@@ -88,6 +89,9 @@ pub(crate) struct HedgePlan {
     pub(crate) cut_to_ceiling: bool,
     /// The trigger name resolved to nothing.
     pub(crate) not_found: bool,
+    /// What the policy asks of the call's gate ([`GateNeeds::of`] the
+    /// policy and `trigger`), worked out with the plan, once per key.
+    pub(crate) needs: GateNeeds,
 }
 
 impl HedgePlan {
@@ -97,13 +101,17 @@ impl HedgePlan {
         hedges: 0,
         cut_to_ceiling: false,
         not_found: false,
+        needs: GateNeeds::NOTHING,
     };
 
     /// The plan for `policy` under the executor's `ceiling` and `mode`.
     pub(crate) fn resolve(policy: &Policy, ceiling: u32, mode: MissingTriggerMode) -> Self {
         let h = &policy.hedge;
         if !h.enabled || h.max_hedges == 0 {
-            return Self::OFF;
+            return Self {
+                needs: GateNeeds::of(policy, None),
+                ..Self::OFF
+            };
         }
         let parsed = Trigger::parse(h.trigger.as_str());
         let trigger = match (parsed, mode) {
@@ -120,6 +128,7 @@ impl HedgePlan {
             trigger,
             cut_to_ceiling: h.max_hedges > ceiling,
             not_found: parsed.is_none(),
+            needs: GateNeeds::of(policy, trigger),
         }
     }
 

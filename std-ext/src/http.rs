@@ -329,6 +329,13 @@ where
 /// [`HttpClassifier`] for results already split by [`into_attempt`].
 pub(crate) struct FailureClassifier<C>(pub(crate) HttpClassifier<C>);
 
+impl<B, E, C> crate::classify::CallClassifier<Response<B>, HttpFailure<B, E>>
+    for FailureClassifier<C>
+where
+    Self: Classifier<Response<B>, HttpFailure<B, E>>,
+{
+}
+
 impl<B, E, C> Classifier<Response<B>, HttpFailure<B, E>> for FailureClassifier<C>
 where
     C: Fn() -> SystemTime,

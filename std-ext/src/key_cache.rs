@@ -73,6 +73,10 @@ pub(crate) struct Resolved {
     pub(crate) latency: Option<LatencyEntry>,
     /// The key's amplification ledger, when its policy has the bound on.
     pub(crate) ledger: Option<LedgerEntry>,
+    /// Whether the policy does anything with the attempts made upstream
+    /// (`amplification.upstream_retry` other than `always`): else a call
+    /// does not read them (unless its timeline records them).
+    pub(crate) upstream_matters: bool,
 }
 
 impl Resolved {
@@ -89,11 +93,13 @@ impl Resolved {
             breaker: None,
             latency: None,
             ledger: None,
+            upstream_matters: false,
         }
     }
 
     /// Whether a store evicted a value this holds (then the key must be
     /// looked up again).
+    #[inline]
     fn is_stale(&self) -> bool {
         self.breaker.as_ref().is_some_and(BreakerEntry::is_evicted)
             || self.latency.as_ref().is_some_and(LatencyEntry::is_evicted)
@@ -146,6 +152,7 @@ impl Split {
     }
 
     /// The key `text` (the bytes this was made from) splits into.
+    #[inline(always)]
     fn key(self, text: &str) -> Option<PolicyKey<'_>> {
         match self {
             Self::Whole => Some(PolicyKey::new("", text)),
@@ -168,6 +175,7 @@ impl Held {
     /// What a call keeps once it has read the answer's attributes: the
     /// policy and the key's state (a cached answer is kept whole, behind
     /// its `Arc`).
+    #[inline]
     pub(crate) fn keep(self) -> Kept {
         match self {
             Self::Cached(r) => Kept::Cached(r),
@@ -285,6 +293,37 @@ std::thread_local! {
 }
 
 impl Slot {
+    /// Whether this slot's key is `bytes` (1 to [`KEY_BYTES`] of them):
+    /// compared a word at a time, inline, for keys of up to 16 bytes (the
+    /// usual `svc.Method`), where a `memcmp` call cost about as much as
+    /// the rest of the lookup; longer keys compare as slices.
+    #[inline(always)]
+    fn holds(&self, bytes: &[u8]) -> bool {
+        let n = bytes.len();
+        if usize::from(self.len) != n {
+            return false;
+        }
+        let mine = &self.key;
+        // Fixed-size reads at `at` of both (`None` past either's end: never
+        // for `at + width <= n <= KEY_BYTES`).
+        let u64s = |at: usize| {
+            let a: Option<[u8; 8]> = mine.get(at..at + 8).and_then(|s| s.try_into().ok());
+            let b: Option<[u8; 8]> = bytes.get(at..at + 8).and_then(|s| s.try_into().ok());
+            a.is_some() && a == b
+        };
+        let u32s = |at: usize| {
+            let a: Option<[u8; 4]> = mine.get(at..at + 4).and_then(|s| s.try_into().ok());
+            let b: Option<[u8; 4]> = bytes.get(at..at + 4).and_then(|s| s.try_into().ok());
+            a.is_some() && a == b
+        };
+        match n {
+            // The first and last eight (they overlap, and cover all 16).
+            8..=16 => u64s(0) && u64s(n - 8),
+            4..=7 => u32s(0) && u32s(n - 4),
+            _ => mine.get(..n) == Some(bytes),
+        }
+    }
+
     const EMPTY: Self = Self {
         executor: 0,
         generation: 0,
@@ -301,6 +340,7 @@ impl Slot {
 /// of one service differ anywhere (`svc.Op17`, `svc17.Get`), so all of
 /// them count. Fixed-size reads only: the last eight bytes (or, in a key
 /// shorter than eight, its first and last four) overlap what came before.
+#[inline]
 fn index(key: &[u8]) -> usize {
     const K: u64 = 0xf135_7aea_2e62_a9c5;
     let mix = |h: u64, word: u64| (h.rotate_left(26) ^ word).wrapping_mul(K);
@@ -340,7 +380,67 @@ fn index(key: &[u8]) -> usize {
 ///
 /// `generation` `None`: the provider cannot say when its answers change;
 /// `resolve` runs and nothing is kept.
+// The executor calls its two halves, `hit` and `resolve_and_keep`, apart.
+#[cfg(test)]
+#[inline]
 pub(crate) fn resolve<'k>(
+    executor: u64,
+    key: &'k str,
+    generation: Option<u64>,
+    resolve: impl FnOnce(PolicyKey<'k>) -> Resolved,
+) -> (PolicyKey<'k>, Held) {
+    // The hit (the usual call) inline; asking and filling out of line.
+    if let Some((parsed, found)) = generation.and_then(|g| hit(executor, key, g)) {
+        return (parsed, Held::Cached(found));
+    }
+    resolve_and_keep(executor, key, generation, resolve)
+}
+
+/// The hit half of `resolve`: `key` parsed and its cached answer on
+/// `executor` under `generation`, if this thread's cache has a fresh one.
+/// (A caller that handles a hit apart from a miss never moves a [`Held`],
+/// whose `Own` answer is large.)
+#[inline(always)]
+pub(crate) fn hit(
+    executor: u64,
+    key: &str,
+    generation: u64,
+) -> Option<(PolicyKey<'_>, Arc<Resolved>)> {
+    let (split, found) = lookup(executor, key, generation)?;
+    Some((split.key(key)?, found))
+}
+
+/// `key`'s cached answer on `executor` under `generation`, if this
+/// thread's cache has a fresh one, with where its text splits. (Two words:
+/// returned in registers, not copied through the stack.)
+#[inline(always)]
+fn lookup(executor: u64, key: &str, generation: u64) -> Option<(Split, Arc<Resolved>)> {
+    let bytes = key.as_bytes();
+    if bytes.is_empty() || bytes.len() > KEY_BYTES {
+        return None;
+    }
+    let first = index(bytes);
+    CACHE
+        .try_with(|cache| {
+            let cache = cache.try_borrow().ok()?;
+            let set = cache.slots.get(first..first + WAYS)?;
+            let slot = set
+                .iter()
+                .find(|slot| slot.executor == executor && slot.holds(bytes))?;
+            let resolved = slot.resolved.as_ref()?;
+            if slot.generation != generation || resolved.is_stale() {
+                return None;
+            }
+            Some((slot.split, Arc::clone(resolved)))
+        })
+        .ok()
+        .flatten()
+}
+
+/// What `resolve` does on a miss: parses the key, asks `resolve`, and
+/// keeps the answer when it may be kept.
+#[inline(never)]
+pub(crate) fn resolve_and_keep<'k>(
     executor: u64,
     key: &'k str,
     generation: Option<u64>,
@@ -353,24 +453,6 @@ pub(crate) fn resolve<'k>(
         return (parsed, Held::Own(resolve(parsed)));
     };
     let first = index(bytes);
-    let found = CACHE
-        .try_with(|cache| {
-            let cache = cache.try_borrow().ok()?;
-            let set = cache.slots.get(first..first + WAYS)?;
-            let slot = set.iter().find(|slot| {
-                slot.executor == executor && slot.key.get(..usize::from(slot.len)) == Some(bytes)
-            })?;
-            let resolved = slot.resolved.as_ref()?;
-            if slot.generation != generation || resolved.is_stale() {
-                return None;
-            }
-            Some((slot.split.key(key)?, Held::Cached(Arc::clone(resolved))))
-        })
-        .ok()
-        .flatten();
-    if let Some(found) = found {
-        return found;
-    }
     // Asked outside the cache's borrow: a provider may make calls itself.
     let parsed = PolicyKey::parse(key);
     let resolved = resolve(parsed);
@@ -390,9 +472,7 @@ pub(crate) fn resolve<'k>(
         // else each slot of the set in turn.
         let way = set
             .iter()
-            .position(|slot| {
-                slot.executor == executor && slot.key.get(..usize::from(slot.len)) == Some(bytes)
-            })
+            .position(|slot| slot.executor == executor && slot.holds(bytes))
             .or_else(|| set.iter().position(|slot| slot.resolved.is_none()))
             .unwrap_or_else(|| {
                 *turn = turn.wrapping_add(1);
@@ -460,6 +540,28 @@ mod tests {
                 Split::of(text, PolicyKey::parse(text)).is_none(),
                 "{text:?}"
             );
+        }
+    }
+
+    /// A slot holds exactly its key: for every length, the same bytes
+    /// match and a difference at any byte (or in the length) does not.
+    #[test]
+    fn a_slot_holds_exactly_its_key_at_every_length() {
+        let text = b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOP";
+        for n in 1..=KEY_BYTES {
+            let mut slot = Slot::EMPTY;
+            slot.len = n as u8;
+            slot.key[..n].copy_from_slice(&text[..n]);
+            assert!(slot.holds(&text[..n]), "{n}");
+            for at in 0..n {
+                let mut other = text[..n].to_vec();
+                other[at] ^= 0x20;
+                assert!(!slot.holds(&other), "{n}: byte {at}");
+            }
+            assert!(!slot.holds(&text[..n - 1]), "{n}: shorter");
+            if n < KEY_BYTES {
+                assert!(!slot.holds(&text[..n + 1]), "{n}: longer");
+            }
         }
     }
 

@@ -88,6 +88,31 @@ pub(crate) struct Report<'a, S> {
     pub(crate) call_panics: Option<&'a CallPanics>,
     /// Whether the classifier's panic was told already (once per call).
     pub(crate) classifier_told: bool,
+    /// No observer and no timeline: nobody hears the call's events, so
+    /// each hook returns at once (issue 16: a call pays only for what it
+    /// has). Decided when the report is made ([`Report::new`]).
+    pub(crate) quiet: bool,
+}
+
+impl<'a, S> Report<'a, S> {
+    /// The report of one call on `exec`, into `timeline` when there is one.
+    #[inline]
+    pub(crate) fn new(
+        exec: &'a Executor<S>,
+        timeline: Option<&'a mut Timeline>,
+        policy_source: Option<PolicySource>,
+        missing_policy_mode: Option<MissingPolicyMode>,
+    ) -> Self {
+        Self {
+            quiet: exec.observer.is_none() && timeline.is_none(),
+            exec,
+            timeline,
+            policy_source,
+            missing_policy_mode,
+            call_panics: None,
+            classifier_told: false,
+        }
+    }
 }
 
 impl<S> Report<'_, S> {
@@ -130,6 +155,7 @@ impl<S> Report<'_, S> {
         self.notify(|o| o.on_failure(key, &summary));
     }
 
+    #[inline(never)]
     fn start(&mut self, key: PolicyKey<'_>, start: Instant) {
         if let Some(t) = self.timeline.as_deref_mut() {
             t.start = start;
@@ -181,15 +207,57 @@ impl<S> Report<'_, S> {
 }
 
 impl<S> recourse_core::Observer for Report<'_, S> {
+    // Each hook: one inlined test (`quiet`), its work out of line.
+    #[inline]
     fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
-        self.start(key, start);
+        if !self.quiet {
+            self.start(key, start);
+        }
     }
 
+    #[inline]
     fn on_launch(&mut self, key: PolicyKey<'_>, info: &AttemptInfo) {
+        if !self.quiet {
+            self.launch(key, info);
+        }
+    }
+
+    #[inline]
+    fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+        if !self.quiet {
+            self.attempt(key, record);
+        }
+    }
+
+    #[inline]
+    fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        if !self.quiet {
+            self.success(key, end);
+        }
+    }
+
+    #[inline]
+    fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+        // Kept with or without listeners: the call's result depends on it
+        // (the result contract).
+        if let (Some(p), Verdict::Failure { cause, .. }) = (self.call_panics, end.verdict) {
+            p.failure.store(failure_code(cause), Ordering::Relaxed);
+        }
+        if !self.quiet {
+            self.failure(key, end);
+        }
+    }
+}
+
+/// The hooks' work, for a call somebody hears.
+impl<S> Report<'_, S> {
+    #[inline(never)]
+    fn launch(&mut self, key: PolicyKey<'_>, info: &AttemptInfo) {
         self.notify(|o| o.on_launch(key, info));
     }
 
-    fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
+    #[inline(never)]
+    fn attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
         if record.outcome.reason == PANIC_IN_CLASSIFIER {
             self.classifier_panicked(key, record);
         }
@@ -209,20 +277,18 @@ impl<S> recourse_core::Observer for Report<'_, S> {
         self.notify(|o| o.on_attempt(key, record));
     }
 
-    fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
+    #[inline(never)]
+    fn success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         self.end(end);
-        // The summary only for an observer (issue 16: a call without one
-        // pays nothing here).
+        // The summary only for an observer.
         if self.exec.observer.is_some() {
             let summary = self.summary(end);
             self.notify(|o| o.on_success(key, &summary));
         }
     }
 
-    fn on_failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
-        if let (Some(p), Verdict::Failure { cause, .. }) = (self.call_panics, end.verdict) {
-            p.failure.store(failure_code(cause), Ordering::Relaxed);
-        }
+    #[inline(never)]
+    fn failure(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         self.end(end);
         if self.exec.observer.is_some() {
             let summary = self.summary(end);

@@ -552,3 +552,107 @@ fn a_hedge_that_cannot_finish_before_the_deadline_is_not_launched() {
         assert_eq!(hedge, launched, "p90 {p90} ms at 10 ms of 100: {a:?}");
     }
 }
+
+/// Collaborators that must never be consulted: each method panics.
+struct Untouchable;
+
+impl GateParts for Untouchable {
+    type Budget = ();
+    type Permit = ();
+    fn budget(&mut self, name: &str, _: AttemptKind) -> Option<()> {
+        panic!("budget {name:?} looked up for a policy that names none")
+    }
+    fn decide(&mut self, (): (), _: &BudgetRequest<'_>) -> Decision {
+        panic!("a budget asked")
+    }
+    fn settle(&mut self, (): (), _: &AttemptRecord, _: Option<Reservation>, _: Instant) {
+        panic!("a budget settled")
+    }
+    fn admit_call(
+        &mut self,
+        _: PolicyKey<'_>,
+        _: &CircuitPolicy,
+        _: Instant,
+    ) -> Result<Option<()>, Refusal> {
+        panic!("the breaker asked")
+    }
+    fn record_call(&mut self, _: PolicyKey<'_>, (): (), _: CallResult, _: Instant) {
+        panic!("the breaker told")
+    }
+    fn latency_quantile(&mut self, _: PolicyKey<'_>, _: u32, _: Instant) -> Option<Duration> {
+        panic!("the latency source asked")
+    }
+    fn record_latency(&mut self, _: PolicyKey<'_>, _: Duration, _: Instant) {
+        panic!("a latency recorded")
+    }
+    fn amplification_allows(
+        &mut self,
+        _: PolicyKey<'_>,
+        _: &AmplificationPolicy,
+        _: Instant,
+    ) -> bool {
+        panic!("the ledger asked")
+    }
+    fn amplification_record(&mut self, _: PolicyKey<'_>, _: AttemptKind, _: Instant) {
+        panic!("the ledger told")
+    }
+    fn budget_decided(&mut self, _: PolicyKey<'_>, _: &BudgetEvent<'_>) {
+        panic!("a budget decision reported")
+    }
+}
+
+/// What each policy section asks of the gate, bit by bit.
+#[test]
+fn gate_needs_follow_the_policy_and_trigger() {
+    let p = Policy::DEFAULT;
+    let none = GateNeeds::of(&p, None);
+    assert_eq!(none, GateNeeds::NOTHING);
+    for kind in [AttemptKind::Initial, AttemptKind::Retry, AttemptKind::Hedge] {
+        assert!(!none.admits(kind));
+        assert!(!none.budget(kind));
+    }
+    assert!(!none.ends_attempts());
+    // A fixed-delay trigger samples nothing.
+    assert_eq!(
+        GateNeeds::of(&p, Some(Trigger::FixedDelay)),
+        GateNeeds::NOTHING
+    );
+
+    let retry_only = GateNeeds::of(&hedged("r", ""), None);
+    assert!(retry_only.budget(AttemptKind::Initial) && retry_only.budget(AttemptKind::Retry));
+    assert!(!retry_only.budget(AttemptKind::Hedge) && !retry_only.admits(AttemptKind::Hedge));
+    assert!(retry_only.ends_attempts() && !retry_only.samples());
+    let hedge_only = GateNeeds::of(&hedged("", "h"), None);
+    assert!(hedge_only.admits(AttemptKind::Hedge) && !hedge_only.admits(AttemptKind::Retry));
+
+    let mut guarded = Policy::DEFAULT;
+    guarded.circuit.enabled = true;
+    let g = GateNeeds::of(&guarded, None);
+    assert!(g.breaker() && g.admits(AttemptKind::Retry) && !g.budget(AttemptKind::Retry));
+    assert!(!g.ends_attempts());
+
+    let q = GateNeeds::of(&p, Trigger::parse("p95"));
+    assert!(q.samples() && q.ends_attempts() && !q.admits(AttemptKind::Initial));
+    let mut deadline = Policy::DEFAULT;
+    deadline.retry.deadline_quantile_permille = 990;
+    assert!(GateNeeds::of(&deadline, None).samples());
+
+    let mut bounded = Policy::DEFAULT;
+    bounded.amplification.max_amplification = 1.5;
+    let b = GateNeeds::of(&bounded, None);
+    assert!(b.amplification() && b.admits(AttemptKind::Initial) && !b.ends_attempts());
+}
+
+/// A policy that asks for nothing never reaches its collaborators: a
+/// failing call with retries runs to its end without one of them called.
+#[test]
+fn a_gate_whose_policy_asks_nothing_never_consults_its_parts() {
+    let mut policy = Policy::DEFAULT;
+    policy.retry.max_attempts = 3;
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, Untouchable);
+    assert_eq!(gate.needs(), GateNeeds::NOTHING);
+    let (attempts, reason) = failing_call(&policy, &mut gate, 0);
+    assert_eq!(attempts, 3);
+    assert_eq!(reason, reason::NO_BUDGET);
+    assert_eq!(gate.held(), 0);
+}
