@@ -106,14 +106,9 @@ pin_project! {
             };
             let machine = this.state;
             // A cancelled machine only cancels, records and finishes.
-            let mut next = machine.feed(Event::Cancel { now }, &mut sink);
-            if next == Next::Drain {
-                next = machine.drain(&mut sink);
-            }
-            if let Next::Finish(verdict) = next {
-                let end = call_end(machine, verdict);
-                this.observer.on_failure(*this.key, &end);
-            }
+            let verdict = machine.cancel(now, &mut sink);
+            let end = call_end(machine, verdict);
+            this.observer.on_failure(*this.key, &end);
             *machine = Staged::Done;
         }
     }

@@ -337,10 +337,22 @@ impl<const N: usize> CallMachine<N> {
     /// Feeds one event. Times earlier than the latest one seen are taken as
     /// the latest one (the machine's clock never goes back).
     pub fn handle(&mut self, event: Event) {
+        if let Some(record) = self.take_event(event) {
+            debug_assert!(self.pending.is_none(), "poll after every event");
+            self.pending = Some((record, true));
+        }
+    }
+
+    /// Feeds one event; returns the record of the admitted attempt it
+    /// ended, if any, which the gate and the observers have not heard of
+    /// yet ([`handle`](Self::handle) keeps it for the next
+    /// [`poll`](Self::poll); the call future's drain hands it out at once).
+    #[inline(always)]
+    fn take_event(&mut self, event: Event) -> Option<AttemptRecord> {
         match event {
             Event::Start { now } => {
                 if !matches!(self.phase, Phase::Idle) {
-                    return;
+                    return None;
                 }
                 // An event fed before the start may have moved the clock;
                 // it never goes back.
@@ -349,8 +361,12 @@ impl<const N: usize> CallMachine<N> {
                 self.start = now;
                 self.deadline = self.overall.map(|d| now + d);
                 self.phase = Phase::Ready;
+                None
             }
-            Event::Tick { now } => self.advance(now),
+            Event::Tick { now } => {
+                self.advance(now);
+                None
+            }
             Event::Cancel { now } => {
                 self.advance(now);
                 if !matches!(self.phase, Phase::Done(_)) {
@@ -360,32 +376,56 @@ impl<const N: usize> CallMachine<N> {
                     };
                     self.phase = Phase::Ending(v, reason::CANCELLED);
                 }
+                None
             }
             Event::AttemptFinished { id, outcome, now } => {
                 self.advance(now);
-                self.finished(id, outcome);
+                self.finished(id, outcome)
             }
         }
+    }
+
+    /// Feeds `event`, if any, and carries out the actions due through
+    /// `out` (what [`handle`](Self::handle), then [`poll`](Self::poll)
+    /// until the machine must wait, do, without keeping the event's record
+    /// in between); without an event, what is due (a record
+    /// [`handle`](Self::handle) kept first).
+    #[inline(always)]
+    pub(crate) fn feed_with<E: poll::Emit>(&mut self, event: Option<Event>, out: &mut E) -> Action {
+        let ended = match event {
+            Some(event) => {
+                debug_assert!(self.pending.is_none(), "poll after every event");
+                self.take_event(event).map(|record| (record, true))
+            }
+            None => self.pending.take(),
+        };
+        if let Some((record, admitted)) = ended {
+            if admitted {
+                crate::gate::Gate::attempt_ended(out.gate(), &record);
+            }
+            poll::emit!(out, Action::Record(record));
+        }
+        self.run_with(out)
     }
 
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
 
-    fn finished(&mut self, id: AttemptId, outcome: Outcome) {
+    /// An admitted attempt completed: its record, unless its result is
+    /// stale.
+    #[inline(always)]
+    fn finished(&mut self, id: AttemptId, outcome: Outcome) -> Option<AttemptRecord> {
         if !matches!(self.phase, Phase::Running) {
             // The attempt was already cut or cancelled; its result is stale.
-            return;
+            return None;
         }
-        let Some(slot) = self.take_slot(id) else {
-            return;
-        };
-        debug_assert!(self.pending.is_none(), "poll after every event");
-        self.pending = Some((self.record(&slot, outcome, false), true));
+        let slot = self.take_slot(id)?;
         match outcome.kind {
             OutcomeKind::Success => self.end(Verdict::Success(id), reason::HEDGE_LOSER),
             _ => self.attempt_failed(id, outcome),
         }
+        Some(self.record(&slot, outcome, false))
     }
 
     /// An attempt of the running group failed (or was cut).

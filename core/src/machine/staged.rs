@@ -28,8 +28,10 @@
 //! success path does not need), growth to stay out of it (`#[cold]`).
 
 use core::borrow::Borrow;
+use core::ops::ControlFlow;
 
 use super::plan::{first_launch, hedges_in};
+use super::poll::Emit;
 use super::{Action, Event, Limits, Slot};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::outcome::{Outcome, OutcomeKind};
@@ -48,7 +50,17 @@ pub trait MachineOps {
     /// it off, to compare a staged machine with a full one).
     const COMPACT: bool = true;
     fn handle(&mut self, event: Event);
-    fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action;
+    /// Feeds `event`, if any, and carries out the actions due through
+    /// `sink` until the machine must wait or has finished (see
+    /// [`CallMachine::handle`](super::CallMachine::handle) and
+    /// [`CallMachine::poll`](super::CallMachine::poll)); never returns
+    /// [`Next::Drain`] or [`Next::Launched`]. One function for both: the
+    /// machine's decisions compile once.
+    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next;
+    /// Winds up a call [`Event::Cancel`] was fed to: cancels what is in
+    /// flight through `sink`, and finishes (see
+    /// [`CallMachine::cancelled_with`](super::CallMachine::cancelled_with)).
+    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict;
     fn start(&self) -> Instant;
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
@@ -191,22 +203,22 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         }
     }
 
-    /// Feeds one event; the compact stage carries out the actions it leads
-    /// to through `sink` until it must wait or has finished. The full
-    /// machine (the one it grew into, if the event grew it) only takes the
-    /// event: [`Next::Drain`] says its actions are due, for
-    /// [`drain`](Self::drain). The driver contract's steps 2 and 3 (see
+    /// Feeds one event, and carries out the actions it leads to through
+    /// `sink` until the machine must wait or has finished: the compact
+    /// stage inline, the full machine (the one it grew into, if the event
+    /// grew it) out of line, in one function of its own that takes the
+    /// event and drains ([`MachineOps::feed`]: the record of an attempt
+    /// the event ended goes straight to the gate and `sink`, never stored
+    /// in the machine). The driver contract's steps 2 and 3 (see
     /// [`CallMachine::handle`](super::CallMachine::handle) and
-    /// [`CallMachine::poll`](super::CallMachine::poll)), with the full
-    /// machine's drain left to one place in the driver: inlined at every
-    /// place the driver feeds an event, it would be a copy each in flash.
+    /// [`CallMachine::poll`](super::CallMachine::poll)). An event that
+    /// grows the machine is only fed to it here (growth stays out of the
+    /// compact path, given no sink): [`Next::Drain`] says its actions are
+    /// due, for [`drain`](Self::drain), in one place in the driver.
     #[inline(always)]
     pub(crate) fn feed<S: Sink>(&mut self, event: Event, sink: &mut S) -> Next {
         let first = match self {
-            Self::Full(m) => {
-                m.handle(event);
-                return Next::Drain;
-            }
+            Self::Full(m) => return m.feed(Some(event), sink),
             // A finished call takes no events (the call future is not
             // polled after it resolved). No message: a panic's text is
             // flash on a microcontroller.
@@ -257,16 +269,31 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         let Self::Full(machine) = self else {
             unreachable!();
         };
-        loop {
-            match machine.poll(sink.gate()) {
-                Action::Launch(info) => sink.launch(info),
-                Action::Cancel(record) => sink.cancel(&record),
-                Action::Record(record) => sink.record(&record),
-                Action::Wait { until, .. } => return Next::Wait(until),
-                Action::AwaitAttempts => return Next::AwaitAttempts,
-                Action::Finish(verdict) => return Next::Finish(verdict),
+        machine.feed(None, sink)
+    }
+
+    /// Cancels a live call at `now` (the caller dropped its future, whose
+    /// attempts are dropped already): the machine cancels what is in
+    /// flight through `sink`, and finishes with the verdict returned.
+    /// Only what a cancelled machine does is compiled here (the call
+    /// future's drop has a sink of its own, which launches nothing).
+    pub(crate) fn cancel<S: Sink>(&mut self, now: Instant, sink: &mut S) -> Verdict {
+        let event = Event::Cancel { now };
+        match self {
+            Self::Full(m) => m.handle(event),
+            // A finished compact stage only moves its clock (as `feed`).
+            Self::First(first) if first.step == Step::Finished => {
+                first.now = first.now.max(now);
+                return Verdict::Success(FIRST);
             }
+            Self::First(_) => self.grow_for(event),
+            // A call that is over is not cancelled.
+            Self::Done => unreachable!(),
         }
+        let Self::Full(machine) = self else {
+            unreachable!();
+        };
+        machine.cancelled(sink)
     }
 
     /// What is due without a new event (what a driver does when it is
@@ -410,7 +437,8 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
 
 /// What the driver does with a machine's actions (the call future's
 /// attempts and observer).
-pub(crate) trait Sink {
+#[doc(hidden)]
+pub trait Sink {
     /// The call's gate.
     type Gate: Gate + ?Sized;
     /// The call's gate.
@@ -428,7 +456,8 @@ pub(crate) trait Sink {
 // An explicit tag (no niche): each path's variant is a constant the
 // compiler can thread the driver's match through.
 #[repr(u8)]
-pub(crate) enum Next {
+#[doc(hidden)]
+pub enum Next {
     /// The compact stage launched the first attempt: wait until this
     /// instant, if any, or until the attempt completes. (What the full
     /// machine returns there as [`Next::Wait`] or [`Next::AwaitAttempts`];
@@ -513,13 +542,51 @@ pub const fn derive_seed(seed: u64, n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A [`Sink`] as the full machine's [`Emit`]: carries out every action.
+struct Carry<'a, S>(&'a mut S);
+
+impl<S: Sink> Emit for Carry<'_, S> {
+    type Gate = S::Gate;
+    #[inline(always)]
+    fn gate(&mut self) -> &mut S::Gate {
+        self.0.gate()
+    }
+    #[inline(always)]
+    fn emit(&mut self, action: Action) -> ControlFlow<Action> {
+        match action {
+            Action::Launch(info) => self.0.launch(info),
+            Action::Cancel(record) => self.0.cancel(&record),
+            Action::Record(record) => self.0.record(&record),
+            // A drain ends at these itself.
+            Action::Wait { .. } | Action::AwaitAttempts | Action::Finish(_) => {
+                return ControlFlow::Break(action)
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Where a drained machine stopped: what the driver does next.
+#[inline(always)]
+fn next(action: Action) -> Next {
+    match action {
+        Action::Wait { until, .. } => Next::Wait(until),
+        Action::Finish(verdict) => Next::Finish(verdict),
+        // A drain through a sink ends only in a wait or the finish.
+        _ => Next::AwaitAttempts,
+    }
+}
+
 impl<const N: usize> MachineOps for super::CallMachine<N> {
     const SLOTS: usize = N;
     fn handle(&mut self, event: Event) {
         super::CallMachine::handle(self, event);
     }
-    fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        super::CallMachine::poll(self, gate)
+    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
+        next(self.feed_with(event, &mut Carry(sink)))
+    }
+    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
+        self.cancelled_with(&mut Carry(sink))
     }
     fn start(&self) -> Instant {
         super::CallMachine::start(self)

@@ -24,7 +24,7 @@ use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
 use crate::key::PolicyKey;
 use crate::machine::Verdict;
-use crate::machine::{Action, CallMachine, Event, Limits};
+use crate::machine::{Action, CallMachine, Event, Limits, Next, Sink};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::Outcome;
 use crate::policy::Policy;
@@ -52,8 +52,11 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn handle(&mut self, event: Event) {
         self.0.handle(event);
     }
-    fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        self.0.poll(gate)
+    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
+        self.0.feed(event, sink)
+    }
+    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
+        self.0.cancelled(sink)
     }
     fn start(&self) -> Instant {
         self.0.start()
