@@ -337,6 +337,14 @@ impl<const N: usize> CallMachine<N> {
     /// Feeds one event. Times earlier than the latest one seen are taken as
     /// the latest one (the machine's clock never goes back).
     pub fn handle(&mut self, event: Event) {
+        self.keep_event(event);
+    }
+
+    /// [`handle`](Self::handle), inlined: the call future's growth and
+    /// drop feed events they name, which compile to those events' arms
+    /// only.
+    #[inline(always)]
+    pub(crate) fn keep_event(&mut self, event: Event) {
         if let Some(record) = self.take_event(event) {
             debug_assert!(self.pending.is_none(), "poll after every event");
             self.pending = Some((record, true));

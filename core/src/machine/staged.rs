@@ -203,22 +203,20 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         }
     }
 
-    /// Feeds one event, and carries out the actions it leads to through
-    /// `sink` until the machine must wait or has finished: the compact
-    /// stage inline, the full machine (the one it grew into, if the event
-    /// grew it) out of line, in one function of its own that takes the
-    /// event and drains ([`MachineOps::feed`]: the record of an attempt
-    /// the event ended goes straight to the gate and `sink`, never stored
-    /// in the machine). The driver contract's steps 2 and 3 (see
+    /// Feeds one event; the compact stage carries out the actions it leads
+    /// to through `sink` until it must wait or has finished. The full
+    /// machine (the one it grew into, if the event grew it) is handed the
+    /// event by the driver, in one place: [`Next::Feed`] says so, for
+    /// [`drain`](Self::drain), which feeds it and carries out the actions
+    /// (inlined at every place the driver feeds an event, the full
+    /// machine's loop would be a copy each in flash). The driver
+    /// contract's steps 2 and 3 (see
     /// [`CallMachine::handle`](super::CallMachine::handle) and
-    /// [`CallMachine::poll`](super::CallMachine::poll)). An event that
-    /// grows the machine is only fed to it here (growth stays out of the
-    /// compact path, given no sink): [`Next::Drain`] says its actions are
-    /// due, for [`drain`](Self::drain), in one place in the driver.
+    /// [`CallMachine::poll`](super::CallMachine::poll)).
     #[inline(always)]
     pub(crate) fn feed<S: Sink>(&mut self, event: Event, sink: &mut S) -> Next {
         let first = match self {
-            Self::Full(m) => return m.feed(Some(event), sink),
+            Self::Full(_) => return Next::Feed,
             // A finished call takes no events (the call future is not
             // polled after it resolved). No message: a panic's text is
             // flash on a microcontroller.
@@ -258,18 +256,22 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             _ => {}
         }
         self.grow_for(event);
-        Next::Drain
+        Next::Feed
     }
 
-    /// Carries out the full machine's actions through `sink` until it must
-    /// wait or has finished (after [`Next::Drain`]; never returns it).
+    /// Feeds the full machine `event`, if any (the one fed when it said
+    /// [`Next::Feed`]), and carries out its actions through `sink` until it
+    /// must wait or has finished (never returns [`Next::Feed`] or
+    /// [`Next::Drain`]): the record of
+    /// an attempt the event ended goes straight to the gate and `sink`,
+    /// never kept in the machine.
     #[inline(always)]
-    pub(crate) fn drain<S: Sink>(&mut self, sink: &mut S) -> Next {
+    pub(crate) fn drain<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
         // Only the full machine asks for a drain.
         let Self::Full(machine) = self else {
             unreachable!();
         };
-        machine.feed(None, sink)
+        machine.feed(event, sink)
     }
 
     /// Cancels a live call at `now` (the caller dropped its future, whose
@@ -280,7 +282,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     pub(crate) fn cancel<S: Sink>(&mut self, now: Instant, sink: &mut S) -> Verdict {
         let event = Event::Cancel { now };
         match self {
-            Self::Full(m) => m.handle(event),
+            Self::Full(_) => {}
             // A finished compact stage only moves its clock (as `feed`).
             Self::First(first) if first.step == Step::Finished => {
                 first.now = first.now.max(now);
@@ -293,6 +295,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         let Self::Full(machine) = self else {
             unreachable!();
         };
+        machine.handle(event);
         machine.cancelled(sink)
     }
 
@@ -346,8 +349,9 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     }
 
     /// Grows into the full machine, in the state the compact stage is in,
-    /// and feeds it `event`. Out of line, and given no sink: the driver's
-    /// sink stays in registers on the compact path.
+    /// for `event` (which the caller feeds it next). Out of line, and
+    /// given no sink: the driver's sink stays in registers on the compact
+    /// path.
     #[cold]
     #[inline(never)]
     fn grow_for(&mut self, event: Event) {
@@ -357,7 +361,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             | Event::Cancel { now }
             | Event::AttemptFinished { now, .. } => now,
         };
-        self.grow(at).handle(event);
+        self.grow(at);
     }
 
     /// Grows into the full machine, which takes over the gate's refusal of
@@ -470,8 +474,11 @@ pub enum Next {
     AwaitAttempts,
     /// The call is over.
     Finish(Verdict),
-    /// The full machine took the event; its actions are due
-    /// ([`Staged::drain`]).
+    /// The full machine is to take the event just fed, and its actions are
+    /// due ([`Staged::drain`]; the driver keeps the event, so that this
+    /// stays a tag).
+    Feed,
+    /// The full machine's actions are due ([`Staged::drain`], no event).
     Drain,
 }
 
@@ -579,9 +586,13 @@ fn next(action: Action) -> Next {
 
 impl<const N: usize> MachineOps for super::CallMachine<N> {
     const SLOTS: usize = N;
+    #[inline(always)]
     fn handle(&mut self, event: Event) {
-        super::CallMachine::handle(self, event);
+        self.keep_event(event);
     }
+    // Inlined into the driver's one drain (`Staged::drain`): the machine's
+    // loop compiles once, in the call future's poll.
+    #[inline(always)]
     fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
         next(self.feed_with(event, &mut Carry(sink)))
     }
