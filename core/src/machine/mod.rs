@@ -114,8 +114,17 @@ enum Delays {
 }
 
 impl Delays {
-    /// The next delay.
+    /// The next delay (zero without a call, for a policy without backoff).
+    #[inline(always)]
     fn next(&mut self, rng: &mut fastrand::Rng) -> Duration {
+        match self {
+            Self::Zero => Duration::ZERO,
+            _ => self.draw(rng),
+        }
+    }
+
+    /// The next delay of a policy with backoff.
+    fn draw(&mut self, rng: &mut fastrand::Rng) -> Duration {
         match self {
             Self::Zero => Duration::ZERO,
             Self::Drawing(backoff) => backoff.next_delay(rng),

@@ -350,6 +350,8 @@ impl<const N: usize> CallMachine<N> {
         }
     }
 
+    // One caller, the drain's loop: inlined there.
+    #[inline(always)]
     pub(super) fn wait_running(&self) -> Action {
         let attempt = self
             .slots
