@@ -315,10 +315,15 @@ impl<const N: usize> CallMachine<N> {
         });
     }
 
-    /// Drops the record the last event produced, which the compact stage
-    /// gave out already.
-    pub(crate) fn forget_record(&mut self) {
-        self.pending = None;
+    /// Takes the success of the compact stage's first attempt at `now`,
+    /// whose record the compact stage gave out already: the state
+    /// [`handle`](Self::handle) of that event leaves, its record dropped.
+    pub(crate) fn first_succeeded(&mut self, now: Instant) {
+        let _ = self.take_event(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::SUCCESS,
+            now,
+        });
     }
 
     /// Finishes a call whose only attempt succeeded and whose end the gate

@@ -34,7 +34,7 @@ use super::plan::{first_launch, hedges_in};
 use super::poll::Emit;
 use super::{Action, Event, Limits, Slot};
 use crate::gate::{Admission, AdmitRequest, Gate};
-use crate::outcome::{Outcome, OutcomeKind};
+use crate::outcome::OutcomeKind;
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::Instant;
@@ -72,9 +72,11 @@ pub trait MachineOps {
     /// Takes over the compact stage's first attempt, admitted and running
     /// (see [`CallMachine::launched_first`](super::CallMachine::launched_first)).
     fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str);
-    /// Drops the record an event produced, which the compact stage already
-    /// gave out (and released at the gate).
-    fn forget_record(&mut self);
+    /// Takes the first attempt's success at `now`, whose record the
+    /// compact stage gave out already (and released at the gate): what
+    /// [`handle`](Self::handle) does with that event, without the record
+    /// (see [`CallMachine::first_succeeded`](super::CallMachine::first_succeeded)).
+    fn first_succeeded(&mut self, now: Instant);
     /// Finishes a call the compact stage finished, whose end the gate has
     /// heard (see [`CallMachine::finish_told`](super::CallMachine::finish_told)).
     fn finish_told(&mut self);
@@ -426,12 +428,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         }
         // Its record is out already (the outcome it carried does not
         // change the machine's state).
-        machine.handle(Event::AttemptFinished {
-            id: FIRST,
-            outcome: Outcome::SUCCESS,
-            now: first.now,
-        });
-        machine.forget_record();
+        machine.first_succeeded(first.now);
         if first.step == Step::Finished {
             machine.finish_told();
         }
@@ -621,8 +618,8 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
     fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str) {
         super::CallMachine::launched_first(self, start, info, budget_reason);
     }
-    fn forget_record(&mut self) {
-        super::CallMachine::forget_record(self);
+    fn first_succeeded(&mut self, now: Instant) {
+        super::CallMachine::first_succeeded(self, now);
     }
     fn finish_told(&mut self) {
         super::CallMachine::finish_told(self);

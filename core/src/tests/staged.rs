@@ -80,8 +80,8 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str) {
         self.0.launched_first(start, info, budget_reason);
     }
-    fn forget_record(&mut self) {
-        self.0.forget_record();
+    fn first_succeeded(&mut self, now: Instant) {
+        self.0.first_succeeded(now);
     }
     fn finish_told(&mut self) {
         self.0.finish_told();
