@@ -285,6 +285,8 @@ bookkeeping, so the optimizer folds it away.
 table("success", "backon")
 print("## Retry path (two failures, then success)\n")
 table("retry", "backon")
+print("## Retry path, one failure (one failure, then success)\n")
+table("retry1", "backon")
 print("## Hedge path (the primary hangs, the hedge wins)\n")
 table("hedge", "tower")
 print(f"""callgrind counts instructions in user space only: the system clock read
