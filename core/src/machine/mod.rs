@@ -287,17 +287,14 @@ impl<const N: usize> CallMachine<N> {
         self.max_hedges = hedges_in(self.policy_hedges, limits, N);
     }
 
-    /// A machine just made takes over the compact stage's first attempt
-    /// `info`, launched at `start` with the gate's `budget_reason`: the
-    /// state [`Event::Start`] at `start` and the gate's admission of
-    /// `info` would leave it in, set directly (growth is on the retry
-    /// path; the crate's tests compare staged and full machines).
-    pub(crate) fn launched_first(
-        &mut self,
-        start: Instant,
-        info: AttemptInfo,
-        budget_reason: &'static str,
-    ) {
+    /// A machine just made takes over the compact stage's first attempt,
+    /// launched at `start` with the gate's `budget_reason`: the state
+    /// [`Event::Start`] at `start` and the gate's admission of that attempt
+    /// would leave it in, set directly (growth is on the retry path; the
+    /// crate's tests compare staged and full machines). The attempt is the
+    /// one the machine would have launched (its deadline from the machine's
+    /// own timeouts, which are the policy's the compact stage read).
+    pub(crate) fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = start;
         self.start = start;
@@ -308,7 +305,13 @@ impl<const N: usize> CallMachine<N> {
         self.ran = 1;
         self.group_start = start;
         self.slots[0] = Some(Slot {
-            info,
+            info: AttemptInfo {
+                id: AttemptId(0),
+                retry_index: 0,
+                hedge_index: 0,
+                is_hedge: false,
+                deadline: self.attempt_deadline(),
+            },
             start,
             backoff: Duration::ZERO,
             budget_reason,

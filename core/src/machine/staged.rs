@@ -71,7 +71,7 @@ pub trait MachineOps {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action;
     /// Takes over the compact stage's first attempt, admitted and running
     /// (see [`CallMachine::launched_first`](super::CallMachine::launched_first)).
-    fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str);
+    fn launched_first(&mut self, start: Instant, budget_reason: &'static str);
     /// Takes the first attempt's success at `now`, whose record the
     /// compact stage gave out already (and released at the gate): what
     /// [`handle`](Self::handle) does with that event, without the record
@@ -409,7 +409,6 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             .rng
             .clone()
             .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
-        let info = first.info();
         *self = Self::Full(M::make(first.policy.borrow(), first.limits, rng));
         // Just made.
         let Self::Full(machine) = self else {
@@ -422,7 +421,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             machine.handle(Event::Start { now: first.start });
             return machine;
         }
-        machine.launched_first(first.start, info, first.budget_reason);
+        machine.launched_first(first.start, first.budget_reason);
         if first.step == Step::Running {
             return machine;
         }
@@ -615,8 +614,8 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         super::CallMachine::primary(self, info, admission)
     }
-    fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str) {
-        super::CallMachine::launched_first(self, start, info, budget_reason);
+    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
+        super::CallMachine::launched_first(self, start, budget_reason);
     }
     fn first_succeeded(&mut self, now: Instant) {
         super::CallMachine::first_succeeded(self, now);

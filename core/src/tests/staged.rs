@@ -77,8 +77,8 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         self.0.primary(info, admission)
     }
-    fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str) {
-        self.0.launched_first(start, info, budget_reason);
+    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
+        self.0.launched_first(start, budget_reason);
     }
     fn first_succeeded(&mut self, now: Instant) {
         self.0.first_succeeded(now);
