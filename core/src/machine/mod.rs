@@ -505,7 +505,12 @@ impl<const N: usize> CallMachine<N> {
             Some(h) => (h.min(self.max_retry_after), Cause::RetryAfterBeyondDeadline),
             None => (drawn, Cause::BackoffBeyondDeadline),
         };
-        let wake = self.now + delay;
+        // A zero delay (no backoff) wakes now: no duration arithmetic.
+        let wake = if delay.is_zero() {
+            self.now
+        } else {
+            self.now + delay
+        };
         if self.deadline.is_some_and(|d| wake >= d) {
             return self.fail(beyond);
         }
