@@ -129,7 +129,7 @@ ratio() { # a / b with two decimals, or "-"
 }
 
 echo "Instructions per call (callgrind, $calls calls after a warm-up)"
-for path in success retry hedge; do
+for path in success retry retry1 hedge; do
     ref=backon
     [ "$path" = hedge ] && ref=tower
     rows=()

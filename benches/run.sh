@@ -210,7 +210,7 @@ awaiting future's state and never moved. (Making the future first and
 then pinning it would copy all of it once per call — 168 bytes for backon,
 656 for the core driver — which no caller that awaits in place pays.)
 
-- **success** and **retry**: that block is polled **once** with a no-op
+- **success**, **retry** and **retry1**: that block is polled **once** with a no-op
   waker (`Waker::noop()`); every variant completes in that poll (the
   harness panics otherwise). Polling happens inside the context of a
   current-thread tokio runtime with a real clock, so the facade's default
@@ -229,8 +229,9 @@ then pinning it would copy all of it once per call — 168 bytes for backon,
 
 Same operation for everyone: a ready future of `Result<u32, &str>` (the
 success path), an operation that fails twice then succeeds with zero
-backoff and at most three attempts everywhere (retry), a primary that
-never completes and a hedge that answers at once (hedge).
+backoff and at most three attempts everywhere (retry; once then succeeds:
+retry1, issue 16's one-failure row), a primary that never completes and a
+hedge that answers at once (hedge).
 
 - **direct**: the operation itself (success), a hand-written loop (retry),
   a hand-written select of primary then hedge (hedge): the harness's floor.
@@ -285,6 +286,8 @@ bookkeeping, so the optimizer folds it away.
 table("success", "backon")
 print("## Retry path (two failures, then success)\n")
 table("retry", "backon")
+print("## Retry path, one failure (one failure, then success)\n")
+table("retry1", "backon")
 print("## Hedge path (the primary hangs, the hedge wins)\n")
 table("hedge", "tower")
 print(f"""callgrind counts instructions in user space only: the system clock read

@@ -12,6 +12,8 @@
 //!   retries, with zero backoff (recourse's executor, whose policies are
 //!   normalized to at least 1 ms of backoff, runs on a virtual clock whose
 //!   sleeps complete at once).
+//! - **retry1**: the same, with one failure before the success (issue 16's
+//!   retry target is stated for one failure).
 //! - **hedge**: the primary attempt never completes, the hedge answers at
 //!   once.
 //!
@@ -80,21 +82,25 @@ const CORE_HEDGE: PolicyKey<'static> = PolicyKey::new("svc", "Hedge");
 /// recourse's hedge delay (the smallest a normalized policy allows).
 const HEDGE_DELAY: Duration = Duration::from_millis(10);
 
-/// The three paths.
+/// The paths.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Path {
     Success,
+    /// Two failures, then success.
     Retry,
+    /// One failure, then success.
+    RetryOnce,
     Hedge,
 }
 
 impl Path {
-    pub(crate) const ALL: [Self; 3] = [Self::Success, Self::Retry, Self::Hedge];
+    pub(crate) const ALL: [Self; 4] = [Self::Success, Self::Retry, Self::RetryOnce, Self::Hedge];
 
     pub(crate) const fn id(self) -> &'static str {
         match self {
             Self::Success => "success",
             Self::Retry => "retry",
+            Self::RetryOnce => "retry1",
             Self::Hedge => "hedge",
         }
     }
@@ -158,7 +164,7 @@ impl Variant {
     pub(crate) fn label(self) -> &'static str {
         match (self.path, self.lib) {
             (Path::Success, Lib::Direct) => "direct call of the operation",
-            (Path::Retry, Lib::Direct) => "hand-written retry loop",
+            (Path::Retry | Path::RetryOnce, Lib::Direct) => "hand-written retry loop",
             (Path::Hedge, Lib::Direct) => "hand-written select (primary, hedge)",
             (Path::Hedge, Lib::Core) => "recourse-core driver, `.slots::<2>()`, virtual clock",
             (_, Lib::Core) => "recourse-core driver, no-op timer",
@@ -190,6 +196,11 @@ pub(crate) const VARIANTS: &[Variant] = &[
     v(Path::Retry, Lib::ExecVirtual),
     v(Path::Retry, Lib::Backon),
     v(Path::Retry, Lib::Tower),
+    v(Path::RetryOnce, Lib::Direct),
+    v(Path::RetryOnce, Lib::Core),
+    v(Path::RetryOnce, Lib::ExecVirtual),
+    v(Path::RetryOnce, Lib::Backon),
+    v(Path::RetryOnce, Lib::Tower),
     v(Path::Hedge, Lib::Direct),
     v(Path::Hedge, Lib::Core),
     v(Path::Hedge, Lib::ExecVirtual),
@@ -274,12 +285,17 @@ fn ok(_: AttemptInfo) -> Ready<Result<u32, Fail>> {
     ready(Ok(VALUE))
 }
 
-/// An operation that fails twice, then succeeds (one per call).
-fn flaky() -> impl FnMut() -> Ready<Result<u32, Fail>> {
+/// An operation that fails `FAILURES` times, then succeeds (one per
+/// call; a constant, as each path's operation is compiled on its own).
+fn flaky<const FAILURES: u32>() -> impl FnMut() -> Ready<Result<u32, Fail>> {
     let mut n = 0u32;
     move || {
         n += 1;
-        ready(if n <= 2 { Err("reset") } else { Ok(VALUE) })
+        ready(if n <= FAILURES {
+            Err("reset")
+        } else {
+            Ok(VALUE)
+        })
     }
 }
 
@@ -363,13 +379,14 @@ impl Service<()> for Ok1 {
     }
 }
 
-/// The service of tower's retry path: fails twice, then succeeds; the
-/// count lives in the harness, which resets it before every call (a tower
-/// service is cloned into each response future, so it cannot own it).
+/// The service of tower's retry paths: fails `FAILURES` times, then
+/// succeeds; the count lives in the harness, which resets it before every
+/// call (a tower service is cloned into each response future, so it cannot
+/// own it).
 #[derive(Copy, Clone)]
-pub(crate) struct Flaky<'a>(&'a Cell<u32>);
+pub(crate) struct Flaky<'a, const FAILURES: u32>(&'a Cell<u32>);
 
-impl Service<()> for Flaky<'_> {
+impl<const FAILURES: u32> Service<()> for Flaky<'_, FAILURES> {
     type Response = u32;
     type Error = Fail;
     type Future = Ready<Result<u32, Fail>>;
@@ -379,7 +396,11 @@ impl Service<()> for Flaky<'_> {
     fn call(&mut self, (): ()) -> Self::Future {
         let n = self.0.get() + 1;
         self.0.set(n);
-        ready(if n <= 2 { Err("reset") } else { Ok(VALUE) })
+        ready(if n <= FAILURES {
+            Err("reset")
+        } else {
+            Ok(VALUE)
+        })
     }
 }
 
@@ -427,7 +448,8 @@ fn tower_call<S: Service<R>, R>(svc: &mut S, req: R) -> S::Future {
 
 /// What the calls share: runtimes, executors, policies, clocks.
 pub(crate) struct Env {
-    /// Current-thread, real clock: the context of success and retry calls.
+    /// Current-thread, real clock: the context of success and retry calls
+    /// (both retry paths).
     live: Runtime,
     /// Current-thread, paused clock: runs the hedge calls. Made on the
     /// first hedge call: once any tokio clock has been paused in a process,
@@ -516,7 +538,7 @@ impl Env {
     /// made and driven).
     pub(crate) fn session<R>(&self, path: Path, f: impl FnOnce() -> R) -> R {
         let _context = match path {
-            Path::Success | Path::Retry => self.live.enter(),
+            Path::Success | Path::Retry | Path::RetryOnce => self.live.enter(),
             Path::Hedge => self.paused().enter(),
         };
         f()
@@ -527,7 +549,7 @@ impl Env {
     #[inline]
     pub(crate) fn drive<F: Future>(&self, path: Path, mut fut: Pin<&mut F>) -> F::Output {
         match path {
-            Path::Success | Path::Retry => {
+            Path::Success | Path::Retry | Path::RetryOnce => {
                 match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                     Poll::Ready(out) => out,
                     Poll::Pending => panic!("a {} call did not complete in one poll", path.id()),
@@ -590,39 +612,9 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
             let mut svc = tower::retry::Retry::new(Retries(2), Ok1);
             h.run(e, variant, || tower_call(&mut svc, ()));
         }
-        // retry
-        (Path::Retry, Lib::Direct) => h.run(e, variant, || {
-            let mut op = flaky();
-            async move {
-                let mut attempts = 0;
-                loop {
-                    attempts += 1;
-                    match op().await {
-                        Err(e) if attempts >= 3 => return Err(e),
-                        Err(_) => {}
-                        ok => return ok,
-                    }
-                }
-            }
-        }),
-        (Path::Retry, Lib::Core) => h.run(e, variant, || {
-            let mut op = flaky();
-            recourse_core::call(CORE_FLAKY, &e.core_retry, NoSleep, move |_| op())
-        }),
-        (Path::Retry, Lib::ExecVirtual) => h.run(e, variant, || {
-            let mut op = flaky();
-            e.exec_virtual.call(KEY_FLAKY, move |_| op())
-        }),
-        (Path::Retry, Lib::Backon) => {
-            h.run(e, variant, || flaky().retry(backoff()).sleep(no_sleep))
-        }
-        (Path::Retry, Lib::Tower) => {
-            let mut svc = tower::retry::Retry::new(Retries(2), Flaky(&e.tower_attempts));
-            h.run(e, variant, || {
-                e.tower_attempts.set(0);
-                tower_call(&mut svc, ())
-            });
-        }
+        // retry (two failures), retry1 (one)
+        (Path::Retry, lib) => retry::<2, H>(e, variant, lib, h),
+        (Path::RetryOnce, lib) => retry::<1, H>(e, variant, lib, h),
         // hedge
         (Path::Hedge, Lib::Direct) => h.run(e, variant, || {
             let (mut primary, mut hedge) = (HedgeFut::new(false), HedgeFut::new(true));
@@ -663,5 +655,46 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
             h.run(e, variant, || tower_call(&mut svc, false));
         }
         (path, lib) => panic!("no variant {lib:?} on the {path:?} path"),
+    }
+}
+
+/// Hands `h` the call maker of `variant` on a retry path: `FAILURES`
+/// failures, then the success.
+fn retry<const FAILURES: u32, H: Harness>(e: &Env, variant: Variant, lib: Lib, h: &mut H) {
+    match lib {
+        Lib::Direct => h.run(e, variant, || {
+            let mut op = flaky::<FAILURES>();
+            async move {
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match op().await {
+                        Err(e) if attempts >= 3 => return Err(e),
+                        Err(_) => {}
+                        ok => return ok,
+                    }
+                }
+            }
+        }),
+        Lib::Core => h.run(e, variant, || {
+            let mut op = flaky::<FAILURES>();
+            recourse_core::call(CORE_FLAKY, &e.core_retry, NoSleep, move |_| op())
+        }),
+        Lib::ExecVirtual => h.run(e, variant, || {
+            let mut op = flaky::<FAILURES>();
+            e.exec_virtual.call(KEY_FLAKY, move |_| op())
+        }),
+        Lib::Backon => h.run(e, variant, || {
+            flaky::<FAILURES>().retry(backoff()).sleep(no_sleep)
+        }),
+        Lib::Tower => {
+            let flaky = Flaky::<FAILURES>(&e.tower_attempts);
+            let mut svc = tower::retry::Retry::new(Retries(2), flaky);
+            h.run(e, variant, || {
+                e.tower_attempts.set(0);
+                tower_call(&mut svc, ())
+            });
+        }
+        lib => panic!("no variant {lib:?} on the {:?} path", variant.path),
     }
 }

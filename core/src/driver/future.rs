@@ -106,14 +106,9 @@ pin_project! {
             };
             let machine = this.state;
             // A cancelled machine only cancels, records and finishes.
-            let mut next = machine.feed(Event::Cancel { now }, &mut sink);
-            if next == Next::Drain {
-                next = machine.drain(&mut sink);
-            }
-            if let Next::Finish(verdict) = next {
-                let end = call_end(machine, verdict);
-                this.observer.on_failure(*this.key, &end);
-            }
+            let verdict = machine.cancel(now, &mut sink);
+            let end = call_end(machine, verdict);
+            this.observer.on_failure(*this.key, &end);
             *machine = Staged::Done;
         }
     }
@@ -181,6 +176,8 @@ where
     /// returns `Pending`, and each event is drained before the next).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // The event the full machine is to take (after `Next::Feed`).
+        let mut fed = None;
         // 1. Feed the event (the start, on the first poll); the machine
         //    carries out its actions until it must wait. A later poll
         //    drains it first: it may act on what changed since (a hedge
@@ -188,13 +185,13 @@ where
         let mut next = if this.state.is_idle() {
             let now = this.timer.now();
             this.observer.on_start(*this.key, now);
-            let next = feed(&mut this, Event::Start { now });
+            let next = feed(&mut this, Event::Start { now }, &mut fed);
             if let Next::Launched(wait) = next {
                 // The loop's first pass, peeled, after the compact stage's
                 // launch: the compiler sees that launch and this pass's
                 // poll of the attempt as straight-line code, so a first
                 // attempt that completes at once costs no loop.
-                match pass(&mut this, cx, wait) {
+                match pass(&mut this, cx, wait, &mut fed) {
                     ControlFlow::Break(poll) => return poll,
                     // Finished here, not at the loop's top: the compact
                     // stage's success runs straight through from its
@@ -218,21 +215,23 @@ where
                 Next::Wait(until) => Some(until),
                 Next::AwaitAttempts => None,
                 Next::Finish(verdict) => return Poll::Ready(finish(&mut this, verdict)),
-                // The full machine's actions: carried out here, the one
-                // place the driver drains it (a drain at each place an
-                // event is fed would be a copy each in flash).
-                Next::Drain => {
+                // The full machine takes the event and its actions are
+                // carried out here, the one place the driver drains it (a
+                // drain at each place an event is fed would be a copy each
+                // in flash).
+                Next::Feed | Next::Drain => {
                     let mut sink = sink!(this);
-                    match this.state.drain(&mut sink) {
+                    match this.state.drain(fed.take(), &mut sink) {
                         Next::Wait(until) => Some(until),
                         Next::Finish(verdict) => return Poll::Ready(finish(&mut this, verdict)),
                         // A drain ends in a wait or the finish: no
-                        // `Launched` (the compact stage's), no `Drain`.
+                        // `Launched` (the compact stage's), no `Feed` or
+                        // `Drain`.
                         _ => None,
                     }
                 }
             };
-            match pass(&mut this, cx, wait) {
+            match pass(&mut this, cx, wait, &mut fed) {
                 ControlFlow::Break(poll) => return poll,
                 ControlFlow::Continue(fed) => next = fed,
             }
@@ -249,6 +248,7 @@ fn pass<P, Tm, Op, Fut, T, E, C, O, G, W>(
     this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
     cx: &mut Context<'_>,
     wait: Option<Instant>,
+    fed: &mut Option<Event>,
 ) -> ControlFlow<Poll<Result<T, Error<E>>>, Next>
 where
     P: Borrow<Policy>,
@@ -274,7 +274,7 @@ where
                 this.last,
                 this.last_terminal,
             );
-            feed(this, Event::AttemptFinished { id, outcome, now })
+            feed(this, Event::AttemptFinished { id, outcome, now }, fed)
         } else {
             // 3. Nothing completed: sleep until the machine's instant.
             let Some(until) = wait else {
@@ -294,7 +294,7 @@ where
             // that rounds a hair earlier, or the machine would ask for the
             // same wait again.
             let now = this.clock.read(this.timer, this.state.start()).max(until);
-            feed(this, Event::Tick { now })
+            feed(this, Event::Tick { now }, fed)
         };
     ControlFlow::Continue(next)
 }
@@ -314,12 +314,14 @@ macro_rules! sink {
 }
 use sink;
 
-/// Feeds `event` to the call's machine, which carries out its actions
-/// until it must wait.
+/// Feeds `event` to the call's machine, whose compact stage carries out
+/// its actions until it must wait; keeps it in `fed` when the full machine
+/// is to take it ([`Next::Feed`]).
 #[inline(always)]
 fn feed<P, Tm, Op, Fut, T, E, C, O, G, W>(
     this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
     event: Event,
+    fed: &mut Option<Event>,
 ) -> Next
 where
     P: Borrow<Policy>,
@@ -331,7 +333,11 @@ where
     G: Gate,
 {
     let mut sink = sink!(this);
-    this.state.feed(event, &mut sink)
+    let next = this.state.feed(event, &mut sink);
+    if next == Next::Feed {
+        *fed = Some(event);
+    }
+    next
 }
 
 /// Ends the call with `verdict`: tells the observer, and the result.

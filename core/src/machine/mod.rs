@@ -114,8 +114,17 @@ enum Delays {
 }
 
 impl Delays {
-    /// The next delay.
+    /// The next delay (zero without a call, for a policy without backoff).
+    #[inline(always)]
     fn next(&mut self, rng: &mut fastrand::Rng) -> Duration {
+        match self {
+            Self::Zero => Duration::ZERO,
+            _ => self.draw(rng),
+        }
+    }
+
+    /// The next delay of a policy with backoff.
+    fn draw(&mut self, rng: &mut fastrand::Rng) -> Duration {
         match self {
             Self::Zero => Duration::ZERO,
             Self::Drawing(backoff) => backoff.next_delay(rng),
@@ -356,17 +365,14 @@ impl<const N: usize> CallMachine<N> {
         self.max_hedges = hedges_in(self.policy_hedges, limits, N);
     }
 
-    /// A machine just made takes over the compact stage's first attempt
-    /// `info`, launched at `start` with the gate's `budget_reason`: the
-    /// state [`Event::Start`] at `start` and the gate's admission of
-    /// `info` would leave it in, set directly (growth is on the retry
-    /// path; the crate's tests compare staged and full machines).
-    pub(crate) fn launched_first(
-        &mut self,
-        start: Instant,
-        info: AttemptInfo,
-        budget_reason: &'static str,
-    ) {
+    /// A machine just made takes over the compact stage's first attempt,
+    /// launched at `start` with the gate's `budget_reason`: the state
+    /// [`Event::Start`] at `start` and the gate's admission of that attempt
+    /// would leave it in, set directly (growth is on the retry path; the
+    /// crate's tests compare staged and full machines). The attempt is the
+    /// one the machine would have launched (its deadline from the machine's
+    /// own timeouts, which are the policy's the compact stage read).
+    pub(crate) fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = start;
         self.start = start;
@@ -377,17 +383,28 @@ impl<const N: usize> CallMachine<N> {
         self.ran = 1;
         self.group_start = start;
         self.slots[0] = Some(Slot {
-            info,
+            info: AttemptInfo {
+                id: AttemptId(0),
+                retry_index: 0,
+                hedge_index: 0,
+                is_hedge: false,
+                deadline: self.attempt_deadline(),
+            },
             start,
             backoff: Duration::ZERO,
             budget_reason,
         });
     }
 
-    /// Drops the record the last event produced, which the compact stage
-    /// gave out already.
-    pub(crate) fn forget_record(&mut self) {
-        self.pending = None;
+    /// Takes the success of the compact stage's first attempt at `now`,
+    /// whose record the compact stage gave out already: the state
+    /// [`handle`](Self::handle) of that event leaves, its record dropped.
+    pub(crate) fn first_succeeded(&mut self, now: Instant) {
+        let _ = self.take_event(Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::SUCCESS,
+            now,
+        });
     }
 
     /// Finishes a call whose only attempt succeeded and whose end the gate
@@ -415,10 +432,30 @@ impl<const N: usize> CallMachine<N> {
     /// Feeds one event. Times earlier than the latest one seen are taken as
     /// the latest one (the machine's clock never goes back).
     pub fn handle(&mut self, event: Event) {
+        self.keep_event(event);
+    }
+
+    /// [`handle`](Self::handle), inlined: the call future's growth and
+    /// drop feed events they name, which compile to those events' arms
+    /// only.
+    #[inline(always)]
+    pub(crate) fn keep_event(&mut self, event: Event) {
+        if let Some(record) = self.take_event(event) {
+            debug_assert!(self.pending.is_none(), "poll after every event");
+            self.pending = Some((record, true));
+        }
+    }
+
+    /// Feeds one event; returns the record of the admitted attempt it
+    /// ended, if any, which the gate and the observers have not heard of
+    /// yet ([`handle`](Self::handle) keeps it for the next
+    /// [`poll`](Self::poll); the call future's drain hands it out at once).
+    #[inline(always)]
+    fn take_event(&mut self, event: Event) -> Option<AttemptRecord> {
         match event {
             Event::Start { now } => {
                 if !matches!(self.phase, Phase::Idle) {
-                    return;
+                    return None;
                 }
                 // An event fed before the start may have moved the clock;
                 // it never goes back.
@@ -427,8 +464,12 @@ impl<const N: usize> CallMachine<N> {
                 self.start = now;
                 self.deadline = self.overall.map(|d| now + d);
                 self.phase = Phase::Ready;
+                None
             }
-            Event::Tick { now } => self.advance(now),
+            Event::Tick { now } => {
+                self.advance(now);
+                None
+            }
             Event::Cancel { now } => {
                 self.advance(now);
                 if !matches!(self.phase, Phase::Done(_)) {
@@ -438,32 +479,56 @@ impl<const N: usize> CallMachine<N> {
                     };
                     self.phase = Phase::Ending(v, reason::CANCELLED);
                 }
+                None
             }
             Event::AttemptFinished { id, outcome, now } => {
                 self.advance(now);
-                self.finished(id, outcome);
+                self.finished(id, outcome)
             }
         }
+    }
+
+    /// Feeds `event`, if any, and carries out the actions due through
+    /// `out` (what [`handle`](Self::handle), then [`poll`](Self::poll)
+    /// until the machine must wait, do, without keeping the event's record
+    /// in between); without an event, what is due (a record
+    /// [`handle`](Self::handle) kept first).
+    #[inline(always)]
+    pub(crate) fn feed_with<E: poll::Emit>(&mut self, event: Option<Event>, out: &mut E) -> Action {
+        let ended = match event {
+            Some(event) => {
+                debug_assert!(self.pending.is_none(), "poll after every event");
+                self.take_event(event).map(|record| (record, true))
+            }
+            None => self.pending.take(),
+        };
+        if let Some((record, admitted)) = ended {
+            if admitted {
+                crate::gate::Gate::attempt_ended(out.gate(), &record);
+            }
+            poll::emit!(out, Action::Record(record));
+        }
+        self.run_with(out)
     }
 
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
 
-    fn finished(&mut self, id: AttemptId, outcome: Outcome) {
+    /// An admitted attempt completed: its record, unless its result is
+    /// stale.
+    #[inline(always)]
+    fn finished(&mut self, id: AttemptId, outcome: Outcome) -> Option<AttemptRecord> {
         if !matches!(self.phase, Phase::Running) {
             // The attempt was already cut or cancelled; its result is stale.
-            return;
+            return None;
         }
-        let Some(slot) = self.take_slot(id) else {
-            return;
-        };
-        debug_assert!(self.pending.is_none(), "poll after every event");
-        self.pending = Some((self.record(&slot, outcome, false), true));
+        let slot = self.take_slot(id)?;
         match outcome.kind {
             OutcomeKind::Success => self.end(Verdict::Success(id), reason::HEDGE_LOSER),
             _ => self.attempt_failed(id, outcome),
         }
+        Some(self.record(&slot, outcome, false))
     }
 
     /// An attempt of the running group failed (or was cut).
@@ -518,7 +583,12 @@ impl<const N: usize> CallMachine<N> {
             Some(h) => (h.min(self.max_retry_after), Cause::RetryAfterBeyondDeadline),
             None => (drawn, Cause::BackoffBeyondDeadline),
         };
-        let wake = self.now + delay;
+        // A zero delay (no backoff) wakes now: no duration arithmetic.
+        let wake = if delay.is_zero() {
+            self.now
+        } else {
+            self.now + delay
+        };
         if self.deadline.is_some_and(|d| wake >= d) {
             return self.fail(beyond);
         }

@@ -2,16 +2,55 @@
 //! the machine in — launches (after the gate), hedges, cuts at deadlines,
 //! cancels, waits and the finish.
 
+use core::ops::ControlFlow;
 use core::time::Duration;
 
 use super::plan::attempt_deadline;
-use super::{Action, CallMachine, Cause, Phase, Slot, WaitReason};
+use super::{Action, CallMachine, Cause, Phase, Slot, Verdict, WaitReason};
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::Instant;
 use crate::verdict::reason;
+
+/// Where a drain's actions go: [`CallMachine::poll`] hands each to its
+/// caller, one per call; the call future carries them out as they come
+/// (`staged.rs`).
+pub(crate) trait Emit {
+    /// The call's gate.
+    type Gate: Gate + ?Sized;
+    /// The call's gate.
+    fn gate(&mut self) -> &mut Self::Gate;
+    /// A launch, a cancel or a record: `Break` ends the drain with it,
+    /// `Continue` goes on (it was carried out).
+    fn emit(&mut self, action: Action) -> ControlFlow<Action>;
+}
+
+/// Hands `$action` to `$out`, and returns it when `$out` stops there.
+macro_rules! emit {
+    ($out:expr, $action:expr) => {
+        if let ::core::ops::ControlFlow::Break(action) = $out.emit($action) {
+            return action;
+        }
+    };
+}
+pub(super) use emit;
+
+/// [`CallMachine::poll`]'s [`Emit`]: stops at every action.
+struct OneAction<'a, G: ?Sized>(&'a mut G);
+
+impl<G: Gate + ?Sized> Emit for OneAction<'_, G> {
+    type Gate = G;
+    #[inline(always)]
+    fn gate(&mut self) -> &mut G {
+        self.0
+    }
+    #[inline(always)]
+    fn emit(&mut self, action: Action) -> ControlFlow<Action> {
+        ControlFlow::Break(action)
+    }
+}
 
 impl<const N: usize> CallMachine<N> {
     /// The next action. `gate` is consulted before every launch and told
@@ -20,28 +59,27 @@ impl<const N: usize> CallMachine<N> {
     /// What changes the answer: events fed since the last call; nothing else.
     #[must_use = "drain poll until Wait, AwaitAttempts or Finish and carry out each action"]
     pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        if let Some((record, admitted)) = self.pending.take() {
-            if admitted {
-                gate.attempt_ended(&record);
-            }
-            return Action::Record(record);
-        }
+        self.feed_with(None, &mut OneAction(gate))
+    }
+
+    /// Carries out the actions due through `out` until the machine must
+    /// wait or has finished, or `out` stops at one: [`poll`](Self::poll)
+    /// stops at every action, the call future's drain at none (one
+    /// decision path, written once, whichever way it is drained). A record
+    /// an event produced is handed out first, by
+    /// [`feed_with`](Self::feed_with).
+    #[inline(always)]
+    pub(super) fn run_with<E: Emit>(&mut self, out: &mut E) -> Action {
         loop {
             match self.phase {
                 Phase::Idle => return Action::AwaitAttempts,
                 Phase::Done(v) => return Action::Finish(v),
-                Phase::Ending(v, why) => {
-                    if let Some(slot) = self.take_any_slot() {
-                        let record = self.record(&slot, Outcome::abort(why), true);
-                        gate.attempt_ended(&record);
-                        return Action::Cancel(record);
-                    }
-                    self.phase = Phase::Done(v);
-                    gate.call_ended(&v, self.now);
-                    return Action::Finish(v);
-                }
+                Phase::Ending(v, why) => match self.ending(out.gate(), v, why) {
+                    Some(cancel) => emit!(out, cancel),
+                    None => return Action::Finish(v),
+                },
                 Phase::BackoffUnchecked(until) => {
-                    if self.unreachable(gate, until) {
+                    if self.unreachable(out.gate(), until) {
                         self.fail(Cause::DeadlineUnreachable);
                     } else {
                         self.phase = Phase::Backoff(until);
@@ -67,7 +105,8 @@ impl<const N: usize> CallMachine<N> {
                         self.fail(Cause::Exhausted);
                         continue;
                     }
-                    return self.launch_primary(gate);
+                    let action = self.launch_primary(out.gate());
+                    emit!(out, action);
                 }
                 Phase::Running => {
                     if self.deadline_passed() {
@@ -77,17 +116,66 @@ impl<const N: usize> CallMachine<N> {
                     if let Some(slot) = self.take_expired_slot() {
                         let outcome = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
                         let record = self.record(&slot, outcome, true);
-                        gate.attempt_ended(&record);
+                        out.gate().attempt_ended(&record);
                         self.attempt_failed(slot.info.id, outcome);
-                        return Action::Cancel(record);
+                        emit!(out, Action::Cancel(record));
+                        continue;
                     }
-                    if let Some(action) = self.maybe_hedge(gate) {
-                        return action;
+                    if let Some(action) = self.maybe_hedge(out.gate()) {
+                        emit!(out, action);
+                        continue;
                     }
                     return self.wait_running();
                 }
             }
         }
+    }
+
+    /// Winds up a cancelled call (after [`Event::Cancel`]): carries out
+    /// the cancels of the attempts still in flight through `out`, and
+    /// finishes. What [`run_with`](Self::run_with) does in the phases
+    /// a cancel leaves, without the rest of its loop: the call future's
+    /// drop, whose sink launches nothing, compiles only this.
+    pub(crate) fn cancelled_with<E: Emit>(&mut self, out: &mut E) -> Verdict {
+        if let Some((record, admitted)) = self.pending.take() {
+            if admitted {
+                out.gate().attempt_ended(&record);
+            }
+            let _ = out.emit(Action::Record(record));
+        }
+        loop {
+            match self.phase {
+                Phase::Ending(v, why) => match self.ending(out.gate(), v, why) {
+                    Some(cancel) => {
+                        let _ = out.emit(cancel);
+                    }
+                    None => return v,
+                },
+                Phase::Done(v) => return v,
+                // A cancel leaves the machine ending or done.
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    /// The ending phase's next step: the cancel of an attempt still in
+    /// flight (its record, `why`), or, with none left, the finish with
+    /// `verdict` (`None`; the gate told).
+    #[inline(always)]
+    fn ending<G: Gate + ?Sized>(
+        &mut self,
+        gate: &mut G,
+        verdict: Verdict,
+        why: &'static str,
+    ) -> Option<Action> {
+        if let Some(slot) = self.take_any_slot() {
+            let record = self.record(&slot, Outcome::abort(why), true);
+            gate.attempt_ended(&record);
+            return Some(Action::Cancel(record));
+        }
+        self.phase = Phase::Done(verdict);
+        gate.call_ended(&verdict, self.now);
+        None
     }
 
     pub(super) fn launch_primary<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
@@ -262,6 +350,8 @@ impl<const N: usize> CallMachine<N> {
         }
     }
 
+    // One caller, the drain's loop: inlined there.
+    #[inline(always)]
     pub(super) fn wait_running(&self) -> Action {
         let attempt = self
             .slots

@@ -28,11 +28,13 @@
 //! success path does not need), growth to stay out of it (`#[cold]`).
 
 use core::borrow::Borrow;
+use core::ops::ControlFlow;
 
 use super::plan::{first_launch, hedges_in};
+use super::poll::Emit;
 use super::{Action, Event, Limits, Slot};
 use crate::gate::{Admission, AdmitRequest, Gate};
-use crate::outcome::{Outcome, OutcomeKind};
+use crate::outcome::OutcomeKind;
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::Instant;
@@ -48,7 +50,17 @@ pub trait MachineOps {
     /// it off, to compare a staged machine with a full one).
     const COMPACT: bool = true;
     fn handle(&mut self, event: Event);
-    fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action;
+    /// Feeds `event`, if any, and carries out the actions due through
+    /// `sink` until the machine must wait or has finished (see
+    /// [`CallMachine::handle`](super::CallMachine::handle) and
+    /// [`CallMachine::poll`](super::CallMachine::poll)); never returns
+    /// [`Next::Drain`] or [`Next::Launched`]. One function for both: the
+    /// machine's decisions compile once.
+    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next;
+    /// Winds up a call [`Event::Cancel`] was fed to: cancels what is in
+    /// flight through `sink`, and finishes (see
+    /// [`CallMachine::cancelled_with`](super::CallMachine::cancelled_with)).
+    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict;
     fn start(&self) -> Instant;
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
@@ -59,10 +71,12 @@ pub trait MachineOps {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action;
     /// Takes over the compact stage's first attempt, admitted and running
     /// (see [`CallMachine::launched_first`](super::CallMachine::launched_first)).
-    fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str);
-    /// Drops the record an event produced, which the compact stage already
-    /// gave out (and released at the gate).
-    fn forget_record(&mut self);
+    fn launched_first(&mut self, start: Instant, budget_reason: &'static str);
+    /// Takes the first attempt's success at `now`, whose record the
+    /// compact stage gave out already (and released at the gate): what
+    /// [`handle`](Self::handle) does with that event, without the record
+    /// (see [`CallMachine::first_succeeded`](super::CallMachine::first_succeeded)).
+    fn first_succeeded(&mut self, now: Instant);
     /// Finishes a call the compact stage finished, whose end the gate has
     /// heard (see [`CallMachine::finish_told`](super::CallMachine::finish_told)).
     fn finish_told(&mut self);
@@ -193,20 +207,18 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
 
     /// Feeds one event; the compact stage carries out the actions it leads
     /// to through `sink` until it must wait or has finished. The full
-    /// machine (the one it grew into, if the event grew it) only takes the
-    /// event: [`Next::Drain`] says its actions are due, for
-    /// [`drain`](Self::drain). The driver contract's steps 2 and 3 (see
+    /// machine (the one it grew into, if the event grew it) is handed the
+    /// event by the driver, in one place: [`Next::Feed`] says so, for
+    /// [`drain`](Self::drain), which feeds it and carries out the actions
+    /// (inlined at every place the driver feeds an event, the full
+    /// machine's loop would be a copy each in flash). The driver
+    /// contract's steps 2 and 3 (see
     /// [`CallMachine::handle`](super::CallMachine::handle) and
-    /// [`CallMachine::poll`](super::CallMachine::poll)), with the full
-    /// machine's drain left to one place in the driver: inlined at every
-    /// place the driver feeds an event, it would be a copy each in flash.
+    /// [`CallMachine::poll`](super::CallMachine::poll)).
     #[inline(always)]
     pub(crate) fn feed<S: Sink>(&mut self, event: Event, sink: &mut S) -> Next {
         let first = match self {
-            Self::Full(m) => {
-                m.handle(event);
-                return Next::Drain;
-            }
+            Self::Full(_) => return Next::Feed,
             // A finished call takes no events (the call future is not
             // polled after it resolved). No message: a panic's text is
             // flash on a microcontroller.
@@ -246,27 +258,47 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             _ => {}
         }
         self.grow_for(event);
-        Next::Drain
+        Next::Feed
     }
 
-    /// Carries out the full machine's actions through `sink` until it must
-    /// wait or has finished (after [`Next::Drain`]; never returns it).
+    /// Feeds the full machine `event`, if any (the one fed when it said
+    /// [`Next::Feed`]), and carries out its actions through `sink` until it
+    /// must wait or has finished (never returns [`Next::Feed`] or
+    /// [`Next::Drain`]): the record of
+    /// an attempt the event ended goes straight to the gate and `sink`,
+    /// never kept in the machine.
     #[inline(always)]
-    pub(crate) fn drain<S: Sink>(&mut self, sink: &mut S) -> Next {
+    pub(crate) fn drain<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
         // Only the full machine asks for a drain.
         let Self::Full(machine) = self else {
             unreachable!();
         };
-        loop {
-            match machine.poll(sink.gate()) {
-                Action::Launch(info) => sink.launch(info),
-                Action::Cancel(record) => sink.cancel(&record),
-                Action::Record(record) => sink.record(&record),
-                Action::Wait { until, .. } => return Next::Wait(until),
-                Action::AwaitAttempts => return Next::AwaitAttempts,
-                Action::Finish(verdict) => return Next::Finish(verdict),
+        machine.feed(event, sink)
+    }
+
+    /// Cancels a live call at `now` (the caller dropped its future, whose
+    /// attempts are dropped already): the machine cancels what is in
+    /// flight through `sink`, and finishes with the verdict returned.
+    /// Only what a cancelled machine does is compiled here (the call
+    /// future's drop has a sink of its own, which launches nothing).
+    pub(crate) fn cancel<S: Sink>(&mut self, now: Instant, sink: &mut S) -> Verdict {
+        let event = Event::Cancel { now };
+        match self {
+            Self::Full(_) => {}
+            // A finished compact stage only moves its clock (as `feed`).
+            Self::First(first) if first.step == Step::Finished => {
+                first.now = first.now.max(now);
+                return Verdict::Success(FIRST);
             }
+            Self::First(_) => self.grow_for(event),
+            // A call that is over is not cancelled.
+            Self::Done => unreachable!(),
         }
+        let Self::Full(machine) = self else {
+            unreachable!();
+        };
+        machine.handle(event);
+        machine.cancelled(sink)
     }
 
     /// What is due without a new event (what a driver does when it is
@@ -319,8 +351,9 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     }
 
     /// Grows into the full machine, in the state the compact stage is in,
-    /// and feeds it `event`. Out of line, and given no sink: the driver's
-    /// sink stays in registers on the compact path.
+    /// for `event` (which the caller feeds it next). Out of line, and
+    /// given no sink: the driver's sink stays in registers on the compact
+    /// path.
     #[cold]
     #[inline(never)]
     fn grow_for(&mut self, event: Event) {
@@ -330,7 +363,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             | Event::Cancel { now }
             | Event::AttemptFinished { now, .. } => now,
         };
-        self.grow(at).handle(event);
+        self.grow(at);
     }
 
     /// Grows into the full machine, which takes over the gate's refusal of
@@ -376,7 +409,6 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             .rng
             .clone()
             .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
-        let info = first.info();
         *self = Self::Full(M::make(first.policy.borrow(), first.limits, rng));
         // Just made.
         let Self::Full(machine) = self else {
@@ -389,18 +421,13 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             machine.handle(Event::Start { now: first.start });
             return machine;
         }
-        machine.launched_first(first.start, info, first.budget_reason);
+        machine.launched_first(first.start, first.budget_reason);
         if first.step == Step::Running {
             return machine;
         }
         // Its record is out already (the outcome it carried does not
         // change the machine's state).
-        machine.handle(Event::AttemptFinished {
-            id: FIRST,
-            outcome: Outcome::SUCCESS,
-            now: first.now,
-        });
-        machine.forget_record();
+        machine.first_succeeded(first.now);
         if first.step == Step::Finished {
             machine.finish_told();
         }
@@ -410,7 +437,8 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
 
 /// What the driver does with a machine's actions (the call future's
 /// attempts and observer).
-pub(crate) trait Sink {
+#[doc(hidden)]
+pub trait Sink {
     /// The call's gate.
     type Gate: Gate + ?Sized;
     /// The call's gate.
@@ -428,7 +456,8 @@ pub(crate) trait Sink {
 // An explicit tag (no niche): each path's variant is a constant the
 // compiler can thread the driver's match through.
 #[repr(u8)]
-pub(crate) enum Next {
+#[doc(hidden)]
+pub enum Next {
     /// The compact stage launched the first attempt: wait until this
     /// instant, if any, or until the attempt completes. (What the full
     /// machine returns there as [`Next::Wait`] or [`Next::AwaitAttempts`];
@@ -441,8 +470,11 @@ pub(crate) enum Next {
     AwaitAttempts,
     /// The call is over.
     Finish(Verdict),
-    /// The full machine took the event; its actions are due
-    /// ([`Staged::drain`]).
+    /// The full machine is to take the event just fed, and its actions are
+    /// due ([`Staged::drain`]; the driver keeps the event, so that this
+    /// stays a tag).
+    Feed,
+    /// The full machine's actions are due ([`Staged::drain`], no event).
     Drain,
 }
 
@@ -513,13 +545,55 @@ pub const fn derive_seed(seed: u64, n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A [`Sink`] as the full machine's [`Emit`]: carries out every action.
+struct Carry<'a, S>(&'a mut S);
+
+impl<S: Sink> Emit for Carry<'_, S> {
+    type Gate = S::Gate;
+    #[inline(always)]
+    fn gate(&mut self) -> &mut S::Gate {
+        self.0.gate()
+    }
+    #[inline(always)]
+    fn emit(&mut self, action: Action) -> ControlFlow<Action> {
+        match action {
+            Action::Launch(info) => self.0.launch(info),
+            Action::Cancel(record) => self.0.cancel(&record),
+            Action::Record(record) => self.0.record(&record),
+            // A drain ends at these itself.
+            Action::Wait { .. } | Action::AwaitAttempts | Action::Finish(_) => {
+                return ControlFlow::Break(action)
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Where a drained machine stopped: what the driver does next.
+#[inline(always)]
+fn next(action: Action) -> Next {
+    match action {
+        Action::Wait { until, .. } => Next::Wait(until),
+        Action::Finish(verdict) => Next::Finish(verdict),
+        // A drain through a sink ends only in a wait or the finish.
+        _ => Next::AwaitAttempts,
+    }
+}
+
 impl<const N: usize> MachineOps for super::CallMachine<N> {
     const SLOTS: usize = N;
+    #[inline(always)]
     fn handle(&mut self, event: Event) {
-        super::CallMachine::handle(self, event);
+        self.keep_event(event);
     }
-    fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        super::CallMachine::poll(self, gate)
+    // Inlined into the driver's one drain (`Staged::drain`): the machine's
+    // loop compiles once, in the call future's poll.
+    #[inline(always)]
+    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
+        next(self.feed_with(event, &mut Carry(sink)))
+    }
+    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
+        self.cancelled_with(&mut Carry(sink))
     }
     fn start(&self) -> Instant {
         super::CallMachine::start(self)
@@ -540,11 +614,11 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         super::CallMachine::primary(self, info, admission)
     }
-    fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str) {
-        super::CallMachine::launched_first(self, start, info, budget_reason);
+    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
+        super::CallMachine::launched_first(self, start, budget_reason);
     }
-    fn forget_record(&mut self) {
-        super::CallMachine::forget_record(self);
+    fn first_succeeded(&mut self, now: Instant) {
+        super::CallMachine::first_succeeded(self, now);
     }
     fn finish_told(&mut self) {
         super::CallMachine::finish_told(self);

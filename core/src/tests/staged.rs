@@ -24,7 +24,7 @@ use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
 use crate::key::PolicyKey;
 use crate::machine::Verdict;
-use crate::machine::{Action, CallMachine, Event, Limits};
+use crate::machine::{Action, CallMachine, Event, Limits, Next, Sink};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::Outcome;
 use crate::policy::Policy;
@@ -52,8 +52,11 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn handle(&mut self, event: Event) {
         self.0.handle(event);
     }
-    fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        self.0.poll(gate)
+    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
+        self.0.feed(event, sink)
+    }
+    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
+        self.0.cancelled(sink)
     }
     fn start(&self) -> Instant {
         self.0.start()
@@ -74,11 +77,11 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         self.0.primary(info, admission)
     }
-    fn launched_first(&mut self, start: Instant, info: AttemptInfo, budget_reason: &'static str) {
-        self.0.launched_first(start, info, budget_reason);
+    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
+        self.0.launched_first(start, budget_reason);
     }
-    fn forget_record(&mut self) {
-        self.0.forget_record();
+    fn first_succeeded(&mut self, now: Instant) {
+        self.0.first_succeeded(now);
     }
     fn finish_told(&mut self) {
         self.0.finish_told();
