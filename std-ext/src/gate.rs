@@ -313,3 +313,119 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| o.on_budget_decision(key, &decision)));
     }
 }
+
+/// Where a std call future's bytes go: the executor's parts, printed (run
+/// `cargo test -p recourse-rs --lib std_call_layout -- --nocapture`) and
+/// bounded where this file owns the layout (`Spill`, `Kept`).
+#[cfg(test)]
+mod layout {
+    use core::future::IntoFuture;
+    use core::mem::{size_of, size_of_val};
+
+    use recourse_core::policy_gate::PolicyGate;
+    use recourse_core::{AttemptInfo, Policy, PolicyKey};
+
+    use super::{CallGate, ExecParts, Spill};
+    use crate::classify::Contained;
+    use crate::executor::Executor;
+    use crate::key_cache::Kept;
+    use crate::report::{CallPanics, Report};
+    use crate::timer::{DefaultTimer, TimerSource};
+
+    fn trivial(_: AttemptInfo) -> core::future::Ready<Result<u32, ()>> {
+        core::future::ready(Ok(1))
+    }
+
+    #[test]
+    fn std_call_layout() {
+        let exec = Executor::new();
+        let key = PolicyKey::new("svc", "Get");
+        let policy = Policy::DEFAULT;
+        let kept = Kept::Own {
+            policy: None,
+            breaker: None,
+            latency: None,
+            ledger: None,
+        };
+        let panics = CallPanics::default();
+        let parts = || ExecParts {
+            exec: &exec,
+            kept: &kept,
+            call_panics: &panics,
+            offset: None,
+            upstream: recourse_core::amplification::UpstreamEffect::None,
+        };
+        let report = || Report {
+            exec: &exec,
+            timeline: None,
+            policy_source: None,
+            missing_policy_mode: None,
+            call_panics: Some(&panics),
+            classifier_told: false,
+        };
+        let classifier = || Contained {
+            inner: recourse_core::DefaultClassifier,
+            contain: true,
+            panicked: &panics.classifier,
+        };
+        // The core driver's future as `Executor::run` builds it (the
+        // attempt future without its 8-byte panic watch).
+        macro_rules! driver {
+            () => {
+                recourse_core::call(key, &policy, DefaultTimer.timer(), trivial)
+                    .classifier(classifier())
+                    .observer(report())
+                    .limits(recourse_core::Limits::DEFAULT)
+                    .gate::<CallGate<'_, DefaultTimer>>(PolicyGate::new(
+                        key,
+                        &policy,
+                        None,
+                        parts(),
+                    ))
+            };
+        }
+        let one = driver!().into_future();
+        let two = driver!().slots::<2>().into_future();
+        let rows = [
+            ("Spill (4 inline held reservations)", size_of::<Spill<'_>>()),
+            ("Kept", size_of::<Kept>()),
+            ("ExecParts", size_of::<ExecParts<'_, DefaultTimer>>()),
+            (
+                "CallGate (PolicyGate + ExecParts + Spill)",
+                size_of::<CallGate<'_, DefaultTimer>>(),
+            ),
+            ("CallPanics", size_of::<CallPanics>()),
+            (
+                "Report (the observer)",
+                size_of::<Report<'_, DefaultTimer>>(),
+            ),
+            ("Contained classifier", size_of_val(&classifier())),
+            (
+                "call timer (DefaultCallTimer)",
+                size_of_val(&DefaultTimer.timer()),
+            ),
+            (
+                "core driver future, executor's pieces, 1 slot",
+                size_of_val(&one),
+            ),
+            (
+                "core driver future, executor's pieces, 2 slots",
+                size_of_val(&two),
+            ),
+            (
+                "Executor::call future (async fn state)",
+                size_of_val(&exec.call("svc.Get", trivial)),
+            ),
+            (
+                "do_value future (async fn state)",
+                size_of_val(&crate::do_value("svc.Get", trivial)),
+            ),
+        ];
+        std::println!();
+        for (name, size) in rows {
+            std::println!("    {name:<50} {size:>5} B");
+        }
+        assert!(size_of::<Spill<'_>>() <= 160, "Spill grew");
+        assert!(size_of::<Kept>() <= 48, "Kept grew");
+    }
+}

@@ -119,6 +119,22 @@ pin_project! {
     }
 }
 
+#[cfg(test)]
+impl<P, Tm, Op, Fut, T, E, C, O, G, W> Call<'_, P, Tm, Op, Fut, T, E, C, O, G, W>
+where
+    P: Borrow<Policy>,
+    Tm: Timer,
+    O: Observer,
+    G: Gate,
+    W: Width,
+{
+    /// Test-only: `(field, offset, size)` of every field, by offset.
+    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        crate::machine::layout_of!(self; key, sleep_at, last, winner, timer, op, classifier,
+            observer, gate, attempts, sleep, ids, last_terminal, clock, state)
+    }
+}
+
 impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W> IntoFuture for CallBuilder<'k, P, Tm, Op, C, O, G, W>
 where
     P: Borrow<Policy>,

@@ -55,6 +55,40 @@ use plan::hedges_in;
 pub use plan::CallPlan;
 pub(crate) use staged::{Next, Sink, Staged};
 
+/// Test-only: `(field, offset, size)` of each named field of `*$v` (a
+/// reference), by offset: what the layout test (`tests/layout.rs`) prints.
+#[cfg(test)]
+macro_rules! layout_of {
+    ($v:expr; $($f:ident),* $(,)?) => {{
+        let v = $v;
+        let base = core::ptr::addr_of!(*v) as usize;
+        fn size<T>(_: *const T) -> usize {
+            core::mem::size_of::<T>()
+        }
+        let mut fields = std::vec![$((
+            stringify!($f),
+            core::ptr::addr_of!(v.$f) as usize - base,
+            size(core::ptr::addr_of!(v.$f)),
+        )),*];
+        fields.sort_by_key(|f| f.1);
+        fields
+    }};
+}
+#[cfg(test)]
+pub(crate) use layout_of;
+
+/// Test-only: the sizes of the machine's private parts, by name.
+#[cfg(test)]
+pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
+    use core::mem::size_of;
+    std::vec![
+        ("Slot", size_of::<Slot>()),
+        ("Option<Slot>", size_of::<Option<Slot>>()),
+        ("Phase", size_of::<Phase>()),
+        ("Delays", size_of::<Delays>()),
+    ]
+}
+
 /// An attempt in flight.
 #[derive(Copy, Clone, Debug)]
 struct Slot {
@@ -181,6 +215,18 @@ pub struct CallMachine<const N: usize = 4> {
     /// A record produced by an event, emitted by the next `poll`, and
     /// whether its attempt was admitted (and so must be released).
     pending: Option<(AttemptRecord, bool)>,
+}
+
+#[cfg(test)]
+impl<const N: usize> CallMachine<N> {
+    /// Test-only: `(field, offset, size)` of every field, by offset.
+    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        layout_of!(self; max_attempts, per_attempt, overall, max_retry_after, delays, rng,
+            phase, now, start, deadline, groups, launched, next_backoff, last_failure,
+            last_outcome, refusal, slots, max_hedges, policy_hedges, hedge_delay,
+            cancel_on_first_terminal, group_start, group_hedges, hedging_stopped,
+            next_hedge_check, terminal, ran, pending)
+    }
 }
 
 impl<const N: usize> CallMachine<N> {

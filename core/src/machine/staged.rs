@@ -446,6 +446,26 @@ pub(crate) enum Next {
     Drain,
 }
 
+#[cfg(test)]
+impl<P, M> Staged<P, M> {
+    /// Test-only: the compact stage's size and `(field, offset, size)` of
+    /// its fields, by offset.
+    pub(crate) fn first_layout(policy: P) -> (usize, std::vec::Vec<(&'static str, usize, usize)>) {
+        let first = First {
+            policy,
+            limits: Limits::DEFAULT,
+            rng: None,
+            step: Step::Idle,
+            start: Instant::ZERO,
+            now: Instant::ZERO,
+            budget_reason: "",
+        };
+        let fields = super::layout_of!(&first; policy, limits, rng, step, start, now,
+            budget_reason);
+        (core::mem::size_of::<First<P>>(), fields)
+    }
+}
+
 impl<P: Borrow<Policy>> First<P> {
     /// Starts the call at `now`: its first attempt, or `None` when the
     /// compact stage cannot decide the call (the policy hedges, or a
