@@ -89,25 +89,73 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
     ]
 }
 
-/// An attempt in flight.
+/// An attempt in flight: its [`AttemptInfo`], launch time, backoff and
+/// budget reason, packed (48 bytes on a 64-bit target, not 72: the
+/// deadline's `Option` is a flag beside the counters, the backoff whole
+/// nanoseconds, the group and hedge indices 16 bits, as the attempt ids
+/// bound them).
 #[derive(Copy, Clone, Debug)]
 struct Slot {
-    info: AttemptInfo,
-    start: Instant,
-    backoff: Duration,
     budget_reason: &'static str,
+    start: Instant,
+    /// The attempt's deadline, when `has_deadline`.
+    deadline: Instant,
+    /// The sleep before it, in nanoseconds (saturating, as [`Instant`]).
+    backoff: u64,
+    id: AttemptId,
+    /// At most the attempts launched (`u16` ids).
+    retry_index: u16,
+    /// At most the attempts launched (`u16` ids).
+    hedge_index: u16,
+    has_deadline: bool,
 }
 
 impl Slot {
+    /// Attempt `info`, launched at `start` after `backoff` nanoseconds,
+    /// with the gate's `budget_reason`.
+    #[inline(always)]
+    fn new(info: AttemptInfo, start: Instant, backoff: u64, budget_reason: &'static str) -> Self {
+        Self {
+            budget_reason,
+            start,
+            deadline: info.deadline.unwrap_or(Instant::ZERO),
+            backoff,
+            id: info.id,
+            // Both are below the attempt ids' `u16` bound (a group's
+            // primary and each hedge take an id).
+            retry_index: info.retry_index as u16,
+            hedge_index: info.hedge_index as u16,
+            has_deadline: info.deadline.is_some(),
+        }
+    }
+
+    /// The attempt's info.
+    #[inline(always)]
+    fn info(&self) -> AttemptInfo {
+        AttemptInfo {
+            id: self.id,
+            retry_index: u32::from(self.retry_index),
+            hedge_index: u32::from(self.hedge_index),
+            is_hedge: self.hedge_index > 0,
+            deadline: self.deadline(),
+        }
+    }
+
+    /// The attempt's deadline, if any.
+    #[inline(always)]
+    fn deadline(&self) -> Option<Instant> {
+        self.has_deadline.then_some(self.deadline)
+    }
+
     /// The attempt's record, ended at `end`.
     fn record(&self, end: Instant, outcome: Outcome, cancelled: bool) -> AttemptRecord {
         AttemptRecord {
-            info: self.info,
+            info: self.info(),
             start: self.start,
             end,
             outcome,
             cancelled,
-            backoff: self.backoff,
+            backoff: Duration::from_nanos(self.backoff),
             budget_allowed: true,
             budget_reason: self.budget_reason,
         }
@@ -212,9 +260,10 @@ pub struct CallMachine<const N: usize = 4> {
     terminal: Option<(AttemptId, Cause)>,
     /// Attempts that ran (launched), hedges included.
     ran: u32,
-    /// A record produced by an event, emitted by the next `poll`, and
-    /// whether its attempt was admitted (and so must be released).
-    pending: Option<(AttemptRecord, bool)>,
+    /// A record produced by an event (an admitted attempt's, which the
+    /// gate must release), emitted by the next `poll`: kept as its slot,
+    /// outcome and end (96 bytes, not a 136-byte record and flag).
+    pending: Option<(Slot, Outcome, Instant)>,
 }
 
 #[cfg(test)]
@@ -344,12 +393,7 @@ impl<const N: usize> CallMachine<N> {
         self.launched = 1;
         self.ran = 1;
         self.group_start = start;
-        self.slots[0] = Some(Slot {
-            info,
-            start,
-            backoff: Duration::ZERO,
-            budget_reason,
-        });
+        self.slots[0] = Some(Slot::new(info, start, 0, budget_reason));
     }
 
     /// Drops the record the last event produced, which the compact stage
@@ -427,7 +471,7 @@ impl<const N: usize> CallMachine<N> {
             return;
         };
         debug_assert!(self.pending.is_none(), "poll after every event");
-        self.pending = Some((self.record(&slot, outcome, false), true));
+        self.pending = Some((slot, outcome, self.now));
         match outcome.kind {
             OutcomeKind::Success => self.end(Verdict::Success(id), reason::HEDGE_LOSER),
             _ => self.attempt_failed(id, outcome),

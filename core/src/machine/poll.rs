@@ -10,7 +10,7 @@ use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
-use crate::time::Instant;
+use crate::time::{nanos, Instant};
 use crate::verdict::reason;
 
 impl<const N: usize> CallMachine<N> {
@@ -20,10 +20,9 @@ impl<const N: usize> CallMachine<N> {
     /// What changes the answer: events fed since the last call; nothing else.
     #[must_use = "drain poll until Wait, AwaitAttempts or Finish and carry out each action"]
     pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        if let Some((record, admitted)) = self.pending.take() {
-            if admitted {
-                gate.attempt_ended(&record);
-            }
+        if let Some((slot, outcome, end)) = self.pending.take() {
+            let record = slot.record(end, outcome, false);
+            gate.attempt_ended(&record);
             return Action::Record(record);
         }
         loop {
@@ -78,7 +77,7 @@ impl<const N: usize> CallMachine<N> {
                         let outcome = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
                         let record = self.record(&slot, outcome, true);
                         gate.attempt_ended(&record);
-                        self.attempt_failed(slot.info.id, outcome);
+                        self.attempt_failed(slot.id, outcome);
                         return Action::Cancel(record);
                     }
                     if let Some(action) = self.maybe_hedge(gate) {
@@ -181,12 +180,7 @@ impl<const N: usize> CallMachine<N> {
         backoff: Duration,
     ) -> Result<Slot, (Slot, Gatekeeper)> {
         self.launched += 1;
-        let slot = Slot {
-            info,
-            start: self.now,
-            backoff,
-            budget_reason: admission.reason,
-        };
+        let slot = Slot::new(info, self.now, nanos(backoff), admission.reason);
         if admission.allowed {
             Ok(slot)
         } else {
@@ -203,7 +197,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// Puts an admitted attempt in slot `free` and launches it.
     pub(super) fn run(&mut self, free: usize, slot: Slot) -> Action {
-        let info = slot.info;
+        let info = slot.info();
         self.slots[free] = Some(slot);
         self.ran += 1;
         Action::Launch(info)
@@ -263,12 +257,7 @@ impl<const N: usize> CallMachine<N> {
     }
 
     pub(super) fn wait_running(&self) -> Action {
-        let attempt = self
-            .slots
-            .iter()
-            .flatten()
-            .filter_map(|s| s.info.deadline)
-            .min();
+        let attempt = self.slots.iter().flatten().filter_map(Slot::deadline).min();
         if let Some(h) = self.next_hedge_check {
             if attempt.is_none_or(|a| h < a) && self.deadline.is_none_or(|d| h < d) {
                 return Action::Wait {
@@ -319,7 +308,7 @@ impl<const N: usize> CallMachine<N> {
     pub(super) fn take_slot(&mut self, id: AttemptId) -> Option<Slot> {
         self.slots
             .iter_mut()
-            .find(|s| s.is_some_and(|s| s.info.id == id))?
+            .find(|s| s.is_some_and(|s| s.id == id))?
             .take()
     }
 
@@ -331,7 +320,7 @@ impl<const N: usize> CallMachine<N> {
         let now = self.now;
         self.slots
             .iter_mut()
-            .find(|s| s.is_some_and(|s| s.info.deadline.is_some_and(|d| now >= d)))?
+            .find(|s| s.is_some_and(|s| s.deadline().is_some_and(|d| now >= d)))?
             .take()
     }
 

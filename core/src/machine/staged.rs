@@ -498,12 +498,7 @@ impl<P: Borrow<Policy>> First<P> {
     /// The running attempt's slot.
     #[inline(always)]
     fn slot(&self, info: AttemptInfo) -> Slot {
-        Slot {
-            info,
-            start: self.start,
-            backoff: core::time::Duration::ZERO,
-            budget_reason: self.budget_reason,
-        }
+        Slot::new(info, self.start, 0, self.budget_reason)
     }
 }
 
