@@ -40,7 +40,7 @@ use crate::backoff::{Backoff, BackoffSpec};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
-use crate::time::Instant;
+use crate::time::{nanos, Instant};
 use crate::verdict::reason;
 pub use crate::verdict::{Cause, Verdict};
 
@@ -218,22 +218,27 @@ impl Delays {
 #[derive(Clone, Debug)]
 pub struct CallMachine<const N: usize = 4> {
     max_attempts: u32,
-    per_attempt: Option<Duration>,
-    overall: Option<Duration>,
-    /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
-    max_retry_after: Duration,
+    /// The per-attempt and overall timeouts, in nanoseconds; 0: none
+    /// (a policy's zero timeout means none).
+    per_attempt: u64,
+    overall: u64,
+    /// The longest retry-after hint honoured ([`Limits::max_retry_after`]),
+    /// in nanoseconds.
+    max_retry_after: u64,
     delays: Delays,
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
     start: Instant,
-    deadline: Option<Instant>,
+    /// The overall deadline, when `has_deadline` (see [`Self::deadline`]).
+    deadline_at: Instant,
+    has_deadline: bool,
     /// Retry groups launched.
     groups: u32,
     /// Attempts launched (ids are handed out in this order).
     launched: u16,
-    /// The sleep before the next primary.
-    next_backoff: Duration,
+    /// The sleep before the next primary, in nanoseconds.
+    next_backoff: u64,
     /// The last attempt that failed, and how.
     last_failure: Option<AttemptId>,
     last_outcome: Option<Outcome>,
@@ -245,15 +250,18 @@ pub struct CallMachine<const N: usize = 4> {
     /// The hedges per group the policy asks for (0 when hedging is off),
     /// before `N` limits them.
     policy_hedges: u32,
-    hedge_delay: Duration,
+    /// In nanoseconds.
+    hedge_delay: u64,
     cancel_on_first_terminal: bool,
     /// The running group: when its primary launched, hedges launched, and
     /// whether it may launch more (a refused hedge stops hedging for it).
     group_start: Instant,
     group_hedges: u32,
     hedging_stopped: bool,
-    /// When the trigger asked to be consulted again.
-    next_hedge_check: Option<Instant>,
+    /// When the trigger asked to be consulted again, when
+    /// `has_hedge_check` (see [`Self::next_hedge_check`]).
+    hedge_check_at: Instant,
+    has_hedge_check: bool,
     /// A non-retryable or abort outcome held while other attempts of the
     /// group still run (without cancel-on-first-terminal): it is the group's
     /// result unless one of them succeeds.
@@ -271,10 +279,10 @@ impl<const N: usize> CallMachine<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
         layout_of!(self; max_attempts, per_attempt, overall, max_retry_after, delays, rng,
-            phase, now, start, deadline, groups, launched, next_backoff, last_failure,
+            phase, now, start, deadline_at, has_deadline, groups, launched, next_backoff, last_failure,
             last_outcome, refusal, slots, max_hedges, policy_hedges, hedge_delay,
             cancel_on_first_terminal, group_start, group_hedges, hedging_stopped,
-            next_hedge_check, terminal, ran, pending)
+            hedge_check_at, has_hedge_check, terminal, ran, pending)
     }
 }
 
@@ -292,30 +300,32 @@ impl<const N: usize> CallMachine<N> {
     pub fn with_plan(plan: &CallPlan, limits: Limits, rng: fastrand::Rng) -> Self {
         Self {
             max_attempts: plan.max_attempts,
-            per_attempt: plan.per_attempt,
-            overall: plan.overall,
-            max_retry_after: limits.max_retry_after,
+            per_attempt: plan.per_attempt.map_or(0, nanos),
+            overall: plan.overall.map_or(0, nanos),
+            max_retry_after: nanos(limits.max_retry_after),
             delays: plan.delays(),
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
             start: Instant::ZERO,
-            deadline: None,
+            deadline_at: Instant::ZERO,
+            has_deadline: false,
             groups: 0,
             launched: 0,
-            next_backoff: Duration::ZERO,
+            next_backoff: 0,
             last_failure: None,
             last_outcome: None,
             refusal: None,
             slots: [None; N],
             max_hedges: 0,
             policy_hedges: plan.hedges,
-            hedge_delay: plan.hedge_delay,
+            hedge_delay: nanos(plan.hedge_delay),
             cancel_on_first_terminal: plan.cancel_on_first_terminal,
             group_start: Instant::ZERO,
             group_hedges: 0,
             hedging_stopped: false,
-            next_hedge_check: None,
+            hedge_check_at: Instant::ZERO,
+            has_hedge_check: false,
             terminal: None,
             ran: 0,
             pending: None,
@@ -348,7 +358,27 @@ impl<const N: usize> CallMachine<N> {
 
     /// The overall deadline, once started.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.has_deadline.then_some(self.deadline_at)
+    }
+
+    /// Sets the overall deadline of a call started at `start`.
+    #[inline]
+    fn set_deadline(&mut self, start: Instant) {
+        self.has_deadline = self.overall != 0;
+        self.deadline_at = start.plus_nanos(self.overall);
+    }
+
+    /// When the trigger asked to be consulted again, if it did.
+    #[inline]
+    fn next_hedge_check(&self) -> Option<Instant> {
+        self.has_hedge_check.then_some(self.hedge_check_at)
+    }
+
+    /// Sets (or clears) when the trigger is consulted again.
+    #[inline]
+    fn set_next_hedge_check(&mut self, at: Option<Instant>) {
+        self.has_hedge_check = at.is_some();
+        self.hedge_check_at = at.unwrap_or(Instant::ZERO);
     }
 
     /// Attempts launched so far (refused attempts not counted).
@@ -369,7 +399,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// Replaces the executor-wide limits.
     pub fn set_limits(&mut self, limits: Limits) {
-        self.max_retry_after = limits.max_retry_after;
+        self.max_retry_after = nanos(limits.max_retry_after);
         self.max_hedges = hedges_in(self.policy_hedges, limits, N);
     }
 
@@ -387,7 +417,7 @@ impl<const N: usize> CallMachine<N> {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = start;
         self.start = start;
-        self.deadline = self.overall.map(|d| start + d);
+        self.set_deadline(start);
         self.phase = Phase::Running;
         self.groups = 1;
         self.launched = 1;
@@ -437,7 +467,7 @@ impl<const N: usize> CallMachine<N> {
                 let now = self.now.max(now);
                 self.now = now;
                 self.start = now;
-                self.deadline = self.overall.map(|d| now + d);
+                self.set_deadline(now);
                 self.phase = Phase::Ready;
             }
             Event::Tick { now } => self.advance(now),
@@ -527,15 +557,18 @@ impl<const N: usize> CallMachine<N> {
         }
         let drawn = self.delays.next(&mut self.rng);
         let (delay, beyond) = match hint {
-            Some(h) => (h.min(self.max_retry_after), Cause::RetryAfterBeyondDeadline),
-            None => (drawn, Cause::BackoffBeyondDeadline),
+            Some(h) => (
+                nanos(h).min(self.max_retry_after),
+                Cause::RetryAfterBeyondDeadline,
+            ),
+            None => (nanos(drawn), Cause::BackoffBeyondDeadline),
         };
-        let wake = self.now + delay;
-        if self.deadline.is_some_and(|d| wake >= d) {
+        let wake = self.now.plus_nanos(delay);
+        if self.deadline().is_some_and(|d| wake >= d) {
             return self.fail(beyond);
         }
         self.next_backoff = delay;
-        self.phase = if delay.is_zero() {
+        self.phase = if delay == 0 {
             Phase::Ready
         } else {
             Phase::BackoffUnchecked(wake)

@@ -10,7 +10,7 @@ use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
-use crate::time::{nanos, Instant};
+use crate::time::Instant;
 use crate::verdict::reason;
 
 impl<const N: usize> CallMachine<N> {
@@ -129,7 +129,7 @@ impl<const N: usize> CallMachine<N> {
         self.group_start = self.now;
         self.group_hedges = 0;
         self.hedging_stopped = false;
-        self.next_hedge_check = None;
+        self.set_next_hedge_check(None);
         self.terminal = None;
         self.phase = Phase::Running;
         // A primary launches only with no attempt in flight. (No panic
@@ -160,7 +160,7 @@ impl<const N: usize> CallMachine<N> {
         retry_index: u32,
         hedge_index: u32,
         previous: Option<Outcome>,
-        backoff: Duration,
+        backoff: u64,
     ) -> Result<Slot, (Slot, Gatekeeper)> {
         let info = self.next_attempt(retry_index, hedge_index);
         let admission = gate.admit(&AdmitRequest {
@@ -177,10 +177,10 @@ impl<const N: usize> CallMachine<N> {
         &mut self,
         info: AttemptInfo,
         admission: Admission,
-        backoff: Duration,
+        backoff: u64,
     ) -> Result<Slot, (Slot, Gatekeeper)> {
         self.launched += 1;
-        let slot = Slot::new(info, self.now, nanos(backoff), admission.reason);
+        let slot = Slot::new(info, self.now, backoff, admission.reason);
         if admission.allowed {
             Ok(slot)
         } else {
@@ -206,7 +206,7 @@ impl<const N: usize> CallMachine<N> {
     /// Consults the trigger while the group may hedge; launches (or records
     /// the refusal of) a hedge when it says so.
     pub(super) fn maybe_hedge<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Option<Action> {
-        self.next_hedge_check = None;
+        self.set_next_hedge_check(None);
         // One slot has no room for a hedge: a 1-slot machine compiles
         // without the trigger.
         if N == 1 {
@@ -226,17 +226,18 @@ impl<const N: usize> CallMachine<N> {
             now: self.now,
             hedges: self.group_hedges,
             max_hedges: self.max_hedges,
-            hedge_delay: self.hedge_delay,
+            hedge_delay: Duration::from_nanos(self.hedge_delay),
         });
         if !decision.spawn {
             // Never sooner than 1 ms from now: a trigger cannot make the
             // machine spin. At the clock's end (`Instant::MAX`) no instant
             // comes later, so there is no check to wait for.
             let floor = self.now + Duration::from_millis(1);
-            self.next_hedge_check = decision
+            let next = decision
                 .next_check
                 .filter(|_| floor > self.now)
                 .map(|t| t.max(floor));
+            self.set_next_hedge_check(next);
             return None;
         }
         if self.unreachable(gate, self.now) {
@@ -246,7 +247,7 @@ impl<const N: usize> CallMachine<N> {
         }
         self.group_hedges += 1;
         let retry_index = self.groups - 1;
-        match self.admit(gate, retry_index, self.group_hedges, None, Duration::ZERO) {
+        match self.admit(gate, retry_index, self.group_hedges, None, 0) {
             Ok(slot) => Some(self.run(free, slot)),
             Err((slot, _)) => {
                 // The primary keeps running; this group hedges no more.
@@ -258,15 +259,15 @@ impl<const N: usize> CallMachine<N> {
 
     pub(super) fn wait_running(&self) -> Action {
         let attempt = self.slots.iter().flatten().filter_map(Slot::deadline).min();
-        if let Some(h) = self.next_hedge_check {
-            if attempt.is_none_or(|a| h < a) && self.deadline.is_none_or(|d| h < d) {
+        if let Some(h) = self.next_hedge_check() {
+            if attempt.is_none_or(|a| h < a) && self.deadline().is_none_or(|d| h < d) {
                 return Action::Wait {
                     until: h,
                     reason: WaitReason::HedgeDelay,
                 };
             }
         }
-        match (attempt, self.deadline) {
+        match (attempt, self.deadline()) {
             (Some(a), Some(d)) if a < d => Action::Wait {
                 until: a,
                 reason: WaitReason::AttemptDeadline,
@@ -286,7 +287,7 @@ impl<const N: usize> CallMachine<N> {
     /// Whether an attempt launched at `start` is expected (by the gate's
     /// expected latency) to end at or past the overall deadline.
     pub(super) fn unreachable<G: Gate + ?Sized>(&self, gate: &mut G, start: Instant) -> bool {
-        let Some(deadline) = self.deadline else {
+        let Some(deadline) = self.deadline() else {
             return false;
         };
         gate.expected_latency(self.now)
@@ -294,11 +295,12 @@ impl<const N: usize> CallMachine<N> {
     }
 
     pub(super) fn deadline_passed(&self) -> bool {
-        self.deadline.is_some_and(|d| self.now >= d)
+        self.deadline().is_some_and(|d| self.now >= d)
     }
 
     pub(super) fn attempt_deadline(&self) -> Option<Instant> {
-        attempt_deadline(self.per_attempt, self.deadline, self.now)
+        let own = (self.per_attempt != 0).then(|| self.now.plus_nanos(self.per_attempt));
+        attempt_deadline(own, self.deadline())
     }
 
     pub(super) fn in_flight(&self) -> usize {
