@@ -175,9 +175,9 @@ enum Phase {
     /// About to sleep until the next retry group, not yet checked against
     /// the deadline with the gate's expected latency.
     BackoffUnchecked(Instant),
-    /// Cancelling whatever is in flight (records carry `reason`), then
-    /// finishing with the verdict.
-    Ending(Verdict, &'static str),
+    /// Cancelling whatever is in flight (records carry the verdict's
+    /// [`cut_reason`]), then finishing with the verdict.
+    Ending(Verdict),
     /// Finished.
     Done(Verdict),
 }
@@ -233,8 +233,9 @@ pub struct CallMachine<const N: usize = 4> {
     /// The overall deadline, when `has_deadline` (see [`Self::deadline`]).
     deadline_at: Instant,
     has_deadline: bool,
-    /// Retry groups launched.
-    groups: u32,
+    /// Retry groups launched. (This, `ran` and `group_hedges` count
+    /// attempts launched, at most the `u16` ids' bound.)
+    groups: u16,
     /// Attempts launched (ids are handed out in this order).
     launched: u16,
     /// The sleep before the next primary, in nanoseconds.
@@ -256,7 +257,7 @@ pub struct CallMachine<const N: usize = 4> {
     /// The running group: when its primary launched, hedges launched, and
     /// whether it may launch more (a refused hedge stops hedging for it).
     group_start: Instant,
-    group_hedges: u32,
+    group_hedges: u16,
     hedging_stopped: bool,
     /// When the trigger asked to be consulted again, when
     /// `has_hedge_check` (see [`Self::next_hedge_check`]).
@@ -267,7 +268,7 @@ pub struct CallMachine<const N: usize = 4> {
     /// result unless one of them succeeds.
     terminal: Option<(AttemptId, Cause)>,
     /// Attempts that ran (launched), hedges included.
-    ran: u32,
+    ran: u16,
     /// A record produced by an event (an admitted attempt's, which the
     /// gate must release), emitted by the next `poll`: kept as its slot,
     /// outcome and end (96 bytes, not a 136-byte record and flag).
@@ -383,7 +384,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// Attempts launched so far (refused attempts not counted).
     pub fn attempts(&self) -> u32 {
-        self.ran
+        u32::from(self.ran)
     }
 
     /// The reason the gate gave when it refused an attempt (which ended the
@@ -440,7 +441,7 @@ impl<const N: usize> CallMachine<N> {
     pub(crate) fn finish_told(&mut self) {
         debug_assert!(self.pending.is_none());
         debug_assert!(self.slots.iter().all(Option::is_none));
-        if let Phase::Ending(verdict, _) = self.phase {
+        if let Phase::Ending(verdict) = self.phase {
             self.phase = Phase::Done(verdict);
         }
         debug_assert!(
@@ -478,7 +479,7 @@ impl<const N: usize> CallMachine<N> {
                         cause: Cause::Cancelled,
                         last: self.last_failure,
                     };
-                    self.phase = Phase::Ending(v, reason::CANCELLED);
+                    self.phase = Phase::Ending(v);
                 }
             }
             Event::AttemptFinished { id, outcome, now } => {
@@ -503,7 +504,7 @@ impl<const N: usize> CallMachine<N> {
         debug_assert!(self.pending.is_none(), "poll after every event");
         self.pending = Some((slot, outcome, self.now));
         match outcome.kind {
-            OutcomeKind::Success => self.end(Verdict::Success(id), reason::HEDGE_LOSER),
+            OutcomeKind::Success => self.end(Verdict::Success(id)),
             _ => self.attempt_failed(id, outcome),
         }
     }
@@ -552,7 +553,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// The current retry group failed retryably: back off, or stop.
     fn group_failed(&mut self, hint: Option<Duration>) {
-        if self.groups >= self.max_attempts {
+        if u32::from(self.groups) >= self.max_attempts {
             return self.fail(Cause::Exhausted);
         }
         let drawn = self.delays.next(&mut self.rng);
@@ -576,21 +577,30 @@ impl<const N: usize> CallMachine<N> {
     }
 
     fn fail(&mut self, cause: Cause) {
-        let reason = match cause {
-            Cause::DeadlineExceeded => reason::OVERALL_TIMEOUT,
-            Cause::Cancelled => reason::CANCELLED,
-            _ => reason::HEDGE_LOSER,
-        };
-        self.end(
-            Verdict::Failure {
-                cause,
-                last: self.last_failure,
-            },
-            reason,
-        );
+        self.end(Verdict::Failure {
+            cause,
+            last: self.last_failure,
+        });
     }
 
-    fn end(&mut self, verdict: Verdict, cancel_reason: &'static str) {
-        self.phase = Phase::Ending(verdict, cancel_reason);
+    fn end(&mut self, verdict: Verdict) {
+        self.phase = Phase::Ending(verdict);
+    }
+}
+
+/// The reason the records of attempts cut when a call ends with `verdict`
+/// carry: a function of the verdict, so that [`Phase::Ending`] keeps no
+/// string (16 bytes of every machine).
+fn cut_reason(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Failure {
+            cause: Cause::DeadlineExceeded,
+            ..
+        } => reason::OVERALL_TIMEOUT,
+        Verdict::Failure {
+            cause: Cause::Cancelled,
+            ..
+        } => reason::CANCELLED,
+        _ => reason::HEDGE_LOSER,
     }
 }

@@ -5,7 +5,7 @@
 use core::time::Duration;
 
 use super::plan::attempt_deadline;
-use super::{Action, CallMachine, Cause, Phase, Slot, WaitReason};
+use super::{cut_reason, Action, CallMachine, Cause, Phase, Slot, WaitReason};
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
@@ -29,8 +29,9 @@ impl<const N: usize> CallMachine<N> {
             match self.phase {
                 Phase::Idle => return Action::AwaitAttempts,
                 Phase::Done(v) => return Action::Finish(v),
-                Phase::Ending(v, why) => {
+                Phase::Ending(v) => {
                     if let Some(slot) = self.take_any_slot() {
+                        let why = cut_reason(v);
                         let record = self.record(&slot, Outcome::abort(why), true);
                         gate.attempt_ended(&record);
                         return Action::Cancel(record);
@@ -95,7 +96,7 @@ impl<const N: usize> CallMachine<N> {
         } else {
             self.last_outcome
         };
-        let info = self.next_attempt(self.groups, 0);
+        let info = self.next_attempt(u32::from(self.groups), 0);
         let admission = gate.admit(&AdmitRequest {
             attempt: info,
             previous,
@@ -213,7 +214,7 @@ impl<const N: usize> CallMachine<N> {
             return None;
         }
         if self.hedging_stopped
-            || self.group_hedges >= self.max_hedges
+            || u32::from(self.group_hedges) >= self.max_hedges
             || self.terminal.is_some()
             || self.launched == u16::MAX
         {
@@ -221,10 +222,10 @@ impl<const N: usize> CallMachine<N> {
         }
         let free = self.slots.iter().position(Option::is_none)?;
         let decision = gate.hedge(&HedgeState {
-            retry_index: self.groups - 1,
+            retry_index: u32::from(self.groups) - 1,
             group_start: self.group_start,
             now: self.now,
-            hedges: self.group_hedges,
+            hedges: u32::from(self.group_hedges),
             max_hedges: self.max_hedges,
             hedge_delay: Duration::from_nanos(self.hedge_delay),
         });
@@ -246,8 +247,8 @@ impl<const N: usize> CallMachine<N> {
             return None;
         }
         self.group_hedges += 1;
-        let retry_index = self.groups - 1;
-        match self.admit(gate, retry_index, self.group_hedges, None, 0) {
+        let retry_index = u32::from(self.groups) - 1;
+        match self.admit(gate, retry_index, u32::from(self.group_hedges), None, 0) {
             Ok(slot) => Some(self.run(free, slot)),
             Err((slot, _)) => {
                 // The primary keeps running; this group hedges no more.
