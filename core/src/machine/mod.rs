@@ -298,6 +298,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// A machine for one call under `plan` (what [`CallMachine::new`]
     /// reads from a policy, read once).
+    #[inline]
     pub fn with_plan(plan: &CallPlan, limits: Limits, rng: fastrand::Rng) -> Self {
         Self {
             max_attempts: plan.max_attempts,
