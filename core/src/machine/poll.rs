@@ -20,7 +20,10 @@ impl<const N: usize> CallMachine<N> {
     /// What changes the answer: events fed since the last call; nothing else.
     #[must_use = "drain poll until Wait, AwaitAttempts or Finish and carry out each action"]
     pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        if let Some((slot, outcome, end)) = self.pending.take() {
+        // Read in place, not `take`n: a `take` copies the whole option out
+        // before it tests it.
+        if let Some((slot, outcome, end)) = self.pending {
+            self.pending = None;
             let record = slot.record(end, outcome, false);
             gate.attempt_ended(&record);
             return Action::Record(record);
