@@ -90,16 +90,16 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
 }
 
 /// An attempt in flight: its [`AttemptInfo`], launch time, backoff and
-/// budget reason, packed (48 bytes on a 64-bit target, not 72: the
-/// deadline's `Option` is a flag beside the counters, the backoff whole
-/// nanoseconds, the group and hedge indices 16 bits, as the attempt ids
-/// bound them).
+/// budget reason, packed (56 bytes on a 64-bit target, not 72: the backoff
+/// whole nanoseconds, the group and hedge indices 16 bits, as the attempt
+/// ids bound them; the deadline stays an `Option`, which a record copies
+/// as it is — a flag beside the counters saved 8 more bytes and cost about
+/// 80 instructions per retried call in conversions).
 #[derive(Copy, Clone, Debug)]
 struct Slot {
     budget_reason: &'static str,
     start: Instant,
-    /// The attempt's deadline, when `has_deadline`.
-    deadline: Instant,
+    deadline: Option<Instant>,
     /// The sleep before it, in nanoseconds (saturating, as [`Instant`]).
     backoff: u64,
     id: AttemptId,
@@ -107,7 +107,6 @@ struct Slot {
     retry_index: u16,
     /// At most the attempts launched (`u16` ids).
     hedge_index: u16,
-    has_deadline: bool,
 }
 
 impl Slot {
@@ -118,14 +117,13 @@ impl Slot {
         Self {
             budget_reason,
             start,
-            deadline: info.deadline.unwrap_or(Instant::ZERO),
+            deadline: info.deadline,
             backoff,
             id: info.id,
             // Both are below the attempt ids' `u16` bound (a group's
             // primary and each hedge take an id).
             retry_index: info.retry_index as u16,
             hedge_index: info.hedge_index as u16,
-            has_deadline: info.deadline.is_some(),
         }
     }
 
@@ -144,7 +142,7 @@ impl Slot {
     /// The attempt's deadline, if any.
     #[inline(always)]
     fn deadline(&self) -> Option<Instant> {
-        self.has_deadline.then_some(self.deadline)
+        self.deadline
     }
 
     /// The attempt's record, ended at `end`.
