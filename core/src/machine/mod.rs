@@ -153,7 +153,13 @@ impl Slot {
             end,
             outcome,
             cancelled,
-            backoff: Duration::from_nanos(self.backoff),
+            // No division for the usual zero (a first attempt's, a
+            // hedge's): on a 32-bit target a `u64` one is a library call.
+            backoff: if self.backoff == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(self.backoff)
+            },
             budget_allowed: true,
             budget_reason: self.budget_reason,
         }
