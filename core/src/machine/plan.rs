@@ -115,7 +115,7 @@ pub(super) fn hedges_in(asked: u32, limits: Limits, slots: usize) -> u32 {
 
 /// The deadline of an attempt: its own (launch time plus per-attempt
 /// timeout), clipped to the call's.
-#[inline]
+#[inline(always)]
 pub(super) fn attempt_deadline(own: Option<Instant>, call: Option<Instant>) -> Option<Instant> {
     match (own, call) {
         (Some(a), Some(d)) => Some(a.min(d)),
