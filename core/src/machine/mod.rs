@@ -86,22 +86,22 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
         ("Option<Slot>", size_of::<Option<Slot>>()),
         ("Phase", size_of::<Phase>()),
         ("Delays", size_of::<Delays>()),
+        ("Last", size_of::<Last>()),
     ]
 }
 
-/// An attempt in flight: its [`AttemptInfo`], launch time, backoff and
-/// budget reason, packed (56 bytes on a 64-bit target, not 72: the backoff
-/// whole nanoseconds, the group and hedge indices 16 bits, as the attempt
-/// ids bound them; the deadline stays an `Option`, which a record copies
-/// as it is — a flag beside the counters saved 8 more bytes and cost about
-/// 80 instructions per retried call in conversions).
+/// An attempt in flight: its [`AttemptInfo`], launch time and budget
+/// reason, packed (48 bytes on a 64-bit target, not 72: the group and
+/// hedge indices 16 bits, as the attempt ids bound them; no backoff, which
+/// only its group's primary has and the machine keeps once for the group,
+/// see [`CallMachine::backoff_of`]; the deadline stays an `Option`, which a
+/// record copies as it is — a flag beside the counters saved 8 more bytes
+/// and cost about 80 instructions per retried call in conversions).
 #[derive(Copy, Clone, Debug)]
 struct Slot {
     budget_reason: &'static str,
     start: Instant,
     deadline: Option<Instant>,
-    /// The sleep before it, in nanoseconds (saturating, as [`Instant`]).
-    backoff: u64,
     id: AttemptId,
     /// At most the attempts launched (`u16` ids).
     retry_index: u16,
@@ -110,15 +110,14 @@ struct Slot {
 }
 
 impl Slot {
-    /// Attempt `info`, launched at `start` after `backoff` nanoseconds,
-    /// with the gate's `budget_reason`.
+    /// Attempt `info`, launched at `start`, with the gate's
+    /// `budget_reason`.
     #[inline(always)]
-    fn new(info: AttemptInfo, start: Instant, backoff: u64, budget_reason: &'static str) -> Self {
+    fn new(info: AttemptInfo, start: Instant, budget_reason: &'static str) -> Self {
         Self {
             budget_reason,
             start,
             deadline: info.deadline,
-            backoff,
             id: info.id,
             // Both are below the attempt ids' `u16` bound (a group's
             // primary and each hedge take an id).
@@ -145,21 +144,21 @@ impl Slot {
         self.deadline
     }
 
-    /// The attempt's record, ended at `end`.
-    fn record(&self, end: Instant, outcome: Outcome, cancelled: bool) -> AttemptRecord {
+    /// The attempt's record, ended at `end`, after a sleep of `backoff`.
+    fn record(
+        &self,
+        end: Instant,
+        outcome: Outcome,
+        cancelled: bool,
+        backoff: Duration,
+    ) -> AttemptRecord {
         AttemptRecord {
             info: self.info(),
             start: self.start,
             end,
             outcome,
             cancelled,
-            // No division for the usual zero (a first attempt's, a
-            // hedge's): on a 32-bit target a `u64` one is a library call.
-            backoff: if self.backoff == 0 {
-                Duration::ZERO
-            } else {
-                Duration::from_nanos(self.backoff)
-            },
+            backoff,
             budget_allowed: true,
             budget_reason: self.budget_reason,
         }
@@ -184,6 +183,17 @@ enum Phase {
     Ending(Verdict),
     /// Finished.
     Done(Verdict),
+}
+
+/// How the call's last failed attempt ended, or the reason the gate gave
+/// for refusing a primary (which ends the call, so no later admission asks
+/// for the last outcome): one room for the two (40 bytes; 56 as two
+/// fields), the refusal's tag in the outcome kind's niche.
+#[derive(Copy, Clone, Debug)]
+enum Last {
+    None,
+    Outcome(Outcome),
+    Refused(&'static str),
 }
 
 /// The backoff delays of a call, made into a [`Backoff`] only when its
@@ -226,9 +236,8 @@ pub struct CallMachine<const N: usize = 4> {
     /// (a policy's zero timeout means none).
     per_attempt: u64,
     overall: u64,
-    /// The longest retry-after hint honoured ([`Limits::max_retry_after`]),
-    /// in nanoseconds.
-    max_retry_after: u64,
+    /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
+    max_retry_after: Duration,
     delays: Delays,
     rng: fastrand::Rng,
     phase: Phase,
@@ -242,21 +251,24 @@ pub struct CallMachine<const N: usize = 4> {
     groups: u16,
     /// Attempts launched (ids are handed out in this order).
     launched: u16,
-    /// The sleep before the next primary, in nanoseconds.
-    next_backoff: u64,
-    /// The last attempt that failed, and how.
+    /// The sleep before the next primary.
+    next_backoff: Duration,
+    /// The sleep before the running group's primary (its hedges have
+    /// none): the backoff of its attempts' records.
+    group_backoff: Duration,
+    /// The last attempt that failed, and how (see [`Last`]).
     last_failure: Option<AttemptId>,
-    last_outcome: Option<Outcome>,
-    /// The reason the gate gave for refusing an attempt.
-    refusal: Option<&'static str>,
+    last: Last,
     slots: [Option<Slot>; N],
     /// Hedging: 0 hedges per group when off (or when `N` has no room).
     max_hedges: u32,
     /// The hedges per group the policy asks for (0 when hedging is off),
     /// before `N` limits them.
     policy_hedges: u32,
-    /// In nanoseconds.
-    hedge_delay: u64,
+    /// A `Duration` as the policy gives it: the trigger is told it as it
+    /// is (an unnormalized policy's may be past what nanoseconds in a
+    /// `u64` hold).
+    hedge_delay: Duration,
     cancel_on_first_terminal: bool,
     /// The running group: when its primary launched, hedges launched, and
     /// whether it may launch more (a refused hedge stops hedging for it).
@@ -284,8 +296,8 @@ impl<const N: usize> CallMachine<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
         layout_of!(self; max_attempts, per_attempt, overall, max_retry_after, delays, rng,
-            phase, now, start, deadline_at, has_deadline, groups, launched, next_backoff, last_failure,
-            last_outcome, refusal, slots, max_hedges, policy_hedges, hedge_delay,
+            phase, now, start, deadline_at, has_deadline, groups, launched, next_backoff, group_backoff, last_failure,
+            last, slots, max_hedges, policy_hedges, hedge_delay,
             cancel_on_first_terminal, group_start, group_hedges, hedging_stopped,
             hedge_check_at, has_hedge_check, terminal, ran, pending)
     }
@@ -308,7 +320,7 @@ impl<const N: usize> CallMachine<N> {
             max_attempts: plan.max_attempts,
             per_attempt: plan.per_attempt.map_or(0, nanos),
             overall: plan.overall.map_or(0, nanos),
-            max_retry_after: nanos(limits.max_retry_after),
+            max_retry_after: limits.max_retry_after,
             delays: plan.delays(),
             rng,
             phase: Phase::Idle,
@@ -318,14 +330,14 @@ impl<const N: usize> CallMachine<N> {
             has_deadline: false,
             groups: 0,
             launched: 0,
-            next_backoff: 0,
+            next_backoff: Duration::ZERO,
+            group_backoff: Duration::ZERO,
             last_failure: None,
-            last_outcome: None,
-            refusal: None,
+            last: Last::None,
             slots: [None; N],
             max_hedges: 0,
             policy_hedges: plan.hedges,
-            hedge_delay: nanos(plan.hedge_delay),
+            hedge_delay: plan.hedge_delay,
             cancel_on_first_terminal: plan.cancel_on_first_terminal,
             group_start: Instant::ZERO,
             group_hedges: 0,
@@ -395,7 +407,20 @@ impl<const N: usize> CallMachine<N> {
     /// The reason the gate gave when it refused an attempt (which ended the
     /// call), if it did.
     pub fn refusal(&self) -> Option<&'static str> {
-        self.refusal
+        match self.last {
+            Last::Refused(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// How the last attempt that failed ended, for the gate's next
+    /// admission.
+    #[inline]
+    fn last_outcome(&self) -> Option<Outcome> {
+        match self.last {
+            Last::Outcome(outcome) => Some(outcome),
+            _ => None,
+        }
     }
 
     /// Replaces the random source (jitter draws come from it).
@@ -405,7 +430,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// Replaces the executor-wide limits.
     pub fn set_limits(&mut self, limits: Limits) {
-        self.max_retry_after = nanos(limits.max_retry_after);
+        self.max_retry_after = limits.max_retry_after;
         self.max_hedges = hedges_in(self.policy_hedges, limits, N);
     }
 
@@ -429,7 +454,8 @@ impl<const N: usize> CallMachine<N> {
         self.launched = 1;
         self.ran = 1;
         self.group_start = start;
-        self.slots[0] = Some(Slot::new(info, start, 0, budget_reason));
+        self.group_backoff = Duration::ZERO;
+        self.slots[0] = Some(Slot::new(info, start, budget_reason));
     }
 
     /// Drops the record the last event produced, which the compact stage
@@ -517,7 +543,7 @@ impl<const N: usize> CallMachine<N> {
     /// An attempt of the running group failed (or was cut).
     fn attempt_failed(&mut self, id: AttemptId, outcome: Outcome) {
         self.last_failure = Some(id);
-        self.last_outcome = Some(outcome);
+        self.last = Last::Outcome(outcome);
         let cause = match outcome.kind {
             OutcomeKind::Abort => Cause::Abort,
             OutcomeKind::NonRetryable => Cause::NonRetryable,
@@ -547,7 +573,7 @@ impl<const N: usize> CallMachine<N> {
     fn group_done(&mut self, hint: Option<Duration>) {
         match self.terminal.take() {
             // A terminal outcome ends the call, so the retry-only
-            // `last_outcome` need not be restored.
+            // last outcome need not be restored.
             Some((id, cause)) => {
                 self.last_failure = Some(id);
                 self.fail(cause);
@@ -563,18 +589,15 @@ impl<const N: usize> CallMachine<N> {
         }
         let drawn = self.delays.next(&mut self.rng);
         let (delay, beyond) = match hint {
-            Some(h) => (
-                nanos(h).min(self.max_retry_after),
-                Cause::RetryAfterBeyondDeadline,
-            ),
-            None => (nanos(drawn), Cause::BackoffBeyondDeadline),
+            Some(h) => (h.min(self.max_retry_after), Cause::RetryAfterBeyondDeadline),
+            None => (drawn, Cause::BackoffBeyondDeadline),
         };
-        let wake = self.now.plus_nanos(delay);
+        let wake = self.now + delay;
         if self.deadline().is_some_and(|d| wake >= d) {
             return self.fail(beyond);
         }
         self.next_backoff = delay;
-        self.phase = if delay == 0 {
+        self.phase = if delay.is_zero() {
             Phase::Ready
         } else {
             Phase::BackoffUnchecked(wake)

@@ -5,7 +5,7 @@
 use core::time::Duration;
 
 use super::plan::attempt_deadline;
-use super::{cut_reason, Action, CallMachine, Cause, Phase, Slot, WaitReason};
+use super::{cut_reason, Action, CallMachine, Cause, Last, Phase, Slot, WaitReason};
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
@@ -24,7 +24,7 @@ impl<const N: usize> CallMachine<N> {
         // before it tests it.
         if let Some((slot, outcome, end)) = self.pending {
             self.pending = None;
-            let record = slot.record(end, outcome, false);
+            let record = slot.record(end, outcome, false, self.backoff_of(&slot));
             gate.attempt_ended(&record);
             return Action::Record(record);
         }
@@ -97,7 +97,7 @@ impl<const N: usize> CallMachine<N> {
         let previous = if self.groups == 0 {
             None
         } else {
-            self.last_outcome
+            self.last_outcome()
         };
         let info = self.next_attempt(u32::from(self.groups), 0);
         let admission = gate.admit(&AdmitRequest {
@@ -117,15 +117,15 @@ impl<const N: usize> CallMachine<N> {
     /// the answer over (see [`Staged`](super::Staged)).
     #[inline(always)]
     pub(crate) fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        let backoff = core::mem::take(&mut self.next_backoff);
-        let slot = match self.slot(info, admission, backoff) {
+        self.group_backoff = core::mem::take(&mut self.next_backoff);
+        let slot = match self.slot(info, admission) {
             Ok(slot) => slot,
             Err((slot, by)) => {
                 self.fail(match by {
                     Gatekeeper::Budget => Cause::BudgetDenied,
                     Gatekeeper::Circuit => Cause::CircuitOpen,
                 });
-                self.refusal = Some(slot.budget_reason);
+                self.last = Last::Refused(slot.budget_reason);
                 return Action::Record(self.refused(&slot));
             }
         };
@@ -164,7 +164,6 @@ impl<const N: usize> CallMachine<N> {
         retry_index: u32,
         hedge_index: u32,
         previous: Option<Outcome>,
-        backoff: u64,
     ) -> Result<Slot, (Slot, Gatekeeper)> {
         let info = self.next_attempt(retry_index, hedge_index);
         let admission = gate.admit(&AdmitRequest {
@@ -172,7 +171,7 @@ impl<const N: usize> CallMachine<N> {
             previous,
             now: self.now,
         });
-        self.slot(info, admission, backoff)
+        self.slot(info, admission)
     }
 
     /// The slot of attempt `info`, which the gate answered with
@@ -181,10 +180,9 @@ impl<const N: usize> CallMachine<N> {
         &mut self,
         info: AttemptInfo,
         admission: Admission,
-        backoff: u64,
     ) -> Result<Slot, (Slot, Gatekeeper)> {
         self.launched += 1;
-        let slot = Slot::new(info, self.now, backoff, admission.reason);
+        let slot = Slot::new(info, self.now, admission.reason);
         if admission.allowed {
             Ok(slot)
         } else {
@@ -230,7 +228,7 @@ impl<const N: usize> CallMachine<N> {
             now: self.now,
             hedges: u32::from(self.group_hedges),
             max_hedges: self.max_hedges,
-            hedge_delay: Duration::from_nanos(self.hedge_delay),
+            hedge_delay: self.hedge_delay,
         });
         if !decision.spawn {
             // Never sooner than 1 ms from now: a trigger cannot make the
@@ -251,7 +249,7 @@ impl<const N: usize> CallMachine<N> {
         }
         self.group_hedges += 1;
         let retry_index = u32::from(self.groups) - 1;
-        match self.admit(gate, retry_index, u32::from(self.group_hedges), None, 0) {
+        match self.admit(gate, retry_index, u32::from(self.group_hedges), None) {
             Ok(slot) => Some(self.run(free, slot)),
             Err((slot, _)) => {
                 // The primary keeps running; this group hedges no more.
@@ -331,6 +329,18 @@ impl<const N: usize> CallMachine<N> {
     }
 
     pub(super) fn record(&self, slot: &Slot, outcome: Outcome, cancelled: bool) -> AttemptRecord {
-        slot.record(self.now, outcome, cancelled)
+        slot.record(self.now, outcome, cancelled, self.backoff_of(slot))
+    }
+
+    /// The sleep before `slot`'s attempt: its group's backoff for the
+    /// group's primary, none for a hedge. (A group starts with no attempt
+    /// in flight, so every slot is of the running group.)
+    #[inline]
+    pub(super) fn backoff_of(&self, slot: &Slot) -> Duration {
+        if slot.hedge_index == 0 {
+            self.group_backoff
+        } else {
+            Duration::ZERO
+        }
     }
 }

@@ -227,7 +227,12 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 // in either leaves the machine where the full one would be.
                 first.now = end;
                 first.step = Step::Recorded;
-                let record = first.slot(first.info()).record(end, outcome, false);
+                let record = first.slot(first.info()).record(
+                    end,
+                    outcome,
+                    false,
+                    core::time::Duration::ZERO,
+                );
                 sink.gate().attempt_ended(&record);
                 sink.record(&record);
                 let verdict = Verdict::Success(FIRST);
@@ -498,7 +503,7 @@ impl<P: Borrow<Policy>> First<P> {
     /// The running attempt's slot.
     #[inline(always)]
     fn slot(&self, info: AttemptInfo) -> Slot {
-        Slot::new(info, self.start, 0, self.budget_reason)
+        Slot::new(info, self.start, self.budget_reason)
     }
 }
 

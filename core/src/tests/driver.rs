@@ -663,8 +663,8 @@ fn hedged_call_future_size() {
     let size = core::mem::size_of_val(&fut);
     std::println!("hedged call future (4 slots) for a trivial operation: {size} bytes");
     // 1024 until issue 12's rooms: tightened to the measured size.
-    // 872 until issue 16's layout work: 696 measured.
-    assert!(size <= 712, "hedged call future grew to {size} bytes");
+    // 872 until issue 16's layout work: 680 measured.
+    assert!(size <= 696, "hedged call future grew to {size} bytes");
 }
 
 /// The driver contract (crate docs, step 4): the driver's clock only goes
