@@ -15,6 +15,7 @@ use crate::time::Instant;
 mod clock_reads;
 mod driver;
 mod hedging;
+mod layout;
 mod random;
 mod restart;
 mod staged;

@@ -68,6 +68,14 @@ impl Instant {
         Self(self.0.saturating_sub(nanos(d)))
     }
 
+    /// `self` plus `nanos` nanoseconds, saturating at [`Instant::MAX`]
+    /// (what `self + d` is for `d` of `nanos` nanoseconds, without the
+    /// conversion: the machine keeps its durations in nanoseconds).
+    #[inline]
+    pub(crate) const fn plus_nanos(self, nanos: u64) -> Self {
+        Self(self.0.saturating_add(nanos))
+    }
+
     /// The time from `earlier` to `self`; zero when `earlier` is later.
     #[cfg_attr(target_pointer_width = "32", inline(never))]
     pub const fn saturating_duration_since(self, earlier: Self) -> Duration {

@@ -52,9 +52,14 @@ pub(crate) type CallGate<'a, S> = PolicyGate<'a, ExecParts<'a, S>, Spill<'a>>;
 /// on the heap only past [`INLINE_HELD`] concurrent attempts (hedging with a
 /// lifted ceiling).
 #[derive(Default)]
+// A boxed `Vec` on purpose: one word inline, the rare spill's two
+// allocations are the price.
+#[allow(clippy::box_collection)]
 pub(crate) struct Spill<'a> {
     inline: Inline<&'a SharedBudget, INLINE_HELD>,
-    spill: Vec<Held<&'a SharedBudget>>,
+    /// The rest, once there are more: one word in every call's future
+    /// (a `Vec` inline took three), boxed on the first spill.
+    spill: Option<Box<Vec<Held<&'a SharedBudget>>>>,
 }
 
 /// Attempts in flight whose reservations are held without allocating: the
@@ -64,20 +69,21 @@ const INLINE_HELD: usize = 4;
 impl<'a> Holder<&'a SharedBudget> for Spill<'a> {
     fn hold(&mut self, held: Held<&'a SharedBudget>) -> Result<(), Held<&'a SharedBudget>> {
         if let Err(held) = self.inline.hold(held) {
-            self.spill.push(held);
+            self.spill.get_or_insert_default().push(held);
         }
         Ok(())
     }
 
     fn release(&mut self, id: AttemptId) -> Option<Held<&'a SharedBudget>> {
         self.inline.release(id).or_else(|| {
-            let i = self.spill.iter().position(|h| h.id == id)?;
-            Some(self.spill.swap_remove(i))
+            let spill = self.spill.as_deref_mut()?;
+            let i = spill.iter().position(|h| h.id == id)?;
+            Some(spill.swap_remove(i))
         })
     }
 
     fn len(&self) -> usize {
-        self.inline.len() + self.spill.len()
+        self.inline.len() + self.spill.as_deref().map_or(0, Vec::len)
     }
 }
 
@@ -363,5 +369,157 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
             reason: e.reason,
         };
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| o.on_budget_decision(key, &decision)));
+    }
+}
+
+#[cfg(test)]
+mod spill_tests {
+    use recourse_core::policy_gate::{Held, Holder};
+    use recourse_core::AttemptId;
+
+    use super::{Spill, INLINE_HELD};
+    use crate::budget::SharedBudget;
+
+    /// Past the inline room the reservations spill to the heap, and every
+    /// one is released exactly once, in any order.
+    #[test]
+    fn reservations_past_the_inline_room_spill_and_are_released_once() {
+        let budget: SharedBudget = std::sync::Arc::new(recourse_core::budget::Unlimited);
+        let mut spill = Spill::default();
+        let n = INLINE_HELD as u16 + 3;
+        for id in 0..n {
+            let held = Held {
+                id: AttemptId(id),
+                budget: &budget,
+                reservation: None,
+            };
+            assert!(spill.hold(held).is_ok());
+        }
+        assert_eq!(spill.len(), usize::from(n));
+        assert!(spill.spill.is_some(), "spilled past the inline room");
+        // A spilled one, an inline one, then the rest.
+        for id in [n - 1, 0, n - 2, 1, 2, 3, 4] {
+            let held = spill.release(AttemptId(id)).map(|h| h.id);
+            assert_eq!(held, Some(AttemptId(id)));
+            assert_eq!(spill.release(AttemptId(id)).map(|h| h.id), None);
+        }
+        assert_eq!(spill.len(), 0);
+    }
+}
+
+/// Where a std call future's bytes go: the executor's parts, printed (run
+/// `cargo test -p recourse-rs --lib std_call_layout -- --nocapture`) and
+/// bounded where this file owns the layout (`Spill`, `Kept`).
+#[cfg(test)]
+mod layout {
+    use core::future::IntoFuture;
+    use core::mem::{size_of, size_of_val};
+
+    use recourse_core::policy_gate::PolicyGate;
+    use recourse_core::{AttemptInfo, Policy, PolicyKey};
+
+    use super::{CallGate, ExecParts, Spill};
+    use crate::classify::Contained;
+    use crate::executor::Executor;
+    use crate::key_cache::Kept;
+    use crate::report::{CallPanics, Report};
+    use crate::timer::{DefaultTimer, TimerSource};
+
+    fn trivial(_: AttemptInfo) -> core::future::Ready<Result<u32, ()>> {
+        core::future::ready(Ok(1))
+    }
+
+    #[test]
+    fn std_call_layout() {
+        let exec = Executor::new();
+        let key = PolicyKey::new("svc", "Get");
+        let policy = Policy::DEFAULT;
+        let kept = Kept::Own {
+            policy: None,
+            breaker: None,
+            latency: None,
+            ledger: None,
+        };
+        let panics = CallPanics::default();
+        let parts = || ExecParts {
+            exec: &exec,
+            kept: &kept,
+            call_panics: &panics,
+            offset: None,
+            upstream: recourse_core::amplification::UpstreamEffect::None,
+        };
+        let report = || Report {
+            exec: &exec,
+            timeline: None,
+            policy_source: None,
+            missing_policy_mode: None,
+            call_panics: Some(&panics),
+            classifier_told: false,
+        };
+        let classifier = || Contained {
+            inner: recourse_core::DefaultClassifier,
+            contain: true,
+            panicked: &panics.classifier,
+        };
+        // The core driver's future as `Executor::run` builds it (the
+        // attempt future without its 8-byte panic watch).
+        macro_rules! driver {
+            () => {
+                recourse_core::call(key, &policy, DefaultTimer.timer(), trivial)
+                    .classifier(classifier())
+                    .observer(report())
+                    .limits(recourse_core::Limits::DEFAULT)
+                    .gate::<CallGate<'_, DefaultTimer>>(PolicyGate::new(
+                        key,
+                        &policy,
+                        None,
+                        parts(),
+                    ))
+            };
+        }
+        let one = driver!().into_future();
+        let two = driver!().slots::<2>().into_future();
+        let rows = [
+            ("Spill (4 inline held reservations)", size_of::<Spill<'_>>()),
+            ("Kept", size_of::<Kept>()),
+            ("ExecParts", size_of::<ExecParts<'_, DefaultTimer>>()),
+            (
+                "CallGate (PolicyGate + ExecParts + Spill)",
+                size_of::<CallGate<'_, DefaultTimer>>(),
+            ),
+            ("CallPanics", size_of::<CallPanics>()),
+            (
+                "Report (the observer)",
+                size_of::<Report<'_, DefaultTimer>>(),
+            ),
+            ("Contained classifier", size_of_val(&classifier())),
+            (
+                "call timer (DefaultCallTimer)",
+                size_of_val(&DefaultTimer.timer()),
+            ),
+            (
+                "core driver future, executor's pieces, 1 slot",
+                size_of_val(&one),
+            ),
+            (
+                "core driver future, executor's pieces, 2 slots",
+                size_of_val(&two),
+            ),
+            (
+                "Executor::call future (async fn state)",
+                size_of_val(&exec.call("svc.Get", trivial)),
+            ),
+            (
+                "do_value future (async fn state)",
+                size_of_val(&crate::do_value("svc.Get", trivial)),
+            ),
+        ];
+        std::println!();
+        for (name, size) in rows {
+            std::println!("    {name:<50} {size:>5} B");
+        }
+        // 160 with its spill a `Vec` inline.
+        assert!(size_of::<Spill<'_>>() <= 144, "Spill grew");
+        assert!(size_of::<Kept>() <= 48, "Kept grew");
     }
 }

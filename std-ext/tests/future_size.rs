@@ -34,6 +34,9 @@ fn facade_call_future_size() {
     // future drops, two references) added 8: 1432 / 1456. Issue 16: the
     // default timer's call timer is one instant (it looks for a runtime
     // when it sleeps, not when it is made), 8 bytes less: 1424 / 1448.
-    assert!(c <= 1424, "executor call future grew to {c} bytes");
-    assert!(f <= 1448, "facade call future grew to {f} bytes");
+    // Issue 16's layout work (core's call machine packed, see core's
+    // `tests/layout.rs`; the gate's spill one word): 160 off, 1264 / 1288
+    // measured with every feature on.
+    assert!(c <= 1280, "executor call future grew to {c} bytes");
+    assert!(f <= 1304, "facade call future grew to {f} bytes");
 }

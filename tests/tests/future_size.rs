@@ -20,6 +20,8 @@ fn call_future_sizes() {
     let (t, a) = (size_of_val(&tokio), size_of_val(&async_io));
     println!("call future, trivial operation: tokio timer {t} bytes, async-io timer {a} bytes");
     // 768 / 768 until issue 12's rooms: tightened to the measured sizes.
-    assert!(t <= 744, "tokio call future grew to {t} bytes");
-    assert!(a <= 688, "async-io call future grew to {a} bytes");
+    // 744 / 688 until issue 16's layout work (see core's
+    // `tests/layout.rs`): 632 / 576 measured.
+    assert!(t <= 648, "tokio call future grew to {t} bytes");
+    assert!(a <= 592, "async-io call future grew to {a} bytes");
 }

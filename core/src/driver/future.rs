@@ -43,6 +43,10 @@ pin_project! {
     // out after it, making a call writes the few fields it sets and copies
     // none of that room (with the default layout, LLVM copied 328 bytes of
     // it into every new call future beside the key).
+    // Before it, the fields that are usually word-aligned (the key, the
+    // timer and its sleep, the closures, the gate, the attempts), then the
+    // results and the small ones, so that little padding is left between
+    // them.
     #[repr(C)]
     pub struct Call<'k, P, Tm, Op, Fut, T, E, C = DefaultClassifier, O = (), G = (), W = InFlight<1>>
     where
@@ -54,21 +58,21 @@ pin_project! {
     {
         pub(super) key: PolicyKey<'k>,
         pub(super) sleep_at: Instant,
-        // The latest failed attempt's result, kept for the error; a
-        // non-retryable or abort result is never replaced (the machine
-        // names it as the call's last failure even when a later attempt of
-        // its group fails retryably).
-        pub(super) last: Option<(AttemptId, Result<T, E>)>,
-        pub(super) winner: Option<Result<T, E>>,
         pub(super) timer: Tm,
+        #[pin]
+        pub(super) sleep: Option<Tm::Sleep>,
         pub(super) op: Op,
         pub(super) classifier: C,
         pub(super) observer: O,
         pub(super) gate: G,
         #[pin]
         pub(super) attempts: W::Attempts<Fut>,
-        #[pin]
-        pub(super) sleep: Option<Tm::Sleep>,
+        // The latest failed attempt's result, kept for the error; a
+        // non-retryable or abort result is never replaced (the machine
+        // names it as the call's last failure even when a later attempt of
+        // its group fails retryably).
+        pub(super) last: Option<(AttemptId, Result<T, E>)>,
+        pub(super) winner: Option<Result<T, E>>,
         // The attempt in each slot of `attempts`.
         pub(super) ids: W::Ids,
         pub(super) last_terminal: bool,
@@ -111,6 +115,22 @@ pin_project! {
             this.observer.on_failure(*this.key, &end);
             *machine = Staged::Done;
         }
+    }
+}
+
+#[cfg(test)]
+impl<P, Tm, Op, Fut, T, E, C, O, G, W> Call<'_, P, Tm, Op, Fut, T, E, C, O, G, W>
+where
+    P: Borrow<Policy>,
+    Tm: Timer,
+    O: Observer,
+    G: Gate,
+    W: Width,
+{
+    /// Test-only: `(field, offset, size)` of every field, by offset.
+    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        crate::machine::layout_of!(self; key, sleep_at, last, winner, timer, op, classifier,
+            observer, gate, attempts, sleep, ids, last_terminal, clock, state)
     }
 }
 

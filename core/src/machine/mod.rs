@@ -40,7 +40,7 @@ use crate::backoff::{Backoff, BackoffSpec};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
-use crate::time::Instant;
+use crate::time::{nanos, Instant};
 use crate::verdict::reason;
 pub use crate::verdict::{Cause, Verdict};
 
@@ -55,25 +55,110 @@ use plan::hedges_in;
 pub use plan::CallPlan;
 pub(crate) use staged::{Next, Sink, Staged};
 
-/// An attempt in flight.
+/// Test-only: `(field, offset, size)` of each named field of `*$v` (a
+/// reference), by offset: what the layout test (`tests/layout.rs`) prints.
+#[cfg(test)]
+macro_rules! layout_of {
+    ($v:expr; $($f:ident),* $(,)?) => {{
+        let v = $v;
+        let base = core::ptr::addr_of!(*v) as usize;
+        fn size<T>(_: *const T) -> usize {
+            core::mem::size_of::<T>()
+        }
+        let mut fields = std::vec![$((
+            stringify!($f),
+            core::ptr::addr_of!(v.$f) as usize - base,
+            size(core::ptr::addr_of!(v.$f)),
+        )),*];
+        fields.sort_by_key(|f| f.1);
+        fields
+    }};
+}
+#[cfg(test)]
+pub(crate) use layout_of;
+
+/// Test-only: the sizes of the machine's private parts, by name.
+#[cfg(test)]
+pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
+    use core::mem::size_of;
+    std::vec![
+        ("Slot", size_of::<Slot>()),
+        ("Option<Slot>", size_of::<Option<Slot>>()),
+        ("Phase", size_of::<Phase>()),
+        ("Delays", size_of::<Delays>()),
+        ("Last", size_of::<Last>()),
+    ]
+}
+
+/// An attempt in flight: its [`AttemptInfo`], launch time and budget
+/// reason, packed (48 bytes on a 64-bit target, not 72: the group and
+/// hedge indices 16 bits, as the attempt ids bound them; no backoff, which
+/// only its group's primary has and the machine keeps once for the group,
+/// see [`CallMachine::backoff_of`]; the deadline stays an `Option`, which a
+/// record copies as it is — a flag beside the counters saved 8 more bytes
+/// and cost about 80 instructions per retried call in conversions).
 #[derive(Copy, Clone, Debug)]
 struct Slot {
-    info: AttemptInfo,
-    start: Instant,
-    backoff: Duration,
     budget_reason: &'static str,
+    start: Instant,
+    deadline: Option<Instant>,
+    id: AttemptId,
+    /// At most the attempts launched (`u16` ids).
+    retry_index: u16,
+    /// At most the attempts launched (`u16` ids).
+    hedge_index: u16,
 }
 
 impl Slot {
-    /// The attempt's record, ended at `end`.
-    fn record(&self, end: Instant, outcome: Outcome, cancelled: bool) -> AttemptRecord {
+    /// Attempt `info`, launched at `start`, with the gate's
+    /// `budget_reason`.
+    #[inline(always)]
+    fn new(info: AttemptInfo, start: Instant, budget_reason: &'static str) -> Self {
+        Self {
+            budget_reason,
+            start,
+            deadline: info.deadline,
+            id: info.id,
+            // Both are below the attempt ids' `u16` bound (a group's
+            // primary and each hedge take an id).
+            retry_index: info.retry_index as u16,
+            hedge_index: info.hedge_index as u16,
+        }
+    }
+
+    /// The attempt's info.
+    #[inline(always)]
+    fn info(&self) -> AttemptInfo {
+        AttemptInfo {
+            id: self.id,
+            retry_index: u32::from(self.retry_index),
+            hedge_index: u32::from(self.hedge_index),
+            is_hedge: self.hedge_index > 0,
+            deadline: self.deadline(),
+        }
+    }
+
+    /// The attempt's deadline, if any.
+    #[inline(always)]
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The attempt's record, ended at `end`, after a sleep of `backoff`.
+    fn record(
+        &self,
+        end: Instant,
+        outcome: Outcome,
+        cancelled: bool,
+        backoff: Duration,
+    ) -> AttemptRecord {
         AttemptRecord {
-            info: self.info,
+            info: self.info(),
             start: self.start,
             end,
             outcome,
             cancelled,
-            backoff: self.backoff,
+            backoff,
             budget_allowed: true,
             budget_reason: self.budget_reason,
         }
@@ -93,11 +178,22 @@ enum Phase {
     /// About to sleep until the next retry group, not yet checked against
     /// the deadline with the gate's expected latency.
     BackoffUnchecked(Instant),
-    /// Cancelling whatever is in flight (records carry `reason`), then
-    /// finishing with the verdict.
-    Ending(Verdict, &'static str),
+    /// Cancelling whatever is in flight (records carry the verdict's
+    /// [`cut_reason`]), then finishing with the verdict.
+    Ending(Verdict),
     /// Finished.
     Done(Verdict),
+}
+
+/// How the call's last failed attempt ended, or the reason the gate gave
+/// for refusing a primary (which ends the call, so no later admission asks
+/// for the last outcome): one room for the two (40 bytes; 56 as two
+/// fields), the refusal's tag in the outcome kind's niche.
+#[derive(Copy, Clone, Debug)]
+enum Last {
+    None,
+    Outcome(Outcome),
+    Refused(&'static str),
 }
 
 /// The backoff delays of a call, made into a [`Backoff`] only when its
@@ -145,8 +241,10 @@ impl Delays {
 #[derive(Clone, Debug)]
 pub struct CallMachine<const N: usize = 4> {
     max_attempts: u32,
-    per_attempt: Option<Duration>,
-    overall: Option<Duration>,
+    /// The per-attempt and overall timeouts, in nanoseconds; 0: none
+    /// (a policy's zero timeout means none).
+    per_attempt: u64,
+    overall: u64,
     /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
     max_retry_after: Duration,
     delays: Delays,
@@ -154,42 +252,64 @@ pub struct CallMachine<const N: usize = 4> {
     phase: Phase,
     now: Instant,
     start: Instant,
-    deadline: Option<Instant>,
-    /// Retry groups launched.
-    groups: u32,
+    /// The overall deadline, when `has_deadline` (see [`Self::deadline`]).
+    deadline_at: Instant,
+    has_deadline: bool,
+    /// Retry groups launched. (This, `ran` and `group_hedges` count
+    /// attempts launched, at most the `u16` ids' bound.)
+    groups: u16,
     /// Attempts launched (ids are handed out in this order).
     launched: u16,
     /// The sleep before the next primary.
     next_backoff: Duration,
-    /// The last attempt that failed, and how.
+    /// The sleep before the running group's primary (its hedges have
+    /// none): the backoff of its attempts' records.
+    group_backoff: Duration,
+    /// The last attempt that failed, and how (see [`Last`]).
     last_failure: Option<AttemptId>,
-    last_outcome: Option<Outcome>,
-    /// The reason the gate gave for refusing an attempt.
-    refusal: Option<&'static str>,
+    last: Last,
     slots: [Option<Slot>; N],
     /// Hedging: 0 hedges per group when off (or when `N` has no room).
     max_hedges: u32,
     /// The hedges per group the policy asks for (0 when hedging is off),
     /// before `N` limits them.
     policy_hedges: u32,
+    /// A `Duration` as the policy gives it: the trigger is told it as it
+    /// is (an unnormalized policy's may be past what nanoseconds in a
+    /// `u64` hold).
     hedge_delay: Duration,
     cancel_on_first_terminal: bool,
     /// The running group: when its primary launched, hedges launched, and
     /// whether it may launch more (a refused hedge stops hedging for it).
     group_start: Instant,
-    group_hedges: u32,
+    group_hedges: u16,
     hedging_stopped: bool,
-    /// When the trigger asked to be consulted again.
-    next_hedge_check: Option<Instant>,
+    /// When the trigger asked to be consulted again, when
+    /// `has_hedge_check` (see [`Self::next_hedge_check`]).
+    hedge_check_at: Instant,
+    has_hedge_check: bool,
     /// A non-retryable or abort outcome held while other attempts of the
     /// group still run (without cancel-on-first-terminal): it is the group's
     /// result unless one of them succeeds.
     terminal: Option<(AttemptId, Cause)>,
     /// Attempts that ran (launched), hedges included.
-    ran: u32,
-    /// A record produced by an event, emitted by the next `poll`, and
-    /// whether its attempt was admitted (and so must be released).
-    pending: Option<(AttemptRecord, bool)>,
+    ran: u16,
+    /// A record produced by an event (an admitted attempt's, which the
+    /// gate must release), emitted by the next `poll`: kept as its slot,
+    /// outcome and end (96 bytes, not a 136-byte record and flag).
+    pending: Option<(Slot, Outcome, Instant)>,
+}
+
+#[cfg(test)]
+impl<const N: usize> CallMachine<N> {
+    /// Test-only: `(field, offset, size)` of every field, by offset.
+    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        layout_of!(self; max_attempts, per_attempt, overall, max_retry_after, delays, rng,
+            phase, now, start, deadline_at, has_deadline, groups, launched, next_backoff, group_backoff, last_failure,
+            last, slots, max_hedges, policy_hedges, hedge_delay,
+            cancel_on_first_terminal, group_start, group_hedges, hedging_stopped,
+            hedge_check_at, has_hedge_check, terminal, ran, pending)
+    }
 }
 
 impl<const N: usize> CallMachine<N> {
@@ -203,24 +323,26 @@ impl<const N: usize> CallMachine<N> {
 
     /// A machine for one call under `plan` (what [`CallMachine::new`]
     /// reads from a policy, read once).
+    #[inline]
     pub fn with_plan(plan: &CallPlan, limits: Limits, rng: fastrand::Rng) -> Self {
         Self {
             max_attempts: plan.max_attempts,
-            per_attempt: plan.per_attempt,
-            overall: plan.overall,
+            per_attempt: plan.per_attempt.map_or(0, nanos),
+            overall: plan.overall.map_or(0, nanos),
             max_retry_after: limits.max_retry_after,
             delays: plan.delays(),
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
             start: Instant::ZERO,
-            deadline: None,
+            deadline_at: Instant::ZERO,
+            has_deadline: false,
             groups: 0,
             launched: 0,
             next_backoff: Duration::ZERO,
+            group_backoff: Duration::ZERO,
             last_failure: None,
-            last_outcome: None,
-            refusal: None,
+            last: Last::None,
             slots: [None; N],
             max_hedges: 0,
             policy_hedges: plan.hedges,
@@ -229,7 +351,8 @@ impl<const N: usize> CallMachine<N> {
             group_start: Instant::ZERO,
             group_hedges: 0,
             hedging_stopped: false,
-            next_hedge_check: None,
+            hedge_check_at: Instant::ZERO,
+            has_hedge_check: false,
             terminal: None,
             ran: 0,
             pending: None,
@@ -262,18 +385,51 @@ impl<const N: usize> CallMachine<N> {
 
     /// The overall deadline, once started.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.has_deadline.then_some(self.deadline_at)
+    }
+
+    /// Sets the overall deadline of a call started at `start`.
+    #[inline]
+    fn set_deadline(&mut self, start: Instant) {
+        self.has_deadline = self.overall != 0;
+        self.deadline_at = start.plus_nanos(self.overall);
+    }
+
+    /// When the trigger asked to be consulted again, if it did.
+    #[inline]
+    fn next_hedge_check(&self) -> Option<Instant> {
+        self.has_hedge_check.then_some(self.hedge_check_at)
+    }
+
+    /// Sets (or clears) when the trigger is consulted again.
+    #[inline]
+    fn set_next_hedge_check(&mut self, at: Option<Instant>) {
+        self.has_hedge_check = at.is_some();
+        self.hedge_check_at = at.unwrap_or(Instant::ZERO);
     }
 
     /// Attempts launched so far (refused attempts not counted).
     pub fn attempts(&self) -> u32 {
-        self.ran
+        u32::from(self.ran)
     }
 
     /// The reason the gate gave when it refused an attempt (which ended the
     /// call), if it did.
     pub fn refusal(&self) -> Option<&'static str> {
-        self.refusal
+        match self.last {
+            Last::Refused(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// How the last attempt that failed ended, for the gate's next
+    /// admission.
+    #[inline]
+    fn last_outcome(&self) -> Option<Outcome> {
+        match self.last {
+            Last::Outcome(outcome) => Some(outcome),
+            _ => None,
+        }
     }
 
     /// Replaces the random source (jitter draws come from it).
@@ -292,7 +448,7 @@ impl<const N: usize> CallMachine<N> {
             matches!(fresh.phase, Phase::Idle)
                 && fresh.slots.iter().all(Option::is_none)
                 && fresh.pending.is_none()
-                && fresh.last_outcome.is_none()
+                && matches!(fresh.last, Last::None)
                 && fresh.terminal.is_none(),
             "a machine that has not started"
         );
@@ -307,13 +463,14 @@ impl<const N: usize> CallMachine<N> {
             phase,
             now,
             start,
-            deadline,
+            deadline_at,
+            has_deadline,
             groups,
             launched,
             next_backoff,
+            group_backoff,
             last_failure,
-            last_outcome: _,
-            refusal,
+            last: _,
             slots: _,
             max_hedges,
             policy_hedges,
@@ -322,7 +479,8 @@ impl<const N: usize> CallMachine<N> {
             group_start,
             group_hedges,
             hedging_stopped,
-            next_hedge_check,
+            hedge_check_at,
+            has_hedge_check,
             terminal: _,
             ran,
             pending: _,
@@ -336,13 +494,14 @@ impl<const N: usize> CallMachine<N> {
         self.phase = *phase;
         self.now = *now;
         self.start = *start;
-        self.deadline = *deadline;
+        self.deadline_at = *deadline_at;
+        self.has_deadline = *has_deadline;
         self.groups = *groups;
         self.launched = *launched;
         self.next_backoff = *next_backoff;
+        self.group_backoff = *group_backoff;
         self.last_failure = *last_failure;
-        self.last_outcome = None;
-        self.refusal = *refusal;
+        self.last = Last::None;
         for slot in &mut self.slots {
             *slot = None;
         }
@@ -353,7 +512,8 @@ impl<const N: usize> CallMachine<N> {
         self.group_start = *group_start;
         self.group_hedges = *group_hedges;
         self.hedging_stopped = *hedging_stopped;
-        self.next_hedge_check = *next_hedge_check;
+        self.hedge_check_at = *hedge_check_at;
+        self.has_hedge_check = *has_hedge_check;
         self.terminal = None;
         self.ran = *ran;
         self.pending = None;
@@ -376,24 +536,21 @@ impl<const N: usize> CallMachine<N> {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = start;
         self.start = start;
-        self.deadline = self.overall.map(|d| start + d);
+        self.set_deadline(start);
         self.phase = Phase::Running;
         self.groups = 1;
         self.launched = 1;
         self.ran = 1;
         self.group_start = start;
-        self.slots[0] = Some(Slot {
-            info: AttemptInfo {
-                id: AttemptId(0),
-                retry_index: 0,
-                hedge_index: 0,
-                is_hedge: false,
-                deadline: self.attempt_deadline(),
-            },
-            start,
-            backoff: Duration::ZERO,
-            budget_reason,
-        });
+        self.group_backoff = Duration::ZERO;
+        let info = AttemptInfo {
+            id: AttemptId(0),
+            retry_index: 0,
+            hedge_index: 0,
+            is_hedge: false,
+            deadline: self.attempt_deadline(),
+        };
+        self.slots[0] = Some(Slot::new(info, start, budget_reason));
     }
 
     /// Takes the success of the compact stage's first attempt at `now`,
@@ -415,7 +572,7 @@ impl<const N: usize> CallMachine<N> {
     pub(crate) fn finish_told(&mut self) {
         debug_assert!(self.pending.is_none());
         debug_assert!(self.slots.iter().all(Option::is_none));
-        if let Phase::Ending(verdict, _) = self.phase {
+        if let Phase::Ending(verdict) = self.phase {
             self.phase = Phase::Done(verdict);
         }
         debug_assert!(
@@ -440,18 +597,19 @@ impl<const N: usize> CallMachine<N> {
     /// only.
     #[inline(always)]
     pub(crate) fn keep_event(&mut self, event: Event) {
-        if let Some(record) = self.take_event(event) {
+        if let Some((slot, outcome)) = self.take_event(event) {
             debug_assert!(self.pending.is_none(), "poll after every event");
-            self.pending = Some((record, true));
+            self.pending = Some((slot, outcome, self.now));
         }
     }
 
-    /// Feeds one event; returns the record of the admitted attempt it
-    /// ended, if any, which the gate and the observers have not heard of
-    /// yet ([`handle`](Self::handle) keeps it for the next
+    /// Feeds one event; returns the slot and outcome of the admitted
+    /// attempt it ended (at the machine's `now`), if any, whose record the
+    /// gate and the observers have not heard of yet
+    /// ([`handle`](Self::handle) keeps it for the next
     /// [`poll`](Self::poll); the call future's drain hands it out at once).
     #[inline(always)]
-    fn take_event(&mut self, event: Event) -> Option<AttemptRecord> {
+    fn take_event(&mut self, event: Event) -> Option<(Slot, Outcome)> {
         match event {
             Event::Start { now } => {
                 if !matches!(self.phase, Phase::Idle) {
@@ -462,7 +620,7 @@ impl<const N: usize> CallMachine<N> {
                 let now = self.now.max(now);
                 self.now = now;
                 self.start = now;
-                self.deadline = self.overall.map(|d| now + d);
+                self.set_deadline(now);
                 self.phase = Phase::Ready;
                 None
             }
@@ -477,7 +635,7 @@ impl<const N: usize> CallMachine<N> {
                         cause: Cause::Cancelled,
                         last: self.last_failure,
                     };
-                    self.phase = Phase::Ending(v, reason::CANCELLED);
+                    self.phase = Phase::Ending(v);
                 }
                 None
             }
@@ -498,14 +656,21 @@ impl<const N: usize> CallMachine<N> {
         let ended = match event {
             Some(event) => {
                 debug_assert!(self.pending.is_none(), "poll after every event");
-                self.take_event(event).map(|record| (record, true))
+                self.take_event(event).map(|(slot, outcome)| (slot, outcome, self.now))
             }
-            None => self.pending.take(),
+            // Read in place, not `take`n: a `take` copies the whole option
+            // out before it tests it.
+            None => match self.pending {
+                Some(pending) => {
+                    self.pending = None;
+                    Some(pending)
+                }
+                None => None,
+            },
         };
-        if let Some((record, admitted)) = ended {
-            if admitted {
-                crate::gate::Gate::attempt_ended(out.gate(), &record);
-            }
+        if let Some((slot, outcome, end)) = ended {
+            let record = slot.record(end, outcome, false, self.backoff_of(&slot));
+            crate::gate::Gate::attempt_ended(out.gate(), &record);
             poll::emit!(out, Action::Record(record));
         }
         self.run_with(out)
@@ -515,26 +680,26 @@ impl<const N: usize> CallMachine<N> {
         self.now = self.now.max(now);
     }
 
-    /// An admitted attempt completed: its record, unless its result is
-    /// stale.
+    /// An admitted attempt completed: its slot and outcome (its record's
+    /// makings, ended now), unless its result is stale.
     #[inline(always)]
-    fn finished(&mut self, id: AttemptId, outcome: Outcome) -> Option<AttemptRecord> {
+    fn finished(&mut self, id: AttemptId, outcome: Outcome) -> Option<(Slot, Outcome)> {
         if !matches!(self.phase, Phase::Running) {
             // The attempt was already cut or cancelled; its result is stale.
             return None;
         }
         let slot = self.take_slot(id)?;
         match outcome.kind {
-            OutcomeKind::Success => self.end(Verdict::Success(id), reason::HEDGE_LOSER),
+            OutcomeKind::Success => self.end(Verdict::Success(id)),
             _ => self.attempt_failed(id, outcome),
         }
-        Some(self.record(&slot, outcome, false))
+        Some((slot, outcome))
     }
 
     /// An attempt of the running group failed (or was cut).
     fn attempt_failed(&mut self, id: AttemptId, outcome: Outcome) {
         self.last_failure = Some(id);
-        self.last_outcome = Some(outcome);
+        self.last = Last::Outcome(outcome);
         let cause = match outcome.kind {
             OutcomeKind::Abort => Cause::Abort,
             OutcomeKind::NonRetryable => Cause::NonRetryable,
@@ -564,7 +729,7 @@ impl<const N: usize> CallMachine<N> {
     fn group_done(&mut self, hint: Option<Duration>) {
         match self.terminal.take() {
             // A terminal outcome ends the call, so the retry-only
-            // `last_outcome` need not be restored.
+            // last outcome need not be restored.
             Some((id, cause)) => {
                 self.last_failure = Some(id);
                 self.fail(cause);
@@ -575,7 +740,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// The current retry group failed retryably: back off, or stop.
     fn group_failed(&mut self, hint: Option<Duration>) {
-        if self.groups >= self.max_attempts {
+        if u32::from(self.groups) >= self.max_attempts {
             return self.fail(Cause::Exhausted);
         }
         let drawn = self.delays.next(&mut self.rng);
@@ -589,7 +754,7 @@ impl<const N: usize> CallMachine<N> {
         } else {
             self.now + delay
         };
-        if self.deadline.is_some_and(|d| wake >= d) {
+        if self.deadline().is_some_and(|d| wake >= d) {
             return self.fail(beyond);
         }
         self.next_backoff = delay;
@@ -601,21 +766,30 @@ impl<const N: usize> CallMachine<N> {
     }
 
     fn fail(&mut self, cause: Cause) {
-        let reason = match cause {
-            Cause::DeadlineExceeded => reason::OVERALL_TIMEOUT,
-            Cause::Cancelled => reason::CANCELLED,
-            _ => reason::HEDGE_LOSER,
-        };
-        self.end(
-            Verdict::Failure {
-                cause,
-                last: self.last_failure,
-            },
-            reason,
-        );
+        self.end(Verdict::Failure {
+            cause,
+            last: self.last_failure,
+        });
     }
 
-    fn end(&mut self, verdict: Verdict, cancel_reason: &'static str) {
-        self.phase = Phase::Ending(verdict, cancel_reason);
+    fn end(&mut self, verdict: Verdict) {
+        self.phase = Phase::Ending(verdict);
+    }
+}
+
+/// The reason the records of attempts cut when a call ends with `verdict`
+/// carry: a function of the verdict, so that [`Phase::Ending`] keeps no
+/// string (16 bytes of every machine).
+fn cut_reason(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Failure {
+            cause: Cause::DeadlineExceeded,
+            ..
+        } => reason::OVERALL_TIMEOUT,
+        Verdict::Failure {
+            cause: Cause::Cancelled,
+            ..
+        } => reason::CANCELLED,
+        _ => reason::HEDGE_LOSER,
     }
 }

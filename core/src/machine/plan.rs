@@ -79,7 +79,7 @@ pub(super) fn first_launch(policy: &Policy, now: Instant) -> AttemptInfo {
         retry_index: 0,
         hedge_index: 0,
         is_hedge: false,
-        deadline: attempt_deadline(per_attempt_timeout(policy), deadline, now),
+        deadline: attempt_deadline(per_attempt_timeout(policy).map(|d| now + d), deadline),
     }
 }
 
@@ -113,15 +113,10 @@ pub(super) fn hedges_in(asked: u32, limits: Limits, slots: usize) -> u32 {
     asked.min(limits.max_hedges_ceiling).min(room)
 }
 
-/// The deadline of an attempt launched at `now`: its own, clipped to the
-/// call's.
-#[inline]
-pub(super) fn attempt_deadline(
-    per_attempt: Option<Duration>,
-    call: Option<Instant>,
-    now: Instant,
-) -> Option<Instant> {
-    let own = per_attempt.map(|d| now + d);
+/// The deadline of an attempt: its own (launch time plus per-attempt
+/// timeout), clipped to the call's.
+#[inline(always)]
+pub(super) fn attempt_deadline(own: Option<Instant>, call: Option<Instant>) -> Option<Instant> {
     match (own, call) {
         (Some(a), Some(d)) => Some(a.min(d)),
         (a, d) => a.or(d),

@@ -6,7 +6,7 @@ use core::ops::ControlFlow;
 use core::time::Duration;
 
 use super::plan::attempt_deadline;
-use super::{Action, CallMachine, Cause, Phase, Slot, Verdict, WaitReason};
+use super::{cut_reason, Action, CallMachine, Cause, Last, Phase, Slot, Verdict, WaitReason};
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
@@ -74,7 +74,7 @@ impl<const N: usize> CallMachine<N> {
             match self.phase {
                 Phase::Idle => return Action::AwaitAttempts,
                 Phase::Done(v) => return Action::Finish(v),
-                Phase::Ending(v, why) => match self.ending(out.gate(), v, why) {
+                Phase::Ending(v) => match self.ending(out.gate(), v) {
                     Some(cancel) => emit!(out, cancel),
                     None => return Action::Finish(v),
                 },
@@ -117,7 +117,7 @@ impl<const N: usize> CallMachine<N> {
                         let outcome = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
                         let record = self.record(&slot, outcome, true);
                         out.gate().attempt_ended(&record);
-                        self.attempt_failed(slot.info.id, outcome);
+                        self.attempt_failed(slot.id, outcome);
                         emit!(out, Action::Cancel(record));
                         continue;
                     }
@@ -137,15 +137,14 @@ impl<const N: usize> CallMachine<N> {
     /// a cancel leaves, without the rest of its loop: the call future's
     /// drop, whose sink launches nothing, compiles only this.
     pub(crate) fn cancelled_with<E: Emit>(&mut self, out: &mut E) -> Verdict {
-        if let Some((record, admitted)) = self.pending.take() {
-            if admitted {
-                out.gate().attempt_ended(&record);
-            }
+        if let Some((slot, outcome, end)) = self.pending.take() {
+            let record = slot.record(end, outcome, false, self.backoff_of(&slot));
+            out.gate().attempt_ended(&record);
             let _ = out.emit(Action::Record(record));
         }
         loop {
             match self.phase {
-                Phase::Ending(v, why) => match self.ending(out.gate(), v, why) {
+                Phase::Ending(v) => match self.ending(out.gate(), v) {
                     Some(cancel) => {
                         let _ = out.emit(cancel);
                     }
@@ -159,17 +158,12 @@ impl<const N: usize> CallMachine<N> {
     }
 
     /// The ending phase's next step: the cancel of an attempt still in
-    /// flight (its record, `why`), or, with none left, the finish with
-    /// `verdict` (`None`; the gate told).
+    /// flight (its record, with the verdict's [`cut_reason`]), or, with
+    /// none left, the finish with `verdict` (`None`; the gate told).
     #[inline(always)]
-    fn ending<G: Gate + ?Sized>(
-        &mut self,
-        gate: &mut G,
-        verdict: Verdict,
-        why: &'static str,
-    ) -> Option<Action> {
+    fn ending<G: Gate + ?Sized>(&mut self, gate: &mut G, verdict: Verdict) -> Option<Action> {
         if let Some(slot) = self.take_any_slot() {
-            let record = self.record(&slot, Outcome::abort(why), true);
+            let record = self.record(&slot, Outcome::abort(cut_reason(verdict)), true);
             gate.attempt_ended(&record);
             return Some(Action::Cancel(record));
         }
@@ -182,9 +176,9 @@ impl<const N: usize> CallMachine<N> {
         let previous = if self.groups == 0 {
             None
         } else {
-            self.last_outcome
+            self.last_outcome()
         };
-        let info = self.next_attempt(self.groups, 0);
+        let info = self.next_attempt(u32::from(self.groups), 0);
         let admission = gate.admit(&AdmitRequest {
             attempt: info,
             previous,
@@ -202,15 +196,15 @@ impl<const N: usize> CallMachine<N> {
     /// the answer over (see [`Staged`](super::Staged)).
     #[inline(always)]
     pub(crate) fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        let backoff = core::mem::take(&mut self.next_backoff);
-        let slot = match self.slot(info, admission, backoff) {
+        self.group_backoff = core::mem::take(&mut self.next_backoff);
+        let slot = match self.slot(info, admission) {
             Ok(slot) => slot,
             Err((slot, by)) => {
                 self.fail(match by {
                     Gatekeeper::Budget => Cause::BudgetDenied,
                     Gatekeeper::Circuit => Cause::CircuitOpen,
                 });
-                self.refusal = Some(slot.budget_reason);
+                self.last = Last::Refused(slot.budget_reason);
                 return Action::Record(self.refused(&slot));
             }
         };
@@ -218,7 +212,7 @@ impl<const N: usize> CallMachine<N> {
         self.group_start = self.now;
         self.group_hedges = 0;
         self.hedging_stopped = false;
-        self.next_hedge_check = None;
+        self.set_next_hedge_check(None);
         self.terminal = None;
         self.phase = Phase::Running;
         // A primary launches only with no attempt in flight. (No panic
@@ -249,7 +243,6 @@ impl<const N: usize> CallMachine<N> {
         retry_index: u32,
         hedge_index: u32,
         previous: Option<Outcome>,
-        backoff: Duration,
     ) -> Result<Slot, (Slot, Gatekeeper)> {
         let info = self.next_attempt(retry_index, hedge_index);
         let admission = gate.admit(&AdmitRequest {
@@ -257,7 +250,7 @@ impl<const N: usize> CallMachine<N> {
             previous,
             now: self.now,
         });
-        self.slot(info, admission, backoff)
+        self.slot(info, admission)
     }
 
     /// The slot of attempt `info`, which the gate answered with
@@ -266,15 +259,9 @@ impl<const N: usize> CallMachine<N> {
         &mut self,
         info: AttemptInfo,
         admission: Admission,
-        backoff: Duration,
     ) -> Result<Slot, (Slot, Gatekeeper)> {
         self.launched += 1;
-        let slot = Slot {
-            info,
-            start: self.now,
-            backoff,
-            budget_reason: admission.reason,
-        };
+        let slot = Slot::new(info, self.now, admission.reason);
         if admission.allowed {
             Ok(slot)
         } else {
@@ -291,7 +278,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// Puts an admitted attempt in slot `free` and launches it.
     pub(super) fn run(&mut self, free: usize, slot: Slot) -> Action {
-        let info = slot.info;
+        let info = slot.info();
         self.slots[free] = Some(slot);
         self.ran += 1;
         Action::Launch(info)
@@ -300,14 +287,14 @@ impl<const N: usize> CallMachine<N> {
     /// Consults the trigger while the group may hedge; launches (or records
     /// the refusal of) a hedge when it says so.
     pub(super) fn maybe_hedge<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Option<Action> {
-        self.next_hedge_check = None;
+        self.set_next_hedge_check(None);
         // One slot has no room for a hedge: a 1-slot machine compiles
         // without the trigger.
         if N == 1 {
             return None;
         }
         if self.hedging_stopped
-            || self.group_hedges >= self.max_hedges
+            || u32::from(self.group_hedges) >= self.max_hedges
             || self.terminal.is_some()
             || self.launched == u16::MAX
         {
@@ -315,10 +302,10 @@ impl<const N: usize> CallMachine<N> {
         }
         let free = self.slots.iter().position(Option::is_none)?;
         let decision = gate.hedge(&HedgeState {
-            retry_index: self.groups - 1,
+            retry_index: u32::from(self.groups) - 1,
             group_start: self.group_start,
             now: self.now,
-            hedges: self.group_hedges,
+            hedges: u32::from(self.group_hedges),
             max_hedges: self.max_hedges,
             hedge_delay: self.hedge_delay,
         });
@@ -327,10 +314,11 @@ impl<const N: usize> CallMachine<N> {
             // machine spin. At the clock's end (`Instant::MAX`) no instant
             // comes later, so there is no check to wait for.
             let floor = self.now + Duration::from_millis(1);
-            self.next_hedge_check = decision
+            let next = decision
                 .next_check
                 .filter(|_| floor > self.now)
                 .map(|t| t.max(floor));
+            self.set_next_hedge_check(next);
             return None;
         }
         if self.unreachable(gate, self.now) {
@@ -339,8 +327,8 @@ impl<const N: usize> CallMachine<N> {
             return None;
         }
         self.group_hedges += 1;
-        let retry_index = self.groups - 1;
-        match self.admit(gate, retry_index, self.group_hedges, None, Duration::ZERO) {
+        let retry_index = u32::from(self.groups) - 1;
+        match self.admit(gate, retry_index, u32::from(self.group_hedges), None) {
             Ok(slot) => Some(self.run(free, slot)),
             Err((slot, _)) => {
                 // The primary keeps running; this group hedges no more.
@@ -353,21 +341,16 @@ impl<const N: usize> CallMachine<N> {
     // One caller, the drain's loop: inlined there.
     #[inline(always)]
     pub(super) fn wait_running(&self) -> Action {
-        let attempt = self
-            .slots
-            .iter()
-            .flatten()
-            .filter_map(|s| s.info.deadline)
-            .min();
-        if let Some(h) = self.next_hedge_check {
-            if attempt.is_none_or(|a| h < a) && self.deadline.is_none_or(|d| h < d) {
+        let attempt = self.slots.iter().flatten().filter_map(Slot::deadline).min();
+        if let Some(h) = self.next_hedge_check() {
+            if attempt.is_none_or(|a| h < a) && self.deadline().is_none_or(|d| h < d) {
                 return Action::Wait {
                     until: h,
                     reason: WaitReason::HedgeDelay,
                 };
             }
         }
-        match (attempt, self.deadline) {
+        match (attempt, self.deadline()) {
             (Some(a), Some(d)) if a < d => Action::Wait {
                 until: a,
                 reason: WaitReason::AttemptDeadline,
@@ -387,7 +370,7 @@ impl<const N: usize> CallMachine<N> {
     /// Whether an attempt launched at `start` is expected (by the gate's
     /// expected latency) to end at or past the overall deadline.
     pub(super) fn unreachable<G: Gate + ?Sized>(&self, gate: &mut G, start: Instant) -> bool {
-        let Some(deadline) = self.deadline else {
+        let Some(deadline) = self.deadline() else {
             return false;
         };
         gate.expected_latency(self.now)
@@ -395,11 +378,12 @@ impl<const N: usize> CallMachine<N> {
     }
 
     pub(super) fn deadline_passed(&self) -> bool {
-        self.deadline.is_some_and(|d| self.now >= d)
+        self.deadline().is_some_and(|d| self.now >= d)
     }
 
     pub(super) fn attempt_deadline(&self) -> Option<Instant> {
-        attempt_deadline(self.per_attempt, self.deadline, self.now)
+        let own = (self.per_attempt != 0).then(|| self.now.plus_nanos(self.per_attempt));
+        attempt_deadline(own, self.deadline())
     }
 
     pub(super) fn in_flight(&self) -> usize {
@@ -409,7 +393,7 @@ impl<const N: usize> CallMachine<N> {
     pub(super) fn take_slot(&mut self, id: AttemptId) -> Option<Slot> {
         self.slots
             .iter_mut()
-            .find(|s| s.is_some_and(|s| s.info.id == id))?
+            .find(|s| s.is_some_and(|s| s.id == id))?
             .take()
     }
 
@@ -421,11 +405,23 @@ impl<const N: usize> CallMachine<N> {
         let now = self.now;
         self.slots
             .iter_mut()
-            .find(|s| s.is_some_and(|s| s.info.deadline.is_some_and(|d| now >= d)))?
+            .find(|s| s.is_some_and(|s| s.deadline().is_some_and(|d| now >= d)))?
             .take()
     }
 
     pub(super) fn record(&self, slot: &Slot, outcome: Outcome, cancelled: bool) -> AttemptRecord {
-        slot.record(self.now, outcome, cancelled)
+        slot.record(self.now, outcome, cancelled, self.backoff_of(slot))
+    }
+
+    /// The sleep before `slot`'s attempt: its group's backoff for the
+    /// group's primary, none for a hedge. (A group starts with no attempt
+    /// in flight, so every slot is of the running group.)
+    #[inline]
+    pub(super) fn backoff_of(&self, slot: &Slot) -> Duration {
+        if slot.hedge_index == 0 {
+            self.group_backoff
+        } else {
+            Duration::ZERO
+        }
     }
 }

@@ -239,7 +239,12 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 // in either leaves the machine where the full one would be.
                 first.now = end;
                 first.step = Step::Recorded;
-                let record = first.slot(first.info()).record(end, outcome, false);
+                let record = first.slot(first.info()).record(
+                    end,
+                    outcome,
+                    false,
+                    core::time::Duration::ZERO,
+                );
                 sink.gate().attempt_ended(&record);
                 sink.record(&record);
                 let verdict = Verdict::Success(FIRST);
@@ -478,6 +483,26 @@ pub enum Next {
     Drain,
 }
 
+#[cfg(test)]
+impl<P, M> Staged<P, M> {
+    /// Test-only: the compact stage's size and `(field, offset, size)` of
+    /// its fields, by offset.
+    pub(crate) fn first_layout(policy: P) -> (usize, std::vec::Vec<(&'static str, usize, usize)>) {
+        let first = First {
+            policy,
+            limits: Limits::DEFAULT,
+            rng: None,
+            step: Step::Idle,
+            start: Instant::ZERO,
+            now: Instant::ZERO,
+            budget_reason: "",
+        };
+        let fields = super::layout_of!(&first; policy, limits, rng, step, start, now,
+            budget_reason);
+        (core::mem::size_of::<First<P>>(), fields)
+    }
+}
+
 impl<P: Borrow<Policy>> First<P> {
     /// Starts the call at `now`: its first attempt, or `None` when the
     /// compact stage cannot decide the call (the policy hedges, or a
@@ -510,12 +535,7 @@ impl<P: Borrow<Policy>> First<P> {
     /// The running attempt's slot.
     #[inline(always)]
     fn slot(&self, info: AttemptInfo) -> Slot {
-        Slot {
-            info,
-            start: self.start,
-            backoff: core::time::Duration::ZERO,
-            budget_reason: self.budget_reason,
-        }
+        Slot::new(info, self.start, self.budget_reason)
     }
 }
 

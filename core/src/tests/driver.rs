@@ -384,7 +384,11 @@ fn call_future_size() {
     .into_future();
     let size = core::mem::size_of_val(&fut);
     std::println!("call future for a trivial operation on a 16-byte sleep: {size} bytes");
-    assert!(size <= 640, "call future grew to {size} bytes");
+    // 640 until issue 16's layout work (packed attempt slots and pending
+    // record, durations in nanoseconds, a phase without a string, `u16`
+    // counters, the future's fields by alignment; `tests/layout.rs` shows
+    // where the rest goes): 544 measured.
+    assert!(size <= 560, "call future grew to {size} bytes");
     assert_eq!(reason::SUCCESS, "success");
 }
 
@@ -659,7 +663,8 @@ fn hedged_call_future_size() {
     let size = core::mem::size_of_val(&fut);
     std::println!("hedged call future (4 slots) for a trivial operation: {size} bytes");
     // 1024 until issue 12's rooms: tightened to the measured size.
-    assert!(size <= 872, "hedged call future grew to {size} bytes");
+    // 872 until issue 16's layout work: 680 measured.
+    assert!(size <= 696, "hedged call future grew to {size} bytes");
 }
 
 /// The driver contract (crate docs, step 4): the driver's clock only goes

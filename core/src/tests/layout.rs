@@ -1,0 +1,140 @@
+//! Where a call future's bytes go: the size of every part, printed as
+//! tables (run `cargo test -p recourse-core layout -- --nocapture`), each
+//! table checked to account for its struct's every byte, and the parts
+//! bounded so that growth is noticed.
+
+use core::future::IntoFuture;
+use core::mem::{size_of, size_of_val};
+use core::time::Duration;
+use std::vec::Vec;
+
+use super::driver::{VSleep, VTimer};
+use crate::backoff::{Backoff, BackoffSpec};
+use crate::key::PolicyKey;
+use crate::machine::{CallMachine, Limits, Staged, Verdict};
+use crate::outcome::Outcome;
+use crate::policy::Policy;
+use crate::record::{AttemptInfo, AttemptRecord};
+use crate::time::Instant;
+use crate::{call, AttemptId};
+
+const KEY: PolicyKey<'static> = PolicyKey::new("svc", "Get");
+
+/// Prints `name`'s fields, by offset, with the padding between them and
+/// after the last; asserts that fields and padding add up to `total`.
+/// Returns the padding.
+fn table(name: &str, total: usize, fields: &[(&str, usize, usize)]) -> usize {
+    std::println!("{name}: {total} B");
+    let mut end = 0;
+    let mut padding = 0;
+    let mut sum = 0;
+    for &(field, offset, size) in fields {
+        if offset > end {
+            std::println!("    {:<26} {:>4} B  (padding)", "", offset - end);
+            padding += offset - end;
+        }
+        std::println!("    {field:<26} {size:>4} B  @{offset}");
+        end = end.max(offset + size);
+        sum += size;
+    }
+    if total > end {
+        std::println!("    {:<26} {:>4} B  (padding at the end)", "", total - end);
+        padding += total - end;
+    }
+    assert_eq!(
+        sum + padding,
+        total,
+        "{name}: fields overlap or are missing"
+    );
+    padding
+}
+
+fn machine<const N: usize>() -> CallMachine<N> {
+    CallMachine::new(
+        &Policy::DEFAULT,
+        Limits::DEFAULT,
+        fastrand::Rng::with_seed(1),
+    )
+}
+
+#[test]
+fn layout_of_the_call_future() {
+    std::println!("\n== parts ==");
+    let mut parts: Vec<(&str, usize)> = std::vec![
+        ("Instant", size_of::<Instant>()),
+        ("Duration", size_of::<Duration>()),
+        ("Option<Duration>", size_of::<Option<Duration>>()),
+        ("Option<Instant>", size_of::<Option<Instant>>()),
+        ("AttemptId", size_of::<AttemptId>()),
+        ("AttemptInfo", size_of::<AttemptInfo>()),
+        ("Outcome", size_of::<Outcome>()),
+        ("Option<Outcome>", size_of::<Option<Outcome>>()),
+        ("AttemptRecord", size_of::<AttemptRecord>()),
+        (
+            "Option<(AttemptRecord, bool)>",
+            size_of::<Option<(AttemptRecord, bool)>>()
+        ),
+        ("Verdict", size_of::<Verdict>()),
+        ("BackoffSpec", size_of::<BackoffSpec>()),
+        ("Backoff", size_of::<Backoff>()),
+        ("fastrand::Rng", size_of::<fastrand::Rng>()),
+        ("Option<fastrand::Rng>", size_of::<Option<fastrand::Rng>>()),
+        ("Limits", size_of::<Limits>()),
+        ("PolicyKey", size_of::<PolicyKey<'_>>()),
+        ("Policy", size_of::<Policy>()),
+        ("VSleep (the timer's sleep)", size_of::<VSleep>()),
+        ("Option<VSleep>", size_of::<Option<VSleep>>()),
+        ("CallMachine<1>", size_of::<CallMachine<1>>()),
+        ("CallMachine<2>", size_of::<CallMachine<2>>()),
+        ("CallMachine<4>", size_of::<CallMachine<4>>()),
+        (
+            "Staged<&Policy, CallMachine<1>>",
+            size_of::<Staged<&Policy, CallMachine<1>>>()
+        ),
+        (
+            "Staged<&Policy, CallMachine<2>>",
+            size_of::<Staged<&Policy, CallMachine<2>>>()
+        ),
+        (
+            "Staged<Policy, CallMachine<1>>",
+            size_of::<Staged<Policy, CallMachine<1>>>()
+        ),
+    ];
+    parts.extend(crate::machine::part_sizes());
+    for (name, size) in &parts {
+        std::println!("    {name:<34} {size:>4} B");
+    }
+
+    std::println!("\n== the full machine ==");
+    let m1 = machine::<1>();
+    table("CallMachine<1>", size_of_val(&m1), &m1.layout());
+    let m2 = machine::<2>();
+    table("CallMachine<2>", size_of_val(&m2), &m2.layout());
+
+    std::println!("\n== the compact stage ==");
+    let policy = Policy::DEFAULT;
+    let (size, fields) = Staged::<&Policy, CallMachine<1>>::first_layout(&policy);
+    table("First<&Policy> (compact stage)", size, &fields);
+
+    std::println!("\n== the call future (VTimer, a trivial async operation) ==");
+    let t = VTimer::default();
+    let op = |_: AttemptInfo| async { Ok::<u32, ()>(1) };
+    let one = call(KEY, &policy, t.clone(), op).into_future();
+    table("Call, &Policy, 1 slot", size_of_val(&one), &one.layout());
+    let two = call(KEY, &policy, t.clone(), op).slots::<2>().into_future();
+    table("Call, &Policy, 2 slots", size_of_val(&two), &two.layout());
+    let owned = call(KEY, Policy::DEFAULT, t.clone(), op).into_future();
+    table(
+        "Call, owned Policy, 1 slot",
+        size_of_val(&owned),
+        &owned.layout(),
+    );
+
+    // Bounds: the sizes measured after issue 16's layout work, plus 16
+    // bytes (before it: 528, 600, 640 and 720).
+    assert!(size_of::<CallMachine<1>>() <= 432, "CallMachine<1> grew");
+    assert!(size_of::<CallMachine<2>>() <= 480, "CallMachine<2> grew");
+    assert!(size <= 104, "the compact stage grew");
+    assert!(size_of_val(&one) <= 536, "the 1-slot call future grew");
+    assert!(size_of_val(&two) <= 592, "the 2-slot call future grew");
+}
