@@ -449,12 +449,8 @@ mod layout {
             upstream: recourse_core::amplification::UpstreamEffect::None,
         };
         let report = || Report {
-            exec: &exec,
-            timeline: None,
-            policy_source: None,
-            missing_policy_mode: None,
             call_panics: Some(&panics),
-            classifier_told: false,
+            ..Report::new(&exec, None, None, None)
         };
         let classifier = || Contained {
             inner: recourse_core::DefaultClassifier,
