@@ -656,7 +656,8 @@ impl<const N: usize> CallMachine<N> {
         let ended = match event {
             Some(event) => {
                 debug_assert!(self.pending.is_none(), "poll after every event");
-                self.take_event(event).map(|(slot, outcome)| (slot, outcome, self.now))
+                self.take_event(event)
+                    .map(|(slot, outcome)| (slot, outcome, self.now))
             }
             // Read in place, not `take`n: a `take` copies the whole option
             // out before it tests it.
