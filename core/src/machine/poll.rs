@@ -172,7 +172,7 @@ impl<const N: usize> CallMachine<N> {
         None
     }
 
-    #[inline(always)]
+    #[inline]
     pub(super) fn launch_primary<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
         let previous = if self.groups == 0 {
             None
