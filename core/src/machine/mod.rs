@@ -672,7 +672,9 @@ impl<const N: usize> CallMachine<N> {
         if let Some((slot, outcome, end)) = ended {
             let record = slot.record(end, outcome, false, self.backoff_of(&slot));
             crate::gate::Gate::attempt_ended(out.gate(), &record);
-            poll::emit!(out, Action::Record(record));
+            if let core::ops::ControlFlow::Break(action) = out.record(&record) {
+                return action;
+            }
         }
         self.run_with(out)
     }

@@ -25,6 +25,13 @@ pub(crate) trait Emit {
     /// A launch, a cancel or a record: `Break` ends the drain with it,
     /// `Continue` goes on (it was carried out).
     fn emit(&mut self, action: Action) -> ControlFlow<Action>;
+    /// [`emit`](Self::emit) of [`Action::Record`] with `record`, which a
+    /// driver that carries records out in place reads where it was built
+    /// (no copy of its 128 bytes into an action).
+    #[inline(always)]
+    fn record(&mut self, record: &AttemptRecord) -> ControlFlow<Action> {
+        self.emit(Action::Record(*record))
+    }
 }
 
 /// Hands `$action` to `$out`, and returns it when `$out` stops there.
@@ -35,7 +42,6 @@ macro_rules! emit {
         }
     };
 }
-pub(super) use emit;
 
 /// [`CallMachine::poll`]'s [`Emit`]: stops at every action.
 struct OneAction<'a, G: ?Sized>(&'a mut G);

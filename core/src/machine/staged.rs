@@ -587,6 +587,11 @@ impl<S: Sink> Emit for Carry<'_, S> {
         }
         ControlFlow::Continue(())
     }
+    #[inline(always)]
+    fn record(&mut self, record: &AttemptRecord) -> ControlFlow<Action> {
+        self.0.record(record);
+        ControlFlow::Continue(())
+    }
 }
 
 /// Where a drained machine stopped: what the driver does next.
