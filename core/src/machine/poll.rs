@@ -32,6 +32,13 @@ pub(crate) trait Emit {
     fn record(&mut self, record: &AttemptRecord) -> ControlFlow<Action> {
         self.emit(Action::Record(*record))
     }
+    /// Whether [`record`](Self::record) does anything: `false` when the
+    /// driver's observer ignores records ([`poll`](CallMachine::poll)'s
+    /// caller always gets them).
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        true
+    }
 }
 
 /// Hands `$action` to `$out`, and returns it when `$out` stops there.
