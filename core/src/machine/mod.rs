@@ -704,6 +704,7 @@ impl<const N: usize> CallMachine<N> {
     }
 
     /// An attempt of the running group failed (or was cut).
+    #[inline]
     fn attempt_failed(&mut self, id: AttemptId, outcome: Outcome) {
         self.last_failure = Some(id);
         self.last = Last::Outcome(outcome);
