@@ -104,6 +104,17 @@ pub trait Gate {
         let _ = record;
     }
 
+    /// Whether [`attempt_ended`](Self::attempt_ended) does anything for
+    /// this call: `false` (for a gate whose `attempt_ended` is a no-op) lets
+    /// the call future skip building an ended attempt's record when the
+    /// observer does not hear records either. The default, `true`, is
+    /// always correct; answer `false` only when `attempt_ended` does
+    /// nothing.
+    #[inline]
+    fn hears_attempts(&self) -> bool {
+        true
+    }
+
     /// The call ended with `verdict` (also when it was dropped).
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
         let _ = (verdict, now);
@@ -132,6 +143,10 @@ impl Gate for () {
     fn admit(&mut self, _: &AdmitRequest) -> Admission {
         Admission::NO_BUDGET
     }
+    #[inline]
+    fn hears_attempts(&self) -> bool {
+        false
+    }
 }
 
 impl<G: Gate + ?Sized> Gate for &mut G {
@@ -140,6 +155,10 @@ impl<G: Gate + ?Sized> Gate for &mut G {
     }
     fn attempt_ended(&mut self, record: &AttemptRecord) {
         (**self).attempt_ended(record)
+    }
+    #[inline]
+    fn hears_attempts(&self) -> bool {
+        (**self).hears_attempts()
     }
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
         (**self).call_ended(verdict, now)

@@ -48,6 +48,16 @@ pub trait Observer {
         let _ = (key, record);
     }
 
+    /// Whether [`on_attempt`](Self::on_attempt) does anything for this
+    /// call: `false` (for an observer whose `on_attempt` is a no-op) lets
+    /// the call future skip building an ended attempt's record when the
+    /// gate does not hear it either. The default, `true`, is always
+    /// correct; answer `false` only when `on_attempt` does nothing.
+    #[inline]
+    fn hears_attempts(&self) -> bool {
+        true
+    }
+
     /// The call succeeded.
     fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         let _ = (key, end);
@@ -60,7 +70,12 @@ pub trait Observer {
 }
 
 /// The no-op observer.
-impl Observer for () {}
+impl Observer for () {
+    #[inline]
+    fn hears_attempts(&self) -> bool {
+        false
+    }
+}
 
 impl<O: Observer + ?Sized> Observer for &mut O {
     fn on_start(&mut self, key: PolicyKey<'_>, start: Instant) {
@@ -71,6 +86,10 @@ impl<O: Observer + ?Sized> Observer for &mut O {
     }
     fn on_attempt(&mut self, key: PolicyKey<'_>, record: &AttemptRecord) {
         (**self).on_attempt(key, record)
+    }
+    #[inline]
+    fn hears_attempts(&self) -> bool {
+        (**self).hears_attempts()
     }
     fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         (**self).on_success(key, end)

@@ -230,6 +230,11 @@ impl<S> recourse_core::Observer for Report<'_, S> {
     }
 
     #[inline]
+    fn hears_attempts(&self) -> bool {
+        !self.quiet
+    }
+
+    #[inline]
     fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         if !self.quiet {
             self.success(key, end);

@@ -409,6 +409,9 @@ impl<O: Observer, G: Gate> Sink for Records<'_, '_, O, G> {
     fn record(&mut self, record: &AttemptRecord) {
         self.observer.on_attempt(self.key, record);
     }
+    fn hears_records(&self) -> bool {
+        self.observer.hears_attempts()
+    }
 }
 
 /// The driver's side of a machine's actions: launches into the call's
@@ -462,6 +465,11 @@ where
     #[inline(always)]
     fn record(&mut self, record: &AttemptRecord) {
         self.observer.on_attempt(*self.key, record);
+    }
+
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        self.observer.hears_attempts()
     }
 }
 

@@ -669,10 +669,16 @@ impl<const N: usize> CallMachine<N> {
                 None => None,
             },
         };
-        if let Some((slot, outcome, end)) = ended {
+        // Built only for a gate or an observer that hears it (one that
+        // ignores records says so, and the building compiles away).
+        if let Some((slot, outcome, end)) =
+            ended.filter(|_| crate::gate::Gate::hears_attempts(out.gate()) || out.hears_records())
+        {
             let record = slot.record(end, outcome, false, self.backoff_of(&slot));
             crate::gate::Gate::attempt_ended(out.gate(), &record);
-            poll::emit!(out, Action::Record(record));
+            if let core::ops::ControlFlow::Break(action) = out.record(&record) {
+                return action;
+            }
         }
         self.run_with(out)
     }
@@ -698,6 +704,7 @@ impl<const N: usize> CallMachine<N> {
     }
 
     /// An attempt of the running group failed (or was cut).
+    #[inline]
     fn attempt_failed(&mut self, id: AttemptId, outcome: Outcome) {
         self.last_failure = Some(id);
         self.last = Last::Outcome(outcome);

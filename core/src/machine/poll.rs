@@ -25,6 +25,20 @@ pub(crate) trait Emit {
     /// A launch, a cancel or a record: `Break` ends the drain with it,
     /// `Continue` goes on (it was carried out).
     fn emit(&mut self, action: Action) -> ControlFlow<Action>;
+    /// [`emit`](Self::emit) of [`Action::Record`] with `record`, which a
+    /// driver that carries records out in place reads where it was built
+    /// (no copy of its 128 bytes into an action).
+    #[inline(always)]
+    fn record(&mut self, record: &AttemptRecord) -> ControlFlow<Action> {
+        self.emit(Action::Record(*record))
+    }
+    /// Whether [`record`](Self::record) does anything: `false` when the
+    /// driver's observer ignores records ([`poll`](CallMachine::poll)'s
+    /// caller always gets them).
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        true
+    }
 }
 
 /// Hands `$action` to `$out`, and returns it when `$out` stops there.
@@ -35,7 +49,6 @@ macro_rules! emit {
         }
     };
 }
-pub(super) use emit;
 
 /// [`CallMachine::poll`]'s [`Emit`]: stops at every action.
 struct OneAction<'a, G: ?Sized>(&'a mut G);
@@ -172,6 +185,7 @@ impl<const N: usize> CallMachine<N> {
         None
     }
 
+    #[inline]
     pub(super) fn launch_primary<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
         let previous = if self.groups == 0 {
             None

@@ -239,14 +239,17 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 // in either leaves the machine where the full one would be.
                 first.now = end;
                 first.step = Step::Recorded;
-                let record = first.slot(first.info()).record(
-                    end,
-                    outcome,
-                    false,
-                    core::time::Duration::ZERO,
-                );
-                sink.gate().attempt_ended(&record);
-                sink.record(&record);
+                // Built only for a gate or an observer that hears it.
+                if sink.gate().hears_attempts() || sink.hears_records() {
+                    let record = first.slot(first.info()).record(
+                        end,
+                        outcome,
+                        false,
+                        core::time::Duration::ZERO,
+                    );
+                    sink.gate().attempt_ended(&record);
+                    sink.record(&record);
+                }
                 let verdict = Verdict::Success(FIRST);
                 first.step = Step::Finished;
                 sink.gate().call_ended(&verdict, end);
@@ -454,6 +457,12 @@ pub trait Sink {
     fn cancel(&mut self, record: &AttemptRecord);
     /// [`Action::Record`].
     fn record(&mut self, record: &AttemptRecord);
+    /// Whether [`record`](Self::record) does anything (see
+    /// [`Observer::hears_attempts`](crate::Observer::hears_attempts)).
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        true
+    }
 }
 
 /// Where a machine stops after [`Staged::feed`]: the driver's next step.
@@ -586,6 +595,15 @@ impl<S: Sink> Emit for Carry<'_, S> {
             }
         }
         ControlFlow::Continue(())
+    }
+    #[inline(always)]
+    fn record(&mut self, record: &AttemptRecord) -> ControlFlow<Action> {
+        self.0.record(record);
+        ControlFlow::Continue(())
+    }
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        self.0.hears_records()
     }
 }
 

@@ -713,3 +713,106 @@ fn a_clock_that_goes_backwards_mid_call_is_a_debug_assertion() {
     .into_future();
     let _ = timer.run(fut);
 }
+
+/// A gate that counts the attempts it hears end, and says whether it
+/// hears them ([`crate::Gate::hears_attempts`]).
+struct Hears {
+    hears: bool,
+    ended: Vec<u32>,
+}
+
+impl crate::Gate for Hears {
+    fn admit(&mut self, _: &crate::AdmitRequest) -> crate::Admission {
+        crate::Admission::NO_BUDGET
+    }
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        self.ended.push(u32::from(record.info.id.0));
+    }
+    fn hears_attempts(&self) -> bool {
+        self.hears
+    }
+}
+
+/// An observer that counts the records it hears, and says it does not.
+#[derive(Default)]
+struct Deaf(u32);
+
+impl Observer for Deaf {
+    fn on_attempt(&mut self, _: PolicyKey<'_>, _: &AttemptRecord) {
+        self.0 += 1;
+    }
+    fn hears_attempts(&self) -> bool {
+        false
+    }
+}
+
+/// `failures` retryable failures, then success, through `gate` and
+/// `observer`: the call's result.
+fn flaky_through<O: Observer>(
+    failures: u32,
+    gate: &mut Hears,
+    observer: O,
+) -> Result<u32, Error<&'static str>> {
+    let t = VTimer::default();
+    let calls = Cell::new(0);
+    let fut = call(KEY, Policy::DEFAULT, t.clone(), |_: AttemptInfo| {
+        calls.set(calls.get() + 1);
+        let r = if calls.get() <= failures {
+            Err("flaky")
+        } else {
+            Ok(7)
+        };
+        t.after(dur(5), r)
+    })
+    .gate(gate)
+    .observer(observer);
+    let result = t.run(fut.into_future());
+    assert_eq!(calls.get(), failures + 1);
+    result
+}
+
+#[test]
+fn a_gate_and_an_observer_that_ignore_records_get_none_built() {
+    for failures in [0, 2] {
+        // Both ignore records: neither hook runs for a completed attempt.
+        let mut gate = Hears {
+            hears: false,
+            ended: vec![],
+        };
+        let mut deaf = Deaf::default();
+        assert_eq!(flaky_through(failures, &mut gate, &mut deaf), Ok(7));
+        assert_eq!(gate.ended, Vec::<u32>::new(), "failures {failures}");
+        assert_eq!(deaf.0, 0, "failures {failures}");
+        // The open gate and the no-op observer ignore records too.
+        assert!(!crate::Gate::hears_attempts(&()));
+        assert!(!Observer::hears_attempts(&()));
+
+        // A gate that hears them hears every one, with any observer.
+        let all: Vec<u32> = (0..=failures).collect();
+        let mut gate = Hears {
+            hears: true,
+            ended: vec![],
+        };
+        assert_eq!(flaky_through(failures, &mut gate, ()), Ok(7));
+        assert_eq!(gate.ended, all, "failures {failures}");
+        let mut gate = Hears {
+            hears: true,
+            ended: vec![],
+        };
+        let mut deaf = Deaf::default();
+        assert_eq!(flaky_through(failures, &mut gate, &mut deaf), Ok(7));
+        assert_eq!(gate.ended, all, "failures {failures}");
+
+        // An observer that hears them gets every record, with any gate (and
+        // the gate's hook runs: saying it ignores them is only a hint).
+        let mut gate = Hears {
+            hears: false,
+            ended: vec![],
+        };
+        let mut log = Log::default();
+        assert_eq!(flaky_through(failures, &mut gate, &mut log), Ok(7));
+        let records = log.0.iter().filter(|l| l.starts_with("attempt ")).count();
+        assert_eq!(records, all.len(), "failures {failures}: {:?}", log.0);
+        assert_eq!(gate.ended, all, "failures {failures}");
+    }
+}
