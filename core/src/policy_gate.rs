@@ -460,9 +460,11 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         self.admit_inner(request)
     }
 
-    #[inline]
+    #[inline(always)]
     fn attempt_ended(&mut self, record: &AttemptRecord) {
-        if self.needs.ends_attempts() {
+        // A reservation that may be held, or a sample (an attempt that ran
+        // to completion) to record.
+        if self.needs.ends_attempts() && (self.needs.holds() || !record.cancelled) {
             self.attempt_ended_inner(record);
         }
     }
