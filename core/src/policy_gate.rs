@@ -460,11 +460,9 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         self.admit_inner(request)
     }
 
-    #[inline(always)]
+    #[inline]
     fn attempt_ended(&mut self, record: &AttemptRecord) {
-        // A reservation that may be held, or a sample (an attempt that ran
-        // to completion) to record.
-        if self.needs.ends_attempts() && (self.needs.holds() || !record.cancelled) {
+        if self.needs.ends_attempts() {
             self.attempt_ended_inner(record);
         }
     }
