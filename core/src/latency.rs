@@ -200,12 +200,63 @@ pub struct LatencySketch {
 /// `cursor_q` when no quantile is tracked.
 const NO_CURSOR: u16 = u16::MAX;
 
-// The cursor's bucket fits its byte.
-const _: () = assert!(BUCKETS <= 1 << u8::BITS);
+/// A [`LatencySketch::quantile_tracked`] answer packed in a `u64`, for a
+/// cache beside a sketch shared behind a lock (one atomic word, read
+/// without the lock): made by [`LatencySketch::quantile_published`] and
+/// [`LatencySketch::record_published`], it is the sketch's answer for its
+/// quantile at every `now` before the end of the window it was made in
+/// ([`LatencySketch::window_end`] then), until the sketch next records.
+/// Whoever keeps it must replace it (or [`TrackedAnswer::NONE`]) with
+/// every record, and keep the window's end with it.
+///
+/// Bits: the quantile in permille (10), whether it holds at all, whether
+/// there were enough samples for an answer, the answer (its bucket's
+/// middle in units of 64 ns, 32).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct TrackedAnswer(u64);
 
-// The size the module docs state, on every target (`u64` aligned to 4 or 8
-// bytes alike).
-const _: () = assert!(core::mem::size_of::<LatencySketch>() == 2288);
+impl TrackedAnswer {
+    /// Holds no answer: ask the sketch.
+    pub const NONE: Self = Self(0);
+    const Q_MASK: u64 = (1 << 10) - 1;
+    const VALID: u64 = 1 << 10;
+    const FOUND: u64 = 1 << 11;
+    const MIDDLE_SHIFT: u32 = 12;
+
+    /// The answer for `q` (at most 1000): the middle of `bucket`.
+    #[inline]
+    fn found(q: u32, bucket: usize) -> Self {
+        let middle = u64::from(MIDDLES[bucket]);
+        Self(Self::VALID | Self::FOUND | middle << Self::MIDDLE_SHIFT | u64::from(q))
+    }
+
+    /// The answer of its bits ([`TrackedAnswer::to_bits`]).
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Its bits, for an atomic word.
+    pub const fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// [`LatencySketch::quantile_tracked`]'s answer for `q_permille` at
+    /// `now` on the sketch this was made from, whose window ended at `end`
+    /// nanoseconds when it was made, when this holds it; `None`: ask the
+    /// sketch.
+    #[inline]
+    pub fn get(self, q_permille: u32, now: Instant, end: u64) -> Option<Option<Duration>> {
+        let bits = self.0;
+        let q = u64::from(q_permille.min(PERMILLE as u32));
+        if bits & (Self::VALID | Self::Q_MASK) != Self::VALID | q || now.as_nanos() >= end {
+            return None;
+        }
+        if bits & Self::FOUND == 0 {
+            return Some(None);
+        }
+        Some(Some(half_units((bits >> Self::MIDDLE_SHIFT) as u32)))
+    }
+}
 
 /// How much of the sketch a `now` sees.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -358,6 +409,85 @@ impl LatencySketch {
             return Some(middle(bucket));
         }
         Some(middle(self.track(q, rank(q, n))))
+    }
+
+    /// [`LatencySketch::quantile_tracked`], and that answer as a
+    /// [`TrackedAnswer`] for a cache outside the sketch (outside its lock):
+    /// it stays the answer for `q_permille` at any `now` before the
+    /// current window's end until the sketch next records
+    /// ([`TrackedAnswer::NONE`] when it cannot say so).
+    #[inline]
+    pub fn quantile_published(
+        &mut self,
+        q_permille: u32,
+        now: Instant,
+    ) -> (Option<Duration>, TrackedAnswer) {
+        let answer = self.quantile_tracked(q_permille, now);
+        (answer, self.published(q_permille, now, answer))
+    }
+
+    /// [`LatencySketch::record`], then the quantile the sketch tracks
+    /// (the one [`LatencySketch::quantile_tracked`] was last asked for) as
+    /// [`LatencySketch::quantile_published`] gives it: what a cache of
+    /// the sketch's answer holds after the record
+    /// ([`TrackedAnswer::NONE`]: none tracked).
+    #[inline]
+    pub fn record_published(&mut self, latency: Duration, now: Instant) -> TrackedAnswer {
+        self.record(latency, now);
+        if self.cursor_q == NO_CURSOR || now.as_nanos() >= self.next {
+            return TrackedAnswer::NONE;
+        }
+        // What `quantile_tracked(q, now)` does before the window's end,
+        // with `q` tracked (so at most 1000), packed as it goes.
+        let q = u32::from(self.cursor_q);
+        let n = self.both_totals();
+        if n < u64::from(self.min_samples) {
+            return TrackedAnswer(TrackedAnswer::VALID | u64::from(q));
+        }
+        let qn = u64::from(q) * n;
+        let at = usize::from(self.cursor_bucket);
+        let bucket = if self.cursor_below * PERMILLE < qn
+            && qn <= (self.cursor_below + self.both(at)) * PERMILLE
+        {
+            at
+        } else {
+            self.track(q, rank(q, n))
+        };
+        if u32::from(self.cursor_q) != q {
+            // A saturated window's top bucket (the cursor was cleared).
+            return TrackedAnswer::NONE;
+        }
+        TrackedAnswer::found(q, bucket)
+    }
+
+    /// `answer`, [`LatencySketch::quantile_tracked`]'s for `q_permille` at
+    /// `now` just now, packed while it holds for every `now` before the
+    /// window's end: `now` in the current window (else the answer is the
+    /// age's, not the counts'), and the answer found from the counts alone
+    /// (too few samples, or the cursor's bucket).
+    #[inline]
+    fn published(&self, q_permille: u32, now: Instant, answer: Option<Duration>) -> TrackedAnswer {
+        let q = q_permille.min(PERMILLE as u32);
+        if now.as_nanos() >= self.next {
+            return TrackedAnswer::NONE;
+        }
+        let found = match answer {
+            None if self.both_totals() < u64::from(self.min_samples) => 0,
+            // The cursor holds the answer for `q`.
+            Some(_) if u32::from(self.cursor_q) == q => {
+                return TrackedAnswer::found(q, usize::from(self.cursor_bucket));
+            }
+            // A saturated window's top bucket (the cursor was cleared).
+            _ => return TrackedAnswer::NONE,
+        };
+        TrackedAnswer(TrackedAnswer::VALID | found | u64::from(q))
+    }
+
+    /// The end of the current window, in nanoseconds on the sketch's
+    /// clock (saturating): a [`TrackedAnswer`] made now holds before it.
+    #[inline]
+    pub const fn window_end(&self) -> u64 {
+        self.next
     }
 
     /// [`LatencySketch::quantile_tracked`] at a `now` at or past the end of
@@ -541,7 +671,13 @@ fn rank(q_permille: u32, n: u64) -> u64 {
 /// and a shift ([`MIDDLES`]), and no division by 10^9 below a second.
 #[inline]
 fn middle(index: usize) -> Duration {
-    let nanos = u64::from(MIDDLES[index]) << (UNIT_SHIFT - 1);
+    half_units(MIDDLES[index])
+}
+
+/// `units` of 64 ns (a bucket's middle, [`MIDDLES`]) as a duration.
+#[inline]
+fn half_units(units: u32) -> Duration {
+    let nanos = u64::from(units) << (UNIT_SHIFT - 1);
     if nanos < 1_000_000_000 {
         Duration::new(0, nanos as u32)
     } else {
@@ -626,6 +762,51 @@ mod tests {
             .map(|&q| check(s.quantile(q, t).unwrap(), exact(&sorted, q)))
             .max()
             .unwrap_or(0)
+    }
+
+    /// A published answer is the sketch's: after every record and every
+    /// ask, at any `now` before the window's end, for the quantile it was
+    /// made for, and nothing past the end or for another quantile.
+    #[test]
+    fn published_answers_are_the_sketchs() {
+        let mut rng = fastrand::Rng::with_seed(0x9b);
+        let window = Duration::from_secs(10);
+        let mut s = LatencySketch::new(window).with_min_samples(5);
+        let mut published = TrackedAnswer::NONE;
+        let mut end = 0;
+        let mut hits = 0;
+        for i in 0..20_000u64 {
+            // Mostly fast, a slow tail, crossing windows now and then.
+            let now = Instant::from_millis(1_000 + i * 3);
+            let latency = if rng.u32(..100) < 3 {
+                Duration::from_millis(rng.u64(200..2_000))
+            } else {
+                Duration::from_micros(rng.u64(500..20_000))
+            };
+            let q = if i % 1_000 < 10 { 990 } else { 950 };
+            if let Some(answer) = published.get(q, now, end) {
+                assert_eq!(answer, s.quantile(q, now), "published, sample {i}");
+                hits += 1;
+            }
+            let (answer, p) = s.quantile_published(q, now);
+            assert_eq!(answer, s.quantile(q, now), "asked, sample {i}");
+            (published, end) = (p, s.window_end());
+            for later in [now, Instant::from_nanos(end - 1)] {
+                if let Some(got) = published.get(q, later, end) {
+                    assert_eq!(got, s.quantile(q, later), "sample {i} at {later:?}");
+                }
+            }
+            assert_eq!(published.get(q, Instant::from_nanos(end), end), None);
+            assert_eq!(published.get(q + 1, now, end), None);
+            published = s.record_published(latency, now);
+            end = s.window_end();
+            if let Some(got) = published.get(q, now, end) {
+                assert_eq!(got, s.quantile(q, now), "recorded, sample {i}");
+                hits += 1;
+            }
+        }
+        assert!(hits > 30_000, "published answers held: {hits}");
+        assert_eq!(TrackedAnswer::NONE.get(950, Instant::ZERO, u64::MAX), None);
     }
 
     #[test]

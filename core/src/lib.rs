@@ -129,7 +129,7 @@ pub use error::Error;
 pub use gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 pub use hedge::{HedgeDecision, HedgeState, Trigger};
 pub use key::PolicyKey;
-pub use latency::LatencySketch;
+pub use latency::{LatencySketch, TrackedAnswer};
 pub use limits::Limits;
 pub use machine::{Action, CallMachine, CallPlan, Event, WaitReason};
 pub use observer::{CallEnd, Observer};

@@ -72,6 +72,17 @@ pub trait GateParts {
         Ok(None)
     }
 
+    /// [`GateParts::admit_call`]'s answer when the breaker gives it at once
+    /// without the key or the policy (a closed breaker the parts hold) and
+    /// has nothing to report: the permit; `None`: nothing was decided, ask
+    /// [`GateParts::admit_call`] (which decides the same). The gate's hot
+    /// path, inlined into it. Default: `None`.
+    #[inline(always)]
+    fn admit_call_at_once(&mut self, now: Instant) -> Option<Self::Permit> {
+        let _ = now;
+        None
+    }
+
     /// Whether `permit` admitted a half-open probe (which runs without
     /// hedges). Default: never.
     fn is_probe(permit: &Self::Permit) -> bool {
@@ -88,6 +99,17 @@ pub trait GateParts {
         now: Instant,
     ) {
         let _ = (key, permit, result, now);
+    }
+
+    /// [`GateParts::record_call`] of a success, when the breaker takes it
+    /// at once without the key (a closed breaker the parts hold, nothing
+    /// to report): `true`, recorded; `false`: nothing was recorded, hand
+    /// the permit to [`GateParts::record_call`]. The gate's hot path,
+    /// inlined into it. Default: `false`.
+    #[inline(always)]
+    fn record_success_at_once(&mut self, permit: &Self::Permit, now: Instant) -> bool {
+        let _ = (permit, now);
+        false
     }
 
     /// The latency source's `q_permille` quantile, for a quantile trigger.
@@ -222,10 +244,25 @@ impl GateNeeds {
         self.0 & (Self::RETRY_BUDGET | Self::HEDGE_BUDGET | Self::SAMPLES) != 0
     }
 
+    /// Whether an attempt may hold a reservation (the policy names a
+    /// budget for some kind).
+    #[inline]
+    pub const fn holds(self) -> bool {
+        self.0 & (Self::RETRY_BUDGET | Self::HEDGE_BUDGET) != 0
+    }
+
     /// Whether completed attempts feed the latency source.
     #[inline]
     pub const fn samples(self) -> bool {
         self.0 & Self::SAMPLES != 0
+    }
+
+    /// Whether an attempt of `kind` consults the breaker and nothing else
+    /// (a first attempt, no budget for it, no amplification bound).
+    #[inline]
+    pub const fn breaker_alone(self, kind: AttemptKind) -> bool {
+        matches!(kind, AttemptKind::Initial)
+            && self.0 & (Self::RETRY_BUDGET | Self::BREAKER | Self::AMPLIFICATION) == Self::BREAKER
     }
 
     /// Whether the circuit breaker is on.
@@ -409,9 +446,15 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
     // of line (a call whose policy asks for nothing pays the test alone).
     #[inline]
     fn admit(&mut self, request: &AdmitRequest) -> Admission {
-        if !self.needs.admits(request.attempt.kind()) {
+        let kind = request.attempt.kind();
+        if !self.needs.admits(kind) {
             // No budget for the kind, no breaker, no bound: what
             // `admit_budget` answers a budget the policy does not name.
+            return Admission::NO_BUDGET;
+        }
+        // A first attempt that asks the breaker alone, answered at once:
+        // what `admit_budget` answers once the breaker admitted it.
+        if self.needs.breaker_alone(kind) && self.admit_at_once(request.now) {
             return Admission::NO_BUDGET;
         }
         self.admit_inner(request)
@@ -449,6 +492,24 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
 }
 
 impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
+    /// Whether the breaker admitted a first attempt at once
+    /// ([`GateParts::admit_call_at_once`]), its permit kept; `false`:
+    /// nothing was decided. Returns a flag, not an admission: no frame,
+    /// nothing through the stack.
+    #[inline(never)]
+    fn admit_at_once(&mut self, now: Instant) -> bool {
+        if self.permit.is_some() {
+            return false;
+        }
+        match self.parts.admit_call_at_once(now) {
+            Some(permit) => {
+                self.permit = Some(permit);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The amplification bound (when on), then the breaker and the budget.
     #[inline(never)]
     fn admit_inner(&mut self, request: &AdmitRequest) -> Admission {
@@ -589,6 +650,10 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
             self.parts
                 .record_latency(self.key, record.duration(), record.end);
         }
+        if !self.needs.holds() {
+            // No budget named: nothing was held.
+            return;
+        }
         if let Some(Held {
             budget,
             reservation,
@@ -599,12 +664,26 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         }
     }
 
+    /// Hands the permit back: a success the breaker takes at once without
+    /// a frame, anything else out of line (a tail call).
     #[inline(never)]
     fn call_ended_inner(&mut self, verdict: &Verdict, now: Instant) {
-        if let Some(permit) = self.permit.take() {
-            let result = CallResult::from_verdict(verdict);
-            self.parts.record_call(self.key, permit, result, now);
+        let result = CallResult::from_verdict(verdict);
+        if let Some(permit) = &self.permit {
+            if result == CallResult::Success && self.parts.record_success_at_once(permit, now) {
+                self.permit = None;
+                return;
+            }
         }
+        if let Some(permit) = self.permit.take() {
+            self.record_call(permit, result, now);
+        }
+    }
+
+    /// [`PolicyGate::call_ended_inner`] past its fast path.
+    #[inline(never)]
+    fn record_call(&mut self, permit: Pa::Permit, result: CallResult, now: Instant) {
+        self.parts.record_call(self.key, permit, result, now);
     }
 
     /// The policy's trigger, reading the latency source for a quantile; a

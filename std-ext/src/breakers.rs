@@ -384,6 +384,7 @@ fn set_policy(cell: &Cell, policy: &CircuitPolicy) {
 
 impl BreakerEntry {
     /// Whether the store has evicted it: look the key up again.
+    #[inline]
     pub(crate) fn is_evicted(&self) -> bool {
         self.shared.is_evicted()
     }

@@ -122,6 +122,18 @@ impl<S: TimerSource> ExecParts<'_, S> {
         Instant::from_nanos(now.as_nanos().wrapping_add(offset))
     }
 
+    /// [`ExecParts::shared`] when it reads no clock (the machine's clock
+    /// is the shared one, or the offset is known); `None`: ask
+    /// [`ExecParts::shared`].
+    #[inline(always)]
+    fn shared_at_once(&self, now: Instant) -> Option<Instant> {
+        if self.exec.timer.calls_share_its_clock() {
+            return Some(now);
+        }
+        let offset = self.offset?;
+        Some(Instant::from_nanos(now.as_nanos().wrapping_add(offset)))
+    }
+
     /// The machine's time at the shared clock's `t` (the inverse of
     /// [`ExecParts::shared`]).
     fn machine(&self, t: Instant) -> Instant {
@@ -254,14 +266,22 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         }
     }
 
+    #[inline(always)]
+    fn admit_call_at_once(&mut self, now: Instant) -> Option<Permit> {
+        // A kept breaker that is closed: its permit, with no lock, no
+        // transition to tell (inlined into the gate), once the shared
+        // clock's offset is known.
+        let entry = self.kept.breaker()?;
+        let shared = self.shared_at_once(now)?;
+        entry.admit_closed(&self.exec.breakers, shared)
+    }
+
     fn admit_call(
         &mut self,
         key: PolicyKey<'_>,
         policy: &CircuitPolicy,
         now: Instant,
     ) -> Result<Option<Permit>, Refusal> {
-        // A kept breaker that is closed: its permit, with no lock, no
-        // transition to tell (inlined into the gate).
         if let Some(entry) = self.kept.breaker() {
             let shared = self.shared(now);
             if let Some(permit) = entry.admit_closed(&self.exec.breakers, shared) {
@@ -275,6 +295,21 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         permit.is_probe()
     }
 
+    #[inline(always)]
+    fn record_success_at_once(&mut self, permit: &Permit, now: Instant) -> bool {
+        // A success of a kept breaker that is quiet: counted in this
+        // thread's shard, no state changes, no transition to tell (inlined
+        // into the gate). The permit is the kept entry's: `admit_call`
+        // asked it (the call keeps its entry from start to end).
+        let Some(entry) = self.kept.breaker() else {
+            return false;
+        };
+        let Some(shared) = self.shared_at_once(now) else {
+            return false;
+        };
+        entry.count_in_bucket(*permit, shared)
+    }
+
     fn record_call(
         &mut self,
         key: PolicyKey<'_>,
@@ -282,17 +317,8 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         result: CallResult,
         now: Instant,
     ) {
-        // A success of a kept breaker that is quiet: counted in this
-        // thread's shard, no state changes, no transition to tell (inlined
-        // into the gate). The permit is the kept entry's: `admit_call`
-        // asked it (the call keeps its entry from start to end).
-        if result == CallResult::Success {
-            if let Some(entry) = self.kept.breaker() {
-                let shared = self.shared(now);
-                if entry.count_in_bucket(permit, shared) {
-                    return;
-                }
-            }
+        if result == CallResult::Success && self.record_success_at_once(&permit, now) {
+            return;
         }
         let (permit, entry) = permit.into_parts();
         self.record_call_slow(&key, permit, entry, result, now);

@@ -31,10 +31,11 @@
 //! multiples of the window length on that clock.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use recourse_core::{Instant, LatencySketch, PolicyKey};
+use recourse_core::{Instant, LatencySketch, PolicyKey, TrackedAnswer};
 
 use crate::keyed::{Bound, Keyed, Shared};
 
@@ -49,11 +50,63 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 /// cache): see [`LatencyTrackers::entry`].
 #[derive(Clone)]
 pub(crate) struct LatencyEntry {
-    shared: Arc<Shared<Box<LatencySketch>>>,
+    shared: Arc<Cell>,
+}
+
+/// A key's sketch in the store: behind its lock, with its last answer
+/// beside it.
+type Cell = Shared<Box<LatencySketch>, Published>;
+
+/// The sketch's answer for the quantile it tracks
+/// ([`TrackedAnswer`]'s bits), written under the sketch's lock by every
+/// record and every quantile asked there, read without it: a hedge
+/// decision between two records takes no lock and walks nothing.
+///
+/// The answer holds before the end of the window it was made in, kept
+/// beside it: a reader loads the end first, then the answer; a writer
+/// whose window moved clears the answer before it stores the new end, so
+/// that a reader who sees the new end never takes the old window's answer
+/// for it.
+#[derive(Default)]
+pub(crate) struct Published {
+    end: AtomicU64,
+    answer: AtomicU64,
+}
+
+impl Published {
+    /// The published answer for `q_permille` at `now`, when it holds.
+    #[inline(always)]
+    fn get(&self, q_permille: u32, now: Instant) -> Option<Option<Duration>> {
+        let end = self.end.load(Ordering::Acquire);
+        let answer = TrackedAnswer::from_bits(self.answer.load(Ordering::Relaxed));
+        answer.get(q_permille, now, end)
+    }
+
+    /// Publishes `answer`, made in the window of `sketch` (under its lock).
+    #[inline(always)]
+    fn set(&self, sketch: &LatencySketch, answer: TrackedAnswer) {
+        let end = sketch.window_end();
+        if self.end.load(Ordering::Relaxed) != end {
+            // Once a window.
+            self.answer.store(0, Ordering::Relaxed);
+            self.end.store(end, Ordering::Release);
+        }
+        self.answer.store(answer.to_bits(), Ordering::Release);
+    }
+}
+
+/// Records `latency` at `now` in `cell`'s sketch and publishes its answer
+/// after the record (under its lock, so that answers are published in the
+/// order of the records).
+fn record_in(cell: &Cell, latency: Duration, now: Instant) {
+    let mut sketch = cell.lock();
+    let answer = sketch.record_published(latency, now);
+    cell.side.set(&sketch, answer);
 }
 
 impl LatencyEntry {
     /// Whether the store has evicted it: look the key up again.
+    #[inline]
     pub(crate) fn is_evicted(&self) -> bool {
         self.shared.is_evicted()
     }
@@ -88,7 +141,7 @@ impl fmt::Debug for LatencyEntry {
 pub struct LatencyTrackers {
     /// A fresh sketch, copied for each new key.
     template: LatencySketch,
-    inner: Mutex<Keyed<Box<LatencySketch>>>,
+    inner: Mutex<Keyed<Box<LatencySketch>, Published>>,
     bound: Bound,
 }
 
@@ -157,7 +210,7 @@ impl LatencyTrackers {
     /// least recently recorded key's.
     pub fn record(&self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
         let entry = self.entry(key);
-        entry.shared.lock().record(latency, now);
+        record_in(&entry.shared, latency, now);
     }
 
     /// `key`'s sketch, found or made (which may evict another key's), for a
@@ -183,17 +236,37 @@ impl LatencyTrackers {
     /// [`LatencyTrackers::record`] on a kept entry.
     pub(crate) fn record_entry(&self, entry: &LatencyEntry, latency: Duration, now: Instant) {
         entry.shared.touch(&self.bound);
-        entry.shared.lock().record(latency, now);
+        record_in(&entry.shared, latency, now);
     }
 
-    /// [`LatencyTrackers::quantile`] on a kept entry.
+    /// [`LatencyTrackers::quantile`] on a kept entry: the answer published
+    /// beside the sketch when it holds (no lock), else the sketch's
+    /// (under its lock, then published).
+    #[inline]
     pub(crate) fn quantile_entry(
         &self,
         entry: &LatencyEntry,
         q_permille: u32,
         now: Instant,
     ) -> Option<Duration> {
-        entry.shared.lock().quantile_tracked(q_permille, now)
+        match entry.shared.side.get(q_permille, now) {
+            Some(answer) => answer,
+            None => self.quantile_locked(entry, q_permille, now),
+        }
+    }
+
+    /// [`LatencyTrackers::quantile_entry`] under the sketch's lock.
+    #[inline(never)]
+    fn quantile_locked(
+        &self,
+        entry: &LatencyEntry,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        let mut sketch = entry.shared.lock();
+        let (answer, published) = sketch.quantile_published(q_permille, now);
+        entry.shared.side.set(&sketch, published);
+        answer
     }
 
     /// The `q_permille`‰ quantile (950: p95) of `key`'s recent latencies at
@@ -217,7 +290,7 @@ impl LatencyTrackers {
 
     /// Every method leaves the map consistent (nothing in them panics
     /// half-way), so a poisoned lock is still good.
-    fn lock(&self) -> MutexGuard<'_, Keyed<Box<LatencySketch>>> {
+    fn lock(&self) -> MutexGuard<'_, Keyed<Box<LatencySketch>, Published>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -353,6 +426,52 @@ mod tests {
         // least recently used: all 10,000 samples are there.
         assert_eq!(l.count(shared, T), 10_000);
         assert!(within(l.quantile(shared, 500, T), ms(10)));
+    }
+
+    /// Between two records a kept entry's quantile is the published one
+    /// (no lock): the same answer as the sketch's, at every `now` before
+    /// the window's end, and none at or after it.
+    #[test]
+    fn a_kept_entry_publishes_its_answer_between_records() {
+        let l = LatencyTrackers::new(8, Duration::from_secs(10)).with_min_samples(3);
+        let key = PolicyKey::parse("svc.op");
+        let entry = l.entry(key);
+        let t = Instant::from_secs(100);
+        let end = Instant::from_secs(110);
+        for n in 1..=40u64 {
+            l.record_entry(&entry, ms(n), t);
+            let published = entry.shared.side.get(950, t);
+            let want = entry.shared.lock().quantile(950, t);
+            if n > 3 {
+                // Tracked since the first ask with enough samples (the
+                // third): published by each record since.
+                assert_eq!(published, Some(want), "after {n} samples");
+            }
+            assert_eq!(l.quantile_entry(&entry, 950, t), want);
+            assert_eq!(entry.shared.side.get(950, t), Some(want));
+            assert_eq!(
+                entry.shared.side.get(950, end - Duration::from_nanos(1)),
+                Some(want)
+            );
+            assert_eq!(entry.shared.side.get(950, end), None, "past the window");
+            assert_eq!(entry.shared.side.get(990, t), None, "another quantile");
+        }
+        assert!(within(l.quantile_entry(&entry, 950, t), ms(38)));
+        // The next window: the sketch decides (only the current window's
+        // samples count); a record there moves the windows, which forgets
+        // the tracked quantile, and the next ask publishes again.
+        let next = end + Duration::from_secs(1);
+        assert_eq!(
+            l.quantile_entry(&entry, 950, next),
+            l.quantile(key, 950, next)
+        );
+        assert_eq!(entry.shared.side.get(950, next), None);
+        l.record_entry(&entry, ms(1), next);
+        assert_eq!(entry.shared.side.get(950, next), None, "a new window");
+        let want = entry.shared.lock().quantile(950, next);
+        assert!(within(want, ms(38)), "{want:?}");
+        assert_eq!(l.quantile_entry(&entry, 950, next), want);
+        assert_eq!(entry.shared.side.get(950, next), Some(want));
     }
 
     #[test]
