@@ -467,6 +467,14 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         }
     }
 
+    /// An attempt's end matters to this gate only when the policy names a
+    /// budget (a reservation to settle) or feeds a latency sketch: what
+    /// [`attempt_ended`](Gate::attempt_ended) tests.
+    #[inline]
+    fn hears_attempts(&self) -> bool {
+        self.needs.ends_attempts()
+    }
+
     #[inline]
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
         if self.permit.is_some() {
