@@ -4,40 +4,16 @@
 //! every call, two executors never share answers, and a breaker the store
 //! evicted is not used through the cache.
 
-use core::future::{ready, Future};
+mod common;
+use common::{poll_once, JumpClock};
+
+use core::future::ready;
 use core::sync::atomic::{AtomicU64, Ordering};
-use core::task::{Context, Poll, Waker};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use recourse::core_machine::Timer;
-use recourse::observer::Instant;
 use recourse::provider::{PolicyLookup, PolicySource, ProviderError};
 use recourse::{Breakers, Error, Executor, Policy, PolicyKey, PolicyProvider, StaticProvider};
 use recourse_core::policy::Normalized;
-
-/// A clock whose sleeps complete at once (the clock jumps to their
-/// deadline): every call completes in one poll.
-#[derive(Clone, Default)]
-struct JumpClock(Arc<AtomicU64>);
-
-impl Timer for JumpClock {
-    type Sleep = core::future::Ready<()>;
-    fn now(&self) -> Instant {
-        Instant::from_nanos(self.0.load(Ordering::SeqCst))
-    }
-    fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
-        self.0.fetch_max(deadline.as_nanos(), Ordering::SeqCst);
-        ready(())
-    }
-}
-
-fn poll_once<F: Future>(fut: F) -> F::Output {
-    let mut fut = core::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("the call did not complete in one poll"),
-    }
-}
 
 fn attempts(n: u32) -> Arc<Normalized> {
     let mut p = Policy::DEFAULT;

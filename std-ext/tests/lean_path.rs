@@ -7,13 +7,15 @@
 //! call, an observer or a timeline hears every event, and the shortcuts
 //! change no result.
 
-use core::future::{ready, Future};
+mod common;
+use common::{poll_once, JumpClock};
+
+use core::future::ready;
 use core::sync::atomic::{AtomicU64, Ordering};
-use core::task::{Context, Poll, Waker};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use recourse::core_machine::{Budget, BudgetRequest, Decision, Timer};
-use recourse::observer::{AttemptRecord, BudgetDecision, CallStart, CallSummary, Instant};
+use recourse::core_machine::{Budget, BudgetRequest, Decision};
+use recourse::observer::{AttemptRecord, BudgetDecision, CallStart, CallSummary};
 use recourse::policy::UpstreamRetry;
 use recourse::provider::{PolicyLookup, PolicySource, ProviderError};
 use recourse::{
@@ -21,29 +23,6 @@ use recourse::{
     PolicyKey, PolicyProvider,
 };
 use recourse_core::policy::Normalized;
-
-/// A clock whose sleeps complete at once: every call completes in one poll.
-#[derive(Clone, Default)]
-struct JumpClock(Arc<AtomicU64>);
-
-impl Timer for JumpClock {
-    type Sleep = core::future::Ready<()>;
-    fn now(&self) -> Instant {
-        Instant::from_nanos(self.0.load(Ordering::SeqCst))
-    }
-    fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
-        self.0.fetch_max(deadline.as_nanos(), Ordering::SeqCst);
-        ready(())
-    }
-}
-
-fn poll_once<F: Future>(fut: F) -> F::Output {
-    let mut fut = core::pin::pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("the call did not complete in one poll"),
-    }
-}
 
 fn normalized(p: Policy) -> Arc<Normalized> {
     Arc::new(p.normalize().expect("a valid policy"))

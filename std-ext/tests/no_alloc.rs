@@ -5,29 +5,14 @@
 //! the clock to their deadline), so a whole call with retries completes in
 //! one poll on this thread, where allocations are counted.
 
+mod common;
+use common::JumpClock;
+
 use core::future::Future;
-use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
-use std::sync::Arc;
 
-use recourse::core_machine::Timer;
-use recourse::observer::Instant;
 use recourse::{Error, Executor, Policy, StaticProvider};
-
-#[derive(Clone, Default)]
-struct JumpClock(Arc<AtomicU64>);
-
-impl Timer for JumpClock {
-    type Sleep = core::future::Ready<()>;
-    fn now(&self) -> Instant {
-        Instant::from_nanos(self.0.load(Ordering::SeqCst))
-    }
-    fn sleep_until(&self, deadline: Instant) -> Self::Sleep {
-        self.0.fetch_max(deadline.as_nanos(), Ordering::SeqCst);
-        core::future::ready(())
-    }
-}
 
 fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
     let mut fut = core::pin::pin!(fut);

@@ -91,3 +91,30 @@ pub fn one(key: &str, policy: Policy) -> StaticProvider {
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
+
+/// A virtual clock whose sleeps complete at once (the clock jumps to their
+/// deadline): a whole call, retries and hedges included, completes in one
+/// poll.
+#[derive(Clone, Default)]
+pub struct JumpClock(std::sync::Arc<core::sync::atomic::AtomicU64>);
+
+impl recourse::core_machine::Timer for JumpClock {
+    type Sleep = core::future::Ready<()>;
+    fn now(&self) -> recourse::observer::Instant {
+        recourse::observer::Instant::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+    fn sleep_until(&self, deadline: recourse::observer::Instant) -> Self::Sleep {
+        self.0.fetch_max(deadline.as_nanos(), Ordering::SeqCst);
+        core::future::ready(())
+    }
+}
+
+/// Polls `fut` once with a no-op waker; panics unless it completed.
+pub fn poll_once<F: core::future::Future>(fut: F) -> F::Output {
+    let mut fut = core::pin::pin!(fut);
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        core::task::Poll::Ready(v) => v,
+        core::task::Poll::Pending => panic!("the call did not complete in one poll"),
+    }
+}
