@@ -775,7 +775,9 @@ mod tests {
         let mut published = TrackedAnswer::NONE;
         let mut end = 0;
         let mut hits = 0;
-        for i in 0..20_000u64 {
+        // Fewer samples under Miri (each asks the whole sketch thrice).
+        let samples: u64 = if cfg!(miri) { 300 } else { 20_000 };
+        for i in 0..samples {
             // Mostly fast, a slow tail, crossing windows now and then.
             let now = Instant::from_millis(1_000 + i * 3);
             let latency = if rng.u32(..100) < 3 {
@@ -805,7 +807,7 @@ mod tests {
                 hits += 1;
             }
         }
-        assert!(hits > 30_000, "published answers held: {hits}");
+        assert!(hits > samples * 3 / 2, "published answers held: {hits}");
         assert_eq!(TrackedAnswer::NONE.get(950, Instant::ZERO, u64::MAX), None);
     }
 
