@@ -6,8 +6,8 @@
 //! cargo run --release -p recourse-benches --example sim_speed -- 200000 1
 //! ```
 //!
-//! The scenario is `std-ext/examples/hedging.rs`'s: a backend of log-normal
-//! ~10 ms latencies with 1 % stragglers of 0.8–1.2 s, calls arriving as a
+//! The scenario is `recourse::sim::scenarios::tail_at_scale`, the one of
+//! `std-ext/examples/hedging.rs`: a backend of log-normal ~10 ms latencies with 1 % stragglers of 0.8–1.2 s, calls arriving as a
 //! Poisson process at 1,000/s, hedged once an attempt outlives the key's
 //! recent p95 (seed 2013, no warm-up). Prints, tab-separated on one line
 //! (for `benches/sim_speed.sh`): calls, attempts, simulated seconds, the
@@ -17,37 +17,20 @@
 //! by the thread's CPU time (Linux; `inf` elsewhere) — on a shared machine
 //! the wall clock also counts the time other processes had the core.
 //!
-//! `--reports` prints the full reports of a few more scenarios (retries,
-//! an outage, the breaker, budgets, the ledger, more hedges), to compare
-//! byte for byte before and after a change to the simulator.
+//! `--reports` prints the full reports of `recourse::sim::scenarios::
+//! benchmark_set` (a few more scenarios: retries, an outage, the breaker,
+//! budgets, the ledger, more hedges), to compare byte for byte before and
+//! after a change to the simulator; a golden test of std-ext checks the
+//! same list (`src/sim/golden/benchmark_reports.txt`).
 //!
 //! Under callgrind, only [`sim_measured`] is collected
 //! (`--toggle-collect='*sim_measured*'`): its instructions over the calls
 //! are one simulated call's.
 
 use core::hint::black_box;
-use core::time::Duration;
 use std::time::Instant;
 
-use recourse::core_machine::policy::name;
-use recourse::sim::{Arrivals, Backend, Latency, Report, Scenario};
-use recourse::Policy;
-
-fn scenario(calls: u64) -> Scenario {
-    let mut p = Policy::DEFAULT;
-    p.retry.max_attempts = 1;
-    p.hedge.enabled = true;
-    p.hedge.max_hedges = 1;
-    p.hedge.hedge_delay = Duration::from_millis(50);
-    p.hedge.trigger = name("hedge.trigger", "p95").expect("a valid trigger name");
-    Scenario::new(p, Backend::new(Latency::tail_at_scale()))
-        .arrivals(Arrivals::Poisson {
-            per_second: 1_000.0,
-        })
-        .calls(calls)
-        .warmup(0)
-        .seed(2013)
-}
+use recourse::sim::{scenarios, Report, Scenario};
 
 /// One run, the only function callgrind collects.
 #[inline(never)]
@@ -62,102 +45,13 @@ fn digest(text: &str) -> u64 {
     })
 }
 
-/// The text reports of a few scenarios besides the measured one (retries
-/// and errors, an outage, a breaker in a brownout, budgets, the
-/// amplification ledger, more hedges), to compare byte for byte before and
-/// after a change to the simulator.
+/// The text reports of the benchmark set (`recourse::sim::scenarios::
+/// benchmark_set`: the measured scenario and a few more, with retries and
+/// errors, an outage, a breaker in a brownout, budgets, the amplification
+/// ledger, more hedges), to compare byte for byte before and after a change
+/// to the simulator; a golden test of std-ext checks the same list.
 fn reports() {
-    use recourse::core_machine::budget::RetryRatio;
-    use recourse::sim::{Brownout, Window};
-    let ms = Duration::from_millis;
-    let hedged = |trigger: &str, hedges: u32| {
-        let mut p = Policy::DEFAULT;
-        p.retry.max_attempts = 1;
-        p.hedge.enabled = true;
-        p.hedge.max_hedges = hedges;
-        p.hedge.hedge_delay = ms(20);
-        p.hedge.trigger = name("hedge.trigger", trigger).expect("a trigger");
-        p
-    };
-    let tail = |p: Policy| {
-        Scenario::new(p, Backend::new(Latency::tail_at_scale()))
-            .arrivals(Arrivals::Poisson {
-                per_second: 1_000.0,
-            })
-            .calls(100_000)
-            .warmup(2_000)
-            .seed(2013)
-    };
-    let mut runs: Vec<(&str, Scenario)> = vec![
-        ("tail, no hedging", tail(Policy::DEFAULT)),
-        ("tail, fixed 20 ms, 3 hedges", tail(hedged("", 3))),
-        ("tail, p95", scenario(100_000)),
-        ("tail, p99, 2 hedges", tail(hedged("p99", 2))),
-    ];
-    let mut retry = Policy::DEFAULT;
-    retry.retry.max_attempts = 4;
-    retry.retry.timeout_per_attempt = Some(ms(30));
-    retry.retry.overall_timeout = Some(ms(200));
-    runs.push((
-        "retries, errors, outage",
-        Scenario::new(
-            retry.clone(),
-            Backend::new(Latency::LogNormal {
-                median: ms(10),
-                sigma: 0.8,
-            })
-            .error_rate(0.1)
-            .outage(Window::new(ms(10_000), ms(12_000))),
-        )
-        .arrivals(Arrivals::Poisson { per_second: 500.0 })
-        .calls(30_000)
-        .seed(5),
-    ));
-    let mut breaker = retry.clone();
-    breaker.circuit.enabled = true;
-    breaker.circuit.threshold = 5;
-    breaker.circuit.cooldown = ms(1_000);
-    breaker.retry.deadline_quantile_permille = 900;
-    runs.push((
-        "breaker in a brownout, deadline quantile",
-        Scenario::new(
-            breaker,
-            Backend::new(Latency::Constant(ms(50))).brownout(Brownout {
-                window: Some(Window::new(ms(10_000), ms(20_000))),
-                capacity: 2,
-            }),
-        )
-        .arrivals(Arrivals::Uniform { per_second: 100.0 })
-        .calls(4_000)
-        .seed(3),
-    ));
-    let mut budgeted = hedged("", 1);
-    budgeted.retry.max_attempts = 3;
-    budgeted.retry.budget.name = name("retry.budget.name", "ratio").expect("a name");
-    budgeted.hedge.budget.name = name("hedge.budget.name", "ratio").expect("a name");
-    runs.push((
-        "shared ratio budget",
-        Scenario::new(
-            budgeted.clone(),
-            Backend::new(Latency::Constant(ms(300))).error_rate(0.2),
-        )
-        .arrivals(Arrivals::Uniform { per_second: 500.0 })
-        .calls(20_000)
-        .seed(7)
-        .budget(|| RetryRatio::new(Duration::from_secs(10), 1, 50)),
-    ));
-    budgeted.amplification.max_amplification = 1.1;
-    runs.push((
-        "amplification ledger",
-        Scenario::new(
-            budgeted,
-            Backend::new(Latency::Constant(ms(300))).error_rate(0.5),
-        )
-        .arrivals(Arrivals::Uniform { per_second: 500.0 })
-        .calls(20_000)
-        .seed(9),
-    ));
-    for (label, s) in runs {
+    for (label, s) in scenarios::benchmark_set() {
         let r = s.run().expect("a valid scenario");
         println!("== {label} (simulated {:?})\n{r}", r.simulated());
     }
@@ -186,7 +80,7 @@ fn main() {
     let runs: u32 = args
         .next()
         .map_or(3, |a| a.parse().expect("runs: a number"));
-    let scenario = scenario(calls);
+    let scenario = scenarios::tail_at_scale(calls);
     let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
     let mut report = None;
     for _ in 0..runs.max(1) {

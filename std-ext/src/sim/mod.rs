@@ -67,6 +67,7 @@ pub mod layers;
 mod parts;
 mod queue;
 mod report;
+pub mod scenarios;
 
 use core::cell::RefCell;
 use core::time::Duration;
