@@ -69,6 +69,31 @@ fn thread_cpu_ns() -> Option<u64> {
         .ok()
 }
 
+/// The best wall-clock and CPU seconds (of this thread) of `runs` runs of
+/// `scenario` by `run`, and the last run's report.
+fn best_of(runs: u32, scenario: &Scenario, run: fn(&Scenario) -> Report) -> (f64, f64, Report) {
+    let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
+    let mut report = None;
+    for _ in 0..runs.max(1) {
+        let cpu_started = thread_cpu_ns();
+        let started = Instant::now();
+        let r = run(scenario);
+        wall = wall.min(started.elapsed().as_secs_f64());
+        if let (Some(a), Some(b)) = (cpu_started, thread_cpu_ns()) {
+            cpu = cpu.min(b.saturating_sub(a) as f64 / 1e9);
+        }
+        report = Some(r);
+    }
+    (wall, cpu, report.expect("at least one run"))
+}
+
+/// One run of a scenario that makes its draws on a helper thread
+/// (`Scenario::draw_thread`); not collected under callgrind.
+#[inline(never)]
+fn with_draw_thread(scenario: &Scenario) -> Report {
+    black_box(scenario).run().expect("a valid scenario")
+}
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--reports") {
         return reports();
@@ -80,31 +105,43 @@ fn main() {
     let runs: u32 = args
         .next()
         .map_or(3, |a| a.parse().expect("runs: a number"));
+    let one_thread_only = args.next().as_deref() == Some("one");
     let scenario = scenarios::tail_at_scale(calls);
-    let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
-    let mut report = None;
-    for _ in 0..runs.max(1) {
-        let cpu_started = thread_cpu_ns();
-        let started = Instant::now();
-        let r = sim_measured(&scenario);
-        wall = wall.min(started.elapsed().as_secs_f64());
-        if let (Some(a), Some(b)) = (cpu_started, thread_cpu_ns()) {
-            cpu = cpu.min(b.saturating_sub(a) as f64 / 1e9);
-        }
-        report = Some(r);
-    }
-    let report = report.expect("at least one run");
+    let (wall, cpu, report) = best_of(runs, &scenario, sim_measured);
     let simulated = report.simulated().as_secs_f64();
+    let text = report.to_string();
+    // With the draw thread: the same report, byte for byte.
+    let (wall2, cpu2) = if one_thread_only {
+        (f64::NAN, f64::NAN)
+    } else {
+        let (wall2, cpu2, report2) = best_of(
+            runs,
+            &scenarios::tail_at_scale(calls).draw_thread(true),
+            with_draw_thread,
+        );
+        assert_eq!(
+            report2.to_string(),
+            text,
+            "the run with a draw thread reported something else"
+        );
+        (wall2, cpu2)
+    };
     println!(
-        "calls\tattempts\tsimulated_s\twall_s\tcalls_per_s\trealtime_x\tdigest\tcpu_s\tcalls_per_cpu_s\trealtime_cpu_x"
+        "calls\tattempts\tsimulated_s\twall_s\tcalls_per_s\trealtime_x\tdigest\tcpu_s\tcalls_per_cpu_s\trealtime_cpu_x\t\
+         dt_wall_s\tdt_calls_per_s\tdt_realtime_x\tdt_cpu_s\tdt_calls_per_cpu_s\tdt_realtime_cpu_x"
     );
     println!(
-        "{calls}\t{}\t{simulated:.3}\t{wall:.4}\t{:.0}\t{:.0}\t{:016x}\t{cpu:.4}\t{:.0}\t{:.0}",
+        "{calls}\t{}\t{simulated:.3}\t{wall:.4}\t{:.0}\t{:.0}\t{:016x}\t{cpu:.4}\t{:.0}\t{:.0}\t\
+         {wall2:.4}\t{:.0}\t{:.0}\t{cpu2:.4}\t{:.0}\t{:.0}",
         report.attempts,
         calls as f64 / wall,
         simulated / wall,
-        digest(&report.to_string()),
+        digest(&text),
         calls as f64 / cpu,
         simulated / cpu,
+        calls as f64 / wall2,
+        simulated / wall2,
+        calls as f64 / cpu2,
+        simulated / cpu2,
     );
 }

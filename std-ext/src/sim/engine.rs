@@ -32,7 +32,7 @@
 //!   nanoseconds without a `Duration` in between (the same rounding); a
 //!   backend with one error rate throughout decides a failure without the
 //!   time of the launch;
-//! - the backend's draws and the arrival gaps are made [`AHEAD`] at a
+//! - the backend's draws and the arrival gaps are made [`AHEAD`](draws::AHEAD) at a
 //!   time, before they are needed ([`Ahead`]): one at a time, each draw's
 //!   logarithm, cosine and exponential waited on each other and on
 //!   nothing else, and the processor sat idle; in a batch, they overlap
@@ -73,6 +73,7 @@ use recourse_core::policy_gate::{Inline, PolicyGate};
 use recourse_core::{Instant, Outcome, PolicyKey};
 
 use super::backend::{AttemptDraws, Draw, EPOCH};
+use super::draws::{self, Ahead, Streams};
 use super::parts::{Shared, SimParts};
 use super::queue::{self, Key, Queue};
 use super::{Scenario, SLOTS};
@@ -95,16 +96,54 @@ pub(super) struct Setup<'a> {
 
 /// Runs every call of the scenario.
 pub(super) fn run(setup: Setup<'_>) {
+    if setup.scenario.draw_thread {
+        let seed = setup.scenario.seed;
+        let streams = Streams {
+            draw: setup.scenario.backend.latency.draw(),
+            backend_rng: backend_rng(seed),
+            arrivals: setup.scenario.arrivals,
+            arrival_rng: arrival_rng(seed),
+        };
+        let mut setup = Some(setup);
+        let ran = draws::with_helper(streams, |attempts, gaps| {
+            if let Some(setup) = setup.take() {
+                run_with(setup, attempts, gaps);
+            }
+        });
+        if ran.is_some() {
+            return;
+        }
+        // No thread to be had: the draws are made here instead.
+        if let Some(setup) = setup {
+            run_with(setup, Ahead::local(), Ahead::local());
+        }
+        return;
+    }
+    run_with(setup, Ahead::local(), Ahead::local());
+}
+
+/// The backend's random source for a run with `seed`.
+fn backend_rng(seed: u64) -> fastrand::Rng {
+    fastrand::Rng::with_seed(derive_seed(seed, u64::MAX))
+}
+
+/// The arrivals' random source for a run with `seed`.
+fn arrival_rng(seed: u64) -> fastrand::Rng {
+    fastrand::Rng::with_seed(derive_seed(seed, u64::MAX - 1))
+}
+
+/// Runs every call with the draws from `attempts` and `gaps`.
+fn run_with(setup: Setup<'_>, attempts: Ahead<AttemptDraws>, gaps: Ahead<u64>) {
     let plan = CallPlan::new(setup.policy);
     let hedges = plan.hedges_within(setup.options, SLOTS);
     if setup.reference {
-        return Sim::<SLOTS>::new(setup, plan).run();
+        return Sim::<SLOTS>::new(setup, plan, attempts, gaps).run();
     }
     match hedges {
-        0 => Sim::<1>::new(setup, plan).run(),
-        1 => Sim::<2>::new(setup, plan).run(),
-        2 | 3 => Sim::<4>::new(setup, plan).run(),
-        _ => Sim::<SLOTS>::new(setup, plan).run(),
+        0 => Sim::<1>::new(setup, plan, attempts, gaps).run(),
+        1 => Sim::<2>::new(setup, plan, attempts, gaps).run(),
+        2 | 3 => Sim::<4>::new(setup, plan, attempts, gaps).run(),
+        _ => Sim::<SLOTS>::new(setup, plan, attempts, gaps).run(),
     }
 }
 
@@ -142,51 +181,6 @@ struct SimCall<'a, const N: usize> {
     /// A timer not in the queue yet, and the key of the end of one of the
     /// call's attempts that comes before it (see [`Parked`]).
     parked: Option<Parked>,
-}
-
-/// Draws made ahead of their use, [`AHEAD`] at a time, and handed out in
-/// the order they were made. The arrivals and the backend each draw from
-/// a random source of their own, one draw after another whatever else
-/// happens, so a draw's value does not depend on when it is made. Made
-/// one at a time, each waited for its logarithm, cosine and exponential in
-/// turn; made in a batch, the draws' libm calls (each waiting on the one
-/// before it in its own draw, not on another draw's) overlap.
-struct Ahead<T> {
-    made: [T; AHEAD],
-    /// The next one to hand out; `AHEAD` when none is left.
-    next: usize,
-}
-
-/// Draws made at a time (see [`Ahead`]).
-const AHEAD: usize = 32;
-
-impl<T: Copy + Default> Ahead<T> {
-    fn new() -> Self {
-        Self {
-            made: [T::default(); AHEAD],
-            next: AHEAD,
-        }
-    }
-
-    /// The next draw, making the next `AHEAD` with `make` when none is
-    /// left.
-    #[inline(always)]
-    fn next(&mut self, make: impl FnMut() -> T) -> T {
-        if self.next == AHEAD {
-            self.refill(make);
-        }
-        let draw = self.made[self.next];
-        self.next += 1;
-        draw
-    }
-
-    #[inline(never)]
-    fn refill(&mut self, mut make: impl FnMut() -> T) {
-        for slot in &mut self.made {
-            *slot = make();
-        }
-        self.next = 0;
-    }
 }
 
 /// A call's timer kept out of the queue while one of the call's attempts
@@ -257,7 +251,12 @@ fn unpark<const N: usize>(
 }
 
 impl<'a, const N: usize> Sim<'a, N> {
-    fn new(setup: Setup<'a>, plan: CallPlan) -> Self {
+    fn new(
+        setup: Setup<'a>,
+        plan: CallPlan,
+        attempts: Ahead<AttemptDraws>,
+        gaps: Ahead<u64>,
+    ) -> Self {
         let seed = setup.scenario.seed;
         Self {
             scenario: setup.scenario,
@@ -267,10 +266,10 @@ impl<'a, const N: usize> Sim<'a, N> {
             hedge_budget: setup.hedge_budget,
             shared: setup.shared,
             draw: setup.scenario.backend.latency.draw(),
-            backend_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX)),
-            attempts: Ahead::new(),
-            arrival_rng: fastrand::Rng::with_seed(derive_seed(seed, u64::MAX - 1)),
-            gaps: Ahead::new(),
+            backend_rng: backend_rng(seed),
+            attempts,
+            arrival_rng: arrival_rng(seed),
+            gaps,
             queue: Queue::new(),
             fresh: CallMachine::with_plan(&plan, setup.options, fastrand::Rng::with_seed(0)),
             calls: Vec::new(),
@@ -498,29 +497,6 @@ impl<'a, const N: usize> Sim<'a, N> {
                     return;
                 }
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Ahead, AHEAD};
-
-    /// Draws made ahead come out in the order they were made, across
-    /// refills, and none is made before the last batch is used up.
-    #[test]
-    fn draws_made_ahead_come_out_in_order() {
-        let mut ahead = Ahead::new();
-        let mut made = 0u64;
-        for want in 0..(5 * AHEAD as u64 + 3) {
-            assert_eq!(
-                ahead.next(|| {
-                    made += 1;
-                    made - 1
-                }),
-                want
-            );
-            assert_eq!(made, (want / AHEAD as u64 + 1) * AHEAD as u64);
         }
     }
 }

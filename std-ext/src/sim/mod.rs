@@ -62,6 +62,7 @@
 
 mod backend;
 pub mod deadline;
+mod draws;
 mod engine;
 pub mod layers;
 mod parts;
@@ -105,6 +106,7 @@ pub struct Scenario {
     retry_budget: Option<BudgetFactory>,
     hedge_budget: Option<BudgetFactory>,
     shared_budget: Option<BudgetFactory>,
+    draw_thread: bool,
 }
 
 impl core::fmt::Debug for Scenario {
@@ -118,6 +120,7 @@ impl core::fmt::Debug for Scenario {
             .field("seed", &self.seed)
             .field("retry_budget", &self.retry_budget.is_some())
             .field("hedge_budget", &self.hedge_budget.is_some())
+            .field("draw_thread", &self.draw_thread)
             .finish_non_exhaustive()
     }
 }
@@ -139,6 +142,7 @@ impl Scenario {
             retry_budget: None,
             hedge_budget: None,
             shared_budget: None,
+            draw_thread: false,
         }
     }
 
@@ -201,6 +205,19 @@ impl Scenario {
     /// [`Scenario::hedge_budget`].
     pub fn budget<B: Budget + 'static>(mut self, make: impl Fn() -> B + 'static) -> Self {
         self.shared_budget = Some(Box::new(move || Box::new(make())));
+        self
+    }
+
+    /// Makes the random draws — each attempt's latency and failure, the
+    /// gaps between arrivals — on a second thread, ahead of their use,
+    /// handed over in blocks in the order they were made: the same report
+    /// byte for byte, in less wall-clock time where a second core is free
+    /// (on the Tail-at-Scale scenario the draws are about a quarter of the
+    /// work; the calls themselves stay on the thread that runs the
+    /// scenario). Off by default: everything runs on the calling thread.
+    /// Where no thread can be started, the run makes its draws itself.
+    pub fn draw_thread(mut self, on: bool) -> Self {
+        self.draw_thread = on;
         self
     }
 

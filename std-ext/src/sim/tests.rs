@@ -417,3 +417,18 @@ fn the_benchmark_scenarios_report_what_they_reported_before_the_speed_work() {
     }
     golden("benchmark_reports", &text);
 }
+
+/// With the draws made on a helper thread (`Scenario::draw_thread`), the
+/// benchmark scenarios report the same bytes as the golden table: the
+/// backend's and the arrivals' draws come in the same order, across many
+/// of the blocks the helper hands over.
+#[test]
+fn a_draw_thread_gives_the_same_reports_byte_for_byte() {
+    use core::fmt::Write as _;
+    let mut text = String::new();
+    for (label, s) in super::scenarios::benchmark_set() {
+        let r = s.draw_thread(true).run().unwrap();
+        writeln!(text, "== {label} (simulated {:?})\n{r}", r.simulated()).unwrap();
+    }
+    golden("benchmark_reports", &text);
+}
