@@ -71,7 +71,11 @@ fn thread_cpu_ns() -> Option<u64> {
 
 /// The best wall-clock and CPU seconds (of this thread) of `runs` runs of
 /// `scenario` by `run`, and the last run's report.
-fn best_of(runs: u32, scenario: &Scenario, run: fn(&Scenario) -> Report) -> (f64, f64, Report) {
+fn best_of(
+    runs: u32,
+    scenario: &Scenario,
+    run: fn(&Scenario) -> Report,
+) -> (f64, f64, Option<Report>) {
     let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
     let mut report = None;
     for _ in 0..runs.max(1) {
@@ -84,7 +88,7 @@ fn best_of(runs: u32, scenario: &Scenario, run: fn(&Scenario) -> Report) -> (f64
         }
         report = Some(r);
     }
-    (wall, cpu, report.expect("at least one run"))
+    (wall, cpu, report)
 }
 
 /// One run of a scenario that makes its draws on a helper thread
@@ -105,27 +109,36 @@ fn main() {
     let runs: u32 = args
         .next()
         .map_or(3, |a| a.parse().expect("runs: a number"));
-    let one_thread_only = args.next().as_deref() == Some("one");
-    let scenario = scenarios::tail_at_scale(calls);
-    let (wall, cpu, report) = best_of(runs, &scenario, sim_measured);
-    let simulated = report.simulated().as_secs_f64();
-    let text = report.to_string();
-    // With the draw thread: the same report, byte for byte.
-    let (wall2, cpu2) = if one_thread_only {
-        (f64::NAN, f64::NAN)
+    // `one`: one thread only (under callgrind); `two`: with the draw
+    // thread only (to profile it); both otherwise.
+    let mode = args.next().unwrap_or_default();
+    let (one, two) = (mode != "two", mode != "one");
+    let (wall, cpu, report) = if one {
+        best_of(runs, &scenarios::tail_at_scale(calls), sim_measured)
     } else {
-        let (wall2, cpu2, report2) = best_of(
+        (f64::NAN, f64::NAN, None)
+    };
+    // With the draw thread: the same report, byte for byte.
+    let (wall2, cpu2, report2) = if two {
+        best_of(
             runs,
             &scenarios::tail_at_scale(calls).draw_thread(true),
             with_draw_thread,
-        );
+        )
+    } else {
+        (f64::NAN, f64::NAN, None)
+    };
+    let text = report.as_ref().or(report2.as_ref()).map(Report::to_string);
+    if let (Some(one), Some(two)) = (&report, &report2) {
         assert_eq!(
-            report2.to_string(),
-            text,
+            one.to_string(),
+            two.to_string(),
             "the run with a draw thread reported something else"
         );
-        (wall2, cpu2)
-    };
+    }
+    let report = report.or(report2).expect("a run");
+    let text = text.expect("a run");
+    let simulated = report.simulated().as_secs_f64();
     println!(
         "calls\tattempts\tsimulated_s\twall_s\tcalls_per_s\trealtime_x\tdigest\tcpu_s\tcalls_per_cpu_s\trealtime_cpu_x\t\
          dt_wall_s\tdt_calls_per_s\tdt_realtime_x\tdt_cpu_s\tdt_calls_per_cpu_s\tdt_realtime_cpu_x"

@@ -214,8 +214,9 @@ impl Scenario {
     /// byte for byte, in less wall-clock time where a second core is free
     /// (on the Tail-at-Scale scenario the draws are about a quarter of the
     /// work; the calls themselves stay on the thread that runs the
-    /// scenario). Off by default: everything runs on the calling thread.
-    /// Where no thread can be started, the run makes its draws itself.
+    /// scenario); the report's latencies are then sorted on two threads
+    /// too. Off by default: everything runs on the calling thread. Where
+    /// no thread can be started, the run does that work itself.
     pub fn draw_thread(mut self, on: bool) -> Self {
         self.draw_thread = on;
         self
@@ -327,7 +328,7 @@ impl Scenario {
             shared: &shared,
             reference,
         });
-        let mut report = shared.into_inner().tally.into_report();
+        let mut report = shared.into_inner().tally.into_report(self.draw_thread);
         report.clamped = normalized.changed.to_string();
         Ok(report)
     }

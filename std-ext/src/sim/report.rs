@@ -104,7 +104,9 @@ impl Tally {
             .or_default() += 1;
     }
 
-    pub(crate) fn into_report(mut self) -> Report {
+    /// The report, its latencies sorted on two threads when `two_threads`
+    /// (the same report: a sort is a sort).
+    pub(crate) fn into_report(mut self, two_threads: bool) -> Report {
         if self.successes > 0 {
             self.outcomes.insert(
                 super::outcome_name(&Verdict::Success(AttemptId(0))),
@@ -112,7 +114,7 @@ impl Tally {
             );
         }
         let latencies = match self.latencies {
-            Latencies::Narrow(v) => radix_sorted_narrow(v),
+            Latencies::Narrow(v) => radix_sorted_narrow(v, two_threads),
             Latencies::Wide(mut v) => {
                 radix_sort(&mut v);
                 v
@@ -447,7 +449,7 @@ fn radix_sort(v: &mut Vec<u64>) {
 /// list goes through memory twice (the first pass, the last) instead of
 /// once a digit (the passes of [`radix_sort`] over lists larger than the
 /// cache were bound by memory traffic).
-fn radix_sorted_narrow(mut v: Vec<u32>) -> Vec<u64> {
+fn radix_sorted_narrow(mut v: Vec<u32>, two_threads: bool) -> Vec<u64> {
     const TOP: u32 = 11;
     /// Buckets below this are sorted by comparison.
     const SMALL: usize = 2_048;
@@ -479,20 +481,68 @@ fn radix_sorted_narrow(mut v: Vec<u32>) -> Vec<u64> {
         ends[d] += 1;
     }
     let mut out = vec![0u64; n];
-    let mut counts = [[0usize; 1 << 11]; 2];
-    for (&a, &b) in starts.iter().zip(&ends) {
-        let (bucket, scratch, out) = (&mut buf[a..b], &mut v[a..b], &mut out[a..b]);
-        if bucket.len() < SMALL {
-            bucket.sort_unstable();
-            for (o, &x) in out.iter_mut().zip(bucket.iter()) {
-                *o = u64::from(x);
+    let buckets: Vec<(usize, usize)> = starts
+        .iter()
+        .zip(&ends)
+        .map(|(&a, &b)| (a, b))
+        .filter(|(a, b)| a < b)
+        .collect();
+    let sort =
+        |buf: &mut [u32], scratch: &mut [u32], out: &mut [u64], buckets: &[(usize, usize)]| {
+            // The buckets' bounds are in the whole list; the slices start at
+            // the first bucket's.
+            let base = buckets.first().map_or(0, |b| b.0);
+            let mut counts = [[0usize; 1 << 11]; 2];
+            for &(a, b) in buckets {
+                let (a, b) = (a - base, b - base);
+                let (bucket, scratch, out) = (&mut buf[a..b], &mut scratch[a..b], &mut out[a..b]);
+                if bucket.len() < SMALL {
+                    bucket.sort_unstable();
+                    for (o, &x) in out.iter_mut().zip(bucket.iter()) {
+                        *o = u64::from(x);
+                    }
+                    continue;
+                }
+                sort_bucket(bucket, scratch, out, width, passes, &mut counts);
             }
-            continue;
-        }
-        sort_bucket(bucket, scratch, out, width, passes, &mut counts);
+        };
+    // On two threads: the buckets from the one holding the middle value on
+    // go to a second thread (the buckets are apart in all three lists).
+    let split = buckets.partition_point(|b| b.1 <= n / 2);
+    if !two_threads || n < PARALLEL || split == 0 || split == buckets.len() {
+        sort(&mut buf, &mut v, &mut out, &buckets);
+        return out;
     }
+    let mid = buckets[split].0;
+    let (buf_low, buf_high) = buf.split_at_mut(mid);
+    let (v_low, v_high) = v.split_at_mut(mid);
+    let (out_low, out_high) = out.split_at_mut(mid);
+    let (low, high) = buckets.split_at(split);
+    // The upper half waits here until a thread takes it; if none can be
+    // started, this thread sorts it too.
+    let upper = std::sync::Mutex::new(Some((buf_high, v_high, out_high)));
+    let sort_upper = || {
+        let taken = upper.lock().map(|mut u| u.take()).ok().flatten();
+        if let Some((buf, scratch, out)) = taken {
+            sort(buf, scratch, out, high);
+        }
+    };
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("recourse-sim-sort".into())
+            .spawn_scoped(scope, sort_upper);
+        sort(buf_low, v_low, out_low, low);
+        if helper.is_err() {
+            sort_upper();
+        }
+    });
     out
 }
+
+/// Latencies from which [`radix_sorted_narrow`] sorts its buckets on two
+/// threads when asked to (fewer sort in less time than a thread takes to
+/// start).
+const PARALLEL: usize = 1 << 16;
 
 /// Sorts `bucket` (values that differ only in their low `width × passes`
 /// bits, `passes` 1 or 2) into `out`, widened, by the digits of `width`
@@ -577,7 +627,7 @@ mod tests {
         for ns in values {
             tally.finished(ns, &success);
         }
-        let report = tally.into_report();
+        let report = tally.into_report(false);
         let mut want = values.to_vec();
         want.sort_unstable();
         assert_eq!(report.latencies, want);
@@ -620,11 +670,13 @@ mod tests {
                 .collect();
             let mut want: Vec<u64> = v.iter().map(|&x| u64::from(x)).collect();
             want.sort_unstable();
-            assert_eq!(
-                radix_sorted_narrow(v),
-                want,
-                "{n} values below {max} << {shift}"
-            );
+            for two_threads in [false, true] {
+                assert_eq!(
+                    radix_sorted_narrow(v.clone(), two_threads),
+                    want,
+                    "{n} values below {max} << {shift}, two threads: {two_threads}"
+                );
+            }
         }
         // Shaped like call latencies: log-normal around 10 ms, 1 % near a
         // second (a few large buckets sorted in two passes, many small).
@@ -641,7 +693,13 @@ mod tests {
                 .collect();
             let mut want: Vec<u64> = v.iter().map(|&x| u64::from(x)).collect();
             want.sort_unstable();
-            assert_eq!(radix_sorted_narrow(v), want, "{n} latencies");
+            for two_threads in [false, true] {
+                assert_eq!(
+                    radix_sorted_narrow(v.clone(), two_threads),
+                    want,
+                    "{n} latencies, two threads: {two_threads}"
+                );
+            }
         }
     }
 }
