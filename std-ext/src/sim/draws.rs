@@ -45,12 +45,12 @@ struct Feed<T> {
     helper: Thread,
 }
 
-impl<T: Copy> Ahead<T> {
+impl<T: Copy + Default> Ahead<T> {
     /// Draws made on this thread, [`AHEAD`] at a time.
     pub(super) fn local() -> Self {
         Self {
-            made: Vec::with_capacity(AHEAD),
-            next: 0,
+            made: vec![T::default(); AHEAD],
+            next: AHEAD,
             feed: None,
         }
     }
@@ -93,8 +93,10 @@ impl<T: Copy> Ahead<T> {
                 self.made = block;
             }
             None => {
-                self.made.clear();
-                self.made.extend((0..AHEAD).map(|_| make()));
+                // In place: `AHEAD` of them, as `local` made the list.
+                for slot in &mut self.made {
+                    *slot = make();
+                }
             }
         }
         self.next = 1;

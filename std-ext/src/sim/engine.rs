@@ -32,11 +32,18 @@
 //!   nanoseconds without a `Duration` in between (the same rounding); a
 //!   backend with one error rate throughout decides a failure without the
 //!   time of the launch;
-//! - the backend's draws and the arrival gaps are made [`AHEAD`](draws::AHEAD) at a
-//!   time, before they are needed ([`Ahead`]): one at a time, each draw's
-//!   logarithm, cosine and exponential waited on each other and on
-//!   nothing else, and the processor sat idle; in a batch, they overlap
-//!   (about 13 % of the CPU time of a run, with the same instructions);
+//! - the backend's draws and the arrival gaps are made
+//!   [`AHEAD`](draws::AHEAD) at a time, before they are needed
+//!   ([`Ahead`]): one at a time, each draw's logarithm, cosine and
+//!   exponential waited on each other and on nothing else, and the
+//!   processor sat idle; in a batch, they overlap (about 13 % of the CPU
+//!   time of a run, with the same instructions);
+//! - with [`Scenario::draw_thread`](super::Scenario::draw_thread), those
+//!   draws are made on a helper thread instead and handed over in blocks
+//!   ([`draws`]: the same numbers in the same order, since no draw depends
+//!   on what the calls do), and the report's latencies are sorted on two
+//!   threads: the simulating thread keeps only the calls (about two
+//!   thirds of its CPU time on one thread);
 //! - the report counts successes apart from the map of failure causes,
 //!   keeps latencies in 32 bits while they fit, and sorts them with a
 //!   radix sort by their top digit first, each bucket then in the cache.
@@ -52,12 +59,16 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 2,000
-//! instructions per call on the Tail-at-Scale scenario, at about three a
-//! cycle): the call machine with the gate and the latency sketch about
-//! 40 % of the instructions, the random draws' logarithms, cosine and
-//! exponential (libm) about 13 %, the rest of the draws about 10 %, the
-//! loop with the queue about 20 %.
+//! What the rest costs (`bash benches/sim_speed.sh`, about 1,780
+//! instructions per call on the Tail-at-Scale scenario on one thread, at
+//! three to four a cycle): the call machine with the gate and the latency
+//! sketch about 40 % of the instructions, the random draws about 25 %
+//! (libm's logarithms, cosine and exponential, fastrand, the conversion
+//! to nanoseconds), the loop with the queue and the restart of each
+//! call's machine about 25 %, the report's sort about 4 %. With the draw
+//! thread, the simulating thread runs about 1,330 instructions per call,
+//! mostly the machine and the gate (`core`), which this module drives but
+//! does not decide.
 //!
 //! [`LatencySketch::quantile_tracked`]: recourse_core::LatencySketch::quantile_tracked
 //! [`CallMachine::restart_from`]: recourse_core::machine::CallMachine::restart_from
