@@ -33,7 +33,14 @@ echo "==> simulator: $calls calls, best of 3, one thread then with the draw thre
 echo "==> simulator under callgrind: $cg_calls calls" >&2
 valgrind --tool=callgrind --callgrind-out-file="$dir/sim_speed.out" \
     --toggle-collect='*sim_measured*' "$bin" "$cg_calls" 1 one >"$dir/sim_speed.cg.tsv" 2>/dev/null
-callgrind_annotate --threshold=99 "$dir/sim_speed.out" >"$dir/sim_speed.txt" 2>/dev/null
+callgrind_annotate --auto=no --threshold=99 "$dir/sim_speed.out" >"$dir/sim_speed.txt" 2>/dev/null
+# With the draw thread: the simulating thread's instructions only (thread
+# 1's part; the helper threads run outside the toggled function).
+echo "==> simulator with the draw thread under callgrind: $cg_calls calls" >&2
+rm -f "$dir"/sim_speed_dt.out*
+valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$dir/sim_speed_dt.out" \
+    --toggle-collect='*with_draw_thread*' "$bin" "$cg_calls" 1 two >/dev/null 2>&1
+callgrind_annotate --auto=no --threshold=99 "$dir/sim_speed_dt.out-01" >"$dir/sim_speed_dt.txt" 2>/dev/null
 
 python3 - "$dir" "$calls" "$cg_calls" "$load" <<'PY'
 import re, sys
@@ -49,6 +56,11 @@ dt_per_s, dt_realtime = float(dt_per_s), float(dt_realtime)
 dt_cpu_per_s, dt_cpu_realtime = float(dt_cpu_per_s), float(dt_cpu_realtime)
 cg_digest = open(f"{d}/sim_speed.cg.tsv").read().splitlines()[-1].split("\t")[6]
 fns, total = Counter(), 0
+dt_total = 0
+for line in open(f"{d}/sim_speed_dt.txt"):
+    m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+PROGRAM TOTALS", line)
+    if m:
+        dt_total = int(m[1].replace(",", ""))
 for line in open(f"{d}/sim_speed.txt"):
     m = re.match(r"\s*([\d,]+) \([ \d.]+%\)\s+(.*)$", line)
     if not m:
@@ -96,16 +108,21 @@ the results are).
 | ≥ 5 M calls/s | {cpu_per_s / 1e6:.2f} M calls/s ({float(cpu):.3f} s) | {per_s / 1e6:.2f} M calls/s ({float(wall):.3f} s) | {dt_cpu_per_s / 1e6:.2f} M calls/s ({float(dt_cpu):.3f} s) | {dt_per_s / 1e6:.2f} M calls/s ({float(dt_wall):.3f} s) | {verdict(cpu_per_s >= 5e6)} / {verdict(dt_cpu_per_s >= 5e6)} |
 | ≥ 10,000× real time | {cpu_realtime:,.0f}× | {realtime:,.0f}× | {dt_cpu_realtime:,.0f}× | {dt_realtime:,.0f}× | {verdict(cpu_realtime >= 10_000)} / {verdict(dt_cpu_realtime >= 10_000)} |
 
-callgrind, {cg_calls:,} calls (the run only): **{total / cg_calls:,.0f}
-instructions per call** (report digest `{cg_digest}`). Where they go, self
+callgrind, {cg_calls:,} calls on one thread (the run only): **{total / cg_calls:,.0f}
+instructions per call** (report digest `{cg_digest}`); with the draw
+thread, the simulating thread runs **{dt_total / cg_calls:,.0f}** per call
+(the sort's first pass and half its buckets included). Where they go, self
 cost per call by function, code inlined into a function counted as that
 function's: `CallMachine::poll` holds the inlined gate; the simulator's
-`run` holds the event queue, the restart of each call's machine in its
-slot (`CallMachine::restart_from`), the backend's failure decision and
-the report's tally; libm's `log`, `cos` and `exp` are the latency and
-arrival draws (made 32 at a time ahead of their use, so that they
-overlap: they cost time less than their instructions say), and
-`Ahead::refill` the rest of them (`Draw::nanos` and `gap_nanos` inlined):
+`run_with` (its `Sim::run` inlined) holds the event queue, the restart of
+each call's machine in its slot (`CallMachine::restart_from`), the
+backend's failure decision and the report's tally; libm's `log`, `cos`
+and `exp` are the latency and arrival draws (made 32 at a time ahead of
+their use, so that they overlap: they cost time less than their
+instructions say), and `Ahead::refill` the rest of them (`Draw::nanos`
+and `gap_nanos` inlined): with the draw thread, these go to the helper
+thread, and about half of `sort_bucket` (the report's sort) to a second
+one at the end.
 
 | function | instructions/call |
 |---|---:|""")
