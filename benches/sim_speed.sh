@@ -22,10 +22,12 @@ cg_calls="${SIM_CG_CALLS:-100000}"
 dir="${CALLGRIND_DIR:-target/callgrind}"
 mkdir -p "$dir"
 
-cargo build --release --quiet -p recourse-benches --example sim_speed >&2
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-bin="$target_dir/release/examples/sim_speed"
+# Built as benches/callgrind.sh builds: with line tables (they do not
+# change the code generated; callgrind's table then names the source
+# files of inlined code) in the target directory kept for it.
+CARGO_TARGET_DIR="$dir/build" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+    cargo build --release --quiet -p recourse-benches --example sim_speed >&2
+bin="$dir/build/release/examples/sim_speed"
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "==> simulator: $calls calls, best of 3, one thread then with the draw thread" >&2
