@@ -84,7 +84,6 @@ impl<T: Copy + Default> Ahead<T> {
                 // dropped (it has no other way to end), so a block always
                 // comes; a helper that panicked ends the run with its
                 // panic.
-                #[allow(clippy::expect_used)]
                 let block = feed
                     .blocks
                     .recv()

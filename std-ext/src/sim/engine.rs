@@ -107,30 +107,27 @@ pub(super) struct Setup<'a> {
 
 /// Runs every call of the scenario.
 pub(super) fn run(setup: Setup<'_>) {
-    if setup.scenario.draw_thread {
-        let seed = setup.scenario.seed;
-        let streams = Streams {
-            draw: setup.scenario.backend.latency.draw(),
-            backend_rng: backend_rng(seed),
-            arrivals: setup.scenario.arrivals,
-            arrival_rng: arrival_rng(seed),
-        };
-        let mut setup = Some(setup);
-        let ran = draws::with_helper(streams, |attempts, gaps| {
-            if let Some(setup) = setup.take() {
-                run_with(setup, attempts, gaps);
-            }
-        });
-        if ran.is_some() {
-            return;
-        }
-        // No thread to be had: the draws are made here instead.
-        if let Some(setup) = setup {
-            run_with(setup, Ahead::local(), Ahead::local());
-        }
-        return;
+    if !setup.scenario.draw_thread {
+        return run_with(setup, Ahead::local(), Ahead::local());
     }
-    run_with(setup, Ahead::local(), Ahead::local());
+    let seed = setup.scenario.seed;
+    let streams = Streams {
+        draw: setup.scenario.backend.latency.draw(),
+        backend_rng: backend_rng(seed),
+        arrivals: setup.scenario.arrivals,
+        arrival_rng: arrival_rng(seed),
+    };
+    let mut setup = Some(setup);
+    let _ = draws::with_helper(streams, |attempts, gaps| {
+        if let Some(setup) = setup.take() {
+            run_with(setup, attempts, gaps);
+        }
+    });
+    // No thread to be had (the run above did not run): the draws are made
+    // here instead.
+    if let Some(setup) = setup {
+        run_with(setup, Ahead::local(), Ahead::local());
+    }
 }
 
 /// The backend's random source for a run with `seed`.
