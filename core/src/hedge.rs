@@ -118,8 +118,16 @@ impl Trigger {
     /// The decision for `state`, given the key's recent latency at this
     /// trigger's quantile (`None`: too few samples, or a fixed trigger).
     pub fn decide(self, state: &HedgeState, quantile: Option<Duration>) -> HedgeDecision {
+        self.decide_nanos(state, quantile.map(nanos))
+    }
+
+    /// [`Trigger::decide`] with the quantile in whole nanoseconds (as
+    /// [`nanos`](crate::time::nanos) gives it): the same decision, without
+    /// a [`Duration`] made and taken apart on every hedge decision.
+    pub fn decide_nanos(self, state: &HedgeState, quantile: Option<u64>) -> HedgeDecision {
         match (self, quantile) {
-            (Self::Quantile { .. }, Some(q)) => spaced(state, q.max(MIN_SPACING)),
+            // `nanos` is monotonic: the gap is `nanos(q.max(MIN_SPACING))`.
+            (Self::Quantile { .. }, Some(q)) => spaced_nanos(state, q.max(MIN_SPACING_NANOS)),
             _ => fixed_delay(state),
         }
     }
@@ -127,6 +135,8 @@ impl Trigger {
 
 /// The shortest gap between hedges a quantile trigger uses.
 const MIN_SPACING: Duration = Duration::from_millis(1);
+/// [`MIN_SPACING`] in nanoseconds.
+const MIN_SPACING_NANOS: u64 = nanos(MIN_SPACING);
 
 /// `"95"` → 950, `"99.9"` → 999: a number with at most one decimal, in
 /// tenths; `None` for anything else.
@@ -146,6 +156,11 @@ fn tenths(s: &str) -> Option<u16> {
 
 /// Hedge `k` at `k × gap` after the group's primary.
 fn spaced(state: &HedgeState, gap: Duration) -> HedgeDecision {
+    spaced_nanos(state, nanos(gap))
+}
+
+/// [`spaced`] with the gap in nanoseconds.
+fn spaced_nanos(state: &HedgeState, gap: u64) -> HedgeDecision {
     let k = state.hedges.saturating_add(1);
     // In `u64` nanoseconds, saturating: the same instant as
     // `group_start + gap * k` with `Duration`'s arithmetic, without its
@@ -154,7 +169,7 @@ fn spaced(state: &HedgeState, gap: Duration) -> HedgeDecision {
         state
             .group_start
             .as_nanos()
-            .saturating_add(nanos(gap).saturating_mul(u64::from(k))),
+            .saturating_add(gap.saturating_mul(u64::from(k))),
     );
     if state.now >= due {
         HedgeDecision {
