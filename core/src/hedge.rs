@@ -279,4 +279,40 @@ mod tests {
         );
         assert_eq!(Trigger::FixedDelay.decide(&s, q), fixed_delay(&s));
     }
+
+    /// `decide_nanos` of a quantile's nanoseconds is `decide` of the
+    /// quantile, at the floor, around it, cold, and saturating.
+    #[test]
+    fn deciding_in_nanoseconds_is_deciding_in_durations() {
+        for hedges in [0, 1, 2] {
+            for now_ms in [1_000, 1_001, 1_002, 1_030, 1_200, 1_400] {
+                let s = HedgeState {
+                    retry_index: 0,
+                    group_start: Instant::from_millis(1_000),
+                    now: Instant::from_millis(now_ms),
+                    hedges,
+                    max_hedges: 3,
+                    hedge_delay: Duration::from_millis(200),
+                };
+                for q in [
+                    None,
+                    Some(Duration::ZERO),
+                    Some(Duration::from_nanos(999_999)),
+                    Some(Duration::from_millis(1)),
+                    Some(Duration::from_nanos(1_000_001)),
+                    Some(Duration::from_millis(30)),
+                    Some(Duration::from_secs(133)),
+                    Some(Duration::MAX),
+                ] {
+                    for t in [Trigger::Quantile { permille: 950 }, Trigger::FixedDelay] {
+                        assert_eq!(
+                            t.decide_nanos(&s, q.map(nanos)),
+                            t.decide(&s, q),
+                            "{t:?} {q:?} {s:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

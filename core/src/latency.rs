@@ -887,6 +887,61 @@ mod tests {
         assert_eq!(TrackedAnswer::NONE.get(950, Instant::ZERO, u64::MAX), None);
     }
 
+    /// The nanosecond entry points count the same buckets and publish the
+    /// same answers as the [`Duration`] ones: two sketches fed the same
+    /// samples, one each way, stay equal in every count, answer and
+    /// published word, across window rotations.
+    #[test]
+    fn nanosecond_records_and_answers_are_the_duration_ones() {
+        let mut rng = fastrand::Rng::with_seed(0x7a);
+        let window = Duration::from_millis(50);
+        let mut by_duration = LatencySketch::new(window).with_min_samples(3);
+        let mut by_nanos = by_duration.clone();
+        let samples: u64 = if cfg!(miri) { 200 } else { 20_000 };
+        let mut now = Instant::from_secs(1);
+        for i in 0..samples {
+            let nanos = match rng.u8(..10) {
+                0 => rng.u64(..1_024),
+                1 => u64::MAX - rng.u64(..3),
+                2 => rng.u64(128_000_000_000..140_000_000_000),
+                _ => rng.u64(1_000..2_000_000_000),
+            };
+            now = now + Duration::from_micros(rng.u64(..200));
+            let q = [950, 990, 500][(i / 1_000 % 3) as usize];
+            if i % 2 == 0 {
+                by_duration.record(Duration::from_nanos(nanos), now);
+                by_nanos.record_nanos(nanos, now);
+            } else {
+                let a = by_duration.record_published(Duration::from_nanos(nanos), now);
+                let b = by_nanos.record_published_nanos(nanos, now);
+                assert_eq!(a, b, "sample {i}");
+                let end = by_nanos.window_end();
+                assert_eq!(
+                    b.get_nanos(q, now, end),
+                    b.get(q, now, end).map(|a| a.map(nanos_of)),
+                    "sample {i}"
+                );
+            }
+            assert_eq!(by_duration.count(now), by_nanos.count(now));
+            let (a, pa) = by_duration.quantile_published(q, now);
+            let (b, pb) = by_nanos.quantile_published(q, now);
+            assert_eq!((a, pa), (b, pb), "sample {i}");
+            let end = by_nanos.window_end();
+            if let Some(got) = pb.get_nanos(q, now, end) {
+                assert_eq!(got, b.map(nanos_of), "sample {i}");
+            }
+            assert_eq!(pb.get_nanos(q, Instant::from_nanos(end), end), None);
+        }
+        assert_eq!(
+            TrackedAnswer::NONE.get_nanos(950, Instant::ZERO, u64::MAX),
+            None
+        );
+    }
+
+    fn nanos_of(d: Duration) -> u64 {
+        nanos(d)
+    }
+
     #[test]
     fn the_size_is_fixed() {
         assert_eq!(BUCKETS, 224);

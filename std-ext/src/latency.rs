@@ -517,6 +517,44 @@ mod tests {
         assert_eq!(entry.shared.side.get(950, next), Some(want));
     }
 
+    /// A kept entry fed in nanoseconds (what an executor's gate does) is
+    /// the entry fed the same samples as durations: the same counts, the
+    /// same published answers, the same quantiles at every step.
+    #[test]
+    fn a_kept_entry_fed_nanoseconds_is_fed_durations() {
+        let by_duration = LatencyTrackers::new(8, Duration::from_millis(100)).with_min_samples(3);
+        let by_nanos = LatencyTrackers::new(8, Duration::from_millis(100)).with_min_samples(3);
+        let key = PolicyKey::parse("svc.op");
+        let (d, n) = (by_duration.entry(key), by_nanos.entry(key));
+        let mut rng = fastrand::Rng::with_seed(16);
+        let mut now = T;
+        for i in 0..2_000u32 {
+            let nanos = if rng.u8(..20) == 0 {
+                rng.u64(100_000_000..2_000_000_000)
+            } else {
+                rng.u64(1_000..30_000_000)
+            };
+            now = now + Duration::from_micros(rng.u64(..300));
+            by_duration.record_entry(&d, Duration::from_nanos(nanos), now);
+            by_nanos.record_entry_nanos(&n, nanos, now);
+            for q in [950, 990] {
+                let want = by_duration.quantile_entry(&d, q, now);
+                assert_eq!(
+                    by_nanos.quantile_entry_nanos(&n, q, now),
+                    want.map(recourse_core::time::nanos),
+                    "sample {i}, q {q}"
+                );
+                assert_eq!(by_nanos.quantile(key, q, now), want, "sample {i}, q {q}");
+            }
+            assert_eq!(by_nanos.count(key, now), by_duration.count(key, now));
+        }
+        // The windows rotated on the way (about 300 ms of samples, 100 ms
+        // windows: the first ones stopped counting) and the last ones
+        // still answer.
+        assert!(by_nanos.count(key, now) < 2_000);
+        assert!(by_nanos.quantile_entry_nanos(&n, 950, now).is_some());
+    }
+
     #[test]
     fn defaults() {
         let l = LatencyTrackers::default();
