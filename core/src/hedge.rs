@@ -122,7 +122,7 @@ impl Trigger {
     }
 
     /// [`Trigger::decide`] with the quantile in whole nanoseconds (as
-    /// [`nanos`](crate::time::nanos) gives it): the same decision, without
+    /// [`nanos`] gives it): the same decision, without
     /// a [`Duration`] made and taken apart on every hedge decision.
     pub fn decide_nanos(self, state: &HedgeState, quantile: Option<u64>) -> HedgeDecision {
         match (self, quantile) {

@@ -258,7 +258,7 @@ impl TrackedAnswer {
     }
 
     /// [`TrackedAnswer::get`] with the answer in whole nanoseconds (what
-    /// [`nanos`](crate::time::nanos) makes of it): for a hedge trigger
+    /// [`nanos`] makes of it): for a hedge trigger
     /// that spaces hedges in nanoseconds
     /// ([`Trigger::decide_nanos`](crate::hedge::Trigger::decide_nanos)).
     #[inline]
