@@ -118,8 +118,16 @@ impl Trigger {
     /// The decision for `state`, given the key's recent latency at this
     /// trigger's quantile (`None`: too few samples, or a fixed trigger).
     pub fn decide(self, state: &HedgeState, quantile: Option<Duration>) -> HedgeDecision {
+        self.decide_nanos(state, quantile.map(nanos))
+    }
+
+    /// [`Trigger::decide`] with the quantile in whole nanoseconds (as
+    /// [`nanos`] gives it): the same decision, without
+    /// a [`Duration`] made and taken apart on every hedge decision.
+    pub fn decide_nanos(self, state: &HedgeState, quantile: Option<u64>) -> HedgeDecision {
         match (self, quantile) {
-            (Self::Quantile { .. }, Some(q)) => spaced(state, q.max(MIN_SPACING)),
+            // `nanos` is monotonic: the gap is `nanos(q.max(MIN_SPACING))`.
+            (Self::Quantile { .. }, Some(q)) => spaced_nanos(state, q.max(MIN_SPACING_NANOS)),
             _ => fixed_delay(state),
         }
     }
@@ -127,6 +135,8 @@ impl Trigger {
 
 /// The shortest gap between hedges a quantile trigger uses.
 const MIN_SPACING: Duration = Duration::from_millis(1);
+/// [`MIN_SPACING`] in nanoseconds.
+const MIN_SPACING_NANOS: u64 = nanos(MIN_SPACING);
 
 /// `"95"` → 950, `"99.9"` → 999: a number with at most one decimal, in
 /// tenths; `None` for anything else.
@@ -146,6 +156,11 @@ fn tenths(s: &str) -> Option<u16> {
 
 /// Hedge `k` at `k × gap` after the group's primary.
 fn spaced(state: &HedgeState, gap: Duration) -> HedgeDecision {
+    spaced_nanos(state, nanos(gap))
+}
+
+/// [`spaced`] with the gap in nanoseconds.
+fn spaced_nanos(state: &HedgeState, gap: u64) -> HedgeDecision {
     let k = state.hedges.saturating_add(1);
     // In `u64` nanoseconds, saturating: the same instant as
     // `group_start + gap * k` with `Duration`'s arithmetic, without its
@@ -154,7 +169,7 @@ fn spaced(state: &HedgeState, gap: Duration) -> HedgeDecision {
         state
             .group_start
             .as_nanos()
-            .saturating_add(nanos(gap).saturating_mul(u64::from(k))),
+            .saturating_add(gap.saturating_mul(u64::from(k))),
     );
     if state.now >= due {
         HedgeDecision {
@@ -263,5 +278,41 @@ mod tests {
             Some(Instant::from_millis(1_001))
         );
         assert_eq!(Trigger::FixedDelay.decide(&s, q), fixed_delay(&s));
+    }
+
+    /// `decide_nanos` of a quantile's nanoseconds is `decide` of the
+    /// quantile, at the floor, around it, cold, and saturating.
+    #[test]
+    fn deciding_in_nanoseconds_is_deciding_in_durations() {
+        for hedges in [0, 1, 2] {
+            for now_ms in [1_000, 1_001, 1_002, 1_030, 1_200, 1_400] {
+                let s = HedgeState {
+                    retry_index: 0,
+                    group_start: Instant::from_millis(1_000),
+                    now: Instant::from_millis(now_ms),
+                    hedges,
+                    max_hedges: 3,
+                    hedge_delay: Duration::from_millis(200),
+                };
+                for q in [
+                    None,
+                    Some(Duration::ZERO),
+                    Some(Duration::from_nanos(999_999)),
+                    Some(Duration::from_millis(1)),
+                    Some(Duration::from_nanos(1_000_001)),
+                    Some(Duration::from_millis(30)),
+                    Some(Duration::from_secs(133)),
+                    Some(Duration::MAX),
+                ] {
+                    for t in [Trigger::Quantile { permille: 950 }, Trigger::FixedDelay] {
+                        assert_eq!(
+                            t.decide_nanos(&s, q.map(nanos)),
+                            t.decide(&s, q),
+                            "{t:?} {q:?} {s:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -256,6 +256,24 @@ impl TrackedAnswer {
         }
         Some(Some(half_units((bits >> Self::MIDDLE_SHIFT) as u32)))
     }
+
+    /// [`TrackedAnswer::get`] with the answer in whole nanoseconds (what
+    /// [`nanos`] makes of it): for a hedge trigger
+    /// that spaces hedges in nanoseconds
+    /// ([`Trigger::decide_nanos`](crate::hedge::Trigger::decide_nanos)).
+    #[inline]
+    pub fn get_nanos(self, q_permille: u32, now: Instant, end: u64) -> Option<Option<u64>> {
+        let bits = self.0;
+        let q = u64::from(q_permille.min(PERMILLE as u32));
+        if bits & (Self::VALID | Self::Q_MASK) != Self::VALID | q || now.as_nanos() >= end {
+            return None;
+        }
+        if bits & Self::FOUND == 0 {
+            return Some(None);
+        }
+        // The middle, 32 bits of 64 ns units: below 2^38, no overflow.
+        Some(Some((bits >> Self::MIDDLE_SHIFT) << (UNIT_SHIFT - 1)))
+    }
 }
 
 /// How much of the sketch a `now` sees.
@@ -318,28 +336,40 @@ impl LatencySketch {
     /// Rotates the windows first when `now` is past the current one.
     #[inline]
     pub fn record(&mut self, latency: Duration, now: Instant) {
+        self.record_in(bucket_of(latency), now);
+    }
+
+    /// [`LatencySketch::record`] of a latency of `nanos` nanoseconds (the
+    /// same bucket as the [`Duration`] of that many nanoseconds).
+    #[inline]
+    pub fn record_nanos(&mut self, nanos: u64, now: Instant) {
+        self.record_in(bucket(nanos), now);
+    }
+
+    /// Counts a sample in bucket `index`, finished at `now`.
+    #[inline]
+    fn record_in(&mut self, index: usize, now: Instant) {
         if now.as_nanos() >= self.next {
             // Out of line and last: nothing is kept across a call here.
-            return self.record_past(latency, now);
+            return self.record_past(index, now);
         }
-        self.count_sample(latency);
+        self.count_sample(index);
     }
 
     /// [`LatencySketch::record`] at a `now` at or past the end of the
     /// current window: rotates first (once a window).
     #[cold]
     #[inline(never)]
-    fn record_past(&mut self, latency: Duration, now: Instant) {
+    fn record_past(&mut self, index: usize, now: Instant) {
         self.rotate(now);
-        self.count_sample(latency);
+        self.count_sample(index);
     }
 
-    /// Counts a sample in the current window.
+    /// Counts a sample in bucket `index` of the current window.
     #[inline]
-    fn count_sample(&mut self, latency: Duration) {
+    fn count_sample(&mut self, index: usize) {
         // `& 1`: no bounds check (it is 0 or 1).
         let current = usize::from(self.current & 1);
-        let index = bucket_of(latency);
         let slot = &mut self.counts[current][index];
         if *slot < u32::MAX {
             *slot += 1;
@@ -433,12 +463,53 @@ impl LatencySketch {
     /// ([`TrackedAnswer::NONE`]: none tracked).
     #[inline]
     pub fn record_published(&mut self, latency: Duration, now: Instant) -> TrackedAnswer {
-        self.record(latency, now);
-        if self.cursor_q == NO_CURSOR || now.as_nanos() >= self.next {
+        self.record_published_in(bucket_of(latency), now)
+    }
+
+    /// [`LatencySketch::record_published`] of a latency of `nanos`
+    /// nanoseconds (the same bucket as the [`Duration`] of that many
+    /// nanoseconds): what a latency store records on every completed
+    /// attempt.
+    #[inline(always)]
+    pub fn record_published_nanos(&mut self, nanos: u64, now: Instant) -> TrackedAnswer {
+        self.record_published_in(bucket(nanos), now)
+    }
+
+    /// [`LatencySketch::record_published`] of a sample in bucket `index`:
+    /// one comparison against the window's end, the counts, and (the
+    /// rank usually still in the cursor's bucket) three multiplications
+    /// and two comparisons; a rotation or a walk out of line.
+    #[inline(always)]
+    fn record_published_in(&mut self, index: usize, now: Instant) -> TrackedAnswer {
+        if now.as_nanos() >= self.next {
+            return self.record_published_past(index, now);
+        }
+        self.count_sample(index);
+        self.published_in_window()
+    }
+
+    /// [`LatencySketch::record_published_in`] at a `now` at or past the
+    /// end of the current window: rotates first (once a window).
+    #[cold]
+    #[inline(never)]
+    fn record_published_past(&mut self, index: usize, now: Instant) -> TrackedAnswer {
+        self.rotate(now);
+        self.count_sample(index);
+        if now.as_nanos() >= self.next {
+            // The end saturated: no answer holds until it.
             return TrackedAnswer::NONE;
         }
-        // What `quantile_tracked(q, now)` does before the window's end,
-        // with `q` tracked (so at most 1000), packed as it goes.
+        self.published_in_window()
+    }
+
+    /// The tracked quantile's answer packed, at a `now` before the
+    /// window's end: what `quantile_tracked(q, now)` does there, with `q`
+    /// tracked (so at most 1000), packed as it goes.
+    #[inline(always)]
+    fn published_in_window(&mut self) -> TrackedAnswer {
+        if self.cursor_q == NO_CURSOR {
+            return TrackedAnswer::NONE;
+        }
         let q = u32::from(self.cursor_q);
         let n = self.both_totals();
         if n < u64::from(self.min_samples) {
@@ -446,13 +517,18 @@ impl LatencySketch {
         }
         let qn = u64::from(q) * n;
         let at = usize::from(self.cursor_bucket);
-        let bucket = if self.cursor_below * PERMILLE < qn
-            && qn <= (self.cursor_below + self.both(at)) * PERMILLE
+        if self.cursor_below * PERMILLE < qn && qn <= (self.cursor_below + self.both(at)) * PERMILLE
         {
-            at
-        } else {
-            self.track(q, rank(q, n))
-        };
+            return TrackedAnswer::found(q, at);
+        }
+        self.published_walk(q, n)
+    }
+
+    /// [`LatencySketch::published_in_window`] once the rank left the
+    /// cursor's bucket: the walk from there.
+    #[inline(never)]
+    fn published_walk(&mut self, q: u32, n: u64) -> TrackedAnswer {
+        let bucket = self.track(q, rank(q, n));
         if u32::from(self.cursor_q) != q {
             // A saturated window's top bucket (the cursor was cleared).
             return TrackedAnswer::NONE;
@@ -809,6 +885,61 @@ mod tests {
         }
         assert!(hits > samples * 3 / 2, "published answers held: {hits}");
         assert_eq!(TrackedAnswer::NONE.get(950, Instant::ZERO, u64::MAX), None);
+    }
+
+    /// The nanosecond entry points count the same buckets and publish the
+    /// same answers as the [`Duration`] ones: two sketches fed the same
+    /// samples, one each way, stay equal in every count, answer and
+    /// published word, across window rotations.
+    #[test]
+    fn nanosecond_records_and_answers_are_the_duration_ones() {
+        let mut rng = fastrand::Rng::with_seed(0x7a);
+        let window = Duration::from_millis(50);
+        let mut by_duration = LatencySketch::new(window).with_min_samples(3);
+        let mut by_nanos = by_duration.clone();
+        let samples: u64 = if cfg!(miri) { 200 } else { 20_000 };
+        let mut now = Instant::from_secs(1);
+        for i in 0..samples {
+            let nanos = match rng.u8(..10) {
+                0 => rng.u64(..1_024),
+                1 => u64::MAX - rng.u64(..3),
+                2 => rng.u64(128_000_000_000..140_000_000_000),
+                _ => rng.u64(1_000..2_000_000_000),
+            };
+            now = now + Duration::from_micros(rng.u64(..200));
+            let q = [950, 990, 500][(i / 1_000 % 3) as usize];
+            if i % 2 == 0 {
+                by_duration.record(Duration::from_nanos(nanos), now);
+                by_nanos.record_nanos(nanos, now);
+            } else {
+                let a = by_duration.record_published(Duration::from_nanos(nanos), now);
+                let b = by_nanos.record_published_nanos(nanos, now);
+                assert_eq!(a, b, "sample {i}");
+                let end = by_nanos.window_end();
+                assert_eq!(
+                    b.get_nanos(q, now, end),
+                    b.get(q, now, end).map(|a| a.map(nanos_of)),
+                    "sample {i}"
+                );
+            }
+            assert_eq!(by_duration.count(now), by_nanos.count(now));
+            let (a, pa) = by_duration.quantile_published(q, now);
+            let (b, pb) = by_nanos.quantile_published(q, now);
+            assert_eq!((a, pa), (b, pb), "sample {i}");
+            let end = by_nanos.window_end();
+            if let Some(got) = pb.get_nanos(q, now, end) {
+                assert_eq!(got, b.map(nanos_of), "sample {i}");
+            }
+            assert_eq!(pb.get_nanos(q, Instant::from_nanos(end), end), None);
+        }
+        assert_eq!(
+            TrackedAnswer::NONE.get_nanos(950, Instant::ZERO, u64::MAX),
+            None
+        );
+    }
+
+    fn nanos_of(d: Duration) -> u64 {
+        nanos(d)
     }
 
     #[test]

@@ -124,9 +124,34 @@ pub trait GateParts {
         None
     }
 
+    /// [`GateParts::latency_quantile`] in whole nanoseconds (what
+    /// [`nanos`](crate::time::nanos) makes of it): what the gate's
+    /// quantile trigger asks on every hedge decision. Default: that
+    /// quantile, converted; a source that keeps its answer in nanoseconds
+    /// gives it as it is (the same answer).
+    #[inline]
+    fn latency_quantile_nanos(
+        &mut self,
+        key: PolicyKey<'_>,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<u64> {
+        self.latency_quantile(key, q_permille, now)
+            .map(crate::time::nanos)
+    }
+
     /// An attempt that ran to completion took `latency`.
     fn record_latency(&mut self, key: PolicyKey<'_>, latency: Duration, now: Instant) {
         let _ = (key, latency, now);
+    }
+
+    /// [`GateParts::record_latency`] of a latency of `nanos` nanoseconds
+    /// (an attempt's end minus its start): what the gate calls. Default:
+    /// [`GateParts::record_latency`] of that [`Duration`]; a source that
+    /// counts nanoseconds records them as they are (the same sample).
+    #[inline]
+    fn record_latency_nanos(&mut self, key: PolicyKey<'_>, nanos: u64, now: Instant) {
+        self.record_latency(key, Duration::from_nanos(nanos), now);
     }
 
     /// Whether one more retry or hedge of `key` at `now` stays within
@@ -242,6 +267,16 @@ impl GateNeeds {
     #[inline]
     pub const fn ends_attempts(self) -> bool {
         self.0 & (Self::RETRY_BUDGET | Self::HEDGE_BUDGET | Self::SAMPLES) != 0
+    }
+
+    /// Whether the end of an attempt, `cancelled` or not, has anything to
+    /// do: a reservation that may be held, or the latency sample of an
+    /// attempt that ran to completion (a cancelled attempt of a gate that
+    /// holds nothing is not even handed over).
+    #[inline]
+    pub const fn ends(self, cancelled: bool) -> bool {
+        let sample = if cancelled { 0 } else { Self::SAMPLES };
+        self.0 & (Self::RETRY_BUDGET | Self::HEDGE_BUDGET | sample) != 0
     }
 
     /// Whether an attempt may hold a reservation (the policy names a
@@ -462,7 +497,7 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
 
     #[inline]
     fn attempt_ended(&mut self, record: &AttemptRecord) {
-        if self.needs.ends_attempts() {
+        if self.needs.ends(record.cancelled) {
             self.attempt_ended_inner(record);
         }
     }
@@ -482,7 +517,9 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         }
     }
 
-    #[inline]
+    // Always inlined: the machine's hedge check is its one caller, and
+    // the fixed-delay trigger's decision there is a call and a test.
+    #[inline(always)]
     fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
         self.hedge_inner(state)
     }
@@ -655,8 +692,12 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         // denial never gets here, and an attempt recourse cut or dropped
         // says only that it was slower than its cut.
         if !record.cancelled && self.needs.samples() {
-            self.parts
-                .record_latency(self.key, record.duration(), record.end);
+            // `record.duration()`, in nanoseconds.
+            let nanos = record
+                .end
+                .as_nanos()
+                .saturating_sub(record.start.as_nanos());
+            self.parts.record_latency_nanos(self.key, nanos, record.end);
         }
         if !self.needs.holds() {
             // No budget named: nothing was held.
@@ -696,7 +737,7 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
 
     /// The policy's trigger, reading the latency source for a quantile; a
     /// half-open breaker's probe runs without hedges.
-    #[inline]
+    #[inline(always)]
     fn hedge_inner(&mut self, state: &HedgeState) -> HedgeDecision {
         let trigger = match self.trigger {
             Some(t) if !self.is_probe() => t,
@@ -709,9 +750,9 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         };
         let quantile = trigger.quantile().and_then(|q| {
             self.parts
-                .latency_quantile(self.key, u32::from(q), state.now)
+                .latency_quantile_nanos(self.key, u32::from(q), state.now)
         });
-        trigger.decide(state, quantile)
+        trigger.decide_nanos(state, quantile)
     }
 }
 

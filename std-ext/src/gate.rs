@@ -345,6 +345,44 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         }
     }
 
+    /// What the quantile trigger asks on every hedge decision: a kept
+    /// sketch's published answer as it is kept, in nanoseconds (no
+    /// [`Duration`] made and taken apart).
+    fn latency_quantile_nanos(
+        &mut self,
+        key: PolicyKey<'_>,
+        q_permille: u32,
+        now: Instant,
+    ) -> Option<u64> {
+        let now = self.shared(now);
+        match self.kept.latency() {
+            Some(entry) => self
+                .exec
+                .latency
+                .quantile_entry_nanos(entry, q_permille, now),
+            None => self
+                .exec
+                .latency
+                .quantile(key, q_permille, now)
+                .map(recourse_core::time::nanos),
+        }
+    }
+
+    /// What the gate records on every completed attempt: a kept sketch
+    /// counts the nanoseconds as they are (inlined into the gate: one
+    /// frame for the whole record).
+    #[inline(always)]
+    fn record_latency_nanos(&mut self, key: PolicyKey<'_>, nanos: u64, now: Instant) {
+        let now = self.shared(now);
+        match self.kept.latency() {
+            Some(entry) => self.exec.latency.record_entry_nanos(entry, nanos, now),
+            None => self
+                .exec
+                .latency
+                .record(key, Duration::from_nanos(nanos), now),
+        }
+    }
+
     fn amplification_allows(
         &mut self,
         key: PolicyKey<'_>,

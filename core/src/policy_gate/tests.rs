@@ -322,6 +322,86 @@ fn a_quantile_trigger_reads_the_latency_source_and_completed_attempts_feed_it() 
     assert_eq!(gate.parts().latencies, [Duration::from_millis(2)]);
 }
 
+/// The nanosecond hooks a quantile trigger uses answer what the
+/// [`Duration`] ones do: a source that overrides only `latency_quantile`
+/// and `record_latency` (the simulator's) sees the same samples and makes
+/// the same decisions; a cancelled attempt of a gate that holds nothing
+/// is not handed over at all.
+#[test]
+fn the_nanosecond_hooks_default_to_the_duration_ones() {
+    let policy = {
+        let mut p = hedged("", "");
+        p.hedge.trigger = name("hedge.trigger", "p95").unwrap();
+        p
+    };
+    for (quantile, hedge_at) in [
+        (Some(Duration::from_micros(2_500)), 2_500_000),
+        // Below the 1 ms floor of a quantile trigger's spacing.
+        (Some(Duration::from_nanos(64)), 1_000_000),
+        // Too few samples: the fixed delay (10 ms).
+        (None, 10_000_000),
+    ] {
+        let mut parts = Parts {
+            quantile,
+            ..Parts::default()
+        };
+        assert_eq!(
+            parts.latency_quantile_nanos(KEY, 950, ms(0)),
+            quantile.map(crate::time::nanos)
+        );
+        parts.record_latency_nanos(KEY, 1_500_000_001, ms(0));
+        assert_eq!(parts.latencies, [Duration::new(1, 500_000_001)]);
+        parts.latencies.clear();
+
+        let mut gate: PolicyGate<'_, _> =
+            PolicyGate::new(KEY, &policy, Trigger::parse("p95"), parts);
+        let state = HedgeState {
+            retry_index: 0,
+            group_start: ms(5),
+            now: ms(5),
+            hedges: 0,
+            max_hedges: 1,
+            hedge_delay: policy.hedge.hedge_delay,
+        };
+        let due = Instant::from_nanos(ms(5).as_nanos() + hedge_at);
+        assert_eq!(
+            gate.hedge(&state),
+            HedgeDecision {
+                spawn: false,
+                next_check: Some(due)
+            },
+            "{quantile:?}"
+        );
+        assert_eq!(
+            gate.hedge(&state),
+            Trigger::parse("p95").unwrap().decide(&state, quantile)
+        );
+        assert!(gate.hedge(&HedgeState { now: due, ..state }).spawn);
+
+        let info = AttemptInfo {
+            id: AttemptId(0),
+            retry_index: 0,
+            hedge_index: 0,
+            is_hedge: false,
+            deadline: None,
+        };
+        let ended = |cancelled| AttemptRecord {
+            info,
+            start: ms(5),
+            end: ms(9),
+            outcome: Outcome::SUCCESS,
+            cancelled,
+            backoff: Duration::ZERO,
+            budget_allowed: true,
+            budget_reason: reason::NO_BUDGET,
+        };
+        gate.attempt_ended(&ended(true));
+        assert!(gate.parts().latencies.is_empty(), "a cancelled attempt");
+        gate.attempt_ended(&ended(false));
+        assert_eq!(gate.parts().latencies, [Duration::from_millis(4)]);
+    }
+}
+
 #[test]
 fn token_bucket_through_the_gate() {
     // A built-in budget through the gate: one token, then refusal.
@@ -633,6 +713,11 @@ fn gate_needs_follow_the_policy_and_trigger() {
 
     let q = GateNeeds::of(&p, Trigger::parse("p95"));
     assert!(q.samples() && q.ends_attempts() && !q.admits(AttemptKind::Initial));
+    // A quantile trigger hears attempts that completed, not cancelled
+    // ones (it holds nothing); a budget hears both (its reservation).
+    assert!(q.ends(false) && !q.ends(true));
+    assert!(retry_only.ends(false) && retry_only.ends(true));
+    assert!(!none.ends(false) && !none.ends(true));
     let mut deadline = Policy::DEFAULT;
     deadline.retry.deadline_quantile_permille = 990;
     assert!(GateNeeds::of(&deadline, None).samples());
