@@ -213,7 +213,15 @@ impl<S: TimerSource> Executor<S> {
     /// (`retry.classifier`) that rejects the last `Ok` value, the call ends
     /// [`Error::Rejected`] with the cause the observer hears (use
     /// [`Executor::call_classified`] to get the value back).
-    pub async fn call<T, E, Op, Fut>(&self, key: &str, op: Op) -> Result<T, Error<E>>
+    ///
+    /// The future returned is `run`'s own (no async frame of its own around
+    /// it: one state machine, and `key` and `op` held once).
+    // Like an `async fn`, it does nothing until first polled.
+    pub fn call<'s, 'k, T, E, Op, Fut>(
+        &'s self,
+        key: &'k str,
+        op: Op,
+    ) -> impl Future<Output = Result<T, Error<E>>> + use<'s, 'k, S, T, E, Op, Fut>
     where
         T: 'static,
         E: 'static,
@@ -227,7 +235,6 @@ impl<S: TimerSource> Executor<S> {
             None,
             true,
         )
-        .await
     }
 
     /// Like [`Executor::call`], and also returns the call's [`Timeline`].
@@ -424,27 +431,27 @@ impl<S: TimerSource> Executor<S> {
             upstream,
             timeline,
         } = self.prepare(key, classifier, timeline);
-        let mut report = Report::new(self, timeline, policy_source, missing_policy_mode);
         let (Some(policy), Some(classifier)) = (kept.policy(), classifier) else {
-            report.denied(key, timer.now());
+            Report::new(self, timeline, policy_source, missing_policy_mode)
+                .denied(key, timer.now());
             return Err(Error::NoPolicy);
         };
-        if let Some(t) = report.timeline.as_deref_mut() {
+        // Neither the timeline nor the plan is borrowed here (the closure
+        // borrows a copy of the plan): a local borrowed before the
+        // call's `await` is kept in the call's future across it, with the
+        // flags of its moves (issue 16: the report and the plan, 44 bytes
+        // and 7 flags, were).
+        // (`inspect` would give the timeline behind a shared reference.)
+        #[allow(clippy::manual_inspect)]
+        let timeline = timeline.map(move |t| {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
-        }
+            t
+        });
         let call_panics = CallPanics {
             // Decided now, so that no flag of its own lives across the
             // call's awaits (the call future does not grow).
             keep_rejected: !rejected_is_error,
             ..CallPanics::default()
-        };
-        // Counted when the call ends or is dropped: a dropped call settles
-        // its attempts as its future drops, after this function's last line
-        // ran, and a panic there must be counted too. Declared before the
-        // call's future, so it drops after it.
-        let _count = CountSettlePanics {
-            settled: &call_panics.settle,
-            count: &self.settle_panics,
         };
         let parts = ExecParts {
             exec: self,
@@ -453,7 +460,10 @@ impl<S: TimerSource> Executor<S> {
             offset: None,
             upstream,
         };
-        report.call_panics = Some(&call_panics);
+        let report = Report {
+            call_panics: Some(&call_panics),
+            ..Report::new(self, timeline, policy_source, missing_policy_mode)
+        };
         // Every attempt's future is watched for a panic: the call's end is
         // then told as `panic_in_operation`, and with containment on the
         // caller gets `Error::OperationPanicked` instead of the unwind.
@@ -472,14 +482,16 @@ impl<S: TimerSource> Executor<S> {
         // arms lived in a stack slot of its own, and the gate's inline
         // reservation slots (uninitialized) were copied from it into every
         // call future (272 bytes, a `memcpy` per call).
+        // The gate holds as many reservations inline as the call has
+        // attempts in flight at once (`$held`): one without hedges.
         macro_rules! builder {
-            () => {
+            ($held:expr) => {
                 recourse_core::call(key, &policy.policy, timer, op)
                     .classifier(classifier)
                     .observer(report)
                     .rng(rng)
                     .limits(self.options)
-                    .gate::<CallGate<'_, S>>(PolicyGate::with_needs(
+                    .gate::<CallGate<'_, S, { $held }>>(PolicyGate::with_needs(
                         key,
                         &policy.policy,
                         plan.trigger,
@@ -494,16 +506,16 @@ impl<S: TimerSource> Executor<S> {
         // future stays small.
         let watched = self.contain_panics.then_some(&call_panics.operation);
         let result = match plan.hedges {
-            0 => contained(watched, builder!().into_future()).await,
+            0 => contained(watched, builder!(1).into_future()).await,
             // One hedge (the usual): its two attempts held in place, no
             // allocation.
-            1 => contained(watched, builder!().slots::<2>().into_future()).await,
-            2..=3 => contained(watched, Box::pin(builder!().slots::<4>().into_future())).await,
+            1 => contained(watched, builder!(2).slots::<2>().into_future()).await,
+            2..=3 => contained(watched, Box::pin(builder!(4).slots::<4>().into_future())).await,
             _ => {
                 contained(
                     watched,
                     Box::pin(
-                        builder!()
+                        builder!(crate::gate::INLINE_HELD)
                             .slots::<{ 1 + Limits::MAX_HEDGES_CEILING as usize }>()
                             .into_future(),
                     ),
@@ -698,21 +710,6 @@ struct Prepared<'k, 't, C> {
     /// What the policy does with the attempts made upstream.
     upstream: UpstreamEffect,
     timeline: Option<&'t mut Timeline>,
-}
-
-/// Counts a call in [`Executor::budget_settle_panics`] when it is dropped,
-/// if a budget's `settle` panicked during the call (or while it dropped).
-struct CountSettlePanics<'a> {
-    settled: &'a AtomicBool,
-    count: &'a AtomicU64,
-}
-
-impl Drop for CountSettlePanics<'_> {
-    fn drop(&mut self) {
-        if self.settled.load(Ordering::Relaxed) {
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 pin_project_lite::pin_project! {

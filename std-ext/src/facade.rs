@@ -67,14 +67,21 @@ pub fn set_default_executor(exec: Executor) -> Result<(), Executor> {
 /// # Errors
 ///
 /// As for [`Executor::call`].
-pub async fn do_value<T, E, Op, Fut>(key: &str, op: Op) -> Result<T, Error<E>>
+///
+/// The future returned is the executor's call future itself (no async frame
+/// of its own around it); like an `async fn`, it does nothing until first
+/// polled.
+pub fn do_value<'k, T, E, Op, Fut>(
+    key: &'k str,
+    op: Op,
+) -> impl Future<Output = Result<T, Error<E>>> + use<'k, T, E, Op, Fut>
 where
     T: 'static,
     E: 'static,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    default_executor().call(key, op).await
+    default_executor().call(key, op)
 }
 
 /// Like [`do_value`], and also returns the call's [`Timeline`].
@@ -97,11 +104,11 @@ where
 /// # Errors
 ///
 /// As for [`Executor::call`].
-pub async fn do_value_with<S, T, E, Op, Fut>(
-    exec: &Executor<S>,
-    key: &str,
+pub fn do_value_with<'s, 'k, S, T, E, Op, Fut>(
+    exec: &'s Executor<S>,
+    key: &'k str,
     op: Op,
-) -> Result<T, Error<E>>
+) -> impl Future<Output = Result<T, Error<E>>> + use<'s, 'k, S, T, E, Op, Fut>
 where
     S: TimerSource,
     T: 'static,
@@ -109,7 +116,7 @@ where
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    exec.call(key, op).await
+    exec.call(key, op)
 }
 
 /// Like [`do_value_with_timeline`], on `exec` instead of the default
