@@ -39,7 +39,7 @@ use crate::classify::{CallClassifier, ClassifierRegistry, Contained, MissingClas
 use crate::contract::{split_op, Accepted, Carried, Failure, Split};
 use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
-use crate::key_cache::{self, Held, Kept, Resolved};
+use crate::key_cache::{self, CallKey, Held, Kept, KeyArg, Resolved};
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::names::{self, UnknownName};
@@ -237,6 +237,44 @@ impl<S: TimerSource> Executor<S> {
         )
     }
 
+    /// [`Executor::call`] with a [`CallKey`], which keeps its key's
+    /// resolution itself: the call skips the per-call lookup of its key
+    /// (no hashing, no per-thread cache, no reference count), and runs
+    /// under the provider's current policy all the same (see [`CallKey`]).
+    ///
+    /// ```
+    /// use recourse::{CallKey, Executor};
+    ///
+    /// static RESERVE: CallKey = CallKey::new("inventory.Reserve");
+    ///
+    /// let exec = Executor::new();
+    /// let value = async_io::block_on(exec.call_key(&RESERVE, |_| async { Ok::<_, ()>("ok") }));
+    /// assert_eq!(value, Ok("ok"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`Executor::call`].
+    pub fn call_key<'s, 'k, T, E, Op, Fut>(
+        &'s self,
+        key: &'k CallKey,
+        op: Op,
+    ) -> impl Future<Output = Result<T, Error<E>>> + use<'s, 'k, S, T, E, Op, Fut>
+    where
+        T: 'static,
+        E: 'static,
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run(
+            key,
+            |p, t| self.classifiers.for_policy(p, self.missing_classifier, t),
+            op,
+            None,
+            true,
+        )
+    }
+
     /// Like [`Executor::call`], and also returns the call's [`Timeline`].
     pub async fn call_with_timeline<T, E, Op, Fut>(
         &self,
@@ -406,9 +444,9 @@ impl<S: TimerSource> Executor<S> {
     /// The one call path behind every method. With `rejected_is_error`, a
     /// call the observer heard fail never returns `Ok` (the result
     /// contract); the integrations pass `false`.
-    async fn run<T, E, C, Op, Fut>(
+    async fn run<'k, K: KeyArg<'k>, T, E, C, Op, Fut>(
         &self,
-        key: &str,
+        key: K,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         op: Op,
         timeline: Option<&mut Timeline>,
@@ -539,7 +577,7 @@ impl<S: TimerSource> Executor<S> {
     #[inline(always)]
     fn prepare<'k, 't, C>(
         &self,
-        key: &'k str,
+        key: impl KeyArg<'k>,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         timeline: Option<&'t mut Timeline>,
     ) -> Prepared<'k, 't, C> {
@@ -549,51 +587,88 @@ impl<S: TimerSource> Executor<S> {
         let generation = std::panic::catch_unwind(AssertUnwindSafe(|| self.provider.generation()))
             .ok()
             .flatten();
+        // A `CallKey`'s own answer: borrowed, no lookup.
+        if let (Some(handle), Some(g)) = (key.handle(), generation) {
+            if let Some((key, answer)) = handle.answer(self.id, g) {
+                return self.prepared(key, Held::Borrowed(answer), classifier, timeline);
+            }
+            if handle.is_unresolved() {
+                let (key, held) = self.resolve_handle(handle, g);
+                return self.prepared(key, held, classifier, timeline);
+            }
+        }
+        let key = key.text();
         // A hit (the usual call) apart from a miss: its answer is known to
         // be the cache's, and no `Held` is moved.
         if let Some((key, answer)) = generation.and_then(|g| key_cache::hit(self.id, key, g)) {
             return self.prepared(key, Held::Cached(answer), classifier, timeline);
         }
-        let (key, resolved) = key_cache::resolve_and_keep(self.id, key, generation, |key| {
-            let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
-            let Some(policy) = resolution.policy.as_deref() else {
-                return Resolved {
-                    resolution,
-                    plan: HedgePlan::OFF,
-                    breaker: None,
-                    latency: None,
-                    ledger: None,
-                    upstream_matters: false,
-                };
-            };
-            let policy = &policy.policy;
-            let plan = HedgePlan::resolve(
-                policy,
-                self.options.max_hedges_ceiling,
-                self.missing_trigger,
-            );
-            // The key's state, found once here and kept with its answer.
-            let breaker = policy
-                .circuit
-                .enabled
-                .then(|| self.breakers.entry(key, &policy.circuit));
-            let wants_samples = plan.trigger.is_some_and(|t| t.quantile().is_some())
-                || policy.retry.deadline_quantile_permille > 0;
-            let latency = wants_samples.then(|| self.latency.entry(key));
-            let ledger = policy
-                .amplification
-                .is_enabled()
-                .then(|| self.budgets.amplification_ledgers().entry(key));
-            Resolved {
-                upstream_matters: policy.amplification.upstream_retry != UpstreamRetry::Always,
-                resolution,
-                plan,
-                breaker,
-                latency,
-                ledger,
-            }
-        });
+        let (key, resolved) =
+            key_cache::resolve_and_keep(self.id, key, generation, |key| self.resolve(key));
         self.prepared(key, resolved, classifier, timeline)
+    }
+
+    /// A [`CallKey`]'s first call: asks the provider and keeps the answer
+    /// in the handle (when it may be kept: else it is this call's own).
+    #[cold]
+    #[inline(never)]
+    fn resolve_handle<'k>(
+        &self,
+        handle: &'k CallKey,
+        generation: u64,
+    ) -> (PolicyKey<'k>, Held<'k>) {
+        let parsed = PolicyKey::parse(handle.as_str());
+        let resolved = self.resolve(parsed);
+        match handle.keep(self.id, generation, parsed, resolved) {
+            Ok(()) => match handle.answer(self.id, generation) {
+                Some((key, answer)) => (key, Held::Borrowed(answer)),
+                // Unreachable: the answer was just kept, fresh.
+                None => (parsed, Held::Own(self.resolve(parsed))),
+            },
+            Err(own) => (parsed, Held::Own(own)),
+        }
+    }
+
+    /// What the provider answers for `key`, with its hedge plan and its
+    /// per-key state (asked once per key and provider generation).
+    fn resolve(&self, key: PolicyKey<'_>) -> Resolved {
+        let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
+        let Some(policy) = resolution.policy.as_deref() else {
+            return Resolved {
+                resolution,
+                plan: HedgePlan::OFF,
+                breaker: None,
+                latency: None,
+                ledger: None,
+                upstream_matters: false,
+            };
+        };
+        let policy = &policy.policy;
+        let plan = HedgePlan::resolve(
+            policy,
+            self.options.max_hedges_ceiling,
+            self.missing_trigger,
+        );
+        // The key's state, found once here and kept with its answer.
+        let breaker = policy
+            .circuit
+            .enabled
+            .then(|| self.breakers.entry(key, &policy.circuit));
+        let wants_samples = plan.trigger.is_some_and(|t| t.quantile().is_some())
+            || policy.retry.deadline_quantile_permille > 0;
+        let latency = wants_samples.then(|| self.latency.entry(key));
+        let ledger = policy
+            .amplification
+            .is_enabled()
+            .then(|| self.budgets.amplification_ledgers().entry(key));
+        Resolved {
+            upstream_matters: policy.amplification.upstream_retry != UpstreamRetry::Always,
+            resolution,
+            plan,
+            breaker,
+            latency,
+            ledger,
+        }
     }
 
     /// The rest of [`Executor::prepare`], once the key's answer is found.
@@ -601,7 +676,7 @@ impl<S: TimerSource> Executor<S> {
     fn prepared<'k, 't, C>(
         &self,
         key: PolicyKey<'k>,
-        resolved: Held,
+        resolved: Held<'k>,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         mut timeline: Option<&'t mut Timeline>,
     ) -> Prepared<'k, 't, C> {
@@ -702,7 +777,7 @@ fn unsplit<T, E>(
 /// A call's key, resolved: see [`Executor::prepare`].
 struct Prepared<'k, 't, C> {
     key: PolicyKey<'k>,
-    kept: Kept,
+    kept: Kept<'k>,
     plan: HedgePlan,
     classifier: Option<C>,
     policy_source: Option<crate::provider::PolicySource>,

@@ -97,7 +97,7 @@ pub(crate) struct ExecParts<'a, S> {
     pub(crate) exec: &'a Executor<S>,
     /// The key's breaker, sketch and amplification ledger, found when its
     /// answer was resolved (each `None`: look it up by key).
-    pub(crate) kept: &'a Kept,
+    pub(crate) kept: &'a Kept<'a>,
     /// Where a contained panic in a budget's `settle` leaves its first
     /// message, for the call's timeline.
     pub(crate) call_panics: &'a crate::report::CallPanics,
@@ -528,7 +528,7 @@ mod layout {
                 "Spill (2 inline held reservations)",
                 size_of::<Spill<'_, 2>>(),
             ),
-            ("Kept", size_of::<Kept>()),
+            ("Kept", size_of::<Kept<'_>>()),
             ("ExecParts", size_of::<ExecParts<'_, DefaultTimer>>()),
             (
                 "CallGate (PolicyGate + ExecParts + Spill)",
@@ -567,6 +567,6 @@ mod layout {
         }
         // 160 with its spill a `Vec` inline.
         assert!(size_of::<Spill<'_>>() <= 144, "Spill grew");
-        assert!(size_of::<Kept>() <= 48, "Kept grew");
+        assert!(size_of::<Kept<'_>>() <= 48, "Kept grew");
     }
 }
