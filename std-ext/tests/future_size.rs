@@ -43,7 +43,8 @@ fn facade_call_future_size() {
     // hedges, 2 with one), a budget's `settle` panic is counted where it
     // is contained (no guard in the future), and no local is borrowed
     // before the await that need not be (the report and the plan were
-    // kept across it): 1112 / 1112.
-    assert!(c <= 1112, "executor call future grew to {c} bytes");
-    assert!(f <= 1112, "facade call future grew to {f} bytes");
+    // kept across it): 1112 / 1112. The default timer's call timer holds
+    // no copy of the anchor (zero-sized): 1096 / 1096.
+    assert!(c <= 1096, "executor call future grew to {c} bytes");
+    assert!(f <= 1096, "facade call future grew to {f} bytes");
 }
