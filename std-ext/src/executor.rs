@@ -622,7 +622,8 @@ impl<S: TimerSource> Executor<S> {
         match handle.keep(self.id, generation, parsed, resolved) {
             Ok(()) => match handle.answer(self.id, generation) {
                 Some((key, answer)) => (key, Held::Borrowed(answer)),
-                // Unreachable: the answer was just kept, fresh.
+                // Only when a store evicted the key's state since it
+                // was found: ask again, for this call alone.
                 None => (parsed, Held::Own(self.resolve(parsed))),
             },
             Err(own) => (parsed, Held::Own(own)),
