@@ -255,6 +255,10 @@ hedge that answers at once (hedge).
   on (success path: the per-key breaker store on every call) or the `p95`
   hedge trigger (hedge path: the per-key latency tracker on every hedge
   decision and attempt end).
+- **recourse-exec-key**, **recourse-facade-key**: recourse-exec-virtual and
+  recourse-facade with a `static` `CallKey` (`Executor::call_key`,
+  `recourse::do_value_key`): the key's answer is kept in the handle, so the
+  call skips the per-thread key cache's lookup.
 - **backon**: `op.retry(ExponentialBuilder::default().with_min_delay(0)
   .with_max_times(2)).sleep(|_| ready(()))`, backon with its default
   features.

@@ -42,9 +42,12 @@ struct Allocs {
 fn must_not_allocate(variant: Variant) -> bool {
     match variant.lib {
         Lib::Core => true,
-        Lib::Facade | Lib::ExecVirtual | Lib::ExecTokio | Lib::ExecGuarded => {
-            variant.path != Path::Hedge
-        }
+        Lib::Facade
+        | Lib::ExecVirtual
+        | Lib::ExecTokio
+        | Lib::ExecGuarded
+        | Lib::ExecKey
+        | Lib::FacadeKey => variant.path != Path::Hedge,
         Lib::Direct | Lib::Backon | Lib::Tower => false,
     }
 }

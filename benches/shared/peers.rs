@@ -125,6 +125,12 @@ pub(crate) enum Lib {
     /// [`Lib::ExecVirtual`] with the circuit breaker on (success path) or
     /// the `p95` hedge trigger (hedge path).
     ExecGuarded,
+    /// [`Lib::ExecVirtual`] with a `static` [`recourse::CallKey`]
+    /// (`Executor::call_key`): the key's answer kept in the handle.
+    ExecKey,
+    /// [`Lib::Facade`] with a `static` [`recourse::CallKey`]
+    /// (`do_value_key`).
+    FacadeKey,
     /// backon's `Retryable::retry` with `ExponentialBuilder`.
     Backon,
     /// `tower::retry::Retry` (success, retry) or `tower::hedge::Hedge`.
@@ -141,6 +147,8 @@ impl Lib {
             Self::ExecVirtual => "recourse-exec-virtual",
             Self::ExecTokio => "recourse-exec-tokio",
             Self::ExecGuarded => "recourse-exec-guarded",
+            Self::ExecKey => "recourse-exec-key",
+            Self::FacadeKey => "recourse-facade-key",
             Self::Backon => "backon",
             Self::Tower => "tower",
         }
@@ -175,6 +183,12 @@ impl Variant {
             }
             (_, Lib::ExecGuarded) => "recourse `Executor::call`, circuit breaker on, virtual clock",
             (_, Lib::ExecTokio) => "recourse `Executor::call`, tokio timer (paused clock)",
+            (_, Lib::ExecKey) => {
+                "recourse `Executor::call_key` (a static `CallKey`), virtual clock"
+            }
+            (_, Lib::FacadeKey) => {
+                "recourse facade `do_value_key` (a static `CallKey`), tokio timer"
+            }
             (_, Lib::Backon) => "backon `Retryable` + `ExponentialBuilder`",
             (Path::Hedge, Lib::Tower) => "`tower::hedge::Hedge` (0 ms delay, paused clock)",
             (_, Lib::Tower) => "`tower::retry::Retry`",
@@ -189,6 +203,8 @@ pub(crate) const VARIANTS: &[Variant] = &[
     v(Path::Success, Lib::Facade),
     v(Path::Success, Lib::ExecVirtual),
     v(Path::Success, Lib::ExecGuarded),
+    v(Path::Success, Lib::ExecKey),
+    v(Path::Success, Lib::FacadeKey),
     v(Path::Success, Lib::Backon),
     v(Path::Success, Lib::Tower),
     v(Path::Retry, Lib::Direct),
@@ -602,6 +618,14 @@ pub(crate) fn dispatch<H: Harness>(env: &Env, variant: Variant, harness: &mut H)
         }
         (Path::Success, Lib::ExecGuarded) => {
             h.run(e, variant, || e.exec_virtual.call(KEY_GUARDED, ok));
+        }
+        (Path::Success, Lib::ExecKey) => {
+            static GET: recourse::CallKey = recourse::CallKey::new(KEY_GET);
+            h.run(e, variant, || e.exec_virtual.call_key(&GET, ok));
+        }
+        (Path::Success, Lib::FacadeKey) => {
+            static GET: recourse::CallKey = recourse::CallKey::new(KEY_GET);
+            h.run(e, variant, || recourse::do_value_key(&GET, ok));
         }
         (Path::Success, Lib::Backon) => h.run(e, variant, || {
             (|| ready(Ok::<u32, Fail>(VALUE)))

@@ -39,7 +39,7 @@ use crate::classify::{CallClassifier, ClassifierRegistry, Contained, MissingClas
 use crate::contract::{split_op, Accepted, Carried, Failure, Split};
 use crate::gate::{CallGate, ExecParts};
 use crate::hedging::{HedgePlan, MissingTriggerMode};
-use crate::key_cache::{self, Held, Kept, Resolved};
+use crate::key_cache::{self, CallKey, Held, Kept, KeyArg, Resolved};
 use crate::latency::LatencyTrackers;
 use crate::missing_policy::{Fallbacks, MissingPolicyMode, Resolution};
 use crate::names::{self, UnknownName};
@@ -213,7 +213,15 @@ impl<S: TimerSource> Executor<S> {
     /// (`retry.classifier`) that rejects the last `Ok` value, the call ends
     /// [`Error::Rejected`] with the cause the observer hears (use
     /// [`Executor::call_classified`] to get the value back).
-    pub async fn call<T, E, Op, Fut>(&self, key: &str, op: Op) -> Result<T, Error<E>>
+    ///
+    /// The future returned is `run`'s own (no async frame of its own around
+    /// it: one state machine, and `key` and `op` held once).
+    // Like an `async fn`, it does nothing until first polled.
+    pub fn call<'s, 'k, T, E, Op, Fut>(
+        &'s self,
+        key: &'k str,
+        op: Op,
+    ) -> impl Future<Output = Result<T, Error<E>>> + use<'s, 'k, S, T, E, Op, Fut>
     where
         T: 'static,
         E: 'static,
@@ -227,7 +235,44 @@ impl<S: TimerSource> Executor<S> {
             None,
             true,
         )
-        .await
+    }
+
+    /// [`Executor::call`] with a [`CallKey`], which keeps its key's
+    /// resolution itself: the call skips the per-call lookup of its key
+    /// (no hashing, no per-thread cache, no reference count), and runs
+    /// under the provider's current policy all the same (see [`CallKey`]).
+    ///
+    /// ```
+    /// use recourse::{CallKey, Executor};
+    ///
+    /// static RESERVE: CallKey = CallKey::new("inventory.Reserve");
+    ///
+    /// let exec = Executor::new();
+    /// let value = async_io::block_on(exec.call_key(&RESERVE, |_| async { Ok::<_, ()>("ok") }));
+    /// assert_eq!(value, Ok("ok"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`Executor::call`].
+    pub fn call_key<'s, 'k, T, E, Op, Fut>(
+        &'s self,
+        key: &'k CallKey,
+        op: Op,
+    ) -> impl Future<Output = Result<T, Error<E>>> + use<'s, 'k, S, T, E, Op, Fut>
+    where
+        T: 'static,
+        E: 'static,
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run(
+            key,
+            |p, t| self.classifiers.for_policy(p, self.missing_classifier, t),
+            op,
+            None,
+            true,
+        )
     }
 
     /// Like [`Executor::call`], and also returns the call's [`Timeline`].
@@ -399,9 +444,9 @@ impl<S: TimerSource> Executor<S> {
     /// The one call path behind every method. With `rejected_is_error`, a
     /// call the observer heard fail never returns `Ok` (the result
     /// contract); the integrations pass `false`.
-    async fn run<T, E, C, Op, Fut>(
+    async fn run<'k, K: KeyArg<'k>, T, E, C, Op, Fut>(
         &self,
-        key: &str,
+        key: K,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         op: Op,
         timeline: Option<&mut Timeline>,
@@ -424,27 +469,27 @@ impl<S: TimerSource> Executor<S> {
             upstream,
             timeline,
         } = self.prepare(key, classifier, timeline);
-        let mut report = Report::new(self, timeline, policy_source, missing_policy_mode);
         let (Some(policy), Some(classifier)) = (kept.policy(), classifier) else {
-            report.denied(key, timer.now());
+            Report::new(self, timeline, policy_source, missing_policy_mode)
+                .denied(key, timer.now());
             return Err(Error::NoPolicy);
         };
-        if let Some(t) = report.timeline.as_deref_mut() {
+        // Neither the timeline nor the plan is borrowed here (the closure
+        // borrows a copy of the plan): a local borrowed before the
+        // call's `await` is kept in the call's future across it, with the
+        // flags of its moves (issue 16: the report and the plan, 44 bytes
+        // and 7 flags, were).
+        // (`inspect` would give the timeline behind a shared reference.)
+        #[allow(clippy::manual_inspect)]
+        let timeline = timeline.map(move |t| {
             plan.write_attributes(&policy.policy, self.missing_trigger, &mut t.attributes);
-        }
+            t
+        });
         let call_panics = CallPanics {
             // Decided now, so that no flag of its own lives across the
             // call's awaits (the call future does not grow).
             keep_rejected: !rejected_is_error,
             ..CallPanics::default()
-        };
-        // Counted when the call ends or is dropped: a dropped call settles
-        // its attempts as its future drops, after this function's last line
-        // ran, and a panic there must be counted too. Declared before the
-        // call's future, so it drops after it.
-        let _count = CountSettlePanics {
-            settled: &call_panics.settle,
-            count: &self.settle_panics,
         };
         let parts = ExecParts {
             exec: self,
@@ -453,7 +498,10 @@ impl<S: TimerSource> Executor<S> {
             offset: None,
             upstream,
         };
-        report.call_panics = Some(&call_panics);
+        let report = Report {
+            call_panics: Some(&call_panics),
+            ..Report::new(self, timeline, policy_source, missing_policy_mode)
+        };
         // Every attempt's future is watched for a panic: the call's end is
         // then told as `panic_in_operation`, and with containment on the
         // caller gets `Error::OperationPanicked` instead of the unwind.
@@ -472,14 +520,16 @@ impl<S: TimerSource> Executor<S> {
         // arms lived in a stack slot of its own, and the gate's inline
         // reservation slots (uninitialized) were copied from it into every
         // call future (272 bytes, a `memcpy` per call).
+        // The gate holds as many reservations inline as the call has
+        // attempts in flight at once (`$held`): one without hedges.
         macro_rules! builder {
-            () => {
+            ($held:expr) => {
                 recourse_core::call(key, &policy.policy, timer, op)
                     .classifier(classifier)
                     .observer(report)
                     .rng(rng)
                     .limits(self.options)
-                    .gate::<CallGate<'_, S>>(PolicyGate::with_needs(
+                    .gate::<CallGate<'_, S, { $held }>>(PolicyGate::with_needs(
                         key,
                         &policy.policy,
                         plan.trigger,
@@ -494,16 +544,16 @@ impl<S: TimerSource> Executor<S> {
         // future stays small.
         let watched = self.contain_panics.then_some(&call_panics.operation);
         let result = match plan.hedges {
-            0 => contained(watched, builder!().into_future()).await,
+            0 => contained(watched, builder!(1).into_future()).await,
             // One hedge (the usual): its two attempts held in place, no
             // allocation.
-            1 => contained(watched, builder!().slots::<2>().into_future()).await,
-            2..=3 => contained(watched, Box::pin(builder!().slots::<4>().into_future())).await,
+            1 => contained(watched, builder!(2).slots::<2>().into_future()).await,
+            2..=3 => contained(watched, Box::pin(builder!(4).slots::<4>().into_future())).await,
             _ => {
                 contained(
                     watched,
                     Box::pin(
-                        builder!()
+                        builder!(crate::gate::INLINE_HELD)
                             .slots::<{ 1 + Limits::MAX_HEDGES_CEILING as usize }>()
                             .into_future(),
                     ),
@@ -527,7 +577,7 @@ impl<S: TimerSource> Executor<S> {
     #[inline(always)]
     fn prepare<'k, 't, C>(
         &self,
-        key: &'k str,
+        key: impl KeyArg<'k>,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         timeline: Option<&'t mut Timeline>,
     ) -> Prepared<'k, 't, C> {
@@ -537,51 +587,89 @@ impl<S: TimerSource> Executor<S> {
         let generation = std::panic::catch_unwind(AssertUnwindSafe(|| self.provider.generation()))
             .ok()
             .flatten();
+        // A `CallKey`'s own answer: borrowed, no lookup.
+        if let (Some(handle), Some(g)) = (key.handle(), generation) {
+            if let Some((key, answer)) = handle.answer(self.id, g) {
+                return self.prepared(key, Held::Borrowed(answer), classifier, timeline);
+            }
+            if handle.is_unresolved() {
+                let (key, held) = self.resolve_handle(handle, g);
+                return self.prepared(key, held, classifier, timeline);
+            }
+        }
+        let key = key.text();
         // A hit (the usual call) apart from a miss: its answer is known to
         // be the cache's, and no `Held` is moved.
         if let Some((key, answer)) = generation.and_then(|g| key_cache::hit(self.id, key, g)) {
             return self.prepared(key, Held::Cached(answer), classifier, timeline);
         }
-        let (key, resolved) = key_cache::resolve_and_keep(self.id, key, generation, |key| {
-            let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
-            let Some(policy) = resolution.policy.as_deref() else {
-                return Resolved {
-                    resolution,
-                    plan: HedgePlan::OFF,
-                    breaker: None,
-                    latency: None,
-                    ledger: None,
-                    upstream_matters: false,
-                };
-            };
-            let policy = &policy.policy;
-            let plan = HedgePlan::resolve(
-                policy,
-                self.options.max_hedges_ceiling,
-                self.missing_trigger,
-            );
-            // The key's state, found once here and kept with its answer.
-            let breaker = policy
-                .circuit
-                .enabled
-                .then(|| self.breakers.entry(key, &policy.circuit));
-            let wants_samples = plan.trigger.is_some_and(|t| t.quantile().is_some())
-                || policy.retry.deadline_quantile_permille > 0;
-            let latency = wants_samples.then(|| self.latency.entry(key));
-            let ledger = policy
-                .amplification
-                .is_enabled()
-                .then(|| self.budgets.amplification_ledgers().entry(key));
-            Resolved {
-                upstream_matters: policy.amplification.upstream_retry != UpstreamRetry::Always,
-                resolution,
-                plan,
-                breaker,
-                latency,
-                ledger,
-            }
-        });
+        let (key, resolved) =
+            key_cache::resolve_and_keep(self.id, key, generation, |key| self.resolve(key));
         self.prepared(key, resolved, classifier, timeline)
+    }
+
+    /// A [`CallKey`]'s first call: asks the provider and keeps the answer
+    /// in the handle (when it may be kept: else it is this call's own).
+    #[cold]
+    #[inline(never)]
+    fn resolve_handle<'k>(
+        &self,
+        handle: &'k CallKey,
+        generation: u64,
+    ) -> (PolicyKey<'k>, Held<'k>) {
+        let parsed = PolicyKey::parse(handle.as_str());
+        let resolved = self.resolve(parsed);
+        match handle.keep(self.id, generation, parsed, resolved) {
+            Ok(()) => match handle.answer(self.id, generation) {
+                Some((key, answer)) => (key, Held::Borrowed(answer)),
+                // Only when a store evicted the key's state since it
+                // was found: ask again, for this call alone.
+                None => (parsed, Held::Own(self.resolve(parsed))),
+            },
+            Err(own) => (parsed, Held::Own(own)),
+        }
+    }
+
+    /// What the provider answers for `key`, with its hedge plan and its
+    /// per-key state (asked once per key and provider generation).
+    fn resolve(&self, key: PolicyKey<'_>) -> Resolved {
+        let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
+        let Some(policy) = resolution.policy.as_deref() else {
+            return Resolved {
+                resolution,
+                plan: HedgePlan::OFF,
+                breaker: None,
+                latency: None,
+                ledger: None,
+                upstream_matters: false,
+            };
+        };
+        let policy = &policy.policy;
+        let plan = HedgePlan::resolve(
+            policy,
+            self.options.max_hedges_ceiling,
+            self.missing_trigger,
+        );
+        // The key's state, found once here and kept with its answer.
+        let breaker = policy
+            .circuit
+            .enabled
+            .then(|| self.breakers.entry(key, &policy.circuit));
+        let wants_samples = plan.trigger.is_some_and(|t| t.quantile().is_some())
+            || policy.retry.deadline_quantile_permille > 0;
+        let latency = wants_samples.then(|| self.latency.entry(key));
+        let ledger = policy
+            .amplification
+            .is_enabled()
+            .then(|| self.budgets.amplification_ledgers().entry(key));
+        Resolved {
+            upstream_matters: policy.amplification.upstream_retry != UpstreamRetry::Always,
+            resolution,
+            plan,
+            breaker,
+            latency,
+            ledger,
+        }
     }
 
     /// The rest of [`Executor::prepare`], once the key's answer is found.
@@ -589,7 +677,7 @@ impl<S: TimerSource> Executor<S> {
     fn prepared<'k, 't, C>(
         &self,
         key: PolicyKey<'k>,
-        resolved: Held,
+        resolved: Held<'k>,
         classifier: impl FnOnce(&Policy, Option<&mut Timeline>) -> C,
         mut timeline: Option<&'t mut Timeline>,
     ) -> Prepared<'k, 't, C> {
@@ -690,7 +778,7 @@ fn unsplit<T, E>(
 /// A call's key, resolved: see [`Executor::prepare`].
 struct Prepared<'k, 't, C> {
     key: PolicyKey<'k>,
-    kept: Kept,
+    kept: Kept<'k>,
     plan: HedgePlan,
     classifier: Option<C>,
     policy_source: Option<crate::provider::PolicySource>,
@@ -698,21 +786,6 @@ struct Prepared<'k, 't, C> {
     /// What the policy does with the attempts made upstream.
     upstream: UpstreamEffect,
     timeline: Option<&'t mut Timeline>,
-}
-
-/// Counts a call in [`Executor::budget_settle_panics`] when it is dropped,
-/// if a budget's `settle` panicked during the call (or while it dropped).
-struct CountSettlePanics<'a> {
-    settled: &'a AtomicBool,
-    count: &'a AtomicU64,
-}
-
-impl Drop for CountSettlePanics<'_> {
-    fn drop(&mut self) {
-        if self.settled.load(Ordering::Relaxed) {
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 pin_project_lite::pin_project! {

@@ -11,6 +11,7 @@
 //! | function | executor | returns |
 //! |---|---|---|
 //! | [`do_value`] | the default | `Result<T, Error<E>>` |
+//! | [`do_value_key`] (a [`CallKey`]) | the default | `Result<T, Error<E>>` |
 //! | [`do_value_with_timeline`] | the default | `(Result<T, Error<E>>, Timeline)` |
 //! | [`do_value_with`] | the one passed | `Result<T, Error<E>>` |
 //! | [`do_value_with_timeline_with`] | the one passed | `(Result<T, Error<E>>, Timeline)` |
@@ -24,6 +25,7 @@ use std::sync::OnceLock;
 use recourse_core::{AttemptInfo, Error};
 
 use crate::executor::Executor;
+use crate::key_cache::CallKey;
 use crate::timeline::Timeline;
 use crate::timer::TimerSource;
 
@@ -67,14 +69,51 @@ pub fn set_default_executor(exec: Executor) -> Result<(), Executor> {
 /// # Errors
 ///
 /// As for [`Executor::call`].
-pub async fn do_value<T, E, Op, Fut>(key: &str, op: Op) -> Result<T, Error<E>>
+///
+/// The future returned is the executor's call future itself (no async frame
+/// of its own around it); like an `async fn`, it does nothing until first
+/// polled.
+pub fn do_value<'k, T, E, Op, Fut>(
+    key: &'k str,
+    op: Op,
+) -> impl Future<Output = Result<T, Error<E>>> + use<'k, T, E, Op, Fut>
 where
     T: 'static,
     E: 'static,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    default_executor().call(key, op).await
+    default_executor().call(key, op)
+}
+
+/// [`do_value`] with a [`CallKey`], which keeps its key's resolution
+/// itself (no per-call lookup of the key; see [`Executor::call_key`]).
+///
+/// ```
+/// use recourse::CallKey;
+///
+/// static RESERVE: CallKey = CallKey::new("inventory.Reserve");
+///
+/// # async_io::block_on(async {
+/// let value = recourse::do_value_key(&RESERVE, |_attempt| async { Ok::<_, ()>("reserved") }).await;
+/// assert_eq!(value, Ok("reserved"));
+/// # });
+/// ```
+///
+/// # Errors
+///
+/// As for [`Executor::call`].
+pub fn do_value_key<'k, T, E, Op, Fut>(
+    key: &'k CallKey,
+    op: Op,
+) -> impl Future<Output = Result<T, Error<E>>> + use<'k, T, E, Op, Fut>
+where
+    T: 'static,
+    E: 'static,
+    Op: FnMut(AttemptInfo) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    default_executor().call_key(key, op)
 }
 
 /// Like [`do_value`], and also returns the call's [`Timeline`].
@@ -97,11 +136,11 @@ where
 /// # Errors
 ///
 /// As for [`Executor::call`].
-pub async fn do_value_with<S, T, E, Op, Fut>(
-    exec: &Executor<S>,
-    key: &str,
+pub fn do_value_with<'s, 'k, S, T, E, Op, Fut>(
+    exec: &'s Executor<S>,
+    key: &'k str,
     op: Op,
-) -> Result<T, Error<E>>
+) -> impl Future<Output = Result<T, Error<E>>> + use<'s, 'k, S, T, E, Op, Fut>
 where
     S: TimerSource,
     T: 'static,
@@ -109,7 +148,7 @@ where
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    exec.call(key, op).await
+    exec.call(key, op)
 }
 
 /// Like [`do_value_with_timeline`], on `exec` instead of the default

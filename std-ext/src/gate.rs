@@ -45,18 +45,20 @@ pub const PANIC_IN_BUDGET: &str = "panic_in_budget";
 /// counts the calls it happened in.
 pub const PANIC_IN_BUDGET_SETTLE: &str = "panic_in_budget_settle";
 
-/// One call's gate.
-pub(crate) type CallGate<'a, S> = PolicyGate<'a, ExecParts<'a, S>, Spill<'a>>;
+/// One call's gate, holding `N` reservations inline.
+pub(crate) type CallGate<'a, S, const N: usize = INLINE_HELD> =
+    PolicyGate<'a, ExecParts<'a, S>, Spill<'a, N>>;
 
-/// The reservations of the attempts in flight: inline for the usual few,
-/// on the heap only past [`INLINE_HELD`] concurrent attempts (hedging with a
-/// lifted ceiling).
+/// The reservations of the attempts in flight: inline for the usual few
+/// (`N`: as many as the call has attempts in flight at once, so a call
+/// without hedges holds one, issue 16), on the heap only past them
+/// (hedging with a lifted ceiling).
 #[derive(Default)]
 // A boxed `Vec` on purpose: one word inline, the rare spill's two
 // allocations are the price.
 #[allow(clippy::box_collection)]
-pub(crate) struct Spill<'a> {
-    inline: Inline<&'a SharedBudget, INLINE_HELD>,
+pub(crate) struct Spill<'a, const N: usize = INLINE_HELD> {
+    inline: Inline<&'a SharedBudget, N>,
     /// The rest, once there are more: one word in every call's future
     /// (a `Vec` inline took three), boxed on the first spill.
     spill: Option<Box<Vec<Held<&'a SharedBudget>>>>,
@@ -64,9 +66,9 @@ pub(crate) struct Spill<'a> {
 
 /// Attempts in flight whose reservations are held without allocating: the
 /// primary and the default ceiling of 3 hedges.
-const INLINE_HELD: usize = 4;
+pub(crate) const INLINE_HELD: usize = 4;
 
-impl<'a> Holder<&'a SharedBudget> for Spill<'a> {
+impl<'a, const N: usize> Holder<&'a SharedBudget> for Spill<'a, N> {
     fn hold(&mut self, held: Held<&'a SharedBudget>) -> Result<(), Held<&'a SharedBudget>> {
         if let Err(held) = self.inline.hold(held) {
             self.spill.get_or_insert_default().push(held);
@@ -95,7 +97,7 @@ pub(crate) struct ExecParts<'a, S> {
     pub(crate) exec: &'a Executor<S>,
     /// The key's breaker, sketch and amplification ledger, found when its
     /// answer was resolved (each `None`: look it up by key).
-    pub(crate) kept: &'a Kept,
+    pub(crate) kept: &'a Kept<'a>,
     /// Where a contained panic in a budget's `settle` leaves its first
     /// message, for the call's timeline.
     pub(crate) call_panics: &'a crate::report::CallPanics,
@@ -257,12 +259,19 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         }
         // Contained, and never silent: the executor counts it and the call's
         // timeline carries the attribute `panic_in_budget_settle`.
+        // Counted at the call's first such panic, also in a call being
+        // dropped (its attempts settle as its future drops): no guard of
+        // its own in every call's future (issue 16).
         if std::panic::catch_unwind(AssertUnwindSafe(|| budget.settle(record, reservation, now)))
             .is_err()
-        {
-            self.call_panics
+            && !self
+                .call_panics
                 .settle
-                .store(true, core::sync::atomic::Ordering::Relaxed);
+                .swap(true, core::sync::atomic::Ordering::Relaxed)
+        {
+            self.exec
+                .settle_panics
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -445,12 +454,20 @@ mod spill_tests {
     use crate::budget::SharedBudget;
 
     /// Past the inline room the reservations spill to the heap, and every
-    /// one is released exactly once, in any order.
+    /// one is released exactly once, in any order: with the room of a call
+    /// without hedges (1), of one with a hedge (2), and the default (4).
     #[test]
     fn reservations_past_the_inline_room_spill_and_are_released_once() {
+        spills_and_releases::<1>();
+        spills_and_releases::<2>();
+        spills_and_releases::<INLINE_HELD>();
+    }
+
+    fn spills_and_releases<const N: usize>() {
         let budget: SharedBudget = std::sync::Arc::new(recourse_core::budget::Unlimited);
-        let mut spill = Spill::default();
-        let n = INLINE_HELD as u16 + 3;
+        let mut spill = Spill::<'_, N>::default();
+        let n = 7u16;
+        assert!(usize::from(n) > N);
         for id in 0..n {
             let held = Held {
                 id: AttemptId(id),
@@ -524,12 +541,12 @@ mod layout {
         // The core driver's future as `Executor::run` builds it (the
         // attempt future without its 8-byte panic watch).
         macro_rules! driver {
-            () => {
+            ($held:expr) => {
                 recourse_core::call(key, &policy, DefaultTimer.timer(), trivial)
                     .classifier(classifier())
                     .observer(report())
                     .limits(recourse_core::Limits::DEFAULT)
-                    .gate::<CallGate<'_, DefaultTimer>>(PolicyGate::new(
+                    .gate::<CallGate<'_, DefaultTimer, { $held }>>(PolicyGate::new(
                         key,
                         &policy,
                         None,
@@ -537,11 +554,19 @@ mod layout {
                     ))
             };
         }
-        let one = driver!().into_future();
-        let two = driver!().slots::<2>().into_future();
+        let one = driver!(1).into_future();
+        let two = driver!(2).slots::<2>().into_future();
         let rows = [
             ("Spill (4 inline held reservations)", size_of::<Spill<'_>>()),
-            ("Kept", size_of::<Kept>()),
+            (
+                "Spill (1 inline held reservation)",
+                size_of::<Spill<'_, 1>>(),
+            ),
+            (
+                "Spill (2 inline held reservations)",
+                size_of::<Spill<'_, 2>>(),
+            ),
+            ("Kept", size_of::<Kept<'_>>()),
             ("ExecParts", size_of::<ExecParts<'_, DefaultTimer>>()),
             (
                 "CallGate (PolicyGate + ExecParts + Spill)",
@@ -580,6 +605,6 @@ mod layout {
         }
         // 160 with its spill a `Vec` inline.
         assert!(size_of::<Spill<'_>>() <= 144, "Spill grew");
-        assert!(size_of::<Kept>() <= 48, "Kept grew");
+        assert!(size_of::<Kept<'_>>() <= 48, "Kept grew");
     }
 }

@@ -33,7 +33,8 @@
 
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use recourse_core::policy::Normalized;
 use recourse_core::PolicyKey;
@@ -100,7 +101,7 @@ impl Resolved {
     /// Whether a store evicted a value this holds (then the key must be
     /// looked up again).
     #[inline]
-    fn is_stale(&self) -> bool {
+    pub(crate) fn is_stale(&self) -> bool {
         self.breaker.as_ref().is_some_and(BreakerEntry::is_evicted)
             || self.latency.as_ref().is_some_and(LatencyEntry::is_evicted)
             || self.ledger.as_ref().is_some_and(LedgerEntry::is_evicted)
@@ -121,8 +122,8 @@ struct Slot {
 
 /// How a key's text splits into its namespace and name, for the
 /// well-formed keys (the others are not kept).
-#[derive(Copy, Clone)]
-enum Split {
+#[derive(Copy, Clone, Debug)]
+pub(crate) enum Split {
     /// No namespace: the name is the whole text.
     Whole,
     /// `namespace.name`, the dot at this byte.
@@ -132,7 +133,7 @@ enum Split {
 impl Split {
     /// How `key` lies in `text`, which it was parsed from; `None` when
     /// parsing trimmed or moved anything.
-    fn of(text: &str, key: PolicyKey<'_>) -> Option<Self> {
+    pub(crate) fn of(text: &str, key: PolicyKey<'_>) -> Option<Self> {
         let at = |part: &str, offset: usize| {
             core::ptr::eq(part.as_ptr(), text.as_ptr().wrapping_add(offset))
         };
@@ -153,7 +154,7 @@ impl Split {
 
     /// The key `text` (the bytes this was made from) splits into.
     #[inline(always)]
-    fn key(self, text: &str) -> Option<PolicyKey<'_>> {
+    pub(crate) fn key(self, text: &str) -> Option<PolicyKey<'_>> {
         match self {
             Self::Whole => Some(PolicyKey::new("", text)),
             Self::Dot(at) => {
@@ -164,21 +165,23 @@ impl Split {
     }
 }
 
-/// A key's resolution for one call: the cache's, shared, or one made for
-/// this call alone (not kept).
-pub(crate) enum Held {
+/// A key's resolution for one call: the cache's, shared, a [`CallKey`]'s,
+/// borrowed, or one made for this call alone (not kept).
+pub(crate) enum Held<'h> {
     Cached(Arc<Resolved>),
+    Borrowed(&'h Resolved),
     Own(Resolved),
 }
 
-impl Held {
+impl<'h> Held<'h> {
     /// What a call keeps once it has read the answer's attributes: the
     /// policy and the key's state (a cached answer is kept whole, behind
-    /// its `Arc`).
+    /// its `Arc`; a [`CallKey`]'s is borrowed).
     #[inline]
-    pub(crate) fn keep(self) -> Kept {
+    pub(crate) fn keep(self) -> Kept<'h> {
         match self {
             Self::Cached(r) => Kept::Cached(r),
+            Self::Borrowed(r) => Kept::Borrowed(r),
             Self::Own(r) => Kept::Own {
                 policy: r.resolution.policy,
                 breaker: r.breaker,
@@ -190,8 +193,9 @@ impl Held {
 }
 
 /// What a call keeps of its key's resolution (see [`Held::keep`]).
-pub(crate) enum Kept {
+pub(crate) enum Kept<'h> {
     Cached(Arc<Resolved>),
+    Borrowed(&'h Resolved),
     Own {
         policy: Option<Arc<Normalized>>,
         breaker: Option<BreakerEntry>,
@@ -200,16 +204,29 @@ pub(crate) enum Kept {
     },
 }
 
-impl Kept {
+impl Kept<'_> {
+    /// The answer this keeps whole, if it does.
+    #[inline(always)]
+    fn whole(&self) -> Option<&Resolved> {
+        match self {
+            Self::Cached(r) => Some(r),
+            Self::Borrowed(r) => Some(r),
+            Self::Own { .. } => None,
+        }
+    }
+
     /// This with `policy` in place of the key's (the key's state kept).
     pub(crate) fn with_policy(self, policy: Arc<Normalized>) -> Self {
         match self {
-            Self::Cached(r) => Self::Own {
-                policy: Some(policy),
-                breaker: r.breaker.clone(),
-                latency: r.latency.clone(),
-                ledger: r.ledger.clone(),
-            },
+            Self::Cached(_) | Self::Borrowed(_) => {
+                let r = self.whole();
+                Self::Own {
+                    policy: Some(policy),
+                    breaker: r.and_then(|r| r.breaker.clone()),
+                    latency: r.and_then(|r| r.latency.clone()),
+                    ledger: r.and_then(|r| r.ledger.clone()),
+                }
+            }
             Self::Own {
                 breaker,
                 latency,
@@ -228,6 +245,7 @@ impl Kept {
     pub(crate) fn policy(&self) -> Option<&Normalized> {
         match self {
             Self::Cached(r) => r.resolution.policy.as_deref(),
+            Self::Borrowed(r) => r.resolution.policy.as_deref(),
             Self::Own { policy, .. } => policy.as_deref(),
         }
     }
@@ -236,6 +254,7 @@ impl Kept {
     pub(crate) fn breaker(&self) -> Option<&BreakerEntry> {
         match self {
             Self::Cached(r) => r.breaker.as_ref(),
+            Self::Borrowed(r) => r.breaker.as_ref(),
             Self::Own { breaker, .. } => breaker.as_ref(),
         }
     }
@@ -244,6 +263,7 @@ impl Kept {
     pub(crate) fn latency(&self) -> Option<&LatencyEntry> {
         match self {
             Self::Cached(r) => r.latency.as_ref(),
+            Self::Borrowed(r) => r.latency.as_ref(),
             Self::Own { latency, .. } => latency.as_ref(),
         }
     }
@@ -252,19 +272,195 @@ impl Kept {
     pub(crate) fn ledger(&self) -> Option<&LedgerEntry> {
         match self {
             Self::Cached(r) => r.ledger.as_ref(),
+            Self::Borrowed(r) => r.ledger.as_ref(),
             Self::Own { ledger, .. } => ledger.as_ref(),
         }
     }
 }
 
-impl core::ops::Deref for Held {
+impl core::ops::Deref for Held<'_> {
     type Target = Resolved;
 
     fn deref(&self) -> &Resolved {
         match self {
             Self::Cached(r) => r,
+            Self::Borrowed(r) => r,
             Self::Own(r) => r,
         }
+    }
+}
+
+/// A policy key kept where its calls are made (a `static`, or a value its
+/// caller holds), which keeps its key's resolution itself: a call with it
+/// ([`Executor::call_key`](crate::Executor::call_key),
+/// [`do_value_key`](crate::do_value_key)) finds its policy, hedge plan and
+/// per-key state (breaker, latency sketch, amplification ledger) without
+/// hashing its text, looking in the per-thread cache or counting a
+/// reference: one comparison of the provider's
+/// [`generation`](crate::PolicyProvider::generation) with the one its
+/// answer was made under.
+///
+/// The first call with it on an executor asks the provider (exactly once,
+/// as any call of a new key does) and keeps the answer, for that executor
+/// and that generation. Calls after a provider update run under the new
+/// policy at once, as every call does: once the generation moved (or on
+/// another executor, or when a store evicted the key's state), a call with
+/// it is looked up as a `&str` key is, in the per-thread cache — the
+/// handle's own answer is made once and never replaced (it is read by
+/// every thread without a lock). Keys of providers without a generation
+/// are asked on every call, as `&str` keys are.
+///
+/// ```
+/// use recourse::{CallKey, Executor, Policy, StaticProvider};
+///
+/// static GET_USER: CallKey = CallKey::new("user-service.GetUser");
+///
+/// let exec = Executor::builder()
+///     .provider(StaticProvider::builder().policy("user-service.GetUser", Policy::retries(3))?.build())
+///     .try_build()?;
+/// let value = async_io::block_on(exec.call_key(&GET_USER, |_attempt| async { Ok::<_, ()>(7) }));
+/// assert_eq!(value, Ok(7));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct CallKey {
+    text: Cow<'static, str>,
+    answer: OnceLock<KeyAnswer>,
+}
+
+/// A [`CallKey`]'s answer, for one executor under one generation.
+#[derive(Debug)]
+struct KeyAnswer {
+    executor: u64,
+    generation: u64,
+    split: Split,
+    resolved: Resolved,
+}
+
+impl CallKey {
+    /// The key `key` (a policy key such as `"user-service.GetUser"`),
+    /// resolved on its first call; usable in a `static`.
+    pub const fn new(key: &'static str) -> Self {
+        Self {
+            text: Cow::Borrowed(key),
+            answer: OnceLock::new(),
+        }
+    }
+
+    /// The key `key`, for a key made at run time.
+    pub fn owned(key: impl Into<String>) -> Self {
+        Self {
+            text: Cow::Owned(key.into()),
+            answer: OnceLock::new(),
+        }
+    }
+
+    /// The key's text, as a `&str` key would name it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The answer kept for `executor` under `generation`, with the parsed
+    /// key, while it is fresh.
+    #[inline(always)]
+    pub(crate) fn answer(
+        &self,
+        executor: u64,
+        generation: u64,
+    ) -> Option<(PolicyKey<'_>, &Resolved)> {
+        let answer = self.answer.get()?;
+        if answer.executor != executor
+            || answer.generation != generation
+            || answer.resolved.is_stale()
+        {
+            return None;
+        }
+        Some((answer.split.key(&self.text)?, &answer.resolved))
+    }
+
+    /// Whether no answer was kept yet (the first call keeps one).
+    #[inline(always)]
+    pub(crate) fn is_unresolved(&self) -> bool {
+        self.answer.get().is_none()
+    }
+
+    /// Keeps `resolved`, the answer for `parsed` (this key's text parsed)
+    /// on `executor` under `generation`, when it may be kept and no other
+    /// call kept one first; gives it back otherwise.
+    pub(crate) fn keep(
+        &self,
+        executor: u64,
+        generation: u64,
+        parsed: PolicyKey<'_>,
+        resolved: Resolved,
+    ) -> Result<(), Resolved> {
+        let split = match Split::of(&self.text, parsed) {
+            Some(split) if keeps(&resolved.resolution) => split,
+            _ => return Err(resolved),
+        };
+        self.answer
+            .set(KeyAnswer {
+                executor,
+                generation,
+                split,
+                resolved,
+            })
+            .map_err(|answer| answer.resolved)
+    }
+}
+
+impl Clone for CallKey {
+    /// The same key, resolved again on its first call.
+    fn clone(&self) -> Self {
+        Self {
+            text: self.text.clone(),
+            answer: OnceLock::new(),
+        }
+    }
+}
+
+impl From<&'static str> for CallKey {
+    fn from(key: &'static str) -> Self {
+        Self::new(key)
+    }
+}
+
+impl From<String> for CallKey {
+    fn from(key: String) -> Self {
+        Self::owned(key)
+    }
+}
+
+/// What a call names its key by: a `&str`, or a [`CallKey`] that keeps
+/// its answer.
+pub(crate) trait KeyArg<'k>: Copy {
+    /// The key's text.
+    fn text(self) -> &'k str;
+    /// The handle, when the key is one.
+    fn handle(self) -> Option<&'k CallKey>;
+}
+
+impl<'k> KeyArg<'k> for &'k str {
+    #[inline(always)]
+    fn text(self) -> &'k str {
+        self
+    }
+
+    #[inline(always)]
+    fn handle(self) -> Option<&'k CallKey> {
+        None
+    }
+}
+
+impl<'k> KeyArg<'k> for &'k CallKey {
+    #[inline(always)]
+    fn text(self) -> &'k str {
+        &self.text
+    }
+
+    #[inline(always)]
+    fn handle(self) -> Option<&'k CallKey> {
+        Some(self)
     }
 }
 
@@ -388,7 +584,7 @@ pub(crate) fn resolve<'k>(
     key: &'k str,
     generation: Option<u64>,
     resolve: impl FnOnce(PolicyKey<'k>) -> Resolved,
-) -> (PolicyKey<'k>, Held) {
+) -> (PolicyKey<'k>, Held<'static>) {
     // The hit (the usual call) inline; asking and filling out of line.
     if let Some((parsed, found)) = generation.and_then(|g| hit(executor, key, g)) {
         return (parsed, Held::Cached(found));
@@ -445,7 +641,7 @@ pub(crate) fn resolve_and_keep<'k>(
     key: &'k str,
     generation: Option<u64>,
     resolve: impl FnOnce(PolicyKey<'k>) -> Resolved,
-) -> (PolicyKey<'k>, Held) {
+) -> (PolicyKey<'k>, Held<'static>) {
     let bytes = key.as_bytes();
     let Some(generation) = generation.filter(|_| !bytes.is_empty() && bytes.len() <= KEY_BYTES)
     else {
@@ -514,7 +710,7 @@ pub(crate) fn resolve_and_keep<'k>(
 /// Whether an answer holds until the provider's generation moves: not a
 /// last-known-good one, nor an error that says why the provider cannot
 /// answer now.
-fn keeps(resolution: &Resolution) -> bool {
+pub(crate) fn keeps(resolution: &Resolution) -> bool {
     use crate::provider::{PolicySource, ProviderError};
     resolution.source != Some(PolicySource::Lkg)
         && matches!(

@@ -278,13 +278,14 @@ pub use classify::ClassifierRegistry;
 pub use contract::Failure;
 pub use executor::Executor;
 pub use facade::{
-    default_executor, do_value, do_value_with, do_value_with_timeline, do_value_with_timeline_with,
-    set_default_executor,
+    default_executor, do_value, do_value_key, do_value_with, do_value_with_timeline,
+    do_value_with_timeline_with, set_default_executor,
 };
 #[cfg(feature = "grpc")]
 pub use grpc::GrpcClassifier;
 #[cfg(feature = "http")]
 pub use http::HttpClassifier;
+pub use key_cache::CallKey;
 pub use missing_policy::MissingPolicyMode;
 pub use names::UnknownName;
 pub use observer::{MultiObserver, NoopObserver, Observer};

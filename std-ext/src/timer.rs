@@ -97,14 +97,10 @@ impl TimerSource for DefaultTimer {
     type Timer = DefaultCallTimer;
 
     /// Reads no clock and looks for no runtime: every call's timer counts
-    /// from the same anchor.
+    /// from the same anchor (and holds nothing: it reads the anchor when it
+    /// reads the clock, so a call's future carries no copy of it).
     fn timer(&self) -> DefaultCallTimer {
-        DefaultCallTimer {
-            #[cfg(feature = "tokio")]
-            epoch: tokio_epoch(),
-            #[cfg(not(feature = "tokio"))]
-            epoch: anchor(),
-        }
+        DefaultCallTimer { _anchor: () }
     }
 
     /// Nanoseconds from the process-wide anchor, on tokio's clock inside a
@@ -143,17 +139,29 @@ fn anchor() -> std::time::Instant {
 /// anchor (the same clock as [`DefaultTimer::shared_now`]): it reads tokio's
 /// clock (with the `tokio` feature; the system's monotonic clock outside a
 /// paused runtime) and sleeps on tokio's timer when the sleep is made inside
-/// a tokio runtime, on async-io's otherwise.
+/// a tokio runtime, on async-io's otherwise. Zero-sized: the anchor is read
+/// from where the process keeps it (issue 16: a call's future held a copy,
+/// 16 bytes).
 #[derive(Copy, Clone, Debug)]
 pub struct DefaultCallTimer {
-    /// The anchor, on tokio's clock with the `tokio` feature.
-    #[cfg(feature = "tokio")]
-    epoch: tokio::time::Instant,
-    #[cfg(not(feature = "tokio"))]
-    epoch: std::time::Instant,
+    /// Made only by [`DefaultTimer::timer`].
+    _anchor: (),
 }
 
 impl DefaultCallTimer {
+    /// The anchor, on tokio's clock with the `tokio` feature.
+    #[cfg(feature = "tokio")]
+    #[inline(always)]
+    fn epoch(self) -> tokio::time::Instant {
+        tokio_epoch()
+    }
+
+    #[cfg(not(feature = "tokio"))]
+    #[inline(always)]
+    fn epoch(self) -> std::time::Instant {
+        anchor()
+    }
+
     /// Whether a sleep made now, on this thread, would be tokio's (the
     /// thread is in a tokio runtime's context).
     pub fn is_tokio(&self) -> bool {
@@ -173,16 +181,16 @@ impl Timer for DefaultCallTimer {
         // paused it (then, inside that runtime, the paused one); tokio reads
         // it without looking up the runtime until a clock was paused.
         #[cfg(feature = "tokio")]
-        let since = tokio::time::Instant::now().saturating_duration_since(self.epoch);
+        let since = tokio::time::Instant::now().saturating_duration_since(self.epoch());
         #[cfg(not(feature = "tokio"))]
-        let since = std::time::Instant::now().saturating_duration_since(self.epoch);
+        let since = std::time::Instant::now().saturating_duration_since(self.epoch());
         Instant::from_nanos(recourse_core::time::nanos(since))
     }
 
     fn sleep_until(&self, deadline: Instant) -> DefaultSleep {
         #[cfg(feature = "tokio")]
         if self.is_tokio() {
-            let t = recourse_runtimes::TokioTimer::with_epoch(self.epoch);
+            let t = recourse_runtimes::TokioTimer::with_epoch(self.epoch());
             return DefaultSleep {
                 inner: SleepInner::Tokio {
                     sleep: t.sleep_until(deadline),
@@ -190,9 +198,9 @@ impl Timer for DefaultCallTimer {
             };
         }
         #[cfg(feature = "tokio")]
-        let t = AsyncIoTimer::with_epoch(self.epoch.into_std());
+        let t = AsyncIoTimer::with_epoch(self.epoch().into_std());
         #[cfg(not(feature = "tokio"))]
-        let t = AsyncIoTimer::with_epoch(self.epoch);
+        let t = AsyncIoTimer::with_epoch(self.epoch());
         DefaultSleep {
             inner: SleepInner::AsyncIo {
                 sleep: t.sleep_until(deadline),
