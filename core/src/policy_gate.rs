@@ -492,7 +492,12 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         if self.needs.breaker_alone(kind) && self.admit_at_once(request.now) {
             return Admission::NO_BUDGET;
         }
-        self.admit_inner(request)
+        // A copy for the work out of line: the caller's request is only
+        // read here, never handed on by address, so once this is inlined
+        // the machine need not build it in memory on the path above (a
+        // retry of a policy that asks for nothing pays the test alone).
+        let request = *request;
+        self.admit_inner(&request)
     }
 
     #[inline]

@@ -741,3 +741,65 @@ fn a_gate_whose_policy_asks_nothing_never_consults_its_parts() {
     assert_eq!(reason, reason::NO_BUDGET);
     assert_eq!(gate.held(), 0);
 }
+
+/// One request as a budget saw it: the attempt, its kind, the cost, the
+/// failure before it, the instant.
+type Request = (AttemptInfo, AttemptKind, u32, Option<Outcome>, Instant);
+
+/// What a budget was asked, request by request.
+#[derive(Default)]
+struct Asked(core::cell::RefCell<Vec<Request>>);
+
+impl Budget for Asked {
+    fn decide(&self, r: &BudgetRequest<'_>) -> Decision {
+        assert_eq!((r.key, r.budget), (KEY, "r"));
+        self.0
+            .borrow_mut()
+            .push((r.attempt, r.kind, r.cost, r.previous, r.now));
+        Decision::reserve(Reservation(1))
+    }
+    fn settle(&self, _: &AttemptRecord, _: Option<Reservation>, _: Instant) {}
+}
+
+/// The gate hands its out-of-line admission a copy of the machine's
+/// request (so that a policy asking for nothing never has it built): a
+/// budget still sees every attempt's request as the machine asked it —
+/// the attempt, its kind, the cost, the failure that led to a retry and
+/// the machine's instant.
+#[test]
+fn a_budget_sees_each_request_as_the_machine_asked_it() {
+    let asked = Asked::default();
+    let mut policy = Policy::DEFAULT;
+    policy.retry.budget.name = name("retry.budget.name", "r").unwrap();
+    policy.retry.budget.cost = 3;
+    let policy = policy.normalize().unwrap().policy;
+    let parts = Parts {
+        budgets: std::vec![("r", &asked as &dyn Budget)],
+        ..Parts::default()
+    };
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &policy, None, parts);
+    let (launched, _) = failing_call(&policy, &mut gate, 5);
+    assert_eq!(launched, 3);
+    assert_eq!(gate.held(), 0, "every reservation settled");
+    drop(gate);
+    let asked = asked.0.into_inner();
+    let kinds: Vec<_> = asked
+        .iter()
+        .map(|a| (a.0.id, a.0.retry_index, a.1, a.2))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (AttemptId(0), 0, AttemptKind::Initial, 3),
+            (AttemptId(1), 1, AttemptKind::Retry, 3),
+            (AttemptId(2), 2, AttemptKind::Retry, 3),
+        ]
+    );
+    // The first attempt follows no failure; each retry follows the one
+    // before it, asked at its wake (ends at 6 and 17, backoffs 10 and 20).
+    assert_eq!(asked[0].3, None);
+    assert_eq!(asked[1].3, Some(Outcome::retryable("boom")));
+    assert_eq!(asked[2].3, Some(Outcome::retryable("boom")));
+    let nows: Vec<_> = asked.iter().map(|a| a.4).collect();
+    assert_eq!(nows, [ms(5), ms(16), ms(37)]);
+}
