@@ -525,46 +525,78 @@ impl<const N: usize> CallMachine<N> {
         self.max_hedges = hedges_in(self.policy_hedges, limits, N);
     }
 
-    /// A machine just made takes over the compact stage's first attempt,
-    /// launched at `start` with the gate's `budget_reason`: the state
-    /// [`Event::Start`] at `start` and the gate's admission of that attempt
-    /// would leave it in, set directly (growth is on the retry path; the
-    /// crate's tests compare staged and full machines). The attempt is the
-    /// one the machine would have launched (its deadline from the machine's
-    /// own timeouts, which are the policy's the compact stage read).
-    pub(crate) fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
-        self.now = start;
-        self.start = start;
-        self.set_deadline(start);
+    /// A machine just made takes over the compact stage's call at retry
+    /// group `group`, launched (its primary, id `group`) at `at` with the
+    /// gate's `budget_reason`, in a call started at `start` whose earlier
+    /// groups (one attempt each, ids `0..group`) failed retryably with no
+    /// backoff: the state [`Event::Start`] at `start`, the gate's
+    /// admissions and those failures would leave it in, set directly
+    /// (growth is off the compact path; the crate's tests compare staged
+    /// and full machines). The attempt is the one the machine would have
+    /// launched (its deadline from the machine's own timeouts, which are
+    /// the policy's the compact stage read). The earlier failure's outcome
+    /// is not kept: the machine reads it only to admit the next group,
+    /// after this group's own failure has replaced it.
+    pub(crate) fn launched(
+        &mut self,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.took_over(group, start, at);
         self.phase = Phase::Running;
-        self.groups = 1;
-        self.launched = 1;
-        self.ran = 1;
-        self.group_start = start;
-        self.group_backoff = Duration::ZERO;
+        self.groups += 1;
+        self.launched += 1;
+        self.ran += 1;
         let info = AttemptInfo {
-            id: AttemptId(0),
-            retry_index: 0,
+            id: AttemptId(group),
+            retry_index: u32::from(group),
             hedge_index: 0,
             is_hedge: false,
             deadline: self.attempt_deadline(),
         };
-        self.slots[0] = Some(Slot::new(info, start, budget_reason));
+        self.slots[0] = Some(Slot::new(info, at, budget_reason));
     }
 
-    /// Takes the success of the compact stage's first attempt at `now`,
+    /// A machine just made takes over the compact stage's call whose
+    /// retry group `group` (> 0) is due at `at`, with no backoff, after the
+    /// previous group's retryable failure `last` (see
+    /// [`launched`](Self::launched)): the gate not asked yet.
+    pub(crate) fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
+        self.took_over(group, start, at);
+        self.phase = Phase::Ready;
+        self.last = Last::Outcome(last);
+    }
+
+    /// What [`launched`](Self::launched) and
+    /// [`retry_due`](Self::retry_due) share: `group` groups launched, at
+    /// `at`, each of one attempt, the last of which failed.
+    fn took_over(&mut self, group: u16, start: Instant, at: Instant) {
+        debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
+        self.now = at;
+        self.start = start;
+        self.set_deadline(start);
+        self.groups = group;
+        self.launched = group;
+        self.ran = group;
+        self.group_start = at;
+        self.group_backoff = Duration::ZERO;
+        self.last_failure = group.checked_sub(1).map(AttemptId);
+    }
+
+    /// Takes the success of the compact stage's attempt `id` at `now`,
     /// whose record the compact stage gave out already: the state
     /// [`handle`](Self::handle) of that event leaves, its record dropped.
-    pub(crate) fn first_succeeded(&mut self, now: Instant) {
+    pub(crate) fn succeeded(&mut self, id: AttemptId, now: Instant) {
         let _ = self.take_event(Event::AttemptFinished {
-            id: AttemptId(0),
+            id,
             outcome: Outcome::SUCCESS,
             now,
         });
     }
 
-    /// Finishes a call whose only attempt succeeded and whose end the gate
+    /// Finishes a call whose last attempt succeeded and whose end the gate
     /// has heard (the compact stage told it): what [`poll`](Self::poll)
     /// does there — no slot to cancel, the phase done — without a gate to
     /// tell again. (A `poll` through a gate that ignores the call's end
@@ -576,7 +608,7 @@ impl<const N: usize> CallMachine<N> {
             self.phase = Phase::Done(verdict);
         }
         debug_assert!(
-            matches!(self.phase, Phase::Done(Verdict::Success(AttemptId(0)))),
+            matches!(self.phase, Phase::Done(Verdict::Success(_))),
             "the compact stage's success"
         );
     }

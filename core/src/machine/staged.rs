@@ -30,11 +30,11 @@
 use core::borrow::Borrow;
 use core::ops::ControlFlow;
 
-use super::plan::{first_launch, hedges_in};
+use super::plan::{first_launch, hedges_in, launch};
 use super::poll::Emit;
 use super::{Action, Event, Limits, Slot};
 use crate::gate::{Admission, AdmitRequest, Gate};
-use crate::outcome::OutcomeKind;
+use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::Instant;
@@ -69,14 +69,19 @@ pub trait MachineOps {
     /// Takes over the gate's answer about the first primary (see
     /// [`CallMachine::primary`](super::CallMachine::primary)).
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action;
-    /// Takes over the compact stage's first attempt, admitted and running
-    /// (see [`CallMachine::launched_first`](super::CallMachine::launched_first)).
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str);
-    /// Takes the first attempt's success at `now`, whose record the
-    /// compact stage gave out already (and released at the gate): what
+    /// Takes over the compact stage's attempt of retry group `group`,
+    /// launched at `at`, admitted and running (see
+    /// [`CallMachine::launched`](super::CallMachine::launched)).
+    fn launched(&mut self, group: u16, start: Instant, at: Instant, budget_reason: &'static str);
+    /// Takes over the compact stage's call whose retry group `group` is
+    /// due at `at` after the retryable failure `last` (see
+    /// [`CallMachine::retry_due`](super::CallMachine::retry_due)).
+    fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome);
+    /// Takes attempt `id`'s success at `now`, whose record the compact
+    /// stage gave out already (and released at the gate): what
     /// [`handle`](Self::handle) does with that event, without the record
-    /// (see [`CallMachine::first_succeeded`](super::CallMachine::first_succeeded)).
-    fn first_succeeded(&mut self, now: Instant);
+    /// (see [`CallMachine::succeeded`](super::CallMachine::succeeded)).
+    fn succeeded(&mut self, id: AttemptId, now: Instant);
     /// Finishes a call the compact stage finished, whose end the gate has
     /// heard (see [`CallMachine::finish_told`](super::CallMachine::finish_told)).
     fn finish_told(&mut self);
@@ -108,9 +113,17 @@ pub(crate) struct First<P> {
     /// the call's start.
     rng: Option<fastrand::Rng>,
     step: Step,
+    /// The running attempt (or the next one, when it is due): its id and
+    /// its retry group's index, one attempt per group.
+    attempt: u16,
     start: Instant,
+    /// The latest time the stage has seen; while an attempt runs, when it
+    /// launched (an event that moves the clock then either ends the
+    /// attempt or grows the stage).
     now: Instant,
-    /// Once asked: the gate's reason.
+    /// While an attempt runs, the gate's reason for admitting it; while a
+    /// retry is due, the reason of the retryable failure before it (the
+    /// gate hears that failure when it is asked about the retry).
     budget_reason: &'static str,
 }
 
@@ -119,18 +132,15 @@ pub(crate) struct First<P> {
 enum Step {
     /// Not started.
     Idle,
-    /// The first attempt is due (the gate not asked yet).
+    /// An attempt is due (the gate not asked yet): the first, or a retry.
     Ready,
-    /// The first attempt runs.
+    /// An attempt runs.
     Running,
     /// It succeeded, and the gate and the observer are being told.
     Recorded,
     /// Finished.
     Finished,
 }
-
-/// The first attempt's id.
-const FIRST: AttemptId = AttemptId(0);
 
 impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     /// A machine for one call under `policy` (normalize it first), with
@@ -142,6 +152,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             limits,
             rng,
             step: Step::Idle,
+            attempt: 0,
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
@@ -188,7 +199,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     #[inline(always)]
     pub(crate) fn attempts(&self) -> u32 {
         match self {
-            Self::First(f) => u32::from(f.step >= Step::Running),
+            Self::First(f) => u32::from(f.attempt) + u32::from(f.step >= Step::Running),
             Self::Full(m) => m.attempts(),
             Self::Done => 0,
         }
@@ -228,12 +239,13 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         match (event, first.step) {
             (Event::Start { now }, Step::Idle) => {
                 if let Some(info) = first.started::<M>(now) {
-                    return self.launch(info, sink);
+                    return self.launch(info, None, sink);
                 }
             }
             (Event::AttemptFinished { id, outcome, now }, Step::Running)
-                if id == FIRST && outcome.kind == OutcomeKind::Success =>
+                if id.0 == first.attempt && outcome.kind == OutcomeKind::Success =>
             {
+                let at = first.now;
                 let end = first.now.max(now);
                 // Set before the gate and the observer hear of it: a panic
                 // in either leaves the machine where the full one would be.
@@ -241,19 +253,39 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 first.step = Step::Recorded;
                 // Built only for a gate or an observer that hears it.
                 if sink.gate().hears_attempts() || sink.hears_records() {
-                    let record = first.slot(first.info()).record(
-                        end,
-                        outcome,
-                        false,
-                        core::time::Duration::ZERO,
-                    );
+                    let record =
+                        first
+                            .slot(at)
+                            .record(end, outcome, false, core::time::Duration::ZERO);
                     sink.gate().attempt_ended(&record);
                     sink.record(&record);
                 }
-                let verdict = Verdict::Success(FIRST);
+                let verdict = Verdict::Success(id);
                 first.step = Step::Finished;
                 sink.gate().call_ended(&verdict, end);
                 return Next::Finish(verdict);
+            }
+            (Event::AttemptFinished { id, outcome, now }, Step::Running)
+                if id.0 == first.attempt && outcome.kind == OutcomeKind::Retryable =>
+            {
+                if let Some(info) = first.retry(outcome, now) {
+                    // Its record's makings, before the stage moves on.
+                    let failed = first.slot(first.now);
+                    let end = first.now.max(now);
+                    // Set before the gate and the observer hear of the
+                    // failure: a panic in either leaves the retry due, as
+                    // it leaves the full machine.
+                    first.now = end;
+                    first.attempt = info.id.0;
+                    first.budget_reason = outcome.reason;
+                    first.step = Step::Ready;
+                    if sink.gate().hears_attempts() || sink.hears_records() {
+                        let record = failed.record(end, outcome, false, core::time::Duration::ZERO);
+                        sink.gate().attempt_ended(&record);
+                        sink.record(&record);
+                    }
+                    return self.launch(info, Some(outcome), sink);
+                }
             }
             // A finished machine only moves its clock.
             (
@@ -261,7 +293,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 Step::Finished,
             ) => {
                 first.now = first.now.max(now);
-                return Next::Finish(Verdict::Success(FIRST));
+                return Next::Finish(first.success());
             }
             _ => {}
         }
@@ -296,7 +328,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             // A finished compact stage only moves its clock (as `feed`).
             Self::First(first) if first.step == Step::Finished => {
                 first.now = first.now.max(now);
-                return Verdict::Success(FIRST);
+                return first.success();
             }
             Self::First(_) => self.grow_for(event),
             // A call that is over is not cancelled.
@@ -317,11 +349,11 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         match self {
             Self::Full(_) => Next::Drain,
             Self::First(first) => match first.step {
-                Step::Running => match first.info().deadline {
+                Step::Running => match first.info(first.now).deadline {
                     Some(until) => Next::Wait(until),
                     None => Next::AwaitAttempts,
                 },
-                Step::Finished => Next::Finish(Verdict::Success(FIRST)),
+                Step::Finished => Next::Finish(first.success()),
                 // An event in between stopped short (something it called
                 // panicked): the full machine knows where it is (and, when
                 // the record was out, tells the gate the call's end).
@@ -335,16 +367,22 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         }
     }
 
-    /// Asks the gate about the first attempt and launches it.
+    /// Asks the gate about attempt `info`, due after the failure
+    /// `previous` (none for the first), and launches it.
     #[inline(always)]
-    fn launch<S: Sink>(&mut self, info: AttemptInfo, sink: &mut S) -> Next {
-        // Only the compact stage launches the first attempt.
+    fn launch<S: Sink>(
+        &mut self,
+        info: AttemptInfo,
+        previous: Option<Outcome>,
+        sink: &mut S,
+    ) -> Next {
+        // Only the compact stage launches here.
         let Self::First(first) = self else {
             unreachable!();
         };
         let admission = sink.gate().admit(&AdmitRequest {
             attempt: info,
-            previous: None,
+            previous,
             now: first.now,
         });
         if !admission.allowed {
@@ -375,7 +413,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     }
 
     /// Grows into the full machine, which takes over the gate's refusal of
-    /// the first attempt: the refusal's record.
+    /// the attempt due: the refusal's record.
     #[cold]
     #[inline(never)]
     fn grow_refused(&mut self, info: AttemptInfo, admission: Admission) -> AttemptRecord {
@@ -426,16 +464,25 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             return machine;
         }
         if first.step == Step::Ready {
-            machine.handle(Event::Start { now: first.start });
+            if first.attempt == 0 {
+                machine.handle(Event::Start { now: first.start });
+            } else {
+                // The failure before it was retryable, with no hint (see
+                // `First::retry`).
+                let last = Outcome::retryable(first.budget_reason);
+                machine.retry_due(first.attempt, first.start, first.now, last);
+            }
             return machine;
         }
-        machine.launched_first(first.start, first.budget_reason);
+        // Running: launched at `now`. (Once its success is recorded, the
+        // launch time is gone, and the machine's state does not show it.)
+        machine.launched(first.attempt, first.start, first.now, first.budget_reason);
         if first.step == Step::Running {
             return machine;
         }
         // Its record is out already (the outcome it carried does not
         // change the machine's state).
-        machine.first_succeeded(first.now);
+        machine.succeeded(AttemptId(first.attempt), first.now);
         if first.step == Step::Finished {
             machine.finish_told();
         }
@@ -502,11 +549,12 @@ impl<P, M> Staged<P, M> {
             limits: Limits::DEFAULT,
             rng: None,
             step: Step::Idle,
+            attempt: 0,
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
         };
-        let fields = super::layout_of!(&first; policy, limits, rng, step, start, now,
+        let fields = super::layout_of!(&first; policy, limits, rng, step, attempt, start, now,
             budget_reason);
         (core::mem::size_of::<First<P>>(), fields)
     }
@@ -534,17 +582,57 @@ impl<P: Borrow<Policy>> First<P> {
         Some(info)
     }
 
-    /// The first attempt (read from the policy again rather than kept: the
-    /// success path does not need it stored).
+    /// The running attempt, launched at `at` (read from the policy again
+    /// rather than kept: the success path does not need it stored).
     #[inline(always)]
-    fn info(&self) -> AttemptInfo {
-        first_launch(self.policy.borrow(), self.start)
+    fn info(&self, at: Instant) -> AttemptInfo {
+        launch(self.policy.borrow(), self.start, self.attempt, at)
     }
 
-    /// The running attempt's slot.
+    /// The running attempt's slot, launched at `at`.
     #[inline(always)]
-    fn slot(&self, info: AttemptInfo) -> Slot {
-        Slot::new(info, self.start, self.budget_reason)
+    fn slot(&self, at: Instant) -> Slot {
+        Slot::new(self.info(at), at, self.budget_reason)
+    }
+
+    /// The verdict of a call the compact stage finished: its last attempt
+    /// succeeded.
+    #[inline(always)]
+    fn success(&self) -> Verdict {
+        Verdict::Success(AttemptId(self.attempt))
+    }
+
+    /// The next retry group's primary, when the compact stage retries the
+    /// running attempt's retryable failure `outcome` at `now` itself: at
+    /// once, which the full machine does when the policy has no backoff
+    /// and the failure no retry-after hint, attempts are left, and the
+    /// call's deadline (and so the retry's) is after `now`. `None` when
+    /// the full machine decides (it grows first): attempts exhausted, a
+    /// deadline, a backoff or a hint.
+    #[inline(always)]
+    fn retry(&self, outcome: Outcome, now: Instant) -> Option<AttemptInfo> {
+        let policy = self.policy.borrow();
+        let r = &policy.retry;
+        // One attempt per group: the next group's index is its id. Its
+        // retry is the full machine's when ids run out (at `u16::MAX`).
+        let next = self.attempt + 1;
+        if outcome.retry_after.is_some()
+            || !r.initial_backoff.is_zero()
+            || !r.max_backoff.is_zero()
+            || u32::from(next) >= r.max_attempts.max(1)
+            || next == u16::MAX
+        {
+            return None;
+        }
+        let end = self.now.max(now);
+        let info = launch(policy, self.start, next, end);
+        // A deadline due: the call's (the full machine ends the call) or
+        // the retry's own (saturated at the clock's end; it cuts the
+        // retry at once). The retry's is never after the call's.
+        if info.deadline.is_some_and(|d| d <= end) {
+            return None;
+        }
+        Some(info)
     }
 }
 
@@ -652,11 +740,14 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         super::CallMachine::primary(self, info, admission)
     }
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        super::CallMachine::launched_first(self, start, budget_reason);
+    fn launched(&mut self, group: u16, start: Instant, at: Instant, budget_reason: &'static str) {
+        super::CallMachine::launched(self, group, start, at, budget_reason);
     }
-    fn first_succeeded(&mut self, now: Instant) {
-        super::CallMachine::first_succeeded(self, now);
+    fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
+        super::CallMachine::retry_due(self, group, start, at, last);
+    }
+    fn succeeded(&mut self, id: AttemptId, now: Instant) {
+        super::CallMachine::succeeded(self, id, now);
     }
     fn finish_told(&mut self) {
         super::CallMachine::finish_told(self);

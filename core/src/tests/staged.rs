@@ -77,11 +77,14 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         self.0.primary(info, admission)
     }
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        self.0.launched_first(start, budget_reason);
+    fn launched(&mut self, group: u16, start: Instant, at: Instant, budget_reason: &'static str) {
+        self.0.launched(group, start, at, budget_reason);
     }
-    fn first_succeeded(&mut self, now: Instant) {
-        self.0.first_succeeded(now);
+    fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
+        self.0.retry_due(group, start, at, last);
+    }
+    fn succeeded(&mut self, id: AttemptId, now: Instant) {
+        self.0.succeeded(id, now);
     }
     fn finish_told(&mut self) {
         self.0.finish_told();
@@ -527,4 +530,200 @@ fn a_call_polled_again_after_its_record_panicked_ends_as_the_full_machine_ends_i
     // The winner stands, and the gate heard of the call's end once.
     assert_eq!(staged.0, Poll::Ready(Ok(7)));
     assert_eq!(staged.1, (1, 1, 1), "admitted, ended, call ended");
+}
+
+/// A classifier for retried calls: `Err("bad")` non-retryable,
+/// `Err("stop")` abort, `Err("hint")` retryable with a retry-after hint
+/// of 0 or 7 ms, other errors retryable.
+fn classify_retries(r: &Result<u32, &'static str>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::SUCCESS,
+        Err("bad") => Outcome::non_retryable("bad_request"),
+        Err("stop") => Outcome::abort("stop"),
+        Err("hint0") => Outcome {
+            retry_after: Some(Duration::ZERO),
+            ..Outcome::retryable("pushback")
+        },
+        Err("hint") => Outcome {
+            retry_after: Some(Duration::from_millis(7)),
+            ..Outcome::retryable("pushback")
+        },
+        Err(_) => Outcome::retryable("unavailable"),
+    }
+}
+
+/// A random scenario of a call that retries: no backoff most of the time
+/// (the compact stage retries those itself), every outcome kind, retry-after
+/// hints, gate refusals at any attempt, per-attempt and overall deadlines,
+/// drops at any point, and sometimes a backoff with jitter (the full
+/// machine's, after the stage grows).
+fn retry_scenario(rng: &mut fastrand::Rng) -> Scenario {
+    let mut policy = Policy::DEFAULT;
+    let r = &mut policy.retry;
+    r.max_attempts = rng.u32(1..9);
+    if rng.u8(0..4) == 0 {
+        r.initial_backoff = Duration::from_millis(rng.u64(0..5));
+        r.max_backoff = Duration::from_millis(rng.u64(0..20));
+    } else {
+        r.initial_backoff = Duration::ZERO;
+        r.max_backoff = Duration::ZERO;
+    }
+    r.jitter = [
+        crate::Jitter::None,
+        crate::Jitter::Full,
+        crate::Jitter::Equal,
+        crate::Jitter::Decorrelated,
+    ][rng.usize(0..4)];
+    r.timeout_per_attempt = (rng.u8(0..3) == 0).then(|| Duration::from_millis(rng.u64(0..30)));
+    r.overall_timeout = (rng.u8(0..3) == 0).then(|| Duration::from_millis(rng.u64(0..80)));
+    // Hedging on sometimes: with one slot it hedges nothing, and the
+    // compact stage decides; with three it never starts compact.
+    policy.hedge.enabled = rng.u8(0..4) == 0;
+    policy.hedge.max_hedges = rng.u32(1..3);
+    policy.hedge.hedge_delay = Duration::from_millis(rng.u64(0..30));
+    let steps = (0..10)
+        .map(|_| Step {
+            delay_ms: if rng.u8(0..3) != 0 { 0 } else { rng.u64(0..25) },
+            result: match rng.u8(0..20) {
+                0..=3 => Ok(rng.u32(..)),
+                4..=14 => Err("flaky"),
+                15 => Err("bad"),
+                16 => Err("stop"),
+                17 => Err("hint0"),
+                18 => Err("hint"),
+                _ => Err("flaky"),
+            },
+        })
+        .collect();
+    let answers = (0..rng.usize(1..8))
+        .map(|_| match rng.u8(0..16) {
+            0 => Admission::denied("budget_denied"),
+            1 => Admission::circuit_open("circuit_open"),
+            2..=5 => Admission::NO_BUDGET,
+            _ => Admission::ALLOWED,
+        })
+        .collect();
+    Scenario {
+        policy,
+        steps,
+        answers,
+        stop_ms: match rng.u8(0..4) {
+            0 => rng.u64(0..60),
+            _ => u64::MAX,
+        },
+        epoch: match rng.u8(0..10) {
+            0 => Instant::MAX,
+            1 => Instant::from_nanos(u64::MAX - rng.u64(0..50_000_000)),
+            _ => Instant::from_nanos(rng.u64(0..1 << 50)),
+        },
+    }
+}
+
+/// Runs `scenario` (with [`classify_retries`]) with `slots` attempt slots,
+/// staged (counting the full machines it grows) or full from the start:
+/// the result, every event, and the full machines the staged run made.
+fn run_retries(
+    scenario: &Scenario,
+    slots: usize,
+    staged: bool,
+    seed: u64,
+) -> (Outcome2, Vec<String>, u64) {
+    let clock = Clock::starting_at(scenario.epoch);
+    let events = Events::default();
+    let gate = ScriptedGate {
+        events: events.clone(),
+        answers: scenario.answers.clone(),
+        asked: 0,
+    };
+    let op = |info: AttemptInfo| {
+        let step = scenario.steps[usize::from(info.id.0) % scenario.steps.len()];
+        let sleep = clock.sleep_until(clock.now() + Duration::from_millis(step.delay_ms));
+        async move {
+            sleep.await;
+            step.result
+        }
+    };
+    let stop = scenario.epoch + Duration::from_millis(scenario.stop_ms.min(1 << 40));
+    let builder = call(KEY, &scenario.policy, clock.clone(), op)
+        .classifier(classify_retries)
+        .observer(Log(events.clone()))
+        .gate(gate)
+        .rng(fastrand::Rng::with_seed(seed));
+    let before = MADE.with(Cell::get);
+    let result = match (slots, staged) {
+        (1, true) => clock.run_until(builder.width::<Staged<1>>().into_future(), stop),
+        (1, false) => clock.run_until(builder.width::<Full<1>>().into_future(), stop),
+        (_, true) => clock.run_until(builder.width::<Staged<3>>().into_future(), stop),
+        (_, false) => clock.run_until(builder.width::<Full<3>>().into_future(), stop),
+    };
+    let made = MADE.with(Cell::get) - before;
+    let events = events.borrow().clone();
+    (result, events, made)
+}
+
+/// The compact stage retries a call with no backoff itself: every retry
+/// case it decides (or grows for) ends as the full machine ends it — the
+/// same result, observer events and gate calls in the same order — over
+/// seeded random policies, outcomes (retryable, non-retryable, abort,
+/// retry-after hints), gate refusals at any attempt, per-attempt and
+/// overall deadlines, backoffs with jitter, max attempts, and drops (a
+/// cancel) at any point, mid-backoff included.
+#[test]
+fn retried_calls_end_as_the_full_machine_ends_them() {
+    let runs = if cfg!(miri) { 20 } else { 6_000 };
+    let mut rng = fastrand::Rng::with_seed(0x7e7);
+    // What the runs covered: finished by the compact stage after a retry;
+    // grown after a compact retry, by cause; refused at a retry.
+    let (mut compact, mut grown, mut refused_later, mut dropped, mut exhausted, mut terminal) =
+        (0, 0, 0, 0, 0, 0);
+    for seed in 0..runs {
+        let s = retry_scenario(&mut rng);
+        let slots = if rng.u8(0..4) == 0 { 3 } else { 1 };
+        let with = run_retries(&s, slots, true, seed);
+        let without = run_retries(&s, slots, false, seed);
+        assert_eq!(
+            (&with.0, &with.1),
+            (&without.0, &without.1),
+            "seed {seed}, {slots} slots: {s:#?}"
+        );
+        let launches = with.1.iter().filter(|e| e.starts_with("launch")).count();
+        if launches < 2 {
+            continue;
+        }
+        if with.2 == 0 {
+            compact += 1;
+            continue;
+        }
+        // The full machine took over after the compact stage retried, or
+        // it decided from the start (a hedging policy, a backoff).
+        let retried_compact = s.policy.retry.initial_backoff.is_zero()
+            && s.policy.retry.max_backoff.is_zero()
+            && !(slots == 3 && s.policy.hedge.enabled)
+            && with.1.iter().filter(|e| e.starts_with("admit")).count() >= 2;
+        if !retried_compact {
+            continue;
+        }
+        grown += 1;
+        match &with.0 {
+            None => dropped += 1,
+            Some(Err(Error::BudgetDenied { .. } | Error::CircuitOpen { .. })) => {
+                refused_later += 1;
+            }
+            Some(Err(Error::RetriesExhausted { .. })) => exhausted += 1,
+            Some(Err(Error::Operation { .. })) => terminal += 1,
+            Some(_) => {}
+        }
+    }
+    let min = if cfg!(miri) { 0 } else { runs as usize / 100 };
+    assert!(
+        compact >= min
+            && grown >= min
+            && refused_later >= min
+            && dropped >= min
+            && exhausted >= min
+            && terminal >= min,
+        "coverage: {compact} retried and finished compact; {grown} grown after a compact \
+         retry: {refused_later} refused, {dropped} dropped, {exhausted} exhausted, \
+         {terminal} non-retryable or aborted"
+    );
 }
