@@ -280,10 +280,13 @@ where
     O: Observer,
     G: Gate,
 {
-    // 2. Poll the attempts; feed the first that completes. An attempt
-    //    that is ready wins over a deadline that is also due.
-    let next =
-        if let Some((id, result)) = poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx) {
+    let mut wait = wait;
+    loop {
+        // 2. Poll the attempts; feed the first that completes. An attempt
+        //    that is ready wins over a deadline that is also due.
+        let next = if let Some((id, result)) =
+            poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx)
+        {
             let now = this.clock.read(this.timer, this.state.start());
             let outcome = this.classifier.classify(&result);
             keep(
@@ -316,7 +319,14 @@ where
             let now = this.clock.read(this.timer, this.state.start()).max(until);
             feed(this, Event::Tick { now }, fed)
         };
-    ControlFlow::Continue(next)
+        match next {
+            // The compact stage retried at once: its attempt is polled
+            // here, in this pass, as the first one is (the loop's top
+            // would take it the same way, through a jump on `next`).
+            Next::Launched(deadline) => wait = deadline,
+            next => return ControlFlow::Continue(next),
+        }
+    }
 }
 
 /// The driver's [`Sink`] of a projected call.

@@ -81,13 +81,21 @@ pub(super) fn first_launch(policy: &Policy, now: Instant) -> AttemptInfo {
 /// launched at `at`: what a machine without hedges launches there.
 #[inline(always)]
 pub(super) fn launch(policy: &Policy, start: Instant, group: u16, at: Instant) -> AttemptInfo {
-    let deadline = overall_timeout(policy).map(|d| start + d);
+    let r = &policy.retry;
+    // Most policies have neither timeout: two tests, not the zero checks
+    // and the saturating sums (about 20 instructions on the first attempt).
+    let deadline = if r.timeout_per_attempt.is_none() && r.overall_timeout.is_none() {
+        None
+    } else {
+        let call = overall_timeout(policy).map(|d| start + d);
+        attempt_deadline(per_attempt_timeout(policy).map(|d| at + d), call)
+    };
     AttemptInfo {
         id: AttemptId(group),
         retry_index: u32::from(group),
         hedge_index: 0,
         is_hedge: false,
-        deadline: attempt_deadline(per_attempt_timeout(policy).map(|d| at + d), deadline),
+        deadline,
     }
 }
 

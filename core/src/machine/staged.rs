@@ -116,6 +116,10 @@ pub(crate) struct First<P> {
     /// The running attempt (or the next one, when it is due): its id and
     /// its retry group's index, one attempt per group.
     attempt: u16,
+    /// Whether the policy has a timeout (per attempt or overall), so that
+    /// attempts have deadlines: once started, none are read for a policy
+    /// without.
+    timed: bool,
     start: Instant,
     /// The latest time the stage has seen; while an attempt runs, when it
     /// launched (an event that moves the clock then either ends the
@@ -153,6 +157,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             rng,
             step: Step::Idle,
             attempt: 0,
+            timed: false,
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
@@ -297,7 +302,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             }
             _ => {}
         }
-        self.grow_for(event);
+        self.grow_for(event_time(event));
         Next::Feed
     }
 
@@ -330,7 +335,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 first.now = first.now.max(now);
                 return first.success();
             }
-            Self::First(_) => self.grow_for(event),
+            Self::First(_) => self.grow_for(now),
             // A call that is over is not cancelled.
             Self::Done => unreachable!(),
         }
@@ -397,18 +402,13 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     }
 
     /// Grows into the full machine, in the state the compact stage is in,
-    /// for `event` (which the caller feeds it next). Out of line, and
+    /// for an event at `at` (which the caller feeds it next; only its time
+    /// is passed, so that the event need not be in memory). Out of line, and
     /// given no sink: the driver's sink stays in registers on the compact
     /// path.
     #[cold]
     #[inline(never)]
-    fn grow_for(&mut self, event: Event) {
-        let at = match event {
-            Event::Start { now }
-            | Event::Tick { now }
-            | Event::Cancel { now }
-            | Event::AttemptFinished { now, .. } => now,
-        };
+    fn grow_for(&mut self, at: Instant) {
         self.grow(at);
     }
 
@@ -550,11 +550,12 @@ impl<P, M> Staged<P, M> {
             rng: None,
             step: Step::Idle,
             attempt: 0,
+            timed: false,
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
         };
-        let fields = super::layout_of!(&first; policy, limits, rng, step, attempt, start, now,
+        let fields = super::layout_of!(&first; policy, limits, rng, step, attempt, timed, start, now,
             budget_reason);
         (core::mem::size_of::<First<P>>(), fields)
     }
@@ -576,6 +577,10 @@ impl<P: Borrow<Policy>> First<P> {
         if info.deadline.is_some_and(|d| d <= now) {
             return None;
         }
+        self.timed = info.deadline.is_some();
+        // Zero already: written, so that the compiler sees the attempt's
+        // id where the driver polls it.
+        self.attempt = 0;
         self.start = now;
         self.now = now;
         self.step = Step::Ready;
@@ -586,7 +591,23 @@ impl<P: Borrow<Policy>> First<P> {
     /// rather than kept: the success path does not need it stored).
     #[inline(always)]
     fn info(&self, at: Instant) -> AttemptInfo {
-        launch(self.policy.borrow(), self.start, self.attempt, at)
+        self.launch(self.attempt, at)
+    }
+
+    /// The primary of retry group `group`, launched at `at`.
+    #[inline(always)]
+    fn launch(&self, group: u16, at: Instant) -> AttemptInfo {
+        if self.timed {
+            launch(self.policy.borrow(), self.start, group, at)
+        } else {
+            AttemptInfo {
+                id: AttemptId(group),
+                retry_index: u32::from(group),
+                hedge_index: 0,
+                is_hedge: false,
+                deadline: None,
+            }
+        }
     }
 
     /// The running attempt's slot, launched at `at`.
@@ -625,7 +646,7 @@ impl<P: Borrow<Policy>> First<P> {
             return None;
         }
         let end = self.now.max(now);
-        let info = launch(policy, self.start, next, end);
+        let info = self.launch(next, end);
         // A deadline due: the call's (the full machine ends the call) or
         // the retry's own (saturated at the clock's end; it cuts the
         // retry at once). The retry's is never after the call's.
@@ -633,6 +654,17 @@ impl<P: Borrow<Policy>> First<P> {
             return None;
         }
         Some(info)
+    }
+}
+
+/// When `event` happened.
+#[inline(always)]
+fn event_time(event: Event) -> Instant {
+    match event {
+        Event::Start { now }
+        | Event::Tick { now }
+        | Event::Cancel { now }
+        | Event::AttemptFinished { now, .. } => now,
     }
 }
 
