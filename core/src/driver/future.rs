@@ -206,20 +206,25 @@ where
             let now = this.timer.now();
             this.observer.on_start(*this.key, now);
             let next = feed(&mut this, Event::Start { now }, &mut fed);
-            if let Next::Launched(wait) = next {
-                // The loop's first pass, peeled, after the compact stage's
-                // launch: the compiler sees that launch and this pass's
-                // poll of the attempt as straight-line code, so a first
-                // attempt that completes at once costs no loop.
-                match pass(&mut this, cx, wait, &mut fed) {
-                    ControlFlow::Break(poll) => return poll,
-                    // Finished here, not at the loop's top: the compact
-                    // stage's success runs straight through from its
-                    // launch to the result.
-                    ControlFlow::Continue(Next::Finish(verdict)) => {
-                        return Poll::Ready(finish(&mut this, verdict));
+            if let Next::Launched(mut wait) = next {
+                // The loop's first passes, peeled, after the compact
+                // stage's launches: the compiler sees each launch and the
+                // pass that polls its attempt as straight-line code, so a
+                // first attempt that completes at once costs no jump on
+                // `next`, and neither does a retry the compact stage
+                // launches at once.
+                loop {
+                    match pass(&mut this, cx, wait, &mut fed) {
+                        ControlFlow::Break(poll) => return poll,
+                        // Finished here, not at the loop's top: the
+                        // compact stage's success runs straight through
+                        // from its launch to the result.
+                        ControlFlow::Continue(Next::Finish(verdict)) => {
+                            return Poll::Ready(finish(&mut this, verdict));
+                        }
+                        ControlFlow::Continue(Next::Launched(deadline)) => wait = deadline,
+                        ControlFlow::Continue(next) => break next,
                     }
-                    ControlFlow::Continue(next) => next,
                 }
             } else {
                 next
@@ -280,13 +285,10 @@ where
     O: Observer,
     G: Gate,
 {
-    let mut wait = wait;
-    loop {
-        // 2. Poll the attempts; feed the first that completes. An attempt
-        //    that is ready wins over a deadline that is also due.
-        let next = if let Some((id, result)) =
-            poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx)
-        {
+    // 2. Poll the attempts; feed the first that completes. An attempt
+    //    that is ready wins over a deadline that is also due.
+    let next =
+        if let Some((id, result)) = poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx) {
             let now = this.clock.read(this.timer, this.state.start());
             let outcome = this.classifier.classify(&result);
             keep(
@@ -319,14 +321,7 @@ where
             let now = this.clock.read(this.timer, this.state.start()).max(until);
             feed(this, Event::Tick { now }, fed)
         };
-        match next {
-            // The compact stage retried at once: its attempt is polled
-            // here, in this pass, as the first one is (the loop's top
-            // would take it the same way, through a jump on `next`).
-            Next::Launched(deadline) => wait = deadline,
-            next => return ControlFlow::Continue(next),
-        }
-    }
+    ControlFlow::Continue(next)
 }
 
 /// The driver's [`Sink`] of a projected call.
