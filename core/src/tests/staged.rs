@@ -77,11 +77,8 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         self.0.primary(info, admission)
     }
-    fn launched(&mut self, group: u16, start: Instant, at: Instant, budget_reason: &'static str) {
-        self.0.launched(group, start, at, budget_reason);
-    }
-    fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
-        self.0.retry_due(group, start, at, last);
+    fn take_over(&mut self, handover: crate::machine::Handover) {
+        self.0.take_over(handover);
     }
     fn succeeded(&mut self, id: AttemptId, now: Instant) {
         self.0.succeeded(id, now);
@@ -197,6 +194,8 @@ struct Scenario {
     /// When the call starts: sometimes so near the clock's end that every
     /// deadline saturates to it.
     epoch: Instant,
+    /// The gate's expected latency, if any (retried calls only).
+    latency: Option<Duration>,
 }
 
 fn scenario(rng: &mut fastrand::Rng) -> Scenario {
@@ -247,6 +246,7 @@ fn scenario(rng: &mut fastrand::Rng) -> Scenario {
             1 => Instant::from_nanos(u64::MAX - rng.u64(0..50_000_000)),
             _ => Instant::from_nanos(rng.u64(0..1 << 50)),
         },
+        latency: None,
     }
 }
 
@@ -616,6 +616,32 @@ fn retry_scenario(rng: &mut fastrand::Rng) -> Scenario {
             1 => Instant::from_nanos(u64::MAX - rng.u64(0..50_000_000)),
             _ => Instant::from_nanos(rng.u64(0..1 << 50)),
         },
+        latency: (rng.u8(0..3) == 0).then(|| Duration::from_millis(rng.u64(0..40))),
+    }
+}
+
+/// A [`ScriptedGate`] that also answers (and logs) the expected latency.
+struct LatencyGate(ScriptedGate, Option<Duration>);
+
+impl Gate for LatencyGate {
+    fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        self.0.admit(request)
+    }
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        self.0.attempt_ended(record);
+    }
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        self.0.call_ended(verdict, now);
+    }
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        self.0.hedge(state)
+    }
+    fn expected_latency(&mut self, now: Instant) -> Option<Duration> {
+        self.0
+            .events
+            .borrow_mut()
+            .push(format!("expected latency {now:?} -> {:?}", self.1));
+        self.1
     }
 }
 
@@ -635,6 +661,7 @@ fn run_retries(
         answers: scenario.answers.clone(),
         asked: 0,
     };
+    let gate = LatencyGate(gate, scenario.latency);
     let op = |info: AttemptInfo| {
         let step = scenario.steps[usize::from(info.id.0) % scenario.steps.len()];
         let sleep = clock.sleep_until(clock.now() + Duration::from_millis(step.delay_ms));
@@ -672,10 +699,20 @@ fn run_retries(
 fn retried_calls_end_as_the_full_machine_ends_them() {
     let runs = if cfg!(miri) { 20 } else { 6_000 };
     let mut rng = fastrand::Rng::with_seed(0x7e7);
-    // What the runs covered: finished by the compact stage after a retry;
-    // grown after a compact retry, by cause; refused at a retry.
-    let (mut compact, mut grown, mut refused_later, mut dropped, mut exhausted, mut terminal) =
-        (0, 0, 0, 0, 0, 0);
+    // What the runs covered: retried and finished by the compact stage,
+    // with and without backoff; grown after a compact retry, by how the
+    // call ended; the backoff found unreachable.
+    let mut seen = [0usize; 8];
+    let names = [
+        "finished compact, no backoff",
+        "finished compact, backoff",
+        "grown after a compact retry",
+        "refused at a retry",
+        "dropped after a retry",
+        "exhausted",
+        "non-retryable or aborted",
+        "backoff unreachable",
+    ];
     for seed in 0..runs {
         let s = retry_scenario(&mut rng);
         let slots = if rng.u8(0..4) == 0 { 3 } else { 1 };
@@ -686,44 +723,143 @@ fn retried_calls_end_as_the_full_machine_ends_them() {
             (&without.0, &without.1),
             "seed {seed}, {slots} slots: {s:#?}"
         );
-        let launches = with.1.iter().filter(|e| e.starts_with("launch")).count();
-        if launches < 2 {
+        let events = &with.1;
+        if events.iter().any(|e| e.contains("DeadlineUnreachable")) {
+            seen[7] += 1;
+        }
+        let launches = events.iter().filter(|e| e.starts_with("launch")).count();
+        let backoff =
+            !(s.policy.retry.initial_backoff.is_zero() && s.policy.retry.max_backoff.is_zero());
+        if launches < 2 || (slots == 3 && s.policy.hedge.enabled) {
             continue;
         }
         if with.2 == 0 {
-            compact += 1;
+            seen[usize::from(backoff)] += 1;
             continue;
         }
-        // The full machine took over after the compact stage retried, or
-        // it decided from the start (a hedging policy, a backoff).
-        let retried_compact = s.policy.retry.initial_backoff.is_zero()
-            && s.policy.retry.max_backoff.is_zero()
-            && !(slots == 3 && s.policy.hedge.enabled)
-            && with.1.iter().filter(|e| e.starts_with("admit")).count() >= 2;
-        if !retried_compact {
+        // Grown after the compact stage retried (its second admission).
+        if events.iter().filter(|e| e.starts_with("admit")).count() < 2 {
             continue;
         }
-        grown += 1;
+        seen[2] += 1;
         match &with.0 {
-            None => dropped += 1,
-            Some(Err(Error::BudgetDenied { .. } | Error::CircuitOpen { .. })) => {
-                refused_later += 1;
-            }
-            Some(Err(Error::RetriesExhausted { .. })) => exhausted += 1,
-            Some(Err(Error::Operation { .. })) => terminal += 1,
+            None => seen[4] += 1,
+            Some(Err(Error::BudgetDenied { .. } | Error::CircuitOpen { .. })) => seen[3] += 1,
+            Some(Err(Error::RetriesExhausted { .. })) => seen[5] += 1,
+            Some(Err(Error::Operation { .. })) => seen[6] += 1,
             Some(_) => {}
         }
     }
-    let min = if cfg!(miri) { 0 } else { runs as usize / 100 };
+    let min = if cfg!(miri) { 0 } else { runs as usize / 200 };
     assert!(
-        compact >= min
-            && grown >= min
-            && refused_later >= min
-            && dropped >= min
-            && exhausted >= min
-            && terminal >= min,
-        "coverage: {compact} retried and finished compact; {grown} grown after a compact \
-         retry: {refused_later} refused, {dropped} dropped, {exhausted} exhausted, \
-         {terminal} non-retryable or aborted"
+        seen.iter().all(|&n| n >= min),
+        "coverage: {:?}",
+        names.iter().zip(seen).collect::<Vec<_>>()
     );
+}
+
+/// A call whose first attempt fails retryably and whose observer panics on
+/// that failure's record, polled again after the panic until it ends, with
+/// a policy without backoff (`backoff_ms` 0: the compact stage retries at
+/// once) or with one: its result, what the gate heard and the events.
+fn retry_polled_again(
+    staged: bool,
+    backoff_ms: u64,
+) -> (Option<Outcome3>, (u32, u32, u32), Vec<String>) {
+    let clock = Clock::default();
+    let events = Events::default();
+    let gate = Counting::default();
+    let mut policy = Policy::DEFAULT;
+    policy.retry.initial_backoff = Duration::from_millis(backoff_ms);
+    policy.retry.max_backoff = Duration::from_millis(backoff_ms);
+    let failures = Cell::new(0);
+    let builder = call(KEY, &policy, clock.clone(), |_| {
+        let fail = failures.replace(failures.get() + 1) == 0;
+        async move {
+            if fail {
+                Err("flaky")
+            } else {
+                Ok::<u32, &str>(7)
+            }
+        }
+    })
+    .observer(PanicsOnce(events.clone(), Cell::new(false)))
+    .gate(&gate);
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    let mut run = |mut fut: core::pin::Pin<&mut dyn core::future::Future<Output = Outcome3>>| {
+        let first = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        assert!(first.is_err(), "the observer's panic reaches the caller");
+        // Then as a runtime would, to the end (bounded: `run` panics on a
+        // livelock).
+        Some(clock.run(fut.as_mut()))
+    };
+    let out = if staged {
+        run(core::pin::pin!(builder.width::<Staged<1>>().into_future()))
+    } else {
+        run(core::pin::pin!(builder.width::<Full<1>>().into_future()))
+    };
+    let told = (
+        gate.admitted.get(),
+        gate.ended.get(),
+        gate.calls_ended.get(),
+    );
+    let events = events.borrow().clone();
+    (out, told, events)
+}
+
+#[test]
+fn a_retried_call_polled_again_after_its_failure_record_panicked_ends_as_the_full_machine_ends_it()
+{
+    for backoff_ms in [0, 5] {
+        let staged = retry_polled_again(true, backoff_ms);
+        assert_eq!(
+            staged,
+            retry_polled_again(false, backoff_ms),
+            "{backoff_ms} ms"
+        );
+        // The retry ran and won; the gate heard two attempts and one end.
+        assert_eq!(staged.0, Some(Ok(7)), "{backoff_ms} ms");
+        assert_eq!(
+            staged.1,
+            (2, 2, 1),
+            "{backoff_ms} ms: admitted, ended, call ended"
+        );
+    }
+}
+
+#[test]
+fn a_retry_the_compact_stage_decides_makes_no_full_machine() {
+    let made = |backoff_ms: u64, failures: u32| {
+        let clock = Clock::default();
+        let mut policy = Policy::DEFAULT;
+        policy.retry.initial_backoff = Duration::from_millis(backoff_ms);
+        policy.retry.max_backoff = Duration::from_millis(backoff_ms);
+        let n = Cell::new(0);
+        let before = MADE.with(Cell::get);
+        let out = clock.run(
+            call(KEY, &policy, clock.clone(), |_| {
+                let fail = n.replace(n.get() + 1) < failures;
+                clock.after(
+                    Duration::from_millis(1),
+                    if fail { Err("x") } else { Ok(1) },
+                )
+            })
+            .width::<Staged<1>>()
+            .into_future(),
+        );
+        (out, MADE.with(Cell::get) - before, clock.now())
+    };
+    // Two failures, then the success: no full machine, with or without a
+    // backoff (10 ms after the first failure, 20 after the second).
+    assert_eq!(made(0, 2), (Ok(1), 0, Instant::from_nanos(3_000_000)));
+    assert_eq!(made(10, 2), (Ok(1), 0, Instant::from_nanos(23_000_000)));
+    // The third failure exhausts the attempts: the full machine ends it.
+    assert_eq!(
+        made(10, 3).0,
+        Err(Error::RetriesExhausted {
+            last: Some("x"),
+            attempts: 3
+        })
+    );
+    assert_eq!(made(10, 3).1, 1);
 }
