@@ -216,6 +216,11 @@ where
                 // The first pass stands on its own (a pass that is only
                 // the loop's first is not peeled where the loop is large).
                 let mut passed = pass(&mut this, cx, wait, &mut fed);
+                // So does the pass after a retry the compact stage launched
+                // at once.
+                if let ControlFlow::Continue(Next::Launched(deadline)) = passed {
+                    passed = pass(&mut this, cx, deadline, &mut fed);
+                }
                 loop {
                     match passed {
                         ControlFlow::Break(poll) => return poll,
