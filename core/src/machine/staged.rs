@@ -1,21 +1,30 @@
 //! [`Staged`]: the machine as a call future holds it — a compact stage
-//! that decides a call's first attempt, which grows into the full machine
-//! when the call needs one.
+//! that decides a call without hedges, attempt after attempt, which grows
+//! into the full machine when the call needs one.
 //!
-//! Most calls succeed at their first attempt. While a call cannot hedge,
-//! nothing can happen while its first attempt runs but that attempt
-//! completing, a deadline passing or the caller giving up, so the machine
-//! starts small: it holds the policy as the caller gave it (a reference is
-//! one word), asks the gate about the first attempt, launches it, waits for
-//! it and, when it succeeds, records it and finishes. Anything else — a
-//! policy that hedges, a deadline already due, a refusal, a failure, a
-//! deadline passing, a cancel — grows it, at that point, into the full
+//! Most calls succeed at their first attempt, and most of the rest at a
+//! retry. While a call cannot hedge, one attempt at most is in flight, and
+//! nothing can happen while it runs but that attempt completing, a
+//! deadline passing or the caller giving up, so the machine starts small:
+//! it holds the policy as the caller gave it (a reference is one word),
+//! asks the gate about the first attempt, launches it, waits for it and,
+//! when it succeeds, records it and finishes. When it fails retryably with
+//! attempts left and no retry-after hint, the stage records it, draws the
+//! backoff (none for a policy without), checks it against the deadline
+//! (with the gate's expected latency), sleeps and asks the gate about the
+//! next group's primary, as the full machine does, keeping only the
+//! attempt's index, the backoff and the backoff sequence's previous draw
+//! (the sequence is made again from them for each draw). Anything else —
+//! a policy that hedges, a deadline already due or passing, a refusal, a
+//! non-retryable failure, attempts exhausted, a retry-after hint, a cancel
+//! — grows it, at that point, into the full
 //! [`CallMachine`](super::CallMachine) in exactly the state that machine
 //! would be in had it decided from the start (a refusal is taken over by
 //! the machine's own [`CallMachine::primary`](super::CallMachine::primary);
-//! a running first attempt is set in its slot by
-//! [`CallMachine::launched_first`](super::CallMachine::launched_first)),
-//! and the event that grew it is fed to it; it decides the rest.
+//! the rest is set by
+//! [`CallMachine::take_over`](super::CallMachine::take_over) from a
+//! [`Handover`]), and the event that grew it is fed to it; it decides the
+//! rest.
 //!
 //! A staged machine is driven exactly as a full one (the crate docs'
 //! driver contract; [`Staged::feed`] is one event and the compact stage's
@@ -25,7 +34,8 @@
 //! calls both ways and compares everything a caller, an observer and a gate
 //! see. The compact stage is written to be inlined into the call future's
 //! poll (a few branches per action, no loop, nothing stored that the
-//! success path does not need), growth to stay out of it (`#[cold]`).
+//! success path does not need; the backoff's draw out of line), growth to
+//! stay out of it (`#[cold]`).
 
 use core::borrow::Borrow;
 use core::ops::ControlFlow;
@@ -137,7 +147,7 @@ pub(crate) enum Staged<P, M> {
     Done,
 }
 
-/// The compact stage: the first attempt of a call that cannot hedge.
+/// The compact stage: the attempts of a call that cannot hedge.
 #[derive(Debug)]
 pub(crate) struct First<P> {
     /// The caller's policy (borrowed, shared or owned), read when the call
@@ -373,7 +383,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 }
             }
             // The backoff is over: the retry is due (unless a deadline is
-            // too, as in `First::retry`: the full machine's).
+            // too, as in `First::at_once`: the full machine's).
             (Event::Tick { now }, Step::Backoff) if now >= first.wake() => {
                 let at = first.now.max(now);
                 let info = first.launch(first.attempt, at);
@@ -611,7 +621,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             return machine;
         }
         // The failure before the group due was retryable, with no hint
-        // (see `First::retry`).
+        // (see `First::next_group`).
         let last = Outcome::retryable(first.budget_reason);
         let wake = first.wake();
         let state = match first.step {
@@ -797,17 +807,14 @@ impl<P: Borrow<Policy>> First<P> {
 
     /// The next retry group, when the compact stage retries the running
     /// attempt's retryable failure `outcome` itself, as the full machine
-    /// would: with
-    /// attempts left, and no retry-after hint, it draws the backoff (none
-    /// for a policy without), and either launches the next group's primary
-    /// at once or backs off, when the backoff (and the retry's deadline)
-    /// ends before the call's deadline. `None` when the full machine
-    /// decides (it grows first, and draws the same backoff): attempts
-    /// exhausted, a deadline, a hint.
-    ///
-    /// Split in two for the two kinds of policy: without backoff
-    /// ([`at_once_retry`](Self::at_once_retry), inlined: the next group's
-    /// primary), and with ([`drawn_retry`](Self::drawn_retry)).
+    /// would: with attempts left, and no retry-after hint. It then draws
+    /// the backoff (none for a policy without), and either launches the
+    /// next group's primary at once or backs off, when the backoff (and the
+    /// retry's deadline) ends before the call's deadline: under a policy
+    /// without backoff [`at_once_retry`](Self::at_once_retry) (inlined),
+    /// with one [`drawn_retry`](Self::drawn_retry). `None` from either when
+    /// the full machine decides (the stage grows first, and the machine
+    /// draws the same backoff): attempts exhausted, a deadline, a hint.
     #[inline(always)]
     fn next_group(&self, outcome: Outcome) -> Option<u16> {
         let r = &self.policy.borrow().retry;
@@ -890,7 +897,7 @@ impl<P: Borrow<Policy>> First<P> {
     }
 }
 
-/// How the compact stage retries a failure (see [`First::retry`]).
+/// How the compact stage retries a failure (see [`First::drawn_retry`]).
 struct Retry {
     /// The next group's primary, when it launches at once.
     launch: Option<AttemptInfo>,
