@@ -53,6 +53,8 @@ pub use crate::limits::Limits;
 pub use io::{Action, Event, WaitReason};
 use plan::hedges_in;
 pub use plan::CallPlan;
+#[cfg(test)]
+pub(crate) use staged::Handover;
 pub(crate) use staged::{Next, Sink, Staged};
 
 /// Test-only: `(field, offset, size)` of each named field of `*$v` (a
@@ -525,46 +527,84 @@ impl<const N: usize> CallMachine<N> {
         self.max_hedges = hedges_in(self.policy_hedges, limits, N);
     }
 
-    /// A machine just made takes over the compact stage's first attempt,
-    /// launched at `start` with the gate's `budget_reason`: the state
-    /// [`Event::Start`] at `start` and the gate's admission of that attempt
-    /// would leave it in, set directly (growth is on the retry path; the
-    /// crate's tests compare staged and full machines). The attempt is the
-    /// one the machine would have launched (its deadline from the machine's
-    /// own timeouts, which are the policy's the compact stage read).
-    pub(crate) fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
+    /// A machine just made takes over the compact stage's call, in the
+    /// state [`Event::Start`], the gate's admissions and the events the
+    /// stage took would leave it in, set directly (growth is off the
+    /// compact path; the crate's tests compare staged and full machines):
+    /// `h.group` retry groups launched before the one running or due, one
+    /// attempt each (ids `0..group`), the last of which failed retryably
+    /// with no retry-after hint. A running attempt is the one the machine
+    /// would have launched (its deadline from the machine's own timeouts,
+    /// which are the policy's the compact stage read). The outcome of a
+    /// failure before a running attempt is not kept: the machine reads it
+    /// only to admit the next group, after the running group's own failure
+    /// has replaced it.
+    pub(crate) fn take_over(&mut self, h: staged::Handover) {
+        use staged::Handed;
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
-        self.now = start;
-        self.start = start;
-        self.set_deadline(start);
-        self.phase = Phase::Running;
-        self.groups = 1;
-        self.launched = 1;
-        self.ran = 1;
-        self.group_start = start;
+        let group = h.group;
+        self.now = h.at;
+        self.start = h.start;
+        self.set_deadline(h.start);
+        self.groups = group;
+        self.launched = group;
+        self.ran = group;
+        self.group_start = h.at;
         self.group_backoff = Duration::ZERO;
-        let info = AttemptInfo {
-            id: AttemptId(0),
-            retry_index: 0,
-            hedge_index: 0,
-            is_hedge: false,
-            deadline: self.attempt_deadline(),
+        self.last_failure = group.checked_sub(1).map(AttemptId);
+        if let Some(backoff) = h.drawn {
+            self.delays = Delays::Drawing(backoff);
+        }
+        let last = match h.state {
+            Handed::Running(budget_reason) => {
+                self.group_backoff = h.backoff;
+                self.phase = Phase::Running;
+                self.groups += 1;
+                self.launched += 1;
+                self.ran += 1;
+                let info = AttemptInfo {
+                    id: AttemptId(group),
+                    retry_index: u32::from(group),
+                    hedge_index: 0,
+                    is_hedge: false,
+                    deadline: self.attempt_deadline(),
+                };
+                self.slots[0] = Some(Slot::new(info, h.at, budget_reason));
+                return;
+            }
+            Handed::Due(last) => {
+                self.phase = Phase::Ready;
+                last
+            }
+            Handed::Unchecked(last, wake) => {
+                self.phase = Phase::BackoffUnchecked(wake);
+                last
+            }
+            Handed::Backoff(last, wake) => {
+                self.phase = Phase::Backoff(wake);
+                last
+            }
+            Handed::Unreachable(last) => {
+                self.fail(Cause::DeadlineUnreachable);
+                last
+            }
         };
-        self.slots[0] = Some(Slot::new(info, start, budget_reason));
+        self.next_backoff = h.backoff;
+        self.last = Last::Outcome(last);
     }
 
-    /// Takes the success of the compact stage's first attempt at `now`,
+    /// Takes the success of the compact stage's attempt `id` at `now`,
     /// whose record the compact stage gave out already: the state
     /// [`handle`](Self::handle) of that event leaves, its record dropped.
-    pub(crate) fn first_succeeded(&mut self, now: Instant) {
+    pub(crate) fn succeeded(&mut self, id: AttemptId, now: Instant) {
         let _ = self.take_event(Event::AttemptFinished {
-            id: AttemptId(0),
+            id,
             outcome: Outcome::SUCCESS,
             now,
         });
     }
 
-    /// Finishes a call whose only attempt succeeded and whose end the gate
+    /// Finishes a call whose last attempt succeeded and whose end the gate
     /// has heard (the compact stage told it): what [`poll`](Self::poll)
     /// does there — no slot to cancel, the phase done — without a gate to
     /// tell again. (A `poll` through a gate that ignores the call's end
@@ -576,7 +616,7 @@ impl<const N: usize> CallMachine<N> {
             self.phase = Phase::Done(verdict);
         }
         debug_assert!(
-            matches!(self.phase, Phase::Done(Verdict::Success(AttemptId(0)))),
+            matches!(self.phase, Phase::Done(Verdict::Success(_))),
             "the compact stage's success"
         );
     }
