@@ -70,13 +70,6 @@ impl Backoff {
     pub fn base(&self) -> Duration {
         Duration::from_nanos(self.base)
     }
-
-    /// The previous delay, in nanoseconds, as decorrelated jitter keeps it
-    /// (the initial backoff before the first delay, and with every other
-    /// jitter): what [`BackoffSpec::after`] takes back.
-    pub(crate) fn prev_nanos(&self) -> u64 {
-        self.prev
-    }
 }
 
 /// What a [`Backoff`] is made from: the retry policy's four backoff fields,
@@ -100,22 +93,6 @@ impl BackoffSpec {
             multiplier: policy.backoff_multiplier,
             jitter: policy.jitter,
         }
-    }
-
-    /// The sequence of delays after `draws` delays were drawn, the last
-    /// of which left [`Backoff::prev_nanos`] at `prev`: the un-jittered
-    /// base grown `draws` times, as [`Backoff::next_delay`] grows it (the
-    /// call future's compact stage keeps only the count and `prev`, and
-    /// makes the sequence again for each draw).
-    pub(crate) fn after(&self, draws: u16, prev: u64) -> Backoff {
-        let mut backoff = self.backoff();
-        for _ in 0..draws {
-            backoff.base = grow(backoff.base, backoff.multiplier_milli).min(backoff.max);
-        }
-        if draws > 0 {
-            backoff.prev = prev;
-        }
-        backoff
     }
 
     /// The sequence of delays.
@@ -317,38 +294,6 @@ mod tests {
                     hi_seen > 2 * lo_seen.max(1),
                     "{jitter:?}: {lo_seen}..{hi_seen}"
                 );
-            }
-        }
-    }
-
-    /// A sequence made again from its draw count and previous delay
-    /// draws what the sequence itself draws next, for every jitter.
-    #[test]
-    fn a_sequence_made_again_after_draws_continues_it() {
-        for jitter in [
-            Jitter::None,
-            Jitter::Full,
-            Jitter::Equal,
-            Jitter::Decorrelated,
-        ] {
-            let p = policy(jitter);
-            let spec = BackoffSpec::new(&p);
-            for seed in 0..if cfg!(miri) { 3 } else { 200 } {
-                let mut rng = fastrand::Rng::with_seed(seed);
-                let mut whole = spec.backoff();
-                let mut again_rng = rng.clone();
-                for draws in 0..12u16 {
-                    let mut again = spec.after(draws, whole.prev_nanos());
-                    assert_eq!(again.base(), whole.base(), "{jitter:?} after {draws}");
-                    let want = whole.next_delay(&mut rng);
-                    assert_eq!(
-                        again.next_delay(&mut again_rng),
-                        want,
-                        "{jitter:?} #{draws}"
-                    );
-                    assert_eq!(again.prev_nanos(), whole.prev_nanos());
-                    assert_eq!(again.base(), whole.base());
-                }
             }
         }
     }

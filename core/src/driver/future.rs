@@ -206,23 +206,15 @@ where
             let now = this.timer.now();
             this.observer.on_start(*this.key, now);
             let next = feed(&mut this, Event::Start { now }, &mut fed);
-            if let Next::Launched(wait) = next {
+            if let Next::Launched(mut wait) = next {
                 // The loop's first passes, peeled, after the compact
                 // stage's launches: the compiler sees each launch and the
                 // pass that polls its attempt as straight-line code, so a
                 // first attempt that completes at once costs no jump on
                 // `next`, and neither does a retry the compact stage
                 // launches at once.
-                // The first pass stands on its own (a pass that is only
-                // the loop's first is not peeled where the loop is large).
-                let mut passed = pass(&mut this, cx, wait, &mut fed);
-                // So does the pass after a retry the compact stage launched
-                // at once.
-                if let ControlFlow::Continue(Next::Launched(deadline)) = passed {
-                    passed = pass(&mut this, cx, deadline, &mut fed);
-                }
                 loop {
-                    match passed {
+                    match pass(&mut this, cx, wait, &mut fed) {
                         ControlFlow::Break(poll) => return poll,
                         // Finished here, not at the loop's top: the
                         // compact stage's success runs straight through
@@ -230,9 +222,7 @@ where
                         ControlFlow::Continue(Next::Finish(verdict)) => {
                             return Poll::Ready(finish(&mut this, verdict));
                         }
-                        ControlFlow::Continue(Next::Launched(deadline)) => {
-                            passed = pass(&mut this, cx, deadline, &mut fed);
-                        }
+                        ControlFlow::Continue(Next::Launched(deadline)) => wait = deadline,
                         ControlFlow::Continue(next) => break next,
                     }
                 }

@@ -53,8 +53,6 @@ pub use crate::limits::Limits;
 pub use io::{Action, Event, WaitReason};
 use plan::hedges_in;
 pub use plan::CallPlan;
-#[cfg(test)]
-pub(crate) use staged::Handover;
 pub(crate) use staged::{Next, Sink, Staged};
 
 /// Test-only: `(field, offset, size)` of each named field of `*$v` (a
@@ -527,70 +525,64 @@ impl<const N: usize> CallMachine<N> {
         self.max_hedges = hedges_in(self.policy_hedges, limits, N);
     }
 
-    /// A machine just made takes over the compact stage's call, in the
-    /// state [`Event::Start`], the gate's admissions and the events the
-    /// stage took would leave it in, set directly (growth is off the
-    /// compact path; the crate's tests compare staged and full machines):
-    /// `h.group` retry groups launched before the one running or due, one
-    /// attempt each (ids `0..group`), the last of which failed retryably
-    /// with no retry-after hint. A running attempt is the one the machine
-    /// would have launched (its deadline from the machine's own timeouts,
-    /// which are the policy's the compact stage read). The outcome of a
-    /// failure before a running attempt is not kept: the machine reads it
-    /// only to admit the next group, after the running group's own failure
-    /// has replaced it.
-    pub(crate) fn take_over(&mut self, h: staged::Handover) {
-        use staged::Handed;
+    /// A machine just made takes over the compact stage's call at retry
+    /// group `group`, launched (its primary, id `group`) at `at` with the
+    /// gate's `budget_reason`, in a call started at `start` whose earlier
+    /// groups (one attempt each, ids `0..group`) failed retryably with no
+    /// backoff: the state [`Event::Start`] at `start`, the gate's
+    /// admissions and those failures would leave it in, set directly
+    /// (growth is off the compact path; the crate's tests compare staged
+    /// and full machines). The attempt is the one the machine would have
+    /// launched (its deadline from the machine's own timeouts, which are
+    /// the policy's the compact stage read). The earlier failure's outcome
+    /// is not kept: the machine reads it only to admit the next group,
+    /// after this group's own failure has replaced it.
+    pub(crate) fn launched(
+        &mut self,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.took_over(group, start, at);
+        self.phase = Phase::Running;
+        self.groups += 1;
+        self.launched += 1;
+        self.ran += 1;
+        let info = AttemptInfo {
+            id: AttemptId(group),
+            retry_index: u32::from(group),
+            hedge_index: 0,
+            is_hedge: false,
+            deadline: self.attempt_deadline(),
+        };
+        self.slots[0] = Some(Slot::new(info, at, budget_reason));
+    }
+
+    /// A machine just made takes over the compact stage's call whose
+    /// retry group `group` (> 0) is due at `at`, with no backoff, after the
+    /// previous group's retryable failure `last` (see
+    /// [`launched`](Self::launched)): the gate not asked yet.
+    pub(crate) fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
+        self.took_over(group, start, at);
+        self.phase = Phase::Ready;
+        self.last = Last::Outcome(last);
+    }
+
+    /// What [`launched`](Self::launched) and
+    /// [`retry_due`](Self::retry_due) share: `group` groups launched, at
+    /// `at`, each of one attempt, the last of which failed.
+    fn took_over(&mut self, group: u16, start: Instant, at: Instant) {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
-        let group = h.group;
-        self.now = h.at;
-        self.start = h.start;
-        self.set_deadline(h.start);
+        self.now = at;
+        self.start = start;
+        self.set_deadline(start);
         self.groups = group;
         self.launched = group;
         self.ran = group;
-        self.group_start = h.at;
+        self.group_start = at;
         self.group_backoff = Duration::ZERO;
         self.last_failure = group.checked_sub(1).map(AttemptId);
-        if let Some(backoff) = h.drawn {
-            self.delays = Delays::Drawing(backoff);
-        }
-        let last = match h.state {
-            Handed::Running(budget_reason) => {
-                self.group_backoff = h.backoff;
-                self.phase = Phase::Running;
-                self.groups += 1;
-                self.launched += 1;
-                self.ran += 1;
-                let info = AttemptInfo {
-                    id: AttemptId(group),
-                    retry_index: u32::from(group),
-                    hedge_index: 0,
-                    is_hedge: false,
-                    deadline: self.attempt_deadline(),
-                };
-                self.slots[0] = Some(Slot::new(info, h.at, budget_reason));
-                return;
-            }
-            Handed::Due(last) => {
-                self.phase = Phase::Ready;
-                last
-            }
-            Handed::Unchecked(last, wake) => {
-                self.phase = Phase::BackoffUnchecked(wake);
-                last
-            }
-            Handed::Backoff(last, wake) => {
-                self.phase = Phase::Backoff(wake);
-                last
-            }
-            Handed::Unreachable(last) => {
-                self.fail(Cause::DeadlineUnreachable);
-                last
-            }
-        };
-        self.next_backoff = h.backoff;
-        self.last = Last::Outcome(last);
     }
 
     /// Takes the success of the compact stage's attempt `id` at `now`,

@@ -1,30 +1,28 @@
 //! [`Staged`]: the machine as a call future holds it — a compact stage
-//! that decides a call without hedges, attempt after attempt, which grows
-//! into the full machine when the call needs one.
+//! that decides a call's attempts while it cannot hedge and needs no
+//! sleep, which grows into the full machine when the call needs one.
 //!
-//! Most calls succeed at their first attempt, and most of the rest at a
-//! retry. While a call cannot hedge, one attempt at most is in flight, and
-//! nothing can happen while it runs but that attempt completing, a
-//! deadline passing or the caller giving up, so the machine starts small:
-//! it holds the policy as the caller gave it (a reference is one word),
-//! asks the gate about the first attempt, launches it, waits for it and,
-//! when it succeeds, records it and finishes. When it fails retryably with
-//! attempts left and no retry-after hint, the stage records it, draws the
-//! backoff (none for a policy without), checks it against the deadline
-//! (with the gate's expected latency), sleeps and asks the gate about the
-//! next group's primary, as the full machine does, keeping only the
-//! attempt's index, the backoff and the backoff sequence's previous draw
-//! (the sequence is made again from them for each draw). Anything else —
-//! a policy that hedges, a deadline already due or passing, a refusal, a
-//! non-retryable failure, attempts exhausted, a retry-after hint, a cancel
-//! — grows it, at that point, into the full
-//! [`CallMachine`](super::CallMachine) in exactly the state that machine
-//! would be in had it decided from the start (a refusal is taken over by
-//! the machine's own [`CallMachine::primary`](super::CallMachine::primary);
-//! the rest is set by
-//! [`CallMachine::take_over`](super::CallMachine::take_over) from a
-//! [`Handover`]), and the event that grew it is fed to it; it decides the
-//! rest.
+//! Most calls succeed at their first attempt. While a call cannot hedge,
+//! one attempt at most is in flight, and nothing can happen while it runs
+//! but that attempt completing, a deadline passing or the caller giving
+//! up, so the machine starts small: it holds the policy as the caller gave
+//! it (a reference is one word), asks the gate about the first attempt,
+//! launches it, waits for it and, when it succeeds, records it and
+//! finishes. When the attempt fails retryably under a policy without
+//! backoff (no retry-after hint, attempts left, no deadline due), the
+//! stage records the failure and asks the gate about the next group's
+//! primary at once, as the full machine does, keeping only the attempt's
+//! index. Anything else — a policy that hedges, a deadline already due, a
+//! refusal, a backoff to sleep, a non-retryable failure, attempts
+//! exhausted, a deadline passing, a cancel — grows it, at that point, into
+//! the full [`CallMachine`](super::CallMachine) in exactly the state that
+//! machine would be in had it decided from the start (a refusal is taken
+//! over by the machine's own
+//! [`CallMachine::primary`](super::CallMachine::primary); a running
+//! attempt is set in its slot by
+//! [`CallMachine::launched`](super::CallMachine::launched), a retry due by
+//! [`CallMachine::retry_due`](super::CallMachine::retry_due)), and the
+//! event that grew it is fed to it; it decides the rest.
 //!
 //! A staged machine is driven exactly as a full one (the crate docs'
 //! driver contract; [`Staged::feed`] is one event and the compact stage's
@@ -34,16 +32,14 @@
 //! calls both ways and compares everything a caller, an observer and a gate
 //! see. The compact stage is written to be inlined into the call future's
 //! poll (a few branches per action, no loop, nothing stored that the
-//! success path does not need; the backoff's draw out of line), growth to
-//! stay out of it (`#[cold]`).
+//! success path does not need), growth to stay out of it (`#[cold]`).
 
 use core::borrow::Borrow;
 use core::ops::ControlFlow;
 
-use super::plan::{first_launch, hedges_in, launch, overall_timeout};
+use super::plan::{first_launch, hedges_in, launch};
 use super::poll::Emit;
 use super::{Action, Event, Limits, Slot};
-use crate::backoff::BackoffSpec;
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
@@ -80,9 +76,14 @@ pub trait MachineOps {
     /// Takes over the gate's answer about the first primary (see
     /// [`CallMachine::primary`](super::CallMachine::primary)).
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action;
-    /// Takes over the compact stage's call past its start (see
-    /// [`CallMachine::take_over`](super::CallMachine::take_over)).
-    fn take_over(&mut self, handover: Handover);
+    /// Takes over the compact stage's attempt of retry group `group`,
+    /// launched at `at`, admitted and running (see
+    /// [`CallMachine::launched`](super::CallMachine::launched)).
+    fn launched(&mut self, group: u16, start: Instant, at: Instant, budget_reason: &'static str);
+    /// Takes over the compact stage's call whose retry group `group` is
+    /// due at `at` after the retryable failure `last` (see
+    /// [`CallMachine::retry_due`](super::CallMachine::retry_due)).
+    fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome);
     /// Takes attempt `id`'s success at `now`, whose record the compact
     /// stage gave out already (and released at the gate): what
     /// [`handle`](Self::handle) does with that event, without the record
@@ -91,46 +92,6 @@ pub trait MachineOps {
     /// Finishes a call the compact stage finished, whose end the gate has
     /// heard (see [`CallMachine::finish_told`](super::CallMachine::finish_told)).
     fn finish_told(&mut self);
-}
-
-/// What the compact stage hands the full machine it grows into, past the
-/// call's start (see [`CallMachine::take_over`](super::CallMachine::take_over)).
-#[doc(hidden)]
-#[derive(Clone, Debug)]
-pub struct Handover {
-    /// Retry groups launched before the one running or due: one attempt
-    /// each, the last of which failed retryably.
-    pub(crate) group: u16,
-    /// When the call started.
-    pub(crate) start: Instant,
-    /// The stage's clock: when the running attempt launched.
-    pub(crate) at: Instant,
-    /// The sleep before the running group, or before the group due.
-    pub(crate) backoff: core::time::Duration,
-    /// The backoff sequence, once the stage drew from it.
-    pub(crate) drawn: Option<crate::backoff::Backoff>,
-    /// Where the call is.
-    pub(crate) state: Handed,
-}
-
-/// Where a call the compact stage hands over is (see [`Handover`]).
-#[doc(hidden)]
-#[derive(Copy, Clone, Debug)]
-pub(crate) enum Handed {
-    /// The group's attempt runs, admitted with this reason.
-    Running(&'static str),
-    /// The group's attempt is due (the gate not asked yet), after this
-    /// failure.
-    Due(Outcome),
-    /// Backing off until the instant after this failure, not yet checked
-    /// against the deadline with the gate's expected latency.
-    Unchecked(Outcome, Instant),
-    /// Backing off until the instant, after this failure.
-    Backoff(Outcome, Instant),
-    /// The backoff after this failure would end too late for an attempt
-    /// to end in time (the gate's expected latency said so): the call
-    /// ends.
-    Unreachable(Outcome),
 }
 
 /// A call's machine, compact until the call needs the full one (see the
@@ -147,7 +108,8 @@ pub(crate) enum Staged<P, M> {
     Done,
 }
 
-/// The compact stage: the attempts of a call that cannot hedge.
+/// The compact stage: the attempts of a call that cannot hedge, while they
+/// need no sleep.
 #[derive(Debug)]
 pub(crate) struct First<P> {
     /// The caller's policy (borrowed, shared or owned), read when the call
@@ -172,20 +134,9 @@ pub(crate) struct First<P> {
     /// attempt or grows the stage).
     now: Instant,
     /// While an attempt runs, the gate's reason for admitting it; while a
-    /// retry is due or backs off, the reason of the retryable failure
-    /// before it (the gate hears that failure when it is asked about the
-    /// retry).
+    /// retry is due, the reason of the retryable failure before it (the
+    /// gate hears that failure when it is asked about the retry).
     budget_reason: &'static str,
-    /// The backoff before the running (or due) retry group, in
-    /// nanoseconds: its attempt's records carry it. While backing off,
-    /// the stage's clock stays at the failure, so that it wakes at
-    /// `now + delay`.
-    delay: u64,
-    /// The backoff sequence's previous delay (see
-    /// [`Backoff::prev_nanos`](crate::backoff::Backoff::prev_nanos)), after
-    /// `attempt` draws: the sequence is made again from the two for each
-    /// draw.
-    prev: u64,
 }
 
 /// Where the compact stage is.
@@ -195,11 +146,6 @@ enum Step {
     Idle,
     /// An attempt is due (the gate not asked yet): the first, or a retry.
     Ready,
-    /// A failure's record is being given out, before the backoff is
-    /// checked against the deadline.
-    Unchecked,
-    /// Backing off before a retry.
-    Backoff,
     /// An attempt runs.
     Running,
     /// It succeeded, and the gate and the observer are being told.
@@ -223,8 +169,6 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
-            delay: 0,
-            prev: 0,
         })
     }
 
@@ -322,7 +266,10 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 first.step = Step::Recorded;
                 // Built only for a gate or an observer that hears it.
                 if sink.gate().hears_attempts() || sink.hears_records() {
-                    let record = first.slot(at).record(end, outcome, false, first.backoff());
+                    let record =
+                        first
+                            .slot(at)
+                            .record(end, outcome, false, core::time::Duration::ZERO);
                     sink.gate().attempt_ended(&record);
                     sink.record(&record);
                 }
@@ -334,61 +281,23 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             (Event::AttemptFinished { id, outcome, now }, Step::Running)
                 if id.0 == first.attempt && outcome.kind == OutcomeKind::Retryable =>
             {
-                // A policy without backoff: the retry launches at once.
-                if let Some(info) = first.at_once_retry(outcome, now) {
+                if let Some(info) = first.retry(outcome, now) {
                     // Its record's makings, before the stage moves on.
-                    let (failed, backoff) = (first.slot(first.now), first.backoff());
+                    let failed = first.slot(first.now);
                     let end = first.now.max(now);
                     // Set before the gate and the observer hear of the
                     // failure: a panic in either leaves the retry due, as
                     // it leaves the full machine.
                     first.now = end;
-                    first.attempt += 1;
+                    first.attempt = info.id.0;
                     first.budget_reason = outcome.reason;
                     first.step = Step::Ready;
                     if sink.gate().hears_attempts() || sink.hears_records() {
-                        let record = failed.record(end, outcome, false, backoff);
+                        let record = failed.record(end, outcome, false, core::time::Duration::ZERO);
                         sink.gate().attempt_ended(&record);
                         sink.record(&record);
                     }
                     return self.launch(info, Some(outcome), sink);
-                }
-                // A policy with backoff: the retry after a drawn one.
-                if let Some(retry) = first.drawn_retry(outcome, now) {
-                    // Its record's makings, before the stage moves on.
-                    let (failed, backoff) = (first.slot(first.now), first.backoff());
-                    let end = first.now.max(now);
-                    // Set before the gate and the observer hear of the
-                    // failure: a panic in either leaves the retry due (or
-                    // the backoff unchecked), as it leaves the full machine.
-                    first.now = end;
-                    first.attempt += 1;
-                    first.budget_reason = outcome.reason;
-                    first.delay = retry.delay;
-                    first.prev = retry.prev;
-                    first.rng = retry.rng;
-                    first.step = match retry.launch {
-                        Some(_) => Step::Ready,
-                        None => Step::Unchecked,
-                    };
-                    if sink.gate().hears_attempts() || sink.hears_records() {
-                        let record = failed.record(end, outcome, false, backoff);
-                        sink.gate().attempt_ended(&record);
-                        sink.record(&record);
-                    }
-                    return match retry.launch {
-                        Some(info) => self.launch(info, Some(outcome), sink),
-                        None => self.back_off(retry.wake, sink),
-                    };
-                }
-            }
-            // The backoff is over: the retry is due (unless a deadline is
-            // too, as in `First::at_once`: the full machine's).
-            (Event::Tick { now }, Step::Backoff) if now >= first.wake() => {
-                let at = first.now.max(now);
-                let info = first.launch(first.attempt, at);
-                if info.deadline.is_none_or(|d| d > at) {
-                    return self.woke(at, info, sink);
                 }
             }
             // A finished machine only moves its clock.
@@ -458,11 +367,10 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                     None => Next::AwaitAttempts,
                 },
                 Step::Finished => Next::Finish(first.success()),
-                Step::Backoff => Next::Wait(first.wake()),
                 // An event in between stopped short (something it called
                 // panicked): the full machine knows where it is (and, when
                 // the record was out, tells the gate the call's end).
-                Step::Idle | Step::Ready | Step::Unchecked | Step::Recorded => {
+                Step::Idle | Step::Ready | Step::Recorded => {
                     self.grow_now();
                     Next::Drain
                 }
@@ -499,53 +407,6 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         first.step = Step::Running;
         sink.launch(info);
         Next::Launched(info.deadline)
-    }
-
-    /// Launches the retry `info` due at `at`, its backoff over. (Inlined:
-    /// a sink handed to a function out of line is made in memory on every
-    /// path, the first attempt's included.)
-    #[inline(always)]
-    fn woke<S: Sink>(&mut self, at: Instant, info: AttemptInfo, sink: &mut S) -> Next {
-        let Self::First(first) = self else {
-            unreachable!();
-        };
-        first.now = at;
-        first.step = Step::Ready;
-        let last = Outcome::retryable(first.budget_reason);
-        self.launch(info, Some(last), sink)
-    }
-
-    /// Backs off until `wake`, after the failure whose record is out: the
-    /// full machine's check of the backoff against the call's deadline
-    /// (with the gate's expected latency), then the wait. (Inlined, as
-    /// [`woke`](Self::woke).)
-    #[inline(always)]
-    fn back_off<S: Sink>(&mut self, wake: Instant, sink: &mut S) -> Next {
-        let Self::First(first) = self else {
-            unreachable!();
-        };
-        if let Some(timeout) = overall_timeout(first.policy.borrow()) {
-            let deadline = first.start + timeout;
-            if sink
-                .gate()
-                .expected_latency(first.now)
-                .is_some_and(|expected| wake.saturating_add(expected) >= deadline)
-            {
-                self.grow_unreachable();
-                return Next::Drain;
-            }
-        }
-        first.step = Step::Backoff;
-        Next::Wait(wake)
-    }
-
-    /// Grows into the full machine, which ends the call: the backoff due
-    /// ends too late for an attempt to end in time.
-    #[cold]
-    #[inline(never)]
-    fn grow_unreachable(&mut self) {
-        let start = self.start();
-        self.grow_with(start, true);
     }
 
     /// Grows into the full machine, in the state the compact stage is in,
@@ -587,12 +448,6 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     /// seeds its RNG when the caller gave none and the call has not
     /// started.
     fn grow(&mut self, now: Instant) -> &mut M {
-        self.grow_with(now, false)
-    }
-
-    /// [`grow`](Self::grow); `unreachable`: the stage's backoff ends too
-    /// late (see [`grow_unreachable`](Self::grow_unreachable)).
-    fn grow_with(&mut self, now: Instant, unreachable: bool) -> &mut M {
         // A compact stage grows once.
         let Self::First(first) = core::mem::replace(self, Self::Done) else {
             unreachable!();
@@ -616,36 +471,21 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
         if first.step == Step::Idle {
             return machine;
         }
-        if first.step == Step::Ready && first.attempt == 0 {
-            machine.handle(Event::Start { now: first.start });
+        if first.step == Step::Ready {
+            if first.attempt == 0 {
+                machine.handle(Event::Start { now: first.start });
+            } else {
+                // The failure before it was retryable, with no hint (see
+                // `First::retry`).
+                let last = Outcome::retryable(first.budget_reason);
+                machine.retry_due(first.attempt, first.start, first.now, last);
+            }
             return machine;
         }
-        // The failure before the group due was retryable, with no hint
-        // (see `First::next_group`).
-        let last = Outcome::retryable(first.budget_reason);
-        let wake = first.wake();
-        let state = match first.step {
-            _ if unreachable => Handed::Unreachable(last),
-            Step::Ready => Handed::Due(last),
-            Step::Unchecked => Handed::Unchecked(last, wake),
-            Step::Backoff => Handed::Backoff(last, wake),
-            // Running, or its success recorded: launched at `now`. (Once
-            // its success is recorded the launch time is gone, and the
-            // machine's state does not show it.)
-            _ => Handed::Running(first.budget_reason),
-        };
-        let policy = first.policy.borrow();
-        let drawn = (first.attempt > 0 && has_backoff(policy))
-            .then(|| BackoffSpec::new(&policy.retry).after(first.attempt, first.prev));
-        machine.take_over(Handover {
-            group: first.attempt,
-            start: first.start,
-            at: first.now,
-            backoff: first.backoff(),
-            drawn,
-            state,
-        });
-        if first.step < Step::Recorded {
+        // Running: launched at `now`. (Once its success is recorded, the
+        // launch time is gone, and the machine's state does not show it.)
+        machine.launched(first.attempt, first.start, first.now, first.budget_reason);
+        if first.step == Step::Running {
             return machine;
         }
         // Its record is out already (the outcome it carried does not
@@ -722,11 +562,9 @@ impl<P, M> Staged<P, M> {
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
-            delay: 0,
-            prev: 0,
         };
         let fields = super::layout_of!(&first; policy, limits, rng, step, attempt, timed, start, now,
-            budget_reason, delay, prev);
+            budget_reason);
         (core::mem::size_of::<First<P>>(), fields)
     }
 }
@@ -793,129 +631,38 @@ impl<P: Borrow<Policy>> First<P> {
         Verdict::Success(AttemptId(self.attempt))
     }
 
-    /// The backoff before the running (or due) group.
+    /// The next retry group's primary, when the compact stage retries the
+    /// running attempt's retryable failure `outcome` at `now` itself: at
+    /// once, which the full machine does when the policy has no backoff
+    /// and the failure no retry-after hint, attempts are left, and the
+    /// call's deadline (and so the retry's) is after `now`. `None` when
+    /// the full machine decides (it grows first): attempts exhausted, a
+    /// deadline, a backoff or a hint.
     #[inline(always)]
-    fn backoff(&self) -> core::time::Duration {
-        core::time::Duration::from_nanos(self.delay)
-    }
-
-    /// When a backoff started at `now` ends.
-    #[inline(always)]
-    fn wake(&self) -> Instant {
-        self.now + self.backoff()
-    }
-
-    /// The next retry group, when the compact stage retries the running
-    /// attempt's retryable failure `outcome` itself, as the full machine
-    /// would: with attempts left, and no retry-after hint. It then draws
-    /// the backoff (none for a policy without), and either launches the
-    /// next group's primary at once or backs off, when the backoff (and the
-    /// retry's deadline) ends before the call's deadline: under a policy
-    /// without backoff [`at_once_retry`](Self::at_once_retry) (inlined),
-    /// with one [`drawn_retry`](Self::drawn_retry). `None` from either when
-    /// the full machine decides (the stage grows first, and the machine
-    /// draws the same backoff): attempts exhausted, a deadline, a hint.
-    #[inline(always)]
-    fn next_group(&self, outcome: Outcome) -> Option<u16> {
-        let r = &self.policy.borrow().retry;
+    fn retry(&self, outcome: Outcome, now: Instant) -> Option<AttemptInfo> {
+        let policy = self.policy.borrow();
+        let r = &policy.retry;
         // One attempt per group: the next group's index is its id. Its
         // retry is the full machine's when ids run out (at `u16::MAX`).
         let next = self.attempt + 1;
         if outcome.retry_after.is_some()
+            || !r.initial_backoff.is_zero()
+            || !r.max_backoff.is_zero()
             || u32::from(next) >= r.max_attempts.max(1)
             || next == u16::MAX
         {
             return None;
         }
-        Some(next)
-    }
-
-    /// The next group's primary, launched at once, when the compact stage
-    /// retries `outcome` at `now` under a policy without backoff (see
-    /// [`next_group`](Self::next_group)).
-    #[inline(always)]
-    fn at_once_retry(&self, outcome: Outcome, now: Instant) -> Option<AttemptInfo> {
-        if has_backoff(self.policy.borrow()) {
-            return None;
-        }
-        let next = self.next_group(outcome)?;
-        self.at_once(next, self.now.max(now))
-    }
-
-    /// How the compact stage retries `outcome` at `now` under a policy
-    /// with backoff (see [`next_group`](Self::next_group)): it draws the
-    /// backoff.
-    #[inline(never)]
-    fn drawn_retry(&mut self, outcome: Outcome, now: Instant) -> Option<Retry> {
-        if !has_backoff(self.policy.borrow()) {
-            return None;
-        }
-        let next = self.next_group(outcome)?;
         let end = self.now.max(now);
-        // Without an RNG from the caller, the stage seeds the one the full
-        // machine would have (from the call's start) and keeps it.
-        let mut rng = match &self.rng {
-            Some(rng) => rng.clone(),
-            None => {
-                let rng = fastrand::Rng::with_seed(call_seed(self.start));
-                self.rng = Some(rng.clone());
-                rng
-            }
-        };
-        let policy = self.policy.borrow();
-        let mut backoff = BackoffSpec::new(&policy.retry).after(self.attempt, self.prev);
-        let delay = backoff.next_delay(&mut rng);
-        let wake = if delay.is_zero() { end } else { end + delay };
-        if overall_timeout(policy).is_some_and(|t| wake >= self.start + t) {
-            return None;
-        }
-        let launch = if delay.is_zero() {
-            Some(self.at_once(next, end)?)
-        } else {
-            None
-        };
-        Some(Retry {
-            launch,
-            wake,
-            delay: crate::time::nanos(delay),
-            prev: backoff.prev_nanos(),
-            rng: Some(rng),
-        })
-    }
-
-    /// Group `next`'s primary, launched at once at `end`, unless a
-    /// deadline is due: the call's (the full machine ends the call) or the
-    /// retry's own (saturated at the clock's end; it cuts the retry at
-    /// once). The retry's is never after the call's.
-    #[inline(always)]
-    fn at_once(&self, next: u16, end: Instant) -> Option<AttemptInfo> {
         let info = self.launch(next, end);
+        // A deadline due: the call's (the full machine ends the call) or
+        // the retry's own (saturated at the clock's end; it cuts the
+        // retry at once). The retry's is never after the call's.
         if info.deadline.is_some_and(|d| d <= end) {
             return None;
         }
         Some(info)
     }
-}
-
-/// How the compact stage retries a failure (see [`First::drawn_retry`]).
-struct Retry {
-    /// The next group's primary, when it launches at once.
-    launch: Option<AttemptInfo>,
-    /// When the backoff ends, when it does not.
-    wake: Instant,
-    /// The backoff, in nanoseconds.
-    delay: u64,
-    /// The backoff sequence's previous delay after the draw.
-    prev: u64,
-    /// The RNG after the draw.
-    rng: Option<fastrand::Rng>,
-}
-
-/// Whether `policy` backs off (a policy with neither an initial nor a
-/// maximum backoff never sleeps, and the full machine never draws).
-#[inline(always)]
-fn has_backoff(policy: &Policy) -> bool {
-    !(policy.retry.initial_backoff.is_zero() && policy.retry.max_backoff.is_zero())
 }
 
 /// When `event` happened.
@@ -1033,8 +780,11 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         super::CallMachine::primary(self, info, admission)
     }
-    fn take_over(&mut self, handover: Handover) {
-        super::CallMachine::take_over(self, handover);
+    fn launched(&mut self, group: u16, start: Instant, at: Instant, budget_reason: &'static str) {
+        super::CallMachine::launched(self, group, start, at, budget_reason);
+    }
+    fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
+        super::CallMachine::retry_due(self, group, start, at, last);
     }
     fn succeeded(&mut self, id: AttemptId, now: Instant) {
         super::CallMachine::succeeded(self, id, now);
