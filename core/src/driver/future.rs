@@ -78,7 +78,7 @@ pin_project! {
         pub(super) last_terminal: bool,
         // Debug builds: the latest clock read (zero-sized in release).
         pub(super) clock: ClockCheck,
-        pub(super) state: Staged<P, W::Machine>,
+        pub(super) state: Staged<P, W::Machine<P>>,
     }
 
     impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W> PinnedDrop for Call<'k, P, Tm, Op, Fut, T, E, C, O, G, W>

@@ -43,7 +43,7 @@ use crate::error::Error;
 use crate::gate::Gate;
 use crate::key::PolicyKey;
 pub use crate::machine::staged::{derive_seed, MachineOps};
-use crate::machine::{CallMachine, Cause, Event, Limits, Next, Sink, Staged, Verdict};
+use crate::machine::{Cause, Event, Limits, Next, Sink, Staged, Verdict};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::{Classifier, DefaultClassifier, OutcomeKind};
 use crate::pinned::PinnedSlots;
@@ -110,7 +110,7 @@ pub trait Width: sealed::Sealed {
     /// Attempts at once.
     const SLOTS: usize;
     #[doc(hidden)]
-    type Machine: MachineOps;
+    type Machine<P: Borrow<Policy>>: MachineOps<P>;
     #[doc(hidden)]
     type Attempts<F>: AttemptSlots<F>;
     #[doc(hidden)]
@@ -128,7 +128,7 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine = CallMachine<N>;
+    type Machine<P: Borrow<Policy>> = crate::machine::staged::Machine<P, N>;
     type Attempts<F> = PinnedSlots<F, N>;
     type Ids = [Option<AttemptId>; N];
 }

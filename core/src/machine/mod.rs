@@ -36,6 +36,8 @@
 
 use core::time::Duration;
 
+use core::borrow::Borrow;
+
 use crate::backoff::{Backoff, BackoffSpec};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
@@ -85,7 +87,16 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
         ("Slot", size_of::<Slot>()),
         ("Option<Slot>", size_of::<Option<Slot>>()),
         ("Phase", size_of::<Phase>()),
-        ("Delays", size_of::<Delays>()),
+        ("Plan (CallMachine's settings)", size_of::<Plan>()),
+        (
+            "PolicySettings<&Policy>",
+            size_of::<PolicySettings<&Policy>>(),
+        ),
+        ("Core<Plan, 1>", size_of::<Core<Plan, 1>>()),
+        (
+            "Core<PolicySettings<&Policy>, 1>",
+            size_of::<Core<PolicySettings<&Policy>, 1>>(),
+        ),
         ("Last", size_of::<Last>()),
     ]
 }
@@ -196,41 +207,176 @@ enum Last {
     Refused(&'static str),
 }
 
-/// The backoff delays of a call, made into a [`Backoff`] only when its
-/// first retry group fails: a call whose first group succeeds never pays
-/// for the conversion, and a policy without backoff never draws.
-#[derive(Clone, Debug)]
-enum Delays {
-    /// Every delay is zero (no initial and no maximum backoff).
-    Zero,
-    /// Not drawn from yet.
-    Unmade(BackoffSpec),
-    /// Drawing.
-    Drawing(Backoff),
+/// What a machine reads of its policy and limits, wherever it keeps them:
+/// the public [`CallMachine`] a copy of the numbers ([`Plan`]), the call
+/// future's machine the caller's policy itself ([`PolicySettings`]), read
+/// again where a decision needs it (the future keeps no copy).
+pub(crate) trait Settings {
+    /// Retry groups at most (at least 1).
+    fn max_attempts(&self) -> u32;
+    /// The per-attempt timeout in nanoseconds; 0: none.
+    fn per_attempt(&self) -> u64;
+    /// The overall timeout in nanoseconds; 0: none.
+    fn overall(&self) -> u64;
+    /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
+    fn max_retry_after(&self) -> Duration;
+    /// The backoff sequence, fresh; `None` when every delay is zero (no
+    /// initial and no maximum backoff). The machine keeps its state
+    /// ([`Backoff::state`]).
+    fn backoff(&self) -> Option<Backoff>;
+    /// Hedges per group a machine of `slots` slots runs (0 when hedging is
+    /// off, or when the slots have no room).
+    fn max_hedges(&self, slots: usize) -> u32;
+    /// The hedge delay as the policy gives it: the trigger is told it as
+    /// it is (an unnormalized policy's may be past what nanoseconds in a
+    /// `u64` hold).
+    fn hedge_delay(&self) -> Duration;
+    /// Whether a group's first terminal outcome cancels its other attempts.
+    fn cancel_on_first_terminal(&self) -> bool;
 }
 
-impl Delays {
-    /// The next delay (zero without a call, for a policy without backoff).
+/// The public machine's settings: the numbers of a [`CallPlan`], copied
+/// (the simulator restarts machines from one).
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    max_attempts: u32,
+    /// In nanoseconds; 0: none (a policy's zero timeout means none).
+    per_attempt: u64,
+    overall: u64,
+    max_retry_after: Duration,
+    /// Converted once, when the machine is made.
+    backoff: Option<Backoff>,
+    /// Hedges per group: 0 when off (or when `N` has no room).
+    max_hedges: u32,
+    /// The hedges per group the policy asks for (0 when hedging is off),
+    /// before `N` limits them.
+    policy_hedges: u32,
+    hedge_delay: Duration,
+    cancel_on_first_terminal: bool,
+}
+
+impl Plan {
+    /// The settings of `plan` under `limits`, for a machine of `slots`
+    /// slots.
+    #[inline]
+    fn new(plan: &CallPlan, limits: Limits, slots: usize) -> Self {
+        Self {
+            max_attempts: plan.max_attempts,
+            per_attempt: plan.per_attempt.map_or(0, nanos),
+            overall: plan.overall.map_or(0, nanos),
+            max_retry_after: limits.max_retry_after,
+            backoff: (!plan.zero_backoff).then(|| plan.backoff.backoff()),
+            max_hedges: hedges_in(plan.hedges, limits, slots),
+            policy_hedges: plan.hedges,
+            hedge_delay: plan.hedge_delay,
+            cancel_on_first_terminal: plan.cancel_on_first_terminal,
+        }
+    }
+}
+
+impl Settings for Plan {
     #[inline(always)]
-    fn next(&mut self, rng: &mut fastrand::Rng) -> Duration {
-        match self {
-            Self::Zero => Duration::ZERO,
-            _ => self.draw(rng),
+    fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+    #[inline(always)]
+    fn per_attempt(&self) -> u64 {
+        self.per_attempt
+    }
+    #[inline(always)]
+    fn overall(&self) -> u64 {
+        self.overall
+    }
+    #[inline(always)]
+    fn max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+    #[inline(always)]
+    fn backoff(&self) -> Option<Backoff> {
+        self.backoff.clone()
+    }
+    #[inline(always)]
+    fn max_hedges(&self, _: usize) -> u32 {
+        self.max_hedges
+    }
+    #[inline(always)]
+    fn hedge_delay(&self) -> Duration {
+        self.hedge_delay
+    }
+    #[inline(always)]
+    fn cancel_on_first_terminal(&self) -> bool {
+        self.cancel_on_first_terminal
+    }
+}
+
+/// The call future's machine's settings: the caller's policy as the call
+/// holds it (borrowed, shared or owned: one word for a borrowed one), and
+/// the two limits the machine reads.
+#[derive(Clone, Debug)]
+pub(crate) struct PolicySettings<P> {
+    policy: P,
+    max_retry_after: Duration,
+    max_hedges_ceiling: u32,
+}
+
+impl<P: Borrow<Policy>> PolicySettings<P> {
+    /// `policy` under `limits`.
+    #[inline]
+    pub(crate) fn new(policy: P, limits: Limits) -> Self {
+        Self {
+            policy,
+            max_retry_after: limits.max_retry_after,
+            max_hedges_ceiling: limits.max_hedges_ceiling,
         }
     }
 
-    /// The next delay of a policy with backoff.
-    fn draw(&mut self, rng: &mut fastrand::Rng) -> Duration {
-        match self {
-            Self::Zero => Duration::ZERO,
-            Self::Drawing(backoff) => backoff.next_delay(rng),
-            Self::Unmade(spec) => {
-                let mut backoff = spec.backoff();
-                let delay = backoff.next_delay(rng);
-                *self = Self::Drawing(backoff);
-                delay
-            }
+    #[inline(always)]
+    fn retry(&self) -> &crate::policy::RetryPolicy {
+        &self.policy.borrow().retry
+    }
+}
+
+impl<P: Borrow<Policy>> Settings for PolicySettings<P> {
+    #[inline(always)]
+    fn max_attempts(&self) -> u32 {
+        self.retry().max_attempts.max(1)
+    }
+    #[inline(always)]
+    fn per_attempt(&self) -> u64 {
+        plan::per_attempt_timeout(self.policy.borrow()).map_or(0, nanos)
+    }
+    #[inline(always)]
+    fn overall(&self) -> u64 {
+        plan::overall_timeout(self.policy.borrow()).map_or(0, nanos)
+    }
+    #[inline(always)]
+    fn max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+    #[inline]
+    fn backoff(&self) -> Option<Backoff> {
+        let r = self.retry();
+        if r.initial_backoff.is_zero() && r.max_backoff.is_zero() {
+            None
+        } else {
+            Some(BackoffSpec::new(r).backoff())
         }
+    }
+    #[inline(always)]
+    fn max_hedges(&self, slots: usize) -> u32 {
+        let limits = Limits {
+            max_retry_after: self.max_retry_after,
+            max_hedges_ceiling: self.max_hedges_ceiling,
+        };
+        hedges_in(plan::policy_hedges(self.policy.borrow()), limits, slots)
+    }
+    #[inline(always)]
+    fn hedge_delay(&self) -> Duration {
+        self.policy.borrow().hedge.hedge_delay
+    }
+    #[inline(always)]
+    fn cancel_on_first_terminal(&self) -> bool {
+        self.policy.borrow().hedge.cancel_on_first_terminal
     }
 }
 
@@ -240,14 +386,22 @@ impl Delays {
 /// plus hedges); the default 4 fits the default hedge ceiling of 3.
 #[derive(Clone, Debug)]
 pub struct CallMachine<const N: usize = 4> {
-    max_attempts: u32,
-    /// The per-attempt and overall timeouts, in nanoseconds; 0: none
-    /// (a policy's zero timeout means none).
-    per_attempt: u64,
-    overall: u64,
-    /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
-    max_retry_after: Duration,
-    delays: Delays,
+    core: Core<Plan, N>,
+    /// A record produced by an event (an admitted attempt's, which the
+    /// gate must release), emitted by the next `poll`: kept as its slot,
+    /// outcome and end (not a 128-byte record and flag). Only
+    /// [`poll`](Self::poll), which hands out one action at a time, needs
+    /// it: the call future's machine (a [`Core`]) hands the record out as
+    /// the event comes.
+    pending: Option<(Slot, Outcome, Instant)>,
+}
+
+/// The machine's decisions and the state of one call, with its settings
+/// `C` (see [`Settings`]): what [`CallMachine`] wraps, and what the call
+/// future holds itself.
+#[derive(Clone, Debug)]
+pub(crate) struct Core<C, const N: usize> {
+    cfg: C,
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
@@ -260,6 +414,9 @@ pub struct CallMachine<const N: usize = 4> {
     groups: u16,
     /// Attempts launched (ids are handed out in this order).
     launched: u16,
+    /// The backoff sequence's state ([`Backoff::state`]; 0: not drawn
+    /// from), its parameters read from the settings when a delay is drawn.
+    backoff: u64,
     /// The sleep before the next primary.
     next_backoff: Duration,
     /// The sleep before the running group's primary (its hedges have
@@ -269,16 +426,6 @@ pub struct CallMachine<const N: usize = 4> {
     last_failure: Option<AttemptId>,
     last: Last,
     slots: [Option<Slot>; N],
-    /// Hedging: 0 hedges per group when off (or when `N` has no room).
-    max_hedges: u32,
-    /// The hedges per group the policy asks for (0 when hedging is off),
-    /// before `N` limits them.
-    policy_hedges: u32,
-    /// A `Duration` as the policy gives it: the trigger is told it as it
-    /// is (an unnormalized policy's may be past what nanoseconds in a
-    /// `u64` hold).
-    hedge_delay: Duration,
-    cancel_on_first_terminal: bool,
     /// The running group: when its primary launched, hedges launched, and
     /// whether it may launch more (a refused hedge stops hedging for it).
     group_start: Instant,
@@ -294,21 +441,28 @@ pub struct CallMachine<const N: usize = 4> {
     terminal: Option<(AttemptId, Cause)>,
     /// Attempts that ran (launched), hedges included.
     ran: u16,
-    /// A record produced by an event (an admitted attempt's, which the
-    /// gate must release), emitted by the next `poll`: kept as its slot,
-    /// outcome and end (96 bytes, not a 136-byte record and flag).
-    pending: Option<(Slot, Outcome, Instant)>,
 }
 
 #[cfg(test)]
 impl<const N: usize> CallMachine<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
-        layout_of!(self; max_attempts, per_attempt, overall, max_retry_after, delays, rng,
-            phase, now, start, deadline_at, has_deadline, groups, launched, next_backoff, group_backoff, last_failure,
-            last, slots, max_hedges, policy_hedges, hedge_delay,
-            cancel_on_first_terminal, group_start, group_hedges, hedging_stopped,
-            hedge_check_at, has_hedge_check, terminal, ran, pending)
+        layout_of!(self; core, pending)
+    }
+
+    /// Test-only: the core's layout.
+    pub(crate) fn core_layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        self.core.layout()
+    }
+}
+
+#[cfg(test)]
+impl<C, const N: usize> Core<C, N> {
+    /// Test-only: `(field, offset, size)` of every field, by offset.
+    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        layout_of!(self; cfg, rng, phase, now, start, deadline_at, has_deadline, groups, launched,
+            backoff, next_backoff, group_backoff, last_failure, last, slots, group_start,
+            group_hedges, hedging_stopped, hedge_check_at, has_hedge_check, terminal, ran)
     }
 }
 
@@ -326,11 +480,88 @@ impl<const N: usize> CallMachine<N> {
     #[inline]
     pub fn with_plan(plan: &CallPlan, limits: Limits, rng: fastrand::Rng) -> Self {
         Self {
-            max_attempts: plan.max_attempts,
-            per_attempt: plan.per_attempt.map_or(0, nanos),
-            overall: plan.overall.map_or(0, nanos),
-            max_retry_after: limits.max_retry_after,
-            delays: plan.delays(),
+            core: Core::new(Plan::new(plan, limits, N), rng),
+            pending: None,
+        }
+    }
+
+    /// Hedges each retry group may launch: the policy's, as far as the
+    /// ceiling in [`Limits`] and `N` allow (0 when hedging is off).
+    pub fn max_hedges(&self) -> u32 {
+        self.core.cfg.max_hedges
+    }
+
+    /// When the call started.
+    pub fn start(&self) -> Instant {
+        self.core.start
+    }
+
+    /// The latest time the machine has seen.
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// The overall deadline, once started.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.core.deadline()
+    }
+
+    /// Attempts launched so far (refused attempts not counted).
+    pub fn attempts(&self) -> u32 {
+        self.core.attempts()
+    }
+
+    /// The reason the gate gave when it refused an attempt (which ended the
+    /// call), if it did.
+    pub fn refusal(&self) -> Option<&'static str> {
+        self.core.refusal()
+    }
+
+    /// Replaces the random source (jitter draws come from it).
+    pub fn set_rng(&mut self, rng: fastrand::Rng) {
+        self.core.rng = rng;
+    }
+
+    /// Makes this machine what `fresh.clone()` with its random source
+    /// replaced by `rng` is, for a `fresh` machine that has not started
+    /// (no event fed yet): the settings are copied from it and the state a
+    /// call changes is reset in place. Cheaper than `clone_from` (which
+    /// builds a whole copy and moves it in) for a driver that runs one
+    /// call after another in the same machine, as the simulator does.
+    pub fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng) {
+        debug_assert!(fresh.pending.is_none(), "a machine that has not started");
+        self.core.restart_from(&fresh.core, rng);
+        self.pending = None;
+    }
+
+    /// Replaces the executor-wide limits.
+    pub fn set_limits(&mut self, limits: Limits) {
+        let cfg = &mut self.core.cfg;
+        cfg.max_retry_after = limits.max_retry_after;
+        cfg.max_hedges = hedges_in(cfg.policy_hedges, limits, N);
+    }
+
+    /// Whether the machine has returned [`Action::Finish`].
+    pub fn is_finished(&self) -> bool {
+        self.core.is_finished()
+    }
+
+    /// Feeds one event. Times earlier than the latest one seen are taken as
+    /// the latest one (the machine's clock never goes back).
+    pub fn handle(&mut self, event: Event) {
+        if let Some((slot, outcome)) = self.core.take_event(event) {
+            debug_assert!(self.pending.is_none(), "poll after every event");
+            self.pending = Some((slot, outcome, self.core.now));
+        }
+    }
+}
+
+impl<C: Settings, const N: usize> Core<C, N> {
+    /// A machine for one call with settings `cfg`.
+    #[inline]
+    pub(crate) fn new(cfg: C, rng: fastrand::Rng) -> Self {
+        Self {
+            cfg,
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
@@ -339,15 +570,12 @@ impl<const N: usize> CallMachine<N> {
             has_deadline: false,
             groups: 0,
             launched: 0,
+            backoff: 0,
             next_backoff: Duration::ZERO,
             group_backoff: Duration::ZERO,
             last_failure: None,
             last: Last::None,
             slots: [None; N],
-            max_hedges: 0,
-            policy_hedges: plan.hedges,
-            hedge_delay: plan.hedge_delay,
-            cancel_on_first_terminal: plan.cancel_on_first_terminal,
             group_start: Instant::ZERO,
             group_hedges: 0,
             hedging_stopped: false,
@@ -355,44 +583,36 @@ impl<const N: usize> CallMachine<N> {
             has_hedge_check: false,
             terminal: None,
             ran: 0,
-            pending: None,
         }
-        .room_for_hedges(limits)
     }
 
-    /// Hedges per group: what the policy asks for, as far as the ceiling
-    /// and `N` allow.
-    fn room_for_hedges(mut self, limits: Limits) -> Self {
-        self.max_hedges = hedges_in(self.policy_hedges, limits, N);
-        self
-    }
-
-    /// Hedges each retry group may launch: the policy's, as far as the
-    /// ceiling in [`Limits`] and `N` allow (0 when hedging is off).
-    pub fn max_hedges(&self) -> u32 {
-        self.max_hedges
+    /// Hedges each retry group may launch.
+    #[inline(always)]
+    fn max_hedges(&self) -> u32 {
+        self.cfg.max_hedges(N)
     }
 
     /// When the call started.
-    pub fn start(&self) -> Instant {
+    pub(crate) fn start(&self) -> Instant {
         self.start
     }
 
     /// The latest time the machine has seen.
-    pub fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         self.now
     }
 
     /// The overall deadline, once started.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.has_deadline.then_some(self.deadline_at)
     }
 
     /// Sets the overall deadline of a call started at `start`.
     #[inline]
     fn set_deadline(&mut self, start: Instant) {
-        self.has_deadline = self.overall != 0;
-        self.deadline_at = start.plus_nanos(self.overall);
+        let overall = self.cfg.overall();
+        self.has_deadline = overall != 0;
+        self.deadline_at = start.plus_nanos(overall);
     }
 
     /// When the trigger asked to be consulted again, if it did.
@@ -409,13 +629,13 @@ impl<const N: usize> CallMachine<N> {
     }
 
     /// Attempts launched so far (refused attempts not counted).
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         u32::from(self.ran)
     }
 
     /// The reason the gate gave when it refused an attempt (which ended the
     /// call), if it did.
-    pub fn refusal(&self) -> Option<&'static str> {
+    pub(crate) fn refusal(&self) -> Option<&'static str> {
         match self.last {
             Last::Refused(reason) => Some(reason),
             _ => None,
@@ -432,33 +652,41 @@ impl<const N: usize> CallMachine<N> {
         }
     }
 
-    /// Replaces the random source (jitter draws come from it).
-    pub fn set_rng(&mut self, rng: fastrand::Rng) {
-        self.rng = rng;
+    /// The next backoff delay (zero without a draw, for settings without
+    /// backoff).
+    #[inline(always)]
+    fn next_delay(&mut self) -> Duration {
+        match self.cfg.backoff() {
+            None => Duration::ZERO,
+            Some(backoff) => self.draw(backoff),
+        }
     }
 
-    /// Makes this machine what `fresh.clone()` with its random source
-    /// replaced by `rng` is, for a `fresh` machine that has not started
-    /// (no event fed yet): the settings are copied from it and the state a
-    /// call changes is reset in place. Cheaper than `clone_from` (which
-    /// builds a whole copy and moves it in) for a driver that runs one
-    /// call after another in the same machine, as the simulator does.
-    pub fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng) {
+    /// The next delay of `backoff`, fresh, resumed from the machine's
+    /// state.
+    fn draw(&mut self, mut backoff: Backoff) -> Duration {
+        backoff.resume(self.backoff);
+        let delay = backoff.next_delay(&mut self.rng);
+        self.backoff = backoff.state();
+        delay
+    }
+
+    /// [`CallMachine::restart_from`]: makes this machine `fresh` (which has
+    /// not started) with its random source replaced by `rng`, in place.
+    pub(crate) fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng)
+    where
+        C: Clone,
+    {
         debug_assert!(
             matches!(fresh.phase, Phase::Idle)
                 && fresh.slots.iter().all(Option::is_none)
-                && fresh.pending.is_none()
                 && matches!(fresh.last, Last::None)
                 && fresh.terminal.is_none(),
             "a machine that has not started"
         );
         // Every field named: a new one must be reset here too.
         let Self {
-            max_attempts,
-            per_attempt,
-            overall,
-            max_retry_after,
-            delays,
+            cfg,
             rng: _,
             phase,
             now,
@@ -467,15 +695,12 @@ impl<const N: usize> CallMachine<N> {
             has_deadline,
             groups,
             launched,
+            backoff,
             next_backoff,
             group_backoff,
             last_failure,
             last: _,
             slots: _,
-            max_hedges,
-            policy_hedges,
-            hedge_delay,
-            cancel_on_first_terminal,
             group_start,
             group_hedges,
             hedging_stopped,
@@ -483,13 +708,8 @@ impl<const N: usize> CallMachine<N> {
             has_hedge_check,
             terminal: _,
             ran,
-            pending: _,
         } = fresh;
-        self.max_attempts = *max_attempts;
-        self.per_attempt = *per_attempt;
-        self.overall = *overall;
-        self.max_retry_after = *max_retry_after;
-        self.delays = delays.clone();
+        self.cfg.clone_from(cfg);
         self.rng = rng;
         self.phase = *phase;
         self.now = *now;
@@ -498,6 +718,7 @@ impl<const N: usize> CallMachine<N> {
         self.has_deadline = *has_deadline;
         self.groups = *groups;
         self.launched = *launched;
+        self.backoff = *backoff;
         self.next_backoff = *next_backoff;
         self.group_backoff = *group_backoff;
         self.last_failure = *last_failure;
@@ -505,10 +726,6 @@ impl<const N: usize> CallMachine<N> {
         for slot in &mut self.slots {
             *slot = None;
         }
-        self.max_hedges = *max_hedges;
-        self.policy_hedges = *policy_hedges;
-        self.hedge_delay = *hedge_delay;
-        self.cancel_on_first_terminal = *cancel_on_first_terminal;
         self.group_start = *group_start;
         self.group_hedges = *group_hedges;
         self.hedging_stopped = *hedging_stopped;
@@ -516,13 +733,6 @@ impl<const N: usize> CallMachine<N> {
         self.has_hedge_check = *has_hedge_check;
         self.terminal = None;
         self.ran = *ran;
-        self.pending = None;
-    }
-
-    /// Replaces the executor-wide limits.
-    pub fn set_limits(&mut self, limits: Limits) {
-        self.max_retry_after = limits.max_retry_after;
-        self.max_hedges = hedges_in(self.policy_hedges, limits, N);
     }
 
     /// A machine just made takes over the compact stage's first attempt,
@@ -570,7 +780,6 @@ impl<const N: usize> CallMachine<N> {
     /// tell again. (A `poll` through a gate that ignores the call's end
     /// would compile the machine's `poll` a second time.)
     pub(crate) fn finish_told(&mut self) {
-        debug_assert!(self.pending.is_none());
         debug_assert!(self.slots.iter().all(Option::is_none));
         if let Phase::Ending(verdict) = self.phase {
             self.phase = Phase::Done(verdict);
@@ -582,32 +791,24 @@ impl<const N: usize> CallMachine<N> {
     }
 
     /// Whether the machine has returned [`Action::Finish`].
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Done(_))
     }
 
-    /// Feeds one event. Times earlier than the latest one seen are taken as
-    /// the latest one (the machine's clock never goes back).
-    pub fn handle(&mut self, event: Event) {
-        self.keep_event(event);
-    }
-
-    /// [`handle`](Self::handle), inlined: the call future's growth and
-    /// drop feed events they name, which compile to those events' arms
-    /// only.
+    /// Feeds an event that ends no attempt (the call future's growth and
+    /// drop feed the start and the cancel), inlined: it compiles to those
+    /// events' arms only.
     #[inline(always)]
     pub(crate) fn keep_event(&mut self, event: Event) {
-        if let Some((slot, outcome)) = self.take_event(event) {
-            debug_assert!(self.pending.is_none(), "poll after every event");
-            self.pending = Some((slot, outcome, self.now));
-        }
+        let ended = self.take_event(event);
+        debug_assert!(ended.is_none(), "an event that ends no attempt");
     }
 
     /// Feeds one event; returns the slot and outcome of the admitted
     /// attempt it ended (at the machine's `now`), if any, whose record the
     /// gate and the observers have not heard of yet
-    /// ([`handle`](Self::handle) keeps it for the next
-    /// [`poll`](Self::poll); the call future's drain hands it out at once).
+    /// ([`CallMachine::handle`] keeps it for the next
+    /// [`CallMachine::poll`]; the call future's drain hands it out at once).
     #[inline(always)]
     fn take_event(&mut self, event: Event) -> Option<(Slot, Outcome)> {
         match event {
@@ -647,28 +848,28 @@ impl<const N: usize> CallMachine<N> {
     }
 
     /// Feeds `event`, if any, and carries out the actions due through
-    /// `out` (what [`handle`](Self::handle), then [`poll`](Self::poll)
+    /// `out` (what [`CallMachine::handle`], then [`CallMachine::poll`]
     /// until the machine must wait, do, without keeping the event's record
-    /// in between); without an event, what is due (a record
-    /// [`handle`](Self::handle) kept first).
+    /// in between); without an event, what is due.
     #[inline(always)]
     pub(crate) fn feed_with<E: poll::Emit>(&mut self, event: Option<Event>, out: &mut E) -> Action {
         let ended = match event {
-            Some(event) => {
-                debug_assert!(self.pending.is_none(), "poll after every event");
-                self.take_event(event)
-                    .map(|(slot, outcome)| (slot, outcome, self.now))
-            }
-            // Read in place, not `take`n: a `take` copies the whole option
-            // out before it tests it.
-            None => match self.pending {
-                Some(pending) => {
-                    self.pending = None;
-                    Some(pending)
-                }
-                None => None,
-            },
+            Some(event) => self
+                .take_event(event)
+                .map(|(slot, outcome)| (slot, outcome, self.now)),
+            None => None,
         };
+        self.drain_with(ended, out)
+    }
+
+    /// Hands out the record of the attempt `ended` (its slot, outcome and
+    /// end), if any, then carries out the actions due through `out`.
+    #[inline(always)]
+    fn drain_with<E: poll::Emit>(
+        &mut self,
+        ended: Option<(Slot, Outcome, Instant)>,
+        out: &mut E,
+    ) -> Action {
         // Built only for a gate or an observer that hears it (one that
         // ignores records says so, and the building compiles away).
         if let Some((slot, outcome, end)) =
@@ -718,7 +919,7 @@ impl<const N: usize> CallMachine<N> {
                 return;
             }
         };
-        if self.cancel_on_first_terminal || self.in_flight() == 0 {
+        if self.cfg.cancel_on_first_terminal() || self.in_flight() == 0 {
             // The group's first terminal outcome is the call's, as in
             // `group_done` (and its result is the one the driver keeps).
             if let Some((first, first_cause)) = self.terminal.take() {
@@ -748,12 +949,15 @@ impl<const N: usize> CallMachine<N> {
 
     /// The current retry group failed retryably: back off, or stop.
     fn group_failed(&mut self, hint: Option<Duration>) {
-        if u32::from(self.groups) >= self.max_attempts {
+        if u32::from(self.groups) >= self.cfg.max_attempts() {
             return self.fail(Cause::Exhausted);
         }
-        let drawn = self.delays.next(&mut self.rng);
+        let drawn = self.next_delay();
         let (delay, beyond) = match hint {
-            Some(h) => (h.min(self.max_retry_after), Cause::RetryAfterBeyondDeadline),
+            Some(h) => (
+                h.min(self.cfg.max_retry_after()),
+                Cause::RetryAfterBeyondDeadline,
+            ),
             None => (drawn, Cause::BackoffBeyondDeadline),
         };
         // A zero delay (no backoff) wakes now: no duration arithmetic.

@@ -6,7 +6,9 @@ use core::ops::ControlFlow;
 use core::time::Duration;
 
 use super::plan::attempt_deadline;
-use super::{cut_reason, Action, CallMachine, Cause, Last, Phase, Slot, Verdict, WaitReason};
+use super::{
+    cut_reason, Action, CallMachine, Cause, Core, Last, Phase, Settings, Slot, Verdict, WaitReason,
+};
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
@@ -72,8 +74,31 @@ impl<const N: usize> CallMachine<N> {
     /// What changes the answer: events fed since the last call; nothing else.
     #[must_use = "drain poll until Wait, AwaitAttempts or Finish and carry out each action"]
     pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        self.feed_with(None, &mut OneAction(gate))
+        // Read in place, not `take`n: a `take` copies the whole option out
+        // before it tests it.
+        let ended = match self.pending {
+            Some(pending) => {
+                self.pending = None;
+                Some(pending)
+            }
+            None => None,
+        };
+        self.core.drain_with(ended, &mut OneAction(gate))
     }
+
+    /// [`Core::cancelled_with`], the record an event kept handed out
+    /// first.
+    pub(crate) fn cancelled_with<E: Emit>(&mut self, out: &mut E) -> Verdict {
+        if let Some((slot, outcome, end)) = self.pending.take() {
+            let record = slot.record(end, outcome, false, self.core.backoff_of(&slot));
+            out.gate().attempt_ended(&record);
+            let _ = out.emit(Action::Record(record));
+        }
+        self.core.cancelled_with(out)
+    }
+}
+
+impl<C: Settings, const N: usize> Core<C, N> {
 
     /// Carries out the actions due through `out` until the machine must
     /// wait or has finished, or `out` stops at one: [`poll`](Self::poll)
@@ -150,11 +175,6 @@ impl<const N: usize> CallMachine<N> {
     /// a cancel leaves, without the rest of its loop: the call future's
     /// drop, whose sink launches nothing, compiles only this.
     pub(crate) fn cancelled_with<E: Emit>(&mut self, out: &mut E) -> Verdict {
-        if let Some((slot, outcome, end)) = self.pending.take() {
-            let record = slot.record(end, outcome, false, self.backoff_of(&slot));
-            out.gate().attempt_ended(&record);
-            let _ = out.emit(Action::Record(record));
-        }
         loop {
             match self.phase {
                 Phase::Ending(v) => match self.ending(out.gate(), v) {
@@ -308,7 +328,7 @@ impl<const N: usize> CallMachine<N> {
             return None;
         }
         if self.hedging_stopped
-            || u32::from(self.group_hedges) >= self.max_hedges
+            || u32::from(self.group_hedges) >= self.max_hedges()
             || self.terminal.is_some()
             || self.launched == u16::MAX
         {
@@ -320,8 +340,8 @@ impl<const N: usize> CallMachine<N> {
             group_start: self.group_start,
             now: self.now,
             hedges: u32::from(self.group_hedges),
-            max_hedges: self.max_hedges,
-            hedge_delay: self.hedge_delay,
+            max_hedges: self.max_hedges(),
+            hedge_delay: self.cfg.hedge_delay(),
         });
         if !decision.spawn {
             // Never sooner than 1 ms from now: a trigger cannot make the
@@ -396,7 +416,8 @@ impl<const N: usize> CallMachine<N> {
     }
 
     pub(super) fn attempt_deadline(&self) -> Option<Instant> {
-        let own = (self.per_attempt != 0).then(|| self.now.plus_nanos(self.per_attempt));
+        let per_attempt = self.cfg.per_attempt();
+        let own = (per_attempt != 0).then(|| self.now.plus_nanos(per_attempt));
         attempt_deadline(own, self.deadline())
     }
 

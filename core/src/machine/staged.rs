@@ -32,7 +32,7 @@ use core::ops::ControlFlow;
 
 use super::plan::{first_launch, hedges_in};
 use super::poll::Emit;
-use super::{Action, Event, Limits, Slot};
+use super::{Action, Core, Event, Limits, PolicySettings, Slot};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::outcome::OutcomeKind;
 use crate::policy::Policy;
@@ -41,9 +41,10 @@ use crate::time::Instant;
 use crate::verdict::Verdict;
 
 /// The full machine a [`Staged`] grows into, for every width: the
-/// operations the call future and the compact stage use.
+/// operations the call future and the compact stage use. `P` is how the
+/// call holds its policy, which the machine takes over when it grows.
 #[doc(hidden)]
-pub trait MachineOps {
+pub trait MachineOps<P> {
     /// Attempts it runs at once.
     const SLOTS: usize;
     /// Whether a call starts in the compact stage (the crate's tests turn
@@ -65,7 +66,7 @@ pub trait MachineOps {
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
     fn refusal(&self) -> Option<&'static str>;
-    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self;
+    fn make(policy: P, limits: Limits, rng: fastrand::Rng) -> Self;
     /// Takes over the gate's answer about the first primary (see
     /// [`CallMachine::primary`](super::CallMachine::primary)).
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action;
@@ -132,7 +133,7 @@ enum Step {
 /// The first attempt's id.
 const FIRST: AttemptId = AttemptId(0);
 
-impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
+impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// A machine for one call under `policy` (normalize it first), with
     /// `limits` and the caller's RNG, if any.
     #[inline(always)]
@@ -417,7 +418,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             .rng
             .clone()
             .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
-        *self = Self::Full(M::make(first.policy.borrow(), first.limits, rng));
+        *self = Self::Full(M::make(first.policy, first.limits, rng));
         // Just made.
         let Self::Full(machine) = self else {
             unreachable!();
@@ -517,7 +518,7 @@ impl<P: Borrow<Policy>> First<P> {
     /// compact stage cannot decide the call (the policy hedges, or a
     /// deadline is due already).
     #[inline(always)]
-    fn started<M: MachineOps>(&mut self, now: Instant) -> Option<AttemptInfo> {
+    fn started<M: MachineOps<P>>(&mut self, now: Instant) -> Option<AttemptInfo> {
         let policy = self.policy.borrow();
         if !M::COMPACT
             || policy.hedge.enabled && hedges_in(policy.hedge.max_hedges, self.limits, M::SLOTS) > 0
@@ -618,17 +619,80 @@ fn next(action: Action) -> Next {
     }
 }
 
-impl<const N: usize> MachineOps for super::CallMachine<N> {
+/// The call future's full machine: the machine's [`Core`] with the
+/// caller's policy as its settings (the policy moves in from the compact
+/// stage: the machine keeps no copy of its numbers).
+#[derive(Debug)]
+pub struct Machine<P, const N: usize>(Core<PolicySettings<P>, N>);
+
+#[cfg(test)]
+impl<P, const N: usize> Machine<P, N> {
+    /// Test-only: the core's layout.
+    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        self.0.layout()
+    }
+}
+
+impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<P, N> {
     const SLOTS: usize = N;
     #[inline(always)]
     fn handle(&mut self, event: Event) {
-        self.keep_event(event);
+        self.0.keep_event(event);
     }
     // Inlined into the driver's one drain (`Staged::drain`): the machine's
     // loop compiles once, in the call future's poll.
     #[inline(always)]
     fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
-        next(self.feed_with(event, &mut Carry(sink)))
+        next(self.0.feed_with(event, &mut Carry(sink)))
+    }
+    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
+        self.0.cancelled_with(&mut Carry(sink))
+    }
+    fn start(&self) -> Instant {
+        self.0.start()
+    }
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+    fn attempts(&self) -> u32 {
+        self.0.attempts()
+    }
+    fn refusal(&self) -> Option<&'static str> {
+        self.0.refusal()
+    }
+    #[inline]
+    fn make(policy: P, limits: Limits, rng: fastrand::Rng) -> Self {
+        Self(Core::new(PolicySettings::new(policy, limits), rng))
+    }
+    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
+        self.0.primary(info, admission)
+    }
+    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
+        self.0.launched_first(start, budget_reason);
+    }
+    fn first_succeeded(&mut self, now: Instant) {
+        self.0.first_succeeded(now);
+    }
+    fn finish_told(&mut self) {
+        self.0.finish_told();
+    }
+}
+
+/// The public machine, for any way of holding the policy (the crate's
+/// tests grow into it, to compare it with the call future's).
+impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> {
+    const SLOTS: usize = N;
+    #[inline(always)]
+    fn handle(&mut self, event: Event) {
+        super::CallMachine::handle(self, event);
+    }
+    #[inline(always)]
+    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
+        if let Some(event) = event {
+            self.handle(event);
+        }
+        let ended = self.pending.take();
+        next(self.core.drain_with(ended, &mut Carry(sink)))
     }
     fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
         self.cancelled_with(&mut Carry(sink))
@@ -646,20 +710,20 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
         super::CallMachine::refusal(self)
     }
     #[inline]
-    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self {
-        super::CallMachine::new(policy, limits, rng)
+    fn make(policy: P, limits: Limits, rng: fastrand::Rng) -> Self {
+        super::CallMachine::new(policy.borrow(), limits, rng)
     }
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        super::CallMachine::primary(self, info, admission)
+        self.core.primary(info, admission)
     }
     fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        super::CallMachine::launched_first(self, start, budget_reason);
+        self.core.launched_first(start, budget_reason);
     }
     fn first_succeeded(&mut self, now: Instant) {
-        super::CallMachine::first_succeeded(self, now);
+        self.core.first_succeeded(now);
     }
     fn finish_told(&mut self) {
-        super::CallMachine::finish_told(self);
+        self.core.finish_told();
     }
 }
 

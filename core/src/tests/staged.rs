@@ -5,6 +5,7 @@
 //! seeded random policies, attempt scripts, gate answers and drop points,
 //! and when the operation, the classifier or an observer panics.
 
+
 use core::cell::{Cell, RefCell};
 use core::future::IntoFuture;
 use core::panic::AssertUnwindSafe;
@@ -42,12 +43,15 @@ std::thread_local! {
     static MADE: Cell<u64> = const { Cell::new(0) };
 }
 
-/// A [`CallMachine`] that counts how many are made, compact stage or not.
+/// A full machine `M` that counts how many are made, compact stage or not:
+/// the public [`CallMachine`] (its settings copied from the policy) for
+/// [`Full`], the call future's own (which reads the policy it holds) for
+/// [`Staged`], so that the two ways of reading a policy are compared too.
 #[derive(Debug)]
-struct Counted<const N: usize, const COMPACT: bool>(CallMachine<N>);
+struct Counted<M, const COMPACT: bool>(M);
 
-impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
-    const SLOTS: usize = N;
+impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMPACT> {
+    const SLOTS: usize = M::SLOTS;
     const COMPACT: bool = COMPACT;
     fn handle(&mut self, event: Event) {
         self.0.handle(event);
@@ -70,9 +74,9 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn refusal(&self) -> Option<&'static str> {
         self.0.refusal()
     }
-    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self {
+    fn make(policy: P, limits: Limits, rng: fastrand::Rng) -> Self {
         MADE.with(|n| n.set(n.get() + 1));
-        Self(CallMachine::new(policy, limits, rng))
+        Self(M::make(policy, limits, rng))
     }
     fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
         self.0.primary(info, admission)
@@ -95,7 +99,7 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine = Counted<N, false>;
+    type Machine<P: core::borrow::Borrow<Policy>> = Counted<CallMachine<N>, false>;
     type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
     type Ids = [Option<AttemptId>; N];
 }
@@ -110,7 +114,7 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine = Counted<N, true>;
+    type Machine<P: core::borrow::Borrow<Policy>> = Counted<crate::machine::staged::Machine<P, N>, true>;
     type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
     type Ids = [Option<AttemptId>; N];
 }
