@@ -113,7 +113,7 @@ pin_project! {
             let verdict = machine.cancel(now, &mut sink);
             let end = call_end(machine, verdict);
             this.observer.on_failure(*this.key, &end);
-            *machine = Staged::Done;
+            machine.set_done();
         }
     }
 }
@@ -379,7 +379,7 @@ where
     let machine = &mut *this.state;
     let end = call_end(machine, verdict);
     let refusal = machine.refusal();
-    *machine = Staged::Done;
+    machine.set_done();
     match verdict {
         Verdict::Success(_) => this.observer.on_success(*this.key, &end),
         Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),

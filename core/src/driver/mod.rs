@@ -128,7 +128,7 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine<P: Borrow<Policy>> = crate::machine::staged::Machine<P, N>;
+    type Machine<P: Borrow<Policy>> = crate::machine::staged::Machine<N>;
     type Attempts<F> = PinnedSlots<F, N>;
     type Ids = [Option<AttemptId>; N];
 }

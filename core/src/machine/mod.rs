@@ -36,9 +36,7 @@
 
 use core::time::Duration;
 
-use core::borrow::Borrow;
-
-use crate::backoff::{Backoff, BackoffSpec};
+use crate::backoff::Backoff;
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
@@ -55,6 +53,7 @@ pub use crate::limits::Limits;
 pub use io::{Action, Event, WaitReason};
 use plan::hedges_in;
 pub use plan::CallPlan;
+pub(crate) use plan::{overall_timeout, per_attempt_timeout, policy_hedges};
 pub(crate) use staged::{Next, Sink, Staged};
 
 /// Test-only: `(field, offset, size)` of each named field of `*$v` (a
@@ -88,15 +87,8 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
         ("Option<Slot>", size_of::<Option<Slot>>()),
         ("Phase", size_of::<Phase>()),
         ("Plan (CallMachine's settings)", size_of::<Plan>()),
-        (
-            "PolicySettings<&Policy>",
-            size_of::<PolicySettings<&Policy>>(),
-        ),
-        ("Core<Plan, 1>", size_of::<Core<Plan, 1>>()),
-        (
-            "Core<PolicySettings<&Policy>, 1>",
-            size_of::<Core<PolicySettings<&Policy>, 1>>(),
-        ),
+        ("State<1>", size_of::<State<1>>()),
+        ("State<2>", size_of::<State<2>>()),
         ("Last", size_of::<Last>()),
     ]
 }
@@ -209,7 +201,7 @@ enum Last {
 
 /// What a machine reads of its policy and limits, wherever it keeps them:
 /// the public [`CallMachine`] a copy of the numbers ([`Plan`]), the call
-/// future's machine the caller's policy itself ([`PolicySettings`]), read
+/// future's machine the caller's policy itself (`PolicySettings`), read
 /// again where a decision needs it (the future keeps no copy).
 pub(crate) trait Settings {
     /// Retry groups at most (at least 1).
@@ -309,84 +301,14 @@ impl Settings for Plan {
     }
 }
 
-/// The call future's machine's settings: the caller's policy as the call
-/// holds it (borrowed, shared or owned: one word for a borrowed one), and
-/// the two limits the machine reads.
-#[derive(Clone, Debug)]
-pub(crate) struct PolicySettings<P> {
-    policy: P,
-    max_retry_after: Duration,
-    max_hedges_ceiling: u32,
-}
-
-impl<P: Borrow<Policy>> PolicySettings<P> {
-    /// `policy` under `limits`.
-    #[inline]
-    pub(crate) fn new(policy: P, limits: Limits) -> Self {
-        Self {
-            policy,
-            max_retry_after: limits.max_retry_after,
-            max_hedges_ceiling: limits.max_hedges_ceiling,
-        }
-    }
-
-    #[inline(always)]
-    fn retry(&self) -> &crate::policy::RetryPolicy {
-        &self.policy.borrow().retry
-    }
-}
-
-impl<P: Borrow<Policy>> Settings for PolicySettings<P> {
-    #[inline(always)]
-    fn max_attempts(&self) -> u32 {
-        self.retry().max_attempts.max(1)
-    }
-    #[inline(always)]
-    fn per_attempt(&self) -> u64 {
-        plan::per_attempt_timeout(self.policy.borrow()).map_or(0, nanos)
-    }
-    #[inline(always)]
-    fn overall(&self) -> u64 {
-        plan::overall_timeout(self.policy.borrow()).map_or(0, nanos)
-    }
-    #[inline(always)]
-    fn max_retry_after(&self) -> Duration {
-        self.max_retry_after
-    }
-    #[inline]
-    fn backoff(&self) -> Option<Backoff> {
-        let r = self.retry();
-        if r.initial_backoff.is_zero() && r.max_backoff.is_zero() {
-            None
-        } else {
-            Some(BackoffSpec::new(r).backoff())
-        }
-    }
-    #[inline(always)]
-    fn max_hedges(&self, slots: usize) -> u32 {
-        let limits = Limits {
-            max_retry_after: self.max_retry_after,
-            max_hedges_ceiling: self.max_hedges_ceiling,
-        };
-        hedges_in(plan::policy_hedges(self.policy.borrow()), limits, slots)
-    }
-    #[inline(always)]
-    fn hedge_delay(&self) -> Duration {
-        self.policy.borrow().hedge.hedge_delay
-    }
-    #[inline(always)]
-    fn cancel_on_first_terminal(&self) -> bool {
-        self.policy.borrow().hedge.cancel_on_first_terminal
-    }
-}
-
 /// The state machine of one call.
 ///
 /// `N` is the number of attempts that can be in flight at once (the primary
 /// plus hedges); the default 4 fits the default hedge ceiling of 3.
 #[derive(Clone, Debug)]
 pub struct CallMachine<const N: usize = 4> {
-    core: Core<Plan, N>,
+    plan: Plan,
+    core: State<N>,
     /// A record produced by an event (an admitted attempt's, which the
     /// gate must release), emitted by the next `poll`: kept as its slot,
     /// outcome and end (not a 128-byte record and flag). Only
@@ -396,12 +318,10 @@ pub struct CallMachine<const N: usize = 4> {
     pending: Option<(Slot, Outcome, Instant)>,
 }
 
-/// The machine's decisions and the state of one call, with its settings
-/// `C` (see [`Settings`]): what [`CallMachine`] wraps, and what the call
-/// future holds itself.
+/// The state of one call: what [`CallMachine`] holds beside its settings,
+/// and what the call future holds beside its policy (see [`Core`]).
 #[derive(Clone, Debug)]
-pub(crate) struct Core<C, const N: usize> {
-    cfg: C,
+pub(crate) struct State<const N: usize> {
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
@@ -447,7 +367,7 @@ pub(crate) struct Core<C, const N: usize> {
 impl<const N: usize> CallMachine<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
-        layout_of!(self; core, pending)
+        layout_of!(self; plan, core, pending)
     }
 
     /// Test-only: the core's layout.
@@ -457,10 +377,10 @@ impl<const N: usize> CallMachine<N> {
 }
 
 #[cfg(test)]
-impl<C, const N: usize> Core<C, N> {
+impl<const N: usize> State<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
-        layout_of!(self; cfg, rng, phase, now, start, deadline_at, has_deadline, groups, launched,
+        layout_of!(self; rng, phase, now, start, deadline_at, has_deadline, groups, launched,
             backoff, next_backoff, group_backoff, last_failure, last, slots, group_start,
             group_hedges, hedging_stopped, hedge_check_at, has_hedge_check, terminal, ran)
     }
@@ -480,7 +400,8 @@ impl<const N: usize> CallMachine<N> {
     #[inline]
     pub fn with_plan(plan: &CallPlan, limits: Limits, rng: fastrand::Rng) -> Self {
         Self {
-            core: Core::new(Plan::new(plan, limits, N), rng),
+            plan: Plan::new(plan, limits, N),
+            core: State::new(rng),
             pending: None,
         }
     }
@@ -488,7 +409,7 @@ impl<const N: usize> CallMachine<N> {
     /// Hedges each retry group may launch: the policy's, as far as the
     /// ceiling in [`Limits`] and `N` allow (0 when hedging is off).
     pub fn max_hedges(&self) -> u32 {
-        self.core.cfg.max_hedges
+        self.plan.max_hedges
     }
 
     /// When the call started.
@@ -530,13 +451,14 @@ impl<const N: usize> CallMachine<N> {
     /// call after another in the same machine, as the simulator does.
     pub fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng) {
         debug_assert!(fresh.pending.is_none(), "a machine that has not started");
+        self.plan.clone_from(&fresh.plan);
         self.core.restart_from(&fresh.core, rng);
         self.pending = None;
     }
 
     /// Replaces the executor-wide limits.
     pub fn set_limits(&mut self, limits: Limits) {
-        let cfg = &mut self.core.cfg;
+        let cfg = &mut self.plan;
         cfg.max_retry_after = limits.max_retry_after;
         cfg.max_hedges = hedges_in(cfg.policy_hedges, limits, N);
     }
@@ -549,19 +471,58 @@ impl<const N: usize> CallMachine<N> {
     /// Feeds one event. Times earlier than the latest one seen are taken as
     /// the latest one (the machine's clock never goes back).
     pub fn handle(&mut self, event: Event) {
-        if let Some((slot, outcome)) = self.core.take_event(event) {
+        if let Some((slot, outcome)) = self.run().take_event(event) {
             debug_assert!(self.pending.is_none(), "poll after every event");
             self.pending = Some((slot, outcome, self.core.now));
         }
     }
+
+    /// The machine at work: its state with its settings.
+    #[inline(always)]
+    pub(crate) fn run(&mut self) -> Core<'_, Plan, N> {
+        Core {
+            cfg: &self.plan,
+            st: &mut self.core,
+        }
+    }
 }
 
-impl<C: Settings, const N: usize> Core<C, N> {
-    /// A machine for one call with settings `cfg`.
+/// The machine at work: a call's [`State`] with its settings `C` (see
+/// [`Settings`]), borrowed for one step. The decisions are its methods;
+/// the state's fields read through it.
+pub(crate) struct Core<'a, C, const N: usize> {
+    cfg: &'a C,
+    st: &'a mut State<N>,
+}
+
+impl<'a, C, const N: usize> Core<'a, C, N> {
+    /// `st` with its settings `cfg`.
+    #[inline(always)]
+    pub(crate) fn new(cfg: &'a C, st: &'a mut State<N>) -> Self {
+        Self { cfg, st }
+    }
+}
+
+impl<C, const N: usize> core::ops::Deref for Core<'_, C, N> {
+    type Target = State<N>;
+    #[inline(always)]
+    fn deref(&self) -> &State<N> {
+        self.st
+    }
+}
+
+impl<C, const N: usize> core::ops::DerefMut for Core<'_, C, N> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut State<N> {
+        self.st
+    }
+}
+
+impl<const N: usize> State<N> {
+    /// The state of a call not started, drawing from `rng`.
     #[inline]
-    pub(crate) fn new(cfg: C, rng: fastrand::Rng) -> Self {
+    pub(crate) fn new(rng: fastrand::Rng) -> Self {
         Self {
-            cfg,
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
@@ -586,12 +547,6 @@ impl<C: Settings, const N: usize> Core<C, N> {
         }
     }
 
-    /// Hedges each retry group may launch.
-    #[inline(always)]
-    fn max_hedges(&self) -> u32 {
-        self.cfg.max_hedges(N)
-    }
-
     /// When the call started.
     pub(crate) fn start(&self) -> Instant {
         self.start
@@ -605,14 +560,6 @@ impl<C: Settings, const N: usize> Core<C, N> {
     /// The overall deadline, once started.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.has_deadline.then_some(self.deadline_at)
-    }
-
-    /// Sets the overall deadline of a call started at `start`.
-    #[inline]
-    fn set_deadline(&mut self, start: Instant) {
-        let overall = self.cfg.overall();
-        self.has_deadline = overall != 0;
-        self.deadline_at = start.plus_nanos(overall);
     }
 
     /// When the trigger asked to be consulted again, if it did.
@@ -652,31 +599,9 @@ impl<C: Settings, const N: usize> Core<C, N> {
         }
     }
 
-    /// The next backoff delay (zero without a draw, for settings without
-    /// backoff).
-    #[inline(always)]
-    fn next_delay(&mut self) -> Duration {
-        match self.cfg.backoff() {
-            None => Duration::ZERO,
-            Some(backoff) => self.draw(backoff),
-        }
-    }
-
-    /// The next delay of `backoff`, fresh, resumed from the machine's
-    /// state.
-    fn draw(&mut self, mut backoff: Backoff) -> Duration {
-        backoff.resume(self.backoff);
-        let delay = backoff.next_delay(&mut self.rng);
-        self.backoff = backoff.state();
-        delay
-    }
-
     /// [`CallMachine::restart_from`]: makes this machine `fresh` (which has
     /// not started) with its random source replaced by `rng`, in place.
-    pub(crate) fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng)
-    where
-        C: Clone,
-    {
+    pub(crate) fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng) {
         debug_assert!(
             matches!(fresh.phase, Phase::Idle)
                 && fresh.slots.iter().all(Option::is_none)
@@ -686,7 +611,6 @@ impl<C: Settings, const N: usize> Core<C, N> {
         );
         // Every field named: a new one must be reset here too.
         let Self {
-            cfg,
             rng: _,
             phase,
             now,
@@ -709,7 +633,6 @@ impl<C: Settings, const N: usize> Core<C, N> {
             terminal: _,
             ran,
         } = fresh;
-        self.cfg.clone_from(cfg);
         self.rng = rng;
         self.phase = *phase;
         self.now = *now;
@@ -733,6 +656,61 @@ impl<C: Settings, const N: usize> Core<C, N> {
         self.has_hedge_check = *has_hedge_check;
         self.terminal = None;
         self.ran = *ran;
+    }
+
+    /// Whether the machine has returned [`Action::Finish`].
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done(_))
+    }
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn fail(&mut self, cause: Cause) {
+        self.end(Verdict::Failure {
+            cause,
+            last: self.last_failure,
+        });
+    }
+
+    fn end(&mut self, verdict: Verdict) {
+        self.phase = Phase::Ending(verdict);
+    }
+}
+
+impl<C: Settings, const N: usize> Core<'_, C, N> {
+    /// Hedges each retry group may launch.
+    #[inline(always)]
+    fn max_hedges(&self) -> u32 {
+        self.cfg.max_hedges(N)
+    }
+
+    /// Sets the overall deadline of a call started at `start`.
+    #[inline]
+    fn set_deadline(&mut self, start: Instant) {
+        let overall = self.cfg.overall();
+        self.has_deadline = overall != 0;
+        self.deadline_at = start.plus_nanos(overall);
+    }
+
+    /// The next backoff delay (zero without a draw, for settings without
+    /// backoff).
+    #[inline(always)]
+    fn next_delay(&mut self) -> Duration {
+        match self.cfg.backoff() {
+            None => Duration::ZERO,
+            Some(backoff) => self.draw(backoff),
+        }
+    }
+
+    /// The next delay of `backoff`, fresh, resumed from the machine's
+    /// state.
+    fn draw(&mut self, mut backoff: Backoff) -> Duration {
+        backoff.resume(self.backoff);
+        let delay = backoff.next_delay(&mut self.rng);
+        self.backoff = backoff.state();
+        delay
     }
 
     /// A machine just made takes over the compact stage's first attempt,
@@ -788,11 +766,6 @@ impl<C: Settings, const N: usize> Core<C, N> {
             matches!(self.phase, Phase::Done(Verdict::Success(AttemptId(0)))),
             "the compact stage's success"
         );
-    }
-
-    /// Whether the machine has returned [`Action::Finish`].
-    pub(crate) fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Done(_))
     }
 
     /// Feeds an event that ends no attempt (the call future's growth and
@@ -884,10 +857,6 @@ impl<C: Settings, const N: usize> Core<C, N> {
         self.run_with(out)
     }
 
-    fn advance(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-    }
-
     /// An admitted attempt completed: its slot and outcome (its record's
     /// makings, ended now), unless its result is stale.
     #[inline(always)]
@@ -975,17 +944,6 @@ impl<C: Settings, const N: usize> Core<C, N> {
         } else {
             Phase::BackoffUnchecked(wake)
         };
-    }
-
-    fn fail(&mut self, cause: Cause) {
-        self.end(Verdict::Failure {
-            cause,
-            last: self.last_failure,
-        });
-    }
-
-    fn end(&mut self, verdict: Verdict) {
-        self.phase = Phase::Ending(verdict);
     }
 }
 

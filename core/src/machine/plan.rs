@@ -75,19 +75,19 @@ pub(super) fn first_launch(policy: &Policy, now: Instant) -> AttemptInfo {
 
 /// The per-attempt timeout, if any (zero means none).
 #[inline]
-pub(super) fn per_attempt_timeout(policy: &Policy) -> Option<Duration> {
+pub(crate) fn per_attempt_timeout(policy: &Policy) -> Option<Duration> {
     policy.retry.timeout_per_attempt.filter(|d| !d.is_zero())
 }
 
 /// The overall timeout, if any (zero means none).
 #[inline]
-pub(super) fn overall_timeout(policy: &Policy) -> Option<Duration> {
+pub(crate) fn overall_timeout(policy: &Policy) -> Option<Duration> {
     policy.retry.overall_timeout.filter(|d| !d.is_zero())
 }
 
 /// Hedges per group the policy asks for: 0 when hedging is off.
 #[inline]
-pub(super) fn policy_hedges(policy: &Policy) -> u32 {
+pub(crate) fn policy_hedges(policy: &Policy) -> u32 {
     if policy.hedge.enabled {
         policy.hedge.max_hedges
     } else {

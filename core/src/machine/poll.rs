@@ -83,23 +83,22 @@ impl<const N: usize> CallMachine<N> {
             }
             None => None,
         };
-        self.core.drain_with(ended, &mut OneAction(gate))
+        self.run().drain_with(ended, &mut OneAction(gate))
     }
 
     /// [`Core::cancelled_with`], the record an event kept handed out
     /// first.
     pub(crate) fn cancelled_with<E: Emit>(&mut self, out: &mut E) -> Verdict {
         if let Some((slot, outcome, end)) = self.pending.take() {
-            let record = slot.record(end, outcome, false, self.core.backoff_of(&slot));
+            let record = slot.record(end, outcome, false, self.run().backoff_of(&slot));
             out.gate().attempt_ended(&record);
             let _ = out.emit(Action::Record(record));
         }
-        self.core.cancelled_with(out)
+        self.run().cancelled_with(out)
     }
 }
 
-impl<C: Settings, const N: usize> Core<C, N> {
-
+impl<C: Settings, const N: usize> Core<'_, C, N> {
     /// Carries out the actions due through `out` until the machine must
     /// wait or has finished, or `out` stops at one: [`poll`](Self::poll)
     /// stops at every action, the call future's drain at none (one

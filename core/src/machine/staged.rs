@@ -32,17 +32,20 @@ use core::ops::ControlFlow;
 
 use super::plan::{first_launch, hedges_in};
 use super::poll::Emit;
-use super::{Action, Core, Event, Limits, PolicySettings, Slot};
+use super::{Action, Core, Event, Limits, Settings, Slot, State};
+use crate::backoff::{Backoff, BackoffSpec};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::outcome::OutcomeKind;
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
-use crate::time::Instant;
+use crate::time::{nanos, Instant};
 use crate::verdict::Verdict;
+use core::time::Duration;
 
 /// The full machine a [`Staged`] grows into, for every width: the
 /// operations the call future and the compact stage use. `P` is how the
-/// call holds its policy, which the machine takes over when it grows.
+/// call holds its policy: the staged machine keeps it, with the limits
+/// ([`PolicySettings`]), and hands it to the full machine at each step.
 #[doc(hidden)]
 pub trait MachineOps<P> {
     /// Attempts it runs at once.
@@ -50,47 +53,160 @@ pub trait MachineOps<P> {
     /// Whether a call starts in the compact stage (the crate's tests turn
     /// it off, to compare a staged machine with a full one).
     const COMPACT: bool = true;
-    fn handle(&mut self, event: Event);
+    fn handle(&mut self, cfg: &PolicySettings<P>, event: Event);
     /// Feeds `event`, if any, and carries out the actions due through
     /// `sink` until the machine must wait or has finished (see
     /// [`CallMachine::handle`](super::CallMachine::handle) and
     /// [`CallMachine::poll`](super::CallMachine::poll)); never returns
     /// [`Next::Drain`] or [`Next::Launched`]. One function for both: the
     /// machine's decisions compile once.
-    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next;
+    fn feed<S: Sink>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        event: Option<Event>,
+        sink: &mut S,
+    ) -> Next;
     /// Winds up a call [`Event::Cancel`] was fed to: cancels what is in
     /// flight through `sink`, and finishes (see
     /// [`CallMachine::cancelled_with`](super::CallMachine::cancelled_with)).
-    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict;
+    fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict;
     fn start(&self) -> Instant;
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
     fn refusal(&self) -> Option<&'static str>;
-    fn make(policy: P, limits: Limits, rng: fastrand::Rng) -> Self;
+    fn make(cfg: &PolicySettings<P>, rng: fastrand::Rng) -> Self;
     /// Takes over the gate's answer about the first primary (see
     /// [`CallMachine::primary`](super::CallMachine::primary)).
-    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action;
+    fn primary(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        info: AttemptInfo,
+        admission: Admission,
+    ) -> Action;
     /// Takes over the compact stage's first attempt, admitted and running
     /// (see [`CallMachine::launched_first`](super::CallMachine::launched_first)).
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str);
+    fn launched_first(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        start: Instant,
+        budget_reason: &'static str,
+    );
     /// Takes the first attempt's success at `now`, whose record the
     /// compact stage gave out already (and released at the gate): what
     /// [`handle`](Self::handle) does with that event, without the record
     /// (see [`CallMachine::first_succeeded`](super::CallMachine::first_succeeded)).
-    fn first_succeeded(&mut self, now: Instant);
+    fn first_succeeded(&mut self, cfg: &PolicySettings<P>, now: Instant);
     /// Finishes a call the compact stage finished, whose end the gate has
     /// heard (see [`CallMachine::finish_told`](super::CallMachine::finish_told)).
-    fn finish_told(&mut self);
+    fn finish_told(&mut self, cfg: &PolicySettings<P>);
+}
+
+/// The call future's machine's settings: the caller's policy as the call
+/// holds it (borrowed, shared or owned: one word for a borrowed one), and
+/// the two limits the machine reads.
+#[derive(Clone, Debug)]
+#[doc(hidden)]
+pub struct PolicySettings<P> {
+    policy: P,
+    max_retry_after: Duration,
+    max_hedges_ceiling: u32,
+}
+
+impl<P: Borrow<Policy>> PolicySettings<P> {
+    /// `policy` under `limits`.
+    #[inline]
+    pub(crate) fn new(policy: P, limits: Limits) -> Self {
+        Self {
+            policy,
+            max_retry_after: limits.max_retry_after,
+            max_hedges_ceiling: limits.max_hedges_ceiling,
+        }
+    }
+
+    /// The limits.
+    #[inline(always)]
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_retry_after: self.max_retry_after,
+            max_hedges_ceiling: self.max_hedges_ceiling,
+        }
+    }
+
+    /// The policy.
+    #[inline(always)]
+    pub(crate) fn policy(&self) -> &Policy {
+        self.policy.borrow()
+    }
+
+    #[inline(always)]
+    fn retry(&self) -> &crate::policy::RetryPolicy {
+        &self.policy.borrow().retry
+    }
+}
+
+impl<P: Borrow<Policy>> Settings for PolicySettings<P> {
+    #[inline(always)]
+    fn max_attempts(&self) -> u32 {
+        self.retry().max_attempts.max(1)
+    }
+    #[inline(always)]
+    fn per_attempt(&self) -> u64 {
+        super::per_attempt_timeout(self.policy.borrow()).map_or(0, nanos)
+    }
+    #[inline(always)]
+    fn overall(&self) -> u64 {
+        super::overall_timeout(self.policy.borrow()).map_or(0, nanos)
+    }
+    #[inline(always)]
+    fn max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+    #[inline]
+    fn backoff(&self) -> Option<Backoff> {
+        let r = self.retry();
+        if r.initial_backoff.is_zero() && r.max_backoff.is_zero() {
+            None
+        } else {
+            Some(BackoffSpec::new(r).backoff())
+        }
+    }
+    #[inline(always)]
+    fn max_hedges(&self, slots: usize) -> u32 {
+        let limits = Limits {
+            max_retry_after: self.max_retry_after,
+            max_hedges_ceiling: self.max_hedges_ceiling,
+        };
+        hedges_in(super::policy_hedges(self.policy.borrow()), limits, slots)
+    }
+    #[inline(always)]
+    fn hedge_delay(&self) -> Duration {
+        self.policy.borrow().hedge.hedge_delay
+    }
+    #[inline(always)]
+    fn cancel_on_first_terminal(&self) -> bool {
+        self.policy.borrow().hedge.cancel_on_first_terminal
+    }
 }
 
 /// A call's machine, compact until the call needs the full one (see the
 /// [module docs](self)).
 #[derive(Debug)]
+pub(crate) struct Staged<P, M> {
+    /// The caller's policy (borrowed, shared or owned), read when the call
+    /// starts, by the compact stage and by the full machine, which keeps
+    /// no copy of its numbers: making a call copies none of a borrowed
+    /// one. Beside the stages, not in each.
+    cfg: PolicySettings<P>,
+    stage: Stage<M>,
+}
+
+/// Where a [`Staged`] machine is.
+#[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
 #[repr(u8)]
-pub(crate) enum Staged<P, M> {
+enum Stage<M> {
     /// The compact stage.
-    First(First<P>),
+    First(First),
     /// The full machine decides.
     Full(M),
     /// The call is over and its future has resolved (or been dropped).
@@ -99,12 +215,7 @@ pub(crate) enum Staged<P, M> {
 
 /// The compact stage: the first attempt of a call that cannot hedge.
 #[derive(Debug)]
-pub(crate) struct First<P> {
-    /// The caller's policy (borrowed, shared or owned), read when the call
-    /// starts and when the machine grows: making a call copies none of a
-    /// borrowed one.
-    policy: P,
-    limits: Limits,
+pub(crate) struct First {
     /// The caller's RNG; without one, a grown machine seeds its own from
     /// the call's start.
     rng: Option<fastrand::Rng>,
@@ -138,60 +249,67 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// `limits` and the caller's RNG, if any.
     #[inline(always)]
     pub(crate) fn new(policy: P, limits: Limits, rng: Option<fastrand::Rng>) -> Self {
-        Self::First(First {
-            policy,
-            limits,
-            rng,
-            step: Step::Idle,
-            start: Instant::ZERO,
-            now: Instant::ZERO,
-            budget_reason: "",
-        })
+        Self {
+            cfg: PolicySettings::new(policy, limits),
+            stage: Stage::First(First {
+                rng,
+                step: Step::Idle,
+                start: Instant::ZERO,
+                now: Instant::ZERO,
+                budget_reason: "",
+            }),
+        }
+    }
+
+    /// Over: its future has resolved (or been dropped).
+    #[inline(always)]
+    pub(crate) fn set_done(&mut self) {
+        self.stage = Stage::Done;
     }
 
     /// Not started: [`Event::Start`] not fed yet.
     #[inline(always)]
     pub(crate) fn is_idle(&self) -> bool {
-        matches!(self, Self::First(f) if f.step == Step::Idle)
+        matches!(&self.stage, Stage::First(f) if f.step == Step::Idle)
     }
 
     /// Started, and its future not resolved yet.
     #[inline(always)]
     pub(crate) fn is_live(&self) -> bool {
-        match self {
-            Self::First(f) => f.step != Step::Idle,
-            Self::Full(_) => true,
-            Self::Done => false,
+        match &self.stage {
+            Stage::First(f) => f.step != Step::Idle,
+            Stage::Full(_) => true,
+            Stage::Done => false,
         }
     }
 
     /// When the call started.
     #[inline(always)]
     pub(crate) fn start(&self) -> Instant {
-        match self {
-            Self::First(f) => f.start,
-            Self::Full(m) => m.start(),
-            Self::Done => Instant::ZERO,
+        match &self.stage {
+            Stage::First(f) => f.start,
+            Stage::Full(m) => m.start(),
+            Stage::Done => Instant::ZERO,
         }
     }
 
     /// The latest time the machine has seen.
     #[inline(always)]
     pub(crate) fn now(&self) -> Instant {
-        match self {
-            Self::First(f) => f.now,
-            Self::Full(m) => m.now(),
-            Self::Done => Instant::ZERO,
+        match &self.stage {
+            Stage::First(f) => f.now,
+            Stage::Full(m) => m.now(),
+            Stage::Done => Instant::ZERO,
         }
     }
 
     /// Attempts launched so far (refused attempts not counted).
     #[inline(always)]
     pub(crate) fn attempts(&self) -> u32 {
-        match self {
-            Self::First(f) => u32::from(f.step >= Step::Running),
-            Self::Full(m) => m.attempts(),
-            Self::Done => 0,
+        match &self.stage {
+            Stage::First(f) => u32::from(f.step >= Step::Running),
+            Stage::Full(m) => m.attempts(),
+            Stage::Done => 0,
         }
     }
 
@@ -199,10 +317,10 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// the call), if it did.
     #[inline(always)]
     pub(crate) fn refusal(&self) -> Option<&'static str> {
-        match self {
+        match &self.stage {
             // A refusal grows the machine.
-            Self::First(_) | Self::Done => None,
-            Self::Full(m) => m.refusal(),
+            Stage::First(_) | Stage::Done => None,
+            Stage::Full(m) => m.refusal(),
         }
     }
 
@@ -218,17 +336,17 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// [`CallMachine::poll`](super::CallMachine::poll)).
     #[inline(always)]
     pub(crate) fn feed<S: Sink>(&mut self, event: Event, sink: &mut S) -> Next {
-        let first = match self {
-            Self::Full(_) => return Next::Feed,
+        let first = match &mut self.stage {
+            Stage::Full(_) => return Next::Feed,
             // A finished call takes no events (the call future is not
             // polled after it resolved). No message: a panic's text is
             // flash on a microcontroller.
-            Self::Done => unreachable!(),
-            Self::First(first) => first,
+            Stage::Done => unreachable!(),
+            Stage::First(first) => first,
         };
         match (event, first.step) {
             (Event::Start { now }, Step::Idle) => {
-                if let Some(info) = first.started::<M>(now) {
+                if let Some(info) = first.started::<P, M>(&self.cfg, now) {
                     return self.launch(info, sink);
                 }
             }
@@ -242,7 +360,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 first.step = Step::Recorded;
                 // Built only for a gate or an observer that hears it.
                 if sink.gate().hears_attempts() || sink.hears_records() {
-                    let record = first.slot(first.info()).record(
+                    let record = first.slot(first.info(&self.cfg)).record(
                         end,
                         outcome,
                         false,
@@ -279,10 +397,10 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     #[inline(always)]
     pub(crate) fn drain<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
         // Only the full machine asks for a drain.
-        let Self::Full(machine) = self else {
+        let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
-        machine.feed(event, sink)
+        machine.feed(&self.cfg, event, sink)
     }
 
     /// Cancels a live call at `now` (the caller dropped its future, whose
@@ -292,22 +410,22 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// future's drop has a sink of its own, which launches nothing).
     pub(crate) fn cancel<S: Sink>(&mut self, now: Instant, sink: &mut S) -> Verdict {
         let event = Event::Cancel { now };
-        match self {
-            Self::Full(_) => {}
+        match &mut self.stage {
+            Stage::Full(_) => {}
             // A finished compact stage only moves its clock (as `feed`).
-            Self::First(first) if first.step == Step::Finished => {
+            Stage::First(first) if first.step == Step::Finished => {
                 first.now = first.now.max(now);
                 return Verdict::Success(FIRST);
             }
-            Self::First(_) => self.grow_for(event),
+            Stage::First(_) => self.grow_for(event),
             // A call that is over is not cancelled.
-            Self::Done => unreachable!(),
+            Stage::Done => unreachable!(),
         }
-        let Self::Full(machine) = self else {
+        let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
-        machine.handle(event);
-        machine.cancelled(sink)
+        machine.handle(&self.cfg, event);
+        machine.cancelled(&self.cfg, sink)
     }
 
     /// What is due without a new event (what a driver does when it is
@@ -315,10 +433,10 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// [`Next::Drain`].
     #[inline(always)]
     pub(crate) fn resume(&mut self) -> Next {
-        match self {
-            Self::Full(_) => Next::Drain,
-            Self::First(first) => match first.step {
-                Step::Running => match first.info().deadline {
+        match &mut self.stage {
+            Stage::Full(_) => Next::Drain,
+            Stage::First(first) => match first.step {
+                Step::Running => match first.info(&self.cfg).deadline {
                     Some(until) => Next::Wait(until),
                     None => Next::AwaitAttempts,
                 },
@@ -332,7 +450,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 }
             },
             // A finished call is not resumed.
-            Self::Done => unreachable!(),
+            Stage::Done => unreachable!(),
         }
     }
 
@@ -340,7 +458,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     #[inline(always)]
     fn launch<S: Sink>(&mut self, info: AttemptInfo, sink: &mut S) -> Next {
         // Only the compact stage launches the first attempt.
-        let Self::First(first) = self else {
+        let Stage::First(first) = &mut self.stage else {
             unreachable!();
         };
         let admission = sink.gate().admit(&AdmitRequest {
@@ -382,10 +500,14 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     fn grow_refused(&mut self, info: AttemptInfo, admission: Admission) -> AttemptRecord {
         let start = self.start();
         // The machine asks the gate itself from here on: grow from `Ready`.
-        let machine = self.grow(start);
+        self.grow(start);
         // A refusal is recorded. (No message, and no `Debug` of the
         // action: its formatting costs kilobytes of flash.)
-        match machine.primary(info, admission) {
+        let Self { cfg, stage } = self;
+        let Stage::Full(machine) = stage else {
+            unreachable!();
+        };
+        match machine.primary(cfg, info, admission) {
             Action::Record(record) => record,
             _ => unreachable!(),
         }
@@ -402,9 +524,9 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// Makes the full machine in the state the compact stage is in; `now`
     /// seeds its RNG when the caller gave none and the call has not
     /// started.
-    fn grow(&mut self, now: Instant) -> &mut M {
+    fn grow(&mut self, now: Instant) {
         // A compact stage grows once.
-        let Self::First(first) = core::mem::replace(self, Self::Done) else {
+        let Stage::First(first) = core::mem::replace(&mut self.stage, Stage::Done) else {
             unreachable!();
         };
         let seeded = if first.step == Step::Idle {
@@ -418,29 +540,29 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             .rng
             .clone()
             .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
-        *self = Self::Full(M::make(first.policy, first.limits, rng));
+        let cfg = &self.cfg;
+        self.stage = Stage::Full(M::make(cfg, rng));
         // Just made.
-        let Self::Full(machine) = self else {
+        let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
         if first.step == Step::Idle {
-            return machine;
+            return;
         }
         if first.step == Step::Ready {
-            machine.handle(Event::Start { now: first.start });
-            return machine;
+            machine.handle(cfg, Event::Start { now: first.start });
+            return;
         }
-        machine.launched_first(first.start, first.budget_reason);
+        machine.launched_first(cfg, first.start, first.budget_reason);
         if first.step == Step::Running {
-            return machine;
+            return;
         }
         // Its record is out already (the outcome it carried does not
         // change the machine's state).
-        machine.first_succeeded(first.now);
+        machine.first_succeeded(cfg, first.now);
         if first.step == Step::Finished {
-            machine.finish_told();
+            machine.finish_told(cfg);
         }
-        machine
     }
 }
 
@@ -495,36 +617,40 @@ pub enum Next {
 
 #[cfg(test)]
 impl<P, M> Staged<P, M> {
+    /// Test-only: `(field, offset, size)` of its fields, by offset.
+    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        super::layout_of!(self; cfg, stage)
+    }
+
     /// Test-only: the compact stage's size and `(field, offset, size)` of
     /// its fields, by offset.
-    pub(crate) fn first_layout(policy: P) -> (usize, std::vec::Vec<(&'static str, usize, usize)>) {
+    pub(crate) fn first_layout() -> (usize, std::vec::Vec<(&'static str, usize, usize)>) {
         let first = First {
-            policy,
-            limits: Limits::DEFAULT,
             rng: None,
             step: Step::Idle,
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
         };
-        let fields = super::layout_of!(&first; policy, limits, rng, step, start, now,
-            budget_reason);
-        (core::mem::size_of::<First<P>>(), fields)
+        let fields = super::layout_of!(&first; rng, step, start, now, budget_reason);
+        (core::mem::size_of::<First>(), fields)
     }
 }
 
-impl<P: Borrow<Policy>> First<P> {
+impl First {
     /// Starts the call at `now`: its first attempt, or `None` when the
     /// compact stage cannot decide the call (the policy hedges, or a
     /// deadline is due already).
     #[inline(always)]
-    fn started<M: MachineOps<P>>(&mut self, now: Instant) -> Option<AttemptInfo> {
-        let policy = self.policy.borrow();
-        if !M::COMPACT
-            || policy.hedge.enabled && hedges_in(policy.hedge.max_hedges, self.limits, M::SLOTS) > 0
-        {
+    fn started<P: Borrow<Policy>, M: MachineOps<P>>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        now: Instant,
+    ) -> Option<AttemptInfo> {
+        if !M::COMPACT || cfg.max_hedges(M::SLOTS) > 0 {
             return None;
         }
+        let policy = cfg.policy();
         let info = first_launch(policy, now);
         if info.deadline.is_some_and(|d| d <= now) {
             return None;
@@ -538,8 +664,8 @@ impl<P: Borrow<Policy>> First<P> {
     /// The first attempt (read from the policy again rather than kept: the
     /// success path does not need it stored).
     #[inline(always)]
-    fn info(&self) -> AttemptInfo {
-        first_launch(self.policy.borrow(), self.start)
+    fn info<P: Borrow<Policy>>(&self, cfg: &PolicySettings<P>) -> AttemptInfo {
+        first_launch(cfg.policy(), self.start)
     }
 
     /// The running attempt's slot.
@@ -619,34 +745,42 @@ fn next(action: Action) -> Next {
     }
 }
 
-/// The call future's full machine: the machine's [`Core`] with the
-/// caller's policy as its settings (the policy moves in from the compact
-/// stage: the machine keeps no copy of its numbers).
+/// The call future's full machine: a call's [`State`], its settings the
+/// policy the staged machine keeps (the machine keeps no copy of its
+/// numbers).
 #[derive(Debug)]
-pub struct Machine<P, const N: usize>(Core<PolicySettings<P>, N>);
+pub struct Machine<const N: usize>(State<N>);
 
-#[cfg(test)]
-impl<P, const N: usize> Machine<P, N> {
-    /// Test-only: the core's layout.
-    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
-        self.0.layout()
+impl<const N: usize> Machine<N> {
+    /// The machine at work under `cfg`.
+    #[inline(always)]
+    fn run<'a, P: Borrow<Policy>>(
+        &'a mut self,
+        cfg: &'a PolicySettings<P>,
+    ) -> Core<'a, PolicySettings<P>, N> {
+        Core::new(cfg, &mut self.0)
     }
 }
 
-impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<P, N> {
+impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<N> {
     const SLOTS: usize = N;
     #[inline(always)]
-    fn handle(&mut self, event: Event) {
-        self.0.keep_event(event);
+    fn handle(&mut self, cfg: &PolicySettings<P>, event: Event) {
+        self.run(cfg).keep_event(event);
     }
     // Inlined into the driver's one drain (`Staged::drain`): the machine's
     // loop compiles once, in the call future's poll.
     #[inline(always)]
-    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
-        next(self.0.feed_with(event, &mut Carry(sink)))
+    fn feed<S: Sink>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        event: Option<Event>,
+        sink: &mut S,
+    ) -> Next {
+        next(self.run(cfg).feed_with(event, &mut Carry(sink)))
     }
-    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
-        self.0.cancelled_with(&mut Carry(sink))
+    fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict {
+        self.run(cfg).cancelled_with(&mut Carry(sink))
     }
     fn start(&self) -> Instant {
         self.0.start()
@@ -661,40 +795,51 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<P, N> {
         self.0.refusal()
     }
     #[inline]
-    fn make(policy: P, limits: Limits, rng: fastrand::Rng) -> Self {
-        Self(Core::new(PolicySettings::new(policy, limits), rng))
+    fn make(_: &PolicySettings<P>, rng: fastrand::Rng) -> Self {
+        Self(State::new(rng))
     }
-    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        self.0.primary(info, admission)
+    fn primary(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        info: AttemptInfo,
+        admission: Admission,
+    ) -> Action {
+        self.run(cfg).primary(info, admission)
     }
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        self.0.launched_first(start, budget_reason);
+    fn launched_first(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        start: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.run(cfg).launched_first(start, budget_reason);
     }
-    fn first_succeeded(&mut self, now: Instant) {
-        self.0.first_succeeded(now);
+    fn first_succeeded(&mut self, cfg: &PolicySettings<P>, now: Instant) {
+        self.run(cfg).first_succeeded(now);
     }
-    fn finish_told(&mut self) {
-        self.0.finish_told();
+    fn finish_told(&mut self, cfg: &PolicySettings<P>) {
+        self.run(cfg).finish_told();
     }
 }
 
-/// The public machine, for any way of holding the policy (the crate's
-/// tests grow into it, to compare it with the call future's).
+/// The public machine, for any way of holding the policy, whose numbers
+/// it copies when it is made (the crate's tests grow into it, to compare
+/// it with the call future's).
 impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> {
     const SLOTS: usize = N;
     #[inline(always)]
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, _: &PolicySettings<P>, event: Event) {
         super::CallMachine::handle(self, event);
     }
     #[inline(always)]
-    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
+    fn feed<S: Sink>(&mut self, _: &PolicySettings<P>, event: Option<Event>, sink: &mut S) -> Next {
         if let Some(event) = event {
-            self.handle(event);
+            super::CallMachine::handle(self, event);
         }
         let ended = self.pending.take();
-        next(self.core.drain_with(ended, &mut Carry(sink)))
+        next(self.run().drain_with(ended, &mut Carry(sink)))
     }
-    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
+    fn cancelled<S: Sink>(&mut self, _: &PolicySettings<P>, sink: &mut S) -> Verdict {
         self.cancelled_with(&mut Carry(sink))
     }
     fn start(&self) -> Instant {
@@ -710,20 +855,30 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> 
         super::CallMachine::refusal(self)
     }
     #[inline]
-    fn make(policy: P, limits: Limits, rng: fastrand::Rng) -> Self {
-        super::CallMachine::new(policy.borrow(), limits, rng)
+    fn make(cfg: &PolicySettings<P>, rng: fastrand::Rng) -> Self {
+        super::CallMachine::new(cfg.policy(), cfg.limits(), rng)
     }
-    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        self.core.primary(info, admission)
+    fn primary(
+        &mut self,
+        _: &PolicySettings<P>,
+        info: AttemptInfo,
+        admission: Admission,
+    ) -> Action {
+        self.run().primary(info, admission)
     }
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        self.core.launched_first(start, budget_reason);
+    fn launched_first(
+        &mut self,
+        _: &PolicySettings<P>,
+        start: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.run().launched_first(start, budget_reason);
     }
-    fn first_succeeded(&mut self, now: Instant) {
-        self.core.first_succeeded(now);
+    fn first_succeeded(&mut self, _: &PolicySettings<P>, now: Instant) {
+        self.run().first_succeeded(now);
     }
-    fn finish_told(&mut self) {
-        self.core.finish_told();
+    fn finish_told(&mut self, _: &PolicySettings<P>) {
+        self.run().finish_told();
     }
 }
 

@@ -5,7 +5,6 @@
 //! seeded random policies, attempt scripts, gate answers and drop points,
 //! and when the operation, the classifier or an observer panics.
 
-
 use core::cell::{Cell, RefCell};
 use core::future::IntoFuture;
 use core::panic::AssertUnwindSafe;
@@ -24,8 +23,9 @@ use crate::driver::{InFlight, Width};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
 use crate::key::PolicyKey;
+use crate::machine::staged::PolicySettings;
 use crate::machine::Verdict;
-use crate::machine::{Action, CallMachine, Event, Limits, Next, Sink};
+use crate::machine::{Action, CallMachine, Event, Next, Sink};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::Outcome;
 use crate::policy::Policy;
@@ -53,14 +53,19 @@ struct Counted<M, const COMPACT: bool>(M);
 impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMPACT> {
     const SLOTS: usize = M::SLOTS;
     const COMPACT: bool = COMPACT;
-    fn handle(&mut self, event: Event) {
-        self.0.handle(event);
+    fn handle(&mut self, cfg: &PolicySettings<P>, event: Event) {
+        self.0.handle(cfg, event);
     }
-    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
-        self.0.feed(event, sink)
+    fn feed<S: Sink>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        event: Option<Event>,
+        sink: &mut S,
+    ) -> Next {
+        self.0.feed(cfg, event, sink)
     }
-    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
-        self.0.cancelled(sink)
+    fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict {
+        self.0.cancelled(cfg, sink)
     }
     fn start(&self) -> Instant {
         self.0.start()
@@ -74,21 +79,31 @@ impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMP
     fn refusal(&self) -> Option<&'static str> {
         self.0.refusal()
     }
-    fn make(policy: P, limits: Limits, rng: fastrand::Rng) -> Self {
+    fn make(cfg: &PolicySettings<P>, rng: fastrand::Rng) -> Self {
         MADE.with(|n| n.set(n.get() + 1));
-        Self(M::make(policy, limits, rng))
+        Self(M::make(cfg, rng))
     }
-    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        self.0.primary(info, admission)
+    fn primary(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        info: AttemptInfo,
+        admission: Admission,
+    ) -> Action {
+        self.0.primary(cfg, info, admission)
     }
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        self.0.launched_first(start, budget_reason);
+    fn launched_first(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        start: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.0.launched_first(cfg, start, budget_reason);
     }
-    fn first_succeeded(&mut self, now: Instant) {
-        self.0.first_succeeded(now);
+    fn first_succeeded(&mut self, cfg: &PolicySettings<P>, now: Instant) {
+        self.0.first_succeeded(cfg, now);
     }
-    fn finish_told(&mut self) {
-        self.0.finish_told();
+    fn finish_told(&mut self, cfg: &PolicySettings<P>) {
+        self.0.finish_told(cfg);
     }
 }
 
@@ -114,7 +129,8 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine<P: core::borrow::Borrow<Policy>> = Counted<crate::machine::staged::Machine<P, N>, true>;
+    type Machine<P: core::borrow::Borrow<Policy>> =
+        Counted<crate::machine::staged::Machine<N>, true>;
     type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
     type Ids = [Option<AttemptId>; N];
 }
