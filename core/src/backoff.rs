@@ -124,12 +124,27 @@ impl BackoffSpec {
 
     /// The sequence of delays.
     pub fn backoff(&self) -> Backoff {
+        self.backoff_with(self.multiplier_milli())
+    }
+
+    /// The multiplier in fixed point (thousandths, 1000..=10000): what
+    /// [`backoff`](Self::backoff) converts it to, for a caller that keeps
+    /// it rather than the whole sequence.
+    #[inline]
+    pub(crate) const fn multiplier_milli(&self) -> u64 {
+        multiplier_milli(self.multiplier)
+    }
+
+    /// [`backoff`](Self::backoff), its multiplier converted already
+    /// (`multiplier_milli` is what [`Self::multiplier_milli`] returned).
+    #[inline]
+    pub(crate) fn backoff_with(&self, multiplier_milli: u64) -> Backoff {
         let initial = nanos(self.initial);
         let max = nanos(self.max).max(initial);
         Backoff {
             initial,
             max,
-            multiplier_milli: multiplier_milli(self.multiplier),
+            multiplier_milli,
             jitter: self.jitter,
             base: initial,
             prev: initial,

@@ -212,10 +212,12 @@ pub(crate) trait Settings {
     fn overall(&self) -> u64;
     /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
     fn max_retry_after(&self) -> Duration;
-    /// The backoff sequence, fresh; `None` when every delay is zero (no
-    /// initial and no maximum backoff). The machine keeps its state
-    /// ([`Backoff::state`]).
-    fn backoff(&self) -> Option<Backoff>;
+    /// The next backoff delay of the sequence whose state is `state`
+    /// ([`Backoff::state`]; 0 before the first draw), drawn from `rng`;
+    /// zero without a draw when every delay is zero (no initial and no
+    /// maximum backoff). `milli` keeps the multiplier's fixed-point
+    /// conversion for settings that do not (0: not converted yet).
+    fn next_delay(&self, state: &mut u64, milli: &mut u16, rng: &mut fastrand::Rng) -> Duration;
     /// Hedges per group a machine of `slots` slots runs (0 when hedging is
     /// off, or when the slots have no room).
     fn max_hedges(&self, slots: usize) -> u32;
@@ -284,8 +286,11 @@ impl Settings for Plan {
         self.max_retry_after
     }
     #[inline(always)]
-    fn backoff(&self) -> Option<Backoff> {
-        self.backoff.clone()
+    fn next_delay(&self, state: &mut u64, _: &mut u16, rng: &mut fastrand::Rng) -> Duration {
+        match &self.backoff {
+            None => Duration::ZERO,
+            Some(backoff) => draw(backoff.clone(), state, rng),
+        }
     }
     #[inline(always)]
     fn max_hedges(&self, _: usize) -> u32 {
@@ -337,6 +342,9 @@ pub(crate) struct State<const N: usize> {
     /// The backoff sequence's state ([`Backoff::state`]; 0: not drawn
     /// from), its parameters read from the settings when a delay is drawn.
     backoff: u64,
+    /// The backoff multiplier in fixed point, once converted (0: not yet;
+    /// see [`Settings::next_delay`]).
+    multiplier_milli: u16,
     /// The sleep before the next primary.
     next_backoff: Duration,
     /// The sleep before the running group's primary (its hedges have
@@ -381,7 +389,7 @@ impl<const N: usize> State<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
         layout_of!(self; rng, phase, now, start, deadline_at, has_deadline, groups, launched,
-            backoff, next_backoff, group_backoff, last_failure, last, slots, group_start,
+            backoff, multiplier_milli, next_backoff, group_backoff, last_failure, last, slots, group_start,
             group_hedges, hedging_stopped, hedge_check_at, has_hedge_check, terminal, ran)
     }
 }
@@ -501,6 +509,15 @@ impl<'a, C, const N: usize> Core<'a, C, N> {
     pub(crate) fn new(cfg: &'a C, st: &'a mut State<N>) -> Self {
         Self { cfg, st }
     }
+
+    /// The view again, by value, for a method out of line that takes it so.
+    #[inline(always)]
+    fn by_value(&mut self) -> Core<'_, C, N> {
+        Core {
+            cfg: self.cfg,
+            st: &mut *self.st,
+        }
+    }
 }
 
 impl<C, const N: usize> core::ops::Deref for Core<'_, C, N> {
@@ -532,6 +549,7 @@ impl<const N: usize> State<N> {
             groups: 0,
             launched: 0,
             backoff: 0,
+            multiplier_milli: 0,
             next_backoff: Duration::ZERO,
             group_backoff: Duration::ZERO,
             last_failure: None,
@@ -620,6 +638,7 @@ impl<const N: usize> State<N> {
             groups,
             launched,
             backoff,
+            multiplier_milli,
             next_backoff,
             group_backoff,
             last_failure,
@@ -642,6 +661,7 @@ impl<const N: usize> State<N> {
         self.groups = *groups;
         self.launched = *launched;
         self.backoff = *backoff;
+        self.multiplier_milli = *multiplier_milli;
         self.next_backoff = *next_backoff;
         self.group_backoff = *group_backoff;
         self.last_failure = *last_failure;
@@ -698,19 +718,9 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     /// backoff).
     #[inline(always)]
     fn next_delay(&mut self) -> Duration {
-        match self.cfg.backoff() {
-            None => Duration::ZERO,
-            Some(backoff) => self.draw(backoff),
-        }
-    }
-
-    /// The next delay of `backoff`, fresh, resumed from the machine's
-    /// state.
-    fn draw(&mut self, mut backoff: Backoff) -> Duration {
-        backoff.resume(self.backoff);
-        let delay = backoff.next_delay(&mut self.rng);
-        self.backoff = backoff.state();
-        delay
+        let st = &mut *self.st;
+        self.cfg
+            .next_delay(&mut st.backoff, &mut st.multiplier_milli, &mut st.rng)
     }
 
     /// A machine just made takes over the compact stage's first attempt,
@@ -883,7 +893,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
             OutcomeKind::NonRetryable => Cause::NonRetryable,
             OutcomeKind::Success | OutcomeKind::Retryable => {
                 if self.in_flight() == 0 {
-                    self.group_done(outcome.retry_after);
+                    self.by_value().group_done(outcome.retry_after);
                 }
                 return;
             }
@@ -904,7 +914,10 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
 
     /// Every attempt of the group has reported: its held terminal outcome
     /// ends the call, otherwise back off (or stop).
-    fn group_done(&mut self, hint: Option<Duration>) {
+    // By value (the view's two pointers in registers): out of line, a view
+    // passed by reference would be kept in memory by its callers and read
+    // through twice.
+    fn group_done(mut self, hint: Option<Duration>) {
         match self.terminal.take() {
             // A terminal outcome ends the call, so the retry-only
             // last outcome need not be restored.
@@ -945,6 +958,16 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
             Phase::BackoffUnchecked(wake)
         };
     }
+}
+
+/// The next delay of `backoff` (fresh), resumed from `state`, which it
+/// advances.
+#[inline]
+pub(crate) fn draw(mut backoff: Backoff, state: &mut u64, rng: &mut fastrand::Rng) -> Duration {
+    backoff.resume(*state);
+    let delay = backoff.next_delay(rng);
+    *state = backoff.state();
+    delay
 }
 
 /// The reason the records of attempts cut when a call ends with `verdict`

@@ -142,7 +142,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                         self.fail(Cause::Exhausted);
                         continue;
                     }
-                    let action = self.launch_primary(out.gate());
+                    let action = self.by_value().launch_primary(out.gate());
                     emit!(out, action);
                 }
                 Phase::Running => {
@@ -205,7 +205,8 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     }
 
     #[inline]
-    pub(super) fn launch_primary<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
+    // By value, as `group_done`.
+    pub(super) fn launch_primary<G: Gate + ?Sized>(mut self, gate: &mut G) -> Action {
         let previous = if self.groups == 0 {
             None
         } else {

@@ -33,7 +33,7 @@ use core::ops::ControlFlow;
 use super::plan::{first_launch, hedges_in};
 use super::poll::Emit;
 use super::{Action, Core, Event, Limits, Settings, Slot, State};
-use crate::backoff::{Backoff, BackoffSpec};
+use crate::backoff::BackoffSpec;
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::outcome::OutcomeKind;
 use crate::policy::Policy;
@@ -161,14 +161,13 @@ impl<P: Borrow<Policy>> Settings for PolicySettings<P> {
     fn max_retry_after(&self) -> Duration {
         self.max_retry_after
     }
-    #[inline]
-    fn backoff(&self) -> Option<Backoff> {
+    #[inline(always)]
+    fn next_delay(&self, state: &mut u64, milli: &mut u16, rng: &mut fastrand::Rng) -> Duration {
         let r = self.retry();
         if r.initial_backoff.is_zero() && r.max_backoff.is_zero() {
-            None
-        } else {
-            Some(BackoffSpec::new(r).backoff())
+            return Duration::ZERO;
         }
+        self.draw(state, milli, rng)
     }
     #[inline(always)]
     fn max_hedges(&self, slots: usize) -> u32 {
@@ -185,6 +184,19 @@ impl<P: Borrow<Policy>> Settings for PolicySettings<P> {
     #[inline(always)]
     fn cancel_on_first_terminal(&self) -> bool {
         self.policy.borrow().hedge.cancel_on_first_terminal
+    }
+}
+
+impl<P: Borrow<Policy>> PolicySettings<P> {
+    /// The next delay of a policy with backoff (see
+    /// [`Settings::next_delay`]).
+    fn draw(&self, state: &mut u64, milli: &mut u16, rng: &mut fastrand::Rng) -> Duration {
+        let spec = BackoffSpec::new(self.retry());
+        if *milli == 0 {
+            // At most 10,000 (a multiplier of 10): fits, and is never 0.
+            *milli = spec.multiplier_milli() as u16;
+        }
+        super::draw(spec.backoff_with(u64::from(*milli)), state, rng)
     }
 }
 
