@@ -403,6 +403,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
 
     /// Whether an attempt launched at `start` is expected (by the gate's
     /// expected latency) to end at or past the overall deadline.
+    #[inline]
     pub(super) fn unreachable<G: Gate + ?Sized>(&self, gate: &mut G, start: Instant) -> bool {
         let Some(deadline) = self.deadline() else {
             return false;
