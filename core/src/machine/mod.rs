@@ -94,17 +94,19 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
 }
 
 /// An attempt in flight: its [`AttemptInfo`], launch time and budget
-/// reason, packed (48 bytes on a 64-bit target, not 72: the group and
+/// reason, packed (40 bytes on a 64-bit target, not 72: the group and
 /// hedge indices 16 bits, as the attempt ids bound them; no backoff, which
 /// only its group's primary has and the machine keeps once for the group,
-/// see [`CallMachine::backoff_of`]; the deadline stays an `Option`, which a
-/// record copies as it is — a flag beside the counters saved 8 more bytes
-/// and cost about 80 instructions per retried call in conversions).
+/// see [`Core::backoff_of`]; the deadline an instant, the epoch for none,
+/// which no deadline is — a flag beside the counters instead saved the
+/// same and cost about 80 instructions per retried call in conversions).
 #[derive(Copy, Clone, Debug)]
 struct Slot {
     budget_reason: &'static str,
     start: Instant,
-    deadline: Option<Instant>,
+    /// The attempt's deadline; [`Instant::ZERO`]: none (a deadline is a
+    /// launch time plus a timeout that is not zero, so never the epoch).
+    deadline: Instant,
     id: AttemptId,
     /// At most the attempts launched (`u16` ids).
     retry_index: u16,
@@ -120,7 +122,13 @@ impl Slot {
         Self {
             budget_reason,
             start,
-            deadline: info.deadline,
+            deadline: match info.deadline {
+                Some(deadline) => {
+                    debug_assert!(deadline != Instant::ZERO, "a deadline after the epoch");
+                    deadline
+                }
+                None => Instant::ZERO,
+            },
             id: info.id,
             // Both are below the attempt ids' `u16` bound (a group's
             // primary and each hedge take an id).
@@ -144,7 +152,7 @@ impl Slot {
     /// The attempt's deadline, if any.
     #[inline(always)]
     fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        (self.deadline != Instant::ZERO).then_some(self.deadline)
     }
 
     /// The attempt's record, ended at `end`, after a sleep of `backoff`.
@@ -174,8 +182,9 @@ enum Phase {
     Idle,
     /// The next retry group's primary is due.
     Ready,
-    /// Attempts are in flight.
-    Running,
+    /// Attempts are in flight; the running group's primary launched at
+    /// this instant (what the hedge trigger is told).
+    Running(Instant),
     /// Sleeping until the next retry group.
     Backoff(Instant),
     /// About to sleep until the next retry group, not yet checked against
@@ -190,13 +199,83 @@ enum Phase {
 
 /// How the call's last failed attempt ended, or the reason the gate gave
 /// for refusing a primary (which ends the call, so no later admission asks
-/// for the last outcome): one room for the two (40 bytes; 56 as two
-/// fields), the refusal's tag in the outcome kind's niche.
+/// for the last outcome): one room for the two, an outcome's fields
+/// repacked (32 bytes; 40 as an enum of an outcome and a reason, whose
+/// retry-after hint's padding the kind cannot use; 56 as two fields).
 #[derive(Copy, Clone, Debug)]
-enum Last {
+struct Last {
+    /// The outcome's reason, or the refusal's.
+    reason: &'static str,
+    /// The outcome's retry-after hint: whole seconds, and nanoseconds
+    /// ([`Last::NO_HINT`]: none).
+    hint_secs: u64,
+    hint_nanos: u32,
+    kind: LastKind,
+}
+
+/// What a [`Last`] holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum LastKind {
     None,
-    Outcome(Outcome),
-    Refused(&'static str),
+    Outcome(OutcomeKind),
+    Refused,
+}
+
+impl Last {
+    /// Nothing failed and nothing was refused.
+    const NONE: Self = Self {
+        reason: "",
+        hint_secs: 0,
+        hint_nanos: Self::NO_HINT,
+        kind: LastKind::None,
+    };
+    /// No retry-after hint: nanoseconds no `Duration` has.
+    const NO_HINT: u32 = u32::MAX;
+
+    /// An attempt failed with `outcome`.
+    #[inline(always)]
+    fn outcome(outcome: Outcome) -> Self {
+        let (hint_secs, hint_nanos) = match outcome.retry_after {
+            Some(hint) => (hint.as_secs(), hint.subsec_nanos()),
+            None => (0, Self::NO_HINT),
+        };
+        Self {
+            reason: outcome.reason,
+            hint_secs,
+            hint_nanos,
+            kind: LastKind::Outcome(outcome.kind),
+        }
+    }
+
+    /// The gate refused a primary for `reason`.
+    #[inline(always)]
+    fn refused(reason: &'static str) -> Self {
+        Self {
+            reason,
+            kind: LastKind::Refused,
+            ..Self::NONE
+        }
+    }
+
+    /// The failed attempt's outcome, if that is what it holds.
+    #[inline(always)]
+    fn failed(&self) -> Option<Outcome> {
+        let LastKind::Outcome(kind) = self.kind else {
+            return None;
+        };
+        Some(Outcome {
+            kind,
+            reason: self.reason,
+            retry_after: (self.hint_nanos != Self::NO_HINT)
+                .then(|| Duration::new(self.hint_secs, self.hint_nanos)),
+        })
+    }
+
+    /// The refusal's reason, if that is what it holds.
+    #[inline(always)]
+    fn refusal(&self) -> Option<&'static str> {
+        (self.kind == LastKind::Refused).then_some(self.reason)
+    }
 }
 
 /// What a machine reads of its policy and limits, wherever it keeps them:
@@ -331,9 +410,9 @@ pub(crate) struct State<const N: usize> {
     phase: Phase,
     now: Instant,
     start: Instant,
-    /// The overall deadline, when `has_deadline` (see [`Self::deadline`]).
+    /// The overall deadline; [`Instant::ZERO`]: none (see
+    /// [`Self::deadline`]).
     deadline_at: Instant,
-    has_deadline: bool,
     /// Retry groups launched. (This, `ran` and `group_hedges` count
     /// attempts launched, at most the `u16` ids' bound.)
     groups: u16,
@@ -354,15 +433,14 @@ pub(crate) struct State<const N: usize> {
     last_failure: Option<AttemptId>,
     last: Last,
     slots: [Option<Slot>; N],
-    /// The running group: when its primary launched, hedges launched, and
-    /// whether it may launch more (a refused hedge stops hedging for it).
-    group_start: Instant,
+    /// The running group: hedges launched, and whether it may launch more
+    /// (a refused hedge stops hedging for it). When its primary launched
+    /// is kept in the phase ([`Phase::Running`]).
     group_hedges: u16,
     hedging_stopped: bool,
-    /// When the trigger asked to be consulted again, when
-    /// `has_hedge_check` (see [`Self::next_hedge_check`]).
+    /// When the trigger asked to be consulted again; [`Instant::ZERO`]:
+    /// it did not (see [`Self::next_hedge_check`]).
     hedge_check_at: Instant,
-    has_hedge_check: bool,
     /// A non-retryable or abort outcome held while other attempts of the
     /// group still run (without cancel-on-first-terminal): it is the group's
     /// result unless one of them succeeds.
@@ -388,9 +466,9 @@ impl<const N: usize> CallMachine<N> {
 impl<const N: usize> State<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
-        layout_of!(self; rng, phase, now, start, deadline_at, has_deadline, groups, launched,
-            backoff, multiplier_milli, next_backoff, group_backoff, last_failure, last, slots, group_start,
-            group_hedges, hedging_stopped, hedge_check_at, has_hedge_check, terminal, ran)
+        layout_of!(self; rng, phase, now, start, deadline_at, groups, launched,
+            backoff, multiplier_milli, next_backoff, group_backoff, last_failure, last, slots,
+            group_hedges, hedging_stopped, hedge_check_at, terminal, ran)
     }
 }
 
@@ -545,7 +623,6 @@ impl<const N: usize> State<N> {
             now: Instant::ZERO,
             start: Instant::ZERO,
             deadline_at: Instant::ZERO,
-            has_deadline: false,
             groups: 0,
             launched: 0,
             backoff: 0,
@@ -553,13 +630,11 @@ impl<const N: usize> State<N> {
             next_backoff: Duration::ZERO,
             group_backoff: Duration::ZERO,
             last_failure: None,
-            last: Last::None,
+            last: Last::NONE,
             slots: [None; N],
-            group_start: Instant::ZERO,
             group_hedges: 0,
             hedging_stopped: false,
             hedge_check_at: Instant::ZERO,
-            has_hedge_check: false,
             terminal: None,
             ran: 0,
         }
@@ -577,19 +652,19 @@ impl<const N: usize> State<N> {
 
     /// The overall deadline, once started.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.has_deadline.then_some(self.deadline_at)
+        (self.deadline_at != Instant::ZERO).then_some(self.deadline_at)
     }
 
     /// When the trigger asked to be consulted again, if it did.
     #[inline]
     fn next_hedge_check(&self) -> Option<Instant> {
-        self.has_hedge_check.then_some(self.hedge_check_at)
+        (self.hedge_check_at != Instant::ZERO).then_some(self.hedge_check_at)
     }
 
     /// Sets (or clears) when the trigger is consulted again.
     #[inline]
     fn set_next_hedge_check(&mut self, at: Option<Instant>) {
-        self.has_hedge_check = at.is_some();
+        debug_assert!(at != Some(Instant::ZERO), "a check after the epoch");
         self.hedge_check_at = at.unwrap_or(Instant::ZERO);
     }
 
@@ -601,20 +676,14 @@ impl<const N: usize> State<N> {
     /// The reason the gate gave when it refused an attempt (which ended the
     /// call), if it did.
     pub(crate) fn refusal(&self) -> Option<&'static str> {
-        match self.last {
-            Last::Refused(reason) => Some(reason),
-            _ => None,
-        }
+        self.last.refusal()
     }
 
     /// How the last attempt that failed ended, for the gate's next
     /// admission.
     #[inline]
     fn last_outcome(&self) -> Option<Outcome> {
-        match self.last {
-            Last::Outcome(outcome) => Some(outcome),
-            _ => None,
-        }
+        self.last.failed()
     }
 
     /// [`CallMachine::restart_from`]: makes this machine `fresh` (which has
@@ -623,7 +692,7 @@ impl<const N: usize> State<N> {
         debug_assert!(
             matches!(fresh.phase, Phase::Idle)
                 && fresh.slots.iter().all(Option::is_none)
-                && matches!(fresh.last, Last::None)
+                && fresh.last.kind == LastKind::None
                 && fresh.terminal.is_none(),
             "a machine that has not started"
         );
@@ -634,7 +703,6 @@ impl<const N: usize> State<N> {
             now,
             start,
             deadline_at,
-            has_deadline,
             groups,
             launched,
             backoff,
@@ -644,11 +712,9 @@ impl<const N: usize> State<N> {
             last_failure,
             last: _,
             slots: _,
-            group_start,
             group_hedges,
             hedging_stopped,
             hedge_check_at,
-            has_hedge_check,
             terminal: _,
             ran,
         } = fresh;
@@ -657,7 +723,6 @@ impl<const N: usize> State<N> {
         self.now = *now;
         self.start = *start;
         self.deadline_at = *deadline_at;
-        self.has_deadline = *has_deadline;
         self.groups = *groups;
         self.launched = *launched;
         self.backoff = *backoff;
@@ -665,15 +730,13 @@ impl<const N: usize> State<N> {
         self.next_backoff = *next_backoff;
         self.group_backoff = *group_backoff;
         self.last_failure = *last_failure;
-        self.last = Last::None;
+        self.last = Last::NONE;
         for slot in &mut self.slots {
             *slot = None;
         }
-        self.group_start = *group_start;
         self.group_hedges = *group_hedges;
         self.hedging_stopped = *hedging_stopped;
         self.hedge_check_at = *hedge_check_at;
-        self.has_hedge_check = *has_hedge_check;
         self.terminal = None;
         self.ran = *ran;
     }
@@ -710,8 +773,13 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     #[inline]
     fn set_deadline(&mut self, start: Instant) {
         let overall = self.cfg.overall();
-        self.has_deadline = overall != 0;
-        self.deadline_at = start.plus_nanos(overall);
+        // A deadline is after the epoch (a start plus a timeout that is not
+        // zero): the epoch stands for none.
+        self.deadline_at = if overall != 0 {
+            start.plus_nanos(overall)
+        } else {
+            Instant::ZERO
+        };
     }
 
     /// The next backoff delay (zero without a draw, for settings without
@@ -735,11 +803,10 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         self.now = start;
         self.start = start;
         self.set_deadline(start);
-        self.phase = Phase::Running;
+        self.phase = Phase::Running(start);
         self.groups = 1;
         self.launched = 1;
         self.ran = 1;
-        self.group_start = start;
         self.group_backoff = Duration::ZERO;
         let info = AttemptInfo {
             id: AttemptId(0),
@@ -871,7 +938,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     /// makings, ended now), unless its result is stale.
     #[inline(always)]
     fn finished(&mut self, id: AttemptId, outcome: Outcome) -> Option<(Slot, Outcome)> {
-        if !matches!(self.phase, Phase::Running) {
+        if !matches!(self.phase, Phase::Running(_)) {
             // The attempt was already cut or cancelled; its result is stale.
             return None;
         }
@@ -887,7 +954,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     #[inline]
     fn attempt_failed(&mut self, id: AttemptId, outcome: Outcome) {
         self.last_failure = Some(id);
-        self.last = Last::Outcome(outcome);
+        self.last = Last::outcome(outcome);
         let cause = match outcome.kind {
             OutcomeKind::Abort => Cause::Abort,
             OutcomeKind::NonRetryable => Cause::NonRetryable,

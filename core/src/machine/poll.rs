@@ -145,7 +145,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                     let action = self.by_value().launch_primary(out.gate());
                     emit!(out, action);
                 }
-                Phase::Running => {
+                Phase::Running(_) => {
                     if self.deadline_passed() {
                         self.fail(Cause::DeadlineExceeded);
                         continue;
@@ -238,17 +238,16 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                     Gatekeeper::Budget => Cause::BudgetDenied,
                     Gatekeeper::Circuit => Cause::CircuitOpen,
                 });
-                self.last = Last::Refused(slot.budget_reason);
+                self.last = Last::refused(slot.budget_reason);
                 return Action::Record(self.refused(&slot));
             }
         };
         self.groups += 1;
-        self.group_start = self.now;
         self.group_hedges = 0;
         self.hedging_stopped = false;
         self.set_next_hedge_check(None);
         self.terminal = None;
-        self.phase = Phase::Running;
+        self.phase = Phase::Running(self.now);
         // A primary launches only with no attempt in flight. (No panic
         // message: its text is flash on a microcontroller.)
         match self.slots.iter().position(Option::is_none) {
@@ -337,7 +336,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         let free = self.slots.iter().position(Option::is_none)?;
         let decision = gate.hedge(&HedgeState {
             retry_index: u32::from(self.groups) - 1,
-            group_start: self.group_start,
+            group_start: self.group_start(),
             now: self.now,
             hedges: u32::from(self.group_hedges),
             max_hedges: self.max_hedges(),
@@ -369,6 +368,16 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                 self.hedging_stopped = true;
                 Some(Action::Record(self.refused(&slot)))
             }
+        }
+    }
+
+    /// When the running group's primary launched (see
+    /// [`Phase::Running`]).
+    #[inline(always)]
+    fn group_start(&self) -> Instant {
+        match self.phase {
+            Phase::Running(start) => start,
+            _ => Instant::ZERO,
         }
     }
 
