@@ -266,8 +266,11 @@ impl Last {
         Some(Outcome {
             kind,
             reason: self.reason,
-            retry_after: (self.hint_nanos != Self::NO_HINT)
-                .then(|| Duration::new(self.hint_secs, self.hint_nanos)),
+            // `hint_nanos` is below a second (a `Duration`'s): no carry.
+            retry_after: (self.hint_nanos != Self::NO_HINT).then(|| {
+                Duration::from_secs(self.hint_secs)
+                    .saturating_add(Duration::from_nanos(u64::from(self.hint_nanos)))
+            }),
         })
     }
 
