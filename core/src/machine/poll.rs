@@ -158,7 +158,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                         emit!(out, Action::Cancel(record));
                         continue;
                     }
-                    if let Some(action) = self.maybe_hedge(out.gate()) {
+                    if let Some(action) = self.by_value().maybe_hedge(out.gate()) {
                         emit!(out, action);
                         continue;
                     }
@@ -319,7 +319,8 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
 
     /// Consults the trigger while the group may hedge; launches (or records
     /// the refusal of) a hedge when it says so.
-    pub(super) fn maybe_hedge<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Option<Action> {
+    // By value, as `group_done`.
+    pub(super) fn maybe_hedge<G: Gate + ?Sized>(mut self, gate: &mut G) -> Option<Action> {
         self.set_next_hedge_check(None);
         // One slot has no room for a hedge: a 1-slot machine compiles
         // without the trigger.
