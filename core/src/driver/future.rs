@@ -78,7 +78,7 @@ pin_project! {
         pub(super) last_terminal: bool,
         // Debug builds: the latest clock read (zero-sized in release).
         pub(super) clock: ClockCheck,
-        pub(super) state: Staged<P, W::Machine>,
+        pub(super) state: Staged<P, W::Machine<P>>,
     }
 
     impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W> PinnedDrop for Call<'k, P, Tm, Op, Fut, T, E, C, O, G, W>
@@ -113,7 +113,7 @@ pin_project! {
             let verdict = machine.cancel(now, &mut sink);
             let end = call_end(machine, verdict);
             this.observer.on_failure(*this.key, &end);
-            *machine = Staged::Done;
+            machine.set_done();
         }
     }
 }
@@ -384,7 +384,7 @@ where
     let machine = &mut *this.state;
     let end = call_end(machine, verdict);
     let refusal = machine.refusal();
-    *machine = Staged::Done;
+    machine.set_done();
     match verdict {
         Verdict::Success(_) => this.observer.on_success(*this.key, &end),
         Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),

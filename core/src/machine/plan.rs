@@ -47,16 +47,6 @@ impl CallPlan {
         }
     }
 
-    /// The machine's backoff delays.
-    #[inline]
-    pub(super) fn delays(&self) -> super::Delays {
-        if self.zero_backoff {
-            super::Delays::Zero
-        } else {
-            super::Delays::Unmade(self.backoff)
-        }
-    }
-
     /// Hedges per retry group a machine with `slots` attempt slots runs:
     /// what the policy asks for, as far as the ceiling in `limits` and the
     /// slots allow (0 when hedging is off).
@@ -101,19 +91,19 @@ pub(super) fn launch(policy: &Policy, start: Instant, group: u16, at: Instant) -
 
 /// The per-attempt timeout, if any (zero means none).
 #[inline]
-fn per_attempt_timeout(policy: &Policy) -> Option<Duration> {
+pub(crate) fn per_attempt_timeout(policy: &Policy) -> Option<Duration> {
     policy.retry.timeout_per_attempt.filter(|d| !d.is_zero())
 }
 
 /// The overall timeout, if any (zero means none).
 #[inline]
-pub(super) fn overall_timeout(policy: &Policy) -> Option<Duration> {
+pub(crate) fn overall_timeout(policy: &Policy) -> Option<Duration> {
     policy.retry.overall_timeout.filter(|d| !d.is_zero())
 }
 
 /// Hedges per group the policy asks for: 0 when hedging is off.
 #[inline]
-fn policy_hedges(policy: &Policy) -> u32 {
+pub(crate) fn policy_hedges(policy: &Policy) -> u32 {
     if policy.hedge.enabled {
         policy.hedge.max_hedges
     } else {

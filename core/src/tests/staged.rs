@@ -23,8 +23,9 @@ use crate::driver::{InFlight, Width};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
 use crate::key::PolicyKey;
+use crate::machine::staged::PolicySettings;
 use crate::machine::Verdict;
-use crate::machine::{Action, CallMachine, Event, Limits, Next, Sink};
+use crate::machine::{Action, CallMachine, Event, Next, Sink};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::Outcome;
 use crate::policy::Policy;
@@ -42,21 +43,29 @@ std::thread_local! {
     static MADE: Cell<u64> = const { Cell::new(0) };
 }
 
-/// A [`CallMachine`] that counts how many are made, compact stage or not.
+/// A full machine `M` that counts how many are made, compact stage or not:
+/// the public [`CallMachine`] (its settings copied from the policy) for
+/// [`Full`], the call future's own (which reads the policy it holds) for
+/// [`Staged`], so that the two ways of reading a policy are compared too.
 #[derive(Debug)]
-struct Counted<const N: usize, const COMPACT: bool>(CallMachine<N>);
+struct Counted<M, const COMPACT: bool>(M);
 
-impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
-    const SLOTS: usize = N;
+impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMPACT> {
+    const SLOTS: usize = M::SLOTS;
     const COMPACT: bool = COMPACT;
-    fn handle(&mut self, event: Event) {
-        self.0.handle(event);
+    fn handle(&mut self, cfg: &PolicySettings<P>, event: Event) {
+        self.0.handle(cfg, event);
     }
-    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
-        self.0.feed(event, sink)
+    fn feed<S: Sink>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        event: Option<Event>,
+        sink: &mut S,
+    ) -> Next {
+        self.0.feed(cfg, event, sink)
     }
-    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
-        self.0.cancelled(sink)
+    fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict {
+        self.0.cancelled(cfg, sink)
     }
     fn start(&self) -> Instant {
         self.0.start()
@@ -70,24 +79,43 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn refusal(&self) -> Option<&'static str> {
         self.0.refusal()
     }
-    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self {
+    fn make(cfg: &PolicySettings<P>, rng: fastrand::Rng) -> Self {
         MADE.with(|n| n.set(n.get() + 1));
-        Self(CallMachine::new(policy, limits, rng))
+        Self(M::make(cfg, rng))
     }
-    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        self.0.primary(info, admission)
+    fn primary(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        info: AttemptInfo,
+        admission: Admission,
+    ) -> Action {
+        self.0.primary(cfg, info, admission)
     }
-    fn launched(&mut self, group: u16, start: Instant, at: Instant, budget_reason: &'static str) {
-        self.0.launched(group, start, at, budget_reason);
+    fn launched(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.0.launched(cfg, group, start, at, budget_reason);
     }
-    fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
-        self.0.retry_due(group, start, at, last);
+    fn retry_due(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        last: Outcome,
+    ) {
+        self.0.retry_due(cfg, group, start, at, last);
     }
-    fn succeeded(&mut self, id: AttemptId, now: Instant) {
-        self.0.succeeded(id, now);
+    fn succeeded(&mut self, cfg: &PolicySettings<P>, id: AttemptId, now: Instant) {
+        self.0.succeeded(cfg, id, now);
     }
-    fn finish_told(&mut self) {
-        self.0.finish_told();
+    fn finish_told(&mut self, cfg: &PolicySettings<P>) {
+        self.0.finish_told(cfg);
     }
 }
 
@@ -98,7 +126,7 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine = Counted<N, false>;
+    type Machine<P: core::borrow::Borrow<Policy>> = Counted<CallMachine<N>, false>;
     type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
     type Ids = [Option<AttemptId>; N];
 }
@@ -113,7 +141,8 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine = Counted<N, true>;
+    type Machine<P: core::borrow::Borrow<Policy>> =
+        Counted<crate::machine::staged::Machine<N>, true>;
     type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
     type Ids = [Option<AttemptId>; N];
 }
