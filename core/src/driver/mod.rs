@@ -16,24 +16,27 @@
 //! # One way to drive
 //!
 //! The call future holds the call's machine staged (`machine/staged.rs`,
-//! crate-private): a compact stage that decides a call's first attempt
-//! (ask the gate, launch, wait, record, finish) and grows into the full
-//! machine (the [`CallMachine`](crate::machine::CallMachine)'s decisions
-//! on a call's state, its settings read from the policy the call holds
-//! rather than copied), in the state that machine would be in, when the call
-//! needs one (a policy that hedges, a refusal, a failure, a deadline, a
-//! cancel). The future drives it the one way the crate docs' driver
-//! contract describes — feed an event, carry out the actions until the
-//! machine must wait, poll the attempts, sleep — whichever stage it is in:
-//! the machine decides every attempt, the future only carries out its
+//! crate-private): a compact stage that decides a call's attempts while
+//! it cannot hedge and needs no sleep (ask the gate, launch, wait, record,
+//! retry at once under a policy without backoff, finish) and grows into
+//! the full machine (the [`CallMachine`](crate::machine::CallMachine)'s
+//! decisions on a call's state, its settings read from the policy the
+//! call holds rather than copied), in the state that machine would be in,
+//! when the call needs one (a policy that hedges, a refusal, a backoff to
+//! sleep, a non-retryable failure, attempts exhausted, a retry-after hint,
+//! a deadline, a cancel). The future drives it the one way the crate docs'
+//! driver contract describes — feed an event, carry out the actions until
+//! the machine must wait, poll the attempts, sleep — whichever stage it is
+//! in: the machine decides every attempt, the future only carries out its
 //! actions.
 //!
-//! Cost: a call whose first attempt succeeds never builds the full
-//! machine. The compact stage is inlined into the future's poll and growth
-//! is kept out of line (`#[cold]`), and the loop's first pass runs once
-//! before the loop after the compact stage's launch, so that the compiler
-//! sees the launch, the poll of the attempt and the finish as straight-line
-//! code.
+//! Cost: a call that the compact stage decides (a first attempt that
+//! succeeds, or retries at once that end in a success) never builds the
+//! full machine. The compact stage is inlined into the future's poll and
+//! growth is kept out of line (`#[cold]`), and the loop's first passes run
+//! in a loop of their own after the compact stage's launches, so that the
+//! compiler sees each launch, the poll of its attempt and the finish as
+//! straight-line code.
 
 use core::borrow::Borrow;
 use core::future::{Future, IntoFuture};
