@@ -70,6 +70,33 @@ impl Backoff {
     pub fn base(&self) -> Duration {
         Duration::from_nanos(self.base)
     }
+
+    /// The sequence's state in one number, for a machine that keeps it
+    /// instead of the whole sequence (whose parameters it reads again from
+    /// its policy): the previous delay for decorrelated jitter, the next
+    /// un-jittered base otherwise. [`resume`](Self::resume) takes it back.
+    #[inline]
+    pub(crate) fn state(&self) -> u64 {
+        match self.jitter {
+            Jitter::Decorrelated => self.prev,
+            _ => self.base,
+        }
+    }
+
+    /// A fresh sequence made to continue where the one whose
+    /// [`state`](Self::state) is `state` stopped; 0 (what a sequence not
+    /// drawn from yet keeps) leaves it fresh. Exact: a state is 0 only
+    /// while the initial backoff is 0 (the base only grows from it, and a
+    /// decorrelated delay is at least it), and then fresh is that state.
+    #[inline]
+    pub(crate) fn resume(&mut self, state: u64) {
+        if state != 0 {
+            match self.jitter {
+                Jitter::Decorrelated => self.prev = state,
+                _ => self.base = state,
+            }
+        }
+    }
 }
 
 /// What a [`Backoff`] is made from: the retry policy's four backoff fields,
@@ -97,12 +124,27 @@ impl BackoffSpec {
 
     /// The sequence of delays.
     pub fn backoff(&self) -> Backoff {
+        self.backoff_with(self.multiplier_milli())
+    }
+
+    /// The multiplier in fixed point (thousandths, 1000..=10000): what
+    /// [`backoff`](Self::backoff) converts it to, for a caller that keeps
+    /// it rather than the whole sequence.
+    #[inline]
+    pub(crate) const fn multiplier_milli(&self) -> u64 {
+        multiplier_milli(self.multiplier)
+    }
+
+    /// [`backoff`](Self::backoff), its multiplier converted already
+    /// (`multiplier_milli` is what [`Self::multiplier_milli`] returned).
+    #[inline]
+    pub(crate) fn backoff_with(&self, multiplier_milli: u64) -> Backoff {
         let initial = nanos(self.initial);
         let max = nanos(self.max).max(initial);
         Backoff {
             initial,
             max,
-            multiplier_milli: multiplier_milli(self.multiplier),
+            multiplier_milli,
             jitter: self.jitter,
             base: initial,
             prev: initial,

@@ -21,7 +21,9 @@ fn call_future_sizes() {
     println!("call future, trivial operation: tokio timer {t} bytes, async-io timer {a} bytes");
     // 768 / 768 until issue 12's rooms: tightened to the measured sizes.
     // 744 / 688 until issue 16's layout work (see core's
-    // `tests/layout.rs`): 632 / 576 measured.
-    assert!(t <= 648, "tokio call future grew to {t} bytes");
-    assert!(a <= 592, "async-io call future grew to {a} bytes");
+    // `tests/layout.rs`): 632 / 576 measured. Issue 16's second layout
+    // round (the full machine reads the policy the call holds and keeps no
+    // pending record): 448 / 392 measured.
+    assert!(t <= 448, "tokio call future grew to {t} bytes");
+    assert!(a <= 392, "async-io call future grew to {a} bytes");
 }

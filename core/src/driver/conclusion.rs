@@ -4,7 +4,7 @@
 use super::*;
 
 #[inline]
-pub(super) fn call_end<P: Borrow<Policy>, M: MachineOps>(
+pub(super) fn call_end<P: Borrow<Policy>, M: MachineOps<P>>(
     machine: &Staged<P, M>,
     verdict: Verdict,
 ) -> CallEnd {

@@ -78,7 +78,7 @@ pin_project! {
         pub(super) last_terminal: bool,
         // Debug builds: the latest clock read (zero-sized in release).
         pub(super) clock: ClockCheck,
-        pub(super) state: Staged<P, W::Machine>,
+        pub(super) state: Staged<P, W::Machine<P>>,
     }
 
     impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W> PinnedDrop for Call<'k, P, Tm, Op, Fut, T, E, C, O, G, W>
@@ -113,7 +113,7 @@ pin_project! {
             let verdict = machine.cancel(now, &mut sink);
             let end = call_end(machine, verdict);
             this.observer.on_failure(*this.key, &end);
-            *machine = Staged::Done;
+            machine.set_done();
         }
     }
 }
@@ -206,20 +206,25 @@ where
             let now = this.timer.now();
             this.observer.on_start(*this.key, now);
             let next = feed(&mut this, Event::Start { now }, &mut fed);
-            if let Next::Launched(wait) = next {
-                // The loop's first pass, peeled, after the compact stage's
-                // launch: the compiler sees that launch and this pass's
-                // poll of the attempt as straight-line code, so a first
-                // attempt that completes at once costs no loop.
-                match pass(&mut this, cx, wait, &mut fed) {
-                    ControlFlow::Break(poll) => return poll,
-                    // Finished here, not at the loop's top: the compact
-                    // stage's success runs straight through from its
-                    // launch to the result.
-                    ControlFlow::Continue(Next::Finish(verdict)) => {
-                        return Poll::Ready(finish(&mut this, verdict));
+            if let Next::Launched(mut wait) = next {
+                // The loop's first passes, peeled, after the compact
+                // stage's launches: the compiler sees each launch and the
+                // pass that polls its attempt as straight-line code, so a
+                // first attempt that completes at once costs no jump on
+                // `next`, and neither does a retry the compact stage
+                // launches at once.
+                loop {
+                    match pass(&mut this, cx, wait, &mut fed) {
+                        ControlFlow::Break(poll) => return poll,
+                        // Finished here, not at the loop's top: the
+                        // compact stage's success runs straight through
+                        // from its launch to the result.
+                        ControlFlow::Continue(Next::Finish(verdict)) => {
+                            return Poll::Ready(finish(&mut this, verdict));
+                        }
+                        ControlFlow::Continue(Next::Launched(deadline)) => wait = deadline,
+                        ControlFlow::Continue(next) => break next,
                     }
-                    ControlFlow::Continue(next) => next,
                 }
             } else {
                 next
@@ -379,7 +384,7 @@ where
     let machine = &mut *this.state;
     let end = call_end(machine, verdict);
     let refusal = machine.refusal();
-    *machine = Staged::Done;
+    machine.set_done();
     match verdict {
         Verdict::Success(_) => this.observer.on_success(*this.key, &end),
         Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),

@@ -1,7 +1,8 @@
 //! The generic async driver: runs one call's attempts inside the caller's
 //! task, on any [`Timer`].
 //!
-//! [`Call`] is a hand-written future around a [`CallMachine`]. Each poll
+//! [`Call`] is a hand-written future around the decisions of a
+//! [`CallMachine`](crate::machine::CallMachine). Each poll
 //! polls the attempt in flight and the pending sleep, feeds what completed to
 //! the machine, and carries out the machine's actions until it must wait. It
 //! spawns nothing and allocates nothing: the attempt future and the sleep
@@ -15,22 +16,27 @@
 //! # One way to drive
 //!
 //! The call future holds the call's machine staged (`machine/staged.rs`,
-//! crate-private): a compact stage that decides a call's first attempt
-//! (ask the gate, launch, wait, record, finish) and grows into the full
-//! [`CallMachine`], in the state that machine would be in, when the call
-//! needs one (a policy that hedges, a refusal, a failure, a deadline, a
-//! cancel). The future drives it the one way the crate docs' driver
-//! contract describes — feed an event, carry out the actions until the
-//! machine must wait, poll the attempts, sleep — whichever stage it is in:
-//! the machine decides every attempt, the future only carries out its
+//! crate-private): a compact stage that decides a call's attempts while
+//! it cannot hedge and needs no sleep (ask the gate, launch, wait, record,
+//! retry at once under a policy without backoff, finish) and grows into
+//! the full machine (the [`CallMachine`](crate::machine::CallMachine)'s
+//! decisions on a call's state, its settings read from the policy the
+//! call holds rather than copied), in the state that machine would be in,
+//! when the call needs one (a policy that hedges, a refusal, a backoff to
+//! sleep, a non-retryable failure, attempts exhausted, a retry-after hint,
+//! a deadline, a cancel). The future drives it the one way the crate docs'
+//! driver contract describes — feed an event, carry out the actions until
+//! the machine must wait, poll the attempts, sleep — whichever stage it is
+//! in: the machine decides every attempt, the future only carries out its
 //! actions.
 //!
-//! Cost: a call whose first attempt succeeds never builds the full
-//! machine. The compact stage is inlined into the future's poll and growth
-//! is kept out of line (`#[cold]`), and the loop's first pass runs once
-//! before the loop after the compact stage's launch, so that the compiler
-//! sees the launch, the poll of the attempt and the finish as straight-line
-//! code.
+//! Cost: a call that the compact stage decides (a first attempt that
+//! succeeds, or retries at once that end in a success) never builds the
+//! full machine. The compact stage is inlined into the future's poll and
+//! growth is kept out of line (`#[cold]`), and the loop's first passes run
+//! in a loop of their own after the compact stage's launches, so that the
+//! compiler sees each launch, the poll of its attempt and the finish as
+//! straight-line code.
 
 use core::borrow::Borrow;
 use core::future::{Future, IntoFuture};
@@ -43,7 +49,7 @@ use crate::error::Error;
 use crate::gate::Gate;
 use crate::key::PolicyKey;
 pub use crate::machine::staged::{derive_seed, MachineOps};
-use crate::machine::{CallMachine, Cause, Event, Limits, Next, Sink, Staged, Verdict};
+use crate::machine::{Cause, Event, Limits, Next, Sink, Staged, Verdict};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::{Classifier, DefaultClassifier, OutcomeKind};
 use crate::pinned::PinnedSlots;
@@ -69,9 +75,11 @@ pub use future::Call;
 /// reference, which the call holds until it ends (a `static` policy, or
 /// one that outlives the await); an owned `Policy` or an `Arc<Policy>` for
 /// a call that must be `'static`, such as one handed to a spawned task.
-/// The call reads the policy when it starts and, when its first attempt
-/// does not succeed at once, copies what it needs into its full machine;
-/// making a call copies nothing from a borrowed policy.
+/// The call reads the policy where it holds it, whenever a decision needs
+/// it, until it ends: making a call copies nothing from a borrowed policy,
+/// and its full machine keeps no copy of the policy's numbers (an owned
+/// `Policy` is held, 360 bytes, for the whole call: borrow it or share an
+/// `Arc` for a small future).
 ///
 /// Jitter draws come from an RNG whose seed mixes a process-wide call counter
 /// with the timer's current time, so concurrent calls draw independent
@@ -110,7 +118,7 @@ pub trait Width: sealed::Sealed {
     /// Attempts at once.
     const SLOTS: usize;
     #[doc(hidden)]
-    type Machine: MachineOps;
+    type Machine<P: Borrow<Policy>>: MachineOps<P>;
     #[doc(hidden)]
     type Attempts<F>: AttemptSlots<F>;
     #[doc(hidden)]
@@ -128,7 +136,7 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine = CallMachine<N>;
+    type Machine<P: Borrow<Policy>> = crate::machine::staged::Machine<N>;
     type Attempts<F> = PinnedSlots<F, N>;
     type Ids = [Option<AttemptId>; N];
 }

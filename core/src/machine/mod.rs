@@ -29,14 +29,15 @@
 //! action ([`CallMachine::poll`]: the gate, launches, hedges, cancels,
 //! waits); `io.rs` the events and actions; `plan.rs` the policy read once
 //! into a [`CallPlan`] and the first attempt's plan; `staged.rs` the
-//! machine as the call future holds it — a compact stage that decides a
-//! first attempt which cannot hedge and grows into the full machine when
-//! the call needs it (crate-private, with the `MachineOps` it grows
-//! into).
+//! machine as the call future holds it — a compact stage that decides the
+//! attempts of a call which cannot hedge while they need no sleep (a
+//! first attempt, retries at once under a policy without backoff) and
+//! grows into the full machine when the call needs it (crate-private, with
+//! the `MachineOps` it grows into).
 
 use core::time::Duration;
 
-use crate::backoff::{Backoff, BackoffSpec};
+use crate::backoff::Backoff;
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
@@ -53,6 +54,7 @@ pub use crate::limits::Limits;
 pub use io::{Action, Event, WaitReason};
 use plan::hedges_in;
 pub use plan::CallPlan;
+pub(crate) use plan::{overall_timeout, per_attempt_timeout, policy_hedges};
 pub(crate) use staged::{Next, Sink, Staged};
 
 /// Test-only: `(field, offset, size)` of each named field of `*$v` (a
@@ -85,23 +87,27 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
         ("Slot", size_of::<Slot>()),
         ("Option<Slot>", size_of::<Option<Slot>>()),
         ("Phase", size_of::<Phase>()),
-        ("Delays", size_of::<Delays>()),
+        ("Plan (CallMachine's settings)", size_of::<Plan>()),
+        ("State<1>", size_of::<State<1>>()),
+        ("State<2>", size_of::<State<2>>()),
         ("Last", size_of::<Last>()),
     ]
 }
 
 /// An attempt in flight: its [`AttemptInfo`], launch time and budget
-/// reason, packed (48 bytes on a 64-bit target, not 72: the group and
+/// reason, packed (40 bytes on a 64-bit target, not 72: the group and
 /// hedge indices 16 bits, as the attempt ids bound them; no backoff, which
 /// only its group's primary has and the machine keeps once for the group,
-/// see [`CallMachine::backoff_of`]; the deadline stays an `Option`, which a
-/// record copies as it is — a flag beside the counters saved 8 more bytes
-/// and cost about 80 instructions per retried call in conversions).
+/// see [`Core::backoff_of`]; the deadline an instant, the epoch for none,
+/// which no deadline is — a flag beside the counters instead saved the
+/// same and cost about 80 instructions per retried call in conversions).
 #[derive(Copy, Clone, Debug)]
 struct Slot {
     budget_reason: &'static str,
     start: Instant,
-    deadline: Option<Instant>,
+    /// The attempt's deadline; [`Instant::ZERO`]: none (a deadline is a
+    /// launch time plus a timeout that is not zero, so never the epoch).
+    deadline: Instant,
     id: AttemptId,
     /// At most the attempts launched (`u16` ids).
     retry_index: u16,
@@ -117,7 +123,13 @@ impl Slot {
         Self {
             budget_reason,
             start,
-            deadline: info.deadline,
+            deadline: match info.deadline {
+                Some(deadline) => {
+                    debug_assert!(deadline != Instant::ZERO, "a deadline after the epoch");
+                    deadline
+                }
+                None => Instant::ZERO,
+            },
             id: info.id,
             // Both are below the attempt ids' `u16` bound (a group's
             // primary and each hedge take an id).
@@ -141,7 +153,7 @@ impl Slot {
     /// The attempt's deadline, if any.
     #[inline(always)]
     fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        (self.deadline != Instant::ZERO).then_some(self.deadline)
     }
 
     /// The attempt's record, ended at `end`, after a sleep of `backoff`.
@@ -171,8 +183,9 @@ enum Phase {
     Idle,
     /// The next retry group's primary is due.
     Ready,
-    /// Attempts are in flight.
-    Running,
+    /// Attempts are in flight; the running group's primary launched at
+    /// this instant (what the hedge trigger is told).
+    Running(Instant),
     /// Sleeping until the next retry group.
     Backoff(Instant),
     /// About to sleep until the next retry group, not yet checked against
@@ -188,49 +201,156 @@ enum Phase {
 /// How the call's last failed attempt ended, or the reason the gate gave
 /// for refusing a primary (which ends the call, so no later admission asks
 /// for the last outcome): one room for the two (40 bytes; 56 as two
-/// fields), the refusal's tag in the outcome kind's niche.
+/// fields), the refusal's tag in the outcome kind's niche. (Repacked into
+/// 32 bytes — the hint's seconds and nanoseconds apart, the kind beside
+/// them — it saved 8 bytes of the machine but cost the Cortex-M3
+/// example's successful call about 200 instructions, in code the call
+/// future's poll no longer kept apart.)
 #[derive(Copy, Clone, Debug)]
 enum Last {
     None,
     Outcome(Outcome),
     Refused(&'static str),
 }
+impl Last {
+    /// Nothing failed and nothing was refused.
+    const NONE: Self = Self::None;
 
-/// The backoff delays of a call, made into a [`Backoff`] only when its
-/// first retry group fails: a call whose first group succeeds never pays
-/// for the conversion, and a policy without backoff never draws.
-#[derive(Clone, Debug)]
-enum Delays {
-    /// Every delay is zero (no initial and no maximum backoff).
-    Zero,
-    /// Not drawn from yet.
-    Unmade(BackoffSpec),
-    /// Drawing.
-    Drawing(Backoff),
-}
-
-impl Delays {
-    /// The next delay (zero without a call, for a policy without backoff).
+    /// An attempt failed with `outcome`.
     #[inline(always)]
-    fn next(&mut self, rng: &mut fastrand::Rng) -> Duration {
-        match self {
-            Self::Zero => Duration::ZERO,
-            _ => self.draw(rng),
+    fn outcome(outcome: Outcome) -> Self {
+        Self::Outcome(outcome)
+    }
+
+    /// The gate refused a primary for `reason`.
+    #[inline(always)]
+    fn refused(reason: &'static str) -> Self {
+        Self::Refused(reason)
+    }
+
+    /// The failed attempt's outcome, if that is what it holds.
+    #[inline(always)]
+    fn failed(&self) -> Option<Outcome> {
+        match *self {
+            Self::Outcome(outcome) => Some(outcome),
+            _ => None,
         }
     }
 
-    /// The next delay of a policy with backoff.
-    fn draw(&mut self, rng: &mut fastrand::Rng) -> Duration {
-        match self {
-            Self::Zero => Duration::ZERO,
-            Self::Drawing(backoff) => backoff.next_delay(rng),
-            Self::Unmade(spec) => {
-                let mut backoff = spec.backoff();
-                let delay = backoff.next_delay(rng);
-                *self = Self::Drawing(backoff);
-                delay
-            }
+    /// The refusal's reason, if that is what it holds.
+    #[inline(always)]
+    fn refusal(&self) -> Option<&'static str> {
+        match *self {
+            Self::Refused(reason) => Some(reason),
+            _ => None,
         }
+    }
+}
+
+/// What a machine reads of its policy and limits, wherever it keeps them:
+/// the public [`CallMachine`] a copy of the numbers ([`Plan`]), the call
+/// future's machine the caller's policy itself (`PolicySettings`), read
+/// again where a decision needs it (the future keeps no copy).
+pub(crate) trait Settings {
+    /// Retry groups at most (at least 1).
+    fn max_attempts(&self) -> u32;
+    /// The per-attempt timeout in nanoseconds; 0: none.
+    fn per_attempt(&self) -> u64;
+    /// The overall timeout in nanoseconds; 0: none.
+    fn overall(&self) -> u64;
+    /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
+    fn max_retry_after(&self) -> Duration;
+    /// The next backoff delay of the sequence whose state is `state`
+    /// ([`Backoff::state`]; 0 before the first draw), drawn from `rng`;
+    /// zero without a draw when every delay is zero (no initial and no
+    /// maximum backoff). `milli` keeps the multiplier's fixed-point
+    /// conversion for settings that do not (0: not converted yet).
+    fn next_delay(&self, state: &mut u64, milli: &mut u16, rng: &mut fastrand::Rng) -> Duration;
+    /// Hedges per group a machine of `slots` slots runs (0 when hedging is
+    /// off, or when the slots have no room).
+    fn max_hedges(&self, slots: usize) -> u32;
+    /// The hedge delay as the policy gives it: the trigger is told it as
+    /// it is (an unnormalized policy's may be past what nanoseconds in a
+    /// `u64` hold).
+    fn hedge_delay(&self) -> Duration;
+    /// Whether a group's first terminal outcome cancels its other attempts.
+    fn cancel_on_first_terminal(&self) -> bool;
+}
+
+/// The public machine's settings: the numbers of a [`CallPlan`], copied
+/// (the simulator restarts machines from one).
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    max_attempts: u32,
+    /// In nanoseconds; 0: none (a policy's zero timeout means none).
+    per_attempt: u64,
+    overall: u64,
+    max_retry_after: Duration,
+    /// Converted once, when the machine is made.
+    backoff: Option<Backoff>,
+    /// Hedges per group: 0 when off (or when `N` has no room).
+    max_hedges: u32,
+    /// The hedges per group the policy asks for (0 when hedging is off),
+    /// before `N` limits them.
+    policy_hedges: u32,
+    hedge_delay: Duration,
+    cancel_on_first_terminal: bool,
+}
+
+impl Plan {
+    /// The settings of `plan` under `limits`, for a machine of `slots`
+    /// slots.
+    #[inline]
+    fn new(plan: &CallPlan, limits: Limits, slots: usize) -> Self {
+        Self {
+            max_attempts: plan.max_attempts,
+            per_attempt: plan.per_attempt.map_or(0, nanos),
+            overall: plan.overall.map_or(0, nanos),
+            max_retry_after: limits.max_retry_after,
+            backoff: (!plan.zero_backoff).then(|| plan.backoff.backoff()),
+            max_hedges: hedges_in(plan.hedges, limits, slots),
+            policy_hedges: plan.hedges,
+            hedge_delay: plan.hedge_delay,
+            cancel_on_first_terminal: plan.cancel_on_first_terminal,
+        }
+    }
+}
+
+impl Settings for Plan {
+    #[inline(always)]
+    fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+    #[inline(always)]
+    fn per_attempt(&self) -> u64 {
+        self.per_attempt
+    }
+    #[inline(always)]
+    fn overall(&self) -> u64 {
+        self.overall
+    }
+    #[inline(always)]
+    fn max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+    #[inline(always)]
+    fn next_delay(&self, state: &mut u64, _: &mut u16, rng: &mut fastrand::Rng) -> Duration {
+        match &self.backoff {
+            None => Duration::ZERO,
+            Some(backoff) => draw(backoff.clone(), state, rng),
+        }
+    }
+    #[inline(always)]
+    fn max_hedges(&self, _: usize) -> u32 {
+        self.max_hedges
+    }
+    #[inline(always)]
+    fn hedge_delay(&self) -> Duration {
+        self.hedge_delay
+    }
+    #[inline(always)]
+    fn cancel_on_first_terminal(&self) -> bool {
+        self.cancel_on_first_terminal
     }
 }
 
@@ -240,26 +360,39 @@ impl Delays {
 /// plus hedges); the default 4 fits the default hedge ceiling of 3.
 #[derive(Clone, Debug)]
 pub struct CallMachine<const N: usize = 4> {
-    max_attempts: u32,
-    /// The per-attempt and overall timeouts, in nanoseconds; 0: none
-    /// (a policy's zero timeout means none).
-    per_attempt: u64,
-    overall: u64,
-    /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
-    max_retry_after: Duration,
-    delays: Delays,
+    plan: Plan,
+    core: State<N>,
+    /// A record produced by an event (an admitted attempt's, which the
+    /// gate must release), emitted by the next `poll`: kept as its slot,
+    /// outcome and end (not a 128-byte record and flag). Only
+    /// [`poll`](Self::poll), which hands out one action at a time, needs
+    /// it: the call future's machine (a [`Core`]) hands the record out as
+    /// the event comes.
+    pending: Option<(Slot, Outcome, Instant)>,
+}
+
+/// The state of one call: what [`CallMachine`] holds beside its settings,
+/// and what the call future holds beside its policy (see [`Core`]).
+#[derive(Clone, Debug)]
+pub(crate) struct State<const N: usize> {
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
     start: Instant,
-    /// The overall deadline, when `has_deadline` (see [`Self::deadline`]).
+    /// The overall deadline; [`Instant::ZERO`]: none (see
+    /// [`Self::deadline`]).
     deadline_at: Instant,
-    has_deadline: bool,
     /// Retry groups launched. (This, `ran` and `group_hedges` count
     /// attempts launched, at most the `u16` ids' bound.)
     groups: u16,
     /// Attempts launched (ids are handed out in this order).
     launched: u16,
+    /// The backoff sequence's state ([`Backoff::state`]; 0: not drawn
+    /// from), its parameters read from the settings when a delay is drawn.
+    backoff: u64,
+    /// The backoff multiplier in fixed point, once converted (0: not yet;
+    /// see [`Settings::next_delay`]).
+    multiplier_milli: u16,
     /// The sleep before the next primary.
     next_backoff: Duration,
     /// The sleep before the running group's primary (its hedges have
@@ -269,46 +402,42 @@ pub struct CallMachine<const N: usize = 4> {
     last_failure: Option<AttemptId>,
     last: Last,
     slots: [Option<Slot>; N],
-    /// Hedging: 0 hedges per group when off (or when `N` has no room).
-    max_hedges: u32,
-    /// The hedges per group the policy asks for (0 when hedging is off),
-    /// before `N` limits them.
-    policy_hedges: u32,
-    /// A `Duration` as the policy gives it: the trigger is told it as it
-    /// is (an unnormalized policy's may be past what nanoseconds in a
-    /// `u64` hold).
-    hedge_delay: Duration,
-    cancel_on_first_terminal: bool,
-    /// The running group: when its primary launched, hedges launched, and
-    /// whether it may launch more (a refused hedge stops hedging for it).
-    group_start: Instant,
+    /// The running group: hedges launched, and whether it may launch more
+    /// (a refused hedge stops hedging for it). When its primary launched
+    /// is kept in the phase ([`Phase::Running`]).
     group_hedges: u16,
     hedging_stopped: bool,
-    /// When the trigger asked to be consulted again, when
-    /// `has_hedge_check` (see [`Self::next_hedge_check`]).
+    /// When the trigger asked to be consulted again; [`Instant::ZERO`]:
+    /// it did not (see [`Self::next_hedge_check`]).
     hedge_check_at: Instant,
-    has_hedge_check: bool,
     /// A non-retryable or abort outcome held while other attempts of the
     /// group still run (without cancel-on-first-terminal): it is the group's
     /// result unless one of them succeeds.
     terminal: Option<(AttemptId, Cause)>,
     /// Attempts that ran (launched), hedges included.
     ran: u16,
-    /// A record produced by an event (an admitted attempt's, which the
-    /// gate must release), emitted by the next `poll`: kept as its slot,
-    /// outcome and end (96 bytes, not a 136-byte record and flag).
-    pending: Option<(Slot, Outcome, Instant)>,
 }
 
 #[cfg(test)]
 impl<const N: usize> CallMachine<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
-        layout_of!(self; max_attempts, per_attempt, overall, max_retry_after, delays, rng,
-            phase, now, start, deadline_at, has_deadline, groups, launched, next_backoff, group_backoff, last_failure,
-            last, slots, max_hedges, policy_hedges, hedge_delay,
-            cancel_on_first_terminal, group_start, group_hedges, hedging_stopped,
-            hedge_check_at, has_hedge_check, terminal, ran, pending)
+        layout_of!(self; plan, core, pending)
+    }
+
+    /// Test-only: the core's layout.
+    pub(crate) fn core_layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        self.core.layout()
+    }
+}
+
+#[cfg(test)]
+impl<const N: usize> State<N> {
+    /// Test-only: `(field, offset, size)` of every field, by offset.
+    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        layout_of!(self; rng, phase, now, start, deadline_at, groups, launched,
+            backoff, multiplier_milli, next_backoff, group_backoff, last_failure, last, slots,
+            group_hedges, hedging_stopped, hedge_check_at, terminal, ran)
     }
 }
 
@@ -326,115 +455,47 @@ impl<const N: usize> CallMachine<N> {
     #[inline]
     pub fn with_plan(plan: &CallPlan, limits: Limits, rng: fastrand::Rng) -> Self {
         Self {
-            max_attempts: plan.max_attempts,
-            per_attempt: plan.per_attempt.map_or(0, nanos),
-            overall: plan.overall.map_or(0, nanos),
-            max_retry_after: limits.max_retry_after,
-            delays: plan.delays(),
-            rng,
-            phase: Phase::Idle,
-            now: Instant::ZERO,
-            start: Instant::ZERO,
-            deadline_at: Instant::ZERO,
-            has_deadline: false,
-            groups: 0,
-            launched: 0,
-            next_backoff: Duration::ZERO,
-            group_backoff: Duration::ZERO,
-            last_failure: None,
-            last: Last::None,
-            slots: [None; N],
-            max_hedges: 0,
-            policy_hedges: plan.hedges,
-            hedge_delay: plan.hedge_delay,
-            cancel_on_first_terminal: plan.cancel_on_first_terminal,
-            group_start: Instant::ZERO,
-            group_hedges: 0,
-            hedging_stopped: false,
-            hedge_check_at: Instant::ZERO,
-            has_hedge_check: false,
-            terminal: None,
-            ran: 0,
+            plan: Plan::new(plan, limits, N),
+            core: State::new(rng),
             pending: None,
         }
-        .room_for_hedges(limits)
-    }
-
-    /// Hedges per group: what the policy asks for, as far as the ceiling
-    /// and `N` allow.
-    fn room_for_hedges(mut self, limits: Limits) -> Self {
-        self.max_hedges = hedges_in(self.policy_hedges, limits, N);
-        self
     }
 
     /// Hedges each retry group may launch: the policy's, as far as the
     /// ceiling in [`Limits`] and `N` allow (0 when hedging is off).
     pub fn max_hedges(&self) -> u32 {
-        self.max_hedges
+        self.plan.max_hedges
     }
 
     /// When the call started.
     pub fn start(&self) -> Instant {
-        self.start
+        self.core.start
     }
 
     /// The latest time the machine has seen.
     pub fn now(&self) -> Instant {
-        self.now
+        self.core.now
     }
 
     /// The overall deadline, once started.
     pub fn deadline(&self) -> Option<Instant> {
-        self.has_deadline.then_some(self.deadline_at)
-    }
-
-    /// Sets the overall deadline of a call started at `start`.
-    #[inline]
-    fn set_deadline(&mut self, start: Instant) {
-        self.has_deadline = self.overall != 0;
-        self.deadline_at = start.plus_nanos(self.overall);
-    }
-
-    /// When the trigger asked to be consulted again, if it did.
-    #[inline]
-    fn next_hedge_check(&self) -> Option<Instant> {
-        self.has_hedge_check.then_some(self.hedge_check_at)
-    }
-
-    /// Sets (or clears) when the trigger is consulted again.
-    #[inline]
-    fn set_next_hedge_check(&mut self, at: Option<Instant>) {
-        self.has_hedge_check = at.is_some();
-        self.hedge_check_at = at.unwrap_or(Instant::ZERO);
+        self.core.deadline()
     }
 
     /// Attempts launched so far (refused attempts not counted).
     pub fn attempts(&self) -> u32 {
-        u32::from(self.ran)
+        self.core.attempts()
     }
 
     /// The reason the gate gave when it refused an attempt (which ended the
     /// call), if it did.
     pub fn refusal(&self) -> Option<&'static str> {
-        match self.last {
-            Last::Refused(reason) => Some(reason),
-            _ => None,
-        }
-    }
-
-    /// How the last attempt that failed ended, for the gate's next
-    /// admission.
-    #[inline]
-    fn last_outcome(&self) -> Option<Outcome> {
-        match self.last {
-            Last::Outcome(outcome) => Some(outcome),
-            _ => None,
-        }
+        self.core.refusal()
     }
 
     /// Replaces the random source (jitter draws come from it).
     pub fn set_rng(&mut self, rng: fastrand::Rng) {
-        self.rng = rng;
+        self.core.rng = rng;
     }
 
     /// Makes this machine what `fresh.clone()` with its random source
@@ -444,170 +505,361 @@ impl<const N: usize> CallMachine<N> {
     /// builds a whole copy and moves it in) for a driver that runs one
     /// call after another in the same machine, as the simulator does.
     pub fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng) {
+        debug_assert!(fresh.pending.is_none(), "a machine that has not started");
+        self.plan.clone_from(&fresh.plan);
+        self.core.restart_from(&fresh.core, rng);
+        self.pending = None;
+    }
+
+    /// Replaces the executor-wide limits.
+    pub fn set_limits(&mut self, limits: Limits) {
+        let cfg = &mut self.plan;
+        cfg.max_retry_after = limits.max_retry_after;
+        cfg.max_hedges = hedges_in(cfg.policy_hedges, limits, N);
+    }
+
+    /// Whether the machine has returned [`Action::Finish`].
+    pub fn is_finished(&self) -> bool {
+        self.core.is_finished()
+    }
+
+    /// Feeds one event. Times earlier than the latest one seen are taken as
+    /// the latest one (the machine's clock never goes back).
+    pub fn handle(&mut self, event: Event) {
+        if let Some((slot, outcome)) = self.run().take_event(event) {
+            debug_assert!(self.pending.is_none(), "poll after every event");
+            self.pending = Some((slot, outcome, self.core.now));
+        }
+    }
+
+    /// The machine at work: its state with its settings.
+    #[inline(always)]
+    pub(crate) fn run(&mut self) -> Core<'_, Plan, N> {
+        Core {
+            cfg: &self.plan,
+            st: &mut self.core,
+        }
+    }
+}
+
+/// The machine at work: a call's [`State`] with its settings `C` (see
+/// [`Settings`]), borrowed for one step. The decisions are its methods;
+/// the state's fields read through it.
+pub(crate) struct Core<'a, C, const N: usize> {
+    cfg: &'a C,
+    st: &'a mut State<N>,
+}
+
+impl<'a, C, const N: usize> Core<'a, C, N> {
+    /// `st` with its settings `cfg`.
+    #[inline(always)]
+    pub(crate) fn new(cfg: &'a C, st: &'a mut State<N>) -> Self {
+        Self { cfg, st }
+    }
+
+    /// The view again, by value, for a method out of line that takes it so.
+    #[inline(always)]
+    fn by_value(&mut self) -> Core<'_, C, N> {
+        Core {
+            cfg: self.cfg,
+            st: &mut *self.st,
+        }
+    }
+}
+
+impl<C, const N: usize> core::ops::Deref for Core<'_, C, N> {
+    type Target = State<N>;
+    #[inline(always)]
+    fn deref(&self) -> &State<N> {
+        self.st
+    }
+}
+
+impl<C, const N: usize> core::ops::DerefMut for Core<'_, C, N> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut State<N> {
+        self.st
+    }
+}
+
+impl<const N: usize> State<N> {
+    /// The state of a call not started, drawing from `rng`.
+    #[inline]
+    pub(crate) fn new(rng: fastrand::Rng) -> Self {
+        Self {
+            rng,
+            phase: Phase::Idle,
+            now: Instant::ZERO,
+            start: Instant::ZERO,
+            deadline_at: Instant::ZERO,
+            groups: 0,
+            launched: 0,
+            backoff: 0,
+            multiplier_milli: 0,
+            next_backoff: Duration::ZERO,
+            group_backoff: Duration::ZERO,
+            last_failure: None,
+            last: Last::NONE,
+            slots: [None; N],
+            group_hedges: 0,
+            hedging_stopped: false,
+            hedge_check_at: Instant::ZERO,
+            terminal: None,
+            ran: 0,
+        }
+    }
+
+    /// When the call started.
+    pub(crate) fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// The latest time the machine has seen.
+    pub(crate) fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The overall deadline, once started.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        (self.deadline_at != Instant::ZERO).then_some(self.deadline_at)
+    }
+
+    /// When the trigger asked to be consulted again, if it did.
+    #[inline]
+    fn next_hedge_check(&self) -> Option<Instant> {
+        (self.hedge_check_at != Instant::ZERO).then_some(self.hedge_check_at)
+    }
+
+    /// Sets (or clears) when the trigger is consulted again.
+    #[inline]
+    fn set_next_hedge_check(&mut self, at: Option<Instant>) {
+        debug_assert!(at != Some(Instant::ZERO), "a check after the epoch");
+        self.hedge_check_at = at.unwrap_or(Instant::ZERO);
+    }
+
+    /// Attempts launched so far (refused attempts not counted).
+    pub(crate) fn attempts(&self) -> u32 {
+        u32::from(self.ran)
+    }
+
+    /// The reason the gate gave when it refused an attempt (which ended the
+    /// call), if it did.
+    pub(crate) fn refusal(&self) -> Option<&'static str> {
+        self.last.refusal()
+    }
+
+    /// How the last attempt that failed ended, for the gate's next
+    /// admission.
+    #[inline]
+    fn last_outcome(&self) -> Option<Outcome> {
+        self.last.failed()
+    }
+
+    /// [`CallMachine::restart_from`]: makes this machine `fresh` (which has
+    /// not started) with its random source replaced by `rng`, in place.
+    pub(crate) fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng) {
         debug_assert!(
             matches!(fresh.phase, Phase::Idle)
                 && fresh.slots.iter().all(Option::is_none)
-                && fresh.pending.is_none()
                 && matches!(fresh.last, Last::None)
                 && fresh.terminal.is_none(),
             "a machine that has not started"
         );
         // Every field named: a new one must be reset here too.
         let Self {
-            max_attempts,
-            per_attempt,
-            overall,
-            max_retry_after,
-            delays,
             rng: _,
             phase,
             now,
             start,
             deadline_at,
-            has_deadline,
             groups,
             launched,
+            backoff,
+            multiplier_milli,
             next_backoff,
             group_backoff,
             last_failure,
             last: _,
             slots: _,
-            max_hedges,
-            policy_hedges,
-            hedge_delay,
-            cancel_on_first_terminal,
-            group_start,
             group_hedges,
             hedging_stopped,
             hedge_check_at,
-            has_hedge_check,
             terminal: _,
             ran,
-            pending: _,
         } = fresh;
-        self.max_attempts = *max_attempts;
-        self.per_attempt = *per_attempt;
-        self.overall = *overall;
-        self.max_retry_after = *max_retry_after;
-        self.delays = delays.clone();
         self.rng = rng;
         self.phase = *phase;
         self.now = *now;
         self.start = *start;
         self.deadline_at = *deadline_at;
-        self.has_deadline = *has_deadline;
         self.groups = *groups;
         self.launched = *launched;
+        self.backoff = *backoff;
+        self.multiplier_milli = *multiplier_milli;
         self.next_backoff = *next_backoff;
         self.group_backoff = *group_backoff;
         self.last_failure = *last_failure;
-        self.last = Last::None;
+        self.last = Last::NONE;
         for slot in &mut self.slots {
             *slot = None;
         }
-        self.max_hedges = *max_hedges;
-        self.policy_hedges = *policy_hedges;
-        self.hedge_delay = *hedge_delay;
-        self.cancel_on_first_terminal = *cancel_on_first_terminal;
-        self.group_start = *group_start;
         self.group_hedges = *group_hedges;
         self.hedging_stopped = *hedging_stopped;
         self.hedge_check_at = *hedge_check_at;
-        self.has_hedge_check = *has_hedge_check;
         self.terminal = None;
         self.ran = *ran;
-        self.pending = None;
     }
 
-    /// Replaces the executor-wide limits.
-    pub fn set_limits(&mut self, limits: Limits) {
-        self.max_retry_after = limits.max_retry_after;
-        self.max_hedges = hedges_in(self.policy_hedges, limits, N);
+    /// Whether the machine has returned [`Action::Finish`].
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done(_))
     }
 
-    /// A machine just made takes over the compact stage's first attempt,
-    /// launched at `start` with the gate's `budget_reason`: the state
-    /// [`Event::Start`] at `start` and the gate's admission of that attempt
-    /// would leave it in, set directly (growth is on the retry path; the
-    /// crate's tests compare staged and full machines). The attempt is the
-    /// one the machine would have launched (its deadline from the machine's
-    /// own timeouts, which are the policy's the compact stage read).
-    pub(crate) fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
-        self.now = start;
-        self.start = start;
-        self.set_deadline(start);
-        self.phase = Phase::Running;
-        self.groups = 1;
-        self.launched = 1;
-        self.ran = 1;
-        self.group_start = start;
-        self.group_backoff = Duration::ZERO;
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn fail(&mut self, cause: Cause) {
+        self.end(Verdict::Failure {
+            cause,
+            last: self.last_failure,
+        });
+    }
+
+    fn end(&mut self, verdict: Verdict) {
+        self.phase = Phase::Ending(verdict);
+    }
+}
+
+impl<C: Settings, const N: usize> Core<'_, C, N> {
+    /// Hedges each retry group may launch.
+    #[inline(always)]
+    fn max_hedges(&self) -> u32 {
+        self.cfg.max_hedges(N)
+    }
+
+    /// Sets the overall deadline of a call started at `start`.
+    #[inline]
+    fn set_deadline(&mut self, start: Instant) {
+        let overall = self.cfg.overall();
+        // A deadline is after the epoch (a start plus a timeout that is not
+        // zero): the epoch stands for none.
+        self.deadline_at = if overall != 0 {
+            start.plus_nanos(overall)
+        } else {
+            Instant::ZERO
+        };
+    }
+
+    /// The next backoff delay (zero without a draw, for settings without
+    /// backoff).
+    #[inline(always)]
+    fn next_delay(&mut self) -> Duration {
+        let st = &mut *self.st;
+        self.cfg
+            .next_delay(&mut st.backoff, &mut st.multiplier_milli, &mut st.rng)
+    }
+
+    /// A machine just made takes over the compact stage's call at retry
+    /// group `group`, launched (its primary, id `group`) at `at` with the
+    /// gate's `budget_reason`, in a call started at `start` whose earlier
+    /// groups (one attempt each, ids `0..group`) failed retryably with no
+    /// backoff: the state [`Event::Start`] at `start`, the gate's
+    /// admissions and those failures would leave it in, set directly
+    /// (growth is off the compact path; the crate's tests compare staged
+    /// and full machines). The attempt is the one the machine would have
+    /// launched (its deadline from the machine's own timeouts, which are
+    /// the policy's the compact stage read). The earlier failure's outcome
+    /// is not kept: the machine reads it only to admit the next group,
+    /// after this group's own failure has replaced it.
+    pub(crate) fn launched(
+        &mut self,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.took_over(group, start, at);
+        self.phase = Phase::Running(at);
+        self.groups += 1;
+        self.launched += 1;
+        self.ran += 1;
         let info = AttemptInfo {
-            id: AttemptId(0),
-            retry_index: 0,
+            id: AttemptId(group),
+            retry_index: u32::from(group),
             hedge_index: 0,
             is_hedge: false,
             deadline: self.attempt_deadline(),
         };
-        self.slots[0] = Some(Slot::new(info, start, budget_reason));
+        self.slots[0] = Some(Slot::new(info, at, budget_reason));
     }
 
-    /// Takes the success of the compact stage's first attempt at `now`,
+    /// A machine just made takes over the compact stage's call whose
+    /// retry group `group` (> 0) is due at `at`, with no backoff, after the
+    /// previous group's retryable failure `last` (see
+    /// [`launched`](Self::launched)): the gate not asked yet.
+    pub(crate) fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
+        self.took_over(group, start, at);
+        self.phase = Phase::Ready;
+        self.last = Last::outcome(last);
+    }
+
+    /// What [`launched`](Self::launched) and
+    /// [`retry_due`](Self::retry_due) share: `group` groups launched, at
+    /// `at`, each of one attempt, the last of which failed.
+    fn took_over(&mut self, group: u16, start: Instant, at: Instant) {
+        debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
+        self.now = at;
+        self.start = start;
+        self.set_deadline(start);
+        self.groups = group;
+        self.launched = group;
+        self.ran = group;
+        self.group_backoff = Duration::ZERO;
+        self.last_failure = group.checked_sub(1).map(AttemptId);
+    }
+
+    /// Takes the success of the compact stage's attempt `id` at `now`,
     /// whose record the compact stage gave out already: the state
     /// [`handle`](Self::handle) of that event leaves, its record dropped.
-    pub(crate) fn first_succeeded(&mut self, now: Instant) {
+    pub(crate) fn succeeded(&mut self, id: AttemptId, now: Instant) {
         let _ = self.take_event(Event::AttemptFinished {
-            id: AttemptId(0),
+            id,
             outcome: Outcome::SUCCESS,
             now,
         });
     }
 
-    /// Finishes a call whose only attempt succeeded and whose end the gate
+    /// Finishes a call whose last attempt succeeded and whose end the gate
     /// has heard (the compact stage told it): what [`poll`](Self::poll)
     /// does there — no slot to cancel, the phase done — without a gate to
     /// tell again. (A `poll` through a gate that ignores the call's end
     /// would compile the machine's `poll` a second time.)
     pub(crate) fn finish_told(&mut self) {
-        debug_assert!(self.pending.is_none());
         debug_assert!(self.slots.iter().all(Option::is_none));
         if let Phase::Ending(verdict) = self.phase {
             self.phase = Phase::Done(verdict);
         }
         debug_assert!(
-            matches!(self.phase, Phase::Done(Verdict::Success(AttemptId(0)))),
+            matches!(self.phase, Phase::Done(Verdict::Success(_))),
             "the compact stage's success"
         );
     }
 
-    /// Whether the machine has returned [`Action::Finish`].
-    pub fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Done(_))
-    }
-
-    /// Feeds one event. Times earlier than the latest one seen are taken as
-    /// the latest one (the machine's clock never goes back).
-    pub fn handle(&mut self, event: Event) {
-        self.keep_event(event);
-    }
-
-    /// [`handle`](Self::handle), inlined: the call future's growth and
-    /// drop feed events they name, which compile to those events' arms
-    /// only.
+    /// Feeds an event that ends no attempt (the call future's growth and
+    /// drop feed the start and the cancel), inlined: it compiles to those
+    /// events' arms only.
     #[inline(always)]
     pub(crate) fn keep_event(&mut self, event: Event) {
-        if let Some((slot, outcome)) = self.take_event(event) {
-            debug_assert!(self.pending.is_none(), "poll after every event");
-            self.pending = Some((slot, outcome, self.now));
-        }
+        let ended = self.take_event(event);
+        debug_assert!(ended.is_none(), "an event that ends no attempt");
     }
 
     /// Feeds one event; returns the slot and outcome of the admitted
     /// attempt it ended (at the machine's `now`), if any, whose record the
     /// gate and the observers have not heard of yet
-    /// ([`handle`](Self::handle) keeps it for the next
-    /// [`poll`](Self::poll); the call future's drain hands it out at once).
+    /// ([`CallMachine::handle`] keeps it for the next
+    /// [`CallMachine::poll`]; the call future's drain hands it out at once).
     #[inline(always)]
     fn take_event(&mut self, event: Event) -> Option<(Slot, Outcome)> {
         match event {
@@ -647,28 +899,28 @@ impl<const N: usize> CallMachine<N> {
     }
 
     /// Feeds `event`, if any, and carries out the actions due through
-    /// `out` (what [`handle`](Self::handle), then [`poll`](Self::poll)
+    /// `out` (what [`CallMachine::handle`], then [`CallMachine::poll`]
     /// until the machine must wait, do, without keeping the event's record
-    /// in between); without an event, what is due (a record
-    /// [`handle`](Self::handle) kept first).
+    /// in between); without an event, what is due.
     #[inline(always)]
     pub(crate) fn feed_with<E: poll::Emit>(&mut self, event: Option<Event>, out: &mut E) -> Action {
         let ended = match event {
-            Some(event) => {
-                debug_assert!(self.pending.is_none(), "poll after every event");
-                self.take_event(event)
-                    .map(|(slot, outcome)| (slot, outcome, self.now))
-            }
-            // Read in place, not `take`n: a `take` copies the whole option
-            // out before it tests it.
-            None => match self.pending {
-                Some(pending) => {
-                    self.pending = None;
-                    Some(pending)
-                }
-                None => None,
-            },
+            Some(event) => self
+                .take_event(event)
+                .map(|(slot, outcome)| (slot, outcome, self.now)),
+            None => None,
         };
+        self.drain_with(ended, out)
+    }
+
+    /// Hands out the record of the attempt `ended` (its slot, outcome and
+    /// end), if any, then carries out the actions due through `out`.
+    #[inline(always)]
+    fn drain_with<E: poll::Emit>(
+        &mut self,
+        ended: Option<(Slot, Outcome, Instant)>,
+        out: &mut E,
+    ) -> Action {
         // Built only for a gate or an observer that hears it (one that
         // ignores records says so, and the building compiles away).
         if let Some((slot, outcome, end)) =
@@ -683,15 +935,11 @@ impl<const N: usize> CallMachine<N> {
         self.run_with(out)
     }
 
-    fn advance(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-    }
-
     /// An admitted attempt completed: its slot and outcome (its record's
     /// makings, ended now), unless its result is stale.
     #[inline(always)]
     fn finished(&mut self, id: AttemptId, outcome: Outcome) -> Option<(Slot, Outcome)> {
-        if !matches!(self.phase, Phase::Running) {
+        if !matches!(self.phase, Phase::Running(_)) {
             // The attempt was already cut or cancelled; its result is stale.
             return None;
         }
@@ -707,18 +955,18 @@ impl<const N: usize> CallMachine<N> {
     #[inline]
     fn attempt_failed(&mut self, id: AttemptId, outcome: Outcome) {
         self.last_failure = Some(id);
-        self.last = Last::Outcome(outcome);
+        self.last = Last::outcome(outcome);
         let cause = match outcome.kind {
             OutcomeKind::Abort => Cause::Abort,
             OutcomeKind::NonRetryable => Cause::NonRetryable,
             OutcomeKind::Success | OutcomeKind::Retryable => {
                 if self.in_flight() == 0 {
-                    self.group_done(outcome.retry_after);
+                    self.by_value().group_done(outcome.retry_after);
                 }
                 return;
             }
         };
-        if self.cancel_on_first_terminal || self.in_flight() == 0 {
+        if self.cfg.cancel_on_first_terminal() || self.in_flight() == 0 {
             // The group's first terminal outcome is the call's, as in
             // `group_done` (and its result is the one the driver keeps).
             if let Some((first, first_cause)) = self.terminal.take() {
@@ -734,7 +982,10 @@ impl<const N: usize> CallMachine<N> {
 
     /// Every attempt of the group has reported: its held terminal outcome
     /// ends the call, otherwise back off (or stop).
-    fn group_done(&mut self, hint: Option<Duration>) {
+    // By value (the view's two pointers in registers): out of line, a view
+    // passed by reference would be kept in memory by its callers and read
+    // through twice.
+    fn group_done(mut self, hint: Option<Duration>) {
         match self.terminal.take() {
             // A terminal outcome ends the call, so the retry-only
             // last outcome need not be restored.
@@ -748,12 +999,15 @@ impl<const N: usize> CallMachine<N> {
 
     /// The current retry group failed retryably: back off, or stop.
     fn group_failed(&mut self, hint: Option<Duration>) {
-        if u32::from(self.groups) >= self.max_attempts {
+        if u32::from(self.groups) >= self.cfg.max_attempts() {
             return self.fail(Cause::Exhausted);
         }
-        let drawn = self.delays.next(&mut self.rng);
+        let drawn = self.next_delay();
         let (delay, beyond) = match hint {
-            Some(h) => (h.min(self.max_retry_after), Cause::RetryAfterBeyondDeadline),
+            Some(h) => (
+                h.min(self.cfg.max_retry_after()),
+                Cause::RetryAfterBeyondDeadline,
+            ),
             None => (drawn, Cause::BackoffBeyondDeadline),
         };
         // A zero delay (no backoff) wakes now: no duration arithmetic.
@@ -772,17 +1026,16 @@ impl<const N: usize> CallMachine<N> {
             Phase::BackoffUnchecked(wake)
         };
     }
+}
 
-    fn fail(&mut self, cause: Cause) {
-        self.end(Verdict::Failure {
-            cause,
-            last: self.last_failure,
-        });
-    }
-
-    fn end(&mut self, verdict: Verdict) {
-        self.phase = Phase::Ending(verdict);
-    }
+/// The next delay of `backoff` (fresh), resumed from `state`, which it
+/// advances.
+#[inline]
+pub(crate) fn draw(mut backoff: Backoff, state: &mut u64, rng: &mut fastrand::Rng) -> Duration {
+    backoff.resume(*state);
+    let delay = backoff.next_delay(rng);
+    *state = backoff.state();
+    delay
 }
 
 /// The reason the records of attempts cut when a call ends with `verdict`

@@ -47,16 +47,6 @@ impl CallPlan {
         }
     }
 
-    /// The machine's backoff delays.
-    #[inline]
-    pub(super) fn delays(&self) -> super::Delays {
-        if self.zero_backoff {
-            super::Delays::Zero
-        } else {
-            super::Delays::Unmade(self.backoff)
-        }
-    }
-
     /// Hedges per retry group a machine with `slots` attempt slots runs:
     /// what the policy asks for, as far as the ceiling in `limits` and the
     /// slots allow (0 when hedging is off).
@@ -73,31 +63,47 @@ impl CallPlan {
 /// machine ends the call or cuts the attempt before it runs.
 #[inline(always)]
 pub(super) fn first_launch(policy: &Policy, now: Instant) -> AttemptInfo {
-    let deadline = overall_timeout(policy).map(|d| now + d);
+    launch(policy, now, 0, now)
+}
+
+/// The primary of retry group `group` (id `group`: every earlier group
+/// launched one attempt) of a call started at `start` under `policy`,
+/// launched at `at`: what a machine without hedges launches there.
+#[inline(always)]
+pub(super) fn launch(policy: &Policy, start: Instant, group: u16, at: Instant) -> AttemptInfo {
+    let r = &policy.retry;
+    // Most policies have neither timeout: two tests, not the zero checks
+    // and the saturating sums (about 20 instructions on the first attempt).
+    let deadline = if r.timeout_per_attempt.is_none() && r.overall_timeout.is_none() {
+        None
+    } else {
+        let call = overall_timeout(policy).map(|d| start + d);
+        attempt_deadline(per_attempt_timeout(policy).map(|d| at + d), call)
+    };
     AttemptInfo {
-        id: AttemptId(0),
-        retry_index: 0,
+        id: AttemptId(group),
+        retry_index: u32::from(group),
         hedge_index: 0,
         is_hedge: false,
-        deadline: attempt_deadline(per_attempt_timeout(policy).map(|d| now + d), deadline),
+        deadline,
     }
 }
 
 /// The per-attempt timeout, if any (zero means none).
 #[inline]
-fn per_attempt_timeout(policy: &Policy) -> Option<Duration> {
+pub(crate) fn per_attempt_timeout(policy: &Policy) -> Option<Duration> {
     policy.retry.timeout_per_attempt.filter(|d| !d.is_zero())
 }
 
 /// The overall timeout, if any (zero means none).
 #[inline]
-fn overall_timeout(policy: &Policy) -> Option<Duration> {
+pub(crate) fn overall_timeout(policy: &Policy) -> Option<Duration> {
     policy.retry.overall_timeout.filter(|d| !d.is_zero())
 }
 
 /// Hedges per group the policy asks for: 0 when hedging is off.
 #[inline]
-fn policy_hedges(policy: &Policy) -> u32 {
+pub(crate) fn policy_hedges(policy: &Policy) -> u32 {
     if policy.hedge.enabled {
         policy.hedge.max_hedges
     } else {

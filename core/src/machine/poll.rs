@@ -6,7 +6,9 @@ use core::ops::ControlFlow;
 use core::time::Duration;
 
 use super::plan::attempt_deadline;
-use super::{cut_reason, Action, CallMachine, Cause, Last, Phase, Slot, Verdict, WaitReason};
+use super::{
+    cut_reason, Action, CallMachine, Cause, Core, Last, Phase, Settings, Slot, Verdict, WaitReason,
+};
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
 use crate::outcome::Outcome;
@@ -72,9 +74,31 @@ impl<const N: usize> CallMachine<N> {
     /// What changes the answer: events fed since the last call; nothing else.
     #[must_use = "drain poll until Wait, AwaitAttempts or Finish and carry out each action"]
     pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
-        self.feed_with(None, &mut OneAction(gate))
+        // Read in place, not `take`n: a `take` copies the whole option out
+        // before it tests it.
+        let ended = match self.pending {
+            Some(pending) => {
+                self.pending = None;
+                Some(pending)
+            }
+            None => None,
+        };
+        self.run().drain_with(ended, &mut OneAction(gate))
     }
 
+    /// [`Core::cancelled_with`], the record an event kept handed out
+    /// first.
+    pub(crate) fn cancelled_with<E: Emit>(&mut self, out: &mut E) -> Verdict {
+        if let Some((slot, outcome, end)) = self.pending.take() {
+            let record = slot.record(end, outcome, false, self.run().backoff_of(&slot));
+            out.gate().attempt_ended(&record);
+            let _ = out.emit(Action::Record(record));
+        }
+        self.run().cancelled_with(out)
+    }
+}
+
+impl<C: Settings, const N: usize> Core<'_, C, N> {
     /// Carries out the actions due through `out` until the machine must
     /// wait or has finished, or `out` stops at one: [`poll`](Self::poll)
     /// stops at every action, the call future's drain at none (one
@@ -118,10 +142,10 @@ impl<const N: usize> CallMachine<N> {
                         self.fail(Cause::Exhausted);
                         continue;
                     }
-                    let action = self.launch_primary(out.gate());
+                    let action = self.by_value().launch_primary(out.gate());
                     emit!(out, action);
                 }
-                Phase::Running => {
+                Phase::Running(_) => {
                     if self.deadline_passed() {
                         self.fail(Cause::DeadlineExceeded);
                         continue;
@@ -134,7 +158,7 @@ impl<const N: usize> CallMachine<N> {
                         emit!(out, Action::Cancel(record));
                         continue;
                     }
-                    if let Some(action) = self.maybe_hedge(out.gate()) {
+                    if let Some(action) = self.by_value().maybe_hedge(out.gate()) {
                         emit!(out, action);
                         continue;
                     }
@@ -150,11 +174,6 @@ impl<const N: usize> CallMachine<N> {
     /// a cancel leaves, without the rest of its loop: the call future's
     /// drop, whose sink launches nothing, compiles only this.
     pub(crate) fn cancelled_with<E: Emit>(&mut self, out: &mut E) -> Verdict {
-        if let Some((slot, outcome, end)) = self.pending.take() {
-            let record = slot.record(end, outcome, false, self.backoff_of(&slot));
-            out.gate().attempt_ended(&record);
-            let _ = out.emit(Action::Record(record));
-        }
         loop {
             match self.phase {
                 Phase::Ending(v) => match self.ending(out.gate(), v) {
@@ -186,7 +205,8 @@ impl<const N: usize> CallMachine<N> {
     }
 
     #[inline]
-    pub(super) fn launch_primary<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
+    // By value, as `group_done`.
+    pub(super) fn launch_primary<G: Gate + ?Sized>(mut self, gate: &mut G) -> Action {
         let previous = if self.groups == 0 {
             None
         } else {
@@ -218,17 +238,16 @@ impl<const N: usize> CallMachine<N> {
                     Gatekeeper::Budget => Cause::BudgetDenied,
                     Gatekeeper::Circuit => Cause::CircuitOpen,
                 });
-                self.last = Last::Refused(slot.budget_reason);
+                self.last = Last::refused(slot.budget_reason);
                 return Action::Record(self.refused(&slot));
             }
         };
         self.groups += 1;
-        self.group_start = self.now;
         self.group_hedges = 0;
         self.hedging_stopped = false;
         self.set_next_hedge_check(None);
         self.terminal = None;
-        self.phase = Phase::Running;
+        self.phase = Phase::Running(self.now);
         // A primary launches only with no attempt in flight. (No panic
         // message: its text is flash on a microcontroller.)
         match self.slots.iter().position(Option::is_none) {
@@ -300,7 +319,8 @@ impl<const N: usize> CallMachine<N> {
 
     /// Consults the trigger while the group may hedge; launches (or records
     /// the refusal of) a hedge when it says so.
-    pub(super) fn maybe_hedge<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Option<Action> {
+    // By value, as `group_done`.
+    pub(super) fn maybe_hedge<G: Gate + ?Sized>(mut self, gate: &mut G) -> Option<Action> {
         self.set_next_hedge_check(None);
         // One slot has no room for a hedge: a 1-slot machine compiles
         // without the trigger.
@@ -308,7 +328,7 @@ impl<const N: usize> CallMachine<N> {
             return None;
         }
         if self.hedging_stopped
-            || u32::from(self.group_hedges) >= self.max_hedges
+            || u32::from(self.group_hedges) >= self.max_hedges()
             || self.terminal.is_some()
             || self.launched == u16::MAX
         {
@@ -317,11 +337,11 @@ impl<const N: usize> CallMachine<N> {
         let free = self.slots.iter().position(Option::is_none)?;
         let decision = gate.hedge(&HedgeState {
             retry_index: u32::from(self.groups) - 1,
-            group_start: self.group_start,
+            group_start: self.group_start(),
             now: self.now,
             hedges: u32::from(self.group_hedges),
-            max_hedges: self.max_hedges,
-            hedge_delay: self.hedge_delay,
+            max_hedges: self.max_hedges(),
+            hedge_delay: self.cfg.hedge_delay(),
         });
         if !decision.spawn {
             // Never sooner than 1 ms from now: a trigger cannot make the
@@ -349,6 +369,16 @@ impl<const N: usize> CallMachine<N> {
                 self.hedging_stopped = true;
                 Some(Action::Record(self.refused(&slot)))
             }
+        }
+    }
+
+    /// When the running group's primary launched (see
+    /// [`Phase::Running`]).
+    #[inline(always)]
+    fn group_start(&self) -> Instant {
+        match self.phase {
+            Phase::Running(start) => start,
+            _ => Instant::ZERO,
         }
     }
 
@@ -383,6 +413,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// Whether an attempt launched at `start` is expected (by the gate's
     /// expected latency) to end at or past the overall deadline.
+    #[inline]
     pub(super) fn unreachable<G: Gate + ?Sized>(&self, gate: &mut G, start: Instant) -> bool {
         let Some(deadline) = self.deadline() else {
             return false;
@@ -396,7 +427,8 @@ impl<const N: usize> CallMachine<N> {
     }
 
     pub(super) fn attempt_deadline(&self) -> Option<Instant> {
-        let own = (self.per_attempt != 0).then(|| self.now.plus_nanos(self.per_attempt));
+        let per_attempt = self.cfg.per_attempt();
+        let own = (per_attempt != 0).then(|| self.now.plus_nanos(per_attempt));
         attempt_deadline(own, self.deadline())
     }
 

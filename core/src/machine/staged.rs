@@ -1,21 +1,27 @@
 //! [`Staged`]: the machine as a call future holds it — a compact stage
-//! that decides a call's first attempt, which grows into the full machine
-//! when the call needs one.
+//! that decides a call's attempts while it cannot hedge and needs no
+//! sleep, which grows into the full machine when the call needs one.
 //!
 //! Most calls succeed at their first attempt. While a call cannot hedge,
-//! nothing can happen while its first attempt runs but that attempt
-//! completing, a deadline passing or the caller giving up, so the machine
-//! starts small: it holds the policy as the caller gave it (a reference is
-//! one word), asks the gate about the first attempt, launches it, waits for
-//! it and, when it succeeds, records it and finishes. Anything else — a
-//! policy that hedges, a deadline already due, a refusal, a failure, a
-//! deadline passing, a cancel — grows it, at that point, into the full
-//! [`CallMachine`](super::CallMachine) in exactly the state that machine
-//! would be in had it decided from the start (a refusal is taken over by
-//! the machine's own [`CallMachine::primary`](super::CallMachine::primary);
-//! a running first attempt is set in its slot by
-//! [`CallMachine::launched_first`](super::CallMachine::launched_first)),
-//! and the event that grew it is fed to it; it decides the rest.
+//! one attempt at most is in flight, and nothing can happen while it runs
+//! but that attempt completing, a deadline passing or the caller giving
+//! up, so the machine starts small: it holds the policy as the caller gave
+//! it (a reference is one word), asks the gate about the first attempt,
+//! launches it, waits for it and, when it succeeds, records it and
+//! finishes. When the attempt fails retryably under a policy without
+//! backoff (no retry-after hint, attempts left, no deadline due), the
+//! stage records the failure and asks the gate about the next group's
+//! primary at once, as the full machine does, keeping only the attempt's
+//! index. Anything else — a policy that hedges, a deadline already due, a
+//! refusal, a backoff to sleep, a non-retryable failure, attempts
+//! exhausted, a deadline passing, a cancel — grows it, at that point, into
+//! the full [`CallMachine`](super::CallMachine) in exactly the state that
+//! machine would be in had it decided from the start (a refusal is taken
+//! over by the machine's own
+//! [`CallMachine::primary`](super::CallMachine::primary); a running
+//! attempt is set in its slot by [`Core::launched`](super::Core::launched),
+//! a retry due by [`Core::retry_due`](super::Core::retry_due)), and the
+//! event that grew it is fed to it; it decides the rest.
 //!
 //! A staged machine is driven exactly as a full one (the crate docs'
 //! driver contract; [`Staged::feed`] is one event and the compact stage's
@@ -30,87 +36,238 @@
 use core::borrow::Borrow;
 use core::ops::ControlFlow;
 
-use super::plan::{first_launch, hedges_in};
+use super::plan::{first_launch, hedges_in, launch};
 use super::poll::Emit;
-use super::{Action, Event, Limits, Slot};
+use super::{Action, Core, Event, Limits, Settings, Slot, State};
+use crate::backoff::BackoffSpec;
 use crate::gate::{Admission, AdmitRequest, Gate};
-use crate::outcome::OutcomeKind;
+use crate::outcome::{Outcome, OutcomeKind};
 use crate::policy::Policy;
 use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
-use crate::time::Instant;
+use crate::time::{nanos, Instant};
 use crate::verdict::Verdict;
+use core::time::Duration;
 
 /// The full machine a [`Staged`] grows into, for every width: the
-/// operations the call future and the compact stage use.
+/// operations the call future and the compact stage use. `P` is how the
+/// call holds its policy: the staged machine keeps it, with the limits
+/// ([`PolicySettings`]), and hands it to the full machine at each step.
 #[doc(hidden)]
-pub trait MachineOps {
+pub trait MachineOps<P> {
     /// Attempts it runs at once.
     const SLOTS: usize;
     /// Whether a call starts in the compact stage (the crate's tests turn
     /// it off, to compare a staged machine with a full one).
     const COMPACT: bool = true;
-    fn handle(&mut self, event: Event);
+    fn handle(&mut self, cfg: &PolicySettings<P>, event: Event);
     /// Feeds `event`, if any, and carries out the actions due through
     /// `sink` until the machine must wait or has finished (see
     /// [`CallMachine::handle`](super::CallMachine::handle) and
     /// [`CallMachine::poll`](super::CallMachine::poll)); never returns
     /// [`Next::Drain`] or [`Next::Launched`]. One function for both: the
     /// machine's decisions compile once.
-    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next;
+    fn feed<S: Sink>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        event: Option<Event>,
+        sink: &mut S,
+    ) -> Next;
     /// Winds up a call [`Event::Cancel`] was fed to: cancels what is in
     /// flight through `sink`, and finishes (see
     /// [`CallMachine::cancelled_with`](super::CallMachine::cancelled_with)).
-    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict;
+    fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict;
     fn start(&self) -> Instant;
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
     fn refusal(&self) -> Option<&'static str>;
-    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self;
+    fn make(cfg: &PolicySettings<P>, rng: fastrand::Rng) -> Self;
     /// Takes over the gate's answer about the first primary (see
     /// [`CallMachine::primary`](super::CallMachine::primary)).
-    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action;
-    /// Takes over the compact stage's first attempt, admitted and running
-    /// (see [`CallMachine::launched_first`](super::CallMachine::launched_first)).
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str);
-    /// Takes the first attempt's success at `now`, whose record the
-    /// compact stage gave out already (and released at the gate): what
+    fn primary(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        info: AttemptInfo,
+        admission: Admission,
+    ) -> Action;
+    /// Takes over the compact stage's attempt of retry group `group`,
+    /// launched at `at`, admitted and running (see
+    /// [`Core::launched`](super::Core::launched)).
+    fn launched(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        budget_reason: &'static str,
+    );
+    /// Takes over the compact stage's call whose retry group `group` is
+    /// due at `at` after the retryable failure `last` (see
+    /// [`Core::retry_due`](super::Core::retry_due)).
+    fn retry_due(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        last: Outcome,
+    );
+    /// Takes attempt `id`'s success at `now`, whose record the compact
+    /// stage gave out already (and released at the gate): what
     /// [`handle`](Self::handle) does with that event, without the record
-    /// (see [`CallMachine::first_succeeded`](super::CallMachine::first_succeeded)).
-    fn first_succeeded(&mut self, now: Instant);
+    /// (see [`Core::succeeded`](super::Core::succeeded)).
+    fn succeeded(&mut self, cfg: &PolicySettings<P>, id: AttemptId, now: Instant);
     /// Finishes a call the compact stage finished, whose end the gate has
     /// heard (see [`CallMachine::finish_told`](super::CallMachine::finish_told)).
-    fn finish_told(&mut self);
+    fn finish_told(&mut self, cfg: &PolicySettings<P>);
+}
+
+/// The call future's machine's settings: the caller's policy as the call
+/// holds it (borrowed, shared or owned: one word for a borrowed one), and
+/// the two limits the machine reads.
+#[derive(Clone, Debug)]
+#[doc(hidden)]
+pub struct PolicySettings<P> {
+    policy: P,
+    max_retry_after: Duration,
+    max_hedges_ceiling: u32,
+}
+
+impl<P: Borrow<Policy>> PolicySettings<P> {
+    /// `policy` under `limits`.
+    #[inline]
+    pub(crate) fn new(policy: P, limits: Limits) -> Self {
+        Self {
+            policy,
+            max_retry_after: limits.max_retry_after,
+            max_hedges_ceiling: limits.max_hedges_ceiling,
+        }
+    }
+
+    /// The limits.
+    #[inline(always)]
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_retry_after: self.max_retry_after,
+            max_hedges_ceiling: self.max_hedges_ceiling,
+        }
+    }
+
+    /// The policy.
+    #[inline(always)]
+    pub(crate) fn policy(&self) -> &Policy {
+        self.policy.borrow()
+    }
+
+    #[inline(always)]
+    fn retry(&self) -> &crate::policy::RetryPolicy {
+        &self.policy.borrow().retry
+    }
+}
+
+impl<P: Borrow<Policy>> Settings for PolicySettings<P> {
+    #[inline(always)]
+    fn max_attempts(&self) -> u32 {
+        self.retry().max_attempts.max(1)
+    }
+    #[inline(always)]
+    fn per_attempt(&self) -> u64 {
+        super::per_attempt_timeout(self.policy.borrow()).map_or(0, nanos)
+    }
+    #[inline(always)]
+    fn overall(&self) -> u64 {
+        super::overall_timeout(self.policy.borrow()).map_or(0, nanos)
+    }
+    #[inline(always)]
+    fn max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+    #[inline(always)]
+    fn next_delay(&self, state: &mut u64, milli: &mut u16, rng: &mut fastrand::Rng) -> Duration {
+        let r = self.retry();
+        if r.initial_backoff.is_zero() && r.max_backoff.is_zero() {
+            return Duration::ZERO;
+        }
+        self.draw(state, milli, rng)
+    }
+    #[inline(always)]
+    fn max_hedges(&self, slots: usize) -> u32 {
+        let limits = Limits {
+            max_retry_after: self.max_retry_after,
+            max_hedges_ceiling: self.max_hedges_ceiling,
+        };
+        hedges_in(super::policy_hedges(self.policy.borrow()), limits, slots)
+    }
+    #[inline(always)]
+    fn hedge_delay(&self) -> Duration {
+        self.policy.borrow().hedge.hedge_delay
+    }
+    #[inline(always)]
+    fn cancel_on_first_terminal(&self) -> bool {
+        self.policy.borrow().hedge.cancel_on_first_terminal
+    }
+}
+
+impl<P: Borrow<Policy>> PolicySettings<P> {
+    /// The next delay of a policy with backoff (see
+    /// [`Settings::next_delay`]).
+    fn draw(&self, state: &mut u64, milli: &mut u16, rng: &mut fastrand::Rng) -> Duration {
+        let spec = BackoffSpec::new(self.retry());
+        if *milli == 0 {
+            // At most 10,000 (a multiplier of 10): fits, and is never 0.
+            *milli = spec.multiplier_milli() as u16;
+        }
+        super::draw(spec.backoff_with(u64::from(*milli)), state, rng)
+    }
 }
 
 /// A call's machine, compact until the call needs the full one (see the
 /// [module docs](self)).
 #[derive(Debug)]
+pub(crate) struct Staged<P, M> {
+    /// The caller's policy (borrowed, shared or owned), read when the call
+    /// starts, by the compact stage and by the full machine, which keeps
+    /// no copy of its numbers: making a call copies none of a borrowed
+    /// one. Beside the stages, not in each.
+    cfg: PolicySettings<P>,
+    stage: Stage<M>,
+}
+
+/// Where a [`Staged`] machine is.
+#[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
 #[repr(u8)]
-pub(crate) enum Staged<P, M> {
+enum Stage<M> {
     /// The compact stage.
-    First(First<P>),
+    First(First),
     /// The full machine decides.
     Full(M),
     /// The call is over and its future has resolved (or been dropped).
     Done,
 }
 
-/// The compact stage: the first attempt of a call that cannot hedge.
+/// The compact stage: the attempts of a call that cannot hedge, while they
+/// need no sleep.
 #[derive(Debug)]
-pub(crate) struct First<P> {
-    /// The caller's policy (borrowed, shared or owned), read when the call
-    /// starts and when the machine grows: making a call copies none of a
-    /// borrowed one.
-    policy: P,
-    limits: Limits,
+pub(crate) struct First {
     /// The caller's RNG; without one, a grown machine seeds its own from
     /// the call's start.
     rng: Option<fastrand::Rng>,
     step: Step,
+    /// The running attempt (or the next one, when it is due): its id and
+    /// its retry group's index, one attempt per group.
+    attempt: u16,
+    /// Whether the policy has a timeout (per attempt or overall), so that
+    /// attempts have deadlines: once started, none are read for a policy
+    /// without.
+    timed: bool,
     start: Instant,
+    /// The latest time the stage has seen; while an attempt runs, when it
+    /// launched (an event that moves the clock then either ends the
+    /// attempt or grows the stage).
     now: Instant,
-    /// Once asked: the gate's reason.
+    /// While an attempt runs, the gate's reason for admitting it; while a
+    /// retry is due, the reason of the retryable failure before it (the
+    /// gate hears that failure when it is asked about the retry).
     budget_reason: &'static str,
 }
 
@@ -119,9 +276,9 @@ pub(crate) struct First<P> {
 enum Step {
     /// Not started.
     Idle,
-    /// The first attempt is due (the gate not asked yet).
+    /// An attempt is due (the gate not asked yet): the first, or a retry.
     Ready,
-    /// The first attempt runs.
+    /// An attempt runs.
     Running,
     /// It succeeded, and the gate and the observer are being told.
     Recorded,
@@ -129,68 +286,74 @@ enum Step {
     Finished,
 }
 
-/// The first attempt's id.
-const FIRST: AttemptId = AttemptId(0);
-
-impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
+impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// A machine for one call under `policy` (normalize it first), with
     /// `limits` and the caller's RNG, if any.
     #[inline(always)]
     pub(crate) fn new(policy: P, limits: Limits, rng: Option<fastrand::Rng>) -> Self {
-        Self::First(First {
-            policy,
-            limits,
-            rng,
-            step: Step::Idle,
-            start: Instant::ZERO,
-            now: Instant::ZERO,
-            budget_reason: "",
-        })
+        Self {
+            cfg: PolicySettings::new(policy, limits),
+            stage: Stage::First(First {
+                rng,
+                step: Step::Idle,
+                attempt: 0,
+                timed: false,
+                start: Instant::ZERO,
+                now: Instant::ZERO,
+                budget_reason: "",
+            }),
+        }
+    }
+
+    /// Over: its future has resolved (or been dropped).
+    #[inline(always)]
+    pub(crate) fn set_done(&mut self) {
+        self.stage = Stage::Done;
     }
 
     /// Not started: [`Event::Start`] not fed yet.
     #[inline(always)]
     pub(crate) fn is_idle(&self) -> bool {
-        matches!(self, Self::First(f) if f.step == Step::Idle)
+        matches!(&self.stage, Stage::First(f) if f.step == Step::Idle)
     }
 
     /// Started, and its future not resolved yet.
     #[inline(always)]
     pub(crate) fn is_live(&self) -> bool {
-        match self {
-            Self::First(f) => f.step != Step::Idle,
-            Self::Full(_) => true,
-            Self::Done => false,
+        match &self.stage {
+            Stage::First(f) => f.step != Step::Idle,
+            Stage::Full(_) => true,
+            Stage::Done => false,
         }
     }
 
     /// When the call started.
     #[inline(always)]
     pub(crate) fn start(&self) -> Instant {
-        match self {
-            Self::First(f) => f.start,
-            Self::Full(m) => m.start(),
-            Self::Done => Instant::ZERO,
+        match &self.stage {
+            Stage::First(f) => f.start,
+            Stage::Full(m) => m.start(),
+            Stage::Done => Instant::ZERO,
         }
     }
 
     /// The latest time the machine has seen.
     #[inline(always)]
     pub(crate) fn now(&self) -> Instant {
-        match self {
-            Self::First(f) => f.now,
-            Self::Full(m) => m.now(),
-            Self::Done => Instant::ZERO,
+        match &self.stage {
+            Stage::First(f) => f.now,
+            Stage::Full(m) => m.now(),
+            Stage::Done => Instant::ZERO,
         }
     }
 
     /// Attempts launched so far (refused attempts not counted).
     #[inline(always)]
     pub(crate) fn attempts(&self) -> u32 {
-        match self {
-            Self::First(f) => u32::from(f.step >= Step::Running),
-            Self::Full(m) => m.attempts(),
-            Self::Done => 0,
+        match &self.stage {
+            Stage::First(f) => u32::from(f.attempt) + u32::from(f.step >= Step::Running),
+            Stage::Full(m) => m.attempts(),
+            Stage::Done => 0,
         }
     }
 
@@ -198,10 +361,10 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     /// the call), if it did.
     #[inline(always)]
     pub(crate) fn refusal(&self) -> Option<&'static str> {
-        match self {
+        match &self.stage {
             // A refusal grows the machine.
-            Self::First(_) | Self::Done => None,
-            Self::Full(m) => m.refusal(),
+            Stage::First(_) | Stage::Done => None,
+            Stage::Full(m) => m.refusal(),
         }
     }
 
@@ -217,23 +380,24 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     /// [`CallMachine::poll`](super::CallMachine::poll)).
     #[inline(always)]
     pub(crate) fn feed<S: Sink>(&mut self, event: Event, sink: &mut S) -> Next {
-        let first = match self {
-            Self::Full(_) => return Next::Feed,
+        let first = match &mut self.stage {
+            Stage::Full(_) => return Next::Feed,
             // A finished call takes no events (the call future is not
             // polled after it resolved). No message: a panic's text is
             // flash on a microcontroller.
-            Self::Done => unreachable!(),
-            Self::First(first) => first,
+            Stage::Done => unreachable!(),
+            Stage::First(first) => first,
         };
         match (event, first.step) {
             (Event::Start { now }, Step::Idle) => {
-                if let Some(info) = first.started::<M>(now) {
-                    return self.launch(info, sink);
+                if let Some(info) = first.started::<P, M>(&self.cfg, now) {
+                    return self.launch(info, None, sink);
                 }
             }
             (Event::AttemptFinished { id, outcome, now }, Step::Running)
-                if id == FIRST && outcome.kind == OutcomeKind::Success =>
+                if id.0 == first.attempt && outcome.kind == OutcomeKind::Success =>
             {
+                let at = first.now;
                 let end = first.now.max(now);
                 // Set before the gate and the observer hear of it: a panic
                 // in either leaves the machine where the full one would be.
@@ -241,7 +405,7 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 first.step = Step::Recorded;
                 // Built only for a gate or an observer that hears it.
                 if sink.gate().hears_attempts() || sink.hears_records() {
-                    let record = first.slot(first.info()).record(
+                    let record = first.slot(self.cfg.policy(), at).record(
                         end,
                         outcome,
                         false,
@@ -250,10 +414,32 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                     sink.gate().attempt_ended(&record);
                     sink.record(&record);
                 }
-                let verdict = Verdict::Success(FIRST);
+                let verdict = Verdict::Success(id);
                 first.step = Step::Finished;
                 sink.gate().call_ended(&verdict, end);
                 return Next::Finish(verdict);
+            }
+            (Event::AttemptFinished { id, outcome, now }, Step::Running)
+                if id.0 == first.attempt && outcome.kind == OutcomeKind::Retryable =>
+            {
+                if let Some(info) = first.retry(self.cfg.policy(), outcome, now) {
+                    // Its record's makings, before the stage moves on.
+                    let failed = first.slot(self.cfg.policy(), first.now);
+                    let end = first.now.max(now);
+                    // Set before the gate and the observer hear of the
+                    // failure: a panic in either leaves the retry due, as
+                    // it leaves the full machine.
+                    first.now = end;
+                    first.attempt = info.id.0;
+                    first.budget_reason = outcome.reason;
+                    first.step = Step::Ready;
+                    if sink.gate().hears_attempts() || sink.hears_records() {
+                        let record = failed.record(end, outcome, false, core::time::Duration::ZERO);
+                        sink.gate().attempt_ended(&record);
+                        sink.record(&record);
+                    }
+                    return self.launch(info, Some(outcome), sink);
+                }
             }
             // A finished machine only moves its clock.
             (
@@ -261,11 +447,11 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 Step::Finished,
             ) => {
                 first.now = first.now.max(now);
-                return Next::Finish(Verdict::Success(FIRST));
+                return Next::Finish(first.success());
             }
             _ => {}
         }
-        self.grow_for(event);
+        self.grow_for(event_time(event));
         Next::Feed
     }
 
@@ -278,10 +464,10 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     #[inline(always)]
     pub(crate) fn drain<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
         // Only the full machine asks for a drain.
-        let Self::Full(machine) = self else {
+        let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
-        machine.feed(event, sink)
+        machine.feed(&self.cfg, event, sink)
     }
 
     /// Cancels a live call at `now` (the caller dropped its future, whose
@@ -291,22 +477,22 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     /// future's drop has a sink of its own, which launches nothing).
     pub(crate) fn cancel<S: Sink>(&mut self, now: Instant, sink: &mut S) -> Verdict {
         let event = Event::Cancel { now };
-        match self {
-            Self::Full(_) => {}
+        match &mut self.stage {
+            Stage::Full(_) => {}
             // A finished compact stage only moves its clock (as `feed`).
-            Self::First(first) if first.step == Step::Finished => {
+            Stage::First(first) if first.step == Step::Finished => {
                 first.now = first.now.max(now);
-                return Verdict::Success(FIRST);
+                return first.success();
             }
-            Self::First(_) => self.grow_for(event),
+            Stage::First(_) => self.grow_for(now),
             // A call that is over is not cancelled.
-            Self::Done => unreachable!(),
+            Stage::Done => unreachable!(),
         }
-        let Self::Full(machine) = self else {
+        let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
-        machine.handle(event);
-        machine.cancelled(sink)
+        machine.handle(&self.cfg, event);
+        machine.cancelled(&self.cfg, sink)
     }
 
     /// What is due without a new event (what a driver does when it is
@@ -314,14 +500,14 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     /// [`Next::Drain`].
     #[inline(always)]
     pub(crate) fn resume(&mut self) -> Next {
-        match self {
-            Self::Full(_) => Next::Drain,
-            Self::First(first) => match first.step {
-                Step::Running => match first.info().deadline {
+        match &mut self.stage {
+            Stage::Full(_) => Next::Drain,
+            Stage::First(first) => match first.step {
+                Step::Running => match first.info(self.cfg.policy(), first.now).deadline {
                     Some(until) => Next::Wait(until),
                     None => Next::AwaitAttempts,
                 },
-                Step::Finished => Next::Finish(Verdict::Success(FIRST)),
+                Step::Finished => Next::Finish(first.success()),
                 // An event in between stopped short (something it called
                 // panicked): the full machine knows where it is (and, when
                 // the record was out, tells the gate the call's end).
@@ -331,20 +517,26 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
                 }
             },
             // A finished call is not resumed.
-            Self::Done => unreachable!(),
+            Stage::Done => unreachable!(),
         }
     }
 
-    /// Asks the gate about the first attempt and launches it.
+    /// Asks the gate about attempt `info`, due after the failure
+    /// `previous` (none for the first), and launches it.
     #[inline(always)]
-    fn launch<S: Sink>(&mut self, info: AttemptInfo, sink: &mut S) -> Next {
-        // Only the compact stage launches the first attempt.
-        let Self::First(first) = self else {
+    fn launch<S: Sink>(
+        &mut self,
+        info: AttemptInfo,
+        previous: Option<Outcome>,
+        sink: &mut S,
+    ) -> Next {
+        // Only the compact stage launches here.
+        let Stage::First(first) = &mut self.stage else {
             unreachable!();
         };
         let admission = sink.gate().admit(&AdmitRequest {
             attempt: info,
-            previous: None,
+            previous,
             now: first.now,
         });
         if !admission.allowed {
@@ -359,32 +551,31 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     }
 
     /// Grows into the full machine, in the state the compact stage is in,
-    /// for `event` (which the caller feeds it next). Out of line, and
+    /// for an event at `at` (which the caller feeds it next; only its time
+    /// is passed, so that the event need not be in memory). Out of line, and
     /// given no sink: the driver's sink stays in registers on the compact
     /// path.
     #[cold]
     #[inline(never)]
-    fn grow_for(&mut self, event: Event) {
-        let at = match event {
-            Event::Start { now }
-            | Event::Tick { now }
-            | Event::Cancel { now }
-            | Event::AttemptFinished { now, .. } => now,
-        };
+    fn grow_for(&mut self, at: Instant) {
         self.grow(at);
     }
 
     /// Grows into the full machine, which takes over the gate's refusal of
-    /// the first attempt: the refusal's record.
+    /// the attempt due: the refusal's record.
     #[cold]
     #[inline(never)]
     fn grow_refused(&mut self, info: AttemptInfo, admission: Admission) -> AttemptRecord {
         let start = self.start();
         // The machine asks the gate itself from here on: grow from `Ready`.
-        let machine = self.grow(start);
+        self.grow(start);
         // A refusal is recorded. (No message, and no `Debug` of the
         // action: its formatting costs kilobytes of flash.)
-        match machine.primary(info, admission) {
+        let Self { cfg, stage } = self;
+        let Stage::Full(machine) = stage else {
+            unreachable!();
+        };
+        match machine.primary(cfg, info, admission) {
             Action::Record(record) => record,
             _ => unreachable!(),
         }
@@ -401,9 +592,9 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
     /// Makes the full machine in the state the compact stage is in; `now`
     /// seeds its RNG when the caller gave none and the call has not
     /// started.
-    fn grow(&mut self, now: Instant) -> &mut M {
+    fn grow(&mut self, now: Instant) {
         // A compact stage grows once.
-        let Self::First(first) = core::mem::replace(self, Self::Done) else {
+        let Stage::First(first) = core::mem::replace(&mut self.stage, Stage::Done) else {
             unreachable!();
         };
         let seeded = if first.step == Step::Idle {
@@ -417,29 +608,44 @@ impl<P: Borrow<Policy>, M: MachineOps> Staged<P, M> {
             .rng
             .clone()
             .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
-        *self = Self::Full(M::make(first.policy.borrow(), first.limits, rng));
+        let cfg = &self.cfg;
+        self.stage = Stage::Full(M::make(cfg, rng));
         // Just made.
-        let Self::Full(machine) = self else {
+        let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
         if first.step == Step::Idle {
-            return machine;
+            return;
         }
         if first.step == Step::Ready {
-            machine.handle(Event::Start { now: first.start });
-            return machine;
+            if first.attempt == 0 {
+                machine.handle(cfg, Event::Start { now: first.start });
+            } else {
+                // The failure before it was retryable, with no hint (see
+                // `First::retry`).
+                let last = Outcome::retryable(first.budget_reason);
+                machine.retry_due(cfg, first.attempt, first.start, first.now, last);
+            }
+            return;
         }
-        machine.launched_first(first.start, first.budget_reason);
+        // Running: launched at `now`. (Once its success is recorded, the
+        // launch time is gone, and the machine's state does not show it.)
+        machine.launched(
+            cfg,
+            first.attempt,
+            first.start,
+            first.now,
+            first.budget_reason,
+        );
         if first.step == Step::Running {
-            return machine;
+            return;
         }
         // Its record is out already (the outcome it carried does not
         // change the machine's state).
-        machine.first_succeeded(first.now);
+        machine.succeeded(cfg, AttemptId(first.attempt), first.now);
         if first.step == Step::Finished {
-            machine.finish_told();
+            machine.finish_told(cfg);
         }
-        machine
     }
 }
 
@@ -494,57 +700,134 @@ pub enum Next {
 
 #[cfg(test)]
 impl<P, M> Staged<P, M> {
+    /// Test-only: `(field, offset, size)` of its fields, by offset.
+    pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
+        super::layout_of!(self; cfg, stage)
+    }
+
     /// Test-only: the compact stage's size and `(field, offset, size)` of
     /// its fields, by offset.
-    pub(crate) fn first_layout(policy: P) -> (usize, std::vec::Vec<(&'static str, usize, usize)>) {
+    pub(crate) fn first_layout() -> (usize, std::vec::Vec<(&'static str, usize, usize)>) {
         let first = First {
-            policy,
-            limits: Limits::DEFAULT,
             rng: None,
             step: Step::Idle,
+            attempt: 0,
+            timed: false,
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
         };
-        let fields = super::layout_of!(&first; policy, limits, rng, step, start, now,
+        let fields = super::layout_of!(&first; rng, step, attempt, timed, start, now,
             budget_reason);
-        (core::mem::size_of::<First<P>>(), fields)
+        (core::mem::size_of::<First>(), fields)
     }
 }
 
-impl<P: Borrow<Policy>> First<P> {
+impl First {
     /// Starts the call at `now`: its first attempt, or `None` when the
     /// compact stage cannot decide the call (the policy hedges, or a
     /// deadline is due already).
     #[inline(always)]
-    fn started<M: MachineOps>(&mut self, now: Instant) -> Option<AttemptInfo> {
-        let policy = self.policy.borrow();
-        if !M::COMPACT
-            || policy.hedge.enabled && hedges_in(policy.hedge.max_hedges, self.limits, M::SLOTS) > 0
-        {
+    fn started<P: Borrow<Policy>, M: MachineOps<P>>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        now: Instant,
+    ) -> Option<AttemptInfo> {
+        if !M::COMPACT || cfg.max_hedges(M::SLOTS) > 0 {
             return None;
         }
+        let policy = cfg.policy();
         let info = first_launch(policy, now);
         if info.deadline.is_some_and(|d| d <= now) {
             return None;
         }
+        self.timed = info.deadline.is_some();
+        // Zero already: written, so that the compiler sees the attempt's
+        // id where the driver polls it.
+        self.attempt = 0;
         self.start = now;
         self.now = now;
         self.step = Step::Ready;
         Some(info)
     }
 
-    /// The first attempt (read from the policy again rather than kept: the
-    /// success path does not need it stored).
+    /// The running attempt, launched at `at` (read from the policy again
+    /// rather than kept: the success path does not need it stored).
     #[inline(always)]
-    fn info(&self) -> AttemptInfo {
-        first_launch(self.policy.borrow(), self.start)
+    fn info(&self, policy: &Policy, at: Instant) -> AttemptInfo {
+        self.launch(policy, self.attempt, at)
     }
 
-    /// The running attempt's slot.
+    /// The primary of retry group `group`, launched at `at`.
     #[inline(always)]
-    fn slot(&self, info: AttemptInfo) -> Slot {
-        Slot::new(info, self.start, self.budget_reason)
+    fn launch(&self, policy: &Policy, group: u16, at: Instant) -> AttemptInfo {
+        if self.timed {
+            launch(policy, self.start, group, at)
+        } else {
+            AttemptInfo {
+                id: AttemptId(group),
+                retry_index: u32::from(group),
+                hedge_index: 0,
+                is_hedge: false,
+                deadline: None,
+            }
+        }
+    }
+
+    /// The running attempt's slot, launched at `at`.
+    #[inline(always)]
+    fn slot(&self, policy: &Policy, at: Instant) -> Slot {
+        Slot::new(self.info(policy, at), at, self.budget_reason)
+    }
+
+    /// The verdict of a call the compact stage finished: its last attempt
+    /// succeeded.
+    #[inline(always)]
+    fn success(&self) -> Verdict {
+        Verdict::Success(AttemptId(self.attempt))
+    }
+
+    /// The next retry group's primary, when the compact stage retries the
+    /// running attempt's retryable failure `outcome` at `now` itself: at
+    /// once, which the full machine does when the policy has no backoff
+    /// and the failure no retry-after hint, attempts are left, and the
+    /// call's deadline (and so the retry's) is after `now`. `None` when
+    /// the full machine decides (it grows first): attempts exhausted, a
+    /// deadline, a backoff or a hint.
+    #[inline(always)]
+    fn retry(&self, policy: &Policy, outcome: Outcome, now: Instant) -> Option<AttemptInfo> {
+        let r = &policy.retry;
+        // One attempt per group: the next group's index is its id. Its
+        // retry is the full machine's when ids run out (at `u16::MAX`).
+        let next = self.attempt + 1;
+        if outcome.retry_after.is_some()
+            || !r.initial_backoff.is_zero()
+            || !r.max_backoff.is_zero()
+            || u32::from(next) >= r.max_attempts.max(1)
+            || next == u16::MAX
+        {
+            return None;
+        }
+        let end = self.now.max(now);
+        let info = self.launch(policy, next, end);
+        // A deadline due: the call's (the full machine ends the call) or
+        // the retry's own (saturated at the clock's end; it cuts the
+        // retry at once). The retry's is never after the call's.
+        if info.deadline.is_some_and(|d| d <= end) {
+            return None;
+        }
+        Some(info)
+    }
+}
+
+/// When `event` happened.
+#[inline(always)]
+fn event_time(event: Event) -> Instant {
+    match event {
+        Event::Start { now }
+        | Event::Tick { now }
+        | Event::Cancel { now }
+        | Event::AttemptFinished { now, .. } => now,
     }
 }
 
@@ -618,19 +901,113 @@ fn next(action: Action) -> Next {
     }
 }
 
-impl<const N: usize> MachineOps for super::CallMachine<N> {
+/// The call future's full machine: a call's [`State`], its settings the
+/// policy the staged machine keeps (the machine keeps no copy of its
+/// numbers).
+#[derive(Debug)]
+pub struct Machine<const N: usize>(State<N>);
+
+impl<const N: usize> Machine<N> {
+    /// The machine at work under `cfg`.
+    #[inline(always)]
+    fn run<'a, P: Borrow<Policy>>(
+        &'a mut self,
+        cfg: &'a PolicySettings<P>,
+    ) -> Core<'a, PolicySettings<P>, N> {
+        Core::new(cfg, &mut self.0)
+    }
+}
+
+impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<N> {
     const SLOTS: usize = N;
     #[inline(always)]
-    fn handle(&mut self, event: Event) {
-        self.keep_event(event);
+    fn handle(&mut self, cfg: &PolicySettings<P>, event: Event) {
+        self.run(cfg).keep_event(event);
     }
     // Inlined into the driver's one drain (`Staged::drain`): the machine's
     // loop compiles once, in the call future's poll.
     #[inline(always)]
-    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
-        next(self.feed_with(event, &mut Carry(sink)))
+    fn feed<S: Sink>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        event: Option<Event>,
+        sink: &mut S,
+    ) -> Next {
+        next(self.run(cfg).feed_with(event, &mut Carry(sink)))
     }
-    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
+    fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict {
+        self.run(cfg).cancelled_with(&mut Carry(sink))
+    }
+    fn start(&self) -> Instant {
+        self.0.start()
+    }
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+    fn attempts(&self) -> u32 {
+        self.0.attempts()
+    }
+    fn refusal(&self) -> Option<&'static str> {
+        self.0.refusal()
+    }
+    #[inline]
+    fn make(_: &PolicySettings<P>, rng: fastrand::Rng) -> Self {
+        Self(State::new(rng))
+    }
+    fn primary(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        info: AttemptInfo,
+        admission: Admission,
+    ) -> Action {
+        self.run(cfg).primary(info, admission)
+    }
+    fn launched(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.run(cfg).launched(group, start, at, budget_reason);
+    }
+    fn retry_due(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        last: Outcome,
+    ) {
+        self.run(cfg).retry_due(group, start, at, last);
+    }
+    fn succeeded(&mut self, cfg: &PolicySettings<P>, id: AttemptId, now: Instant) {
+        self.run(cfg).succeeded(id, now);
+    }
+    fn finish_told(&mut self, cfg: &PolicySettings<P>) {
+        self.run(cfg).finish_told();
+    }
+}
+
+/// The public machine, for any way of holding the policy, whose numbers
+/// it copies when it is made (the crate's tests grow into it, to compare
+/// it with the call future's).
+impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> {
+    const SLOTS: usize = N;
+    #[inline(always)]
+    fn handle(&mut self, _: &PolicySettings<P>, event: Event) {
+        super::CallMachine::handle(self, event);
+    }
+    #[inline(always)]
+    fn feed<S: Sink>(&mut self, _: &PolicySettings<P>, event: Option<Event>, sink: &mut S) -> Next {
+        if let Some(event) = event {
+            super::CallMachine::handle(self, event);
+        }
+        let ended = self.pending.take();
+        next(self.run().drain_with(ended, &mut Carry(sink)))
+    }
+    fn cancelled<S: Sink>(&mut self, _: &PolicySettings<P>, sink: &mut S) -> Verdict {
         self.cancelled_with(&mut Carry(sink))
     }
     fn start(&self) -> Instant {
@@ -646,20 +1023,42 @@ impl<const N: usize> MachineOps for super::CallMachine<N> {
         super::CallMachine::refusal(self)
     }
     #[inline]
-    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self {
-        super::CallMachine::new(policy, limits, rng)
+    fn make(cfg: &PolicySettings<P>, rng: fastrand::Rng) -> Self {
+        super::CallMachine::new(cfg.policy(), cfg.limits(), rng)
     }
-    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        super::CallMachine::primary(self, info, admission)
+    fn primary(
+        &mut self,
+        _: &PolicySettings<P>,
+        info: AttemptInfo,
+        admission: Admission,
+    ) -> Action {
+        self.run().primary(info, admission)
     }
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        super::CallMachine::launched_first(self, start, budget_reason);
+    fn launched(
+        &mut self,
+        _: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.run().launched(group, start, at, budget_reason);
     }
-    fn first_succeeded(&mut self, now: Instant) {
-        super::CallMachine::first_succeeded(self, now);
+    fn retry_due(
+        &mut self,
+        _: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        last: Outcome,
+    ) {
+        self.run().retry_due(group, start, at, last);
     }
-    fn finish_told(&mut self) {
-        super::CallMachine::finish_told(self);
+    fn succeeded(&mut self, _: &PolicySettings<P>, id: AttemptId, now: Instant) {
+        self.run().succeeded(id, now);
+    }
+    fn finish_told(&mut self, _: &PolicySettings<P>) {
+        self.run().finish_told();
     }
 }
 

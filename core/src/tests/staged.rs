@@ -23,8 +23,9 @@ use crate::driver::{InFlight, Width};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
 use crate::key::PolicyKey;
+use crate::machine::staged::PolicySettings;
 use crate::machine::Verdict;
-use crate::machine::{Action, CallMachine, Event, Limits, Next, Sink};
+use crate::machine::{Action, CallMachine, Event, Next, Sink};
 use crate::observer::{CallEnd, Observer};
 use crate::outcome::Outcome;
 use crate::policy::Policy;
@@ -42,21 +43,29 @@ std::thread_local! {
     static MADE: Cell<u64> = const { Cell::new(0) };
 }
 
-/// A [`CallMachine`] that counts how many are made, compact stage or not.
+/// A full machine `M` that counts how many are made, compact stage or not:
+/// the public [`CallMachine`] (its settings copied from the policy) for
+/// [`Full`], the call future's own (which reads the policy it holds) for
+/// [`Staged`], so that the two ways of reading a policy are compared too.
 #[derive(Debug)]
-struct Counted<const N: usize, const COMPACT: bool>(CallMachine<N>);
+struct Counted<M, const COMPACT: bool>(M);
 
-impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
-    const SLOTS: usize = N;
+impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMPACT> {
+    const SLOTS: usize = M::SLOTS;
     const COMPACT: bool = COMPACT;
-    fn handle(&mut self, event: Event) {
-        self.0.handle(event);
+    fn handle(&mut self, cfg: &PolicySettings<P>, event: Event) {
+        self.0.handle(cfg, event);
     }
-    fn feed<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
-        self.0.feed(event, sink)
+    fn feed<S: Sink>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        event: Option<Event>,
+        sink: &mut S,
+    ) -> Next {
+        self.0.feed(cfg, event, sink)
     }
-    fn cancelled<S: Sink>(&mut self, sink: &mut S) -> Verdict {
-        self.0.cancelled(sink)
+    fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict {
+        self.0.cancelled(cfg, sink)
     }
     fn start(&self) -> Instant {
         self.0.start()
@@ -70,21 +79,43 @@ impl<const N: usize, const COMPACT: bool> MachineOps for Counted<N, COMPACT> {
     fn refusal(&self) -> Option<&'static str> {
         self.0.refusal()
     }
-    fn make(policy: &Policy, limits: Limits, rng: fastrand::Rng) -> Self {
+    fn make(cfg: &PolicySettings<P>, rng: fastrand::Rng) -> Self {
         MADE.with(|n| n.set(n.get() + 1));
-        Self(CallMachine::new(policy, limits, rng))
+        Self(M::make(cfg, rng))
     }
-    fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        self.0.primary(info, admission)
+    fn primary(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        info: AttemptInfo,
+        admission: Admission,
+    ) -> Action {
+        self.0.primary(cfg, info, admission)
     }
-    fn launched_first(&mut self, start: Instant, budget_reason: &'static str) {
-        self.0.launched_first(start, budget_reason);
+    fn launched(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        budget_reason: &'static str,
+    ) {
+        self.0.launched(cfg, group, start, at, budget_reason);
     }
-    fn first_succeeded(&mut self, now: Instant) {
-        self.0.first_succeeded(now);
+    fn retry_due(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        last: Outcome,
+    ) {
+        self.0.retry_due(cfg, group, start, at, last);
     }
-    fn finish_told(&mut self) {
-        self.0.finish_told();
+    fn succeeded(&mut self, cfg: &PolicySettings<P>, id: AttemptId, now: Instant) {
+        self.0.succeeded(cfg, id, now);
+    }
+    fn finish_told(&mut self, cfg: &PolicySettings<P>) {
+        self.0.finish_told(cfg);
     }
 }
 
@@ -95,7 +126,7 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine = Counted<N, false>;
+    type Machine<P: core::borrow::Borrow<Policy>> = Counted<CallMachine<N>, false>;
     type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
     type Ids = [Option<AttemptId>; N];
 }
@@ -110,7 +141,8 @@ where
     [Option<AttemptId>; N]: Default,
 {
     const SLOTS: usize = N;
-    type Machine = Counted<N, true>;
+    type Machine<P: core::borrow::Borrow<Policy>> =
+        Counted<crate::machine::staged::Machine<N>, true>;
     type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
     type Ids = [Option<AttemptId>; N];
 }
@@ -194,6 +226,8 @@ struct Scenario {
     /// When the call starts: sometimes so near the clock's end that every
     /// deadline saturates to it.
     epoch: Instant,
+    /// The gate's expected latency, if any (retried calls only).
+    latency: Option<Duration>,
 }
 
 fn scenario(rng: &mut fastrand::Rng) -> Scenario {
@@ -244,6 +278,7 @@ fn scenario(rng: &mut fastrand::Rng) -> Scenario {
             1 => Instant::from_nanos(u64::MAX - rng.u64(0..50_000_000)),
             _ => Instant::from_nanos(rng.u64(0..1 << 50)),
         },
+        latency: None,
     }
 }
 
@@ -527,4 +562,333 @@ fn a_call_polled_again_after_its_record_panicked_ends_as_the_full_machine_ends_i
     // The winner stands, and the gate heard of the call's end once.
     assert_eq!(staged.0, Poll::Ready(Ok(7)));
     assert_eq!(staged.1, (1, 1, 1), "admitted, ended, call ended");
+}
+
+/// A classifier for retried calls: `Err("bad")` non-retryable,
+/// `Err("stop")` abort, `Err("hint")` retryable with a retry-after hint
+/// of 0 or 7 ms, other errors retryable.
+fn classify_retries(r: &Result<u32, &'static str>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::SUCCESS,
+        Err("bad") => Outcome::non_retryable("bad_request"),
+        Err("stop") => Outcome::abort("stop"),
+        Err("hint0") => Outcome {
+            retry_after: Some(Duration::ZERO),
+            ..Outcome::retryable("pushback")
+        },
+        Err("hint") => Outcome {
+            retry_after: Some(Duration::from_millis(7)),
+            ..Outcome::retryable("pushback")
+        },
+        Err(_) => Outcome::retryable("unavailable"),
+    }
+}
+
+/// A random scenario of a call that retries: no backoff most of the time
+/// (the compact stage retries those itself), every outcome kind, retry-after
+/// hints, gate refusals at any attempt, per-attempt and overall deadlines,
+/// drops at any point, and sometimes a backoff with jitter (the full
+/// machine's, after the stage grows).
+fn retry_scenario(rng: &mut fastrand::Rng) -> Scenario {
+    let mut policy = Policy::DEFAULT;
+    let r = &mut policy.retry;
+    r.max_attempts = rng.u32(1..9);
+    if rng.u8(0..4) == 0 {
+        r.initial_backoff = Duration::from_millis(rng.u64(0..5));
+        r.max_backoff = Duration::from_millis(rng.u64(0..20));
+    } else {
+        r.initial_backoff = Duration::ZERO;
+        r.max_backoff = Duration::ZERO;
+    }
+    r.jitter = [
+        crate::Jitter::None,
+        crate::Jitter::Full,
+        crate::Jitter::Equal,
+        crate::Jitter::Decorrelated,
+    ][rng.usize(0..4)];
+    r.timeout_per_attempt = (rng.u8(0..3) == 0).then(|| Duration::from_millis(rng.u64(0..30)));
+    r.overall_timeout = (rng.u8(0..3) == 0).then(|| Duration::from_millis(rng.u64(0..80)));
+    // Hedging on sometimes: with one slot it hedges nothing, and the
+    // compact stage decides; with three it never starts compact.
+    policy.hedge.enabled = rng.u8(0..4) == 0;
+    policy.hedge.max_hedges = rng.u32(1..3);
+    policy.hedge.hedge_delay = Duration::from_millis(rng.u64(0..30));
+    let steps = (0..10)
+        .map(|_| Step {
+            delay_ms: if rng.u8(0..3) != 0 { 0 } else { rng.u64(0..25) },
+            result: match rng.u8(0..20) {
+                0..=3 => Ok(rng.u32(..)),
+                4..=14 => Err("flaky"),
+                15 => Err("bad"),
+                16 => Err("stop"),
+                17 => Err("hint0"),
+                18 => Err("hint"),
+                _ => Err("flaky"),
+            },
+        })
+        .collect();
+    let answers = (0..rng.usize(1..8))
+        .map(|_| match rng.u8(0..16) {
+            0 => Admission::denied("budget_denied"),
+            1 => Admission::circuit_open("circuit_open"),
+            2..=5 => Admission::NO_BUDGET,
+            _ => Admission::ALLOWED,
+        })
+        .collect();
+    Scenario {
+        policy,
+        steps,
+        answers,
+        stop_ms: match rng.u8(0..4) {
+            0 => rng.u64(0..60),
+            _ => u64::MAX,
+        },
+        epoch: match rng.u8(0..10) {
+            0 => Instant::MAX,
+            1 => Instant::from_nanos(u64::MAX - rng.u64(0..50_000_000)),
+            _ => Instant::from_nanos(rng.u64(0..1 << 50)),
+        },
+        latency: (rng.u8(0..3) == 0).then(|| Duration::from_millis(rng.u64(0..40))),
+    }
+}
+
+/// A [`ScriptedGate`] that also answers (and logs) the expected latency.
+struct LatencyGate(ScriptedGate, Option<Duration>);
+
+impl Gate for LatencyGate {
+    fn admit(&mut self, request: &AdmitRequest) -> Admission {
+        self.0.admit(request)
+    }
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        self.0.attempt_ended(record);
+    }
+    fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
+        self.0.call_ended(verdict, now);
+    }
+    fn hedge(&mut self, state: &HedgeState) -> HedgeDecision {
+        self.0.hedge(state)
+    }
+    fn expected_latency(&mut self, now: Instant) -> Option<Duration> {
+        self.0
+            .events
+            .borrow_mut()
+            .push(format!("expected latency {now:?} -> {:?}", self.1));
+        self.1
+    }
+}
+
+/// Runs `scenario` (with [`classify_retries`]) with `slots` attempt slots,
+/// staged (counting the full machines it grows) or full from the start:
+/// the result, every event, and the full machines the staged run made.
+fn run_retries(
+    scenario: &Scenario,
+    slots: usize,
+    staged: bool,
+    seed: u64,
+) -> (Outcome2, Vec<String>, u64) {
+    let clock = Clock::starting_at(scenario.epoch);
+    let events = Events::default();
+    let gate = ScriptedGate {
+        events: events.clone(),
+        answers: scenario.answers.clone(),
+        asked: 0,
+    };
+    let gate = LatencyGate(gate, scenario.latency);
+    let op = |info: AttemptInfo| {
+        let step = scenario.steps[usize::from(info.id.0) % scenario.steps.len()];
+        let sleep = clock.sleep_until(clock.now() + Duration::from_millis(step.delay_ms));
+        async move {
+            sleep.await;
+            step.result
+        }
+    };
+    let stop = scenario.epoch + Duration::from_millis(scenario.stop_ms.min(1 << 40));
+    let builder = call(KEY, &scenario.policy, clock.clone(), op)
+        .classifier(classify_retries)
+        .observer(Log(events.clone()))
+        .gate(gate)
+        .rng(fastrand::Rng::with_seed(seed));
+    let before = MADE.with(Cell::get);
+    let result = match (slots, staged) {
+        (1, true) => clock.run_until(builder.width::<Staged<1>>().into_future(), stop),
+        (1, false) => clock.run_until(builder.width::<Full<1>>().into_future(), stop),
+        (_, true) => clock.run_until(builder.width::<Staged<3>>().into_future(), stop),
+        (_, false) => clock.run_until(builder.width::<Full<3>>().into_future(), stop),
+    };
+    let made = MADE.with(Cell::get) - before;
+    let events = events.borrow().clone();
+    (result, events, made)
+}
+
+/// The compact stage retries a call with no backoff itself: every retry
+/// case it decides (or grows for) ends as the full machine ends it — the
+/// same result, observer events and gate calls in the same order — over
+/// seeded random policies, outcomes (retryable, non-retryable, abort,
+/// retry-after hints), gate refusals at any attempt, per-attempt and
+/// overall deadlines, backoffs with jitter, max attempts, and drops (a
+/// cancel) at any point, mid-backoff included.
+#[test]
+fn retried_calls_end_as_the_full_machine_ends_them() {
+    let runs = if cfg!(miri) { 20 } else { 6_000 };
+    let mut rng = fastrand::Rng::with_seed(0x7e7);
+    // What the runs covered: finished by the compact stage after a retry;
+    // grown after a compact retry, by cause; refused at a retry.
+    let (mut compact, mut grown, mut refused_later, mut dropped, mut exhausted, mut terminal) =
+        (0, 0, 0, 0, 0, 0);
+    for seed in 0..runs {
+        let s = retry_scenario(&mut rng);
+        let slots = if rng.u8(0..4) == 0 { 3 } else { 1 };
+        let with = run_retries(&s, slots, true, seed);
+        let without = run_retries(&s, slots, false, seed);
+        assert_eq!(
+            (&with.0, &with.1),
+            (&without.0, &without.1),
+            "seed {seed}, {slots} slots: {s:#?}"
+        );
+        let launches = with.1.iter().filter(|e| e.starts_with("launch")).count();
+        if launches < 2 {
+            continue;
+        }
+        if with.2 == 0 {
+            compact += 1;
+            continue;
+        }
+        // The full machine took over after the compact stage retried, or
+        // it decided from the start (a hedging policy, a backoff).
+        let retried_compact = s.policy.retry.initial_backoff.is_zero()
+            && s.policy.retry.max_backoff.is_zero()
+            && !(slots == 3 && s.policy.hedge.enabled)
+            && with.1.iter().filter(|e| e.starts_with("admit")).count() >= 2;
+        if !retried_compact {
+            continue;
+        }
+        grown += 1;
+        match &with.0 {
+            None => dropped += 1,
+            Some(Err(Error::BudgetDenied { .. } | Error::CircuitOpen { .. })) => {
+                refused_later += 1;
+            }
+            Some(Err(Error::RetriesExhausted { .. })) => exhausted += 1,
+            Some(Err(Error::Operation { .. })) => terminal += 1,
+            Some(_) => {}
+        }
+    }
+    let min = if cfg!(miri) { 0 } else { runs as usize / 100 };
+    assert!(
+        compact >= min
+            && grown >= min
+            && refused_later >= min
+            && dropped >= min
+            && exhausted >= min
+            && terminal >= min,
+        "coverage: {compact} retried and finished compact; {grown} grown after a compact \
+         retry: {refused_later} refused, {dropped} dropped, {exhausted} exhausted, \
+         {terminal} non-retryable or aborted"
+    );
+}
+
+/// A call whose first attempt fails retryably and whose observer panics on
+/// that failure's record, polled again after the panic until it ends, with
+/// a policy without backoff (`backoff_ms` 0: the compact stage retries at
+/// once) or with one: its result, what the gate heard and the events.
+fn retry_polled_again(
+    staged: bool,
+    backoff_ms: u64,
+) -> (Option<Outcome3>, (u32, u32, u32), Vec<String>) {
+    let clock = Clock::default();
+    let events = Events::default();
+    let gate = Counting::default();
+    let mut policy = Policy::DEFAULT;
+    policy.retry.initial_backoff = Duration::from_millis(backoff_ms);
+    policy.retry.max_backoff = Duration::from_millis(backoff_ms);
+    let failures = Cell::new(0);
+    let builder = call(KEY, &policy, clock.clone(), |_| {
+        let fail = failures.replace(failures.get() + 1) == 0;
+        async move {
+            if fail {
+                Err("flaky")
+            } else {
+                Ok::<u32, &str>(7)
+            }
+        }
+    })
+    .observer(PanicsOnce(events.clone(), Cell::new(false)))
+    .gate(&gate);
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    let mut run = |mut fut: core::pin::Pin<&mut dyn core::future::Future<Output = Outcome3>>| {
+        let first = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        assert!(first.is_err(), "the observer's panic reaches the caller");
+        // Then as a runtime would, to the end (bounded: `run` panics on a
+        // livelock).
+        Some(clock.run(fut.as_mut()))
+    };
+    let out = if staged {
+        run(core::pin::pin!(builder.width::<Staged<1>>().into_future()))
+    } else {
+        run(core::pin::pin!(builder.width::<Full<1>>().into_future()))
+    };
+    let told = (
+        gate.admitted.get(),
+        gate.ended.get(),
+        gate.calls_ended.get(),
+    );
+    let events = events.borrow().clone();
+    (out, told, events)
+}
+
+#[test]
+fn a_retried_call_polled_again_after_its_failure_record_panicked_ends_as_the_full_machine_ends_it()
+{
+    for backoff_ms in [0, 5] {
+        let staged = retry_polled_again(true, backoff_ms);
+        assert_eq!(
+            staged,
+            retry_polled_again(false, backoff_ms),
+            "{backoff_ms} ms"
+        );
+        // The retry ran and won; the gate heard two attempts and one end.
+        assert_eq!(staged.0, Some(Ok(7)), "{backoff_ms} ms");
+        assert_eq!(
+            staged.1,
+            (2, 2, 1),
+            "{backoff_ms} ms: admitted, ended, call ended"
+        );
+    }
+}
+
+#[test]
+fn a_retry_the_compact_stage_decides_makes_no_full_machine() {
+    let made = |backoff_ms: u64, failures: u32| {
+        let clock = Clock::default();
+        let mut policy = Policy::DEFAULT;
+        policy.retry.initial_backoff = Duration::from_millis(backoff_ms);
+        policy.retry.max_backoff = Duration::from_millis(backoff_ms);
+        let n = Cell::new(0);
+        let before = MADE.with(Cell::get);
+        let out = clock.run(
+            call(KEY, &policy, clock.clone(), |_| {
+                let fail = n.replace(n.get() + 1) < failures;
+                clock.after(
+                    Duration::from_millis(1),
+                    if fail { Err("x") } else { Ok(1) },
+                )
+            })
+            .width::<Staged<1>>()
+            .into_future(),
+        );
+        (out, MADE.with(Cell::get) - before, clock.now())
+    };
+    // Two failures, then the success: no full machine without a backoff;
+    // a backoff is the full machine's (10 ms after each failure).
+    assert_eq!(made(0, 2), (Ok(1), 0, Instant::from_nanos(3_000_000)));
+    assert_eq!(made(10, 2), (Ok(1), 1, Instant::from_nanos(23_000_000)));
+    // The third failure exhausts the attempts: the full machine ends it.
+    assert_eq!(
+        made(10, 3).0,
+        Err(Error::RetriesExhausted {
+            last: Some("x"),
+            attempts: 3
+        })
+    );
+    assert_eq!(made(10, 3).1, 1);
 }
