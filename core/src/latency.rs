@@ -246,15 +246,8 @@ impl TrackedAnswer {
     /// sketch.
     #[inline]
     pub fn get(self, q_permille: u32, now: Instant, end: u64) -> Option<Option<Duration>> {
-        let bits = self.0;
-        let q = u64::from(q_permille.min(PERMILLE as u32));
-        if bits & (Self::VALID | Self::Q_MASK) != Self::VALID | q || now.as_nanos() >= end {
-            return None;
-        }
-        if bits & Self::FOUND == 0 {
-            return Some(None);
-        }
-        Some(Some(half_units((bits >> Self::MIDDLE_SHIFT) as u32)))
+        self.middle(q_permille, now, end)
+            .map(|m| m.map(|middle| half_units(middle as u32)))
     }
 
     /// [`TrackedAnswer::get`] with the answer in whole nanoseconds (what
@@ -263,6 +256,16 @@ impl TrackedAnswer {
     /// ([`Trigger::decide_nanos`](crate::hedge::Trigger::decide_nanos)).
     #[inline]
     pub fn get_nanos(self, q_permille: u32, now: Instant, end: u64) -> Option<Option<u64>> {
+        // The middle, 32 bits of 64 ns units: below 2^38, no overflow.
+        self.middle(q_permille, now, end)
+            .map(|m| m.map(|middle| middle << (UNIT_SHIFT - 1)))
+    }
+
+    /// The published middle (in half units) for quantile `q_permille`
+    /// at `now`, as [`TrackedAnswer::get`] reads it: `None` when this
+    /// does not hold it, `Some(None)` when the sketch found none.
+    #[inline(always)]
+    fn middle(self, q_permille: u32, now: Instant, end: u64) -> Option<Option<u64>> {
         let bits = self.0;
         let q = u64::from(q_permille.min(PERMILLE as u32));
         if bits & (Self::VALID | Self::Q_MASK) != Self::VALID | q || now.as_nanos() >= end {
@@ -271,8 +274,7 @@ impl TrackedAnswer {
         if bits & Self::FOUND == 0 {
             return Some(None);
         }
-        // The middle, 32 bits of 64 ns units: below 2^38, no overflow.
-        Some(Some((bits >> Self::MIDDLE_SHIFT) << (UNIT_SHIFT - 1)))
+        Some(Some(bits >> Self::MIDDLE_SHIFT))
     }
 }
 

@@ -8,66 +8,12 @@
 //! nothing.
 
 mod common;
-use common::{poll_once, JumpClock, Recorder};
+use common::{normalized_attempts, poll_once, JumpClock, Recorder, Swappable};
 
 use core::future::ready;
-use core::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use recourse::provider::{PolicyLookup, PolicySource, ProviderError};
-use recourse::{
-    Breakers, CallKey, Error, Executor, Policy, PolicyKey, PolicyProvider, StaticProvider,
-};
-use recourse_core::policy::Normalized;
-
-fn attempts(n: u32) -> Arc<Normalized> {
-    let mut p = Policy::DEFAULT;
-    p.retry.max_attempts = n;
-    Arc::new(p.normalize().expect("valid"))
-}
-
-/// One policy for every key, replaced by `set`, which moves the generation
-/// (when the provider has one) after the swap; counts what it is asked.
-struct Swappable {
-    policy: Mutex<Arc<Normalized>>,
-    generation: Option<AtomicU64>,
-    asked: AtomicU64,
-}
-
-impl Swappable {
-    fn new(policy: Arc<Normalized>, with_generation: bool) -> Arc<Self> {
-        Arc::new(Self {
-            policy: Mutex::new(policy),
-            generation: with_generation.then(|| AtomicU64::new(0)),
-            asked: AtomicU64::new(0),
-        })
-    }
-
-    fn set(&self, policy: Arc<Normalized>) {
-        *self.policy.lock().unwrap_or_else(PoisonError::into_inner) = policy;
-        if let Some(g) = &self.generation {
-            g.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    fn asked(&self) -> u64 {
-        self.asked.load(Ordering::Relaxed)
-    }
-}
-
-impl PolicyProvider for Swappable {
-    fn policy(&self, _: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
-        self.asked.fetch_add(1, Ordering::Relaxed);
-        Ok(PolicyLookup {
-            policy: Arc::clone(&self.policy.lock().unwrap_or_else(PoisonError::into_inner)),
-            source: PolicySource::Remote,
-        })
-    }
-
-    fn generation(&self) -> Option<u64> {
-        self.generation.as_ref().map(|g| g.load(Ordering::Acquire))
-    }
-}
+use recourse::{Breakers, CallKey, Error, Executor, Policy, StaticProvider};
 
 /// Attempts a call with `key` made when every attempt fails.
 fn attempts_of(exec: &Executor<JumpClock>, key: &CallKey) -> u32 {
@@ -89,7 +35,7 @@ fn executor(provider: Arc<Swappable>) -> Executor<JumpClock> {
 
 #[test]
 fn a_call_key_is_asked_once_and_every_update_reaches_the_next_call() {
-    let provider = Swappable::new(attempts(1), true);
+    let provider = Swappable::new(normalized_attempts(1), true);
     let exec = executor(Arc::clone(&provider));
     let key = CallKey::new("svc.A");
     assert_eq!(key.as_str(), "svc.A");
@@ -123,7 +69,7 @@ fn a_call_key_is_asked_once_and_every_update_reaches_the_next_call() {
     // Each update reaches the very next call, and the one after it: the
     // handle's own answer is not used once the generation moved.
     for n in [3, 2, 4] {
-        provider.set(attempts(n));
+        provider.set(normalized_attempts(n));
         assert_eq!(attempts_of(&exec, &key), n);
         assert_eq!(attempts_of(&exec, &key), n);
     }
@@ -148,7 +94,7 @@ fn a_call_key_is_asked_once_and_every_update_reaches_the_next_call() {
     assert_eq!(provider.asked(), asked + 1);
 
     // Another thread sees the same answers through the same handle.
-    provider.set(attempts(2));
+    provider.set(normalized_attempts(2));
     std::thread::scope(|s| {
         s.spawn(|| assert_eq!(attempts_of(&exec, &fresh), 2));
     });
@@ -158,7 +104,7 @@ fn a_call_key_is_asked_once_and_every_update_reaches_the_next_call() {
 #[test]
 fn a_static_call_key_is_shared_by_threads_that_start_at_once() {
     static KEY: CallKey = CallKey::new("svc.Shared");
-    let provider = Swappable::new(attempts(3), true);
+    let provider = Swappable::new(normalized_attempts(3), true);
     let exec = executor(Arc::clone(&provider));
     let barrier = std::sync::Barrier::new(4);
     std::thread::scope(|s| {
@@ -178,21 +124,21 @@ fn a_static_call_key_is_shared_by_threads_that_start_at_once() {
 
 #[test]
 fn a_provider_without_a_generation_is_asked_on_every_call_with_a_call_key() {
-    let provider = Swappable::new(attempts(1), false);
+    let provider = Swappable::new(normalized_attempts(1), false);
     let exec = executor(Arc::clone(&provider));
     let key = CallKey::new("svc.A");
     for i in 1..=5 {
         assert_eq!(attempts_of(&exec, &key), 1);
         assert_eq!(provider.asked(), i);
     }
-    provider.set(attempts(4));
+    provider.set(normalized_attempts(4));
     assert_eq!(attempts_of(&exec, &key), 4);
 }
 
 #[test]
 fn two_executors_never_share_a_call_keys_answer() {
-    let one = executor(Swappable::new(attempts(1), true));
-    let four = executor(Swappable::new(attempts(4), true));
+    let one = executor(Swappable::new(normalized_attempts(1), true));
+    let four = executor(Swappable::new(normalized_attempts(4), true));
     let key = CallKey::new("svc.Same");
     for _ in 0..3 {
         assert_eq!(attempts_of(&one, &key), 1);

@@ -5,64 +5,14 @@
 //! evicted is not used through the cache.
 
 mod common;
-use common::{poll_once, JumpClock};
+use common::{normalized_attempts, poll_once, JumpClock, Swappable};
 
 use core::future::ready;
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use recourse::provider::{PolicyLookup, PolicySource, ProviderError};
 use recourse::{Breakers, Error, Executor, Policy, PolicyKey, PolicyProvider, StaticProvider};
-use recourse_core::policy::Normalized;
-
-fn attempts(n: u32) -> Arc<Normalized> {
-    let mut p = Policy::DEFAULT;
-    p.retry.max_attempts = n;
-    Arc::new(p.normalize().expect("valid"))
-}
-
-/// One policy for every key, replaced by `set`, which moves the generation
-/// (when the provider has one) after the swap, as the trait asks.
-struct Swappable {
-    policy: Mutex<Arc<Normalized>>,
-    generation: Option<AtomicU64>,
-    asked: AtomicU64,
-}
-
-impl Swappable {
-    fn new(policy: Arc<Normalized>, with_generation: bool) -> Arc<Self> {
-        Arc::new(Self {
-            policy: Mutex::new(policy),
-            generation: with_generation.then(|| AtomicU64::new(0)),
-            asked: AtomicU64::new(0),
-        })
-    }
-
-    fn set(&self, policy: Arc<Normalized>) {
-        *self.policy.lock().unwrap_or_else(PoisonError::into_inner) = policy;
-        if let Some(g) = &self.generation {
-            g.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    fn asked(&self) -> u64 {
-        self.asked.load(Ordering::Relaxed)
-    }
-}
-
-impl PolicyProvider for Swappable {
-    fn policy(&self, _: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
-        self.asked.fetch_add(1, Ordering::Relaxed);
-        Ok(PolicyLookup {
-            policy: Arc::clone(&self.policy.lock().unwrap_or_else(PoisonError::into_inner)),
-            source: PolicySource::Remote,
-        })
-    }
-
-    fn generation(&self) -> Option<u64> {
-        self.generation.as_ref().map(|g| g.load(Ordering::Acquire))
-    }
-}
 
 /// Attempts a call of `key` made when every attempt fails.
 fn attempts_of(exec: &Executor<JumpClock>, key: &str) -> u32 {
@@ -84,7 +34,7 @@ fn executor(provider: Arc<Swappable>) -> Executor<JumpClock> {
 
 #[test]
 fn a_known_key_is_not_asked_again_and_an_update_reaches_the_next_call() {
-    let provider = Swappable::new(attempts(1), true);
+    let provider = Swappable::new(normalized_attempts(1), true);
     let exec = executor(Arc::clone(&provider));
     assert_eq!(attempts_of(&exec, "svc.A"), 1);
     assert_eq!(provider.asked(), 1);
@@ -94,7 +44,7 @@ fn a_known_key_is_not_asked_again_and_an_update_reaches_the_next_call() {
     assert_eq!(provider.asked(), 1, "answered from the cache");
 
     // The update reaches the very next call: no stale policy.
-    provider.set(attempts(3));
+    provider.set(normalized_attempts(3));
     assert_eq!(attempts_of(&exec, "svc.A"), 3);
     assert_eq!(provider.asked(), 2);
     assert_eq!(attempts_of(&exec, "svc.A"), 3);
@@ -106,7 +56,7 @@ fn a_known_key_is_not_asked_again_and_an_update_reaches_the_next_call() {
     assert_eq!(provider.asked(), 3);
 
     // And an update seen on another thread first still reaches this one.
-    provider.set(attempts(2));
+    provider.set(normalized_attempts(2));
     std::thread::scope(|s| {
         s.spawn(|| assert_eq!(attempts_of(&exec, "svc.A"), 2));
     });
@@ -115,20 +65,20 @@ fn a_known_key_is_not_asked_again_and_an_update_reaches_the_next_call() {
 
 #[test]
 fn a_provider_without_a_generation_is_asked_on_every_call() {
-    let provider = Swappable::new(attempts(1), false);
+    let provider = Swappable::new(normalized_attempts(1), false);
     let exec = executor(Arc::clone(&provider));
     for i in 1..=5 {
         assert_eq!(attempts_of(&exec, "svc.A"), 1);
         assert_eq!(provider.asked(), i);
     }
-    provider.set(attempts(4));
+    provider.set(normalized_attempts(4));
     assert_eq!(attempts_of(&exec, "svc.A"), 4);
 }
 
 #[test]
 fn two_executors_never_share_answers() {
-    let one = executor(Swappable::new(attempts(1), true));
-    let four = executor(Swappable::new(attempts(4), true));
+    let one = executor(Swappable::new(normalized_attempts(1), true));
+    let four = executor(Swappable::new(normalized_attempts(4), true));
     for _ in 0..3 {
         assert_eq!(attempts_of(&one, "svc.Same"), 1);
         assert_eq!(attempts_of(&four, "svc.Same"), 4);
@@ -204,7 +154,7 @@ fn a_breaker_evicted_from_the_store_is_not_used_through_the_cache() {
 
 #[test]
 fn an_update_of_a_layer_reaches_the_next_call_through_layered() {
-    let top = Swappable::new(attempts(1), true);
+    let top = Swappable::new(normalized_attempts(1), true);
     let layered = recourse::providers::Layered::new()
         .layer(Arc::clone(&top))
         .layer(
@@ -220,7 +170,7 @@ fn an_update_of_a_layer_reaches_the_next_call_through_layered() {
     assert_eq!(attempts_of(&exec, "svc.A"), 1);
     assert_eq!(attempts_of(&exec, "svc.A"), 1);
     assert_eq!(top.asked(), 1, "answered from the cache");
-    top.set(attempts(2));
+    top.set(normalized_attempts(2));
     assert_eq!(attempts_of(&exec, "svc.A"), 2);
 }
 
@@ -232,7 +182,7 @@ impl PolicyProvider for PanickingGeneration {
     fn policy(&self, _: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(PolicyLookup {
-            policy: attempts(2),
+            policy: normalized_attempts(2),
             source: PolicySource::Custom,
         })
     }

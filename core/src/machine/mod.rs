@@ -525,6 +525,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// Feeds one event. Times earlier than the latest one seen are taken as
     /// the latest one (the machine's clock never goes back).
+    #[inline(always)]
     pub fn handle(&mut self, event: Event) {
         if let Some((slot, outcome)) = self.run().take_event(event) {
             debug_assert!(self.pending.is_none(), "poll after every event");

@@ -73,6 +73,7 @@ impl<const N: usize> CallMachine<N> {
     ///
     /// What changes the answer: events fed since the last call; nothing else.
     #[must_use = "drain poll until Wait, AwaitAttempts or Finish and carry out each action"]
+    #[inline(always)]
     pub fn poll<G: Gate + ?Sized>(&mut self, gate: &mut G) -> Action {
         // Read in place, not `take`n: a `take` copies the whole option out
         // before it tests it.

@@ -1,13 +1,14 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use recourse::observer::{AttemptRecord, CallStart, CallSummary};
-use recourse::provider::{PolicyLookup, ProviderError};
+use recourse::provider::{PolicyLookup, PolicySource, ProviderError};
 use recourse::{Observer, Policy, PolicyKey, PolicyProvider, StaticProvider};
+use recourse_core::policy::Normalized;
 
 /// Records every observer event as a line.
 #[derive(Default)]
@@ -116,5 +117,54 @@ pub fn poll_once<F: core::future::Future>(fut: F) -> F::Output {
     match fut.as_mut().poll(&mut cx) {
         core::task::Poll::Ready(v) => v,
         core::task::Poll::Pending => panic!("the call did not complete in one poll"),
+    }
+}
+
+/// A normalized policy of `n` attempts, as a provider hands it out.
+pub fn normalized_attempts(n: u32) -> Arc<Normalized> {
+    Arc::new(attempts(n).normalize().expect("valid"))
+}
+
+/// One policy for every key, replaced by `set`, which moves the generation
+/// (when the provider has one) after the swap, as the trait asks; counts
+/// what it is asked.
+pub struct Swappable {
+    policy: Mutex<Arc<Normalized>>,
+    generation: Option<AtomicU64>,
+    asked: AtomicU64,
+}
+
+impl Swappable {
+    pub fn new(policy: Arc<Normalized>, with_generation: bool) -> Arc<Self> {
+        Arc::new(Self {
+            policy: Mutex::new(policy),
+            generation: with_generation.then(|| AtomicU64::new(0)),
+            asked: AtomicU64::new(0),
+        })
+    }
+
+    pub fn set(&self, policy: Arc<Normalized>) {
+        *self.policy.lock().unwrap_or_else(PoisonError::into_inner) = policy;
+        if let Some(g) = &self.generation {
+            g.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    pub fn asked(&self) -> u64 {
+        self.asked.load(Ordering::Relaxed)
+    }
+}
+
+impl PolicyProvider for Swappable {
+    fn policy(&self, _: PolicyKey<'_>) -> Result<PolicyLookup, ProviderError> {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        Ok(PolicyLookup {
+            policy: Arc::clone(&self.policy.lock().unwrap_or_else(PoisonError::into_inner)),
+            source: PolicySource::Remote,
+        })
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.generation.as_ref().map(|g| g.load(Ordering::Acquire))
     }
 }
