@@ -8,7 +8,7 @@
 //! nothing.
 
 mod common;
-use common::{normalized_attempts, poll_once, JumpClock, Recorder, Swappable};
+use common::{executor, normalized_attempts, poll_once, JumpClock, Recorder, Swappable};
 
 use core::future::ready;
 use std::sync::Arc;
@@ -24,13 +24,6 @@ fn attempts_of(exec: &Executor<JumpClock>, key: &CallKey) -> u32 {
     }));
     assert!(result.is_err());
     n
-}
-
-fn executor(provider: Arc<Swappable>) -> Executor<JumpClock> {
-    Executor::builder()
-        .provider(provider)
-        .timer(JumpClock::default())
-        .build()
 }
 
 #[test]
@@ -163,10 +156,7 @@ fn a_key_that_parsing_trims_runs_under_its_policy_with_a_call_key() {
         })
         .unwrap()
         .build();
-    let exec = Executor::builder()
-        .provider(provider)
-        .timer(JumpClock::default())
-        .build();
+    let exec = executor(provider);
     let key = CallKey::new(" svc . Get ");
     assert_eq!(attempts_of(&exec, &key), 2);
     assert_eq!(attempts_of(&exec, &key), 2);
@@ -228,10 +218,7 @@ fn a_call_with_a_call_key_does_not_allocate() {
         .policy("svc.Flaky", Policy::DEFAULT)
         .unwrap()
         .build();
-    let exec = Executor::builder()
-        .provider(provider)
-        .timer(JumpClock::default())
-        .build();
+    let exec = executor(provider);
     let key = CallKey::new("svc.Flaky");
     let flaky = || {
         let mut n = 0;

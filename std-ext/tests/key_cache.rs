@@ -5,7 +5,7 @@
 //! evicted is not used through the cache.
 
 mod common;
-use common::{normalized_attempts, poll_once, JumpClock, Swappable};
+use common::{executor, normalized_attempts, poll_once, JumpClock, Swappable};
 
 use core::future::ready;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -23,13 +23,6 @@ fn attempts_of(exec: &Executor<JumpClock>, key: &str) -> u32 {
     }));
     assert!(result.is_err());
     n
-}
-
-fn executor(provider: Arc<Swappable>) -> Executor<JumpClock> {
-    Executor::builder()
-        .provider(provider)
-        .timer(JumpClock::default())
-        .build()
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use recourse::observer::{AttemptRecord, CallStart, CallSummary};
 use recourse::provider::{PolicyLookup, PolicySource, ProviderError};
-use recourse::{Observer, Policy, PolicyKey, PolicyProvider, StaticProvider};
+use recourse::{Executor, Observer, Policy, PolicyKey, PolicyProvider, StaticProvider};
 use recourse_core::policy::Normalized;
 
 /// Records every observer event as a line.
@@ -167,4 +167,12 @@ impl PolicyProvider for Swappable {
     fn generation(&self) -> Option<u64> {
         self.generation.as_ref().map(|g| g.load(Ordering::Acquire))
     }
+}
+
+/// An executor of `provider`'s policies on a [`JumpClock`].
+pub fn executor(provider: impl PolicyProvider + 'static) -> Executor<JumpClock> {
+    Executor::builder()
+        .provider(provider)
+        .timer(JumpClock::default())
+        .build()
 }
