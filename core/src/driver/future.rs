@@ -215,8 +215,8 @@ where
             let unread = G::MAY_IGNORE_TIME
                 && O::MAY_IGNORE_TIME
                 && !(this.gate.uses_time()
-                    || this.observer.uses_time()
-                    || this.state.times_its_start());
+                    || this.state.times_its_start()
+                    || this.observer.uses_time());
             *this.unread = unread;
             let now = if unread {
                 Instant::ZERO
@@ -314,15 +314,18 @@ where
             // classifier said how it ended, and else fed at the epoch. (A
             // call future whose gate or observer always uses time carries
             // none of the latter.)
-            let unread = G::MAY_IGNORE_TIME && O::MAY_IGNORE_TIME && *this.unread;
-            let mut now = Instant::ZERO;
-            if !unread {
-                now = this.clock.read(this.timer, this.state.start());
-            }
-            let outcome = this.classifier.classify(&result);
-            if unread && this.state.may_back_off_after(&outcome) {
-                now = this.clock.read(this.timer, this.state.start());
-            }
+            let (outcome, now) = if G::MAY_IGNORE_TIME && O::MAY_IGNORE_TIME && *this.unread {
+                let outcome = this.classifier.classify(&result);
+                let now = if this.state.may_back_off_after(&outcome) {
+                    this.clock.read(this.timer, this.state.start())
+                } else {
+                    Instant::ZERO
+                };
+                (outcome, now)
+            } else {
+                let now = this.clock.read(this.timer, this.state.start());
+                (this.classifier.classify(&result), now)
+            };
             keep(
                 id,
                 outcome.kind,

@@ -317,9 +317,9 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     pub(crate) fn times_its_start(&self) -> bool {
         let r = self.cfg.retry();
         !M::COMPACT
+            || self.cfg.max_hedges(M::SLOTS) > 0
             || r.timeout_per_attempt.is_some()
             || r.overall_timeout.is_some()
-            || self.cfg.max_hedges(M::SLOTS) > 0
     }
 
     /// Whether the machine may sleep after an attempt that ended with
@@ -334,9 +334,9 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     pub(crate) fn may_back_off_after(&self, outcome: &Outcome) -> bool {
         let r = self.cfg.retry();
         outcome.kind == OutcomeKind::Retryable
-            && (outcome.retry_after.is_some()
-                || !r.initial_backoff.is_zero()
-                || !r.max_backoff.is_zero())
+            && (!r.initial_backoff.is_zero()
+                || !r.max_backoff.is_zero()
+                || outcome.retry_after.is_some())
     }
 
     /// Over: its future has resolved (or been dropped).
