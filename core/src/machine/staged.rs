@@ -316,8 +316,10 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     #[inline(always)]
     pub(crate) fn times_its_start(&self) -> bool {
         let r = self.cfg.retry();
+        // Hedging on, with room for a hedge (a test of the flag: a call
+        // whose ceiling allows none reads the clock all the same).
         !M::COMPACT
-            || self.cfg.max_hedges(M::SLOTS) > 0
+            || (M::SLOTS > 1 && self.cfg.policy().hedge.enabled)
             || r.timeout_per_attempt.is_some()
             || r.overall_timeout.is_some()
     }
