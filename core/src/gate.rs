@@ -115,6 +115,30 @@ pub trait Gate {
         true
     }
 
+    /// Whether this gate uses the instants it is given for this call (the
+    /// requests' and records' times, `call_ended`'s `now`,
+    /// `expected_latency`'s): `false` lets a call whose observer and
+    /// policy use no time either skip the clock reads nobody would use
+    /// (the call's start, a successful attempt's end; issue 16). Asked when
+    /// the call starts: answer the same for the whole call. The default,
+    /// `true`, is always correct; answer `false` only when no hook but
+    /// [`hedge`](Self::hedge) reads an instant (the instants it is then
+    /// given are the latest the call's machine saw, not the clock's). The
+    /// hedge state's instants are always read: only a call that hedges
+    /// asks, and the machine times its hedges on the clock.
+    #[inline]
+    fn uses_time(&self) -> bool {
+        true
+    }
+
+    /// Whether [`uses_time`](Self::uses_time) may answer `false` for a
+    /// call with a gate of this type. `false` (the default) says it never
+    /// does, and a call future compiled for this type carries no code for
+    /// calls that leave their clock unread (on a microcontroller, about
+    /// 130 bytes of flash); set it `true` when you override `uses_time`
+    /// (left `false`, the override is never asked and the clock is read).
+    const MAY_IGNORE_TIME: bool = false;
+
     /// The call ended with `verdict` (also when it was dropped).
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
         let _ = (verdict, now);
@@ -147,6 +171,11 @@ impl Gate for () {
     fn hears_attempts(&self) -> bool {
         false
     }
+    #[inline]
+    fn uses_time(&self) -> bool {
+        false
+    }
+    const MAY_IGNORE_TIME: bool = true;
 }
 
 impl<G: Gate + ?Sized> Gate for &mut G {
@@ -160,6 +189,11 @@ impl<G: Gate + ?Sized> Gate for &mut G {
     fn hears_attempts(&self) -> bool {
         (**self).hears_attempts()
     }
+    #[inline]
+    fn uses_time(&self) -> bool {
+        (**self).uses_time()
+    }
+    const MAY_IGNORE_TIME: bool = G::MAY_IGNORE_TIME;
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {
         (**self).call_ended(verdict, now)
     }

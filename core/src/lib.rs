@@ -45,6 +45,19 @@
 //! told when every admitted attempt and the call end; the same events,
 //! policy, seed and gate answers give the same actions.
 //!
+//! One exception to "the clock read" in steps 1 and 3, which changes no
+//! decision: where nothing would use the instant, a driver may feed the
+//! epoch ([`Instant::ZERO`]) instead of reading its clock, and the machine
+//! takes the latest instant it saw. That is a call whose policy has no
+//! timeout and does not hedge, and whose gate and observer use no time
+//! ([`Gate::uses_time`], [`Observer::uses_time`]): its start, and the end of
+//! an attempt after which the machine cannot sleep (a success, a failure
+//! that ends the call, a retry at once). The end of a retryable failure
+//! after which it may back off (the backoff counts from it) and the
+//! instant after every wait are still read. [`call`] does this (issue 16:
+//! a successful call of the executor on tokio's clock read it twice, about
+//! 240 instructions).
+//!
 //! [`call`] is that loop as a future for any [`Timer`]: it polls the attempt
 //! inside the caller's task (no spawn, no heap) and resolves to the value or
 //! a typed [`Error`]. It holds the call's machine in two stages: a compact

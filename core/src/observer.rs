@@ -58,6 +58,27 @@ pub trait Observer {
         true
     }
 
+    /// Whether this observer uses the instants it is given for this call
+    /// (`start` in [`on_start`](Self::on_start), the records' `start` and
+    /// `end`, [`CallEnd`]'s): `false` lets a call whose gate and policy use
+    /// no time either skip the clock reads nobody would use (the call's
+    /// start, a successful attempt's end; issue 16). Asked when the call
+    /// starts: answer the same for the whole call. The default, `true`, is always correct; answer `false` only
+    /// when no hook reads an instant (the instants it is then given are the
+    /// latest the call's machine saw, not the clock's).
+    #[inline]
+    fn uses_time(&self) -> bool {
+        true
+    }
+
+    /// Whether [`uses_time`](Self::uses_time) may answer `false` for a
+    /// call with an observer of this type. `false` (the default) says it
+    /// never does, and a call future compiled for this type carries no code
+    /// for calls that leave their clock unread (on a microcontroller, about
+    /// 130 bytes of flash); set it `true` when you override `uses_time`
+    /// (left `false`, the override is never asked and the clock is read).
+    const MAY_IGNORE_TIME: bool = false;
+
     /// The call succeeded.
     fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         let _ = (key, end);
@@ -75,6 +96,11 @@ impl Observer for () {
     fn hears_attempts(&self) -> bool {
         false
     }
+    #[inline]
+    fn uses_time(&self) -> bool {
+        false
+    }
+    const MAY_IGNORE_TIME: bool = true;
 }
 
 impl<O: Observer + ?Sized> Observer for &mut O {
@@ -91,6 +117,11 @@ impl<O: Observer + ?Sized> Observer for &mut O {
     fn hears_attempts(&self) -> bool {
         (**self).hears_attempts()
     }
+    #[inline]
+    fn uses_time(&self) -> bool {
+        (**self).uses_time()
+    }
+    const MAY_IGNORE_TIME: bool = O::MAY_IGNORE_TIME;
     fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         (**self).on_success(key, end)
     }

@@ -311,6 +311,17 @@ impl GateNeeds {
     pub const fn amplification(self) -> bool {
         self.0 & Self::AMPLIFICATION != 0
     }
+
+    /// Whether the gate uses the machine's instants: a budget (its refill
+    /// and its settling), the breaker (its open interval), latency samples
+    /// (attempt durations, the quantile's window) and the amplification
+    /// ledger (its window) all do, so anything at all. A gate that needs
+    /// nothing never consults its parts, and the call it guards reads no
+    /// clock for it ([`Gate::uses_time`]).
+    #[inline]
+    pub const fn time(self) -> bool {
+        self.0 != 0
+    }
 }
 
 /// One attempt's reservation, held until the attempt ends.
@@ -514,6 +525,17 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
     fn hears_attempts(&self) -> bool {
         self.needs.ends_attempts()
     }
+
+    /// Whether the policy asks for anything ([`GateNeeds::time`]): a gate
+    /// that consults no part uses no instant. (Its trigger's hedge
+    /// decisions do, but only a call that hedges asks for them, and such a
+    /// call reads its clock for the machine's own hedge delays: see
+    /// [`Gate::uses_time`].)
+    #[inline]
+    fn uses_time(&self) -> bool {
+        self.needs.time()
+    }
+    const MAY_IGNORE_TIME: bool = true;
 
     #[inline]
     fn call_ended(&mut self, verdict: &Verdict, now: Instant) {

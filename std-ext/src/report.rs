@@ -234,6 +234,15 @@ impl<S> recourse_core::Observer for Report<'_, S> {
         !self.quiet
     }
 
+    /// A quiet report hands no instant on (its `on_failure` keeps the
+    /// cause only): with a gate and a policy that use no time either, the
+    /// call reads no clock on its success path (issue 16).
+    #[inline]
+    fn uses_time(&self) -> bool {
+        !self.quiet
+    }
+    const MAY_IGNORE_TIME: bool = true;
+
     #[inline]
     fn on_success(&mut self, key: PolicyKey<'_>, end: &CallEnd) {
         if !self.quiet {

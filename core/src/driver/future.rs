@@ -76,6 +76,10 @@ pin_project! {
         // The attempt in each slot of `attempts`.
         pub(super) ids: W::Ids,
         pub(super) last_terminal: bool,
+        // Nobody uses the call's instants (the machine, the gate, the
+        // observer): its start was not read, and an attempt's end is read
+        // only where the machine may sleep after it (issue 16).
+        pub(super) unread: bool,
         // Debug builds: the latest clock read (zero-sized in release).
         pub(super) clock: ClockCheck,
         pub(super) state: Staged<P, W::Machine<P>>,
@@ -130,7 +134,7 @@ where
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
         crate::machine::layout_of!(self; key, sleep_at, last, winner, timer, op, classifier,
-            observer, gate, attempts, sleep, ids, last_terminal, clock, state)
+            observer, gate, attempts, sleep, ids, last_terminal, unread, clock, state)
     }
 }
 
@@ -169,6 +173,7 @@ where
             sleep_at: Instant::ZERO,
             last: None,
             last_terminal: false,
+            unread: false,
             clock: ClockCheck::NEW,
             winner: None,
             attempts: W::Attempts::default(),
@@ -203,7 +208,21 @@ where
         //    drains it first: it may act on what changed since (a hedge
         //    trigger's answer).
         let mut next = if this.state.is_idle() {
-            let now = this.timer.now();
+            // A call whose instants nobody uses (the machine, the gate, the
+            // observer) reads no clock at its start (issue 16): its start
+            // is fed at the epoch, and an attempt's end is read only where
+            // the machine may sleep after it (`Staged::may_back_off_after`).
+            let unread = G::MAY_IGNORE_TIME
+                && O::MAY_IGNORE_TIME
+                && !(this.gate.uses_time()
+                    || this.state.times_its_start()
+                    || this.observer.uses_time());
+            *this.unread = unread;
+            let now = if unread {
+                Instant::ZERO
+            } else {
+                this.timer.now()
+            };
             this.observer.on_start(*this.key, now);
             let next = feed(&mut this, Event::Start { now }, &mut fed);
             if let Next::Launched(mut wait) = next {
@@ -289,8 +308,24 @@ where
     //    that is ready wins over a deadline that is also due.
     let next =
         if let Some((id, result)) = poll_attempts(this.ids.as_mut(), this.attempts.as_mut(), cx) {
-            let now = this.clock.read(this.timer, this.state.start());
-            let outcome = this.classifier.classify(&result);
+            // Read before the classifier runs (the attempt ended when it
+            // completed); in a call whose instants nobody uses (see the
+            // start), only where the machine may sleep after it, once the
+            // classifier said how it ended, and else fed at the epoch. (A
+            // call future whose gate or observer always uses time carries
+            // none of the latter.)
+            let (outcome, now) = if G::MAY_IGNORE_TIME && O::MAY_IGNORE_TIME && *this.unread {
+                let outcome = this.classifier.classify(&result);
+                let now = if this.state.may_back_off_after(&outcome) {
+                    this.clock.read(this.timer, this.state.start())
+                } else {
+                    Instant::ZERO
+                };
+                (outcome, now)
+            } else {
+                let now = this.clock.read(this.timer, this.state.start());
+                (this.classifier.classify(&result), now)
+            };
             keep(
                 id,
                 outcome.kind,

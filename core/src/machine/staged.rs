@@ -305,6 +305,42 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         }
     }
 
+    /// Whether the machine itself uses the call's start instant: the
+    /// compact stage cannot decide the call (the policy hedges, on the
+    /// hedge delay's clock), or attempts have deadlines (a timeout per
+    /// attempt or overall). When it does not, and neither the gate nor the
+    /// observer uses instants, the driver reads no clock at the start: it
+    /// feeds the start at the epoch, and reads an attempt's end only where
+    /// [`Staged::may_back_off_after`] says the machine needs it (issue 16).
+    /// Asked before the start.
+    #[inline(always)]
+    pub(crate) fn times_its_start(&self) -> bool {
+        let r = self.cfg.retry();
+        // Hedging on, with room for a hedge (a test of the flag: a call
+        // whose ceiling allows none reads the clock all the same).
+        !M::COMPACT
+            || (M::SLOTS > 1 && self.cfg.policy().hedge.enabled)
+            || r.timeout_per_attempt.is_some()
+            || r.overall_timeout.is_some()
+    }
+
+    /// Whether the machine may sleep after an attempt that ended with
+    /// `outcome` (a retryable failure, with a backoff in the policy or a
+    /// retry-after hint: the sleep's deadline counts from the attempt's
+    /// end). What the driver asks of a call whose start it left unread
+    /// ([`Staged::times_its_start`]), whichever stage decides it: its
+    /// other ends (a success, a failure that ends the call, a retry at
+    /// once) need no time, and are fed at the epoch (the machine takes the
+    /// latest instant it saw).
+    #[inline(always)]
+    pub(crate) fn may_back_off_after(&self, outcome: &Outcome) -> bool {
+        let r = self.cfg.retry();
+        outcome.kind == OutcomeKind::Retryable
+            && (!r.initial_backoff.is_zero()
+                || !r.max_backoff.is_zero()
+                || outcome.retry_after.is_some())
+    }
+
     /// Over: its future has resolved (or been dropped).
     #[inline(always)]
     pub(crate) fn set_done(&mut self) {
@@ -590,24 +626,22 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     }
 
     /// Makes the full machine in the state the compact stage is in; `now`
-    /// seeds its RNG when the caller gave none and the call has not
-    /// started.
+    /// (the instant it grows at) seeds its RNG when the caller gave none.
     fn grow(&mut self, now: Instant) {
         // A compact stage grows once.
         let Stage::First(first) = core::mem::replace(&mut self.stage, Stage::Done) else {
             unreachable!();
         };
-        let seeded = if first.step == Step::Idle {
-            now
-        } else {
-            first.start
-        };
         // Without an RNG from the caller, the machine seeds one from the
-        // call's start: no clock read for a seed that would be replaced.
+        // instant it grows at (the call's start, or the event that grew
+        // it): no clock read for a seed that would be replaced, and none
+        // of a start that was not read (a call whose instants nobody
+        // uses, see `Staged::times_its_start`, grows at a failure's end,
+        // read when it may back off).
         let rng = first
             .rng
             .clone()
-            .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
+            .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(now)));
         let cfg = &self.cfg;
         self.stage = Stage::Full(M::make(cfg, rng));
         // Just made.
@@ -832,8 +866,8 @@ fn event_time(event: Event) -> Instant {
 }
 
 /// The seed of a call's RNG when its caller gave none: a process-wide call
-/// counter mixed with the time `now` the call started, so that calls that
-/// start together draw independent jitter.
+/// counter mixed with the time `now` its machine is made at, so that calls
+/// that start together draw independent jitter.
 #[inline]
 fn call_seed(now: Instant) -> u64 {
     #[cfg(target_has_atomic = "32")]

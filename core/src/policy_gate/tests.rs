@@ -803,3 +803,46 @@ fn a_budget_sees_each_request_as_the_machine_asked_it() {
     let nows: Vec<_> = asked.iter().map(|a| a.4).collect();
     assert_eq!(nows, [ms(5), ms(16), ms(37)]);
 }
+
+/// Issue 16, lazy clock reads: a gate whose policy asks for nothing (no
+/// budget, no breaker, no samples, no bound) and hedges never uses the
+/// machine's instants, so a call it guards may leave its clock unread;
+/// anything the policy asks for, or a trigger, uses them.
+#[test]
+fn a_gate_uses_time_exactly_when_its_policy_asks_for_something_or_it_hedges() {
+    assert!(!GateNeeds::NOTHING.time());
+    let plain = Policy::DEFAULT;
+    assert!(!GateNeeds::of(&plain, None).time());
+    let gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &plain, None, Parts::default());
+    assert!(!Gate::uses_time(&gate));
+
+    let mut budgeted = Policy::DEFAULT;
+    budgeted.retry.budget.name = name("retry.budget.name", "retries").unwrap();
+    let mut breaker = Policy::DEFAULT;
+    breaker.circuit.enabled = true;
+    let mut quantile = Policy::DEFAULT;
+    quantile.retry.deadline_quantile_permille = 950;
+    for (what, policy) in [
+        ("a retry budget", &budgeted),
+        ("the breaker", &breaker),
+        ("latency samples", &quantile),
+    ] {
+        assert!(GateNeeds::of(policy, None).time(), "{what}");
+        let gate: PolicyGate<'_, _> = PolicyGate::new(KEY, policy, None, Parts::default());
+        assert!(Gate::uses_time(&gate), "{what}");
+    }
+    // A fixed-delay trigger alone is not counted (only a call that hedges
+    // asks it, and such a call reads its clock for the machine: see
+    // `Gate::uses_time`); a hedge budget is.
+    let hedging = hedged("", "");
+    assert!(!GateNeeds::of(&hedging, Trigger::parse("")).time());
+    let hedge_budget = hedged("", "hedges");
+    assert!(GateNeeds::of(&hedge_budget, None).time());
+    // Through a reference, the same answers; the open gate uses none.
+    let mut gate: PolicyGate<'_, _> = PolicyGate::new(KEY, &plain, None, Parts::default());
+    assert!(!Gate::uses_time(&&mut gate));
+    assert!(!Gate::uses_time(&()));
+    // Its type says it may answer `false` (or the driver would not ask).
+    const { assert!(<PolicyGate<'static, Parts<'static>> as Gate>::MAY_IGNORE_TIME) };
+    const { assert!(<&mut PolicyGate<'static, Parts<'static>> as Gate>::MAY_IGNORE_TIME) };
+}
