@@ -99,10 +99,12 @@ pub trait MachineOps<P> {
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
+        drawn: Drawn,
     );
     /// Takes over the compact stage's call whose retry group `group` is
-    /// due at `at` after the retryable failure `last` (see
-    /// [`Core::retry_due`](super::Core::retry_due)).
+    /// due at `at` (or, sleeping, at `wake`) after the retryable failure
+    /// `last` (see [`Core::retry_due`](super::Core::retry_due)).
+    #[allow(clippy::too_many_arguments)]
     fn retry_due(
         &mut self,
         cfg: &PolicySettings<P>,
@@ -110,6 +112,8 @@ pub trait MachineOps<P> {
         start: Instant,
         at: Instant,
         last: Outcome,
+        drawn: Drawn,
+        wake: Option<Instant>,
     );
     /// Takes attempt `id`'s success at `now`, whose record the compact
     /// stage gave out already (and released at the gate): what
@@ -269,6 +273,25 @@ pub(crate) struct First {
     /// retry is due, the reason of the retryable failure before it (the
     /// gate hears that failure when it is asked about the retry).
     budget_reason: &'static str,
+    /// The backoff drawn so far, and the sleep before the running (or due)
+    /// attempt: what its record says, and, while the stage sleeps
+    /// ([`Step::Backoff`]), how long after `now` the retry is due.
+    drawn: Drawn,
+}
+
+/// The backoff of a call the compact stage retries, which a full machine
+/// taking the call over continues (see [`Core::launched`]).
+#[derive(Copy, Clone, Debug, Default)]
+#[doc(hidden)]
+pub struct Drawn {
+    /// The backoff sequence's state ([`Backoff::state`](crate::backoff::Backoff);
+    /// 0 before the first draw).
+    pub(crate) state: u64,
+    /// The multiplier in fixed point once converted (0: not yet; see
+    /// [`Settings::next_delay`]).
+    pub(crate) milli: u16,
+    /// The sleep before the running (or due) retry group's primary.
+    pub(crate) slept: Duration,
 }
 
 /// Where the compact stage is.
@@ -278,6 +301,9 @@ enum Step {
     Idle,
     /// An attempt is due (the gate not asked yet): the first, or a retry.
     Ready,
+    /// A retry is due once the backoff drawn after the failure before it
+    /// is slept (see [`First::wake`]).
+    Backoff,
     /// An attempt runs.
     Running,
     /// It succeeded, and the gate and the observer are being told.
@@ -301,6 +327,11 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 start: Instant::ZERO,
                 now: Instant::ZERO,
                 budget_reason: "",
+                drawn: Drawn {
+                    state: 0,
+                    milli: 0,
+                    slept: Duration::ZERO,
+                },
             }),
         }
     }
@@ -388,11 +419,14 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             Stage::Done => unreachable!(),
             Stage::First(first) => first,
         };
-        match (event, first.step) {
+        // A retry the stage launches: at once after a failure, or when
+        // its backoff is slept (one launch for both).
+        let retry = match (event, first.step) {
             (Event::Start { now }, Step::Idle) => {
                 if let Some(info) = first.started::<P, M>(&self.cfg, now) {
                     return self.launch(info, None, sink);
                 }
+                None
             }
             (Event::AttemptFinished { id, outcome, now }, Step::Running)
                 if id.0 == first.attempt && outcome.kind == OutcomeKind::Success =>
@@ -409,7 +443,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                         end,
                         outcome,
                         false,
-                        core::time::Duration::ZERO,
+                        first.drawn.slept,
                     );
                     sink.gate().attempt_ended(&record);
                     sink.record(&record);
@@ -422,24 +456,45 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             (Event::AttemptFinished { id, outcome, now }, Step::Running)
                 if id.0 == first.attempt && outcome.kind == OutcomeKind::Retryable =>
             {
-                if let Some(info) = first.retry(self.cfg.policy(), outcome, now) {
-                    // Its record's makings, before the stage moves on.
-                    let failed = first.slot(self.cfg.policy(), first.now);
-                    let end = first.now.max(now);
-                    // Set before the gate and the observer hear of the
-                    // failure: a panic in either leaves the retry due, as
-                    // it leaves the full machine.
-                    first.now = end;
-                    first.attempt = info.id.0;
-                    first.budget_reason = outcome.reason;
-                    first.step = Step::Ready;
-                    if sink.gate().hears_attempts() || sink.hears_records() {
-                        let record = failed.record(end, outcome, false, core::time::Duration::ZERO);
-                        sink.gate().attempt_ended(&record);
-                        sink.record(&record);
+                // The failed attempt's sleep, before the retry's is drawn.
+                let slept = first.drawn.slept;
+                match first.retry(&self.cfg, outcome, now) {
+                    Some((info, wake)) => {
+                        // Its record's makings, before the stage moves on.
+                        let failed = first.slot(self.cfg.policy(), first.now);
+                        let end = first.now.max(now);
+                        // Set before the gate and the observer hear of the
+                        // failure: a panic in either leaves the retry due
+                        // (or the backoff to sleep), as it leaves the full
+                        // machine.
+                        first.now = end;
+                        first.attempt = info.id.0;
+                        first.budget_reason = outcome.reason;
+                        let sleeps = wake > end;
+                        first.step = if sleeps { Step::Backoff } else { Step::Ready };
+                        if sink.gate().hears_attempts() || sink.hears_records() {
+                            let record = failed.record(end, outcome, false, slept);
+                            sink.gate().attempt_ended(&record);
+                            sink.record(&record);
+                        }
+                        if sleeps {
+                            return Next::Wait(wake);
+                        }
+                        Some((info, outcome))
                     }
-                    return self.launch(info, Some(outcome), sink);
+                    None => None,
                 }
+            }
+            // The backoff slept: the retry is due (a tick before it grows
+            // the stage, which a driver feeds only with a clock that
+            // reads earlier than its timer).
+            (Event::Tick { now }, Step::Backoff) if now >= first.wake() => {
+                first.now = now;
+                first.step = Step::Ready;
+                let info = first.launch(self.cfg.policy(), first.attempt, now);
+                // The failure before it was retryable, with no hint (see
+                // `First::retry`).
+                Some((info, Outcome::retryable(first.budget_reason)))
             }
             // A finished machine only moves its clock.
             (
@@ -449,7 +504,10 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 first.now = first.now.max(now);
                 return Next::Finish(first.success());
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some((info, previous)) = retry {
+            return self.launch(info, Some(previous), sink);
         }
         self.grow_for(event_time(event));
         Next::Feed
@@ -507,6 +565,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                     Some(until) => Next::Wait(until),
                     None => Next::AwaitAttempts,
                 },
+                Step::Backoff => Next::Wait(first.wake()),
                 Step::Finished => Next::Finish(first.success()),
                 // An event in between stopped short (something it called
                 // panicked): the full machine knows where it is (and, when
@@ -617,14 +676,16 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         if first.step == Step::Idle {
             return;
         }
-        if first.step == Step::Ready {
+        if first.step <= Step::Backoff {
             if first.attempt == 0 {
                 machine.handle(cfg, Event::Start { now: first.start });
             } else {
                 // The failure before it was retryable, with no hint (see
-                // `First::retry`).
+                // `First::retry`); sleeping, the retry is due at its wake.
                 let last = Outcome::retryable(first.budget_reason);
-                machine.retry_due(cfg, first.attempt, first.start, first.now, last);
+                let wake = (first.step == Step::Backoff).then(|| first.wake());
+                let (start, at) = (first.start, first.now);
+                machine.retry_due(cfg, first.attempt, start, at, last, first.drawn, wake);
             }
             return;
         }
@@ -636,6 +697,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             first.start,
             first.now,
             first.budget_reason,
+            first.drawn,
         );
         if first.step == Step::Running {
             return;
@@ -716,9 +778,10 @@ impl<P, M> Staged<P, M> {
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
+            drawn: Drawn::default(),
         };
         let fields = super::layout_of!(&first; rng, step, attempt, timed, start, now,
-            budget_reason);
+            budget_reason, drawn);
         (core::mem::size_of::<First>(), fields)
     }
 }
@@ -787,22 +850,31 @@ impl First {
         Verdict::Success(AttemptId(self.attempt))
     }
 
-    /// The next retry group's primary, when the compact stage retries the
-    /// running attempt's retryable failure `outcome` at `now` itself: at
-    /// once, which the full machine does when the policy has no backoff
-    /// and the failure no retry-after hint, attempts are left, and the
-    /// call's deadline (and so the retry's) is after `now`. `None` when
-    /// the full machine decides (it grows first): attempts exhausted, a
-    /// deadline, a backoff or a hint.
+    /// The next retry group's primary and when it is due, when the
+    /// compact stage retries the running attempt's retryable failure
+    /// `outcome` at `now` itself: what the full machine does when the
+    /// failure has no retry-after hint and attempts are left, under a
+    /// policy without backoff (at once, the call's deadline, and so the
+    /// retry's, after `now`) or with one and without timeouts (after the
+    /// backoff it draws here, as the full machine draws it: due at `now`
+    /// when the delay is zero). `None` when the full machine decides (it
+    /// grows first, before any draw): attempts exhausted, a hint, a
+    /// deadline due, or a backoff with deadlines to check it against.
     #[inline(always)]
-    fn retry(&self, policy: &Policy, outcome: Outcome, now: Instant) -> Option<AttemptInfo> {
+    fn retry<P: Borrow<Policy>>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Option<(AttemptInfo, Instant)> {
+        let policy = cfg.policy();
         let r = &policy.retry;
+        let backoff = !r.initial_backoff.is_zero() || !r.max_backoff.is_zero();
         // One attempt per group: the next group's index is its id. Its
         // retry is the full machine's when ids run out (at `u16::MAX`).
         let next = self.attempt + 1;
         if outcome.retry_after.is_some()
-            || !r.initial_backoff.is_zero()
-            || !r.max_backoff.is_zero()
+            || (backoff && self.timed)
             || u32::from(next) >= r.max_attempts.max(1)
             || next == u16::MAX
         {
@@ -812,11 +884,35 @@ impl First {
         let info = self.launch(policy, next, end);
         // A deadline due: the call's (the full machine ends the call) or
         // the retry's own (saturated at the clock's end; it cuts the
-        // retry at once). The retry's is never after the call's.
+        // retry at once). The retry's is never after the call's. (None
+        // with a backoff: the policy has no timeouts.)
         if info.deadline.is_some_and(|d| d <= end) {
             return None;
         }
-        Some(info)
+        if !backoff {
+            self.drawn.slept = Duration::ZERO;
+            return Some((info, end));
+        }
+        let delay = self.draw(cfg);
+        self.drawn.slept = delay;
+        Some((info, end + delay))
+    }
+
+    /// The next backoff delay, drawn as the full machine draws it (from
+    /// the caller's RNG, or one seeded as growth would seed it).
+    #[inline(never)]
+    fn draw<P: Borrow<Policy>>(&mut self, cfg: &PolicySettings<P>) -> Duration {
+        let start = self.start;
+        let rng = self
+            .rng
+            .get_or_insert_with(|| fastrand::Rng::with_seed(call_seed(start)));
+        cfg.next_delay(&mut self.drawn.state, &mut self.drawn.milli, rng)
+    }
+
+    /// When the retry due after a backoff is ([`Step::Backoff`]).
+    #[inline(always)]
+    fn wake(&self) -> Instant {
+        self.now + self.drawn.slept
     }
 }
 
@@ -969,8 +1065,9 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<N> {
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
+        drawn: Drawn,
     ) {
-        self.run(cfg).launched(group, start, at, budget_reason);
+        self.run(cfg).launched(group, start, at, budget_reason, drawn);
     }
     fn retry_due(
         &mut self,
@@ -979,8 +1076,10 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<N> {
         start: Instant,
         at: Instant,
         last: Outcome,
+        drawn: Drawn,
+        wake: Option<Instant>,
     ) {
-        self.run(cfg).retry_due(group, start, at, last);
+        self.run(cfg).retry_due(group, start, at, last, drawn, wake);
     }
     fn succeeded(&mut self, cfg: &PolicySettings<P>, id: AttemptId, now: Instant) {
         self.run(cfg).succeeded(id, now);
@@ -1041,8 +1140,9 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> 
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
+        drawn: Drawn,
     ) {
-        self.run().launched(group, start, at, budget_reason);
+        self.run().launched(group, start, at, budget_reason, drawn);
     }
     fn retry_due(
         &mut self,
@@ -1051,8 +1151,10 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> 
         start: Instant,
         at: Instant,
         last: Outcome,
+        drawn: Drawn,
+        wake: Option<Instant>,
     ) {
-        self.run().retry_due(group, start, at, last);
+        self.run().retry_due(group, start, at, last, drawn, wake);
     }
     fn succeeded(&mut self, _: &PolicySettings<P>, id: AttemptId, now: Instant) {
         self.run().succeeded(id, now);
