@@ -456,33 +456,41 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             (Event::AttemptFinished { id, outcome, now }, Step::Running)
                 if id.0 == first.attempt && outcome.kind == OutcomeKind::Retryable =>
             {
-                // The failed attempt's sleep, before the retry's is drawn.
-                let slept = first.drawn.slept;
-                match first.retry(&self.cfg, outcome, now) {
-                    Some((info, wake)) => {
-                        // Its record's makings, before the stage moves on.
-                        let failed = first.slot(self.cfg.policy(), first.now);
-                        let end = first.now.max(now);
-                        // Set before the gate and the observer hear of the
-                        // failure: a panic in either leaves the retry due
-                        // (or the backoff to sleep), as it leaves the full
-                        // machine.
-                        first.now = end;
-                        first.attempt = info.id.0;
-                        first.budget_reason = outcome.reason;
-                        let sleeps = wake > end;
-                        first.step = if sleeps { Step::Backoff } else { Step::Ready };
-                        if sink.gate().hears_attempts() || sink.hears_records() {
-                            let record = failed.record(end, outcome, false, slept);
-                            sink.gate().attempt_ended(&record);
-                            sink.record(&record);
-                        }
-                        if sleeps {
-                            return Next::Wait(wake);
-                        }
-                        Some((info, outcome))
+                let policy = self.cfg.policy();
+                let at_once = first.retry(policy, outcome, now);
+                if at_once.is_some() || first.sleeps(policy, outcome) {
+                    // Its record's makings, before the stage moves on.
+                    let failed = first.slot(policy, first.now);
+                    let slept = first.drawn.slept;
+                    let end = first.now.max(now);
+                    let wake = match at_once {
+                        Some(_) => None,
+                        None => first.back_off(&self.cfg, end),
+                    };
+                    // Set before the gate and the observer hear of the
+                    // failure: a panic in either leaves the retry due (or
+                    // the backoff to sleep), as it leaves the full machine.
+                    first.now = end;
+                    first.attempt += 1;
+                    first.budget_reason = outcome.reason;
+                    first.step = if wake.is_some() {
+                        Step::Backoff
+                    } else {
+                        Step::Ready
+                    };
+                    if sink.gate().hears_attempts() || sink.hears_records() {
+                        let record = failed.record(end, outcome, false, slept);
+                        sink.gate().attempt_ended(&record);
+                        sink.record(&record);
                     }
-                    None => None,
+                    match (wake, at_once) {
+                        (Some(wake), _) => return Next::Wait(wake),
+                        (None, Some(info)) => Some((info, outcome)),
+                        // A zero delay drawn: due at once.
+                        (None, None) => Some((first.launch(policy, first.attempt, end), outcome)),
+                    }
+                } else {
+                    None
                 }
             }
             // The backoff slept: the retry is due (a tick before it grows
@@ -850,31 +858,23 @@ impl First {
         Verdict::Success(AttemptId(self.attempt))
     }
 
-    /// The next retry group's primary and when it is due, when the
-    /// compact stage retries the running attempt's retryable failure
-    /// `outcome` at `now` itself: what the full machine does when the
-    /// failure has no retry-after hint and attempts are left, under a
-    /// policy without backoff (at once, the call's deadline, and so the
-    /// retry's, after `now`) or with one and without timeouts (after the
-    /// backoff it draws here, as the full machine draws it: due at `now`
-    /// when the delay is zero). `None` when the full machine decides (it
-    /// grows first, before any draw): attempts exhausted, a hint, a
-    /// deadline due, or a backoff with deadlines to check it against.
+    /// The next retry group's primary, when the compact stage retries the
+    /// running attempt's retryable failure `outcome` at `now` itself: at
+    /// once, which the full machine does when the policy has no backoff
+    /// and the failure no retry-after hint, attempts are left, and the
+    /// call's deadline (and so the retry's) is after `now`. `None` when
+    /// the stage sleeps a backoff first ([`sleeps`](Self::sleeps)) or the
+    /// full machine decides (it grows first): attempts exhausted, a
+    /// deadline, a backoff under one, or a hint.
     #[inline(always)]
-    fn retry<P: Borrow<Policy>>(
-        &mut self,
-        cfg: &PolicySettings<P>,
-        outcome: Outcome,
-        now: Instant,
-    ) -> Option<(AttemptInfo, Instant)> {
-        let policy = cfg.policy();
+    fn retry(&self, policy: &Policy, outcome: Outcome, now: Instant) -> Option<AttemptInfo> {
         let r = &policy.retry;
-        let backoff = !r.initial_backoff.is_zero() || !r.max_backoff.is_zero();
         // One attempt per group: the next group's index is its id. Its
         // retry is the full machine's when ids run out (at `u16::MAX`).
         let next = self.attempt + 1;
         if outcome.retry_after.is_some()
-            || (backoff && self.timed)
+            || !r.initial_backoff.is_zero()
+            || !r.max_backoff.is_zero()
             || u32::from(next) >= r.max_attempts.max(1)
             || next == u16::MAX
         {
@@ -884,29 +884,53 @@ impl First {
         let info = self.launch(policy, next, end);
         // A deadline due: the call's (the full machine ends the call) or
         // the retry's own (saturated at the clock's end; it cuts the
-        // retry at once). The retry's is never after the call's. (None
-        // with a backoff: the policy has no timeouts.)
+        // retry at once). The retry's is never after the call's.
         if info.deadline.is_some_and(|d| d <= end) {
             return None;
         }
-        if !backoff {
-            self.drawn.slept = Duration::ZERO;
-            return Some((info, end));
-        }
-        let delay = self.draw(cfg);
-        self.drawn.slept = delay;
-        Some((info, end + delay))
+        Some(info)
     }
 
-    /// The next backoff delay, drawn as the full machine draws it (from
-    /// the caller's RNG, or one seeded as growth would seed it).
+    /// Whether the compact stage retries the running attempt's retryable
+    /// failure `outcome` after a backoff ([`back_off`](Self::back_off)),
+    /// when it does not at once ([`retry`](Self::retry)): the policy has
+    /// a backoff and no timeouts (no deadline to check the wake against,
+    /// which needs the gate's expected latency), the failure no hint, and
+    /// attempts are left.
+    /// (Asked only when [`retry`](Self::retry) said `None`: without
+    /// timeouts, a hint or attempts left, that means a backoff.)
+    #[inline(always)]
+    fn sleeps(&self, policy: &Policy, outcome: Outcome) -> bool {
+        let r = &policy.retry;
+        let next = self.attempt + 1;
+        outcome.retry_after.is_none()
+            && !self.timed
+            && u32::from(next) < r.max_attempts.max(1)
+            && next != u16::MAX
+    }
+
+    /// The backoff before the retry of a failure at `end` when the stage
+    /// [`sleeps`](Self::sleeps): draws the delay as the full machine
+    /// draws it (from the caller's RNG, or one seeded as growth would
+    /// seed it) and keeps it. Returns when the retry is due, or `None`
+    /// for a delay of zero (due at once, as the clock's end is). Out of
+    /// line, and given no sink (the driver's stays in registers): the
+    /// success path and the retry at once do not carry it.
     #[inline(never)]
-    fn draw<P: Borrow<Policy>>(&mut self, cfg: &PolicySettings<P>) -> Duration {
+    fn back_off<P: Borrow<Policy>>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        end: Instant,
+    ) -> Option<Instant> {
         let start = self.start;
         let rng = self
             .rng
             .get_or_insert_with(|| fastrand::Rng::with_seed(call_seed(start)));
-        cfg.next_delay(&mut self.drawn.state, &mut self.drawn.milli, rng)
+        let delay = cfg.next_delay(&mut self.drawn.state, &mut self.drawn.milli, rng);
+        self.drawn.slept = delay;
+        // The full machine's wake: the clock's end at the latest.
+        let wake = end + delay;
+        (wake > end).then_some(wake)
     }
 
     /// When the retry due after a backoff is ([`Step::Backoff`]).
