@@ -419,14 +419,11 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             Stage::Done => unreachable!(),
             Stage::First(first) => first,
         };
-        // A retry the stage launches: at once after a failure, or when
-        // its backoff is slept (one launch for both).
-        let retry = match (event, first.step) {
+        match (event, first.step) {
             (Event::Start { now }, Step::Idle) => {
                 if let Some(info) = first.started::<P, M>(&self.cfg, now) {
                     return self.launch(info, None, sink);
                 }
-                None
             }
             (Event::AttemptFinished { id, outcome, now }, Step::Running)
                 if id.0 == first.attempt && outcome.kind == OutcomeKind::Success =>
@@ -483,26 +480,23 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                         sink.gate().attempt_ended(&record);
                         sink.record(&record);
                     }
-                    match (wake, at_once) {
-                        (Some(wake), _) => return Next::Wait(wake),
-                        (None, Some(info)) => Some((info, outcome)),
-                        // A zero delay drawn: due at once.
-                        (None, None) => Some((first.launch(policy, first.attempt, end), outcome)),
+                    match (at_once, wake) {
+                        (Some(info), _) => return self.launch(info, Some(outcome), sink),
+                        (None, Some(wake)) => return Next::Wait(wake),
+                        // A zero delay drawn: due at once, launched by
+                        // the drain (see `drain`).
+                        (None, None) => return Next::Drain,
                     }
-                } else {
-                    None
                 }
             }
-            // The backoff slept: the retry is due (a tick before it grows
-            // the stage, which a driver feeds only with a clock that
-            // reads earlier than its timer).
+            // The backoff slept: the retry is due, launched by the drain
+            // (see `drain`). (A tick before it grows the stage: a driver
+            // feeds one only with a clock that reads earlier than its
+            // timer.)
             (Event::Tick { now }, Step::Backoff) if now >= first.wake() => {
                 first.now = now;
                 first.step = Step::Ready;
-                let info = first.launch(self.cfg.policy(), first.attempt, now);
-                // The failure before it was retryable, with no hint (see
-                // `First::retry`).
-                Some((info, Outcome::retryable(first.budget_reason)))
+                return Next::Drain;
             }
             // A finished machine only moves its clock.
             (
@@ -512,10 +506,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 first.now = first.now.max(now);
                 return Next::Finish(first.success());
             }
-            _ => None,
-        };
-        if let Some((info, previous)) = retry {
-            return self.launch(info, Some(previous), sink);
+            _ => {}
         }
         self.grow_for(event_time(event));
         Next::Feed
@@ -527,9 +518,26 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// [`Next::Drain`]): the record of
     /// an attempt the event ended goes straight to the gate and `sink`,
     /// never kept in the machine.
+    ///
+    /// The compact stage asks for a drain for one thing: the retry due
+    /// after its backoff (slept, or drawn as zero), which it launches here
+    /// — one place in the driver, rather than at each place it feeds a
+    /// tick or an attempt's end.
     #[inline(always)]
     pub(crate) fn drain<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
-        // Only the full machine asks for a drain.
+        if let Stage::First(first) = &mut self.stage {
+            let info = first.launch(self.cfg.policy(), first.attempt, first.now);
+            // The failure before it was retryable, with no hint (see
+            // `First::sleeps`).
+            let previous = Outcome::retryable(first.budget_reason);
+            match self.launch(info, Some(previous), sink) {
+                // A drain ends in a wait or the finish.
+                Next::Launched(Some(until)) => return Next::Wait(until),
+                Next::Launched(None) => return Next::AwaitAttempts,
+                // Refused: grown, the full machine ends the call.
+                _ => {}
+            }
+        }
         let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
