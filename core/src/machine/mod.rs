@@ -783,7 +783,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     ) {
         self.took_over(group, start, at, drawn);
         // The sleep before this group's primary.
-        self.group_backoff = drawn.slept;
+        self.group_backoff = drawn.slept();
         self.phase = Phase::Running(at);
         self.groups += 1;
         self.launched += 1;
@@ -818,7 +818,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
             Some(wake) => Phase::Backoff(wake),
             None => Phase::Ready,
         };
-        self.next_backoff = drawn.slept;
+        self.next_backoff = drawn.slept();
         self.last = Last::outcome(last);
     }
 

@@ -290,8 +290,22 @@ pub struct Drawn {
     /// The multiplier in fixed point once converted (0: not yet; see
     /// [`Settings::next_delay`]).
     pub(crate) milli: u16,
+    /// The sleep before the running (or due) retry group's primary, in
+    /// nanoseconds (a `u64`, not a `Duration`: a call starts with it
+    /// zeroed, and one word zeroes in one store).
+    pub(crate) slept: u64,
+}
+
+impl Drawn {
     /// The sleep before the running (or due) retry group's primary.
-    pub(crate) slept: Duration,
+    #[inline(always)]
+    pub(crate) fn slept(&self) -> Duration {
+        if self.slept == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.slept)
+        }
+    }
 }
 
 /// Where the compact stage is.
@@ -330,7 +344,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 drawn: Drawn {
                     state: 0,
                     milli: 0,
-                    slept: Duration::ZERO,
+                    slept: 0,
                 },
             }),
         }
@@ -440,7 +454,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                         end,
                         outcome,
                         false,
-                        first.drawn.slept,
+                        first.drawn.slept(),
                     );
                     sink.gate().attempt_ended(&record);
                     sink.record(&record);
@@ -458,7 +472,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 if at_once.is_some() || first.sleeps(policy, outcome) {
                     // Its record's makings, before the stage moves on.
                     let failed = first.slot(policy, first.now);
-                    let slept = first.drawn.slept;
+                    let slept = first.drawn.slept();
                     let end = first.now.max(now);
                     let wake = match at_once {
                         Some(_) => None,
@@ -935,16 +949,17 @@ impl First {
             .rng
             .get_or_insert_with(|| fastrand::Rng::with_seed(call_seed(start)));
         let delay = cfg.next_delay(&mut self.drawn.state, &mut self.drawn.milli, rng);
-        self.drawn.slept = delay;
-        // The full machine's wake: the clock's end at the latest.
-        let wake = end + delay;
+        self.drawn.slept = nanos(delay);
+        // The full machine's wake (`end + delay`): the clock's end at the
+        // latest.
+        let wake = end.plus_nanos(self.drawn.slept);
         (wake > end).then_some(wake)
     }
 
     /// When the retry due after a backoff is ([`Step::Backoff`]).
     #[inline(always)]
     fn wake(&self) -> Instant {
-        self.now + self.drawn.slept
+        self.now.plus_nanos(self.drawn.slept)
     }
 }
 
