@@ -779,11 +779,8 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
-        drawn: staged::Drawn,
     ) {
-        self.took_over(group, start, at, drawn);
-        // The sleep before this group's primary.
-        self.group_backoff = drawn.slept();
+        self.took_over(group, start, at);
         self.phase = Phase::Running(at);
         self.groups += 1;
         self.launched += 1;
@@ -799,34 +796,19 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     }
 
     /// A machine just made takes over the compact stage's call whose
-    /// retry group `group` (> 0) is due at `at` after the previous
-    /// group's retryable failure `last`, the backoff `drawn` slept before
-    /// it — or, while it is slept, due at `wake` (a call without
-    /// deadlines: no check of the wake against one is due) — (see
+    /// retry group `group` (> 0) is due at `at`, with no backoff, after the
+    /// previous group's retryable failure `last` (see
     /// [`launched`](Self::launched)): the gate not asked yet.
-    pub(crate) fn retry_due(
-        &mut self,
-        group: u16,
-        start: Instant,
-        at: Instant,
-        last: Outcome,
-        drawn: staged::Drawn,
-        wake: Option<Instant>,
-    ) {
-        self.took_over(group, start, at, drawn);
-        self.phase = match wake {
-            Some(wake) => Phase::Backoff(wake),
-            None => Phase::Ready,
-        };
-        self.next_backoff = drawn.slept();
+    pub(crate) fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
+        self.took_over(group, start, at);
+        self.phase = Phase::Ready;
         self.last = Last::outcome(last);
     }
 
     /// What [`launched`](Self::launched) and
     /// [`retry_due`](Self::retry_due) share: `group` groups launched, at
-    /// `at`, each of one attempt, the last of which failed; the backoff
-    /// sequence where `drawn` left it.
-    fn took_over(&mut self, group: u16, start: Instant, at: Instant, drawn: staged::Drawn) {
+    /// `at`, each of one attempt, the last of which failed.
+    fn took_over(&mut self, group: u16, start: Instant, at: Instant) {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = at;
         self.start = start;
@@ -835,8 +817,6 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         self.launched = group;
         self.ran = group;
         self.group_backoff = Duration::ZERO;
-        self.backoff = drawn.state;
-        self.multiplier_milli = drawn.milli;
         self.last_failure = group.checked_sub(1).map(AttemptId);
     }
 

@@ -99,12 +99,10 @@ pub trait MachineOps<P> {
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
-        drawn: Drawn,
     );
     /// Takes over the compact stage's call whose retry group `group` is
-    /// due at `at` (or, sleeping, at `wake`) after the retryable failure
-    /// `last` (see [`Core::retry_due`](super::Core::retry_due)).
-    #[allow(clippy::too_many_arguments)]
+    /// due at `at` after the retryable failure `last` (see
+    /// [`Core::retry_due`](super::Core::retry_due)).
     fn retry_due(
         &mut self,
         cfg: &PolicySettings<P>,
@@ -112,8 +110,6 @@ pub trait MachineOps<P> {
         start: Instant,
         at: Instant,
         last: Outcome,
-        drawn: Drawn,
-        wake: Option<Instant>,
     );
     /// Takes attempt `id`'s success at `now`, whose record the compact
     /// stage gave out already (and released at the gate): what
@@ -273,39 +269,6 @@ pub(crate) struct First {
     /// retry is due, the reason of the retryable failure before it (the
     /// gate hears that failure when it is asked about the retry).
     budget_reason: &'static str,
-    /// The backoff drawn so far, and the sleep before the running (or due)
-    /// attempt: what its record says, and, while the stage sleeps
-    /// ([`Step::Backoff`]), how long after `now` the retry is due.
-    drawn: Drawn,
-}
-
-/// The backoff of a call the compact stage retries, which a full machine
-/// taking the call over continues (see [`Core::launched`]).
-#[derive(Copy, Clone, Debug, Default)]
-#[doc(hidden)]
-pub struct Drawn {
-    /// The backoff sequence's state ([`Backoff::state`](crate::backoff::Backoff);
-    /// 0 before the first draw).
-    pub(crate) state: u64,
-    /// The multiplier in fixed point once converted (0: not yet; see
-    /// [`Settings::next_delay`]).
-    pub(crate) milli: u16,
-    /// The sleep before the running (or due) retry group's primary, in
-    /// nanoseconds (a `u64`, not a `Duration`: a call starts with it
-    /// zeroed, and one word zeroes in one store).
-    pub(crate) slept: u64,
-}
-
-impl Drawn {
-    /// The sleep before the running (or due) retry group's primary.
-    #[inline(always)]
-    pub(crate) fn slept(&self) -> Duration {
-        if self.slept == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(self.slept)
-        }
-    }
 }
 
 /// Where the compact stage is.
@@ -315,9 +278,6 @@ enum Step {
     Idle,
     /// An attempt is due (the gate not asked yet): the first, or a retry.
     Ready,
-    /// A retry is due once the backoff drawn after the failure before it
-    /// is slept (see [`First::wake`]).
-    Backoff,
     /// An attempt runs.
     Running,
     /// It succeeded, and the gate and the observer are being told.
@@ -341,11 +301,6 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 start: Instant::ZERO,
                 now: Instant::ZERO,
                 budget_reason: "",
-                drawn: Drawn {
-                    state: 0,
-                    milli: 0,
-                    slept: 0,
-                },
             }),
         }
     }
@@ -454,7 +409,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                         end,
                         outcome,
                         false,
-                        first.drawn.slept(),
+                        core::time::Duration::ZERO,
                     );
                     sink.gate().attempt_ended(&record);
                     sink.record(&record);
@@ -467,50 +422,24 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             (Event::AttemptFinished { id, outcome, now }, Step::Running)
                 if id.0 == first.attempt && outcome.kind == OutcomeKind::Retryable =>
             {
-                let policy = self.cfg.policy();
-                let at_once = first.retry(policy, outcome, now);
-                if at_once.is_some() || first.sleeps(policy, outcome) {
+                if let Some(info) = first.retry(self.cfg.policy(), outcome, now) {
                     // Its record's makings, before the stage moves on.
-                    let failed = first.slot(policy, first.now);
-                    let slept = first.drawn.slept();
+                    let failed = first.slot(self.cfg.policy(), first.now);
                     let end = first.now.max(now);
-                    let wake = match at_once {
-                        Some(_) => None,
-                        None => first.back_off(&self.cfg, end),
-                    };
                     // Set before the gate and the observer hear of the
-                    // failure: a panic in either leaves the retry due (or
-                    // the backoff to sleep), as it leaves the full machine.
+                    // failure: a panic in either leaves the retry due, as
+                    // it leaves the full machine.
                     first.now = end;
-                    first.attempt += 1;
+                    first.attempt = info.id.0;
                     first.budget_reason = outcome.reason;
-                    first.step = if wake.is_some() {
-                        Step::Backoff
-                    } else {
-                        Step::Ready
-                    };
+                    first.step = Step::Ready;
                     if sink.gate().hears_attempts() || sink.hears_records() {
-                        let record = failed.record(end, outcome, false, slept);
+                        let record = failed.record(end, outcome, false, core::time::Duration::ZERO);
                         sink.gate().attempt_ended(&record);
                         sink.record(&record);
                     }
-                    match (at_once, wake) {
-                        (Some(info), _) => return self.launch(info, Some(outcome), sink),
-                        (None, Some(wake)) => return Next::Wait(wake),
-                        // A zero delay drawn: due at once, launched by
-                        // the drain (see `drain`).
-                        (None, None) => return Next::Drain,
-                    }
+                    return self.launch(info, Some(outcome), sink);
                 }
-            }
-            // The backoff slept: the retry is due, launched by the drain
-            // (see `drain`). (A tick before it grows the stage: a driver
-            // feeds one only with a clock that reads earlier than its
-            // timer.)
-            (Event::Tick { now }, Step::Backoff) if now >= first.wake() => {
-                first.now = now;
-                first.step = Step::Ready;
-                return Next::Drain;
             }
             // A finished machine only moves its clock.
             (
@@ -532,26 +461,9 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// [`Next::Drain`]): the record of
     /// an attempt the event ended goes straight to the gate and `sink`,
     /// never kept in the machine.
-    ///
-    /// The compact stage asks for a drain for one thing: the retry due
-    /// after its backoff (slept, or drawn as zero), which it launches here
-    /// — one place in the driver, rather than at each place it feeds a
-    /// tick or an attempt's end.
     #[inline(always)]
     pub(crate) fn drain<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
-        if let Stage::First(first) = &mut self.stage {
-            let info = first.launch(self.cfg.policy(), first.attempt, first.now);
-            // The failure before it was retryable, with no hint (see
-            // `First::sleeps`).
-            let previous = Outcome::retryable(first.budget_reason);
-            match self.launch(info, Some(previous), sink) {
-                // A drain ends in a wait or the finish.
-                Next::Launched(Some(until)) => return Next::Wait(until),
-                Next::Launched(None) => return Next::AwaitAttempts,
-                // Refused: grown, the full machine ends the call.
-                _ => {}
-            }
-        }
+        // Only the full machine asks for a drain.
         let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
@@ -595,7 +507,6 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                     Some(until) => Next::Wait(until),
                     None => Next::AwaitAttempts,
                 },
-                Step::Backoff => Next::Wait(first.wake()),
                 Step::Finished => Next::Finish(first.success()),
                 // An event in between stopped short (something it called
                 // panicked): the full machine knows where it is (and, when
@@ -706,16 +617,14 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         if first.step == Step::Idle {
             return;
         }
-        if first.step <= Step::Backoff {
+        if first.step == Step::Ready {
             if first.attempt == 0 {
                 machine.handle(cfg, Event::Start { now: first.start });
             } else {
                 // The failure before it was retryable, with no hint (see
-                // `First::retry`); sleeping, the retry is due at its wake.
+                // `First::retry`).
                 let last = Outcome::retryable(first.budget_reason);
-                let wake = (first.step == Step::Backoff).then(|| first.wake());
-                let (start, at) = (first.start, first.now);
-                machine.retry_due(cfg, first.attempt, start, at, last, first.drawn, wake);
+                machine.retry_due(cfg, first.attempt, first.start, first.now, last);
             }
             return;
         }
@@ -727,7 +636,6 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             first.start,
             first.now,
             first.budget_reason,
-            first.drawn,
         );
         if first.step == Step::Running {
             return;
@@ -808,10 +716,9 @@ impl<P, M> Staged<P, M> {
             start: Instant::ZERO,
             now: Instant::ZERO,
             budget_reason: "",
-            drawn: Drawn::default(),
         };
         let fields = super::layout_of!(&first; rng, step, attempt, timed, start, now,
-            budget_reason, drawn);
+            budget_reason);
         (core::mem::size_of::<First>(), fields)
     }
 }
@@ -885,9 +792,8 @@ impl First {
     /// once, which the full machine does when the policy has no backoff
     /// and the failure no retry-after hint, attempts are left, and the
     /// call's deadline (and so the retry's) is after `now`. `None` when
-    /// the stage sleeps a backoff first ([`sleeps`](Self::sleeps)) or the
-    /// full machine decides (it grows first): attempts exhausted, a
-    /// deadline, a backoff under one, or a hint.
+    /// the full machine decides (it grows first): attempts exhausted, a
+    /// deadline, a backoff or a hint.
     #[inline(always)]
     fn retry(&self, policy: &Policy, outcome: Outcome, now: Instant) -> Option<AttemptInfo> {
         let r = &policy.retry;
@@ -911,55 +817,6 @@ impl First {
             return None;
         }
         Some(info)
-    }
-
-    /// Whether the compact stage retries the running attempt's retryable
-    /// failure `outcome` after a backoff ([`back_off`](Self::back_off)),
-    /// when it does not at once ([`retry`](Self::retry)): the policy has
-    /// a backoff and no timeouts (no deadline to check the wake against,
-    /// which needs the gate's expected latency), the failure no hint, and
-    /// attempts are left.
-    /// (Asked only when [`retry`](Self::retry) said `None`: without
-    /// timeouts, a hint or attempts left, that means a backoff.)
-    #[inline(always)]
-    fn sleeps(&self, policy: &Policy, outcome: Outcome) -> bool {
-        let r = &policy.retry;
-        let next = self.attempt + 1;
-        outcome.retry_after.is_none()
-            && !self.timed
-            && u32::from(next) < r.max_attempts.max(1)
-            && next != u16::MAX
-    }
-
-    /// The backoff before the retry of a failure at `end` when the stage
-    /// [`sleeps`](Self::sleeps): draws the delay as the full machine
-    /// draws it (from the caller's RNG, or one seeded as growth would
-    /// seed it) and keeps it. Returns when the retry is due, or `None`
-    /// for a delay of zero (due at once, as the clock's end is). Out of
-    /// line, and given no sink (the driver's stays in registers): the
-    /// success path and the retry at once do not carry it.
-    #[inline(never)]
-    fn back_off<P: Borrow<Policy>>(
-        &mut self,
-        cfg: &PolicySettings<P>,
-        end: Instant,
-    ) -> Option<Instant> {
-        let start = self.start;
-        let rng = self
-            .rng
-            .get_or_insert_with(|| fastrand::Rng::with_seed(call_seed(start)));
-        let delay = cfg.next_delay(&mut self.drawn.state, &mut self.drawn.milli, rng);
-        self.drawn.slept = nanos(delay);
-        // The full machine's wake (`end + delay`): the clock's end at the
-        // latest.
-        let wake = end.plus_nanos(self.drawn.slept);
-        (wake > end).then_some(wake)
-    }
-
-    /// When the retry due after a backoff is ([`Step::Backoff`]).
-    #[inline(always)]
-    fn wake(&self) -> Instant {
-        self.now.plus_nanos(self.drawn.slept)
     }
 }
 
@@ -1112,9 +969,8 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<N> {
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
-        drawn: Drawn,
     ) {
-        self.run(cfg).launched(group, start, at, budget_reason, drawn);
+        self.run(cfg).launched(group, start, at, budget_reason);
     }
     fn retry_due(
         &mut self,
@@ -1123,10 +979,8 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<N> {
         start: Instant,
         at: Instant,
         last: Outcome,
-        drawn: Drawn,
-        wake: Option<Instant>,
     ) {
-        self.run(cfg).retry_due(group, start, at, last, drawn, wake);
+        self.run(cfg).retry_due(group, start, at, last);
     }
     fn succeeded(&mut self, cfg: &PolicySettings<P>, id: AttemptId, now: Instant) {
         self.run(cfg).succeeded(id, now);
@@ -1187,9 +1041,8 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> 
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
-        drawn: Drawn,
     ) {
-        self.run().launched(group, start, at, budget_reason, drawn);
+        self.run().launched(group, start, at, budget_reason);
     }
     fn retry_due(
         &mut self,
@@ -1198,10 +1051,8 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> 
         start: Instant,
         at: Instant,
         last: Outcome,
-        drawn: Drawn,
-        wake: Option<Instant>,
     ) {
-        self.run().retry_due(group, start, at, last, drawn, wake);
+        self.run().retry_due(group, start, at, last);
     }
     fn succeeded(&mut self, _: &PolicySettings<P>, id: AttemptId, now: Instant) {
         self.run().succeeded(id, now);

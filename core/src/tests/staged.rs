@@ -23,7 +23,7 @@ use crate::driver::{InFlight, Width};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
 use crate::key::PolicyKey;
-use crate::machine::staged::{Drawn, PolicySettings};
+use crate::machine::staged::PolicySettings;
 use crate::machine::Verdict;
 use crate::machine::{Action, CallMachine, Event, Next, Sink};
 use crate::observer::{CallEnd, Observer};
@@ -98,9 +98,8 @@ impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMP
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
-        drawn: Drawn,
     ) {
-        self.0.launched(cfg, group, start, at, budget_reason, drawn);
+        self.0.launched(cfg, group, start, at, budget_reason);
     }
     fn retry_due(
         &mut self,
@@ -109,10 +108,8 @@ impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMP
         start: Instant,
         at: Instant,
         last: Outcome,
-        drawn: Drawn,
-        wake: Option<Instant>,
     ) {
-        self.0.retry_due(cfg, group, start, at, last, drawn, wake);
+        self.0.retry_due(cfg, group, start, at, last);
     }
     fn succeeded(&mut self, cfg: &PolicySettings<P>, id: AttemptId, now: Instant) {
         self.0.succeeded(cfg, id, now);
@@ -590,13 +587,13 @@ fn classify_retries(r: &Result<u32, &'static str>) -> Outcome {
 /// A random scenario of a call that retries: no backoff most of the time
 /// (the compact stage retries those itself), every outcome kind, retry-after
 /// hints, gate refusals at any attempt, per-attempt and overall deadlines,
-/// drops at any point, and a backoff with jitter a third of the time (the
-/// compact stage's without deadlines, the full machine's with them).
+/// drops at any point, and sometimes a backoff with jitter (the full
+/// machine's, after the stage grows).
 fn retry_scenario(rng: &mut fastrand::Rng) -> Scenario {
     let mut policy = Policy::DEFAULT;
     let r = &mut policy.retry;
     r.max_attempts = rng.u32(1..9);
-    if rng.u8(0..3) == 0 {
+    if rng.u8(0..4) == 0 {
         r.initial_backoff = Duration::from_millis(rng.u64(0..5));
         r.max_backoff = Duration::from_millis(rng.u64(0..20));
     } else {
@@ -723,24 +720,21 @@ fn run_retries(
     (result, events, made)
 }
 
-/// The compact stage retries a call with no backoff, and one with a
-/// backoff but no deadline, itself: every retry case it decides (or grows
-/// for) ends as the full machine ends it — the same result, observer
-/// events and gate calls in the same order — over seeded random policies,
-/// outcomes (retryable, non-retryable, abort, retry-after hints), gate
-/// refusals at any attempt, per-attempt and overall deadlines, backoffs
-/// with jitter, max attempts, and drops (a cancel) at any point,
-/// mid-backoff included.
+/// The compact stage retries a call with no backoff itself: every retry
+/// case it decides (or grows for) ends as the full machine ends it — the
+/// same result, observer events and gate calls in the same order — over
+/// seeded random policies, outcomes (retryable, non-retryable, abort,
+/// retry-after hints), gate refusals at any attempt, per-attempt and
+/// overall deadlines, backoffs with jitter, max attempts, and drops (a
+/// cancel) at any point, mid-backoff included.
 #[test]
 fn retried_calls_end_as_the_full_machine_ends_them() {
     let runs = if cfg!(miri) { 20 } else { 6_000 };
     let mut rng = fastrand::Rng::with_seed(0x7e7);
-    // What the runs covered: finished by the compact stage after a retry
-    // (after a backoff it slept); grown after a compact retry, by cause
-    // (after a backoff); refused at a retry.
+    // What the runs covered: finished by the compact stage after a retry;
+    // grown after a compact retry, by cause; refused at a retry.
     let (mut compact, mut grown, mut refused_later, mut dropped, mut exhausted, mut terminal) =
         (0, 0, 0, 0, 0, 0);
-    let (mut slept, mut grown_slept, mut dropped_slept) = (0, 0, 0);
     for seed in 0..runs {
         let s = retry_scenario(&mut rng);
         let slots = if rng.u8(0..4) == 0 { 3 } else { 1 };
@@ -755,31 +749,22 @@ fn retried_calls_end_as_the_full_machine_ends_them() {
         if launches < 2 {
             continue;
         }
-        let r = &s.policy.retry;
-        let backoff = !(r.initial_backoff.is_zero() && r.max_backoff.is_zero());
-        let on = |t: Option<Duration>| t.is_some_and(|t| !t.is_zero());
-        let timed = on(r.timeout_per_attempt) || on(r.overall_timeout);
         if with.2 == 0 {
             compact += 1;
-            slept += usize::from(backoff);
             continue;
         }
         // The full machine took over after the compact stage retried, or
-        // it decided from the start (a hedging policy) or at the first
-        // failure (a backoff under a deadline).
-        let retried_compact = !(backoff && timed)
+        // it decided from the start (a hedging policy, a backoff).
+        let retried_compact = s.policy.retry.initial_backoff.is_zero()
+            && s.policy.retry.max_backoff.is_zero()
             && !(slots == 3 && s.policy.hedge.enabled)
             && with.1.iter().filter(|e| e.starts_with("admit")).count() >= 2;
         if !retried_compact {
             continue;
         }
         grown += 1;
-        grown_slept += usize::from(backoff);
         match &with.0 {
-            None => {
-                dropped += 1;
-                dropped_slept += usize::from(backoff);
-            }
+            None => dropped += 1,
             Some(Err(Error::BudgetDenied { .. } | Error::CircuitOpen { .. })) => {
                 refused_later += 1;
             }
@@ -795,14 +780,10 @@ fn retried_calls_end_as_the_full_machine_ends_them() {
             && refused_later >= min
             && dropped >= min
             && exhausted >= min
-            && terminal >= min
-            && slept >= min
-            && grown_slept >= min
-            && dropped_slept >= min / 4,
-        "coverage: {compact} retried and finished compact ({slept} after a backoff); \
-         {grown} grown after a compact retry ({grown_slept} after a backoff): \
-         {refused_later} refused, {dropped} dropped ({dropped_slept} after a backoff), \
-         {exhausted} exhausted, {terminal} non-retryable or aborted"
+            && terminal >= min,
+        "coverage: {compact} retried and finished compact; {grown} grown after a compact \
+         retry: {refused_later} refused, {dropped} dropped, {exhausted} exhausted, \
+         {terminal} non-retryable or aborted"
     );
 }
 
@@ -877,12 +858,11 @@ fn a_retried_call_polled_again_after_its_failure_record_panicked_ends_as_the_ful
 
 #[test]
 fn a_retry_the_compact_stage_decides_makes_no_full_machine() {
-    let made = |backoff_ms: u64, failures: u32, timeout: Option<Duration>| {
+    let made = |backoff_ms: u64, failures: u32| {
         let clock = Clock::default();
         let mut policy = Policy::DEFAULT;
         policy.retry.initial_backoff = Duration::from_millis(backoff_ms);
         policy.retry.max_backoff = Duration::from_millis(backoff_ms);
-        policy.retry.overall_timeout = timeout;
         let n = Cell::new(0);
         let before = MADE.with(Cell::get);
         let out = clock.run(
@@ -898,27 +878,17 @@ fn a_retry_the_compact_stage_decides_makes_no_full_machine() {
         );
         (out, MADE.with(Cell::get) - before, clock.now())
     };
-    // Two failures, then the success: no full machine, without a backoff
-    // or with one (10 ms after each failure, slept by the compact stage).
-    assert_eq!(made(0, 2, None), (Ok(1), 0, Instant::from_nanos(3_000_000)));
-    assert_eq!(
-        made(10, 2, None),
-        (Ok(1), 0, Instant::from_nanos(23_000_000))
-    );
-    // A backoff under a deadline is the full machine's (it checks the
-    // wake against the deadline, with the gate's expected latency).
-    let timeout = Some(Duration::from_secs(1));
-    assert_eq!(
-        made(10, 2, timeout),
-        (Ok(1), 1, Instant::from_nanos(23_000_000))
-    );
+    // Two failures, then the success: no full machine without a backoff;
+    // a backoff is the full machine's (10 ms after each failure).
+    assert_eq!(made(0, 2), (Ok(1), 0, Instant::from_nanos(3_000_000)));
+    assert_eq!(made(10, 2), (Ok(1), 1, Instant::from_nanos(23_000_000)));
     // The third failure exhausts the attempts: the full machine ends it.
     assert_eq!(
-        made(10, 3, None).0,
+        made(10, 3).0,
         Err(Error::RetriesExhausted {
             last: Some("x"),
             attempts: 3
         })
     );
-    assert_eq!(made(10, 3, None).1, 1);
+    assert_eq!(made(10, 3).1, 1);
 }
