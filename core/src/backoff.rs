@@ -42,6 +42,7 @@ impl Backoff {
     }
 
     /// The next delay; advances the sequence.
+    #[inline]
     pub fn next_delay(&mut self, rng: &mut fastrand::Rng) -> Duration {
         let b = self.base;
         let d = match self.jitter {
