@@ -42,6 +42,7 @@ impl Backoff {
     }
 
     /// The next delay; advances the sequence.
+    #[inline]
     pub fn next_delay(&mut self, rng: &mut fastrand::Rng) -> Duration {
         let b = self.base;
         let d = match self.jitter {
@@ -167,7 +168,13 @@ const fn multiplier_milli(m: f64) -> u64 {
     const FRAC: u64 = (1 << 52) - 1;
     const ONE: u64 = 0x3ff0_0000_0000_0000; // 1.0
     const TEN: u64 = 0x4024_0000_0000_0000; // 10.0
+    const TWO: u64 = 0x4000_0000_0000_0000; // 2.0
     let bits = m.to_bits();
+    // The default multiplier (and the usual one) at once: what the
+    // conversion below gives it.
+    if bits == TWO {
+        return 2 * MILLI;
+    }
     if bits & EXP == EXP {
         return 2 * MILLI; // NaN, +∞ or −∞
     }

@@ -772,7 +772,9 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     /// launched (its deadline from the machine's own timeouts, which are
     /// the policy's the compact stage read). The earlier failure's outcome
     /// is not kept: the machine reads it only to admit the next group,
-    /// after this group's own failure has replaced it.
+    /// after this group's own failure has replaced it. Inlined into the
+    /// growth (its one caller): the state just made is written once.
+    #[inline(always)]
     pub(crate) fn launched(
         &mut self,
         group: u16,
@@ -808,6 +810,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     /// What [`launched`](Self::launched) and
     /// [`retry_due`](Self::retry_due) share: `group` groups launched, at
     /// `at`, each of one attempt, the last of which failed.
+    #[inline(always)]
     fn took_over(&mut self, group: u16, start: Instant, at: Instant) {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = at;
