@@ -30,9 +30,9 @@ use crate::timeline::Timeline;
 pub(crate) struct CallPanics {
     /// The contained classifier's first panic's message; told when the
     /// attempt's record arrives.
-    /// (A boxed `str`, 8 bytes less than a `String` in every call's
-    /// future.)
-    pub(crate) classifier: OnceLock<Box<str>>,
+    /// (A boxed `String`: one word, 16 bytes less than a `String` in
+    /// every call's future; a contained classifier panic is rare.)
+    pub(crate) classifier: OnceLock<Box<String>>,
     /// A budget's `settle` panicked (contained), for the timeline at the
     /// call's end. Only a flag, so the call future stays small: the panic
     /// hook has printed the message.
