@@ -642,6 +642,7 @@ impl<S: TimerSource> Executor<S> {
                 latency: None,
                 ledger: None,
                 upstream_matters: false,
+                plain: false,
             };
         };
         let policy = &policy.policy;
@@ -662,8 +663,10 @@ impl<S: TimerSource> Executor<S> {
             .amplification
             .is_enabled()
             .then(|| self.budgets.amplification_ledgers().entry(key));
+        let upstream_matters = policy.amplification.upstream_retry != UpstreamRetry::Always;
         Resolved {
-            upstream_matters: policy.amplification.upstream_retry != UpstreamRetry::Always,
+            plain: !upstream_matters && !resolution.is_fallback(),
+            upstream_matters,
             resolution,
             plan,
             breaker,
@@ -685,6 +688,23 @@ impl<S: TimerSource> Executor<S> {
         let answer: &Resolved = &resolved;
         let mut plan = answer.plan;
         let resolution = &answer.resolution;
+        // The usual call: its key's own policy, nothing done with the
+        // attempts made upstream, no timeline. What the rest below decides
+        // for it, decided once per key ([`Resolved::plain`]).
+        if let (true, None, Some(p)) = (answer.plain, timeline.as_ref(), &resolution.policy) {
+            let classifier = Some(classifier(&p.policy, None));
+            let (policy_source, missing_policy_mode) = (resolution.source, resolution.mode);
+            return Prepared {
+                key,
+                kept: resolved.keep(),
+                plan,
+                classifier,
+                policy_source,
+                missing_policy_mode,
+                upstream: UpstreamEffect::None,
+                timeline: None,
+            };
+        }
         if resolution.is_fallback() {
             self.policy_fallbacks.increment();
         }

@@ -78,6 +78,12 @@ pub(crate) struct Resolved {
     /// (`amplification.upstream_retry` other than `always`): else a call
     /// does not read them (unless its timeline records them).
     pub(crate) upstream_matters: bool,
+    /// A call under this answer has only its policy to run (it has one,
+    /// its key's own, and it does nothing with the attempts made
+    /// upstream): without a timeline, it skips the fallback count and the
+    /// upstream effect (decided once per key, issue 16). `false` is always
+    /// right (those are then asked per call).
+    pub(crate) plain: bool,
 }
 
 impl Resolved {
@@ -95,6 +101,7 @@ impl Resolved {
             latency: None,
             ledger: None,
             upstream_matters: false,
+            plain: false,
         }
     }
 
