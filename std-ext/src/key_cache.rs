@@ -78,12 +78,10 @@ pub(crate) struct Resolved {
     /// (`amplification.upstream_retry` other than `always`): else a call
     /// does not read them (unless its timeline records them).
     pub(crate) upstream_matters: bool,
-    /// A call under this answer has only its policy to run (it has one,
-    /// its key's own, and it does nothing with the attempts made
-    /// upstream): without a timeline, it skips the fallback count and the
-    /// upstream effect (decided once per key, issue 16). `false` is always
-    /// right (those are then asked per call).
-    pub(crate) plain: bool,
+    /// Whether the call runs under a fallback instead of its key's own
+    /// policy ([`Resolution::is_fallback`], decided once per key: each
+    /// such call is counted, issue 16).
+    pub(crate) fallback: bool,
 }
 
 impl Resolved {
@@ -101,7 +99,7 @@ impl Resolved {
             latency: None,
             ledger: None,
             upstream_matters: false,
-            plain: false,
+            fallback: false,
         }
     }
 
