@@ -255,10 +255,10 @@ async fn do_value_key_runs_on_the_default_executor() {
     assert_eq!(value, Ok("done"));
 }
 
-/// Issue 16: an answer whose call has only its policy to run skips the
-/// per-call fallback count and upstream effect (decided once per key).
-/// A policy update that makes them matter reaches the very next call, with
-/// a key's text and with a `CallKey`.
+/// Issue 16: a call whose policy does nothing with the attempts made
+/// upstream does not read them (decided once per key, in the key's
+/// answer). A policy update that makes them matter reaches the very next
+/// call, with a key's text and with a `CallKey`.
 #[test]
 fn an_update_that_makes_upstream_attempts_matter_reaches_the_next_call() {
     let provider = Swappable::new(normalized_attempts(3), true);
@@ -299,8 +299,9 @@ fn an_update_that_makes_upstream_attempts_matter_reaches_the_next_call() {
     );
 }
 
-/// Issue 16: a call under a fallback policy is counted as one, also when
-/// its key's answer is kept (the fallback is never a plain answer).
+/// Issue 16: a call under a fallback policy is counted as one on every
+/// call, also when its key's answer is kept (whether it is a fallback is
+/// decided once per key, in the key's answer).
 #[test]
 fn fallback_calls_are_counted_on_every_call() {
     let exec = Executor::builder().timer(JumpClock::default()).build();
