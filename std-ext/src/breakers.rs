@@ -56,7 +56,9 @@
 //! slot) takes the lock on every call, as before.
 //!
 //! An executor's gate inlines the two common cases
-//! (`BreakerEntry::admit_closed`, `BreakerEntry::count_in_bucket`):
+//! (`EntryRef::admit_closed`, `EntryRef::count_in_bucket`; the gate keeps
+//! the kept breaker with a closed permit, so the call's end does not look
+//! it up again):
 //! a closed circuit's admission is a load of the word, one thread-local
 //! load and the shard's time; a quiet success whose shard already counts
 //! in its episode and window bucket is a few loads and one store (the
