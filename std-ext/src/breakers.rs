@@ -56,7 +56,9 @@
 //! slot) takes the lock on every call, as before.
 //!
 //! An executor's gate inlines the two common cases
-//! (`BreakerEntry::admit_closed`, `BreakerEntry::count_in_bucket`):
+//! (`EntryRef::admit_closed`, `EntryRef::count_in_bucket`; the gate keeps
+//! the kept breaker with a closed permit, so the call's end does not look
+//! it up again):
 //! a closed circuit's admission is a load of the word, one thread-local
 //! load and the shard's time; a quiet success whose shard already counts
 //! in its episode and window bucket is a few loads and one store (the
@@ -104,6 +106,10 @@ pub const DEFAULT_MAX_KEYS: usize = 1024;
 /// [`Breakers::record`] exactly once when the call ends.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[must_use = "hand the permit back to `record` when the call ends, or a probe slot stays taken"]
+// The breaker's permit first (its kind first): an executor's gate keeps
+// its own permit, a generation and a kept breaker, in the same sixteen
+// bytes after the kind (`gate::GatePermit`).
+#[repr(C)]
 pub struct Permit {
     permit: breaker::Permit,
     /// The store entry that issued it (0: none); a permit of an evicted
@@ -392,16 +398,12 @@ impl BreakerEntry {
     /// [`Breakers::admit_entry`]'s answer when the circuit is closed and
     /// this thread has a shard of its own (the usual case, inlined into
     /// the caller); `None`: ask [`Breakers::admit_entry`].
+    #[cfg(test)]
     #[inline(always)]
     pub(crate) fn admit_closed(&self, breakers: &Breakers, now: Instant) -> Option<Permit> {
-        let cell = &*self.shared;
-        let generation = cell.side.generation(CLOSED)?;
-        cell.side.held_shard(now)?;
-        cell.touch(&breakers.bound);
-        Some(Permit {
-            permit: breaker::Permit::closed(generation),
-            entry: cell.id(),
-        })
+        let entry = self.get();
+        let generation = entry.admit_closed(breakers, now)?;
+        Some(entry.permit(generation))
     }
 
     /// Counts a success of `permit` at `now` as [`Breakers::record_entry`]
@@ -412,10 +414,57 @@ impl BreakerEntry {
     /// `permit` must come from this entry ([`BreakerEntry::admit_closed`]
     /// or [`Breakers::admit_entry`] on it): its store entry is not checked
     /// here, as [`Breakers::record_entry`] checks it.
+    #[cfg(test)]
     #[inline(always)]
     pub(crate) fn count_in_bucket(&self, permit: Permit, now: Instant) -> bool {
         debug_assert_eq!(permit.entry, self.shared.id(), "a permit of another entry");
         self.shared.side.count_in_bucket(permit.permit, now)
+    }
+
+    /// The kept breaker, borrowed for one call ([`EntryRef`]).
+    #[inline(always)]
+    pub(crate) fn get(&self) -> EntryRef<'_> {
+        EntryRef(&self.shared)
+    }
+}
+
+/// A kept breaker, borrowed for the length of one call: an executor's gate
+/// keeps it beside a closed circuit's permit, so that the call's end
+/// counts its success without looking the breaker up in the call's kept
+/// answer again (issue 16: the breaker's margin).
+#[derive(Copy, Clone)]
+pub(crate) struct EntryRef<'a>(&'a Cell);
+
+impl EntryRef<'_> {
+    /// The generation of the closed permit [`BreakerEntry::admit_closed`]
+    /// gives (its permit is [`EntryRef::permit`] of it); `None`: ask
+    /// [`Breakers::admit_entry`].
+    #[inline(always)]
+    pub(crate) fn admit_closed(self, breakers: &Breakers, now: Instant) -> Option<u32> {
+        let cell = self.0;
+        let generation = cell.side.generation(CLOSED)?;
+        cell.side.held_shard(now)?;
+        cell.touch(&breakers.bound);
+        Some(generation)
+    }
+
+    /// [`BreakerEntry::count_in_bucket`] of the closed permit of episode
+    /// `generation` this entry gave.
+    #[inline(always)]
+    pub(crate) fn count_in_bucket(self, generation: u32, now: Instant) -> bool {
+        self.0
+            .side
+            .count_in_bucket(breaker::Permit::closed(generation), now)
+    }
+
+    /// The closed permit of episode `generation` this entry gives, with
+    /// its store entry.
+    #[inline]
+    pub(crate) fn permit(self, generation: u32) -> Permit {
+        Permit {
+            permit: breaker::Permit::closed(generation),
+            entry: self.0.id(),
+        }
     }
 }
 

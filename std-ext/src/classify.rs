@@ -8,6 +8,7 @@
 //! call stops there, and the panic message is kept in the timeline attribute
 //! `panic_in_classifier`.
 
+use crate::report::PanicMessage;
 use core::any::Any;
 use core::fmt;
 use core::marker::PhantomData;
@@ -30,7 +31,7 @@ pub(crate) struct Contained<'a, C> {
     /// The first panic's message, for the call's observer path: the
     /// call's report tells the observer and the timeline when the attempt's
     /// record (reason `panic_in_classifier`) arrives.
-    pub(crate) panicked: &'a OnceLock<Box<str>>,
+    pub(crate) panicked: &'a OnceLock<PanicMessage>,
 }
 
 impl<T, E, C: Classifier<T, E>> Classifier<T, E> for Contained<'_, C> {
@@ -46,7 +47,7 @@ impl<T, E, C: Classifier<T, E>> Classifier<T, E> for Contained<'_, C> {
 impl<'a, C> Contained<'a, C> {
     /// `inner`, contained when `contain` is on and it may panic at all.
     #[inline]
-    pub(crate) fn new<T, E>(inner: C, contain: bool, panicked: &'a OnceLock<Box<str>>) -> Self
+    pub(crate) fn new<T, E>(inner: C, contain: bool, panicked: &'a OnceLock<PanicMessage>) -> Self
     where
         C: CallClassifier<T, E>,
     {
@@ -69,7 +70,7 @@ impl<C> Contained<'_, C> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.classify(result))) {
             Ok(outcome) => outcome,
             Err(payload) => {
-                let _ = self.panicked.set(panic_message(&*payload).into_boxed_str());
+                let _ = self.panicked.set(Box::new(panic_message(&*payload)));
                 Outcome::abort(PANIC_IN_CLASSIFIER)
             }
         }

@@ -642,6 +642,8 @@ impl<S: TimerSource> Executor<S> {
                 latency: None,
                 ledger: None,
                 upstream_matters: false,
+                // No policy: not a fallback either.
+                fallback: false,
             };
         };
         let policy = &policy.policy;
@@ -662,8 +664,10 @@ impl<S: TimerSource> Executor<S> {
             .amplification
             .is_enabled()
             .then(|| self.budgets.amplification_ledgers().entry(key));
+        let upstream_matters = policy.amplification.upstream_retry != UpstreamRetry::Always;
         Resolved {
-            upstream_matters: policy.amplification.upstream_retry != UpstreamRetry::Always,
+            fallback: resolution.is_fallback(),
+            upstream_matters,
             resolution,
             plan,
             breaker,
@@ -685,46 +689,17 @@ impl<S: TimerSource> Executor<S> {
         let answer: &Resolved = &resolved;
         let mut plan = answer.plan;
         let resolution = &answer.resolution;
-        if resolution.is_fallback() {
+        if answer.fallback {
             self.policy_fallbacks.increment();
         }
-        // The attempts made above for the request being served, and what
-        // the policy does with them (see `crate::upstream`): read only when
-        // the policy does something with them or the timeline records them.
-        let upstream = if answer.upstream_matters || timeline.is_some() {
-            crate::upstream::current()
+        // The usual call (nothing done with the attempts made upstream, no
+        // timeline) has nothing else to decide; any other call decides it
+        // out of line (the call's future's poll stays small).
+        let (effect, single) = if !answer.upstream_matters && timeline.is_none() {
+            (UpstreamEffect::None, None)
         } else {
-            None
+            self.unusual(answer, timeline.as_deref_mut())
         };
-        let effect = match resolution.policy.as_ref() {
-            Some(p) if answer.upstream_matters => {
-                upstream_effect(&p.policy.amplification, upstream)
-            }
-            _ => UpstreamEffect::None,
-        };
-        if let Some(t) = timeline.as_deref_mut() {
-            resolution.write_attributes(&mut t.attributes);
-            if let Some(n) = upstream {
-                t.attributes.insert(UPSTREAM_ATTEMPTS, n.to_string());
-            }
-            if effect != UpstreamEffect::None {
-                t.attributes.insert(UPSTREAM_EFFECT, effect.as_str().into());
-            }
-        }
-        // A request that is itself a retry upstream may run here under a
-        // one-attempt copy of its policy (made for this call alone).
-        let single = resolution.policy.as_ref().and_then(|p| {
-            if effect == UpstreamEffect::None {
-                // Nothing to adjust (the usual case): no call, no copy.
-                return None;
-            }
-            effect.adjusted(&p.policy).map(|single| {
-                Arc::new(Normalized {
-                    policy: single,
-                    changed: p.changed,
-                })
-            })
-        });
         let classifier = resolution
             .policy
             .as_ref()
@@ -750,6 +725,58 @@ impl<S: TimerSource> Executor<S> {
             upstream: effect,
             timeline,
         }
+    }
+
+    /// What [`Executor::prepared`] decides for a call whose policy does
+    /// something with the attempts made upstream or that records a
+    /// timeline: the upstream attempts and what the policy does with them,
+    /// the timeline's attributes of the key's answer, and the one-attempt
+    /// copy of the policy a retry upstream may run under.
+    #[inline(never)]
+    fn unusual(
+        &self,
+        answer: &Resolved,
+        timeline: Option<&mut Timeline>,
+    ) -> (UpstreamEffect, Option<Arc<Normalized>>) {
+        let resolution = &answer.resolution;
+        // The attempts made above for the request being served, and what
+        // the policy does with them (see `crate::upstream`): read only when
+        // the policy does something with them or the timeline records them.
+        let upstream = if answer.upstream_matters || timeline.is_some() {
+            crate::upstream::current()
+        } else {
+            None
+        };
+        let effect = match resolution.policy.as_ref() {
+            Some(p) if answer.upstream_matters => {
+                upstream_effect(&p.policy.amplification, upstream)
+            }
+            _ => UpstreamEffect::None,
+        };
+        if let Some(t) = timeline {
+            resolution.write_attributes(&mut t.attributes);
+            if let Some(n) = upstream {
+                t.attributes.insert(UPSTREAM_ATTEMPTS, n.to_string());
+            }
+            if effect != UpstreamEffect::None {
+                t.attributes.insert(UPSTREAM_EFFECT, effect.as_str().into());
+            }
+        }
+        // A request that is itself a retry upstream may run here under a
+        // one-attempt copy of its policy (made for this call alone).
+        let single = resolution.policy.as_ref().and_then(|p| {
+            if effect == UpstreamEffect::None {
+                // Nothing to adjust (the usual case): no call, no copy.
+                return None;
+            }
+            effect.adjusted(&p.policy).map(|single| {
+                Arc::new(Normalized {
+                    policy: single,
+                    changed: p.changed,
+                })
+            })
+        });
+        (effect, single)
     }
 
     /// The RNG of the next call: derived from the seed and the call's number

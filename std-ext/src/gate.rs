@@ -28,7 +28,7 @@ use recourse_core::policy::{AmplificationPolicy, CircuitPolicy};
 use recourse_core::policy_gate::{BudgetEvent, GateParts, Held, Holder, Inline, PolicyGate};
 use recourse_core::{AttemptId, AttemptRecord, Instant, PolicyKey};
 
-use crate::breakers::Permit;
+use crate::breakers::{EntryRef, Permit};
 use crate::budget::{MissingBudgetMode, SharedBudget};
 use crate::executor::Executor;
 use crate::key_cache::Kept;
@@ -114,7 +114,47 @@ pub(crate) struct ExecParts<'a, S> {
     pub(crate) upstream: recourse_core::amplification::UpstreamEffect,
 }
 
-impl<S: TimerSource> ExecParts<'_, S> {
+/// A call's breaker permit, as its gate keeps it: a closed circuit's
+/// permit of the kept breaker with that breaker beside it, so that the
+/// call's end counts a success without looking the breaker up in the
+/// call's kept answer again (issue 16: the breaker's margin); any other
+/// permit as the store gave it. As large as a [`Permit`] (checked in the
+/// layout test): the kept one lies after the store permit's kind.
+#[derive(Copy, Clone)]
+pub(crate) enum GatePermit<'a> {
+    /// A closed permit of the kept breaker.
+    Kept(KeptPermit<'a>),
+    /// Any other.
+    Other(Permit),
+}
+
+/// A closed permit of episode `generation` from the kept `entry`. Packed
+/// to four bytes' alignment, so that it fits after a store permit's kind
+/// (fields are read by value: no reference to them is taken).
+#[derive(Copy, Clone)]
+#[repr(C, packed(4))]
+pub(crate) struct KeptPermit<'a> {
+    generation: u32,
+    entry: EntryRef<'a>,
+}
+
+impl<'a> GatePermit<'a> {
+    /// A closed permit of episode `generation` from `entry`.
+    #[inline(always)]
+    fn kept(generation: u32, entry: EntryRef<'a>) -> Self {
+        Self::Kept(KeptPermit { generation, entry })
+    }
+
+    /// The store's permit.
+    fn permit(self) -> Permit {
+        match self {
+            Self::Kept(KeptPermit { generation, entry }) => entry.permit(generation),
+            Self::Other(permit) => permit,
+        }
+    }
+}
+
+impl<'a, S: TimerSource> ExecParts<'a, S> {
     /// The shared clock's time at the machine's `now`.
     fn shared(&mut self, now: Instant) -> Instant {
         let clock = &self.exec.timer;
@@ -165,14 +205,22 @@ impl<S: TimerSource> ExecParts<'_, S> {
         key: &PolicyKey<'_>,
         policy: &CircuitPolicy,
         now: Instant,
-    ) -> Result<Option<Permit>, Refusal> {
+    ) -> Result<Option<GatePermit<'a>>, Refusal> {
         let key = *key;
         let machine_now = now;
         let now = self.shared(now);
-        let (answer, left_open) = match self.kept.breaker() {
+        let kept = self.kept.breaker();
+        let (answer, left_open) = match kept {
             Some(entry) => self.exec.breakers.admit_entry(entry, now),
             None => self.exec.breakers.admit_tracked(key, policy, now),
         };
+        // A closed permit of the kept breaker is kept with it (its
+        // success is then counted at once, as one `admit_call_at_once`
+        // gave).
+        let answer = answer.map(|permit| match (kept, permit.into_parts()) {
+            (Some(entry), (p, _)) if p.is_closed() => GatePermit::kept(p.generation(), entry.get()),
+            _ => GatePermit::Other(permit),
+        });
         if let Some(until) = left_open {
             let from = CircuitState::Open {
                 until: self.machine(until),
@@ -226,7 +274,7 @@ impl<S: TimerSource> ExecParts<'_, S> {
 
 impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     type Budget = &'a SharedBudget;
-    type Permit = Permit;
+    type Permit = GatePermit<'a>;
 
     fn budget(&mut self, name: &str, _: recourse_core::AttemptKind) -> Option<&'a SharedBudget> {
         self.exec.budgets.get(name)
@@ -280,13 +328,14 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
     }
 
     #[inline(always)]
-    fn admit_call_at_once(&mut self, now: Instant) -> Option<Permit> {
+    fn admit_call_at_once(&mut self, now: Instant) -> Option<GatePermit<'a>> {
         // A kept breaker that is closed: its permit, with no lock, no
         // transition to tell (inlined into the gate), once the shared
-        // clock's offset is known.
-        let entry = self.kept.breaker()?;
+        // clock's offset is known. The breaker is kept with the permit.
+        let entry = self.kept.breaker()?.get();
         let shared = self.shared_at_once(now)?;
-        entry.admit_closed(&self.exec.breakers, shared)
+        let generation = entry.admit_closed(&self.exec.breakers, shared)?;
+        Some(GatePermit::kept(generation, entry))
     }
 
     fn admit_call(
@@ -294,46 +343,49 @@ impl<'a, S: TimerSource> GateParts for ExecParts<'a, S> {
         key: PolicyKey<'_>,
         policy: &CircuitPolicy,
         now: Instant,
-    ) -> Result<Option<Permit>, Refusal> {
+    ) -> Result<Option<GatePermit<'a>>, Refusal> {
         if let Some(entry) = self.kept.breaker() {
+            let entry = entry.get();
             let shared = self.shared(now);
-            if let Some(permit) = entry.admit_closed(&self.exec.breakers, shared) {
-                return Ok(Some(permit));
+            if let Some(generation) = entry.admit_closed(&self.exec.breakers, shared) {
+                return Ok(Some(GatePermit::kept(generation, entry)));
             }
         }
         self.admit_call_slow(&key, policy, now)
     }
 
-    fn is_probe(permit: &Permit) -> bool {
-        permit.is_probe()
+    fn is_probe(permit: &GatePermit<'a>) -> bool {
+        match permit {
+            GatePermit::Kept(_) => false,
+            GatePermit::Other(permit) => permit.is_probe(),
+        }
     }
 
     #[inline(always)]
-    fn record_success_at_once(&mut self, permit: &Permit, now: Instant) -> bool {
+    fn record_success_at_once(&mut self, permit: &GatePermit<'a>, now: Instant) -> bool {
         // A success of a kept breaker that is quiet: counted in this
         // thread's shard, no state changes, no transition to tell (inlined
-        // into the gate). The permit is the kept entry's: `admit_call`
-        // asked it (the call keeps its entry from start to end).
-        let Some(entry) = self.kept.breaker() else {
+        // into the gate). The breaker is the permit's own: no look-up.
+        let GatePermit::Kept(KeptPermit { generation, entry }) = *permit else {
             return false;
         };
         let Some(shared) = self.shared_at_once(now) else {
             return false;
         };
-        entry.count_in_bucket(*permit, shared)
+        entry.count_in_bucket(generation, shared)
     }
 
     fn record_call(
         &mut self,
         key: PolicyKey<'_>,
-        permit: Permit,
+        permit: GatePermit<'a>,
         result: CallResult,
         now: Instant,
     ) {
         if result == CallResult::Success && self.record_success_at_once(&permit, now) {
             return;
         }
-        let (permit, entry) = permit.into_parts();
+        let (permit, entry) = permit.permit().into_parts();
         self.record_call_slow(&key, permit, entry, result, now);
     }
 
@@ -610,5 +662,12 @@ mod layout {
         // 160 with its spill a `Vec` inline.
         assert!(size_of::<Spill<'_>>() <= 144, "Spill grew");
         assert!(size_of::<Kept<'_>>() <= 48, "Kept grew");
+        // The permit the gate keeps with its breaker: no larger than the
+        // store's permit it replaced in every breaker-on call's gate.
+        assert!(
+            size_of::<Option<super::GatePermit<'_>>>()
+                <= size_of::<Option<crate::breakers::Permit>>(),
+            "the gate's permit grew"
+        );
     }
 }

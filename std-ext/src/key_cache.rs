@@ -78,6 +78,10 @@ pub(crate) struct Resolved {
     /// (`amplification.upstream_retry` other than `always`): else a call
     /// does not read them (unless its timeline records them).
     pub(crate) upstream_matters: bool,
+    /// Whether the call runs under a fallback instead of its key's own
+    /// policy ([`Resolution::is_fallback`], decided once per key: each
+    /// such call is counted, issue 16).
+    pub(crate) fallback: bool,
 }
 
 impl Resolved {
@@ -95,6 +99,7 @@ impl Resolved {
             latency: None,
             ledger: None,
             upstream_matters: false,
+            fallback: false,
         }
     }
 

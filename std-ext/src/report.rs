@@ -30,9 +30,9 @@ use crate::timeline::Timeline;
 pub(crate) struct CallPanics {
     /// The contained classifier's first panic's message; told when the
     /// attempt's record arrives.
-    /// (A boxed `str`, 8 bytes less than a `String` in every call's
-    /// future.)
-    pub(crate) classifier: OnceLock<Box<str>>,
+    /// (A boxed `String`: one word, 16 bytes less than a `String` in
+    /// every call's future; a contained classifier panic is rare.)
+    pub(crate) classifier: OnceLock<PanicMessage>,
     /// A budget's `settle` panicked (contained), for the timeline at the
     /// call's end. Only a flag, so the call future stays small: the panic
     /// hook has printed the message.
@@ -48,6 +48,11 @@ pub(crate) struct CallPanics {
     /// integrations), instead of [`Error::Rejected`](recourse_core::Error).
     pub(crate) keep_rejected: bool,
 }
+
+/// A contained panic's message, kept in a call's [`CallPanics`]: one word
+/// (a `String` takes three, a boxed `str` two), for a panic that is rare.
+#[allow(clippy::box_collection)]
+pub(crate) type PanicMessage = Box<String>;
 
 /// The causes whose conclusion keeps a rejected `Ok` value, by code - 1.
 const KEEPS_VALUE: [Cause; 5] = [

@@ -254,3 +254,63 @@ async fn do_value_key_runs_on_the_default_executor() {
     .await;
     assert_eq!(value, Ok("done"));
 }
+
+/// Issue 16: a call whose policy does nothing with the attempts made
+/// upstream does not read them (decided once per key, in the key's
+/// answer). A policy update that makes them matter reaches the very next
+/// call, with a key's text and with a `CallKey`.
+#[test]
+fn an_update_that_makes_upstream_attempts_matter_reaches_the_next_call() {
+    let provider = Swappable::new(normalized_attempts(3), true);
+    let exec = executor(Arc::clone(&provider));
+    let key = CallKey::new("svc.Up");
+    // A request that is itself a retry upstream (one attempt made above).
+    let upstream_retry = |f: &dyn Fn() -> u32| recourse::upstream::with_current(Some(1), f);
+    let text = || {
+        let mut n = 0;
+        let result: Result<(), Error<&str>> = poll_once(exec.call("svc.Up", |_| {
+            n += 1;
+            ready(Err("down"))
+        }));
+        assert!(result.is_err());
+        n
+    };
+    // `always` (the default): the policy's three attempts, upstream or not.
+    assert_eq!(upstream_retry(&|| attempts_of(&exec, &key)), 3);
+    assert_eq!(upstream_retry(&text), 3);
+    // `not_when_retry`: a request that is a retry upstream runs once, from
+    // the very next call on.
+    let mut policy = common::attempts(3);
+    policy.amplification.upstream_retry = recourse::upstream::UpstreamRetry::NotWhenRetry;
+    provider.set(Arc::new(policy.normalize().expect("valid")));
+    assert_eq!(upstream_retry(&|| attempts_of(&exec, &key)), 1);
+    assert_eq!(upstream_retry(&text), 1);
+    // ...and one that is not runs the policy's three.
+    assert_eq!(attempts_of(&exec, &key), 3);
+    assert_eq!(text(), 3);
+    // Back to `always`: three again.
+    provider.set(normalized_attempts(3));
+    assert_eq!(upstream_retry(&|| attempts_of(&exec, &key)), 3);
+    assert_eq!(upstream_retry(&text), 3);
+    assert_eq!(
+        exec.policy_fallbacks(),
+        0,
+        "every call ran its key's own policy"
+    );
+}
+
+/// Issue 16: a call under a fallback policy is counted as one on every
+/// call, also when its key's answer is kept (whether it is a fallback is
+/// decided once per key, in the key's answer).
+#[test]
+fn fallback_calls_are_counted_on_every_call() {
+    let exec = Executor::builder().timer(JumpClock::default()).build();
+    let key = CallKey::new("svc.Missing");
+    for n in 1..=5 {
+        let ok: Result<u32, Error<()>> = poll_once(exec.call_key(&key, |_| ready(Ok(1))));
+        assert_eq!(ok, Ok(1));
+        let ok: Result<u32, Error<()>> = poll_once(exec.call("svc.Missing", |_| ready(Ok(1))));
+        assert_eq!(ok, Ok(1));
+        assert_eq!(exec.policy_fallbacks(), 2 * n);
+    }
+}

@@ -49,6 +49,8 @@ fn facade_call_future_size() {
     // the call holds instead of copying its numbers, and keeps no pending
     // record; 192 off on its own branch), with the exec round's changes:
     // 904 / 904.
-    assert!(c <= 904, "executor call future grew to {c} bytes");
-    assert!(f <= 904, "facade call future grew to {f} bytes");
+    // Issue 16 (exec, round 3): a contained classifier panic's message
+    // in a thin box (the call's panic record 32 -> 24 bytes): 896 / 896.
+    assert!(c <= 896, "executor call future grew to {c} bytes");
+    assert!(f <= 896, "facade call future grew to {f} bytes");
 }

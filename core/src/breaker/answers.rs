@@ -105,8 +105,14 @@ pub(super) enum PermitKind {
 /// call admitted before the circuit last changed state is ignored (it says
 /// nothing about the dependency *now*, and a probe slot it held was already
 /// given back when the state changed).
+///
+/// Laid out as written (`repr(C)`: the kind first), so that a std
+/// executor's gate can keep a permit of its own in the same bytes as a
+/// store's permit that begins with this one (the kind's spare values tell
+/// the two apart).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 #[must_use = "hand the permit back to `record` when the call ends, or a probe slot stays taken"]
+#[repr(C)]
 pub struct Permit {
     pub(super) kind: PermitKind,
     pub(super) generation: u32,
