@@ -7,7 +7,8 @@ use core::time::Duration;
 
 use super::plan::attempt_deadline;
 use super::{
-    cut_reason, Action, CallMachine, Cause, Core, Last, Phase, Settings, Slot, Verdict, WaitReason,
+    cut_reason, Action, CallMachine, Cause, Core, Event, Last, Phase, Settings, Slot, Verdict,
+    WaitReason,
 };
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
@@ -67,6 +68,67 @@ impl<G: Gate + ?Sized> Emit for OneAction<'_, G> {
     }
 }
 
+/// Where [`CallMachine::feed`] carries out a call's actions as the
+/// machine decides them: launches, cancels and records, each in place
+/// (no [`Action`] is copied out per step), with the call's gate beside
+/// them. The same decisions, in the same order, as [`CallMachine::handle`]
+/// then [`CallMachine::poll`] until it waits, carrying out each action
+/// as it is returned.
+pub trait ActionSink {
+    /// The call's gate.
+    type Gate: Gate + ?Sized;
+    /// The call's gate (consulted before every launch, told when each
+    /// admitted attempt ends).
+    fn gate(&mut self) -> &mut Self::Gate;
+    /// [`Action::Launch`]: start the operation for this attempt.
+    fn launch(&mut self, info: AttemptInfo);
+    /// [`Action::Cancel`]: drop this attempt; its record says why.
+    fn cancel(&mut self, record: &AttemptRecord);
+    /// [`Action::Record`]: an attempt ended (or was refused).
+    fn record(&mut self, record: &AttemptRecord);
+    /// Whether [`record`](Self::record) does anything: `false` lets the
+    /// machine skip building a record no one reads (the gate still hears
+    /// every attempt's end).
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        true
+    }
+}
+
+/// [`CallMachine::feed`]'s [`Emit`]: carries every action out through an
+/// [`ActionSink`].
+struct Through<'a, S: ?Sized>(&'a mut S);
+
+impl<S: ActionSink + ?Sized> Emit for Through<'_, S> {
+    type Gate = S::Gate;
+    #[inline(always)]
+    fn gate(&mut self) -> &mut S::Gate {
+        self.0.gate()
+    }
+    #[inline(always)]
+    fn emit(&mut self, action: Action) -> ControlFlow<Action> {
+        match action {
+            Action::Launch(info) => self.0.launch(info),
+            Action::Cancel(record) => self.0.cancel(&record),
+            Action::Record(record) => self.0.record(&record),
+            // A drain returns these itself.
+            Action::Wait { .. } | Action::AwaitAttempts | Action::Finish(_) => {
+                return ControlFlow::Break(action)
+            }
+        }
+        ControlFlow::Continue(())
+    }
+    #[inline(always)]
+    fn record(&mut self, record: &AttemptRecord) -> ControlFlow<Action> {
+        self.0.record(record);
+        ControlFlow::Continue(())
+    }
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        self.0.hears_records()
+    }
+}
+
 impl<const N: usize> CallMachine<N> {
     /// The next action. `gate` is consulted before every launch and told
     /// when each admitted attempt ends.
@@ -85,6 +147,31 @@ impl<const N: usize> CallMachine<N> {
             None => None,
         };
         self.run().drain_with(ended, &mut OneAction(gate))
+    }
+
+    /// Feeds `event` and carries out the actions due through `sink`
+    /// until the machine must wait or has finished: returns that last
+    /// action, [`Action::Wait`], [`Action::AwaitAttempts`] or
+    /// [`Action::Finish`]. The same gate calls and actions, in the same
+    /// order, as [`handle`](Self::handle) then [`poll`](Self::poll) until
+    /// one of those three, without a per-action round trip (a record the
+    /// event produced is handed to the gate and `sink` at once, not kept
+    /// for the next poll). An event handled before and not polled yet
+    /// has its actions carried out first.
+    #[inline(always)]
+    pub fn feed<S: ActionSink + ?Sized>(&mut self, event: Event, sink: &mut S) -> Action {
+        if self.pending.is_some() {
+            self.flush_pending(sink);
+        }
+        self.run().feed_with(Some(event), &mut Through(sink))
+    }
+
+    /// [`feed`](Self::feed)'s rare case: an event [`handle`](Self::handle)d
+    /// and not polled yet, whose actions come before the next event's.
+    #[cold]
+    fn flush_pending<S: ActionSink + ?Sized>(&mut self, sink: &mut S) {
+        let ended = self.pending.take();
+        let _ = self.run().drain_with(ended, &mut Through(sink));
     }
 
     /// [`Core::cancelled_with`], the record an event kept handed out
