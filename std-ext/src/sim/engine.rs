@@ -78,10 +78,10 @@ use core::cell::RefCell;
 use recourse_core::budget::Budget;
 use recourse_core::driver::derive_seed;
 use recourse_core::hedge::Trigger;
-use recourse_core::machine::{Action, CallMachine, CallPlan, Event, Limits};
+use recourse_core::machine::{Action, ActionSink, CallMachine, CallPlan, Event, Limits};
 use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
-use recourse_core::{Instant, Outcome, PolicyKey};
+use recourse_core::{AttemptInfo, AttemptRecord, Instant, Outcome, PolicyKey};
 
 use super::backend::{AttemptDraws, Draw, EPOCH};
 use super::draws::{self, Ahead, Streams};
@@ -175,7 +175,6 @@ type Held<'a, const N: usize> = Inline<&'a dyn Budget, N>;
 
 /// One call in flight, with room for `N` attempts at once.
 struct SimCall<'a, const N: usize> {
-    machine: CallMachine<N>,
     /// Whether the call runs (the slot is free otherwise).
     alive: bool,
     generation: u32,
@@ -206,30 +205,39 @@ struct Parked {
 }
 
 struct Sim<'a, const N: usize> {
-    scenario: &'a Scenario,
     policy: &'a Policy,
     trigger: Trigger,
     retry_budget: Option<&'a dyn Budget>,
     hedge_budget: Option<&'a dyn Budget>,
+    arrival_rng: fastrand::Rng,
+    /// The gaps between arrivals in nanoseconds, drawn ahead.
+    gaps: Ahead<u64>,
+    /// A machine as [`CallMachine::with_plan`] makes it, but for its
+    /// random source: each call's starts as a copy.
+    fresh: CallMachine<N>,
+    /// Call slots; a finished call's slot is reused by a later call.
+    calls: Vec<SimCall<'a, N>>,
+    /// Each slot's call machine (beside the slot, so that the machine and
+    /// the rest of its call are borrowed apart).
+    machines: Vec<CallMachine<N>>,
+    free: Vec<u32>,
+    /// Calls made so far: each gets the next generation, so that events of
+    /// a finished call never reach the next call in the same slot.
+    generations: u32,
+    /// What a call's launches reach.
+    w: World<'a>,
+}
+
+/// What a call's launches and cancels reach (see [`Carry`]).
+struct World<'a> {
+    scenario: &'a Scenario,
     shared: &'a RefCell<Shared>,
     /// The backend's latency, read once.
     draw: Draw,
     backend_rng: fastrand::Rng,
     /// The backend's draws, made ahead.
     attempts: Ahead<AttemptDraws>,
-    arrival_rng: fastrand::Rng,
-    /// The gaps between arrivals in nanoseconds, drawn ahead.
-    gaps: Ahead<u64>,
     queue: Queue<Ev>,
-    /// A machine as [`CallMachine::with_plan`] makes it, but for its
-    /// random source: each call's starts as a copy.
-    fresh: CallMachine<N>,
-    /// Call slots; a finished call's slot is reused by a later call.
-    calls: Vec<SimCall<'a, N>>,
-    free: Vec<u32>,
-    /// Calls made so far: each gets the next generation, so that events of
-    /// a finished call never reach the next call in the same slot.
-    generations: u32,
     /// Attempts at the backend (cancelled ones included until they end).
     in_flight: u32,
     /// Whether timers may be parked (not in the reference run).
@@ -242,19 +250,80 @@ const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
 /// before it, or queues it when none does or a timer is parked already
 /// (one at a time: a second one is rare, the call's wait having changed
 /// while an attempt was out).
-fn unpark<const N: usize>(
-    call: &mut SimCall<'_, N>,
+fn unpark(
+    live: &[(u16, Key)],
+    parked: &mut Option<Parked>,
     timer: Key,
     ev: Ev,
     queue: &mut Queue<Ev>,
     park: bool,
 ) {
-    let guard = call.live.iter().find(|l| l.1 < timer);
+    let guard = live.iter().find(|l| l.1 < timer);
     match guard {
-        Some(&(_, guard)) if park && call.parked.is_none() => {
-            call.parked = Some(Parked { timer, guard });
+        Some(&(_, guard)) if park && parked.is_none() => {
+            *parked = Some(Parked { timer, guard });
         }
         _ => queue.push_key(timer, ev),
+    }
+}
+
+/// Where a call's machine carries out its launches and cancels as it
+/// decides them ([`CallMachine::feed`]): the backend's draws, the queue,
+/// the call's list of live attempts and the tally.
+struct Carry<'s, 'a, const N: usize> {
+    call: &'s mut SimCall<'a, N>,
+    slot: u32,
+    now: Instant,
+    w: &'s mut World<'a>,
+}
+
+impl<'a, const N: usize> ActionSink for Carry<'_, 'a, N> {
+    type Gate = PolicyGate<'a, SimParts<'a>, Held<'a, N>>;
+
+    #[inline(always)]
+    fn gate(&mut self) -> &mut Self::Gate {
+        &mut self.call.gate
+    }
+
+    #[inline(always)]
+    fn launch(&mut self, info: AttemptInfo) {
+        let (now, w) = (self.now, &mut *self.w);
+        let at = now.as_nanos().saturating_sub(EPOCH.as_nanos());
+        let (draw, backend_rng) = (&w.draw, &mut w.backend_rng);
+        let draws = w.attempts.next(|| AttemptDraws::draw(draw, backend_rng));
+        let (latency, failed) = w.scenario.backend.attempt_from(draws, at, w.in_flight);
+        w.in_flight += 1;
+        if self.call.index >= w.scenario.warmup {
+            w.shared.borrow_mut().tally.launched(&info);
+        }
+        let ev = Ev::Done {
+            slot: self.slot,
+            generation: self.call.generation,
+            id: info.id.0,
+            failed,
+        };
+        let end = w.queue.push(
+            Instant::from_nanos(now.as_nanos().saturating_add(latency)),
+            ev,
+        );
+        // The machine never has more than `N` attempts in flight.
+        let _ = self.call.live.push((info.id.0, end));
+    }
+
+    #[inline(always)]
+    fn cancel(&mut self, record: &AttemptRecord) {
+        let live = &mut self.call.live;
+        if let Some(i) = live.iter().position(|l| l.0 == record.info.id.0) {
+            live.swap_remove(i);
+        }
+    }
+
+    #[inline(always)]
+    fn record(&mut self, _: &AttemptRecord) {}
+
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        false
     }
 }
 
@@ -267,37 +336,40 @@ impl<'a, const N: usize> Sim<'a, N> {
     ) -> Self {
         let seed = setup.scenario.seed;
         Self {
-            scenario: setup.scenario,
             policy: setup.policy,
             trigger: setup.trigger,
             retry_budget: setup.retry_budget,
             hedge_budget: setup.hedge_budget,
-            shared: setup.shared,
-            draw: setup.scenario.backend.latency.draw(),
-            backend_rng: backend_rng(seed),
-            attempts,
             arrival_rng: arrival_rng(seed),
             gaps,
-            queue: Queue::new(),
             fresh: CallMachine::with_plan(&plan, setup.options, fastrand::Rng::with_seed(0)),
             calls: Vec::new(),
+            machines: Vec::new(),
             free: Vec::new(),
             generations: 0,
-            in_flight: 0,
-            park: !setup.reference,
+            w: World {
+                scenario: setup.scenario,
+                shared: setup.shared,
+                draw: setup.scenario.backend.latency.draw(),
+                backend_rng: backend_rng(seed),
+                attempts,
+                queue: Queue::new(),
+                in_flight: 0,
+                park: !setup.reference,
+            },
         }
     }
 
     fn run(&mut self) {
-        let total = self.scenario.warmup + self.scenario.calls;
+        let total = self.w.scenario.warmup + self.w.scenario.calls;
         let mut arrived = 0;
         let mut last = EPOCH;
         // The next arrival, ordered with the queued events by its key (it
         // takes its sequence number when it is scheduled, as a queued
         // event would); `Key::MAX` once every call has arrived.
-        let mut next_arrival = queue::key(EPOCH, self.queue.next_seq());
+        let mut next_arrival = queue::key(EPOCH, self.w.queue.next_seq());
         loop {
-            let Some((key, ev)) = self.queue.pop_before(next_arrival) else {
+            let Some((key, ev)) = self.w.queue.pop_before(next_arrival) else {
                 if next_arrival == Key::MAX {
                     break;
                 }
@@ -306,10 +378,10 @@ impl<'a, const N: usize> Sim<'a, N> {
                 self.arrive(arrived, now);
                 arrived += 1;
                 next_arrival = if arrived < total {
-                    let (arrivals, rng) = (&self.scenario.arrivals, &mut self.arrival_rng);
+                    let (arrivals, rng) = (&self.w.scenario.arrivals, &mut self.arrival_rng);
                     let gap = self.gaps.next(|| arrivals.gap_nanos(rng));
                     let at = Instant::from_nanos(now.as_nanos().saturating_add(gap));
-                    queue::key(at, self.queue.next_seq())
+                    queue::key(at, self.w.queue.next_seq())
                 } else {
                     Key::MAX
                 };
@@ -324,7 +396,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                     failed,
                 } => {
                     last = now;
-                    self.in_flight -= 1;
+                    self.w.in_flight -= 1;
                     let Some(call) = self.call(slot, generation) else {
                         continue;
                     };
@@ -343,15 +415,20 @@ impl<'a, const N: usize> Sim<'a, N> {
                             Outcome::SUCCESS
                         };
                         let id = recourse_core::AttemptId(id);
-                        call.machine
-                            .handle(Event::AttemptFinished { id, outcome, now });
-                        self.drive(slot, now);
+                        self.feed(slot, now, Event::AttemptFinished { id, outcome, now });
                     }
                     if let Some(parked) = released {
                         let call = &mut self.calls[slot as usize];
                         if call.alive && call.generation == generation {
                             let ev = Ev::Timer { slot, generation };
-                            unpark(call, parked.timer, ev, &mut self.queue, self.park);
+                            unpark(
+                                &call.live,
+                                &mut call.parked,
+                                parked.timer,
+                                ev,
+                                &mut self.w.queue,
+                                self.w.park,
+                            );
                         }
                     }
                 }
@@ -364,12 +441,11 @@ impl<'a, const N: usize> Sim<'a, N> {
                     }
                     last = now;
                     call.next_timer = None;
-                    call.machine.handle(Event::Tick { now });
-                    self.drive(slot, now);
+                    self.feed(slot, now, Event::Tick { now });
                 }
             }
         }
-        self.shared.borrow_mut().tally.simulated = last - EPOCH;
+        self.w.shared.borrow_mut().tally.simulated = last - EPOCH;
     }
 
     fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<'a, N>> {
@@ -377,20 +453,20 @@ impl<'a, const N: usize> Sim<'a, N> {
     }
 
     fn arrive(&mut self, index: u64, now: Instant) {
-        let rng = fastrand::Rng::with_seed(derive_seed(self.scenario.seed, index));
+        let rng = fastrand::Rng::with_seed(derive_seed(self.w.scenario.seed, index));
         let parts = SimParts {
             retry: self.retry_budget,
             hedge: self.hedge_budget,
-            shared: self.shared,
-            measured: index >= self.scenario.warmup,
+            shared: self.w.shared,
+            measured: index >= self.w.scenario.warmup,
         };
         self.generations = self.generations.wrapping_add(1);
         let gate = || PolicyGate::new(KEY, self.policy, Some(self.trigger), parts);
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
+                self.machines.push(self.fresh.clone());
                 self.calls.push(SimCall {
-                    machine: self.fresh.clone(),
                     alive: false,
                     generation: 0,
                     index,
@@ -406,9 +482,8 @@ impl<'a, const N: usize> Sim<'a, N> {
         // Made in its slot: the finished call's machine is restarted as
         // the fresh one in place (a copy of the fresh one, or a machine
         // made by value and moved in, copied the whole machine).
+        self.machines[slot as usize].restart_from(&self.fresh, rng);
         let call = &mut self.calls[slot as usize];
-        call.machine.restart_from(&self.fresh, rng);
-        call.machine.handle(Event::Start { now });
         call.alive = true;
         call.generation = self.generations;
         call.index = index;
@@ -425,86 +500,60 @@ impl<'a, const N: usize> Sim<'a, N> {
         call.live.clear();
         call.next_timer = None;
         call.parked = None;
-        self.drive(slot, now);
+        self.feed(slot, now, Event::Start { now });
     }
 
-    /// Carries out the call's actions until it waits or finishes. The call
-    /// stays in its slot (moving it out and back in copied the whole
-    /// machine twice per event).
-    // Inlined into its two callers (an arrival, an attempt's end): 40
-    // instructions per call less than a call to it.
+    /// Feeds `event` to the call's machine, which carries out its
+    /// launches and cancels as it decides them ([`Carry`]), until the call
+    /// waits or finishes. The call stays in its slot (moving it out and
+    /// back in copied the whole machine twice per event).
+    // Inlined into its three callers (an arrival, an attempt's end, a
+    // timer).
     #[inline(always)]
-    fn drive(&mut self, slot: u32, now: Instant) {
+    fn feed(&mut self, slot: u32, now: Instant, event: Event) {
         let Self {
-            scenario,
-            draw,
-            shared,
-            backend_rng,
-            attempts,
-            queue,
             calls,
+            machines,
             free,
-            in_flight,
-            park,
+            w,
             ..
         } = self;
         let call = &mut calls[slot as usize];
-        let measured = call.index >= scenario.warmup;
-        loop {
-            match call.machine.poll(&mut call.gate) {
-                Action::Launch(info) => {
-                    let at = now.as_nanos().saturating_sub(EPOCH.as_nanos());
-                    let draws = attempts.next(|| AttemptDraws::draw(draw, backend_rng));
-                    let (latency, failed) = scenario.backend.attempt_from(draws, at, *in_flight);
-                    *in_flight += 1;
-                    if measured {
-                        shared.borrow_mut().tally.launched(&info);
-                    }
-                    // The machine never has more than `SLOTS` attempts in
-                    // flight.
-                    let ev = Ev::Done {
+        let mut carry = Carry { call, slot, now, w };
+        let action = machines[slot as usize].feed(event, &mut carry);
+        let Carry { call, w, .. } = carry;
+        match action {
+            Action::Wait { until, .. } => {
+                if call.next_timer != Some(until) {
+                    call.next_timer = Some(until);
+                    let ev = Ev::Timer {
                         slot,
                         generation: call.generation,
-                        id: info.id.0,
-                        failed,
                     };
-                    let end = queue.push(
-                        Instant::from_nanos(now.as_nanos().saturating_add(latency)),
+                    let timer = queue::key(until, w.queue.next_seq());
+                    unpark(
+                        &call.live,
+                        &mut call.parked,
+                        timer,
                         ev,
+                        &mut w.queue,
+                        w.park,
                     );
-                    let _ = call.live.push((info.id.0, end));
-                }
-                Action::Cancel(record) => {
-                    if let Some(i) = call.live.iter().position(|l| l.0 == record.info.id.0) {
-                        call.live.swap_remove(i);
-                    }
-                }
-                Action::Record(_) => {}
-                Action::Wait { until, .. } => {
-                    if call.next_timer != Some(until) {
-                        call.next_timer = Some(until);
-                        let ev = Ev::Timer {
-                            slot,
-                            generation: call.generation,
-                        };
-                        let timer = queue::key(until, queue.next_seq());
-                        unpark(call, timer, ev, queue, *park);
-                    }
-                    break;
-                }
-                Action::AwaitAttempts => break,
-                Action::Finish(verdict) => {
-                    if measured {
-                        shared.borrow_mut().tally.finished(
-                            now.as_nanos().saturating_sub(call.arrival.as_nanos()),
-                            &verdict,
-                        );
-                    }
-                    call.alive = false;
-                    free.push(slot);
-                    return;
                 }
             }
+            Action::Finish(verdict) => {
+                if call.index >= w.scenario.warmup {
+                    w.shared.borrow_mut().tally.finished(
+                        now.as_nanos().saturating_sub(call.arrival.as_nanos()),
+                        &verdict,
+                    );
+                }
+                call.alive = false;
+                free.push(slot);
+            }
+            // A drain through a sink ends only in a wait or the finish
+            // otherwise.
+            Action::AwaitAttempts | Action::Launch(_) | Action::Cancel(_) | Action::Record(_) => {}
         }
     }
 }
