@@ -87,6 +87,7 @@ use super::backend::{AttemptDraws, Draw, EPOCH};
 use super::draws::{self, Ahead, Streams};
 use super::parts::{Shared, SimParts};
 use super::queue::{self, Key, Queue};
+use super::report::Launched;
 use super::{Scenario, SLOTS};
 
 /// What one run needs, set up by [`Scenario::run`](super::Scenario::run).
@@ -242,6 +243,9 @@ struct World<'a> {
     in_flight: u32,
     /// Whether timers may be parked (not in the reference run).
     park: bool,
+    /// The measured calls' launches, counted here (no borrow of the
+    /// shared tally per launch) and added to the tally at the end.
+    launched: Launched,
 }
 
 const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
@@ -294,7 +298,7 @@ impl<'a, const N: usize> ActionSink for Carry<'_, 'a, N> {
         let (latency, failed) = w.scenario.backend.attempt_from(draws, at, w.in_flight);
         w.in_flight += 1;
         if self.call.index >= w.scenario.warmup {
-            w.shared.borrow_mut().tally.launched(&info);
+            w.launched.count(&info);
         }
         let ev = Ev::Done {
             slot: self.slot,
@@ -356,6 +360,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                 queue: Queue::new(),
                 in_flight: 0,
                 park: !setup.reference,
+                launched: Launched::default(),
             },
         }
     }
@@ -445,7 +450,9 @@ impl<'a, const N: usize> Sim<'a, N> {
                 }
             }
         }
-        self.w.shared.borrow_mut().tally.simulated = last - EPOCH;
+        let mut shared = self.w.shared.borrow_mut();
+        shared.tally.simulated = last - EPOCH;
+        shared.tally.add_launched(&self.w.launched);
     }
 
     fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<'a, N>> {
@@ -454,14 +461,20 @@ impl<'a, const N: usize> Sim<'a, N> {
 
     fn arrive(&mut self, index: u64, now: Instant) {
         let rng = fastrand::Rng::with_seed(derive_seed(self.w.scenario.seed, index));
-        let parts = SimParts {
-            retry: self.retry_budget,
-            hedge: self.hedge_budget,
-            shared: self.w.shared,
-            measured: index >= self.w.scenario.warmup,
-        };
+        let measured = index >= self.w.scenario.warmup;
         self.generations = self.generations.wrapping_add(1);
-        let gate = || PolicyGate::new(KEY, self.policy, Some(self.trigger), parts);
+        // Made only for a new slot or a gate that cannot be reused.
+        let (retry, hedge, shared) = (self.retry_budget, self.hedge_budget, self.w.shared);
+        let (policy, trigger) = (self.policy, self.trigger);
+        let gate = || {
+            let parts = SimParts {
+                retry,
+                hedge,
+                shared,
+                measured,
+            };
+            PolicyGate::new(KEY, policy, Some(trigger), parts)
+        };
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -495,7 +508,7 @@ impl<'a, const N: usize> Sim<'a, N> {
         if self.policy.circuit.enabled || call.gate.held() > 0 {
             call.gate = gate();
         } else {
-            call.gate.parts_mut().measured = parts.measured;
+            call.gate.parts_mut().measured = measured;
         }
         call.live.clear();
         call.next_timer = None;

@@ -69,14 +69,11 @@ impl Tally {
         }
     }
 
-    #[inline]
-    pub(crate) fn launched(&mut self, info: &AttemptInfo) {
-        self.attempts += 1;
-        match info.kind() {
-            AttemptKind::Hedge => self.hedges += 1,
-            AttemptKind::Retry => self.retries += 1,
-            AttemptKind::Initial => {}
-        }
+    /// Adds the launches the engine counted.
+    pub(crate) fn add_launched(&mut self, launched: &Launched) {
+        self.attempts += launched.attempts;
+        self.hedges += launched.hedges;
+        self.retries += launched.retries;
     }
 
     pub(crate) fn denied(&mut self, kind: AttemptKind) {
@@ -137,6 +134,28 @@ impl Tally {
             latencies,
             clamped: String::new(),
             simulated: self.simulated,
+        }
+    }
+}
+
+/// The measured calls' launches, counted by the engine apart from the
+/// [`Tally`] (which the gate's callbacks share) and added to it at the end.
+#[derive(Debug, Default)]
+pub(crate) struct Launched {
+    attempts: u64,
+    hedges: u64,
+    retries: u64,
+}
+
+impl Launched {
+    /// Counts the launch of `info`.
+    #[inline(always)]
+    pub(crate) fn count(&mut self, info: &AttemptInfo) {
+        self.attempts += 1;
+        match info.kind() {
+            AttemptKind::Hedge => self.hedges += 1,
+            AttemptKind::Retry => self.retries += 1,
+            AttemptKind::Initial => {}
         }
     }
 }
