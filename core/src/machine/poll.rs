@@ -42,6 +42,13 @@ pub(crate) trait Emit {
     fn hears_records(&self) -> bool {
         true
     }
+    /// Whether the drain inlines its launch of a retry group's primary
+    /// ([`Core::launch_primary`]): a driver whose loop is the machine, as
+    /// the simulator's ([`CallMachine::feed`]), saves its call (about 40
+    /// instructions a simulated call); the call future keeps it out of
+    /// line (inlined there, it cost the executor's success path 12
+    /// instructions).
+    const INLINE_LAUNCH: bool = false;
 }
 
 /// Hands `$action` to `$out`, and returns it when `$out` stops there.
@@ -127,6 +134,7 @@ impl<S: ActionSink + ?Sized> Emit for Through<'_, S> {
     fn hears_records(&self) -> bool {
         self.0.hears_records()
     }
+    const INLINE_LAUNCH: bool = true;
 }
 
 impl<const N: usize> CallMachine<N> {
@@ -230,7 +238,11 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                         self.fail(Cause::Exhausted);
                         continue;
                     }
-                    let action = self.by_value().launch_primary(out.gate());
+                    let action = if E::INLINE_LAUNCH {
+                        self.by_value().launch_primary_inlined(out.gate())
+                    } else {
+                        self.by_value().launch_primary(out.gate())
+                    };
                     emit!(out, action);
                 }
                 Phase::Running(_) => {
@@ -292,9 +304,16 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         None
     }
 
-    #[inline]
-    // By value, as `group_done`.
-    pub(super) fn launch_primary<G: Gate + ?Sized>(mut self, gate: &mut G) -> Action {
+    // By value, as `group_done`; out of line (see `Emit::INLINE_LAUNCH`).
+    #[inline(never)]
+    pub(super) fn launch_primary<G: Gate + ?Sized>(self, gate: &mut G) -> Action {
+        self.launch_primary_inlined(gate)
+    }
+
+    /// [`launch_primary`](Self::launch_primary), inlined where it is
+    /// called (see [`Emit::INLINE_LAUNCH`]).
+    #[inline(always)]
+    fn launch_primary_inlined<G: Gate + ?Sized>(mut self, gate: &mut G) -> Action {
         let previous = if self.groups == 0 {
             None
         } else {
@@ -407,7 +426,10 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
 
     /// Consults the trigger while the group may hedge; launches (or records
     /// the refusal of) a hedge when it says so.
-    // By value, as `group_done`.
+    // By value, as `group_done`; inlined into the drain, its one caller
+    // (out of line, its call cost the simulator 12 instructions a call and
+    // the hedged call future more).
+    #[inline(always)]
     pub(super) fn maybe_hedge<G: Gate + ?Sized>(mut self, gate: &mut G) -> Option<Action> {
         self.set_next_hedge_check(None);
         // One slot has no room for a hedge: a 1-slot machine compiles
