@@ -459,22 +459,25 @@ impl<'a, const N: usize> Sim<'a, N> {
         Some(&mut self.calls[slot as usize]).filter(|c| c.alive && c.generation == generation)
     }
 
+    /// A new call's gate (made only for a new slot, or where a finished
+    /// call's cannot be reused: out of line, its makings are not gathered
+    /// per call).
+    #[cold]
+    #[inline(never)]
+    fn gate(&self, measured: bool) -> PolicyGate<'a, SimParts<'a>, Held<'a, N>> {
+        let parts = SimParts {
+            retry: self.retry_budget,
+            hedge: self.hedge_budget,
+            shared: self.w.shared,
+            measured,
+        };
+        PolicyGate::new(KEY, self.policy, Some(self.trigger), parts)
+    }
+
     fn arrive(&mut self, index: u64, now: Instant) {
         let rng = fastrand::Rng::with_seed(derive_seed(self.w.scenario.seed, index));
         let measured = index >= self.w.scenario.warmup;
         self.generations = self.generations.wrapping_add(1);
-        // Made only for a new slot or a gate that cannot be reused.
-        let (retry, hedge, shared) = (self.retry_budget, self.hedge_budget, self.w.shared);
-        let (policy, trigger) = (self.policy, self.trigger);
-        let gate = || {
-            let parts = SimParts {
-                retry,
-                hedge,
-                shared,
-                measured,
-            };
-            PolicyGate::new(KEY, policy, Some(trigger), parts)
-        };
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -484,7 +487,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                     generation: 0,
                     index,
                     arrival: now,
-                    gate: gate(),
+                    gate: self.gate(measured),
                     live: heapless::Vec::new(),
                     next_timer: None,
                     parked: None,
@@ -496,20 +499,22 @@ impl<'a, const N: usize> Sim<'a, N> {
         // the fresh one in place (a copy of the fresh one, or a machine
         // made by value and moved in, copied the whole machine).
         self.machines[slot as usize].restart_from(&self.fresh, rng);
+        // A finished call's gate holds nothing (each admitted attempt's
+        // reservation was settled as it ended) and, with no breaker, never
+        // held a permit: it is the gate a new one would be but for whether
+        // the call is measured.
+        let gate = &mut self.calls[slot as usize].gate;
+        if self.policy.circuit.enabled || gate.held() > 0 {
+            let gate = self.gate(measured);
+            self.calls[slot as usize].gate = gate;
+        } else {
+            gate.parts_mut().measured = measured;
+        }
         let call = &mut self.calls[slot as usize];
         call.alive = true;
         call.generation = self.generations;
         call.index = index;
         call.arrival = now;
-        // A finished call's gate holds nothing (each admitted attempt's
-        // reservation was settled as it ended) and, with no breaker, never
-        // held a permit: it is the gate a new one would be but for whether
-        // the call is measured.
-        if self.policy.circuit.enabled || call.gate.held() > 0 {
-            call.gate = gate();
-        } else {
-            call.gate.parts_mut().measured = measured;
-        }
         call.live.clear();
         call.next_timer = None;
         call.parked = None;
