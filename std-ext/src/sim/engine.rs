@@ -175,20 +175,27 @@ enum Ev {
 type Held<'a, const N: usize> = Inline<&'a dyn Budget, N>;
 
 /// One call in flight, with room for `N` attempts at once.
-struct SimCall<'a, const N: usize> {
+struct SimCall<const N: usize> {
     /// Whether the call runs (the slot is free otherwise).
     alive: bool,
     generation: u32,
     index: u64,
     arrival: Instant,
-    /// The executor's gate: budgets, breaker and hedge trigger.
-    gate: PolicyGate<'a, SimParts<'a>, Held<'a, N>>,
     /// Attempts the call still waits for, with the keys of their ends.
     live: heapless::Vec<(u16, Key), N>,
     next_timer: Option<Instant>,
     /// A timer not in the queue yet, and the key of the end of one of the
     /// call's attempts that comes before it (see [`Parked`]).
     parked: Option<Parked>,
+}
+
+/// What decides a call: its machine and its gate (kept beside the call's
+/// slot, so that the sink the machine feeds holds the gate and the call
+/// apart).
+struct Decider<'a, const N: usize> {
+    machine: CallMachine<N>,
+    /// The executor's gate: budgets, breaker and hedge trigger.
+    gate: PolicyGate<'a, SimParts<'a>, Held<'a, N>>,
 }
 
 /// A call's timer kept out of the queue while one of the call's attempts
@@ -217,10 +224,9 @@ struct Sim<'a, const N: usize> {
     /// random source: each call's starts as a copy.
     fresh: CallMachine<N>,
     /// Call slots; a finished call's slot is reused by a later call.
-    calls: Vec<SimCall<'a, N>>,
-    /// Each slot's call machine (beside the slot, so that the machine and
-    /// the rest of its call are borrowed apart).
-    machines: Vec<CallMachine<N>>,
+    calls: Vec<SimCall<N>>,
+    /// Each slot's machine and gate.
+    deciders: Vec<Decider<'a, N>>,
     free: Vec<u32>,
     /// Calls made so far: each gets the next generation, so that events of
     /// a finished call never reach the next call in the same slot.
@@ -275,7 +281,8 @@ fn unpark(
 /// decides them ([`CallMachine::feed`]): the backend's draws, the queue,
 /// the call's list of live attempts and the tally.
 struct Carry<'s, 'a, const N: usize> {
-    call: &'s mut SimCall<'a, N>,
+    gate: &'s mut PolicyGate<'a, SimParts<'a>, Held<'a, N>>,
+    call: &'s mut SimCall<N>,
     slot: u32,
     now: Instant,
     w: &'s mut World<'a>,
@@ -286,7 +293,7 @@ impl<'a, const N: usize> ActionSink for Carry<'_, 'a, N> {
 
     #[inline(always)]
     fn gate(&mut self) -> &mut Self::Gate {
-        &mut self.call.gate
+        self.gate
     }
 
     #[inline(always)]
@@ -348,7 +355,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             gaps,
             fresh: CallMachine::with_plan(&plan, setup.options, fastrand::Rng::with_seed(0)),
             calls: Vec::new(),
-            machines: Vec::new(),
+            deciders: Vec::new(),
             free: Vec::new(),
             generations: 0,
             w: World {
@@ -455,7 +462,7 @@ impl<'a, const N: usize> Sim<'a, N> {
         shared.tally.add_launched(&self.w.launched);
     }
 
-    fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<'a, N>> {
+    fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<N>> {
         Some(&mut self.calls[slot as usize]).filter(|c| c.alive && c.generation == generation)
     }
 
@@ -481,13 +488,15 @@ impl<'a, const N: usize> Sim<'a, N> {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
-                self.machines.push(self.fresh.clone());
+                self.deciders.push(Decider {
+                    machine: self.fresh.clone(),
+                    gate: self.gate(measured),
+                });
                 self.calls.push(SimCall {
                     alive: false,
                     generation: 0,
                     index,
                     arrival: now,
-                    gate: self.gate(measured),
                     live: heapless::Vec::new(),
                     next_timer: None,
                     parked: None,
@@ -498,17 +507,17 @@ impl<'a, const N: usize> Sim<'a, N> {
         // Made in its slot: the finished call's machine is restarted as
         // the fresh one in place (a copy of the fresh one, or a machine
         // made by value and moved in, copied the whole machine).
-        self.machines[slot as usize].restart_from(&self.fresh, rng);
+        let decider = &mut self.deciders[slot as usize];
+        decider.machine.restart_from(&self.fresh, rng);
         // A finished call's gate holds nothing (each admitted attempt's
         // reservation was settled as it ended) and, with no breaker, never
         // held a permit: it is the gate a new one would be but for whether
         // the call is measured.
-        let gate = &mut self.calls[slot as usize].gate;
-        if self.policy.circuit.enabled || gate.held() > 0 {
+        if self.policy.circuit.enabled || decider.gate.held() > 0 {
             let gate = self.gate(measured);
-            self.calls[slot as usize].gate = gate;
+            self.deciders[slot as usize].gate = gate;
         } else {
-            gate.parts_mut().measured = measured;
+            decider.gate.parts_mut().measured = measured;
         }
         let call = &mut self.calls[slot as usize];
         call.alive = true;
@@ -531,14 +540,21 @@ impl<'a, const N: usize> Sim<'a, N> {
     fn feed(&mut self, slot: u32, now: Instant, event: Event) {
         let Self {
             calls,
-            machines,
+            deciders,
             free,
             w,
             ..
         } = self;
         let call = &mut calls[slot as usize];
-        let mut carry = Carry { call, slot, now, w };
-        let action = machines[slot as usize].feed(event, &mut carry);
+        let Decider { machine, gate } = &mut deciders[slot as usize];
+        let mut carry = Carry {
+            gate,
+            call,
+            slot,
+            now,
+            w,
+        };
+        let action = machine.feed(event, &mut carry);
         let Carry { call, w, .. } = carry;
         match action {
             Action::Wait { until, .. } => {
