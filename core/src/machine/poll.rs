@@ -93,9 +93,10 @@ pub trait ActionSink {
     fn cancel(&mut self, record: &AttemptRecord);
     /// [`Action::Record`]: an attempt ended (or was refused).
     fn record(&mut self, record: &AttemptRecord);
-    /// Whether [`record`](Self::record) does anything: `false` lets the
-    /// machine skip building a record no one reads (the gate still hears
-    /// every attempt's end).
+    /// Whether [`record`](Self::record) wants the records of admitted
+    /// attempts' ends: `false` leaves them out (the gate still hears every
+    /// end; a refused attempt's record still comes), and the machine then
+    /// builds one only for a gate that hears attempts.
     #[inline(always)]
     fn hears_records(&self) -> bool {
         true
@@ -127,7 +128,10 @@ impl<S: ActionSink + ?Sized> Emit for Through<'_, S> {
     }
     #[inline(always)]
     fn record(&mut self, record: &AttemptRecord) -> ControlFlow<Action> {
-        self.0.record(record);
+        // Built for the gate when the sink hears none.
+        if self.0.hears_records() {
+            self.0.record(record);
+        }
         ControlFlow::Continue(())
     }
     #[inline(always)]
