@@ -1,5 +1,5 @@
 //! The simulator's loop: events in virtual-time order, each call's
-//! machine driven in place in its slot.
+//! machine fed in place in its slot.
 //!
 //! What keeps a simulated call cheap (`bash benches/sim_speed.sh` measures
 //! the Tail-at-Scale scenario; its section of BENCHMARKS.md says where the
@@ -10,6 +10,15 @@
 //!   events past its reach), and the next arrival waits outside it: one
 //!   search of the wheel pops the first event or says the arrival comes
 //!   first;
+//! - each event is fed to the call's machine with
+//!   [`CallMachine::feed`], which carries out the launches and cancels
+//!   through the simulator's sink ([`Carry`]) as it decides them, until
+//!   the call waits or finishes: no [`Action`] copied out per step, no
+//!   attempt's record kept between a `handle` and the next `poll`, the
+//!   launch of a primary inlined into the machine's loop (the same gate
+//!   calls and actions in the same order as `handle` then `poll`);
+//! - the queue keeps its first event's key, so that the check whether an
+//!   event comes before the next arrival is one comparison;
 //! - a call's timer waits in the call ([`Parked`]) while one of its
 //!   attempts ends first: most calls end before their hedge check or their
 //!   deadline, and their timer never enters the queue;
@@ -59,14 +68,14 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 1,780
+//! What the rest costs (`bash benches/sim_speed.sh`, about 1,630
 //! instructions per call on the Tail-at-Scale scenario on one thread, at
 //! three to four a cycle): the call machine with the gate and the latency
-//! sketch about 40 % of the instructions, the random draws about 25 %
+//! sketch about 40 % of the instructions, the random draws about 28 %
 //! (libm's logarithms, cosine and exponential, fastrand, the conversion
 //! to nanoseconds), the loop with the queue and the restart of each
 //! call's machine about 25 %, the report's sort about 4 %. With the draw
-//! thread, the simulating thread runs about 1,330 instructions per call,
+//! thread, the simulating thread runs about 1,150 instructions per call,
 //! mostly the machine and the gate (`core`), which this module drives but
 //! does not decide.
 //!
