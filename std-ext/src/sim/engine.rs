@@ -83,6 +83,7 @@
 //! [`CallMachine::restart_from`]: recourse_core::machine::CallMachine::restart_from
 
 use core::cell::RefCell;
+use std::sync::mpsc;
 
 use recourse_core::budget::Budget;
 use recourse_core::driver::derive_seed;
@@ -127,16 +128,28 @@ pub(super) fn run(setup: Setup<'_>) {
         arrivals: setup.scenario.arrivals,
         arrival_rng: arrival_rng(seed),
     };
+    // The calls' latencies go to the helper thread in blocks as they come,
+    // for the report's sort's first pass.
+    let shared = setup.shared;
+    let (latencies, blocks) = mpsc::channel();
+    shared.borrow_mut().tally.stream_to(latencies);
     let mut setup = Some(setup);
-    let _ = draws::with_helper(streams, |attempts, gaps| {
+    let helped = draws::with_helper(streams, blocks, |attempts, gaps| {
         if let Some(setup) = setup.take() {
             run_with(setup, attempts, gaps);
         }
+        shared.borrow_mut().tally.end_stream();
     });
-    // No thread to be had (the run above did not run): the draws are made
-    // here instead.
-    if let Some(setup) = setup {
-        run_with(setup, Ahead::local(), Ahead::local());
+    match helped {
+        Some(((), buckets)) => shared.borrow_mut().tally.streamed(buckets),
+        None => {
+            // No thread to be had: the latencies stay in the tally, and
+            // the draws are made here (unless the run above did run).
+            shared.borrow_mut().tally.end_stream();
+            if let Some(setup) = setup {
+                run_with(setup, Ahead::local(), Ahead::local());
+            }
+        }
     }
 }
 
@@ -269,6 +282,9 @@ const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
 /// before it, or queues it when none does or a timer is parked already
 /// (one at a time: a second one is rare, the call's wait having changed
 /// while an attempt was out).
+// Inlined into its two callers (out of line, its call and arguments
+// cost more than it does).
+#[inline(always)]
 fn unpark(
     live: &[(u16, Key)],
     parked: &mut Option<Parked>,
