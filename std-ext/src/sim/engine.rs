@@ -201,7 +201,8 @@ struct SimCall<const N: usize> {
     /// Whether the call runs (the slot is free otherwise).
     alive: bool,
     generation: u32,
-    index: u64,
+    /// Whether the call is counted (past the warm-up).
+    measured: bool,
     arrival: Instant,
     /// Attempts the call still waits for, with the keys of their ends.
     live: heapless::Vec<(u16, Key), N>,
@@ -253,6 +254,9 @@ struct Sim<'a, const N: usize> {
     /// Calls made so far: each gets the next generation, so that events of
     /// a finished call never reach the next call in the same slot.
     generations: u32,
+    /// Whether a finished call's gate is reused (no breaker: see
+    /// [`Sim::arrive`]).
+    reuse_gates: bool,
     /// What a call's launches reach.
     w: World<'a>,
 }
@@ -271,6 +275,10 @@ struct World<'a> {
     in_flight: u32,
     /// Whether timers may be parked (not in the reference run).
     park: bool,
+    /// The backend's error rate when it is the same throughout (no
+    /// outage, burst or brownout): an attempt's failure is then its draw
+    /// against it, read once per run.
+    steady_error_rate: Option<f64>,
     /// The measured calls' launches, counted here (no borrow of the
     /// shared tally per launch) and added to the tally at the end.
     launched: Launched,
@@ -327,9 +335,12 @@ impl<'a, const N: usize> ActionSink for Carry<'_, 'a, N> {
         let at = now.as_nanos().saturating_sub(EPOCH.as_nanos());
         let (draw, backend_rng) = (&w.draw, &mut w.backend_rng);
         let draws = w.attempts.next(|| AttemptDraws::draw(draw, backend_rng));
-        let (latency, failed) = w.scenario.backend.attempt_from(draws, at, w.in_flight);
+        let (latency, failed) = match w.steady_error_rate {
+            Some(rate) => draws.steady(rate),
+            None => w.scenario.backend.attempt_from(draws, at, w.in_flight),
+        };
         w.in_flight += 1;
-        if self.call.index >= w.scenario.warmup {
+        if self.call.measured {
             w.launched.count(&info);
         }
         let ev = Ev::Done {
@@ -383,6 +394,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             deciders: Vec::new(),
             free: Vec::new(),
             generations: 0,
+            reuse_gates: !setup.policy.circuit.enabled,
             w: World {
                 scenario: setup.scenario,
                 shared: setup.shared,
@@ -392,6 +404,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                 queue: Queue::new(),
                 in_flight: 0,
                 park: !setup.reference,
+                steady_error_rate: setup.scenario.backend.steady_error_rate(),
                 launched: Launched::default(),
             },
         }
@@ -520,7 +533,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                 self.calls.push(SimCall {
                     alive: false,
                     generation: 0,
-                    index,
+                    measured,
                     arrival: now,
                     live: heapless::Vec::new(),
                     next_timer: None,
@@ -538,7 +551,7 @@ impl<'a, const N: usize> Sim<'a, N> {
         // reservation was settled as it ended) and, with no breaker, never
         // held a permit: it is the gate a new one would be but for whether
         // the call is measured.
-        if self.policy.circuit.enabled || decider.gate.held() > 0 {
+        if !self.reuse_gates || decider.gate.held() > 0 {
             let gate = self.gate(measured);
             self.deciders[slot as usize].gate = gate;
         } else {
@@ -547,7 +560,7 @@ impl<'a, const N: usize> Sim<'a, N> {
         let call = &mut self.calls[slot as usize];
         call.alive = true;
         call.generation = self.generations;
-        call.index = index;
+        call.measured = measured;
         call.arrival = now;
         call.live.clear();
         call.next_timer = None;
@@ -601,7 +614,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                 }
             }
             Action::Finish(verdict) => {
-                if call.index >= w.scenario.warmup {
+                if call.measured {
                     w.shared.borrow_mut().tally.finished(
                         now.as_nanos().saturating_sub(call.arrival.as_nanos()),
                         &verdict,
