@@ -50,9 +50,11 @@
 //! - with [`Scenario::draw_thread`](super::Scenario::draw_thread), those
 //!   draws are made on a helper thread instead and handed over in blocks
 //!   ([`draws`]: the same numbers in the same order, since no draw depends
-//!   on what the calls do), and the report's latencies are sorted on two
-//!   threads: the simulating thread keeps only the calls (about two
-//!   thirds of its CPU time on one thread);
+//!   on what the calls do); the calls' latencies go to that thread in
+//!   blocks as they come, and it puts them in buckets by their top digit
+//!   (the report's sort's first pass) while the run goes on; the buckets
+//!   are sorted on two threads at the end: the simulating thread keeps
+//!   only the calls (about two thirds of its CPU time on one thread);
 //! - the report counts successes apart from the map of failure causes,
 //!   keeps latencies in 32 bits while they fit, and sorts them with a
 //!   radix sort by their top digit first, each bucket then in the cache.
@@ -68,14 +70,14 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 1,630
+//! What the rest costs (`bash benches/sim_speed.sh`, about 1,610
 //! instructions per call on the Tail-at-Scale scenario on one thread, at
 //! three to four a cycle): the call machine with the gate and the latency
 //! sketch about 40 % of the instructions, the random draws about 28 %
 //! (libm's logarithms, cosine and exponential, fastrand, the conversion
 //! to nanoseconds), the loop with the queue and the restart of each
 //! call's machine about 25 %, the report's sort about 4 %. With the draw
-//! thread, the simulating thread runs about 1,150 instructions per call,
+//! thread, the simulating thread runs about 1,095 instructions per call,
 //! mostly the machine and the gate (`core`), which this module drives but
 //! does not decide.
 //!
