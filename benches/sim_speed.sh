@@ -98,7 +98,9 @@ had the core (on a loaded machine, most of the difference between runs);
 the one-thread verdicts go by CPU time. With the draw thread
 (`Scenario::draw_thread(true)`: the backend's and the arrivals' random
 draws made on a second thread and handed over in blocks in the order
-they are made, and the latencies sorted on two threads at the end; the
+they are made; the calls' latencies handed to that thread in blocks as
+they come, which puts them in buckets by their top digit while the run
+goes on, and the buckets sorted on two threads at the end; the
 same report, byte for byte, which the example checks), the calls still
 run on one thread: its CPU time is the simulating thread's, and the
 wall-clock time needs a second core free (on a loaded machine it is
@@ -113,9 +115,11 @@ the results are).
 callgrind, {cg_calls:,} calls on one thread (the run only): **{total / cg_calls:,.0f}
 instructions per call** (report digest `{cg_digest}`); with the draw
 thread, the simulating thread runs **{dt_total / cg_calls:,.0f}** per call
-(the sort's first pass and half its buckets included). Where they go, self
+(half of the sort's buckets included). Where they go, self
 cost per call by function, code inlined into a function counted as that
-function's: `CallMachine::poll` holds the inlined gate; the simulator's
+function's: the simulator feeds each call's machine with
+`CallMachine::feed`, which carries out its launches and cancels through
+the simulator's sink as it decides them, with the gate inlined; the simulator's
 `run_with` (its `Sim::run` inlined) holds the event queue, the restart of
 each call's machine in its slot (`CallMachine::restart_from`), the
 backend's failure decision and the report's tally; libm's `log`, `cos`
@@ -123,8 +127,8 @@ and `exp` are the latency and arrival draws (made 32 at a time ahead of
 their use, so that they overlap: they cost time less than their
 instructions say), and `Ahead::refill` the rest of them (`Draw::nanos`
 and `gap_nanos` inlined): with the draw thread, these go to the helper
-thread, and about half of `sort_bucket` (the report's sort) to a second
-one at the end.
+thread, with the report's sort's first pass, and about half of
+`sort_bucket` (the rest of the sort) to a second one at the end.
 
 | function | instructions/call |
 |---|---:|""")

@@ -14,6 +14,7 @@ use crate::time::Instant;
 
 mod clock_reads;
 mod driver;
+mod feed;
 mod hedging;
 mod layout;
 mod random;

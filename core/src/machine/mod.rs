@@ -55,6 +55,7 @@ pub use io::{Action, Event, WaitReason};
 use plan::hedges_in;
 pub use plan::CallPlan;
 pub(crate) use plan::{overall_timeout, per_attempt_timeout, policy_hedges};
+pub use poll::ActionSink;
 pub(crate) use staged::{Next, Sink, Staged};
 
 /// Test-only: `(field, offset, size)` of each named field of `*$v` (a

@@ -7,7 +7,8 @@ use core::time::Duration;
 
 use super::plan::attempt_deadline;
 use super::{
-    cut_reason, Action, CallMachine, Cause, Core, Last, Phase, Settings, Slot, Verdict, WaitReason,
+    cut_reason, Action, CallMachine, Cause, Core, Event, Last, Phase, Settings, Slot, Verdict,
+    WaitReason,
 };
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
@@ -41,6 +42,13 @@ pub(crate) trait Emit {
     fn hears_records(&self) -> bool {
         true
     }
+    /// Whether the drain inlines its launch of a retry group's primary
+    /// ([`Core::launch_primary`]): a driver whose loop is the machine, as
+    /// the simulator's ([`CallMachine::feed`]), saves its call (about 40
+    /// instructions a simulated call); the call future keeps it as it was
+    /// (forced inline there, it cost the executor's success path 12
+    /// instructions and the embedded call site 220 bytes of flash).
+    const INLINE_LAUNCH: bool = false;
 }
 
 /// Hands `$action` to `$out`, and returns it when `$out` stops there.
@@ -50,6 +58,25 @@ macro_rules! emit {
             return action;
         }
     };
+}
+
+/// The body of [`Core::launch_primary`] and its inlined twin: the next
+/// retry group's primary, asked of the gate and launched.
+macro_rules! launch_primary {
+    ($core:ident, $gate:ident) => {{
+        let previous = if $core.groups == 0 {
+            None
+        } else {
+            $core.last_outcome()
+        };
+        let info = $core.next_attempt(u32::from($core.groups), 0);
+        let admission = $gate.admit(&AdmitRequest {
+            attempt: info,
+            previous,
+            now: $core.now,
+        });
+        $core.primary(info, admission)
+    }};
 }
 
 /// [`CallMachine::poll`]'s [`Emit`]: stops at every action.
@@ -65,6 +92,72 @@ impl<G: Gate + ?Sized> Emit for OneAction<'_, G> {
     fn emit(&mut self, action: Action) -> ControlFlow<Action> {
         ControlFlow::Break(action)
     }
+}
+
+/// Where [`CallMachine::feed`] carries out a call's actions as the
+/// machine decides them: launches, cancels and records, each in place
+/// (no [`Action`] is copied out per step), with the call's gate beside
+/// them. The same decisions, in the same order, as [`CallMachine::handle`]
+/// then [`CallMachine::poll`] until it waits, carrying out each action
+/// as it is returned.
+pub trait ActionSink {
+    /// The call's gate.
+    type Gate: Gate + ?Sized;
+    /// The call's gate (consulted before every launch, told when each
+    /// admitted attempt ends).
+    fn gate(&mut self) -> &mut Self::Gate;
+    /// [`Action::Launch`]: start the operation for this attempt.
+    fn launch(&mut self, info: AttemptInfo);
+    /// [`Action::Cancel`]: drop this attempt; its record says why.
+    fn cancel(&mut self, record: &AttemptRecord);
+    /// [`Action::Record`]: an attempt ended (or was refused).
+    fn record(&mut self, record: &AttemptRecord);
+    /// Whether [`record`](Self::record) wants the records of admitted
+    /// attempts' ends: `false` leaves them out (the gate still hears every
+    /// end; a refused attempt's record still comes), and the machine then
+    /// builds one only for a gate that hears attempts.
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        true
+    }
+}
+
+/// [`CallMachine::feed`]'s [`Emit`]: carries every action out through an
+/// [`ActionSink`].
+struct Through<'a, S: ?Sized>(&'a mut S);
+
+impl<S: ActionSink + ?Sized> Emit for Through<'_, S> {
+    type Gate = S::Gate;
+    #[inline(always)]
+    fn gate(&mut self) -> &mut S::Gate {
+        self.0.gate()
+    }
+    #[inline(always)]
+    fn emit(&mut self, action: Action) -> ControlFlow<Action> {
+        match action {
+            Action::Launch(info) => self.0.launch(info),
+            Action::Cancel(record) => self.0.cancel(&record),
+            Action::Record(record) => self.0.record(&record),
+            // A drain returns these itself.
+            Action::Wait { .. } | Action::AwaitAttempts | Action::Finish(_) => {
+                return ControlFlow::Break(action)
+            }
+        }
+        ControlFlow::Continue(())
+    }
+    #[inline(always)]
+    fn record(&mut self, record: &AttemptRecord) -> ControlFlow<Action> {
+        // Built for the gate when the sink hears none.
+        if self.0.hears_records() {
+            self.0.record(record);
+        }
+        ControlFlow::Continue(())
+    }
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        self.0.hears_records()
+    }
+    const INLINE_LAUNCH: bool = true;
 }
 
 impl<const N: usize> CallMachine<N> {
@@ -85,6 +178,31 @@ impl<const N: usize> CallMachine<N> {
             None => None,
         };
         self.run().drain_with(ended, &mut OneAction(gate))
+    }
+
+    /// Feeds `event` and carries out the actions due through `sink`
+    /// until the machine must wait or has finished: returns that last
+    /// action, [`Action::Wait`], [`Action::AwaitAttempts`] or
+    /// [`Action::Finish`]. The same gate calls and actions, in the same
+    /// order, as [`handle`](Self::handle) then [`poll`](Self::poll) until
+    /// one of those three, without a per-action round trip (a record the
+    /// event produced is handed to the gate and `sink` at once, not kept
+    /// for the next poll). An event handled before and not polled yet
+    /// has its actions carried out first.
+    #[inline(always)]
+    pub fn feed<S: ActionSink + ?Sized>(&mut self, event: Event, sink: &mut S) -> Action {
+        if self.pending.is_some() {
+            self.flush_pending(sink);
+        }
+        self.run().feed_with(Some(event), &mut Through(sink))
+    }
+
+    /// [`feed`](Self::feed)'s rare case: an event [`handle`](Self::handle)d
+    /// and not polled yet, whose actions come before the next event's.
+    #[cold]
+    fn flush_pending<S: ActionSink + ?Sized>(&mut self, sink: &mut S) {
+        let ended = self.pending.take();
+        let _ = self.run().drain_with(ended, &mut Through(sink));
     }
 
     /// [`Core::cancelled_with`], the record an event kept handed out
@@ -143,7 +261,11 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                         self.fail(Cause::Exhausted);
                         continue;
                     }
-                    let action = self.by_value().launch_primary(out.gate());
+                    let action = if E::INLINE_LAUNCH {
+                        self.by_value().launch_primary_inlined(out.gate())
+                    } else {
+                        self.by_value().launch_primary(out.gate())
+                    };
                     emit!(out, action);
                 }
                 Phase::Running(_) => {
@@ -208,18 +330,16 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     #[inline]
     // By value, as `group_done`.
     pub(super) fn launch_primary<G: Gate + ?Sized>(mut self, gate: &mut G) -> Action {
-        let previous = if self.groups == 0 {
-            None
-        } else {
-            self.last_outcome()
-        };
-        let info = self.next_attempt(u32::from(self.groups), 0);
-        let admission = gate.admit(&AdmitRequest {
-            attempt: info,
-            previous,
-            now: self.now,
-        });
-        self.primary(info, admission)
+        launch_primary!(self, gate)
+    }
+
+    /// [`launch_primary`](Self::launch_primary), inlined where it is
+    /// called (see [`Emit::INLINE_LAUNCH`]; one body, written once in
+    /// [`launch_primary!`], so that `launch_primary` compiles as it did for
+    /// the call future).
+    #[inline(always)]
+    fn launch_primary_inlined<G: Gate + ?Sized>(mut self, gate: &mut G) -> Action {
+        launch_primary!(self, gate)
     }
 
     /// The next retry group's primary `info`, once the gate answered
@@ -320,7 +440,10 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
 
     /// Consults the trigger while the group may hedge; launches (or records
     /// the refusal of) a hedge when it says so.
-    // By value, as `group_done`.
+    // By value, as `group_done`; inlined into the drain, its one caller
+    // (out of line, its call cost the simulator 12 instructions a call and
+    // the hedged call future more).
+    #[inline(always)]
     pub(super) fn maybe_hedge<G: Gate + ?Sized>(mut self, gate: &mut G) -> Option<Action> {
         self.set_next_hedge_check(None);
         // One slot has no room for a hedge: a 1-slot machine compiles

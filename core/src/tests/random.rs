@@ -11,7 +11,7 @@ use crate::policy::{Jitter, Policy};
 use crate::record::AttemptId;
 use crate::time::Instant;
 
-fn random_policy(rng: &mut fastrand::Rng) -> Policy {
+pub(super) fn random_policy(rng: &mut fastrand::Rng) -> Policy {
     let mut p = Policy::DEFAULT;
     let r = &mut p.retry;
     r.max_attempts = rng.u32(0..14);

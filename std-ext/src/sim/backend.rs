@@ -474,9 +474,17 @@ impl Backend {
         if self.brownout.is_none() && self.bursts.is_none() && self.outages.is_empty() {
             // A backend with one error rate throughout: no need for the
             // time of the launch.
-            return (draws.latency, draws.failure < self.error_rate);
+            return draws.steady(self.error_rate);
         }
         self.attempt_in_time(draws, at, in_flight)
+    }
+
+    /// The error rate, when it is the same throughout (no outage, burst
+    /// or brownout): [`Backend::attempt_from`] is then
+    /// [`AttemptDraws::steady`] with it, whenever the attempt launches.
+    pub(crate) fn steady_error_rate(&self) -> Option<f64> {
+        (self.brownout.is_none() && self.bursts.is_none() && self.outages.is_empty())
+            .then_some(self.error_rate)
     }
 
     /// [`Backend::attempt_from`] for a backend whose behaviour changes in
@@ -517,6 +525,13 @@ pub(crate) struct AttemptDraws {
 }
 
 impl AttemptDraws {
+    /// The attempt's latency in nanoseconds and whether it fails, at a
+    /// backend whose error rate is `error_rate` throughout.
+    #[inline(always)]
+    pub(crate) fn steady(self, error_rate: f64) -> (u64, bool) {
+        (self.latency, self.failure < error_rate)
+    }
+
     /// The next attempt's draws from `rng`, from the latency `draw`.
     #[inline]
     pub(crate) fn draw(draw: &Draw, rng: &mut fastrand::Rng) -> Self {

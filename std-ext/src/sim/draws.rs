@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::{self, Thread};
 
 use super::backend::{Arrivals, AttemptDraws, Draw};
+use super::report::Buckets;
 
 /// Draws made at a time on the simulating thread (see [`Ahead`]).
 pub(super) const AHEAD: usize = 32;
@@ -113,39 +114,63 @@ pub(super) struct Streams {
 }
 
 /// Runs `run` with the draws of `streams` made by a helper thread, handed
-/// to it as its attempts' draws and arrival gaps; `None` (and `run` not
-/// run) when no thread could be started.
+/// to it as its attempts' draws and arrival gaps, while the helper also
+/// puts the blocks of call latencies `latencies` brings into [`Buckets`]
+/// (the report's sort's first pass; `run` ends that stream before it
+/// returns): `run`'s result and the buckets, or `None` (and `run` not run)
+/// when no thread could be started. A panic of the helper's is resumed
+/// here.
 pub(super) fn with_helper<R>(
     streams: Streams,
+    latencies: Receiver<Vec<u32>>,
     run: impl FnOnce(Ahead<AttemptDraws>, Ahead<u64>) -> R,
-) -> Option<R> {
+) -> Option<(R, Buckets)> {
     thread::scope(|scope| {
         let (attempts_tx, attempts) = mpsc::sync_channel(BLOCKS_AHEAD);
         let (gaps_tx, gaps) = mpsc::sync_channel(BLOCKS_AHEAD);
         let helper = thread::Builder::new()
             .name("recourse-sim-draws".into())
-            .spawn_scoped(scope, move || make(streams, &attempts_tx, &gaps_tx))
+            .spawn_scoped(scope, move || {
+                make(streams, &attempts_tx, &gaps_tx, &latencies)
+            })
             .ok()?;
         let woken = helper.thread().clone();
         let result = run(
             Ahead::fed(attempts, woken.clone()),
             Ahead::fed(gaps, woken.clone()),
         );
-        // `run` dropped the receiving ends: the helper, woken, finds them
-        // gone and ends (the scope waits for it).
+        // `run` dropped the receiving ends and ended the latencies' stream:
+        // the helper, woken, finds them gone, finishes its buckets and
+        // ends.
         woken.unpark();
-        Some(result)
+        // The latencies it took are in its buckets: a panic there is the
+        // run's.
+        let buckets = helper
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Some((result, buckets))
     })
 }
 
 /// The helper thread: makes blocks of both streams while either has room,
 /// and sleeps while neither has (woken when a block is taken), until the
-/// simulating thread drops its end of the backend's stream.
-fn make(mut s: Streams, attempts: &SyncSender<Vec<AttemptDraws>>, gaps: &SyncSender<Vec<u64>>) {
+/// simulating thread drops its end of the backend's stream; puts the
+/// latencies it is handed into buckets as they come (each time it wakes),
+/// and returns them once their stream has ended.
+fn make(
+    mut s: Streams,
+    attempts: &SyncSender<Vec<AttemptDraws>>,
+    gaps: &SyncSender<Vec<u64>>,
+    latencies: &Receiver<Vec<u32>>,
+) -> Buckets {
     let mut held_attempts: Option<Vec<AttemptDraws>> = None;
     let mut held_gaps: Option<Vec<u64>> = None;
     let mut gaps_open = true;
+    let mut buckets = Buckets::new();
     loop {
+        while let Ok(block) = latencies.try_recv() {
+            buckets.take(&block);
+        }
         let mut sent = false;
         let block = held_attempts.take().unwrap_or_else(|| {
             (0..BLOCK)
@@ -155,7 +180,14 @@ fn make(mut s: Streams, attempts: &SyncSender<Vec<AttemptDraws>>, gaps: &SyncSen
         match attempts.try_send(block) {
             Ok(()) => sent = true,
             Err(TrySendError::Full(block)) => held_attempts = Some(block),
-            Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Disconnected(_)) => {
+                // The run is over: the last latencies (until the
+                // simulating thread has ended their stream).
+                for block in latencies {
+                    buckets.take(&block);
+                }
+                return buckets;
+            }
         }
         if gaps_open {
             let block = held_gaps.take().unwrap_or_else(|| {

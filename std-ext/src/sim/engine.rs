@@ -1,5 +1,5 @@
 //! The simulator's loop: events in virtual-time order, each call's
-//! machine driven in place in its slot.
+//! machine fed in place in its slot.
 //!
 //! What keeps a simulated call cheap (`bash benches/sim_speed.sh` measures
 //! the Tail-at-Scale scenario; its section of BENCHMARKS.md says where the
@@ -10,6 +10,15 @@
 //!   events past its reach), and the next arrival waits outside it: one
 //!   search of the wheel pops the first event or says the arrival comes
 //!   first;
+//! - each event is fed to the call's machine with
+//!   [`CallMachine::feed`], which carries out the launches and cancels
+//!   through the simulator's sink ([`Carry`]) as it decides them, until
+//!   the call waits or finishes: no [`Action`] copied out per step, no
+//!   attempt's record kept between a `handle` and the next `poll`, the
+//!   launch of a primary inlined into the machine's loop (the same gate
+//!   calls and actions in the same order as `handle` then `poll`);
+//! - the queue keeps its first event's key, so that the check whether an
+//!   event comes before the next arrival is one comparison;
 //! - a call's timer waits in the call ([`Parked`]) while one of its
 //!   attempts ends first: most calls end before their hedge check or their
 //!   deadline, and their timer never enters the queue;
@@ -41,9 +50,11 @@
 //! - with [`Scenario::draw_thread`](super::Scenario::draw_thread), those
 //!   draws are made on a helper thread instead and handed over in blocks
 //!   ([`draws`]: the same numbers in the same order, since no draw depends
-//!   on what the calls do), and the report's latencies are sorted on two
-//!   threads: the simulating thread keeps only the calls (about two
-//!   thirds of its CPU time on one thread);
+//!   on what the calls do); the calls' latencies go to that thread in
+//!   blocks as they come, and it puts them in buckets by their top digit
+//!   (the report's sort's first pass) while the run goes on; the buckets
+//!   are sorted on two threads at the end: the simulating thread keeps
+//!   only the calls (about two thirds of its CPU time on one thread);
 //! - the report counts successes apart from the map of failure causes,
 //!   keeps latencies in 32 bits while they fit, and sorts them with a
 //!   radix sort by their top digit first, each bucket then in the cache.
@@ -59,14 +70,14 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 1,780
+//! What the rest costs (`bash benches/sim_speed.sh`, about 1,610
 //! instructions per call on the Tail-at-Scale scenario on one thread, at
 //! three to four a cycle): the call machine with the gate and the latency
-//! sketch about 40 % of the instructions, the random draws about 25 %
+//! sketch about 40 % of the instructions, the random draws about 28 %
 //! (libm's logarithms, cosine and exponential, fastrand, the conversion
 //! to nanoseconds), the loop with the queue and the restart of each
 //! call's machine about 25 %, the report's sort about 4 %. With the draw
-//! thread, the simulating thread runs about 1,330 instructions per call,
+//! thread, the simulating thread runs about 1,095 instructions per call,
 //! mostly the machine and the gate (`core`), which this module drives but
 //! does not decide.
 //!
@@ -74,19 +85,21 @@
 //! [`CallMachine::restart_from`]: recourse_core::machine::CallMachine::restart_from
 
 use core::cell::RefCell;
+use std::sync::mpsc;
 
 use recourse_core::budget::Budget;
 use recourse_core::driver::derive_seed;
 use recourse_core::hedge::Trigger;
-use recourse_core::machine::{Action, CallMachine, CallPlan, Event, Limits};
+use recourse_core::machine::{Action, ActionSink, CallMachine, CallPlan, Event, Limits};
 use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
-use recourse_core::{Instant, Outcome, PolicyKey};
+use recourse_core::{AttemptInfo, AttemptRecord, Instant, Outcome, PolicyKey};
 
 use super::backend::{AttemptDraws, Draw, EPOCH};
 use super::draws::{self, Ahead, Streams};
 use super::parts::{Shared, SimParts};
 use super::queue::{self, Key, Queue};
+use super::report::Launched;
 use super::{Scenario, SLOTS};
 
 /// What one run needs, set up by [`Scenario::run`](super::Scenario::run).
@@ -117,16 +130,28 @@ pub(super) fn run(setup: Setup<'_>) {
         arrivals: setup.scenario.arrivals,
         arrival_rng: arrival_rng(seed),
     };
+    // The calls' latencies go to the helper thread in blocks as they come,
+    // for the report's sort's first pass.
+    let shared = setup.shared;
+    let (latencies, blocks) = mpsc::channel();
+    shared.borrow_mut().tally.stream_to(latencies);
     let mut setup = Some(setup);
-    let _ = draws::with_helper(streams, |attempts, gaps| {
+    let helped = draws::with_helper(streams, blocks, |attempts, gaps| {
         if let Some(setup) = setup.take() {
             run_with(setup, attempts, gaps);
         }
+        shared.borrow_mut().tally.end_stream();
     });
-    // No thread to be had (the run above did not run): the draws are made
-    // here instead.
-    if let Some(setup) = setup {
-        run_with(setup, Ahead::local(), Ahead::local());
+    match helped {
+        Some(((), buckets)) => shared.borrow_mut().tally.streamed(buckets),
+        None => {
+            // No thread to be had: the latencies stay in the tally, and
+            // the draws are made here (unless the run above did run).
+            shared.borrow_mut().tally.end_stream();
+            if let Some(setup) = setup {
+                run_with(setup, Ahead::local(), Ahead::local());
+            }
+        }
     }
 }
 
@@ -174,21 +199,28 @@ enum Ev {
 type Held<'a, const N: usize> = Inline<&'a dyn Budget, N>;
 
 /// One call in flight, with room for `N` attempts at once.
-struct SimCall<'a, const N: usize> {
-    machine: CallMachine<N>,
+struct SimCall<const N: usize> {
     /// Whether the call runs (the slot is free otherwise).
     alive: bool,
     generation: u32,
-    index: u64,
+    /// Whether the call is counted (past the warm-up).
+    measured: bool,
     arrival: Instant,
-    /// The executor's gate: budgets, breaker and hedge trigger.
-    gate: PolicyGate<'a, SimParts<'a>, Held<'a, N>>,
     /// Attempts the call still waits for, with the keys of their ends.
     live: heapless::Vec<(u16, Key), N>,
     next_timer: Option<Instant>,
     /// A timer not in the queue yet, and the key of the end of one of the
     /// call's attempts that comes before it (see [`Parked`]).
     parked: Option<Parked>,
+}
+
+/// What decides a call: its machine and its gate (kept beside the call's
+/// slot, so that the sink the machine feeds holds the gate and the call
+/// apart).
+struct Decider<'a, const N: usize> {
+    machine: CallMachine<N>,
+    /// The executor's gate: budgets, breaker and hedge trigger.
+    gate: PolicyGate<'a, SimParts<'a>, Held<'a, N>>,
 }
 
 /// A call's timer kept out of the queue while one of the call's attempts
@@ -206,34 +238,52 @@ struct Parked {
 }
 
 struct Sim<'a, const N: usize> {
-    scenario: &'a Scenario,
     policy: &'a Policy,
     trigger: Trigger,
     retry_budget: Option<&'a dyn Budget>,
     hedge_budget: Option<&'a dyn Budget>,
+    arrival_rng: fastrand::Rng,
+    /// The gaps between arrivals in nanoseconds, drawn ahead.
+    gaps: Ahead<u64>,
+    /// A machine as [`CallMachine::with_plan`] makes it, but for its
+    /// random source: each call's starts as a copy.
+    fresh: CallMachine<N>,
+    /// Call slots; a finished call's slot is reused by a later call.
+    calls: Vec<SimCall<N>>,
+    /// Each slot's machine and gate.
+    deciders: Vec<Decider<'a, N>>,
+    free: Vec<u32>,
+    /// Calls made so far: each gets the next generation, so that events of
+    /// a finished call never reach the next call in the same slot.
+    generations: u32,
+    /// Whether a finished call's gate is reused (no breaker: see
+    /// [`Sim::arrive`]).
+    reuse_gates: bool,
+    /// What a call's launches reach.
+    w: World<'a>,
+}
+
+/// What a call's launches and cancels reach (see [`Carry`]).
+struct World<'a> {
+    scenario: &'a Scenario,
     shared: &'a RefCell<Shared>,
     /// The backend's latency, read once.
     draw: Draw,
     backend_rng: fastrand::Rng,
     /// The backend's draws, made ahead.
     attempts: Ahead<AttemptDraws>,
-    arrival_rng: fastrand::Rng,
-    /// The gaps between arrivals in nanoseconds, drawn ahead.
-    gaps: Ahead<u64>,
     queue: Queue<Ev>,
-    /// A machine as [`CallMachine::with_plan`] makes it, but for its
-    /// random source: each call's starts as a copy.
-    fresh: CallMachine<N>,
-    /// Call slots; a finished call's slot is reused by a later call.
-    calls: Vec<SimCall<'a, N>>,
-    free: Vec<u32>,
-    /// Calls made so far: each gets the next generation, so that events of
-    /// a finished call never reach the next call in the same slot.
-    generations: u32,
     /// Attempts at the backend (cancelled ones included until they end).
     in_flight: u32,
     /// Whether timers may be parked (not in the reference run).
     park: bool,
+    /// The backend's error rate when it is the same throughout (no
+    /// outage, burst or brownout): an attempt's failure is then its draw
+    /// against it, read once per run.
+    steady_error_rate: Option<f64>,
+    /// The measured calls' launches, counted here (no borrow of the
+    /// shared tally per launch) and added to the tally at the end.
+    launched: Launched,
 }
 
 const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
@@ -242,19 +292,87 @@ const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
 /// before it, or queues it when none does or a timer is parked already
 /// (one at a time: a second one is rare, the call's wait having changed
 /// while an attempt was out).
-fn unpark<const N: usize>(
-    call: &mut SimCall<'_, N>,
+// Inlined into its two callers (out of line, its call and arguments
+// cost more than it does).
+#[inline(always)]
+fn unpark(
+    live: &[(u16, Key)],
+    parked: &mut Option<Parked>,
     timer: Key,
     ev: Ev,
     queue: &mut Queue<Ev>,
     park: bool,
 ) {
-    let guard = call.live.iter().find(|l| l.1 < timer);
+    let guard = live.iter().find(|l| l.1 < timer);
     match guard {
-        Some(&(_, guard)) if park && call.parked.is_none() => {
-            call.parked = Some(Parked { timer, guard });
+        Some(&(_, guard)) if park && parked.is_none() => {
+            *parked = Some(Parked { timer, guard });
         }
         _ => queue.push_key(timer, ev),
+    }
+}
+
+/// Where a call's machine carries out its launches and cancels as it
+/// decides them ([`CallMachine::feed`]): the backend's draws, the queue,
+/// the call's list of live attempts and the tally.
+struct Carry<'s, 'a, const N: usize> {
+    gate: &'s mut PolicyGate<'a, SimParts<'a>, Held<'a, N>>,
+    call: &'s mut SimCall<N>,
+    slot: u32,
+    now: Instant,
+    w: &'s mut World<'a>,
+}
+
+impl<'a, const N: usize> ActionSink for Carry<'_, 'a, N> {
+    type Gate = PolicyGate<'a, SimParts<'a>, Held<'a, N>>;
+
+    #[inline(always)]
+    fn gate(&mut self) -> &mut Self::Gate {
+        self.gate
+    }
+
+    #[inline(always)]
+    fn launch(&mut self, info: AttemptInfo) {
+        let (now, w) = (self.now, &mut *self.w);
+        let at = now.as_nanos().saturating_sub(EPOCH.as_nanos());
+        let (draw, backend_rng) = (&w.draw, &mut w.backend_rng);
+        let draws = w.attempts.next(|| AttemptDraws::draw(draw, backend_rng));
+        let (latency, failed) = match w.steady_error_rate {
+            Some(rate) => draws.steady(rate),
+            None => w.scenario.backend.attempt_from(draws, at, w.in_flight),
+        };
+        w.in_flight += 1;
+        if self.call.measured {
+            w.launched.count(&info);
+        }
+        let ev = Ev::Done {
+            slot: self.slot,
+            generation: self.call.generation,
+            id: info.id.0,
+            failed,
+        };
+        let end = w.queue.push(
+            Instant::from_nanos(now.as_nanos().saturating_add(latency)),
+            ev,
+        );
+        // The machine never has more than `N` attempts in flight.
+        let _ = self.call.live.push((info.id.0, end));
+    }
+
+    #[inline(always)]
+    fn cancel(&mut self, record: &AttemptRecord) {
+        let live = &mut self.call.live;
+        if let Some(i) = live.iter().position(|l| l.0 == record.info.id.0) {
+            live.swap_remove(i);
+        }
+    }
+
+    #[inline(always)]
+    fn record(&mut self, _: &AttemptRecord) {}
+
+    #[inline(always)]
+    fn hears_records(&self) -> bool {
+        false
     }
 }
 
@@ -267,37 +385,43 @@ impl<'a, const N: usize> Sim<'a, N> {
     ) -> Self {
         let seed = setup.scenario.seed;
         Self {
-            scenario: setup.scenario,
             policy: setup.policy,
             trigger: setup.trigger,
             retry_budget: setup.retry_budget,
             hedge_budget: setup.hedge_budget,
-            shared: setup.shared,
-            draw: setup.scenario.backend.latency.draw(),
-            backend_rng: backend_rng(seed),
-            attempts,
             arrival_rng: arrival_rng(seed),
             gaps,
-            queue: Queue::new(),
             fresh: CallMachine::with_plan(&plan, setup.options, fastrand::Rng::with_seed(0)),
             calls: Vec::new(),
+            deciders: Vec::new(),
             free: Vec::new(),
             generations: 0,
-            in_flight: 0,
-            park: !setup.reference,
+            reuse_gates: !setup.policy.circuit.enabled,
+            w: World {
+                scenario: setup.scenario,
+                shared: setup.shared,
+                draw: setup.scenario.backend.latency.draw(),
+                backend_rng: backend_rng(seed),
+                attempts,
+                queue: Queue::new(),
+                in_flight: 0,
+                park: !setup.reference,
+                steady_error_rate: setup.scenario.backend.steady_error_rate(),
+                launched: Launched::default(),
+            },
         }
     }
 
     fn run(&mut self) {
-        let total = self.scenario.warmup + self.scenario.calls;
+        let total = self.w.scenario.warmup + self.w.scenario.calls;
         let mut arrived = 0;
         let mut last = EPOCH;
         // The next arrival, ordered with the queued events by its key (it
         // takes its sequence number when it is scheduled, as a queued
         // event would); `Key::MAX` once every call has arrived.
-        let mut next_arrival = queue::key(EPOCH, self.queue.next_seq());
+        let mut next_arrival = queue::key(EPOCH, self.w.queue.next_seq());
         loop {
-            let Some((key, ev)) = self.queue.pop_before(next_arrival) else {
+            let Some((key, ev)) = self.w.queue.pop_before(next_arrival) else {
                 if next_arrival == Key::MAX {
                     break;
                 }
@@ -306,10 +430,10 @@ impl<'a, const N: usize> Sim<'a, N> {
                 self.arrive(arrived, now);
                 arrived += 1;
                 next_arrival = if arrived < total {
-                    let (arrivals, rng) = (&self.scenario.arrivals, &mut self.arrival_rng);
+                    let (arrivals, rng) = (&self.w.scenario.arrivals, &mut self.arrival_rng);
                     let gap = self.gaps.next(|| arrivals.gap_nanos(rng));
                     let at = Instant::from_nanos(now.as_nanos().saturating_add(gap));
-                    queue::key(at, self.queue.next_seq())
+                    queue::key(at, self.w.queue.next_seq())
                 } else {
                     Key::MAX
                 };
@@ -324,7 +448,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                     failed,
                 } => {
                     last = now;
-                    self.in_flight -= 1;
+                    self.w.in_flight -= 1;
                     let Some(call) = self.call(slot, generation) else {
                         continue;
                     };
@@ -343,15 +467,20 @@ impl<'a, const N: usize> Sim<'a, N> {
                             Outcome::SUCCESS
                         };
                         let id = recourse_core::AttemptId(id);
-                        call.machine
-                            .handle(Event::AttemptFinished { id, outcome, now });
-                        self.drive(slot, now);
+                        self.feed(slot, now, Event::AttemptFinished { id, outcome, now });
                     }
                     if let Some(parked) = released {
                         let call = &mut self.calls[slot as usize];
                         if call.alive && call.generation == generation {
                             let ev = Ev::Timer { slot, generation };
-                            unpark(call, parked.timer, ev, &mut self.queue, self.park);
+                            unpark(
+                                &call.live,
+                                &mut call.parked,
+                                parked.timer,
+                                ev,
+                                &mut self.w.queue,
+                                self.w.park,
+                            );
                         }
                     }
                 }
@@ -364,38 +493,50 @@ impl<'a, const N: usize> Sim<'a, N> {
                     }
                     last = now;
                     call.next_timer = None;
-                    call.machine.handle(Event::Tick { now });
-                    self.drive(slot, now);
+                    self.feed(slot, now, Event::Tick { now });
                 }
             }
         }
-        self.shared.borrow_mut().tally.simulated = last - EPOCH;
+        let mut shared = self.w.shared.borrow_mut();
+        shared.tally.simulated = last - EPOCH;
+        shared.tally.add_launched(&self.w.launched);
     }
 
-    fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<'a, N>> {
+    fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<N>> {
         Some(&mut self.calls[slot as usize]).filter(|c| c.alive && c.generation == generation)
     }
 
-    fn arrive(&mut self, index: u64, now: Instant) {
-        let rng = fastrand::Rng::with_seed(derive_seed(self.scenario.seed, index));
+    /// A new call's gate (made only for a new slot, or where a finished
+    /// call's cannot be reused: out of line, its makings are not gathered
+    /// per call).
+    #[cold]
+    #[inline(never)]
+    fn gate(&self, measured: bool) -> PolicyGate<'a, SimParts<'a>, Held<'a, N>> {
         let parts = SimParts {
             retry: self.retry_budget,
             hedge: self.hedge_budget,
-            shared: self.shared,
-            measured: index >= self.scenario.warmup,
+            shared: self.w.shared,
+            measured,
         };
+        PolicyGate::new(KEY, self.policy, Some(self.trigger), parts)
+    }
+
+    fn arrive(&mut self, index: u64, now: Instant) {
+        let rng = fastrand::Rng::with_seed(derive_seed(self.w.scenario.seed, index));
+        let measured = index >= self.w.scenario.warmup;
         self.generations = self.generations.wrapping_add(1);
-        let gate = || PolicyGate::new(KEY, self.policy, Some(self.trigger), parts);
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
-                self.calls.push(SimCall {
+                self.deciders.push(Decider {
                     machine: self.fresh.clone(),
+                    gate: self.gate(measured),
+                });
+                self.calls.push(SimCall {
                     alive: false,
                     generation: 0,
-                    index,
+                    measured,
                     arrival: now,
-                    gate: gate(),
                     live: heapless::Vec::new(),
                     next_timer: None,
                     parked: None,
@@ -406,105 +547,87 @@ impl<'a, const N: usize> Sim<'a, N> {
         // Made in its slot: the finished call's machine is restarted as
         // the fresh one in place (a copy of the fresh one, or a machine
         // made by value and moved in, copied the whole machine).
-        let call = &mut self.calls[slot as usize];
-        call.machine.restart_from(&self.fresh, rng);
-        call.machine.handle(Event::Start { now });
-        call.alive = true;
-        call.generation = self.generations;
-        call.index = index;
-        call.arrival = now;
+        let decider = &mut self.deciders[slot as usize];
+        decider.machine.restart_from(&self.fresh, rng);
         // A finished call's gate holds nothing (each admitted attempt's
         // reservation was settled as it ended) and, with no breaker, never
         // held a permit: it is the gate a new one would be but for whether
         // the call is measured.
-        if self.policy.circuit.enabled || call.gate.held() > 0 {
-            call.gate = gate();
+        if !self.reuse_gates || decider.gate.held() > 0 {
+            let gate = self.gate(measured);
+            self.deciders[slot as usize].gate = gate;
         } else {
-            call.gate.parts_mut().measured = parts.measured;
+            decider.gate.parts_mut().measured = measured;
         }
+        let call = &mut self.calls[slot as usize];
+        call.alive = true;
+        call.generation = self.generations;
+        call.measured = measured;
+        call.arrival = now;
         call.live.clear();
         call.next_timer = None;
         call.parked = None;
-        self.drive(slot, now);
+        self.feed(slot, now, Event::Start { now });
     }
 
-    /// Carries out the call's actions until it waits or finishes. The call
-    /// stays in its slot (moving it out and back in copied the whole
-    /// machine twice per event).
-    // Inlined into its two callers (an arrival, an attempt's end): 40
-    // instructions per call less than a call to it.
+    /// Feeds `event` to the call's machine, which carries out its
+    /// launches and cancels as it decides them ([`Carry`]), until the call
+    /// waits or finishes. The call stays in its slot (moving it out and
+    /// back in copied the whole machine twice per event).
+    // Inlined into its three callers (an arrival, an attempt's end, a
+    // timer).
     #[inline(always)]
-    fn drive(&mut self, slot: u32, now: Instant) {
+    fn feed(&mut self, slot: u32, now: Instant, event: Event) {
         let Self {
-            scenario,
-            draw,
-            shared,
-            backend_rng,
-            attempts,
-            queue,
             calls,
+            deciders,
             free,
-            in_flight,
-            park,
+            w,
             ..
         } = self;
         let call = &mut calls[slot as usize];
-        let measured = call.index >= scenario.warmup;
-        loop {
-            match call.machine.poll(&mut call.gate) {
-                Action::Launch(info) => {
-                    let at = now.as_nanos().saturating_sub(EPOCH.as_nanos());
-                    let draws = attempts.next(|| AttemptDraws::draw(draw, backend_rng));
-                    let (latency, failed) = scenario.backend.attempt_from(draws, at, *in_flight);
-                    *in_flight += 1;
-                    if measured {
-                        shared.borrow_mut().tally.launched(&info);
-                    }
-                    // The machine never has more than `SLOTS` attempts in
-                    // flight.
-                    let ev = Ev::Done {
+        let Decider { machine, gate } = &mut deciders[slot as usize];
+        let mut carry = Carry {
+            gate,
+            call,
+            slot,
+            now,
+            w,
+        };
+        let action = machine.feed(event, &mut carry);
+        let Carry { call, w, .. } = carry;
+        match action {
+            Action::Wait { until, .. } => {
+                if call.next_timer != Some(until) {
+                    call.next_timer = Some(until);
+                    let ev = Ev::Timer {
                         slot,
                         generation: call.generation,
-                        id: info.id.0,
-                        failed,
                     };
-                    let end = queue.push(
-                        Instant::from_nanos(now.as_nanos().saturating_add(latency)),
+                    let timer = queue::key(until, w.queue.next_seq());
+                    unpark(
+                        &call.live,
+                        &mut call.parked,
+                        timer,
                         ev,
+                        &mut w.queue,
+                        w.park,
                     );
-                    let _ = call.live.push((info.id.0, end));
-                }
-                Action::Cancel(record) => {
-                    if let Some(i) = call.live.iter().position(|l| l.0 == record.info.id.0) {
-                        call.live.swap_remove(i);
-                    }
-                }
-                Action::Record(_) => {}
-                Action::Wait { until, .. } => {
-                    if call.next_timer != Some(until) {
-                        call.next_timer = Some(until);
-                        let ev = Ev::Timer {
-                            slot,
-                            generation: call.generation,
-                        };
-                        let timer = queue::key(until, queue.next_seq());
-                        unpark(call, timer, ev, queue, *park);
-                    }
-                    break;
-                }
-                Action::AwaitAttempts => break,
-                Action::Finish(verdict) => {
-                    if measured {
-                        shared.borrow_mut().tally.finished(
-                            now.as_nanos().saturating_sub(call.arrival.as_nanos()),
-                            &verdict,
-                        );
-                    }
-                    call.alive = false;
-                    free.push(slot);
-                    return;
                 }
             }
+            Action::Finish(verdict) => {
+                if call.measured {
+                    w.shared.borrow_mut().tally.finished(
+                        now.as_nanos().saturating_sub(call.arrival.as_nanos()),
+                        &verdict,
+                    );
+                }
+                call.alive = false;
+                free.push(slot);
+            }
+            // A drain through a sink ends only in a wait or the finish
+            // otherwise.
+            Action::AwaitAttempts | Action::Launch(_) | Action::Cancel(_) | Action::Record(_) => {}
         }
     }
 }

@@ -214,9 +214,11 @@ impl Scenario {
     /// byte for byte, in less wall-clock time where a second core is free
     /// (on the Tail-at-Scale scenario the draws are about a quarter of the
     /// work; the calls themselves stay on the thread that runs the
-    /// scenario); the report's latencies are then sorted on two threads
-    /// too. Off by default: everything runs on the calling thread. Where
-    /// no thread can be started, the run does that work itself.
+    /// scenario); the calls' latencies go to that thread too, in blocks as
+    /// they come (the first pass of the report's sort), and are sorted on
+    /// two threads at the end. Off by default: everything runs on the
+    /// calling thread. Where no thread can be started, the run does that
+    /// work itself.
     pub fn draw_thread(mut self, on: bool) -> Self {
         self.draw_thread = on;
         self

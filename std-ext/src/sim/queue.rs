@@ -13,7 +13,10 @@
 //! list, which holds an event or two. Events due past the wheel's reach
 //! (about 67 ms: a straggler of the Tail-at-Scale scenario, a long
 //! timeout) wait in a binary heap beside it, and a pop takes whichever of
-//! the two firsts comes first.
+//! the two firsts comes first. The queue keeps its first event's key and
+//! place as events come and go (a push below it takes its place; a pop
+//! takes it out and looks for the next): the simulator asks before each
+//! arrival whether an event comes first, and that is one comparison.
 //!
 //! Why not only a binary heap (this was one, keyed the same way, and
 //! before it a `BinaryHeap<Reverse<(Instant, u64, Ev)>>`): with the 20 to
@@ -72,7 +75,22 @@ pub(super) struct Queue<E> {
     far: Heap<E>,
     /// The key of `far`'s first event, `Key::MAX` when it has none.
     far_first: Key,
+    /// The key of the first event queued, `Key::MAX` when there is none:
+    /// kept as events come and go, so that a pop that finds the next
+    /// arrival first (about one a simulated call) is one comparison.
+    first: Key,
+    /// Where the first event is (when there is one).
+    first_at: At,
     seq: u64,
+}
+
+/// Where a queue's first event is.
+#[derive(Copy, Clone, Debug)]
+enum At {
+    /// In this slot of the wheel, at this index of its list.
+    Wheel(u32, u32),
+    /// First in the heap of events past the wheel's reach.
+    Far,
 }
 
 impl<E: Copy> Queue<E> {
@@ -83,6 +101,8 @@ impl<E: Copy> Queue<E> {
             base: 0,
             far: Heap::new(),
             far_first: Key::MAX,
+            first: Key::MAX,
+            first_at: At::Far,
             seq: 0,
         }
     }
@@ -110,10 +130,20 @@ impl<E: Copy> Queue<E> {
         debug_assert!(s >= self.base, "no event before the last popped");
         if s.wrapping_sub(self.base) < SLOTS as u64 {
             let slot = s as usize % SLOTS;
-            self.wheel[slot].push(Entry { key, ev });
+            let list = &mut self.wheel[slot];
+            list.push(Entry { key, ev });
             self.occupied |= 1 << slot;
+            if key < self.first {
+                // A list holds an event or two: its length fits.
+                self.first_at = At::Wheel(slot as u32, (list.len() - 1) as u32);
+                self.first = key;
+            }
         } else {
             self.push_far(Entry { key, ev });
+            if key < self.first {
+                self.first_at = At::Far;
+                self.first = key;
+            }
         }
     }
 
@@ -130,56 +160,67 @@ impl<E: Copy> Queue<E> {
     }
 
     /// Takes the first event out if its key is below `limit` (the key of
-    /// an event kept outside the queue: the next arrival), in one search.
+    /// an event kept outside the queue: the next arrival); then finds the
+    /// next first event.
     #[inline]
     pub(super) fn pop_before(&mut self, limit: Key) -> Option<(Key, E)> {
-        if self.occupied == 0 {
-            return if self.far_first < limit {
-                self.pop_far()
-            } else {
-                None
-            };
-        }
-        // The first non-empty slot from `base`'s on: the wheel's slots are
-        // the spans `base..base + SLOTS` in turn.
-        let from = (self.base % SLOTS as u64) as u32;
-        let ahead = self.occupied.rotate_right(from).trailing_zeros();
-        let slot = (from + ahead) as usize % SLOTS;
-        let list = &mut self.wheel[slot];
-        // Usually one entry; the smallest key of a few otherwise.
-        let (mut min, mut min_key) = (0, list.first().map_or(Key::MAX, |e| e.key));
-        if list.len() > 1 {
-            for (i, e) in list.iter().enumerate().skip(1) {
-                if e.key < min_key {
-                    min = i;
-                    min_key = e.key;
-                }
-            }
-        }
-        if self.far_first < min_key {
-            return if self.far_first < limit {
-                self.pop_far()
-            } else {
-                None
-            };
-        }
-        if min_key >= limit {
+        if self.first >= limit {
             return None;
         }
-        let first = list.swap_remove(min);
-        if list.is_empty() {
-            self.occupied &= !(1 << slot);
-        }
-        self.base += u64::from(ahead);
+        let first = match self.first_at {
+            At::Wheel(slot, i) => {
+                let list = &mut self.wheel[slot as usize];
+                let first = list.swap_remove(i as usize);
+                if list.is_empty() {
+                    self.occupied &= !(1 << slot);
+                }
+                first
+            }
+            At::Far => self.pop_far()?,
+        };
+        self.base = span(first.key);
+        self.find_first();
         Some((first.key, first.ev))
     }
 
+    /// Finds the first event: the first non-empty slot of the wheel from
+    /// `base`'s on (the wheel's slots are the spans `base..base + SLOTS`
+    /// in turn), the smallest key of its list, or the heap's first when
+    /// that comes before.
+    #[inline]
+    fn find_first(&mut self) {
+        let (mut at, mut first) = (At::Far, self.far_first);
+        if self.occupied != 0 {
+            let from = (self.base % SLOTS as u64) as u32;
+            let ahead = self.occupied.rotate_right(from).trailing_zeros();
+            let slot = (from + ahead) as usize % SLOTS;
+            let list = &self.wheel[slot];
+            // Usually one entry; the smallest key of a few otherwise.
+            let (mut min, mut min_key) = (0, list.first().map_or(Key::MAX, |e| e.key));
+            if list.len() > 1 {
+                for (i, e) in list.iter().enumerate().skip(1) {
+                    if e.key < min_key {
+                        min = i;
+                        min_key = e.key;
+                    }
+                }
+            }
+            if min_key < first {
+                // A list holds an event or two: its length fits.
+                (at, first) = (At::Wheel(slot as u32, min as u32), min_key);
+            }
+        }
+        self.first = first;
+        self.first_at = at;
+    }
+
+    /// Takes the heap's first event out (the queue's first: the heap has
+    /// one).
     #[inline(never)]
-    fn pop_far(&mut self) -> Option<(Key, E)> {
-        let first = self.far.pop()?;
+    fn pop_far(&mut self) -> Option<Entry<E>> {
+        let first = self.far.pop();
         self.far_first = self.far.peek().unwrap_or(Key::MAX);
-        self.base = span(first.key);
-        Some((first.key, first.ev))
+        first
     }
 }
 

@@ -3,6 +3,7 @@
 use core::fmt;
 use core::time::Duration;
 use std::collections::BTreeMap;
+use std::sync::mpsc::Sender;
 
 use recourse_core::breaker::CircuitState;
 use recourse_core::{AttemptId, AttemptInfo, AttemptKind, Verdict};
@@ -32,6 +33,15 @@ pub(crate) struct Tally {
     circuit_refusals: u64,
     /// Virtual time from the first arrival to the last event.
     pub(crate) simulated: Duration,
+    /// Where full blocks of latencies go while a helper thread takes them
+    /// ([`Tally::stream_to`]).
+    stream: Option<Sender<Vec<u32>>>,
+    /// The count of latencies kept at which a block goes to the helper:
+    /// `usize::MAX` when none takes them.
+    flush_at: usize,
+    /// The latencies the helper took, in its buckets ([`Buckets`]), once
+    /// the run is over.
+    streamed: Option<Buckets>,
 }
 
 impl Tally {
@@ -53,7 +63,54 @@ impl Tally {
             circuit_closed: 0,
             circuit_refusals: 0,
             simulated: Duration::ZERO,
+            stream: None,
+            flush_at: usize::MAX,
+            streamed: None,
         }
+    }
+
+    /// Hands the latencies to `stream` in blocks of [`STREAM_BLOCK`] as
+    /// they come (a helper thread puts them in [`Buckets`], the radix
+    /// sort's first pass, while the run goes on), until
+    /// [`end_stream`](Self::end_stream).
+    pub(crate) fn stream_to(&mut self, stream: Sender<Vec<u32>>) {
+        if let Latencies::Narrow(v) = &mut self.latencies {
+            // Each block is a list of its own: no room beyond one.
+            v.shrink_to(STREAM_BLOCK);
+            self.stream = Some(stream);
+            self.flush_at = STREAM_BLOCK;
+        }
+    }
+
+    /// Hands the latencies kept so far to the helper thread, or keeps them
+    /// all here once it is gone.
+    #[cold]
+    #[inline(never)]
+    fn flush(&mut self) {
+        let (Latencies::Narrow(v), Some(stream)) = (&mut self.latencies, &self.stream) else {
+            return;
+        };
+        let block = core::mem::replace(v, Vec::with_capacity(STREAM_BLOCK));
+        if let Err(unsent) = stream.send(block) {
+            *v = unsent.0;
+            self.stream = None;
+            self.flush_at = usize::MAX;
+        }
+    }
+
+    /// Hands the last latencies to the helper thread and lets it go: it
+    /// finishes its buckets, which come back by [`Tally::streamed`].
+    pub(crate) fn end_stream(&mut self) {
+        if matches!(&self.latencies, Latencies::Narrow(v) if !v.is_empty()) {
+            self.flush();
+        }
+        self.stream = None;
+        self.flush_at = usize::MAX;
+    }
+
+    /// The buckets of the latencies the helper thread took.
+    pub(crate) fn streamed(&mut self, buckets: Buckets) {
+        self.streamed = Some(buckets);
     }
 
     /// The breaker went from `before` to `after` (and refused the call).
@@ -69,14 +126,11 @@ impl Tally {
         }
     }
 
-    #[inline]
-    pub(crate) fn launched(&mut self, info: &AttemptInfo) {
-        self.attempts += 1;
-        match info.kind() {
-            AttemptKind::Hedge => self.hedges += 1,
-            AttemptKind::Retry => self.retries += 1,
-            AttemptKind::Initial => {}
-        }
+    /// Adds the launches the engine counted.
+    pub(crate) fn add_launched(&mut self, launched: &Launched) {
+        self.attempts += launched.attempts;
+        self.hedges += launched.hedges;
+        self.retries += launched.retries;
     }
 
     pub(crate) fn denied(&mut self, kind: AttemptKind) {
@@ -90,7 +144,12 @@ impl Tally {
     #[inline(always)]
     pub(crate) fn finished(&mut self, ns: u64, verdict: &Verdict) {
         match &mut self.latencies {
-            Latencies::Narrow(v) if ns <= u64::from(u32::MAX) => v.push(ns as u32),
+            Latencies::Narrow(v) if ns <= u64::from(u32::MAX) => {
+                v.push(ns as u32);
+                if v.len() >= self.flush_at {
+                    self.flush();
+                }
+            }
             _ => self.latencies.push_wide(ns),
         }
         if matches!(verdict, Verdict::Success(_)) {
@@ -113,9 +172,20 @@ impl Tally {
                 self.successes,
             );
         }
-        let latencies = match self.latencies {
-            Latencies::Narrow(v) => radix_sorted_narrow(v, two_threads),
-            Latencies::Wide(mut v) => {
+        let latencies = match (self.latencies, self.streamed.take()) {
+            (Latencies::Narrow(v), None) => radix_sorted_narrow(v, two_threads),
+            (Latencies::Wide(mut v), None) => {
+                radix_sort(&mut v);
+                v
+            }
+            // The helper thread took some in its buckets: the rest join
+            // them.
+            (Latencies::Narrow(v), Some(mut buckets)) => {
+                buckets.take(&v);
+                buckets.sorted(two_threads)
+            }
+            (Latencies::Wide(mut v), Some(buckets)) => {
+                v.extend(buckets.lists.into_iter().flatten().map(u64::from));
                 radix_sort(&mut v);
                 v
             }
@@ -137,6 +207,28 @@ impl Tally {
             latencies,
             clamped: String::new(),
             simulated: self.simulated,
+        }
+    }
+}
+
+/// The measured calls' launches, counted by the engine apart from the
+/// [`Tally`] (which the gate's callbacks share) and added to it at the end.
+#[derive(Debug, Default)]
+pub(crate) struct Launched {
+    attempts: u64,
+    hedges: u64,
+    retries: u64,
+}
+
+impl Launched {
+    /// Counts the launch of `info`.
+    #[inline(always)]
+    pub(crate) fn count(&mut self, info: &AttemptInfo) {
+        self.attempts += 1;
+        match info.kind() {
+            AttemptKind::Hedge => self.hedges += 1,
+            AttemptKind::Retry => self.retries += 1,
+            AttemptKind::Initial => {}
         }
     }
 }
@@ -590,6 +682,100 @@ fn sort_bucket(
         let d = digit(x, 1);
         out[second[d]] = u64::from(x);
         second[d] += 1;
+    }
+}
+
+/// Latencies per block a helper thread takes ([`Tally::stream_to`]); a
+/// few in the crate's tests, so that their runs hand over many blocks.
+pub(crate) const STREAM_BLOCK: usize = if cfg!(test) { 64 } else { 1 << 13 };
+
+/// Streamed latencies by their top 11 bits (of 32): the radix sort's first
+/// pass, made by the helper thread as the blocks come.
+#[derive(Debug)]
+pub(crate) struct Buckets {
+    lists: Vec<Vec<u32>>,
+}
+
+impl Buckets {
+    /// The bits under the top digit.
+    const SHIFT: u32 = 21;
+
+    pub(crate) fn new() -> Self {
+        Self {
+            lists: vec![Vec::new(); 1 << (32 - Self::SHIFT)],
+        }
+    }
+
+    /// Puts each of `block` in its bucket.
+    pub(crate) fn take(&mut self, block: &[u32]) {
+        for &x in block {
+            self.lists[(x >> Self::SHIFT) as usize].push(x);
+        }
+    }
+
+    /// Every latency, sorted and widened: each bucket by the 21 bits under
+    /// the top digit (two passes of 11), on two threads when `two_threads`
+    /// and there are many (the buckets from the one holding the middle
+    /// value on go to the second).
+    fn sorted(mut self, two_threads: bool) -> Vec<u64> {
+        /// Buckets below this are sorted by comparison.
+        const SMALL: usize = 2_048;
+        let n: usize = self.lists.iter().map(Vec::len).sum();
+        let mut out = vec![0u64; n];
+        let sort = |lists: &mut [Vec<u32>], out: &mut [u64]| {
+            let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+            let mut scratch = vec![0u32; longest];
+            let mut counts = [[0usize; 1 << 11]; 2];
+            let mut at = 0;
+            for list in lists {
+                let len = list.len();
+                let out = &mut out[at..at + len];
+                at += len;
+                if len < SMALL {
+                    list.sort_unstable();
+                    for (o, &x) in out.iter_mut().zip(list.iter()) {
+                        *o = u64::from(x);
+                    }
+                    continue;
+                }
+                sort_bucket(list, &mut scratch[..len], out, 11, 2, &mut counts);
+            }
+        };
+        // The first bucket holding a value past the middle, and where it
+        // starts.
+        let (mut split, mut mid) = (self.lists.len(), 0);
+        for (i, list) in self.lists.iter().enumerate() {
+            if mid + list.len() > n / 2 {
+                split = i;
+                break;
+            }
+            mid += list.len();
+        }
+        if !two_threads || n < PARALLEL || split == 0 || split == self.lists.len() {
+            sort(&mut self.lists, &mut out);
+            return out;
+        }
+        let (low, high) = self.lists.split_at_mut(split);
+        let (out_low, out_high) = out.split_at_mut(mid);
+        // The upper half waits here until a thread takes it; if none can be
+        // started, this thread sorts it too.
+        let upper = std::sync::Mutex::new(Some((high, out_high)));
+        let sort_upper = || {
+            let taken = upper.lock().map(|mut u| u.take()).ok().flatten();
+            if let Some((lists, out)) = taken {
+                sort(lists, out);
+            }
+        };
+        std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("recourse-sim-sort".into())
+                .spawn_scoped(scope, sort_upper);
+            sort(low, out_low);
+            if helper.is_err() {
+                sort_upper();
+            }
+        });
+        out
     }
 }
 

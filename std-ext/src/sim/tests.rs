@@ -432,3 +432,43 @@ fn a_draw_thread_gives_the_same_reports_byte_for_byte() {
     }
     golden("benchmark_reports", &text);
 }
+
+/// With the draw thread, the calls' latencies go to the helper thread in
+/// blocks as they come (the sort's first pass): the same report when some
+/// latencies no longer fit in 32 bits of nanoseconds (over 4.29 s) after
+/// blocks went (the helper's buckets then join the wide list), and when
+/// none does, whatever the seed.
+#[test]
+fn latencies_handed_to_the_draw_thread_give_the_same_report() {
+    let mut p = Policy::DEFAULT;
+    p.retry.max_attempts = 1;
+    p.retry.overall_timeout = None;
+    p.retry.timeout_per_attempt = None;
+    let mut wide = 0;
+    for (seed, slow) in [(1, 0.001), (2, 0.001), (3, 0.0), (4, 0.01)] {
+        let latency = Latency::bimodal(
+            Latency::LogNormal {
+                median: ms(10),
+                sigma: 0.5,
+            },
+            Latency::Constant(Duration::from_secs(6)),
+            slow,
+        );
+        let s = Scenario::new(p.clone(), Backend::new(latency))
+            .arrivals(Arrivals::Poisson {
+                per_second: 1_000.0,
+            })
+            .calls(20_000)
+            .seed(seed);
+        let one = s.run().unwrap();
+        let s = s.draw_thread(true);
+        let two = s.run().unwrap();
+        assert_eq!(one.to_string(), two.to_string(), "seed {seed}");
+        assert_eq!(one, two, "seed {seed}");
+        assert_eq!(two.calls, 20_000);
+        if two.quantile(1000) > Duration::from_secs(5) {
+            wide += 1;
+        }
+    }
+    assert_eq!(wide, 3, "the slow calls' latencies were not wide");
+}
