@@ -466,7 +466,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     #[inline]
     pub(super) fn backoff_of(&self, slot: &Slot) -> Duration {
         if slot.hedge_index == 0 {
-            self.group_backoff
+            Duration::from_nanos(self.group_backoff)
         } else {
             Duration::ZERO
         }

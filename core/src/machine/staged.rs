@@ -239,7 +239,9 @@ pub(crate) struct Staged<P, M> {
 /// Where a [`Staged`] machine is.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
-#[repr(u8)]
+// No `repr(u8)`: the tag goes in a niche of the full machine's state
+// (8 bytes of every call future; the same instructions per call,
+// measured).
 enum Stage<M> {
     /// Not started, with the caller's RNG, if any: all a new call writes
     /// of its machine (beside the policy and the limits) is this tag and
