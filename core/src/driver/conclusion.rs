@@ -25,10 +25,13 @@ pub(super) fn conclude<T, E>(
     kept: &mut Option<(AttemptId, Result<T, E>)>,
 ) -> Result<T, Error<E>> {
     let (cause, last_id) = match verdict {
-        Verdict::Success(winner) => {
-            // The winner's result (the driver keeps it in the room of the
-            // failures before it).
-            return match kept.take().filter(|(id, _)| *id == winner).map(|(_, r)| r) {
+        Verdict::Success(_winner) => {
+            // The winner's result: the driver keeps it in the room of the
+            // failures before it, and no failure after it (a success ends
+            // the call).
+            let kept = kept.take();
+            debug_assert!(kept.as_ref().is_none_or(|(id, _)| *id == _winner));
+            return match kept.map(|(_, r)| r) {
                 Some(Ok(value)) => Ok(value),
                 Some(Err(error)) => Err(Error::Operation {
                     error,

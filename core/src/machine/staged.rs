@@ -128,11 +128,12 @@ pub trait MachineOps<P> {
 #[doc(hidden)]
 pub struct PolicySettings<P> {
     policy: P,
-    /// [`Limits::max_retry_after`] in nanoseconds (saturated: a ceiling
-    /// past 584 years is no ceiling, as an instant past the clock's end is
-    /// none): 8 bytes of the call future, not 16, and one store fewer
-    /// when a call is made.
-    max_retry_after: u64,
+    /// [`Limits::max_retry_after`], its whole seconds and nanoseconds
+    /// apart: with the ceiling beside them, 16 bytes where a `Duration`
+    /// (padded to 16) and the ceiling took 24, and as cheap to write and
+    /// read back (no conversion).
+    max_retry_after_secs: u64,
+    max_retry_after_nanos: u32,
     max_hedges_ceiling: u32,
 }
 
@@ -142,7 +143,8 @@ impl<P: Borrow<Policy>> PolicySettings<P> {
     pub(crate) fn new(policy: P, limits: Limits) -> Self {
         Self {
             policy,
-            max_retry_after: nanos(limits.max_retry_after),
+            max_retry_after_secs: limits.max_retry_after.as_secs(),
+            max_retry_after_nanos: limits.max_retry_after.subsec_nanos(),
             max_hedges_ceiling: limits.max_hedges_ceiling,
         }
     }
@@ -151,7 +153,7 @@ impl<P: Borrow<Policy>> PolicySettings<P> {
     #[inline(always)]
     pub(crate) fn limits(&self) -> Limits {
         Limits {
-            max_retry_after: Duration::from_nanos(self.max_retry_after),
+            max_retry_after: self.max_retry_after(),
             max_hedges_ceiling: self.max_hedges_ceiling,
         }
     }
@@ -183,7 +185,13 @@ impl<P: Borrow<Policy>> Settings for PolicySettings<P> {
     }
     #[inline(always)]
     fn max_retry_after(&self) -> Duration {
-        Duration::from_nanos(self.max_retry_after)
+        // Below a second's nanoseconds, as `Duration::subsec_nanos` gave
+        // them: the `min` tells the compiler so (no overflow check, no
+        // panic message in flash).
+        Duration::new(
+            self.max_retry_after_secs,
+            self.max_retry_after_nanos.min(999_999_999),
+        )
     }
     #[inline(always)]
     fn next_delay(&self, state: &mut u64, milli: &mut u16, rng: &mut fastrand::Rng) -> Duration {
@@ -243,11 +251,7 @@ pub(crate) struct Staged<P, M> {
 // (8 bytes of every call future; the same instructions per call,
 // measured).
 enum Stage<M> {
-    /// Not started, with the caller's RNG, if any: all a new call writes
-    /// of its machine (beside the policy and the limits) is this tag and
-    /// the RNG's, the compact stage's fields written when it starts.
-    Idle(Option<fastrand::Rng>),
-    /// The compact stage, started.
+    /// The compact stage.
     First(First),
     /// The full machine decides.
     Full(M),
@@ -281,9 +285,11 @@ pub(crate) struct First {
     budget_reason: &'static str,
 }
 
-/// Where the compact stage is (not started: [`Stage::Idle`]).
+/// Where the compact stage is.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
+    /// Not started.
+    Idle,
     /// An attempt is due (the gate not asked yet): the first, or a retry.
     Ready,
     /// An attempt runs.
@@ -301,7 +307,15 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     pub(crate) fn new(policy: P, limits: Limits, rng: Option<fastrand::Rng>) -> Self {
         Self {
             cfg: PolicySettings::new(policy, limits),
-            stage: Stage::Idle(rng),
+            stage: Stage::First(First {
+                rng,
+                step: Step::Idle,
+                attempt: 0,
+                timed: false,
+                start: Instant::ZERO,
+                now: Instant::ZERO,
+                budget_reason: "",
+            }),
         }
     }
 
@@ -314,15 +328,16 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// Not started: [`Event::Start`] not fed yet.
     #[inline(always)]
     pub(crate) fn is_idle(&self) -> bool {
-        matches!(&self.stage, Stage::Idle(_))
+        matches!(&self.stage, Stage::First(f) if f.step == Step::Idle)
     }
 
     /// Started, and its future not resolved yet.
     #[inline(always)]
     pub(crate) fn is_live(&self) -> bool {
         match &self.stage {
-            Stage::First(_) | Stage::Full(_) => true,
-            Stage::Idle(_) | Stage::Done => false,
+            Stage::First(f) => f.step != Step::Idle,
+            Stage::Full(_) => true,
+            Stage::Done => false,
         }
     }
 
@@ -332,7 +347,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         match &self.stage {
             Stage::First(f) => f.start,
             Stage::Full(m) => m.start(),
-            Stage::Idle(_) | Stage::Done => Instant::ZERO,
+            Stage::Done => Instant::ZERO,
         }
     }
 
@@ -342,7 +357,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         match &self.stage {
             Stage::First(f) => f.now,
             Stage::Full(m) => m.now(),
-            Stage::Idle(_) | Stage::Done => Instant::ZERO,
+            Stage::Done => Instant::ZERO,
         }
     }
 
@@ -352,7 +367,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         match &self.stage {
             Stage::First(f) => u32::from(f.attempt) + u32::from(f.step >= Step::Running),
             Stage::Full(m) => m.attempts(),
-            Stage::Idle(_) | Stage::Done => 0,
+            Stage::Done => 0,
         }
     }
 
@@ -362,7 +377,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     pub(crate) fn refusal(&self) -> Option<&'static str> {
         match &self.stage {
             // A refusal grows the machine.
-            Stage::Idle(_) | Stage::First(_) | Stage::Done => None,
+            Stage::First(_) | Stage::Done => None,
             Stage::Full(m) => m.refusal(),
         }
     }
@@ -385,19 +400,14 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             // polled after it resolved). No message: a panic's text is
             // flash on a microcontroller.
             Stage::Done => unreachable!(),
-            Stage::Idle(rng) => {
-                if let Event::Start { now } = event {
-                    if let Some(info) = First::first::<P, M>(&self.cfg, now) {
-                        self.stage = Stage::First(First::started(rng.clone(), &info, now));
-                        return self.launch(info, None, sink);
-                    }
-                }
-                self.grow_for(event_time(event));
-                return Next::Feed;
-            }
             Stage::First(first) => first,
         };
         match (event, first.step) {
+            (Event::Start { now }, Step::Idle) => {
+                if let Some(info) = first.started::<P, M>(&self.cfg, now) {
+                    return self.launch(info, None, sink);
+                }
+            }
             (Event::AttemptFinished { id, outcome, now }, Step::Running)
                 if id.0 == first.attempt && outcome.kind == OutcomeKind::Success =>
             {
@@ -488,7 +498,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 first.now = first.now.max(now);
                 return first.success();
             }
-            Stage::Idle(_) | Stage::First(_) => self.grow_for(now),
+            Stage::First(_) => self.grow_for(now),
             // A call that is over is not cancelled.
             Stage::Done => unreachable!(),
         }
@@ -515,16 +525,11 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                 // An event in between stopped short (something it called
                 // panicked): the full machine knows where it is (and, when
                 // the record was out, tells the gate the call's end).
-                Step::Ready | Step::Recorded => {
+                Step::Idle | Step::Ready | Step::Recorded => {
                     self.grow_now();
                     Next::Drain
                 }
             },
-            // Not started: the full machine starts it.
-            Stage::Idle(_) => {
-                self.grow_now();
-                Next::Drain
-            }
             // A finished call is not resumed.
             Stage::Done => unreachable!(),
         }
@@ -603,26 +608,29 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// started.
     fn grow(&mut self, now: Instant) {
         // A compact stage grows once.
-        let (first, rng, seeded) = match core::mem::replace(&mut self.stage, Stage::Done) {
-            Stage::Idle(rng) => (None, rng, now),
-            Stage::First(first) => {
-                let (rng, start) = (first.rng.clone(), first.start);
-                (Some(first), rng, start)
-            }
-            _ => unreachable!(),
+        let Stage::First(first) = core::mem::replace(&mut self.stage, Stage::Done) else {
+            unreachable!();
+        };
+        let seeded = if first.step == Step::Idle {
+            now
+        } else {
+            first.start
         };
         // Without an RNG from the caller, the machine seeds one from the
         // call's start: no clock read for a seed that would be replaced.
-        let rng = rng.unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
+        let rng = first
+            .rng
+            .clone()
+            .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(seeded)));
         let cfg = &self.cfg;
         self.stage = Stage::Full(M::make(cfg, rng));
         // Just made.
         let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
-        let Some(first) = first else {
+        if first.step == Step::Idle {
             return;
-        };
+        }
         if first.step == Step::Ready {
             if first.attempt == 0 {
                 machine.handle(cfg, Event::Start { now: first.start });
@@ -716,7 +724,7 @@ impl<P, M> Staged<P, M> {
     pub(crate) fn first_layout() -> (usize, std::vec::Vec<(&'static str, usize, usize)>) {
         let first = First {
             rng: None,
-            step: Step::Ready,
+            step: Step::Idle,
             attempt: 0,
             timed: false,
             start: Instant::ZERO,
@@ -730,38 +738,31 @@ impl<P, M> Staged<P, M> {
 }
 
 impl First {
-    /// The first attempt of a call started at `now`, or `None` when the
+    /// Starts the call at `now`: its first attempt, or `None` when the
     /// compact stage cannot decide the call (the policy hedges, or a
     /// deadline is due already).
     #[inline(always)]
-    fn first<P: Borrow<Policy>, M: MachineOps<P>>(
+    fn started<P: Borrow<Policy>, M: MachineOps<P>>(
+        &mut self,
         cfg: &PolicySettings<P>,
         now: Instant,
     ) -> Option<AttemptInfo> {
         if !M::COMPACT || cfg.max_hedges(M::SLOTS) > 0 {
             return None;
         }
-        let info = first_launch(cfg.policy(), now);
+        let policy = cfg.policy();
+        let info = first_launch(policy, now);
         if info.deadline.is_some_and(|d| d <= now) {
             return None;
         }
+        self.timed = info.deadline.is_some();
+        // Zero already: written, so that the compiler sees the attempt's
+        // id where the driver polls it.
+        self.attempt = 0;
+        self.start = now;
+        self.now = now;
+        self.step = Step::Ready;
         Some(info)
-    }
-
-    /// The compact stage of a call started at `now` with the caller's
-    /// `rng`, its first attempt `info` due.
-    #[inline(always)]
-    fn started(rng: Option<fastrand::Rng>, info: &AttemptInfo, now: Instant) -> Self {
-        Self {
-            rng,
-            step: Step::Ready,
-            attempt: 0,
-            timed: info.deadline.is_some(),
-            start: now,
-            now,
-            // The gate's, once it admits the attempt.
-            budget_reason: "",
-        }
     }
 
     /// The running attempt, launched at `at` (read from the policy again
