@@ -247,9 +247,10 @@ pub(crate) struct Staged<P, M> {
 /// Where a [`Staged`] machine is.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
-// No `repr(u8)`: the tag goes in a niche of the full machine's state
-// (8 bytes of every call future; the same instructions per call,
-// measured).
+// An explicit tag: in a niche of the full machine's state it saved 8
+// bytes of every call future but cost the Cortex-M3 example's call site
+// 180 bytes of flash (a niche's tag is decoded at every match).
+#[repr(u8)]
 enum Stage<M> {
     /// The compact stage.
     First(First),
