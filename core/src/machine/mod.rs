@@ -393,14 +393,11 @@ pub(crate) struct State<const N: usize> {
     /// The backoff multiplier in fixed point, once converted (0: not yet;
     /// see [`Settings::next_delay`]).
     multiplier_milli: u16,
-    /// The sleep before the next primary, in nanoseconds (a drawn delay
-    /// is at most the policy's maximum backoff or the retry-after ceiling;
-    /// one past 584 years saturates, as the instant it ends at does): 8
-    /// bytes, not a 16-byte `Duration`.
-    next_backoff: u64,
+    /// The sleep before the next primary.
+    next_backoff: Duration,
     /// The sleep before the running group's primary (its hedges have
-    /// none), in nanoseconds: the backoff of its attempts' records.
-    group_backoff: u64,
+    /// none): the backoff of its attempts' records.
+    group_backoff: Duration,
     /// The last attempt that failed, and how (see [`Last`]).
     last_failure: Option<AttemptId>,
     last: Last,
@@ -600,8 +597,8 @@ impl<const N: usize> State<N> {
             launched: 0,
             backoff: 0,
             multiplier_milli: 0,
-            next_backoff: 0,
-            group_backoff: 0,
+            next_backoff: Duration::ZERO,
+            group_backoff: Duration::ZERO,
             last_failure: None,
             last: Last::NONE,
             slots: [None; N],
@@ -819,7 +816,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         self.groups = group;
         self.launched = group;
         self.ran = group;
-        self.group_backoff = 0;
+        self.group_backoff = Duration::ZERO;
         self.last_failure = group.checked_sub(1).map(AttemptId);
     }
 
@@ -1023,7 +1020,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         if self.deadline().is_some_and(|d| wake >= d) {
             return self.fail(beyond);
         }
-        self.next_backoff = nanos(delay);
+        self.next_backoff = delay;
         self.phase = if delay.is_zero() {
             Phase::Ready
         } else {

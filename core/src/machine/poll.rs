@@ -465,9 +465,8 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     /// in flight, so every slot is of the running group.)
     #[inline]
     pub(super) fn backoff_of(&self, slot: &Slot) -> Duration {
-        // Zero (a first group, a policy without backoff) converts nothing.
-        if slot.hedge_index == 0 && self.group_backoff != 0 {
-            Duration::from_nanos(self.group_backoff)
+        if slot.hedge_index == 0 {
+            self.group_backoff
         } else {
             Duration::ZERO
         }

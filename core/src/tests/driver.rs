@@ -406,11 +406,10 @@ fn call_future_size() {
     );
     // Issue 16's third round (r25): one room for the winner's and the last
     // failure's result, the limits' retry-after as seconds and nanoseconds
-    // beside the hedge ceiling, the backoffs in nanoseconds: 304 measured
-    // (656 with an owned policy).
-    assert!(size <= 304, "call future grew to {size} bytes");
+    // beside the hedge ceiling: 320 measured (672 with an owned policy).
+    assert!(size <= 320, "call future grew to {size} bytes");
     assert!(
-        owned <= 656,
+        owned <= 672,
         "call future with an owned policy grew to {owned} bytes"
     );
     assert_eq!(reason::SUCCESS, "success");
@@ -693,8 +692,8 @@ fn hedged_call_future_size() {
     // it, no pending record; see `call_future_size`): 472 measured with a
     // borrowed policy (an owned one adds the policy, as there).
     assert!(size <= 472, "hedged call future grew to {size} bytes");
-    // Issue 16's third round (see `call_future_size`): 440 measured.
-    assert!(size <= 440, "hedged call future grew to {size} bytes");
+    // Issue 16's third round (see `call_future_size`): 456 measured.
+    assert!(size <= 456, "hedged call future grew to {size} bytes");
 }
 
 /// The driver contract (crate docs, step 4): the driver's clock only goes
