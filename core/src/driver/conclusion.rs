@@ -22,12 +22,16 @@ pub(super) fn conclude<T, E>(
     verdict: Verdict,
     attempts: u32,
     refusal: Option<&'static str>,
-    winner: &mut Option<Result<T, E>>,
-    last: &mut Option<(AttemptId, Result<T, E>)>,
+    kept: &mut Option<(AttemptId, Result<T, E>)>,
 ) -> Result<T, Error<E>> {
     let (cause, last_id) = match verdict {
-        Verdict::Success(_) => {
-            return match winner.take() {
+        Verdict::Success(_winner) => {
+            // The winner's result: the driver keeps it in the room of the
+            // failures before it, and no failure after it (a success ends
+            // the call).
+            let kept = kept.take();
+            debug_assert!(kept.as_ref().is_none_or(|(id, _)| *id == _winner));
+            return match kept.map(|(_, r)| r) {
                 Some(Ok(value)) => Ok(value),
                 Some(Err(error)) => Err(Error::Operation {
                     error,
@@ -42,7 +46,7 @@ pub(super) fn conclude<T, E>(
     };
     // Only the result of the attempt the machine names as the last failure
     // is the call's last result; an attempt cut at its deadline has none.
-    let last = last
+    let last = kept
         .take()
         .filter(|(id, _)| Some(*id) == last_id)
         .map(|(_, r)| r);

@@ -309,7 +309,7 @@ impl Plan {
             overall: plan.overall.map_or(0, nanos),
             max_retry_after: limits.max_retry_after,
             backoff: (!plan.zero_backoff).then(|| plan.backoff.backoff()),
-            max_hedges: hedges_in(plan.hedges, limits, slots),
+            max_hedges: hedges_in(plan.hedges, limits.max_hedges_ceiling, slots),
             policy_hedges: plan.hedges,
             hedge_delay: plan.hedge_delay,
             cancel_on_first_terminal: plan.cancel_on_first_terminal,
@@ -516,7 +516,7 @@ impl<const N: usize> CallMachine<N> {
     pub fn set_limits(&mut self, limits: Limits) {
         let cfg = &mut self.plan;
         cfg.max_retry_after = limits.max_retry_after;
-        cfg.max_hedges = hedges_in(cfg.policy_hedges, limits, N);
+        cfg.max_hedges = hedges_in(cfg.policy_hedges, limits.max_hedges_ceiling, N);
     }
 
     /// Whether the machine has returned [`Action::Finish`].

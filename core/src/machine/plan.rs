@@ -52,7 +52,7 @@ impl CallPlan {
     /// slots allow (0 when hedging is off).
     #[inline]
     pub fn hedges_within(&self, limits: Limits, slots: usize) -> u32 {
-        hedges_in(self.hedges, limits, slots)
+        hedges_in(self.hedges, limits.max_hedges_ceiling, slots)
     }
 }
 
@@ -111,12 +111,12 @@ pub(crate) fn policy_hedges(policy: &Policy) -> u32 {
     }
 }
 
-/// Hedges per group: `asked`, as far as the ceiling in `limits` and the
-/// `slots` (primary included) allow.
+/// Hedges per group: `asked`, as far as the `ceiling` (the limits'
+/// `max_hedges_ceiling`) and the `slots` (primary included) allow.
 #[inline]
-pub(super) fn hedges_in(asked: u32, limits: Limits, slots: usize) -> u32 {
+pub(super) fn hedges_in(asked: u32, ceiling: u32, slots: usize) -> u32 {
     let room = u32::try_from(slots.saturating_sub(1)).unwrap_or(u32::MAX);
-    asked.min(limits.max_hedges_ceiling).min(room)
+    asked.min(ceiling).min(room)
 }
 
 /// The deadline of an attempt: its own (launch time plus per-attempt
