@@ -363,6 +363,11 @@ struct KeyAnswer {
     executor: u64,
     generation: u64,
     split: Split,
+    /// The parsed key itself, for a key whose text is `'static` (a
+    /// [`CallKey::new`]): read as it is, where the split is cut out of the
+    /// text again on every call (its bounds and character boundaries
+    /// checked, about 15 instructions).
+    fixed: Option<PolicyKey<'static>>,
     resolved: Resolved,
 }
 
@@ -404,7 +409,11 @@ impl CallKey {
         {
             return None;
         }
-        Some((answer.split.key(&self.text)?, &answer.resolved))
+        let key = match answer.fixed {
+            Some(key) => key,
+            None => answer.split.key(&self.text)?,
+        };
+        Some((key, &answer.resolved))
     }
 
     /// Whether no answer was kept yet (the first call keeps one).
@@ -427,11 +436,16 @@ impl CallKey {
             Some(split) if keeps(&resolved.resolution) => split,
             _ => return Err(resolved),
         };
+        let fixed = match self.text {
+            Cow::Borrowed(text) => split.key(text),
+            Cow::Owned(_) => None,
+        };
         self.answer
             .set(KeyAnswer {
                 executor,
                 generation,
                 split,
+                fixed,
                 resolved,
             })
             .map_err(|answer| answer.resolved)
