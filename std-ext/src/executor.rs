@@ -544,10 +544,10 @@ impl<S: TimerSource> Executor<S> {
         // future stays small.
         let watched = self.contain_panics.then_some(&call_panics.operation);
         let result = match plan.hedges {
-            0 => contained(watched, builder!(1).into_future()).await,
+            0 => contained(watched, builder!(1)).await,
             // One hedge (the usual): its two attempts held in place, no
             // allocation.
-            1 => contained(watched, builder!(2).slots::<2>().into_future()).await,
+            1 => contained(watched, builder!(2).slots::<2>()).await,
             2..=3 => contained(watched, Box::pin(builder!(4).slots::<4>().into_future())).await,
             _ => {
                 contained(
@@ -565,10 +565,17 @@ impl<S: TimerSource> Executor<S> {
         // Only a value the classifier rejected reaches here as `Ok` (a
         // policy-named classifier under `call`; the methods taking a
         // classifier carry the value in their error instead).
-        match (result, call_panics.failure()) {
-            (Ok(_), Some(cause)) if !call_panics.keep_rejected => Err(Error::Rejected { cause }),
-            (result, _) => result,
-        }
+        // (The cause is read only for an `Ok`: the usual `Err` and the
+        // integrations' calls read nothing.)
+        let result = match result {
+            Ok(value) if !call_panics.keep_rejected => match call_panics.failure() {
+                Some(cause) => Err(Error::Rejected { cause }),
+                None => Ok(value),
+            },
+            result => result,
+        };
+        kept.release();
+        result
     }
 
     /// What a call resolves before it starts, done outside the call's
@@ -855,10 +862,32 @@ pin_project_lite::pin_project! {
     }
 }
 
-fn contained<F>(watched: Option<&AtomicBool>, fut: F) -> ContainedCall<'_, F> {
-    ContainedCall {
-        inner: fut,
-        watched,
+/// The call's builder and its containment, made into a [`ContainedCall`]
+/// by the `await` itself ([`IntoFuture`]): the call's future is then made
+/// right in the awaiting future's state, where a future made first and
+/// moved in was copied there whole (issue 16: 40 instructions a call).
+struct Contain<'a, B> {
+    builder: B,
+    watched: Option<&'a AtomicBool>,
+}
+
+fn contained<B: IntoFuture>(watched: Option<&AtomicBool>, builder: B) -> Contain<'_, B> {
+    Contain { builder, watched }
+}
+
+impl<'a, B: IntoFuture> IntoFuture for Contain<'a, B>
+where
+    ContainedCall<'a, B::IntoFuture>: Future,
+{
+    type Output = <ContainedCall<'a, B::IntoFuture> as Future>::Output;
+    type IntoFuture = ContainedCall<'a, B::IntoFuture>;
+
+    #[inline(always)]
+    fn into_future(self) -> Self::IntoFuture {
+        ContainedCall {
+            inner: self.builder.into_future(),
+            watched: self.watched,
+        }
     }
 }
 

@@ -66,6 +66,7 @@ const KEEPS_VALUE: [Cause; 5] = [
 impl CallPanics {
     /// The failed verdict's cause, when the call's result may be a
     /// rejected `Ok` value.
+    #[inline]
     pub(crate) fn failure(&self) -> Option<Cause> {
         let code = self.failure.load(Ordering::Relaxed);
         KEEPS_VALUE.get(usize::from(code).checked_sub(1)?).copied()

@@ -212,6 +212,39 @@ fn the_observer_hears_a_call_keys_calls_as_the_texts() {
     assert_eq!(events, [one, one, one].concat(), "{events:?}");
 }
 
+/// A static key's answer keeps the parsed key itself, an owned key's
+/// cuts it out of its text on each call: both are heard as the text
+/// parses (with and without a namespace, with a dot in the name), on the
+/// call that keeps the answer and on the calls that read it.
+#[test]
+fn static_and_owned_call_keys_are_heard_as_their_texts_on_every_call() {
+    for text in ["svc.Heard", "Whole", "ns.a.b"] {
+        let heard = |key: &CallKey| {
+            let recorder = Arc::new(Recorder::default());
+            let exec = Executor::builder()
+                .observer(Arc::clone(&recorder))
+                .timer(JumpClock::default())
+                .build();
+            for _ in 0..3 {
+                let r: Result<u32, Error<()>> = poll_once(exec.call_key(key, |_| ready(Ok(1))));
+                assert_eq!(r, Ok(1));
+            }
+            let by_text: Result<u32, Error<()>> = poll_once(exec.call(text, |_| ready(Ok(1))));
+            assert_eq!(by_text, Ok(1));
+            recorder.events()
+        };
+        let static_key = CallKey::new(text);
+        let one = [
+            format!("start {text}"),
+            "attempt 0 success".to_string(),
+            format!("success {text}"),
+        ];
+        let want = [one.clone(), one.clone(), one.clone(), one].concat();
+        assert_eq!(heard(&static_key), want, "static {text}");
+        assert_eq!(heard(&CallKey::owned(text)), want, "owned {text}");
+    }
+}
+
 #[test]
 fn a_call_with_a_call_key_does_not_allocate() {
     let provider = StaticProvider::builder()
