@@ -379,10 +379,10 @@ pub(crate) struct State<const N: usize> {
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
+    /// When the call started. The overall deadline is not kept: it is
+    /// this plus the settings' overall timeout, computed where it is read
+    /// (see [`Core::deadline`]; 8 bytes of every call future).
     start: Instant,
-    /// The overall deadline; [`Instant::ZERO`]: none (see
-    /// [`Self::deadline`]).
-    deadline_at: Instant,
     /// Retry groups launched. (This, `ran` and `group_hedges` count
     /// attempts launched, at most the `u16` ids' bound.)
     groups: u16,
@@ -436,7 +436,7 @@ impl<const N: usize> CallMachine<N> {
 impl<const N: usize> State<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
-        layout_of!(self; rng, phase, now, start, deadline_at, groups, launched,
+        layout_of!(self; rng, phase, now, start, groups, launched,
             backoff, multiplier_milli, next_backoff, group_backoff, last_failure, last, slots,
             group_hedges, hedging_stopped, hedge_check_at, terminal, ran)
     }
@@ -478,9 +478,14 @@ impl<const N: usize> CallMachine<N> {
         self.core.now
     }
 
-    /// The overall deadline, once started.
+    /// The overall deadline, once started: the start plus the overall
+    /// timeout (none before [`Event::Start`], or without an overall
+    /// timeout).
     pub fn deadline(&self) -> Option<Instant> {
-        self.core.deadline()
+        if matches!(self.core.phase, Phase::Idle) {
+            return None;
+        }
+        deadline_of(&self.plan, self.core.start)
     }
 
     /// Attempts launched so far (refused attempts not counted).
@@ -593,7 +598,6 @@ impl<const N: usize> State<N> {
             phase: Phase::Idle,
             now: Instant::ZERO,
             start: Instant::ZERO,
-            deadline_at: Instant::ZERO,
             groups: 0,
             launched: 0,
             backoff: 0,
@@ -619,11 +623,6 @@ impl<const N: usize> State<N> {
     /// The latest time the machine has seen.
     pub(crate) fn now(&self) -> Instant {
         self.now
-    }
-
-    /// The overall deadline, once started.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        (self.deadline_at != Instant::ZERO).then_some(self.deadline_at)
     }
 
     /// When the trigger asked to be consulted again, if it did.
@@ -673,7 +672,6 @@ impl<const N: usize> State<N> {
             phase,
             now,
             start,
-            deadline_at,
             groups,
             launched,
             backoff,
@@ -693,7 +691,6 @@ impl<const N: usize> State<N> {
         self.phase = *phase;
         self.now = *now;
         self.start = *start;
-        self.deadline_at = *deadline_at;
         self.groups = *groups;
         self.launched = *launched;
         self.backoff = *backoff;
@@ -740,17 +737,13 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         self.cfg.max_hedges(N)
     }
 
-    /// Sets the overall deadline of a call started at `start`.
-    #[inline]
-    fn set_deadline(&mut self, start: Instant) {
-        let overall = self.cfg.overall();
-        // A deadline is after the epoch (a start plus a timeout that is not
-        // zero): the epoch stands for none.
-        self.deadline_at = if overall != 0 {
-            start.plus_nanos(overall)
-        } else {
-            Instant::ZERO
-        };
+    /// The overall deadline of the call (started: the decisions read it
+    /// only once the call has started), computed from its start and the
+    /// settings' overall timeout rather than kept.
+    #[inline(always)]
+    fn deadline(&self) -> Option<Instant> {
+        debug_assert!(!matches!(self.phase, Phase::Idle), "a call started");
+        deadline_of(self.cfg, self.st.start)
     }
 
     /// The next backoff delay (zero without a draw, for settings without
@@ -816,7 +809,6 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = at;
         self.start = start;
-        self.set_deadline(start);
         self.groups = group;
         self.launched = group;
         self.ran = group;
@@ -877,7 +869,6 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                 let now = self.now.max(now);
                 self.now = now;
                 self.start = now;
-                self.set_deadline(now);
                 self.phase = Phase::Ready;
                 None
             }
@@ -1031,6 +1022,14 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
             Phase::BackoffUnchecked(wake)
         };
     }
+}
+
+/// The overall deadline of a call started at `start` under `cfg`: none
+/// without an overall timeout (0 nanoseconds).
+#[inline(always)]
+fn deadline_of<C: Settings>(cfg: &C, start: Instant) -> Option<Instant> {
+    let overall = cfg.overall();
+    (overall != 0).then(|| start.plus_nanos(overall))
 }
 
 /// The next delay of `backoff` (fresh), resumed from `state`, which it
