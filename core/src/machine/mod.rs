@@ -379,10 +379,16 @@ pub(crate) struct State<const N: usize> {
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
-    /// When the call started. The overall deadline is not kept: it is
-    /// this plus the settings' overall timeout, computed where it is read
-    /// (see [`Core::deadline`]; 8 bytes of every call future).
-    start: Instant,
+    /// The overall deadline when the call has one that a `u64` of
+    /// nanoseconds holds ([`Self::timed`] 1), else when the call started:
+    /// one instant for the two (8 bytes of every call future), the start
+    /// of a call with a deadline being the deadline less the overall
+    /// timeout (read once a call, see [`Self::start`]).
+    anchor: Instant,
+    /// 0: no overall deadline (`anchor` is the start); 1: `anchor` is the
+    /// deadline; 2: the deadline is past what an instant holds
+    /// ([`Instant::MAX`]; `anchor` is the start). In the state's padding.
+    timed: u8,
     /// Retry groups launched. (This, `ran` and `group_hedges` count
     /// attempts launched, at most the `u16` ids' bound.)
     groups: u16,
@@ -436,7 +442,7 @@ impl<const N: usize> CallMachine<N> {
 impl<const N: usize> State<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
-        layout_of!(self; rng, phase, now, start, groups, launched,
+        layout_of!(self; rng, phase, now, anchor, timed, groups, launched,
             backoff, multiplier_milli, next_backoff, group_backoff, last_failure, last, slots,
             group_hedges, hedging_stopped, hedge_check_at, terminal, ran)
     }
@@ -470,7 +476,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// When the call started.
     pub fn start(&self) -> Instant {
-        self.core.start
+        self.core.start(&self.plan)
     }
 
     /// The latest time the machine has seen.
@@ -482,10 +488,7 @@ impl<const N: usize> CallMachine<N> {
     /// timeout (none before [`Event::Start`], or without an overall
     /// timeout).
     pub fn deadline(&self) -> Option<Instant> {
-        if matches!(self.core.phase, Phase::Idle) {
-            return None;
-        }
-        deadline_of(&self.plan, self.core.start)
+        self.core.deadline()
     }
 
     /// Attempts launched so far (refused attempts not counted).
@@ -597,7 +600,8 @@ impl<const N: usize> State<N> {
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
-            start: Instant::ZERO,
+            anchor: Instant::ZERO,
+            timed: 0,
             groups: 0,
             launched: 0,
             backoff: 0,
@@ -615,9 +619,22 @@ impl<const N: usize> State<N> {
         }
     }
 
-    /// When the call started.
-    pub(crate) fn start(&self) -> Instant {
-        self.start
+    /// When the call started, under its settings `cfg`.
+    pub(crate) fn start<C: Settings>(&self, cfg: &C) -> Instant {
+        match self.timed {
+            1 => Instant::from_nanos(self.anchor.as_nanos().wrapping_sub(cfg.overall())),
+            _ => self.anchor,
+        }
+    }
+
+    /// The overall deadline, once started.
+    #[inline(always)]
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self.timed {
+            0 => None,
+            1 => Some(self.anchor),
+            _ => Some(Instant::MAX),
+        }
     }
 
     /// The latest time the machine has seen.
@@ -671,7 +688,8 @@ impl<const N: usize> State<N> {
             rng: _,
             phase,
             now,
-            start,
+            anchor,
+            timed,
             groups,
             launched,
             backoff,
@@ -690,7 +708,8 @@ impl<const N: usize> State<N> {
         self.rng = rng;
         self.phase = *phase;
         self.now = *now;
-        self.start = *start;
+        self.anchor = *anchor;
+        self.timed = *timed;
         self.groups = *groups;
         self.launched = *launched;
         self.backoff = *backoff;
@@ -737,13 +756,19 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         self.cfg.max_hedges(N)
     }
 
-    /// The overall deadline of the call (started: the decisions read it
-    /// only once the call has started), computed from its start and the
-    /// settings' overall timeout rather than kept.
-    #[inline(always)]
-    fn deadline(&self) -> Option<Instant> {
-        debug_assert!(!matches!(self.phase, Phase::Idle), "a call started");
-        deadline_of(self.cfg, self.st.start)
+    /// Starts the call at `start`: its start and overall deadline (see
+    /// [`State::anchor`]).
+    #[inline]
+    fn set_start(&mut self, start: Instant) {
+        let overall = self.cfg.overall();
+        (self.st.anchor, self.st.timed) = if overall == 0 {
+            (start, 0)
+        } else {
+            match start.as_nanos().checked_add(overall) {
+                Some(deadline) => (Instant::from_nanos(deadline), 1),
+                None => (start, 2),
+            }
+        };
     }
 
     /// The next backoff delay (zero without a draw, for settings without
@@ -808,7 +833,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     fn took_over(&mut self, group: u16, start: Instant, at: Instant) {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = at;
-        self.start = start;
+        self.set_start(start);
         self.groups = group;
         self.launched = group;
         self.ran = group;
@@ -868,7 +893,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                 // it never goes back.
                 let now = self.now.max(now);
                 self.now = now;
-                self.start = now;
+                self.set_start(now);
                 self.phase = Phase::Ready;
                 None
             }
@@ -1022,14 +1047,6 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
             Phase::BackoffUnchecked(wake)
         };
     }
-}
-
-/// The overall deadline of a call started at `start` under `cfg`: none
-/// without an overall timeout (0 nanoseconds).
-#[inline(always)]
-fn deadline_of<C: Settings>(cfg: &C, start: Instant) -> Option<Instant> {
-    let overall = cfg.overall();
-    (overall != 0).then(|| start.plus_nanos(overall))
 }
 
 /// The next delay of `backoff` (fresh), resumed from `state`, which it
