@@ -379,14 +379,17 @@ pub(crate) struct State<const N: usize> {
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
-    /// The overall deadline when the call has one ([`Self::timed`]), else
-    /// when the call started: one instant for the two (8 bytes of every
-    /// call future), the start of a call with a deadline being the
-    /// deadline less the overall timeout (read once a call, see
-    /// [`Self::start`]).
+    /// The overall deadline when the call has one that an instant holds
+    /// ([`Self::timed`] 1), else when the call started: one instant for
+    /// the two (8 bytes of every call future), the start of a call with a
+    /// deadline being the deadline less the overall timeout (read once a
+    /// call, see [`Self::start`]).
     anchor: Instant,
-    /// Whether `anchor` is the overall deadline (in the state's padding).
-    timed: bool,
+    /// 0: no overall deadline (`anchor` is the start); 1: `anchor` is the
+    /// deadline; 2: the deadline is past what an instant holds, and
+    /// saturates to [`Instant::MAX`] (`anchor` is the start). In the
+    /// state's padding.
+    timed: u8,
     /// Retry groups launched. (This, `ran` and `group_hedges` count
     /// attempts launched, at most the `u16` ids' bound.)
     groups: u16,
@@ -599,7 +602,7 @@ impl<const N: usize> State<N> {
             phase: Phase::Idle,
             now: Instant::ZERO,
             anchor: Instant::ZERO,
-            timed: false,
+            timed: 0,
             groups: 0,
             launched: 0,
             backoff: 0,
@@ -619,9 +622,10 @@ impl<const N: usize> State<N> {
 
     /// When the call started, under its settings `cfg`. Out of line: read
     /// once a call, at its end.
+    #[cold]
     #[inline(never)]
     pub(crate) fn start<C: Settings>(&self, cfg: &C) -> Instant {
-        if self.timed {
+        if self.timed == 1 {
             Instant::from_nanos(self.anchor.as_nanos().wrapping_sub(cfg.overall()))
         } else {
             self.anchor
@@ -631,7 +635,11 @@ impl<const N: usize> State<N> {
     /// The overall deadline, once started.
     #[inline(always)]
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.timed.then_some(self.anchor)
+        match self.timed {
+            0 => None,
+            1 => Some(self.anchor),
+            _ => Some(Instant::MAX),
+        }
     }
 
     /// The latest time the machine has seen.
@@ -754,18 +762,17 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     }
 
     /// Starts the call at `start`: its start and overall deadline (see
-    /// [`State::anchor`]). A deadline past what an instant holds is none
-    /// (no clock reaches it; the start is kept).
+    /// [`State::anchor`]).
     #[inline]
     fn set_start(&mut self, start: Instant) {
         let overall = self.cfg.overall();
-        let deadline = match overall {
-            0 => None,
-            _ => start.as_nanos().checked_add(overall),
-        };
-        (self.st.anchor, self.st.timed) = match deadline {
-            Some(deadline) => (Instant::from_nanos(deadline), true),
-            None => (start, false),
+        (self.st.anchor, self.st.timed) = if overall == 0 {
+            (start, 0)
+        } else {
+            match start.as_nanos().checked_add(overall) {
+                Some(deadline) => (Instant::from_nanos(deadline), 1),
+                None => (start, 2),
+            }
         };
     }
 
