@@ -327,13 +327,13 @@ where
             let (outcome, now) = if G::MAY_IGNORE_TIME && O::MAY_IGNORE_TIME && *this.unread {
                 let outcome = this.classifier.classify(&result);
                 let now = if this.state.may_back_off_after(&outcome) {
-                    this.clock.read(this.timer, || this.state.start())
+                    this.clock.read(this.timer, this.state.start())
                 } else {
                     Instant::ZERO
                 };
                 (outcome, now)
             } else {
-                let now = this.clock.read(this.timer, || this.state.start());
+                let now = this.clock.read(this.timer, this.state.start());
                 (this.classifier.classify(&result), now)
             };
             keep(id, outcome.kind, result, this.kept, this.last_terminal);
@@ -356,10 +356,7 @@ where
             // The timer says `until` has passed; trust it over a clock read
             // that rounds a hair earlier, or the machine would ask for the
             // same wait again.
-            let now = this
-                .clock
-                .read(this.timer, || this.state.start())
-                .max(until);
+            let now = this.clock.read(this.timer, this.state.start()).max(until);
             feed(this, Event::Tick { now }, fed)
         };
     ControlFlow::Continue(next)
@@ -590,18 +587,12 @@ impl ClockCheck {
         last_ms: 0,
     };
 
-    /// Reads `timer`'s clock; `start` gives when the call started (read
-    /// only by debug builds' check, so a release build computes nothing).
+    /// Reads `timer`'s clock; `start` is when the call started.
     #[inline(always)]
-    pub(super) fn read<Tm: Timer>(
-        &mut self,
-        timer: &Tm,
-        start: impl FnOnce() -> Instant,
-    ) -> Instant {
+    pub(super) fn read<Tm: Timer>(&mut self, timer: &Tm, start: Instant) -> Instant {
         let now = timer.now();
         #[cfg(debug_assertions)]
         {
-            let start = start();
             debug_assert!(
                 now >= start,
                 "the timer's clock went backwards: {now:?} before the call's start {start:?}"

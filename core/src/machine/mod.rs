@@ -379,17 +379,10 @@ pub(crate) struct State<const N: usize> {
     rng: fastrand::Rng,
     phase: Phase,
     now: Instant,
-    /// The overall deadline when the call has one that an instant holds
-    /// ([`Self::timed`] 1), else when the call started: one instant for
-    /// the two (8 bytes of every call future), the start of a call with a
-    /// deadline being the deadline less the overall timeout (read once a
-    /// call, see [`Self::start`]).
-    anchor: Instant,
-    /// 0: no overall deadline (`anchor` is the start); 1: `anchor` is the
-    /// deadline; 2: the deadline is past what an instant holds, and
-    /// saturates to [`Instant::MAX`] (`anchor` is the start). In the
-    /// state's padding.
-    timed: u8,
+    start: Instant,
+    /// The overall deadline; [`Instant::ZERO`]: none (see
+    /// [`Self::deadline`]).
+    deadline_at: Instant,
     /// Retry groups launched. (This, `ran` and `group_hedges` count
     /// attempts launched, at most the `u16` ids' bound.)
     groups: u16,
@@ -443,7 +436,7 @@ impl<const N: usize> CallMachine<N> {
 impl<const N: usize> State<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
-        layout_of!(self; rng, phase, now, anchor, timed, groups, launched,
+        layout_of!(self; rng, phase, now, start, deadline_at, groups, launched,
             backoff, multiplier_milli, next_backoff, group_backoff, last_failure, last, slots,
             group_hedges, hedging_stopped, hedge_check_at, terminal, ran)
     }
@@ -477,7 +470,7 @@ impl<const N: usize> CallMachine<N> {
 
     /// When the call started.
     pub fn start(&self) -> Instant {
-        self.core.start(&self.plan)
+        self.core.start
     }
 
     /// The latest time the machine has seen.
@@ -485,9 +478,7 @@ impl<const N: usize> CallMachine<N> {
         self.core.now
     }
 
-    /// The overall deadline, once started: the start plus the overall
-    /// timeout (none before [`Event::Start`], or without an overall
-    /// timeout).
+    /// The overall deadline, once started.
     pub fn deadline(&self) -> Option<Instant> {
         self.core.deadline()
     }
@@ -601,8 +592,8 @@ impl<const N: usize> State<N> {
             rng,
             phase: Phase::Idle,
             now: Instant::ZERO,
-            anchor: Instant::ZERO,
-            timed: 0,
+            start: Instant::ZERO,
+            deadline_at: Instant::ZERO,
             groups: 0,
             launched: 0,
             backoff: 0,
@@ -620,31 +611,19 @@ impl<const N: usize> State<N> {
         }
     }
 
-    /// When the call started, under its settings `cfg`. Out of line: read
-    /// once a call, at its end.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn start<C: Settings>(&self, cfg: &C) -> Instant {
-        if self.timed == 1 {
-            Instant::from_nanos(self.anchor.as_nanos().wrapping_sub(cfg.overall()))
-        } else {
-            self.anchor
-        }
-    }
-
-    /// The overall deadline, once started.
-    #[inline(always)]
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        match self.timed {
-            0 => None,
-            1 => Some(self.anchor),
-            _ => Some(Instant::MAX),
-        }
+    /// When the call started.
+    pub(crate) fn start(&self) -> Instant {
+        self.start
     }
 
     /// The latest time the machine has seen.
     pub(crate) fn now(&self) -> Instant {
         self.now
+    }
+
+    /// The overall deadline, once started.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        (self.deadline_at != Instant::ZERO).then_some(self.deadline_at)
     }
 
     /// When the trigger asked to be consulted again, if it did.
@@ -693,8 +672,8 @@ impl<const N: usize> State<N> {
             rng: _,
             phase,
             now,
-            anchor,
-            timed,
+            start,
+            deadline_at,
             groups,
             launched,
             backoff,
@@ -713,8 +692,8 @@ impl<const N: usize> State<N> {
         self.rng = rng;
         self.phase = *phase;
         self.now = *now;
-        self.anchor = *anchor;
-        self.timed = *timed;
+        self.start = *start;
+        self.deadline_at = *deadline_at;
         self.groups = *groups;
         self.launched = *launched;
         self.backoff = *backoff;
@@ -761,18 +740,16 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         self.cfg.max_hedges(N)
     }
 
-    /// Starts the call at `start`: its start and overall deadline (see
-    /// [`State::anchor`]).
+    /// Sets the overall deadline of a call started at `start`.
     #[inline]
-    fn set_start(&mut self, start: Instant) {
+    fn set_deadline(&mut self, start: Instant) {
         let overall = self.cfg.overall();
-        (self.st.anchor, self.st.timed) = if overall == 0 {
-            (start, 0)
+        // A deadline is after the epoch (a start plus a timeout that is not
+        // zero): the epoch stands for none.
+        self.deadline_at = if overall != 0 {
+            start.plus_nanos(overall)
         } else {
-            match start.as_nanos().checked_add(overall) {
-                Some(deadline) => (Instant::from_nanos(deadline), 1),
-                None => (start, 2),
-            }
+            Instant::ZERO
         };
     }
 
@@ -838,7 +815,8 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     fn took_over(&mut self, group: u16, start: Instant, at: Instant) {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = at;
-        self.set_start(start);
+        self.start = start;
+        self.set_deadline(start);
         self.groups = group;
         self.launched = group;
         self.ran = group;
@@ -898,7 +876,8 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
                 // it never goes back.
                 let now = self.now.max(now);
                 self.now = now;
-                self.set_start(now);
+                self.start = now;
+                self.set_deadline(now);
                 self.phase = Phase::Ready;
                 None
             }

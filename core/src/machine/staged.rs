@@ -76,7 +76,7 @@ pub trait MachineOps<P> {
     /// flight through `sink`, and finishes (see
     /// [`CallMachine::cancelled_with`](super::CallMachine::cancelled_with)).
     fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict;
-    fn start(&self, cfg: &PolicySettings<P>) -> Instant;
+    fn start(&self) -> Instant;
     fn now(&self) -> Instant;
     fn attempts(&self) -> u32;
     fn refusal(&self) -> Option<&'static str>;
@@ -383,7 +383,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     pub(crate) fn start(&self) -> Instant {
         match &self.stage {
             Stage::First(f) => f.start,
-            Stage::Full(m) => m.start(&self.cfg),
+            Stage::Full(m) => m.start(),
             Stage::Done => Instant::ZERO,
         }
     }
@@ -987,8 +987,8 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<N> {
     fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict {
         self.run(cfg).cancelled_with(&mut Carry(sink))
     }
-    fn start(&self, cfg: &PolicySettings<P>) -> Instant {
-        self.0.start(cfg)
+    fn start(&self) -> Instant {
+        self.0.start()
     }
     fn now(&self) -> Instant {
         self.0.now()
@@ -1059,7 +1059,7 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> 
     fn cancelled<S: Sink>(&mut self, _: &PolicySettings<P>, sink: &mut S) -> Verdict {
         self.cancelled_with(&mut Carry(sink))
     }
-    fn start(&self, _: &PolicySettings<P>) -> Instant {
+    fn start(&self) -> Instant {
         super::CallMachine::start(self)
     }
     fn now(&self) -> Instant {

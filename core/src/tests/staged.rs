@@ -67,8 +67,8 @@ impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMP
     fn cancelled<S: Sink>(&mut self, cfg: &PolicySettings<P>, sink: &mut S) -> Verdict {
         self.0.cancelled(cfg, sink)
     }
-    fn start(&self, cfg: &PolicySettings<P>) -> Instant {
-        self.0.start(cfg)
+    fn start(&self) -> Instant {
+        self.0.start()
     }
     fn now(&self) -> Instant {
         self.0.now()
