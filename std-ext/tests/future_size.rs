@@ -53,4 +53,8 @@ fn facade_call_future_size() {
     // in a thin box (the call's panic record 32 -> 24 bytes): 896 / 896.
     assert!(c <= 896, "executor call future grew to {c} bytes");
     assert!(f <= 896, "facade call future grew to {f} bytes");
+    // Issue 16, r25 (core2): the core machine's state 16 bytes smaller (one
+    // room for the two backoffs); measured 808 and 808.
+    assert!(c <= 808, "executor call future grew to {c} bytes");
+    assert!(f <= 808, "facade call future grew to {f} bytes");
 }

@@ -26,4 +26,8 @@ fn call_future_sizes() {
     // pending record): 448 / 392 measured.
     assert!(t <= 448, "tokio call future grew to {t} bytes");
     assert!(a <= 392, "async-io call future grew to {a} bytes");
+    // Issue 16, r25 (core2): one room for the machine's two backoffs
+    // (16 bytes): 416 / 360 measured.
+    assert!(t <= 416, "tokio call future grew to {t} bytes");
+    assert!(a <= 360, "async-io call future grew to {a} bytes");
 }

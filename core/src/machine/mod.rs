@@ -95,6 +95,10 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
     ]
 }
 
+/// An admitted attempt that ended, whose record is yet to be handed out:
+/// its slot, outcome, end and backoff.
+type Ended = (Slot, Outcome, Instant, Duration);
+
 /// An attempt in flight: its [`AttemptInfo`], launch time and budget
 /// reason, packed (40 bytes on a 64-bit target, not 72: the group and
 /// hedge indices 16 bits, as the attempt ids bound them; no backoff, which
@@ -365,11 +369,11 @@ pub struct CallMachine<const N: usize = 4> {
     core: State<N>,
     /// A record produced by an event (an admitted attempt's, which the
     /// gate must release), emitted by the next `poll`: kept as its slot,
-    /// outcome and end (not a 128-byte record and flag). Only
+    /// outcome, end and backoff (not a 128-byte record and flag). Only
     /// [`poll`](Self::poll), which hands out one action at a time, needs
     /// it: the call future's machine (a [`Core`]) hands the record out as
     /// the event comes.
-    pending: Option<(Slot, Outcome, Instant)>,
+    pending: Option<Ended>,
 }
 
 /// The state of one call: what [`CallMachine`] holds beside its settings,
@@ -394,10 +398,11 @@ pub(crate) struct State<const N: usize> {
     /// The backoff multiplier in fixed point, once converted (0: not yet;
     /// see [`Settings::next_delay`]).
     multiplier_milli: u16,
-    /// The sleep before the next primary.
-    next_backoff: Duration,
     /// The sleep before the running group's primary (its hedges have
-    /// none): the backoff of its attempts' records.
+    /// none): the backoff of its attempts' records; once the group has
+    /// failed retryably, the sleep before the next group's (one room for
+    /// the two: the record of the attempt that failed the group takes its
+    /// backoff before, see [`Core::finished`]).
     group_backoff: Duration,
     /// The last attempt that failed, and how (see [`Last`]).
     last_failure: Option<AttemptId>,
@@ -437,7 +442,7 @@ impl<const N: usize> State<N> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
         layout_of!(self; rng, phase, now, start, deadline_at, groups, launched,
-            backoff, multiplier_milli, next_backoff, group_backoff, last_failure, last, slots,
+            backoff, multiplier_milli, group_backoff, last_failure, last, slots,
             group_hedges, hedging_stopped, hedge_check_at, terminal, ran)
     }
 }
@@ -528,9 +533,9 @@ impl<const N: usize> CallMachine<N> {
     /// the latest one (the machine's clock never goes back).
     #[inline(always)]
     pub fn handle(&mut self, event: Event) {
-        if let Some((slot, outcome)) = self.run().take_event(event) {
+        if let Some((slot, outcome, backoff)) = self.run().take_event(event) {
             debug_assert!(self.pending.is_none(), "poll after every event");
-            self.pending = Some((slot, outcome, self.core.now));
+            self.pending = Some((slot, outcome, self.core.now, backoff));
         }
     }
 
@@ -598,7 +603,6 @@ impl<const N: usize> State<N> {
             launched: 0,
             backoff: 0,
             multiplier_milli: 0,
-            next_backoff: Duration::ZERO,
             group_backoff: Duration::ZERO,
             last_failure: None,
             last: Last::NONE,
@@ -678,7 +682,6 @@ impl<const N: usize> State<N> {
             launched,
             backoff,
             multiplier_milli,
-            next_backoff,
             group_backoff,
             last_failure,
             last: _,
@@ -698,7 +701,6 @@ impl<const N: usize> State<N> {
         self.launched = *launched;
         self.backoff = *backoff;
         self.multiplier_milli = *multiplier_milli;
-        self.next_backoff = *next_backoff;
         self.group_backoff = *group_backoff;
         self.last_failure = *last_failure;
         self.last = Last::NONE;
@@ -860,13 +862,14 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         debug_assert!(ended.is_none(), "an event that ends no attempt");
     }
 
-    /// Feeds one event; returns the slot and outcome of the admitted
-    /// attempt it ended (at the machine's `now`), if any, whose record the
+    /// Feeds one event; returns the slot, outcome and backoff of the
+    /// admitted attempt it ended (at the machine's `now`), if any, whose
+    /// record the
     /// gate and the observers have not heard of yet
     /// ([`CallMachine::handle`] keeps it for the next
     /// [`CallMachine::poll`]; the call future's drain hands it out at once).
     #[inline(always)]
-    fn take_event(&mut self, event: Event) -> Option<(Slot, Outcome)> {
+    fn take_event(&mut self, event: Event) -> Option<(Slot, Outcome, Duration)> {
         match event {
             Event::Start { now } => {
                 if !matches!(self.phase, Phase::Idle) {
@@ -912,26 +915,23 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         let ended = match event {
             Some(event) => self
                 .take_event(event)
-                .map(|(slot, outcome)| (slot, outcome, self.now)),
+                .map(|(slot, outcome, backoff)| (slot, outcome, self.now, backoff)),
             None => None,
         };
         self.drain_with(ended, out)
     }
 
-    /// Hands out the record of the attempt `ended` (its slot, outcome and
-    /// end), if any, then carries out the actions due through `out`.
+    /// Hands out the record of the attempt `ended` (its slot, outcome,
+    /// end and backoff), if any, then carries out the actions due through
+    /// `out`.
     #[inline(always)]
-    fn drain_with<E: poll::Emit>(
-        &mut self,
-        ended: Option<(Slot, Outcome, Instant)>,
-        out: &mut E,
-    ) -> Action {
+    fn drain_with<E: poll::Emit>(&mut self, ended: Option<Ended>, out: &mut E) -> Action {
         // Built only for a gate or an observer that hears it (one that
         // ignores records says so, and the building compiles away).
-        if let Some((slot, outcome, end)) =
+        if let Some((slot, outcome, end, backoff)) =
             ended.filter(|_| crate::gate::Gate::hears_attempts(out.gate()) || out.hears_records())
         {
-            let record = slot.record(end, outcome, false, self.backoff_of(&slot));
+            let record = slot.record(end, outcome, false, backoff);
             crate::gate::Gate::attempt_ended(out.gate(), &record);
             if let core::ops::ControlFlow::Break(action) = out.record(&record) {
                 return action;
@@ -940,20 +940,23 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         self.run_with(out)
     }
 
-    /// An admitted attempt completed: its slot and outcome (its record's
-    /// makings, ended now), unless its result is stale.
+    /// An admitted attempt completed: its slot, outcome and backoff (its
+    /// record's makings, ended now), unless its result is stale. The
+    /// backoff is read before the failure is taken, which may replace it
+    /// with the next group's (see [`State::group_backoff`]).
     #[inline(always)]
-    fn finished(&mut self, id: AttemptId, outcome: Outcome) -> Option<(Slot, Outcome)> {
+    fn finished(&mut self, id: AttemptId, outcome: Outcome) -> Option<(Slot, Outcome, Duration)> {
         if !matches!(self.phase, Phase::Running(_)) {
             // The attempt was already cut or cancelled; its result is stale.
             return None;
         }
         let slot = self.take_slot(id)?;
+        let backoff = self.backoff_of(&slot);
         match outcome.kind {
             OutcomeKind::Success => self.end(Verdict::Success(id)),
             _ => self.attempt_failed(id, outcome),
         }
-        Some((slot, outcome))
+        Some((slot, outcome, backoff))
     }
 
     /// An attempt of the running group failed (or was cut).
@@ -1024,7 +1027,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         if self.deadline().is_some_and(|d| wake >= d) {
             return self.fail(beyond);
         }
-        self.next_backoff = delay;
+        self.group_backoff = delay;
         self.phase = if delay.is_zero() {
             Phase::Ready
         } else {

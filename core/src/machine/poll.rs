@@ -208,8 +208,8 @@ impl<const N: usize> CallMachine<N> {
     /// [`Core::cancelled_with`], the record an event kept handed out
     /// first.
     pub(crate) fn cancelled_with<E: Emit>(&mut self, out: &mut E) -> Verdict {
-        if let Some((slot, outcome, end)) = self.pending.take() {
-            let record = slot.record(end, outcome, false, self.run().backoff_of(&slot));
+        if let Some((slot, outcome, end, backoff)) = self.pending.take() {
+            let record = slot.record(end, outcome, false, backoff);
             out.gate().attempt_ended(&record);
             let _ = out.emit(Action::Record(record));
         }
@@ -351,7 +351,6 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     /// the answer over (see [`Staged`](super::Staged)).
     #[inline(always)]
     pub(crate) fn primary(&mut self, info: AttemptInfo, admission: Admission) -> Action {
-        self.group_backoff = core::mem::take(&mut self.next_backoff);
         let slot = match self.slot(info, admission) {
             Ok(slot) => slot,
             Err((slot, by)) => {
