@@ -178,6 +178,62 @@ impl Slot {
     }
 }
 
+/// An admitted attempt that ran to completion, as the machine has it when
+/// the attempt's end is fed: the makings of its [`AttemptRecord`], which
+/// [`Completed::record`] builds (128 bytes) only for whoever needs all of
+/// it. Handed to [`ActionSink::attempt_completed`]: a gate that needs only
+/// the attempt's latency (a latency sketch's sample) reads that alone
+/// ([`PolicyGate::attempt_completed`](crate::policy_gate::PolicyGate::attempt_completed)).
+#[derive(Copy, Clone, Debug)]
+pub struct Completed {
+    slot: Slot,
+    outcome: Outcome,
+    end: Instant,
+    backoff: Duration,
+}
+
+impl Completed {
+    /// Which attempt.
+    #[inline(always)]
+    pub fn id(&self) -> AttemptId {
+        self.slot.id
+    }
+
+    /// When it was launched.
+    #[inline(always)]
+    pub fn start(&self) -> Instant {
+        self.slot.start
+    }
+
+    /// When it completed.
+    #[inline(always)]
+    pub fn end(&self) -> Instant {
+        self.end
+    }
+
+    /// How it ended.
+    #[inline(always)]
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// `end − start` in nanoseconds: [`AttemptRecord::duration`] of its
+    /// record, in nanoseconds (0 for an end before the start).
+    #[inline(always)]
+    pub fn latency_nanos(&self) -> u64 {
+        self.end
+            .as_nanos()
+            .saturating_sub(self.slot.start.as_nanos())
+    }
+
+    /// Its record: what [`Action::Record`] carries for it (not cancelled).
+    #[inline(always)]
+    pub fn record(&self) -> AttemptRecord {
+        self.slot
+            .record(self.end, self.outcome, false, self.backoff)
+    }
+}
+
 #[derive(Copy, Clone, Debug)]
 enum Phase {
     /// Not started.
@@ -927,9 +983,13 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         if let Some((slot, outcome, end)) =
             ended.filter(|_| crate::gate::Gate::hears_attempts(out.gate()) || out.hears_records())
         {
-            let record = slot.record(end, outcome, false, self.backoff_of(&slot));
-            crate::gate::Gate::attempt_ended(out.gate(), &record);
-            if let core::ops::ControlFlow::Break(action) = out.record(&record) {
+            let completed = Completed {
+                slot,
+                outcome,
+                end,
+                backoff: self.backoff_of(&slot),
+            };
+            if let core::ops::ControlFlow::Break(action) = out.completed(&completed) {
                 return action;
             }
         }
