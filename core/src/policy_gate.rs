@@ -767,8 +767,9 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         }
     }
 
-    /// [`PolicyGate::attempt_completed`]'s sample, out of line.
-    #[inline(never)]
+    /// [`PolicyGate::attempt_completed`]'s sample (inlined: its one
+    /// caller is the simulator's loop).
+    #[inline(always)]
     fn record_sample(&mut self, nanos: u64, end: Instant) {
         self.parts.record_latency_nanos(self.key, nanos, end);
     }

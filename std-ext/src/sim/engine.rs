@@ -70,14 +70,14 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 1,610
+//! What the rest costs (`bash benches/sim_speed.sh`, about 1,540
 //! instructions per call on the Tail-at-Scale scenario on one thread, at
 //! three to four a cycle): the call machine with the gate and the latency
 //! sketch about 40 % of the instructions, the random draws about 28 %
 //! (libm's logarithms, cosine and exponential, fastrand, the conversion
 //! to nanoseconds), the loop with the queue and the restart of each
 //! call's machine about 25 %, the report's sort about 4 %. With the draw
-//! thread, the simulating thread runs about 1,095 instructions per call,
+//! thread, the simulating thread runs about 1,020 instructions per call,
 //! mostly the machine and the gate (`core`), which this module drives but
 //! does not decide.
 //!

@@ -122,7 +122,7 @@ impl<'a> GateParts for SimParts<'a> {
     // The two the gate calls, in nanoseconds as the sketch keeps them:
     // the same samples and answers as the two above, without a `Duration`
     // made and taken apart per call.
-    #[inline]
+    #[inline(always)]
     fn latency_quantile_nanos(
         &mut self,
         _: PolicyKey<'_>,
