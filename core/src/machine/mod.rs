@@ -568,6 +568,19 @@ impl<const N: usize> CallMachine<N> {
         self.pending = None;
     }
 
+    /// Makes this machine what it was when it was made (by
+    /// [`CallMachine::new`], [`CallMachine::with_plan`] or a clone of
+    /// such a machine), with its limits as last set and its random source
+    /// replaced by `rng`: [`restart_from`](Self::restart_from) of a fresh
+    /// machine with this one's settings, without copying them (a call
+    /// never changes them). What the simulator does between calls in the
+    /// same machine.
+    #[inline]
+    pub fn restart(&mut self, rng: fastrand::Rng) {
+        self.core.restart_from_new(rng);
+        self.pending = None;
+    }
+
     /// Replaces the executor-wide limits.
     pub fn set_limits(&mut self, limits: Limits) {
         let cfg = &mut self.plan;
@@ -725,6 +738,12 @@ impl<const N: usize> State<N> {
     #[inline]
     pub(crate) fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng) {
         debug_assert!(fresh.is_fresh(), "a machine that has not started");
+        self.restart_from_new(rng);
+    }
+
+    /// [`State::new`] of `rng`, in place.
+    #[inline]
+    pub(crate) fn restart_from_new(&mut self, rng: fastrand::Rng) {
         *self = Self::new(rng);
     }
 
