@@ -21,6 +21,7 @@ use crate::budget::{BudgetRequest, Decision, Reservation, MAX_HELD};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState, Trigger};
 use crate::key::PolicyKey;
+use crate::machine::Completed;
 use crate::outcome::Outcome;
 use crate::policy::{AmplificationPolicy, BudgetRef, CircuitPolicy, Policy};
 use crate::record::{AttemptId, AttemptInfo, AttemptKind, AttemptRecord};
@@ -730,6 +731,12 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
             // No budget named: nothing was held.
             return;
         }
+        self.settle_ended(record);
+    }
+
+    /// Settles the reservation attempt `record` held, if it held one.
+    #[inline]
+    fn settle_ended(&mut self, record: &AttemptRecord) {
         if let Some(Held {
             budget,
             reservation,
@@ -738,6 +745,40 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         {
             self.parts.settle(budget, record, reservation, record.end);
         }
+    }
+
+    /// [`Gate::attempt_ended`] of `completed`'s record (an admitted
+    /// attempt that ran to completion), the same calls of the parts in the
+    /// same order, with the record built only when a budget's reservation
+    /// is settled with it: a policy that only feeds a latency sketch (a
+    /// quantile hedge trigger's) reads the attempt's latency alone. What
+    /// the simulator's [`ActionSink`](crate::machine::ActionSink) hands
+    /// its gate.
+    #[inline]
+    pub fn attempt_completed(&mut self, completed: &Completed) {
+        if !self.needs.ends(false) {
+            return;
+        }
+        if self.needs.samples() {
+            self.record_sample(completed.latency_nanos(), completed.end());
+        }
+        if self.needs.holds() {
+            self.settle_completed(completed);
+        }
+    }
+
+    /// [`PolicyGate::attempt_completed`]'s sample (inlined: its one
+    /// caller is the simulator's loop).
+    #[inline(always)]
+    fn record_sample(&mut self, nanos: u64, end: Instant) {
+        self.parts.record_latency_nanos(self.key, nanos, end);
+    }
+
+    /// [`PolicyGate::attempt_completed`]'s settling, out of line: the
+    /// record built here.
+    #[inline(never)]
+    fn settle_completed(&mut self, completed: &Completed) {
+        self.settle_ended(&completed.record());
     }
 
     /// Hands the permit back: a success the breaker takes at once without

@@ -182,6 +182,62 @@ impl Slot {
     }
 }
 
+/// An admitted attempt that ran to completion, as the machine has it when
+/// the attempt's end is fed: the makings of its [`AttemptRecord`], which
+/// [`Completed::record`] builds (128 bytes) only for whoever needs all of
+/// it. Handed to [`ActionSink::attempt_completed`]: a gate that needs only
+/// the attempt's latency (a latency sketch's sample) reads that alone
+/// ([`PolicyGate::attempt_completed`](crate::policy_gate::PolicyGate::attempt_completed)).
+#[derive(Copy, Clone, Debug)]
+pub struct Completed {
+    slot: Slot,
+    outcome: Outcome,
+    end: Instant,
+    backoff: Duration,
+}
+
+impl Completed {
+    /// Which attempt.
+    #[inline(always)]
+    pub fn id(&self) -> AttemptId {
+        self.slot.id
+    }
+
+    /// When it was launched.
+    #[inline(always)]
+    pub fn start(&self) -> Instant {
+        self.slot.start
+    }
+
+    /// When it completed.
+    #[inline(always)]
+    pub fn end(&self) -> Instant {
+        self.end
+    }
+
+    /// How it ended.
+    #[inline(always)]
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// `end − start` in nanoseconds: [`AttemptRecord::duration`] of its
+    /// record, in nanoseconds (0 for an end before the start).
+    #[inline(always)]
+    pub fn latency_nanos(&self) -> u64 {
+        self.end
+            .as_nanos()
+            .saturating_sub(self.slot.start.as_nanos())
+    }
+
+    /// Its record: what [`Action::Record`] carries for it (not cancelled).
+    #[inline(always)]
+    pub fn record(&self) -> AttemptRecord {
+        self.slot
+            .record(self.end, self.outcome, false, self.backoff)
+    }
+}
+
 #[derive(Copy, Clone, Debug)]
 enum Phase {
     /// Not started.
@@ -517,6 +573,19 @@ impl<const N: usize> CallMachine<N> {
         self.pending = None;
     }
 
+    /// Makes this machine what it was when it was made (by
+    /// [`CallMachine::new`], [`CallMachine::with_plan`] or a clone of
+    /// such a machine), with its limits as last set and its random source
+    /// replaced by `rng`: [`restart_from`](Self::restart_from) of a fresh
+    /// machine with this one's settings, without copying them (a call
+    /// never changes them). What the simulator does between calls in the
+    /// same machine.
+    #[inline]
+    pub fn restart(&mut self, rng: fastrand::Rng) {
+        self.core.restart_from_new(rng);
+        self.pending = None;
+    }
+
     /// Replaces the executor-wide limits.
     pub fn set_limits(&mut self, limits: Limits) {
         let cfg = &mut self.plan;
@@ -663,15 +732,28 @@ impl<const N: usize> State<N> {
 
     /// [`CallMachine::restart_from`]: makes this machine `fresh` (which has
     /// not started) with its random source replaced by `rng`, in place.
+    ///
+    /// A machine that has not started is [`State::new`] of its random
+    /// source, whatever it was made from (nothing but
+    /// [`CallMachine::set_rng`] changes its state before its first event):
+    /// so this writes that state, constants and all, rather than copying
+    /// `fresh`'s field by field (a load and a store each, 37 instructions
+    /// of a simulated call); a new field is reset by [`State::new`].
+    #[inline]
     pub(crate) fn restart_from(&mut self, fresh: &Self, rng: fastrand::Rng) {
-        debug_assert!(
-            matches!(fresh.phase, Phase::Idle)
-                && fresh.slots.iter().all(Option::is_none)
-                && matches!(fresh.last, Last::None)
-                && fresh.terminal.is_none(),
-            "a machine that has not started"
-        );
-        // Every field named: a new one must be reset here too.
+        debug_assert!(fresh.is_fresh(), "a machine that has not started");
+        self.restart_from_new(rng);
+    }
+
+    /// [`State::new`] of `rng`, in place.
+    #[inline]
+    pub(crate) fn restart_from_new(&mut self, rng: fastrand::Rng) {
+        *self = Self::new(rng);
+    }
+
+    /// Whether this is [`State::new`] of its random source: a machine
+    /// that has not started.
+    fn is_fresh(&self) -> bool {
         let Self {
             rng: _,
             phase,
@@ -684,34 +766,24 @@ impl<const N: usize> State<N> {
             multiplier_milli,
             group_backoff,
             last_failure,
-            last: _,
-            slots: _,
+            last,
+            slots,
             group_hedges,
             hedging_stopped,
             hedge_check_at,
-            terminal: _,
+            terminal,
             ran,
-        } = fresh;
-        self.rng = rng;
-        self.phase = *phase;
-        self.now = *now;
-        self.start = *start;
-        self.deadline_at = *deadline_at;
-        self.groups = *groups;
-        self.launched = *launched;
-        self.backoff = *backoff;
-        self.multiplier_milli = *multiplier_milli;
-        self.group_backoff = *group_backoff;
-        self.last_failure = *last_failure;
-        self.last = Last::NONE;
-        for slot in &mut self.slots {
-            *slot = None;
-        }
-        self.group_hedges = *group_hedges;
-        self.hedging_stopped = *hedging_stopped;
-        self.hedge_check_at = *hedge_check_at;
-        self.terminal = None;
-        self.ran = *ran;
+        } = self;
+        matches!(phase, Phase::Idle)
+            && [*now, *start, *deadline_at, *hedge_check_at] == [Instant::ZERO; 4]
+            && [*groups, *launched, *multiplier_milli, *group_hedges, *ran] == [0; 5]
+            && *backoff == 0
+            && *group_backoff == Duration::ZERO
+            && last_failure.is_none()
+            && matches!(last, Last::None)
+            && slots.iter().all(Option::is_none)
+            && !*hedging_stopped
+            && terminal.is_none()
     }
 
     /// Whether the machine has returned [`Action::Finish`].
@@ -931,9 +1003,13 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         if let Some((slot, outcome, end, backoff)) =
             ended.filter(|_| crate::gate::Gate::hears_attempts(out.gate()) || out.hears_records())
         {
-            let record = slot.record(end, outcome, false, backoff);
-            crate::gate::Gate::attempt_ended(out.gate(), &record);
-            if let core::ops::ControlFlow::Break(action) = out.record(&record) {
+            let completed = Completed {
+                slot,
+                outcome,
+                end,
+                backoff,
+            };
+            if let core::ops::ControlFlow::Break(action) = out.completed(&completed) {
                 return action;
             }
         }

@@ -7,8 +7,8 @@ use core::time::Duration;
 
 use super::plan::attempt_deadline;
 use super::{
-    cut_reason, Action, CallMachine, Cause, Core, Event, Last, Phase, Settings, Slot, Verdict,
-    WaitReason,
+    cut_reason, Action, CallMachine, Cause, Completed, Core, Event, Last, Phase, Settings, Slot,
+    Verdict, WaitReason,
 };
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
@@ -41,6 +41,16 @@ pub(crate) trait Emit {
     #[inline(always)]
     fn hears_records(&self) -> bool {
         true
+    }
+    /// An admitted attempt ran to completion: its record, built, goes to
+    /// the gate ([`Gate::attempt_ended`]) then to
+    /// [`record`](Self::record); a driver that hears no records may hand
+    /// the gate less ([`ActionSink::attempt_completed`]).
+    #[inline(always)]
+    fn completed(&mut self, completed: &Completed) -> ControlFlow<Action> {
+        let record = completed.record();
+        self.gate().attempt_ended(&record);
+        self.record(&record)
     }
     /// Whether the drain inlines its launch of a retry group's primary
     /// ([`Core::launch_primary`]): a driver whose loop is the machine, as
@@ -120,6 +130,19 @@ pub trait ActionSink {
     fn hears_records(&self) -> bool {
         true
     }
+    /// An admitted attempt ran to completion, for a sink that hears no
+    /// records ([`hears_records`](Self::hears_records) `false`; one that
+    /// does gets [`Gate::attempt_ended`] then [`record`](Self::record) of
+    /// its record instead): tells the gate. Default:
+    /// [`Gate::attempt_ended`] of [`Completed::record`]; a sink whose gate
+    /// needs less than the record may hand it the makings
+    /// ([`PolicyGate::attempt_completed`](crate::policy_gate::PolicyGate::attempt_completed),
+    /// the same effect without the record built when the policy names no
+    /// budget).
+    #[inline(always)]
+    fn attempt_completed(&mut self, completed: &Completed) {
+        self.gate().attempt_ended(&completed.record());
+    }
 }
 
 /// [`CallMachine::feed`]'s [`Emit`]: carries every action out through an
@@ -156,6 +179,17 @@ impl<S: ActionSink + ?Sized> Emit for Through<'_, S> {
     #[inline(always)]
     fn hears_records(&self) -> bool {
         self.0.hears_records()
+    }
+    #[inline(always)]
+    fn completed(&mut self, completed: &Completed) -> ControlFlow<Action> {
+        if self.0.hears_records() {
+            let record = completed.record();
+            self.0.gate().attempt_ended(&record);
+            self.0.record(&record);
+        } else {
+            self.0.attempt_completed(completed);
+        }
+        ControlFlow::Continue(())
     }
     const INLINE_LAUNCH: bool = true;
 }

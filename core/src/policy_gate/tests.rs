@@ -846,3 +846,132 @@ fn a_gate_uses_time_exactly_when_its_policy_asks_for_something_or_it_hedges() {
     const { assert!(<PolicyGate<'static, Parts<'static>> as Gate>::MAY_IGNORE_TIME) };
     const { assert!(<&mut PolicyGate<'static, Parts<'static>> as Gate>::MAY_IGNORE_TIME) };
 }
+
+/// [`PolicyGate::attempt_completed`], what the simulator's sink hands its
+/// gate for a completed attempt (no record built without a budget), does
+/// what [`Gate::attempt_ended`] of that attempt's record does: the same
+/// samples, the same reservations settled at the same instants, the same
+/// launches, cancels and verdict, with and without budgets.
+#[test]
+fn attempt_completed_does_what_attempt_ended_of_the_record_does() {
+    use crate::machine::{ActionSink, Completed};
+    use std::format;
+
+    struct Sink<'s, 'p, 'a> {
+        gate: &'s mut PolicyGate<'p, Parts<'a>>,
+        actions: Vec<Action>,
+    }
+    impl<'p, 'a> ActionSink for Sink<'_, 'p, 'a> {
+        type Gate = PolicyGate<'p, Parts<'a>>;
+        fn gate(&mut self) -> &mut Self::Gate {
+            self.gate
+        }
+        fn launch(&mut self, info: AttemptInfo) {
+            self.actions.push(Action::Launch(info));
+        }
+        fn cancel(&mut self, record: &AttemptRecord) {
+            self.actions.push(Action::Cancel(*record));
+        }
+        fn record(&mut self, record: &AttemptRecord) {
+            self.actions.push(Action::Record(*record));
+        }
+        fn hears_records(&self) -> bool {
+            false
+        }
+        fn attempt_completed(&mut self, completed: &Completed) {
+            self.gate.attempt_completed(completed);
+        }
+    }
+
+    let events = [
+        Event::Start { now: ms(0) },
+        // A retryable failure before the hedge, then the retry's backoff.
+        Event::AttemptFinished {
+            id: AttemptId(0),
+            outcome: Outcome::retryable(reason::RETRYABLE_ERROR),
+            now: ms(2),
+        },
+        Event::Tick { now: ms(500) },
+        // The retry's hedge (3 ms quantile), which wins.
+        Event::Tick { now: ms(504) },
+        Event::AttemptFinished {
+            id: AttemptId(2),
+            outcome: Outcome::SUCCESS,
+            now: ms(507),
+        },
+        // Stale: its attempt was cancelled.
+        Event::AttemptFinished {
+            id: AttemptId(1),
+            outcome: Outcome::SUCCESS,
+            now: ms(508),
+        },
+    ];
+    for (retry, hedge) in [("", ""), ("r", "h")] {
+        let policy = {
+            let mut p = hedged(retry, hedge);
+            p.hedge.trigger = name("hedge.trigger", "p95").unwrap();
+            p
+        };
+        let budgets = [Counting::default(), Counting::default()];
+        let parts = || Parts {
+            budgets: std::vec![("r", &budgets[0] as &dyn Budget), ("h", &budgets[1])],
+            quantile: Some(Duration::from_millis(3)),
+            ..Parts::default()
+        };
+        // By `handle` then `poll`: the gate hears every record.
+        let mut by_record: PolicyGate<'_, _> =
+            PolicyGate::new(KEY, &policy, Trigger::parse("p95"), parts());
+        let mut m = machine(&policy);
+        let mut want = Vec::new();
+        for event in events {
+            m.handle(event);
+            want.extend(
+                drain(&mut m, &mut by_record)
+                    .into_iter()
+                    .filter(|a| !matches!(a, Action::Record(r) if r.budget_allowed)),
+            );
+        }
+        let settled_by_record = [budgets[0].settled.get(), budgets[1].settled.get()];
+        // By `feed`, completed attempts through `attempt_completed`.
+        let mut by_completed: PolicyGate<'_, _> =
+            PolicyGate::new(KEY, &policy, Trigger::parse("p95"), parts());
+        let mut m = machine(&policy);
+        let mut got = Vec::new();
+        for event in events {
+            let mut sink = Sink {
+                gate: &mut by_completed,
+                actions: Vec::new(),
+            };
+            let last = m.feed(event, &mut sink);
+            got.extend(sink.actions);
+            got.push(last);
+        }
+        let what = format!("budgets {retry:?}/{hedge:?}");
+        assert_eq!(format!("{got:?}"), format!("{want:?}"), "{what}");
+        assert!(
+            matches!(
+                got.last(),
+                Some(Action::Finish(Verdict::Success(AttemptId(2))))
+            ),
+            "{what}: {got:?}"
+        );
+        let (a, b) = (by_record.parts(), by_completed.parts());
+        assert_eq!(
+            a.latencies,
+            [Duration::from_millis(2), Duration::from_millis(3)],
+            "{what}"
+        );
+        assert_eq!(b.latencies, a.latencies, "{what}");
+        assert_eq!(b.settled, a.settled, "{what}");
+        assert_eq!(b.events, a.events, "{what}");
+        // Each reservation settled once by each gate (none without budgets).
+        let held = if retry.is_empty() { 0 } else { 3 };
+        assert_eq!(a.settled.len(), held, "{what}");
+        let settled = [budgets[0].settled.get(), budgets[1].settled.get()];
+        assert_eq!(
+            settled.iter().sum::<u32>(),
+            2 * settled_by_record.iter().sum::<u32>(),
+            "{what}"
+        );
+    }
+}

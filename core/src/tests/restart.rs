@@ -83,11 +83,17 @@ fn restarts_as_fresh<const N: usize>(seed: u64) {
     let fresh: CallMachine<N> = CallMachine::new(&p, Limits::DEFAULT, fastrand::Rng::with_seed(0));
     let mut m = fresh.clone();
     m.set_rng(fastrand::Rng::with_seed(seed));
-    // A first call, a second in the same machine, then a third.
+    // A first call, then four more in the same machine.
     let _ = run(&mut m, Instant::from_millis(5), &mut rng.clone());
-    for call in 1..3 {
+    for call in 1..5 {
         let call_rng = fastrand::Rng::with_seed(seed ^ call);
-        m.restart_from(&fresh, call_rng.clone());
+        // Calls 1 and 3 restart from the fresh machine, 2 and 4 keep
+        // their own settings (`restart`): the same machine either way.
+        if call % 2 == 1 {
+            m.restart_from(&fresh, call_rng.clone());
+        } else {
+            m.restart(call_rng.clone());
+        }
         let mut want = fresh.clone();
         want.set_rng(call_rng);
         assert_eq!(

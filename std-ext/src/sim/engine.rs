@@ -28,8 +28,8 @@
 //!   per run;
 //! - a call's machine is the finished call's in its slot, restarted in
 //!   place as the one made from the policy once per run
-//!   ([`CallMachine::restart_from`]: the settings copied, the per-call
-//!   state reset; a copy of the whole fresh machine cost 170 instructions
+//!   ([`CallMachine::restart`]: the settings kept, the per-call state
+//!   reset; a copy of the whole fresh machine cost 170 instructions
 //!   a call more, and a machine made per call and moved into the slot was
 //!   copied three times); a finished call's gate is reused when no breaker
 //!   is on (it holds nothing once its call has ended);
@@ -70,19 +70,19 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 1,610
+//! What the rest costs (`bash benches/sim_speed.sh`, about 1,520
 //! instructions per call on the Tail-at-Scale scenario on one thread, at
 //! three to four a cycle): the call machine with the gate and the latency
 //! sketch about 40 % of the instructions, the random draws about 28 %
 //! (libm's logarithms, cosine and exponential, fastrand, the conversion
 //! to nanoseconds), the loop with the queue and the restart of each
 //! call's machine about 25 %, the report's sort about 4 %. With the draw
-//! thread, the simulating thread runs about 1,095 instructions per call,
+//! thread, the simulating thread runs about 1,010 instructions per call,
 //! mostly the machine and the gate (`core`), which this module drives but
 //! does not decide.
 //!
 //! [`LatencySketch::quantile_tracked`]: recourse_core::LatencySketch::quantile_tracked
-//! [`CallMachine::restart_from`]: recourse_core::machine::CallMachine::restart_from
+//! [`CallMachine::restart`]: recourse_core::machine::CallMachine::restart
 
 use core::cell::RefCell;
 use std::sync::mpsc;
@@ -90,7 +90,7 @@ use std::sync::mpsc;
 use recourse_core::budget::Budget;
 use recourse_core::driver::derive_seed;
 use recourse_core::hedge::Trigger;
-use recourse_core::machine::{Action, ActionSink, CallMachine, CallPlan, Event, Limits};
+use recourse_core::machine::{Action, ActionSink, CallMachine, CallPlan, Completed, Event, Limits};
 use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
 use recourse_core::{AttemptInfo, AttemptRecord, Instant, Outcome, PolicyKey};
@@ -374,6 +374,14 @@ impl<'a, const N: usize> ActionSink for Carry<'_, 'a, N> {
     fn hears_records(&self) -> bool {
         false
     }
+
+    // The gate reads what it needs of a completed attempt (its latency,
+    // for the sketch), its record built only to settle a budget's
+    // reservation (24 instructions of a simulated call without a budget).
+    #[inline(always)]
+    fn attempt_completed(&mut self, completed: &Completed) {
+        self.gate.attempt_completed(completed);
+    }
 }
 
 impl<'a, const N: usize> Sim<'a, N> {
@@ -548,7 +556,9 @@ impl<'a, const N: usize> Sim<'a, N> {
         // the fresh one in place (a copy of the fresh one, or a machine
         // made by value and moved in, copied the whole machine).
         let decider = &mut self.deciders[slot as usize];
-        decider.machine.restart_from(&self.fresh, rng);
+        // Its settings are the fresh one's (every machine is a clone of it,
+        // and a call never changes them): only the state is reset.
+        decider.machine.restart(rng);
         // A finished call's gate holds nothing (each admitted attempt's
         // reservation was settled as it ended) and, with no breaker, never
         // held a permit: it is the gate a new one would be but for whether
