@@ -54,7 +54,10 @@ fn facade_call_future_size() {
     assert!(c <= 896, "executor call future grew to {c} bytes");
     assert!(f <= 896, "facade call future grew to {f} bytes");
     // Issue 16, r25 (core2): the core machine's state 16 bytes smaller (one
-    // room for the two backoffs); measured 808 and 808.
-    assert!(c <= 808, "executor call future grew to {c} bytes");
-    assert!(f <= 808, "facade call future grew to {f} bytes");
+    // room for the two backoffs), with the exec round's future made in
+    // place by the await: 864 / 864 with tokio's timer (its `Sleep` is the
+    // default timer's sleep), 808 / 808 without it.
+    let bound = if cfg!(feature = "tokio") { 864 } else { 808 };
+    assert!(c <= bound, "executor call future grew to {c} bytes");
+    assert!(f <= bound, "facade call future grew to {f} bytes");
 }
