@@ -136,8 +136,8 @@ impl Resolved {
         self.stateful && self.is_evicted()
     }
 
-    /// [`Resolved::is_stale`] of an answer with state, out of line.
-    #[inline(never)]
+    /// [`Resolved::is_stale`] of an answer with state.
+    #[inline(always)]
     fn is_evicted(&self) -> bool {
         self.breaker.as_ref().is_some_and(BreakerEntry::is_evicted)
             || self.latency.as_ref().is_some_and(LatencyEntry::is_evicted)
