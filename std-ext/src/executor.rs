@@ -642,16 +642,8 @@ impl<S: TimerSource> Executor<S> {
     fn resolve(&self, key: PolicyKey<'_>) -> Resolved {
         let resolution = Resolution::resolve(&*self.provider, key, self.mode, &self.fallbacks);
         let Some(policy) = resolution.policy.as_deref() else {
-            return Resolved {
-                resolution,
-                plan: HedgePlan::OFF,
-                breaker: None,
-                latency: None,
-                ledger: None,
-                upstream_matters: false,
-                // No policy: not a fallback either.
-                fallback: false,
-            };
+            // No policy: not a fallback either.
+            return Resolved::with_state(resolution, HedgePlan::OFF, None, None, None);
         };
         let policy = &policy.policy;
         let plan = HedgePlan::resolve(
@@ -675,11 +667,7 @@ impl<S: TimerSource> Executor<S> {
         Resolved {
             fallback: resolution.is_fallback(),
             upstream_matters,
-            resolution,
-            plan,
-            breaker,
-            latency,
-            ledger,
+            ..Resolved::with_state(resolution, plan, breaker, latency, ledger)
         }
     }
 
