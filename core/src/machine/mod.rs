@@ -441,25 +441,22 @@ pub struct CallMachine<const N: usize = 4> {
 /// future of one slot (which cannot hedge), [`NoHedging`] (issue 16: 16
 /// bytes off that future).
 #[derive(Clone, Debug)]
+// Fields in this order (no padding on 64-bit targets: the words, the
+// phase, the slots and the last outcome, then the small ones), the last
+// outcome not first: built at the machine's growth from a constant, at
+// the front it was copied in with the stage's tag as one unaligned block,
+// byte by byte on a Cortex-M3 (200 instructions a growth).
+#[repr(C)]
 pub(crate) struct State<const N: usize, H = Hedging> {
     rng: fastrand::Rng,
-    phase: Phase,
     now: Instant,
     start: Instant,
     /// The overall deadline; [`Instant::ZERO`]: none (see
     /// [`Self::deadline`]).
     deadline_at: Instant,
-    /// Retry groups launched. (This, `ran` and `group_hedges` count
-    /// attempts launched, at most the `u16` ids' bound.)
-    groups: u16,
-    /// Attempts launched (ids are handed out in this order).
-    launched: u16,
     /// The backoff sequence's state ([`Backoff::state`]; 0: not drawn
     /// from), its parameters read from the settings when a delay is drawn.
     backoff: u64,
-    /// The backoff multiplier in fixed point, once converted (0: not yet;
-    /// see [`Settings::next_delay`]).
-    multiplier_milli: u16,
     /// The sleep before the running group's primary (its hedges have
     /// none): the backoff of its attempts' records; once the group has
     /// failed retryably, the sleep before the next group's (one room for
@@ -469,14 +466,23 @@ pub(crate) struct State<const N: usize, H = Hedging> {
     /// beside the counters, 8 bytes where a `Duration` (padded to 16) took
     /// 16, and as cheap to write and read back (no conversion).
     group_backoff_secs: u64,
-    group_backoff_nanos: u32,
-    /// The last attempt that failed, and how (see [`Last`]).
-    last_failure: Option<AttemptId>,
-    last: Last,
+    phase: Phase,
     slots: [Option<Slot>; N],
+    /// The last attempt that failed, and how (see [`Last`]).
+    last: Last,
     /// The running group's hedging (see [`HedgeRoom`]). When its primary
     /// launched is kept in the phase ([`Phase::Running`]).
     hedge: H,
+    group_backoff_nanos: u32,
+    last_failure: Option<AttemptId>,
+    /// Retry groups launched. (This, `ran` and the group's hedges count
+    /// attempts launched, at most the `u16` ids' bound.)
+    groups: u16,
+    /// Attempts launched (ids are handed out in this order).
+    launched: u16,
+    /// The backoff multiplier in fixed point, once converted (0: not yet;
+    /// see [`Settings::next_delay`]).
+    multiplier_milli: u16,
     /// Attempts that ran (launched), hedges included.
     ran: u16,
 }
