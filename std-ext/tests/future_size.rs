@@ -60,4 +60,12 @@ fn facade_call_future_size() {
     let bound = if cfg!(feature = "tokio") { 864 } else { 808 };
     assert!(c <= bound, "executor call future grew to {c} bytes");
     assert!(f <= bound, "facade call future grew to {f} bytes");
+    // Issue 16, r26 (size): the core machine keeps its group's backoff as
+    // seconds and nanoseconds apart (8 bytes off every machine; the
+    // executor's future is as large as its 2-slot call's, whose machine
+    // hedges, so the 1-slot machine's 16 bytes without hedging do not
+    // show here): 856 / 856 with tokio's timer, 800 / 800 without it.
+    let bound = if cfg!(feature = "tokio") { 856 } else { 800 };
+    assert!(c <= bound, "executor call future grew to {c} bytes");
+    assert!(f <= bound, "facade call future grew to {f} bytes");
 }

@@ -134,15 +134,38 @@ impl<const N: usize> sealed::Sealed for InFlight<N> {}
 impl<const N: usize> Width for InFlight<N>
 where
     [Option<AttemptId>; N]: Default,
+    Self: sealed::Hedges,
 {
     const SLOTS: usize = N;
-    type Machine<P: Borrow<Policy>> = crate::machine::staged::Machine<N>;
+    type Machine<P: Borrow<Policy>> =
+        crate::machine::staged::Machine<N, <Self as sealed::Hedges>::Room>;
     type Attempts<F> = PinnedSlots<F, N>;
     type Ids = [Option<AttemptId>; N];
 }
 
 pub(crate) mod sealed {
     pub trait Sealed {}
+
+    /// What a width's machine keeps of a group's hedging: nothing for one
+    /// slot, which cannot hedge (issue 16: 16 bytes off the call future).
+    /// For the widths [`Width`](super::Width) has (those whose ids have a
+    /// `Default`, up to 32 slots).
+    pub trait Hedges {
+        type Room: crate::machine::HedgeRoom;
+    }
+
+    impl Hedges for super::InFlight<1> {
+        type Room = crate::machine::NoHedging;
+    }
+
+    macro_rules! hedging {
+        ($($n:literal)*) => {$(
+            impl Hedges for super::InFlight<$n> {
+                type Room = crate::machine::Hedging;
+            }
+        )*};
+    }
+    hedging!(0 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32);
 }
 
 /// Pinned attempt futures by slot, for every width.

@@ -89,8 +89,10 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
         ("Option<Slot>", size_of::<Option<Slot>>()),
         ("Phase", size_of::<Phase>()),
         ("Plan (CallMachine's settings)", size_of::<Plan>()),
-        ("State<1>", size_of::<State<1>>()),
+        ("State<1> (CallMachine's)", size_of::<State<1>>()),
+        ("State<1, NoHedging>", size_of::<State<1, NoHedging>>()),
         ("State<2>", size_of::<State<2>>()),
+        ("Hedging", size_of::<Hedging>()),
         ("Last", size_of::<Last>()),
     ]
 }
@@ -434,51 +436,203 @@ pub struct CallMachine<const N: usize = 4> {
 
 /// The state of one call: what [`CallMachine`] holds beside its settings,
 /// and what the call future holds beside its policy (see [`Core`]).
+///
+/// `H` keeps the running group's hedging: [`Hedging`], or, in the call
+/// future of one slot (which cannot hedge), [`NoHedging`] (issue 16: 16
+/// bytes off that future).
 #[derive(Clone, Debug)]
-pub(crate) struct State<const N: usize> {
+// Fields in this order (no padding on 64-bit targets: the words, the
+// phase, the slots and the last outcome, then the small ones), the last
+// outcome not first: built at the machine's growth from a constant, at
+// the front it was copied in with the stage's tag as one unaligned block,
+// byte by byte on a Cortex-M3 (200 instructions a growth).
+#[repr(C)]
+pub(crate) struct State<const N: usize, H = Hedging> {
     rng: fastrand::Rng,
-    phase: Phase,
     now: Instant,
     start: Instant,
     /// The overall deadline; [`Instant::ZERO`]: none (see
     /// [`Self::deadline`]).
     deadline_at: Instant,
-    /// Retry groups launched. (This, `ran` and `group_hedges` count
-    /// attempts launched, at most the `u16` ids' bound.)
-    groups: u16,
-    /// Attempts launched (ids are handed out in this order).
-    launched: u16,
     /// The backoff sequence's state ([`Backoff::state`]; 0: not drawn
     /// from), its parameters read from the settings when a delay is drawn.
     backoff: u64,
-    /// The backoff multiplier in fixed point, once converted (0: not yet;
-    /// see [`Settings::next_delay`]).
-    multiplier_milli: u16,
     /// The sleep before the running group's primary (its hedges have
     /// none): the backoff of its attempts' records; once the group has
     /// failed retryably, the sleep before the next group's (one room for
     /// the two: the record of the attempt that failed the group takes its
-    /// backoff before, see [`Core::finished`]).
-    group_backoff: Duration,
-    /// The last attempt that failed, and how (see [`Last`]).
-    last_failure: Option<AttemptId>,
-    last: Last,
+    /// backoff before, see [`Core::finished`]). Its whole seconds and
+    /// nanoseconds apart (see [`State::group_backoff`]): the nanoseconds
+    /// beside the counters, 8 bytes where a `Duration` (padded to 16) took
+    /// 16, and as cheap to write and read back (no conversion).
+    group_backoff_secs: u64,
+    phase: Phase,
     slots: [Option<Slot>; N],
-    /// The running group: hedges launched, and whether it may launch more
-    /// (a refused hedge stops hedging for it). When its primary launched
-    /// is kept in the phase ([`Phase::Running`]).
-    group_hedges: u16,
-    hedging_stopped: bool,
-    /// When the trigger asked to be consulted again; [`Instant::ZERO`]:
-    /// it did not (see [`Self::next_hedge_check`]).
-    hedge_check_at: Instant,
-    /// A non-retryable or abort outcome held while other attempts of the
-    /// group still run (without cancel-on-first-terminal): it is the group's
-    /// result unless one of them succeeds.
-    terminal: Option<(AttemptId, Cause)>,
+    /// The last attempt that failed, and how (see [`Last`]).
+    last: Last,
+    /// The running group's hedging (see [`HedgeRoom`]). When its primary
+    /// launched is kept in the phase ([`Phase::Running`]).
+    hedge: H,
+    group_backoff_nanos: u32,
+    last_failure: Option<AttemptId>,
+    /// Retry groups launched. (This, `ran` and the group's hedges count
+    /// attempts launched, at most the `u16` ids' bound.)
+    groups: u16,
+    /// Attempts launched (ids are handed out in this order).
+    launched: u16,
+    /// The backoff multiplier in fixed point, once converted (0: not yet;
+    /// see [`Settings::next_delay`]).
+    multiplier_milli: u16,
     /// Attempts that ran (launched), hedges included.
     ran: u16,
 }
+
+/// The running group's hedging room (see [`HedgeRoom`]): private, its
+/// items public only for the driver's widths, which name them.
+mod room {
+    use super::{AttemptId, Cause, Instant};
+
+    /// What a machine keeps of its running group's hedging: [`Hedging`], or
+    /// nothing for a machine of one slot, which never hedges and never holds
+    /// a terminal outcome while another attempt runs ([`NoHedging`]).
+    #[doc(hidden)]
+    pub trait HedgeRoom: Copy + core::fmt::Debug {
+        /// A group's start: no hedge launched, none refused, no check asked
+        /// for, no terminal outcome held.
+        const NEW: Self;
+        /// Hedges the group launched.
+        fn hedges(&self) -> u16;
+        /// The group launched one more hedge.
+        fn add_hedge(&mut self);
+        /// Whether the group hedges no more (a hedge was refused, or could
+        /// not end in time).
+        fn stopped(&self) -> bool;
+        /// The group hedges no more.
+        fn stop(&mut self);
+        /// When the trigger asked to be consulted again; [`Instant::ZERO`]:
+        /// it did not.
+        fn check_at(&self) -> Instant;
+        /// Sets when the trigger is consulted again ([`Instant::ZERO`]: not).
+        fn set_check_at(&mut self, at: Instant);
+        /// The terminal outcome held, if any.
+        fn terminal(&self) -> Option<(AttemptId, Cause)>;
+        /// Takes the terminal outcome held, if any.
+        fn take_terminal(&mut self) -> Option<(AttemptId, Cause)>;
+        /// Holds attempt `id`'s terminal outcome `cause`, unless one is held.
+        fn hold_terminal(&mut self, id: AttemptId, cause: Cause);
+    }
+
+    /// The running group's hedging, for a machine that may hedge.
+    #[derive(Copy, Clone, Debug)]
+    #[doc(hidden)]
+    pub struct Hedging {
+        /// Hedges launched (at most the attempts launched, the `u16` ids'
+        /// bound), and whether the group may launch more (a refused hedge
+        /// stops hedging for it).
+        group_hedges: u16,
+        hedging_stopped: bool,
+        /// When the trigger asked to be consulted again; [`Instant::ZERO`]:
+        /// it did not (see `State::next_hedge_check`).
+        hedge_check_at: Instant,
+        /// A non-retryable or abort outcome held while other attempts of the
+        /// group still run (without cancel-on-first-terminal): it is the group's
+        /// result unless one of them succeeds.
+        terminal: Option<(AttemptId, Cause)>,
+    }
+
+    impl HedgeRoom for Hedging {
+        const NEW: Self = Self {
+            group_hedges: 0,
+            hedging_stopped: false,
+            hedge_check_at: Instant::ZERO,
+            terminal: None,
+        };
+        #[inline(always)]
+        fn hedges(&self) -> u16 {
+            self.group_hedges
+        }
+        #[inline(always)]
+        fn add_hedge(&mut self) {
+            self.group_hedges += 1;
+        }
+        #[inline(always)]
+        fn stopped(&self) -> bool {
+            self.hedging_stopped
+        }
+        #[inline(always)]
+        fn stop(&mut self) {
+            self.hedging_stopped = true;
+        }
+        #[inline(always)]
+        fn check_at(&self) -> Instant {
+            self.hedge_check_at
+        }
+        #[inline(always)]
+        fn set_check_at(&mut self, at: Instant) {
+            self.hedge_check_at = at;
+        }
+        #[inline(always)]
+        fn terminal(&self) -> Option<(AttemptId, Cause)> {
+            self.terminal
+        }
+        #[inline(always)]
+        fn take_terminal(&mut self) -> Option<(AttemptId, Cause)> {
+            self.terminal.take()
+        }
+        #[inline(always)]
+        fn hold_terminal(&mut self, id: AttemptId, cause: Cause) {
+            self.terminal.get_or_insert((id, cause));
+        }
+    }
+
+    /// No hedging: the room of a machine of one slot (zero-sized). It
+    /// launches no hedge (`Core::maybe_hedge` returns before it asks), so it
+    /// asks the trigger nothing, and a failure leaves nothing in flight, so
+    /// it holds no terminal outcome (a group's terminal failure is the
+    /// call's at once).
+    #[derive(Copy, Clone, Debug)]
+    #[doc(hidden)]
+    pub struct NoHedging;
+
+    impl HedgeRoom for NoHedging {
+        const NEW: Self = Self;
+        #[inline(always)]
+        fn hedges(&self) -> u16 {
+            0
+        }
+        #[inline(always)]
+        fn add_hedge(&mut self) {
+            debug_assert!(false, "a machine of one slot hedges");
+        }
+        #[inline(always)]
+        fn stopped(&self) -> bool {
+            false
+        }
+        #[inline(always)]
+        fn stop(&mut self) {}
+        #[inline(always)]
+        fn check_at(&self) -> Instant {
+            Instant::ZERO
+        }
+        #[inline(always)]
+        fn set_check_at(&mut self, at: Instant) {
+            debug_assert!(at == Instant::ZERO, "a machine of one slot hedges");
+        }
+        #[inline(always)]
+        fn terminal(&self) -> Option<(AttemptId, Cause)> {
+            None
+        }
+        #[inline(always)]
+        fn take_terminal(&mut self) -> Option<(AttemptId, Cause)> {
+            None
+        }
+        #[inline(always)]
+        fn hold_terminal(&mut self, _: AttemptId, _: Cause) {
+            debug_assert!(false, "a terminal outcome held with nothing in flight");
+        }
+    }
+}
+pub(crate) use room::{HedgeRoom, Hedging, NoHedging};
 
 #[cfg(test)]
 impl<const N: usize> CallMachine<N> {
@@ -494,12 +648,12 @@ impl<const N: usize> CallMachine<N> {
 }
 
 #[cfg(test)]
-impl<const N: usize> State<N> {
+impl<const N: usize, H> State<N, H> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
         layout_of!(self; rng, phase, now, start, deadline_at, groups, launched,
-            backoff, multiplier_milli, group_backoff, last_failure, last, slots,
-            group_hedges, hedging_stopped, hedge_check_at, terminal, ran)
+            backoff, multiplier_milli, group_backoff_secs, group_backoff_nanos,
+            last_failure, last, slots, hedge, ran)
     }
 }
 
@@ -621,21 +775,21 @@ impl<const N: usize> CallMachine<N> {
 /// The machine at work: a call's [`State`] with its settings `C` (see
 /// [`Settings`]), borrowed for one step. The decisions are its methods;
 /// the state's fields read through it.
-pub(crate) struct Core<'a, C, const N: usize> {
+pub(crate) struct Core<'a, C, const N: usize, H = Hedging> {
     cfg: &'a C,
-    st: &'a mut State<N>,
+    st: &'a mut State<N, H>,
 }
 
-impl<'a, C, const N: usize> Core<'a, C, N> {
+impl<'a, C, const N: usize, H> Core<'a, C, N, H> {
     /// `st` with its settings `cfg`.
     #[inline(always)]
-    pub(crate) fn new(cfg: &'a C, st: &'a mut State<N>) -> Self {
+    pub(crate) fn new(cfg: &'a C, st: &'a mut State<N, H>) -> Self {
         Self { cfg, st }
     }
 
     /// The view again, by value, for a method out of line that takes it so.
     #[inline(always)]
-    fn by_value(&mut self) -> Core<'_, C, N> {
+    fn by_value(&mut self) -> Core<'_, C, N, H> {
         Core {
             cfg: self.cfg,
             st: &mut *self.st,
@@ -643,22 +797,22 @@ impl<'a, C, const N: usize> Core<'a, C, N> {
     }
 }
 
-impl<C, const N: usize> core::ops::Deref for Core<'_, C, N> {
-    type Target = State<N>;
+impl<C, const N: usize, H> core::ops::Deref for Core<'_, C, N, H> {
+    type Target = State<N, H>;
     #[inline(always)]
-    fn deref(&self) -> &State<N> {
+    fn deref(&self) -> &State<N, H> {
         self.st
     }
 }
 
-impl<C, const N: usize> core::ops::DerefMut for Core<'_, C, N> {
+impl<C, const N: usize, H> core::ops::DerefMut for Core<'_, C, N, H> {
     #[inline(always)]
-    fn deref_mut(&mut self) -> &mut State<N> {
+    fn deref_mut(&mut self) -> &mut State<N, H> {
         self.st
     }
 }
 
-impl<const N: usize> State<N> {
+impl<const N: usize, H: HedgeRoom> State<N, H> {
     /// The state of a call not started, drawing from `rng`.
     #[inline]
     pub(crate) fn new(rng: fastrand::Rng) -> Self {
@@ -672,14 +826,12 @@ impl<const N: usize> State<N> {
             launched: 0,
             backoff: 0,
             multiplier_milli: 0,
-            group_backoff: Duration::ZERO,
+            group_backoff_secs: 0,
+            group_backoff_nanos: 0,
             last_failure: None,
             last: Last::NONE,
             slots: [None; N],
-            group_hedges: 0,
-            hedging_stopped: false,
-            hedge_check_at: Instant::ZERO,
-            terminal: None,
+            hedge: H::NEW,
             ran: 0,
         }
     }
@@ -702,14 +854,35 @@ impl<const N: usize> State<N> {
     /// When the trigger asked to be consulted again, if it did.
     #[inline]
     fn next_hedge_check(&self) -> Option<Instant> {
-        (self.hedge_check_at != Instant::ZERO).then_some(self.hedge_check_at)
+        let at = self.hedge.check_at();
+        (at != Instant::ZERO).then_some(at)
     }
 
     /// Sets (or clears) when the trigger is consulted again.
     #[inline]
     fn set_next_hedge_check(&mut self, at: Option<Instant>) {
         debug_assert!(at != Some(Instant::ZERO), "a check after the epoch");
-        self.hedge_check_at = at.unwrap_or(Instant::ZERO);
+        self.hedge.set_check_at(at.unwrap_or(Instant::ZERO));
+    }
+
+    /// The sleep before the running group's primary, or, once the group
+    /// failed retryably, before the next group's (see
+    /// [`group_backoff_secs`](Self::group_backoff_secs)).
+    #[inline(always)]
+    fn group_backoff(&self) -> Duration {
+        // Below a second's nanoseconds, as `Duration::subsec_nanos` gave
+        // them: the `min` tells the compiler so (no carry, no panic).
+        Duration::new(
+            self.group_backoff_secs,
+            self.group_backoff_nanos.min(999_999_999),
+        )
+    }
+
+    /// Sets [`group_backoff`](Self::group_backoff).
+    #[inline(always)]
+    fn set_group_backoff(&mut self, backoff: Duration) {
+        self.group_backoff_secs = backoff.as_secs();
+        self.group_backoff_nanos = backoff.subsec_nanos();
     }
 
     /// Attempts launched so far (refused attempts not counted).
@@ -764,26 +937,24 @@ impl<const N: usize> State<N> {
             launched,
             backoff,
             multiplier_milli,
-            group_backoff,
+            group_backoff_secs,
+            group_backoff_nanos,
             last_failure,
             last,
             slots,
-            group_hedges,
-            hedging_stopped,
-            hedge_check_at,
-            terminal,
+            hedge,
             ran,
         } = self;
         matches!(phase, Phase::Idle)
-            && [*now, *start, *deadline_at, *hedge_check_at] == [Instant::ZERO; 4]
-            && [*groups, *launched, *multiplier_milli, *group_hedges, *ran] == [0; 5]
+            && [*now, *start, *deadline_at, hedge.check_at()] == [Instant::ZERO; 4]
+            && [*groups, *launched, *multiplier_milli, hedge.hedges(), *ran] == [0; 5]
             && *backoff == 0
-            && *group_backoff == Duration::ZERO
+            && (*group_backoff_secs, *group_backoff_nanos) == (0, 0)
             && last_failure.is_none()
             && matches!(last, Last::None)
             && slots.iter().all(Option::is_none)
-            && !*hedging_stopped
-            && terminal.is_none()
+            && !hedge.stopped()
+            && hedge.terminal().is_none()
     }
 
     /// Whether the machine has returned [`Action::Finish`].
@@ -807,7 +978,7 @@ impl<const N: usize> State<N> {
     }
 }
 
-impl<C: Settings, const N: usize> Core<'_, C, N> {
+impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     /// Hedges each retry group may launch.
     #[inline(always)]
     fn max_hedges(&self) -> u32 {
@@ -894,7 +1065,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         self.groups = group;
         self.launched = group;
         self.ran = group;
-        self.group_backoff = Duration::ZERO;
+        self.set_group_backoff(Duration::ZERO);
         self.last_failure = group.checked_sub(1).map(AttemptId);
     }
 
@@ -1053,7 +1224,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         if self.cfg.cancel_on_first_terminal() || self.in_flight() == 0 {
             // The group's first terminal outcome is the call's, as in
             // `group_done` (and its result is the one the driver keeps).
-            if let Some((first, first_cause)) = self.terminal.take() {
+            if let Some((first, first_cause)) = self.hedge.take_terminal() {
                 self.last_failure = Some(first);
                 return self.fail(first_cause);
             }
@@ -1061,7 +1232,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         }
         // Other attempts may still succeed; a later retryable failure must
         // not mask this one.
-        self.terminal.get_or_insert((id, cause));
+        self.hedge.hold_terminal(id, cause);
     }
 
     /// Every attempt of the group has reported: its held terminal outcome
@@ -1070,7 +1241,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     // passed by reference would be kept in memory by its callers and read
     // through twice.
     fn group_done(mut self, hint: Option<Duration>) {
-        match self.terminal.take() {
+        match self.hedge.take_terminal() {
             // A terminal outcome ends the call, so the retry-only
             // last outcome need not be restored.
             Some((id, cause)) => {
@@ -1103,7 +1274,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         if self.deadline().is_some_and(|d| wake >= d) {
             return self.fail(beyond);
         }
-        self.group_backoff = delay;
+        self.set_group_backoff(delay);
         self.phase = if delay.is_zero() {
             Phase::Ready
         } else {

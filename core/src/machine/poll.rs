@@ -7,8 +7,8 @@ use core::time::Duration;
 
 use super::plan::attempt_deadline;
 use super::{
-    cut_reason, Action, CallMachine, Cause, Completed, Core, Event, Last, Phase, Settings, Slot,
-    Verdict, WaitReason,
+    cut_reason, Action, CallMachine, Cause, Completed, Core, Event, HedgeRoom, Last, Phase,
+    Settings, Slot, Verdict, WaitReason,
 };
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
@@ -251,7 +251,7 @@ impl<const N: usize> CallMachine<N> {
     }
 }
 
-impl<C: Settings, const N: usize> Core<'_, C, N> {
+impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     /// Carries out the actions due through `out` until the machine must
     /// wait or has finished, or `out` stops at one: [`poll`](Self::poll)
     /// stops at every action, the call future's drain at none (one
@@ -397,10 +397,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
             }
         };
         self.groups += 1;
-        self.group_hedges = 0;
-        self.hedging_stopped = false;
-        self.set_next_hedge_check(None);
-        self.terminal = None;
+        self.hedge = H::NEW;
         self.phase = Phase::Running(self.now);
         // A primary launches only with no attempt in flight. (No panic
         // message: its text is flash on a microcontroller.)
@@ -484,9 +481,9 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         if N == 1 {
             return None;
         }
-        if self.hedging_stopped
-            || u32::from(self.group_hedges) >= self.max_hedges()
-            || self.terminal.is_some()
+        if self.hedge.stopped()
+            || u32::from(self.hedge.hedges()) >= self.max_hedges()
+            || self.hedge.terminal().is_some()
             || self.launched == u16::MAX
         {
             return None;
@@ -496,7 +493,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
             retry_index: u32::from(self.groups) - 1,
             group_start: self.group_start(),
             now: self.now,
-            hedges: u32::from(self.group_hedges),
+            hedges: u32::from(self.hedge.hedges()),
             max_hedges: self.max_hedges(),
             hedge_delay: self.cfg.hedge_delay(),
         });
@@ -514,16 +511,16 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
         }
         if self.unreachable(gate, self.now) {
             // A hedge that cannot end in time only adds load.
-            self.hedging_stopped = true;
+            self.hedge.stop();
             return None;
         }
-        self.group_hedges += 1;
+        self.hedge.add_hedge();
         let retry_index = u32::from(self.groups) - 1;
-        match self.admit(gate, retry_index, u32::from(self.group_hedges), None) {
+        match self.admit(gate, retry_index, u32::from(self.hedge.hedges()), None) {
             Ok(slot) => Some(self.run(free, slot)),
             Err((slot, _)) => {
                 // The primary keeps running; this group hedges no more.
-                self.hedging_stopped = true;
+                self.hedge.stop();
                 Some(Action::Record(self.refused(&slot)))
             }
         }
@@ -622,7 +619,7 @@ impl<C: Settings, const N: usize> Core<'_, C, N> {
     #[inline]
     pub(super) fn backoff_of(&self, slot: &Slot) -> Duration {
         if slot.hedge_index == 0 {
-            self.group_backoff
+            self.group_backoff()
         } else {
             Duration::ZERO
         }

@@ -38,7 +38,7 @@ use core::ops::ControlFlow;
 
 use super::plan::{first_launch, hedges_in, launch};
 use super::poll::Emit;
-use super::{Action, Core, Event, Limits, Settings, Slot, State};
+use super::{Action, Core, Event, HedgeRoom, Hedging, Limits, Settings, Slot, State};
 use crate::backoff::BackoffSpec;
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::outcome::{Outcome, OutcomeKind};
@@ -952,22 +952,23 @@ fn next(action: Action) -> Next {
 
 /// The call future's full machine: a call's [`State`], its settings the
 /// policy the staged machine keeps (the machine keeps no copy of its
-/// numbers).
+/// numbers). `H`: its hedging room, none for one slot (see
+/// [`InFlight`](crate::driver::InFlight)'s width).
 #[derive(Debug)]
-pub struct Machine<const N: usize>(State<N>);
+pub struct Machine<const N: usize, H = Hedging>(State<N, H>);
 
-impl<const N: usize> Machine<N> {
+impl<const N: usize, H: HedgeRoom> Machine<N, H> {
     /// The machine at work under `cfg`.
     #[inline(always)]
     fn run<'a, P: Borrow<Policy>>(
         &'a mut self,
         cfg: &'a PolicySettings<P>,
-    ) -> Core<'a, PolicySettings<P>, N> {
+    ) -> Core<'a, PolicySettings<P>, N, H> {
         Core::new(cfg, &mut self.0)
     }
 }
 
-impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<N> {
+impl<P: Borrow<Policy>, const N: usize, H: HedgeRoom> MachineOps<P> for Machine<N, H> {
     const SLOTS: usize = N;
     #[inline(always)]
     fn handle(&mut self, cfg: &PolicySettings<P>, event: Event) {
@@ -999,7 +1000,7 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for Machine<N> {
     fn refusal(&self) -> Option<&'static str> {
         self.0.refusal()
     }
-    #[inline]
+    #[inline(always)]
     fn make(_: &PolicySettings<P>, rng: fastrand::Rng) -> Self {
         Self(State::new(rng))
     }

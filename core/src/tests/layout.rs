@@ -10,9 +10,10 @@ use std::vec::Vec;
 
 use super::driver::{VSleep, VTimer};
 use crate::backoff::{Backoff, BackoffSpec};
+use crate::driver::{InFlight, Width};
 use crate::key::PolicyKey;
-use crate::machine::staged::{Machine, PolicySettings};
-use crate::machine::{CallMachine, Limits, Staged, State, Verdict};
+use crate::machine::staged::PolicySettings;
+use crate::machine::{CallMachine, Limits, NoHedging, Staged, State, Verdict};
 use crate::outcome::Outcome;
 use crate::policy::Policy;
 use crate::record::{AttemptInfo, AttemptRecord};
@@ -20,6 +21,25 @@ use crate::time::Instant;
 use crate::{call, AttemptId};
 
 const KEY: PolicyKey<'static> = PolicyKey::new("svc", "Get");
+
+/// The call future's full machine for `W`'s width (its hedging room
+/// none for one slot).
+type Machine<W> = <W as Width>::Machine<&'static Policy>;
+type Machine1 = Machine<InFlight<1>>;
+type Machine2 = Machine<InFlight<2>>;
+
+/// The benches' timer for the core driver: it never sleeps.
+struct NoSleep;
+
+impl crate::Timer for NoSleep {
+    type Sleep = core::future::Ready<()>;
+    fn now(&self) -> Instant {
+        Instant::ZERO
+    }
+    fn sleep_until(&self, _: Instant) -> Self::Sleep {
+        core::future::ready(())
+    }
+}
 
 /// Prints `name`'s fields, by offset, with the padding between them and
 /// after the last; asserts that fields and padding add up to `total`.
@@ -93,16 +113,16 @@ fn layout_of_the_call_future() {
             size_of::<PolicySettings<&Policy>>()
         ),
         (
-            "Staged<&Policy, Machine<1>>",
-            size_of::<Staged<&Policy, Machine<1>>>()
+            "Staged<&Policy, Machine1>",
+            size_of::<Staged<&Policy, Machine1>>()
         ),
         (
-            "Staged<&Policy, Machine<2>>",
-            size_of::<Staged<&Policy, Machine<2>>>()
+            "Staged<&Policy, Machine2>",
+            size_of::<Staged<&Policy, Machine2>>()
         ),
         (
-            "Staged<Policy, Machine<1>>",
-            size_of::<Staged<Policy, Machine<1>>>()
+            "Staged<Policy, Machine1>",
+            size_of::<Staged<Policy, Machine1>>()
         ),
     ];
     parts.extend(crate::machine::part_sizes());
@@ -115,9 +135,15 @@ fn layout_of_the_call_future() {
     table("CallMachine<1>", size_of_val(&m1), &m1.layout());
     let state1 = m1.core_layout();
     table(
-        "State<1> (the call future's full machine)",
+        "State<1> (CallMachine<1>'s)",
         size_of::<State<1>>(),
         &state1,
+    );
+    let call1 = State::<1, NoHedging>::new(fastrand::Rng::with_seed(1));
+    table(
+        "State<1, NoHedging> (the 1-slot call future's full machine)",
+        size_of_val(&call1),
+        &call1.layout(),
     );
     let m2 = machine::<2>();
     table("CallMachine<2>", size_of_val(&m2), &m2.layout());
@@ -127,9 +153,9 @@ fn layout_of_the_call_future() {
     let policy = Policy::DEFAULT;
     let (size, fields) = Staged::<&Policy, CallMachine<1>>::first_layout();
     table("First (compact stage)", size, &fields);
-    let staged = Staged::<&Policy, Machine<1>>::new(&policy, Limits::DEFAULT, None);
+    let staged = Staged::<&Policy, Machine1>::new(&policy, Limits::DEFAULT, None);
     table(
-        "Staged<&Policy, Machine<1>> (the call future's machine)",
+        "Staged<&Policy, Machine1> (the call future's machine)",
         size_of_val(&staged),
         &staged.layout(),
     );
@@ -146,6 +172,16 @@ fn layout_of_the_call_future() {
         "Call, owned Policy, 1 slot",
         size_of_val(&owned),
         &owned.layout(),
+    );
+    // The benches' `success/recourse-core` future (`BENCHMARKS.md`'s
+    // "future bytes"): a timer that never sleeps, an operation that is
+    // ready at once with a `Result<u32, &str>`.
+    let ready = |_: AttemptInfo| core::future::ready(Ok::<u32, &'static str>(1));
+    let bench = call(KEY, &policy, NoSleep, ready).into_future();
+    table(
+        "Call, &Policy, 1 slot, the benches' core future",
+        size_of_val(&bench),
+        &bench.layout(),
     );
 
     // Bounds: the sizes measured after issue 16's layout work, plus 16
@@ -193,6 +229,26 @@ fn layout_of_the_call_future() {
     assert!(size_of_val(&staged) <= 216, "the staged machine grew");
     assert!(size_of_val(&one) <= 304, "the 1-slot call future grew");
     assert!(size_of_val(&two) <= 352, "the 2-slot call future grew");
+    // Issue 16, r26 (size): the call future's machine of one slot keeps no
+    // hedging (`State<1, NoHedging>`: no hedge check, hedge count, stop
+    // flag or held terminal outcome, 16 bytes), and every machine keeps
+    // its group's backoff as seconds and nanoseconds apart (8 bytes; the
+    // state's fields in a fixed order, see `State`). Measured: `State<1>`
+    // of the call future 160 (`CallMachine<1>`'s 176), `State<2>` 216,
+    // the staged machine 192, the call futures 280 and 344 (the benches'
+    // core future 304, was 328), `CallMachine<1>` 392, `<2>` 432.
+    assert!(
+        size_of::<State<1, NoHedging>>() <= 160,
+        "State<1, NoHedging> grew"
+    );
+    assert!(size_of::<State<1>>() <= 176, "State<1> grew");
+    assert!(size_of::<State<2>>() <= 216, "State<2> grew");
+    assert!(size_of_val(&staged) <= 192, "the staged machine grew");
+    assert!(size_of_val(&one) <= 280, "the 1-slot call future grew");
+    assert!(size_of_val(&two) <= 344, "the 2-slot call future grew");
+    assert!(size_of_val(&bench) <= 304, "the benches' core future grew");
+    assert!(size_of::<CallMachine<1>>() <= 392, "CallMachine<1> grew");
+    assert!(size_of::<CallMachine<2>>() <= 432, "CallMachine<2> grew");
     // Tried in r25 (core2) and left out, each 8 bytes off the state (the
     // staged machine 224, the call futures 312 and 360), measured against
     // main's callgrind (hedge core 1,910, executor retry1 1,500, executor

@@ -124,6 +124,7 @@ impl<const N: usize> crate::driver::sealed::Sealed for Full<N> {}
 impl<const N: usize> Width for Full<N>
 where
     [Option<AttemptId>; N]: Default,
+    InFlight<N>: crate::driver::sealed::Hedges,
 {
     const SLOTS: usize = N;
     type Machine<P: core::borrow::Borrow<Policy>> = Counted<CallMachine<N>, false>;
@@ -139,10 +140,14 @@ impl<const N: usize> crate::driver::sealed::Sealed for Staged<N> {}
 impl<const N: usize> Width for Staged<N>
 where
     [Option<AttemptId>; N]: Default,
+    InFlight<N>: crate::driver::sealed::Hedges,
 {
     const SLOTS: usize = N;
-    type Machine<P: core::borrow::Borrow<Policy>> =
-        Counted<crate::machine::staged::Machine<N>, true>;
+    // The call future's machine, its hedging room as the width's.
+    type Machine<P: core::borrow::Borrow<Policy>> = Counted<
+        crate::machine::staged::Machine<N, <InFlight<N> as crate::driver::sealed::Hedges>::Room>,
+        true,
+    >;
     type Attempts<F> = <InFlight<N> as Width>::Attempts<F>;
     type Ids = [Option<AttemptId>; N];
 }
