@@ -181,18 +181,53 @@ fn run_with(setup: Setup<'_>, attempts: Ahead<AttemptDraws>, gaps: Ahead<u64>) {
 }
 
 /// What happens at an instant (the next arrival is kept outside the
-/// queue).
+/// queue), packed in a word ([`Ev::get`] unpacks it): the call's slot, the
+/// attempt's id and whether it failed, or a timer. A queue entry is then 24
+/// bytes (its key's two words and this one) where the enum made it 32, to
+/// write at each push and read at each pop. Which call of the slot an event
+/// is for is in its key: the call's events were all queued after it
+/// arrived ([`SimCall::first_seq`]).
 #[derive(Copy, Clone, Debug)]
-enum Ev {
+struct Ev(u64);
+
+/// An [`Ev`] unpacked.
+#[derive(Copy, Clone, Debug)]
+enum What {
     /// An attempt reaches its end at the backend.
-    Done {
-        slot: u32,
-        generation: u32,
-        id: u16,
-        failed: bool,
-    },
+    Done { slot: u32, id: u16, failed: bool },
     /// A wait a call asked for ends.
-    Timer { slot: u32, generation: u32 },
+    Timer { slot: u32 },
+}
+
+impl Ev {
+    const TIMER: u64 = 1 << 63;
+    const FAILED: u64 = 1 << 62;
+
+    #[inline(always)]
+    fn done(slot: u32, id: u16, failed: bool) -> Self {
+        let failed = if failed { Self::FAILED } else { 0 };
+        Self(u64::from(slot) | (u64::from(id) << 32) | failed)
+    }
+
+    #[inline(always)]
+    fn timer(slot: u32) -> Self {
+        Self(Self::TIMER | u64::from(slot))
+    }
+
+    #[inline(always)]
+    fn get(self) -> What {
+        // The low half is the slot, the next 16 bits the attempt's id.
+        let slot = self.0 as u32;
+        if self.0 & Self::TIMER != 0 {
+            What::Timer { slot }
+        } else {
+            What::Done {
+                slot,
+                id: (self.0 >> 32) as u16,
+                failed: self.0 & Self::FAILED != 0,
+            }
+        }
+    }
 }
 
 /// The reservations a call's gate holds: one per attempt in flight.
@@ -202,7 +237,10 @@ type Held<'a, const N: usize> = Inline<&'a dyn Budget, N>;
 struct SimCall<const N: usize> {
     /// Whether the call runs (the slot is free otherwise).
     alive: bool,
-    generation: u32,
+    /// The queue's last sequence number when the call arrived: the call's
+    /// events have higher ones, the events of the slot's earlier calls
+    /// (stale once their call ended) not higher ones.
+    first_seq: u64,
     /// Whether the call is counted (past the warm-up).
     measured: bool,
     arrival: Instant,
@@ -212,12 +250,20 @@ struct SimCall<const N: usize> {
     /// A timer not in the queue yet, and the key of the end of one of the
     /// call's attempts that comes before it (see [`Parked`]).
     parked: Option<Parked>,
+    /// Once the call has ended: the slot freed before this one
+    /// ([`Sim::free`]).
+    next_free: u32,
 }
 
-/// What decides a call: its machine and its gate (kept beside the call's
-/// slot, so that the sink the machine feeds holds the gate and the call
-/// apart).
-struct Decider<'a, const N: usize> {
+/// No slot: the end of the free slots' stack.
+const NO_SLOT: u32 = u32::MAX;
+
+/// A call's slot: the call, and what decides it, its machine and its gate
+/// (fields apart, so that the sink the machine feeds holds the gate and the
+/// call). One list of slots, not a list of calls beside a list of their
+/// deciders: one bounds check and one address per event, not two.
+struct Slot<'a, const N: usize> {
+    call: SimCall<N>,
     machine: CallMachine<N>,
     /// The executor's gate: budgets, breaker and hedge trigger.
     gate: PolicyGate<'a, SimParts<'a>, Held<'a, N>>,
@@ -234,7 +280,8 @@ struct Decider<'a, const N: usize> {
 #[derive(Copy, Clone, Debug)]
 struct Parked {
     timer: Key,
-    guard: Key,
+    /// The guard's attempt id (its end is the call's only event with it).
+    guard: u16,
 }
 
 struct Sim<'a, const N: usize> {
@@ -249,13 +296,12 @@ struct Sim<'a, const N: usize> {
     /// random source: each call's starts as a copy.
     fresh: CallMachine<N>,
     /// Call slots; a finished call's slot is reused by a later call.
-    calls: Vec<SimCall<N>>,
-    /// Each slot's machine and gate.
-    deciders: Vec<Decider<'a, N>>,
-    free: Vec<u32>,
-    /// Calls made so far: each gets the next generation, so that events of
-    /// a finished call never reach the next call in the same slot.
-    generations: u32,
+    slots: Vec<Slot<'a, N>>,
+    /// The last slot freed, [`NO_SLOT`] when none is free: the free slots
+    /// are a stack linked through their calls ([`SimCall::next_free`]), the
+    /// same order as a list of them pushed and popped, without the list's
+    /// bounds and capacity.
+    free: u32,
     /// Whether a finished call's gate is reused (no breaker: see
     /// [`Sim::arrive`]).
     reuse_gates: bool,
@@ -305,7 +351,7 @@ fn unpark(
 ) {
     let guard = live.iter().find(|l| l.1 < timer);
     match guard {
-        Some(&(_, guard)) if park && parked.is_none() => {
+        Some(&(guard, _)) if park && parked.is_none() => {
             *parked = Some(Parked { timer, guard });
         }
         _ => queue.push_key(timer, ev),
@@ -345,12 +391,7 @@ impl<'a, const N: usize> ActionSink for Carry<'_, 'a, N> {
         if self.call.measured {
             w.launched.count(&info);
         }
-        let ev = Ev::Done {
-            slot: self.slot,
-            generation: self.call.generation,
-            id: info.id.0,
-            failed,
-        };
+        let ev = Ev::done(self.slot, info.id.0, failed);
         let end = w.queue.push(
             Instant::from_nanos(now.as_nanos().saturating_add(latency)),
             ev,
@@ -400,10 +441,8 @@ impl<'a, const N: usize> Sim<'a, N> {
             arrival_rng: arrival_rng(seed),
             gaps,
             fresh: CallMachine::with_plan(&plan, setup.options, fastrand::Rng::with_seed(0)),
-            calls: Vec::new(),
-            deciders: Vec::new(),
-            free: Vec::new(),
-            generations: 0,
+            slots: Vec::new(),
+            free: NO_SLOT,
             reuse_gates: !setup.policy.circuit.enabled,
             w: World {
                 scenario: setup.scenario,
@@ -448,22 +487,17 @@ impl<'a, const N: usize> Sim<'a, N> {
                 continue;
             };
             let now = queue::instant(key);
-            match ev {
-                Ev::Done {
-                    slot,
-                    generation,
-                    id,
-                    failed,
-                } => {
+            match ev.get() {
+                What::Done { slot, id, failed } => {
                     last = now;
                     self.w.in_flight -= 1;
-                    let Some(call) = self.call(slot, generation) else {
+                    let Some(call) = self.call(slot, key) else {
                         continue;
                     };
                     // The timer this end guarded goes back to the queue
                     // (or behind another end) once the end is handled, if
                     // the call still runs.
-                    let released = call.parked.filter(|p| p.guard == key);
+                    let released = call.parked.filter(|p| p.guard == id);
                     if released.is_some() {
                         call.parked = None;
                     }
@@ -478,9 +512,11 @@ impl<'a, const N: usize> Sim<'a, N> {
                         self.feed(slot, now, Event::AttemptFinished { id, outcome, now });
                     }
                     if let Some(parked) = released {
-                        let call = &mut self.calls[slot as usize];
-                        if call.alive && call.generation == generation {
-                            let ev = Ev::Timer { slot, generation };
+                        // The same call, if it still runs (no other call
+                        // takes the slot before the next arrival).
+                        let call = &mut self.slots[slot as usize].call;
+                        if call.alive {
+                            let ev = Ev::timer(slot);
                             unpark(
                                 &call.live,
                                 &mut call.parked,
@@ -492,8 +528,8 @@ impl<'a, const N: usize> Sim<'a, N> {
                         }
                     }
                 }
-                Ev::Timer { slot, generation } => {
-                    let Some(call) = self.call(slot, generation) else {
+                What::Timer { slot } => {
+                    let Some(call) = self.call(slot, key) else {
                         continue;
                     };
                     if call.next_timer != Some(now) {
@@ -510,8 +546,13 @@ impl<'a, const N: usize> Sim<'a, N> {
         shared.tally.add_launched(&self.w.launched);
     }
 
-    fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<N>> {
-        Some(&mut self.calls[slot as usize]).filter(|c| c.alive && c.generation == generation)
+    /// The call in `slot` if the event of `key` is one of its own (queued
+    /// after it arrived) and it still runs.
+    #[inline(always)]
+    fn call(&mut self, slot: u32, key: Key) -> Option<&mut SimCall<N>> {
+        // The low half of the key is its sequence number.
+        let seq = key as u64;
+        Some(&mut self.slots[slot as usize].call).filter(|c| c.alive && seq > c.first_seq)
     }
 
     /// A new call's gate (made only for a new slot, or where a finished
@@ -532,51 +573,58 @@ impl<'a, const N: usize> Sim<'a, N> {
     fn arrive(&mut self, index: u64, now: Instant) {
         let rng = fastrand::Rng::with_seed(derive_seed(self.w.scenario.seed, index));
         let measured = index >= self.w.scenario.warmup;
-        self.generations = self.generations.wrapping_add(1);
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.deciders.push(Decider {
+        let slot = match self.free {
+            NO_SLOT => {
+                self.slots.push(Slot {
+                    call: SimCall {
+                        alive: false,
+                        first_seq: 0,
+                        measured,
+                        arrival: now,
+                        live: heapless::Vec::new(),
+                        next_timer: None,
+                        parked: None,
+                        next_free: NO_SLOT,
+                    },
                     machine: self.fresh.clone(),
                     gate: self.gate(measured),
                 });
-                self.calls.push(SimCall {
-                    alive: false,
-                    generation: 0,
-                    measured,
-                    arrival: now,
-                    live: heapless::Vec::new(),
-                    next_timer: None,
-                    parked: None,
-                });
-                u32::try_from(self.calls.len() - 1).unwrap_or(u32::MAX)
+                u32::try_from(self.slots.len() - 1).unwrap_or(NO_SLOT)
+            }
+            slot => {
+                self.free = self.slots[slot as usize].call.next_free;
+                slot
             }
         };
-        // Made in its slot: the finished call's machine is restarted as
-        // the fresh one in place (a copy of the fresh one, or a machine
-        // made by value and moved in, copied the whole machine).
-        let decider = &mut self.deciders[slot as usize];
-        // Its settings are the fresh one's (every machine is a clone of it,
-        // and a call never changes them): only the state is reset.
-        decider.machine.restart(rng);
-        // A finished call's gate holds nothing (each admitted attempt's
-        // reservation was settled as it ended) and, with no breaker, never
-        // held a permit: it is the gate a new one would be but for whether
-        // the call is measured.
-        if !self.reuse_gates || decider.gate.held() > 0 {
-            let gate = self.gate(measured);
-            self.deciders[slot as usize].gate = gate;
-        } else {
-            decider.gate.parts_mut().measured = measured;
-        }
-        let call = &mut self.calls[slot as usize];
+        let (reuse_gate, first_seq) = (self.reuse_gates, self.w.queue.last_seq());
+        let Slot {
+            call,
+            machine,
+            gate,
+        } = &mut self.slots[slot as usize];
         call.alive = true;
-        call.generation = self.generations;
+        call.first_seq = first_seq;
         call.measured = measured;
         call.arrival = now;
         call.live.clear();
         call.next_timer = None;
         call.parked = None;
+        // Made in its slot: the finished call's machine is restarted as
+        // the fresh one in place (a copy of the fresh one, or a machine
+        // made by value and moved in, copied the whole machine). Its
+        // settings are the fresh one's (every machine is a clone of it,
+        // and a call never changes them): only the state is reset.
+        machine.restart(rng);
+        // A finished call's gate holds nothing (each admitted attempt's
+        // reservation was settled as it ended) and, with no breaker, never
+        // held a permit: it is the gate a new one would be but for whether
+        // the call is measured.
+        if reuse_gate && gate.held() == 0 {
+            gate.parts_mut().measured = measured;
+        } else {
+            let gate = self.gate(measured);
+            self.slots[slot as usize].gate = gate;
+        }
         self.feed(slot, now, Event::Start { now });
     }
 
@@ -588,15 +636,12 @@ impl<'a, const N: usize> Sim<'a, N> {
     // timer).
     #[inline(always)]
     fn feed(&mut self, slot: u32, now: Instant, event: Event) {
-        let Self {
-            calls,
-            deciders,
-            free,
-            w,
-            ..
-        } = self;
-        let call = &mut calls[slot as usize];
-        let Decider { machine, gate } = &mut deciders[slot as usize];
+        let Self { slots, free, w, .. } = self;
+        let Slot {
+            call,
+            machine,
+            gate,
+        } = &mut slots[slot as usize];
         let mut carry = Carry {
             gate,
             call,
@@ -610,10 +655,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             Action::Wait { until, .. } => {
                 if call.next_timer != Some(until) {
                     call.next_timer = Some(until);
-                    let ev = Ev::Timer {
-                        slot,
-                        generation: call.generation,
-                    };
+                    let ev = Ev::timer(slot);
                     let timer = queue::key(until, w.queue.next_seq());
                     unpark(
                         &call.live,
@@ -633,7 +675,8 @@ impl<'a, const N: usize> Sim<'a, N> {
                     );
                 }
                 call.alive = false;
-                free.push(slot);
+                call.next_free = *free;
+                *free = slot;
             }
             // A drain through a sink ends only in a wait or the finish
             // otherwise.
