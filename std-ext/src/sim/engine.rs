@@ -490,69 +490,60 @@ impl<'a, const N: usize> Sim<'a, N> {
             match ev.get() {
                 What::Done { slot, id, failed } => {
                     last = now;
-                    self.w.in_flight -= 1;
-                    let Some(call) = self.call(slot, key) else {
+                    let Self { slots, free, w, .. } = self;
+                    w.in_flight -= 1;
+                    let Some(s) = own(slots, slot, key) else {
                         continue;
                     };
                     // The timer this end guarded goes back to the queue
                     // (or behind another end) once the end is handled, if
                     // the call still runs.
-                    let released = call.parked.filter(|p| p.guard == id);
+                    let released = s.call.parked.filter(|p| p.guard == id);
                     if released.is_some() {
-                        call.parked = None;
+                        s.call.parked = None;
                     }
-                    if let Some(i) = call.live.iter().position(|l| l.0 == id) {
-                        call.live.swap_remove(i);
+                    if let Some(i) = s.call.live.iter().position(|l| l.0 == id) {
+                        s.call.live.swap_remove(i);
                         let outcome = if failed {
                             Outcome::retryable("backend_error")
                         } else {
                             Outcome::SUCCESS
                         };
                         let id = recourse_core::AttemptId(id);
-                        self.feed(slot, now, Event::AttemptFinished { id, outcome, now });
+                        let event = Event::AttemptFinished { id, outcome, now };
+                        feed(s, slot, free, w, now, event);
                     }
-                    if let Some(parked) = released {
-                        // The same call, if it still runs (no other call
-                        // takes the slot before the next arrival).
-                        let call = &mut self.slots[slot as usize].call;
-                        if call.alive {
-                            let ev = Ev::timer(slot);
-                            unpark(
-                                &call.live,
-                                &mut call.parked,
-                                parked.timer,
-                                ev,
-                                &mut self.w.queue,
-                                self.w.park,
-                            );
-                        }
+                    // The same call, if it still runs (no other call takes
+                    // the slot before the next arrival).
+                    if let (Some(parked), true) = (released, s.call.alive) {
+                        let call = &mut s.call;
+                        unpark(
+                            &call.live,
+                            &mut call.parked,
+                            parked.timer,
+                            Ev::timer(slot),
+                            &mut w.queue,
+                            w.park,
+                        );
                     }
                 }
                 What::Timer { slot } => {
-                    let Some(call) = self.call(slot, key) else {
+                    let Self { slots, free, w, .. } = self;
+                    let Some(s) = own(slots, slot, key) else {
                         continue;
                     };
-                    if call.next_timer != Some(now) {
+                    if s.call.next_timer != Some(now) {
                         continue;
                     }
                     last = now;
-                    call.next_timer = None;
-                    self.feed(slot, now, Event::Tick { now });
+                    s.call.next_timer = None;
+                    feed(s, slot, free, w, now, Event::Tick { now });
                 }
             }
         }
         let mut shared = self.w.shared.borrow_mut();
         shared.tally.simulated = last - EPOCH;
         shared.tally.add_launched(&self.w.launched);
-    }
-
-    /// The call in `slot` if the event of `key` is one of its own (queued
-    /// after it arrived) and it still runs.
-    #[inline(always)]
-    fn call(&mut self, slot: u32, key: Key) -> Option<&mut SimCall<N>> {
-        // The low half of the key is its sequence number.
-        let seq = key as u64;
-        Some(&mut self.slots[slot as usize].call).filter(|c| c.alive && seq > c.first_seq)
     }
 
     /// A new call's gate (made only for a new slot, or where a finished
@@ -570,38 +561,48 @@ impl<'a, const N: usize> Sim<'a, N> {
         PolicyGate::new(KEY, self.policy, Some(self.trigger), parts)
     }
 
+    /// Puts a new gate in `slot` (see [`Sim::gate`]).
+    #[cold]
+    #[inline(never)]
+    fn renew_gate(&mut self, slot: u32, measured: bool) {
+        let gate = self.gate(measured);
+        self.slots[slot as usize].gate = gate;
+    }
+
     fn arrive(&mut self, index: u64, now: Instant) {
         let rng = fastrand::Rng::with_seed(derive_seed(self.w.scenario.seed, index));
         let measured = index >= self.w.scenario.warmup;
-        let slot = match self.free {
-            NO_SLOT => {
-                self.slots.push(Slot {
-                    call: SimCall {
-                        alive: false,
-                        first_seq: 0,
-                        measured,
-                        arrival: now,
-                        live: heapless::Vec::new(),
-                        next_timer: None,
-                        parked: None,
-                        next_free: NO_SLOT,
-                    },
-                    machine: self.fresh.clone(),
-                    gate: self.gate(measured),
-                });
-                u32::try_from(self.slots.len() - 1).unwrap_or(NO_SLOT)
-            }
-            slot => {
-                self.free = self.slots[slot as usize].call.next_free;
-                slot
-            }
+        if self.free == NO_SLOT {
+            self.slots.push(Slot {
+                call: SimCall {
+                    alive: false,
+                    first_seq: 0,
+                    measured,
+                    arrival: now,
+                    live: heapless::Vec::new(),
+                    next_timer: None,
+                    parked: None,
+                    next_free: NO_SLOT,
+                },
+                machine: self.fresh.clone(),
+                gate: self.gate(measured),
+            });
+            self.free = u32::try_from(self.slots.len() - 1).unwrap_or(NO_SLOT);
+        }
+        let slot = self.free;
+        // A finished call's gate holds nothing (each admitted attempt's
+        // reservation was settled as it ended) and, with no breaker, never
+        // held a permit: it is the gate a new one would be but for whether
+        // the call is measured.
+        let reuse_gate = self.reuse_gates;
+        let first_seq = self.w.queue.last_seq();
+        let Self { slots, free, w, .. } = self;
+        let Some(s) = slots.get_mut(slot as usize) else {
+            return;
         };
-        let (reuse_gate, first_seq) = (self.reuse_gates, self.w.queue.last_seq());
-        let Slot {
-            call,
-            machine,
-            gate,
-        } = &mut self.slots[slot as usize];
+        // The next free slot (none when this one is new).
+        *free = s.call.next_free;
+        let call = &mut s.call;
         call.alive = true;
         call.first_seq = first_seq;
         call.measured = measured;
@@ -614,34 +615,62 @@ impl<'a, const N: usize> Sim<'a, N> {
         // made by value and moved in, copied the whole machine). Its
         // settings are the fresh one's (every machine is a clone of it,
         // and a call never changes them): only the state is reset.
-        machine.restart(rng);
-        // A finished call's gate holds nothing (each admitted attempt's
-        // reservation was settled as it ended) and, with no breaker, never
-        // held a permit: it is the gate a new one would be but for whether
-        // the call is measured.
-        if reuse_gate && gate.held() == 0 {
-            gate.parts_mut().measured = measured;
+        s.machine.restart(rng);
+        if reuse_gate && s.gate.held() == 0 {
+            s.gate.parts_mut().measured = measured;
+            feed(s, slot, free, w, now, Event::Start { now });
         } else {
-            let gate = self.gate(measured);
-            self.slots[slot as usize].gate = gate;
+            self.renew_gate(slot, measured);
+            let Self { slots, free, w, .. } = self;
+            feed(
+                &mut slots[slot as usize],
+                slot,
+                free,
+                w,
+                now,
+                Event::Start { now },
+            );
         }
-        self.feed(slot, now, Event::Start { now });
     }
+}
 
-    /// Feeds `event` to the call's machine, which carries out its
-    /// launches and cancels as it decides them ([`Carry`]), until the call
-    /// waits or finishes. The call stays in its slot (moving it out and
-    /// back in copied the whole machine twice per event).
-    // Inlined into its three callers (an arrival, an attempt's end, a
-    // timer).
-    #[inline(always)]
-    fn feed(&mut self, slot: u32, now: Instant, event: Event) {
-        let Self { slots, free, w, .. } = self;
+/// The slot `slot` if its call still runs and the event of `key` is one of
+/// its own (queued after the call arrived).
+#[inline(always)]
+fn own<'s, 'a, const N: usize>(
+    slots: &'s mut [Slot<'a, N>],
+    slot: u32,
+    key: Key,
+) -> Option<&'s mut Slot<'a, N>> {
+    // The low half of the key is its sequence number.
+    let seq = key as u64;
+    slots
+        .get_mut(slot as usize)
+        .filter(|s| s.call.alive && seq > s.call.first_seq)
+}
+
+/// Feeds `event` to the machine of the call in `s` (slot number `slot`),
+/// which carries out its launches and cancels as it decides them
+/// ([`Carry`]), until the call waits or finishes (its slot then goes on
+/// the `free` stack). The call stays in its slot (moving it out and back
+/// in copied the whole machine twice per event), found once per event by
+/// the caller.
+// Inlined into its callers (an arrival, an attempt's end, a timer).
+#[inline(always)]
+fn feed<'a, const N: usize>(
+    s: &mut Slot<'a, N>,
+    slot: u32,
+    free: &mut u32,
+    w: &mut World<'a>,
+    now: Instant,
+    event: Event,
+) {
+    {
         let Slot {
             call,
             machine,
             gate,
-        } = &mut slots[slot as usize];
+        } = s;
         let mut carry = Carry {
             gate,
             call,
