@@ -9,7 +9,13 @@
 //!   a timing wheel of millisecond spans (a binary heap beside it for
 //!   events past its reach), and the next arrival waits outside it: one
 //!   search of the wheel pops the first event or says the arrival comes
-//!   first;
+//!   first; each slot's list is in descending order (a pop takes its last
+//!   entry, no search of it) and an entry is 24 bytes (the key's two words
+//!   and the event packed in one, [`Ev`]: the call an event is for is told
+//!   by its sequence number, [`SimCall::first_seq`], not by a generation
+//!   carried in the event);
+//! - a call, its machine and its gate are one [`Slot`], found once per
+//!   event; the free slots are a stack linked through their calls;
 //! - each event is fed to the call's machine with
 //!   [`CallMachine::feed`], which carries out the launches and cancels
 //!   through the simulator's sink ([`Carry`]) as it decides them, until
@@ -55,6 +61,11 @@
 //!   (the report's sort's first pass) while the run goes on; the buckets
 //!   are sorted on two threads at the end: the simulating thread keeps
 //!   only the calls (about two thirds of its CPU time on one thread);
+//! - the run's tally is the engine's for the run, out of the shared
+//!   `RefCell` (the gates count the breaker's transitions and the budgets'
+//!   denials in the shared one, added to it at the end): no borrow per
+//!   finished call (17 instructions a simulated call with the layout the
+//!   loop then compiled to);
 //! - the report counts successes apart from the map of failure causes,
 //!   keeps latencies in 32 bits while they fit, and sorts them with a
 //!   radix sort by their top digit first, each bucket then in the cache.
@@ -70,16 +81,16 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 1,520
+//! What the rest costs (`bash benches/sim_speed.sh`, about 1,390
 //! instructions per call on the Tail-at-Scale scenario on one thread, at
-//! three to four a cycle): the call machine with the gate and the latency
-//! sketch about 40 % of the instructions, the random draws about 28 %
-//! (libm's logarithms, cosine and exponential, fastrand, the conversion
-//! to nanoseconds), the loop with the queue and the restart of each
-//! call's machine about 25 %, the report's sort about 4 %. With the draw
-//! thread, the simulating thread runs about 1,010 instructions per call,
-//! mostly the machine and the gate (`core`), which this module drives but
-//! does not decide.
+//! three to four a cycle; 1,512 before issue 16's fourth round): the call
+//! machine with the gate and the latency sketch about 440 (a third), the
+//! random draws about 450 (libm's logarithms, cosine and exponential,
+//! fastrand, the conversion to nanoseconds), the loop with the queue, the
+//! launches' and ends' bookkeeping and the tally about 420, the report's
+//! sort about 70. With the draw thread, the simulating thread runs about
+//! 880 instructions per call (1,000 before), half of them the machine and
+//! the gate (`core`), which this module drives but does not decide.
 //!
 //! [`LatencySketch::quantile_tracked`]: recourse_core::LatencySketch::quantile_tracked
 //! [`CallMachine::restart`]: recourse_core::machine::CallMachine::restart

@@ -8,9 +8,13 @@
 //! *timing wheel*: [`SLOTS`] lists, one per span of [`SPAN`] nanoseconds
 //! (about a millisecond), from the span of the last event popped on. An
 //! event due within the wheel's reach goes onto its span's list (a shift
-//! and a push); a pop finds the first non-empty span from a bit mask (a
-//! rotation and a trailing-zeros count) and takes the smallest key of its
-//! list, which holds an event or two. Events due past the wheel's reach
+//! and a push, in front of the one or two later keys already there when
+//! there are: each list is kept in descending order); a pop finds the first
+//! non-empty span from a bit mask (a rotation and a trailing-zeros count)
+//! and takes the last entry of its list. (Unordered lists searched for
+//! their smallest key at each pop cost as much; ordered, with entries of
+//! 24 bytes instead of 32 and the push inlined, the queue costs about 20
+//! instructions a simulated call less.) Events due past the wheel's reach
 //! (about 67 ms: a straggler of the Tail-at-Scale scenario, a long
 //! timeout) wait in a binary heap beside it, and a pop takes whichever of
 //! the two firsts comes first. The queue keeps its first event's key and
