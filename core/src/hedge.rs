@@ -48,6 +48,7 @@ pub struct HedgeDecision {
 
 /// The fixed-delay trigger: hedge `k` launches `k × hedge_delay` after the
 /// group's primary.
+#[inline]
 pub fn fixed_delay(state: &HedgeState) -> HedgeDecision {
     spaced(state, state.hedge_delay)
 }
@@ -124,6 +125,9 @@ impl Trigger {
     /// [`Trigger::decide`] with the quantile in whole nanoseconds (as
     /// [`nanos`] gives it): the same decision, without
     /// a [`Duration`] made and taken apart on every hedge decision.
+    // Inlined into the gate (a generic, made in the crate that runs it: a
+    // simulated call's hedge decision was a call of its own).
+    #[inline]
     pub fn decide_nanos(self, state: &HedgeState, quantile: Option<u64>) -> HedgeDecision {
         match (self, quantile) {
             // `nanos` is monotonic: the gap is `nanos(q.max(MIN_SPACING))`.
@@ -155,11 +159,13 @@ fn tenths(s: &str) -> Option<u16> {
 }
 
 /// Hedge `k` at `k × gap` after the group's primary.
+#[inline]
 fn spaced(state: &HedgeState, gap: Duration) -> HedgeDecision {
     spaced_nanos(state, nanos(gap))
 }
 
 /// [`spaced`] with the gap in nanoseconds.
+#[inline]
 fn spaced_nanos(state: &HedgeState, gap: u64) -> HedgeDecision {
     let k = state.hedges.saturating_add(1);
     // In `u64` nanoseconds, saturating: the same instant as

@@ -9,7 +9,13 @@
 //!   a timing wheel of millisecond spans (a binary heap beside it for
 //!   events past its reach), and the next arrival waits outside it: one
 //!   search of the wheel pops the first event or says the arrival comes
-//!   first;
+//!   first; each slot's list is in descending order (a pop takes its last
+//!   entry, no search of it) and an entry is 24 bytes (the key's two words
+//!   and the event packed in one, [`Ev`]: the call an event is for is told
+//!   by its sequence number, [`SimCall::first_seq`], not by a generation
+//!   carried in the event);
+//! - a call, its machine and its gate are one [`Slot`], found once per
+//!   event; the free slots are a stack linked through their calls;
 //! - each event is fed to the call's machine with
 //!   [`CallMachine::feed`], which carries out the launches and cancels
 //!   through the simulator's sink ([`Carry`]) as it decides them, until
@@ -55,6 +61,11 @@
 //!   (the report's sort's first pass) while the run goes on; the buckets
 //!   are sorted on two threads at the end: the simulating thread keeps
 //!   only the calls (about two thirds of its CPU time on one thread);
+//! - the run's tally is the engine's for the run, out of the shared
+//!   `RefCell` (the gates count the breaker's transitions and the budgets'
+//!   denials in the shared one, added to it at the end): no borrow per
+//!   finished call (17 instructions a simulated call with the layout the
+//!   loop then compiled to);
 //! - the report counts successes apart from the map of failure causes,
 //!   keeps latencies in 32 bits while they fit, and sorts them with a
 //!   radix sort by their top digit first, each bucket then in the cache.
@@ -70,16 +81,16 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 1,520
+//! What the rest costs (`bash benches/sim_speed.sh`, about 1,390
 //! instructions per call on the Tail-at-Scale scenario on one thread, at
-//! three to four a cycle): the call machine with the gate and the latency
-//! sketch about 40 % of the instructions, the random draws about 28 %
-//! (libm's logarithms, cosine and exponential, fastrand, the conversion
-//! to nanoseconds), the loop with the queue and the restart of each
-//! call's machine about 25 %, the report's sort about 4 %. With the draw
-//! thread, the simulating thread runs about 1,010 instructions per call,
-//! mostly the machine and the gate (`core`), which this module drives but
-//! does not decide.
+//! three to four a cycle; 1,512 before issue 16's fourth round): the call
+//! machine with the gate and the latency sketch about 440 (a third), the
+//! random draws about 450 (libm's logarithms, cosine and exponential,
+//! fastrand, the conversion to nanoseconds), the loop with the queue, the
+//! launches' and ends' bookkeeping and the tally about 420, the report's
+//! sort about 70. With the draw thread, the simulating thread runs about
+//! 880 instructions per call (1,000 before), half of them the machine and
+//! the gate (`core`), which this module drives but does not decide.
 //!
 //! [`LatencySketch::quantile_tracked`]: recourse_core::LatencySketch::quantile_tracked
 //! [`CallMachine::restart`]: recourse_core::machine::CallMachine::restart
@@ -99,7 +110,7 @@ use super::backend::{AttemptDraws, Draw, EPOCH};
 use super::draws::{self, Ahead, Streams};
 use super::parts::{Shared, SimParts};
 use super::queue::{self, Key, Queue};
-use super::report::Launched;
+use super::report::{Launched, Tally};
 use super::{Scenario, SLOTS};
 
 /// What one run needs, set up by [`Scenario::run`](super::Scenario::run).
@@ -181,18 +192,53 @@ fn run_with(setup: Setup<'_>, attempts: Ahead<AttemptDraws>, gaps: Ahead<u64>) {
 }
 
 /// What happens at an instant (the next arrival is kept outside the
-/// queue).
+/// queue), packed in a word ([`Ev::get`] unpacks it): the call's slot, the
+/// attempt's id and whether it failed, or a timer. A queue entry is then 24
+/// bytes (its key's two words and this one) where the enum made it 32, to
+/// write at each push and read at each pop. Which call of the slot an event
+/// is for is in its key: the call's events were all queued after it
+/// arrived ([`SimCall::first_seq`]).
 #[derive(Copy, Clone, Debug)]
-enum Ev {
+struct Ev(u64);
+
+/// An [`Ev`] unpacked.
+#[derive(Copy, Clone, Debug)]
+enum What {
     /// An attempt reaches its end at the backend.
-    Done {
-        slot: u32,
-        generation: u32,
-        id: u16,
-        failed: bool,
-    },
+    Done { slot: u32, id: u16, failed: bool },
     /// A wait a call asked for ends.
-    Timer { slot: u32, generation: u32 },
+    Timer { slot: u32 },
+}
+
+impl Ev {
+    const TIMER: u64 = 1 << 63;
+    const FAILED: u64 = 1 << 62;
+
+    #[inline(always)]
+    fn done(slot: u32, id: u16, failed: bool) -> Self {
+        let failed = if failed { Self::FAILED } else { 0 };
+        Self(u64::from(slot) | (u64::from(id) << 32) | failed)
+    }
+
+    #[inline(always)]
+    fn timer(slot: u32) -> Self {
+        Self(Self::TIMER | u64::from(slot))
+    }
+
+    #[inline(always)]
+    fn get(self) -> What {
+        // The low half is the slot, the next 16 bits the attempt's id.
+        let slot = self.0 as u32;
+        if self.0 & Self::TIMER != 0 {
+            What::Timer { slot }
+        } else {
+            What::Done {
+                slot,
+                id: (self.0 >> 32) as u16,
+                failed: self.0 & Self::FAILED != 0,
+            }
+        }
+    }
 }
 
 /// The reservations a call's gate holds: one per attempt in flight.
@@ -202,7 +248,10 @@ type Held<'a, const N: usize> = Inline<&'a dyn Budget, N>;
 struct SimCall<const N: usize> {
     /// Whether the call runs (the slot is free otherwise).
     alive: bool,
-    generation: u32,
+    /// The queue's last sequence number when the call arrived: the call's
+    /// events have higher ones, the events of the slot's earlier calls
+    /// (stale once their call ended) not higher ones.
+    first_seq: u64,
     /// Whether the call is counted (past the warm-up).
     measured: bool,
     arrival: Instant,
@@ -212,12 +261,20 @@ struct SimCall<const N: usize> {
     /// A timer not in the queue yet, and the key of the end of one of the
     /// call's attempts that comes before it (see [`Parked`]).
     parked: Option<Parked>,
+    /// Once the call has ended: the slot freed before this one
+    /// ([`Sim::free`]).
+    next_free: u32,
 }
 
-/// What decides a call: its machine and its gate (kept beside the call's
-/// slot, so that the sink the machine feeds holds the gate and the call
-/// apart).
-struct Decider<'a, const N: usize> {
+/// No slot: the end of the free slots' stack.
+const NO_SLOT: u32 = u32::MAX;
+
+/// A call's slot: the call, and what decides it, its machine and its gate
+/// (fields apart, so that the sink the machine feeds holds the gate and the
+/// call). One list of slots, not a list of calls beside a list of their
+/// deciders: one bounds check and one address per event, not two.
+struct Slot<'a, const N: usize> {
+    call: SimCall<N>,
     machine: CallMachine<N>,
     /// The executor's gate: budgets, breaker and hedge trigger.
     gate: PolicyGate<'a, SimParts<'a>, Held<'a, N>>,
@@ -234,7 +291,8 @@ struct Decider<'a, const N: usize> {
 #[derive(Copy, Clone, Debug)]
 struct Parked {
     timer: Key,
-    guard: Key,
+    /// The guard's attempt id (its end is the call's only event with it).
+    guard: u16,
 }
 
 struct Sim<'a, const N: usize> {
@@ -249,13 +307,12 @@ struct Sim<'a, const N: usize> {
     /// random source: each call's starts as a copy.
     fresh: CallMachine<N>,
     /// Call slots; a finished call's slot is reused by a later call.
-    calls: Vec<SimCall<N>>,
-    /// Each slot's machine and gate.
-    deciders: Vec<Decider<'a, N>>,
-    free: Vec<u32>,
-    /// Calls made so far: each gets the next generation, so that events of
-    /// a finished call never reach the next call in the same slot.
-    generations: u32,
+    slots: Vec<Slot<'a, N>>,
+    /// The last slot freed, [`NO_SLOT`] when none is free: the free slots
+    /// are a stack linked through their calls ([`SimCall::next_free`]), the
+    /// same order as a list of them pushed and popped, without the list's
+    /// bounds and capacity.
+    free: u32,
     /// Whether a finished call's gate is reused (no breaker: see
     /// [`Sim::arrive`]).
     reuse_gates: bool,
@@ -284,6 +341,11 @@ struct World<'a> {
     /// The measured calls' launches, counted here (no borrow of the
     /// shared tally per launch) and added to the tally at the end.
     launched: Launched,
+    /// The run's tally, taken out of the shared one for the run (no borrow
+    /// of it per call: about 5 instructions a simulated call): the shared
+    /// one counts only what the gates count (the breaker, the budgets'
+    /// denials), added to this one at the end.
+    tally: Tally,
 }
 
 const KEY: PolicyKey<'static> = PolicyKey::new("sim", "Call");
@@ -305,7 +367,7 @@ fn unpark(
 ) {
     let guard = live.iter().find(|l| l.1 < timer);
     match guard {
-        Some(&(_, guard)) if park && parked.is_none() => {
+        Some(&(guard, _)) if park && parked.is_none() => {
             *parked = Some(Parked { timer, guard });
         }
         _ => queue.push_key(timer, ev),
@@ -345,12 +407,7 @@ impl<'a, const N: usize> ActionSink for Carry<'_, 'a, N> {
         if self.call.measured {
             w.launched.count(&info);
         }
-        let ev = Ev::Done {
-            slot: self.slot,
-            generation: self.call.generation,
-            id: info.id.0,
-            failed,
-        };
+        let ev = Ev::done(self.slot, info.id.0, failed);
         let end = w.queue.push(
             Instant::from_nanos(now.as_nanos().saturating_add(latency)),
             ev,
@@ -400,10 +457,8 @@ impl<'a, const N: usize> Sim<'a, N> {
             arrival_rng: arrival_rng(seed),
             gaps,
             fresh: CallMachine::with_plan(&plan, setup.options, fastrand::Rng::with_seed(0)),
-            calls: Vec::new(),
-            deciders: Vec::new(),
-            free: Vec::new(),
-            generations: 0,
+            slots: Vec::new(),
+            free: NO_SLOT,
             reuse_gates: !setup.policy.circuit.enabled,
             w: World {
                 scenario: setup.scenario,
@@ -416,6 +471,7 @@ impl<'a, const N: usize> Sim<'a, N> {
                 park: !setup.reference,
                 steady_error_rate: setup.scenario.backend.steady_error_rate(),
                 launched: Launched::default(),
+                tally: core::mem::replace(&mut setup.shared.borrow_mut().tally, Tally::new(0, 0)),
             },
         }
     }
@@ -448,70 +504,66 @@ impl<'a, const N: usize> Sim<'a, N> {
                 continue;
             };
             let now = queue::instant(key);
-            match ev {
-                Ev::Done {
-                    slot,
-                    generation,
-                    id,
-                    failed,
-                } => {
+            match ev.get() {
+                What::Done { slot, id, failed } => {
                     last = now;
-                    self.w.in_flight -= 1;
-                    let Some(call) = self.call(slot, generation) else {
+                    let Self { slots, free, w, .. } = self;
+                    w.in_flight -= 1;
+                    let Some(s) = own(slots, slot, key) else {
                         continue;
                     };
                     // The timer this end guarded goes back to the queue
                     // (or behind another end) once the end is handled, if
                     // the call still runs.
-                    let released = call.parked.filter(|p| p.guard == key);
+                    let released = s.call.parked.filter(|p| p.guard == id);
                     if released.is_some() {
-                        call.parked = None;
+                        s.call.parked = None;
                     }
-                    if let Some(i) = call.live.iter().position(|l| l.0 == id) {
-                        call.live.swap_remove(i);
+                    if let Some(i) = s.call.live.iter().position(|l| l.0 == id) {
+                        s.call.live.swap_remove(i);
                         let outcome = if failed {
                             Outcome::retryable("backend_error")
                         } else {
                             Outcome::SUCCESS
                         };
                         let id = recourse_core::AttemptId(id);
-                        self.feed(slot, now, Event::AttemptFinished { id, outcome, now });
+                        let event = Event::AttemptFinished { id, outcome, now };
+                        feed(s, slot, free, w, now, event);
                     }
-                    if let Some(parked) = released {
-                        let call = &mut self.calls[slot as usize];
-                        if call.alive && call.generation == generation {
-                            let ev = Ev::Timer { slot, generation };
-                            unpark(
-                                &call.live,
-                                &mut call.parked,
-                                parked.timer,
-                                ev,
-                                &mut self.w.queue,
-                                self.w.park,
-                            );
-                        }
+                    // The same call, if it still runs (no other call takes
+                    // the slot before the next arrival).
+                    if let (Some(parked), true) = (released, s.call.alive) {
+                        let call = &mut s.call;
+                        unpark(
+                            &call.live,
+                            &mut call.parked,
+                            parked.timer,
+                            Ev::timer(slot),
+                            &mut w.queue,
+                            w.park,
+                        );
                     }
                 }
-                Ev::Timer { slot, generation } => {
-                    let Some(call) = self.call(slot, generation) else {
+                What::Timer { slot } => {
+                    let Self { slots, free, w, .. } = self;
+                    let Some(s) = own(slots, slot, key) else {
                         continue;
                     };
-                    if call.next_timer != Some(now) {
+                    if s.call.next_timer != Some(now) {
                         continue;
                     }
                     last = now;
-                    call.next_timer = None;
-                    self.feed(slot, now, Event::Tick { now });
+                    s.call.next_timer = None;
+                    feed(s, slot, free, w, now, Event::Tick { now });
                 }
             }
         }
         let mut shared = self.w.shared.borrow_mut();
+        let tally = core::mem::replace(&mut self.w.tally, Tally::new(0, 0));
+        let gates = core::mem::replace(&mut shared.tally, tally);
+        shared.tally.add_counts(&gates);
         shared.tally.simulated = last - EPOCH;
         shared.tally.add_launched(&self.w.launched);
-    }
-
-    fn call(&mut self, slot: u32, generation: u32) -> Option<&mut SimCall<N>> {
-        Some(&mut self.calls[slot as usize]).filter(|c| c.alive && c.generation == generation)
     }
 
     /// A new call's gate (made only for a new slot, or where a finished
@@ -529,74 +581,116 @@ impl<'a, const N: usize> Sim<'a, N> {
         PolicyGate::new(KEY, self.policy, Some(self.trigger), parts)
     }
 
+    /// Puts a new gate in `slot` (see [`Sim::gate`]).
+    #[cold]
+    #[inline(never)]
+    fn renew_gate(&mut self, slot: u32, measured: bool) {
+        let gate = self.gate(measured);
+        self.slots[slot as usize].gate = gate;
+    }
+
     fn arrive(&mut self, index: u64, now: Instant) {
         let rng = fastrand::Rng::with_seed(derive_seed(self.w.scenario.seed, index));
         let measured = index >= self.w.scenario.warmup;
-        self.generations = self.generations.wrapping_add(1);
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.deciders.push(Decider {
-                    machine: self.fresh.clone(),
-                    gate: self.gate(measured),
-                });
-                self.calls.push(SimCall {
+        if self.free == NO_SLOT {
+            self.slots.push(Slot {
+                call: SimCall {
                     alive: false,
-                    generation: 0,
+                    first_seq: 0,
                     measured,
                     arrival: now,
                     live: heapless::Vec::new(),
                     next_timer: None,
                     parked: None,
-                });
-                u32::try_from(self.calls.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        // Made in its slot: the finished call's machine is restarted as
-        // the fresh one in place (a copy of the fresh one, or a machine
-        // made by value and moved in, copied the whole machine).
-        let decider = &mut self.deciders[slot as usize];
-        // Its settings are the fresh one's (every machine is a clone of it,
-        // and a call never changes them): only the state is reset.
-        decider.machine.restart(rng);
+                    next_free: NO_SLOT,
+                },
+                machine: self.fresh.clone(),
+                gate: self.gate(measured),
+            });
+            self.free = u32::try_from(self.slots.len() - 1).unwrap_or(NO_SLOT);
+        }
+        let slot = self.free;
         // A finished call's gate holds nothing (each admitted attempt's
         // reservation was settled as it ended) and, with no breaker, never
         // held a permit: it is the gate a new one would be but for whether
         // the call is measured.
-        if !self.reuse_gates || decider.gate.held() > 0 {
-            let gate = self.gate(measured);
-            self.deciders[slot as usize].gate = gate;
-        } else {
-            decider.gate.parts_mut().measured = measured;
-        }
-        let call = &mut self.calls[slot as usize];
+        let reuse_gate = self.reuse_gates;
+        let first_seq = self.w.queue.last_seq();
+        let Self { slots, free, w, .. } = self;
+        let Some(s) = slots.get_mut(slot as usize) else {
+            return;
+        };
+        // The next free slot (none when this one is new).
+        *free = s.call.next_free;
+        let call = &mut s.call;
         call.alive = true;
-        call.generation = self.generations;
+        call.first_seq = first_seq;
         call.measured = measured;
         call.arrival = now;
         call.live.clear();
         call.next_timer = None;
         call.parked = None;
-        self.feed(slot, now, Event::Start { now });
+        // Made in its slot: the finished call's machine is restarted as
+        // the fresh one in place (a copy of the fresh one, or a machine
+        // made by value and moved in, copied the whole machine). Its
+        // settings are the fresh one's (every machine is a clone of it,
+        // and a call never changes them): only the state is reset.
+        s.machine.restart(rng);
+        if reuse_gate && s.gate.held() == 0 {
+            s.gate.parts_mut().measured = measured;
+            feed(s, slot, free, w, now, Event::Start { now });
+        } else {
+            self.renew_gate(slot, measured);
+            let Self { slots, free, w, .. } = self;
+            feed(
+                &mut slots[slot as usize],
+                slot,
+                free,
+                w,
+                now,
+                Event::Start { now },
+            );
+        }
     }
+}
 
-    /// Feeds `event` to the call's machine, which carries out its
-    /// launches and cancels as it decides them ([`Carry`]), until the call
-    /// waits or finishes. The call stays in its slot (moving it out and
-    /// back in copied the whole machine twice per event).
-    // Inlined into its three callers (an arrival, an attempt's end, a
-    // timer).
-    #[inline(always)]
-    fn feed(&mut self, slot: u32, now: Instant, event: Event) {
-        let Self {
-            calls,
-            deciders,
-            free,
-            w,
-            ..
-        } = self;
-        let call = &mut calls[slot as usize];
-        let Decider { machine, gate } = &mut deciders[slot as usize];
+/// The slot `slot` if its call still runs and the event of `key` is one of
+/// its own (queued after the call arrived).
+#[inline(always)]
+fn own<'s, 'a, const N: usize>(
+    slots: &'s mut [Slot<'a, N>],
+    slot: u32,
+    key: Key,
+) -> Option<&'s mut Slot<'a, N>> {
+    // The low half of the key is its sequence number.
+    let seq = key as u64;
+    slots
+        .get_mut(slot as usize)
+        .filter(|s| s.call.alive && seq > s.call.first_seq)
+}
+
+/// Feeds `event` to the machine of the call in `s` (slot number `slot`),
+/// which carries out its launches and cancels as it decides them
+/// ([`Carry`]), until the call waits or finishes (its slot then goes on
+/// the `free` stack). The call stays in its slot (moving it out and back
+/// in copied the whole machine twice per event), found once per event by
+/// the caller.
+// Inlined into its callers (an arrival, an attempt's end, a timer).
+#[inline(always)]
+fn feed<'a, const N: usize>(
+    s: &mut Slot<'a, N>,
+    slot: u32,
+    free: &mut u32,
+    w: &mut World<'a>,
+    now: Instant,
+    event: Event,
+) {
+    {
+        let Slot {
+            call,
+            machine,
+            gate,
+        } = s;
         let mut carry = Carry {
             gate,
             call,
@@ -610,10 +704,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             Action::Wait { until, .. } => {
                 if call.next_timer != Some(until) {
                     call.next_timer = Some(until);
-                    let ev = Ev::Timer {
-                        slot,
-                        generation: call.generation,
-                    };
+                    let ev = Ev::timer(slot);
                     let timer = queue::key(until, w.queue.next_seq());
                     unpark(
                         &call.live,
@@ -627,13 +718,14 @@ impl<'a, const N: usize> Sim<'a, N> {
             }
             Action::Finish(verdict) => {
                 if call.measured {
-                    w.shared.borrow_mut().tally.finished(
+                    w.tally.finished(
                         now.as_nanos().saturating_sub(call.arrival.as_nanos()),
                         &verdict,
                     );
                 }
                 call.alive = false;
-                free.push(slot);
+                call.next_free = *free;
+                *free = slot;
             }
             // A drain through a sink ends only in a wait or the finish
             // otherwise.

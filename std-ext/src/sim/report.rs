@@ -126,6 +126,16 @@ impl Tally {
         }
     }
 
+    /// Adds the breaker's and the budgets' counts of `other` (what the
+    /// gates counted in the shared tally while the engine held this one).
+    pub(crate) fn add_counts(&mut self, other: &Tally) {
+        self.circuit_opened += other.circuit_opened;
+        self.circuit_closed += other.circuit_closed;
+        self.circuit_refusals += other.circuit_refusals;
+        self.retry_denials += other.retry_denials;
+        self.hedge_denials += other.hedge_denials;
+    }
+
     /// Adds the launches the engine counted.
     pub(crate) fn add_launched(&mut self, launched: &Launched) {
         self.attempts += launched.attempts;
