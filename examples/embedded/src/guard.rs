@@ -21,8 +21,19 @@ pub struct Guard<'a> {
 impl<'a> Guard<'a> {
     /// The gate of one call with `key`, through `breaker` and [`BUDGET`].
     pub fn new(key: PolicyKey<'a>, breaker: &'a mut CircuitBreaker) -> Self {
+        Self::with_budget(key, breaker, &BUDGET)
+    }
+
+    /// The gate of one call with `key`, through `breaker` and `budget`
+    /// (the measuring binary's success-path loop has a budget of its own,
+    /// so that every one of its calls is admitted).
+    pub fn with_budget(
+        key: PolicyKey<'a>,
+        breaker: &'a mut CircuitBreaker,
+        budget: &'a TokenBucket,
+    ) -> Self {
         Self {
-            budget: BudgetGate::new(&BUDGET, key, "peripheral", 1),
+            budget: BudgetGate::new(budget, key, "peripheral", 1),
             breaker,
             permit: None,
         }
