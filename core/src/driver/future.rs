@@ -278,9 +278,10 @@ where
                     match this.state.drain(fed.take(), &mut sink) {
                         Next::Wait(until) => Some(until),
                         Next::Finish(verdict) => return Poll::Ready(finish(&mut this, verdict)),
-                        // A drain ends in a wait or the finish: no
-                        // `Launched` (the compact stage's), no `Feed` or
-                        // `Drain`.
+                        // The compact stage's retry after a backoff.
+                        Next::Launched(wait) => wait,
+                        // A drain ends in a wait, a launch or the finish:
+                        // no `Feed` or `Drain`.
                         _ => None,
                     }
                 }
