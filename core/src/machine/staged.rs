@@ -598,24 +598,21 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                         sink.record(&record);
                     }
                     // A zero delay drawn (or one past the clock's end):
-                    // due at once, launched by the drain.
+                    // due at once.
                     return if wake > end {
                         Next::Wait(wake)
                     } else {
-                        Next::Drain
+                        Next::Relaunch
                     };
                 }
             }
             // The backoff slept: the retry is due. A tick before it grows
             // the stage (a driver feeds one only with a clock that reads
             // earlier than its timer).
-            // (Launched by the drain: one place in the driver for the
-            // retries after a sleep, not one at each place it feeds a
-            // tick.)
             (Event::Tick { now }, Step::Backoff) if SLEEPS && now >= first.wake() => {
                 first.now = now;
                 first.step = Step::Ready;
-                return Next::Drain;
+                return Next::Relaunch;
             }
             // A finished machine only moves its clock.
             (
@@ -637,29 +634,32 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
     /// [`Next::Drain`]): the record of
     /// an attempt the event ended goes straight to the gate and `sink`,
     /// never kept in the machine.
-    ///
-    /// The compact stage asks for a drain for one thing besides: the
-    /// retry due after its backoff (slept, or drawn as zero), which it
-    /// launches here ([`Next::Launched`]; a refusal grows it, and the
-    /// full machine drains).
     #[inline(always)]
     pub(crate) fn drain<S: Sink>(&mut self, event: Option<Event>, sink: &mut S) -> Next {
-        if SLEEPS {
-            if let Stage::First(first) = &self.stage {
-                let info = first.launch(self.cfg.policy(), first.attempt, first.now);
-                // The failure before it was retryable, with no hint (see
-                // `First::sleeps`).
-                let previous = Outcome::retryable(first.budget_reason);
-                let next = self.launch(info, Some(previous), sink);
-                if next != Next::Drain {
-                    return next;
-                }
-            }
-        }
+        // Only the full machine asks for a drain.
         let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
         machine.feed(&self.cfg, event, sink)
+    }
+
+    /// Launches the compact stage's retry due after its backoff (slept,
+    /// or drawn as zero: [`Next::Relaunch`]): [`Next::Launched`], or,
+    /// refused, [`Next::Drain`] (grown: the full machine ends the call).
+    /// The driver has one copy of it — the gate's admission and the
+    /// operation's call inlined — where it matches on [`Next`], not one
+    /// at each place it feeds a tick or an attempt's end.
+    #[inline(always)]
+    pub(crate) fn relaunch<S: Sink>(&mut self, sink: &mut S) -> Next {
+        // Only the compact stage relaunches.
+        let Stage::First(first) = &self.stage else {
+            unreachable!();
+        };
+        let info = first.launch(self.cfg.policy(), first.attempt, first.now);
+        // The failure before it was retryable, with no hint (see
+        // `First::sleeps`).
+        let previous = Outcome::retryable(first.budget_reason);
+        self.launch(info, Some(previous), sink)
     }
 
     /// Cancels a live call at `now` (the caller dropped its future, whose
@@ -802,13 +802,20 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         });
         let cfg = &self.cfg;
         self.stage = Stage::Full(M::make(cfg, rng));
-        // Just made.
+        if first.step != Step::Idle {
+            self.take_over(&first);
+        }
+    }
+
+    /// The full machine just made takes over the compact stage's call
+    /// `first`, started (out of line: a call that grows at its start, as
+    /// a hedged one does, runs none of it).
+    #[inline(never)]
+    fn take_over(&mut self, first: &First) {
+        let cfg = &self.cfg;
         let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
-        if first.step == Step::Idle {
-            return;
-        }
         // The running (or due) group's sleep, and the sequence's state
         // after the earlier groups' draws (one each, under a policy with
         // backoff).
@@ -896,6 +903,9 @@ pub enum Next {
     Feed,
     /// The full machine's actions are due ([`Staged::drain`], no event).
     Drain,
+    /// The compact stage's retry after a backoff is due: the driver
+    /// launches it ([`Staged::relaunch`]).
+    Relaunch,
 }
 
 #[cfg(test)]
