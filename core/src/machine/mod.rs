@@ -30,8 +30,9 @@
 //! waits); `io.rs` the events and actions; `plan.rs` the policy read once
 //! into a [`CallPlan`] and the first attempt's plan; `staged.rs` the
 //! machine as the call future holds it — a compact stage that decides the
-//! attempts of a call which cannot hedge while they need no sleep (a
-//! first attempt, retries at once under a policy without backoff) and
+//! attempts of a call which cannot hedge while no deadline is to be
+//! watched (a first attempt, retries at once under a policy without
+//! backoff, retries after a backoff in a call without timeouts) and
 //! grows into the full machine when the call needs it (crate-private, with
 //! the `MachineOps` it grows into).
 

@@ -1,6 +1,7 @@
 //! [`Staged`]: the machine as a call future holds it — a compact stage
-//! that decides a call's attempts while it cannot hedge and needs no
-//! sleep, which grows into the full machine when the call needs one.
+//! that decides a call's attempts while it cannot hedge and has no
+//! deadline to watch, which grows into the full machine when the call
+//! needs one.
 //!
 //! Most calls succeed at their first attempt. While a call cannot hedge,
 //! one attempt at most is in flight, and nothing can happen while it runs
@@ -12,15 +13,22 @@
 //! backoff (no retry-after hint, attempts left, no deadline due), the
 //! stage records the failure and asks the gate about the next group's
 //! primary at once, as the full machine does, keeping only the attempt's
-//! index. Anything else — a policy that hedges, a deadline already due, a
-//! refusal, a backoff to sleep, a non-retryable failure, attempts
-//! exhausted, a deadline passing, a cancel — grows it, at that point, into
+//! index. Under a policy with backoff and without timeouts (on a 64-bit
+//! target, see [`SLEEPS`]) it sleeps the backoff itself: it draws the
+//! delay the full machine would draw (from the same RNG, the sequence's
+//! state following from the delays drawn), waits until the failure's end
+//! plus it, and relaunches ([`Next::Relaunch`]), keeping only the delay
+//! slept. Anything else — a policy that hedges, a deadline already due, a
+//! refusal, a backoff with deadlines to check it against, a non-retryable
+//! failure, attempts exhausted, a retry-after hint, a deadline passing, a
+//! cancel — grows it, at that point, into
 //! the full [`CallMachine`](super::CallMachine) in exactly the state that
 //! machine would be in had it decided from the start (a refusal is taken
 //! over by the machine's own
 //! [`CallMachine::primary`](super::CallMachine::primary); a running
 //! attempt is set in its slot by [`Core::launched`](super::Core::launched),
-//! a retry due by [`Core::retry_due`](super::Core::retry_due)), and the
+//! a retry due, or slept before, by
+//! [`Core::retry_due`](super::Core::retry_due)), and the
 //! event that grew it is fed to it; it decides the rest.
 //!
 //! A staged machine is driven exactly as a full one (the crate docs'
@@ -56,8 +64,9 @@ use core::time::Duration;
 /// call site from 11.5 KiB of flash to 12.3–13.9 KiB, past its 12 KiB
 /// goal, for a path its policy (with timeouts) never takes; on a 64-bit
 /// target it saves a retried call the growth and the full machine's
-/// backoff (the executor's one-failure retry 1,483 → 1,3xx
-/// instructions). The same actions either way: only the cost differs.
+/// backoff (the executor's one-failure retry 1,483 → 1,328 instructions,
+/// two failures 2,053 → 1,8xx). The same actions either way: only the
+/// cost differs.
 pub(crate) const SLEEPS: bool = cfg!(not(target_pointer_width = "32"));
 
 /// The full machine a [`Staged`] grows into, for every width: the
@@ -324,8 +333,8 @@ enum Stage<M> {
     Done,
 }
 
-/// The compact stage: the attempts of a call that cannot hedge, while they
-/// need no sleep.
+/// The compact stage: the attempts of a call that cannot hedge, while
+/// they need no deadline watched.
 #[derive(Debug)]
 pub(crate) struct First {
     /// The RNG's state, when `seeded`: the caller's RNG, or the one the
