@@ -65,7 +65,7 @@ use core::time::Duration;
 /// goal, for a path its policy (with timeouts) never takes; on a 64-bit
 /// target it saves a retried call the growth and the full machine's
 /// backoff (the executor's one-failure retry 1,483 → 1,328 instructions,
-/// two failures 2,053 → 1,8xx). The same actions either way: only the
+/// two failures 2,053 → 1,751). The same actions either way: only the
 /// cost differs.
 pub(crate) const SLEEPS: bool = cfg!(not(target_pointer_width = "32"));
 
