@@ -44,6 +44,14 @@ impl Backoff {
     /// The next delay; advances the sequence.
     #[inline]
     pub fn next_delay(&mut self, rng: &mut fastrand::Rng) -> Duration {
+        Duration::from_nanos(self.next_nanos(rng))
+    }
+
+    /// [`next_delay`](Self::next_delay) in nanoseconds: for a caller that
+    /// keeps the delay as a number (no division into a `Duration`'s
+    /// seconds and back).
+    #[inline]
+    pub(crate) fn next_nanos(&mut self, rng: &mut fastrand::Rng) -> u64 {
         let b = self.base;
         let d = match self.jitter {
             Jitter::None => b,
@@ -64,7 +72,7 @@ impl Backoff {
         }
         .min(self.max);
         self.base = grow(b, self.multiplier_milli).min(self.max);
-        Duration::from_nanos(d)
+        d
     }
 
     /// The un-jittered backoff the next delay is drawn from.
@@ -81,6 +89,31 @@ impl Backoff {
         match self.jitter {
             Jitter::Decorrelated => self.prev,
             _ => self.base,
+        }
+    }
+
+    /// Skips a fresh sequence past `draws` delays, the last of them
+    /// `last` nanoseconds: what it would be after drawing them, for a
+    /// caller that kept the delays it drew rather than the sequence's
+    /// state (the call future's compact stage, whose full machine takes
+    /// the sequence over). Decorrelated jitter grows from the previous
+    /// delay (which [`next_delay`](Self::next_delay) keeps as it returns
+    /// it, capped alike); the base grows from the initial backoff by the
+    /// multiplier at each draw whatever was drawn (a loop of `draws`
+    /// steps: the compact stage's calls retry a few times). No draw
+    /// leaves it fresh.
+    #[inline]
+    pub(crate) fn skip(&mut self, draws: u16, last: u64) {
+        if draws == 0 {
+            return;
+        }
+        match self.jitter {
+            Jitter::Decorrelated => self.prev = last,
+            _ => {
+                for _ in 0..draws {
+                    self.base = grow(self.base, self.multiplier_milli).min(self.max);
+                }
+            }
         }
     }
 
@@ -435,6 +468,45 @@ mod tests {
         for _ in 0..if cfg!(miri) { 500 } else { 200_000 } {
             check(f64::from_bits(rng.u64(one..=ten)));
             check(f64::from_bits(rng.u64(..)));
+        }
+    }
+
+    /// A fresh sequence skipped past the delays a sequence drew is that
+    /// sequence: for every jitter, after 0 to 8 draws (the last delay
+    /// given), the same state and the same next delays.
+    #[test]
+    fn a_skipped_sequence_is_the_one_that_drew() {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
+            for (initial, max) in [(10, 250), (0, 40), (3, 3), (7, 1)] {
+                let mut p = policy(jitter);
+                p.initial_backoff = Duration::from_millis(initial);
+                p.max_backoff = Duration::from_millis(max);
+                p.backoff_multiplier = 1.7;
+                let spec = BackoffSpec::new(&p);
+                let mut b = spec.backoff();
+                let mut rng = fastrand::Rng::with_seed(initial * 31 + max);
+                let mut last = 0;
+                for draws in 0..9u16 {
+                    let mut skipped = spec.backoff();
+                    skipped.skip(draws, last);
+                    let at = std::format!("{jitter:?} {initial}..{max} ms, {draws} draws");
+                    assert_eq!(skipped.state(), b.state(), "{at}");
+                    let (mut r1, mut r2, mut drew) = (rng.clone(), rng.clone(), b.clone());
+                    for _ in 0..3 {
+                        assert_eq!(
+                            skipped.next_delay(&mut r1),
+                            drew.next_delay(&mut r2),
+                            "{at}"
+                        );
+                    }
+                    last = nanos(b.next_delay(&mut rng));
+                }
+            }
         }
     }
 

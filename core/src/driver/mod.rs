@@ -17,22 +17,25 @@
 //!
 //! The call future holds the call's machine staged (`machine/staged.rs`,
 //! crate-private): a compact stage that decides a call's attempts while
-//! it cannot hedge and needs no sleep (ask the gate, launch, wait, record,
-//! retry at once under a policy without backoff, finish) and grows into
+//! it cannot hedge and has no deadline to watch (ask the gate, launch,
+//! wait, record, retry at once under a policy without backoff or after a
+//! backoff it sleeps in a call without timeouts, finish) and grows into
 //! the full machine (the [`CallMachine`](crate::machine::CallMachine)'s
 //! decisions on a call's state, its settings read from the policy the
 //! call holds rather than copied), in the state that machine would be in,
-//! when the call needs one (a policy that hedges, a refusal, a backoff to
-//! sleep, a non-retryable failure, attempts exhausted, a retry-after hint,
-//! a deadline, a cancel). The future drives it the one way the crate docs'
+//! when the call needs one (a policy that hedges, a refusal, a backoff
+//! with a deadline to check it against, a non-retryable failure, attempts
+//! exhausted, a retry-after hint, a deadline, a cancel). The future drives it the one way the crate docs'
 //! driver contract describes — feed an event, carry out the actions until
 //! the machine must wait, poll the attempts, sleep — whichever stage it is
 //! in: the machine decides every attempt, the future only carries out its
 //! actions.
 //!
 //! Cost: a call that the compact stage decides (a first attempt that
-//! succeeds, or retries at once that end in a success) never builds the
-//! full machine. The compact stage is inlined into the future's poll and
+//! succeeds, or retries that end in a success) never builds the full
+//! machine. The retry after a backoff is launched where the driver
+//! drains (one copy of the launch, not one at each place it feeds an
+//! event). The compact stage is inlined into the future's poll and
 //! growth is kept out of line (`#[cold]`), and the loop's first passes run
 //! in a loop of their own after the compact stage's launches, so that the
 //! compiler sees each launch, the poll of its attempt and the finish as

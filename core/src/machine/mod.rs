@@ -30,8 +30,9 @@
 //! waits); `io.rs` the events and actions; `plan.rs` the policy read once
 //! into a [`CallPlan`] and the first attempt's plan; `staged.rs` the
 //! machine as the call future holds it — a compact stage that decides the
-//! attempts of a call which cannot hedge while they need no sleep (a
-//! first attempt, retries at once under a policy without backoff) and
+//! attempts of a call which cannot hedge while no deadline is to be
+//! watched (a first attempt, retries at once under a policy without
+//! backoff, retries after a backoff in a call without timeouts) and
 //! grows into the full machine when the call needs it (crate-private, with
 //! the `MachineOps` it grows into).
 
@@ -1020,6 +1021,10 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     /// is not kept: the machine reads it only to admit the next group,
     /// after this group's own failure has replaced it. Inlined into the
     /// growth (its one caller): the state just made is written once.
+    ///
+    /// `backoff` is the compact stage's backoff (none under a policy
+    /// without one): the sleep before this group's primary, and the
+    /// backoff sequence's state after the earlier groups' draws.
     #[inline(always)]
     pub(crate) fn launched(
         &mut self,
@@ -1027,8 +1032,9 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
+        backoff: (Duration, u64),
     ) {
-        self.took_over(group, start, at);
+        self.took_over(group, start, at, backoff);
         self.phase = Phase::Running(at);
         self.groups += 1;
         self.launched += 1;
@@ -1044,20 +1050,35 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     }
 
     /// A machine just made takes over the compact stage's call whose
-    /// retry group `group` (> 0) is due at `at`, with no backoff, after the
-    /// previous group's retryable failure `last` (see
-    /// [`launched`](Self::launched)): the gate not asked yet.
-    pub(crate) fn retry_due(&mut self, group: u16, start: Instant, at: Instant, last: Outcome) {
-        self.took_over(group, start, at);
-        self.phase = Phase::Ready;
+    /// retry group `group` (> 0) is due at `at` after the previous group's
+    /// retryable failure `last`, the sleep before it and the backoff
+    /// sequence's state `backoff` (see [`launched`](Self::launched)) —
+    /// or, while that sleep runs (a call without deadlines: nothing to
+    /// check the wake against), due at `wake`: the gate not asked yet.
+    pub(crate) fn retry_due(
+        &mut self,
+        group: u16,
+        start: Instant,
+        at: Instant,
+        last: Outcome,
+        backoff: (Duration, u64),
+        wake: Option<Instant>,
+    ) {
+        self.took_over(group, start, at, backoff);
+        self.phase = match wake {
+            Some(wake) => Phase::Backoff(wake),
+            None => Phase::Ready,
+        };
         self.last = Last::outcome(last);
     }
 
     /// What [`launched`](Self::launched) and
     /// [`retry_due`](Self::retry_due) share: `group` groups launched, at
-    /// `at`, each of one attempt, the last of which failed.
+    /// `at`, each of one attempt, the last of which failed; the running
+    /// (or due) group's sleep and the backoff sequence where `backoff`
+    /// says (its multiplier converted again at the next draw).
     #[inline(always)]
-    fn took_over(&mut self, group: u16, start: Instant, at: Instant) {
+    fn took_over(&mut self, group: u16, start: Instant, at: Instant, backoff: (Duration, u64)) {
         debug_assert!(matches!(self.phase, Phase::Idle), "a machine just made");
         self.now = at;
         self.start = start;
@@ -1065,7 +1086,8 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
         self.groups = group;
         self.launched = group;
         self.ran = group;
-        self.set_group_backoff(Duration::ZERO);
+        self.set_group_backoff(backoff.0);
+        self.backoff = backoff.1;
         self.last_failure = group.checked_sub(1).map(AttemptId);
     }
 

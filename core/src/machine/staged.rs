@@ -1,6 +1,7 @@
 //! [`Staged`]: the machine as a call future holds it — a compact stage
-//! that decides a call's attempts while it cannot hedge and needs no
-//! sleep, which grows into the full machine when the call needs one.
+//! that decides a call's attempts while it cannot hedge and has no
+//! deadline to watch, which grows into the full machine when the call
+//! needs one.
 //!
 //! Most calls succeed at their first attempt. While a call cannot hedge,
 //! one attempt at most is in flight, and nothing can happen while it runs
@@ -12,15 +13,22 @@
 //! backoff (no retry-after hint, attempts left, no deadline due), the
 //! stage records the failure and asks the gate about the next group's
 //! primary at once, as the full machine does, keeping only the attempt's
-//! index. Anything else — a policy that hedges, a deadline already due, a
-//! refusal, a backoff to sleep, a non-retryable failure, attempts
-//! exhausted, a deadline passing, a cancel — grows it, at that point, into
+//! index. Under a policy with backoff and without timeouts (on a 64-bit
+//! target, see [`SLEEPS`]) it sleeps the backoff itself: it draws the
+//! delay the full machine would draw (from the same RNG, the sequence's
+//! state following from the delays drawn), waits until the failure's end
+//! plus it, and relaunches ([`Next::Relaunch`]), keeping only the delay
+//! slept. Anything else — a policy that hedges, a deadline already due, a
+//! refusal, a backoff with deadlines to check it against, a non-retryable
+//! failure, attempts exhausted, a retry-after hint, a deadline passing, a
+//! cancel — grows it, at that point, into
 //! the full [`CallMachine`](super::CallMachine) in exactly the state that
 //! machine would be in had it decided from the start (a refusal is taken
 //! over by the machine's own
 //! [`CallMachine::primary`](super::CallMachine::primary); a running
 //! attempt is set in its slot by [`Core::launched`](super::Core::launched),
-//! a retry due by [`Core::retry_due`](super::Core::retry_due)), and the
+//! a retry due, or slept before, by
+//! [`Core::retry_due`](super::Core::retry_due)), and the
 //! event that grew it is fed to it; it decides the rest.
 //!
 //! A staged machine is driven exactly as a full one (the crate docs'
@@ -47,6 +55,19 @@ use crate::record::{AttemptId, AttemptInfo, AttemptRecord};
 use crate::time::{nanos, Instant};
 use crate::verdict::Verdict;
 use core::time::Duration;
+
+/// Whether the compact stage sleeps a call's backoffs itself (see
+/// [`First::sleeps`]), rather than growing into the full machine at the
+/// failure before one. Not on a 32-bit target: there the stage's sleep —
+/// its draw, its wake at both places the driver feeds an attempt's end
+/// and a tick, its relaunch in the drain — took the Cortex-M3 example's
+/// call site from 11.5 KiB of flash to 12.3–13.9 KiB, past its 12 KiB
+/// goal, for a path its policy (with timeouts) never takes; on a 64-bit
+/// target it saves a retried call the growth and the full machine's
+/// backoff (the executor's one-failure retry 1,483 → 1,328 instructions,
+/// two failures 2,053 → 1,751). The same actions either way: only the
+/// cost differs.
+pub(crate) const SLEEPS: bool = cfg!(not(target_pointer_width = "32"));
 
 /// The full machine a [`Staged`] grows into, for every width: the
 /// operations the call future and the compact stage use. `P` is how the
@@ -90,7 +111,8 @@ pub trait MachineOps<P> {
         admission: Admission,
     ) -> Action;
     /// Takes over the compact stage's attempt of retry group `group`,
-    /// launched at `at`, admitted and running (see
+    /// launched at `at`, admitted and running, after the sleep and with
+    /// the backoff sequence's state `backoff` (see
     /// [`Core::launched`](super::Core::launched)).
     fn launched(
         &mut self,
@@ -99,10 +121,12 @@ pub trait MachineOps<P> {
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
+        backoff: (Duration, u64),
     );
     /// Takes over the compact stage's call whose retry group `group` is
-    /// due at `at` after the retryable failure `last` (see
-    /// [`Core::retry_due`](super::Core::retry_due)).
+    /// due at `at` (or, sleeping, at `wake`) after the retryable failure
+    /// `last` (see [`Core::retry_due`](super::Core::retry_due)).
+    #[allow(clippy::too_many_arguments)]
     fn retry_due(
         &mut self,
         cfg: &PolicySettings<P>,
@@ -110,6 +134,8 @@ pub trait MachineOps<P> {
         start: Instant,
         at: Instant,
         last: Outcome,
+        backoff: (Duration, u64),
+        wake: Option<Instant>,
     );
     /// Takes attempt `id`'s success at `now`, whose record the compact
     /// stage gave out already (and released at the gate): what
@@ -222,13 +248,60 @@ impl<P: Borrow<Policy>> Settings for PolicySettings<P> {
 impl<P: Borrow<Policy>> PolicySettings<P> {
     /// The next delay of a policy with backoff (see
     /// [`Settings::next_delay`]).
+    #[inline(always)]
     fn draw(&self, state: &mut u64, milli: &mut u16, rng: &mut fastrand::Rng) -> Duration {
+        Duration::from_nanos(self.sequence(state, milli, (0, 0), Some(rng)))
+    }
+
+    /// The backoff sequence resumed from `state` (0: fresh), skipped past
+    /// `skip`'s draws and last delay (the compact stage's, see
+    /// [`Backoff::skip`](crate::backoff::Backoff)), and, with `rng`, its
+    /// next delay drawn, in nanoseconds; `state` set to where it is left.
+    /// One copy for every draw (the full machine's, the compact stage's)
+    /// and the growth's state (no `rng`: no draw, 0 returned).
+    #[inline(never)]
+    fn sequence(
+        &self,
+        state: &mut u64,
+        milli: &mut u16,
+        skip: (u16, u64),
+        rng: Option<&mut fastrand::Rng>,
+    ) -> u64 {
         let spec = BackoffSpec::new(self.retry());
         if *milli == 0 {
             // At most 10,000 (a multiplier of 10): fits, and is never 0.
             *milli = spec.multiplier_milli() as u16;
         }
-        super::draw(spec.backoff_with(u64::from(*milli)), state, rng)
+        let mut backoff = spec.backoff_with(u64::from(*milli));
+        backoff.resume(*state);
+        backoff.skip(skip.0, skip.1);
+        let delay = match rng {
+            Some(rng) => backoff.next_nanos(rng),
+            None => 0,
+        };
+        *state = backoff.state();
+        delay
+    }
+
+    /// Whether the policy backs off between retry groups (see
+    /// [`Settings::next_delay`]: without, every delay is zero).
+    #[inline(always)]
+    fn backs_off(&self) -> bool {
+        let r = self.retry();
+        !r.initial_backoff.is_zero() || !r.max_backoff.is_zero()
+    }
+
+    /// The backoff sequence's state ([`Settings::next_delay`]'s `state`)
+    /// after the compact stage drew `draws` delays, the last `last`
+    /// nanoseconds (0, not drawn from, before any draw, and under a
+    /// policy without backoff): what a grown machine continues from.
+    #[inline(always)]
+    fn backoff_state(&self, draws: u16, last: u64) -> u64 {
+        let mut state = 0;
+        if SLEEPS && draws > 0 && self.backs_off() {
+            self.sequence(&mut state, &mut 0, (draws, last), None);
+        }
+        state
     }
 }
 
@@ -260,13 +333,24 @@ enum Stage<M> {
     Done,
 }
 
-/// The compact stage: the attempts of a call that cannot hedge, while they
-/// need no sleep.
+/// The compact stage: the attempts of a call that cannot hedge, while
+/// they need no deadline watched.
 #[derive(Debug)]
 pub(crate) struct First {
-    /// The caller's RNG; without one, a grown machine seeds its own from
-    /// the call's start.
-    rng: Option<fastrand::Rng>,
+    /// The RNG's state, when `seeded`: the caller's RNG, or the one the
+    /// stage seeded for a backoff's draw (as growth at that failure would
+    /// have, see [`First::draw`]); without one, a grown machine seeds its
+    /// own. (A state and a flag, not an `Option<fastrand::Rng>`: 8 bytes
+    /// less, which `slept` takes, the compact stage kept within 56.)
+    seed: u64,
+    /// The sleep before the running (or due) attempt, in nanoseconds: the
+    /// backoff its record carries, and, while it is slept
+    /// ([`Step::Backoff`]), how long after `now` the attempt is due. Zero
+    /// under a policy without backoff. (The backoff sequence's state is
+    /// not kept: it follows from the delays drawn, see
+    /// [`PolicySettings::backoff_state`].)
+    slept: u64,
+    seeded: bool,
     step: Step,
     /// The running attempt (or the next one, when it is due): its id and
     /// its retry group's index, one attempt per group.
@@ -281,8 +365,9 @@ pub(crate) struct First {
     /// attempt or grows the stage).
     now: Instant,
     /// While an attempt runs, the gate's reason for admitting it; while a
-    /// retry is due, the reason of the retryable failure before it (the
-    /// gate hears that failure when it is asked about the retry).
+    /// retry is due (or slept before), the reason of the retryable failure
+    /// before it (the gate hears that failure when it is asked about the
+    /// retry).
     budget_reason: &'static str,
 }
 
@@ -293,6 +378,9 @@ enum Step {
     Idle,
     /// An attempt is due (the gate not asked yet): the first, or a retry.
     Ready,
+    /// A retry is due once the backoff drawn after the failure before it
+    /// is slept, at [`First::wake`] (a call without deadlines).
+    Backoff,
     /// An attempt runs.
     Running,
     /// It succeeded, and the gate and the observer are being told.
@@ -309,7 +397,9 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         Self {
             cfg: PolicySettings::new(policy, limits),
             stage: Stage::First(First {
-                rng,
+                seed: rng.as_ref().map_or(0, fastrand::Rng::get_seed),
+                slept: 0,
+                seeded: rng.is_some(),
                 step: Step::Idle,
                 attempt: 0,
                 timed: false,
@@ -460,7 +550,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                         end,
                         outcome,
                         false,
-                        core::time::Duration::ZERO,
+                        first.slept(),
                     );
                     sink.gate().attempt_ended(&record);
                     sink.record(&record);
@@ -485,12 +575,53 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                     first.budget_reason = outcome.reason;
                     first.step = Step::Ready;
                     if sink.gate().hears_attempts() || sink.hears_records() {
-                        let record = failed.record(end, outcome, false, core::time::Duration::ZERO);
+                        let record = failed.record(end, outcome, false, Duration::ZERO);
                         sink.gate().attempt_ended(&record);
                         sink.record(&record);
                     }
                     return self.launch(info, Some(outcome), sink);
                 }
+                // The sleep before the failed attempt, before the next
+                // one's is drawn.
+                let slept = first.slept();
+                if first.back_off(&self.cfg, outcome, now) {
+                    // Its record's makings, before the stage moves on.
+                    let failed = first.slot(self.cfg.policy(), first.now);
+                    let end = first.now.max(now);
+                    // Set before the gate and the observer hear of the
+                    // failure: a panic in either leaves the backoff to
+                    // sleep (or the retry due), as it leaves the full
+                    // machine.
+                    first.now = end;
+                    first.attempt += 1;
+                    first.budget_reason = outcome.reason;
+                    let wake = first.wake();
+                    first.step = if wake > end {
+                        Step::Backoff
+                    } else {
+                        Step::Ready
+                    };
+                    if sink.gate().hears_attempts() || sink.hears_records() {
+                        let record = failed.record(end, outcome, false, slept);
+                        sink.gate().attempt_ended(&record);
+                        sink.record(&record);
+                    }
+                    // A zero delay drawn (or one past the clock's end):
+                    // due at once.
+                    return if wake > end {
+                        Next::Wait(wake)
+                    } else {
+                        Next::Relaunch
+                    };
+                }
+            }
+            // The backoff slept: the retry is due. A tick before it grows
+            // the stage (a driver feeds one only with a clock that reads
+            // earlier than its timer).
+            (Event::Tick { now }, Step::Backoff) if SLEEPS && now >= first.wake() => {
+                first.now = now;
+                first.step = Step::Ready;
+                return Next::Relaunch;
             }
             // A finished machine only moves its clock.
             (
@@ -519,6 +650,25 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             unreachable!();
         };
         machine.feed(&self.cfg, event, sink)
+    }
+
+    /// Launches the compact stage's retry due after its backoff (slept,
+    /// or drawn as zero: [`Next::Relaunch`]): [`Next::Launched`], or,
+    /// refused, [`Next::Drain`] (grown: the full machine ends the call).
+    /// The driver has one copy of it — the gate's admission and the
+    /// operation's call inlined — where it matches on [`Next`], not one
+    /// at each place it feeds a tick or an attempt's end.
+    #[inline(always)]
+    pub(crate) fn relaunch<S: Sink>(&mut self, sink: &mut S) -> Next {
+        // Only the compact stage relaunches.
+        let Stage::First(first) = &self.stage else {
+            unreachable!();
+        };
+        let info = first.launch(self.cfg.policy(), first.attempt, first.now);
+        // The failure before it was retryable, with no hint (see
+        // `First::sleeps`).
+        let previous = Outcome::retryable(first.budget_reason);
+        self.launch(info, Some(previous), sink)
     }
 
     /// Cancels a live call at `now` (the caller dropped its future, whose
@@ -558,6 +708,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                     Some(until) => Next::Wait(until),
                     None => Next::AwaitAttempts,
                 },
+                Step::Backoff => Next::Wait(first.wake()),
                 Step::Finished => Next::Finish(first.success()),
                 // An event in between stopped short (something it called
                 // panicked): the full machine knows where it is (and, when
@@ -653,27 +804,42 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         // of a start that was not read (a call whose instants nobody
         // uses, see `Staged::times_its_start`, grows at a failure's end,
         // read when it may back off).
-        let rng = first
-            .rng
-            .clone()
-            .unwrap_or_else(|| fastrand::Rng::with_seed(call_seed(now)));
+        let rng = fastrand::Rng::with_seed(if first.seeded {
+            first.seed
+        } else {
+            call_seed(now)
+        });
         let cfg = &self.cfg;
         self.stage = Stage::Full(M::make(cfg, rng));
-        // Just made.
+        if first.step != Step::Idle {
+            self.take_over(&first);
+        }
+    }
+
+    /// The full machine just made takes over the compact stage's call
+    /// `first`, started (out of line: a call that grows at its start, as
+    /// a hedged one does, runs none of it).
+    #[inline(never)]
+    fn take_over(&mut self, first: &First) {
+        let cfg = &self.cfg;
         let Stage::Full(machine) = &mut self.stage else {
             unreachable!();
         };
-        if first.step == Step::Idle {
-            return;
-        }
-        if first.step == Step::Ready {
+        // The running (or due) group's sleep, and the sequence's state
+        // after the earlier groups' draws (one each, under a policy with
+        // backoff).
+        let backoff = (first.slept(), cfg.backoff_state(first.attempt, first.slept));
+        if first.step <= Step::Backoff {
             if first.attempt == 0 {
                 machine.handle(cfg, Event::Start { now: first.start });
             } else {
                 // The failure before it was retryable, with no hint (see
-                // `First::retry`).
+                // `First::retry` and `First::sleeps`); sleeping, the retry
+                // is due at its wake.
                 let last = Outcome::retryable(first.budget_reason);
-                machine.retry_due(cfg, first.attempt, first.start, first.now, last);
+                let wake = (first.step == Step::Backoff).then(|| first.wake());
+                let (start, at) = (first.start, first.now);
+                machine.retry_due(cfg, first.attempt, start, at, last, backoff, wake);
             }
             return;
         }
@@ -685,6 +851,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
             first.start,
             first.now,
             first.budget_reason,
+            backoff,
         );
         if first.step == Step::Running {
             return;
@@ -727,11 +894,11 @@ pub trait Sink {
 #[repr(u8)]
 #[doc(hidden)]
 pub enum Next {
-    /// The compact stage launched the first attempt: wait until this
-    /// instant, if any, or until the attempt completes. (What the full
-    /// machine returns there as [`Next::Wait`] or [`Next::AwaitAttempts`];
-    /// a variant of its own lets the driver's compiled code tell the
-    /// compact stage's path from the full machine's without a test.)
+    /// The compact stage launched an attempt: wait until this instant, if
+    /// any, or until the attempt completes. (What the full machine returns
+    /// there as [`Next::Wait`] or [`Next::AwaitAttempts`]; a variant of
+    /// its own lets the driver's compiled code tell the compact stage's
+    /// path from the full machine's without a test.)
     Launched(Option<Instant>),
     /// Wait until this instant (or until an attempt completes).
     Wait(Instant),
@@ -745,6 +912,9 @@ pub enum Next {
     Feed,
     /// The full machine's actions are due ([`Staged::drain`], no event).
     Drain,
+    /// The compact stage's retry after a backoff is due: the driver
+    /// launches it ([`Staged::relaunch`]).
+    Relaunch,
 }
 
 #[cfg(test)]
@@ -758,7 +928,9 @@ impl<P, M> Staged<P, M> {
     /// its fields, by offset.
     pub(crate) fn first_layout() -> (usize, std::vec::Vec<(&'static str, usize, usize)>) {
         let first = First {
-            rng: None,
+            seed: 0,
+            slept: 0,
+            seeded: false,
             step: Step::Idle,
             attempt: 0,
             timed: false,
@@ -766,8 +938,8 @@ impl<P, M> Staged<P, M> {
             now: Instant::ZERO,
             budget_reason: "",
         };
-        let fields = super::layout_of!(&first; rng, step, attempt, timed, start, now,
-            budget_reason);
+        let fields = super::layout_of!(&first; seed, slept, seeded, step, attempt, timed,
+            start, now, budget_reason);
         (core::mem::size_of::<First>(), fields)
     }
 }
@@ -829,6 +1001,77 @@ impl First {
         Slot::new(self.info(policy, at), at, self.budget_reason)
     }
 
+    /// The sleep before the running (or due) attempt.
+    #[inline(always)]
+    fn slept(&self) -> Duration {
+        if SLEEPS {
+            from_nanos(self.slept)
+        } else {
+            // Never slept (nor the call's start, nor a delay drawn).
+            Duration::ZERO
+        }
+    }
+
+    /// When the retry due after a backoff is ([`Step::Backoff`]): the
+    /// full machine's wake, the failure's end plus the delay (the clock's
+    /// end at the latest).
+    #[inline(always)]
+    fn wake(&self) -> Instant {
+        self.now.plus_nanos(self.slept)
+    }
+
+    /// Whether the compact stage sleeps a backoff after the running
+    /// attempt's retryable failure `outcome` itself (the at-once retries
+    /// of [`First::retry`] aside): the full machine's backoff, when the
+    /// failure has no retry-after hint, attempts are left and the call has
+    /// no deadline (so no deadline to check the wake against, and no
+    /// gate's expected latency to ask: `timed` off) under a policy with
+    /// backoff. `false` when the full machine decides (it grows first,
+    /// before any draw).
+    #[inline(always)]
+    fn sleeps<P: Borrow<Policy>>(&self, cfg: &PolicySettings<P>, outcome: Outcome) -> bool {
+        let next = self.attempt + 1;
+        SLEEPS
+            && !self.timed
+            && cfg.backs_off()
+            && outcome.retry_after.is_none()
+            && u32::from(next) < cfg.max_attempts()
+            && next != u16::MAX
+    }
+
+    /// When the stage [`sleeps`](Self::sleeps) after the running
+    /// attempt's failure `outcome`, fed at `now`: draws the backoff into
+    /// `slept` (and returns `true`) as the full machine draws it when the
+    /// failure is fed, before anyone hears of it, had the stage grown at
+    /// that event — from the caller's RNG, or one seeded as growth there
+    /// would seed it (and kept, for the next draw or a growth), the
+    /// sequence's state following from the earlier groups' draws (one
+    /// each). Out of line: a retry after a sleep is off the success
+    /// path, and inlined it would be a copy at each place the driver
+    /// feeds an attempt's end.
+    #[inline(never)]
+    fn back_off<P: Borrow<Policy>>(
+        &mut self,
+        cfg: &PolicySettings<P>,
+        outcome: Outcome,
+        now: Instant,
+    ) -> bool {
+        if !self.sleeps(cfg, outcome) {
+            return false;
+        }
+        let mut rng = fastrand::Rng::with_seed(if self.seeded {
+            self.seed
+        } else {
+            call_seed(now)
+        });
+        // (A policy with backoff: `next_delay`'s draw, from the state the
+        // earlier groups' draws, one each, left.)
+        self.slept = cfg.sequence(&mut 0, &mut 0, (self.attempt, self.slept), Some(&mut rng));
+        self.seed = rng.get_seed();
+        self.seeded = true;
+        true
+    }
+
     /// The verdict of a call the compact stage finished: its last attempt
     /// succeeded.
     #[inline(always)]
@@ -841,8 +1084,8 @@ impl First {
     /// once, which the full machine does when the policy has no backoff
     /// and the failure no retry-after hint, attempts are left, and the
     /// call's deadline (and so the retry's) is after `now`. `None` when
-    /// the full machine decides (it grows first): attempts exhausted, a
-    /// deadline, a backoff or a hint.
+    /// the full machine decides (it grows first) — attempts exhausted, a
+    /// deadline, a hint — or for a backoff (see [`First::sleeps`]).
     #[inline(always)]
     fn retry(&self, policy: &Policy, outcome: Outcome, now: Instant) -> Option<AttemptInfo> {
         let r = &policy.retry;
@@ -869,6 +1112,14 @@ impl First {
     }
 }
 
+/// `Duration::from_nanos`: out of line on a 32-bit target, where its
+/// division is a library call and a few registers' setup (as
+/// [`nanos`](crate::time::nanos), its inverse).
+#[cfg_attr(target_pointer_width = "32", inline(never))]
+fn from_nanos(nanos: u64) -> Duration {
+    Duration::from_nanos(nanos)
+}
+
 /// When `event` happened.
 #[inline(always)]
 fn event_time(event: Event) -> Instant {
@@ -882,8 +1133,10 @@ fn event_time(event: Event) -> Instant {
 
 /// The seed of a call's RNG when its caller gave none: a process-wide call
 /// counter mixed with the time `now` its machine is made at, so that calls
-/// that start together draw independent jitter.
-#[inline]
+/// that start together draw independent jitter. (Out of line on a 32-bit
+/// target: the growth and the compact stage's draw share it.)
+#[cfg_attr(target_pointer_width = "32", inline(never))]
+#[cfg_attr(not(target_pointer_width = "32"), inline)]
 fn call_seed(now: Instant) -> u64 {
     #[cfg(target_has_atomic = "32")]
     let n = {
@@ -1019,8 +1272,10 @@ impl<P: Borrow<Policy>, const N: usize, H: HedgeRoom> MachineOps<P> for Machine<
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
+        backoff: (Duration, u64),
     ) {
-        self.run(cfg).launched(group, start, at, budget_reason);
+        self.run(cfg)
+            .launched(group, start, at, budget_reason, backoff);
     }
     fn retry_due(
         &mut self,
@@ -1029,8 +1284,11 @@ impl<P: Borrow<Policy>, const N: usize, H: HedgeRoom> MachineOps<P> for Machine<
         start: Instant,
         at: Instant,
         last: Outcome,
+        backoff: (Duration, u64),
+        wake: Option<Instant>,
     ) {
-        self.run(cfg).retry_due(group, start, at, last);
+        self.run(cfg)
+            .retry_due(group, start, at, last, backoff, wake);
     }
     fn succeeded(&mut self, cfg: &PolicySettings<P>, id: AttemptId, now: Instant) {
         self.run(cfg).succeeded(id, now);
@@ -1091,8 +1349,10 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> 
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
+        backoff: (Duration, u64),
     ) {
-        self.run().launched(group, start, at, budget_reason);
+        self.run()
+            .launched(group, start, at, budget_reason, backoff);
     }
     fn retry_due(
         &mut self,
@@ -1101,8 +1361,10 @@ impl<P: Borrow<Policy>, const N: usize> MachineOps<P> for super::CallMachine<N> 
         start: Instant,
         at: Instant,
         last: Outcome,
+        backoff: (Duration, u64),
+        wake: Option<Instant>,
     ) {
-        self.run().retry_due(group, start, at, last);
+        self.run().retry_due(group, start, at, last, backoff, wake);
     }
     fn succeeded(&mut self, _: &PolicySettings<P>, id: AttemptId, now: Instant) {
         self.run().succeeded(id, now);

@@ -23,7 +23,7 @@ use crate::driver::{InFlight, Width};
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::hedge::{HedgeDecision, HedgeState};
 use crate::key::PolicyKey;
-use crate::machine::staged::PolicySettings;
+use crate::machine::staged::{PolicySettings, SLEEPS};
 use crate::machine::Verdict;
 use crate::machine::{Action, CallMachine, Event, Next, Sink};
 use crate::observer::{CallEnd, Observer};
@@ -98,8 +98,10 @@ impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMP
         start: Instant,
         at: Instant,
         budget_reason: &'static str,
+        backoff: (Duration, u64),
     ) {
-        self.0.launched(cfg, group, start, at, budget_reason);
+        self.0
+            .launched(cfg, group, start, at, budget_reason, backoff);
     }
     fn retry_due(
         &mut self,
@@ -108,8 +110,10 @@ impl<P, M: MachineOps<P>, const COMPACT: bool> MachineOps<P> for Counted<M, COMP
         start: Instant,
         at: Instant,
         last: Outcome,
+        backoff: (Duration, u64),
+        wake: Option<Instant>,
     ) {
-        self.0.retry_due(cfg, group, start, at, last);
+        self.0.retry_due(cfg, group, start, at, last, backoff, wake);
     }
     fn succeeded(&mut self, cfg: &PolicySettings<P>, id: AttemptId, now: Instant) {
         self.0.succeeded(cfg, id, now);
@@ -883,10 +887,12 @@ fn a_retry_the_compact_stage_decides_makes_no_full_machine() {
         );
         (out, MADE.with(Cell::get) - before, clock.now())
     };
-    // Two failures, then the success: no full machine without a backoff;
-    // a backoff is the full machine's (10 ms after each failure).
+    // Two failures, then the success: no full machine without a backoff,
+    // nor with one in a call without deadlines where the compact stage
+    // sleeps it (10 ms after each failure; `SLEEPS`: on a 64-bit target).
+    let grown = u64::from(!SLEEPS);
     assert_eq!(made(0, 2), (Ok(1), 0, Instant::from_nanos(3_000_000)));
-    assert_eq!(made(10, 2), (Ok(1), 1, Instant::from_nanos(23_000_000)));
+    assert_eq!(made(10, 2), (Ok(1), grown, Instant::from_nanos(23_000_000)));
     // The third failure exhausts the attempts: the full machine ends it.
     assert_eq!(
         made(10, 3).0,
@@ -896,4 +902,189 @@ fn a_retry_the_compact_stage_decides_makes_no_full_machine() {
         })
     );
     assert_eq!(made(10, 3).1, 1);
+}
+
+/// A random scenario of a call that backs off between its retries with no
+/// deadline (the compact stage sleeps those backoffs itself): every
+/// jitter, zero delays drawn (an initial backoff of 0 with a maximum),
+/// every outcome kind and retry-after hints, gate refusals at any attempt,
+/// drops at any point (mid-backoff included), the caller's clock starting
+/// anywhere (near its end, where a wake saturates).
+fn backoff_scenario(rng: &mut fastrand::Rng) -> Scenario {
+    let mut s = retry_scenario(rng);
+    let r = &mut s.policy.retry;
+    r.initial_backoff = Duration::from_micros(rng.u64(0..6_000));
+    r.max_backoff = Duration::from_micros(rng.u64(1..30_000));
+    r.backoff_multiplier = [1.0, 1.5, 2.0, 3.7][rng.usize(0..4)];
+    // Deadlines sometimes: the full machine's backoff (the stage grows).
+    if rng.u8(0..5) != 0 {
+        r.timeout_per_attempt = None;
+        r.overall_timeout = None;
+    }
+    s
+}
+
+/// The compact stage sleeps a backoff itself in a call without deadlines:
+/// every such call ends as the full machine ends it — the same result,
+/// observer events (each record's backoff) and gate calls in the same
+/// order, on the same instants — and the ones it decides to the end make
+/// no full machine.
+#[test]
+fn backed_off_retries_end_as_the_full_machine_ends_them() {
+    let runs = if cfg!(miri) { 20 } else { 6_000 };
+    let mut rng = fastrand::Rng::with_seed(0xb0ff);
+    // What the runs covered: finished compact after a backoff; grown after
+    // one, by cause.
+    let (mut compact, mut dropped, mut refused, mut exhausted, mut other) = (0, 0, 0, 0, 0);
+    for seed in 0..runs {
+        let s = backoff_scenario(&mut rng);
+        let slots = if rng.u8(0..4) == 0 { 3 } else { 1 };
+        let with = run_retries(&s, slots, true, seed);
+        let without = run_retries(&s, slots, false, seed);
+        assert_eq!(
+            (&with.0, &with.1),
+            (&without.0, &without.1),
+            "seed {seed}, {slots} slots: {s:#?}"
+        );
+        let r = &s.policy.retry;
+        let sleeps_compact = r.timeout_per_attempt.is_none()
+            && r.overall_timeout.is_none()
+            && !(slots == 3 && s.policy.hedge.enabled)
+            && with.1.iter().filter(|e| e.starts_with("admit")).count() >= 2;
+        if !sleeps_compact {
+            continue;
+        }
+        match (&with.0, with.2) {
+            (Some(Ok(_)), 0) => compact += 1,
+            (_, 0) => panic!("seed {seed}: ended without a full machine: {:?}", with.0),
+            (None, _) => dropped += 1,
+            (Some(Err(Error::BudgetDenied { .. } | Error::CircuitOpen { .. })), _) => refused += 1,
+            (Some(Err(Error::RetriesExhausted { .. })), _) => exhausted += 1,
+            _ => other += 1,
+        }
+    }
+    let min = if cfg!(miri) { 0 } else { runs as usize / 100 };
+    // (Where the stage does not sleep, every one of them grows.)
+    let compact_min = if SLEEPS { min } else { 0 };
+    assert!(
+        compact >= compact_min
+            && dropped >= min
+            && refused >= min
+            && exhausted >= min
+            && other >= min,
+        "coverage: {compact} backed off and finished compact; grown after a compact \
+         backoff: {dropped} dropped, {refused} refused, {exhausted} exhausted, {other} other"
+    );
+}
+
+/// Runs a call under `policy` (the caller's RNG seeded with 7) whose
+/// attempts end after `ends_ms` each, failing retryably but the last,
+/// staged or full from the start, on a clock starting at 0: its result,
+/// every observer event and gate call, and the full machines made.
+fn backoff_timeline(
+    policy: &Policy,
+    ends_ms: &[u64],
+    staged: bool,
+) -> (Outcome3, Vec<String>, u64) {
+    let clock = Clock::default();
+    let events = Events::default();
+    let gate = ScriptedGate {
+        events: events.clone(),
+        answers: std::vec![Admission::ALLOWED],
+        asked: 0,
+    };
+    let last = ends_ms.len() - 1;
+    let op = |info: AttemptInfo| {
+        let i = usize::from(info.id.0);
+        let result = if i == last { Ok(7) } else { Err("flaky") };
+        clock.after(Duration::from_millis(ends_ms[i]), result)
+    };
+    let builder = call(KEY, policy, clock.clone(), op)
+        .classifier(classify)
+        .observer(Log(events.clone()))
+        .gate(gate)
+        .rng(fastrand::Rng::with_seed(7));
+    let before = MADE.with(Cell::get);
+    let result = if staged {
+        clock.run(builder.width::<Staged<1>>().into_future())
+    } else {
+        clock.run(builder.width::<Full<1>>().into_future())
+    };
+    let made = MADE.with(Cell::get) - before;
+    let events = events.borrow().clone();
+    (result, events, made)
+}
+
+/// The compact stage's backoff, on explicit instants: attempts that end 1,
+/// 2 and 1 ms after their launch, the first two failing, under the
+/// default 10 ms doubling backoff without jitter: launched at 0, 11 and
+/// 33 ms (each failure's end plus 10, then 20 ms), each record carrying
+/// the sleep before its attempt, the call ended at 34 ms — the full
+/// machine's timeline, event for event, without a full machine. With full
+/// jitter (drawn from the caller's RNG) the same events as the full
+/// machine's.
+#[test]
+fn the_compact_stage_sleeps_a_backoff_on_the_full_machines_instants() {
+    let policy = Policy::DEFAULT;
+    let staged = backoff_timeline(&policy, &[1, 2, 1], true);
+    let full = backoff_timeline(&policy, &[1, 2, 1], false);
+    assert_eq!((&staged.0, &staged.1), (&full.0, &full.1));
+    assert_eq!(staged.0, Ok(7));
+    assert_eq!(
+        (staged.2, full.2),
+        (u64::from(!SLEEPS), 1),
+        "full machines made"
+    );
+    let ms = Duration::from_millis;
+    let admits: Vec<&str> = staged
+        .1
+        .iter()
+        .filter_map(|e| e.strip_prefix("admit "))
+        .collect();
+    assert_eq!(admits.len(), 3, "{:#?}", staged.1);
+    for (admit, at) in admits.iter().zip([0, 11, 33]) {
+        let want = format!("now: {:?}", Instant::ZERO + ms(at));
+        assert!(admit.contains(&want), "admitted at {at} ms: {admit}");
+    }
+    let records: Vec<&String> = staged
+        .1
+        .iter()
+        .filter(|e| e.starts_with("attempt "))
+        .collect();
+    assert_eq!(records.len(), 3, "{:#?}", staged.1);
+    for (record, (start, end, backoff)) in
+        records.iter().zip([(0, 1, 0), (11, 13, 10), (33, 34, 20)])
+    {
+        for want in [
+            format!("start: {:?}", Instant::ZERO + ms(start)),
+            format!("end: {:?}", Instant::ZERO + ms(end)),
+            format!("backoff: {:?}", ms(backoff)),
+        ] {
+            assert!(record.contains(&want), "{want} in {record}");
+        }
+    }
+    assert!(
+        staged.1.last().is_some_and(|e| e.starts_with("success")),
+        "{:#?}",
+        staged.1
+    );
+
+    let mut jittered = Policy::DEFAULT;
+    jittered.retry.max_attempts = 5;
+    for jitter in [
+        crate::Jitter::Full,
+        crate::Jitter::Equal,
+        crate::Jitter::Decorrelated,
+    ] {
+        jittered.retry.jitter = jitter;
+        let ends = [3, 0, 2, 5, 1];
+        let staged = backoff_timeline(&jittered, &ends, true);
+        let full = backoff_timeline(&jittered, &ends, false);
+        assert_eq!((&staged.0, &staged.1), (&full.0, &full.1), "{jitter:?}");
+        assert_eq!(
+            (staged.0, staged.2),
+            (Ok(7), u64::from(!SLEEPS)),
+            "{jitter:?}"
+        );
+    }
 }
