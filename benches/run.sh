@@ -181,7 +181,7 @@ the nanoseconds move with it, the instruction counts do not.
 {i16_rows()}
 
 Where the success path stands. The core driver is within backon's cost
-(not yet within issue 16's 100); three things got it there:
+(and within issue 16's 100); three things got it there:
 
 - the machine's **compact stage** (`recourse_core::driver`, module
   docs): the call future holds its machine staged, and a first attempt

@@ -61,13 +61,14 @@
 //! [`call`] is that loop as a future for any [`Timer`]: it polls the attempt
 //! inside the caller's task (no spawn, no heap) and resolves to the value or
 //! a typed [`Error`]. It holds the call's machine in two stages: a compact
-//! one that decides the attempts of a call which cannot hedge while they
-//! need no sleep (ask the gate, launch, wait, record, retry at once under
-//! a policy without backoff, finish) and grows into the full
-//! [`CallMachine`], in exactly the state that machine would be in, as soon
-//! as the call needs more (a backoff to sleep, a non-retryable failure,
-//! attempts exhausted, a retry-after hint, a refusal, a deadline, a
-//! cancel, a policy that hedges). Both stages are driven by these five
+//! one that decides the attempts of a call which cannot hedge (ask the
+//! gate, launch, wait, record, retry at once under a policy without
+//! backoff, finish; on a 64-bit target, also sleep a retry's backoff under
+//! a policy without timeouts) and grows into the full [`CallMachine`], in
+//! exactly the state that machine would be in, as soon as the call needs
+//! more (a non-retryable failure, attempts exhausted, a retry-after hint,
+//! a refusal, a deadline, a cancel, a policy that hedges, a backoff the
+//! compact stage does not sleep). Both stages are driven by these five
 //! steps and make the same decisions; a call the compact stage decides
 //! never builds the full machine.
 //!
