@@ -871,12 +871,7 @@ impl<const N: usize, H: HedgeRoom> State<N, H> {
     /// [`group_backoff_secs`](Self::group_backoff_secs)).
     #[inline(always)]
     fn group_backoff(&self) -> Duration {
-        // Below a second's nanoseconds, as `Duration::subsec_nanos` gave
-        // them: the `min` tells the compiler so (no carry, no panic).
-        Duration::new(
-            self.group_backoff_secs,
-            self.group_backoff_nanos.min(999_999_999),
-        )
+        joined(self.group_backoff_secs, self.group_backoff_nanos)
     }
 
     /// Sets [`group_backoff`](Self::group_backoff).
@@ -1303,6 +1298,16 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
             Phase::BackoffUnchecked(wake)
         };
     }
+}
+
+/// A [`Duration`] kept as its seconds and its sub-second nanoseconds apart
+/// (a `u64` and a `u32` pack with a struct's other small fields, where a
+/// `Duration` takes 16 aligned bytes), read back. The nanoseconds are below
+/// a second's, as [`Duration::subsec_nanos`] gave them: the `min` tells the
+/// compiler so (no carry, no overflow check, no panic message in flash).
+#[inline(always)]
+pub(crate) fn joined(secs: u64, subsec_nanos: u32) -> Duration {
+    Duration::new(secs, subsec_nanos.min(999_999_999))
 }
 
 /// The next delay of `backoff` (fresh), resumed from `state`, which it

@@ -211,13 +211,7 @@ impl<P: Borrow<Policy>> Settings for PolicySettings<P> {
     }
     #[inline(always)]
     fn max_retry_after(&self) -> Duration {
-        // Below a second's nanoseconds, as `Duration::subsec_nanos` gave
-        // them: the `min` tells the compiler so (no overflow check, no
-        // panic message in flash).
-        Duration::new(
-            self.max_retry_after_secs,
-            self.max_retry_after_nanos.min(999_999_999),
-        )
+        super::joined(self.max_retry_after_secs, self.max_retry_after_nanos)
     }
     #[inline(always)]
     fn next_delay(&self, state: &mut u64, milli: &mut u16, rng: &mut fastrand::Rng) -> Duration {
