@@ -169,6 +169,28 @@ impl BackoffSpec {
         multiplier_milli(self.multiplier)
     }
 
+    /// The delay that [`backoff`](Self::backoff), skipped past `draws`
+    /// delays, the last of them `last` nanoseconds
+    /// ([`Backoff::skip`]), draws next from `rng`, in nanoseconds: for a
+    /// caller that keeps the delays it drew rather than the sequence (the
+    /// call future's compact stage), with no state to hand back. Inlined,
+    /// with the multiplier converted only where earlier draws grew the
+    /// base by it (a first draw does not read it), so that a first retry's
+    /// delay costs the two conversions to nanoseconds and the draw.
+    #[inline(always)]
+    pub(crate) fn delay_after(&self, draws: u16, last: u64, rng: &mut fastrand::Rng) -> u64 {
+        // Any multiplier: a first draw's delay does not depend on it (it
+        // only grows the base after the draw, which nobody keeps).
+        let milli = if draws == 0 {
+            MILLI
+        } else {
+            self.multiplier_milli()
+        };
+        let mut backoff = self.backoff_with(milli);
+        backoff.skip(draws, last);
+        backoff.next_nanos(rng)
+    }
+
     /// [`backoff`](Self::backoff), its multiplier converted already
     /// (`multiplier_milli` is what [`Self::multiplier_milli`] returned).
     #[inline]
@@ -505,6 +527,45 @@ mod tests {
                         );
                     }
                     last = nanos(b.next_delay(&mut rng));
+                }
+            }
+        }
+    }
+
+    /// `delay_after` is the delay the skipped sequence draws next, from
+    /// the same RNG state, for every jitter, after 0 to 8 draws, whatever
+    /// the multiplier.
+    #[test]
+    fn delay_after_is_the_skipped_sequences_next() {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
+            for multiplier in [1.0, 1.7, 2.0, 10.0] {
+                for (initial, max) in [(10, 250), (0, 40), (3, 3), (7, 1)] {
+                    let mut p = policy(jitter);
+                    p.initial_backoff = Duration::from_millis(initial);
+                    p.max_backoff = Duration::from_millis(max);
+                    p.backoff_multiplier = multiplier;
+                    let spec = BackoffSpec::new(&p);
+                    let mut b = spec.backoff();
+                    let mut rng = fastrand::Rng::with_seed(initial * 31 + max);
+                    let mut last = 0;
+                    for draws in 0..9u16 {
+                        let at = std::format!(
+                            "{jitter:?} x{multiplier} {initial}..{max} ms, {draws} draws"
+                        );
+                        let mut skipped = spec.backoff();
+                        skipped.skip(draws, last);
+                        let (mut r1, mut r2, mut r3) = (rng.clone(), rng.clone(), rng.clone());
+                        let got = spec.delay_after(draws, last, &mut r1);
+                        assert_eq!(got, skipped.next_nanos(&mut r2), "{at}");
+                        assert_eq!(got, b.clone().next_nanos(&mut r3), "{at}");
+                        assert_eq!(r1.get_seed(), r2.get_seed(), "{at}");
+                        last = nanos(b.next_delay(&mut rng));
+                    }
                 }
             }
         }
