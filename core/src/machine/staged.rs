@@ -578,9 +578,10 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                     return self.launch(info, Some(outcome), sink);
                 }
                 // The sleep before the failed attempt, before the next
-                // one's is drawn.
-                let slept = first.slept();
-                if first.back_off(&self.cfg, outcome, now) {
+                // one's is drawn (in nanoseconds: turned into a `Duration`
+                // only for a record that is heard).
+                let slept = first.slept;
+                if first.back_off(&self.cfg, outcome.retry_after.is_some(), now) {
                     // Its record's makings, before the stage moves on.
                     let failed = first.slot(self.cfg.policy(), first.now);
                     let end = first.now.max(now);
@@ -598,7 +599,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
                         Step::Ready
                     };
                     if sink.gate().hears_attempts() || sink.hears_records() {
-                        let record = failed.record(end, outcome, false, slept);
+                        let record = failed.record(end, outcome, false, slept_for(slept));
                         sink.gate().attempt_ended(&record);
                         sink.record(&record);
                     }
@@ -1000,12 +1001,7 @@ impl First {
     /// The sleep before the running (or due) attempt.
     #[inline(always)]
     fn slept(&self) -> Duration {
-        if SLEEPS {
-            from_nanos(self.slept)
-        } else {
-            // Never slept (nor the call's start, nor a delay drawn).
-            Duration::ZERO
-        }
+        slept_for(self.slept)
     }
 
     /// When the retry due after a backoff is ([`Step::Backoff`]): the
@@ -1024,20 +1020,21 @@ impl First {
     /// gate's expected latency to ask: `timed` off) under a policy with
     /// backoff. `false` when the full machine decides (it grows first,
     /// before any draw).
+    /// (`hinted`: the failure carries a retry-after hint.)
     #[inline(always)]
-    fn sleeps<P: Borrow<Policy>>(&self, cfg: &PolicySettings<P>, outcome: Outcome) -> bool {
+    fn sleeps<P: Borrow<Policy>>(&self, cfg: &PolicySettings<P>, hinted: bool) -> bool {
         let next = self.attempt + 1;
         SLEEPS
             && !self.timed
             && cfg.backs_off()
-            && outcome.retry_after.is_none()
+            && !hinted
             && u32::from(next) < cfg.max_attempts()
             && next != u16::MAX
     }
 
     /// When the stage [`sleeps`](Self::sleeps) after the running
-    /// attempt's failure `outcome`, fed at `now`: draws the backoff into
-    /// `slept` (and returns `true`) as the full machine draws it when the
+    /// attempt's failure, fed at `now`: draws the backoff into
+    /// `slept` as the full machine draws it when the
     /// failure is fed, before anyone hears of it, had the stage grown at
     /// that event — from the caller's RNG, or one seeded as growth there
     /// would seed it (and kept, for the next draw or a growth), the
@@ -1049,10 +1046,10 @@ impl First {
     fn back_off<P: Borrow<Policy>>(
         &mut self,
         cfg: &PolicySettings<P>,
-        outcome: Outcome,
+        hinted: bool,
         now: Instant,
     ) -> bool {
-        if !self.sleeps(cfg, outcome) {
+        if !self.sleeps(cfg, hinted) {
             return false;
         }
         let mut rng = fastrand::Rng::with_seed(if self.seeded {
@@ -1063,7 +1060,7 @@ impl First {
         // (A policy with backoff: `next_delay`'s draw, from the state the
         // earlier groups' draws, one each, left; inlined here, where only
         // the delay is kept, rather than `PolicySettings::sequence`'s one
-        // copy with its state handed back: 124 → 58 instructions for a
+        // copy with its state handed back: 124 → 72 instructions for a
         // first retry's draw.)
         let spec = BackoffSpec::new(cfg.retry());
         self.slept = spec.delay_after(self.attempt, self.slept, &mut rng);
@@ -1109,6 +1106,17 @@ impl First {
             return None;
         }
         Some(info)
+    }
+}
+
+/// A sleep of `nanos` nanoseconds (a [`First::slept`]) as a `Duration`.
+#[inline(always)]
+fn slept_for(nanos: u64) -> Duration {
+    if SLEEPS {
+        from_nanos(nanos)
+    } else {
+        // Never slept (nor the call's start, nor a delay drawn).
+        Duration::ZERO
     }
 }
 
