@@ -6,10 +6,22 @@ use super::*;
 /// into a [`Call`] with [`IntoFuture::into_future`].
 #[derive(Debug)]
 #[must_use = "a call does nothing unless awaited"]
-pub struct CallBuilder<'k, P, Tm, Op, C = DefaultClassifier, O = (), G = (), W: Width = InFlight<1>>
-{
+pub struct CallBuilder<
+    'k,
+    P,
+    Tm,
+    Op,
+    C = DefaultClassifier,
+    O = (),
+    G = (),
+    W: Width = InFlight<1>,
+    K = Unheard,
+> {
     pub(super) common: Common<'k, P, Tm, Op>,
     pub(super) width: core::marker::PhantomData<W>,
+    /// What the call future keeps of the key (see [`KeyRoom`]): nothing
+    /// until an observer is set.
+    pub(super) room: core::marker::PhantomData<K>,
     pub(super) classifier: C,
     pub(super) observer: O,
     pub(super) gate: G,
@@ -30,7 +42,7 @@ pub(super) struct Common<'k, P, Tm, Op> {
     pub(super) op: Op,
 }
 
-impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
+impl<'k, P, Tm, Op, C, O, G, W: Width, K> CallBuilder<'k, P, Tm, Op, C, O, G, W, K> {
     /// Makes room for `M` attempts at once: the primary and up to `M - 1`
     /// hedges of the same retry group (when the policy enables hedging). The
     /// call future then holds `M` attempt futures; the default, 1, hedges
@@ -61,7 +73,7 @@ impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
     /// let fut = core::future::IntoFuture::into_future(call);
     /// assert_eq!(futures_util::FutureExt::now_or_never(fut), Some(Ok("from the hedge")));
     /// ```
-    pub fn slots<const M: usize>(self) -> CallBuilder<'k, P, Tm, Op, C, O, G, InFlight<M>>
+    pub fn slots<const M: usize>(self) -> CallBuilder<'k, P, Tm, Op, C, O, G, InFlight<M>, K>
     where
         InFlight<M>: Width,
     {
@@ -69,10 +81,11 @@ impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
     }
 
     /// Any width: `slots` above, and the crate's tests' widths of their own.
-    pub(crate) fn width<W2: Width>(self) -> CallBuilder<'k, P, Tm, Op, C, O, G, W2> {
+    pub(crate) fn width<W2: Width>(self) -> CallBuilder<'k, P, Tm, Op, C, O, G, W2, K> {
         CallBuilder {
             common: self.common,
             width: core::marker::PhantomData,
+            room: core::marker::PhantomData,
             classifier: self.classifier,
             observer: self.observer,
             gate: self.gate,
@@ -93,10 +106,11 @@ impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
     }
 
     /// Classifies results with `classifier`.
-    pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, P, Tm, Op, C2, O, G, W> {
+    pub fn classifier<C2>(self, classifier: C2) -> CallBuilder<'k, P, Tm, Op, C2, O, G, W, K> {
         CallBuilder {
             common: self.common,
             width: core::marker::PhantomData,
+            room: core::marker::PhantomData,
             classifier,
             observer: self.observer,
             gate: self.gate,
@@ -104,10 +118,16 @@ impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
     }
 
     /// Reports to `observer` (pass `&mut o` to read it after the call).
-    pub fn observer<O2: Observer>(self, observer: O2) -> CallBuilder<'k, P, Tm, Op, C, O2, G, W> {
+    /// The call future keeps the key from here on, to tell the observer
+    /// (without an observer it keeps none).
+    pub fn observer<O2: Observer>(
+        self,
+        observer: O2,
+    ) -> CallBuilder<'k, P, Tm, Op, C, O2, G, W, PolicyKey<'k>> {
         CallBuilder {
             common: self.common,
             width: core::marker::PhantomData,
+            room: core::marker::PhantomData,
             classifier: self.classifier,
             observer,
             gate: self.gate,
@@ -115,10 +135,11 @@ impl<'k, P, Tm, Op, C, O, G, W: Width> CallBuilder<'k, P, Tm, Op, C, O, G, W> {
     }
 
     /// Consults `gate` before every attempt (pass `&mut g` to share one).
-    pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, P, Tm, Op, C, O, G2, W> {
+    pub fn gate<G2: Gate>(self, gate: G2) -> CallBuilder<'k, P, Tm, Op, C, O, G2, W, K> {
         CallBuilder {
             common: self.common,
             width: core::marker::PhantomData,
+            room: core::marker::PhantomData,
             classifier: self.classifier,
             observer: self.observer,
             gate,

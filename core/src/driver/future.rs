@@ -48,15 +48,17 @@ pin_project! {
     // results and the small ones, so that little padding is left between
     // them.
     #[repr(C)]
-    pub struct Call<'k, P, Tm, Op, Fut, T, E, C = DefaultClassifier, O = (), G = (), W = InFlight<1>>
+    pub struct Call<P, Tm, Op, Fut, T, E, C = DefaultClassifier, O = (), G = (), W = InFlight<1>, K = Unheard>
     where
         P: Borrow<Policy>,
         Tm: Timer,
         O: Observer,
         G: Gate,
         W: Width,
+        K: KeyRoom,
     {
-        pub(super) key: PolicyKey<'k>,
+        // The key, for the observer; none without one (see `KeyRoom`).
+        pub(super) key: K,
         pub(super) sleep_at: Instant,
         pub(super) timer: Tm,
         #[pin]
@@ -87,13 +89,14 @@ pin_project! {
         pub(super) state: Staged<P, W::Machine<P>>,
     }
 
-    impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W> PinnedDrop for Call<'k, P, Tm, Op, Fut, T, E, C, O, G, W>
+    impl<P, Tm, Op, Fut, T, E, C, O, G, W, K> PinnedDrop for Call<P, Tm, Op, Fut, T, E, C, O, G, W, K>
     where
         P: Borrow<Policy>,
         Tm: Timer,
         O: Observer,
         G: Gate,
         W: Width,
+        K: KeyRoom,
     {
         fn drop(this: Pin<&mut Self>) {
             let mut this = this.project();
@@ -110,7 +113,7 @@ pin_project! {
             // second panic would abort.
             let now = this.timer.now();
             let mut sink = Records {
-                key: *this.key,
+                key: this.key.key(),
                 observer: this.observer,
                 gate: this.gate,
             };
@@ -118,20 +121,21 @@ pin_project! {
             // A cancelled machine only cancels, records and finishes.
             let verdict = machine.cancel(now, &mut sink);
             let end = call_end(machine, verdict);
-            this.observer.on_failure(*this.key, &end);
+            this.observer.on_failure(this.key.key(), &end);
             machine.set_done();
         }
     }
 }
 
 #[cfg(test)]
-impl<P, Tm, Op, Fut, T, E, C, O, G, W> Call<'_, P, Tm, Op, Fut, T, E, C, O, G, W>
+impl<P, Tm, Op, Fut, T, E, C, O, G, W, K> Call<P, Tm, Op, Fut, T, E, C, O, G, W, K>
 where
     P: Borrow<Policy>,
     Tm: Timer,
     O: Observer,
     G: Gate,
     W: Width,
+    K: KeyRoom,
 {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
@@ -140,10 +144,12 @@ where
     }
 }
 
-impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W> IntoFuture for CallBuilder<'k, P, Tm, Op, C, O, G, W>
+impl<'k, P, Tm, Op, Fut, T, E, C, O, G, W, K> IntoFuture
+    for CallBuilder<'k, P, Tm, Op, C, O, G, W, K>
 where
     P: Borrow<Policy>,
     W: Width,
+    K: KeyRoom + From<PolicyKey<'k>>,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -152,7 +158,7 @@ where
     G: Gate,
 {
     type Output = Result<T, Error<E>>;
-    type IntoFuture = Call<'k, P, Tm, Op, Fut, T, E, C, O, G, W>;
+    type IntoFuture = Call<P, Tm, Op, Fut, T, E, C, O, G, W, K>;
 
     // Always inlined: made where it is awaited, the future is built in
     // place; out of line (as the executor's retried call's was once its
@@ -169,7 +175,7 @@ where
             op,
         } = self.common;
         Call {
-            key,
+            key: K::from(key),
             state: Staged::new(policy, limits, rng),
             timer,
             op,
@@ -188,10 +194,11 @@ where
     }
 }
 
-impl<P, Tm, Op, Fut, T, E, C, O, G, W> Future for Call<'_, P, Tm, Op, Fut, T, E, C, O, G, W>
+impl<P, Tm, Op, Fut, T, E, C, O, G, W, K> Future for Call<P, Tm, Op, Fut, T, E, C, O, G, W, K>
 where
     P: Borrow<Policy>,
     W: Width,
+    K: KeyRoom,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -238,7 +245,7 @@ where
             } else {
                 this.timer.now()
             };
-            this.observer.on_start(*this.key, now);
+            this.observer.on_start(this.key.key(), now);
             let next = feed(&mut this, Event::Start { now }, &mut fed);
             if let Next::Launched(mut wait) = next {
                 // The loop's first passes, peeled, after the compact
@@ -317,8 +324,8 @@ where
 /// attempts and feed the first that completes, else sleep and feed the
 /// tick. Returns where the machine stopped, or the future's poll result.
 #[inline(always)]
-fn pass<P, Tm, Op, Fut, T, E, C, O, G, W>(
-    this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
+fn pass<P, Tm, Op, Fut, T, E, C, O, G, W, K>(
+    this: &mut CallProj<'_, P, Tm, Op, Fut, T, E, C, O, G, W, K>,
     cx: &mut Context<'_>,
     wait: Option<Instant>,
     fed: &mut Option<Event>,
@@ -326,6 +333,7 @@ fn pass<P, Tm, Op, Fut, T, E, C, O, G, W>(
 where
     P: Borrow<Policy>,
     W: Width,
+    K: KeyRoom,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -400,14 +408,15 @@ use sink;
 /// its actions until it must wait; keeps it in `fed` when the full machine
 /// is to take it ([`Next::Feed`]).
 #[inline(always)]
-fn feed<P, Tm, Op, Fut, T, E, C, O, G, W>(
-    this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
+fn feed<P, Tm, Op, Fut, T, E, C, O, G, W, K>(
+    this: &mut CallProj<'_, P, Tm, Op, Fut, T, E, C, O, G, W, K>,
     event: Event,
     fed: &mut Option<Event>,
 ) -> Next
 where
     P: Borrow<Policy>,
     W: Width,
+    K: KeyRoom,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -424,13 +433,14 @@ where
 
 /// Ends the call with `verdict`: tells the observer, and the result.
 #[inline(always)]
-fn finish<P, Tm, Op, Fut, T, E, C, O, G, W>(
-    this: &mut CallProj<'_, '_, P, Tm, Op, Fut, T, E, C, O, G, W>,
+fn finish<P, Tm, Op, Fut, T, E, C, O, G, W, K>(
+    this: &mut CallProj<'_, P, Tm, Op, Fut, T, E, C, O, G, W, K>,
     verdict: Verdict,
 ) -> Result<T, Error<E>>
 where
     P: Borrow<Policy>,
     W: Width,
+    K: KeyRoom,
     Tm: Timer,
     Op: FnMut(AttemptInfo) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -443,8 +453,8 @@ where
     let refusal = machine.refusal();
     machine.set_done();
     match verdict {
-        Verdict::Success(_) => this.observer.on_success(*this.key, &end),
-        Verdict::Failure { .. } => this.observer.on_failure(*this.key, &end),
+        Verdict::Success(_) => this.observer.on_success(this.key.key(), &end),
+        Verdict::Failure { .. } => this.observer.on_failure(this.key.key(), &end),
     }
     conclude(verdict, end.attempts, refusal, this.kept)
 }
@@ -478,8 +488,8 @@ impl<O: Observer, G: Gate> Sink for Records<'_, '_, O, G> {
 
 /// The driver's side of a machine's actions: launches into the call's
 /// attempt slots, cancels out of them, records to the observer.
-struct Attempts<'a, 'k, O, G, Ids: ?Sized, A, Op> {
-    key: &'a PolicyKey<'k>,
+struct Attempts<'a, K, O, G, Ids: ?Sized, A, Op> {
+    key: &'a K,
     gate: &'a mut G,
     observer: &'a mut O,
     ids: &'a mut Ids,
@@ -487,8 +497,9 @@ struct Attempts<'a, 'k, O, G, Ids: ?Sized, A, Op> {
     op: &'a mut Op,
 }
 
-impl<O, G, Ids, A, Op, Fut> Sink for Attempts<'_, '_, O, G, Ids, A, Op>
+impl<K, O, G, Ids, A, Op, Fut> Sink for Attempts<'_, K, O, G, Ids, A, Op>
 where
+    K: KeyRoom,
     O: Observer,
     G: Gate,
     Ids: AsMut<[Option<AttemptId>]> + ?Sized,
@@ -509,7 +520,7 @@ where
             unreachable!();
         };
         ids[free] = Some(info.id);
-        self.observer.on_launch(*self.key, &info);
+        self.observer.on_launch(self.key.key(), &info);
         self.attempts.as_mut().slot(free).set(Some((self.op)(info)));
     }
 
@@ -521,12 +532,12 @@ where
             ids[i] = None;
             self.attempts.as_mut().slot(i).set(None);
         }
-        self.observer.on_attempt(*self.key, record);
+        self.observer.on_attempt(self.key.key(), record);
     }
 
     #[inline(always)]
     fn record(&mut self, record: &AttemptRecord) {
-        self.observer.on_attempt(*self.key, record);
+        self.observer.on_attempt(self.key.key(), record);
     }
 
     #[inline(always)]

@@ -105,6 +105,7 @@ pub fn call<'k, P: Borrow<Policy>, Tm: Timer, Op>(
             op,
         },
         width: core::marker::PhantomData,
+        room: core::marker::PhantomData,
         classifier: DefaultClassifier,
         observer: (),
         gate: (),
@@ -144,6 +145,48 @@ where
         crate::machine::staged::Machine<N, <Self as sealed::Hedges>::Room>;
     type Attempts<F> = PinnedSlots<F, N>;
     type Ids = [Option<AttemptId>; N];
+}
+
+/// What a [`Call`] keeps of its key: the key itself ([`PolicyKey`]) once
+/// it has an observer, which is told the key with every event, or nothing
+/// ([`Unheard`]) without one: the key is told to nobody else (issue 16: a
+/// call without an observer holds no key, 32 bytes off its future, and
+/// does not borrow it). Chosen by the builder
+/// ([`CallBuilder::observer`] keeps the key). Sealed: its items are the
+/// driver's plumbing.
+pub trait KeyRoom: sealed::Sealed + Copy {
+    #[doc(hidden)]
+    fn key(&self) -> PolicyKey<'_>;
+}
+
+impl sealed::Sealed for PolicyKey<'_> {}
+
+impl KeyRoom for PolicyKey<'_> {
+    #[inline(always)]
+    fn key(&self) -> PolicyKey<'_> {
+        *self
+    }
+}
+
+/// The [`KeyRoom`] of a call without an observer: no key kept (the
+/// no-op observer `()` is told the empty key, and ignores it).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Unheard;
+
+impl sealed::Sealed for Unheard {}
+
+impl From<PolicyKey<'_>> for Unheard {
+    #[inline(always)]
+    fn from(_: PolicyKey<'_>) -> Self {
+        Self
+    }
+}
+
+impl KeyRoom for Unheard {
+    #[inline(always)]
+    fn key(&self) -> PolicyKey<'_> {
+        PolicyKey::new("", "")
+    }
 }
 
 pub(crate) mod sealed {

@@ -102,27 +102,6 @@ pub(crate) fn part_sizes() -> std::vec::Vec<(&'static str, usize)> {
 /// its slot, outcome, end and backoff.
 type Ended = (Slot, Outcome, Instant, Duration);
 
-/// An attempt in flight: its [`AttemptInfo`], launch time and budget
-/// reason, packed (40 bytes on a 64-bit target, not 72: the group and
-/// hedge indices 16 bits, as the attempt ids bound them; no backoff, which
-/// only its group's primary has and the machine keeps once for the group,
-/// see [`Core::backoff_of`]; the deadline an instant, the epoch for none,
-/// which no deadline is — a flag beside the counters instead saved the
-/// same and cost about 80 instructions per retried call in conversions).
-#[derive(Copy, Clone, Debug)]
-struct Slot {
-    budget_reason: &'static str,
-    start: Instant,
-    /// The attempt's deadline; [`Instant::ZERO`]: none (a deadline is a
-    /// launch time plus a timeout that is not zero, so never the epoch).
-    deadline: Instant,
-    id: AttemptId,
-    /// At most the attempts launched (`u16` ids).
-    retry_index: u16,
-    /// At most the attempts launched (`u16` ids).
-    hedge_index: u16,
-}
-
 impl Slot {
     /// Attempt `info`, launched at `start`, with the gate's
     /// `budget_reason`.
@@ -262,24 +241,7 @@ enum Phase {
     Done(Verdict),
 }
 
-/// How the call's last failed attempt ended, or the reason the gate gave
-/// for refusing a primary (which ends the call, so no later admission asks
-/// for the last outcome): one room for the two (40 bytes; 56 as two
-/// fields), the refusal's tag in the outcome kind's niche. (Repacked into
-/// 32 bytes — the hint's seconds and nanoseconds apart, the kind beside
-/// them — it saved 8 bytes of the machine but cost the Cortex-M3
-/// example's successful call about 200 instructions, in code the call
-/// future's poll no longer kept apart.)
-#[derive(Copy, Clone, Debug)]
-enum Last {
-    None,
-    Outcome(Outcome),
-    Refused(&'static str),
-}
 impl Last {
-    /// Nothing failed and nothing was refused.
-    const NONE: Self = Self::None;
-
     /// An attempt failed with `outcome`.
     #[inline(always)]
     fn outcome(outcome: Outcome) -> Self {
@@ -448,7 +410,7 @@ pub struct CallMachine<const N: usize = 4> {
 // the front it was copied in with the stage's tag as one unaligned block,
 // byte by byte on a Cortex-M3 (200 instructions a growth).
 #[repr(C)]
-pub(crate) struct State<const N: usize, H = Hedging> {
+pub(crate) struct State<const N: usize, H: HedgeRoom = Hedging> {
     rng: fastrand::Rng,
     now: Instant,
     start: Instant,
@@ -468,9 +430,9 @@ pub(crate) struct State<const N: usize, H = Hedging> {
     /// 16, and as cheap to write and read back (no conversion).
     group_backoff_secs: u64,
     phase: Phase,
-    slots: [Option<Slot>; N],
-    /// The last attempt that failed, and how (see [`Last`]).
-    last: Last,
+    /// The attempts in flight and the last attempt that failed, and how
+    /// (see [`Last`]): in one room when the machine has one slot.
+    slots: H::Slots<N>,
     /// The running group's hedging (see [`HedgeRoom`]). When its primary
     /// launched is kept in the phase ([`Phase::Running`]).
     hedge: H,
@@ -491,13 +453,313 @@ pub(crate) struct State<const N: usize, H = Hedging> {
 /// The running group's hedging room (see [`HedgeRoom`]): private, its
 /// items public only for the driver's widths, which name them.
 mod room {
-    use super::{AttemptId, Cause, Instant};
+    use super::{AttemptId, Cause, Instant, Outcome, OutcomeKind};
+    /// An attempt in flight: its [`AttemptInfo`], launch time and budget
+    /// reason, packed (40 bytes on a 64-bit target, not 72: the group and
+    /// hedge indices 16 bits, as the attempt ids bound them; no backoff, which
+    /// only its group's primary has and the machine keeps once for the group,
+    /// see [`Core::backoff_of`]; the deadline an instant, the epoch for none,
+    /// which no deadline is — a flag beside the counters instead saved the
+    /// same and cost about 80 instructions per retried call in conversions).
+    #[derive(Copy, Clone, Debug)]
+    #[doc(hidden)]
+    pub struct Slot {
+        pub(super) budget_reason: &'static str,
+        pub(super) start: Instant,
+        /// The attempt's deadline; [`Instant::ZERO`]: none (a deadline is a
+        /// launch time plus a timeout that is not zero, so never the epoch).
+        pub(super) deadline: Instant,
+        pub(super) id: AttemptId,
+        /// At most the attempts launched (`u16` ids).
+        pub(super) retry_index: u16,
+        /// At most the attempts launched (`u16` ids).
+        pub(super) hedge_index: u16,
+    }
+
+    /// How the call's last failed attempt ended, or the reason the gate gave
+    /// for refusing a primary (which ends the call, so no later admission asks
+    /// for the last outcome): one room for the two (40 bytes; 56 as two
+    /// fields), the refusal's tag in the outcome kind's niche. (Repacked into
+    /// 32 bytes — the hint's seconds and nanoseconds apart, the kind beside
+    /// them — it saved 8 bytes of the machine but cost the Cortex-M3
+    /// example's successful call about 200 instructions, in code the call
+    /// future's poll no longer kept apart.)
+    #[derive(Copy, Clone, Debug)]
+    #[doc(hidden)]
+    pub enum Last {
+        None,
+        Outcome(Outcome),
+        Refused(&'static str),
+    }
+
+    /// Where a machine keeps its attempts in flight and its last failure
+    /// (or refusal, see [`Last`]): side by side ([`Both`]), or, in a
+    /// machine of one slot, in one room ([`Shared`]).
+    #[doc(hidden)]
+    pub trait SlotRoom: Copy + core::fmt::Debug {
+        /// No attempt in flight, nothing failed. (A function, not a
+        /// constant: a constant `None` of [`Shared`] was copied in whole,
+        /// 32 bytes of zeros on a Cortex-M3 with a `memcpy`, where a
+        /// `None` made in place writes its null word.)
+        fn new() -> Self;
+        /// A free slot, if any.
+        fn free(&self) -> Option<usize>;
+        /// Puts `slot` in the free slot `i`.
+        fn put(&mut self, i: usize, slot: Slot);
+        /// Attempts in flight.
+        fn in_flight(&self) -> usize;
+        /// The earliest deadline of the attempts in flight.
+        fn first_deadline(&self) -> Option<Instant>;
+        /// Takes the first slot in flight that `pick` picks.
+        fn take_where(&mut self, pick: impl FnMut(&Slot) -> bool) -> Option<Slot>;
+        /// The last failure (or refusal) kept.
+        fn last(&self) -> Last;
+        /// Keeps `last`.
+        fn set_last(&mut self, last: Last);
+    }
+
+    /// The slots and the last failure side by side: a machine that may
+    /// hedge reads the last failure while attempts run.
+    #[derive(Copy, Clone, Debug)]
+    #[repr(C)]
+    #[doc(hidden)]
+    pub struct Both<const N: usize> {
+        slots: [Option<Slot>; N],
+        last: Last,
+    }
+
+    impl<const N: usize> SlotRoom for Both<N> {
+        #[inline(always)]
+        fn new() -> Self {
+            Self {
+                slots: [None; N],
+                last: Last::None,
+            }
+        }
+        #[inline(always)]
+        fn free(&self) -> Option<usize> {
+            self.slots.iter().position(Option::is_none)
+        }
+        #[inline(always)]
+        fn put(&mut self, i: usize, slot: Slot) {
+            self.slots[i] = Some(slot);
+        }
+        #[inline(always)]
+        fn in_flight(&self) -> usize {
+            self.slots.iter().flatten().count()
+        }
+        #[inline(always)]
+        fn first_deadline(&self) -> Option<Instant> {
+            self.slots.iter().flatten().filter_map(Slot::deadline).min()
+        }
+        #[inline(always)]
+        fn take_where(&mut self, mut pick: impl FnMut(&Slot) -> bool) -> Option<Slot> {
+            self.slots
+                .iter_mut()
+                .find(|s| s.as_ref().is_some_and(&mut pick))?
+                .take()
+        }
+        #[inline(always)]
+        fn last(&self) -> Last {
+            self.last
+        }
+        #[inline(always)]
+        fn set_last(&mut self, last: Last) {
+            self.last = last;
+        }
+    }
+
+    /// The slot and the last failure of a machine of one slot, in one
+    /// room (issue 16: 40 bytes off the call future): the last failure is
+    /// read only to admit the next group's primary and for the call's end,
+    /// with nothing in flight (a launch replaces it, and the attempt's end
+    /// keeps its own). `None`: nothing in flight, nothing failed (a new
+    /// room is one word to write, where a struct's every field was, which
+    /// the Cortex-M3 example's growth copied from a constant with a
+    /// `memcpy`, 744 bytes of flash).
+    #[derive(Copy, Clone, Debug)]
+    #[doc(hidden)]
+    pub struct Shared {
+        /// The slot's budget reason; the failure's or the refusal's reason.
+        text: &'static str,
+        /// The slot's start in nanoseconds; the failure's retry-after
+        /// hint's whole seconds.
+        a: u64,
+        /// The slot's deadline in nanoseconds; the hint's nanoseconds.
+        b: u64,
+        id: AttemptId,
+        retry_index: u16,
+        hedge_index: u16,
+        /// What the fields hold: [`Shared::BUSY`], [`Shared::REFUSED`], or
+        /// [`Shared::FAILED`] plus the failed attempt's kind (see
+        /// [`Shared::kind`]) times two, plus one with a hint. A byte, not
+        /// an enum: with a niche of its own, `None` was told by it, and the
+        /// Cortex-M3 example's growth wrote a new room with a `memset` and
+        /// a `memcpy` (744 bytes of flash); told by `text`'s null pointer,
+        /// it is one word.
+        tag: u8,
+    }
+
+    impl Shared {
+        const BUSY: u8 = 0;
+        const REFUSED: u8 = 1;
+        const FAILED: u8 = 2;
+
+        /// `kind`'s number in [`Shared::tag`].
+        #[inline(always)]
+        fn kind(kind: OutcomeKind) -> u8 {
+            match kind {
+                OutcomeKind::Success => 0,
+                OutcomeKind::Retryable => 1,
+                OutcomeKind::NonRetryable => 2,
+                OutcomeKind::Abort => 3,
+            }
+        }
+
+        /// The kind numbered `n` by [`Shared::kind`].
+        #[inline(always)]
+        fn kind_of(n: u8) -> OutcomeKind {
+            match n {
+                0 => OutcomeKind::Success,
+                1 => OutcomeKind::Retryable,
+                2 => OutcomeKind::NonRetryable,
+                _ => OutcomeKind::Abort,
+            }
+        }
+
+        /// The room of `last`, which is not [`Last::None`].
+        #[inline(always)]
+        fn of(last: Last) -> Option<Self> {
+            let (text, a, b, tag) = match last {
+                Last::None => return None,
+                Last::Refused(reason) => (reason, 0, 0, Self::REFUSED),
+                Last::Outcome(outcome) => {
+                    let (a, b) = match outcome.retry_after {
+                        Some(hint) => (hint.as_secs(), u64::from(hint.subsec_nanos())),
+                        None => (0, 0),
+                    };
+                    let tag = Self::FAILED
+                        + Self::kind(outcome.kind) * 2
+                        + u8::from(outcome.retry_after.is_some());
+                    (outcome.reason, a, b, tag)
+                }
+            };
+            Some(Self {
+                text,
+                a,
+                b,
+                id: AttemptId(0),
+                retry_index: 0,
+                hedge_index: 0,
+                tag,
+            })
+        }
+    }
+
+    impl SlotRoom for Option<Shared> {
+        #[inline(always)]
+        fn new() -> Self {
+            None
+        }
+        #[inline(always)]
+        fn free(&self) -> Option<usize> {
+            match self {
+                Some(Shared {
+                    tag: Shared::BUSY, ..
+                }) => None,
+                _ => Some(0),
+            }
+        }
+        #[inline(always)]
+        fn put(&mut self, i: usize, slot: Slot) {
+            debug_assert!(i == 0 && self.free().is_some(), "one slot");
+            *self = Some(Shared {
+                text: slot.budget_reason,
+                a: slot.start.as_nanos(),
+                b: slot.deadline.as_nanos(),
+                id: slot.id,
+                retry_index: slot.retry_index,
+                hedge_index: slot.hedge_index,
+                tag: Shared::BUSY,
+            });
+        }
+        #[inline(always)]
+        fn in_flight(&self) -> usize {
+            usize::from(self.free().is_none())
+        }
+        #[inline(always)]
+        fn first_deadline(&self) -> Option<Instant> {
+            self.slot().and_then(|s| s.deadline())
+        }
+        #[inline(always)]
+        fn take_where(&mut self, mut pick: impl FnMut(&Slot) -> bool) -> Option<Slot> {
+            let slot = self.slot().filter(|s| pick(s))?;
+            *self = None;
+            Some(slot)
+        }
+        #[inline(always)]
+        fn last(&self) -> Last {
+            let Some(room) = self else {
+                return Last::None;
+            };
+            match room.tag {
+                Shared::BUSY => Last::None,
+                Shared::REFUSED => Last::Refused(room.text),
+                tag => Last::Outcome(Outcome {
+                    kind: Shared::kind_of((tag - Shared::FAILED) >> 1),
+                    reason: room.text,
+                    retry_after: (tag & 1 != 0).then(|| super::joined(room.a, room.b as u32)),
+                }),
+            }
+        }
+        #[inline(always)]
+        fn set_last(&mut self, last: Last) {
+            debug_assert!(
+                self.free().is_some(),
+                "a failure kept with an attempt in flight"
+            );
+            *self = Shared::of(last);
+        }
+    }
+
+    /// The slot in flight of a [`Shared`] room, if any.
+    trait InFlightSlot {
+        fn slot(&self) -> Option<Slot>;
+    }
+
+    impl InFlightSlot for Option<Shared> {
+        #[inline(always)]
+        fn slot(&self) -> Option<Slot> {
+            match *self {
+                Some(Shared {
+                    text,
+                    a,
+                    b,
+                    id,
+                    retry_index,
+                    hedge_index,
+                    tag: Shared::BUSY,
+                }) => Some(Slot {
+                    budget_reason: text,
+                    start: Instant::from_nanos(a),
+                    deadline: Instant::from_nanos(b),
+                    id,
+                    retry_index,
+                    hedge_index,
+                }),
+                _ => None,
+            }
+        }
+    }
 
     /// What a machine keeps of its running group's hedging: [`Hedging`], or
     /// nothing for a machine of one slot, which never hedges and never holds
     /// a terminal outcome while another attempt runs ([`NoHedging`]).
     #[doc(hidden)]
     pub trait HedgeRoom: Copy + core::fmt::Debug {
+        /// Where the machine keeps its `N` slots and its last failure:
+        /// side by side, or, with one slot, in one room.
+        type Slots<const N: usize>: SlotRoom;
         /// A group's start: no hedge launched, none refused, no check asked
         /// for, no terminal outcome held.
         const NEW: Self;
@@ -542,6 +804,7 @@ mod room {
     }
 
     impl HedgeRoom for Hedging {
+        type Slots<const N: usize> = Both<N>;
         const NEW: Self = Self {
             group_hedges: 0,
             hedging_stopped: false,
@@ -596,6 +859,7 @@ mod room {
     pub struct NoHedging;
 
     impl HedgeRoom for NoHedging {
+        type Slots<const N: usize> = Option<Shared>;
         const NEW: Self = Self;
         #[inline(always)]
         fn hedges(&self) -> u16 {
@@ -634,6 +898,7 @@ mod room {
     }
 }
 pub(crate) use room::{HedgeRoom, Hedging, NoHedging};
+use room::{Last, Slot, SlotRoom};
 
 #[cfg(test)]
 impl<const N: usize> CallMachine<N> {
@@ -649,12 +914,12 @@ impl<const N: usize> CallMachine<N> {
 }
 
 #[cfg(test)]
-impl<const N: usize, H> State<N, H> {
+impl<const N: usize, H: HedgeRoom> State<N, H> {
     /// Test-only: `(field, offset, size)` of every field, by offset.
     pub(crate) fn layout(&self) -> std::vec::Vec<(&'static str, usize, usize)> {
         layout_of!(self; rng, phase, now, start, deadline_at, groups, launched,
             backoff, multiplier_milli, group_backoff_secs, group_backoff_nanos,
-            last_failure, last, slots, hedge, ran)
+            last_failure, slots, hedge, ran)
     }
 }
 
@@ -776,12 +1041,12 @@ impl<const N: usize> CallMachine<N> {
 /// The machine at work: a call's [`State`] with its settings `C` (see
 /// [`Settings`]), borrowed for one step. The decisions are its methods;
 /// the state's fields read through it.
-pub(crate) struct Core<'a, C, const N: usize, H = Hedging> {
+pub(crate) struct Core<'a, C, const N: usize, H: HedgeRoom = Hedging> {
     cfg: &'a C,
     st: &'a mut State<N, H>,
 }
 
-impl<'a, C, const N: usize, H> Core<'a, C, N, H> {
+impl<'a, C, const N: usize, H: HedgeRoom> Core<'a, C, N, H> {
     /// `st` with its settings `cfg`.
     #[inline(always)]
     pub(crate) fn new(cfg: &'a C, st: &'a mut State<N, H>) -> Self {
@@ -798,7 +1063,7 @@ impl<'a, C, const N: usize, H> Core<'a, C, N, H> {
     }
 }
 
-impl<C, const N: usize, H> core::ops::Deref for Core<'_, C, N, H> {
+impl<C, const N: usize, H: HedgeRoom> core::ops::Deref for Core<'_, C, N, H> {
     type Target = State<N, H>;
     #[inline(always)]
     fn deref(&self) -> &State<N, H> {
@@ -806,7 +1071,7 @@ impl<C, const N: usize, H> core::ops::Deref for Core<'_, C, N, H> {
     }
 }
 
-impl<C, const N: usize, H> core::ops::DerefMut for Core<'_, C, N, H> {
+impl<C, const N: usize, H: HedgeRoom> core::ops::DerefMut for Core<'_, C, N, H> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut State<N, H> {
         self.st
@@ -830,8 +1095,7 @@ impl<const N: usize, H: HedgeRoom> State<N, H> {
             group_backoff_secs: 0,
             group_backoff_nanos: 0,
             last_failure: None,
-            last: Last::NONE,
-            slots: [None; N],
+            slots: <H::Slots<N> as SlotRoom>::new(),
             hedge: H::NEW,
             ran: 0,
         }
@@ -889,14 +1153,14 @@ impl<const N: usize, H: HedgeRoom> State<N, H> {
     /// The reason the gate gave when it refused an attempt (which ended the
     /// call), if it did.
     pub(crate) fn refusal(&self) -> Option<&'static str> {
-        self.last.refusal()
+        self.slots.last().refusal()
     }
 
     /// How the last attempt that failed ended, for the gate's next
     /// admission.
     #[inline]
     fn last_outcome(&self) -> Option<Outcome> {
-        self.last.failed()
+        self.slots.last().failed()
     }
 
     /// [`CallMachine::restart_from`]: makes this machine `fresh` (which has
@@ -936,7 +1200,6 @@ impl<const N: usize, H: HedgeRoom> State<N, H> {
             group_backoff_secs,
             group_backoff_nanos,
             last_failure,
-            last,
             slots,
             hedge,
             ran,
@@ -947,8 +1210,8 @@ impl<const N: usize, H: HedgeRoom> State<N, H> {
             && *backoff == 0
             && (*group_backoff_secs, *group_backoff_nanos) == (0, 0)
             && last_failure.is_none()
-            && matches!(last, Last::None)
-            && slots.iter().all(Option::is_none)
+            && matches!(slots.last(), Last::None)
+            && slots.in_flight() == 0
             && !hedge.stopped()
             && hedge.terminal().is_none()
     }
@@ -1041,7 +1304,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
             is_hedge: false,
             deadline: self.attempt_deadline(),
         };
-        self.slots[0] = Some(Slot::new(info, at, budget_reason));
+        self.slots.put(0, Slot::new(info, at, budget_reason));
     }
 
     /// A machine just made takes over the compact stage's call whose
@@ -1064,7 +1327,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
             Some(wake) => Phase::Backoff(wake),
             None => Phase::Ready,
         };
-        self.last = Last::outcome(last);
+        self.slots.set_last(Last::outcome(last));
     }
 
     /// What [`launched`](Self::launched) and
@@ -1103,7 +1366,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     /// tell again. (A `poll` through a gate that ignores the call's end
     /// would compile the machine's `poll` a second time.)
     pub(crate) fn finish_told(&mut self) {
-        debug_assert!(self.slots.iter().all(Option::is_none));
+        debug_assert!(self.slots.in_flight() == 0);
         if let Phase::Ending(verdict) = self.phase {
             self.phase = Phase::Done(verdict);
         }
@@ -1227,7 +1490,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     #[inline]
     fn attempt_failed(&mut self, id: AttemptId, outcome: Outcome) {
         self.last_failure = Some(id);
-        self.last = Last::outcome(outcome);
+        self.slots.set_last(Last::outcome(outcome));
         let cause = match outcome.kind {
             OutcomeKind::Abort => Cause::Abort,
             OutcomeKind::NonRetryable => Cause::NonRetryable,
@@ -1334,5 +1597,94 @@ fn cut_reason(verdict: Verdict) -> &'static str {
             ..
         } => reason::CANCELLED,
         _ => reason::HEDGE_LOSER,
+    }
+}
+
+#[cfg(test)]
+mod shared_room {
+    use super::room::Shared;
+    use super::*;
+
+    fn slot(id: u16, deadline: u64) -> Slot {
+        Slot {
+            budget_reason: "admitted",
+            start: Instant::from_nanos(5),
+            deadline: Instant::from_nanos(deadline),
+            id: AttemptId(id),
+            retry_index: id,
+            hedge_index: 0,
+        }
+    }
+
+    fn same(a: Last, b: Last) -> bool {
+        match (a, b) {
+            (Last::None, Last::None) => true,
+            (Last::Refused(x), Last::Refused(y)) => x == y,
+            (Last::Outcome(x), Last::Outcome(y)) => {
+                x.kind == y.kind && x.reason == y.reason && x.retry_after == y.retry_after
+            }
+            _ => false,
+        }
+    }
+
+    /// The one room keeps what `Both` keeps, as long as the last failure
+    /// is kept with nothing in flight (the machine's only use of it).
+    #[test]
+    fn the_one_room_keeps_what_both_keep() {
+        let lasts = [
+            Last::None,
+            Last::Refused("budget"),
+            Last::Outcome(Outcome::retryable("flaky")),
+            Last::Outcome(Outcome {
+                kind: OutcomeKind::Retryable,
+                reason: "http_503",
+                retry_after: Some(Duration::new(3, 999_999_999)),
+            }),
+            Last::Outcome(Outcome::new(OutcomeKind::NonRetryable, "bad")),
+            Last::Outcome(Outcome {
+                kind: OutcomeKind::Abort,
+                reason: "stop",
+                retry_after: Some(Duration::ZERO),
+            }),
+            Last::Outcome(Outcome::SUCCESS),
+        ];
+        for last in lasts {
+            let mut one = <Option<Shared> as SlotRoom>::new();
+            let mut both = <Both1 as SlotRoom>::new();
+            assert!(same(one.last(), Last::None));
+            for room in [&mut one as &mut dyn Room, &mut both] {
+                room.set(last);
+            }
+            assert!(same(one.last(), both.last()));
+            assert!(same(one.last(), last));
+            assert_eq!((one.free(), one.in_flight()), (Some(0), 0));
+            assert_eq!(one.first_deadline(), None);
+            // A launch replaces the last failure; its slot is read back
+            // whole, and taken only when picked.
+            one.put(0, slot(2, 40));
+            assert_eq!((one.free(), one.in_flight()), (None, 1));
+            assert_eq!(one.first_deadline(), Some(Instant::from_nanos(40)));
+            assert!(one.take_where(|s| s.id == AttemptId(1)).is_none());
+            let taken = one.take_where(|s| s.id == AttemptId(2)).unwrap();
+            assert_eq!(taken.info(), slot(2, 40).info());
+            assert_eq!(
+                (taken.start, taken.budget_reason),
+                (Instant::from_nanos(5), "admitted")
+            );
+            assert_eq!((one.free(), one.in_flight()), (Some(0), 0));
+            assert!(same(one.last(), Last::None));
+        }
+    }
+
+    type Both1 = <Hedging as HedgeRoom>::Slots<1>;
+
+    /// Either room, as a test sets its last failure.
+    trait Room {
+        fn set(&mut self, last: Last);
+    }
+    impl<R: SlotRoom> Room for R {
+        fn set(&mut self, last: Last) {
+            self.set_last(last);
+        }
     }
 }

@@ -8,7 +8,7 @@ use core::time::Duration;
 use super::plan::attempt_deadline;
 use super::{
     cut_reason, Action, CallMachine, Cause, Completed, Core, Event, HedgeRoom, Last, Phase,
-    Settings, Slot, Verdict, WaitReason,
+    Settings, Slot, SlotRoom, Verdict, WaitReason,
 };
 use crate::gate::{Admission, AdmitRequest, Gate, Gatekeeper};
 use crate::hedge::HedgeState;
@@ -392,7 +392,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
                     Gatekeeper::Budget => Cause::BudgetDenied,
                     Gatekeeper::Circuit => Cause::CircuitOpen,
                 });
-                self.last = Last::refused(slot.budget_reason);
+                self.slots.set_last(Last::refused(slot.budget_reason));
                 return Action::Record(self.refused(&slot));
             }
         };
@@ -401,7 +401,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
         self.phase = Phase::Running(self.now);
         // A primary launches only with no attempt in flight. (No panic
         // message: its text is flash on a microcontroller.)
-        match self.slots.iter().position(Option::is_none) {
+        match self.slots.free() {
             Some(free) => self.run(free, slot),
             None => unreachable!(),
         }
@@ -463,7 +463,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     /// Puts an admitted attempt in slot `free` and launches it.
     pub(super) fn run(&mut self, free: usize, slot: Slot) -> Action {
         let info = slot.info();
-        self.slots[free] = Some(slot);
+        self.slots.put(free, slot);
         self.ran += 1;
         Action::Launch(info)
     }
@@ -488,7 +488,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
         {
             return None;
         }
-        let free = self.slots.iter().position(Option::is_none)?;
+        let free = self.slots.free()?;
         let decision = gate.hedge(&HedgeState {
             retry_index: u32::from(self.groups) - 1,
             group_start: self.group_start(),
@@ -539,7 +539,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     // One caller, the drain's loop: inlined there.
     #[inline(always)]
     pub(super) fn wait_running(&self) -> Action {
-        let attempt = self.slots.iter().flatten().filter_map(Slot::deadline).min();
+        let attempt = self.slots.first_deadline();
         if let Some(h) = self.next_hedge_check() {
             if attempt.is_none_or(|a| h < a) && self.deadline().is_none_or(|d| h < d) {
                 return Action::Wait {
@@ -587,26 +587,21 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     }
 
     pub(super) fn in_flight(&self) -> usize {
-        self.slots.iter().flatten().count()
+        self.slots.in_flight()
     }
 
     pub(super) fn take_slot(&mut self, id: AttemptId) -> Option<Slot> {
-        self.slots
-            .iter_mut()
-            .find(|s| s.is_some_and(|s| s.id == id))?
-            .take()
+        self.slots.take_where(|s| s.id == id)
     }
 
     pub(super) fn take_any_slot(&mut self) -> Option<Slot> {
-        self.slots.iter_mut().find_map(Option::take)
+        self.slots.take_where(|_| true)
     }
 
     pub(super) fn take_expired_slot(&mut self) -> Option<Slot> {
         let now = self.now;
         self.slots
-            .iter_mut()
-            .find(|s| s.is_some_and(|s| s.deadline().is_some_and(|d| now >= d)))?
-            .take()
+            .take_where(|s| s.deadline().is_some_and(|d| now >= d))
     }
 
     pub(super) fn record(&self, slot: &Slot, outcome: Outcome, cancelled: bool) -> AttemptRecord {

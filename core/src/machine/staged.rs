@@ -1216,7 +1216,7 @@ fn next(action: Action) -> Next {
 /// numbers). `H`: its hedging room, none for one slot (see
 /// [`InFlight`](crate::driver::InFlight)'s width).
 #[derive(Debug)]
-pub struct Machine<const N: usize, H = Hedging>(State<N, H>);
+pub struct Machine<const N: usize, H: HedgeRoom = Hedging>(State<N, H>);
 
 impl<const N: usize, H: HedgeRoom> Machine<N, H> {
     /// The machine at work under `cfg`.
