@@ -890,16 +890,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        let Some(watched) = *this.watched else {
-            return inner.poll(cx);
-        };
+        // One call of the driver's poll, contained or not (issue 16: with
+        // two, one bare and one under `catch_unwind`, each was a call of
+        // its own and neither was inlined). A panic not contained goes on
+        // unwinding as it came (its hook has run once).
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(poll) => poll,
             Err(payload) => {
                 // The driver is dropped with this future, right after the
                 // call's `await` (before `run` returns): that settles the
                 // attempts and tells the observer.
-                if watched.load(Ordering::Relaxed) {
+                if this.watched.is_some_and(|w| w.load(Ordering::Relaxed)) {
                     Poll::Ready(Err(Error::OperationPanicked))
                 } else {
                     std::panic::resume_unwind(payload)
