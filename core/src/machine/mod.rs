@@ -282,6 +282,14 @@ pub(crate) trait Settings {
     fn max_attempts(&self) -> u32;
     /// The per-attempt timeout in nanoseconds; 0: none.
     fn per_attempt(&self) -> u64;
+    /// Whether attempts may have a timeout of their own: with none and no
+    /// overall deadline, no attempt has a deadline, and the machine skips
+    /// its scans of the slots for one (see `Core::attempts_timed`).
+    /// Default: `true`, always scan.
+    #[inline(always)]
+    fn timed_attempts(&self) -> bool {
+        true
+    }
     /// The overall timeout in nanoseconds; 0: none.
     fn overall(&self) -> u64;
     /// The longest retry-after hint honoured ([`Limits::max_retry_after`]).
@@ -350,6 +358,10 @@ impl Settings for Plan {
     #[inline(always)]
     fn per_attempt(&self) -> u64 {
         self.per_attempt
+    }
+    #[inline(always)]
+    fn timed_attempts(&self) -> bool {
+        self.per_attempt != 0
     }
     #[inline(always)]
     fn overall(&self) -> u64 {

@@ -47,6 +47,15 @@ impl CallPlan {
         }
     }
 
+    /// Whether a machine of this plan ever draws from its random source:
+    /// only the backoff before a retry does, so not under a policy of one
+    /// attempt, nor one whose every delay is zero. A driver that makes a
+    /// machine per call (the simulator) need not seed it otherwise.
+    #[inline]
+    pub fn draws(&self) -> bool {
+        self.max_attempts > 1 && !self.zero_backoff
+    }
+
     /// Hedges per retry group a machine with `slots` attempt slots runs:
     /// what the policy asks for, as far as the ceiling in `limits` and the
     /// slots allow (0 when hedging is off).

@@ -307,7 +307,7 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
                         self.fail(Cause::DeadlineExceeded);
                         continue;
                     }
-                    if let Some(slot) = self.take_expired_slot() {
+                    if let Some(slot) = self.take_expired_slot_if_timed() {
                         let outcome = Outcome::retryable(reason::ATTEMPT_TIMEOUT);
                         let record = self.record(&slot, outcome, true);
                         out.gate().attempt_ended(&record);
@@ -539,7 +539,11 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
     // One caller, the drain's loop: inlined there.
     #[inline(always)]
     pub(super) fn wait_running(&self) -> Action {
-        let attempt = self.slots.first_deadline();
+        let attempt = if self.attempts_timed() {
+            self.slots.first_deadline()
+        } else {
+            None
+        };
         if let Some(h) = self.next_hedge_check() {
             if attempt.is_none_or(|a| h < a) && self.deadline().is_none_or(|d| h < d) {
                 return Action::Wait {
@@ -596,6 +600,29 @@ impl<C: Settings, const N: usize, H: HedgeRoom> Core<'_, C, N, H> {
 
     pub(super) fn take_any_slot(&mut self) -> Option<Slot> {
         self.slots.take_where(|_| true)
+    }
+
+    /// Whether an attempt in flight may have a deadline: none has without
+    /// a per-attempt timeout and an overall deadline (most policies have
+    /// neither), and then its slots need no scan for one (a simulated
+    /// call's two scans cost about 30 instructions). The public machine's
+    /// settings tell with a load ([`Settings::timed_attempts`]); the call
+    /// future's always scan (skipping there too took the core hedge
+    /// 1,799 -> 1,747 and the executor's 2,654 -> 2,619, but its `p95`
+    /// hedge only 2,917 -> 2,883, past 1.1 times the fixed one).
+    #[inline(always)]
+    fn attempts_timed(&self) -> bool {
+        self.deadline_at != Instant::ZERO || self.cfg.timed_attempts()
+    }
+
+    /// [`take_expired_slot`](Self::take_expired_slot), when an attempt
+    /// may have a deadline.
+    #[inline(always)]
+    fn take_expired_slot_if_timed(&mut self) -> Option<Slot> {
+        if !self.attempts_timed() {
+            return None;
+        }
+        self.take_expired_slot()
     }
 
     pub(super) fn take_expired_slot(&mut self) -> Option<Slot> {

@@ -121,3 +121,41 @@ fn a_restarted_machine_is_the_fresh_one() {
         restarts_as_fresh::<4>(seed);
     }
 }
+
+/// [`CallPlan::draws`](crate::machine::CallPlan::draws): a machine whose
+/// plan says it does not draw takes the same actions whatever its random
+/// source (the simulator then restarts it without a seed of its own), and
+/// leaves that source as it was; under a plan that draws, a jittered
+/// backoff does change with the source.
+#[test]
+fn a_plan_that_does_not_draw_never_reads_the_random_source() {
+    let (mut silent, mut drawn) = (0, 0);
+    for seed in 0..if cfg!(miri) { 8 } else { 600 } {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let p = policy(&mut rng);
+        let plan = crate::machine::CallPlan::new(&p);
+        assert_eq!(
+            plan.draws(),
+            p.retry.max_attempts > 1
+                && !(p.retry.initial_backoff.is_zero() && p.retry.max_backoff.is_zero()),
+            "seed {seed}"
+        );
+        let start = Instant::from_millis(5);
+        let mut a: CallMachine<2> =
+            CallMachine::with_plan(&plan, Limits::DEFAULT, fastrand::Rng::with_seed(seed));
+        let mut b: CallMachine<2> =
+            CallMachine::with_plan(&plan, Limits::DEFAULT, fastrand::Rng::with_seed(!seed));
+        let got = run(&mut a, start, &mut rng.clone());
+        let other = run(&mut b, start, &mut rng.clone());
+        if plan.draws() {
+            drawn += 1;
+            continue;
+        }
+        silent += 1;
+        assert_eq!(got, other, "seed {seed}");
+        // The source is as it was made.
+        let source = format!("{:?}", fastrand::Rng::with_seed(seed));
+        assert!(format!("{a:?}").contains(&source), "seed {seed}: {a:?}");
+    }
+    assert!(silent > 50 && drawn > 50, "{silent} {drawn}");
+}

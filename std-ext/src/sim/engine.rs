@@ -38,7 +38,9 @@
 //!   reset; a copy of the whole fresh machine cost 170 instructions
 //!   a call more, and a machine made per call and moved into the slot was
 //!   copied three times); a finished call's gate is reused when no breaker
-//!   is on (it holds nothing once its call has ended);
+//!   is on (it holds nothing once its call has ended); its random source
+//!   is seeded per call only when the plan draws from it
+//!   ([`CallPlan::draws`]: only a retry's backoff does);
 //! - the hedge trigger's quantile comes from the latency sketch's tracked
 //!   cursor ([`LatencySketch::quantile_tracked`]: the same answer as a
 //!   scan, usually without one);
@@ -81,16 +83,18 @@
 //! is set) gives the same reports, which a test checks, and so do the
 //! golden tables.
 //!
-//! What the rest costs (`bash benches/sim_speed.sh`, about 1,390
+//! What the rest costs (`bash benches/sim_speed.sh`, about 1,320
 //! instructions per call on the Tail-at-Scale scenario on one thread, at
-//! three to four a cycle; 1,512 before issue 16's fourth round): the call
-//! machine with the gate and the latency sketch about 440 (a third), the
+//! three to four a cycle; 1,512 before issue 16's fourth round, 1,384
+//! before its sixth): the call
+//! machine with the gate and the latency sketch about 400 (a third), the
 //! random draws about 450 (libm's logarithms, cosine and exponential,
 //! fastrand, the conversion to nanoseconds), the loop with the queue, the
 //! launches' and ends' bookkeeping and the tally about 420, the report's
 //! sort about 70. With the draw thread, the simulating thread runs about
-//! 880 instructions per call (1,000 before), half of them the machine and
-//! the gate (`core`), which this module drives but does not decide.
+//! 805 instructions per call (1,000, then 872 before), half of them the
+//! machine and the gate (`core`), which this module drives but does not
+//! decide.
 //!
 //! [`LatencySketch::quantile_tracked`]: recourse_core::LatencySketch::quantile_tracked
 //! [`CallMachine::restart`]: recourse_core::machine::CallMachine::restart
@@ -316,6 +320,9 @@ struct Sim<'a, const N: usize> {
     /// Whether a finished call's gate is reused (no breaker: see
     /// [`Sim::arrive`]).
     reuse_gates: bool,
+    /// Whether a call's machine draws from its random source
+    /// ([`CallPlan::draws`]): if not, its source is not seeded per call.
+    draws: bool,
     /// What a call's launches reach.
     w: World<'a>,
 }
@@ -460,6 +467,7 @@ impl<'a, const N: usize> Sim<'a, N> {
             slots: Vec::new(),
             free: NO_SLOT,
             reuse_gates: !setup.policy.circuit.enabled,
+            draws: plan.draws(),
             w: World {
                 scenario: setup.scenario,
                 shared: setup.shared,
@@ -590,7 +598,14 @@ impl<'a, const N: usize> Sim<'a, N> {
     }
 
     fn arrive(&mut self, index: u64, now: Instant) {
-        let rng = fastrand::Rng::with_seed(derive_seed(self.w.scenario.seed, index));
+        // A machine that never draws (no backoff to jitter) is not seeded:
+        // its source is never read (12 instructions a simulated call).
+        let seed = if self.draws {
+            derive_seed(self.w.scenario.seed, index)
+        } else {
+            0
+        };
+        let rng = fastrand::Rng::with_seed(seed);
         let measured = index >= self.w.scenario.warmup;
         if self.free == NO_SLOT {
             self.slots.push(Slot {

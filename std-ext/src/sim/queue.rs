@@ -212,7 +212,8 @@ impl<E: Copy> Queue<E> {
         }
         let first = match self.first_at {
             At::Wheel(slot) => {
-                let list = &mut self.wheel[slot as usize];
+                // `% SLOTS`: no bounds check (it is below).
+                let list = &mut self.wheel[slot as usize % SLOTS];
                 // The list's first event is its last entry.
                 let first = list.pop()?;
                 if list.is_empty() {
