@@ -8,6 +8,7 @@
 //! free of `Arc`s and lets a `static` budget serve a no_std program.
 
 use crate::hedge::{HedgeDecision, HedgeState};
+use crate::machine::Completed;
 use crate::outcome::Outcome;
 use crate::record::{AttemptInfo, AttemptRecord};
 use crate::time::Instant;
@@ -104,6 +105,18 @@ pub trait Gate {
         let _ = record;
     }
 
+    /// An admitted attempt ran to completion (not cancelled), told from
+    /// its makings: when no observer hears the call's records, the driver
+    /// calls this instead of [`attempt_ended`](Self::attempt_ended), so a
+    /// gate that needs less than the whole record (a latency sample: the
+    /// attempt's start and end) need not have it built. The default builds
+    /// the record ([`Completed::record`]) and hands it to `attempt_ended`;
+    /// an override must have the same effect.
+    #[inline]
+    fn attempt_completed(&mut self, completed: &Completed) {
+        self.attempt_ended(&completed.record());
+    }
+
     /// Whether [`attempt_ended`](Self::attempt_ended) does anything for
     /// this call: `false` (for a gate whose `attempt_ended` is a no-op) lets
     /// the call future skip building an ended attempt's record when the
@@ -184,6 +197,10 @@ impl<G: Gate + ?Sized> Gate for &mut G {
     }
     fn attempt_ended(&mut self, record: &AttemptRecord) {
         (**self).attempt_ended(record)
+    }
+    #[inline(always)]
+    fn attempt_completed(&mut self, completed: &Completed) {
+        (**self).attempt_completed(completed)
     }
     #[inline]
     fn hears_attempts(&self) -> bool {

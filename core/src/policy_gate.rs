@@ -519,6 +519,30 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> Gate for PolicyGate<'_, Pa, R> {
         }
     }
 
+    /// [`Gate::attempt_ended`] of `completed`'s record (an admitted
+    /// attempt that ran to completion), the same calls of the parts in the
+    /// same order, with the record built only when a budget's reservation
+    /// is settled with it: a policy that only feeds a latency sketch (a
+    /// quantile hedge trigger's) reads the attempt's latency alone. What
+    /// the simulator's [`ActionSink`](crate::machine::ActionSink) hands
+    /// its gate, and the call future's full machine when no observer hears
+    /// its records.
+    #[inline(always)]
+    fn attempt_completed(&mut self, completed: &Completed) {
+        if !self.needs.ends(false) {
+            return;
+        }
+        if self.needs.samples() {
+            self.record_sample(completed.latency_nanos(), completed.end());
+        }
+        if self.needs.holds() {
+            // The record built on this path only: `completed` handed on by
+            // address had to be built in memory on every path (a simulated
+            // call copied its slot there and back, about 20 instructions).
+            self.settle_completed(&completed.record());
+        }
+    }
+
     /// An attempt's end matters to this gate only when the policy names a
     /// budget (a reservation to settle) or feeds a latency sketch: what
     /// [`attempt_ended`](Gate::attempt_ended) tests.
@@ -747,37 +771,14 @@ impl<Pa: GateParts, R: Holder<Pa::Budget>> PolicyGate<'_, Pa, R> {
         }
     }
 
-    /// [`Gate::attempt_ended`] of `completed`'s record (an admitted
-    /// attempt that ran to completion), the same calls of the parts in the
-    /// same order, with the record built only when a budget's reservation
-    /// is settled with it: a policy that only feeds a latency sketch (a
-    /// quantile hedge trigger's) reads the attempt's latency alone. What
-    /// the simulator's [`ActionSink`](crate::machine::ActionSink) hands
-    /// its gate.
-    #[inline]
-    pub fn attempt_completed(&mut self, completed: &Completed) {
-        if !self.needs.ends(false) {
-            return;
-        }
-        if self.needs.samples() {
-            self.record_sample(completed.latency_nanos(), completed.end());
-        }
-        if self.needs.holds() {
-            // The record built on this path only: `completed` handed on by
-            // address had to be built in memory on every path (a simulated
-            // call copied its slot there and back, about 20 instructions).
-            self.settle_completed(&completed.record());
-        }
-    }
-
-    /// [`PolicyGate::attempt_completed`]'s sample (inlined: its one
+    /// [`Gate::attempt_completed`]'s sample (inlined: its one
     /// caller is the simulator's loop).
     #[inline(always)]
     fn record_sample(&mut self, nanos: u64, end: Instant) {
         self.parts.record_latency_nanos(self.key, nanos, end);
     }
 
-    /// [`PolicyGate::attempt_completed`]'s settling, out of line.
+    /// [`Gate::attempt_completed`]'s settling, out of line.
     #[inline(never)]
     fn settle_completed(&mut self, record: &AttemptRecord) {
         self.settle_ended(record);

@@ -167,9 +167,10 @@ impl Slot {
 /// An admitted attempt that ran to completion, as the machine has it when
 /// the attempt's end is fed: the makings of its [`AttemptRecord`], which
 /// [`Completed::record`] builds (128 bytes) only for whoever needs all of
-/// it. Handed to [`ActionSink::attempt_completed`]: a gate that needs only
-/// the attempt's latency (a latency sketch's sample) reads that alone
-/// ([`PolicyGate::attempt_completed`](crate::policy_gate::PolicyGate::attempt_completed)).
+/// it. Handed to [`ActionSink::attempt_completed`] and
+/// [`Gate::attempt_completed`](crate::Gate::attempt_completed): a gate
+/// that needs only the attempt's latency (a latency sketch's sample) reads
+/// that alone.
 #[derive(Copy, Clone, Debug)]
 pub struct Completed {
     slot: Slot,

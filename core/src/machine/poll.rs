@@ -133,15 +133,12 @@ pub trait ActionSink {
     /// An admitted attempt ran to completion, for a sink that hears no
     /// records ([`hears_records`](Self::hears_records) `false`; one that
     /// does gets [`Gate::attempt_ended`] then [`record`](Self::record) of
-    /// its record instead): tells the gate. Default:
-    /// [`Gate::attempt_ended`] of [`Completed::record`]; a sink whose gate
-    /// needs less than the record may hand it the makings
-    /// ([`PolicyGate::attempt_completed`](crate::policy_gate::PolicyGate::attempt_completed),
-    /// the same effect without the record built when the policy names no
-    /// budget).
+    /// its record instead): tells the gate, from the makings
+    /// ([`Gate::attempt_completed`]: a [`PolicyGate`](crate::policy_gate::PolicyGate)
+    /// builds the record only when the policy names a budget).
     #[inline(always)]
     fn attempt_completed(&mut self, completed: &Completed) {
-        self.gate().attempt_ended(&completed.record());
+        self.gate().attempt_completed(completed);
     }
 }
 

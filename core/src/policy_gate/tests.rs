@@ -847,7 +847,7 @@ fn a_gate_uses_time_exactly_when_its_policy_asks_for_something_or_it_hedges() {
     const { assert!(<&mut PolicyGate<'static, Parts<'static>> as Gate>::MAY_IGNORE_TIME) };
 }
 
-/// [`PolicyGate::attempt_completed`], what the simulator's sink hands its
+/// [`Gate::attempt_completed`], what the simulator's sink hands its
 /// gate for a completed attempt (no record built without a budget), does
 /// what [`Gate::attempt_ended`] of that attempt's record does: the same
 /// samples, the same reservations settled at the same instants, the same

@@ -861,3 +861,65 @@ fn a_gate_and_an_observer_that_ignore_records_get_none_built() {
         assert_eq!(gate.ended, all, "failures {failures}");
     }
 }
+
+/// A gate that tells the attempts it is handed as records from those it
+/// is handed from their makings ([`crate::Gate::attempt_completed`]).
+#[derive(Default)]
+struct Makings {
+    ended: Vec<(u16, bool)>,
+    completed: Vec<(u16, u64)>,
+}
+
+impl crate::Gate for Makings {
+    fn admit(&mut self, _: &crate::AdmitRequest) -> crate::Admission {
+        crate::Admission::NO_BUDGET
+    }
+    fn attempt_ended(&mut self, record: &AttemptRecord) {
+        self.ended.push((record.info.id.0, record.cancelled));
+    }
+    fn attempt_completed(&mut self, completed: &crate::machine::Completed) {
+        self.completed
+            .push((completed.id().0, completed.latency_nanos()));
+    }
+}
+
+#[test]
+fn a_hedged_call_hands_a_completed_attempt_from_its_makings_unless_records_are_heard() {
+    let script = [(1_000, Ok(1)), (100, Ok(2))];
+    // No observer hears records: the hedge that completed (launched at
+    // 200 ms, done 100 ms later) is told from its makings, the primary
+    // cut at 300 ms as a cancelled record.
+    let t = VTimer::default();
+    let live = Rc::new(Cell::new(0));
+    let mut gate = Makings::default();
+    let fut = call(KEY, hedged(1), t.clone(), scripted(&t, &live, &script))
+        .gate(&mut gate)
+        .observer(Deaf::default())
+        .slots::<2>();
+    assert_eq!(t.run(fut.into_future()), Ok(2));
+    assert_eq!(gate.completed, vec![(1, 100_000_000)]);
+    assert_eq!(gate.ended, vec![(0, true)]);
+
+    // An observer that hears records: the completed attempt's record is
+    // built for it, and the gate gets that record.
+    let t = VTimer::default();
+    let mut gate = Makings::default();
+    let heard = Rc::new(Cell::new(0));
+    let fut = call(KEY, hedged(1), t.clone(), scripted(&t, &live, &script))
+        .gate(&mut gate)
+        .observer(Counting(heard.clone()))
+        .slots::<2>();
+    assert_eq!(t.run(fut.into_future()), Ok(2));
+    assert_eq!(gate.completed, vec![]);
+    assert_eq!(gate.ended, vec![(1, false), (0, true)]);
+    assert_eq!(heard.get(), 2);
+}
+
+/// An observer that counts the records it hears.
+struct Counting(Rc<Cell<u32>>);
+
+impl Observer for Counting {
+    fn on_attempt(&mut self, _: PolicyKey<'_>, _: &AttemptRecord) {
+        self.0.set(self.0.get() + 1);
+    }
+}

@@ -108,7 +108,7 @@ use recourse_core::hedge::Trigger;
 use recourse_core::machine::{Action, ActionSink, CallMachine, CallPlan, Completed, Event, Limits};
 use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
-use recourse_core::{AttemptInfo, AttemptRecord, Instant, Outcome, PolicyKey};
+use recourse_core::{AttemptInfo, AttemptRecord, Gate, Instant, Outcome, PolicyKey};
 
 use super::backend::{AttemptDraws, Draw, EPOCH};
 use super::draws::{self, Ahead, Streams};
