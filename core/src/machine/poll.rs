@@ -42,15 +42,22 @@ pub(crate) trait Emit {
     fn hears_records(&self) -> bool {
         true
     }
-    /// An admitted attempt ran to completion: its record, built, goes to
-    /// the gate ([`Gate::attempt_ended`]) then to
-    /// [`record`](Self::record); a driver that hears no records may hand
-    /// the gate less ([`ActionSink::attempt_completed`]).
+    /// An admitted attempt ran to completion: for a driver that hears
+    /// records, its record, built, goes to the gate
+    /// ([`Gate::attempt_ended`]) then to [`record`](Self::record); one
+    /// that hears none tells the gate from the makings
+    /// ([`Gate::attempt_completed`]: a policy whose gate only samples
+    /// latencies, a quantile hedge trigger's, builds no record).
     #[inline(always)]
     fn completed(&mut self, completed: &Completed) -> ControlFlow<Action> {
-        let record = completed.record();
-        self.gate().attempt_ended(&record);
-        self.record(&record)
+        if self.hears_records() {
+            let record = completed.record();
+            self.gate().attempt_ended(&record);
+            self.record(&record)
+        } else {
+            self.gate().attempt_completed(completed);
+            ControlFlow::Continue(())
+        }
     }
     /// Whether the drain inlines its launch of a retry group's primary
     /// ([`Core::launch_primary`]): a driver whose loop is the machine, as

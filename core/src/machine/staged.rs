@@ -46,7 +46,7 @@ use core::ops::ControlFlow;
 
 use super::plan::{first_launch, hedges_in, launch};
 use super::poll::Emit;
-use super::{Action, Completed, Core, Event, HedgeRoom, Hedging, Limits, Settings, Slot, State};
+use super::{Action, Core, Event, HedgeRoom, Hedging, Limits, Settings, Slot, State};
 use crate::backoff::BackoffSpec;
 use crate::gate::{Admission, AdmitRequest, Gate};
 use crate::outcome::{Outcome, OutcomeKind};
@@ -1197,21 +1197,6 @@ impl<S: Sink> Emit for Carry<'_, S> {
     #[inline(always)]
     fn hears_records(&self) -> bool {
         self.0.hears_records()
-    }
-    /// The record built only for an observer that hears it; otherwise the
-    /// gate is told from the makings ([`Gate::attempt_completed`]: a
-    /// policy whose gate only samples latencies, a quantile hedge
-    /// trigger's, builds no record).
-    #[inline(always)]
-    fn completed(&mut self, completed: &Completed) -> ControlFlow<Action> {
-        if self.0.hears_records() {
-            let record = completed.record();
-            self.0.gate().attempt_ended(&record);
-            self.0.record(&record);
-        } else {
-            self.0.gate().attempt_completed(completed);
-        }
-        ControlFlow::Continue(())
     }
 }
 
