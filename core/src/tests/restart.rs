@@ -129,8 +129,15 @@ fn a_restarted_machine_is_the_fresh_one() {
 /// backoff does change with the source.
 #[test]
 fn a_plan_that_does_not_draw_never_reads_the_random_source() {
+    // Under Miri, which runs every step of the machine thousands of
+    // times slower, only until each kind of plan has been seen a few
+    // times.
+    let want = if cfg!(miri) { 4 } else { 51 };
     let (mut silent, mut drawn) = (0, 0);
-    for seed in 0..if cfg!(miri) { 8 } else { 600 } {
+    for seed in 0..600 {
+        if cfg!(miri) && silent >= want && drawn >= want {
+            break;
+        }
         let mut rng = fastrand::Rng::with_seed(seed);
         let p = policy(&mut rng);
         let plan = crate::machine::CallPlan::new(&p);
@@ -157,5 +164,5 @@ fn a_plan_that_does_not_draw_never_reads_the_random_source() {
         let source = format!("{:?}", fastrand::Rng::with_seed(seed));
         assert!(format!("{a:?}").contains(&source), "seed {seed}: {a:?}");
     }
-    assert!(silent > 50 && drawn > 50, "{silent} {drawn}");
+    assert!(silent >= want && drawn >= want, "{silent} {drawn}");
 }
