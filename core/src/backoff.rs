@@ -494,49 +494,12 @@ mod tests {
     }
 
     /// A fresh sequence skipped past the delays a sequence drew is that
-    /// sequence: for every jitter, after 0 to 8 draws (the last delay
-    /// given), the same state and the same next delays.
+    /// sequence (the same state, the same next delays), and `delay_after`
+    /// is the delay it draws next, from the same RNG state: for every
+    /// jitter, after 0 to 8 draws (the last delay given), whatever the
+    /// multiplier.
     #[test]
-    fn a_skipped_sequence_is_the_one_that_drew() {
-        for jitter in [
-            Jitter::None,
-            Jitter::Full,
-            Jitter::Equal,
-            Jitter::Decorrelated,
-        ] {
-            for (initial, max) in [(10, 250), (0, 40), (3, 3), (7, 1)] {
-                let mut p = policy(jitter);
-                p.initial_backoff = Duration::from_millis(initial);
-                p.max_backoff = Duration::from_millis(max);
-                p.backoff_multiplier = 1.7;
-                let spec = BackoffSpec::new(&p);
-                let mut b = spec.backoff();
-                let mut rng = fastrand::Rng::with_seed(initial * 31 + max);
-                let mut last = 0;
-                for draws in 0..9u16 {
-                    let mut skipped = spec.backoff();
-                    skipped.skip(draws, last);
-                    let at = std::format!("{jitter:?} {initial}..{max} ms, {draws} draws");
-                    assert_eq!(skipped.state(), b.state(), "{at}");
-                    let (mut r1, mut r2, mut drew) = (rng.clone(), rng.clone(), b.clone());
-                    for _ in 0..3 {
-                        assert_eq!(
-                            skipped.next_delay(&mut r1),
-                            drew.next_delay(&mut r2),
-                            "{at}"
-                        );
-                    }
-                    last = nanos(b.next_delay(&mut rng));
-                }
-            }
-        }
-    }
-
-    /// `delay_after` is the delay the skipped sequence draws next, from
-    /// the same RNG state, for every jitter, after 0 to 8 draws, whatever
-    /// the multiplier.
-    #[test]
-    fn delay_after_is_the_skipped_sequences_next() {
+    fn a_skipped_sequence_is_the_one_that_drew_and_delay_after_its_next() {
         for jitter in [
             Jitter::None,
             Jitter::Full,
@@ -559,6 +522,16 @@ mod tests {
                         );
                         let mut skipped = spec.backoff();
                         skipped.skip(draws, last);
+                        assert_eq!(skipped.state(), b.state(), "{at}");
+                        let (mut r1, mut r2, mut drew) =
+                            (rng.clone(), rng.clone(), (skipped.clone(), b.clone()));
+                        for _ in 0..3 {
+                            assert_eq!(
+                                drew.0.next_delay(&mut r1),
+                                drew.1.next_delay(&mut r2),
+                                "{at}"
+                            );
+                        }
                         let (mut r1, mut r2, mut r3) = (rng.clone(), rng.clone(), rng.clone());
                         let got = spec.delay_after(draws, last, &mut r1);
                         assert_eq!(got, skipped.next_nanos(&mut r2), "{at}");

@@ -497,7 +497,7 @@ mod room {
     /// them — it saved 8 bytes of the machine but cost the Cortex-M3
     /// example's successful call about 200 instructions, in code the call
     /// future's poll no longer kept apart.)
-    #[derive(Copy, Clone, Debug)]
+    #[derive(Copy, Clone, Debug, PartialEq)]
     #[doc(hidden)]
     pub enum Last {
         None,
@@ -1629,19 +1629,6 @@ mod shared_room {
         }
     }
 
-    fn same(a: Last, b: Last) -> bool {
-        match (a, b) {
-            (Last::None, Last::None) => true,
-            (Last::Refused(x), Last::Refused(y)) => x == y,
-            (Last::Outcome(x), Last::Outcome(y)) => {
-                x.kind == y.kind && x.reason == y.reason && x.retry_after == y.retry_after
-            }
-            _ => false,
-        }
-    }
-
-    /// The one room keeps what `Both` keeps, as long as the last failure
-    /// is kept with nothing in flight (the machine's only use of it).
     #[test]
     fn the_one_room_keeps_what_both_keep() {
         let lasts = [
@@ -1664,12 +1651,11 @@ mod shared_room {
         for last in lasts {
             let mut one = <Option<Shared> as SlotRoom>::new();
             let mut both = <Both1 as SlotRoom>::new();
-            assert!(same(one.last(), Last::None));
-            for room in [&mut one as &mut dyn Room, &mut both] {
-                room.set(last);
-            }
-            assert!(same(one.last(), both.last()));
-            assert!(same(one.last(), last));
+            assert_eq!(one.last(), Last::None);
+            one.set_last(last);
+            both.set_last(last);
+            assert_eq!(one.last(), both.last());
+            assert_eq!(one.last(), last);
             assert_eq!((one.free(), one.in_flight()), (Some(0), 0));
             assert_eq!(one.first_deadline(), None);
             // A launch replaces the last failure; its slot is read back
@@ -1685,19 +1671,9 @@ mod shared_room {
                 (Instant::from_nanos(5), "admitted")
             );
             assert_eq!((one.free(), one.in_flight()), (Some(0), 0));
-            assert!(same(one.last(), Last::None));
+            assert_eq!(one.last(), Last::None);
         }
     }
 
     type Both1 = <Hedging as HedgeRoom>::Slots<1>;
-
-    /// Either room, as a test sets its last failure.
-    trait Room {
-        fn set(&mut self, last: Last);
-    }
-    impl<R: SlotRoom> Room for R {
-        fn set(&mut self, last: Last) {
-            self.set_last(last);
-        }
-    }
 }

@@ -801,11 +801,7 @@ impl<P: Borrow<Policy>, M: MachineOps<P>> Staged<P, M> {
         // of a start that was not read (a call whose instants nobody
         // uses, see `Staged::times_its_start`, grows at a failure's end,
         // read when it may back off).
-        let rng = fastrand::Rng::with_seed(if first.seeded {
-            first.seed
-        } else {
-            call_seed(now)
-        });
+        let rng = first.rng(now);
         let cfg = &self.cfg;
         self.stage = Stage::Full(M::make(cfg, rng));
         if first.step != Step::Idle {
@@ -998,6 +994,18 @@ impl First {
         Slot::new(self.info(policy, at), at, self.budget_reason)
     }
 
+    /// The stage's RNG: the caller's, or the one seeded for a backoff's
+    /// draw; without one, one seeded as a machine made at `now` seeds its
+    /// own.
+    #[inline(always)]
+    fn rng(&self, now: Instant) -> fastrand::Rng {
+        fastrand::Rng::with_seed(if self.seeded {
+            self.seed
+        } else {
+            call_seed(now)
+        })
+    }
+
     /// The sleep before the running (or due) attempt.
     #[inline(always)]
     fn slept(&self) -> Duration {
@@ -1052,11 +1060,7 @@ impl First {
         if !self.sleeps(cfg, hinted) {
             return false;
         }
-        let mut rng = fastrand::Rng::with_seed(if self.seeded {
-            self.seed
-        } else {
-            call_seed(now)
-        });
+        let mut rng = self.rng(now);
         // (A policy with backoff: `next_delay`'s draw, from the state the
         // earlier groups' draws, one each, left; inlined here, where only
         // the delay is kept, rather than `PolicySettings::sequence`'s one

@@ -686,6 +686,19 @@ impl Gate for LatencyGate {
     }
 }
 
+/// [`run_retries`] of `scenario` staged and full from the start, which
+/// must end alike, with the same events: the staged run.
+fn run_both_ways(scenario: &Scenario, slots: usize, seed: u64) -> (Outcome2, Vec<String>, u64) {
+    let with = run_retries(scenario, slots, true, seed);
+    let without = run_retries(scenario, slots, false, seed);
+    assert_eq!(
+        (&with.0, &with.1),
+        (&without.0, &without.1),
+        "seed {seed}, {slots} slots: {scenario:#?}"
+    );
+    with
+}
+
 /// Runs `scenario` (with [`classify_retries`]) with `slots` attempt slots,
 /// staged (counting the full machines it grows) or full from the start:
 /// the result, every event, and the full machines the staged run made.
@@ -747,13 +760,7 @@ fn retried_calls_end_as_the_full_machine_ends_them() {
     for seed in 0..runs {
         let s = retry_scenario(&mut rng);
         let slots = if rng.u8(0..4) == 0 { 3 } else { 1 };
-        let with = run_retries(&s, slots, true, seed);
-        let without = run_retries(&s, slots, false, seed);
-        assert_eq!(
-            (&with.0, &with.1),
-            (&without.0, &without.1),
-            "seed {seed}, {slots} slots: {s:#?}"
-        );
+        let with = run_both_ways(&s, slots, seed);
         let launches = with.1.iter().filter(|e| e.starts_with("launch")).count();
         if launches < 2 {
             continue;
@@ -939,13 +946,7 @@ fn backed_off_retries_end_as_the_full_machine_ends_them() {
     for seed in 0..runs {
         let s = backoff_scenario(&mut rng);
         let slots = if rng.u8(0..4) == 0 { 3 } else { 1 };
-        let with = run_retries(&s, slots, true, seed);
-        let without = run_retries(&s, slots, false, seed);
-        assert_eq!(
-            (&with.0, &with.1),
-            (&without.0, &without.1),
-            "seed {seed}, {slots} slots: {s:#?}"
-        );
+        let with = run_both_ways(&s, slots, seed);
         let r = &s.policy.retry;
         let sleeps_compact = r.timeout_per_attempt.is_none()
             && r.overall_timeout.is_none()

@@ -105,10 +105,10 @@ use std::sync::mpsc;
 use recourse_core::budget::Budget;
 use recourse_core::driver::derive_seed;
 use recourse_core::hedge::Trigger;
-use recourse_core::machine::{Action, ActionSink, CallMachine, CallPlan, Completed, Event, Limits};
+use recourse_core::machine::{Action, ActionSink, CallMachine, CallPlan, Event, Limits};
 use recourse_core::policy::Policy;
 use recourse_core::policy_gate::{Inline, PolicyGate};
-use recourse_core::{AttemptInfo, AttemptRecord, Gate, Instant, Outcome, PolicyKey};
+use recourse_core::{AttemptInfo, AttemptRecord, Instant, Outcome, PolicyKey};
 
 use super::backend::{AttemptDraws, Draw, EPOCH};
 use super::draws::{self, Ahead, Streams};
@@ -437,14 +437,6 @@ impl<'a, const N: usize> ActionSink for Carry<'_, 'a, N> {
     #[inline(always)]
     fn hears_records(&self) -> bool {
         false
-    }
-
-    // The gate reads what it needs of a completed attempt (its latency,
-    // for the sketch), its record built only to settle a budget's
-    // reservation (24 instructions of a simulated call without a budget).
-    #[inline(always)]
-    fn attempt_completed(&mut self, completed: &Completed) {
-        self.gate.attempt_completed(completed);
     }
 }
 
